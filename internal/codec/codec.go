@@ -1,0 +1,172 @@
+// Package codec is the registry of message types and their encoding.
+//
+// Plain Go values are encoded with encoding/json; values implementing
+// proto.Message are encoded with protobuf. docs/internals.md records the
+// measurement behind that choice (BenchmarkCodec in this package).
+//
+// The registry is written during program initialisation and read on every
+// message, so reads are lock-free: each registration publishes a new
+// immutable snapshot.
+package codec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// Errors returned by the codec; callers wrap them with a code.
+var (
+	ErrUnregistered = errors.New("unregistered message type")
+	ErrUnknownName  = errors.New("unknown message type name")
+	ErrDecode       = errors.New("cannot decode message")
+)
+
+type entry struct {
+	name  string
+	typ   reflect.Type
+	proto bool // typ implements proto.Message
+}
+
+type snapshot struct {
+	byType map[reflect.Type]*entry
+	byName map[string]*entry
+	names  []string // sorted
+}
+
+var (
+	mu  sync.Mutex // serialises writers
+	cur atomic.Pointer[snapshot]
+)
+
+func init() {
+	cur.Store(&snapshot{byType: map[reflect.Type]*entry{}, byName: map[string]*entry{}})
+}
+
+var protoMessage = reflect.TypeFor[proto.Message]()
+
+// NameOf returns the wire name derived from t: "import/path.TypeName" for
+// named types, t.String() for others, with pointers to named structs named
+// like their element when they are proto messages.
+func NameOf(t reflect.Type) string {
+	if t.Implements(protoMessage) && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Name() != "" && t.PkgPath() != "" {
+		return t.PkgPath() + "." + t.Name()
+	}
+	return t.String()
+}
+
+// Register adds t under name. Registering the same type under the same name
+// twice is a no-op; any other reuse of a type or a name is an error.
+func Register(t reflect.Type, name string) error {
+	if t == nil {
+		return errors.New("nil type")
+	}
+	if name == "" {
+		return errors.New("empty message name")
+	}
+	isProto := t.Implements(protoMessage)
+	if isProto && t.Kind() != reflect.Pointer {
+		return fmt.Errorf("%v: register the pointer type of a proto message", t)
+	}
+	if !isProto && t.Kind() == reflect.Interface {
+		return fmt.Errorf("%v: cannot register an interface type", t)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	old := cur.Load()
+	if e, ok := old.byType[t]; ok {
+		if e.name == name {
+			return nil
+		}
+		return fmt.Errorf("%v: already registered as %q", t, e.name)
+	}
+	if e, ok := old.byName[name]; ok {
+		return fmt.Errorf("message name %q: already used by %v", name, e.typ)
+	}
+	next := &snapshot{
+		byType: make(map[reflect.Type]*entry, len(old.byType)+1),
+		byName: make(map[string]*entry, len(old.byName)+1),
+	}
+	for k, v := range old.byType {
+		next.byType[k] = v
+	}
+	for k, v := range old.byName {
+		next.byName[k] = v
+	}
+	e := &entry{name: name, typ: t, proto: isProto}
+	next.byType[t] = e
+	next.byName[name] = e
+	next.names = append(slices.Clone(old.names), name)
+	slices.Sort(next.names)
+	cur.Store(next)
+	return nil
+}
+
+// Names returns the registered wire names, sorted.
+func Names() []string { return cur.Load().names }
+
+// Encode returns the wire name and encoding of v. A nil v encodes as an
+// empty name and no payload. A pointer to a registered non-proto type is
+// encoded as the value it points to.
+func Encode(v any) (name string, payload []byte, err error) {
+	if v == nil {
+		return "", nil, nil
+	}
+	s := cur.Load()
+	t := reflect.TypeOf(v)
+	e, ok := s.byType[t]
+	if !ok && t.Kind() == reflect.Pointer {
+		if e, ok = s.byType[t.Elem()]; ok && !e.proto {
+			rv := reflect.ValueOf(v)
+			if rv.IsNil() {
+				return "", nil, fmt.Errorf("%w: nil %v", ErrUnregistered, t)
+			}
+			v = rv.Elem().Interface()
+		}
+	}
+	if !ok {
+		return "", nil, fmt.Errorf("%w: %v (call plugin.RegisterMessage[%v]() in an init function, in every process)", ErrUnregistered, t, t)
+	}
+	if e.proto {
+		payload, err = proto.Marshal(v.(proto.Message))
+	} else {
+		payload, err = json.Marshal(v)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("encode %s: %w", e.name, err)
+	}
+	return e.name, payload, nil
+}
+
+// Decode returns the value of the registered type named name encoded in
+// payload. An empty name decodes to nil.
+func Decode(name string, payload []byte) (any, error) {
+	if name == "" {
+		return nil, nil
+	}
+	e, ok := cur.Load().byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q (not registered in this process)", ErrUnknownName, name)
+	}
+	if e.proto {
+		m := reflect.New(e.typ.Elem()).Interface().(proto.Message)
+		if err := proto.Unmarshal(payload, m); err != nil {
+			return nil, fmt.Errorf("%w %s: %v", ErrDecode, name, err)
+		}
+		return m, nil
+	}
+	p := reflect.New(e.typ)
+	if err := json.Unmarshal(payload, p.Interface()); err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrDecode, name, err)
+	}
+	return p.Elem().Interface(), nil
+}

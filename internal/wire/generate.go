@@ -1,0 +1,8 @@
+// Package wire holds the protobuf frames exchanged between a driver and its
+// executors (frames.proto) and the generated gRPC service.
+//
+// Regenerate with `go generate ./internal/wire`; the tool versions are pinned
+// below so that the committed output is reproducible.
+package wire
+
+//go:generate sh -c "bin=$(mktemp -d) && GOBIN=$bin go install github.com/bufbuild/buf/cmd/buf@v1.75.0 google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2 && PATH=$bin:$PATH buf generate && rm -rf $bin"

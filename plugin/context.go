@@ -1,0 +1,197 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Context is what both sides of a plugin get from the runtime (Spark:
+// PluginContext). Its methods are safe for concurrent use.
+type Context interface {
+	// AppID identifies the application run.
+	AppID() string
+	// Conf is a read-only view of the application configuration; executors
+	// see the driver's.
+	Conf() Conf
+	// Metrics is a registerer scoped to this plugin: metrics registered
+	// here carry "plugin" and "executor" labels (executor="driver" on the
+	// driver).
+	Metrics() prometheus.Registerer
+	// Logger carries "plugin" and (on executors) "executor" attributes.
+	Logger() *slog.Logger
+	// Hostname is the name of the host this process runs on.
+	Hostname() string
+}
+
+// ExecutorContext is the executor side's view of the runtime.
+//
+// Ask and Send may be called from any goroutine, including from Init and
+// Shutdown. Messages from one executor plugin reach its driver plugin in
+// the order Send and Ask were called (from one goroutine).
+type ExecutorContext interface {
+	Context
+	// ExecutorID identifies this executor ("1", "2", ...).
+	ExecutorID() string
+	// Resources are the resources discovered for this executor, by name.
+	Resources() map[string]Resource
+	// Ask sends msg to the driver plugin of the same name and waits for its
+	// reply. The deadline comes from ctx; when ctx ends first, the error
+	// matches ctx.Err() (context.DeadlineExceeded or context.Canceled). A
+	// Receive error arrives with its code and message; a lost driver gives
+	// CodeUnavailable.
+	Ask(ctx context.Context, msg any) (any, error)
+	// Send queues msg for the driver plugin of the same name and returns.
+	// It reports only local failures: an unregistered or oversized message
+	// (at once), a closed connection, or ctx ending while Send waits for
+	// room in a full queue (backpressure). What Receive does with msg is
+	// not reported.
+	Send(ctx context.Context, msg any) error
+}
+
+// DriverContext is the driver side's view of the runtime. Its methods may
+// be called from any goroutine.
+type DriverContext interface {
+	Context
+	// Executors lists the ready executors, ordered by ID.
+	Executors() []ExecutorInfo
+	// AskExecutor sends msg to this plugin on one executor, whose plugin
+	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
+	// for the reply. Errors are as for ExecutorContext.Ask; an unknown
+	// executor gives CodeNotFound ([ErrNoSuchExecutor]).
+	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
+	// SendExecutor queues msg for this plugin on one executor; see
+	// ExecutorContext.Send for what it reports.
+	SendExecutor(ctx context.Context, executorID string, msg any) error
+	// Broadcast queues msg for this plugin on every ready executor. The
+	// message is encoded once. It returns the first local failure, after
+	// trying every executor.
+	Broadcast(ctx context.Context, msg any) error
+}
+
+// Asker is anything with an untyped Ask, such as an ExecutorContext.
+type Asker interface {
+	Ask(ctx context.Context, msg any) (any, error)
+}
+
+// Ask is the typed form of Asker.Ask:
+//
+//	r, err := plugin.Ask[InitialConfigResponse](ctx, pc, InitialConfigRequest{})
+//
+// A reply of another type gives a CodeInvalidArgument error; a nil reply
+// gives R's zero value.
+func Ask[R any](ctx context.Context, a Asker, msg any) (R, error) {
+	v, err := a.Ask(ctx, msg)
+	return replyAs[R](v, err)
+}
+
+// AskExecutor is the typed form of DriverContext.AskExecutor.
+func AskExecutor[R any](ctx context.Context, dc DriverContext, executorID string, msg any) (R, error) {
+	v, err := dc.AskExecutor(ctx, executorID, msg)
+	return replyAs[R](v, err)
+}
+
+func replyAs[R any](v any, err error) (R, error) {
+	var zero R
+	if err != nil || v == nil {
+		return zero, err
+	}
+	r, ok := v.(R)
+	if !ok {
+		return zero, Errorf(CodeInvalidArgument, "reply is %T, want %T", v, zero)
+	}
+	return r, nil
+}
+
+// Resource is a named executor resource and its addresses, as printed by a
+// discovery command (Spark: ResourceInformation).
+type Resource struct {
+	Name      string   `json:"name"`
+	Addresses []string `json:"addresses"`
+}
+
+// ExecutorInfo describes an executor as the driver sees it.
+type ExecutorInfo struct {
+	ID        string
+	Host      string
+	PID       int
+	Resources map[string]Resource
+	// Added is when the executor became ready.
+	Added time.Time
+}
+
+// TaskInfo describes a task to TaskListener hooks.
+type TaskInfo struct {
+	JobID      string
+	TaskName   string
+	Index      int
+	Attempt    int
+	ExecutorID string
+}
+
+// Conf is a read-only view of string configuration. The zero value is
+// empty. A Conf is safe for concurrent use.
+type Conf struct {
+	m map[string]string
+}
+
+// NewConf returns a Conf holding a copy of m.
+func NewConf(m map[string]string) Conf { return Conf{m: maps.Clone(m)} }
+
+// Get returns the value of key, or "" when it is not set.
+func (c Conf) Get(key string) string { return c.m[key] }
+
+// Lookup returns the value of key and whether it is set.
+func (c Conf) Lookup(key string) (string, bool) {
+	v, ok := c.m[key]
+	return v, ok
+}
+
+// Int returns key as an int, def when it is not set, or an error naming the
+// key when it is not an integer.
+func (c Conf) Int(key string, def int) (int, error) {
+	v, ok := c.m[key]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("conf %s=%q: not an integer", key, v)
+	}
+	return n, nil
+}
+
+// Duration returns key parsed by time.ParseDuration, def when it is not
+// set, or an error naming the key.
+func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
+	v, ok := c.m[key]
+	if !ok {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("conf %s=%q: not a duration", key, v)
+	}
+	return d, nil
+}
+
+// All yields the entries in key order.
+func (c Conf) All() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, k := range slices.Sorted(maps.Keys(c.m)) {
+			if !yield(k, c.m[k]) {
+				return
+			}
+		}
+	}
+}
+
+// Map returns a copy of the entries.
+func (c Conf) Map() map[string]string { return maps.Clone(c.m) }

@@ -1,0 +1,186 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/emberhq/ember/internal/hook"
+)
+
+// Code classifies an [Error]. The values equal the gRPC status codes of the
+// same names, so that codes map 1:1 onto gRPC. The set is closed and the
+// numbering is append-only.
+type Code uint32
+
+// The codes an [Error] can carry. CodeOK is never the code of an Error: a
+// non-nil error always has a non-OK code.
+const (
+	CodeOK                Code = 0
+	CodeCanceled          Code = 1
+	CodeUnknown           Code = 2
+	CodeInvalidArgument   Code = 3
+	CodeDeadlineExceeded  Code = 4
+	CodeNotFound          Code = 5
+	CodeResourceExhausted Code = 8
+	CodeUnimplemented     Code = 12
+	CodeInternal          Code = 13
+	CodeUnavailable       Code = 14
+	CodeUnauthenticated   Code = 16
+)
+
+var codeNames = map[Code]string{
+	CodeOK:                "ok",
+	CodeCanceled:          "canceled",
+	CodeUnknown:           "unknown",
+	CodeInvalidArgument:   "invalid_argument",
+	CodeDeadlineExceeded:  "deadline_exceeded",
+	CodeNotFound:          "not_found",
+	CodeResourceExhausted: "resource_exhausted",
+	CodeUnimplemented:     "unimplemented",
+	CodeInternal:          "internal",
+	CodeUnavailable:       "unavailable",
+	CodeUnauthenticated:   "unauthenticated",
+}
+
+// String returns the code's snake_case name, e.g. "not_found".
+func (c Code) String() string {
+	if s, ok := codeNames[c]; ok {
+		return s
+	}
+	return fmt.Sprintf("code_%d", uint32(c))
+}
+
+// Valid reports whether c is one of the defined codes.
+func (c Code) Valid() bool {
+	_, ok := codeNames[c]
+	return ok
+}
+
+// Error is the one error type that crosses the wire between a driver and
+// its executors. Every error returned by Ask, Send, AskExecutor,
+// SendExecutor and Broadcast is, or wraps, an *Error; match it with
+// [errors.As], [CodeOf], or [errors.Is] against a sentinel or against
+// [context.DeadlineExceeded] and [context.Canceled].
+//
+// An Error is immutable once created and safe for concurrent use.
+type Error struct {
+	code   Code
+	msg    string
+	remote bool
+	cause  error
+}
+
+// NewError returns an error with the given code and message. A Receive
+// handler returns one to give the asker a specific code; any other error
+// reaches the asker with [CodeUnknown] and its message intact.
+func NewError(code Code, msg string) *Error {
+	if code == CodeOK {
+		code = CodeUnknown
+	}
+	return &Error{code: code, msg: msg}
+}
+
+// Errorf is [NewError] with a formatted message. A %w verb makes the
+// wrapped error visible to errors.Is and errors.As on this side of the wire
+// only; only the message crosses it.
+func Errorf(code Code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	e := NewError(code, err.Error())
+	e.cause = errors.Unwrap(err)
+	return e
+}
+
+// Code returns the error's code.
+func (e *Error) Code() Code { return e.code }
+
+// Message returns the error's message without the code prefix.
+func (e *Error) Message() string { return e.msg }
+
+// Error returns "<code>: <message>".
+func (e *Error) Error() string {
+	if e.msg == "" {
+		return e.code.String()
+	}
+	return e.code.String() + ": " + e.msg
+}
+
+// Unwrap returns the local cause, if any. Causes never cross the wire.
+func (e *Error) Unwrap() error { return e.cause }
+
+// Is makes an error with CodeDeadlineExceeded match
+// [context.DeadlineExceeded] and one with CodeCanceled match
+// [context.Canceled], wherever the deadline expired.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case context.DeadlineExceeded:
+		return e.code == CodeDeadlineExceeded
+	case context.Canceled:
+		return e.code == CodeCanceled
+	}
+	return false
+}
+
+// IsRemote reports whether err came from the other side of the wire (a
+// reply from a Receive handler, or a refusal by the peer), as opposed to a
+// failure detected locally.
+func IsRemote(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.remote
+}
+
+// CodeOf returns the code of the *Error in err's chain. A context error maps
+// to CodeCanceled or CodeDeadlineExceeded, nil to CodeOK, and anything else
+// to CodeUnknown.
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.code
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return CodeDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return CodeCanceled
+	}
+	return CodeUnknown
+}
+
+// Sentinels for conditions detected locally. Errors returned by the API wrap
+// them inside an *Error, so both errors.Is(err, ErrClosed) and CodeOf(err)
+// work.
+var (
+	// ErrClosed: the connection or runtime has shut down (CodeUnavailable).
+	ErrClosed = errors.New("ember: closed")
+	// ErrUnregisteredMessage: the message's type was not registered with
+	// RegisterMessage (CodeInvalidArgument).
+	ErrUnregisteredMessage = errors.New("ember: unregistered message type")
+	// ErrMessageTooLarge: the encoded message exceeds the size limit
+	// (CodeResourceExhausted).
+	ErrMessageTooLarge = errors.New("ember: message too large")
+	// ErrNoSuchExecutor: no live executor has the given ID (CodeNotFound).
+	ErrNoSuchExecutor = errors.New("ember: no such executor")
+)
+
+func init() {
+	hook.WireError = func(code uint32, msg string) error {
+		c := Code(code)
+		if c == CodeOK || !c.Valid() {
+			c = CodeUnknown
+		}
+		return &Error{code: c, msg: msg, remote: true}
+	}
+}
+
+// contextError turns a context error into an *Error with the matching code,
+// keeping the context error as its cause.
+func contextError(err error) *Error {
+	code := CodeCanceled
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = CodeDeadlineExceeded
+	}
+	return &Error{code: code, msg: err.Error(), cause: err}
+}

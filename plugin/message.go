@@ -1,0 +1,32 @@
+package plugin
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/emberhq/ember/internal/codec"
+)
+
+// RegisterMessage registers T as a message type under a wire name derived
+// from it ("import/path.TypeName"). Messages are plain Go values of
+// registered types: structs are encoded as JSON (exported fields), and
+// proto.Message types (register the pointer, e.g. *pb.Event) as protobuf.
+// Register in an init function, in the package that declares the type, so
+// that driver and executors register the same set. Sending an unregistered
+// type fails at the call with ErrUnregisteredMessage.
+//
+// A pointer to a registered struct type may be sent; it arrives as the
+// value. RegisterMessage panics if T or its name is already registered to
+// something else. It is safe for concurrent use.
+func RegisterMessage[T any]() {
+	t := reflect.TypeFor[T]()
+	RegisterMessageName[T](codec.NameOf(t))
+}
+
+// RegisterMessageName is RegisterMessage with an explicit wire name, for
+// types that must keep their name when moved or renamed.
+func RegisterMessageName[T any](name string) {
+	if err := codec.Register(reflect.TypeFor[T](), name); err != nil {
+		panic(fmt.Sprintf("plugin.RegisterMessage: %v", err))
+	}
+}

@@ -1,0 +1,139 @@
+package plugin
+
+import "context"
+
+// Plugin pairs a driver component and an executor component under one name
+// (Spark: SparkPlugin). Both sides of an application must list the same
+// plugins in the same order; the executor handshake checks it.
+//
+// The methods are called once per process while the runtime starts, from one
+// goroutine; they should construct values and do nothing else.
+type Plugin interface {
+	// Name identifies the plugin on both sides: lowercase, unique in the
+	// application, e.g. "rpc-demo" or "metrics.jvm".
+	Name() string
+	// DriverPlugin returns the driver component, or nil for none.
+	DriverPlugin() DriverPlugin
+	// ExecutorPlugin returns the executor component, or nil for none.
+	ExecutorPlugin() ExecutorPlugin
+}
+
+// DriverPlugin is the driver side of a plugin (Spark: DriverPlugin).
+//
+// Lifecycle, in order:
+//  1. Init, once, in plugin-list order, before any executor starts.
+//  2. Receive, for each message from an executor plugin of the same name.
+//     Calls come from the plugin's own dispatch lane: one at a time, in the
+//     order each executor sent them (see [ConcurrentReceiver] to opt out).
+//  3. Shutdown, once, after every executor has shut down and every message
+//     it sent has been received.
+//
+// Optional capabilities: [ExecutorListener], [ConcurrentReceiver].
+type DriverPlugin interface {
+	// Init prepares the driver side. The returned map is handed to every
+	// executor's ExecutorPlugin.Init for the plugin of the same name. An
+	// error fails ember.Run; plugins already initialised are shut down.
+	// pc stays valid until Shutdown returns and may be kept.
+	Init(ctx context.Context, pc DriverContext) (extraConf map[string]string, err error)
+	// Receive handles a message from an executor plugin of the same name.
+	// For an Ask, the returned reply (or error) is the answer; for a Send,
+	// the return values are dropped (a non-nil reply or error is logged).
+	// A panic is recovered and becomes a CodeInternal error.
+	Receive(ctx context.Context, msg any) (reply any, err error)
+	// Shutdown releases the plugin's resources. Its ctx carries the
+	// shutdown deadline.
+	Shutdown(ctx context.Context) error
+}
+
+// ExecutorPlugin is the executor side of a plugin (Spark: ExecutorPlugin).
+//
+// Lifecycle, in order:
+//  1. Init, once, in plugin-list order, before the executor takes work.
+//  2. Receive (if it implements [ExecutorReceiver]), for each message the
+//     driver plugin sends it, one at a time, in order.
+//  3. Shutdown, once, in reverse plugin-list order, when the driver
+//     releases the executor. Sends made during Shutdown reach the driver.
+//
+// Optional capabilities: [ExecutorReceiver].
+type ExecutorPlugin interface {
+	// Init prepares the executor side; extraConf is what the driver
+	// plugin's Init returned (never nil). An error ends this executor and
+	// the driver reports it. pc stays valid until Shutdown returns.
+	Init(ctx context.Context, pc ExecutorContext, extraConf map[string]string) error
+	// Shutdown releases the plugin's resources. Its ctx carries the
+	// shutdown deadline.
+	Shutdown(ctx context.Context) error
+}
+
+// ExecutorReceiver is implemented by executor plugins that handle messages
+// pushed by their driver plugin with AskExecutor, SendExecutor or Broadcast.
+// Calls are one at a time, in the order the driver sent them. Without it,
+// an AskExecutor fails with CodeUnimplemented.
+type ExecutorReceiver interface {
+	Receive(ctx context.Context, msg any) (reply any, err error)
+}
+
+// ExecutorListener is implemented by driver plugins that watch membership.
+// Calls come from the plugin's dispatch lane, ordered with its messages:
+// OnExecutorAdded precedes the first message from that executor, and
+// OnExecutorRemoved follows its last one.
+type ExecutorListener interface {
+	// OnExecutorAdded is called when an executor has initialised its
+	// plugins and is ready.
+	OnExecutorAdded(ctx context.Context, e ExecutorInfo)
+	// OnExecutorRemoved is called when a ready executor leaves; reason is
+	// nil for a clean shutdown.
+	OnExecutorRemoved(ctx context.Context, e ExecutorInfo, reason error)
+}
+
+// ConcurrentReceiver is implemented by driver plugins whose Receive is safe
+// for concurrent use. MaxConcurrentReceives returns how many calls may run
+// at once (values below 2 keep the default of one); messages are then no
+// longer delivered strictly in order.
+type ConcurrentReceiver interface {
+	MaxConcurrentReceives() int
+}
+
+// TaskListener is implemented by executor plugins that watch tasks (Spark
+// 3.1 onTaskStart, onTaskSucceeded, onTaskFailed). The hooks run on the
+// task's goroutine, around the task; a panic or error in a hook is logged
+// and never fails the task.
+type TaskListener interface {
+	OnTaskStart(ctx context.Context, t TaskInfo)
+	OnTaskSucceeded(ctx context.Context, t TaskInfo)
+	OnTaskFailed(ctx context.Context, t TaskInfo, reason error)
+}
+
+// BaseDriverPlugin is a no-op DriverPlugin to embed by value, so that a
+// plugin implements only the methods it needs and keeps compiling when
+// methods are added. Its Receive answers CodeUnimplemented.
+type BaseDriverPlugin struct{}
+
+// Init returns no extraConf.
+func (BaseDriverPlugin) Init(context.Context, DriverContext) (map[string]string, error) {
+	return nil, nil
+}
+
+// Receive answers every message with a CodeUnimplemented error.
+func (BaseDriverPlugin) Receive(context.Context, any) (any, error) {
+	return nil, NewError(CodeUnimplemented, "driver plugin does not implement Receive")
+}
+
+// Shutdown does nothing.
+func (BaseDriverPlugin) Shutdown(context.Context) error { return nil }
+
+// BaseExecutorPlugin is a no-op ExecutorPlugin to embed by value.
+type BaseExecutorPlugin struct{}
+
+// Init does nothing.
+func (BaseExecutorPlugin) Init(context.Context, ExecutorContext, map[string]string) error {
+	return nil
+}
+
+// Shutdown does nothing.
+func (BaseExecutorPlugin) Shutdown(context.Context) error { return nil }
+
+var (
+	_ DriverPlugin   = BaseDriverPlugin{}
+	_ ExecutorPlugin = BaseExecutorPlugin{}
+)

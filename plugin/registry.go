@@ -1,0 +1,60 @@
+package plugin
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Plugin{}
+)
+
+// Register makes p available by name, for applications that enable plugins
+// through configuration ("ember.plugins", Spark: spark.plugins). Call it
+// from an init function. It panics if p is nil, its name is empty or
+// already registered, as database/sql.Register does. It is safe for
+// concurrent use.
+func Register(p Plugin) {
+	if p == nil {
+		panic("plugin.Register: nil plugin")
+	}
+	name := p.Name()
+	if name == "" {
+		panic("plugin.Register: empty plugin name")
+	}
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic(fmt.Sprintf("plugin.Register: plugin %q registered twice", name))
+	}
+	registry[name] = p
+}
+
+// Lookup returns the registered plugin called name.
+func Lookup(name string) (Plugin, error) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	p, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown plugin %q (forgotten import? registered: %v)", name, registeredLocked())
+	}
+	return p, nil
+}
+
+// Registered returns the names of the registered plugins, sorted.
+func Registered() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return registeredLocked()
+}
+
+func registeredLocked() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
