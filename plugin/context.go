@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/emberhq/ember/internal/hook"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -195,3 +196,19 @@ func (c Conf) All() iter.Seq2[string, string] {
 
 // Map returns a copy of the entries.
 func (c Conf) Map() map[string]string { return maps.Clone(c.m) }
+
+type senderKey struct{}
+
+// SenderID returns the ID of the executor whose message is being handled,
+// from the ctx the runtime passes to a driver plugin's Receive (and to
+// ExecutorListener calls). It reports false for any other ctx.
+func SenderID(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(senderKey{}).(string)
+	return id, ok
+}
+
+func init() {
+	hook.WithSender = func(ctx context.Context, id string) context.Context {
+		return context.WithValue(ctx, senderKey{}, id)
+	}
+}

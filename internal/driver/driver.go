@@ -1,0 +1,564 @@
+// Package driver is the driver side of the runtime: it accepts executor
+// streams, checks their handshake, keeps the executor registry, and runs
+// each driver plugin behind its own dispatch lane.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Config configures a Driver. Zero durations take the defaults.
+type Config struct {
+	AppID, AppName string
+	Conf           map[string]string
+	Plugins        []plugin.Plugin
+	Logger         *slog.Logger
+	Registry       *prometheus.Registry
+	BuildID        string
+	Conn           rpc.Options
+	// HandshakeTimeout bounds the time from connect to HELLO.
+	HandshakeTimeout time.Duration
+	// ShutdownTimeout bounds each shutdown phase.
+	ShutdownTimeout time.Duration
+}
+
+// Driver serves executors. Its methods are safe for concurrent use.
+type Driver struct {
+	wire.UnimplementedEmberServer
+
+	cfg       Config
+	log       *slog.Logger
+	endpoints []*endpoint
+	names     []string
+	hostname  string
+	ctx       context.Context // handler context; canceled by Close
+	cancel    context.CancelFunc
+	srv       *grpc.Server
+
+	mu       sync.Mutex // protects the following fields
+	execs    map[string]*execState
+	nextID   int
+	changed  chan struct{} // closed and replaced when membership changes
+	failures []error       // executors that failed to initialise
+	stopping bool
+	lis      net.Listener
+}
+
+type execState struct {
+	info    plugin.ExecutorInfo
+	conn    *rpc.Conn
+	ready   bool
+	stopped chan struct{} // closed when STOPPED arrives
+}
+
+// New validates cfg and builds the driver's plugin endpoints. It does no
+// I/O and calls no plugin code besides Plugin.DriverPlugin.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	host, _ := os.Hostname()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Driver{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		hostname: host,
+		ctx:      ctx,
+		cancel:   cancel,
+		execs:    make(map[string]*execState),
+		changed:  make(chan struct{}),
+	}
+	for i, p := range cfg.Plugins {
+		e := &endpoint{
+			d:       d,
+			idx:     uint32(i),
+			name:    p.Name(),
+			log:     cfg.Logger.With("plugin", p.Name()),
+			metrics: prometheus.WrapRegistererWith(prometheus.Labels{"plugin": p.Name(), "executor": "driver"}, cfg.Registry),
+			conf:    plugin.NewConf(cfg.Conf),
+		}
+		e.dp = p.DriverPlugin()
+		if e.dp != nil {
+			e.listener, _ = e.dp.(plugin.ExecutorListener)
+			workers := 1
+			if cr, ok := e.dp.(plugin.ConcurrentReceiver); ok {
+				workers = cr.MaxConcurrentReceives()
+			}
+			e.lane = rpc.NewLane(workers, e.run)
+		}
+		d.endpoints = append(d.endpoints, e)
+		d.names = append(d.names, e.name)
+	}
+	d.srv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn)+rpc.BatchOverhead),
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(4<<20),
+	)
+	wire.RegisterEmberServer(d.srv, d)
+	return d, nil
+}
+
+func maxMsg(o rpc.Options) int {
+	if o.MaxMessageBytes > 0 {
+		return o.MaxMessageBytes
+	}
+	return rpc.DefaultMaxMessageBytes
+}
+
+// Init runs the driver plugins' Init in list order. On the first error it
+// shuts down the plugins already initialised, in reverse order, and returns
+// an error naming the plugin.
+func (d *Driver) Init(ctx context.Context) error {
+	for i, e := range d.endpoints {
+		if e.dp == nil {
+			continue
+		}
+		extra, err := rpc.Call(e.log, e.name, "Init", func() (map[string]string, error) {
+			return e.dp.Init(ctx, e)
+		})
+		if err != nil {
+			d.shutdownPlugins(i - 1)
+			return fmt.Errorf("driver plugin %q: init: %w", e.name, err)
+		}
+		e.extraConf = extra
+		e.inited = true
+	}
+	return nil
+}
+
+// Serve accepts executors on lis until Close. It returns at once.
+func (d *Driver) Serve(lis net.Listener) {
+	d.mu.Lock()
+	d.lis = lis
+	d.mu.Unlock()
+	go func() { _ = d.srv.Serve(lis) }()
+}
+
+// Addr is the address executors connect to, once Serve has been called.
+func (d *Driver) Addr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.lis == nil {
+		return ""
+	}
+	return d.lis.Addr().String()
+}
+
+// AppID returns the application ID.
+func (d *Driver) AppID() string { return d.cfg.AppID }
+
+// Executors lists the ready executors ordered by ID.
+func (d *Driver) Executors() []plugin.ExecutorInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []plugin.ExecutorInfo
+	for _, es := range d.execs {
+		if es.ready {
+			out = append(out, es.info)
+		}
+	}
+	slices.SortFunc(out, func(a, b plugin.ExecutorInfo) int { return compareIDs(a.ID, b.ID) })
+	return out
+}
+
+func compareIDs(a, b string) int {
+	x, errA := strconv.Atoi(a)
+	y, errB := strconv.Atoi(b)
+	if errA == nil && errB == nil {
+		return x - y
+	}
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+// WaitExecutors waits until n executors are ready. It fails as soon as an
+// executor fails to initialise, and when ctx ends.
+func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
+	for {
+		d.mu.Lock()
+		ready := 0
+		for _, es := range d.execs {
+			if es.ready {
+				ready++
+			}
+		}
+		failures := errors.Join(d.failures...)
+		changed := d.changed
+		d.mu.Unlock()
+		if failures != nil {
+			return failures
+		}
+		if ready >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d executors (%d ready): %w", n, ready, ctx.Err())
+		}
+	}
+}
+
+// notifyLocked wakes WaitExecutors. d.mu must be held.
+func (d *Driver) notifyLocked() {
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// Connect serves one executor's stream (the gRPC method).
+func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
+	peerAddr := "unknown"
+	if p, ok := peer.FromContext(stream.Context()); ok {
+		peerAddr = p.Addr.String()
+	}
+	hello, err := d.recvHello(stream)
+	if err != nil {
+		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
+		return err
+	}
+	if msg := checkHello(hello, d.cfg.BuildID, d.names, codec.Names()); msg != "" {
+		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
+		_ = stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
+			Code: uint32(plugin.CodeInvalidArgument), Error: "handshake mismatch: " + msg,
+		}}}})
+		return status.Error(codes.InvalidArgument, "handshake mismatch")
+	}
+
+	d.mu.Lock()
+	if d.stopping {
+		d.mu.Unlock()
+		return status.Error(codes.Unavailable, "driver is shutting down")
+	}
+	d.nextID++
+	id := strconv.Itoa(d.nextID)
+	es := &execState{
+		info:    plugin.ExecutorInfo{ID: id, Host: hello.Hostname, PID: int(hello.Pid)},
+		stopped: make(chan struct{}),
+	}
+	d.execs[id] = es
+	d.mu.Unlock()
+
+	welcome := &wire.Welcome{
+		AppId:               d.cfg.AppID,
+		AppName:             d.cfg.AppName,
+		ExecutorId:          id,
+		Conf:                d.cfg.Conf,
+		HeartbeatIntervalMs: d.cfg.Conn.HeartbeatInterval.Milliseconds(),
+	}
+	for _, e := range d.endpoints {
+		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})
+	}
+	c := rpc.New(stream, nil, d, d.cfg.Conn)
+	c.Peer = es
+	es.conn = c
+	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
+	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: welcome})
+	c.Start()
+	<-c.Done()
+	c.Wait()
+	return nil
+}
+
+func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error) {
+	type result struct {
+		b   *wire.Batch
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b, err := stream.Recv()
+		ch <- result{b, err}
+	}()
+	t := time.NewTimer(d.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if len(r.b.Frames) != 1 || r.b.Frames[0].Kind != wire.Kind_KIND_HELLO || r.b.Frames[0].Hello == nil {
+			return nil, status.Error(codes.InvalidArgument, "first frame must be HELLO")
+		}
+		return r.b.Frames[0].Hello, nil
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no HELLO within %v", d.cfg.HandshakeTimeout)
+	}
+}
+
+// HandleFrame implements rpc.Handler.
+func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
+	es := c.Peer.(*execState)
+	switch f.Kind {
+	case wire.Kind_KIND_ASK, wire.Kind_KIND_SEND:
+		d.route(c, es, f)
+	case wire.Kind_KIND_READY:
+		d.ready(es, f)
+	case wire.Kind_KIND_STOPPED:
+		close(es.stopped)
+	default:
+		d.log.Warn("dropped unexpected frame", "executor", es.info.ID, "kind", f.Kind)
+	}
+}
+
+func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
+	var e *endpoint
+	if int(f.Plugin) < len(d.endpoints) {
+		e = d.endpoints[f.Plugin]
+	}
+	var problem string
+	switch {
+	case e == nil:
+		problem = fmt.Sprintf("no plugin with index %d", f.Plugin)
+	case e.lane == nil:
+		problem = fmt.Sprintf("plugin %q has no driver side", e.name)
+	}
+	if problem != "" {
+		if f.Kind == wire.Kind_KIND_ASK {
+			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(plugin.CodeNotFound), Error: problem})
+		} else {
+			d.log.Warn("dropped message", "executor", es.info.ID, "reason", problem, "type", f.Type)
+		}
+		return
+	}
+	e.lane.Push(rpc.Item{Conn: c, Frame: f})
+}
+
+func (d *Driver) ready(es *execState, f *wire.Frame) {
+	if f.Code != 0 {
+		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, f.Error)
+		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", f.Error)
+		d.mu.Lock()
+		d.failures = append(d.failures, err)
+		d.notifyLocked()
+		d.mu.Unlock()
+		return
+	}
+	res := map[string]plugin.Resource{}
+	if f.Ready != nil {
+		for _, r := range f.Ready.Resources {
+			res[r.Name] = plugin.Resource{Name: r.Name, Addresses: r.Addresses}
+		}
+	}
+	d.mu.Lock()
+	es.info.Resources = res
+	es.info.Added = time.Now()
+	es.ready = true
+	info := es.info
+	d.notifyLocked()
+	d.mu.Unlock()
+	d.log.Debug("executor ready", "executor", info.ID)
+	for _, e := range d.endpoints {
+		if e.listener != nil {
+			e.lane.Push(rpc.Item{Event: func() {
+				ctx := senderContext(d.ctx, info.ID)
+				_, _ = rpc.Call(e.log, e.name, "OnExecutorAdded", func() (struct{}, error) {
+					e.listener.OnExecutorAdded(ctx, info)
+					return struct{}{}, nil
+				})
+			}})
+		}
+	}
+}
+
+// HandleClose implements rpc.Handler: the executor has left.
+func (d *Driver) HandleClose(c *rpc.Conn, err error) {
+	es := c.Peer.(*execState)
+	var reason error
+	select {
+	case <-es.stopped:
+	default:
+		reason = err
+	}
+	d.mu.Lock()
+	delete(d.execs, es.info.ID)
+	wasReady := es.ready
+	stopping := d.stopping
+	d.notifyLocked()
+	d.mu.Unlock()
+	switch {
+	case reason == nil:
+		d.log.Debug("executor released", "executor", es.info.ID)
+	case stopping:
+		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "err", reason)
+	default:
+		d.log.Error("executor lost", "executor", es.info.ID, "err", reason)
+	}
+	if !wasReady {
+		return
+	}
+	info := es.info
+	for _, e := range d.endpoints {
+		if e.listener != nil {
+			e.lane.Push(rpc.Item{Event: func() {
+				ctx := senderContext(d.ctx, info.ID)
+				_, _ = rpc.Call(e.log, e.name, "OnExecutorRemoved", func() (struct{}, error) {
+					e.listener.OnExecutorRemoved(ctx, info, reason)
+					return struct{}{}, nil
+				})
+			}})
+		}
+	}
+}
+
+func (d *Driver) conn(id string) (*rpc.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	es, ok := d.execs[id]
+	if !ok || !es.ready {
+		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q: %w", id, plugin.ErrNoSuchExecutor)
+	}
+	return es.conn, nil
+}
+
+func (d *Driver) readyConns() []*rpc.Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*rpc.Conn
+	for _, es := range d.execs {
+		if es.ready {
+			out = append(out, es.conn)
+		}
+	}
+	return out
+}
+
+// Close shuts the application down, in order:
+//  1. every executor is told to stop; it shuts its plugins down (reverse
+//     order), flushes its sends and answers STOPPED;
+//  2. the driver lanes deliver everything received;
+//  3. executors are released and their streams closed;
+//  4. driver plugins shut down in reverse order;
+//  5. the gRPC server stops.
+//
+// Each phase is bounded by ShutdownTimeout. Close returns the executors'
+// and plugins' shutdown errors, joined.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.stopping {
+		d.mu.Unlock()
+		return nil
+	}
+	d.stopping = true
+	var all []*execState
+	for _, es := range d.execs {
+		all = append(all, es)
+	}
+	d.mu.Unlock()
+
+	var errs []error
+	phase := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+	}
+
+	// 1. Stop executors.
+	for _, es := range all {
+		_ = es.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOP})
+	}
+	ctx, cancel := phase()
+	for _, es := range all {
+		select {
+		case <-es.stopped:
+		case <-es.conn.Done():
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout))
+		}
+	}
+	cancel()
+
+	// 2, 3. Deliver what they sent, then release them.
+	d.flushLanes(&errs)
+	for _, es := range all {
+		es.conn.CloseGracefully()
+	}
+	ctx, cancel = phase()
+	for _, es := range all {
+		select {
+		case <-es.conn.Done():
+		case <-ctx.Done():
+			es.conn.Close(plugin.Errorf(plugin.CodeUnavailable, "executor %s not released within %v", es.info.ID, d.cfg.ShutdownTimeout))
+		}
+	}
+	cancel()
+	d.flushLanes(&errs) // OnExecutorRemoved events
+
+	// 4. Driver plugins.
+	errs = append(errs, d.shutdownPlugins(len(d.endpoints)-1)...)
+	d.cancel()
+	for _, e := range d.endpoints {
+		if e.lane != nil {
+			e.lane.Close()
+		}
+	}
+	// 5. Server.
+	d.srv.Stop()
+	return errors.Join(errs...)
+}
+
+func (d *Driver) flushLanes(errs *[]error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, e := range d.endpoints {
+		if e.lane == nil {
+			continue
+		}
+		if err := e.lane.Flush(ctx); err != nil {
+			*errs = append(*errs, fmt.Errorf("driver plugin %q: %d messages not delivered within %v", e.name, e.lane.Len(), d.cfg.ShutdownTimeout))
+		}
+	}
+}
+
+// shutdownPlugins shuts down initialised driver plugins from index last
+// down to 0.
+func (d *Driver) shutdownPlugins(last int) []error {
+	var errs []error
+	for i := last; i >= 0; i-- {
+		e := d.endpoints[i]
+		if !e.inited {
+			continue
+		}
+		e.inited = false
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+		_, err := rpc.Call(e.log, e.name, "Shutdown", func() (struct{}, error) {
+			return struct{}{}, e.dp.Shutdown(ctx)
+		})
+		cancel()
+		if err != nil {
+			d.log.Error("driver plugin shutdown failed", "plugin", e.name, "err", err)
+			errs = append(errs, fmt.Errorf("driver plugin %q: shutdown: %w", e.name, err))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,100 @@
+package driver
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/emberhq/ember/internal/hook"
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// endpoint is one plugin on the driver: its DriverPlugin, its lane, and the
+// DriverContext handed to it.
+type endpoint struct {
+	d         *Driver
+	idx       uint32
+	name      string
+	dp        plugin.DriverPlugin // nil: no driver side
+	listener  plugin.ExecutorListener
+	lane      *rpc.Lane // nil when dp is nil
+	log       *slog.Logger
+	metrics   prometheus.Registerer
+	conf      plugin.Conf
+	extraConf map[string]string
+	inited    bool
+}
+
+var _ plugin.DriverContext = (*endpoint)(nil)
+
+func (e *endpoint) AppID() string                    { return e.d.cfg.AppID }
+func (e *endpoint) Conf() plugin.Conf                { return e.conf }
+func (e *endpoint) Metrics() prometheus.Registerer   { return e.metrics }
+func (e *endpoint) Logger() *slog.Logger             { return e.log }
+func (e *endpoint) Hostname() string                 { return e.d.hostname }
+func (e *endpoint) Executors() []plugin.ExecutorInfo { return e.d.Executors() }
+
+func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, error) {
+	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
+	if err != nil {
+		return nil, err
+	}
+	c, err := e.d.conn(id)
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.Ask(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.Result(r)
+}
+
+func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
+	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
+	if err != nil {
+		return err
+	}
+	c, err := e.d.conn(id)
+	if err != nil {
+		return err
+	}
+	f.Kind = wire.Kind_KIND_SEND
+	return c.Send(ctx, f)
+}
+
+func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
+	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range e.d.readyConns() {
+		g := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
+		if err := c.Send(ctx, g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+func (d *Driver) maxMsg() int { return maxMsg(d.cfg.Conn) }
+
+// run handles one lane item: a membership event, or a message to Receive.
+func (e *endpoint) run(it rpc.Item) {
+	if it.Event != nil {
+		it.Event()
+		return
+	}
+	id := it.Conn.Peer.(*execState).info.ID
+	rpc.Dispatch(senderContext(e.d.ctx, id), e.log.With("executor", id), e.name, it, e.d.maxMsg(), e.dp.Receive)
+}
+
+func senderContext(ctx context.Context, id string) context.Context {
+	return hook.WithSender(ctx, id)
+}

@@ -1,0 +1,69 @@
+package driver
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/emberhq/ember/internal/wire"
+)
+
+// checkHello compares an executor's HELLO with what the driver runs and
+// returns a message naming every difference, or "" when they agree.
+func checkHello(h *wire.Hello, buildID string, plugins, types []string) string {
+	var problems []string
+	if h.ProtocolVersion != wire.ProtocolVersion {
+		problems = append(problems, fmt.Sprintf("protocol version: driver %d, executor %d", wire.ProtocolVersion, h.ProtocolVersion))
+	}
+	if h.BuildId != buildID {
+		problems = append(problems, fmt.Sprintf("build ID: driver %q, executor %q (executors must run the driver's binary, or both must set the same Config.BuildID)", buildID, h.BuildId))
+	}
+	if d := listDiff("plugins", plugins, h.Plugins, true); d != "" {
+		problems = append(problems, d)
+	}
+	if d := listDiff("message types", types, h.MessageTypes, false); d != "" {
+		problems = append(problems, d)
+	}
+	return strings.Join(problems, "; ")
+}
+
+// listDiff describes how the executor's list differs from the driver's:
+// names missing on either side and, when ordered, a different order.
+func listDiff(what string, driver, executor []string, ordered bool) string {
+	if slices.Equal(driver, executor) {
+		return ""
+	}
+	var missing, extra []string
+	for _, n := range driver {
+		if !slices.Contains(executor, n) {
+			missing = append(missing, n)
+		}
+	}
+	for _, n := range executor {
+		if !slices.Contains(driver, n) {
+			extra = append(extra, n)
+		}
+	}
+	var parts []string
+	if len(missing) > 0 {
+		parts = append(parts, fmt.Sprintf("missing on the executor: %s", quoteAll(missing)))
+	}
+	if len(extra) > 0 {
+		parts = append(parts, fmt.Sprintf("only on the executor: %s", quoteAll(extra)))
+	}
+	if len(parts) == 0 && ordered {
+		parts = append(parts, fmt.Sprintf("order differs: driver %s, executor %s", quoteAll(driver), quoteAll(executor)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return what + " differ: " + strings.Join(parts, ", ")
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return "[" + strings.Join(q, " ") + "]"
+}

@@ -1,0 +1,62 @@
+package executor
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// endpoint is one plugin on an executor and the ExecutorContext it gets.
+type endpoint struct {
+	x         *Executor
+	idx       uint32
+	name      string
+	ep        plugin.ExecutorPlugin // nil: no executor side
+	recv      plugin.ExecutorReceiver
+	lane      *rpc.Lane // nil without recv
+	log       *slog.Logger
+	metrics   prometheus.Registerer
+	extraConf map[string]string
+	inited    bool
+}
+
+var _ plugin.ExecutorContext = (*endpoint)(nil)
+
+func (e *endpoint) AppID() string                  { return e.x.appID }
+func (e *endpoint) Conf() plugin.Conf              { return e.x.conf }
+func (e *endpoint) Metrics() prometheus.Registerer { return e.metrics }
+func (e *endpoint) Logger() *slog.Logger           { return e.log }
+func (e *endpoint) Hostname() string               { return e.x.hostname }
+func (e *endpoint) ExecutorID() string             { return e.x.id }
+
+func (e *endpoint) Resources() map[string]plugin.Resource { return maps.Clone(e.x.resources) }
+
+func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
+	f, err := rpc.Encode(e.idx, msg, e.x.cfg.MaxMessageBytes)
+	if err != nil {
+		return nil, err
+	}
+	r, err := e.x.conn.Ask(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return rpc.Result(r)
+}
+
+func (e *endpoint) Send(ctx context.Context, msg any) error {
+	f, err := rpc.Encode(e.idx, msg, e.x.cfg.MaxMessageBytes)
+	if err != nil {
+		return err
+	}
+	f.Kind = wire.Kind_KIND_SEND
+	return e.x.conn.Send(ctx, f)
+}
+
+func (e *endpoint) run(it rpc.Item) {
+	rpc.Dispatch(e.x.ctx, e.log, e.name, it, e.x.cfg.MaxMessageBytes, e.recv.Receive)
+}

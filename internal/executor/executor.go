@@ -1,0 +1,320 @@
+// Package executor is the executor side of the runtime: it connects to the
+// driver, performs the handshake, initialises the executor plugins, serves
+// messages pushed by the driver, and shuts down when released.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Config configures an executor. Zero durations take the defaults.
+type Config struct {
+	DriverAddr string
+	Plugins    []plugin.Plugin
+	Logger     *slog.Logger
+	Registry   *prometheus.Registry
+	BuildID    string
+	// MaxMessageBytes bounds one payload; the driver's value should match.
+	MaxMessageBytes int
+	// ConnectTimeout bounds reaching the driver and the handshake.
+	ConnectTimeout time.Duration
+	// ShutdownTimeout bounds each plugin's Shutdown.
+	ShutdownTimeout time.Duration
+	// DialOptions are added to the gRPC client's (tests use them).
+	DialOptions []grpc.DialOption
+	// OnWelcome, if set, is called with the executor ID once the driver has
+	// accepted the handshake.
+	OnWelcome func(id string)
+}
+
+// ErrDriverLost is wrapped by Run's error when the driver went away
+// without releasing the executor.
+var ErrDriverLost = errors.New("lost the driver")
+
+// Executor is one running executor. Its methods are safe for concurrent use.
+type Executor struct {
+	cfg       Config
+	log       *slog.Logger
+	id        string
+	appID     string
+	conf      plugin.Conf
+	hostname  string
+	resources map[string]plugin.Resource
+	endpoints []*endpoint
+	conn      *rpc.Conn
+	ctx       context.Context // handler context
+	stop      chan struct{}   // closed when STOP arrives
+	stopOnce  sync.Once
+}
+
+// Run connects to the driver and serves until the driver releases the
+// executor (nil), the connection is lost (an error wrapping ErrDriverLost),
+// a plugin fails to initialise, or ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = rpc.DefaultMaxMessageBytes
+	}
+	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	x.hostname, _ = os.Hostname()
+
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes + rpc.BatchOverhead)),
+		grpc.WithInitialWindowSize(1 << 20),
+		grpc.WithInitialConnWindowSize(4 << 20),
+	}, cfg.DialOptions...)
+	cc, err := grpc.NewClient(cfg.DriverAddr, opts...)
+	if err != nil {
+		return fmt.Errorf("driver address %q: %w", cfg.DriverAddr, err)
+	}
+	defer cc.Close()
+
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc))
+	if err != nil {
+		return err
+	}
+	x.id = welcome.ExecutorId
+	x.appID = welcome.AppId
+	x.conf = plugin.NewConf(welcome.Conf)
+	x.log = cfg.Logger.With("executor", x.id)
+	if cfg.OnWelcome != nil {
+		cfg.OnWelcome(x.id)
+	}
+	var hctx context.Context
+	hctx, hcancel := context.WithCancel(context.Background())
+	defer hcancel()
+	x.ctx = hctx
+
+	x.conn = rpc.New(stream, cancel, x, rpc.Options{
+		MaxMessageBytes:   cfg.MaxMessageBytes,
+		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
+	})
+	for i, p := range cfg.Plugins {
+		e := &endpoint{
+			x:       x,
+			idx:     uint32(i),
+			name:    p.Name(),
+			log:     x.log.With("plugin", p.Name()),
+			metrics: prometheus.WrapRegistererWith(prometheus.Labels{"plugin": p.Name(), "executor": x.id}, cfg.Registry),
+		}
+		if i < len(welcome.ExtraConf) && welcome.ExtraConf[i] != nil {
+			e.extraConf = welcome.ExtraConf[i].Values
+		}
+		if e.extraConf == nil {
+			e.extraConf = map[string]string{}
+		}
+		e.ep = p.ExecutorPlugin()
+		if r, ok := e.ep.(plugin.ExecutorReceiver); ok && e.ep != nil {
+			e.recv = r
+			e.lane = rpc.NewLane(1, e.run)
+		}
+		x.endpoints = append(x.endpoints, e)
+	}
+	x.conn.Start()
+	defer func() {
+		x.conn.Close(nil)
+		x.conn.Wait()
+		for _, e := range x.endpoints {
+			if e.lane != nil {
+				e.lane.Close()
+			}
+		}
+	}()
+
+	if err := x.init(ctx); err != nil {
+		code, msg := rpc.ErrorParts(err)
+		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
+		x.drain()
+		return err
+	}
+	ready := &wire.Ready{}
+	for _, r := range x.resources {
+		ready.Resources = append(ready.Resources, &wire.Resource{Name: r.Name, Addresses: r.Addresses})
+	}
+	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: ready})
+
+	select {
+	case <-x.stop:
+	case <-x.conn.Done():
+		x.shutdownPlugins(len(x.endpoints) - 1)
+		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
+	case <-ctx.Done():
+		x.shutdownPlugins(len(x.endpoints) - 1)
+		return ctx.Err()
+	}
+	// Released: plugins down, then everything they sent, then STOPPED.
+	x.shutdownPlugins(len(x.endpoints) - 1)
+	for _, e := range x.endpoints {
+		if e.lane != nil {
+			e.lane.Close()
+		}
+	}
+	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED})
+	t := time.NewTimer(x.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-x.conn.Done(): // the driver closes the stream once it has all
+	case <-t.C:
+		return fmt.Errorf("executor %s: driver did not release the stream within %v", x.id, x.cfg.ShutdownTimeout)
+	}
+	return nil
+}
+
+// drain flushes queued frames and closes the stream.
+func (x *Executor) drain() {
+	x.conn.CloseGracefully()
+	t := time.NewTimer(x.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-x.conn.Done():
+	case <-t.C:
+	}
+}
+
+func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+	deadline := time.AfterFunc(x.cfg.ConnectTimeout, cancel)
+	defer deadline.Stop()
+	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+		if !deadline.Stop() {
+			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, ErrDriverLost, err)
+		}
+		return nil, nil, fmt.Errorf("executor: handshake with driver %s: %w", x.cfg.DriverAddr, err)
+	}
+	stream, err := client.Connect(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		return fail(err)
+	}
+	names := make([]string, len(x.cfg.Plugins))
+	for i, p := range x.cfg.Plugins {
+		names[i] = p.Name()
+	}
+	hello := &wire.Hello{
+		ProtocolVersion: wire.ProtocolVersion,
+		BuildId:         x.cfg.BuildID,
+		Plugins:         names,
+		Hostname:        x.hostname,
+		Pid:             int64(os.Getpid()),
+		MessageTypes:    codec.Names(),
+	}
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
+		return fail(err)
+	}
+	b, err := stream.Recv()
+	if err != nil {
+		return fail(err)
+	}
+	if len(b.Frames) == 0 || b.Frames[0].Kind != wire.Kind_KIND_WELCOME || b.Frames[0].Welcome == nil {
+		return fail(errors.New("first frame from the driver is not WELCOME"))
+	}
+	w := b.Frames[0].Welcome
+	if w.Code != 0 {
+		return nil, nil, fmt.Errorf("executor: the driver refused this executor: %w", plugin.NewError(plugin.Code(w.Code), w.Error))
+	}
+	deadline.Stop()
+	return w, stream, nil
+}
+
+func (x *Executor) init(ctx context.Context) error {
+	res, err := discoverResources(ctx, x.conf)
+	if err != nil {
+		return fmt.Errorf("executor %s: %w", x.id, err)
+	}
+	x.resources = res
+	for i, e := range x.endpoints {
+		if e.ep == nil {
+			continue
+		}
+		_, err := rpc.Call(e.log, e.name, "Init", func() (struct{}, error) {
+			return struct{}{}, e.ep.Init(ctx, e, e.extraConf)
+		})
+		if err != nil {
+			x.shutdownPlugins(i - 1)
+			return fmt.Errorf("executor %s: plugin %q: init: %w", x.id, e.name, err)
+		}
+		e.inited = true
+	}
+	return nil
+}
+
+func (x *Executor) shutdownPlugins(last int) {
+	for i := last; i >= 0; i-- {
+		e := x.endpoints[i]
+		if !e.inited {
+			continue
+		}
+		e.inited = false
+		ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout)
+		_, err := rpc.Call(e.log, e.name, "Shutdown", func() (struct{}, error) {
+			return struct{}{}, e.ep.Shutdown(ctx)
+		})
+		cancel()
+		if err != nil {
+			e.log.Error("executor plugin shutdown failed", "err", err)
+		}
+	}
+}
+
+// HandleFrame implements rpc.Handler.
+func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
+	switch f.Kind {
+	case wire.Kind_KIND_ASK, wire.Kind_KIND_SEND:
+		var e *endpoint
+		if int(f.Plugin) < len(x.endpoints) {
+			e = x.endpoints[f.Plugin]
+		}
+		var code plugin.Code
+		var problem string
+		switch {
+		case e == nil:
+			code, problem = plugin.CodeNotFound, fmt.Sprintf("no plugin with index %d", f.Plugin)
+		case e.lane == nil:
+			code, problem = plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", e.name)
+		}
+		if problem == "" {
+			if e.lane.Push(rpc.Item{Conn: c, Frame: f}) {
+				return
+			}
+			code, problem = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name)
+		}
+		if f.Kind == wire.Kind_KIND_ASK {
+			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(code), Error: problem})
+		} else {
+			x.log.Warn("dropped message from the driver", "reason", problem, "type", f.Type)
+		}
+	case wire.Kind_KIND_STOP:
+		x.stopOnce.Do(func() { close(x.stop) })
+	default:
+		x.log.Warn("dropped unexpected frame", "kind", f.Kind)
+	}
+}
+
+// HandleClose implements rpc.Handler.
+func (x *Executor) HandleClose(*rpc.Conn, error) {}

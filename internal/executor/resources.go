@@ -1,0 +1,63 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/emberhq/ember/plugin"
+)
+
+// Resource discovery configuration, as in Spark: for each resource name,
+// ember.executor.resource.<name>.discoveryScript is a command (a path and
+// space-separated arguments, run without a shell) that prints
+// {"name":"<name>","addresses":["0","1"]} on stdout.
+const (
+	resourcePrefix = "ember.executor.resource."
+	scriptSuffix   = ".discoveryScript"
+	// DiscoveryTimeout bounds one discovery command.
+	DiscoveryTimeout = 30 * time.Second
+)
+
+func discoverResources(ctx context.Context, conf plugin.Conf) (map[string]plugin.Resource, error) {
+	out := map[string]plugin.Resource{}
+	for k, v := range conf.All() {
+		if !strings.HasPrefix(k, resourcePrefix) || !strings.HasSuffix(k, scriptSuffix) {
+			continue
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(k, resourcePrefix), scriptSuffix)
+		r, err := discover(ctx, name, v)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = r
+	}
+	return out, nil
+}
+
+func discover(ctx context.Context, name, command string) (plugin.Resource, error) {
+	args := strings.Fields(command)
+	if name == "" || len(args) == 0 {
+		return plugin.Resource{}, fmt.Errorf("resource %q: empty name or discovery command", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, DiscoveryTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return plugin.Resource{}, fmt.Errorf("resource %q: discovery command %q: %v: %s", name, command, err, strings.TrimSpace(stderr.String()))
+	}
+	var r plugin.Resource
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		return plugin.Resource{}, fmt.Errorf("resource %q: discovery command %q printed %q, want JSON like {\"name\":%q,\"addresses\":[\"0\"]}: %v", name, command, strings.TrimSpace(stdout.String()), name, err)
+	}
+	if r.Name != name {
+		return plugin.Resource{}, fmt.Errorf("resource %q: discovery command %q reported resource %q", name, command, r.Name)
+	}
+	return r, nil
+}

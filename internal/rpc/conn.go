@@ -1,0 +1,477 @@
+// Package rpc runs one driver-executor stream: a batching writer, a reader
+// that routes replies to waiting callers, call bookkeeping for asks,
+// heartbeats, and the per-plugin dispatch lanes that both sides use.
+//
+// Both ends of the stream use the same Conn; only the handshake and what
+// they do with incoming frames differ.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Stream is one end of the gRPC bidirectional stream. Conn calls Send from
+// one goroutine and Recv from another, as gRPC allows.
+type Stream interface {
+	Send(*wire.Batch) error
+	Recv() (*wire.Batch, error)
+}
+
+// Handler receives the frames that are not replies to this side's asks.
+type Handler interface {
+	// HandleFrame is called on the reader goroutine, in stream order. It
+	// must not block for long: hand plugin work to a Lane.
+	HandleFrame(c *Conn, f *wire.Frame)
+	// HandleClose is called once, after the connection has ended; err says
+	// why (ErrClosed wrapped in an *Error for a local, graceful close).
+	HandleClose(c *Conn, err error)
+}
+
+// Options tune a Conn. Zero values take the defaults.
+type Options struct {
+	// MaxMessageBytes bounds one encoded payload.
+	MaxMessageBytes int
+	// QueueFrames bounds the frames waiting to be written; Send and Ask
+	// block (backpressure) while it is full. Replies never block.
+	QueueFrames int
+	// HeartbeatInterval is how often a heartbeat is sent when the stream is
+	// otherwise idle; HeartbeatTimeout is how long the peer may stay silent
+	// before the connection is declared lost. Zero interval: no heartbeats.
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+}
+
+// Defaults.
+const (
+	DefaultMaxMessageBytes = 4 << 20
+	DefaultQueueFrames     = 64 << 10
+	// maxBatchBytes caps the payload bytes packed in one Batch.
+	maxBatchBytes = 1 << 20
+)
+
+// BatchOverhead is the headroom added to MaxMessageBytes for the gRPC
+// receive limit, covering the frame and batch envelopes.
+const BatchOverhead = 64 << 10
+
+// Conn is one end of a driver-executor stream. All methods are safe for
+// concurrent use. No lock is held across a network write: callers queue
+// frames and one writer goroutine sends everything queued as one Batch.
+type Conn struct {
+	stream Stream
+	cancel context.CancelFunc // ends the stream (client side); may be nil
+	h      Handler
+	opts   Options
+
+	wake     chan struct{} // capacity 1: frames are queued
+	done     chan struct{} // closed by close
+	wg       sync.WaitGroup
+	lastRecv atomic.Int64 // unix nanos of the last batch received
+	lastSend atomic.Int64
+
+	// Peer is free for the owner's use (executor record, endpoint list).
+	Peer any
+
+	mu       sync.Mutex // protects the following fields
+	out      []*wire.Frame
+	spare    []*wire.Frame
+	space    chan struct{} // closed when the writer takes the queue
+	calls    map[uint64]chan *wire.Frame
+	nextCall uint64
+	closing  bool // no new frames; writer closes when the queue is empty
+	closed   bool
+	err      error
+}
+
+// New returns a Conn over s. cancel, if not nil, is called when the Conn
+// closes, to end the stream. Call Start to run it.
+func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if opts.QueueFrames <= 0 {
+		opts.QueueFrames = DefaultQueueFrames
+	}
+	if opts.HeartbeatTimeout <= 0 {
+		opts.HeartbeatTimeout = 10 * opts.HeartbeatInterval
+	}
+	c := &Conn{
+		stream: s,
+		cancel: cancel,
+		h:      h,
+		opts:   opts,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		space:  make(chan struct{}),
+		calls:  make(map[uint64]chan *wire.Frame),
+	}
+	now := time.Now().UnixNano()
+	c.lastRecv.Store(now)
+	c.lastSend.Store(now)
+	return c
+}
+
+// MaxMessageBytes is the payload limit of this connection.
+func (c *Conn) MaxMessageBytes() int { return c.opts.MaxMessageBytes }
+
+// Start runs the reader, writer and heartbeat goroutines.
+func (c *Conn) Start() {
+	c.wg.Add(1)
+	go c.writeLoop()
+	if c.cancel != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.readLoop()
+		}()
+	} else {
+		go c.readLoop()
+	}
+	if c.opts.HeartbeatInterval > 0 {
+		c.wg.Add(1)
+		go c.heartbeatLoop()
+	}
+}
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Wait blocks until the writer and heartbeat goroutines have stopped and,
+// when the Conn can end its stream itself (cancel != nil), the reader too.
+// A server handler calls Wait after Done and then returns, which ends the
+// stream and releases the reader.
+func (c *Conn) Wait() { c.wg.Wait() }
+
+// Close ends the connection at once with err: queued frames are dropped,
+// waiting asks fail with CodeUnavailable.
+func (c *Conn) Close(err error) { c.close(err) }
+
+// CloseGracefully stops accepting new frames and ends the connection once
+// every queued frame has been written.
+func (c *Conn) CloseGracefully() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.signal()
+}
+
+var errGraceful = plugin.Errorf(plugin.CodeUnavailable, "connection closed: %w", plugin.ErrClosed)
+
+func (c *Conn) close(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closing = true
+	if err == nil {
+		err = errGraceful
+	}
+	c.err = err
+	calls := c.calls
+	c.calls = nil
+	c.out = nil
+	close(c.space)
+	c.mu.Unlock()
+	close(c.done)
+	if c.cancel != nil {
+		c.cancel()
+	}
+	lost := &wire.Frame{Kind: wire.Kind_KIND_REPLY, Code: uint32(plugin.CodeUnavailable), Error: "connection lost: " + describe(err)}
+	for _, ch := range calls {
+		ch <- lost
+	}
+	c.h.HandleClose(c, err)
+}
+
+// describe returns err's message without a redundant code prefix.
+func describe(err error) string {
+	var e *plugin.Error
+	if errors.As(err, &e) {
+		return e.Message()
+	}
+	return err.Error()
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// errQueueClosed is returned when frames are queued after close.
+func (c *Conn) closedError() error {
+	if c.err != nil {
+		var e *plugin.Error
+		if errors.As(c.err, &e) && errors.Is(e, plugin.ErrClosed) {
+			return e
+		}
+		return plugin.Errorf(plugin.CodeUnavailable, "connection lost (%s): %w", describe(c.err), plugin.ErrClosed)
+	}
+	return errGraceful
+}
+
+// enqueue queues f, waiting for room unless noWait. It returns an error if
+// the Conn is closed or ctx ends while waiting.
+func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
+	c.mu.Lock()
+	for {
+		if c.closing {
+			err := c.closedError()
+			c.mu.Unlock()
+			return err
+		}
+		if noWait || len(c.out) < c.opts.QueueFrames {
+			break
+		}
+		space := c.space
+		c.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return plugin.Errorf(plugin.CodeOf(ctx.Err()), "waiting for room in the send queue (%d frames): %w", c.opts.QueueFrames, ctx.Err())
+		}
+		c.mu.Lock()
+	}
+	c.out = append(c.out, f)
+	first := len(c.out) == 1
+	c.mu.Unlock()
+	if first {
+		c.signal()
+	}
+	return nil
+}
+
+// Send queues a fire-and-forget frame, honouring backpressure.
+func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
+	return c.enqueue(ctx, f, false)
+}
+
+// SendControl queues a frame without waiting for room (replies, control).
+func (c *Conn) SendControl(f *wire.Frame) error {
+	return c.enqueue(context.Background(), f, true)
+}
+
+var chanPool = sync.Pool{New: func() any { return make(chan *wire.Frame, 1) }}
+
+// Ask queues f as an ASK and waits for its REPLY. The reply frame is
+// returned as is; the caller decodes it. ctx's deadline travels with the
+// ask so the handler sees it too.
+func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, plugin.Errorf(plugin.CodeOf(err), "%w", err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		us := time.Until(d).Microseconds()
+		if us < 1 {
+			us = 1
+		}
+		f.TimeoutMicros = us
+	}
+	f.Kind = wire.Kind_KIND_ASK
+	ch := chanPool.Get().(chan *wire.Frame)
+	c.mu.Lock()
+	if c.calls == nil {
+		err := c.closedError()
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.nextCall++
+	id := c.nextCall
+	c.calls[id] = ch
+	c.mu.Unlock()
+	f.Call = id
+	if err := c.enqueue(ctx, f, false); err != nil {
+		c.forget(id)
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		chanPool.Put(ch)
+		return r, nil
+	case <-ctx.Done():
+		if !c.forget(id) {
+			// The reply (or the close) won the race; drain it so the
+			// channel can be reused.
+			<-ch
+			chanPool.Put(ch)
+		}
+		err := ctx.Err()
+		return nil, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
+	}
+}
+
+// forget removes call id and reports whether it was still waiting.
+func (c *Conn) forget(id uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.calls[id]; !ok {
+		return false
+	}
+	delete(c.calls, id)
+	return true
+}
+
+// Reply answers the ASK with call ID id.
+func (c *Conn) Reply(f *wire.Frame) error {
+	f.Kind = wire.Kind_KIND_REPLY
+	return c.SendControl(f)
+}
+
+func (c *Conn) writeLoop() {
+	defer c.wg.Done()
+	batch := &wire.Batch{}
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		for {
+			c.mu.Lock()
+			if c.closed {
+				c.mu.Unlock()
+				return
+			}
+			frames, rest := split(c.out)
+			if len(frames) == 0 {
+				closing := c.closing
+				c.mu.Unlock()
+				if closing {
+					c.close(nil)
+					return
+				}
+				break
+			}
+			if len(rest) == 0 {
+				// Swap buffers: the queue reuses the spare backing array.
+				c.out, c.spare = c.spare[:0], c.out
+			} else {
+				c.out = append(c.spare[:0], rest...)
+				c.spare = frames[:len(frames):len(frames)]
+			}
+			close(c.space)
+			c.space = make(chan struct{})
+			c.mu.Unlock()
+
+			batch.Frames = frames
+			err := c.stream.Send(batch)
+			clear(frames)
+			batch.Frames = nil
+			if err != nil {
+				c.close(streamError("send", err))
+				return
+			}
+			c.lastSend.Store(time.Now().UnixNano())
+		}
+	}
+}
+
+// split returns the longest prefix of q whose payloads fit one batch (at
+// least one frame) and the rest.
+func split(q []*wire.Frame) (head, rest []*wire.Frame) {
+	n := 0
+	for i, f := range q {
+		n += len(f.Payload) + len(f.Type) + 16
+		if n > maxBatchBytes && i > 0 {
+			return q[:i], q[i:]
+		}
+	}
+	return q, nil
+}
+
+func (c *Conn) readLoop() {
+	for {
+		b, err := c.stream.Recv()
+		if err != nil {
+			c.close(streamError("receive", err))
+			return
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		for _, f := range b.Frames {
+			switch f.Kind {
+			case wire.Kind_KIND_REPLY:
+				c.deliver(f)
+			case wire.Kind_KIND_HEARTBEAT:
+			default:
+				c.h.HandleFrame(c, f)
+			}
+		}
+	}
+}
+
+func (c *Conn) deliver(f *wire.Frame) {
+	c.mu.Lock()
+	ch, ok := c.calls[f.Call]
+	if ok {
+		delete(c.calls, f.Call)
+	}
+	c.mu.Unlock()
+	if ok {
+		ch <- f
+	}
+	// A reply for a call that gave up is dropped.
+}
+
+func (c *Conn) heartbeatLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			if silent := now.Sub(time.Unix(0, c.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
+				c.close(plugin.Errorf(plugin.CodeUnavailable, "peer silent for %v (heartbeat timeout %v)", silent.Round(time.Millisecond), c.opts.HeartbeatTimeout))
+				return
+			}
+			if now.Sub(time.Unix(0, c.lastSend.Load())) >= c.opts.HeartbeatInterval/2 {
+				_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT})
+			}
+		}
+	}
+}
+
+// streamError turns a gRPC stream error into an *plugin.Error.
+func streamError(op string, err error) error {
+	if errors.Is(err, io.EOF) {
+		return plugin.Errorf(plugin.CodeUnavailable, "peer closed the stream: %w", plugin.ErrClosed)
+	}
+	if s, ok := status.FromError(err); ok {
+		code := plugin.Code(s.Code())
+		switch s.Code() {
+		case codes.Canceled:
+			code = plugin.CodeUnavailable
+		case codes.OK:
+			code = plugin.CodeUnavailable
+		}
+		if !code.Valid() {
+			code = plugin.CodeUnavailable
+		}
+		return plugin.Errorf(code, "stream %s: %s", op, s.Message())
+	}
+	return plugin.Errorf(plugin.CodeUnavailable, "stream %s: %v", op, err)
+}
+
+// String names the connection in logs.
+func (c *Conn) String() string { return fmt.Sprintf("conn(%v)", c.Peer) }

@@ -1,0 +1,116 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/hook"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// Encode returns a frame carrying msg for plugin index idx. It fails with
+// CodeInvalidArgument for a nil or unregistered message and with
+// CodeResourceExhausted when the payload exceeds max bytes.
+func Encode(idx uint32, msg any, max int) (*wire.Frame, error) {
+	if msg == nil {
+		return nil, plugin.NewError(plugin.CodeInvalidArgument, "nil message")
+	}
+	return encode(idx, msg, max)
+}
+
+func encode(idx uint32, msg any, max int) (*wire.Frame, error) {
+	name, payload, err := codec.Encode(msg)
+	if err != nil {
+		if errors.Is(err, codec.ErrUnregistered) {
+			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "%v: %w", err, plugin.ErrUnregisteredMessage)
+		}
+		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "%v", err)
+	}
+	if len(payload) > max {
+		return nil, plugin.Errorf(plugin.CodeResourceExhausted, "%s is %d bytes, over the %d-byte limit: %w", name, len(payload), max, plugin.ErrMessageTooLarge)
+	}
+	return &wire.Frame{Plugin: idx, Type: name, Payload: payload}, nil
+}
+
+// Decode returns the message a frame carries, or a CodeInvalidArgument
+// error saying why it cannot be decoded.
+func Decode(f *wire.Frame) (any, error) {
+	v, err := codec.Decode(f.Type, f.Payload)
+	if err != nil {
+		return nil, plugin.NewError(plugin.CodeInvalidArgument, err.Error())
+	}
+	return v, nil
+}
+
+// Result turns a REPLY frame into the reply value or the remote error.
+func Result(f *wire.Frame) (any, error) {
+	if f.Code != 0 {
+		return nil, hook.WireError(f.Code, f.Error)
+	}
+	v, err := Decode(f)
+	if err != nil {
+		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "reply: %v", err)
+	}
+	return v, nil
+}
+
+// HandlerContext returns the context a handler runs with: parent, bounded
+// by the asker's remaining time when the frame carries one.
+func HandlerContext(parent context.Context, f *wire.Frame) (context.Context, context.CancelFunc) {
+	if f.TimeoutMicros > 0 {
+		return context.WithTimeout(parent, time.Duration(f.TimeoutMicros)*time.Microsecond)
+	}
+	return context.WithCancel(parent)
+}
+
+// Call runs fn, turning a panic into a CodeInternal error that names the
+// plugin and method; the stack goes to log.
+func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, error)) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("plugin panicked", "plugin", pluginName, "method", method, "panic", r, "stack", string(debug.Stack()))
+			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("plugin %q: panic in %s: %v", pluginName, method, r))
+		}
+	}()
+	return fn()
+}
+
+// ReplyFrame builds the REPLY to call carrying reply or err. A reply that
+// cannot be encoded becomes an error reply, so the asker always hears back.
+func ReplyFrame(call uint64, idx uint32, reply any, err error, max int) *wire.Frame {
+	if err == nil && reply != nil {
+		f, encErr := encode(idx, reply, max)
+		if encErr == nil {
+			f.Call = call
+			return f
+		}
+		err = fmt.Errorf("encode reply: %w", encErr)
+	}
+	f := &wire.Frame{Call: call, Plugin: idx}
+	if err != nil {
+		code, msg := ErrorParts(err)
+		f.Code, f.Error = uint32(code), msg
+	}
+	return f
+}
+
+// ErrorParts returns the code and message that represent err on the wire:
+// an *plugin.Error keeps its code and message, an error wrapping one keeps
+// the code and its full text, and anything else is CodeUnknown (or a
+// context code) with its text.
+func ErrorParts(err error) (plugin.Code, string) {
+	var e *plugin.Error
+	switch {
+	case errors.As(err, &e) && err == error(e):
+		return e.Code(), e.Message()
+	case errors.As(err, &e):
+		return e.Code(), err.Error()
+	}
+	return plugin.CodeOf(err), err.Error()
+}
