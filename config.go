@@ -1,0 +1,161 @@
+package ember
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/emberhq/ember/plugin"
+)
+
+// Config describes an application. The same Config must be built in every
+// process of the application (driver and executors run the same program),
+// so build it from constants, flags and environment, not from state.
+type Config struct {
+	// AppName names the application in logs.
+	AppName string
+	// Master says where executors come from:
+	//   - "local[N]": N executors inside the driver process, talking to it
+	//     over the real transport (loopback gRPC);
+	//   - "local-cluster[N]": N child processes of this program's binary
+	//     (the default, as "local-cluster[2]");
+	//   - "standalone": the driver listens on ListenAddr and executors are
+	//     started by anyone as EMBER_DRIVER=host:port ./app.
+	Master string
+	// Plugins are enabled plugins, after those named in Conf; see
+	// [PluginNames] for how the final list is formed.
+	Plugins []plugin.Plugin
+	// Conf is free-form configuration, shipped to every executor and
+	// visible to plugins as Context.Conf. "ember.plugins.defaults" and
+	// "ember.plugins" enable registered plugins by name (comma-separated).
+	Conf map[string]string
+	// ListenAddr is the driver's address. Default "127.0.0.1:0" (loopback,
+	// a free port); standalone executors on other hosts need a reachable
+	// address such as ":7077".
+	ListenAddr string
+	// MinExecutors is how many executors Run waits for before calling fn
+	// in standalone mode (default 0: call fn at once). Local masters always
+	// wait for all N.
+	MinExecutors int
+	// Logger receives the runtime's logs; default slog.Default(). Plugins
+	// get it with "plugin" (and "executor") attributes.
+	Logger *slog.Logger
+	// MaxMessageBytes bounds one encoded message; default 4 MiB. Larger
+	// messages fail at the call with CodeResourceExhausted.
+	MaxMessageBytes int
+	// SendQueue bounds the messages waiting to be written per connection;
+	// Send waits (backpressure) while it is full. Default 65536.
+	SendQueue int
+	// HeartbeatInterval is how often an idle connection proves it is alive
+	// (default 1s); a peer silent for HeartbeatTimeout (default 10s) is
+	// declared lost.
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	// StartTimeout bounds start-up: local executors connecting and
+	// initialising, or standalone's MinExecutors arriving. Default 60s.
+	StartTimeout time.Duration
+	// ShutdownTimeout bounds each phase of shutdown. Default 30s.
+	ShutdownTimeout time.Duration
+	// ExecutorArgs are the arguments local-cluster executors are started
+	// with; nil means this process's own (os.Args[1:]). Tests use
+	// embertest.ExecutorArgs so the child runs only the calling test.
+	ExecutorArgs []string
+	// BuildID identifies the program; driver and executors must agree.
+	// Empty: derived from the executable, so only the same binary passes.
+	// Set it (e.g. to a release version) to let rebuilt binaries mix.
+	BuildID string
+}
+
+// Configuration keys with a meaning to Ember.
+const (
+	// ConfPluginsDefaults lists plugins enabled for every application of a
+	// deployment (Spark: spark.plugins.defaultList).
+	ConfPluginsDefaults = "ember.plugins.defaults"
+	// ConfPlugins lists the application's plugins (Spark: spark.plugins).
+	ConfPlugins = "ember.plugins"
+)
+
+var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+
+// PluginNames returns the plugins cfg enables, in order: the registered
+// plugins named in ConfPluginsDefaults, then those named in ConfPlugins,
+// then cfg.Plugins. Names are trimmed, empty names dropped, and a name seen
+// before is dropped, keeping the first. An unknown registered name or an
+// invalid plugin name is an error.
+func PluginNames(cfg Config) ([]string, error) {
+	ps, err := resolvePlugins(cfg)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name()
+	}
+	return names, nil
+}
+
+func resolvePlugins(cfg Config) ([]plugin.Plugin, error) {
+	var out []plugin.Plugin
+	seen := map[string]bool{}
+	add := func(p plugin.Plugin) error {
+		name := p.Name()
+		if !pluginName.MatchString(name) {
+			return fmt.Errorf("plugin name %q: want lowercase letters, digits, '.', '_' or '-'", name)
+		}
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, p)
+		}
+		return nil
+	}
+	for _, key := range []string{ConfPluginsDefaults, ConfPlugins} {
+		for name := range strings.SplitSeq(cfg.Conf[key], ",") {
+			name = strings.TrimSpace(name)
+			if name == "" || seen[name] {
+				continue
+			}
+			p, err := plugin.Lookup(name)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+			if err := add(p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, p := range cfg.Plugins {
+		if p == nil {
+			return nil, fmt.Errorf("Config.Plugins holds a nil plugin")
+		}
+		if err := add(p); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (cfg *Config) setDefaults() {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 10 * cfg.HeartbeatInterval
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = time.Minute
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.BuildID == "" {
+		cfg.BuildID = executableID()
+	}
+}

@@ -1,0 +1,145 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+)
+
+// Environment variables that make a process an executor.
+const (
+	// EnvDriver selects executor mode and names the driver's address.
+	EnvDriver = "EMBER_DRIVER"
+	// EnvSecret carries the application secret for standalone executors.
+	EnvSecret = "EMBER_SECRET"
+	// EnvCookie marks an executor started by a driver (local-cluster): it
+	// exits when its driver's end of stdin closes.
+	EnvCookie = "EMBER_EXECUTOR_COOKIE"
+	// CookieValue is EnvCookie's value. It only guards against accidental
+	// executor mode; it is not a secret.
+	CookieValue = "d7c2f0b4e1a94c4f8b1f6a3e5c9d2b70"
+)
+
+// Processes runs executors as child processes of the driver's binary. The
+// children get the driver's address in their environment and the read end
+// of a pipe as stdin: when the driver dies, however abruptly, the pipe
+// closes and they exit. On Linux they also get SIGKILL when the driver
+// dies (Pdeathsig).
+type Processes struct {
+	Path   string   // binary; os.Executable() when empty
+	Args   []string // arguments after the program name
+	Env    []string // extra KEY=value entries
+	Stdout io.Writer
+	Stderr io.Writer
+
+	wg    sync.WaitGroup
+	mu    sync.Mutex // protects cmds
+	cmds  []*exec.Cmd
+	pipes []*os.File
+}
+
+// Start implements Launcher.
+func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited func(int, error)) error {
+	path := p.Path
+	if path == "" {
+		var err error
+		if path, err = os.Executable(); err != nil {
+			return fmt.Errorf("local-cluster: cannot find this program's binary: %w", err)
+		}
+	}
+	env := cleanEnv(os.Environ())
+	env = append(env, p.Env...)
+	env = append(env, EnvDriver+"="+driverAddr, EnvCookie+"="+CookieValue)
+	for i := 1; i <= n; i++ {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(path, p.Args...)
+		cmd.Env = env
+		cmd.Stdin = r
+		cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
+		cmd.SysProcAttr = sysProcAttr()
+		if err := cmd.Start(); err != nil {
+			r.Close()
+			w.Close()
+			return fmt.Errorf("local-cluster: start executor %d: %w", i, err)
+		}
+		r.Close()
+		p.mu.Lock()
+		p.cmds = append(p.cmds, cmd)
+		p.pipes = append(p.pipes, w)
+		p.mu.Unlock()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			err := cmd.Wait()
+			w.Close()
+			if err != nil {
+				err = fmt.Errorf("executor process %d (pid %d): %w", i, cmd.Process.Pid, err)
+			}
+			exited(i, err)
+		}()
+	}
+	return nil
+}
+
+// Wait implements Launcher.
+func (p *Processes) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		for _, c := range p.cmds {
+			_ = c.Process.Kill()
+		}
+		p.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// PIDs returns the process IDs of the started executors.
+func (p *Processes) PIDs() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int
+	for _, c := range p.cmds {
+		out = append(out, c.Process.Pid)
+	}
+	return out
+}
+
+// cleanEnv drops Ember's role variables so a child never inherits a stale
+// one.
+func cleanEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == EnvDriver || k == EnvSecret || k == EnvCookie {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// WatchParent exits the process when stdin reaches EOF, which for an
+// executor started by Processes means its driver is gone. It is for
+// executor processes only; the exit is the point.
+func WatchParent(exit func()) {
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		exit()
+	}()
+}

@@ -1,0 +1,233 @@
+package ember
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/emberhq/ember/internal/driver"
+	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/launch"
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Environment variables read by Run.
+const (
+	// EnvDriver, when set to the driver's host:port, makes Run serve as an
+	// executor of that driver instead of running the driver.
+	EnvDriver = launch.EnvDriver
+	// EnvSecret is the application secret a standalone executor presents.
+	EnvSecret = launch.EnvSecret
+)
+
+// Driver is the running application as the driver function sees it. Its
+// methods are safe for concurrent use.
+type Driver struct {
+	d   *driver.Driver
+	cfg Config
+}
+
+// AppID returns the application ID.
+func (d *Driver) AppID() string { return d.d.AppID() }
+
+// Addr returns the address executors connect to.
+func (d *Driver) Addr() string { return d.d.Addr() }
+
+// Executors lists the ready executors ordered by ID.
+func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
+
+// WaitExecutors waits until n executors are ready, failing early if an
+// executor fails to initialise its plugins, or when ctx ends.
+func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
+	return d.d.WaitExecutors(ctx, n)
+}
+
+// Run is called first in main, with the same cfg in every process.
+//
+// In the driver process it resolves the plugin list, starts listening,
+// runs the driver plugins' Init in order, starts the executors of
+// cfg.Master and waits until they are ready, then calls fn. When fn
+// returns (or ctx ends and fn returns), it shuts down: executors shut their
+// plugins down and flush their sends, then the driver plugins shut down,
+// in reverse order. Run returns fn's error, or the first start-up or
+// shutdown failure.
+//
+// In an executor process (EMBER_DRIVER is set) Run never returns and never
+// calls fn: it serves as an executor until the driver releases it or goes
+// away, then exits the process (status 0 when released, 1 otherwise). This
+// is the one place Ember ends a process, because returning would run the
+// driver's code on an executor.
+func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver) error) error {
+	if addr, ok := os.LookupEnv(EnvDriver); ok {
+		os.Exit(runExecutorProcess(ctx, cfg, addr))
+	}
+	return runDriver(ctx, cfg, fn)
+}
+
+func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver) error) (err error) {
+	master, err := launch.ParseMaster(cfg.Master)
+	if err != nil {
+		return err
+	}
+	cfg.setDefaults()
+	plugins, err := resolvePlugins(cfg)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+	appID := newAppID()
+	d, err := driver.New(driver.Config{
+		AppID:           appID,
+		AppName:         cfg.AppName,
+		Conf:            cfg.Conf,
+		Plugins:         plugins,
+		Logger:          log,
+		Registry:        prometheus.NewRegistry(),
+		BuildID:         cfg.BuildID,
+		Conn:            connOptions(cfg),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("driver: listen on %s: %w", cfg.ListenAddr, err)
+	}
+	if err := d.Init(ctx); err != nil {
+		lis.Close()
+		d.Close()
+		return err
+	}
+	d.Serve(lis)
+	addr := lis.Addr().String()
+	log.Debug("driver started", "app", cfg.AppName, "app_id", appID, "master", master.String(), "addr", addr)
+
+	var l launch.Launcher
+	switch master.Kind {
+	case "local":
+		l = &launch.Local{Run: func(ctx context.Context, id int, addr string) error {
+			return executor.Run(ctx, executorConfig(cfg, plugins, addr))
+		}}
+	case "local-cluster":
+		l = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr}
+		if cfg.ExecutorArgs == nil {
+			l.(*launch.Processes).Args = os.Args[1:]
+		}
+	case "standalone":
+		log.Info("driver listening for executors", "addr", addr, "start", EnvDriver+"="+addr+" "+os.Args[0])
+	}
+
+	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout,
+		fmt.Errorf("executors not ready within %v (Config.StartTimeout)", cfg.StartTimeout))
+	defer cancelStart()
+	startCtx, abort := context.WithCancelCause(startCtx)
+	defer abort(nil)
+	want := cfg.MinExecutors
+	if l != nil {
+		want = master.N
+		exited := func(id int, err error) {
+			if err == nil {
+				err = errors.New("exited")
+			}
+			abort(fmt.Errorf("executor %d ended during start-up: %w", id, err))
+		}
+		if err := l.Start(ctx, master.N, addr, exited); err != nil {
+			return errors.Join(err, shutdown(d, l, cfg))
+		}
+	}
+	if err := d.WaitExecutors(startCtx, want); err != nil {
+		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
+			err = cause
+		}
+		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, cfg))
+	}
+	cancelStart()
+
+	var fnErr error
+	if fn != nil {
+		fnErr = fn(ctx, &Driver{d: d, cfg: cfg})
+	}
+	return errors.Join(fnErr, shutdown(d, l, cfg))
+}
+
+// shutdown releases the executors, shuts the driver down and waits for
+// executor processes to end.
+func shutdown(d *driver.Driver, l launch.Launcher, cfg Config) error {
+	err := d.Close()
+	if l != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if werr := l.Wait(ctx); werr != nil {
+			err = errors.Join(err, fmt.Errorf("executors did not exit within %v; killed", cfg.ShutdownTimeout))
+		}
+	}
+	return err
+}
+
+func connOptions(cfg Config) rpc.Options {
+	return rpc.Options{
+		MaxMessageBytes:   cfg.MaxMessageBytes,
+		QueueFrames:       cfg.SendQueue,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		HeartbeatTimeout:  cfg.HeartbeatTimeout,
+	}
+}
+
+func executorConfig(cfg Config, plugins []plugin.Plugin, addr string) executor.Config {
+	return executor.Config{
+		DriverAddr:      addr,
+		Plugins:         plugins,
+		Logger:          cfg.Logger,
+		Registry:        prometheus.NewRegistry(),
+		BuildID:         cfg.BuildID,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		ConnectTimeout:  cfg.StartTimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}
+}
+
+func newAppID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "app-" + time.Now().UTC().Format("20060102150405") + "-" + hex.EncodeToString(b)
+}
+
+// runExecutorProcess serves as an executor and returns the exit status.
+func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
+	cookie, managed := os.LookupEnv(launch.EnvCookie)
+	// Children of this executor must not inherit executor mode.
+	for _, k := range []string{launch.EnvDriver, launch.EnvSecret, launch.EnvCookie} {
+		os.Unsetenv(k)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil || (managed && cookie != launch.CookieValue) {
+		fmt.Fprintf(os.Stderr, "ember: %s=%q is set, so this process would start as an Ember executor,\n"+
+			"but it does not look like one started by a driver (want %s=host:port).\n"+
+			"To run the driver, unset %s. To start an executor by hand, point %s at the driver's address.\n",
+			EnvDriver, addr, EnvDriver, EnvDriver, EnvDriver)
+		return 2
+	}
+	if managed {
+		launch.WatchParent(func() { os.Exit(1) })
+	}
+	cfg.setDefaults()
+	log := cfg.Logger
+	plugins, err := resolvePlugins(cfg)
+	if err != nil {
+		log.Error("executor: bad configuration", "err", err)
+		return 1
+	}
+	ecfg := executorConfig(cfg, plugins, addr)
+	if err := executor.Run(ctx, ecfg); err != nil {
+		log.Error("executor stopped", "err", err)
+		return 1
+	}
+	return 0
+}
