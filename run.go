@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/launch"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
@@ -113,8 +115,18 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	var l launch.Launcher
 	switch master.Kind {
 	case "local":
+		hooks := hook.LocalHooksFrom(ctx)
 		l = &launch.Local{Run: func(ctx context.Context, id int, addr string) error {
-			return executor.Run(ctx, executorConfig(cfg, plugins, addr))
+			ecfg := executorConfig(cfg, plugins, addr)
+			if hooks != nil && hooks.Started != nil {
+				crash := make(chan struct{})
+				var once sync.Once
+				ecfg.Crash = crash
+				ecfg.OnWelcome = func(id string) {
+					hooks.Started(id, func() { once.Do(func() { close(crash) }) })
+				}
+			}
+			return executor.Run(ctx, ecfg)
 		}}
 	case "local-cluster":
 		l = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr}

@@ -39,6 +39,9 @@ type Config struct {
 	// OnWelcome, if set, is called with the executor ID once the driver has
 	// accepted the handshake.
 	OnWelcome func(id string)
+	// Crash, when closed, makes the executor fail as if its process died:
+	// the stream drops and no plugin is shut down (fault injection).
+	Crash <-chan struct{}
 }
 
 // ErrDriverLost is wrapped by Run's error when the driver went away
@@ -163,6 +166,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	select {
 	case <-x.stop:
+	case <-cfg.Crash:
+		x.conn.Close(plugin.NewError(plugin.CodeUnavailable, "executor crashed (fault injection)"))
+		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
 		x.shutdownPlugins(len(x.endpoints) - 1)
 		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())

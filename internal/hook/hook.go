@@ -11,3 +11,25 @@ var (
 	// WithSender attaches the sending executor's ID to a handler ctx.
 	WithSender func(ctx context.Context, executorID string) context.Context
 )
+
+// LocalHooks let the test kit reach executors that local[N] runs inside
+// the driver's process. They travel in the ctx given to ember.Run.
+type LocalHooks struct {
+	// Started is called when an in-process executor has been accepted by
+	// the driver; calling kill makes it crash: its stream drops without a
+	// goodbye and its plugins are not shut down.
+	Started func(executorID string, kill func())
+}
+
+type localHooksKey struct{}
+
+// WithLocalHooks returns ctx carrying h.
+func WithLocalHooks(ctx context.Context, h *LocalHooks) context.Context {
+	return context.WithValue(ctx, localHooksKey{}, h)
+}
+
+// LocalHooksFrom returns the hooks in ctx, or nil.
+func LocalHooksFrom(ctx context.Context) *LocalHooks {
+	h, _ := ctx.Value(localHooksKey{}).(*LocalHooks)
+	return h
+}

@@ -1,0 +1,168 @@
+// Package embertest is Ember's public test kit: an application cluster
+// that runs inside a test (executors in-process or as real child
+// processes), fault injection, and the plumbing that lets a re-executed
+// test binary become an executor of the test that started it.
+//
+// A test package using real executor processes needs one line:
+//
+//	func TestMain(m *testing.M) { embertest.Main(m) }
+//
+// and its local-cluster configs set ExecutorArgs: embertest.ExecutorArgs(t).
+package embertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/internal/hook"
+	"go.uber.org/goleak"
+)
+
+// DefaultTimeout bounds every wait in this package.
+const DefaultTimeout = 60 * time.Second
+
+// Main runs the tests and then checks that no goroutine leaked. In an
+// executor process started by a test (local-cluster), the test that called
+// ember.Run becomes the executor and the process exits from there; Main
+// itself has nothing to do for it.
+func Main(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// ExecutorArgs returns the arguments that make a re-executed test binary
+// run only t, so that ember.Run in that test turns the child process into
+// t's executor. Put it in Config.ExecutorArgs for local-cluster masters.
+func ExecutorArgs(t testing.TB) []string {
+	parts := strings.Split(t.Name(), "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return []string{"-test.run=" + strings.Join(parts, "/"), "-test.count=1"}
+}
+
+// Cluster is a running application whose driver function waits for the
+// test. Its methods are safe for concurrent use.
+type Cluster struct {
+	// Driver is the running application.
+	Driver *ember.Driver
+
+	release chan struct{}
+	done    chan struct{}
+	err     error // Run's result, set before done closes
+
+	mu    sync.Mutex // protects kills
+	kills map[string]func()
+}
+
+// Start runs cfg (Master "local[N]" or "local-cluster[N]") until its
+// executors are ready and returns the cluster. It fails t if start-up
+// fails. Close (also registered with t.Cleanup) shuts it down.
+func Start(t testing.TB, cfg ember.Config) *Cluster {
+	t.Helper()
+	c, err := StartErr(t, cfg)
+	if err != nil {
+		t.Fatalf("embertest.Start: %v", err)
+	}
+	return c
+}
+
+// StartErr is Start returning the start-up error instead of failing t.
+func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
+	t.Helper()
+	c := &Cluster{
+		release: make(chan struct{}),
+		done:    make(chan struct{}),
+		kills:   map[string]func(){},
+	}
+	ctx := hook.WithLocalHooks(context.Background(), &hook.LocalHooks{
+		Started: func(id string, kill func()) {
+			c.mu.Lock()
+			c.kills[id] = kill
+			c.mu.Unlock()
+		},
+	})
+	started := make(chan *ember.Driver, 1)
+	go func() {
+		defer close(c.done)
+		c.err = ember.Run(ctx, cfg, func(ctx context.Context, d *ember.Driver) error {
+			started <- d
+			<-c.release
+			return nil
+		})
+	}()
+	select {
+	case c.Driver = <-started:
+	case <-c.done:
+		return nil, c.err
+	case <-time.After(DefaultTimeout):
+		return nil, fmt.Errorf("cluster not started within %v", DefaultTimeout)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("cluster shutdown: %v", err)
+		}
+	})
+	return c, nil
+}
+
+// Close shuts the application down as ember.Run does and returns Run's
+// error. It is idempotent.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	select {
+	case <-c.release:
+	default:
+		close(c.release)
+	}
+	c.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-time.After(DefaultTimeout):
+		return fmt.Errorf("cluster did not shut down within %v", DefaultTimeout)
+	}
+}
+
+// Kill makes an executor die abruptly: an in-process executor drops its
+// stream without shutting its plugins down; an executor process gets
+// SIGKILL.
+func (c *Cluster) Kill(executorID string) error {
+	c.mu.Lock()
+	kill := c.kills[executorID]
+	c.mu.Unlock()
+	if kill != nil {
+		kill()
+		return nil
+	}
+	for _, e := range c.Driver.Executors() {
+		if e.ID == executorID && e.PID != os.Getpid() {
+			p, err := os.FindProcess(e.PID)
+			if err != nil {
+				return err
+			}
+			return p.Kill()
+		}
+	}
+	return errors.New("embertest: no such executor " + executorID)
+}
+
+// WaitFor polls cond until it holds or DefaultTimeout passes, then fails t
+// with what.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(DefaultTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", DefaultTimeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
