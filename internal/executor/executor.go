@@ -143,6 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	x.conn.Start()
 	defer func() {
+		hcancel() // handlers still running see their ctx end
 		x.conn.Close(nil)
 		x.conn.Wait()
 		for _, e := range x.endpoints {

@@ -1,0 +1,545 @@
+package ember_test
+
+// Benchmarks of Ember's plugin RPC against raw gRPC on loopback TCP,
+// measured in the same run (DESIGN.md section 5). docs/performance.md has
+// the commands and the figures.
+//
+//	go test -run '^$' -bench 'Ask|Send' -benchtime 2s -count 5 .
+//
+// Each sub-benchmark starts its own server (or in-process cluster) per
+// invocation, outside the timer, and stops it in b.Cleanup. The baselines
+// run first; the Ember sub-benchmarks then report "ratio-vs-grpc", their
+// ns/op divided by the median ns/op of the baseline's completed runs (with
+// -count 5, all five). Run a baseline together with Ember (e.g. -bench
+// 'Ask/(grpc-stream|ember)$') to get the ratio.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+)
+
+// benchPayloadBytes is the size of every benchmark payload on the wire: the
+// JSON encoding of a benchPing or benchNote, and the raw gRPC messages.
+const benchPayloadBytes = 32
+
+// Benchmark messages. Their JSON encoding, {"Body":"..."}, is exactly
+// benchPayloadBytes long.
+type (
+	benchPing struct{ Body string } // asked; the driver plugin echoes it
+	benchNote struct{ Body string } // sent; the driver plugin counts it
+)
+
+var benchBody = strings.Repeat("e", benchPayloadBytes-len(`{"Body":""}`))
+
+func init() {
+	plugin.RegisterMessage[benchPing]()
+	plugin.RegisterMessage[benchNote]()
+	// The server finds rawCodec by the content-subtype that
+	// grpc.ForceCodec(rawCodec{}) sets on the client's calls; wire.Ember
+	// keeps the default protobuf codec.
+	encoding.RegisterCodec(rawCodec{})
+}
+
+// Transport settings shared by the baselines, copied from the driver and
+// executor so that both sides of a comparison use the same gRPC tuning.
+const (
+	benchWindow     = 1 << 20
+	benchConnWindow = 4 << 20
+)
+
+// BenchmarkAsk times one request/reply round trip with a 32-byte payload,
+// one caller, one outstanding call:
+//
+//   - grpc-stream: raw gRPC bidirectional stream ping-pong, []byte codec;
+//   - grpc-frames: the same over Ember's own service (wire.Ember), one
+//     Frame per Batch, with a trivial echo server: gRPC plus protobuf
+//     framing, without Ember's runtime;
+//   - ember: an executor plugin's ExecutorContext.Ask to its driver plugin,
+//     which echoes the message, on an in-process local[1] cluster.
+//
+// Each reports ns/op and the p50/p99 latency of a single call in µs.
+func BenchmarkAsk(b *testing.B) {
+	var base benchBaseline
+	b.Run("grpc-stream", func(b *testing.B) {
+		base.begin(b)
+		rs := startRawGRPC(b)
+		cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[0], "/emberbench.Raw/Echo", grpc.ForceCodec(rawCodec{}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		payload := []byte(strings.Repeat("g", benchPayloadBytes))
+		var reply []byte
+		call := func() {
+			if err := cs.SendMsg(&payload); err != nil {
+				b.Fatal(err)
+			}
+			if err := cs.RecvMsg(&reply); err != nil {
+				b.Fatal(err)
+			}
+			if len(reply) != benchPayloadBytes {
+				b.Fatalf("reply of %d bytes, want %d", len(reply), benchPayloadBytes)
+			}
+		}
+		measureAsk(b, call)
+		base.record(b)
+		if err := cs.CloseSend(); err != nil {
+			b.Fatal(err)
+		}
+		if err := cs.RecvMsg(&reply); !errors.Is(err, io.EOF) {
+			b.Fatalf("after CloseSend: got %v, want io.EOF", err)
+		}
+	})
+
+	b.Run("grpc-frames", func(b *testing.B) {
+		rs := startRawGRPC(b)
+		stream, err := wire.NewEmberClient(rs.cc).Connect(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ask := &wire.Batch{Frames: []*wire.Frame{{
+			Kind:    wire.Kind_KIND_ASK,
+			Type:    "github.com/emberhq/ember_test.benchPing",
+			Payload: []byte(strings.Repeat("f", benchPayloadBytes)),
+		}}}
+		call := func() {
+			ask.Frames[0].Call++
+			if err := stream.Send(ask); err != nil {
+				b.Fatal(err)
+			}
+			r, err := stream.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(r.Frames) != 1 || r.Frames[0].Call != ask.Frames[0].Call {
+				b.Fatalf("reply %v, want call %d", r, ask.Frames[0].Call)
+			}
+		}
+		measureAsk(b, call)
+		if err := stream.CloseSend(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+			b.Fatalf("after CloseSend: got %v, want io.EOF", err)
+		}
+	})
+
+	b.Run("ember", func(b *testing.B) {
+		_, pc := startBenchCluster(b)
+		ctx := b.Context()
+		var msg any = benchPing{Body: benchBody}
+		call := func() {
+			r, err := pc.Ask(ctx, msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if p, ok := r.(benchPing); !ok || p.Body != benchBody {
+				b.Fatalf("reply %#v, want the ping back", r)
+			}
+		}
+		measureAsk(b, call)
+		base.reportRatio(b)
+	})
+}
+
+// BenchmarkSend times fire-and-forget delivery of b.N 32-byte messages from
+// one sender to one receiver; the timer stops when the receiver has counted
+// all b.N (none may be lost). ns/op is per message; msgs/s is the rate.
+//
+//   - grpc-oneway: a raw gRPC client stream, one gRPC message per payload;
+//   - ember: an executor plugin's ExecutorContext.Send to its driver
+//     plugin, counted in Receive, on an in-process local[1] cluster.
+func BenchmarkSend(b *testing.B) {
+	var base benchBaseline
+	b.Run("grpc-oneway", func(b *testing.B) {
+		base.begin(b)
+		rs := startRawGRPC(b)
+		warmRawGRPC(b, rs)
+		cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[1], "/emberbench.Raw/Sink", grpc.ForceCodec(rawCodec{}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs.target.Store(int64(b.N))
+		payload := []byte(strings.Repeat("g", benchPayloadBytes))
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if err := cs.SendMsg(&payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		waitCounted(b, rs.done, &rs.received)
+		b.StopTimer()
+		reportRate(b)
+		base.record(b)
+		if err := cs.CloseSend(); err != nil {
+			b.Fatal(err)
+		}
+		var reply []byte
+		if err := cs.RecvMsg(&reply); err != nil {
+			b.Fatal(err)
+		}
+	})
+
+	b.Run("ember", func(b *testing.B) {
+		bp, pc := startBenchCluster(b)
+		ctx := b.Context()
+		bp.target.Store(int64(b.N))
+		var msg any = benchNote{Body: benchBody}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if err := pc.Send(ctx, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		waitCounted(b, bp.done, &bp.notes)
+		b.StopTimer()
+		reportRate(b)
+		base.reportRatio(b)
+	})
+}
+
+// measureAsk warms call up, then runs it b.N times under the timer and
+// reports the p50 and p99 latency of one call.
+func measureAsk(b *testing.B, call func()) {
+	b.Helper()
+	for range 200 {
+		call()
+	}
+	lat := make([]time.Duration, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		call()
+		lat[i] = time.Since(t0)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(percentile(lat, 50).Seconds()*1e6, "p50-us")
+	b.ReportMetric(percentile(lat, 99).Seconds()*1e6, "p99-us")
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100 // ceil(n*p/100)
+	return sorted[max(i-1, 0)]
+}
+
+func reportRate(b *testing.B) {
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(b.N)/s, "msgs/s")
+	}
+}
+
+// waitCounted waits, bounded by embertest.DefaultTimeout, until done is
+// closed, which happens when the receiver has counted b.N messages.
+func waitCounted(b *testing.B, done <-chan struct{}, counted *atomic.Int64) {
+	b.Helper()
+	t := time.NewTimer(embertest.DefaultTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		b.Fatalf("received %d of %d messages within %v", counted.Load(), b.N, embertest.DefaultTimeout)
+	}
+}
+
+// benchBaseline collects the ns/op of a baseline sub-benchmark's completed
+// runs so that a later sub-benchmark of the same run can report its ratio.
+// The testing package calls a sub-benchmark function several times per run
+// (b.N = 1, then growing); only the last call of each run is its result,
+// and the next run (with -count) starts again at b.N = 1.
+type benchBaseline struct {
+	mu     sync.Mutex // protects the following fields
+	finals []float64  // ns/op of completed runs
+	last   float64    // ns/op of the latest call
+	has    bool
+}
+
+// begin is called first in every call of the baseline's function.
+func (bl *benchBaseline) begin(b *testing.B) {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	if b.N == 1 && bl.has {
+		bl.finals = append(bl.finals, bl.last)
+		bl.has = false
+	}
+}
+
+// record is called once the baseline's timer has stopped.
+func (bl *benchBaseline) record(b *testing.B) {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	bl.last, bl.has = float64(b.Elapsed().Nanoseconds())/float64(b.N), true
+}
+
+// reportRatio reports b's ns/op divided by the baseline's median ns/op,
+// when the baseline ran in this process.
+func (bl *benchBaseline) reportRatio(b *testing.B) {
+	bl.mu.Lock()
+	all := slices.Clone(bl.finals)
+	if bl.has {
+		all = append(all, bl.last)
+	}
+	bl.mu.Unlock()
+	if len(all) == 0 || b.N == 0 {
+		return
+	}
+	slices.Sort(all)
+	median := all[len(all)/2]
+	if len(all)%2 == 0 {
+		median = (all[len(all)/2-1] + median) / 2
+	}
+	nsPerOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	b.ReportMetric(nsPerOp/median, "ratio-vs-grpc")
+}
+
+// benchPlugin is the plugin under test: its executor side hands its
+// ExecutorContext to the benchmark; its driver side echoes pings and
+// counts notes.
+type benchPlugin struct {
+	pcs    chan plugin.ExecutorContext
+	notes  atomic.Int64
+	target atomic.Int64
+	done   chan struct{} // closed when notes reaches target
+}
+
+func (p *benchPlugin) Name() string                          { return "bench" }
+func (p *benchPlugin) DriverPlugin() plugin.DriverPlugin     { return &benchDriver{p: p} }
+func (p *benchPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return &benchExecutor{p: p} }
+
+type benchDriver struct {
+	plugin.BaseDriverPlugin
+	p *benchPlugin
+}
+
+func (d *benchDriver) Receive(ctx context.Context, msg any) (any, error) {
+	switch m := msg.(type) {
+	case benchPing:
+		return m, nil
+	case benchNote:
+		if d.p.notes.Add(1) == d.p.target.Load() {
+			close(d.p.done)
+		}
+		return nil, nil
+	}
+	return nil, plugin.Errorf(plugin.CodeInvalidArgument, "unexpected message %T", msg)
+}
+
+type benchExecutor struct {
+	plugin.BaseExecutorPlugin
+	p *benchPlugin
+}
+
+func (e *benchExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.p.pcs <- pc
+	return nil
+}
+
+var (
+	_ plugin.Plugin         = (*benchPlugin)(nil)
+	_ plugin.DriverPlugin   = (*benchDriver)(nil)
+	_ plugin.ExecutorPlugin = (*benchExecutor)(nil)
+)
+
+// startBenchCluster starts a local[1] cluster running benchPlugin (shut
+// down by b.Cleanup) and returns the plugin and its executor's context,
+// warmed up with a few asks.
+func startBenchCluster(b *testing.B) (*benchPlugin, plugin.ExecutorContext) {
+	b.Helper()
+	if data, _ := json.Marshal(benchPing{Body: benchBody}); len(data) != benchPayloadBytes {
+		b.Fatalf("benchmark payload is %d bytes, want %d", len(data), benchPayloadBytes)
+	}
+	bp := &benchPlugin{pcs: make(chan plugin.ExecutorContext, 1), done: make(chan struct{})}
+	embertest.Start(b, ember.Config{
+		AppName: "bench",
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{bp},
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	var pc plugin.ExecutorContext
+	select {
+	case pc = <-bp.pcs:
+	default:
+		b.Fatal("the executor plugin did not hand over its context before the cluster was ready")
+	}
+	for range 200 {
+		if _, err := pc.Ask(b.Context(), benchPing{Body: benchBody}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return bp, pc
+}
+
+// rawCodec passes []byte messages through gRPC unchanged. Its name is the
+// content-subtype of the raw calls.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	p, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
+	}
+	return *p, nil
+}
+
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	p, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
+	}
+	*p = append((*p)[:0], data...) // data is only valid during the call
+	return nil
+}
+
+func (rawCodec) Name() string { return "ember-bench-raw" }
+
+// rawDesc is a hand-written gRPC service over rawCodec: Echo answers each
+// message on a bidirectional stream; Sink counts a client stream's
+// messages and answers once at the end.
+var rawDesc = grpc.ServiceDesc{
+	ServiceName: "emberbench.Raw",
+	HandlerType: (*any)(nil),
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Echo", ServerStreams: true, ClientStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
+			var buf []byte
+			for {
+				if err := ss.RecvMsg(&buf); err != nil {
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+				if err := ss.SendMsg(&buf); err != nil {
+					return err
+				}
+			}
+		}},
+		{StreamName: "Sink", ClientStreams: true, Handler: func(srv any, ss grpc.ServerStream) error {
+			rs := srv.(*rawServer)
+			var buf []byte
+			for {
+				if err := ss.RecvMsg(&buf); err != nil {
+					if errors.Is(err, io.EOF) {
+						return ss.SendMsg(&buf)
+					}
+					return err
+				}
+				if rs.received.Add(1) == rs.target.Load() {
+					close(rs.done)
+				}
+			}
+		}},
+	},
+}
+
+// rawServer is a loopback gRPC server with rawDesc and wire.Ember (an echo
+// of Batches), and a client connected to it.
+type rawServer struct {
+	wire.UnimplementedEmberServer
+	cc       *grpc.ClientConn
+	received atomic.Int64
+	target   atomic.Int64
+	done     chan struct{} // closed when received reaches target
+}
+
+// Connect echoes every Batch, turning its frames into replies.
+func (rs *rawServer) Connect(stream wire.Ember_ConnectServer) error {
+	for {
+		batch, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		for _, f := range batch.Frames {
+			f.Kind = wire.Kind_KIND_REPLY
+		}
+		if err := stream.Send(batch); err != nil {
+			return err
+		}
+	}
+}
+
+// startRawGRPC starts a rawServer on 127.0.0.1 and connects to it, with the
+// window sizes Ember's driver and executor use. b.Cleanup stops both.
+func startRawGRPC(b *testing.B) *rawServer {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rs := &rawServer{done: make(chan struct{})}
+	srv := grpc.NewServer(
+		grpc.InitialWindowSize(benchWindow),
+		grpc.InitialConnWindowSize(benchConnWindow),
+	)
+	srv.RegisterService(&rawDesc, rs)
+	wire.RegisterEmberServer(srv, rs)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(lis)
+	}()
+	b.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	rs.cc, err = grpc.NewClient(lis.Addr().String(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(benchWindow),
+		grpc.WithInitialConnWindowSize(benchConnWindow),
+	)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rs.cc.Close() })
+	return rs
+}
+
+// warmRawGRPC makes a few Echo round trips so the connection is up and
+// warm before a one-way stream is timed.
+func warmRawGRPC(b *testing.B, rs *rawServer) {
+	b.Helper()
+	cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[0], "/emberbench.Raw/Echo", grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(strings.Repeat("w", benchPayloadBytes))
+	var reply []byte
+	for range 200 {
+		if err := cs.SendMsg(&payload); err != nil {
+			b.Fatal(err)
+		}
+		if err := cs.RecvMsg(&reply); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := cs.CloseSend(); err != nil {
+		b.Fatal(err)
+	}
+	if err := cs.RecvMsg(&reply); !errors.Is(err, io.EOF) {
+		b.Fatalf("after CloseSend: got %v, want io.EOF", err)
+	}
+}

@@ -1,0 +1,493 @@
+package ember_test
+
+// Ports of the scenarios of Spark's PluginContainerSuite that apply to
+// Ember, plus the semantics of DESIGN.md section 3 that need a cluster.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), embertest.DefaultTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Spark: "plugin initialization and communication".
+func TestPluginInitAndCommunication(t *testing.T) {
+	var (
+		driverInits, driverShutdowns, execShutdowns atomic.Int32
+		gotExtra                                    = make(chan map[string]string, 1)
+		pcs                                         contexts
+		oneway                                      = make(chan any, 1)
+	)
+	extra := map[string]string{"foo": "bar", "bar": "baz"}
+	p := fakePlugin{
+		name: "test",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+					driverInits.Add(1)
+					return extra, nil
+				},
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					switch msg {
+					case text("oneway"):
+						oneway <- msg
+						return nil, nil
+					case text("ask"):
+						return text("reply"), nil
+					}
+					return nil, fmt.Errorf("unknown message %v", msg)
+				},
+				ShutdownF: func(context.Context) error { driverShutdowns.Add(1); return nil },
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{
+				InitF: func(_ context.Context, pc plugin.ExecutorContext, e map[string]string) error {
+					pcs.put(pc)
+					gotExtra <- e
+					return nil
+				},
+				ShutdownF: func(context.Context) error { execShutdowns.Add(1); return nil },
+			}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+
+	if got := driverInits.Load(); got != 1 {
+		t.Errorf("driver inits: got %d, want 1", got)
+	}
+	if got := <-gotExtra; !maps.Equal(got, extra) {
+		t.Errorf("executor extraConf: got %v, want %v", got, extra)
+	}
+	pc := pcs.get("1")
+	if pc == nil {
+		t.Fatal("no executor context for executor 1")
+	}
+	if got := pc.Resources(); len(got) != 0 {
+		t.Errorf("resources: got %v, want none", got)
+	}
+	if err := pc.Send(ctx, text("oneway")); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	select {
+	case got := <-oneway:
+		if got != text("oneway") {
+			t.Errorf("received %v, want oneway", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("oneway message never arrived")
+	}
+	got, err := plugin.Ask[text](ctx, pc, text("ask"))
+	if err != nil || got != "reply" {
+		t.Errorf("Ask(ask): got %q, %v; want reply, nil", got, err)
+	}
+	_, err = pc.Ask(ctx, text("unknown message"))
+	if err == nil || !strings.Contains(err.Error(), "unknown message") {
+		t.Errorf("Ask(unknown message): got %v, want an error mentioning the message", err)
+	}
+	if !plugin.IsRemote(err) {
+		t.Errorf("IsRemote(%v) = false, want true", err)
+	}
+
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got := driverShutdowns.Load(); got != 1 {
+		t.Errorf("driver shutdowns: got %d, want 1", got)
+	}
+	if got := execShutdowns.Load(); got != 1 {
+		t.Errorf("executor shutdowns: got %d, want 1", got)
+	}
+}
+
+// Spark: "do nothing if plugins are not configured".
+func TestNoPlugins(t *testing.T) {
+	ran := false
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[2]", Logger: quiet}, func(ctx context.Context, d *ember.Driver) error {
+		ran = true
+		if got := len(d.Executors()); got != 2 {
+			t.Errorf("executors: got %d, want 2", got)
+		}
+		return nil
+	})
+	if err != nil || !ran {
+		t.Fatalf("Run: err %v, fn ran %v; want nil, true", err, ran)
+	}
+}
+
+func named(name string) plugin.Plugin { return fakePlugin{name: name} }
+
+var registered = func() bool {
+	for _, n := range []string{"reg-a", "reg-b", "reg-c"} {
+		plugin.Register(named(n))
+	}
+	return true
+}()
+
+// Spark: "merging of config options", and semantics 1.
+func TestPluginNames(t *testing.T) {
+	_ = registered
+	tests := []struct {
+		name     string
+		defaults string
+		plugins  string
+		explicit []plugin.Plugin
+		want     []string
+		wantErr  string
+	}{
+		{name: "none", want: nil},
+		{name: "defaults then conf then explicit", defaults: "reg-a", plugins: "reg-b", explicit: []plugin.Plugin{named("x")}, want: []string{"reg-a", "reg-b", "x"}},
+		{name: "trimmed, empties dropped", plugins: " reg-b , ,reg-a,", want: []string{"reg-b", "reg-a"}},
+		{name: "same plugin in both lists loaded once", defaults: "reg-a", plugins: "reg-a", want: []string{"reg-a"}},
+		{name: "duplicates keep the first", defaults: "reg-c,reg-a", plugins: "reg-a,reg-b,reg-c", explicit: []plugin.Plugin{named("reg-b"), named("y")}, want: []string{"reg-c", "reg-a", "reg-b", "y"}},
+		{name: "unknown name", plugins: "reg-a,nope", wantErr: `unknown plugin "nope" (forgotten import?`},
+		{name: "invalid name", explicit: []plugin.Plugin{named("Bad Name")}, wantErr: `plugin name "Bad Name"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ember.PluginNames(ember.Config{
+				Conf:    map[string]string{ember.ConfPluginsDefaults: tt.defaults, ember.ConfPlugins: tt.plugins},
+				Plugins: tt.explicit,
+			})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("got %q, %v; want %q, nil", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// Spark: "merging of config options" end to end: a plugin listed in both
+// lists is initialised once on each side.
+func TestMergedListsInitOnce(t *testing.T) {
+	var driverInits, execInits atomic.Int32
+	p := fakePlugin{
+		name: "merged-once",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+				driverInits.Add(1)
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+				execInits.Add(1)
+				return nil
+			}}
+		},
+	}
+	plugin.Register(p)
+	embertest.Start(t, ember.Config{
+		Master:  "local[1]",
+		Conf:    map[string]string{ember.ConfPluginsDefaults: "merged-once", ember.ConfPlugins: "merged-once"},
+		Plugins: []plugin.Plugin{p},
+		Logger:  quiet,
+	})
+	if d, e := driverInits.Load(), execInits.Load(); d != 1 || e != 1 {
+		t.Errorf("inits: driver %d, executor %d; want 1, 1", d, e)
+	}
+}
+
+// Semantics 3: driver inits in order; an error fails Run naming the
+// plugin, shuts down the initialised ones in reverse, and starts no
+// executor.
+func TestDriverInitFailure(t *testing.T) {
+	var rec recorder
+	mk := func(name string, fail bool) plugin.Plugin {
+		return fakePlugin{
+			name: name,
+			newDriver: func() plugin.DriverPlugin {
+				return &fakeDriver{
+					InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+						rec.add("init " + name)
+						if fail {
+							return nil, errors.New("boom")
+						}
+						return nil, nil
+					},
+					ShutdownF: func(context.Context) error { rec.add("shutdown " + name); return nil },
+				}
+			},
+			newExecutor: func() plugin.ExecutorPlugin {
+				return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+					rec.add("executor init " + name)
+					return nil
+				}}
+			},
+		}
+	}
+	called := false
+	err := ember.Run(testCtx(t), ember.Config{
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{mk("a", false), mk("b", false), mk("c", true), mk("d", false)},
+		Logger:  quiet,
+	}, func(context.Context, *ember.Driver) error { called = true; return nil })
+	if err == nil || !strings.Contains(err.Error(), `"c"`) || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("Run: got %v, want an error naming plugin \"c\" and its cause", err)
+	}
+	if called {
+		t.Error("driver function ran after a failed driver init")
+	}
+	want := []string{"init a", "init b", "init c", "shutdown b", "shutdown a"}
+	if got := rec.get(); !slices.Equal(got, want) {
+		t.Errorf("events: got %q, want %q", got, want)
+	}
+}
+
+// Semantics 4 and 5: each executor gets exactly its plugin's extraConf
+// (empty, not nil, when there is none), inits run in list order, and
+// shutdowns in reverse on both sides, executors first.
+func TestLifecycleOrderAndExtraConf(t *testing.T) {
+	var rec recorder
+	mk := func(name string, extra map[string]string) plugin.Plugin {
+		return fakePlugin{
+			name: name,
+			newDriver: func() plugin.DriverPlugin {
+				return &fakeDriver{
+					InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+						rec.add("driver init " + name)
+						return extra, nil
+					},
+					ReceiveF: func(_ context.Context, msg any) (any, error) {
+						rec.add(fmt.Sprintf("driver %s received %v", name, msg))
+						return nil, nil
+					},
+					ShutdownF: func(context.Context) error { rec.add("driver shutdown " + name); return nil },
+				}
+			},
+			newExecutor: func() plugin.ExecutorPlugin {
+				var pc plugin.ExecutorContext
+				return &fakeExecutor{
+					InitF: func(_ context.Context, c plugin.ExecutorContext, e map[string]string) error {
+						pc = c
+						if e == nil {
+							rec.add("executor init " + name + " nil extraConf")
+						}
+						rec.add(fmt.Sprintf("executor init %s %v", name, e))
+						return nil
+					},
+					ShutdownF: func(ctx context.Context) error {
+						rec.add("executor shutdown " + name)
+						return pc.Send(ctx, text("bye from "+name))
+					},
+				}
+			},
+		}
+	}
+	c := embertest.Start(t, ember.Config{
+		Master: "local[1]",
+		Plugins: []plugin.Plugin{
+			mk("p1", map[string]string{"k": "one"}),
+			mk("p2", nil),
+			mk("p3", map[string]string{"k": "three"}),
+		},
+		Logger: quiet,
+	})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"driver init p1", "driver init p2", "driver init p3",
+		"executor init p1 map[k:one]", "executor init p2 map[]", "executor init p3 map[k:three]",
+		"executor shutdown p3", "executor shutdown p2", "executor shutdown p1",
+		"driver p3 received bye from p3", "driver p2 received bye from p2", "driver p1 received bye from p1",
+		"driver shutdown p3", "driver shutdown p2", "driver shutdown p1",
+	}
+	got := rec.get()
+	// The three lanes deliver the goodbyes independently; compare them as
+	// a set and everything else in order.
+	isBye := func(s string) bool { return strings.Contains(s, "received bye") }
+	if !slices.Equal(slices.DeleteFunc(slices.Clone(got), isBye), slices.DeleteFunc(slices.Clone(want), isBye)) {
+		t.Errorf("events:\n got %q\nwant %q", got, want)
+	}
+	gotBye, wantBye := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return !isBye(s) }), want[9:12]
+	slices.Sort(gotBye)
+	wantBye = slices.Clone(wantBye)
+	slices.Sort(wantBye)
+	if !slices.Equal(gotBye, wantBye) {
+		t.Errorf("goodbyes: got %q, want %q", gotBye, wantBye)
+	}
+	// Every goodbye arrives before any driver shutdown.
+	lastBye := slices.IndexFunc(got, func(s string) bool { return strings.HasPrefix(s, "driver shutdown") })
+	for i, s := range got {
+		if isBye(s) && i > lastBye {
+			t.Errorf("%q came after a driver shutdown", s)
+		}
+	}
+}
+
+// Semantics 5: an executor init error ends that executor; Run reports the
+// executor ID, plugin name and error.
+func TestExecutorInitFailure(t *testing.T) {
+	p := fakePlugin{
+		name:      "fragile",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+				return errors.New("no disk")
+			}}
+		},
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
+		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	for _, want := range []string{"executor 1", `"fragile"`, "no disk"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want an error containing %q", err, want)
+		}
+	}
+}
+
+// Semantics 6: sends from one executor reach the plugin in order, one
+// Receive at a time.
+func TestSendOrderAndSerialReceive(t *testing.T) {
+	const n = 5000
+	var (
+		active, maxActive atomic.Int32
+		mu                = make(chan struct{}, 1)
+		seen              = map[string][]int{}
+		done              = make(chan struct{})
+		total             int
+		pcs               contexts
+	)
+	p := fakePlugin{
+		name: "order",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(ctx context.Context, msg any) (any, error) {
+				if a := active.Add(1); a > maxActive.Load() {
+					maxActive.Store(a)
+				}
+				defer active.Add(-1)
+				id, _ := plugin.SenderID(ctx)
+				mu <- struct{}{}
+				seen[id] = append(seen[id], int(msg.(number)))
+				total++
+				if total == 2*n {
+					close(done)
+				}
+				<-mu
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				pcs.put(pc)
+				return nil
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+	errc := make(chan error, 2)
+	for _, id := range []string{"1", "2"} {
+		go func() {
+			pc := pcs.get(id)
+			for i := range n {
+				if err := pc.Send(ctx, number(i)); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatalf("only %d of %d messages arrived", total, 2*n)
+	}
+	for id, got := range seen {
+		for i, v := range got {
+			if v != i {
+				t.Fatalf("executor %s: message %d is %d; out of order", id, i, v)
+			}
+		}
+	}
+	if got := maxActive.Load(); got != 1 {
+		t.Errorf("concurrent Receive calls: got %d, want 1", got)
+	}
+}
+
+// Semantics 6: each plugin has its own lane; a blocked plugin does not
+// delay another. A ConcurrentReceiver gets concurrent calls.
+func TestLanesAreIndependent(t *testing.T) {
+	release := make(chan struct{})
+	inSlow := make(chan struct{}, 4)
+	var pcs contexts
+	slow := fakePlugin{
+		name: "slow",
+		newDriver: func() plugin.DriverPlugin {
+			return &concurrentDriver{n: 2, fakeDriver: fakeDriver{ReceiveF: func(ctx context.Context, msg any) (any, error) {
+				inSlow <- struct{}{}
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil, nil
+			}}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				pcs.put(pc)
+				return nil
+			}}
+		},
+	}
+	var fastPC contexts
+	fast := fakePlugin{
+		name: "fast",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) { return msg, nil }}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				fastPC.put(pc)
+				return nil
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{slow, fast}, Logger: quiet})
+	ctx := testCtx(t)
+	defer close(release)
+	for range 2 {
+		if err := pcs.get("1").Send(ctx, text("hold")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both sends are in Receive at once: the plugin opted into 2.
+	<-inSlow
+	<-inSlow
+	got, err := plugin.Ask[number](ctx, fastPC.get("1"), number(7))
+	if err != nil || got != 7 {
+		t.Fatalf("Ask to the fast plugin while the slow one is blocked: got %v, %v; want 7, nil", got, err)
+	}
+}

@@ -1,0 +1,175 @@
+package ember_test
+
+import (
+	"context"
+	"sync"
+
+	"github.com/emberhq/ember/plugin"
+)
+
+// Messages used across the tests. Registered once, in every process.
+type (
+	text    string
+	number  int
+	block   struct{ Tag string }
+	payload struct{ Data []byte }
+)
+
+func init() {
+	plugin.RegisterMessage[text]()
+	plugin.RegisterMessage[number]()
+	plugin.RegisterMessage[block]()
+	plugin.RegisterMessage[payload]()
+}
+
+// fakePlugin is a plugin assembled from func fields, registered like a real
+// one. newDriver/newExecutor nil: that side is absent.
+type fakePlugin struct {
+	name        string
+	newDriver   func() plugin.DriverPlugin
+	newExecutor func() plugin.ExecutorPlugin
+}
+
+func (p fakePlugin) Name() string { return p.name }
+
+func (p fakePlugin) DriverPlugin() plugin.DriverPlugin {
+	if p.newDriver == nil {
+		return nil
+	}
+	return p.newDriver()
+}
+
+func (p fakePlugin) ExecutorPlugin() plugin.ExecutorPlugin {
+	if p.newExecutor == nil {
+		return nil
+	}
+	return p.newExecutor()
+}
+
+// fakeDriver is a DriverPlugin whose methods call the func fields when set.
+type fakeDriver struct {
+	InitF     func(ctx context.Context, pc plugin.DriverContext) (map[string]string, error)
+	ReceiveF  func(ctx context.Context, msg any) (any, error)
+	ShutdownF func(ctx context.Context) error
+}
+
+func (f *fakeDriver) Init(ctx context.Context, pc plugin.DriverContext) (map[string]string, error) {
+	if f.InitF == nil {
+		return nil, nil
+	}
+	return f.InitF(ctx, pc)
+}
+
+func (f *fakeDriver) Receive(ctx context.Context, msg any) (any, error) {
+	if f.ReceiveF == nil {
+		return nil, plugin.NewError(plugin.CodeUnimplemented, "no ReceiveF")
+	}
+	return f.ReceiveF(ctx, msg)
+}
+
+func (f *fakeDriver) Shutdown(ctx context.Context) error {
+	if f.ShutdownF == nil {
+		return nil
+	}
+	return f.ShutdownF(ctx)
+}
+
+// listeningDriver adds ExecutorListener to fakeDriver.
+type listeningDriver struct {
+	fakeDriver
+	AddedF   func(ctx context.Context, e plugin.ExecutorInfo)
+	RemovedF func(ctx context.Context, e plugin.ExecutorInfo, reason error)
+}
+
+func (l *listeningDriver) OnExecutorAdded(ctx context.Context, e plugin.ExecutorInfo) {
+	l.AddedF(ctx, e)
+}
+
+func (l *listeningDriver) OnExecutorRemoved(ctx context.Context, e plugin.ExecutorInfo, reason error) {
+	l.RemovedF(ctx, e, reason)
+}
+
+// concurrentDriver opts into concurrent Receive.
+type concurrentDriver struct {
+	fakeDriver
+	n int
+}
+
+func (c *concurrentDriver) MaxConcurrentReceives() int { return c.n }
+
+// fakeExecutor is an ExecutorPlugin whose methods call the func fields.
+type fakeExecutor struct {
+	InitF     func(ctx context.Context, pc plugin.ExecutorContext, extra map[string]string) error
+	ShutdownF func(ctx context.Context) error
+}
+
+func (f *fakeExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, extra map[string]string) error {
+	if f.InitF == nil {
+		return nil
+	}
+	return f.InitF(ctx, pc, extra)
+}
+
+func (f *fakeExecutor) Shutdown(ctx context.Context) error {
+	if f.ShutdownF == nil {
+		return nil
+	}
+	return f.ShutdownF(ctx)
+}
+
+// receivingExecutor adds ExecutorReceiver.
+type receivingExecutor struct {
+	fakeExecutor
+	ReceiveF func(ctx context.Context, msg any) (any, error)
+}
+
+func (r *receivingExecutor) Receive(ctx context.Context, msg any) (any, error) {
+	return r.ReceiveF(ctx, msg)
+}
+
+var (
+	_ plugin.DriverPlugin       = (*fakeDriver)(nil)
+	_ plugin.ExecutorListener   = (*listeningDriver)(nil)
+	_ plugin.ConcurrentReceiver = (*concurrentDriver)(nil)
+	_ plugin.ExecutorPlugin     = (*fakeExecutor)(nil)
+	_ plugin.ExecutorReceiver   = (*receivingExecutor)(nil)
+)
+
+// recorder collects events from any goroutine.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) add(e string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recorder) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...)
+}
+
+// contexts hands executor contexts from Init to the test.
+type contexts struct {
+	mu  sync.Mutex
+	pcs map[string]plugin.ExecutorContext
+}
+
+func (c *contexts) put(pc plugin.ExecutorContext) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pcs == nil {
+		c.pcs = map[string]plugin.ExecutorContext{}
+	}
+	c.pcs[pc.ExecutorID()] = pc
+}
+
+func (c *contexts) get(id string) plugin.ExecutorContext {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pcs[id]
+}

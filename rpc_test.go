@@ -1,0 +1,347 @@
+package ember_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+)
+
+// undecodable always fails to decode, standing in for bytes a peer cannot
+// read.
+type undecodable struct{ X int }
+
+func (*undecodable) UnmarshalJSON([]byte) error { return errors.New("corrupt") }
+
+type unregistered struct{ X int }
+
+func init() { plugin.RegisterMessage[undecodable]() }
+
+// askCluster starts local[1] with one plugin whose driver Receive is recv
+// and returns the executor's context.
+func askCluster(t *testing.T, recv func(ctx context.Context, msg any) (any, error), cfg ember.Config) (plugin.ExecutorContext, *embertest.Cluster) {
+	t.Helper()
+	var pcs contexts
+	cfg.Master = "local[1]"
+	cfg.Logger = quiet
+	cfg.Plugins = append(cfg.Plugins, fakePlugin{
+		name:      "asker",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{ReceiveF: recv} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				pcs.put(pc)
+				return nil
+			}}
+		},
+	})
+	c := embertest.Start(t, cfg)
+	return pcs.get("1"), c
+}
+
+// Semantics 7, 8 and 11: what the asker sees for each kind of failure.
+func TestAskErrors(t *testing.T) {
+	var sawDeadline sync.Once
+	hadDeadline := make(chan bool, 1)
+	pc, _ := askCluster(t, func(ctx context.Context, msg any) (any, error) {
+		switch msg {
+		case text("not-found"):
+			return nil, plugin.NewError(plugin.CodeNotFound, "no such key")
+		case text("plain"):
+			return nil, errors.New("plain failure")
+		case text("panic"):
+			panic("handler bug")
+		case text("slow"):
+			_, ok := ctx.Deadline()
+			sawDeadline.Do(func() { hadDeadline <- ok })
+			<-ctx.Done()
+			return nil, ctx.Err()
+		case text("big-reply"):
+			return payload{Data: make([]byte, 2<<20)}, nil
+		case text("ok"):
+			return text("fine"), nil
+		}
+		return nil, nil
+	}, ember.Config{MaxMessageBytes: 1 << 20})
+	ctx := testCtx(t)
+
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		msg      any
+		code     plugin.Code
+		contains string
+		is       error
+		remote   bool
+		either   bool // remote or local: whichever side's deadline fires first
+	}{
+		{name: "handler error keeps code and message", msg: text("not-found"), code: plugin.CodeNotFound, contains: "no such key", remote: true},
+		{name: "plain error is unknown with its message", msg: text("plain"), code: plugin.CodeUnknown, contains: "plain failure", remote: true},
+		{name: "panic is internal", msg: text("panic"), code: plugin.CodeInternal, contains: "handler bug", remote: true},
+		{name: "deadline", ctx: shortCtx(t, 100*time.Millisecond), msg: text("slow"), code: plugin.CodeDeadlineExceeded, is: context.DeadlineExceeded, either: true},
+		{name: "unregistered type fails at the call", msg: unregistered{}, code: plugin.CodeInvalidArgument, is: plugin.ErrUnregisteredMessage, contains: "unregistered"},
+		{name: "nil message", msg: nil, code: plugin.CodeInvalidArgument, contains: "nil message"},
+		{name: "oversized message", msg: payload{Data: make([]byte, 2<<20)}, code: plugin.CodeResourceExhausted, is: plugin.ErrMessageTooLarge},
+		{name: "undecodable message", msg: undecodable{X: 1}, code: plugin.CodeInvalidArgument, contains: "corrupt", remote: true},
+		{name: "oversized reply", msg: text("big-reply"), code: plugin.CodeResourceExhausted, contains: "limit", remote: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ctx
+			if tt.ctx != nil {
+				c = tt.ctx
+			}
+			_, err := pc.Ask(c, tt.msg)
+			if got := plugin.CodeOf(err); got != tt.code {
+				t.Fatalf("code: got %v (%v), want %v", got, err, tt.code)
+			}
+			if tt.contains != "" && !strings.Contains(err.Error(), tt.contains) {
+				t.Errorf("error %q does not contain %q", err, tt.contains)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("errors.Is(%v, %v) = false", err, tt.is)
+			}
+			if got := plugin.IsRemote(err); got != tt.remote && !tt.either {
+				t.Errorf("IsRemote: got %v, want %v", got, tt.remote)
+			}
+			var e *plugin.Error
+			if !errors.As(err, &e) {
+				t.Errorf("errors.As(%T, *plugin.Error) = false", err)
+			}
+		})
+	}
+	if !<-hadDeadline {
+		t.Error("the handler's ctx had no deadline; the asker's should travel with the ask")
+	}
+	// The driver keeps serving after all of that.
+	if got, err := plugin.Ask[text](ctx, pc, text("ok")); err != nil || got != "fine" {
+		t.Errorf("Ask after failures: got %q, %v; want fine, nil", got, err)
+	}
+}
+
+func shortCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Semantics 8 for sends: failures are reported locally when they can be,
+// and a message the driver cannot decode is dropped without disturbing
+// the ones after it.
+func TestSendErrors(t *testing.T) {
+	got := make(chan any, 10)
+	pc, _ := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		got <- msg
+		return nil, nil
+	}, ember.Config{MaxMessageBytes: 1 << 10})
+	ctx := testCtx(t)
+
+	if err := pc.Send(ctx, unregistered{}); !errors.Is(err, plugin.ErrUnregisteredMessage) {
+		t.Errorf("Send(unregistered): got %v, want ErrUnregisteredMessage", err)
+	}
+	if err := pc.Send(ctx, payload{Data: make([]byte, 4<<10)}); plugin.CodeOf(err) != plugin.CodeResourceExhausted {
+		t.Errorf("Send(oversized): got %v, want CodeResourceExhausted", err)
+	}
+	if err := pc.Send(ctx, undecodable{}); err != nil {
+		t.Errorf("Send(undecodable): got %v, want nil (the failure is the receiver's)", err)
+	}
+	if err := pc.Send(ctx, text("after")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != text("after") {
+			t.Errorf("first delivered message: got %v, want after", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("message after an undecodable one never arrived")
+	}
+}
+
+// A message for a plugin with no driver side gets NotFound.
+func TestAskPluginWithoutDriverSide(t *testing.T) {
+	var pcs contexts
+	p := fakePlugin{
+		name: "executor-only",
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				pcs.put(pc)
+				return nil
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	_, err := pcs.get("1").Ask(testCtx(t), text("hello"))
+	if plugin.CodeOf(err) != plugin.CodeNotFound || !strings.Contains(err.Error(), "executor-only") {
+		t.Errorf("got %v, want CodeNotFound naming the plugin", err)
+	}
+}
+
+// Beyond Spark: the driver asks, sends and broadcasts to executors.
+func TestDriverToExecutors(t *testing.T) {
+	var dc plugin.DriverContext
+	received := make(chan string, 10)
+	p := fakePlugin{
+		name: "push",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+				dc = pc
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			var pc plugin.ExecutorContext
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error {
+					pc = c
+					return nil
+				}},
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					switch m := msg.(type) {
+					case text:
+						received <- pc.ExecutorID() + ":" + string(m)
+						return nil, nil
+					case number:
+						return number(int(m) * 10), nil
+					}
+					return nil, plugin.NewError(plugin.CodeInvalidArgument, "what?")
+				},
+			}
+		},
+	}
+	passive := fakePlugin{
+		name:        "passive",
+		newDriver:   func() plugin.DriverPlugin { return &fakeDriver{} },
+		newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} },
+	}
+	var passiveDC plugin.DriverContext
+	passive.newDriver = func() plugin.DriverPlugin {
+		return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+			passiveDC = pc
+			return nil, nil
+		}}
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p, passive}, Logger: quiet})
+	ctx := testCtx(t)
+
+	if got := len(dc.Executors()); got != 2 {
+		t.Fatalf("Executors: got %d, want 2", got)
+	}
+	for _, id := range []string{"1", "2"} {
+		got, err := plugin.AskExecutor[number](ctx, dc, id, number(4))
+		if err != nil || got != 40 {
+			t.Errorf("AskExecutor(%s): got %v, %v; want 40, nil", id, got, err)
+		}
+	}
+	if err := dc.SendExecutor(ctx, "2", text("direct")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-received; got != "2:direct" {
+		t.Errorf("SendExecutor: got %q, want 2:direct", got)
+	}
+	if err := dc.Broadcast(ctx, text("all")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 2 {
+		got = append(got, <-received)
+	}
+	if !(got[0] == "1:all" && got[1] == "2:all" || got[0] == "2:all" && got[1] == "1:all") {
+		t.Errorf("Broadcast: got %q, want 1:all and 2:all", got)
+	}
+	if _, err := dc.AskExecutor(ctx, "9", number(1)); !errors.Is(err, plugin.ErrNoSuchExecutor) || plugin.CodeOf(err) != plugin.CodeNotFound {
+		t.Errorf("AskExecutor(unknown): got %v, want ErrNoSuchExecutor with CodeNotFound", err)
+	}
+	if _, err := passiveDC.AskExecutor(ctx, "1", number(1)); plugin.CodeOf(err) != plugin.CodeUnimplemented || !strings.Contains(err.Error(), "passive") {
+		t.Errorf("AskExecutor(no receiver): got %v, want CodeUnimplemented naming the plugin", err)
+	}
+}
+
+// ExecutorListener sees executors join and leave, with a reason for a
+// crash and none for a clean release; an executor that dies while the
+// driver asks it fails the ask with CodeUnavailable at once.
+func TestMembershipAndExecutorDeath(t *testing.T) {
+	var (
+		dc      plugin.DriverContext
+		events  = make(chan string, 10)
+		inRecv  = make(chan struct{}, 1)
+		release = make(chan struct{})
+	)
+	defer close(release)
+	p := fakePlugin{
+		name: "members",
+		newDriver: func() plugin.DriverPlugin {
+			return &listeningDriver{
+				fakeDriver: fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+					dc = pc
+					return nil, nil
+				}},
+				AddedF: func(ctx context.Context, e plugin.ExecutorInfo) {
+					if id, _ := plugin.SenderID(ctx); id != e.ID {
+						events <- "bad sender " + id
+					}
+					events <- "added " + e.ID
+				},
+				RemovedF: func(_ context.Context, e plugin.ExecutorInfo, reason error) {
+					events <- "removed " + e.ID + " crash=" + boolString(reason != nil)
+				},
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{ReceiveF: func(ctx context.Context, _ any) (any, error) {
+				inRecv <- struct{}{}
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil, nil
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+	added := []string{<-events, <-events}
+	if !(added[0] == "added 1" && added[1] == "added 2" || added[0] == "added 2" && added[1] == "added 1") {
+		t.Fatalf("got %q, want added 1 and added 2", added)
+	}
+
+	askErr := make(chan error, 1)
+	go func() {
+		_, err := dc.AskExecutor(ctx, "1", text("hang"))
+		askErr <- err
+	}()
+	<-inRecv
+	start := time.Now()
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	err := <-askErr
+	if plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("ask to a dead executor: got %v, want CodeUnavailable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("ask to a dead executor took %v to fail", took)
+	}
+	if got := <-events; got != "removed 1 crash=true" {
+		t.Errorf("got %q, want removed 1 crash=true", got)
+	}
+	embertest.WaitFor(t, "executor 1 to leave", func() bool { return len(dc.Executors()) == 1 })
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-events; got != "removed 2 crash=false" {
+		t.Errorf("got %q, want removed 2 crash=false", got)
+	}
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
