@@ -368,6 +368,7 @@ func operate(ctx context.Context, d *ember.Driver, dp *driverPlugin) error {
 		return err
 	}
 	client := &http.Client{Timeout: 2 * ackTimeout}
+	defer client.CloseIdleConnections()
 	want := maps.Clone(initialSettings)
 	for _, c := range []struct{ key, value string }{
 		{"log.level", "debug"},
@@ -378,8 +379,8 @@ func operate(ctx context.Context, d *ember.Driver, dp *driverPlugin) error {
 		if err := call(ctx, client, http.MethodPost, endpoint+"?"+q.Encode(), &u); err != nil {
 			return err
 		}
-		if n := len(d.Executors()); u.Key != c.key || u.Value != c.value || len(u.Executors) != n {
-			return fmt.Errorf("set %s=%s: got %+v, want the change acknowledged by %d executors", c.key, c.value, u, n)
+		if ids := executorIDs(d.Executors()); u.Key != c.key || u.Value != c.value || !slices.Equal(u.Executors, ids) {
+			return fmt.Errorf("set %s=%s: got %+v, want the change acknowledged by executors %v", c.key, c.value, u, ids)
 		}
 		fmt.Printf("all %d executors applied %s=%s (version %d)\n", len(u.Executors), u.Key, u.Value, u.Version)
 		want[c.key] = c.value

@@ -205,7 +205,8 @@ func compareIDs(a, b string) int {
 }
 
 // WaitExecutors waits until n executors are ready. It fails as soon as an
-// executor fails to initialise, and when ctx ends.
+// executor is refused at the handshake or fails to initialise (since the
+// Driver started), and when ctx ends.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	for {
 		d.mu.Lock()
@@ -232,6 +233,14 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	}
 }
 
+// fail records an executor that could not join, for WaitExecutors.
+func (d *Driver) fail(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failures = append(d.failures, err)
+	d.notifyLocked()
+}
+
 // notifyLocked wakes WaitExecutors. d.mu must be held.
 func (d *Driver) notifyLocked() {
 	close(d.changed)
@@ -251,6 +260,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, codec.Names()); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
+		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
 		_ = stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
 			Code: uint32(plugin.CodeInvalidArgument), Error: "handshake mismatch: " + msg,
 		}}}})
@@ -360,10 +370,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	if f.Code != 0 {
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, f.Error)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", f.Error)
-		d.mu.Lock()
-		d.failures = append(d.failures, err)
-		d.notifyLocked()
-		d.mu.Unlock()
+		d.fail(err)
 		return
 	}
 	res := map[string]plugin.Resource{}

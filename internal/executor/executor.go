@@ -146,11 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 		hcancel() // handlers still running see their ctx end
 		x.conn.Close(nil)
 		x.conn.Wait()
-		for _, e := range x.endpoints {
-			if e.lane != nil {
-				e.lane.Close()
-			}
-		}
+		x.closeLanes()
 	}()
 
 	if err := x.init(ctx); err != nil {
@@ -171,19 +167,20 @@ func Run(ctx context.Context, cfg Config) error {
 		x.conn.Close(plugin.NewError(plugin.CodeUnavailable, "executor crashed (fault injection)"))
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
+		hcancel()
+		x.closeLanes()
 		x.shutdownPlugins(len(x.endpoints) - 1)
 		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
 	case <-ctx.Done():
+		hcancel()
+		x.closeLanes()
 		x.shutdownPlugins(len(x.endpoints) - 1)
 		return ctx.Err()
 	}
-	// Released: plugins down, then everything they sent, then STOPPED.
+	// Released: deliver what the driver sent, then plugins down, then
+	// everything they sent, then STOPPED.
+	x.closeLanes()
 	x.shutdownPlugins(len(x.endpoints) - 1)
-	for _, e := range x.endpoints {
-		if e.lane != nil {
-			e.lane.Close()
-		}
-	}
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED})
 	t := time.NewTimer(x.cfg.ShutdownTimeout)
 	defer t.Stop()
@@ -193,6 +190,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("executor %s: driver did not release the stream within %v", x.id, x.cfg.ShutdownTimeout)
 	}
 	return nil
+}
+
+// closeLanes runs the messages already received and refuses later ones,
+// so that no Receive runs once plugins start shutting down.
+func (x *Executor) closeLanes() {
+	for _, e := range x.endpoints {
+		if e.lane != nil {
+			e.lane.Close()
+		}
+	}
 }
 
 // drain flushes queued frames and closes the stream.

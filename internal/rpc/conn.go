@@ -191,7 +191,6 @@ func (c *Conn) close(err error) {
 	c.out = nil
 	close(c.space)
 	c.mu.Unlock()
-	close(c.done)
 	if c.cancel != nil {
 		c.cancel()
 	}
@@ -199,7 +198,10 @@ func (c *Conn) close(err error) {
 	for _, ch := range calls {
 		ch <- lost
 	}
+	// The owner learns of the close before Done fires, so whoever waits on
+	// Done sees its consequences (membership events already queued).
 	c.h.HandleClose(c, err)
+	close(c.done)
 }
 
 // describe returns err's message without a redundant code prefix.
@@ -461,7 +463,9 @@ func streamError(op string, err error) error {
 		code := plugin.Code(s.Code())
 		switch s.Code() {
 		case codes.Canceled:
-			code = plugin.CodeUnavailable
+			// The peer's end of the stream went away (process died,
+			// connection reset) or ours was canceled.
+			return plugin.Errorf(plugin.CodeUnavailable, "stream %s: peer disconnected: %w", op, plugin.ErrClosed)
 		case codes.OK:
 			code = plugin.CodeUnavailable
 		}

@@ -1,0 +1,337 @@
+package ember_test
+
+// Tests with real executor processes: the test binary re-executed. A child
+// runs the same test function; ember.Run makes it an executor (EMBER_DRIVER
+// set) or, for the tests that need the driver in its own process, the
+// driver (roleEnv=driver).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+)
+
+const (
+	roleEnv = "EMBER_TEST_ROLE"
+	dirEnv  = "EMBER_TEST_DIR"
+	dirConf = "test.dir"
+)
+
+// isChild reports whether this process is a child started by a process
+// test (a driver or an executor).
+func isChild() bool {
+	return os.Getenv(roleEnv) != "" || os.Getenv(ember.EnvDriver) != ""
+}
+
+// runChild runs cfg in a child process and never returns: executors exit
+// inside ember.Run; a driver child runs fn and exits.
+func runChild(cfg ember.Config, fn func(context.Context, *ember.Driver) error) {
+	err := ember.Run(context.Background(), cfg, fn)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child driver:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// startSelf starts this test in a child process with env added.
+func startSelf(t *testing.T, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], embertest.ExecutorArgs(t)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+func writeFile(dir, name, content string) error {
+	tmp := filepath.Join(dir, "."+name)
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
+}
+
+func waitFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	var b []byte
+	embertest.WaitFor(t, "file "+name, func() bool {
+		var err error
+		b, err = os.ReadFile(filepath.Join(dir, name))
+		return err == nil
+	})
+	return string(b)
+}
+
+// fileRecorder is a plugin that records, in files under the conf's test
+// dir, where each side ran; executors also do an ask round trip.
+func fileRecorder() plugin.Plugin {
+	return fakePlugin{
+		name: "files",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+					err := writeFile(pc.Conf().Get(dirConf), "DRIVER_FILE", strconv.Itoa(os.Getpid()))
+					return map[string]string{"greeting": "hello"}, err
+				},
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					return text("pong:" + string(msg.(text))), nil
+				},
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, extra map[string]string) error {
+				reply, err := plugin.Ask[text](ctx, pc, text(pc.ExecutorID()))
+				if err != nil {
+					return err
+				}
+				var gpus []string
+				if r, ok := pc.Resources()["gpu"]; ok {
+					gpus = r.Addresses
+				}
+				line := fmt.Sprintf("pid=%d reply=%s extra=%s gpu=%s", os.Getpid(), reply, extra["greeting"], strings.Join(gpus, ","))
+				return writeFile(pc.Conf().Get(dirConf), "EXECUTOR_FILE_"+pc.ExecutorID(), line)
+			}}
+		},
+	}
+}
+
+// Spark: "plugin initialization in non-local mode" and "... with
+// resources": every process writes its file; executors are real processes
+// that discovered their GPUs with a script and talked to the driver.
+func TestLocalClusterProcesses(t *testing.T) {
+	dir := os.Getenv(dirEnv)
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	script := filepath.Join(dir, "gpus.sh")
+	cfg := ember.Config{
+		Master:       "local-cluster[2]",
+		Plugins:      []plugin.Plugin{fileRecorder()},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Conf: map[string]string{
+			dirConf: dir,
+			"ember.executor.resource.gpu.discoveryScript": script,
+		},
+	}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho '{\"name\":\"gpu\",\"addresses\":[\"3\",\"4\"]}'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := embertest.Start(t, cfg)
+	execs := c.Driver.Executors()
+	if len(execs) != 2 {
+		t.Fatalf("executors: got %d, want 2", len(execs))
+	}
+	for _, e := range execs {
+		if e.PID == os.Getpid() || e.PID == 0 {
+			t.Errorf("executor %s has pid %d; want a child process", e.ID, e.PID)
+		}
+		if got := e.Resources["gpu"].Addresses; !slices.Equal(got, []string{"3", "4"}) {
+			t.Errorf("executor %s gpu addresses seen by the driver: got %v, want [3 4]", e.ID, got)
+		}
+		want := fmt.Sprintf("pid=%d reply=pong:%s extra=hello gpu=3,4", e.PID, e.ID)
+		if got := waitFile(t, dir, "EXECUTOR_FILE_"+e.ID); got != want {
+			t.Errorf("executor %s file: got %q, want %q", e.ID, got, want)
+		}
+	}
+	if got := waitFile(t, dir, "DRIVER_FILE"); got != strconv.Itoa(os.Getpid()) {
+		t.Errorf("driver file: got %q, want this process's pid", got)
+	}
+}
+
+// The handshake refuses an executor whose plugin list differs, and the
+// error names the plugins.
+func TestHandshakeMismatchAcrossProcesses(t *testing.T) {
+	plugins := []plugin.Plugin{named("alpha"), named("beta")}
+	if os.Getenv(ember.EnvDriver) != "" {
+		plugins = []plugin.Plugin{named("alpha"), named("gamma")} // a stale executor build
+	}
+	cfg := ember.Config{Master: "local-cluster[1]", Plugins: plugins, ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+		t.Error("driver function ran with a mismatched executor")
+		return nil
+	})
+	for _, want := range []string{"handshake mismatch", `missing on the executor: ["beta"]`, `only on the executor: ["gamma"]`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want an error containing %q", err, want)
+		}
+	}
+}
+
+// Executors die with their driver: SIGKILL the driver process and its
+// executor processes are gone soon after.
+func TestDriverKilledLeavesNoOrphans(t *testing.T) {
+	dir := os.Getenv(dirEnv)
+	// An executor plugin that never finishes shutting down: only the
+	// runtime's death-of-parent handling can end these processes in time.
+	stuck := fakePlugin{
+		name: "stuck",
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{ShutdownF: func(context.Context) error { select {} }}
+		},
+	}
+	cfg := ember.Config{
+		Master:          "local-cluster[2]",
+		Plugins:         []plugin.Plugin{stuck},
+		ExecutorArgs:    embertest.ExecutorArgs(t),
+		ShutdownTimeout: time.Hour,
+	}
+	if isChild() {
+		runChild(cfg, func(ctx context.Context, d *ember.Driver) error {
+			var pids []string
+			for _, e := range d.Executors() {
+				pids = append(pids, strconv.Itoa(e.PID))
+			}
+			if err := writeFile(dir, "pids", strings.Join(pids, " ")); err != nil {
+				return err
+			}
+			select {} // until killed
+		})
+	}
+	dir = t.TempDir()
+	driver := startSelf(t, roleEnv+"=driver", dirEnv+"="+dir)
+	var pids []int
+	for _, f := range strings.Fields(waitFile(t, dir, "pids")) {
+		pid, _ := strconv.Atoi(f)
+		pids = append(pids, pid)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("executor pids: got %v, want 2", pids)
+	}
+	for _, pid := range pids {
+		if !alive(pid) {
+			t.Fatalf("executor process %d not running before the driver was killed", pid)
+		}
+	}
+	if err := driver.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		embertest.WaitFor(t, fmt.Sprintf("executor process %d to exit", pid), func() bool { return !alive(pid) })
+	}
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !os.IsNotExist(err)
+	}
+	// The state follows the parenthesised command name.
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
+}
+
+// A standalone executor whose driver dies while it asks gets
+// CodeUnavailable within its deadline, and then exits.
+func TestDriverDiesWhileExecutorAsks(t *testing.T) {
+	dir := os.Getenv(dirEnv)
+	p := fakePlugin{
+		name: "hang",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(ctx context.Context, msg any) (any, error) {
+				if err := writeFile(dir, "blocked", "yes"); err != nil {
+					return nil, err
+				}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			done := make(chan struct{})
+			return &fakeExecutor{
+				InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+					go func() {
+						defer close(done)
+						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+						defer cancel()
+						start := time.Now()
+						_, err := pc.Ask(ctx, block{})
+						_ = writeFile(pc.Conf().Get(dirConf), "ask-result", fmt.Sprintf("%v in %v: %v", plugin.CodeOf(err), time.Since(start).Round(time.Second), err))
+					}()
+					return nil
+				},
+				// Shutdown runs when the executor loses its driver, too.
+				ShutdownF: func(context.Context) error { <-done; return nil },
+			}
+		},
+	}
+	cfg := ember.Config{
+		Master:       "standalone",
+		ListenAddr:   os.Getenv("EMBER_TEST_LISTEN"),
+		MinExecutors: 1,
+		Plugins:      []plugin.Plugin{p},
+		Conf:         map[string]string{dirConf: dir},
+	}
+	if isChild() {
+		runChild(cfg, func(context.Context, *ember.Driver) error {
+			select {} // until killed
+		})
+	}
+	dir = t.TempDir()
+	addr := freeAddr(t)
+	driver := startSelf(t, roleEnv+"=driver", dirEnv+"="+dir, "EMBER_TEST_LISTEN="+addr)
+	executor := startSelf(t, ember.EnvDriver+"="+addr)
+	waitFile(t, dir, "blocked")
+	if err := driver.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	got := waitFile(t, dir, "ask-result")
+	if !strings.HasPrefix(got, "unavailable") {
+		t.Errorf("executor's ask after the driver died: got %q, want unavailable", got)
+	}
+	done := make(chan error, 1)
+	go func() { done <- executor.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("executor exit: got %v, want exit status 1", err)
+		}
+	case <-time.After(embertest.DefaultTimeout):
+		t.Fatal("executor did not exit after losing its driver")
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
