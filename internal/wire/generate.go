@@ -5,4 +5,4 @@
 // below so that the committed output is reproducible.
 package wire
 
-//go:generate sh -c "bin=$(mktemp -d) && GOBIN=$bin go install github.com/bufbuild/buf/cmd/buf@v1.75.0 google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2 && PATH=$bin:$PATH buf generate && rm -rf $bin"
+//go:generate sh -c "bin=$(mktemp -d) && GOBIN=$bin go install github.com/bufbuild/buf/cmd/buf@v1.75.0 && GOBIN=$bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 && GOBIN=$bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2 && PATH=$bin:$PATH buf generate; status=$?; rm -rf $bin; exit $status"
