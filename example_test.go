@@ -1,0 +1,169 @@
+package ember_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/plugin"
+)
+
+type (
+	ConfigRequest struct{}
+	ConfigReply   struct{ Value int }
+	FinalValue    struct{ Value int }
+)
+
+func init() {
+	plugin.RegisterMessage[ConfigRequest]()
+	plugin.RegisterMessage[ConfigReply]()
+	plugin.RegisterMessage[FinalValue]()
+}
+
+type demo struct{}
+
+func (demo) Name() string                          { return "demo" }
+func (demo) DriverPlugin() plugin.DriverPlugin     { return &demoDriver{} }
+func (demo) ExecutorPlugin() plugin.ExecutorPlugin { return &demoExecutor{} }
+
+type demoDriver struct{ plugin.BaseDriverPlugin }
+
+func (*demoDriver) Receive(ctx context.Context, msg any) (any, error) {
+	switch m := msg.(type) {
+	case ConfigRequest:
+		return ConfigReply{Value: 10}, nil
+	case FinalValue:
+		fmt.Println("driver: the final value is", m.Value)
+		return nil, nil
+	}
+	return nil, plugin.Errorf(plugin.CodeInvalidArgument, "unexpected %T", msg)
+}
+
+type demoExecutor struct {
+	plugin.BaseExecutorPlugin
+	pc plugin.ExecutorContext
+}
+
+func (e *demoExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.pc = pc
+	r, err := plugin.Ask[ConfigReply](ctx, pc, ConfigRequest{})
+	if err != nil {
+		return err
+	}
+	fmt.Println("executor: the initial configuration is", r.Value)
+	return nil
+}
+
+func (e *demoExecutor) Shutdown(ctx context.Context) error {
+	return e.pc.Send(ctx, FinalValue{Value: 100})
+}
+
+var (
+	_ plugin.DriverPlugin   = (*demoDriver)(nil)
+	_ plugin.ExecutorPlugin = (*demoExecutor)(nil)
+)
+
+// A plugin whose executor side asks the driver side for its configuration
+// when it starts and sends a final value when it stops: Spark's plugin RPC
+// example. local[1] runs the executor inside this process, over the real
+// transport.
+func Example() {
+	err := ember.Run(context.Background(), ember.Config{
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{demo{}},
+		Logger:  slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		fmt.Println("driver function: executors ready:", len(d.Executors()))
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// executor: the initial configuration is 10
+	// driver function: executors ready: 1
+	// driver: the final value is 100
+}
+
+type (
+	SetLevel struct{ Level string }
+	Applied  struct{ Level string }
+)
+
+func init() {
+	plugin.RegisterMessage[SetLevel]()
+	plugin.RegisterMessage[Applied]()
+}
+
+// levels is a plugin whose driver side pushes a setting to every executor.
+type levels struct {
+	mu      sync.Mutex
+	dc      plugin.DriverContext
+	applied chan string
+}
+
+func (l *levels) Name() string                      { return "levels" }
+func (l *levels) DriverPlugin() plugin.DriverPlugin { return &levelsDriver{l: l} }
+func (l *levels) ExecutorPlugin() plugin.ExecutorPlugin {
+	return &levelsExecutor{}
+}
+
+type levelsDriver struct {
+	plugin.BaseDriverPlugin
+	l *levels
+}
+
+func (d *levelsDriver) Init(_ context.Context, dc plugin.DriverContext) (map[string]string, error) {
+	d.l.mu.Lock()
+	d.l.dc = dc
+	d.l.mu.Unlock()
+	return nil, nil
+}
+
+func (d *levelsDriver) Receive(ctx context.Context, msg any) (any, error) {
+	id, _ := plugin.SenderID(ctx)
+	d.l.applied <- fmt.Sprintf("executor %s applied %s", id, msg.(Applied).Level)
+	return nil, nil
+}
+
+type levelsExecutor struct {
+	plugin.BaseExecutorPlugin
+	pc plugin.ExecutorContext
+}
+
+func (e *levelsExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.pc = pc
+	return nil
+}
+
+// Receive makes levelsExecutor a plugin.ExecutorReceiver.
+func (e *levelsExecutor) Receive(ctx context.Context, msg any) (any, error) {
+	return nil, e.pc.Send(ctx, Applied{Level: msg.(SetLevel).Level})
+}
+
+// The driver side of a plugin broadcasts a setting; every executor applies
+// it and acknowledges.
+func Example_broadcast() {
+	l := &levels{applied: make(chan string, 2)}
+	err := ember.Run(context.Background(), ember.Config{
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{l},
+		Logger:  slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		l.mu.Lock()
+		dc := l.dc
+		l.mu.Unlock()
+		if err := dc.Broadcast(ctx, SetLevel{Level: "debug"}); err != nil {
+			return err
+		}
+		fmt.Println(<-l.applied)
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// executor 1 applied debug
+}
