@@ -335,3 +335,100 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// A process with a stray EMBER_DRIVER that is not an address refuses to
+// become an executor, with a message saying why and what to do.
+func TestAccidentalExecutorModeRefused(t *testing.T) {
+	if isChild() {
+		runChild(ember.Config{Master: "local[1]"}, func(context.Context, *ember.Driver) error {
+			fmt.Println("driver function ran")
+			return nil
+		})
+	}
+	cmd := exec.Command(os.Args[0], embertest.ExecutorArgs(t)...)
+	cmd.Env = append(os.Environ(), ember.EnvDriver+"=yes")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("got %v, want exit status 2; output:\n%s", err, out)
+	}
+	for _, want := range []string{`EMBER_DRIVER="yes"`, "unset EMBER_DRIVER"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output does not mention %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "driver function ran") {
+		t.Error("the driver function ran in a process with EMBER_DRIVER set")
+	}
+}
+
+// An executor process killed while the driver asks it fails the ask with
+// CodeUnavailable at once, and the driver's listener hears of the crash.
+func TestExecutorProcessKilledDuringAsk(t *testing.T) {
+	dir := os.Getenv(dirEnv)
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	var dc plugin.DriverContext
+	removed := make(chan error, 1)
+	p := fakePlugin{
+		name: "victim",
+		newDriver: func() plugin.DriverPlugin {
+			return &listeningDriver{
+				fakeDriver: fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+					dc = pc
+					return nil, nil
+				}},
+				AddedF:   func(context.Context, plugin.ExecutorInfo) {},
+				RemovedF: func(_ context.Context, _ plugin.ExecutorInfo, reason error) { removed <- reason },
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			var pc plugin.ExecutorContext
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error {
+					pc = c
+					return nil
+				}},
+				ReceiveF: func(ctx context.Context, _ any) (any, error) {
+					if err := writeFile(pc.Conf().Get(dirConf), "in-receive", "yes"); err != nil {
+						return nil, err
+					}
+					<-ctx.Done()
+					return nil, ctx.Err()
+				},
+			}
+		},
+	}
+	cfg := ember.Config{
+		Master:       "local-cluster[1]",
+		Plugins:      []plugin.Plugin{p},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Conf:         map[string]string{dirConf: dir},
+		Logger:       quiet,
+	}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	ctx := testCtx(t)
+	askErr := make(chan error, 1)
+	go func() {
+		_, err := dc.AskExecutor(ctx, "1", text("hang"))
+		askErr <- err
+	}()
+	waitFile(t, dir, "in-receive")
+	start := time.Now()
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-askErr; plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("ask: got %v, want CodeUnavailable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the ask took %v to fail after the kill", took)
+	}
+	if reason := <-removed; reason == nil {
+		t.Error("OnExecutorRemoved: got a nil reason for a killed executor")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/plugin"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // undecodable always fails to decode, standing in for bytes a peer cannot
@@ -345,3 +346,17 @@ func boolString(b bool) string {
 	}
 	return "false"
 }
+
+// proto.Message values travel as protobuf.
+func TestProtoMessages(t *testing.T) {
+	pc, _ := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		s := msg.(*wrapperspb.StringValue)
+		return wrapperspb.String(strings.ToUpper(s.GetValue())), nil
+	}, ember.Config{})
+	got, err := plugin.Ask[*wrapperspb.StringValue](testCtx(t), pc, wrapperspb.String("hello"))
+	if err != nil || got.GetValue() != "HELLO" {
+		t.Fatalf("got %v, %v; want HELLO, nil", got, err)
+	}
+}
+
+func init() { plugin.RegisterMessage[*wrapperspb.StringValue]() }
