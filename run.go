@@ -84,6 +84,10 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		return err
 	}
 	log := cfg.Logger
+	maxFailures, err := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4)
+	if err != nil {
+		return err
+	}
 	appID := newAppID()
 	d, err := driver.New(driver.Config{
 		AppID:           appID,
@@ -95,6 +99,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		BuildID:         cfg.BuildID,
 		Conn:            connOptions(cfg),
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Tasks:           taskNames(),
+		MaxTaskFailures: maxFailures,
 	})
 	if err != nil {
 		return err
@@ -203,6 +209,8 @@ func executorConfig(cfg Config, plugins []plugin.Plugin, addr string) executor.C
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		ConnectTimeout:  cfg.StartTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Tasks:           taskNames(),
+		RunTask:         runTask(cfg.Logger),
 	}
 }
 

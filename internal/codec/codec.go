@@ -170,3 +170,30 @@ func Decode(name string, payload []byte) (any, error) {
 	}
 	return p.Elem().Interface(), nil
 }
+
+// Marshal encodes v as a registered message would be (protobuf for
+// proto.Message, JSON otherwise) without needing its type registered: for
+// values whose type both sides know statically, such as task inputs.
+func Marshal(v any) ([]byte, error) {
+	if m, ok := v.(proto.Message); ok {
+		return proto.Marshal(m)
+	}
+	return json.Marshal(v)
+}
+
+// Unmarshal decodes data produced by Marshal into ptr.
+func Unmarshal(data []byte, ptr any) error {
+	rv := reflect.ValueOf(ptr)
+	if rv.Kind() == reflect.Pointer && !rv.IsNil() {
+		// *T where T is a proto message pointer type (e.g. **pb.X).
+		if elem := rv.Elem(); elem.Kind() == reflect.Pointer && elem.Type().Implements(protoMessage) {
+			m := reflect.New(elem.Type().Elem())
+			if err := proto.Unmarshal(data, m.Interface().(proto.Message)); err != nil {
+				return err
+			}
+			elem.Set(m)
+			return nil
+		}
+	}
+	return json.Unmarshal(data, ptr)
+}

@@ -39,6 +39,12 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// ShutdownTimeout bounds each shutdown phase.
 	ShutdownTimeout time.Duration
+	// Tasks are the registered task names, in registration order; the
+	// handshake compares them.
+	Tasks []string
+	// MaxTaskFailures is how many times one task may fail before its job
+	// fails (default 4).
+	MaxTaskFailures int
 }
 
 // Driver serves executors. Its methods are safe for concurrent use.
@@ -47,6 +53,7 @@ type Driver struct {
 
 	cfg       Config
 	log       *slog.Logger
+	sched     scheduler
 	endpoints []*endpoint
 	names     []string
 	hostname  string
@@ -68,6 +75,10 @@ type execState struct {
 	conn    *rpc.Conn
 	ready   bool
 	stopped chan struct{} // closed when STOPPED arrives
+
+	// Guarded by scheduler.mu.
+	slots   int
+	running map[uint64]*attempt
 }
 
 // New validates cfg and builds the driver's plugin endpoints. It does no
@@ -85,6 +96,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.MaxTaskFailures <= 0 {
+		cfg.MaxTaskFailures = 4
+	}
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{
@@ -96,6 +110,8 @@ func New(cfg Config) (*Driver, error) {
 		execs:    make(map[string]*execState),
 		changed:  make(chan struct{}),
 	}
+	d.sched.maxFailures = cfg.MaxTaskFailures
+	d.sched.runs = make(map[uint64]*attempt)
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
 			d:       d,
@@ -258,7 +274,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
 		return err
 	}
-	if msg := checkHello(hello, d.cfg.BuildID, d.names, codec.Names()); msg != "" {
+	if msg := checkHello(hello, d.cfg.BuildID, d.names, codec.Names(), d.cfg.Tasks); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
 		_ = stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
@@ -336,6 +352,8 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		d.route(c, es, f)
 	case wire.Kind_KIND_READY:
 		d.ready(es, f)
+	case wire.Kind_KIND_TASK_RESULT:
+		d.sched.result(es, f)
 	case wire.Kind_KIND_STOPPED:
 		close(es.stopped)
 	default:
@@ -387,6 +405,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	d.notifyLocked()
 	d.mu.Unlock()
 	d.log.Debug("executor ready", "executor", info.ID)
+	d.sched.addExecutor(es, int(f.GetReady().GetSlots()))
 	for _, e := range d.endpoints {
 		if e.listener != nil {
 			e.lane.Push(rpc.Item{Event: func() {
@@ -426,6 +445,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	if !wasReady {
 		return
 	}
+	d.sched.removeExecutor(es)
 	info := es.info
 	for _, e := range d.endpoints {
 		if e.listener != nil {

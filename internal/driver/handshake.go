@@ -10,7 +10,7 @@ import (
 
 // checkHello compares an executor's HELLO with what the driver runs and
 // returns a message naming every difference, or "" when they agree.
-func checkHello(h *wire.Hello, buildID string, plugins, types []string) string {
+func checkHello(h *wire.Hello, buildID string, plugins, types, tasks []string) string {
 	var problems []string
 	if h.ProtocolVersion != wire.ProtocolVersion {
 		problems = append(problems, fmt.Sprintf("protocol version: driver %d, executor %d", wire.ProtocolVersion, h.ProtocolVersion))
@@ -22,6 +22,9 @@ func checkHello(h *wire.Hello, buildID string, plugins, types []string) string {
 		problems = append(problems, d)
 	}
 	if d := listDiff("message types", types, h.MessageTypes, false); d != "" {
+		problems = append(problems, d)
+	}
+	if d := listDiff("tasks", tasks, h.Tasks, true); d != "" {
 		problems = append(problems, d)
 	}
 	return strings.Join(problems, "; ")

@@ -13,16 +13,17 @@ import (
 
 // endpoint is one plugin on an executor and the ExecutorContext it gets.
 type endpoint struct {
-	x         *Executor
-	idx       uint32
-	name      string
-	ep        plugin.ExecutorPlugin // nil: no executor side
-	recv      plugin.ExecutorReceiver
-	lane      *rpc.Lane // nil without recv
-	log       *slog.Logger
-	metrics   prometheus.Registerer
-	extraConf map[string]string
-	inited    bool
+	x            *Executor
+	idx          uint32
+	name         string
+	ep           plugin.ExecutorPlugin // nil: no executor side
+	recv         plugin.ExecutorReceiver
+	taskListener plugin.TaskListener
+	lane         *rpc.Lane // nil without recv
+	log          *slog.Logger
+	metrics      prometheus.Registerer
+	extraConf    map[string]string
+	inited       bool
 }
 
 var _ plugin.ExecutorContext = (*endpoint)(nil)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -42,6 +43,12 @@ type Config struct {
 	// Crash, when closed, makes the executor fail as if its process died:
 	// the stream drops and no plugin is shut down (fault injection).
 	Crash <-chan struct{}
+	// Tasks are the registered task names in registration order, and
+	// RunTask runs one by name. Slots is how many run at once (default:
+	// the number of CPUs).
+	Tasks   []string
+	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte) ([]byte, error)
+	Slots   int
 }
 
 // ErrDriverLost is wrapped by Run's error when the driver went away
@@ -62,6 +69,10 @@ type Executor struct {
 	ctx       context.Context // handler context
 	stop      chan struct{}   // closed when STOP arrives
 	stopOnce  sync.Once
+	listeners []*endpoint // plugins implementing TaskListener, in order
+
+	mu    sync.Mutex // protects tasks
+	tasks map[uint64]context.CancelFunc
 }
 
 // Run connects to the driver and serves until the driver releases the
@@ -83,7 +94,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = rpc.DefaultMaxMessageBytes
 	}
-	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	if cfg.Slots <= 0 {
+		cfg.Slots = runtime.NumCPU()
+	}
+	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelFunc{}}
 	x.hostname, _ = os.Hostname()
 
 	opts := append([]grpc.DialOption{
@@ -108,6 +122,11 @@ func Run(ctx context.Context, cfg Config) error {
 	x.appID = welcome.AppId
 	x.conf = plugin.NewConf(welcome.Conf)
 	x.log = cfg.Logger.With("executor", x.id)
+	if slots, err := x.conf.Int("ember.executor.slots", 0); err != nil {
+		return fmt.Errorf("executor %s: %w", x.id, err)
+	} else if slots > 0 {
+		x.cfg.Slots = slots
+	}
 	if cfg.OnWelcome != nil {
 		cfg.OnWelcome(x.id)
 	}
@@ -135,9 +154,13 @@ func Run(ctx context.Context, cfg Config) error {
 			e.extraConf = map[string]string{}
 		}
 		e.ep = p.ExecutorPlugin()
-		if r, ok := e.ep.(plugin.ExecutorReceiver); ok && e.ep != nil {
+		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
 			e.recv = r
 			e.lane = rpc.NewLane(1, e.run)
+		}
+		if tl, ok := e.ep.(plugin.TaskListener); ok {
+			e.taskListener = tl
+			x.listeners = append(x.listeners, e)
 		}
 		x.endpoints = append(x.endpoints, e)
 	}
@@ -155,7 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 		x.drain()
 		return err
 	}
-	ready := &wire.Ready{}
+	ready := &wire.Ready{Slots: int32(x.cfg.Slots)}
 	for _, r := range x.resources {
 		ready.Resources = append(ready.Resources, &wire.Resource{Name: r.Name, Addresses: r.Addresses})
 	}
@@ -237,6 +260,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		Hostname:        x.hostname,
 		Pid:             int64(os.Getpid()),
 		MessageTypes:    codec.Names(),
+		Tasks:           x.cfg.Tasks,
 	}
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
 		return fail(err)
@@ -322,6 +346,15 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(code), Error: problem})
 		} else {
 			x.log.Warn("dropped message from the driver", "reason", problem, "type", f.Type)
+		}
+	case wire.Kind_KIND_TASK:
+		x.startTask(c, f)
+	case wire.Kind_KIND_TASK_CANCEL:
+		x.mu.Lock()
+		cancel := x.tasks[f.Call]
+		x.mu.Unlock()
+		if cancel != nil {
+			cancel()
 		}
 	case wire.Kind_KIND_STOP:
 		x.stopOnce.Do(func() { close(x.stop) })

@@ -48,10 +48,13 @@ func Decode(f *wire.Frame) (any, error) {
 	return v, nil
 }
 
+// WireError rebuilds a *plugin.Error received from the peer.
+func WireError(code uint32, msg string) error { return hook.WireError(code, msg) }
+
 // Result turns a REPLY frame into the reply value or the remote error.
 func Result(f *wire.Frame) (any, error) {
 	if f.Code != 0 {
-		return nil, hook.WireError(f.Code, f.Error)
+		return nil, WireError(f.Code, f.Error)
 	}
 	v, err := Decode(f)
 	if err != nil {

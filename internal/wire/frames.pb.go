@@ -48,21 +48,31 @@ const (
 	Kind_KIND_STOP Kind = 8
 	// Executor -> driver: plugins are down and every earlier frame was sent.
 	Kind_KIND_STOPPED Kind = 9
+	// Driver -> executor: run a task attempt (call = run ID, task set).
+	Kind_KIND_TASK Kind = 10
+	// Executor -> driver: a task attempt ended (call = run ID; code 0 and
+	// payload = output, or code and error).
+	Kind_KIND_TASK_RESULT Kind = 11
+	// Driver -> executor: cancel the task attempt with run ID call.
+	Kind_KIND_TASK_CANCEL Kind = 12
 )
 
 // Enum value maps for Kind.
 var (
 	Kind_name = map[int32]string{
-		0: "KIND_UNSPECIFIED",
-		1: "KIND_HELLO",
-		2: "KIND_WELCOME",
-		3: "KIND_READY",
-		4: "KIND_SEND",
-		5: "KIND_ASK",
-		6: "KIND_REPLY",
-		7: "KIND_HEARTBEAT",
-		8: "KIND_STOP",
-		9: "KIND_STOPPED",
+		0:  "KIND_UNSPECIFIED",
+		1:  "KIND_HELLO",
+		2:  "KIND_WELCOME",
+		3:  "KIND_READY",
+		4:  "KIND_SEND",
+		5:  "KIND_ASK",
+		6:  "KIND_REPLY",
+		7:  "KIND_HEARTBEAT",
+		8:  "KIND_STOP",
+		9:  "KIND_STOPPED",
+		10: "KIND_TASK",
+		11: "KIND_TASK_RESULT",
+		12: "KIND_TASK_CANCEL",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -75,6 +85,9 @@ var (
 		"KIND_HEARTBEAT":   7,
 		"KIND_STOP":        8,
 		"KIND_STOPPED":     9,
+		"KIND_TASK":        10,
+		"KIND_TASK_RESULT": 11,
+		"KIND_TASK_CANCEL": 12,
 	}
 )
 
@@ -167,6 +180,9 @@ type Frame struct {
 	// ASK: the asker's remaining time, in microseconds; 0 for none.
 	TimeoutMicros int64  `protobuf:"varint,10,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
 	Ready         *Ready `protobuf:"bytes,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	Task          *Task  `protobuf:"bytes,12,opt,name=task,proto3" json:"task,omitempty"`
+	// HEARTBEAT and STOPPED from an executor: its plugins' metrics.
+	Metrics       *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +294,135 @@ func (x *Frame) GetReady() *Ready {
 	return nil
 }
 
+func (x *Frame) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *Frame) GetMetrics() *Metrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// What a TASK frame runs; the input is the frame's payload.
+type Task struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Index         int32                  `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Attempt       int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Task) Reset() {
+	*x = Task{}
+	mi := &file_frames_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Task) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Task) ProtoMessage() {}
+
+func (x *Task) ProtoReflect() protoreflect.Message {
+	mi := &file_frames_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Task.ProtoReflect.Descriptor instead.
+func (*Task) Descriptor() ([]byte, []int) {
+	return file_frames_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Task) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Task) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Task) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Task) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// Metrics as Prometheus client_model MetricFamily messages, each encoded
+// in protobuf (the exposition format's delimited protobuf, one per entry).
+type Metrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Families      [][]byte               `protobuf:"bytes,1,rep,name=families,proto3" json:"families,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Metrics) Reset() {
+	*x = Metrics{}
+	mi := &file_frames_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Metrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Metrics) ProtoMessage() {}
+
+func (x *Metrics) ProtoReflect() protoreflect.Message {
+	mi := &file_frames_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
+func (*Metrics) Descriptor() ([]byte, []int) {
+	return file_frames_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Metrics) GetFamilies() [][]byte {
+	if x != nil {
+		return x.Families
+	}
+	return nil
+}
+
 type Hello struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
@@ -291,14 +436,16 @@ type Hello struct {
 	// Reserved for authentication (challenge-response).
 	Auth []byte `protobuf:"bytes,7,opt,name=auth,proto3" json:"auth,omitempty"`
 	// Sorted message type names the executor has registered.
-	MessageTypes  []string `protobuf:"bytes,8,rep,name=message_types,json=messageTypes,proto3" json:"message_types,omitempty"`
+	MessageTypes []string `protobuf:"bytes,8,rep,name=message_types,json=messageTypes,proto3" json:"message_types,omitempty"`
+	// Task names in registration order.
+	Tasks         []string `protobuf:"bytes,9,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_frames_proto_msgTypes[2]
+	mi := &file_frames_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +457,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[2]
+	mi := &file_frames_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +470,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{2}
+	return file_frames_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Hello) GetProtocolVersion() uint32 {
@@ -382,17 +529,26 @@ func (x *Hello) GetMessageTypes() []string {
 	return nil
 }
 
+func (x *Hello) GetTasks() []string {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
 // Carried by READY: what the executor found while it initialised.
 type Ready struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resources     []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Task slots: how many tasks the executor runs at once.
+	Slots         int32 `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_frames_proto_msgTypes[3]
+	mi := &file_frames_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +560,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[3]
+	mi := &file_frames_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +573,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{3}
+	return file_frames_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Ready) GetResources() []*Resource {
@@ -425,6 +581,13 @@ func (x *Ready) GetResources() []*Resource {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *Ready) GetSlots() int32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
 }
 
 type Welcome struct {
@@ -447,7 +610,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_frames_proto_msgTypes[4]
+	mi := &file_frames_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +622,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[4]
+	mi := &file_frames_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +635,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{4}
+	return file_frames_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Welcome) GetAppId() string {
@@ -540,7 +703,7 @@ type ExtraConf struct {
 
 func (x *ExtraConf) Reset() {
 	*x = ExtraConf{}
-	mi := &file_frames_proto_msgTypes[5]
+	mi := &file_frames_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +715,7 @@ func (x *ExtraConf) String() string {
 func (*ExtraConf) ProtoMessage() {}
 
 func (x *ExtraConf) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[5]
+	mi := &file_frames_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +728,7 @@ func (x *ExtraConf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtraConf.ProtoReflect.Descriptor instead.
 func (*ExtraConf) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{5}
+	return file_frames_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExtraConf) GetValues() map[string]string {
@@ -585,7 +748,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_frames_proto_msgTypes[6]
+	mi := &file_frames_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +760,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[6]
+	mi := &file_frames_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +773,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{6}
+	return file_frames_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Resource) GetName() string {
@@ -633,7 +796,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xe5\x02\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xc0\x03\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -646,7 +809,16 @@ const file_frames_proto_rawDesc = "" +
 	"\awelcome\x18\t \x01(\v2\x16.ember.wire.v1.WelcomeR\awelcome\x12%\n" +
 	"\x0etimeout_micros\x18\n" +
 	" \x01(\x03R\rtimeoutMicros\x12*\n" +
-	"\x05ready\x18\v \x01(\v2\x14.ember.wire.v1.ReadyR\x05ready\"\xef\x01\n" +
+	"\x05ready\x18\v \x01(\v2\x14.ember.wire.v1.ReadyR\x05ready\x12'\n" +
+	"\x04task\x18\f \x01(\v2\x13.ember.wire.v1.TaskR\x04task\x120\n" +
+	"\ametrics\x18\r \x01(\v2\x16.ember.wire.v1.MetricsR\ametrics\"a\n" +
+	"\x04Task\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\"%\n" +
+	"\aMetrics\x12\x1a\n" +
+	"\bfamilies\x18\x01 \x03(\fR\bfamilies\"\x85\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\tR\abuildId\x12\x18\n" +
@@ -656,9 +828,11 @@ const file_frames_proto_rawDesc = "" +
 	"\vexecutor_id\x18\x06 \x01(\tR\n" +
 	"executorId\x12\x12\n" +
 	"\x04auth\x18\a \x01(\fR\x04auth\x12#\n" +
-	"\rmessage_types\x18\b \x03(\tR\fmessageTypes\">\n" +
+	"\rmessage_types\x18\b \x03(\tR\fmessageTypes\x12\x14\n" +
+	"\x05tasks\x18\t \x03(\tR\x05tasks\"T\n" +
 	"\x05Ready\x125\n" +
-	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\"\xe2\x02\n" +
+	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\x12\x14\n" +
+	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\xe2\x02\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1f\n" +
 	"\vexecutor_id\x18\x02 \x01(\tR\n" +
@@ -680,7 +854,7 @@ const file_frames_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\taddresses\x18\x02 \x03(\tR\taddresses*\xb0\x01\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses*\xeb\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -694,7 +868,11 @@ const file_frames_proto_rawDesc = "" +
 	"KIND_REPLY\x10\x06\x12\x12\n" +
 	"\x0eKIND_HEARTBEAT\x10\a\x12\r\n" +
 	"\tKIND_STOP\x10\b\x12\x10\n" +
-	"\fKIND_STOPPED\x10\t2B\n" +
+	"\fKIND_STOPPED\x10\t\x12\r\n" +
+	"\tKIND_TASK\x10\n" +
+	"\x12\x14\n" +
+	"\x10KIND_TASK_RESULT\x10\v\x12\x14\n" +
+	"\x10KIND_TASK_CANCEL\x10\f2B\n" +
 	"\x05Ember\x129\n" +
 	"\aConnect\x12\x14.ember.wire.v1.Batch\x1a\x14.ember.wire.v1.Batch(\x010\x01B(Z&github.com/emberhq/ember/internal/wireb\x06proto3"
 
@@ -711,36 +889,40 @@ func file_frames_proto_rawDescGZIP() []byte {
 }
 
 var file_frames_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_frames_proto_goTypes = []any{
 	(Kind)(0),         // 0: ember.wire.v1.Kind
 	(*Batch)(nil),     // 1: ember.wire.v1.Batch
 	(*Frame)(nil),     // 2: ember.wire.v1.Frame
-	(*Hello)(nil),     // 3: ember.wire.v1.Hello
-	(*Ready)(nil),     // 4: ember.wire.v1.Ready
-	(*Welcome)(nil),   // 5: ember.wire.v1.Welcome
-	(*ExtraConf)(nil), // 6: ember.wire.v1.ExtraConf
-	(*Resource)(nil),  // 7: ember.wire.v1.Resource
-	nil,               // 8: ember.wire.v1.Welcome.ConfEntry
-	nil,               // 9: ember.wire.v1.ExtraConf.ValuesEntry
+	(*Task)(nil),      // 3: ember.wire.v1.Task
+	(*Metrics)(nil),   // 4: ember.wire.v1.Metrics
+	(*Hello)(nil),     // 5: ember.wire.v1.Hello
+	(*Ready)(nil),     // 6: ember.wire.v1.Ready
+	(*Welcome)(nil),   // 7: ember.wire.v1.Welcome
+	(*ExtraConf)(nil), // 8: ember.wire.v1.ExtraConf
+	(*Resource)(nil),  // 9: ember.wire.v1.Resource
+	nil,               // 10: ember.wire.v1.Welcome.ConfEntry
+	nil,               // 11: ember.wire.v1.ExtraConf.ValuesEntry
 }
 var file_frames_proto_depIdxs = []int32{
 	2,  // 0: ember.wire.v1.Batch.frames:type_name -> ember.wire.v1.Frame
 	0,  // 1: ember.wire.v1.Frame.kind:type_name -> ember.wire.v1.Kind
-	3,  // 2: ember.wire.v1.Frame.hello:type_name -> ember.wire.v1.Hello
-	5,  // 3: ember.wire.v1.Frame.welcome:type_name -> ember.wire.v1.Welcome
-	4,  // 4: ember.wire.v1.Frame.ready:type_name -> ember.wire.v1.Ready
-	7,  // 5: ember.wire.v1.Ready.resources:type_name -> ember.wire.v1.Resource
-	8,  // 6: ember.wire.v1.Welcome.conf:type_name -> ember.wire.v1.Welcome.ConfEntry
-	6,  // 7: ember.wire.v1.Welcome.extra_conf:type_name -> ember.wire.v1.ExtraConf
-	9,  // 8: ember.wire.v1.ExtraConf.values:type_name -> ember.wire.v1.ExtraConf.ValuesEntry
-	1,  // 9: ember.wire.v1.Ember.Connect:input_type -> ember.wire.v1.Batch
-	1,  // 10: ember.wire.v1.Ember.Connect:output_type -> ember.wire.v1.Batch
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 2: ember.wire.v1.Frame.hello:type_name -> ember.wire.v1.Hello
+	7,  // 3: ember.wire.v1.Frame.welcome:type_name -> ember.wire.v1.Welcome
+	6,  // 4: ember.wire.v1.Frame.ready:type_name -> ember.wire.v1.Ready
+	3,  // 5: ember.wire.v1.Frame.task:type_name -> ember.wire.v1.Task
+	4,  // 6: ember.wire.v1.Frame.metrics:type_name -> ember.wire.v1.Metrics
+	9,  // 7: ember.wire.v1.Ready.resources:type_name -> ember.wire.v1.Resource
+	10, // 8: ember.wire.v1.Welcome.conf:type_name -> ember.wire.v1.Welcome.ConfEntry
+	8,  // 9: ember.wire.v1.Welcome.extra_conf:type_name -> ember.wire.v1.ExtraConf
+	11, // 10: ember.wire.v1.ExtraConf.values:type_name -> ember.wire.v1.ExtraConf.ValuesEntry
+	1,  // 11: ember.wire.v1.Ember.Connect:input_type -> ember.wire.v1.Batch
+	1,  // 12: ember.wire.v1.Ember.Connect:output_type -> ember.wire.v1.Batch
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_frames_proto_init() }
@@ -754,7 +936,7 @@ func file_frames_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frames_proto_rawDesc), len(file_frames_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,298 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// TaskFailure is the error of a job whose task failed too often.
+type TaskFailure struct {
+	Task       string
+	Index      int
+	Attempts   int
+	ExecutorID string // where the last attempt ran
+	Cause      error
+}
+
+func (e *TaskFailure) Error() string {
+	return fmt.Sprintf("task %q index %d failed %d times; last attempt on executor %s: %v", e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause)
+}
+
+func (e *TaskFailure) Unwrap() error { return e.Cause }
+
+// Progress is a job's counts, safe to read while it runs.
+type Progress struct {
+	total           int
+	done, running   atomic.Int64
+	failedAttempts  atomic.Int64
+	rescheduledLost atomic.Int64
+}
+
+// Counts returns tasks done, running and in total.
+func (p *Progress) Counts() (done, running, total int) {
+	return int(p.done.Load()), int(p.running.Load()), p.total
+}
+
+// job is one RunJob call.
+type job struct {
+	id       string
+	task     string
+	inputs   [][]byte
+	results  [][]byte
+	failures []int
+	left     int
+	progress *Progress
+	err      error
+	done     chan struct{} // closed when finished (err set or all results in)
+}
+
+// attempt is one run of one task of a job.
+type attempt struct {
+	run     uint64
+	job     *job
+	index   int
+	attempt int
+	avoid   string // executor of the previous failed attempt
+	exec    *execState
+}
+
+// scheduler assigns task attempts to executor slots.
+type scheduler struct {
+	maxFailures int
+
+	mu      sync.Mutex // protects the following fields
+	pending []*attempt
+	head    int
+	runs    map[uint64]*attempt
+	nextRun uint64
+	nextJob int
+	execs   []*execState // ready executors, in arrival order
+}
+
+// RunJob runs task on every input and returns the outputs in input order.
+// An attempt that fails is retried, preferably on another executor, until
+// a task has failed maxFailures times; attempts lost with their executor
+// are rescheduled without counting as failures. Ending ctx cancels the
+// running attempts.
+func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
+	if progress == nil {
+		progress = &Progress{}
+	}
+	progress.total = len(inputs)
+	s := &d.sched
+	s.mu.Lock()
+	s.nextJob++
+	j := &job{
+		id:       strconv.Itoa(s.nextJob),
+		task:     task,
+		inputs:   inputs,
+		results:  make([][]byte, len(inputs)),
+		failures: make([]int, len(inputs)),
+		left:     len(inputs),
+		progress: progress,
+		done:     make(chan struct{}),
+	}
+	if len(inputs) == 0 {
+		close(j.done)
+	}
+	for i := range inputs {
+		s.pending = append(s.pending, &attempt{job: j, index: i})
+	}
+	sends := s.scheduleLocked()
+	s.mu.Unlock()
+	send(sends)
+
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeOf(ctx.Err()), "job %s: %w", j.id, ctx.Err()))
+		s.mu.Unlock()
+		send(sends)
+		<-j.done
+	}
+	if j.err != nil {
+		return nil, j.err
+	}
+	return j.results, nil
+}
+
+type outFrame struct {
+	conn *rpc.Conn
+	f    *wire.Frame
+}
+
+// send writes frames computed under the lock, after releasing it.
+func send(out []outFrame) {
+	for _, o := range out {
+		_ = o.conn.SendControl(o.f)
+	}
+}
+
+// scheduleLocked assigns pending attempts to free slots and returns the
+// TASK frames to send.
+func (s *scheduler) scheduleLocked() []outFrame {
+	var out []outFrame
+	for s.head < len(s.pending) {
+		a := s.pending[s.head]
+		if a.job.err != nil { // job already over
+			s.pending[s.head] = nil
+			s.head++
+			continue
+		}
+		e := s.pickLocked(a.avoid)
+		if e == nil {
+			break
+		}
+		s.pending[s.head] = nil
+		s.head++
+		s.nextRun++
+		a.run = s.nextRun
+		a.exec = e
+		e.running[a.run] = a
+		s.runs[a.run] = a
+		a.job.progress.running.Add(1)
+		out = append(out, outFrame{e.conn, &wire.Frame{
+			Kind:    wire.Kind_KIND_TASK,
+			Call:    a.run,
+			Payload: a.job.inputs[a.index],
+			Task: &wire.Task{
+				JobId:   a.job.id,
+				Name:    a.job.task,
+				Index:   int32(a.index),
+				Attempt: int32(a.attempt),
+			},
+		}})
+	}
+	if s.head == len(s.pending) {
+		s.pending, s.head = s.pending[:0], 0
+	}
+	return out
+}
+
+// pickLocked returns the executor with the most free slots, preferring one
+// other than avoid; nil when no slot is free.
+func (s *scheduler) pickLocked(avoid string) *execState {
+	var best, fallback *execState
+	for _, e := range s.execs {
+		free := e.slots - len(e.running)
+		if free <= 0 {
+			continue
+		}
+		if e.info.ID == avoid {
+			fallback = e
+			continue
+		}
+		if best == nil || free > best.slots-len(best.running) {
+			best = e
+		}
+	}
+	if best == nil {
+		return fallback
+	}
+	return best
+}
+
+// addExecutor makes a ready executor's slots available.
+func (s *scheduler) addExecutor(e *execState, slots int) {
+	if slots < 1 {
+		slots = 1
+	}
+	s.mu.Lock()
+	e.slots = slots
+	e.running = map[uint64]*attempt{}
+	s.execs = append(s.execs, e)
+	out := s.scheduleLocked()
+	s.mu.Unlock()
+	send(out)
+}
+
+// removeExecutor reschedules the attempts running on a lost executor.
+func (s *scheduler) removeExecutor(e *execState) {
+	s.mu.Lock()
+	for i, x := range s.execs {
+		if x == e {
+			s.execs = append(s.execs[:i], s.execs[i+1:]...)
+			break
+		}
+	}
+	var requeue []*attempt
+	for run, a := range e.running {
+		delete(s.runs, run)
+		a.job.progress.running.Add(-1)
+		if a.job.err == nil {
+			a.job.progress.rescheduledLost.Add(1)
+			requeue = append(requeue, &attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		}
+	}
+	e.running = nil
+	s.pending = append(s.pending, requeue...)
+	out := s.scheduleLocked()
+	s.mu.Unlock()
+	send(out)
+}
+
+// result handles a TASK_RESULT frame.
+func (s *scheduler) result(e *execState, f *wire.Frame) {
+	s.mu.Lock()
+	a, ok := s.runs[f.Call]
+	if !ok { // canceled or from a lost executor
+		s.mu.Unlock()
+		return
+	}
+	delete(s.runs, f.Call)
+	delete(e.running, f.Call)
+	j := a.job
+	j.progress.running.Add(-1)
+	var out []outFrame
+	switch {
+	case j.err != nil:
+	case f.Code == 0:
+		j.results[a.index] = f.Payload
+		j.progress.done.Add(1)
+		j.left--
+		if j.left == 0 {
+			close(j.done)
+		}
+	default:
+		j.progress.failedAttempts.Add(1)
+		j.failures[a.index]++
+		cause := rpc.WireError(f.Code, f.Error)
+		if j.failures[a.index] >= s.maxFailures {
+			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause})
+		} else {
+			s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		}
+	}
+	out = append(out, s.scheduleLocked()...)
+	s.mu.Unlock()
+	send(out)
+}
+
+// failJobLocked ends j with err and cancels its running attempts. Pending
+// attempts are dropped lazily by scheduleLocked.
+func (s *scheduler) failJobLocked(j *job, err error) []outFrame {
+	if j.err != nil || j.left == 0 {
+		return nil
+	}
+	j.err = err
+	var out []outFrame
+	for run, a := range s.runs {
+		if a.job != j {
+			continue
+		}
+		delete(s.runs, run)
+		delete(a.exec.running, run)
+		j.progress.running.Add(-1)
+		out = append(out, outFrame{a.exec.conn, &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: run}})
+	}
+	close(j.done)
+	return append(out, s.scheduleLocked()...)
+}

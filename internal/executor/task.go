@@ -1,0 +1,85 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// startTask runs a TASK frame's attempt on its own goroutine; the driver
+// bounds how many run at once by this executor's slots.
+func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
+	t := f.GetTask()
+	info := plugin.TaskInfo{
+		JobID:      t.GetJobId(),
+		TaskName:   t.GetName(),
+		Index:      int(t.GetIndex()),
+		Attempt:    int(t.GetAttempt()),
+		ExecutorID: x.id,
+	}
+	ctx, cancel := context.WithCancel(x.ctx)
+	x.mu.Lock()
+	x.tasks[f.Call] = cancel
+	x.mu.Unlock()
+	go func() {
+		out, err := x.runTask(ctx, info, f.Payload)
+		x.mu.Lock()
+		delete(x.tasks, f.Call)
+		x.mu.Unlock()
+		cancel()
+		r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
+		if err != nil {
+			code, msg := rpc.ErrorParts(err)
+			r.Code, r.Error = uint32(code), msg
+		} else {
+			r.Payload = out
+		}
+		_ = c.SendControl(r)
+	}()
+}
+
+// runTask runs the task between the plugins' hooks (DESIGN semantics 10):
+// OnTaskStart in plugin order, the task, then OnTaskSucceeded or
+// OnTaskFailed, all on this goroutine. A panicking hook is logged and does
+// not affect the task; a panicking task fails with CodeInternal.
+func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
+	for _, e := range x.listeners {
+		e.hook("OnTaskStart", func() { e.taskListener.OnTaskStart(ctx, info) })
+	}
+	out, err = x.callTask(ctx, info, in)
+	for _, e := range x.listeners {
+		if err == nil {
+			e.hook("OnTaskSucceeded", func() { e.taskListener.OnTaskSucceeded(ctx, info) })
+		} else {
+			e.hook("OnTaskFailed", func() { e.taskListener.OnTaskFailed(ctx, info, err) })
+		}
+	}
+	return out, err
+}
+
+func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			x.log.Error("task panicked", "task", info.TaskName, "index", info.Index, "attempt", info.Attempt, "panic", r, "stack", string(debug.Stack()))
+			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q panicked: %v", info.TaskName, r))
+		}
+	}()
+	if x.cfg.RunTask == nil {
+		return nil, plugin.NewError(plugin.CodeUnimplemented, "this executor runs no tasks")
+	}
+	return x.cfg.RunTask(ctx, info, in)
+}
+
+// hook runs one task hook, logging a panic instead of propagating it.
+func (e *endpoint) hook(name string, fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("task hook panicked; the task is not affected", "hook", name, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
+}

@@ -1,0 +1,166 @@
+package ember
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/driver"
+	"github.com/emberhq/ember/plugin"
+)
+
+// ConfMaxTaskFailures is how many times one task may fail before its job
+// fails (Spark: spark.task.maxFailures). Default 4.
+const ConfMaxTaskFailures = "ember.task.maxFailures"
+
+// ConfExecutorSlots is how many tasks each executor runs at once. Default:
+// the executor's CPU count.
+const ConfExecutorSlots = "ember.executor.slots"
+
+// TaskContext describes the attempt a task function is running.
+type TaskContext struct {
+	JobID      string
+	Index      int // the input's index in the job
+	Attempt    int // 0 for the first attempt
+	ExecutorID string
+	// Logger carries the task's attributes.
+	Logger *slog.Logger
+}
+
+// Task is a Go function registered to run on executors. Declare tasks as
+// package-level variables with NewTask so that every process registers the
+// same tasks in the same order; the executor handshake compares them.
+type Task[In, Out any] struct {
+	name string
+}
+
+// Name returns the task's registered name.
+func (t *Task[In, Out]) Name() string { return t.name }
+
+type taskEntry struct {
+	name string
+	run  func(ctx context.Context, tc TaskContext, in []byte) ([]byte, error)
+}
+
+var tasks struct {
+	mu     sync.RWMutex // protects the following fields
+	byName map[string]*taskEntry
+	names  []string
+}
+
+// NewTask registers fn under name and returns the task to pass to Map. It
+// panics if name is empty or taken: call it at package level. In and Out
+// travel like messages (JSON for plain values, protobuf for proto.Message
+// pointers) but need no RegisterMessage.
+func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
+	if name == "" || fn == nil {
+		panic("ember.NewTask: empty name or nil function")
+	}
+	e := &taskEntry{name: name, run: func(ctx context.Context, tc TaskContext, data []byte) ([]byte, error) {
+		var in In
+		if err := codec.Unmarshal(data, &in); err != nil {
+			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "task %q: decode input: %v", name, err)
+		}
+		out, err := fn(ctx, tc, in)
+		if err != nil {
+			return nil, err
+		}
+		b, err := codec.Marshal(out)
+		if err != nil {
+			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "task %q: encode output: %v", name, err)
+		}
+		return b, nil
+	}}
+	tasks.mu.Lock()
+	defer tasks.mu.Unlock()
+	if tasks.byName == nil {
+		tasks.byName = map[string]*taskEntry{}
+	}
+	if _, dup := tasks.byName[name]; dup {
+		panic(fmt.Sprintf("ember.NewTask: task %q registered twice", name))
+	}
+	tasks.byName[name] = e
+	tasks.names = append(tasks.names, name)
+	return &Task[In, Out]{name: name}
+}
+
+func taskNames() []string {
+	tasks.mu.RLock()
+	defer tasks.mu.RUnlock()
+	return append([]string(nil), tasks.names...)
+}
+
+// runTask runs a registered task on an executor.
+func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in []byte) ([]byte, error) {
+	return func(ctx context.Context, t plugin.TaskInfo, in []byte) ([]byte, error) {
+		tasks.mu.RLock()
+		e := tasks.byName[t.TaskName]
+		tasks.mu.RUnlock()
+		if e == nil {
+			return nil, plugin.Errorf(plugin.CodeNotFound, "no task %q on this executor", t.TaskName)
+		}
+		tc := TaskContext{
+			JobID:      t.JobID,
+			Index:      t.Index,
+			Attempt:    t.Attempt,
+			ExecutorID: t.ExecutorID,
+			Logger:     log.With("task", t.TaskName, "job", t.JobID, "index", t.Index, "attempt", t.Attempt),
+		}
+		return e.run(ctx, tc, in)
+	}
+}
+
+// Map runs t on every input across the executors and returns the outputs
+// in input order. A failed attempt is retried, on another executor when
+// there is one, until one input has failed ConfMaxTaskFailures times; Map
+// then fails with an error naming the task, index, attempts, executor and
+// cause (a *TaskError). Tasks of an executor that dies are rescheduled.
+// Ending ctx cancels the running tasks' contexts and Map returns ctx's
+// error. Map may be called concurrently.
+func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Out, error) {
+	payloads := make([][]byte, len(inputs))
+	for i, in := range inputs {
+		b, err := codec.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("ember.Map %q: encode input %d: %w", t.name, i, err)
+		}
+		payloads[i] = b
+	}
+	progress := &driver.Progress{}
+	stop := d.showProgress(t.name, progress)
+	results, err := d.d.RunJob(ctx, t.name, payloads, progress)
+	stop()
+	if err != nil {
+		var tf *driver.TaskFailure
+		if errors.As(err, &tf) {
+			err = &TaskError{Task: tf.Task, Index: tf.Index, Attempts: tf.Attempts, ExecutorID: tf.ExecutorID, Cause: tf.Cause}
+		}
+		return nil, fmt.Errorf("ember.Map: %w", err)
+	}
+	outs := make([]Out, len(results))
+	for i, r := range results {
+		if err := codec.Unmarshal(r, &outs[i]); err != nil {
+			return nil, fmt.Errorf("ember.Map %q: decode output %d: %w", t.name, i, err)
+		}
+	}
+	return outs, nil
+}
+
+// TaskError is the error of a Map whose task failed too many times.
+type TaskError struct {
+	Task       string
+	Index      int    // the failing input's index
+	Attempts   int    // how many attempts failed
+	ExecutorID string // where the last attempt ran
+	Cause      error  // the last attempt's error, a *plugin.Error
+}
+
+func (e *TaskError) Error() string {
+	return fmt.Sprintf("task %q (input %d) failed %d times; last attempt on executor %s: %v", e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause)
+}
+
+// Unwrap returns the last attempt's error.
+func (e *TaskError) Unwrap() error { return e.Cause }

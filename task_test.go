@@ -1,0 +1,269 @@
+package ember_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+)
+
+// Tasks are package-level so every process registers the same ones.
+var (
+	double = ember.NewTask("test.double", func(_ context.Context, _ ember.TaskContext, n int) (int, error) {
+		return 2 * n, nil
+	})
+	flaky = ember.NewTask("test.flaky", func(_ context.Context, tc ember.TaskContext, n int) (string, error) {
+		if tc.Attempt < n { // input n fails its first n attempts
+			return "", fmt.Errorf("attempt %d of input %d fails", tc.Attempt, n)
+		}
+		return fmt.Sprintf("%d@%d", n, tc.Attempt), nil
+	})
+	broken = ember.NewTask("test.broken", func(_ context.Context, tc ember.TaskContext, n int) (int, error) {
+		if n == 1 {
+			panic("task bug")
+		}
+		return 0, plugin.NewError(plugin.CodeNotFound, "no input "+fmt.Sprint(n))
+	})
+	waitCancel = ember.NewTask("test.wait", func(ctx context.Context, tc ember.TaskContext, _ int) (int, error) {
+		waitStarted <- tc.ExecutorID
+		<-ctx.Done()
+		waitCanceled <- tc.ExecutorID
+		return 0, ctx.Err()
+	})
+	waitStarted, waitCanceled = make(chan string, 100), make(chan string, 100)
+)
+
+func TestMapResultsInOrder(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+	inputs := make([]int, 1000)
+	for i := range inputs {
+		inputs[i] = i
+	}
+	got, err := ember.Map(testCtx(t), c.Driver, double, inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != 2*i {
+			t.Fatalf("output %d: got %d, want %d", i, v, 2*i)
+		}
+	}
+	if got, err := ember.Map(testCtx(t), c.Driver, double, nil); err != nil || len(got) != 0 {
+		t.Errorf("Map of no inputs: got %v, %v; want empty, nil", got, err)
+	}
+}
+
+func TestMapRetriesThenFails(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+	ctx := testCtx(t)
+	got, err := ember.Map(ctx, c.Driver, flaky, []int{0, 1, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"0@0", "1@1", "3@3"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("got %v, want %v", got, want)
+	}
+
+	_, err = ember.Map(ctx, c.Driver, flaky, []int{0, 4})
+	var te *ember.TaskError
+	if !errors.As(err, &te) {
+		t.Fatalf("got %v, want a *ember.TaskError", err)
+	}
+	if te.Task != "test.flaky" || te.Index != 1 || te.Attempts != 4 || te.ExecutorID == "" {
+		t.Errorf("got %+v, want task test.flaky, index 1, 4 attempts, an executor", te)
+	}
+	if !strings.Contains(err.Error(), "attempt 3 of input 4 fails") {
+		t.Errorf("error %q does not carry the last cause", err)
+	}
+
+	for _, tt := range []struct {
+		in   int
+		code plugin.Code
+		text string
+	}{
+		{0, plugin.CodeNotFound, "no input 0"},
+		{1, plugin.CodeInternal, "task bug"},
+	} {
+		_, err := ember.Map(ctx, c.Driver, broken, []int{tt.in})
+		if plugin.CodeOf(err) != tt.code || !strings.Contains(err.Error(), tt.text) {
+			t.Errorf("input %d: got %v, want code %v and %q", tt.in, err, tt.code, tt.text)
+		}
+	}
+}
+
+func TestMapCancel(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "2"}})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ember.Map(ctx, c.Driver, waitCancel, make([]int, 10))
+		errc <- err
+	}()
+	for range 4 { // 2 executors x 2 slots
+		<-waitStarted
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Map: got %v, want context.Canceled", err)
+	}
+	for range 4 {
+		<-waitCanceled
+	}
+	if len(waitStarted) != 0 {
+		t.Errorf("%d more tasks started after the cancel", len(waitStarted))
+	}
+}
+
+var (
+	hang = ember.NewTask("test.hang-on-1", func(ctx context.Context, tc ember.TaskContext, n int) (int, error) {
+		if tc.ExecutorID == "1" {
+			hangStarted <- n
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}
+		return n * n, nil
+	})
+	hangStarted = make(chan int, 100)
+)
+
+// An executor that dies mid-job has its tasks rescheduled on the others,
+// and the job still returns the right answer.
+func TestExecutorDiesMidJob(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[3]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "1"}})
+	done := make(chan struct{})
+	var got []int
+	var err error
+	go func() {
+		defer close(done)
+		got, err = ember.Map(testCtx(t), c.Driver, hang, []int{1, 2, 3, 4, 5, 6})
+	}()
+	<-hangStarted
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if want := (i + 1) * (i + 1); v != want {
+			t.Errorf("output %d: got %d, want %d", i, v, want)
+		}
+	}
+}
+
+type (
+	hookEvent struct{ Kind, Executor string }
+	// hookCounter counts task hooks seen on executors, by kind, at the
+	// driver (so it works across processes).
+	hookCounter struct {
+		start, ok, failed atomic.Int32
+	}
+)
+
+func init() { plugin.RegisterMessage[hookEvent]() }
+
+func hookPlugin(hc *hookCounter, panicky bool) plugin.Plugin {
+	return fakePlugin{
+		name: "hooks",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) {
+				switch msg.(hookEvent).Kind {
+				case "start":
+					hc.start.Add(1)
+				case "ok":
+					hc.ok.Add(1)
+				case "failed":
+					hc.failed.Add(1)
+				}
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin { return &hookListener{panicky: panicky} },
+	}
+}
+
+type hookListener struct {
+	fakeExecutor
+	pc      plugin.ExecutorContext
+	panicky bool
+}
+
+func (h *hookListener) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	h.pc = pc
+	return nil
+}
+
+func (h *hookListener) send(ctx context.Context, kind string) {
+	_ = h.pc.Send(ctx, hookEvent{Kind: kind, Executor: h.pc.ExecutorID()})
+}
+
+func (h *hookListener) OnTaskStart(ctx context.Context, _ plugin.TaskInfo) {
+	h.send(ctx, "start")
+	if h.panicky {
+		panic("hook bug")
+	}
+}
+func (h *hookListener) OnTaskSucceeded(ctx context.Context, _ plugin.TaskInfo) { h.send(ctx, "ok") }
+func (h *hookListener) OnTaskFailed(ctx context.Context, _ plugin.TaskInfo, _ error) {
+	h.send(ctx, "failed")
+}
+
+var _ plugin.TaskListener = (*hookListener)(nil)
+
+var alwaysFails = ember.NewTask("test.always-fails", func(context.Context, ember.TaskContext, int) (int, error) {
+	return 0, errors.New("nope")
+})
+
+// Spark's SPARK-33088 tests across processes: 2 tasks give 2 starts and
+// 2 successes; 2 failing tasks give 2 starts and 2 failures. A panicking
+// OnTaskStart neither fails the task nor stops the other hooks.
+func TestTaskHooks(t *testing.T) {
+	tests := []struct {
+		name                string
+		fail, panicky       bool
+		start, ok, failures int32
+	}{
+		{name: "succeed", start: 2, ok: 2},
+		{name: "fail", fail: true, start: 2, failures: 2},
+		{name: "panicking start hook", panicky: true, start: 2, ok: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var hc hookCounter
+			cfg := ember.Config{
+				Master:       "local-cluster[2]",
+				Plugins:      []plugin.Plugin{hookPlugin(&hc, tt.panicky)},
+				ExecutorArgs: embertest.ExecutorArgs(t),
+				Conf:         map[string]string{ember.ConfMaxTaskFailures: "1"},
+			}
+			if isChild() {
+				runChild(cfg, nil)
+			}
+			c := embertest.Start(t, cfg)
+			var err error
+			if tt.fail {
+				_, err = ember.Map(testCtx(t), c.Driver, alwaysFails, []int{1, 2})
+				if err == nil {
+					t.Fatal("Map of failing tasks succeeded")
+				}
+				// The job fails at the first failure; wait for the other.
+				embertest.WaitFor(t, "both failures", func() bool { return hc.failed.Load() == 2 })
+			} else if _, err = ember.Map(testCtx(t), c.Driver, double, []int{1, 2}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil { // delivers every hook event
+				t.Fatal(err)
+			}
+			if s, o, f := hc.start.Load(), hc.ok.Load(), hc.failed.Load(); s != tt.start || o != tt.ok || f != tt.failures {
+				t.Errorf("hooks: got start=%d succeeded=%d failed=%d, want %d, %d, %d", s, o, f, tt.start, tt.ok, tt.failures)
+			}
+		})
+	}
+}
