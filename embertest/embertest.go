@@ -33,7 +33,14 @@ const DefaultTimeout = 60 * time.Second
 // executor process started by a test (local-cluster), the test that called
 // ember.Run becomes the executor and the process exits from there; Main
 // itself has nothing to do for it.
+//
+// Main also sets GORACE=atexit_sleep_ms=0 for child processes (unless
+// GORACE is set): a race-enabled executor otherwise sleeps a second at
+// exit, which every local-cluster shutdown would wait for.
 func Main(m *testing.M) {
+	if _, ok := os.LookupEnv("GORACE"); !ok {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	goleak.VerifyTestMain(m)
 }
 
