@@ -35,6 +35,12 @@ type Config struct {
 	// a free port); standalone executors on other hosts need a reachable
 	// address such as ":7077".
 	ListenAddr string
+	// MetricsAddr is where the driver serves /metrics in the Prometheus
+	// exposition format: its own metrics, the built-in ones, and every
+	// executor's plugin metrics (shipped with their heartbeats). Default
+	// "127.0.0.1:0" (loopback, a free port; see Driver.MetricsURL); "off"
+	// serves none.
+	MetricsAddr string
 	// MinExecutors is how many executors Run waits for before calling fn
 	// in standalone mode (default 0: call fn at once). Local masters always
 	// wait for all N.
@@ -142,6 +148,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	if cfg.MetricsAddr == "" {
+		cfg.MetricsAddr = "127.0.0.1:0"
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Second

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Environment variables read by Run.
@@ -32,9 +35,14 @@ const (
 // Driver is the running application as the driver function sees it. Its
 // methods are safe for concurrent use.
 type Driver struct {
-	d   *driver.Driver
-	cfg Config
+	d          *driver.Driver
+	cfg        Config
+	metricsURL string
 }
+
+// MetricsURL returns the URL of the driver's /metrics endpoint, or "" when
+// Config.MetricsAddr is "off".
+func (d *Driver) MetricsURL() string { return d.metricsURL }
 
 // AppID returns the application ID.
 func (d *Driver) AppID() string { return d.d.AppID() }
@@ -114,6 +122,13 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		d.Close()
 		return err
 	}
+	metricsURL, stopMetrics, err := serveMetrics(cfg.MetricsAddr, d.Gatherer(), log)
+	if err != nil {
+		lis.Close()
+		d.Close()
+		return err
+	}
+	defer stopMetrics()
 	d.Serve(lis)
 	addr := lis.Addr().String()
 	log.Debug("driver started", "app", cfg.AppName, "app_id", appID, "master", master.String(), "addr", addr)
@@ -171,7 +186,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 
 	var fnErr error
 	if fn != nil {
-		fnErr = fn(ctx, &Driver{d: d, cfg: cfg})
+		fnErr = fn(ctx, &Driver{d: d, cfg: cfg, metricsURL: metricsURL})
 	}
 	return errors.Join(fnErr, shutdown(d, l, cfg))
 }
@@ -188,6 +203,33 @@ func shutdown(d *driver.Driver, l launch.Launcher, cfg Config) error {
 		}
 	}
 	return err
+}
+
+// serveMetrics serves g at http://addr/metrics until stop is called.
+func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url string, stop func(), err error) {
+	if addr == "off" {
+		return "", func() {}, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	url = "http://" + lis.Addr().String() + "/metrics"
+	log.Debug("serving metrics", "url", url)
+	return url, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 func connOptions(cfg Config) rpc.Options {

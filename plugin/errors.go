@@ -87,7 +87,12 @@ func NewError(code Code, msg string) *Error {
 func Errorf(code Code, format string, args ...any) *Error {
 	err := fmt.Errorf(format, args...)
 	e := NewError(code, err.Error())
-	e.cause = errors.Unwrap(err)
+	switch w := err.(type) {
+	case interface{ Unwrap() error }:
+		e.cause = w.Unwrap()
+	case interface{ Unwrap() []error }:
+		e.cause = err // several %w: keep them all reachable
+	}
 	return e
 }
 

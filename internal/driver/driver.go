@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -54,6 +55,8 @@ type Driver struct {
 	cfg       Config
 	log       *slog.Logger
 	sched     scheduler
+	builtin   *metrics.Builtin
+	execStats metrics.Store // executors' metrics, from their heartbeats
 	endpoints []*endpoint
 	names     []string
 	hostname  string
@@ -110,8 +113,10 @@ func New(cfg Config) (*Driver, error) {
 		execs:    make(map[string]*execState),
 		changed:  make(chan struct{}),
 	}
+	d.builtin = metrics.NewBuiltin(cfg.Registry)
 	d.sched.maxFailures = cfg.MaxTaskFailures
 	d.sched.runs = make(map[uint64]*attempt)
+	d.sched.builtin = d.builtin
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
 			d:       d,
@@ -129,6 +134,12 @@ func New(cfg Config) (*Driver, error) {
 				workers = cr.MaxConcurrentReceives()
 			}
 			e.lane = rpc.NewLane(workers, e.run)
+			lane := e.lane
+			cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "ember_lane_queue_depth",
+				Help:        "Messages queued or running in a driver plugin's dispatch lane.",
+				ConstLabels: prometheus.Labels{"plugin": e.name},
+			}, func() float64 { return float64(lane.Len()) }))
 		}
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
@@ -249,6 +260,25 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	}
 }
 
+// executorMetrics stores the metrics an executor shipped.
+func (d *Driver) executorMetrics(es *execState, m *wire.Metrics) {
+	if m == nil {
+		return
+	}
+	fams, err := metrics.Decode(m)
+	if err != nil {
+		d.log.Warn("dropped undecodable executor metrics", "executor", es.info.ID, "err", err)
+		return
+	}
+	d.execStats.Set(es.info.ID, fams)
+}
+
+// Gatherer returns the driver's metrics and the latest of every
+// executor's, for a /metrics endpoint.
+func (d *Driver) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{d.cfg.Registry, &d.execStats}
+}
+
 // fail records an executor that could not join, for WaitExecutors.
 func (d *Driver) fail(err error) {
 	d.mu.Lock()
@@ -354,7 +384,10 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		d.ready(es, f)
 	case wire.Kind_KIND_TASK_RESULT:
 		d.sched.result(es, f)
+	case wire.Kind_KIND_HEARTBEAT:
+		d.executorMetrics(es, f.Metrics)
 	case wire.Kind_KIND_STOPPED:
+		d.executorMetrics(es, f.Metrics)
 		close(es.stopped)
 	default:
 		d.log.Warn("dropped unexpected frame", "executor", es.info.ID, "kind", f.Kind)
@@ -378,6 +411,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(plugin.CodeNotFound), Error: problem})
 		} else {
 			d.log.Warn("dropped message", "executor", es.info.ID, "reason", problem, "type", f.Type)
+			d.builtin.Dropped.WithLabelValues("", "no_such_plugin").Inc()
 		}
 		return
 	}
@@ -405,6 +439,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	d.notifyLocked()
 	d.mu.Unlock()
 	d.log.Debug("executor ready", "executor", info.ID)
+	d.builtin.ExecutorsAlive.Inc()
 	d.sched.addExecutor(es, int(f.GetReady().GetSlots()))
 	for _, e := range d.endpoints {
 		if e.listener != nil {
@@ -442,9 +477,11 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	default:
 		d.log.Error("executor lost", "executor", es.info.ID, "err", reason)
 	}
+	d.execStats.Delete(es.info.ID)
 	if !wasReady {
 		return
 	}
+	d.builtin.ExecutorsAlive.Dec()
 	d.sched.removeExecutor(es)
 	info := es.info
 	for _, e := range d.endpoints {

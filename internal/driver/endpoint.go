@@ -45,6 +45,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 	if err != nil {
 		return nil, err
 	}
+	e.sent(f, "ask", 1)
 	r, err := c.Ask(ctx, f)
 	if err != nil {
 		return nil, err
@@ -62,6 +63,7 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 		return err
 	}
 	f.Kind = wire.Kind_KIND_SEND
+	e.sent(f, "send", 1)
 	return c.Send(ctx, f)
 }
 
@@ -71,7 +73,9 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		return err
 	}
 	var errs []error
-	for _, c := range e.d.readyConns() {
+	conns := e.d.readyConns()
+	e.sent(f, "send", len(conns))
+	for _, c := range conns {
 		g := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
 		if err := c.Send(ctx, g); err != nil {
 			errs = append(errs, err)
@@ -92,7 +96,29 @@ func (e *endpoint) run(it rpc.Item) {
 		return
 	}
 	id := it.Conn.Peer.(*execState).info.ID
-	rpc.Dispatch(senderContext(e.d.ctx, id), e.log.With("executor", id), e.name, it, e.d.maxMsg(), e.dp.Receive)
+	f := it.Frame
+	kind := "send"
+	if f.Kind == wire.Kind_KIND_ASK {
+		kind = "ask"
+	}
+	m := e.d.builtin
+	m.Messages.WithLabelValues(e.name, f.Type, "to_driver", kind).Inc()
+	o := rpc.Dispatch(senderContext(e.d.ctx, id), e.log.With("executor", id), e.name, it, e.d.maxMsg(), e.dp.Receive)
+	switch {
+	case o.Undecodable && kind == "send":
+		m.Dropped.WithLabelValues(e.name, "undecodable").Inc()
+	case !o.Undecodable:
+		m.HandlerSeconds.WithLabelValues(e.name).Observe(o.Elapsed.Seconds())
+	}
+	if o.Err != nil && kind == "ask" {
+		code, _ := rpc.ErrorParts(o.Err)
+		m.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
+	}
+}
+
+// sent counts a message a driver plugin sends to executors.
+func (e *endpoint) sent(f *wire.Frame, kind string, n int) {
+	e.d.builtin.Messages.WithLabelValues(e.name, f.Type, "to_executor", kind).Add(float64(n))
 }
 
 func senderContext(ctx context.Context, id string) context.Context {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -66,6 +67,7 @@ type attempt struct {
 // scheduler assigns task attempts to executor slots.
 type scheduler struct {
 	maxFailures int
+	builtin     *metrics.Builtin
 
 	mu      sync.Mutex // protects the following fields
 	pending []*attempt
@@ -159,6 +161,7 @@ func (s *scheduler) scheduleLocked() []outFrame {
 		e.running[a.run] = a
 		s.runs[a.run] = a
 		a.job.progress.running.Add(1)
+		s.builtin.Tasks.WithLabelValues(a.job.task, "started").Inc()
 		out = append(out, outFrame{e.conn, &wire.Frame{
 			Kind:    wire.Kind_KIND_TASK,
 			Call:    a.run,
@@ -227,6 +230,7 @@ func (s *scheduler) removeExecutor(e *execState) {
 	for run, a := range e.running {
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
+		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
 		if a.job.err == nil {
 			a.job.progress.rescheduledLost.Add(1)
 			requeue = append(requeue, &attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
@@ -252,6 +256,11 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	j := a.job
 	j.progress.running.Add(-1)
 	var out []outFrame
+	state := "succeeded"
+	if f.Code != 0 {
+		state = "failed"
+	}
+	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
 	switch {
 	case j.err != nil:
 	case f.Code == 0:

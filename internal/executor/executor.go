@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -183,6 +184,20 @@ func Run(ctx context.Context, cfg Config) error {
 		ready.Resources = append(ready.Resources, &wire.Resource{Name: r.Name, Addresses: r.Addresses})
 	}
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: ready})
+	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
+	if err != nil || interval <= 0 {
+		interval = time.Second
+	}
+	shipDone := make(chan struct{})
+	stopShip := make(chan struct{})
+	go func() {
+		defer close(shipDone)
+		x.shipMetrics(interval, stopShip)
+	}()
+	defer func() {
+		close(stopShip)
+		<-shipDone
+	}()
 
 	select {
 	case <-x.stop:
@@ -204,7 +219,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// everything they sent, then STOPPED.
 	x.closeLanes()
 	x.shutdownPlugins(len(x.endpoints) - 1)
-	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED})
+	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()})
 	t := time.NewTimer(x.cfg.ShutdownTimeout)
 	defer t.Stop()
 	select {
@@ -213,6 +228,37 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("executor %s: driver did not release the stream within %v", x.id, x.cfg.ShutdownTimeout)
 	}
 	return nil
+}
+
+// ConfMetricsInterval is how often executors ship their metrics to the
+// driver. Default: the heartbeat interval.
+const ConfMetricsInterval = "ember.metrics.interval"
+
+// shipMetrics sends the executor's metrics to the driver every interval
+// until stop closes or the connection ends.
+func (x *Executor) shipMetrics(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-x.conn.Done():
+			return
+		case <-t.C:
+			if m := x.gatherMetrics(); m != nil {
+				_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: m})
+			}
+		}
+	}
+}
+
+func (x *Executor) gatherMetrics() *wire.Metrics {
+	m, err := metrics.Encode(x.cfg.Registry)
+	if err != nil {
+		x.log.Warn("cannot gather executor metrics", "err", err)
+	}
+	return m
 }
 
 // closeLanes runs the messages already received and refuses later ones,

@@ -194,9 +194,8 @@ func (c *Conn) close(err error) {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	lost := &wire.Frame{Kind: wire.Kind_KIND_REPLY, Code: uint32(plugin.CodeUnavailable), Error: "connection lost: " + describe(err)}
 	for _, ch := range calls {
-		ch <- lost
+		ch <- nil // the connection is gone; Ask reports it locally
 	}
 	// The owner learns of the close before Done fires, so whoever waits on
 	// Done sees its consequences (membership events already queued).
@@ -309,6 +308,12 @@ func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
 	select {
 	case r := <-ch:
 		chanPool.Put(ch)
+		if r == nil {
+			c.mu.Lock()
+			err := c.closedError()
+			c.mu.Unlock()
+			return nil, err
+		}
 		return r, nil
 	case <-ctx.Done():
 		if !c.forget(id) {
@@ -414,6 +419,9 @@ func (c *Conn) readLoop() {
 			case wire.Kind_KIND_REPLY:
 				c.deliver(f)
 			case wire.Kind_KIND_HEARTBEAT:
+				if f.Metrics != nil {
+					c.h.HandleFrame(c, f)
+				}
 			default:
 				c.h.HandleFrame(c, f)
 			}

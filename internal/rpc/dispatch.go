@@ -4,35 +4,49 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 )
 
+// Outcome is what became of one dispatched message.
+type Outcome struct {
+	Undecodable bool          // the message could not be decoded
+	Err         error         // the handler's (or decoding's) error
+	Elapsed     time.Duration // time in the handler
+}
+
 // Dispatch delivers a lane item's message to receive: for an ASK it sends
 // the reply (or error), for a SEND it logs what the sender cannot be told.
 // ctx is the handler's base context; an ASK adds the asker's deadline.
-func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, receive func(context.Context, any) (any, error)) {
+func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, receive func(context.Context, any) (any, error)) Outcome {
 	f := it.Frame
 	msg, err := Decode(f)
-	if f.Kind == wire.Kind_KIND_ASK {
-		var reply any
-		if err == nil {
-			hctx, cancel := HandlerContext(ctx, f)
-			reply, err = Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
-			cancel()
-		}
-		_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, reply, err, max))
-		return
-	}
 	if err != nil {
-		log.Warn("dropped undecodable message", "type", f.Type, "err", err)
-		return
+		if f.Kind == wire.Kind_KIND_ASK {
+			_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, nil, err, max))
+		} else {
+			log.Warn("dropped undecodable message", "type", f.Type, "err", err)
+		}
+		return Outcome{Undecodable: true, Err: err}
 	}
+	if f.Kind == wire.Kind_KIND_ASK {
+		hctx, cancel := HandlerContext(ctx, f)
+		start := time.Now()
+		reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
+		elapsed := time.Since(start)
+		cancel()
+		_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, reply, err, max))
+		return Outcome{Err: err, Elapsed: elapsed}
+	}
+	start := time.Now()
 	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(ctx, msg) })
+	elapsed := time.Since(start)
 	switch {
 	case err != nil && !errors.Is(err, context.Canceled):
 		log.Warn("Receive failed for a sent message (the sender is not told)", "type", f.Type, "err", err)
 	case reply != nil:
 		log.Warn("Receive returned a reply to a sent message; it is dropped", "type", f.Type)
 	}
+	return Outcome{Err: err, Elapsed: elapsed}
 }

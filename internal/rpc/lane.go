@@ -25,14 +25,16 @@ type Item struct {
 type Lane struct {
 	run func(Item)
 
-	mu      sync.Mutex // protects the following fields
-	q       []Item
-	head    int
-	pending int           // queued + running
-	idle    chan struct{} // closed when pending drops to 0
-	closed  bool
-	wake    *sync.Cond
-	wg      sync.WaitGroup
+	mu       sync.Mutex // protects the following fields
+	q        []Item
+	head     int
+	pushed   uint64              // items ever pushed; item k has sequence k
+	taken    uint64              // items ever handed to a worker
+	running  map[uint64]struct{} // sequences of the items running now
+	progress chan struct{}       // closed and replaced when an item finishes
+	closed   bool
+	wake     *sync.Cond
+	wg       sync.WaitGroup
 }
 
 // NewLane starts a lane with workers goroutines (at least one) calling run
@@ -41,8 +43,7 @@ func NewLane(workers int, run func(Item)) *Lane {
 	if workers < 1 {
 		workers = 1
 	}
-	l := &Lane{run: run, idle: make(chan struct{})}
-	close(l.idle)
+	l := &Lane{run: run, running: map[uint64]struct{}{}, progress: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.wg.Add(workers)
 	for range workers {
@@ -58,10 +59,7 @@ func (l *Lane) Push(it Item) bool {
 		l.mu.Unlock()
 		return false
 	}
-	if l.pending == 0 {
-		l.idle = make(chan struct{})
-	}
-	l.pending++
+	l.pushed++
 	l.q = append(l.q, it)
 	l.mu.Unlock()
 	l.wake.Signal()
@@ -72,20 +70,41 @@ func (l *Lane) Push(it Item) bool {
 func (l *Lane) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.pending
+	return len(l.q) - l.head + len(l.running)
 }
 
-// Flush waits until every item pushed before the call has run, or ctx ends.
+// Flush waits until every item pushed before the call has finished, or ctx
+// ends. Items pushed later do not hold it up.
 func (l *Lane) Flush(ctx context.Context) error {
 	l.mu.Lock()
-	idle := l.idle
-	l.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	target := l.pushed
+	for {
+		if l.doneThrough(target) {
+			l.mu.Unlock()
+			return nil
+		}
+		progress := l.progress
+		l.mu.Unlock()
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		l.mu.Lock()
 	}
+}
+
+// doneThrough reports whether items 1..n have all finished. l.mu is held.
+func (l *Lane) doneThrough(n uint64) bool {
+	if l.taken < n {
+		return false
+	}
+	for seq := range l.running {
+		if seq <= n {
+			return false
+		}
+	}
+	return true
 }
 
 // Close stops the workers after the queued items have run, and waits.
@@ -118,15 +137,17 @@ func (l *Lane) loop() {
 			clear(l.q[n:])
 			l.q, l.head = l.q[:n], 0
 		}
+		l.taken++
+		seq := l.taken
+		l.running[seq] = struct{}{}
 		l.mu.Unlock()
 
 		l.run(it)
 
 		l.mu.Lock()
-		l.pending--
-		if l.pending == 0 {
-			close(l.idle)
-		}
+		delete(l.running, seq)
+		close(l.progress)
+		l.progress = make(chan struct{})
 		l.mu.Unlock()
 	}
 }

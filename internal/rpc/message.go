@@ -109,11 +109,15 @@ func ReplyFrame(call uint64, idx uint32, reply any, err error, max int) *wire.Fr
 // context code) with its text.
 func ErrorParts(err error) (plugin.Code, string) {
 	var e *plugin.Error
+	code, msg := plugin.CodeOf(err), err.Error()
 	switch {
 	case errors.As(err, &e) && err == error(e):
-		return e.Code(), e.Message()
+		code, msg = e.Code(), e.Message()
 	case errors.As(err, &e):
-		return e.Code(), err.Error()
+		code = e.Code()
 	}
-	return plugin.CodeOf(err), err.Error()
+	if code == plugin.CodeOK || !code.Valid() { // a zero or forged *plugin.Error
+		code = plugin.CodeUnknown
+	}
+	return code, msg
 }

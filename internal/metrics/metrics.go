@@ -1,0 +1,175 @@
+// Package metrics ships executor metrics to the driver and defines the
+// runtime's built-in metrics.
+//
+// Executors gather their registry and send the families, each encoded as a
+// protobuf dto.MetricFamily, with their heartbeats; the driver keeps the
+// latest set per executor and serves them with its own at /metrics.
+package metrics
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+)
+
+// Encode gathers g into a wire.Metrics. It returns nil when there is
+// nothing to send.
+func Encode(g prometheus.Gatherer) (*wire.Metrics, error) {
+	fams, err := g.Gather()
+	if err != nil && len(fams) == 0 {
+		return nil, err
+	}
+	if len(fams) == 0 {
+		return nil, nil
+	}
+	m := &wire.Metrics{Families: make([][]byte, 0, len(fams))}
+	for _, f := range fams {
+		b, err := proto.Marshal(f)
+		if err != nil {
+			return nil, err
+		}
+		m.Families = append(m.Families, b)
+	}
+	return m, nil
+}
+
+// Decode returns the families in m, validated enough to be served: each
+// has a name and a type, and every metric has a value of that type.
+func Decode(m *wire.Metrics) ([]*dto.MetricFamily, error) {
+	out := make([]*dto.MetricFamily, 0, len(m.GetFamilies()))
+	for i, b := range m.GetFamilies() {
+		f := &dto.MetricFamily{}
+		if err := proto.Unmarshal(b, f); err != nil {
+			return nil, fmt.Errorf("metric family %d: %w", i, err)
+		}
+		if err := validate(f); err != nil {
+			return nil, fmt.Errorf("metric family %d: %w", i, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func validate(f *dto.MetricFamily) error {
+	if f.GetName() == "" || f.Type == nil {
+		return fmt.Errorf("missing name or type")
+	}
+	for _, m := range f.GetMetric() {
+		var ok bool
+		switch f.GetType() {
+		case dto.MetricType_COUNTER:
+			ok = m.Counter != nil
+		case dto.MetricType_GAUGE:
+			ok = m.Gauge != nil
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			ok = m.Histogram != nil
+		case dto.MetricType_SUMMARY:
+			ok = m.Summary != nil
+		case dto.MetricType_UNTYPED:
+			ok = m.Untyped != nil
+		}
+		if !ok {
+			return fmt.Errorf("%s: a metric has no %v value", f.GetName(), f.GetType())
+		}
+	}
+	return nil
+}
+
+// Store keeps the latest metric families of each executor. It is a
+// prometheus.Gatherer. Safe for concurrent use.
+type Store struct {
+	mu   sync.Mutex // protects byID
+	byID map[string][]*dto.MetricFamily
+}
+
+// Set replaces executor id's families.
+func (s *Store) Set(id string, fams []*dto.MetricFamily) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byID == nil {
+		s.byID = map[string][]*dto.MetricFamily{}
+	}
+	s.byID[id] = fams
+}
+
+// Delete forgets executor id.
+func (s *Store) Delete(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byID, id)
+}
+
+// Gather implements prometheus.Gatherer: the families of every executor,
+// merged by name (metrics carry an executor label, so they never clash).
+func (s *Store) Gather() ([]*dto.MetricFamily, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	merged := map[string]*dto.MetricFamily{}
+	for _, id := range slices.Sorted(maps.Keys(s.byID)) {
+		for _, f := range s.byID[id] {
+			m, ok := merged[f.GetName()]
+			if !ok {
+				m = &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type, Unit: f.Unit}
+				merged[f.GetName()] = m
+			}
+			if m.GetType() != f.GetType() {
+				continue // an executor disagrees on the type; keep the first
+			}
+			m.Metric = append(m.Metric, f.Metric...)
+		}
+	}
+	out := make([]*dto.MetricFamily, 0, len(merged))
+	for _, name := range slices.Sorted(maps.Keys(merged)) {
+		out = append(out, merged[name])
+	}
+	return out, nil
+}
+
+// Builtin are the runtime's own metrics on the driver.
+type Builtin struct {
+	Messages       *prometheus.CounterVec   // plugin, type, direction, kind
+	MessageErrors  *prometheus.CounterVec   // plugin, code
+	Dropped        *prometheus.CounterVec   // plugin, reason
+	HandlerSeconds *prometheus.HistogramVec // plugin
+	Tasks          *prometheus.CounterVec   // task, state
+	ExecutorsAlive prometheus.Gauge
+}
+
+// NewBuiltin registers the built-in metrics on reg.
+func NewBuiltin(reg prometheus.Registerer) *Builtin {
+	b := &Builtin{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_messages_total",
+			Help: "Plugin messages, by plugin, message type, direction (to_driver, to_executor) and kind (ask, send).",
+		}, []string{"plugin", "type", "direction", "kind"}),
+		MessageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_message_errors_total",
+			Help: "Asks answered with an error by a driver plugin, by plugin and error code.",
+		}, []string{"plugin", "code"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_messages_dropped_total",
+			Help: "Sent messages the driver could not deliver, by plugin and reason.",
+		}, []string{"plugin", "reason"}),
+		HandlerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ember_handler_seconds",
+			Help:    "Time driver plugins spend in Receive, by plugin.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+		}, []string{"plugin"}),
+		Tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_tasks_total",
+			Help: "Task attempts, by task and state (started, succeeded, failed, lost).",
+		}, []string{"task", "state"}),
+		ExecutorsAlive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ember_executors_alive",
+			Help: "Executors connected and ready.",
+		}),
+	}
+	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive)
+	return b
+}

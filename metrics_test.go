@@ -1,0 +1,140 @@
+package ember_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape fetches and parses /metrics.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// value returns the value of the metric in fams[name] whose labels include
+// want, and whether there is one.
+func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// Spark's "plugin initialization and communication" metrics part, across
+// processes: each side's plugin registers a gauge, and the driver's
+// /metrics shows the driver's and every executor's, labelled.
+func TestPluginMetrics(t *testing.T) {
+	p := fakePlugin{
+		name: "metered",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+					g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "driver_metric", Help: "A driver gauge."})
+					g.Set(42)
+					return nil, pc.Metrics().Register(g)
+				},
+				ReceiveF: func(context.Context, any) (any, error) { return nil, nil },
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "executor_metric", Help: "An executor gauge."})
+				g.Set(84)
+				if err := pc.Metrics().Register(g); err != nil {
+					return err
+				}
+				return pc.Send(ctx, text("hi"))
+			}}
+		},
+	}
+	cfg := ember.Config{
+		Master:       "local-cluster[2]",
+		Plugins:      []plugin.Plugin{p},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Conf:         map[string]string{"ember.metrics.interval": "20ms"},
+	}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	url := c.Driver.MetricsURL()
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatalf("MetricsURL: got %q, want a loopback URL", url)
+	}
+	var fams map[string]*dto.MetricFamily
+	embertest.WaitFor(t, "both executors' metrics", func() bool {
+		fams = scrape(t, url)
+		_, ok1 := value(fams, "executor_metric", map[string]string{"executor": "1"})
+		_, ok2 := value(fams, "executor_metric", map[string]string{"executor": "2"})
+		return ok1 && ok2
+	})
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"driver_metric", map[string]string{"plugin": "metered", "executor": "driver"}, 42},
+		{"executor_metric", map[string]string{"plugin": "metered", "executor": "1"}, 84},
+		{"executor_metric", map[string]string{"plugin": "metered", "executor": "2"}, 84},
+		{"ember_executors_alive", nil, 2},
+		{"ember_messages_total", map[string]string{"plugin": "metered", "type": "github.com/emberhq/ember_test.text", "direction": "to_driver", "kind": "send"}, 2},
+		{"ember_handler_seconds", map[string]string{"plugin": "metered"}, 2},
+		{"ember_lane_queue_depth", map[string]string{"plugin": "metered"}, 0},
+	}
+	for _, tt := range checks {
+		got, ok := value(fams, tt.name, tt.labels)
+		if !ok || got != tt.want {
+			t.Errorf("%s%v: got %v (present %v), want %v", tt.name, tt.labels, got, ok, tt.want)
+		}
+	}
+}
+
+func TestMetricsOff(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", MetricsAddr: "off", Logger: quiet})
+	if got := c.Driver.MetricsURL(); got != "" {
+		t.Errorf("MetricsURL with metrics off: got %q, want empty", got)
+	}
+}
