@@ -45,14 +45,19 @@ func Main(m *testing.M) {
 }
 
 // ExecutorArgs returns the arguments that make a re-executed test binary
-// run only t, so that ember.Run in that test turns the child process into
-// t's executor. Put it in Config.ExecutorArgs for local-cluster masters.
+// run only t (a test or a benchmark), so that ember.Run in it turns the
+// child process into t's executor. Put it in Config.ExecutorArgs for
+// local-cluster masters.
 func ExecutorArgs(t testing.TB) []string {
 	parts := strings.Split(t.Name(), "/")
 	for i, p := range parts {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
-	return []string{"-test.run=" + strings.Join(parts, "/"), "-test.count=1"}
+	pattern := strings.Join(parts, "/")
+	if _, ok := t.(*testing.B); ok {
+		return []string{"-test.run=^$", "-test.bench=" + pattern, "-test.benchtime=1x", "-test.count=1"}
+	}
+	return []string{"-test.run=" + pattern, "-test.count=1"}
 }
 
 // Cluster is a running application whose driver function waits for the
