@@ -80,6 +80,9 @@ func Register(t reflect.Type, name string) error {
 	if !isProto && t.Kind() == reflect.Interface {
 		return fmt.Errorf("%v: cannot register an interface type", t)
 	}
+	if !isProto && reflect.PointerTo(t).Implements(protoMessage) {
+		return fmt.Errorf("%v: register the pointer type of a proto message (*%v)", t, t)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	old := cur.Load()
@@ -112,7 +115,7 @@ func Register(t reflect.Type, name string) error {
 }
 
 // Names returns the registered wire names, sorted.
-func Names() []string { return cur.Load().names }
+func Names() []string { return slices.Clone(cur.Load().names) }
 
 // Encode returns the wire name and encoding of v. A nil v encodes as an
 // empty name and no payload. A pointer to a registered non-proto type is
@@ -125,10 +128,13 @@ func Encode(v any) (name string, payload []byte, err error) {
 	t := reflect.TypeOf(v)
 	e, ok := s.byType[t]
 	if !ok && t.Kind() == reflect.Pointer {
-		if e, ok = s.byType[t.Elem()]; ok && !e.proto {
+		if e, ok = s.byType[t.Elem()]; ok {
 			rv := reflect.ValueOf(v)
 			if rv.IsNil() {
 				return "", nil, fmt.Errorf("%w: nil %v", ErrUnregistered, t)
+			}
+			if e.proto { // a pointer to a proto message pointer
+				return "", nil, fmt.Errorf("%w: %v (send the %v itself)", ErrUnregistered, t, t.Elem())
 			}
 			v = rv.Elem().Interface()
 		}

@@ -364,7 +364,7 @@ func (c *Conn) writeLoop() {
 				closing := c.closing
 				c.mu.Unlock()
 				if closing {
-					c.close(nil)
+					c.finishGraceful()
 					return
 				}
 				break
@@ -390,6 +390,33 @@ func (c *Conn) writeLoop() {
 			}
 			c.lastSend.Store(time.Now().UnixNano())
 		}
+	}
+}
+
+// closeSendWait bounds how long a graceful close waits for the peer to end
+// the stream after this side has half-closed it.
+const closeSendWait = 5 * time.Second
+
+// finishGraceful ends the connection once everything queued is written.
+// The side that owns the stream half-closes it and waits for the peer to
+// end it: canceling at once would reset the stream and could discard
+// frames gRPC has accepted but not yet sent.
+func (c *Conn) finishGraceful() {
+	cs, ok := c.stream.(interface{ CloseSend() error })
+	if c.cancel == nil || !ok {
+		c.close(nil)
+		return
+	}
+	if err := cs.CloseSend(); err != nil {
+		c.close(nil)
+		return
+	}
+	t := time.NewTimer(closeSendWait)
+	defer t.Stop()
+	select {
+	case <-c.done: // the reader saw the peer end the stream
+	case <-t.C:
+		c.close(nil)
 	}
 }
 

@@ -79,6 +79,17 @@ func wantCode(t *testing.T, what string, err error, want plugin.Code) {
 	}
 }
 
+// askResult asks on c and returns the caller's error as an endpoint sees
+// it: Ask's own error, or the error a REPLY carries.
+func askResult(ctx context.Context, c *rpc.Conn, f *wire.Frame) error {
+	r, err := c.Ask(ctx, f)
+	if err != nil {
+		return err
+	}
+	_, err = rpc.Result(r)
+	return err
+}
+
 // handler is a stub rpc.Handler with func fields; with FrameF nil it
 // records frames.
 type handler struct {
@@ -382,15 +393,8 @@ func TestConnAskPeerCloses(t *testing.T) {
 
 	// The ask must end well before the test ctx: the connection loss, not
 	// the deadline, ends it.
-	r, err := p.client.Ask(testContext(t), &wire.Frame{Type: "close"})
-	if err != nil {
-		t.Fatalf("Ask pending while the peer closed: error %v, want a lost-connection reply", err)
-	}
-	_, err = rpc.Result(r)
-	wantCode(t, "Result of an ask lost with its connection", err, plugin.CodeUnavailable)
-	if !strings.Contains(err.Error(), "connection lost") {
-		t.Errorf("lost ask error %q, want it to say %q", err, "connection lost")
-	}
+	err := askResult(testContext(t), p.client, &wire.Frame{Type: "close"})
+	wantCode(t, "ask pending while the peer closed", err, plugin.CodeUnavailable)
 
 	waitClosed(t, p.client.Done(), "client conn after the server closed")
 	wantCode(t, "client Err", p.client.Err(), plugin.CodeUnavailable)
@@ -417,54 +421,32 @@ func TestConnCloseFailsPendingAsks(t *testing.T) {
 	h := newHolder()
 	p := newPair(t, newHandler(nil), newHandler(h.frame), rpc.Options{}, rpc.Options{})
 	const n = 10
-	results := make(chan *wire.Frame, n)
 	errs := make(chan error, n)
 	for range n {
-		go func() {
-			r, err := p.client.Ask(testContext(t), &wire.Frame{Type: "hold"})
-			if err != nil {
-				errs <- err
-				return
-			}
-			results <- r
-		}()
+		go func() { errs <- askResult(testContext(t), p.client, &wire.Frame{Type: "hold"}) }()
 	}
 	for range n {
 		recv(t, h.held, "held ask")
 	}
 	p.client.Close(plugin.NewError(plugin.CodeUnavailable, "test closes the client"))
 	for range n {
-		select {
-		case r := <-results:
-			if _, err := rpc.Result(r); plugin.CodeOf(err) != plugin.CodeUnavailable {
-				t.Errorf("pending ask after Close: %v, want code unavailable", err)
-			}
-		case err := <-errs:
-			t.Errorf("pending ask after Close returned error %v, want a lost-connection reply", err)
-		case <-time.After(defaultTestTimeout):
-			t.Fatalf("pending ask not released by Close")
-		}
+		err := recv(t, errs, "pending ask after Close")
+		wantCode(t, "pending ask after Close", err, plugin.CodeUnavailable)
 	}
 }
 
 // TestConnLostAskIsLocal pins that an ask failed by a connection loss is a
 // local failure: plugin.IsRemote is documented as false for "a failure
 // detected locally", and ErrClosed is the sentinel for a closed
-// connection. It fails today: Conn.close answers pending asks with a
-// synthetic REPLY frame, which rpc.Result turns into a remote error
-// (hook.WireError sets remote) that does not wrap ErrClosed.
+// connection. Regression: Conn.close answered pending asks with a
+// synthetic REPLY frame, which rpc.Result turned into a remote error
+// (hook.WireError sets remote) that did not wrap ErrClosed.
 func TestConnLostAskIsLocal(t *testing.T) {
 	t.Parallel()
 	h := newHolder()
 	p := newPair(t, newHandler(nil), newHandler(h.frame), rpc.Options{}, rpc.Options{})
 	done := make(chan error, 1)
-	go func() {
-		r, err := p.client.Ask(testContext(t), &wire.Frame{Type: "hold"})
-		if err == nil {
-			_, err = rpc.Result(r)
-		}
-		done <- err
-	}()
+	go func() { done <- askResult(testContext(t), p.client, &wire.Frame{Type: "hold"}) }()
 	recv(t, h.held, "held ask")
 	p.client.Close(nil)
 	err := recv(t, done, "pending ask")
@@ -871,14 +853,8 @@ func TestConnStreamErrors(t *testing.T) {
 
 			// An ask pending when the stream fails is answered with
 			// CodeUnavailable.
-			asked := make(chan *wire.Frame, 1)
-			go func() {
-				r, err := c.Ask(testContext(t), &wire.Frame{Type: "hold"})
-				if err != nil {
-					r = &wire.Frame{Code: uint32(plugin.CodeOf(err)), Error: err.Error()}
-				}
-				asked <- r
-			}()
+			asked := make(chan error, 1)
+			go func() { asked <- askResult(testContext(t), c, &wire.Frame{Type: "hold"}) }()
 			if tt.recvErr != nil {
 				// Wait until the ask is written so that it is pending.
 				poll(t, "ask written", func() bool { return s.count(wire.Kind_KIND_ASK) == 1 })
@@ -894,10 +870,7 @@ func TestConnStreamErrors(t *testing.T) {
 			if got := errors.Is(err, plugin.ErrClosed); got != tt.wantClose {
 				t.Errorf("errors.Is(%v, ErrClosed) = %v, want %v", err, got, tt.wantClose)
 			}
-			r := recv(t, asked, "pending ask")
-			if plugin.Code(r.Code) != plugin.CodeUnavailable {
-				t.Errorf("pending ask answered with code %v (%s), want unavailable", plugin.Code(r.Code), r.Error)
-			}
+			wantCode(t, "pending ask", recv(t, asked, "pending ask"), plugin.CodeUnavailable)
 		})
 	}
 }
@@ -1018,7 +991,8 @@ func TestConnMaxMessageBytes(t *testing.T) {
 // and the peer must receive every one. Conn.close cancels the stream as
 // soon as the last stream.Send returns, but gRPC's Send only hands the
 // message to the transport: frames still in flight can be discarded with
-// the RST_STREAM that the cancel sends.
+// the RST_STREAM that the cancel sends. It fails (most runs, 26 of 30 with
+// -race) until the owning side half-closes and waits for the peer instead.
 func TestConnClientCloseGracefullyDelivers(t *testing.T) {
 	t.Parallel()
 	const n = 2000

@@ -121,11 +121,11 @@ func (c *enteredCtx) Done() <-chan struct{} {
 }
 
 // TestLaneFlushIgnoresLaterItems pins Flush's documented contract: it
-// waits for "every item pushed before the call", not for items pushed
-// after it. It fails today: Flush waits for the lane to become idle, so a
-// steady stream of later pushes keeps it waiting until ctx ends (at
-// shutdown, Driver.flushLanes then reports undelivered messages although
-// everything sent before the flush was delivered).
+// waits for every item pushed before the call, not for items pushed after
+// it. Regression: Flush waited for the lane to become idle, so a steady
+// stream of later pushes kept it waiting until ctx ended (and
+// Driver.flushLanes then reported undelivered messages although everything
+// sent before the flush had been delivered).
 func TestLaneFlushIgnoresLaterItems(t *testing.T) {
 	t.Parallel()
 	l := startLane(t, 1, runEvent)

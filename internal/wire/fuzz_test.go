@@ -29,8 +29,16 @@ func seedBatches() []*wire.Batch {
 			{Kind: wire.Kind_KIND_SEND, Plugin: 2, Type: "m.A", Payload: []byte("2")},
 			{Kind: wire.Kind_KIND_HEARTBEAT},
 		}},
-		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Resources: []*wire.Resource{{Name: "gpu", Addresses: []string{"0", "1"}}}}}}},
+		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Resources: []*wire.Resource{{Name: "gpu", Addresses: []string{"0", "1"}}}, Slots: 4}}}},
 		{},
+		{Frames: []*wire.Frame{
+			{Kind: wire.Kind_KIND_TASK, Call: 3, Type: "in", Payload: []byte("[1,2]"), Task: &wire.Task{JobId: "j1", Name: "square", Index: 2, Attempt: 1}},
+			{Kind: wire.Kind_KIND_TASK_CANCEL, Call: 2},
+		}},
+		{Frames: []*wire.Frame{
+			{Kind: wire.Kind_KIND_TASK_RESULT, Call: 3, Payload: []byte("4")},
+			{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: &wire.Metrics{Families: [][]byte{{0x0a, 0x01, 'm'}, nil}}},
+		}},
 	}
 }
 

@@ -1,0 +1,451 @@
+package codec_test
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/wire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Message types registered by these tests. Every name starts with
+// "codec_test.rt." so that it cannot collide with other registrations in
+// this package's test binary.
+type (
+	rtPoint struct {
+		X, Y int
+		Tag  string `json:"tag,omitempty"`
+	}
+	rtNested struct {
+		Name   string
+		Points []rtPoint
+		Labels map[string]string
+		Opt    *rtPoint
+	}
+	rtTags  []string
+	rtEmpty struct{}
+	// rtBad cannot be JSON-encoded.
+	rtBad struct{ F func() }
+	// rtUnregistered is never registered.
+	rtUnregistered struct{ A int }
+)
+
+const (
+	pointName  = "codec_test.rt.point"
+	nestedName = "codec_test.rt.nested"
+	tagsName   = "codec_test.rt.tags"
+	emptyName  = "codec_test.rt.empty"
+	badName    = "codec_test.rt.bad"
+	helloName  = "codec_test.rt.hello" // *wire.Hello, a proto message
+)
+
+func init() {
+	for _, r := range []struct {
+		t    reflect.Type
+		name string
+	}{
+		{reflect.TypeFor[rtPoint](), pointName},
+		{reflect.TypeFor[rtNested](), nestedName},
+		{reflect.TypeFor[rtTags](), tagsName},
+		{reflect.TypeFor[rtEmpty](), emptyName},
+		{reflect.TypeFor[rtBad](), badName},
+		{reflect.TypeFor[*wire.Hello](), helloName},
+	} {
+		if err := codec.Register(r.t, r.name); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// encode calls codec.Encode, turning a panic into a test failure.
+func encode(t *testing.T, v any) (name string, payload []byte, err error) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("Encode(%T) panicked: %v", v, r)
+		}
+	}()
+	return codec.Encode(v)
+}
+
+func TestRoundTrip(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		in       any
+		wantName string
+		want     any // what Decode returns
+	}{
+		{"struct", rtPoint{X: 1, Y: -2, Tag: "héllo"}, pointName, rtPoint{X: 1, Y: -2, Tag: "héllo"}},
+		{"zero struct", rtPoint{}, pointName, rtPoint{}},
+		{"pointer to struct arrives as the value", &rtPoint{X: 3}, pointName, rtPoint{X: 3}},
+		{"nested", rtNested{Name: "n", Points: []rtPoint{{X: 1}, {Y: 2}}, Labels: map[string]string{"a": "b"}, Opt: &rtPoint{X: 9}},
+			nestedName, rtNested{Name: "n", Points: []rtPoint{{X: 1}, {Y: 2}}, Labels: map[string]string{"a": "b"}, Opt: &rtPoint{X: 9}}},
+		{"named slice", rtTags{"x", "y"}, tagsName, rtTags{"x", "y"}},
+		{"empty struct", rtEmpty{}, emptyName, rtEmpty{}},
+		{"proto", &wire.Hello{ProtocolVersion: 1, BuildId: "b", Plugins: []string{"p1", "p2"}, Pid: 42, Auth: []byte{0, 1}},
+			helloName, &wire.Hello{ProtocolVersion: 1, BuildId: "b", Plugins: []string{"p1", "p2"}, Pid: 42, Auth: []byte{0, 1}}},
+		{"empty proto", &wire.Hello{}, helloName, &wire.Hello{}},
+		{"nil", nil, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			name, payload, err := encode(t, tt.in)
+			if err != nil {
+				t.Fatalf("Encode(%#v): %v", tt.in, err)
+			}
+			if name != tt.wantName {
+				t.Errorf("Encode name = %q, want %q", name, tt.wantName)
+			}
+			got, err := codec.Decode(name, payload)
+			if err != nil {
+				t.Fatalf("Decode(%q, %q): %v", name, payload, err)
+			}
+			if pm, ok := tt.want.(proto.Message); ok {
+				gm, ok := got.(proto.Message)
+				if !ok || !proto.Equal(gm, pm) {
+					t.Errorf("Decode = %v (%T), want %v (%T)", got, got, tt.want, tt.want)
+				}
+				return
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Decode = %#v (%T), want %#v (%T)", got, got, tt.want, tt.want)
+			}
+		})
+	}
+}
+
+func TestEncodeNil(t *testing.T) {
+	t.Parallel()
+	name, payload, err := codec.Encode(nil)
+	if name != "" || payload != nil || err != nil {
+		t.Errorf("Encode(nil) = %q, %q, %v; want \"\", nil, nil", name, payload, err)
+	}
+	v, err := codec.Decode("", []byte("ignored"))
+	if v != nil || err != nil {
+		t.Errorf("Decode(\"\", ...) = %v, %v; want nil, nil", v, err)
+	}
+}
+
+func TestEncodeErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		v        any
+		wantIs   error // nil: any error
+		wantText []string
+	}{
+		{"unregistered struct", rtUnregistered{A: 1}, codec.ErrUnregistered, []string{"codec_test.rtUnregistered", "RegisterMessage"}},
+		{"pointer to unregistered", &rtUnregistered{}, codec.ErrUnregistered, []string{"*codec_test.rtUnregistered"}},
+		{"builtin", 42, codec.ErrUnregistered, []string{"int"}},
+		{"unnamed slice of a registered element", []rtPoint{{X: 1}}, codec.ErrUnregistered, []string{"[]codec_test.rtPoint"}},
+		{"nil pointer to registered struct", (*rtPoint)(nil), codec.ErrUnregistered, []string{"nil", "rtPoint"}},
+		{"pointer to pointer to registered struct", new(*rtPoint), codec.ErrUnregistered, []string{"**codec_test.rtPoint"}},
+		{"proto value, not pointer", wire.Resource{}, codec.ErrUnregistered, []string{"wire.Resource"}},
+		{"unencodable registered type", rtBad{F: func() {}}, nil, []string{badName}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			name, payload, err := encode(t, tt.v)
+			if err == nil {
+				t.Fatalf("Encode(%T) = %q, %q, nil; want an error", tt.v, name, payload)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Encode(%T) error %q does not wrap %q", tt.v, err, tt.wantIs)
+			}
+			if tt.wantIs == nil && errors.Is(err, codec.ErrUnregistered) {
+				t.Errorf("Encode(%T) error %q wraps ErrUnregistered, want another error", tt.v, err)
+			}
+			for _, w := range tt.wantText {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Encode(%T) error %q, want it to contain %q", tt.v, err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestEncodePointerToProtoPointer pins that a pointer to a registered proto
+// message pointer (a **pb.Msg, easy to pass by mistake as &msg) is refused
+// with ErrUnregistered. It fails today: Encode finds the element type
+// registered as a proto, skips the dereference, and panics in the
+// v.(proto.Message) assertion, so Send/Ask would crash the caller
+// (DESIGN.md §3.8: "never a crash").
+func TestEncodePointerToProtoPointer(t *testing.T) {
+	t.Parallel()
+	hello := &wire.Hello{BuildId: "x"}
+	name, payload, err := encode(t, &hello)
+	if !errors.Is(err, codec.ErrUnregistered) {
+		t.Errorf("Encode(**wire.Hello) = %q, %q, %v; want an error wrapping ErrUnregistered", name, payload, err)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		typ      string
+		payload  []byte
+		wantIs   error
+		wantText string
+	}{
+		{"unknown name", "codec_test.no.such.type", []byte("{}"), codec.ErrUnknownName, `"codec_test.no.such.type"`},
+		{"truncated json", pointName, []byte(`{"X":`), codec.ErrDecode, pointName},
+		{"wrong json type", pointName, []byte(`{"X":"one"}`), codec.ErrDecode, pointName},
+		{"json for a slice type", tagsName, []byte(`{"a":1}`), codec.ErrDecode, tagsName},
+		{"empty payload for json", pointName, nil, codec.ErrDecode, pointName},
+		{"truncated proto", helloName, []byte{0x08}, codec.ErrDecode, helloName},
+		{"bad proto length", helloName, []byte{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f}, codec.ErrDecode, helloName},
+		{"invalid utf-8 in proto string", helloName, []byte{0x12, 0x02, 0xff, 0xfe}, codec.ErrDecode, helloName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			v, err := codec.Decode(tt.typ, tt.payload)
+			if err == nil {
+				t.Fatalf("Decode(%q, %q) = %#v, nil; want an error", tt.typ, tt.payload, v)
+			}
+			if v != nil {
+				t.Errorf("Decode(%q, %q) value = %#v, want nil with an error", tt.typ, tt.payload, v)
+			}
+			if !errors.Is(err, tt.wantIs) {
+				t.Errorf("Decode error %q does not wrap %q", err, tt.wantIs)
+			}
+			if !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("Decode error %q, want it to contain %q", err, tt.wantText)
+			}
+		})
+	}
+}
+
+func TestDecodeLenient(t *testing.T) {
+	t.Parallel()
+	// JSON null and unknown fields decode to the zero value and are ignored;
+	// an empty proto payload is the empty message.
+	v, err := codec.Decode(pointName, []byte(`null`))
+	if err != nil || v != (rtPoint{}) {
+		t.Errorf("Decode(point, null) = %#v, %v; want the zero point, nil", v, err)
+	}
+	v, err = codec.Decode(pointName, []byte(`{"X":1,"Unknown":true}`))
+	if err != nil || v != (rtPoint{X: 1}) {
+		t.Errorf("Decode(point, unknown field) = %#v, %v; want {X:1}, nil", v, err)
+	}
+	v, err = codec.Decode(helloName, nil)
+	if h, ok := v.(*wire.Hello); err != nil || !ok || !proto.Equal(h, &wire.Hello{}) {
+		t.Errorf("Decode(hello, nil) = %v, %v; want an empty *wire.Hello, nil", v, err)
+	}
+}
+
+// valueProto implements proto.Message on its value type, which Register
+// must refuse: proto messages are registered by pointer.
+type valueProto struct{}
+
+func (valueProto) ProtoReflect() protoreflect.Message { return nil }
+
+type (
+	regA   struct{ A int }
+	regB   struct{ B int }
+	regC   struct{ C int }
+	regErr interface{ Error() string }
+)
+
+func TestRegister(t *testing.T) {
+	t.Parallel()
+	if err := codec.Register(reflect.TypeFor[regA](), "codec_test.reg.a"); err != nil {
+		t.Fatalf("Register(regA): %v", err)
+	}
+	if err := codec.Register(reflect.TypeFor[regA](), "codec_test.reg.a"); err != nil {
+		t.Errorf("Register(regA) again under the same name = %v, want nil", err)
+	}
+	if err := codec.Register(reflect.TypeFor[*regC](), "codec_test.reg.c-pointer"); err != nil {
+		t.Errorf("Register(*regC) = %v, want nil (a non-proto pointer type is allowed)", err)
+	}
+
+	tests := []struct {
+		name     string
+		typ      reflect.Type
+		msgName  string
+		wantText []string
+	}{
+		{"nil type", nil, "codec_test.reg.nil", []string{"nil type"}},
+		{"empty name", reflect.TypeFor[regB](), "", []string{"empty"}},
+		{"interface", reflect.TypeFor[regErr](), "codec_test.reg.iface", []string{"interface"}},
+		{"any", reflect.TypeFor[any](), "codec_test.reg.any", []string{"interface"}},
+		{"proto interface", reflect.TypeFor[proto.Message](), "codec_test.reg.protoiface", []string{"pointer type"}},
+		{"proto value receiver", reflect.TypeFor[valueProto](), "codec_test.reg.valueproto", []string{"pointer type", "valueProto"}},
+		{"type under a second name", reflect.TypeFor[regA](), "codec_test.reg.a2", []string{"regA", `already registered as "codec_test.reg.a"`}},
+		{"name taken by another type", reflect.TypeFor[regB](), "codec_test.reg.a", []string{`"codec_test.reg.a"`, "already used by", "regA"}},
+		{"name taken by a proto", reflect.TypeFor[regB](), helloName, []string{"already used by", "wire.Hello"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := codec.Register(tt.typ, tt.msgName)
+			if err == nil {
+				t.Fatalf("Register(%v, %q) = nil, want an error", tt.typ, tt.msgName)
+			}
+			for _, w := range tt.wantText {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Register(%v, %q) error %q, want it to contain %q", tt.typ, tt.msgName, err, w)
+				}
+			}
+		})
+	}
+	// Failed registrations leave no trace.
+	for _, n := range []string{"codec_test.reg.a2", "codec_test.reg.iface", "codec_test.reg.valueproto"} {
+		if slices.Contains(codec.Names(), n) {
+			t.Errorf("Names() contains %q after a failed Register", n)
+		}
+	}
+	if _, _, err := codec.Encode(regB{}); !errors.Is(err, codec.ErrUnregistered) {
+		t.Errorf("Encode(regB) after a failed Register: %v, want ErrUnregistered", err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	t.Parallel()
+	names := codec.Names()
+	if !slices.IsSorted(names) {
+		t.Errorf("Names() = %q, want it sorted", names)
+	}
+	for _, n := range []string{pointName, nestedName, tagsName, helloName} {
+		if !slices.Contains(names, n) {
+			t.Errorf("Names() = %q, want it to contain %q", names, n)
+		}
+	}
+	if len(slices.Compact(slices.Clone(names))) != len(names) {
+		t.Errorf("Names() = %q has duplicates", names)
+	}
+}
+
+func TestNameOf(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		typ  reflect.Type
+		want string
+	}{
+		{reflect.TypeFor[rtPoint](), "github.com/emberhq/ember/internal/codec_test.rtPoint"},
+		{reflect.TypeFor[rtTags](), "github.com/emberhq/ember/internal/codec_test.rtTags"},
+		{reflect.TypeFor[*wire.Hello](), "github.com/emberhq/ember/internal/wire.Hello"},
+		{reflect.TypeFor[wire.Hello](), "github.com/emberhq/ember/internal/wire.Hello"},
+		{reflect.TypeFor[*rtPoint](), "*codec_test.rtPoint"},
+		{reflect.TypeFor[[]int](), "[]int"},
+		{reflect.TypeFor[map[string]int](), "map[string]int"},
+		{reflect.TypeFor[string](), "string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			t.Parallel()
+			if got := codec.NameOf(tt.typ); got != tt.want {
+				t.Errorf("NameOf(%v) = %q, want %q", tt.typ, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRegisterConcurrent registers distinct types while other goroutines
+// encode and decode; run with -race.
+func TestRegisterConcurrent(t *testing.T) {
+	t.Parallel()
+	const n = 16
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			// [i+100]byte is a distinct type per goroutine.
+			typ := reflect.ArrayOf(i+100, reflect.TypeFor[byte]())
+			name := fmt.Sprintf("codec_test.concurrent.%d", i)
+			if err := codec.Register(typ, name); err != nil {
+				t.Errorf("Register(%v): %v", typ, err)
+				return
+			}
+			v := reflect.New(typ).Elem().Interface()
+			gotName, payload, err := codec.Encode(v)
+			if err != nil || gotName != name {
+				t.Errorf("Encode(%v) = %q, %v; want %q, nil", typ, gotName, err, name)
+				return
+			}
+			if _, err := codec.Decode(name, payload); err != nil {
+				t.Errorf("Decode(%q): %v", name, err)
+			}
+		})
+		wg.Go(func() {
+			name, payload, err := codec.Encode(rtPoint{X: i})
+			if err != nil {
+				t.Errorf("Encode(point): %v", err)
+				return
+			}
+			if v, err := codec.Decode(name, payload); err != nil || v != (rtPoint{X: i}) {
+				t.Errorf("Decode(point) = %v, %v; want {X:%d}", v, err, i)
+			}
+			_ = codec.Names()
+		})
+	}
+	wg.Wait()
+	names := codec.Names()
+	for i := range n {
+		if want := fmt.Sprintf("codec_test.concurrent.%d", i); !slices.Contains(names, want) {
+			t.Errorf("Names() lacks %q after concurrent registration", want)
+		}
+	}
+}
+
+// TestMarshalUnmarshal covers the registry-free encoding used for values
+// whose type both sides know statically (task inputs and outputs).
+func TestMarshalUnmarshal(t *testing.T) {
+	t.Parallel()
+	t.Run("struct", func(t *testing.T) {
+		t.Parallel()
+		in := rtUnregistered{A: 7} // no registration needed
+		data, err := codec.Marshal(in)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		var out rtUnregistered
+		if err := codec.Unmarshal(data, &out); err != nil || out != in {
+			t.Errorf("Unmarshal = %+v, %v; want %+v, nil", out, err, in)
+		}
+	})
+	t.Run("builtin", func(t *testing.T) {
+		t.Parallel()
+		data, err := codec.Marshal([]int{1, 2, 3})
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		var out []int
+		if err := codec.Unmarshal(data, &out); err != nil || !slices.Equal(out, []int{1, 2, 3}) {
+			t.Errorf("Unmarshal = %v, %v; want [1 2 3], nil", out, err)
+		}
+	})
+	t.Run("proto", func(t *testing.T) {
+		t.Parallel()
+		in := &wire.Task{JobId: "j", Name: "square", Index: 3}
+		data, err := codec.Marshal(in)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		var out *wire.Task
+		if err := codec.Unmarshal(data, &out); err != nil || !proto.Equal(out, in) {
+			t.Errorf("Unmarshal into **wire.Task = %v, %v; want %v, nil", out, err, in)
+		}
+	})
+	t.Run("bad data", func(t *testing.T) {
+		t.Parallel()
+		var n int
+		if err := codec.Unmarshal([]byte(`"x"`), &n); err == nil {
+			t.Errorf("Unmarshal(string into int) = nil, want an error")
+		}
+		var m *wire.Task
+		if err := codec.Unmarshal([]byte{0x0a, 0x05}, &m); err == nil {
+			t.Errorf("Unmarshal(truncated proto) = nil, want an error")
+		}
+	})
+}

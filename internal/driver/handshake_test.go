@@ -1,0 +1,157 @@
+package driver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/emberhq/ember/internal/wire"
+)
+
+func TestCheckHello(t *testing.T) {
+	t.Parallel()
+	const build = "build-1"
+	driverPlugins := []string{"alpha", "beta", "gamma"}
+	driverTypes := []string{"m.A", "m.B"}
+	driverTasks := []string{"square", "sum"}
+	// hello returns an executor HELLO that agrees with the driver, changed by edit.
+	hello := func(edit func(h *wire.Hello)) *wire.Hello {
+		h := &wire.Hello{
+			ProtocolVersion: wire.ProtocolVersion,
+			BuildId:         build,
+			Plugins:         []string{"alpha", "beta", "gamma"},
+			MessageTypes:    []string{"m.A", "m.B"},
+			Tasks:           []string{"square", "sum"},
+		}
+		if edit != nil {
+			edit(h)
+		}
+		return h
+	}
+	tests := []struct {
+		name   string
+		hello  *wire.Hello
+		want   []string // substrings of the message; none: agreement
+		reject []string // substrings the message must not contain
+	}{
+		{name: "equal", hello: hello(nil)},
+		{
+			name:   "missing plugin",
+			hello:  hello(func(h *wire.Hello) { h.Plugins = []string{"alpha", "gamma"} }),
+			want:   []string{"plugins differ", `missing on the executor: ["beta"]`},
+			reject: []string{"only on the executor", "order differs"},
+		},
+		{
+			name:   "extra plugin",
+			hello:  hello(func(h *wire.Hello) { h.Plugins = []string{"alpha", "beta", "gamma", "delta"} }),
+			want:   []string{"plugins differ", `only on the executor: ["delta"]`},
+			reject: []string{"missing on the executor", "order differs"},
+		},
+		{
+			name:  "missing and extra",
+			hello: hello(func(h *wire.Hello) { h.Plugins = []string{"alpha", "omega", "gamma"} }),
+			want:  []string{`missing on the executor: ["beta"]`, `only on the executor: ["omega"]`},
+		},
+		{
+			name:  "no plugins on the executor",
+			hello: hello(func(h *wire.Hello) { h.Plugins = nil }),
+			want:  []string{`missing on the executor: ["alpha" "beta" "gamma"]`},
+		},
+		{
+			name:   "same plugins, other order",
+			hello:  hello(func(h *wire.Hello) { h.Plugins = []string{"beta", "alpha", "gamma"} }),
+			want:   []string{"plugins differ", "order differs", `driver ["alpha" "beta" "gamma"]`, `executor ["beta" "alpha" "gamma"]`},
+			reject: []string{"missing", "only on"},
+		},
+		{
+			name:  "protocol version",
+			hello: hello(func(h *wire.Hello) { h.ProtocolVersion = wire.ProtocolVersion + 1 }),
+			want:  []string{"protocol version", "executor 2"},
+		},
+		{
+			name:  "build ID",
+			hello: hello(func(h *wire.Hello) { h.BuildId = "build-2" }),
+			want:  []string{"build ID", `driver "build-1"`, `executor "build-2"`},
+		},
+		{
+			name:  "message type missing",
+			hello: hello(func(h *wire.Hello) { h.MessageTypes = []string{"m.A"} }),
+			want:  []string{"message types differ", `missing on the executor: ["m.B"]`},
+		},
+		{
+			name:  "message type extra",
+			hello: hello(func(h *wire.Hello) { h.MessageTypes = []string{"m.A", "m.B", "m.C"} }),
+			want:  []string{"message types differ", `only on the executor: ["m.C"]`},
+		},
+		{
+			name:  "message types in another order are fine",
+			hello: hello(func(h *wire.Hello) { h.MessageTypes = []string{"m.B", "m.A"} }),
+		},
+		{
+			name:  "task missing",
+			hello: hello(func(h *wire.Hello) { h.Tasks = []string{"square"} }),
+			want:  []string{"tasks differ", `missing on the executor: ["sum"]`},
+		},
+		{
+			name:  "tasks in another order",
+			hello: hello(func(h *wire.Hello) { h.Tasks = []string{"sum", "square"} }),
+			want:  []string{"tasks differ", "order differs"},
+		},
+		{
+			name: "everything differs",
+			hello: &wire.Hello{ProtocolVersion: 0, BuildId: "", Plugins: []string{"gamma", "beta", "alpha"},
+				MessageTypes: []string{"m.Z"}, Tasks: nil},
+			want: []string{"protocol version", "build ID", "plugins differ: order differs",
+				"message types differ", `only on the executor: ["m.Z"]`, "tasks differ"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := checkHello(tt.hello, build, driverPlugins, driverTypes, driverTasks)
+			if len(tt.want) == 0 {
+				if got != "" {
+					t.Errorf("checkHello = %q, want agreement (\"\")", got)
+				}
+				return
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("checkHello = %q, want it to contain %q", got, w)
+				}
+			}
+			for _, r := range tt.reject {
+				if strings.Contains(got, r) {
+					t.Errorf("checkHello = %q, want it not to contain %q", got, r)
+				}
+			}
+		})
+	}
+}
+
+func TestListDiff(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name             string
+		driver, executor []string
+		ordered          bool
+		want             string
+	}{
+		{"both empty", nil, nil, true, ""},
+		{"nil and empty agree", nil, []string{}, true, ""},
+		{"equal", []string{"a", "b"}, []string{"a", "b"}, true, ""},
+		{"unordered swap", []string{"a", "b"}, []string{"b", "a"}, false, ""},
+		{"ordered swap", []string{"a", "b"}, []string{"b", "a"}, true, `things differ: order differs: driver ["a" "b"], executor ["b" "a"]`},
+		{"missing", []string{"a", "b"}, []string{"a"}, false, `things differ: missing on the executor: ["b"]`},
+		{"extra", []string{"a"}, []string{"a", "b"}, true, `things differ: only on the executor: ["b"]`},
+		{"both", []string{"a", "b"}, []string{"a", "c"}, true, `things differ: missing on the executor: ["b"], only on the executor: ["c"]`},
+		{"names with spaces are quoted", []string{"my plugin"}, nil, true, `things differ: missing on the executor: ["my plugin"]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := listDiff("things", tt.driver, tt.executor, tt.ordered); got != tt.want {
+				t.Errorf("listDiff(%q, %q, ordered=%v) = %q, want %q", tt.driver, tt.executor, tt.ordered, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,493 @@
+package rpc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// Message types for these tests.
+type (
+	rpcMsg struct {
+		N    int
+		Text string
+	}
+	rpcBig        struct{ Data string }
+	rpcUnencoded  struct{ C chan int }
+	rpcNeverKnown struct{ A int }
+)
+
+const (
+	rpcMsgName = "rpc_test.msg"
+	rpcBigName = "rpc_test.big"
+)
+
+func init() {
+	plugin.RegisterMessageName[rpcMsg](rpcMsgName)
+	plugin.RegisterMessageName[rpcBig](rpcBigName)
+	plugin.RegisterMessageName[rpcUnencoded]("rpc_test.unencoded")
+}
+
+func TestEncode(t *testing.T) {
+	t.Parallel()
+	f, err := rpc.Encode(7, rpcMsg{N: 1, Text: "a"}, 1024)
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	if f.Plugin != 7 || f.Type != rpcMsgName || len(f.Payload) == 0 {
+		t.Errorf("Encode frame = %v, want plugin 7, type %q and a payload", f, rpcMsgName)
+	}
+	v, err := rpc.Decode(f)
+	if err != nil || v != (rpcMsg{N: 1, Text: "a"}) {
+		t.Errorf("Decode(Encode(msg)) = %#v, %v; want the message", v, err)
+	}
+	// A pointer to a registered struct arrives as the value.
+	f, err = rpc.Encode(0, &rpcMsg{N: 2}, 1024)
+	if err != nil {
+		t.Fatalf("Encode(pointer): %v", err)
+	}
+	if v, err := rpc.Decode(f); err != nil || v != (rpcMsg{N: 2}) {
+		t.Errorf("Decode(Encode(&msg)) = %#v, %v; want rpcMsg{N:2}", v, err)
+	}
+	// Exactly at the limit is fine.
+	f, err = rpc.Encode(0, rpcBig{Data: "xx"}, 1024)
+	if err != nil {
+		t.Fatalf("Encode(big): %v", err)
+	}
+	if _, err := rpc.Encode(0, rpcBig{Data: "xx"}, len(f.Payload)); err != nil {
+		t.Errorf("Encode with max = payload size (%d): %v, want nil", len(f.Payload), err)
+	}
+}
+
+func TestEncodeErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		msg      any
+		max      int
+		wantCode plugin.Code
+		wantIs   error
+		wantText []string
+	}{
+		{"nil", nil, 1024, plugin.CodeInvalidArgument, nil, []string{"nil message"}},
+		{"unregistered", rpcNeverKnown{}, 1024, plugin.CodeInvalidArgument, plugin.ErrUnregisteredMessage, []string{"rpcNeverKnown", "RegisterMessage"}},
+		{"unregistered builtin", 3, 1024, plugin.CodeInvalidArgument, plugin.ErrUnregisteredMessage, []string{"int"}},
+		{"oversized", rpcBig{Data: strings.Repeat("x", 100)}, 50, plugin.CodeResourceExhausted, plugin.ErrMessageTooLarge, []string{rpcBigName, "50-byte limit"}},
+		{"unencodable", rpcUnencoded{C: make(chan int)}, 1024, plugin.CodeInvalidArgument, nil, []string{"rpc_test.unencoded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := rpc.Encode(1, tt.msg, tt.max)
+			if f != nil {
+				t.Errorf("Encode frame = %v, want nil with an error", f)
+			}
+			wantCode(t, "Encode", err, tt.wantCode)
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Encode error %q, want it to wrap %q", err, tt.wantIs)
+			}
+			if plugin.IsRemote(err) {
+				t.Errorf("IsRemote(%v) = true for a local encode error", err)
+			}
+			for _, w := range tt.wantText {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Encode error %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		f    *wire.Frame
+		want string
+	}{
+		{"unknown type", &wire.Frame{Type: "rpc_test.nope", Payload: []byte("{}")}, `"rpc_test.nope"`},
+		{"bad payload", &wire.Frame{Type: rpcMsgName, Payload: []byte("{")}, rpcMsgName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			v, err := rpc.Decode(tt.f)
+			if v != nil {
+				t.Errorf("Decode = %v, want nil with an error", v)
+			}
+			wantCode(t, "Decode", err, plugin.CodeInvalidArgument)
+			if err != nil && !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Decode error %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	if v, err := rpc.Decode(&wire.Frame{}); v != nil || err != nil {
+		t.Errorf("Decode(empty frame) = %v, %v; want nil, nil", v, err)
+	}
+}
+
+func TestReplyFrameResult(t *testing.T) {
+	t.Parallel()
+	const max = 1024
+	tests := []struct {
+		name      string
+		reply     any
+		err       error
+		want      any         // reply value when wantCode is OK
+		wantCode  plugin.Code // of the Result error
+		wantMsg   string      // exact Message() of the Result error, if set
+		wantText  string      // substring of the Result error, if set
+		wantMatch error       // errors.Is target for the Result error, if set
+	}{
+		{name: "value", reply: rpcMsg{N: 5, Text: "ok"}, want: rpcMsg{N: 5, Text: "ok"}},
+		{name: "pointer value", reply: &rpcMsg{N: 6}, want: rpcMsg{N: 6}},
+		{name: "nil reply", reply: nil, want: nil},
+		{name: "plugin error", err: plugin.NewError(plugin.CodeNotFound, "no such key"),
+			wantCode: plugin.CodeNotFound, wantMsg: "no such key"},
+		{name: "plugin error wins over a reply", reply: rpcMsg{N: 1}, err: plugin.NewError(plugin.CodeUnauthenticated, "who"),
+			wantCode: plugin.CodeUnauthenticated, wantMsg: "who"},
+		{name: "plain error", err: errors.New("boom"), wantCode: plugin.CodeUnknown, wantMsg: "boom"},
+		{name: "wrapped plugin error keeps its code", err: fmt.Errorf("lookup: %w", plugin.NewError(plugin.CodeNotFound, "k")),
+			wantCode: plugin.CodeNotFound, wantText: "lookup: not_found: k"},
+		{name: "Errorf with a cause", err: plugin.Errorf(plugin.CodeResourceExhausted, "quota: %w", errors.New("full")),
+			wantCode: plugin.CodeResourceExhausted, wantMsg: "quota: full"},
+		{name: "deadline", err: context.DeadlineExceeded, wantCode: plugin.CodeDeadlineExceeded, wantMatch: context.DeadlineExceeded},
+		{name: "canceled", err: fmt.Errorf("handler: %w", context.Canceled), wantCode: plugin.CodeCanceled, wantMatch: context.Canceled},
+		{name: "undefined code", err: plugin.NewError(plugin.Code(7), "perm"), wantCode: plugin.CodeUnknown, wantMsg: "perm"},
+		{name: "unregistered reply", reply: rpcNeverKnown{}, wantCode: plugin.CodeInvalidArgument, wantText: "encode reply"},
+		{name: "oversized reply", reply: rpcBig{Data: strings.Repeat("x", 2*max)}, wantCode: plugin.CodeResourceExhausted, wantText: "encode reply"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := rpc.ReplyFrame(42, 3, tt.reply, tt.err, max)
+			if f.Call != 42 || f.Plugin != 3 {
+				t.Errorf("ReplyFrame call/plugin = %d/%d, want 42/3", f.Call, f.Plugin)
+			}
+			v, err := rpc.Result(f)
+			if tt.wantCode == plugin.CodeOK {
+				if err != nil {
+					t.Fatalf("Result = %v, want the reply", err)
+				}
+				if !reflect.DeepEqual(v, tt.want) {
+					t.Errorf("Result = %#v, want %#v", v, tt.want)
+				}
+				return
+			}
+			if v != nil {
+				t.Errorf("Result value = %#v, want nil with an error", v)
+			}
+			wantCode(t, "Result", err, tt.wantCode)
+			var e *plugin.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("Result error %T, want *plugin.Error", err)
+			}
+			if tt.wantMsg != "" && e.Message() != tt.wantMsg {
+				t.Errorf("Result message = %q, want %q", e.Message(), tt.wantMsg)
+			}
+			if tt.wantText != "" && !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("Result error %q, want it to contain %q", err, tt.wantText)
+			}
+			if tt.wantMatch != nil && !errors.Is(err, tt.wantMatch) {
+				t.Errorf("errors.Is(%v, %v) = false, want true", err, tt.wantMatch)
+			}
+			if !plugin.IsRemote(err) {
+				t.Errorf("IsRemote(%v) = false for a reply from the peer", err)
+			}
+		})
+	}
+}
+
+// TestReplyFrameZeroValueError pins "non-nil error ⇔ non-OK code" across
+// the wire. Regression: a handler returning the zero *plugin.Error (code 0)
+// produced a REPLY with code 0, which the asker read as a successful nil
+// reply, so the error vanished.
+func TestReplyFrameZeroValueError(t *testing.T) {
+	t.Parallel()
+	f := rpc.ReplyFrame(1, 0, nil, &plugin.Error{}, 1024)
+	if v, err := rpc.Result(f); err == nil {
+		t.Errorf("Result of a reply to a zero-value *plugin.Error = %v, nil; want a non-nil error", v)
+	}
+}
+
+func TestErrorParts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		err      error
+		wantCode plugin.Code
+		wantMsg  string
+	}{
+		{"plugin error", plugin.NewError(plugin.CodeNotFound, "k"), plugin.CodeNotFound, "k"},
+		{"wrapped", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "k")), plugin.CodeNotFound, "a: not_found: k"},
+		{"plain", errors.New("x"), plugin.CodeUnknown, "x"},
+		{"deadline", context.DeadlineExceeded, plugin.CodeDeadlineExceeded, "context deadline exceeded"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, msg := rpc.ErrorParts(tt.err)
+			if code != tt.wantCode || msg != tt.wantMsg {
+				t.Errorf("ErrorParts(%v) = %v, %q; want %v, %q", tt.err, code, msg, tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a slog handler.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger() (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	return slog.New(slog.NewTextHandler(buf, nil)), buf
+}
+
+func TestCall(t *testing.T) {
+	t.Parallel()
+	t.Run("panic", func(t *testing.T) {
+		t.Parallel()
+		log, buf := testLogger()
+		v, err := rpc.Call(log, "my-plugin", "Receive", func() (int, error) {
+			panic("kaboom")
+		})
+		if v != 0 {
+			t.Errorf("Call value after a panic = %d, want 0", v)
+		}
+		wantCode(t, "Call", err, plugin.CodeInternal)
+		for _, w := range []string{`"my-plugin"`, "Receive", "kaboom"} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("Call error %q, want it to contain %q", err, w)
+			}
+		}
+		if out := buf.String(); !strings.Contains(out, "plugin panicked") || !strings.Contains(out, "goroutine") {
+			t.Errorf("log = %q, want a panic entry with the stack", out)
+		}
+	})
+	t.Run("panic with an error value", func(t *testing.T) {
+		t.Parallel()
+		log, _ := testLogger()
+		_, err := rpc.Call(log, "p", "Init", func() (any, error) { panic(errors.New("nil map")) })
+		wantCode(t, "Call", err, plugin.CodeInternal)
+		if !strings.Contains(err.Error(), "panic in Init: nil map") {
+			t.Errorf("Call error %q, want it to name the method and the panic", err)
+		}
+	})
+	t.Run("runtime panic", func(t *testing.T) {
+		t.Parallel()
+		log, _ := testLogger()
+		_, err := rpc.Call(log, "p", "Receive", func() (int, error) {
+			var m map[string]int
+			m["x"] = 1
+			return 0, nil
+		})
+		wantCode(t, "Call", err, plugin.CodeInternal)
+	})
+	t.Run("no panic", func(t *testing.T) {
+		t.Parallel()
+		log, buf := testLogger()
+		boom := errors.New("boom")
+		v, err := rpc.Call(log, "p", "Receive", func() (string, error) { return "v", boom })
+		if v != "v" || err != boom {
+			t.Errorf("Call = %q, %v; want v, %v", v, err, boom)
+		}
+		if out := buf.String(); out != "" {
+			t.Errorf("log = %q, want nothing", out)
+		}
+	})
+}
+
+func TestHandlerContext(t *testing.T) {
+	t.Parallel()
+	parent := testContext(t)
+	before := time.Now()
+	ctx, cancel := rpc.HandlerContext(parent, &wire.Frame{TimeoutMicros: 5_000_000})
+	defer cancel()
+	d, ok := ctx.Deadline()
+	if !ok {
+		t.Fatalf("handler ctx for a frame with a timeout has no deadline")
+	}
+	if d.Before(before.Add(5*time.Second)) || d.After(time.Now().Add(5*time.Second)) {
+		t.Errorf("handler deadline %v, want 5s after the frame arrived", d.Sub(before))
+	}
+
+	ctx2, cancel2 := rpc.HandlerContext(context.Background(), &wire.Frame{})
+	if _, ok := ctx2.Deadline(); ok {
+		t.Errorf("handler ctx for a frame without a timeout has a deadline")
+	}
+	cancel2()
+	if ctx2.Err() == nil {
+		t.Errorf("handler ctx not canceled by its cancel func")
+	}
+}
+
+// dispatchConn is a started Conn over a fake stream, for Dispatch to reply on.
+func dispatchConn(t *testing.T) (*rpc.Conn, *fakeStream) {
+	t.Helper()
+	s := newFakeStream()
+	return startFake(t, s, newHandler(nil), rpc.Options{}), s
+}
+
+// replyTo waits for the REPLY to call on s and returns its result.
+func replyTo(t *testing.T, s *fakeStream, call uint64) (any, error) {
+	t.Helper()
+	var r *wire.Frame
+	poll(t, fmt.Sprintf("reply to call %d", call), func() bool {
+		for _, f := range s.Sent() {
+			if f.Kind == wire.Kind_KIND_REPLY && f.Call == call {
+				r = f
+				return true
+			}
+		}
+		return false
+	})
+	return rpc.Result(r)
+}
+
+func askFrame(t *testing.T, call uint64, msg any) *wire.Frame {
+	t.Helper()
+	f, err := rpc.Encode(2, msg, 1024)
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	f.Kind, f.Call, f.TimeoutMicros = wire.Kind_KIND_ASK, call, 10_000_000
+	return f
+}
+
+func TestDispatchAsk(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		receive  func(ctx context.Context, msg any) (any, error)
+		want     any
+		wantCode plugin.Code
+		wantText string
+	}{
+		{"reply", func(ctx context.Context, msg any) (any, error) {
+			m := msg.(rpcMsg)
+			if _, ok := ctx.Deadline(); !ok {
+				return nil, errors.New("handler ctx has no deadline")
+			}
+			return rpcMsg{N: m.N * 2}, nil
+		}, rpcMsg{N: 42}, plugin.CodeOK, ""},
+		{"error", func(context.Context, any) (any, error) {
+			return nil, plugin.NewError(plugin.CodeNotFound, "nothing here")
+		}, nil, plugin.CodeNotFound, "nothing here"},
+		{"panic", func(context.Context, any) (any, error) {
+			panic("handler exploded")
+		}, nil, plugin.CodeInternal, `plugin "disp": panic in Receive: handler exploded`},
+		{"unencodable reply", func(context.Context, any) (any, error) {
+			return rpcNeverKnown{}, nil
+		}, nil, plugin.CodeInvalidArgument, "encode reply"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, s := dispatchConn(t)
+			log, _ := testLogger()
+			rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, tt.receive)
+			v, err := replyTo(t, s, 9)
+			if tt.wantCode == plugin.CodeOK {
+				if err != nil || !reflect.DeepEqual(v, tt.want) {
+					t.Errorf("reply = %#v, %v; want %#v, nil", v, err, tt.want)
+				}
+				return
+			}
+			wantCode(t, "reply", err, tt.wantCode)
+			if err != nil && !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("reply error %q, want it to contain %q", err, tt.wantText)
+			}
+		})
+	}
+}
+
+func TestDispatchUndecodableAsk(t *testing.T) {
+	t.Parallel()
+	c, s := dispatchConn(t)
+	log, _ := testLogger()
+	called := false
+	f := &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 4, Type: "rpc_test.not-registered", Payload: []byte("{}")}
+	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, func(context.Context, any) (any, error) {
+		called = true
+		return nil, nil
+	})
+	_, err := replyTo(t, s, 4)
+	wantCode(t, "reply to an undecodable ask", err, plugin.CodeInvalidArgument)
+	if err != nil && !strings.Contains(err.Error(), "rpc_test.not-registered") {
+		t.Errorf("reply error %q, want it to name the type", err)
+	}
+	if called {
+		t.Errorf("Receive called for an undecodable ask")
+	}
+}
+
+func TestDispatchSend(t *testing.T) {
+	t.Parallel()
+	c, s := dispatchConn(t)
+	log, buf := testLogger()
+	var got []any
+	receive := func(ctx context.Context, msg any) (any, error) {
+		got = append(got, msg)
+		switch msg.(rpcMsg).N {
+		case 1:
+			return rpcMsg{N: 100}, nil // a reply to a send is dropped
+		case 2:
+			return nil, errors.New("send handler failed")
+		case 3:
+			panic("send handler panicked")
+		}
+		return nil, nil
+	}
+	for i := 1; i <= 3; i++ {
+		f, err := rpc.Encode(2, rpcMsg{N: i}, 1024)
+		if err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+		f.Kind = wire.Kind_KIND_SEND
+		rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, receive)
+	}
+	// An undecodable send is dropped with a log entry.
+	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "rpc_test.not-registered"}}, 1024, receive)
+	if len(got) != 3 {
+		t.Errorf("Receive called %d times, want 3 (not for the undecodable send)", len(got))
+	}
+	// Sends get no reply: the first frame written is the reply to a later ask.
+	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 77, rpcMsg{N: 0})}, 1024, receive)
+	if _, err := replyTo(t, s, 77); err != nil {
+		t.Fatalf("reply to the ask: %v", err)
+	}
+	if sent := s.Sent(); len(sent) != 1 {
+		t.Errorf("frames written = %v, want only the ask's reply", sent)
+	}
+	out := buf.String()
+	for _, w := range []string{"reply to a sent message", "send handler failed", "send handler panicked", "undecodable", "rpc_test.not-registered"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("log %q, want it to contain %q", out, w)
+		}
+	}
+}
