@@ -52,6 +52,14 @@
 // [*plugin.Error] values with a [plugin.Code]; a deadline that expires on
 // either side matches [context.DeadlineExceeded].
 //
+// # Tasks and metrics
+//
+// [NewTask] registers a Go function to run on executors and [Map] runs it
+// over inputs, with retries, rescheduling when an executor dies, and task
+// hooks for executor plugins ([plugin.TaskListener]). Plugins register
+// Prometheus metrics with Context.Metrics; executors ship theirs to the
+// driver, which serves all of them at /metrics ([Driver.MetricsURL]).
+//
 // See examples/rpc for the smallest complete program, and docs/internals.md
 // for the protocol.
 package ember
