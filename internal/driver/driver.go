@@ -477,7 +477,11 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	default:
 		d.log.Error("executor lost", "executor", es.info.ID, "err", reason)
 	}
-	d.execStats.Delete(es.info.ID)
+	if reason != nil {
+		// A lost executor's series go; a released one's final values
+		// (shipped with STOPPED) stay readable until the driver ends.
+		d.execStats.Delete(es.info.ID)
+	}
 	if !wasReady {
 		return
 	}
