@@ -68,6 +68,32 @@ type Config struct {
 	// with; nil means this process's own (os.Args[1:]). Tests use
 	// embertest.ExecutorArgs so the child runs only the calling test.
 	ExecutorArgs []string
+	// Secret is the application secret. Executors prove they know it by
+	// challenge-response when they connect (it never crosses the wire),
+	// and the driver proves it back. Local masters generate a fresh secret
+	// when this is empty and hand it to their executors privately (never on
+	// a command line or in the environment). In standalone mode the driver
+	// and executors read it from here, else from EMBER_SECRET, else from
+	// the file named by EMBER_SECRET_FILE; a standalone driver without one
+	// refuses to start unless InsecureNoAuth is set.
+	Secret string
+	// InsecureNoAuth lets a standalone driver run without a secret: any
+	// process that can reach ListenAddr can then join and talk to the
+	// plugins. It is logged loudly at start.
+	InsecureNoAuth bool
+	// TLS encrypts driver-executor traffic; see TLSConfig. Default: none
+	// (fine on loopback; use it across machines).
+	TLS *TLSConfig
+	// MaxExecutors bounds the executors connected at once; more are
+	// refused with CodeResourceExhausted. Default 10000.
+	MaxExecutors int
+	// MaxOutstandingAsks bounds the asks one executor may have waiting for
+	// the driver's replies; more fail at once with CodeResourceExhausted.
+	// Default 4096.
+	MaxOutstandingAsks int
+	// HandshakeTimeout bounds a new connection's TLS and Ember handshakes;
+	// a peer that takes longer is dropped. Default 10s.
+	HandshakeTimeout time.Duration
 	// BuildID identifies the program; driver and executors must agree.
 	// Empty: derived from the executable, so only the same binary passes.
 	// Set it (e.g. to a release version) to let rebuilt binaries mix.
@@ -166,5 +192,11 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.BuildID == "" {
 		cfg.BuildID = executableID()
+	}
+	if cfg.MaxExecutors <= 0 {
+		cfg.MaxExecutors = 10000
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
 	}
 }

@@ -289,6 +289,7 @@ func TestDriverDiesWhileExecutorAsks(t *testing.T) {
 	}
 	cfg := ember.Config{
 		Master:       "standalone",
+		Secret:       "test secret",
 		ListenAddr:   os.Getenv("EMBER_TEST_LISTEN"),
 		MinExecutors: 1,
 		Plugins:      []plugin.Plugin{p},

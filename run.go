@@ -96,19 +96,32 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err != nil {
 		return err
 	}
+	secret, err := driverSecret(cfg, master.Kind == "standalone")
+	if err != nil {
+		return err
+	}
+	tlsOpts, err := serverTLS(cfg.TLS)
+	if err != nil {
+		return err
+	}
 	appID := newAppID()
 	d, err := driver.New(driver.Config{
-		AppID:           appID,
-		AppName:         cfg.AppName,
-		Conf:            cfg.Conf,
-		Plugins:         plugins,
-		Logger:          log,
-		Registry:        prometheus.NewRegistry(),
-		BuildID:         cfg.BuildID,
-		Conn:            connOptions(cfg),
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Tasks:           taskNames(),
-		MaxTaskFailures: maxFailures,
+		AppID:              appID,
+		AppName:            cfg.AppName,
+		Conf:               cfg.Conf,
+		Plugins:            plugins,
+		Logger:             log,
+		Registry:           prometheus.NewRegistry(),
+		BuildID:            cfg.BuildID,
+		Conn:               connOptions(cfg),
+		ShutdownTimeout:    cfg.ShutdownTimeout,
+		Tasks:              taskNames(),
+		MaxTaskFailures:    maxFailures,
+		Secret:             secret,
+		MaxExecutors:       cfg.MaxExecutors,
+		MaxOutstandingAsks: cfg.MaxOutstandingAsks,
+		HandshakeTimeout:   cfg.HandshakeTimeout,
+		ServerOptions:      tlsOpts,
 	})
 	if err != nil {
 		return err
@@ -138,7 +151,10 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	case "local":
 		hooks := hook.LocalHooksFrom(ctx)
 		l = &launch.Local{Run: func(ctx context.Context, id int, addr string) error {
-			ecfg := executorConfig(cfg, plugins, addr)
+			ecfg, err := executorConfig(cfg, plugins, addr, secret)
+			if err != nil {
+				return err
+			}
 			if hooks != nil && hooks.Started != nil {
 				crash := make(chan struct{})
 				var once sync.Once
@@ -150,7 +166,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			return executor.Run(ctx, ecfg)
 		}}
 	case "local-cluster":
-		l = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr}
+		l = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr, Secret: secret}
 		if cfg.ExecutorArgs == nil {
 			l.(*launch.Processes).Args = os.Args[1:]
 		}
@@ -241,8 +257,14 @@ func connOptions(cfg Config) rpc.Options {
 	}
 }
 
-func executorConfig(cfg Config, plugins []plugin.Plugin, addr string) executor.Config {
+func executorConfig(cfg Config, plugins []plugin.Plugin, addr, secret string) (executor.Config, error) {
+	dial, err := clientTLS(cfg.TLS, addr)
+	if err != nil {
+		return executor.Config{}, err
+	}
 	return executor.Config{
+		Secret:          secret,
+		DialOptions:     dial,
 		DriverAddr:      addr,
 		Plugins:         plugins,
 		Logger:          cfg.Logger,
@@ -253,7 +275,7 @@ func executorConfig(cfg Config, plugins []plugin.Plugin, addr string) executor.C
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tasks:           taskNames(),
 		RunTask:         runTask(cfg.Logger),
-	}
+	}, nil
 }
 
 func newAppID() string {
@@ -265,8 +287,10 @@ func newAppID() string {
 // runExecutorProcess serves as an executor and returns the exit status.
 func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	cookie, managed := os.LookupEnv(launch.EnvCookie)
-	// Children of this executor must not inherit executor mode.
-	for _, k := range []string{launch.EnvDriver, launch.EnvSecret, launch.EnvCookie} {
+	envSecret, envSecretErr := secretFromEnv()
+	// Children of this executor must not inherit executor mode or the
+	// secret.
+	for _, k := range []string{launch.EnvDriver, launch.EnvSecret, launch.EnvCookie, EnvSecretFile} {
 		os.Unsetenv(k)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil || (managed && cookie != launch.CookieValue) {
@@ -276,17 +300,38 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 			EnvDriver, addr, EnvDriver, EnvDriver, EnvDriver)
 		return 2
 	}
-	if managed {
-		launch.WatchParent(func() { os.Exit(1) })
-	}
 	cfg.setDefaults()
 	log := cfg.Logger
+	var secret string
+	if managed {
+		// The driver writes the secret on our stdin, then keeps the pipe
+		// open for as long as it lives.
+		s, err := launch.ReadSecretAndWatchParent(os.Stdin, func() { os.Exit(1) })
+		if err != nil {
+			log.Error("executor: reading the secret from the driver", "err", err)
+			return 1
+		}
+		secret = s
+	} else {
+		secret = cfg.Secret
+		if secret == "" {
+			secret = envSecret
+		}
+		if secret == "" && envSecretErr != nil {
+			log.Error("executor: bad secret", "err", envSecretErr)
+			return 1
+		}
+	}
 	plugins, err := resolvePlugins(cfg)
 	if err != nil {
 		log.Error("executor: bad configuration", "err", err)
 		return 1
 	}
-	ecfg := executorConfig(cfg, plugins, addr)
+	ecfg, err := executorConfig(cfg, plugins, addr, secret)
+	if err != nil {
+		log.Error("executor: bad configuration", "err", err)
+		return 1
+	}
 	if err := executor.Run(ctx, ecfg); err != nil {
 		log.Error("executor stopped", "err", err)
 		return 1

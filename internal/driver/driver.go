@@ -13,8 +13,10 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
@@ -46,7 +48,20 @@ type Config struct {
 	// MaxTaskFailures is how many times one task may fail before its job
 	// fails (default 4).
 	MaxTaskFailures int
+	// Secret is the application secret executors must prove they know;
+	// empty: no authentication.
+	Secret string
+	// MaxExecutors bounds the executors connected at once (0: no bound).
+	MaxExecutors int
+	// MaxOutstandingAsks bounds the asks one executor may have waiting for
+	// the driver's replies; more are answered CodeResourceExhausted.
+	MaxOutstandingAsks int
+	// ServerOptions are added to the gRPC server's (TLS credentials).
+	ServerOptions []grpc.ServerOption
 }
+
+// DefaultMaxOutstandingAsks is the default Config.MaxOutstandingAsks.
+const DefaultMaxOutstandingAsks = 4096
 
 // Driver serves executors. Its methods are safe for concurrent use.
 type Driver struct {
@@ -79,6 +94,8 @@ type execState struct {
 	ready   bool
 	stopped chan struct{} // closed when STOPPED arrives
 
+	asks atomic.Int64 // asks received and not yet answered
+
 	// Guarded by scheduler.mu.
 	slots   int
 	running map[uint64]*attempt
@@ -102,6 +119,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.MaxTaskFailures <= 0 {
 		cfg.MaxTaskFailures = 4
 	}
+	if cfg.MaxOutstandingAsks <= 0 {
+		cfg.MaxOutstandingAsks = DefaultMaxOutstandingAsks
+	}
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{
@@ -114,6 +134,13 @@ func New(cfg Config) (*Driver, error) {
 		changed:  make(chan struct{}),
 	}
 	d.builtin = metrics.NewBuiltin(cfg.Registry)
+	onLimit := cfg.Conn.OnLimit
+	d.cfg.Conn.OnLimit = func(limit string) {
+		d.builtin.LimitHits.WithLabelValues(limit).Inc()
+		if onLimit != nil {
+			onLimit(limit)
+		}
+	}
 	d.sched.maxFailures = cfg.MaxTaskFailures
 	d.sched.runs = make(map[uint64]*attempt)
 	d.sched.builtin = d.builtin
@@ -144,11 +171,14 @@ func New(cfg Config) (*Driver, error) {
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
 	}
-	d.srv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn)+rpc.BatchOverhead),
-		grpc.InitialWindowSize(1<<20),
-		grpc.InitialConnWindowSize(4<<20),
-	)
+	d.srv = grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
+		grpc.InitialWindowSize(1 << 20),
+		grpc.InitialConnWindowSize(4 << 20),
+		// A peer that opens a connection and never completes the HTTP/2
+		// and TLS handshakes is dropped after the handshake timeout.
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
+	}, cfg.ServerOptions...)...)
 	wire.RegisterEmberServer(d.srv, d)
 	return d, nil
 }
@@ -299,24 +329,53 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	if p, ok := peer.FromContext(stream.Context()); ok {
 		peerAddr = p.Addr.String()
 	}
+	refuse := func(code plugin.Code, reason, msg string) error {
+		_ = stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
+			Code: uint32(code), Error: msg,
+		}}}})
+		return status.Error(codes.Code(code), reason)
+	}
+	challenge := auth.Nonce()
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_CHALLENGE, Challenge: &wire.Challenge{
+		Nonce: challenge, AuthRequired: d.cfg.Secret != "",
+	}}}}); err != nil {
+		return err
+	}
 	hello, err := d.recvHello(stream)
 	if err != nil {
+		if status.Code(err) == codes.DeadlineExceeded {
+			d.builtin.LimitHits.WithLabelValues("handshake_timeout").Inc()
+		}
 		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
 		return err
+	}
+	if d.cfg.Secret != "" && !auth.Verify(hello.Auth, d.cfg.Secret, auth.Executor, challenge, hello.AuthNonce) {
+		reason := "wrong proof"
+		if len(hello.Auth) == 0 {
+			reason = "no proof"
+		}
+		d.builtin.AuthFailures.WithLabelValues(reason).Inc()
+		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
+		return refuse(plugin.CodeUnauthenticated, "authentication failed",
+			"authentication failed: the executor does not know the application secret (check EMBER_SECRET)")
 	}
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, codec.Names(), d.cfg.Tasks); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
-		_ = stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
-			Code: uint32(plugin.CodeInvalidArgument), Error: "handshake mismatch: " + msg,
-		}}}})
-		return status.Error(codes.InvalidArgument, "handshake mismatch")
+		return refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
 	}
 
 	d.mu.Lock()
 	if d.stopping {
 		d.mu.Unlock()
-		return status.Error(codes.Unavailable, "driver is shutting down")
+		return refuse(plugin.CodeUnavailable, "shutting down", "the driver is shutting down")
+	}
+	if n := len(d.execs); d.cfg.MaxExecutors > 0 && n >= d.cfg.MaxExecutors {
+		d.mu.Unlock()
+		d.builtin.LimitHits.WithLabelValues("max_executors").Inc()
+		d.log.Warn("refused executor: too many executors", "peer", peerAddr, "max", d.cfg.MaxExecutors)
+		return refuse(plugin.CodeResourceExhausted, "too many executors",
+			fmt.Sprintf("the driver already has %d executors (the maximum)", n))
 	}
 	d.nextID++
 	id := strconv.Itoa(d.nextID)
@@ -333,6 +392,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		ExecutorId:          id,
 		Conf:                d.cfg.Conf,
 		HeartbeatIntervalMs: d.cfg.Conn.HeartbeatInterval.Milliseconds(),
+	}
+	if d.cfg.Secret != "" {
+		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge)
 	}
 	for _, e := range d.endpoints {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})
@@ -414,6 +476,15 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 			d.builtin.Dropped.WithLabelValues("", "no_such_plugin").Inc()
 		}
 		return
+	}
+	if f.Kind == wire.Kind_KIND_ASK {
+		if n := es.asks.Add(1); n > int64(d.cfg.MaxOutstandingAsks) {
+			es.asks.Add(-1)
+			d.builtin.LimitHits.WithLabelValues("outstanding_asks").Inc()
+			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(plugin.CodeResourceExhausted),
+				Error: fmt.Sprintf("executor %s has %d asks waiting for the driver (the maximum); retry later", es.info.ID, d.cfg.MaxOutstandingAsks)})
+			return
+		}
 	}
 	e.lane.Push(rpc.Item{Conn: c, Frame: f})
 }

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/emberhq/ember/internal/hook"
@@ -36,8 +37,17 @@ func (e *endpoint) Logger() *slog.Logger             { return e.log }
 func (e *endpoint) Hostname() string                 { return e.d.hostname }
 func (e *endpoint) Executors() []plugin.ExecutorInfo { return e.d.Executors() }
 
-func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, error) {
+// encode encodes msg for this plugin, counting oversized messages.
+func (e *endpoint) encode(msg any) (*wire.Frame, error) {
 	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
+	if errors.Is(err, plugin.ErrMessageTooLarge) {
+		e.d.builtin.LimitHits.WithLabelValues("message_size").Inc()
+	}
+	return f, err
+}
+
+func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, error) {
+	f, err := e.encode(msg)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +64,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 }
 
 func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
-	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
+	f, err := e.encode(msg)
 	if err != nil {
 		return err
 	}
@@ -68,7 +78,7 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 }
 
 func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
-	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
+	f, err := e.encode(msg)
 	if err != nil {
 		return err
 	}
@@ -104,6 +114,9 @@ func (e *endpoint) run(it rpc.Item) {
 	m := e.d.builtin
 	m.Messages.WithLabelValues(e.name, f.Type, "to_driver", kind).Inc()
 	o := rpc.Dispatch(senderContext(e.d.ctx, id), e.log.With("executor", id), e.name, it, e.d.maxMsg(), e.dp.Receive)
+	if kind == "ask" {
+		it.Conn.Peer.(*execState).asks.Add(-1)
+	}
 	switch {
 	case o.Undecodable && kind == "send":
 		m.Dropped.WithLabelValues(e.name, "undecodable").Inc()

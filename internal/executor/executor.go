@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
@@ -50,6 +51,10 @@ type Config struct {
 	Tasks   []string
 	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte) ([]byte, error)
 	Slots   int
+	// Secret is the application secret; empty: this executor cannot
+	// authenticate, and only a driver without authentication accepts it.
+	// When set, the driver must prove it too.
+	Secret string
 }
 
 // ErrDriverLost is wrapped by Run's error when the driver went away
@@ -295,6 +300,19 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	if err != nil {
 		return fail(err)
 	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fail(err)
+	}
+	if len(first.Frames) != 1 || first.Frames[0].Kind != wire.Kind_KIND_CHALLENGE || first.Frames[0].Challenge == nil {
+		return fail(errors.New("the driver did not open the handshake with CHALLENGE (is this an Ember driver of the same version?)"))
+	}
+	challenge := first.Frames[0].Challenge
+	if challenge.AuthRequired && x.cfg.Secret == "" {
+		return nil, nil, fmt.Errorf("executor: the driver at %s requires authentication and this executor has no secret (set %s): %w",
+			x.cfg.DriverAddr, "EMBER_SECRET", plugin.NewError(plugin.CodeUnauthenticated, "no secret"))
+	}
+	nonce := auth.Nonce()
 	names := make([]string, len(x.cfg.Plugins))
 	for i, p := range x.cfg.Plugins {
 		names[i] = p.Name()
@@ -307,6 +325,10 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		Pid:             int64(os.Getpid()),
 		MessageTypes:    codec.Names(),
 		Tasks:           x.cfg.Tasks,
+		AuthNonce:       nonce,
+	}
+	if x.cfg.Secret != "" {
+		hello.Auth = auth.Prove(x.cfg.Secret, auth.Executor, challenge.GetNonce(), nonce)
 	}
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
 		return fail(err)
@@ -316,11 +338,15 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return fail(err)
 	}
 	if len(b.Frames) == 0 || b.Frames[0].Kind != wire.Kind_KIND_WELCOME || b.Frames[0].Welcome == nil {
-		return fail(errors.New("first frame from the driver is not WELCOME"))
+		return fail(errors.New("the driver did not answer the handshake with WELCOME"))
 	}
 	w := b.Frames[0].Welcome
 	if w.Code != 0 {
-		return nil, nil, fmt.Errorf("executor: the driver refused this executor: %w", plugin.NewError(plugin.Code(w.Code), w.Error))
+		return nil, nil, fmt.Errorf("executor: the driver refused this executor: %w", rpc.WireError(w.Code, w.Error))
+	}
+	if x.cfg.Secret != "" && !auth.Verify(w.Auth, x.cfg.Secret, auth.Driver, nonce, challenge.GetNonce()) {
+		return nil, nil, fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
+			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
 	}
 	deadline.Stop()
 	return w, stream, nil

@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -35,6 +36,9 @@ type Processes struct {
 	Env    []string // extra KEY=value entries
 	Stdout io.Writer
 	Stderr io.Writer
+	// Secret is written, with a newline, on each child's stdin: the
+	// private channel from the driver to its executors.
+	Secret string
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex // protects cmds
@@ -70,6 +74,12 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			return fmt.Errorf("local-cluster: start executor %d: %w", i, err)
 		}
 		r.Close()
+		if _, err := io.WriteString(w, p.Secret+"\n"); err != nil {
+			w.Close()
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("local-cluster: hand the secret to executor %d: %w", i, err)
+		}
 		p.mu.Lock()
 		p.cmds = append(p.cmds, cmd)
 		p.pipes = append(p.pipes, w)
@@ -126,7 +136,7 @@ func cleanEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == EnvDriver || k == EnvSecret || k == EnvCookie {
+		if k == EnvDriver || k == EnvSecret || k == EnvCookie || k == "EMBER_SECRET_FILE" {
 			continue
 		}
 		out = append(out, kv)
@@ -134,12 +144,19 @@ func cleanEnv(env []string) []string {
 	return out
 }
 
-// WatchParent exits the process when stdin reaches EOF, which for an
-// executor started by Processes means its driver is gone. It is for
-// executor processes only; the exit is the point.
-func WatchParent(exit func()) {
+// ReadSecretAndWatchParent reads the secret line the driver wrote on r
+// (the executor's stdin), then watches r in the background and calls exit
+// when it reaches EOF, which for an executor started by Processes means
+// its driver is gone.
+func ReadSecretAndWatchParent(r io.Reader, exit func()) (string, error) {
+	br := bufio.NewReader(r)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("no secret on stdin: %w", err)
+	}
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
+		_, _ = io.Copy(io.Discard, br)
 		exit()
 	}()
+	return strings.TrimSuffix(line, "\n"), nil
 }

@@ -139,6 +139,8 @@ type Builtin struct {
 	HandlerSeconds *prometheus.HistogramVec // plugin
 	Tasks          *prometheus.CounterVec   // task, state
 	ExecutorsAlive prometheus.Gauge
+	AuthFailures   *prometheus.CounterVec // reason
+	LimitHits      *prometheus.CounterVec // limit
 }
 
 // NewBuiltin registers the built-in metrics on reg.
@@ -169,7 +171,15 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_executors_alive",
 			Help: "Executors connected and ready.",
 		}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_auth_failures_total",
+			Help: "Executors refused because they could not prove the application secret, by reason.",
+		}, []string{"reason"}),
+		LimitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ember_limit_hits_total",
+			Help: "Times a limit was hit (message_size, outstanding_asks, send_queue, handshake_timeout, max_executors).",
+		}, []string{"limit"}),
 	}
-	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive)
+	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.AuthFailures, b.LimitHits)
 	return b
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// before the connection is declared lost. Zero interval: no heartbeats.
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
+	// OnLimit, if set, is called when a limit is hit ("send_queue": a
+	// Send or Ask had to wait for room).
+	OnLimit func(limit string)
 }
 
 // Defaults.
@@ -234,6 +237,7 @@ func (c *Conn) closedError() error {
 // enqueue queues f, waiting for room unless noWait. It returns an error if
 // the Conn is closed or ctx ends while waiting.
 func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
+	waited := false
 	c.mu.Lock()
 	for {
 		if c.closing {
@@ -244,6 +248,10 @@ func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
 		if noWait || len(c.out) < c.opts.QueueFrames {
 			break
 		}
+		if c.opts.OnLimit != nil && !waited {
+			c.opts.OnLimit("send_queue")
+		}
+		waited = true
 		space := c.space
 		c.mu.Unlock()
 		select {

@@ -55,6 +55,9 @@ const (
 	Kind_KIND_TASK_RESULT Kind = 11
 	// Driver -> executor: cancel the task attempt with run ID call.
 	Kind_KIND_TASK_CANCEL Kind = 12
+	// Driver -> executor, the first frame on every stream: a fresh nonce
+	// the executor must prove the shared secret against (see Hello.auth).
+	Kind_KIND_CHALLENGE Kind = 13
 )
 
 // Enum value maps for Kind.
@@ -73,6 +76,7 @@ var (
 		10: "KIND_TASK",
 		11: "KIND_TASK_RESULT",
 		12: "KIND_TASK_CANCEL",
+		13: "KIND_CHALLENGE",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -88,6 +92,7 @@ var (
 		"KIND_TASK":        10,
 		"KIND_TASK_RESULT": 11,
 		"KIND_TASK_CANCEL": 12,
+		"KIND_CHALLENGE":   13,
 	}
 )
 
@@ -182,7 +187,8 @@ type Frame struct {
 	Ready         *Ready `protobuf:"bytes,11,opt,name=ready,proto3" json:"ready,omitempty"`
 	Task          *Task  `protobuf:"bytes,12,opt,name=task,proto3" json:"task,omitempty"`
 	// HEARTBEAT and STOPPED from an executor: its plugins' metrics.
-	Metrics       *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Metrics       *Metrics   `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Challenge     *Challenge `protobuf:"bytes,14,opt,name=challenge,proto3" json:"challenge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,6 +310,13 @@ func (x *Frame) GetTask() *Task {
 func (x *Frame) GetMetrics() *Metrics {
 	if x != nil {
 		return x.Metrics
+	}
+	return nil
+}
+
+func (x *Frame) GetChallenge() *Challenge {
+	if x != nil {
+		return x.Challenge
 	}
 	return nil
 }
@@ -433,12 +446,16 @@ type Hello struct {
 	Pid      int64    `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
 	// Executor ID requested by the launcher (local masters); empty: assign.
 	ExecutorId string `protobuf:"bytes,6,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
-	// Reserved for authentication (challenge-response).
+	// HMAC-SHA256(secret, "ember executor v1" | challenge nonce | auth_nonce);
+	// empty when the executor has no secret.
 	Auth []byte `protobuf:"bytes,7,opt,name=auth,proto3" json:"auth,omitempty"`
 	// Sorted message type names the executor has registered.
 	MessageTypes []string `protobuf:"bytes,8,rep,name=message_types,json=messageTypes,proto3" json:"message_types,omitempty"`
 	// Task names in registration order.
-	Tasks         []string `protobuf:"bytes,9,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Tasks []string `protobuf:"bytes,9,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// The executor's own fresh nonce, which the driver proves the secret
+	// against in Welcome.auth (mutual authentication).
+	AuthNonce     []byte `protobuf:"bytes,10,opt,name=auth_nonce,json=authNonce,proto3" json:"auth_nonce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +553,13 @@ func (x *Hello) GetTasks() []string {
 	return nil
 }
 
+func (x *Hello) GetAuthNonce() []byte {
+	if x != nil {
+		return x.AuthNonce
+	}
+	return nil
+}
+
 // Carried by READY: what the executor found while it initialised.
 type Ready struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -604,8 +628,11 @@ type Welcome struct {
 	// Heartbeat interval the executor must keep, in milliseconds.
 	HeartbeatIntervalMs int64  `protobuf:"varint,7,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	AppName             string `protobuf:"bytes,8,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// HMAC-SHA256(secret, "ember driver v1" | auth_nonce | challenge nonce);
+	// empty when the driver runs without authentication.
+	Auth          []byte `protobuf:"bytes,9,opt,name=auth,proto3" json:"auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -694,6 +721,67 @@ func (x *Welcome) GetAppName() string {
 	return ""
 }
 
+func (x *Welcome) GetAuth() []byte {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+// Carried by CHALLENGE.
+type Challenge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nonce []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// Whether the driver requires executors to prove the secret.
+	AuthRequired  bool `protobuf:"varint,2,opt,name=auth_required,json=authRequired,proto3" json:"auth_required,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Challenge) Reset() {
+	*x = Challenge{}
+	mi := &file_frames_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Challenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Challenge) ProtoMessage() {}
+
+func (x *Challenge) ProtoReflect() protoreflect.Message {
+	mi := &file_frames_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
+func (*Challenge) Descriptor() ([]byte, []int) {
+	return file_frames_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Challenge) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *Challenge) GetAuthRequired() bool {
+	if x != nil {
+		return x.AuthRequired
+	}
+	return false
+}
+
 type ExtraConf struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Values        map[string]string      `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -703,7 +791,7 @@ type ExtraConf struct {
 
 func (x *ExtraConf) Reset() {
 	*x = ExtraConf{}
-	mi := &file_frames_proto_msgTypes[7]
+	mi := &file_frames_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +803,7 @@ func (x *ExtraConf) String() string {
 func (*ExtraConf) ProtoMessage() {}
 
 func (x *ExtraConf) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[7]
+	mi := &file_frames_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +816,7 @@ func (x *ExtraConf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtraConf.ProtoReflect.Descriptor instead.
 func (*ExtraConf) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{7}
+	return file_frames_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExtraConf) GetValues() map[string]string {
@@ -748,7 +836,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_frames_proto_msgTypes[8]
+	mi := &file_frames_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +848,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_frames_proto_msgTypes[8]
+	mi := &file_frames_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +861,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_frames_proto_rawDescGZIP(), []int{8}
+	return file_frames_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Resource) GetName() string {
@@ -796,7 +884,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xc0\x03\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xf8\x03\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -811,14 +899,15 @@ const file_frames_proto_rawDesc = "" +
 	" \x01(\x03R\rtimeoutMicros\x12*\n" +
 	"\x05ready\x18\v \x01(\v2\x14.ember.wire.v1.ReadyR\x05ready\x12'\n" +
 	"\x04task\x18\f \x01(\v2\x13.ember.wire.v1.TaskR\x04task\x120\n" +
-	"\ametrics\x18\r \x01(\v2\x16.ember.wire.v1.MetricsR\ametrics\"a\n" +
+	"\ametrics\x18\r \x01(\v2\x16.ember.wire.v1.MetricsR\ametrics\x126\n" +
+	"\tchallenge\x18\x0e \x01(\v2\x18.ember.wire.v1.ChallengeR\tchallenge\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\"%\n" +
 	"\aMetrics\x12\x1a\n" +
-	"\bfamilies\x18\x01 \x03(\fR\bfamilies\"\x85\x02\n" +
+	"\bfamilies\x18\x01 \x03(\fR\bfamilies\"\xa4\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\tR\abuildId\x12\x18\n" +
@@ -829,10 +918,13 @@ const file_frames_proto_rawDesc = "" +
 	"executorId\x12\x12\n" +
 	"\x04auth\x18\a \x01(\fR\x04auth\x12#\n" +
 	"\rmessage_types\x18\b \x03(\tR\fmessageTypes\x12\x14\n" +
-	"\x05tasks\x18\t \x03(\tR\x05tasks\"T\n" +
+	"\x05tasks\x18\t \x03(\tR\x05tasks\x12\x1d\n" +
+	"\n" +
+	"auth_nonce\x18\n" +
+	" \x01(\fR\tauthNonce\"T\n" +
 	"\x05Ready\x125\n" +
 	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\x12\x14\n" +
-	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\xe2\x02\n" +
+	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\xf6\x02\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1f\n" +
 	"\vexecutor_id\x18\x02 \x01(\tR\n" +
@@ -843,10 +935,14 @@ const file_frames_proto_rawDesc = "" +
 	"\x04code\x18\x05 \x01(\rR\x04code\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x122\n" +
 	"\x15heartbeat_interval_ms\x18\a \x01(\x03R\x13heartbeatIntervalMs\x12\x19\n" +
-	"\bapp_name\x18\b \x01(\tR\aappName\x1a7\n" +
+	"\bapp_name\x18\b \x01(\tR\aappName\x12\x12\n" +
+	"\x04auth\x18\t \x01(\fR\x04auth\x1a7\n" +
 	"\tConfEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\tChallenge\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12#\n" +
+	"\rauth_required\x18\x02 \x01(\bR\fauthRequired\"\x84\x01\n" +
 	"\tExtraConf\x12<\n" +
 	"\x06values\x18\x01 \x03(\v2$.ember.wire.v1.ExtraConf.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
@@ -854,7 +950,7 @@ const file_frames_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\taddresses\x18\x02 \x03(\tR\taddresses*\xeb\x01\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses*\xff\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -872,7 +968,8 @@ const file_frames_proto_rawDesc = "" +
 	"\tKIND_TASK\x10\n" +
 	"\x12\x14\n" +
 	"\x10KIND_TASK_RESULT\x10\v\x12\x14\n" +
-	"\x10KIND_TASK_CANCEL\x10\f2B\n" +
+	"\x10KIND_TASK_CANCEL\x10\f\x12\x12\n" +
+	"\x0eKIND_CHALLENGE\x10\r2B\n" +
 	"\x05Ember\x129\n" +
 	"\aConnect\x12\x14.ember.wire.v1.Batch\x1a\x14.ember.wire.v1.Batch(\x010\x01B(Z&github.com/emberhq/ember/internal/wireb\x06proto3"
 
@@ -889,7 +986,7 @@ func file_frames_proto_rawDescGZIP() []byte {
 }
 
 var file_frames_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_frames_proto_goTypes = []any{
 	(Kind)(0),         // 0: ember.wire.v1.Kind
 	(*Batch)(nil),     // 1: ember.wire.v1.Batch
@@ -899,10 +996,11 @@ var file_frames_proto_goTypes = []any{
 	(*Hello)(nil),     // 5: ember.wire.v1.Hello
 	(*Ready)(nil),     // 6: ember.wire.v1.Ready
 	(*Welcome)(nil),   // 7: ember.wire.v1.Welcome
-	(*ExtraConf)(nil), // 8: ember.wire.v1.ExtraConf
-	(*Resource)(nil),  // 9: ember.wire.v1.Resource
-	nil,               // 10: ember.wire.v1.Welcome.ConfEntry
-	nil,               // 11: ember.wire.v1.ExtraConf.ValuesEntry
+	(*Challenge)(nil), // 8: ember.wire.v1.Challenge
+	(*ExtraConf)(nil), // 9: ember.wire.v1.ExtraConf
+	(*Resource)(nil),  // 10: ember.wire.v1.Resource
+	nil,               // 11: ember.wire.v1.Welcome.ConfEntry
+	nil,               // 12: ember.wire.v1.ExtraConf.ValuesEntry
 }
 var file_frames_proto_depIdxs = []int32{
 	2,  // 0: ember.wire.v1.Batch.frames:type_name -> ember.wire.v1.Frame
@@ -912,17 +1010,18 @@ var file_frames_proto_depIdxs = []int32{
 	6,  // 4: ember.wire.v1.Frame.ready:type_name -> ember.wire.v1.Ready
 	3,  // 5: ember.wire.v1.Frame.task:type_name -> ember.wire.v1.Task
 	4,  // 6: ember.wire.v1.Frame.metrics:type_name -> ember.wire.v1.Metrics
-	9,  // 7: ember.wire.v1.Ready.resources:type_name -> ember.wire.v1.Resource
-	10, // 8: ember.wire.v1.Welcome.conf:type_name -> ember.wire.v1.Welcome.ConfEntry
-	8,  // 9: ember.wire.v1.Welcome.extra_conf:type_name -> ember.wire.v1.ExtraConf
-	11, // 10: ember.wire.v1.ExtraConf.values:type_name -> ember.wire.v1.ExtraConf.ValuesEntry
-	1,  // 11: ember.wire.v1.Ember.Connect:input_type -> ember.wire.v1.Batch
-	1,  // 12: ember.wire.v1.Ember.Connect:output_type -> ember.wire.v1.Batch
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 7: ember.wire.v1.Frame.challenge:type_name -> ember.wire.v1.Challenge
+	10, // 8: ember.wire.v1.Ready.resources:type_name -> ember.wire.v1.Resource
+	11, // 9: ember.wire.v1.Welcome.conf:type_name -> ember.wire.v1.Welcome.ConfEntry
+	9,  // 10: ember.wire.v1.Welcome.extra_conf:type_name -> ember.wire.v1.ExtraConf
+	12, // 11: ember.wire.v1.ExtraConf.values:type_name -> ember.wire.v1.ExtraConf.ValuesEntry
+	1,  // 12: ember.wire.v1.Ember.Connect:input_type -> ember.wire.v1.Batch
+	1,  // 13: ember.wire.v1.Ember.Connect:output_type -> ember.wire.v1.Batch
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_frames_proto_init() }
@@ -936,7 +1035,7 @@ func file_frames_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frames_proto_rawDesc), len(file_frames_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

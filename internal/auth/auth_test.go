@@ -1,0 +1,29 @@
+package auth
+
+import "testing"
+
+func TestProveVerify(t *testing.T) {
+	nd, ne := Nonce(), Nonce()
+	proof := Prove("s3cret", Executor, nd, ne)
+	tests := []struct {
+		name         string
+		secret, role string
+		first, sec   []byte
+		want         bool
+	}{
+		{"right", "s3cret", Executor, nd, ne, true},
+		{"wrong secret", "guess", Executor, nd, ne, false},
+		{"other role", "s3cret", Driver, nd, ne, false},
+		{"replayed against a new challenge", "s3cret", Executor, Nonce(), ne, false},
+		{"swapped nonces", "s3cret", Executor, ne, nd, false},
+		{"short nonce", "s3cret", Executor, nd[:8], ne, false},
+	}
+	for _, tt := range tests {
+		if got := Verify(proof, tt.secret, tt.role, tt.first, tt.sec); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if string(Nonce()) == string(Nonce()) {
+		t.Error("two nonces are equal")
+	}
+}
