@@ -87,6 +87,10 @@ func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskConte
 	return &Task[In, Out]{name: name}
 }
 
+// Tasks returns the names of the registered tasks, in registration order:
+// the list the executor handshake compares.
+func Tasks() []string { return taskNames() }
+
 func taskNames() []string {
 	tasks.mu.RLock()
 	defer tasks.mu.RUnlock()

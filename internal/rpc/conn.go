@@ -78,6 +78,8 @@ type Conn struct {
 
 	wake     chan struct{} // capacity 1: frames are queued
 	done     chan struct{} // closed by close
+	ctx      context.Context
+	ctxStop  context.CancelFunc
 	wg       sync.WaitGroup
 	lastRecv atomic.Int64 // unix nanos of the last batch received
 	lastSend atomic.Int64
@@ -118,6 +120,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		space:  make(chan struct{}),
 		calls:  make(map[uint64]chan *wire.Frame),
 	}
+	c.ctx, c.ctxStop = context.WithCancel(context.Background())
 	now := time.Now().UnixNano()
 	c.lastRecv.Store(now)
 	c.lastSend.Store(now)
@@ -145,6 +148,9 @@ func (c *Conn) Start() {
 		go c.heartbeatLoop()
 	}
 }
+
+// Context is canceled when the connection ends.
+func (c *Conn) Context() context.Context { return c.ctx }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -194,6 +200,7 @@ func (c *Conn) close(err error) {
 	c.out = nil
 	close(c.space)
 	c.mu.Unlock()
+	c.ctxStop()
 	if c.cancel != nil {
 		c.cancel()
 	}

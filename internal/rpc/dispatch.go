@@ -18,7 +18,9 @@ type Outcome struct {
 
 // Dispatch delivers a lane item's message to receive: for an ASK it sends
 // the reply (or error), for a SEND it logs what the sender cannot be told.
-// ctx is the handler's base context; an ASK adds the asker's deadline.
+// ctx is the handler's base context; an ASK adds the asker's deadline and
+// ends when the asker's connection does. A SEND is delivered even after
+// its sender has gone.
 func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, receive func(context.Context, any) (any, error)) Outcome {
 	f := it.Frame
 	msg, err := Decode(f)
@@ -32,6 +34,9 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 	}
 	if f.Kind == wire.Kind_KIND_ASK {
 		hctx, cancel := HandlerContext(ctx, f)
+		// The asker is gone with its connection: stop working for it.
+		stop := context.AfterFunc(it.Conn.Context(), cancel)
+		defer stop()
 		start := time.Now()
 		reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
 		elapsed := time.Since(start)

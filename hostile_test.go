@@ -1,0 +1,387 @@
+package ember_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/auth"
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/proto"
+)
+
+// standalone runs a standalone driver in the background until the test
+// ends and returns it.
+func standalone(t *testing.T, cfg ember.Config) *ember.Driver {
+	t.Helper()
+	cfg.Master = "standalone"
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	started := make(chan *ember.Driver, 1)
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- ember.Run(context.Background(), cfg, func(_ context.Context, d *ember.Driver) error {
+			started <- d
+			<-release
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		close(release)
+		if err := <-done; err != nil {
+			t.Errorf("standalone driver: %v", err)
+		}
+	})
+	select {
+	case d := <-started:
+		return d
+	case err := <-done:
+		t.Fatalf("standalone driver did not start: %v", err)
+	}
+	return nil
+}
+
+// joinErr runs an in-process executor against addr and returns how its
+// handshake ended (nil: it joined and was released).
+func joinErr(t *testing.T, addr, secret string, opts ...grpc.DialOption) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	joined := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- executor.Run(ctx, executor.Config{
+			DriverAddr:     addr,
+			Secret:         secret,
+			Logger:         quiet,
+			BuildID:        "test",
+			Tasks:          ember.Tasks(),
+			DialOptions:    opts,
+			ConnectTimeout: 5 * time.Second,
+			OnWelcome:      func(string) { close(joined) },
+		})
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-joined:
+		cancel() // it got in; leave
+		<-errc
+		return nil
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	d := standalone(t, ember.Config{Secret: "right secret", BuildID: "test", MetricsAddr: "127.0.0.1:0"})
+	tests := []struct {
+		name, secret string
+		wantCode     plugin.Code
+		wantText     string
+	}{
+		{name: "right secret", secret: "right secret"},
+		{name: "wrong secret", secret: "wrong secret", wantCode: plugin.CodeUnauthenticated, wantText: "does not know the application secret"},
+		{name: "no secret", secret: "", wantCode: plugin.CodeUnauthenticated, wantText: "EMBER_SECRET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := joinErr(t, d.Addr(), tt.secret)
+			if tt.wantCode == plugin.CodeOK {
+				if err != nil {
+					t.Fatalf("got %v, want to join", err)
+				}
+				return
+			}
+			if plugin.CodeOf(err) != tt.wantCode || !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("got %v, want %v mentioning %q", err, tt.wantCode, tt.wantText)
+			}
+		})
+	}
+	fams := scrape(t, d.MetricsURL())
+	if got, _ := value(fams, "ember_auth_failures_total", map[string]string{"reason": "wrong proof"}); got != 1 {
+		t.Errorf("ember_auth_failures_total{reason=wrong proof}: got %v, want 1", got)
+	}
+}
+
+// An executor that has the secret refuses a driver that cannot prove it.
+func TestExecutorAuthenticatesTheDriver(t *testing.T) {
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test"})
+	err := joinErr(t, d.Addr(), "my secret")
+	if plugin.CodeOf(err) != plugin.CodeUnauthenticated || !strings.Contains(err.Error(), "did not prove") {
+		t.Errorf("got %v, want CodeUnauthenticated: the driver did not prove the secret", err)
+	}
+}
+
+func TestStandaloneRequiresASecret(t *testing.T) {
+	t.Setenv(ember.EnvSecret, "")
+	t.Setenv(ember.EnvSecretFile, "")
+	err := ember.Run(testCtx(t), ember.Config{Master: "standalone", Logger: quiet}, func(context.Context, *ember.Driver) error {
+		t.Error("driver function ran without a secret")
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "no application secret") {
+		t.Errorf("got %v, want an error saying a secret is needed", err)
+	}
+}
+
+// bytesCodec sends []byte as a gRPC message as is: a peer that speaks
+// gRPC but not Ember's frames.
+type bytesCodec struct{}
+
+func (bytesCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+func (bytesCodec) Unmarshal(b []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), b...)
+	return nil
+}
+func (bytesCodec) Name() string { return "ember-test-bytes" }
+
+var _ encoding.Codec = bytesCodec{}
+
+// hostileClient is an authenticated peer that speaks Ember's frames and
+// then misbehaves.
+type hostileClient struct {
+	stream wire.Ember_ConnectClient
+	cc     *grpc.ClientConn
+}
+
+func dialHostile(t *testing.T, addr, secret string, authenticate bool) *hostileClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	stream, err := wire.NewEmberClient(cc).Connect(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hostileClient{stream: stream, cc: cc}
+	if !authenticate {
+		return h
+	}
+	b, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := auth.Nonce()
+	hello := &wire.Hello{
+		ProtocolVersion: wire.ProtocolVersion,
+		BuildId:         "test",
+		Plugins:         []string{"honest"},
+		MessageTypes:    codec.Names(),
+		Tasks:           ember.Tasks(),
+		AuthNonce:       nonce,
+		Auth:            auth.Prove(secret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce),
+	}
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := w.Frames[0].GetWelcome().GetCode(); c != 0 {
+		t.Fatalf("hostile client refused: %s", w.Frames[0].GetWelcome().GetError())
+	}
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// Hostile peers: garbage, HTTP/1, a truncated frame, a replayed
+// handshake, a frame for a plugin that does not exist, a flood of asks and
+// a slowloris. The driver stays up, serves the honest executors, and loses
+// none of their messages.
+func TestHostilePeers(t *testing.T) {
+	const secret, sends = "hostile test secret", 2000
+	var received atomic.Int64
+	var pcs contexts
+	honest := fakePlugin{
+		name: "honest",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(ctx context.Context, msg any) (any, error) {
+				switch msg.(type) {
+				case number:
+					received.Add(1)
+					return nil, nil
+				case block:
+					<-ctx.Done() // the flood's asks pile up here
+					return nil, ctx.Err()
+				}
+				return msg, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				pcs.put(pc)
+				return nil
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{
+		Master:             "local[2]",
+		Plugins:            []plugin.Plugin{honest},
+		Secret:             secret,
+		BuildID:            "test",
+		Logger:             quiet,
+		HandshakeTimeout:   300 * time.Millisecond,
+		MaxOutstandingAsks: 16,
+	})
+	addr := c.Driver.Addr()
+	ctx := testCtx(t)
+
+	// Honest traffic runs throughout.
+	honestDone := make(chan error, 2)
+	for _, id := range []string{"1", "2"} {
+		go func() {
+			pc := pcs.get(id)
+			for i := range sends {
+				if err := pc.Send(ctx, number(i)); err != nil {
+					honestDone <- err
+					return
+				}
+				if i%100 == 0 {
+					if _, err := pc.Ask(ctx, text("ping")); err != nil {
+						honestDone <- fmt.Errorf("honest ask: %w", err)
+						return
+					}
+				}
+			}
+			honestDone <- nil
+		}()
+	}
+
+	t.Run("garbage bytes", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = conn.Write([]byte("\x00\xff garbage \x16\x03\x01 not a protocol at all\r\n\r\n"))
+		expectClosed(t, conn)
+	})
+	t.Run("HTTP/1 request", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		expectClosed(t, conn)
+	})
+	t.Run("slowloris TCP", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		expectClosed(t, conn) // after HandshakeTimeout, having sent nothing
+	})
+	t.Run("slowloris handshake", func(t *testing.T) {
+		h := dialHostile(t, addr, secret, false)
+		if _, err := h.stream.Recv(); err != nil { // the challenge
+			t.Fatal(err)
+		}
+		if _, err := h.stream.Recv(); err == nil { // never answered: dropped
+			t.Error("a peer that never sent HELLO was not dropped")
+		}
+	})
+	t.Run("truncated frame", func(t *testing.T) {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		s, err := cc.NewStream(ctx, &wire.Ember_ServiceDesc.Streams[0], "/ember.wire.v1.Ember/Connect", grpc.ForceCodec(bytesCodec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, _ := proto.Marshal(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{BuildId: strings.Repeat("x", 100)}}}})
+		_ = s.SendMsg(full[:len(full)/2])
+		var b []byte
+		for s.RecvMsg(&b) == nil { // the challenge, then the end
+		}
+	})
+	t.Run("replayed handshake", func(t *testing.T) {
+		h := dialHostile(t, addr, secret, false)
+		if _, err := h.stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		old, nonce := auth.Nonce(), auth.Nonce() // a proof made for another challenge
+		_ = h.stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{
+			ProtocolVersion: wire.ProtocolVersion, AuthNonce: nonce, Auth: auth.Prove(secret, auth.Executor, old, nonce),
+		}}}})
+		w, err := h.stream.Recv()
+		if err != nil || w.Frames[0].GetWelcome().GetCode() != uint32(plugin.CodeUnauthenticated) {
+			t.Errorf("replayed proof: got %v, %v; want an Unauthenticated WELCOME", w, err)
+		}
+	})
+	t.Run("unknown plugin and flood of asks", func(t *testing.T) {
+		h := dialHostile(t, addr, secret, true)
+		name, payload, _ := codec.Encode(block{})
+		var frames []*wire.Frame
+		frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 1, Plugin: 99, Type: name, Payload: payload})
+		for i := range 200 {
+			frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: uint64(i + 2), Type: name, Payload: payload, TimeoutMicros: 2e6})
+		}
+		frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 99, Type: name, Payload: payload})
+		if err := h.stream.Send(&wire.Batch{Frames: frames}); err != nil {
+			t.Fatal(err)
+		}
+		codes := map[uint32]int{}
+		for codes[uint32(plugin.CodeNotFound)] == 0 || codes[uint32(plugin.CodeResourceExhausted)] < 200-16 {
+			b, err := h.stream.Recv()
+			if err != nil {
+				t.Fatalf("after replies %v: %v", codes, err)
+			}
+			for _, f := range b.Frames {
+				if f.Kind == wire.Kind_KIND_REPLY {
+					codes[f.Code]++
+				}
+			}
+		}
+		if codes[uint32(plugin.CodeNotFound)] != 1 {
+			t.Errorf("ask for plugin 99: got %v, want one NotFound", codes)
+		}
+		if got := codes[uint32(plugin.CodeResourceExhausted)]; got < 200-16 {
+			t.Errorf("flood: %d asks refused with ResourceExhausted, want at least %d (limit 16)", got, 200-16)
+		}
+	})
+
+	for range 2 {
+		if err := <-honestDone; err != nil {
+			t.Fatal(err)
+		}
+	}
+	embertest.WaitFor(t, "every honest message", func() bool { return received.Load() == 2*sends })
+	if got := len(c.Driver.Executors()); got < 2 {
+		t.Errorf("honest executors still ready: got %d, want 2", got)
+	}
+}
+
+// expectClosed waits for the driver to close conn.
+func expectClosed(t *testing.T, conn net.Conn) {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Error("the driver kept the connection open")
+	}
+}
