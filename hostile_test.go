@@ -73,7 +73,7 @@ func joinErr(t *testing.T, addr, secret string, opts ...grpc.DialOption) error {
 			BuildID:        "test",
 			Tasks:          ember.Tasks(),
 			DialOptions:    opts,
-			ConnectTimeout: 5 * time.Second,
+			ConnectTimeout: 2 * time.Second,
 			OnWelcome:      func(string) { close(joined) },
 		})
 	}()

@@ -1,0 +1,148 @@
+package ember_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// testPKI writes a CA, a driver certificate for 127.0.0.1 and an executor
+// client certificate, all made now, and returns the directory.
+func testPKI(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "ember test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER)
+	issue := func(name string, serial int64, usage x509.ExtKeyUsage) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: name},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, _ := x509.MarshalECPrivateKey(key)
+		writePEM(t, filepath.Join(dir, name+".pem"), "CERTIFICATE", der)
+		writePEM(t, filepath.Join(dir, name+"-key.pem"), "EC PRIVATE KEY", keyDER)
+	}
+	issue("driver", 2, x509.ExtKeyUsageServerAuth)
+	issue("executor", 3, x509.ExtKeyUsageClientAuth)
+	return dir
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Mutual TLS: an executor with a client certificate from the CA joins;
+// one without a certificate, or speaking plaintext, does not.
+func TestMutualTLS(t *testing.T) {
+	dir := testPKI(t)
+	file := func(name string) string { return filepath.Join(dir, name) }
+	d := standalone(t, ember.Config{
+		Secret:  "tls secret",
+		BuildID: "test",
+		TLS:     &ember.TLSConfig{CertFile: file("driver.pem"), KeyFile: file("driver-key.pem"), CAFile: file("ca.pem")},
+	})
+	clientCreds := func(t *testing.T, withCert bool) grpc.DialOption {
+		t.Helper()
+		pool := x509.NewCertPool()
+		pem, _ := os.ReadFile(file("ca.pem"))
+		pool.AppendCertsFromPEM(pem)
+		tc := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+		if withCert {
+			cert, err := tls.LoadX509KeyPair(file("executor.pem"), file("executor-key.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		return grpc.WithTransportCredentials(credentials.NewTLS(tc))
+	}
+	tests := []struct {
+		name string
+		opt  func(t *testing.T) grpc.DialOption
+		ok   bool
+	}{
+		{"client certificate", func(t *testing.T) grpc.DialOption { return clientCreds(t, true) }, true},
+		{"no client certificate", func(t *testing.T) grpc.DialOption { return clientCreds(t, false) }, false},
+		{"plaintext", func(*testing.T) grpc.DialOption { return grpc.WithTransportCredentials(insecure.NewCredentials()) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := joinErr(t, d.Addr(), "tls secret", tt.opt(t))
+			if (err == nil) != tt.ok {
+				t.Errorf("join: got %v, want success %v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// Config.TLS on a local-cluster: executors are real processes that verify
+// the driver's certificate and present their own.
+func TestTLSLocalCluster(t *testing.T) {
+	dir := os.Getenv(dirEnv)
+	if dir == "" {
+		dir = testPKI(t)
+	}
+	file := func(name string) string { return filepath.Join(dir, name) }
+	// The driver's certificate is a server certificate; executors use
+	// their client certificate through the environment overrides.
+	cfg := ember.Config{
+		Master:       "local-cluster[1]",
+		Plugins:      []plugin.Plugin{named("tls-check")},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		TLS:          &ember.TLSConfig{CertFile: file("driver.pem"), KeyFile: file("driver-key.pem"), CAFile: file("ca.pem")},
+	}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	t.Setenv(dirEnv, dir)
+	t.Setenv(ember.EnvTLSCertFile, file("executor.pem"))
+	t.Setenv(ember.EnvTLSKeyFile, file("executor-key.pem"))
+	c := embertest.Start(t, cfg)
+	if got := len(c.Driver.Executors()); got != 1 {
+		t.Errorf("executors over TLS: got %d, want 1", got)
+	}
+}
