@@ -200,3 +200,20 @@ func (cfg *Config) setDefaults() {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
 }
+
+// String describes cfg with its secret and secret conf values redacted, so
+// that printing a Config never leaks them.
+func (cfg Config) String() string {
+	return fmt.Sprintf("ember.Config{AppName:%q Master:%q Plugins:%d Conf:%v ListenAddr:%q Secret:%s TLS:%v}",
+		cfg.AppName, cfg.Master, len(cfg.Plugins), plugin.NewConf(cfg.Conf), cfg.ListenAddr, redactedIfSet(cfg.Secret), cfg.TLS != nil)
+}
+
+// LogValue makes slog print a Config as String does.
+func (cfg Config) LogValue() slog.Value { return slog.StringValue(cfg.String()) }
+
+func redactedIfSet(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return plugin.Redacted
+}

@@ -164,7 +164,7 @@ func (c Conf) Int(key string, def int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return 0, fmt.Errorf("conf %s=%q: not an integer", key, v)
+		return 0, fmt.Errorf("conf %s=%q: not an integer", key, printable(key, v))
 	}
 	return n, nil
 }
@@ -178,7 +178,7 @@ func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		return 0, fmt.Errorf("conf %s=%q: not a duration", key, v)
+		return 0, fmt.Errorf("conf %s=%q: not a duration", key, printable(key, v))
 	}
 	return d, nil
 }
@@ -192,6 +192,14 @@ func (c Conf) All() iter.Seq2[string, string] {
 			}
 		}
 	}
+}
+
+// printable returns v, or Redacted when key names a secret.
+func printable(key, v string) string {
+	if IsSecretKey(key) {
+		return Redacted
+	}
+	return v
 }
 
 // Map returns a copy of the entries.

@@ -136,7 +136,7 @@ func New(cfg Config) (*Driver, error) {
 	d.builtin = metrics.NewBuiltin(cfg.Registry)
 	onLimit := cfg.Conn.OnLimit
 	d.cfg.Conn.OnLimit = func(limit string) {
-		d.builtin.LimitHits.WithLabelValues(limit).Inc()
+		d.builtin.LimitHits.WithLabelValues("driver", limit).Inc()
 		if onLimit != nil {
 			onLimit(limit)
 		}
@@ -344,7 +344,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	hello, err := d.recvHello(stream)
 	if err != nil {
 		if status.Code(err) == codes.DeadlineExceeded {
-			d.builtin.LimitHits.WithLabelValues("handshake_timeout").Inc()
+			d.builtin.LimitHits.WithLabelValues("driver", "handshake_timeout").Inc()
 		}
 		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
 		return err
@@ -372,7 +372,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	if n := len(d.execs); d.cfg.MaxExecutors > 0 && n >= d.cfg.MaxExecutors {
 		d.mu.Unlock()
-		d.builtin.LimitHits.WithLabelValues("max_executors").Inc()
+		d.builtin.LimitHits.WithLabelValues("driver", "max_executors").Inc()
 		d.log.Warn("refused executor: too many executors", "peer", peerAddr, "max", d.cfg.MaxExecutors)
 		return refuse(plugin.CodeResourceExhausted, "too many executors",
 			fmt.Sprintf("the driver already has %d executors (the maximum)", n))
@@ -480,7 +480,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	if f.Kind == wire.Kind_KIND_ASK {
 		if n := es.asks.Add(1); n > int64(d.cfg.MaxOutstandingAsks) {
 			es.asks.Add(-1)
-			d.builtin.LimitHits.WithLabelValues("outstanding_asks").Inc()
+			d.builtin.LimitHits.WithLabelValues("driver", "outstanding_asks").Inc()
 			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(plugin.CodeResourceExhausted),
 				Error: fmt.Sprintf("executor %s has %d asks waiting for the driver (the maximum); retry later", es.info.ID, d.cfg.MaxOutstandingAsks)})
 			return

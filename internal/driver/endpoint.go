@@ -41,7 +41,7 @@ func (e *endpoint) Executors() []plugin.ExecutorInfo { return e.d.Executors() }
 func (e *endpoint) encode(msg any) (*wire.Frame, error) {
 	f, err := rpc.Encode(e.idx, msg, e.d.maxMsg())
 	if errors.Is(err, plugin.ErrMessageTooLarge) {
-		e.d.builtin.LimitHits.WithLabelValues("message_size").Inc()
+		e.d.builtin.LimitHits.WithLabelValues("driver", "message_size").Inc()
 	}
 	return f, err
 }

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 
@@ -37,8 +38,17 @@ func (e *endpoint) ExecutorID() string             { return e.x.id }
 
 func (e *endpoint) Resources() map[string]plugin.Resource { return maps.Clone(e.x.resources) }
 
-func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
+// encode encodes msg for this plugin, counting oversized messages.
+func (e *endpoint) encode(msg any) (*wire.Frame, error) {
 	f, err := rpc.Encode(e.idx, msg, e.x.cfg.MaxMessageBytes)
+	if errors.Is(err, plugin.ErrMessageTooLarge) {
+		e.x.limitHits.WithLabelValues("message_size").Inc()
+	}
+	return f, err
+}
+
+func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
+	f, err := e.encode(msg)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +60,7 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 }
 
 func (e *endpoint) Send(ctx context.Context, msg any) error {
-	f, err := rpc.Encode(e.idx, msg, e.x.cfg.MaxMessageBytes)
+	f, err := e.encode(msg)
 	if err != nil {
 		return err
 	}

@@ -76,6 +76,7 @@ type Executor struct {
 	stop      chan struct{}   // closed when STOP arrives
 	stopOnce  sync.Once
 	listeners []*endpoint // plugins implementing TaskListener, in order
+	limitHits *prometheus.CounterVec
 
 	mu    sync.Mutex // protects tasks
 	tasks map[uint64]context.CancelFunc
@@ -141,9 +142,14 @@ func Run(ctx context.Context, cfg Config) error {
 	defer hcancel()
 	x.ctx = hctx
 
+	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
+	if err := cfg.Registry.Register(x.limitHits); err != nil {
+		return fmt.Errorf("executor %s: %w", x.id, err)
+	}
 	x.conn = rpc.New(stream, cancel, x, rpc.Options{
 		MaxMessageBytes:   cfg.MaxMessageBytes,
 		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
+		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 	})
 	for i, p := range cfg.Plugins {
 		e := &endpoint{

@@ -131,6 +131,21 @@ func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 	return out, nil
 }
 
+// NewLimitHits returns the counter of limits hit, labelled by limit and
+// executor ("driver" on the driver). Driver and executors create it with
+// the same name and help so that /metrics merges them into one family.
+func NewLimitHits(constLabels prometheus.Labels) *prometheus.CounterVec {
+	labels := []string{"limit"}
+	if constLabels == nil {
+		labels = []string{"executor", "limit"}
+	}
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "ember_limit_hits_total",
+		Help:        "Times a limit was hit (message_size, outstanding_asks, send_queue, handshake_timeout, max_executors), by executor.",
+		ConstLabels: constLabels,
+	}, labels)
+}
+
 // Builtin are the runtime's own metrics on the driver.
 type Builtin struct {
 	Messages       *prometheus.CounterVec   // plugin, type, direction, kind
@@ -140,7 +155,7 @@ type Builtin struct {
 	Tasks          *prometheus.CounterVec   // task, state
 	ExecutorsAlive prometheus.Gauge
 	AuthFailures   *prometheus.CounterVec // reason
-	LimitHits      *prometheus.CounterVec // limit
+	LimitHits      *prometheus.CounterVec // executor ("driver"), limit
 }
 
 // NewBuiltin registers the built-in metrics on reg.
@@ -175,10 +190,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_auth_failures_total",
 			Help: "Executors refused because they could not prove the application secret, by reason.",
 		}, []string{"reason"}),
-		LimitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ember_limit_hits_total",
-			Help: "Times a limit was hit (message_size, outstanding_asks, send_queue, handshake_timeout, max_executors).",
-		}, []string{"limit"}),
+		LimitHits: NewLimitHits(nil),
 	}
 	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.AuthFailures, b.LimitHits)
 	return b

@@ -1,0 +1,104 @@
+package ember_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/plugin"
+)
+
+// A panic in any plugin callback is recovered and reported with the plugin
+// name; the process survives and the documented policy applies.
+func TestPanicsInPluginCallbacks(t *testing.T) {
+	type where int
+	const (
+		driverInit where = iota
+		executorInit
+		driverShutdown
+		executorShutdown
+		listener
+		executorReceive
+	)
+	tests := []struct {
+		name    string
+		where   where
+		wantErr string // in Run's error; "" for none
+	}{
+		{"driver Init fails Run", driverInit, `driver plugin "panicky": init: internal: plugin "panicky": panic in Init: boom`},
+		{"executor Init ends the executor", executorInit, `plugin "panicky": init: internal: plugin "panicky": panic in Init: boom`},
+		{"driver Shutdown is reported", driverShutdown, `driver plugin "panicky": shutdown: internal: plugin "panicky": panic in Shutdown: boom`},
+		{"executor Shutdown is logged", executorShutdown, ""},
+		{"listener is logged", listener, ""},
+		{"executor Receive answers Internal", executorReceive, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			boom := func(w where) {
+				if tt.where == w {
+					panic("boom")
+				}
+			}
+			var dc plugin.DriverContext
+			p := fakePlugin{
+				name: "panicky",
+				newDriver: func() plugin.DriverPlugin {
+					return &listeningDriver{
+						fakeDriver: fakeDriver{
+							InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+								dc = pc
+								boom(driverInit)
+								return nil, nil
+							},
+							ShutdownF: func(context.Context) error { boom(driverShutdown); return nil },
+						},
+						AddedF:   func(context.Context, plugin.ExecutorInfo) { boom(listener) },
+						RemovedF: func(context.Context, plugin.ExecutorInfo, error) {},
+					}
+				},
+				newExecutor: func() plugin.ExecutorPlugin {
+					return &receivingExecutor{
+						fakeExecutor: fakeExecutor{
+							InitF:     func(context.Context, plugin.ExecutorContext, map[string]string) error { boom(executorInit); return nil },
+							ShutdownF: func(context.Context) error { boom(executorShutdown); return nil },
+						},
+						ReceiveF: func(context.Context, any) (any, error) { boom(executorReceive); return text("fine"), nil },
+					}
+				},
+			}
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
+				func(ctx context.Context, d *ember.Driver) error {
+					_, err := dc.AskExecutor(ctx, "1", text("hi"))
+					if tt.where == executorReceive {
+						if plugin.CodeOf(err) != plugin.CodeInternal || !strings.Contains(err.Error(), "panic in Receive: boom") {
+							return fmt.Errorf("AskExecutor: got %v, want CodeInternal naming the panic", err)
+						}
+						// The executor keeps serving: the next ask is answered
+						// too (with the same recovered panic).
+						if _, err := plugin.AskExecutor[text](ctx, dc, "1", text("again")); plugin.CodeOf(err) != plugin.CodeInternal {
+							return fmt.Errorf("second ask: got %v, want CodeInternal", err)
+						}
+						return nil
+					}
+					return err
+				})
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Run: got %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestConfigStringRedactsSecrets(t *testing.T) {
+	cfg := ember.Config{Secret: "hunter2", Conf: map[string]string{"db.password": "pw1", "db.host": "h"}}
+	for _, out := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg)} {
+		if strings.Contains(out, "hunter2") || strings.Contains(out, "pw1") {
+			t.Errorf("printed Config leaks a secret: %s", out)
+		}
+	}
+}

@@ -1,0 +1,49 @@
+package plugin
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestIsSecretKey(t *testing.T) {
+	t.Parallel()
+	tests := map[string]bool{
+		"db.password": true, "api.token": true, "app.secret": true, "TLS.KEY": true, "password": true,
+		"cloud.credentials": true, "db.host": false, "tokenizer.mode": false, "secretary.name": false,
+	}
+	for key, want := range tests {
+		if got := IsSecretKey(key); got != want {
+			t.Errorf("IsSecretKey(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
+
+// Secrets never show in printed or logged configuration, nor in errors.
+func TestConfRedaction(t *testing.T) {
+	t.Parallel()
+	c := NewConf(map[string]string{"db.password": "hunter2", "db.host": "h", "n.token": "tok"})
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("conf", "conf", c)
+	_, intErr := c.Int("db.password", 0)
+	outputs := map[string]string{
+		"String":  c.String(),
+		"%v":      fmt.Sprintf("%v", c),
+		"slog":    logged.String(),
+		"Redact":  fmt.Sprint(Redact(c.Map())),
+		"Int err": intErr.Error(),
+	}
+	for name, out := range outputs {
+		if strings.Contains(out, "hunter2") || strings.Contains(out, "tok\"") || strings.Contains(out, ":tok") {
+			t.Errorf("%s leaks a secret: %s", name, out)
+		}
+		if !strings.Contains(out, Redacted) {
+			t.Errorf("%s does not show %s: %s", name, Redacted, out)
+		}
+	}
+	if !strings.Contains(c.String(), "db.host:h") {
+		t.Errorf("String hides a non-secret value: %s", c.String())
+	}
+}
