@@ -1,0 +1,56 @@
+package benchkit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestBaselines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := StartGRPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	tcp, err := StartTCP(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Stop()
+
+	for name, run := range map[string]func() ([]time.Duration, error){
+		"grpc ping-pong": func() ([]time.Duration, error) { return GRPCPingPong(ctx, g.Addr, 32, 100) },
+		"grpc unary":     func() ([]time.Duration, error) { return GRPCUnary(ctx, g.Addr, 32, 100) },
+		"tcp ping-pong":  func() ([]time.Duration, error) { return TCPPingPong(tcp.Addr, 32, 100) },
+	} {
+		ds, err := run()
+		if err != nil || len(ds) != 100 {
+			t.Errorf("%s: got %d round trips, %v; want 100, nil", name, len(ds), err)
+		}
+	}
+	if _, err := GRPCOneWay(ctx, g.Addr, 32, 1000); err != nil {
+		t.Errorf("one-way: %v", err)
+	}
+	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64); err != nil {
+		t.Errorf("pipelined: %v", err)
+	}
+}
+
+func TestStats(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	if got := Percentile(ds, 50); got != 5 {
+		t.Errorf("p50: got %v, want 5", got)
+	}
+	if got := Percentile(ds, 99); got != 10 {
+		t.Errorf("p99: got %v, want 10", got)
+	}
+	if got := Summarize([]float64{3, 1, 2}); got != (Summary{Median: 2, Min: 1, Max: 3}) {
+		t.Errorf("Summarize: got %+v", got)
+	}
+}
