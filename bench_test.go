@@ -9,11 +9,15 @@ package ember_test
 // Each sub-benchmark starts its own server (or in-process cluster) per
 // invocation, outside the timer, and stops it in b.Cleanup. The baselines
 // run first; the Ember sub-benchmarks then report "ratio-vs-grpc", their
-// ns/op divided by the median ns/op of the baseline's completed runs (with
-// -count 5, all five). Run a baseline together with Ember (e.g. -bench
-// 'Ask/(grpc-stream|ember)$') to get the ratio.
+// ns/op divided by the median ns/op of the baseline's completed runs in
+// this process (with -count 5, all five). Run a baseline together with
+// Ember (e.g. -bench 'Ask/(grpc-stream|ember)$') to get the ratio. With
+// -count, the testing package runs one sub-benchmark's runs back to back;
+// on a shared machine, prefer several -count 1 processes (see
+// docs/performance.md) and compare "cpu-ns/op", which load barely moves.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,7 +25,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +41,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // benchPayloadBytes is the size of every benchmark payload on the wire: the
@@ -53,6 +61,7 @@ var benchBody = strings.Repeat("e", benchPayloadBytes-len(`{"Body":""}`))
 func init() {
 	plugin.RegisterMessage[benchPing]()
 	plugin.RegisterMessage[benchNote]()
+	plugin.RegisterMessage[*wrapperspb.BytesValue]()
 	// The server finds rawCodec by the content-subtype that
 	// grpc.ForceCodec(rawCodec{}) sets on the client's calls; wire.Ember
 	// keeps the default protobuf codec.
@@ -74,7 +83,10 @@ const (
 //     Frame per Batch, with a trivial echo server: gRPC plus protobuf
 //     framing, without Ember's runtime;
 //   - ember: an executor plugin's ExecutorContext.Ask to its driver plugin,
-//     which echoes the message, on an in-process local[1] cluster.
+//     which echoes the message, on an in-process local[1] cluster;
+//   - ember-proto: the same with a protobuf message (a wrapperspb.BytesValue
+//     whose encoding is also 32 bytes) instead of a JSON-encoded struct,
+//     which isolates the cost of JSON in the round trip.
 //
 // Each reports ns/op and the p50/p99 latency of a single call in µs.
 func BenchmarkAsk(b *testing.B) {
@@ -158,6 +170,27 @@ func BenchmarkAsk(b *testing.B) {
 		measureAsk(b, call)
 		base.reportRatio(b)
 	})
+
+	b.Run("ember-proto", func(b *testing.B) {
+		_, pc := startBenchCluster(b)
+		ctx := b.Context()
+		value := []byte(strings.Repeat("p", benchPayloadBytes-2)) // tag and length bytes
+		var msg any = &wrapperspb.BytesValue{Value: value}
+		if n := proto.Size(msg.(proto.Message)); n != benchPayloadBytes {
+			b.Fatalf("protobuf payload is %d bytes, want %d", n, benchPayloadBytes)
+		}
+		call := func() {
+			r, err := pc.Ask(ctx, msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if p, ok := r.(*wrapperspb.BytesValue); !ok || len(p.GetValue()) != len(value) {
+				b.Fatalf("reply %#v, want the message back", r)
+			}
+		}
+		measureAsk(b, call)
+		base.reportRatio(b)
+	})
 }
 
 // BenchmarkSend times fire-and-forget delivery of b.N 32-byte messages from
@@ -181,6 +214,7 @@ func BenchmarkSend(b *testing.B) {
 		payload := []byte(strings.Repeat("g", benchPayloadBytes))
 		b.ReportAllocs()
 		b.ResetTimer()
+		cpu := startCPU()
 		for range b.N {
 			if err := cs.SendMsg(&payload); err != nil {
 				b.Fatal(err)
@@ -188,6 +222,7 @@ func BenchmarkSend(b *testing.B) {
 		}
 		waitCounted(b, rs.done, &rs.received)
 		b.StopTimer()
+		cpu.report(b)
 		reportRate(b)
 		base.record(b)
 		if err := cs.CloseSend(); err != nil {
@@ -206,15 +241,19 @@ func BenchmarkSend(b *testing.B) {
 		var msg any = benchNote{Body: benchBody}
 		b.ReportAllocs()
 		b.ResetTimer()
+		cpu := startCPU()
 		for range b.N {
 			if err := pc.Send(ctx, msg); err != nil {
 				b.Fatal(err)
 			}
 		}
+		backlog := int64(b.N) - bp.notes.Load()
 		waitCounted(b, bp.done, &bp.notes)
 		b.StopTimer()
+		cpu.report(b)
 		reportRate(b)
 		base.reportRatio(b)
+		b.ReportMetric(float64(backlog), "backlog-msgs")
 	})
 }
 
@@ -228,12 +267,14 @@ func measureAsk(b *testing.B, call func()) {
 	lat := make([]time.Duration, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startCPU()
 	for i := range b.N {
 		t0 := time.Now()
 		call()
 		lat[i] = time.Since(t0)
 	}
 	b.StopTimer()
+	cpu.report(b)
 	slices.Sort(lat)
 	b.ReportMetric(percentile(lat, 50).Seconds()*1e6, "p50-us")
 	b.ReportMetric(percentile(lat, 99).Seconds()*1e6, "p99-us")
@@ -243,6 +284,56 @@ func measureAsk(b *testing.B, call func()) {
 func percentile(sorted []time.Duration, p int) time.Duration {
 	i := (len(sorted)*p + 99) / 100 // ceil(n*p/100)
 	return sorted[max(i-1, 0)]
+}
+
+// cpuMeter measures the CPU time (user + system, all threads) the process
+// uses while a benchmark runs. Both ends of every benchmark run in this
+// process, so it is the CPU cost of the whole exchange; unlike ns/op it
+// barely moves when other processes compete for the CPU.
+type cpuMeter struct {
+	start time.Duration
+	ok    bool
+}
+
+func startCPU() cpuMeter {
+	t, ok := processCPU()
+	return cpuMeter{t, ok}
+}
+
+// report adds the "cpu-ns/op" metric where the process's CPU time can be
+// read and the run used enough of it (200ms, 20 clock ticks) to be
+// measured within 5%.
+func (m cpuMeter) report(b *testing.B) {
+	end, ok := processCPU()
+	if !m.ok || !ok || b.N == 0 || end-m.start < 200*time.Millisecond {
+		return
+	}
+	b.ReportMetric(float64((end-m.start).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// processCPU returns the CPU time this process has used, read from
+// /proc/self/stat (Linux; utime and stime in clock ticks of 10ms, the
+// USER_HZ of every mainstream Linux build). ok is false elsewhere.
+func processCPU() (d time.Duration, ok bool) {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the parenthesised command name, from field 3 (state).
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, true
 }
 
 func reportRate(b *testing.B) {
@@ -335,7 +426,7 @@ type benchDriver struct {
 
 func (d *benchDriver) Receive(ctx context.Context, msg any) (any, error) {
 	switch m := msg.(type) {
-	case benchPing:
+	case benchPing, *wrapperspb.BytesValue:
 		return m, nil
 	case benchNote:
 		if d.p.notes.Add(1) == d.p.target.Load() {

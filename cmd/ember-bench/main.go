@@ -1,0 +1,171 @@
+// Command ember-bench measures Ember on loopback against the raw
+// transports beneath it, in the same run, and checks the performance bar
+// (docs/performance.md).
+//
+//	go run ./cmd/ember-bench            # full run, a few minutes
+//	go run ./cmd/ember-bench -short     # seconds: CI's smoke run
+//	go run ./cmd/ember-bench -json      # machine-readable results
+//	go run ./cmd/ember-bench -run 'ask' # only scenarios matching a regexp
+//
+// Every scenario starts its own application (driver in this process,
+// executors as child processes of this binary) and repeats its
+// measurement -reps times, next to its baselines; each figure is the
+// median of the repetitions, shown with the minimum and maximum. Baseline
+// clients also run in child processes, so both sides of a comparison cross
+// the same process boundary.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/plugin"
+)
+
+// payloadBytes is every scenario's message size on the wire (the JSON of
+// Ping and Note, and the baselines' raw payloads).
+const payloadBytes = 32
+
+var body = strings.Repeat("e", payloadBytes-len(`{"Body":""}`))
+
+var (
+	short    = flag.Bool("short", false, "tiny counts and one repetition: a smoke run of seconds")
+	jsonOut  = flag.Bool("json", false, "print results as JSON instead of a table")
+	reps     = flag.Int("reps", 5, "repetitions of each measurement")
+	runRE    = flag.String("run", "", "run only scenarios whose name matches this regexp")
+	scaleN   = flag.Int("scale", 1000, "executors in the scale scenario")
+	roleFlag = flag.String("role", "", "internal: the role of a child process (baseline, executors)")
+)
+
+// config is the application every scenario runs; only Master changes, so
+// executor processes (this binary re-executed) build the same one.
+func config(master string) ember.Config {
+	return ember.Config{
+		AppName:      "ember-bench",
+		Master:       master,
+		Plugins:      []plugin.Plugin{benchPlugin{}},
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		BuildID:      "ember-bench",
+		MetricsAddr:  "off",
+		ExecutorArgs: []string{},
+		Conf:         map[string]string{ember.ConfShowProgress: "false"},
+	}
+}
+
+func main() {
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if os.Getenv(ember.EnvDriver) != "" {
+		// An executor process of one of the scenarios' applications.
+		_ = ember.Run(ctx, config("local-cluster[1]"), nil)
+		return
+	}
+	var err error
+	switch *roleFlag {
+	case "":
+		err = bench(ctx)
+	case "baseline":
+		err = baselineChild(ctx)
+	case "executors":
+		err = executorsChild(ctx)
+	default:
+		err = fmt.Errorf("unknown -role %q", *roleFlag)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ember-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// Result is one measured figure.
+type Result struct {
+	Scenario string  `json:"scenario"`
+	Metric   string  `json:"metric"`
+	Unit     string  `json:"unit"`
+	Median   float64 `json:"median"`
+	Min      float64 `json:"min"`
+	Max      float64 `json:"max"`
+	// Baseline is the comparison's name and median, when there is one;
+	// Ratio is Median/BaselineMedian.
+	Baseline       string  `json:"baseline,omitempty"`
+	BaselineMedian float64 `json:"baseline_median,omitempty"`
+	Ratio          float64 `json:"ratio,omitempty"`
+	// Bar is the target ("ratio <= 1.15", ">= 20000"), and Pass whether
+	// it was met.
+	Bar  string `json:"bar,omitempty"`
+	Pass *bool  `json:"pass,omitempty"`
+}
+
+func bench(ctx context.Context) error {
+	if *short {
+		*reps = 1
+		*scaleN = min(*scaleN, 50)
+	}
+	var filter *regexp.Regexp
+	if *runRE != "" {
+		var err error
+		if filter, err = regexp.Compile(*runRE); err != nil {
+			return err
+		}
+	}
+	var results []Result
+	for _, s := range scenarios {
+		if filter != nil && !filter.MatchString(s.name) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "ember-bench: %s...\n", s.name)
+		rs, err := s.run(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		results = append(results, rs...)
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printTable(results)
+	return nil
+}
+
+func printTable(results []Result) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "scenario\tmetric\tember (median [min..max])\tbaseline\tratio\tbar\t")
+	for _, r := range results {
+		base, ratio := "", ""
+		if r.Baseline != "" {
+			base = fmt.Sprintf("%s %s", r.Baseline, num(r.BaselineMedian, r.Unit))
+			ratio = fmt.Sprintf("%.2fx", r.Ratio)
+		}
+		bar := r.Bar
+		if r.Pass != nil {
+			bar += map[bool]string{true: " ok", false: " MISSED"}[*r.Pass]
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s [%s..%s]\t%s\t%s\t%s\t\n", r.Scenario, r.Metric,
+			num(r.Median, r.Unit), num(r.Min, r.Unit), num(r.Max, r.Unit), base, ratio, bar)
+	}
+	w.Flush()
+}
+
+func num(v float64, unit string) string {
+	switch {
+	case unit == "us" || unit == "ms":
+		return fmt.Sprintf("%.1f%s", v, unit)
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM%s", v/1e6, unit)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk%s", v/1e3, unit)
+	}
+	return fmt.Sprintf("%.1f%s", v, unit)
+}

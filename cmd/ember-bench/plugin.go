@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emberhq/ember/internal/benchkit"
+	"github.com/emberhq/ember/plugin"
+)
+
+// Messages. Ping and Note carry a body sized so that each encodes to
+// payloadBytes of JSON, like the baselines' payloads.
+type (
+	Ping struct{ Body string } // asked; echoed
+	Note struct{ Body string } // sent; counted by the driver plugin
+	// BNote is broadcast; Seq counts from 0 to Total-1.
+	BNote struct {
+		Seq, Total int
+	}
+	BDone struct{} // an executor received every BNote
+
+	RunAsks struct {
+		N, Outstanding int
+	}
+	AskStats struct {
+		Elapsed  time.Duration
+		P50, P99 time.Duration
+	}
+	RunSends struct{ N int }
+	SendDone struct{ Elapsed time.Duration }
+	// StartPinging makes an executor ask Ping once per Every for
+	// Duration, starting after a random phase, then send its latencies.
+	StartPinging struct {
+		Every, Duration time.Duration
+	}
+	PingLatencies struct{ Latencies []time.Duration }
+)
+
+func init() {
+	plugin.RegisterMessage[Ping]()
+	plugin.RegisterMessage[Note]()
+	plugin.RegisterMessage[BNote]()
+	plugin.RegisterMessage[BDone]()
+	plugin.RegisterMessage[RunAsks]()
+	plugin.RegisterMessage[AskStats]()
+	plugin.RegisterMessage[RunSends]()
+	plugin.RegisterMessage[SendDone]()
+	plugin.RegisterMessage[StartPinging]()
+	plugin.RegisterMessage[PingLatencies]()
+}
+
+// benchPlugin is the plugin every scenario runs.
+type benchPlugin struct{}
+
+func (benchPlugin) Name() string                          { return "bench" }
+func (benchPlugin) DriverPlugin() plugin.DriverPlugin     { return &driverSide{} }
+func (benchPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return &executorSide{} }
+
+// current is the running application's driver side, for the scenario
+// code in the same process.
+var current atomic.Pointer[driverSide]
+
+type driverSide struct {
+	plugin.BaseDriverPlugin
+	dc plugin.DriverContext
+
+	notes   atomic.Int64
+	target  atomic.Int64
+	reached chan struct{} // closed when notes reaches target
+
+	mu        sync.Mutex // protects the following fields
+	dones     int
+	doneCh    chan struct{}
+	latencies []time.Duration
+	pingers   int
+	pingDone  chan struct{}
+}
+
+func (d *driverSide) Init(_ context.Context, dc plugin.DriverContext) (map[string]string, error) {
+	d.dc = dc
+	current.Store(d)
+	return nil, nil
+}
+
+// expectNotes arms the counter for n more notes.
+func (d *driverSide) expectNotes(n int) <-chan struct{} {
+	d.reached = make(chan struct{})
+	d.notes.Store(0)
+	d.target.Store(int64(n))
+	return d.reached
+}
+
+// expectDones arms the counter for n BDone messages.
+func (d *driverSide) expectDones(n int) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dones = n
+	d.doneCh = make(chan struct{})
+	return d.doneCh
+}
+
+// expectPings arms the collector for n executors' latencies.
+func (d *driverSide) expectPings(n int) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pingers = n
+	d.latencies = nil
+	d.pingDone = make(chan struct{})
+	return d.pingDone
+}
+
+func (d *driverSide) Receive(_ context.Context, msg any) (any, error) {
+	switch m := msg.(type) {
+	case Ping:
+		return m, nil
+	case Note:
+		if d.notes.Add(1) == d.target.Load() {
+			close(d.reached)
+		}
+	case BDone:
+		d.mu.Lock()
+		d.dones--
+		if d.dones == 0 {
+			close(d.doneCh)
+		}
+		d.mu.Unlock()
+	case PingLatencies:
+		d.mu.Lock()
+		d.latencies = append(d.latencies, m.Latencies...)
+		d.pingers--
+		if d.pingers == 0 {
+			close(d.pingDone)
+		}
+		d.mu.Unlock()
+	}
+	return nil, nil
+}
+
+func (d *driverSide) allLatencies() []time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.latencies)
+}
+
+type executorSide struct {
+	plugin.BaseExecutorPlugin
+	pc     plugin.ExecutorContext
+	bnotes int
+	wg     sync.WaitGroup
+	stop   chan struct{}
+}
+
+func (e *executorSide) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.pc = pc
+	e.stop = make(chan struct{})
+	return nil
+}
+
+func (e *executorSide) Shutdown(context.Context) error {
+	close(e.stop)
+	e.wg.Wait()
+	return nil
+}
+
+// Receive runs the driver's commands; they are asked, so the reply
+// carries the measurement.
+func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
+	switch m := msg.(type) {
+	case Ping:
+		return m, nil
+	case BNote:
+		e.bnotes++
+		if m.Seq == m.Total-1 {
+			if e.bnotes != m.Total {
+				return nil, plugin.Errorf(plugin.CodeInternal, "received %d of %d broadcasts", e.bnotes, m.Total)
+			}
+			e.bnotes = 0
+			return nil, e.pc.Send(ctx, BDone{})
+		}
+	case RunAsks:
+		return e.runAsks(ctx, m)
+	case RunSends:
+		start := time.Now()
+		note := Note{Body: body}
+		for range m.N {
+			if err := e.pc.Send(ctx, note); err != nil {
+				return nil, err
+			}
+		}
+		return SendDone{Elapsed: time.Since(start)}, nil
+	case StartPinging:
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.ping(m)
+		}()
+	}
+	return nil, nil
+}
+
+func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error) {
+	lat := make([]time.Duration, m.N)
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range max(m.Outstanding, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ping := Ping{Body: body}
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= m.N {
+					return
+				}
+				t := time.Now()
+				if _, err := e.pc.Ask(ctx, ping); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return AskStats{}, firstErr
+	}
+	return AskStats{Elapsed: elapsed, P50: benchkit.Percentile(lat, 50), P99: benchkit.Percentile(lat, 99)}, nil
+}
+
+// ping asks once per m.Every for m.Duration and sends the latencies.
+func (e *executorSide) ping(m StartPinging) {
+	ctx := context.Background()
+	phase := time.Duration(time.Now().UnixNano() % int64(m.Every))
+	select {
+	case <-time.After(phase):
+	case <-e.stop:
+		return
+	}
+	t := time.NewTicker(m.Every)
+	defer t.Stop()
+	deadline := time.Now().Add(m.Duration)
+	var lat []time.Duration
+	for time.Now().Before(deadline) {
+		start := time.Now()
+		if _, err := e.pc.Ask(ctx, Ping{Body: body}); err == nil {
+			lat = append(lat, time.Since(start))
+		}
+		select {
+		case <-t.C:
+		case <-e.stop:
+			return
+		}
+	}
+	_ = e.pc.Send(ctx, PingLatencies{Latencies: lat})
+}
+
+var (
+	_ plugin.DriverPlugin     = (*driverSide)(nil)
+	_ plugin.ExecutorPlugin   = (*executorSide)(nil)
+	_ plugin.ExecutorReceiver = (*executorSide)(nil)
+)

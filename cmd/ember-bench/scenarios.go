@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/internal/benchkit"
+	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/plugin"
+)
+
+type scenario struct {
+	name string
+	run  func(ctx context.Context) ([]Result, error)
+}
+
+var scenarios = []scenario{
+	{"ask-latency", askLatency},
+	{"ask-throughput", askThroughput},
+	{"send-throughput", sendThroughput},
+	{"driver-to-executors", driverToExecutors},
+	{"tasks", tasks},
+	{"startup", startup},
+	{"scale", scale},
+}
+
+// pick returns full or, with -short, small.
+func pick(full, small int) int {
+	if *short {
+		return small
+	}
+	return full
+}
+
+// withApp runs one application on master and calls fn once it is ready.
+func withApp(ctx context.Context, master string, fn func(ctx context.Context, d *ember.Driver, ds *driverSide) error) error {
+	return ember.Run(ctx, config(master), func(ctx context.Context, d *ember.Driver) error {
+		return fn(ctx, d, current.Load())
+	})
+}
+
+// series collects one figure's repetitions.
+type series []float64
+
+func (s *series) add(v float64) { *s = append(*s, v) }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func result(scenario, metric, unit string, ember series) Result {
+	sum := benchkit.Summarize(ember)
+	return Result{Scenario: scenario, Metric: metric, Unit: unit, Median: sum.Median, Min: sum.Min, Max: sum.Max}
+}
+
+// vs adds a baseline comparison and a bar on the ratio: "<=" for costs,
+// ">=" for rates.
+func (r Result) vs(name string, base series, op string, bar float64) Result {
+	b := benchkit.Summarize(base)
+	r.Baseline, r.BaselineMedian = name, b.Median
+	if b.Median > 0 {
+		r.Ratio = r.Median / b.Median
+	}
+	if op != "" {
+		r = r.bar(fmt.Sprintf("ratio %s %.2f", op, bar), check(r.Ratio, op, bar))
+	}
+	return r
+}
+
+// absolute adds a bar on the median itself.
+func (r Result) absolute(op string, bar float64) Result {
+	return r.bar(fmt.Sprintf("%s %s", op, num(bar, r.Unit)), check(r.Median, op, bar))
+}
+
+func (r Result) bar(text string, pass bool) Result {
+	r.Bar, r.Pass = text, &pass
+	return r
+}
+
+func check(v float64, op string, bar float64) bool {
+	if op == "<=" || op == "<" {
+		return v <= bar
+	}
+	return v >= bar
+}
+
+// 1. Ask round trip, one executor, one outstanding ask.
+func askLatency(ctx context.Context) ([]Result, error) {
+	n := pick(20000, 1000)
+	var p50, p99, g50, g99, t50, u50 series
+	err := withApp(ctx, "local-cluster[1]", func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
+		srv, err := benchkit.StartGRPC()
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		tcp, err := benchkit.StartTCP(payloadBytes)
+		if err != nil {
+			return err
+		}
+		defer tcp.Stop()
+		for range *reps {
+			st, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: n, Outstanding: 1})
+			if err != nil {
+				return err
+			}
+			p50.add(us(st.P50))
+			p99.add(us(st.P99))
+			g, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, n, 0)
+			if err != nil {
+				return err
+			}
+			g50.add(us(g.P50))
+			g99.add(us(g.P99))
+			tc, err := runBaseline(ctx, "tcp-pingpong", tcp.Addr, n, 0)
+			if err != nil {
+				return err
+			}
+			t50.add(us(tc.P50))
+			un, err := runBaseline(ctx, "grpc-unary", srv.Addr, n, 0)
+			if err != nil {
+				return err
+			}
+			u50.add(us(un.P50))
+		}
+		return nil
+	})
+	return []Result{
+		result("ask-latency", "p50", "us", p50).vs("grpc stream ping-pong", g50, "<=", 1.15),
+		result("ask-latency", "p99", "us", p99).vs("grpc stream ping-pong", g99, "<=", 1.5),
+		result("ask-latency", "p50 (floor)", "us", p50).vs("tcp ping-pong", t50, "", 0),
+		result("ask-latency", "p50 (unary)", "us", p50).vs("grpc unary", u50, "", 0),
+	}, err
+}
+
+// 2. Ask throughput: 8 executors x 64 outstanding asks.
+func askThroughput(ctx context.Context) ([]Result, error) {
+	const execs, outstanding = 8, 64
+	n := pick(20000, 1000)
+	var rate, base series
+	err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
+		srv, err := benchkit.StartGRPC()
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		for range *reps {
+			start := time.Now()
+			if err := onEach(d, func(id string) error {
+				_, err := plugin.AskExecutor[AskStats](ctx, ds.dc, id, RunAsks{N: n, Outstanding: outstanding})
+				return err
+			}); err != nil {
+				return err
+			}
+			rate.add(float64(execs*n) / time.Since(start).Seconds())
+			start = time.Now()
+			if err := parallel(execs, func(int) error {
+				_, err := runBaseline(ctx, "grpc-pipelined", srv.Addr, n, outstanding)
+				return err
+			}); err != nil {
+				return err
+			}
+			base.add(float64(execs*n) / time.Since(start).Seconds())
+		}
+		return nil
+	})
+	return []Result{
+		result("ask-throughput", "8 executors x 64 outstanding", "/s", rate).vs("grpc pipelined, 8 clients x 64", base, ">=", 1.0),
+	}, err
+}
+
+// 3. Send throughput, counted at the driver plugin until all arrive.
+func sendThroughput(ctx context.Context) ([]Result, error) {
+	var out []Result
+	for _, execs := range []int{1, 8} {
+		n := pick(1_000_000, 20_000) / execs
+		var rate, base series
+		err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
+			srv, err := benchkit.StartGRPC()
+			if err != nil {
+				return err
+			}
+			defer srv.Stop()
+			for range *reps {
+				reached := ds.expectNotes(execs * n)
+				start := time.Now()
+				if err := onEach(d, func(id string) error {
+					_, err := plugin.AskExecutor[SendDone](ctx, ds.dc, id, RunSends{N: n})
+					return err
+				}); err != nil {
+					return err
+				}
+				select {
+				case <-reached:
+				case <-time.After(time.Minute):
+					return fmt.Errorf("only %d of %d sends arrived", ds.notes.Load(), execs*n)
+				}
+				rate.add(float64(execs*n) / time.Since(start).Seconds())
+				if execs == 1 {
+					b, err := runBaseline(ctx, "grpc-oneway", srv.Addr, n, 0)
+					if err != nil {
+						return err
+					}
+					base.add(float64(n) / b.Elapsed.Seconds())
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		if execs == 1 {
+			out = append(out, result("send-throughput", "1 executor", "/s", rate).vs("grpc one-way stream", base, ">=", 1.0))
+		} else {
+			out = append(out, result("send-throughput", "8 executors", "/s", rate).absolute(">=", 500_000))
+		}
+	}
+	return out, nil
+}
+
+// 4. Driver to executors: AskExecutor round trip, and Broadcast to 8.
+func driverToExecutors(ctx context.Context) ([]Result, error) {
+	const execs = 8
+	n := pick(10000, 500)
+	total := pick(20000, 500)
+	var p50, p99, bcast series
+	err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
+		for range *reps {
+			lat := make([]time.Duration, n)
+			ping := Ping{Body: body}
+			for i := range n {
+				start := time.Now()
+				if _, err := ds.dc.AskExecutor(ctx, "1", ping); err != nil {
+					return err
+				}
+				lat[i] = time.Since(start)
+			}
+			p50.add(us(benchkit.Percentile(lat, 50)))
+			p99.add(us(benchkit.Percentile(lat, 99)))
+
+			done := ds.expectDones(execs)
+			start := time.Now()
+			for i := range total {
+				if err := ds.dc.Broadcast(ctx, BNote{Seq: i, Total: total}); err != nil {
+					return err
+				}
+			}
+			select {
+			case <-done:
+			case <-time.After(time.Minute):
+				return fmt.Errorf("broadcasts not all received")
+			}
+			bcast.add(float64(execs*total) / time.Since(start).Seconds())
+		}
+		return nil
+	})
+	return []Result{
+		result("driver-to-executors", "AskExecutor p50", "us", p50),
+		result("driver-to-executors", "AskExecutor p99", "us", p99),
+		result("driver-to-executors", "Broadcast to 8, deliveries", "/s", bcast),
+	}, err
+}
+
+var identity = ember.NewTask("ember-bench.identity", func(_ context.Context, _ ember.TaskContext, n int) (int, error) {
+	return n, nil
+})
+
+// 5. Trivial tasks on local-cluster[2].
+func tasks(ctx context.Context) ([]Result, error) {
+	n := pick(10000, 1000)
+	var rate, wall series
+	err := withApp(ctx, "local-cluster[2]", func(ctx context.Context, d *ember.Driver, _ *driverSide) error {
+		inputs := make([]int, n)
+		for i := range inputs {
+			inputs[i] = i
+		}
+		for range *reps {
+			start := time.Now()
+			out, err := ember.Map(ctx, d, identity, inputs)
+			if err != nil {
+				return err
+			}
+			if len(out) != n || out[n-1] != n-1 {
+				return fmt.Errorf("wrong results")
+			}
+			el := time.Since(start)
+			rate.add(float64(n) / el.Seconds())
+			wall.add(float64(el) / float64(time.Millisecond))
+		}
+		return nil
+	})
+	return []Result{
+		result("tasks", "trivial tasks, local-cluster[2]", "/s", rate).absolute(">=", 20000),
+		result("tasks", fmt.Sprintf("%d-task job wall time", n), "ms", wall),
+	}, err
+}
+
+// 6. Start-up: local-cluster[4] from Run to every executor ready.
+func startup(ctx context.Context) ([]Result, error) {
+	var ready series
+	for range *reps {
+		start := time.Now()
+		var took time.Duration
+		if err := withApp(ctx, "local-cluster[4]", func(context.Context, *ember.Driver, *driverSide) error {
+			took = time.Since(start)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		ready.add(float64(took) / float64(time.Millisecond))
+	}
+	return []Result{result("startup", "local-cluster[4] ready", "ms", ready).absolute("<", 500)}, nil
+}
+
+// 7. Scale: many executors, sharing a few processes, on one driver.
+func scale(ctx context.Context) ([]Result, error) {
+	execs := *scaleN
+	const procs = 4
+	pingFor := time.Duration(pick(5, 2)) * time.Second
+	secret := strconv.FormatInt(time.Now().UnixNano(), 36) + "-bench"
+	cfg := config("standalone")
+	cfg.Secret = secret
+	cfg.MinExecutors = 0
+	var register, rss, p99 series
+	// The executor processes end once Run releases them; wait for them
+	// after it returns.
+	var wg sync.WaitGroup
+	errs := make(chan error, procs)
+	start := time.Now()
+	err := ember.Run(ctx, cfg, func(ctx context.Context, d *ember.Driver) error {
+		ds := current.Load()
+		for i := range procs {
+			count := execs / procs
+			if i < execs%procs {
+				count++
+			}
+			cmd := exec.CommandContext(ctx, self(), "-role=executors", "-addr="+d.Addr(), "-count="+strconv.Itoa(count))
+			cmd.Stderr = os.Stderr
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				return err
+			}
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			if _, err := io.WriteString(stdin, secret+"\n"); err != nil {
+				return err
+			}
+			stdin.Close()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := cmd.Wait(); err != nil {
+					errs <- fmt.Errorf("executors process: %w", err)
+				}
+			}()
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := d.WaitExecutors(wctx, execs); err != nil {
+			return err
+		}
+		register.add(float64(time.Since(start)) / float64(time.Millisecond))
+		done := ds.expectPings(execs)
+		if err := ds.dc.Broadcast(ctx, StartPinging{Every: time.Second, Duration: pingFor}); err != nil {
+			return err
+		}
+		select {
+		case <-done:
+		case <-time.After(pingFor + time.Minute):
+			return fmt.Errorf("not every executor reported its pings")
+		}
+		rss.add(residentMiB())
+		p99.add(us(benchkit.Percentile(ds.allLatencies(), 99)) / 1000)
+		return nil
+	})
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	name := fmt.Sprintf("%d executors", execs)
+	return []Result{
+		result("scale", name+": all registered", "ms", register).absolute("<", 10000),
+		result("scale", name+": driver resident memory", "MiB", rss).absolute("<", 256),
+		result("scale", name+": ask p99, each asking once a second", "ms", p99).absolute("<", 10),
+	}, err
+}
+
+// onEach runs fn for every ready executor at once.
+func onEach(d *ember.Driver, fn func(id string) error) error {
+	execs := d.Executors()
+	return parallel(len(execs), func(i int) error { return fn(execs[i].ID) })
+}
+
+func parallel(n int, fn func(i int) error) error {
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- fn(i) }()
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func self() string {
+	path, err := os.Executable()
+	if err != nil {
+		return os.Args[0]
+	}
+	return path
+}
+
+// residentMiB is this process's resident set size.
+func residentMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// baselineResult is what a baseline child prints.
+type baselineResult struct {
+	P50, P99, Elapsed time.Duration
+}
+
+var (
+	kindFlag        = flag.String("kind", "", "internal: baseline kind")
+	addrFlag        = flag.String("addr", "", "internal: address to connect to")
+	nFlag           = flag.Int("n", 0, "internal: messages")
+	outstandingFlag = flag.Int("outstanding", 0, "internal: messages in flight")
+	countFlag       = flag.Int("count", 0, "internal: executors to run in this process")
+)
+
+// runBaseline runs one baseline client in a child process.
+func runBaseline(ctx context.Context, kind, addr string, n, outstanding int) (baselineResult, error) {
+	cmd := exec.CommandContext(ctx, self(), "-role=baseline", "-kind="+kind, "-addr="+addr,
+		"-n="+strconv.Itoa(n), "-outstanding="+strconv.Itoa(outstanding))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return baselineResult{}, fmt.Errorf("baseline %s: %w", kind, err)
+	}
+	var r baselineResult
+	return r, json.Unmarshal(out, &r)
+}
+
+// baselineChild is a baseline client process.
+func baselineChild(ctx context.Context) error {
+	var r baselineResult
+	var lat []time.Duration
+	var err error
+	switch *kindFlag {
+	case "grpc-pingpong":
+		lat, err = benchkit.GRPCPingPong(ctx, *addrFlag, payloadBytes, *nFlag)
+	case "grpc-unary":
+		lat, err = benchkit.GRPCUnary(ctx, *addrFlag, payloadBytes, *nFlag)
+	case "tcp-pingpong":
+		lat, err = benchkit.TCPPingPong(*addrFlag, payloadBytes, *nFlag)
+	case "grpc-oneway":
+		r.Elapsed, err = benchkit.GRPCOneWay(ctx, *addrFlag, payloadBytes, *nFlag)
+	case "grpc-pipelined":
+		r.Elapsed, err = benchkit.GRPCPipelined(ctx, *addrFlag, payloadBytes, *nFlag, *outstandingFlag)
+	default:
+		return fmt.Errorf("unknown baseline %q", *kindFlag)
+	}
+	if err != nil {
+		return err
+	}
+	if lat != nil {
+		r.P50, r.P99 = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// executorsChild runs -count executors in this process, for the scale
+// scenario. The secret arrives on stdin.
+func executorsChild(ctx context.Context) error {
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("no secret on stdin: %w", err)
+	}
+	secret := strings.TrimSpace(line)
+	cfg := config("standalone")
+	return parallel(*countFlag, func(int) error {
+		return executor.Run(ctx, executor.Config{
+			DriverAddr:      *addrFlag,
+			Plugins:         cfg.Plugins,
+			Logger:          cfg.Logger,
+			BuildID:         cfg.BuildID,
+			Secret:          secret,
+			Tasks:           ember.Tasks(),
+			Slots:           1,
+			ConnectTimeout:  time.Minute,
+			ShutdownTimeout: 30 * time.Second,
+		})
+	})
+}
