@@ -208,6 +208,9 @@ func (cfg Config) String() string {
 		cfg.AppName, cfg.Master, len(cfg.Plugins), plugin.NewConf(cfg.Conf), cfg.ListenAddr, redactedIfSet(cfg.Secret), cfg.TLS != nil)
 }
 
+// GoString makes %#v print a Config as String does.
+func (cfg Config) GoString() string { return cfg.String() }
+
 // LogValue makes slog print a Config as String does.
 func (cfg Config) LogValue() slog.Value { return slog.StringValue(cfg.String()) }
 

@@ -186,7 +186,7 @@ func dialHostile(t *testing.T, addr, secret string, authenticate bool) *hostileC
 		MessageTypes:    codec.Names(),
 		Tasks:           ember.Tasks(),
 		AuthNonce:       nonce,
-		Auth:            auth.Prove(secret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce),
+		Auth:            auth.Prove(secret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
 	}
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestHostilePeers(t *testing.T) {
 		}
 		old, nonce := auth.Nonce(), auth.Nonce() // a proof made for another challenge
 		_ = h.stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{
-			ProtocolVersion: wire.ProtocolVersion, AuthNonce: nonce, Auth: auth.Prove(secret, auth.Executor, old, nonce),
+			ProtocolVersion: wire.ProtocolVersion, AuthNonce: nonce, Auth: auth.Prove(secret, auth.Executor, old, nonce, nil),
 		}}}})
 		w, err := h.stream.Recv()
 		if err != nil || w.Frames[0].GetWelcome().GetCode() != uint32(plugin.CodeUnauthenticated) {

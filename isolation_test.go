@@ -96,7 +96,7 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 
 func TestConfigStringRedactsSecrets(t *testing.T) {
 	cfg := ember.Config{Secret: "hunter2", Conf: map[string]string{"db.password": "pw1", "db.host": "h"}}
-	for _, out := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg)} {
+	for _, out := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg)} {
 		if strings.Contains(out, "hunter2") || strings.Contains(out, "pw1") {
 			t.Errorf("printed Config leaks a secret: %s", out)
 		}

@@ -231,7 +231,12 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 		return "", nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// One inconsistent family (an executor disagreeing with the
+		// driver on a metric's type) must not hide all the others.
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -263,18 +268,20 @@ func executorConfig(cfg Config, plugins []plugin.Plugin, addr, secret string) (e
 		return executor.Config{}, err
 	}
 	return executor.Config{
-		Secret:          secret,
-		DialOptions:     dial,
-		DriverAddr:      addr,
-		Plugins:         plugins,
-		Logger:          cfg.Logger,
-		Registry:        prometheus.NewRegistry(),
-		BuildID:         cfg.BuildID,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		ConnectTimeout:  cfg.StartTimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Tasks:           taskNames(),
-		RunTask:         runTask(cfg.Logger),
+		Secret:           secret,
+		DialOptions:      dial,
+		DriverAddr:       addr,
+		Plugins:          plugins,
+		Logger:           cfg.Logger,
+		Registry:         prometheus.NewRegistry(),
+		BuildID:          cfg.BuildID,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		SendQueue:        cfg.SendQueue,
+		HeartbeatTimeout: cfg.HeartbeatTimeout,
+		ConnectTimeout:   cfg.StartTimeout,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Tasks:            taskNames(),
+		RunTask:          runTask(cfg.Logger),
 	}, nil
 }
 

@@ -46,19 +46,29 @@ type TLSConfig struct {
 	ServerName string
 }
 
+// minSecretLen is the length below which a standalone secret draws a
+// warning.
+const minSecretLen = 16
+
 // driverSecret returns the secret the driver requires of executors.
 func driverSecret(cfg Config, standalone bool) (string, error) {
-	if cfg.Secret != "" {
-		return cfg.Secret, nil
-	}
-	if !standalone {
+	if !standalone && cfg.Secret == "" {
 		b := make([]byte, 32)
 		_, _ = rand.Read(b)
 		return hex.EncodeToString(b), nil
 	}
-	s, err := secretFromEnv()
-	if err != nil || s != "" {
-		return s, err
+	s := cfg.Secret
+	if s == "" {
+		var err error
+		if s, err = secretFromEnv(); err != nil {
+			return "", err
+		}
+	}
+	if s != "" {
+		if standalone && len(s) < minSecretLen {
+			cfg.Logger.Warn("the application secret is short; use at least 32 random characters (e.g. openssl rand -hex 32)", "length", len(s))
+		}
+		return s, nil
 	}
 	if cfg.InsecureNoAuth {
 		cfg.Logger.Warn("AUTHENTICATION IS OFF (Config.InsecureNoAuth): any process that can reach the driver's address can join as an executor and exchange messages with its plugins",

@@ -5,7 +5,10 @@
 //
 //	driver   -> executor  CHALLENGE{nd}
 //	executor -> driver    HELLO{ne, HMAC(secret, "ember executor v1" | nd | ne)}
-//	driver   -> executor  WELCOME{HMAC(secret, "ember driver v1" | ne | nd)}
+//	driver   -> executor  WELCOME{HMAC(secret, "ember driver v1" | ne | nd | welcome)}
+//
+// where welcome is the deterministic encoding of the WELCOME without its
+// proof. Later frames are protected only by TLS.
 package auth
 
 import (
@@ -31,21 +34,25 @@ func Nonce() []byte {
 	return b
 }
 
-// Prove returns HMAC-SHA256(secret, role | first | second). The nonces
-// have a fixed size, so their concatenation is unambiguous.
-func Prove(secret, role string, first, second []byte) []byte {
+// Prove returns HMAC-SHA256(secret, role | first | second | bound). The
+// nonces have a fixed size, so the concatenation is unambiguous. bound is
+// message content the proof vouches for (the driver binds its WELCOME, so
+// that a relay cannot rewrite the configuration it carries); it may be
+// empty.
+func Prove(secret, role string, first, second, bound []byte) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte(role))
 	m.Write(first)
 	m.Write(second)
+	m.Write(bound)
 	return m.Sum(nil)
 }
 
 // Verify reports, in constant time, whether proof is Prove(secret, role,
-// first, second). Nonces of the wrong size never verify.
-func Verify(proof []byte, secret, role string, first, second []byte) bool {
+// first, second, bound). Nonces of the wrong size never verify.
+func Verify(proof []byte, secret, role string, first, second, bound []byte) bool {
 	if len(first) != NonceSize || len(second) != NonceSize {
 		return false
 	}
-	return hmac.Equal(proof, Prove(secret, role, first, second))
+	return hmac.Equal(proof, Prove(secret, role, first, second, bound))
 }

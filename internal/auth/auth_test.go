@@ -4,7 +4,7 @@ import "testing"
 
 func TestProveVerify(t *testing.T) {
 	nd, ne := Nonce(), Nonce()
-	proof := Prove("s3cret", Executor, nd, ne)
+	proof := Prove("s3cret", Executor, nd, ne, []byte("body"))
 	tests := []struct {
 		name         string
 		secret, role string
@@ -19,9 +19,12 @@ func TestProveVerify(t *testing.T) {
 		{"short nonce", "s3cret", Executor, nd[:8], ne, false},
 	}
 	for _, tt := range tests {
-		if got := Verify(proof, tt.secret, tt.role, tt.first, tt.sec); got != tt.want {
+		if got := Verify(proof, tt.secret, tt.role, tt.first, tt.sec, []byte("body")); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
+	}
+	if Verify(proof, "s3cret", Executor, nd, ne, []byte("tampered")) {
+		t.Error("a proof verified for other bound content")
 	}
 	if string(Nonce()) == string(Nonce()) {
 		t.Error("two nonces are equal")

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -176,8 +177,12 @@ func New(cfg Config) (*Driver, error) {
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(4 << 20),
 		// A peer that opens a connection and never completes the HTTP/2
-		// and TLS handshakes is dropped after the handshake timeout.
+		// and TLS handshakes is dropped after the handshake timeout; one
+		// that completes them but opens no stream is dropped when idle.
 		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 2 * cfg.HandshakeTimeout}),
+		// An executor needs one stream.
+		grpc.MaxConcurrentStreams(4),
 	}, cfg.ServerOptions...)...)
 	wire.RegisterEmberServer(d.srv, d)
 	return d, nil
@@ -300,6 +305,8 @@ func (d *Driver) executorMetrics(es *execState, m *wire.Metrics) {
 		d.log.Warn("dropped undecodable executor metrics", "executor", es.info.ID, "err", err)
 		return
 	}
+	// An executor speaks for itself only: its series carry its own ID.
+	metrics.SetLabel(fams, "executor", es.info.ID)
 	d.execStats.Set(es.info.ID, fams)
 }
 
@@ -349,7 +356,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
 		return err
 	}
-	if d.cfg.Secret != "" && !auth.Verify(hello.Auth, d.cfg.Secret, auth.Executor, challenge, hello.AuthNonce) {
+	if d.cfg.Secret != "" && !auth.Verify(hello.Auth, d.cfg.Secret, auth.Executor, challenge, hello.AuthNonce, nil) {
 		reason := "wrong proof"
 		if len(hello.Auth) == 0 {
 			reason = "no proof"
@@ -393,11 +400,11 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		Conf:                d.cfg.Conf,
 		HeartbeatIntervalMs: d.cfg.Conn.HeartbeatInterval.Milliseconds(),
 	}
-	if d.cfg.Secret != "" {
-		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge)
-	}
 	for _, e := range d.endpoints {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})
+	}
+	if d.cfg.Secret != "" {
+		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge, wire.WelcomeDigestInput(welcome))
 	}
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
 	c.Peer = es

@@ -247,7 +247,7 @@ func (s *scheduler) removeExecutor(e *execState) {
 func (s *scheduler) result(e *execState, f *wire.Frame) {
 	s.mu.Lock()
 	a, ok := s.runs[f.Call]
-	if !ok { // canceled or from a lost executor
+	if !ok || a.exec != e { // canceled, lost, or not this executor's to report
 		s.mu.Unlock()
 		return
 	}

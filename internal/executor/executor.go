@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // Config configures an executor. Zero durations take the defaults.
@@ -33,6 +34,11 @@ type Config struct {
 	BuildID    string
 	// MaxMessageBytes bounds one payload; the driver's value should match.
 	MaxMessageBytes int
+	// SendQueue bounds the frames waiting to be written (backpressure).
+	SendQueue int
+	// HeartbeatTimeout is how long the driver may stay silent before the
+	// executor declares it lost (default ten heartbeat intervals).
+	HeartbeatTimeout time.Duration
 	// ConnectTimeout bounds reaching the driver and the handshake.
 	ConnectTimeout time.Duration
 	// ShutdownTimeout bounds each plugin's Shutdown.
@@ -148,7 +154,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	x.conn = rpc.New(stream, cancel, x, rpc.Options{
 		MaxMessageBytes:   cfg.MaxMessageBytes,
+		QueueFrames:       cfg.SendQueue,
 		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
+		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 	})
 	for i, p := range cfg.Plugins {
@@ -269,6 +277,11 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 	if err != nil {
 		x.log.Warn("cannot gather executor metrics", "err", err)
 	}
+	if size := proto.Size(m); size > x.cfg.MaxMessageBytes {
+		x.log.Warn("executor metrics not shipped: over the message size limit", "bytes", size, "limit", x.cfg.MaxMessageBytes)
+		x.limitHits.WithLabelValues("message_size").Inc()
+		return nil
+	}
 	return m
 }
 
@@ -314,10 +327,6 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return fail(errors.New("the driver did not open the handshake with CHALLENGE (is this an Ember driver of the same version?)"))
 	}
 	challenge := first.Frames[0].Challenge
-	if challenge.AuthRequired && x.cfg.Secret == "" {
-		return nil, nil, fmt.Errorf("executor: the driver at %s requires authentication and this executor has no secret (set %s): %w",
-			x.cfg.DriverAddr, "EMBER_SECRET", plugin.NewError(plugin.CodeUnauthenticated, "no secret"))
-	}
 	nonce := auth.Nonce()
 	names := make([]string, len(x.cfg.Plugins))
 	for i, p := range x.cfg.Plugins {
@@ -334,7 +343,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		AuthNonce:       nonce,
 	}
 	if x.cfg.Secret != "" {
-		hello.Auth = auth.Prove(x.cfg.Secret, auth.Executor, challenge.GetNonce(), nonce)
+		hello.Auth = auth.Prove(x.cfg.Secret, auth.Executor, challenge.GetNonce(), nonce, nil)
 	}
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
 		return fail(err)
@@ -348,9 +357,13 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	}
 	w := b.Frames[0].Welcome
 	if w.Code != 0 {
-		return nil, nil, fmt.Errorf("executor: the driver refused this executor: %w", rpc.WireError(w.Code, w.Error))
+		hint := ""
+		if challenge.AuthRequired && x.cfg.Secret == "" {
+			hint = " (the driver requires authentication and this executor has no secret: set EMBER_SECRET or EMBER_SECRET_FILE)"
+		}
+		return nil, nil, fmt.Errorf("executor: the driver refused this executor%s: %w", hint, rpc.WireError(w.Code, w.Error))
 	}
-	if x.cfg.Secret != "" && !auth.Verify(w.Auth, x.cfg.Secret, auth.Driver, nonce, challenge.GetNonce()) {
+	if x.cfg.Secret != "" && !auth.Verify(w.Auth, x.cfg.Secret, auth.Driver, nonce, challenge.GetNonce(), wire.WelcomeDigestInput(w)) {
 		return nil, nil, fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
 			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
 	}

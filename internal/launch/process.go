@@ -3,6 +3,7 @@ package launch
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -36,8 +37,8 @@ type Processes struct {
 	Env    []string // extra KEY=value entries
 	Stdout io.Writer
 	Stderr io.Writer
-	// Secret is written, with a newline, on each child's stdin: the
-	// private channel from the driver to its executors.
+	// Secret is written, hex-encoded and followed by a newline, on each
+	// child's stdin: the private channel from the driver to its executors.
 	Secret string
 
 	wg    sync.WaitGroup
@@ -74,7 +75,7 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			return fmt.Errorf("local-cluster: start executor %d: %w", i, err)
 		}
 		r.Close()
-		if _, err := io.WriteString(w, p.Secret+"\n"); err != nil {
+		if _, err := io.WriteString(w, hex.EncodeToString([]byte(p.Secret))+"\n"); err != nil {
 			w.Close()
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
@@ -154,9 +155,13 @@ func ReadSecretAndWatchParent(r io.Reader, exit func()) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("no secret on stdin: %w", err)
 	}
+	secret, err := hex.DecodeString(strings.TrimSuffix(line, "\n"))
+	if err != nil {
+		return "", fmt.Errorf("malformed secret on stdin: %w", err)
+	}
 	go func() {
 		_, _ = io.Copy(io.Discard, br)
 		exit()
 	}()
-	return strings.TrimSuffix(line, "\n"), nil
+	return string(secret), nil
 }

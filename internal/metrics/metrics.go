@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/emberhq/ember/internal/wire"
@@ -79,6 +80,26 @@ func validate(f *dto.MetricFamily) error {
 		}
 	}
 	return nil
+}
+
+// SetLabel sets label name to value on every metric in fams, replacing
+// any value the sender gave it.
+func SetLabel(fams []*dto.MetricFamily, name, value string) {
+	for _, f := range fams {
+		for _, m := range f.Metric {
+			set := false
+			for _, l := range m.Label {
+				if l.GetName() == name {
+					l.Value = &value
+					set = true
+				}
+			}
+			if !set {
+				m.Label = append(m.Label, &dto.LabelPair{Name: &name, Value: &value})
+				slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
+			}
+		}
+	}
 }
 
 // Store keeps the latest metric families of each executor. It is a

@@ -19,6 +19,7 @@ import (
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Stream is one end of the gRPC bidirectional stream. Conn calls Send from
@@ -374,7 +375,7 @@ func (c *Conn) writeLoop() {
 				c.mu.Unlock()
 				return
 			}
-			frames, rest := split(c.out)
+			frames, rest := split(c.out, min(maxBatchBytes, c.opts.MaxMessageBytes))
 			if len(frames) == 0 {
 				closing := c.closing
 				c.mu.Unlock()
@@ -435,13 +436,20 @@ func (c *Conn) finishGraceful() {
 	}
 }
 
-// split returns the longest prefix of q whose payloads fit one batch (at
-// least one frame) and the rest.
-func split(q []*wire.Frame) (head, rest []*wire.Frame) {
+// split returns the longest prefix of q whose frames fit in limit bytes
+// (at least one frame) and the rest. The peer accepts batches up to
+// MaxMessageBytes + BatchOverhead, so a lone frame of the maximum size
+// fits, and so does any prefix the estimate (payload, type name, envelope)
+// keeps under limit.
+func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
 	n := 0
 	for i, f := range q {
-		n += len(f.Payload) + len(f.Type) + 16
-		if n > maxBatchBytes && i > 0 {
+		if f.Hello != nil || f.Welcome != nil || f.Metrics != nil || f.Ready != nil {
+			n += proto.Size(f)
+		} else {
+			n += len(f.Payload) + len(f.Type) + len(f.Error) + 32
+		}
+		if n > limit && i > 0 {
 			return q[:i], q[i:]
 		}
 	}
