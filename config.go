@@ -54,6 +54,12 @@ type Config struct {
 	// SendQueue bounds the messages waiting to be written per connection;
 	// Send waits (backpressure) while it is full. Default 65536.
 	SendQueue int
+	// LaneQueue bounds the messages waiting for one plugin's Receive (on
+	// the driver, and on each executor for pushed messages). When it is
+	// full, the sending connection's stream stalls, gRPC flow control
+	// fills up, and the sender's Send blocks: backpressure end to end,
+	// never a drop. Default 65536.
+	LaneQueue int
 	// HeartbeatInterval is how often an idle connection proves it is alive
 	// (default 1s); a peer silent for HeartbeatTimeout (default 10s) is
 	// declared lost.

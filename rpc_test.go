@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,3 +361,30 @@ func TestProtoMessages(t *testing.T) {
 }
 
 func init() { plugin.RegisterMessage[*wrapperspb.StringValue]() }
+
+// Backpressure end to end: while the driver plugin is stuck, a fast
+// sender fills the lane, the stream and its own queue, and then Send
+// blocks until its ctx ends; nothing sent is lost.
+func TestSendBackpressure(t *testing.T) {
+	release := make(chan struct{})
+	var got atomic.Int64
+	pc, _ := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		<-release
+		got.Add(1)
+		return nil, nil
+	}, ember.Config{LaneQueue: 10, SendQueue: 10})
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	sent := 0
+	var err error
+	for ; sent < 10_000_000; sent++ {
+		if err = pc.Send(ctx, number(sent)); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || plugin.CodeOf(err) != plugin.CodeDeadlineExceeded {
+		t.Fatalf("Send after %d messages: got %v, want it to block until the deadline", sent, err)
+	}
+	close(release)
+	embertest.WaitFor(t, "every message sent before the block", func() bool { return got.Load() == int64(sent) })
+}

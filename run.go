@@ -122,6 +122,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		MaxOutstandingAsks: cfg.MaxOutstandingAsks,
 		HandshakeTimeout:   cfg.HandshakeTimeout,
 		ServerOptions:      tlsOpts,
+		LaneLimit:          cfg.LaneQueue,
 	})
 	if err != nil {
 		return err

@@ -57,6 +57,10 @@ type Config struct {
 	// MaxOutstandingAsks bounds the asks one executor may have waiting for
 	// the driver's replies; more are answered CodeResourceExhausted.
 	MaxOutstandingAsks int
+	// LaneLimit bounds the messages queued for one driver plugin; a
+	// connection whose message finds its lane full stalls until there is
+	// room (backpressure to the sender). Default rpc.DefaultLaneLimit.
+	LaneLimit int
 	// ServerOptions are added to the gRPC server's (TLS credentials).
 	ServerOptions []grpc.ServerOption
 }
@@ -161,7 +165,7 @@ func New(cfg Config) (*Driver, error) {
 			if cr, ok := e.dp.(plugin.ConcurrentReceiver); ok {
 				workers = cr.MaxConcurrentReceives()
 			}
-			e.lane = rpc.NewLane(workers, e.run)
+			e.lane = rpc.NewLane(workers, cfg.LaneLimit, e.run)
 			lane := e.lane
 			cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name:        "ember_lane_queue_depth",
@@ -492,6 +496,13 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 				Error: fmt.Sprintf("executor %s has %d asks waiting for the driver (the maximum); retry later", es.info.ID, d.cfg.MaxOutstandingAsks)})
 			return
 		}
+	}
+	if f.Kind == wire.Kind_KIND_SEND {
+		// Backpressure: a full lane stalls this executor's stream.
+		e.lane.PushWait(rpc.Item{Conn: c, Frame: f}, c.Done(), func() {
+			d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
+		})
+		return
 	}
 	e.lane.Push(rpc.Item{Conn: c, Frame: f})
 }

@@ -176,7 +176,7 @@ func Run(ctx context.Context, cfg Config) error {
 		e.ep = p.ExecutorPlugin()
 		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
 			e.recv = r
-			e.lane = rpc.NewLane(1, e.run)
+			e.lane = rpc.NewLane(1, 0, e.run)
 		}
 		if tl, ok := e.ep.(plugin.TaskListener); ok {
 			e.taskListener = tl
@@ -428,7 +428,14 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			code, problem = plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", e.name)
 		}
 		if problem == "" {
-			if e.lane.Push(rpc.Item{Conn: c, Frame: f}) {
+			it := rpc.Item{Conn: c, Frame: f}
+			var ok bool
+			if f.Kind == wire.Kind_KIND_SEND { // backpressure, as on the driver
+				ok = e.lane.PushWait(it, c.Done(), func() { x.limitHits.WithLabelValues("lane_queue").Inc() })
+			} else {
+				ok = e.lane.Push(it)
+			}
+			if ok {
 				return
 			}
 			code, problem = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name)

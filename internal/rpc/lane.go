@@ -19,11 +19,12 @@ type Item struct {
 // slow plugin delays nobody else. With one worker (the default) items run
 // one at a time in push order.
 //
-// Push never blocks: a lane's queue grows with its backlog, and the queue
-// depth is observable with Len. Stream-level backpressure bounds it in
-// practice: Send blocks once the sender's queue is full.
+// Push never blocks; PushWait blocks while the lane holds its limit of
+// items, which is how a connection's reader applies backpressure: the
+// stream stalls, gRPC flow control fills, and the sender's Send waits.
 type Lane struct {
-	run func(Item)
+	run   func(Item)
+	limit int
 
 	mu       sync.Mutex // protects the following fields
 	q        []Item
@@ -32,18 +33,27 @@ type Lane struct {
 	taken    uint64              // items ever handed to a worker
 	running  map[uint64]struct{} // sequences of the items running now
 	progress chan struct{}       // closed and replaced when an item finishes
+	room     chan struct{}       // closed and replaced when an item is taken and pushers wait
+	waiting  int                 // PushWait calls waiting for room
 	closed   bool
 	wake     *sync.Cond
 	wg       sync.WaitGroup
 }
 
+// DefaultLaneLimit is the default bound for PushWait.
+const DefaultLaneLimit = 1 << 16
+
 // NewLane starts a lane with workers goroutines (at least one) calling run
-// for every pushed item.
-func NewLane(workers int, run func(Item)) *Lane {
+// for every pushed item. PushWait waits while limit items are queued
+// (limit <= 0: DefaultLaneLimit).
+func NewLane(workers, limit int, run func(Item)) *Lane {
 	if workers < 1 {
 		workers = 1
 	}
-	l := &Lane{run: run, running: map[uint64]struct{}{}, progress: make(chan struct{})}
+	if limit <= 0 {
+		limit = DefaultLaneLimit
+	}
+	l := &Lane{run: run, limit: limit, running: map[uint64]struct{}{}, progress: make(chan struct{}), room: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.wg.Add(workers)
 	for range workers {
@@ -64,6 +74,34 @@ func (l *Lane) Push(it Item) bool {
 	l.mu.Unlock()
 	l.wake.Signal()
 	return true
+}
+
+// PushWait queues it, first waiting while the lane holds its limit of
+// queued items. It reports false if the lane is closed or stop closes
+// first; full is called once if it had to wait.
+func (l *Lane) PushWait(it Item, stop <-chan struct{}, full func()) bool {
+	l.mu.Lock()
+	for !l.closed && len(l.q)-l.head >= l.limit {
+		if full != nil {
+			full()
+			full = nil
+		}
+		l.waiting++
+		room := l.room
+		l.mu.Unlock()
+		select {
+		case <-room:
+		case <-stop:
+			l.mu.Lock()
+			l.waiting--
+			l.mu.Unlock()
+			return false
+		}
+		l.mu.Lock()
+		l.waiting--
+	}
+	l.mu.Unlock()
+	return l.Push(it)
 }
 
 // Len returns the number of items queued or running.
@@ -111,6 +149,8 @@ func (l *Lane) doneThrough(n uint64) bool {
 func (l *Lane) Close() {
 	l.mu.Lock()
 	l.closed = true
+	close(l.room) // release PushWait callers; they see closed
+	l.room = make(chan struct{})
 	l.mu.Unlock()
 	l.wake.Broadcast()
 	l.wg.Wait()
@@ -138,6 +178,10 @@ func (l *Lane) loop() {
 			l.q, l.head = l.q[:n], 0
 		}
 		l.taken++
+		if l.waiting > 0 {
+			close(l.room)
+			l.room = make(chan struct{})
+		}
 		seq := l.taken
 		l.running[seq] = struct{}{}
 		l.mu.Unlock()

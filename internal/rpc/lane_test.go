@@ -17,7 +17,7 @@ func runEvent(it rpc.Item) { it.Event() }
 // startLane returns a lane whose cleanup closes it.
 func startLane(t *testing.T, workers int, run func(rpc.Item)) *rpc.Lane {
 	t.Helper()
-	l := rpc.NewLane(workers, run)
+	l := rpc.NewLane(workers, 0, run)
 	t.Cleanup(l.Close)
 	return l
 }
@@ -159,7 +159,7 @@ func TestLaneFlushIgnoresLaterItems(t *testing.T) {
 
 func TestLaneCloseDrains(t *testing.T) {
 	t.Parallel()
-	l := rpc.NewLane(1, runEvent)
+	l := rpc.NewLane(1, 0, runEvent)
 	gate := make(chan struct{})
 	started := make(chan struct{})
 	var count atomic.Int32
