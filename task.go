@@ -9,6 +9,7 @@ import (
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/driver"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -125,11 +126,19 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // Ending ctx cancels the running tasks' contexts and Map returns ctx's
 // error. Map may be called concurrently.
 func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Out, error) {
+	limit := d.cfg.MaxMessageBytes
+	if limit <= 0 {
+		limit = rpc.DefaultMaxMessageBytes
+	}
 	payloads := make([][]byte, len(inputs))
 	for i, in := range inputs {
 		b, err := codec.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("ember.Map %q: encode input %d: %w", t.name, i, err)
+		}
+		if len(b) > limit {
+			return nil, fmt.Errorf("ember.Map %q: input %d: %w", t.name, i,
+				plugin.Errorf(plugin.CodeResourceExhausted, "%d bytes, over the %d-byte limit: %w", len(b), limit, plugin.ErrMessageTooLarge))
 		}
 		payloads[i] = b
 	}

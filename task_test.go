@@ -267,3 +267,33 @@ func TestTaskHooks(t *testing.T) {
 		})
 	}
 }
+
+var bigOutput = ember.NewTask("test.big-output", func(_ context.Context, _ ember.TaskContext, n int) ([]byte, error) {
+	return make([]byte, n), nil
+})
+
+var bigInput = ember.NewTask("test.big-input", func(_ context.Context, _ ember.TaskContext, s string) (int, error) {
+	return len(s), nil
+})
+
+// Task inputs and outputs obey the message size limit with a clear error,
+// and the executors survive.
+func TestTaskSizeLimit(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, MaxMessageBytes: 64 << 10})
+	ctx := testCtx(t)
+	_, err := ember.Map(ctx, c.Driver, bigOutput, []int{1 << 20})
+	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), "over the 65536-byte limit") {
+		t.Errorf("oversized output: got %v, want ResourceExhausted naming the limit", err)
+	}
+	_, err = ember.Map(ctx, c.Driver, double, make([]int, 1))
+	if err != nil {
+		t.Errorf("a small job after the oversized one: %v", err)
+	}
+	_, err = ember.Map(ctx, c.Driver, bigInput, []string{strings.Repeat("x", 100<<10)})
+	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), "input 0") {
+		t.Errorf("oversized input: got %v, want ResourceExhausted naming input 0", err)
+	}
+	if got := len(c.Driver.Executors()); got != 2 {
+		t.Errorf("executors after oversized outputs: got %d, want 2", got)
+	}
+}

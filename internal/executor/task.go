@@ -31,6 +31,11 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		delete(x.tasks, f.Call)
 		x.mu.Unlock()
 		cancel()
+		if err == nil && len(out) > x.cfg.MaxMessageBytes {
+			x.limitHits.WithLabelValues("message_size").Inc()
+			err = plugin.Errorf(plugin.CodeResourceExhausted, "task %q output is %d bytes, over the %d-byte limit: %w",
+				info.TaskName, len(out), x.cfg.MaxMessageBytes, plugin.ErrMessageTooLarge)
+		}
 		r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
 		if err != nil {
 			code, msg := rpc.ErrorParts(err)
