@@ -708,9 +708,7 @@ func (d *Driver) shutdownPlugins(last int) []error {
 		}
 		e.inited = false
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
-		_, err := rpc.Call(e.log, e.name, "Shutdown", func() (struct{}, error) {
-			return struct{}{}, e.dp.Shutdown(ctx)
-		})
+		err := rpc.CallWithin(ctx, e.log, e.name, "Shutdown", e.dp.Shutdown)
 		cancel()
 		if err != nil {
 			d.log.Error("driver plugin shutdown failed", "plugin", e.name, "err", err)

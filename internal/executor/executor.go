@@ -401,9 +401,7 @@ func (x *Executor) shutdownPlugins(last int) {
 		}
 		e.inited = false
 		ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout)
-		_, err := rpc.Call(e.log, e.name, "Shutdown", func() (struct{}, error) {
-			return struct{}{}, e.ep.Shutdown(ctx)
-		})
+		err := rpc.CallWithin(ctx, e.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
 		if err != nil {
 			e.log.Error("executor plugin shutdown failed", "err", err)

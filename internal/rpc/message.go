@@ -84,6 +84,23 @@ func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, erro
 	return fn()
 }
 
+// CallWithin runs fn like Call but stops waiting when ctx ends: a plugin
+// that ignores its ctx (a Shutdown stuck forever) is abandoned, still
+// running, and the caller moves on with an error saying so.
+func CallWithin(ctx context.Context, log *slog.Logger, pluginName, method string, fn func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := Call(log, pluginName, method, func() (struct{}, error) { return struct{}{}, fn(ctx) })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return plugin.Errorf(plugin.CodeDeadlineExceeded, "plugin %q: %s did not return in time; abandoned: %w", pluginName, method, ctx.Err())
+	}
+}
+
 // ReplyFrame builds the REPLY to call carrying reply or err. A reply that
 // cannot be encoded becomes an error reply, so the asker always hears back.
 func ReplyFrame(call uint64, idx uint32, reply any, err error, max int) *wire.Frame {
