@@ -20,27 +20,36 @@ const (
 	// EnvSecretFile names a file holding the application secret; safer
 	// than EMBER_SECRET, which other processes of the same user can read.
 	EnvSecretFile = "EMBER_SECRET_FILE"
-	// EnvTLSCAFile, EnvTLSCertFile and EnvTLSKeyFile override Config.TLS's
-	// files on an executor, for hosts that keep them elsewhere.
+	// EnvTLSCAFile, EnvTLSCertFile and EnvTLSKeyFile override an
+	// executor's CAFile, ExecutorCertFile and ExecutorKeyFile, for hosts
+	// that keep them elsewhere (setting one turns TLS on).
 	EnvTLSCAFile   = "EMBER_TLS_CA_FILE"
 	EnvTLSCertFile = "EMBER_TLS_CERT_FILE"
 	EnvTLSKeyFile  = "EMBER_TLS_KEY_FILE"
 )
 
-// TLSConfig encrypts and authenticates the driver-executor connections
-// with TLS. Issue the driver's and the executors' certificates from one CA
-// and give every process the same TLSConfig (docs/security.md shows how to
-// make test certificates with Go's own tooling).
+// TLSConfig encrypts and authenticates driver-executor connections with
+// TLS. Every process of an application builds the same Config, so the
+// driver's and the executors' files are separate fields: the driver reads
+// only the Driver files, executors only the Executor files (and
+// EMBER_TLS_* overrides them per host). docs/security.md shows how to make
+// certificates.
 type TLSConfig struct {
-	// CertFile and KeyFile are PEM files: the driver's server certificate
-	// on the driver; on executors, a client certificate for mutual TLS
-	// (optional unless the driver requires one).
-	CertFile, KeyFile string
-	// CAFile is a PEM bundle. Executors verify the driver's certificate
-	// against it (default: the system roots). When set on the driver,
-	// executors must present a client certificate that chains to it
-	// (mutual TLS).
+	// CAFile is a PEM bundle of the CA that issued the certificates.
+	// Executors verify the driver's certificate against it (default: the
+	// system roots); with MutualTLS, the driver verifies executors'
+	// client certificates against it.
 	CAFile string
+	// DriverCertFile and DriverKeyFile are the driver's server
+	// certificate and key (PEM). Only the driver reads them.
+	DriverCertFile, DriverKeyFile string
+	// ExecutorCertFile and ExecutorKeyFile are the executors' client
+	// certificate and key (PEM), needed with MutualTLS. Only executors read
+	// them.
+	ExecutorCertFile, ExecutorKeyFile string
+	// MutualTLS makes the driver require a client certificate issued by
+	// CAFile from every executor.
+	MutualTLS bool
 	// ServerName is the name executors expect in the driver's certificate;
 	// default: the host of the driver's address.
 	ServerName string
@@ -97,17 +106,20 @@ func secretFromEnv() (string, error) {
 	return "", nil
 }
 
-// serverTLS returns the gRPC server option for cfg.TLS, if any.
+// serverTLS returns the gRPC server option for c, if any.
 func serverTLS(c *TLSConfig) ([]grpc.ServerOption, error) {
 	if c == nil {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	cert, err := tls.LoadX509KeyPair(c.DriverCertFile, c.DriverKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("TLS: driver certificate: %w", err)
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
+	if c.MutualTLS {
+		if c.CAFile == "" {
+			return nil, errors.New("TLS: MutualTLS needs CAFile to verify executors' certificates")
+		}
 		pool, err := loadPool(c.CAFile)
 		if err != nil {
 			return nil, err
@@ -118,19 +130,21 @@ func serverTLS(c *TLSConfig) ([]grpc.ServerOption, error) {
 	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
 }
 
-// clientTLS returns the gRPC dial option for an executor, from cfg.TLS
-// and the EMBER_TLS_* overrides; nil when TLS is off.
+// clientTLS returns the gRPC dial option for an executor, from c and the
+// EMBER_TLS_* overrides; nil when TLS is off.
 func clientTLS(c *TLSConfig, driverAddr string) ([]grpc.DialOption, error) {
 	var eff TLSConfig
 	if c != nil {
 		eff = *c
 	}
-	for env, field := range map[string]*string{EnvTLSCAFile: &eff.CAFile, EnvTLSCertFile: &eff.CertFile, EnvTLSKeyFile: &eff.KeyFile} {
+	overrides := map[string]*string{EnvTLSCAFile: &eff.CAFile, EnvTLSCertFile: &eff.ExecutorCertFile, EnvTLSKeyFile: &eff.ExecutorKeyFile}
+	overridden := false
+	for env, field := range overrides {
 		if v := os.Getenv(env); v != "" {
-			*field = v
+			*field, overridden = v, true
 		}
 	}
-	if c == nil && eff == (TLSConfig{}) {
+	if c == nil && !overridden {
 		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: eff.ServerName}
@@ -148,8 +162,8 @@ func clientTLS(c *TLSConfig, driverAddr string) ([]grpc.DialOption, error) {
 		}
 		tc.RootCAs = pool
 	}
-	if eff.CertFile != "" || eff.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(eff.CertFile, eff.KeyFile)
+	if eff.ExecutorCertFile != "" || eff.ExecutorKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(eff.ExecutorCertFile, eff.ExecutorKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("TLS: executor client certificate: %w", err)
 		}

@@ -83,7 +83,7 @@ func TestMutualTLS(t *testing.T) {
 	d := standalone(t, ember.Config{
 		Secret:  "tls secret",
 		BuildID: "test",
-		TLS:     &ember.TLSConfig{CertFile: file("driver.pem"), KeyFile: file("driver-key.pem"), CAFile: file("ca.pem")},
+		TLS:     &ember.TLSConfig{DriverCertFile: file("driver.pem"), DriverKeyFile: file("driver-key.pem"), CAFile: file("ca.pem"), MutualTLS: true},
 	})
 	clientCreds := func(t *testing.T, withCert bool) grpc.DialOption {
 		t.Helper()
@@ -127,20 +127,23 @@ func TestTLSLocalCluster(t *testing.T) {
 		dir = testPKI(t)
 	}
 	file := func(name string) string { return filepath.Join(dir, name) }
-	// The driver's certificate is a server certificate; executors use
-	// their client certificate through the environment overrides.
+	// One Config for every process: the driver reads its files, the
+	// executors theirs.
 	cfg := ember.Config{
 		Master:       "local-cluster[1]",
 		Plugins:      []plugin.Plugin{named("tls-check")},
 		ExecutorArgs: embertest.ExecutorArgs(t),
-		TLS:          &ember.TLSConfig{CertFile: file("driver.pem"), KeyFile: file("driver-key.pem"), CAFile: file("ca.pem")},
+		TLS: &ember.TLSConfig{
+			CAFile:         file("ca.pem"),
+			DriverCertFile: file("driver.pem"), DriverKeyFile: file("driver-key.pem"),
+			ExecutorCertFile: file("executor.pem"), ExecutorKeyFile: file("executor-key.pem"),
+			MutualTLS: true,
+		},
 	}
 	if isChild() {
 		runChild(cfg, nil)
 	}
 	t.Setenv(dirEnv, dir)
-	t.Setenv(ember.EnvTLSCertFile, file("executor.pem"))
-	t.Setenv(ember.EnvTLSKeyFile, file("executor-key.pem"))
 	c := embertest.Start(t, cfg)
 	if got := len(c.Driver.Executors()); got != 1 {
 		t.Errorf("executors over TLS: got %d, want 1", got)
