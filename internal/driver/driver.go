@@ -94,6 +94,8 @@ type Driver struct {
 }
 
 type execState struct {
+	ctx     context.Context // handler context: the driver's, with the sender's ID
+	log     *slog.Logger    // the driver's, with the executor's ID
 	info    plugin.ExecutorInfo
 	conn    *rpc.Conn
 	ready   bool
@@ -173,6 +175,7 @@ func New(cfg Config) (*Driver, error) {
 				ConstLabels: prometheus.Labels{"plugin": e.name},
 			}, func() float64 { return float64(lane.Len()) }))
 		}
+		e.handlerSeconds = d.builtin.HandlerSeconds.WithLabelValues(e.name)
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
 	}
@@ -391,6 +394,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	d.nextID++
 	id := strconv.Itoa(d.nextID)
 	es := &execState{
+		ctx:     senderContext(d.ctx, id),
+		log:     d.log.With("executor", id),
 		info:    plugin.ExecutorInfo{ID: id, Host: hello.Hostname, PID: int(hello.Pid)},
 		stopped: make(chan struct{}),
 	}

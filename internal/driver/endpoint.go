@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/rpc"
@@ -26,6 +27,9 @@ type endpoint struct {
 	conf      plugin.Conf
 	extraConf map[string]string
 	inited    bool
+
+	handlerSeconds prometheus.Observer
+	counters       sync.Map // counterKey -> prometheus.Counter
 }
 
 var _ plugin.DriverContext = (*endpoint)(nil)
@@ -55,7 +59,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 	if err != nil {
 		return nil, err
 	}
-	e.sent(f, "ask", 1)
+	e.sent(f, true, 1)
 	r, err := c.Ask(ctx, f)
 	if err != nil {
 		return nil, err
@@ -73,7 +77,7 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 		return err
 	}
 	f.Kind = wire.Kind_KIND_SEND
-	e.sent(f, "send", 1)
+	e.sent(f, false, 1)
 	return c.Send(ctx, f)
 }
 
@@ -84,7 +88,7 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	}
 	var errs []error
 	conns := e.d.readyConns()
-	e.sent(f, "send", len(conns))
+	e.sent(f, false, len(conns))
 	for _, c := range conns {
 		g := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
 		if err := c.Send(ctx, g); err != nil {
@@ -105,33 +109,50 @@ func (e *endpoint) run(it rpc.Item) {
 		it.Event()
 		return
 	}
-	id := it.Conn.Peer.(*execState).info.ID
+	es := it.Conn.Peer.(*execState)
 	f := it.Frame
-	kind := "send"
-	if f.Kind == wire.Kind_KIND_ASK {
-		kind = "ask"
-	}
-	m := e.d.builtin
-	m.Messages.WithLabelValues(e.name, f.Type, "to_driver", kind).Inc()
-	o := rpc.Dispatch(senderContext(e.d.ctx, id), e.log.With("executor", id), e.name, it, e.d.maxMsg(), e.dp.Receive)
-	if kind == "ask" {
-		it.Conn.Peer.(*execState).asks.Add(-1)
+	ask := f.Kind == wire.Kind_KIND_ASK
+	e.counter(f.Type, "to_driver", ask).Inc()
+	o := rpc.Dispatch(es.ctx, es.log, e.name, it, e.d.maxMsg(), e.dp.Receive)
+	if ask {
+		es.asks.Add(-1)
 	}
 	switch {
-	case o.Undecodable && kind == "send":
-		m.Dropped.WithLabelValues(e.name, "undecodable").Inc()
+	case o.Undecodable && !ask:
+		e.d.builtin.Dropped.WithLabelValues(e.name, "undecodable").Inc()
 	case !o.Undecodable:
-		m.HandlerSeconds.WithLabelValues(e.name).Observe(o.Elapsed.Seconds())
+		e.handlerSeconds.Observe(o.Elapsed.Seconds())
 	}
-	if o.Err != nil && kind == "ask" {
+	if o.Err != nil && ask {
 		code, _ := rpc.ErrorParts(o.Err)
-		m.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
+		e.d.builtin.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
 	}
 }
 
+type counterKey struct {
+	typ, direction string
+	ask            bool
+}
+
+// counter returns the ember_messages_total child for this plugin, caching
+// it: WithLabelValues hashes its labels on every call.
+func (e *endpoint) counter(typ, direction string, ask bool) prometheus.Counter {
+	k := counterKey{typ, direction, ask}
+	if c, ok := e.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	kind := "send"
+	if ask {
+		kind = "ask"
+	}
+	c := e.d.builtin.Messages.WithLabelValues(e.name, typ, direction, kind)
+	e.counters.Store(k, c)
+	return c
+}
+
 // sent counts a message a driver plugin sends to executors.
-func (e *endpoint) sent(f *wire.Frame, kind string, n int) {
-	e.d.builtin.Messages.WithLabelValues(e.name, f.Type, "to_executor", kind).Add(float64(n))
+func (e *endpoint) sent(f *wire.Frame, ask bool, n int) {
+	e.counter(f.Type, "to_executor", ask).Add(float64(n))
 }
 
 func senderContext(ctx context.Context, id string) context.Context {

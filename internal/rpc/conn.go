@@ -91,7 +91,8 @@ type Conn struct {
 	mu       sync.Mutex // protects the following fields
 	out      []*wire.Frame
 	spare    []*wire.Frame
-	space    chan struct{} // closed when the writer takes the queue
+	space    chan struct{} // closed when the writer takes the queue and senders wait
+	waiters  int           // senders waiting for room
 	calls    map[uint64]chan *wire.Frame
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
@@ -261,13 +262,18 @@ func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
 		}
 		waited = true
 		space := c.space
+		c.waiters++
 		c.mu.Unlock()
 		select {
 		case <-space:
 		case <-ctx.Done():
+			c.mu.Lock()
+			c.waiters--
+			c.mu.Unlock()
 			return plugin.Errorf(plugin.CodeOf(ctx.Err()), "waiting for room in the send queue (%d frames): %w", c.opts.QueueFrames, ctx.Err())
 		}
 		c.mu.Lock()
+		c.waiters--
 	}
 	c.out = append(c.out, f)
 	first := len(c.out) == 1
@@ -392,8 +398,10 @@ func (c *Conn) writeLoop() {
 				c.out = append(c.spare[:0], rest...)
 				c.spare = frames[:len(frames):len(frames)]
 			}
-			close(c.space)
-			c.space = make(chan struct{})
+			if c.waiters > 0 {
+				close(c.space)
+				c.space = make(chan struct{})
+			}
 			c.mu.Unlock()
 
 			batch.Frames = frames

@@ -28,7 +28,7 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 		if f.Kind == wire.Kind_KIND_ASK {
 			_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, nil, err, max))
 		} else {
-			log.Warn("dropped undecodable message", "type", f.Type, "err", err)
+			log.Warn("dropped undecodable message", "plugin", pluginName, "type", f.Type, "err", err)
 		}
 		return Outcome{Undecodable: true, Err: err}
 	}
@@ -49,9 +49,9 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 	elapsed := time.Since(start)
 	switch {
 	case err != nil && !errors.Is(err, context.Canceled):
-		log.Warn("Receive failed for a sent message (the sender is not told)", "type", f.Type, "err", err)
+		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", f.Type, "err", err)
 	case reply != nil:
-		log.Warn("Receive returned a reply to a sent message; it is dropped", "type", f.Type)
+		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", f.Type)
 	}
 	return Outcome{Err: err, Elapsed: elapsed}
 }

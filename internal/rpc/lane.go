@@ -32,7 +32,8 @@ type Lane struct {
 	pushed   uint64              // items ever pushed; item k has sequence k
 	taken    uint64              // items ever handed to a worker
 	running  map[uint64]struct{} // sequences of the items running now
-	progress chan struct{}       // closed and replaced when an item finishes
+	progress chan struct{}       // closed and replaced when an item finishes and flushers wait
+	flushers int                 // Flush calls waiting
 	room     chan struct{}       // closed and replaced when an item is taken and pushers wait
 	waiting  int                 // PushWait calls waiting for room
 	closed   bool
@@ -122,13 +123,18 @@ func (l *Lane) Flush(ctx context.Context) error {
 			return nil
 		}
 		progress := l.progress
+		l.flushers++
 		l.mu.Unlock()
 		select {
 		case <-progress:
 		case <-ctx.Done():
+			l.mu.Lock()
+			l.flushers--
+			l.mu.Unlock()
 			return ctx.Err()
 		}
 		l.mu.Lock()
+		l.flushers--
 	}
 }
 
@@ -190,8 +196,10 @@ func (l *Lane) loop() {
 
 		l.mu.Lock()
 		delete(l.running, seq)
-		close(l.progress)
-		l.progress = make(chan struct{})
+		if l.flushers > 0 {
+			close(l.progress)
+			l.progress = make(chan struct{})
+		}
 		l.mu.Unlock()
 	}
 }
