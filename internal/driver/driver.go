@@ -502,14 +502,16 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 			return
 		}
 	}
+	it := rpc.Item{Conn: c, Frame: f}
+	rpc.Predecode(&it)
 	if f.Kind == wire.Kind_KIND_SEND {
 		// Backpressure: a full lane stalls this executor's stream.
-		e.lane.PushWait(rpc.Item{Conn: c, Frame: f}, c.Done(), func() {
+		e.lane.PushWait(it, c.Done(), func() {
 			d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
 		})
 		return
 	}
-	e.lane.Push(rpc.Item{Conn: c, Frame: f})
+	e.lane.Push(it)
 }
 
 func (d *Driver) ready(es *execState, f *wire.Frame) {

@@ -427,6 +427,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		}
 		if problem == "" {
 			it := rpc.Item{Conn: c, Frame: f}
+			rpc.Predecode(&it)
 			var ok bool
 			if f.Kind == wire.Kind_KIND_SEND { // backpressure, as on the driver
 				ok = e.lane.PushWait(it, c.Done(), func() { x.limitHits.WithLabelValues("lane_queue").Inc() })

@@ -23,7 +23,10 @@ type Outcome struct {
 // its sender has gone.
 func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, receive func(context.Context, any) (any, error)) Outcome {
 	f := it.Frame
-	msg, err := Decode(f)
+	msg, err := it.Msg, it.Err
+	if !it.Decoded {
+		msg, err = Decode(f)
+	}
 	if err != nil {
 		if f.Kind == wire.Kind_KIND_ASK {
 			_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, nil, err, max))

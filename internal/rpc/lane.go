@@ -13,6 +13,27 @@ type Item struct {
 	Conn  *Conn
 	Frame *wire.Frame
 	Event func()
+
+	// Decoded says Msg and Err hold Frame's message, decoded before the
+	// item was queued (see Predecode).
+	Decoded bool
+	Msg     any
+	Err     error
+}
+
+// predecodeMax is the largest payload decoded on the connection's reader;
+// larger ones are decoded on the lane so that one huge message cannot
+// stall the stream.
+const predecodeMax = 64 << 10
+
+// Predecode decodes it's message now, on the calling goroutine (a
+// connection's reader), when it is small: decoding then overlaps with the
+// lane's handler instead of adding to it.
+func Predecode(it *Item) {
+	if it.Frame != nil && len(it.Frame.Payload) <= predecodeMax {
+		it.Msg, it.Err = Decode(it.Frame)
+		it.Decoded = true
+	}
 }
 
 // Lane runs one plugin's work in order on its own goroutine(s), so that a
