@@ -19,7 +19,7 @@ import (
 // read.
 type undecodable struct{ X int }
 
-func (*undecodable) UnmarshalJSON([]byte) error { return errors.New("corrupt") }
+func (*undecodable) UnmarshalCBOR([]byte) error { return errors.New("corrupt") }
 
 type unregistered struct{ X int }
 

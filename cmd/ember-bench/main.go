@@ -28,14 +28,24 @@ import (
 	"text/tabwriter"
 
 	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/plugin"
 )
 
-// payloadBytes is every scenario's message size on the wire (the JSON of
+// payloadBytes is every scenario's message size on the wire (the encoded
 // Ping and Note, and the baselines' raw payloads).
 const payloadBytes = 32
 
-var body = strings.Repeat("e", payloadBytes-len(`{"Body":""}`))
+// body makes an encoded Ping exactly payloadBytes long.
+var body = func() string {
+	for n := range payloadBytes {
+		b := strings.Repeat("e", n)
+		if enc, err := codec.Marshal(Ping{Body: b}); err == nil && len(enc) == payloadBytes {
+			return b
+		}
+	}
+	panic("no Ping body encodes to payloadBytes")
+}()
 
 var (
 	short    = flag.Bool("short", false, "tiny counts and one repetition: a smoke run of seconds")

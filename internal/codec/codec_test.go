@@ -3,6 +3,7 @@ package codec_test
 import (
 	"errors"
 	"fmt"
+	"github.com/fxamacker/cbor/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -31,7 +32,7 @@ type (
 	}
 	rtTags  []string
 	rtEmpty struct{}
-	// rtBad cannot be JSON-encoded.
+	// rtBad cannot be encoded.
 	rtBad struct{ F func() }
 	// rtUnregistered is never registered.
 	rtUnregistered struct{ A int }
@@ -199,10 +200,10 @@ func TestDecodeErrors(t *testing.T) {
 		wantText string
 	}{
 		{"unknown name", "codec_test.no.such.type", []byte("{}"), codec.ErrUnknownName, `"codec_test.no.such.type"`},
-		{"truncated json", pointName, []byte(`{"X":`), codec.ErrDecode, pointName},
-		{"wrong json type", pointName, []byte(`{"X":"one"}`), codec.ErrDecode, pointName},
-		{"json for a slice type", tagsName, []byte(`{"a":1}`), codec.ErrDecode, tagsName},
-		{"empty payload for json", pointName, nil, codec.ErrDecode, pointName},
+		{"JSON instead of CBOR", pointName, []byte(`{"X":`), codec.ErrDecode, pointName},
+		{"wrong type", pointName, mustCBOR(map[string]any{"X": "one"}), codec.ErrDecode, pointName},
+		{"map for a slice type", tagsName, mustCBOR(map[string]any{"a": 1}), codec.ErrDecode, tagsName},
+		{"empty payload for CBOR", pointName, nil, codec.ErrDecode, pointName},
 		{"truncated proto", helloName, []byte{0x08}, codec.ErrDecode, helloName},
 		{"bad proto length", helloName, []byte{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f}, codec.ErrDecode, helloName},
 		{"invalid utf-8 in proto string", helloName, []byte{0x12, 0x02, 0xff, 0xfe}, codec.ErrDecode, helloName},
@@ -229,13 +230,17 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestDecodeLenient(t *testing.T) {
 	t.Parallel()
-	// JSON null and unknown fields decode to the zero value and are ignored;
-	// an empty proto payload is the empty message.
-	v, err := codec.Decode(pointName, []byte(`null`))
+	// CBOR null and unknown fields decode to the zero value and are
+	// ignored; an empty proto payload is the empty message.
+	v, err := codec.Decode(pointName, []byte{0xf6})
 	if err != nil || v != (rtPoint{}) {
 		t.Errorf("Decode(point, null) = %#v, %v; want the zero point, nil", v, err)
 	}
-	v, err = codec.Decode(pointName, []byte(`{"X":1,"Unknown":true}`))
+	extra, err := cbor.Marshal(map[string]any{"X": 1, "Unknown": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err = codec.Decode(pointName, extra)
 	if err != nil || v != (rtPoint{X: 1}) {
 		t.Errorf("Decode(point, unknown field) = %#v, %v; want {X:1}, nil", v, err)
 	}
@@ -448,4 +453,12 @@ func TestMarshalUnmarshal(t *testing.T) {
 			t.Errorf("Unmarshal(truncated proto) = nil, want an error")
 		}
 	})
+}
+
+func mustCBOR(v any) []byte {
+	b, err := cbor.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
