@@ -135,15 +135,17 @@ func Run(ctx context.Context, cfg Config) error {
 	x.appID = welcome.AppId
 	x.conf = plugin.NewConf(welcome.Conf)
 	x.log = cfg.Logger.With("executor", x.id)
-	if slots, err := x.conf.Int("ember.executor.slots", 0); err != nil {
+	slots, err := x.conf.Int(ConfSlots, 0)
+	if err != nil {
 		return fmt.Errorf("executor %s: %w", x.id, err)
-	} else if slots > 0 {
+	}
+	if slots > 0 {
 		x.cfg.Slots = slots
 	}
 	if cfg.OnWelcome != nil {
 		cfg.OnWelcome(x.id)
 	}
-	var hctx context.Context
+	// Handlers and tasks run under x.ctx, which ends when Run returns.
 	hctx, hcancel := context.WithCancel(context.Background())
 	defer hcancel()
 	x.ctx = hctx
@@ -248,6 +250,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	return nil
 }
+
+// ConfSlots is how many tasks each executor runs at once (default: its
+// CPU count).
+const ConfSlots = "ember.executor.slots"
 
 // ConfMetricsInterval is how often executors ship their metrics to the
 // driver. Default: the heartbeat interval.
