@@ -364,7 +364,8 @@ func init() { plugin.RegisterMessage[*wrapperspb.StringValue]() }
 
 // Backpressure end to end: while the driver plugin is stuck, a fast
 // sender fills the lane, the stream and its own queue, and then Send
-// blocks until its ctx ends; nothing sent is lost.
+// blocks until its ctx ends; nothing sent is lost, and the stall, ten
+// times longer than the heartbeat timeout, does not cost the executor.
 func TestSendBackpressure(t *testing.T) {
 	release := make(chan struct{})
 	var got atomic.Int64
@@ -372,7 +373,7 @@ func TestSendBackpressure(t *testing.T) {
 		<-release
 		got.Add(1)
 		return nil, nil
-	}, ember.Config{LaneQueue: 10, SendQueue: 10})
+	}, ember.Config{LaneQueue: 10, SendQueue: 10, HeartbeatInterval: 20 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
 	defer cancel()
 	sent := 0
@@ -387,4 +388,7 @@ func TestSendBackpressure(t *testing.T) {
 	}
 	close(release)
 	embertest.WaitFor(t, "every message sent before the block", func() bool { return got.Load() == int64(sent) })
+	if err := pc.Send(testCtx(t), number(-1)); err != nil {
+		t.Errorf("Send after the stall: %v (the executor was dropped?)", err)
+	}
 }

@@ -84,6 +84,7 @@ type Conn struct {
 	wg       sync.WaitGroup
 	lastRecv atomic.Int64 // unix nanos of the last batch received
 	lastSend atomic.Int64
+	handling atomic.Bool // the reader is inside HandleFrame (maybe stalled by backpressure)
 
 	// Peer is free for the owner's use (executor record, endpoint list).
 	Peer any
@@ -472,6 +473,7 @@ func (c *Conn) readLoop() {
 			return
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
+		c.handling.Store(true)
 		for _, f := range b.Frames {
 			switch f.Kind {
 			case wire.Kind_KIND_REPLY:
@@ -484,6 +486,9 @@ func (c *Conn) readLoop() {
 				c.h.HandleFrame(c, f)
 			}
 		}
+		c.handling.Store(false)
+		// Time spent stalled in a handler is not the peer's silence.
+		c.lastRecv.Store(time.Now().UnixNano())
 	}
 }
 
@@ -509,7 +514,7 @@ func (c *Conn) heartbeatLoop() {
 		case <-c.done:
 			return
 		case now := <-t.C:
-			if silent := now.Sub(time.Unix(0, c.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
+			if silent := now.Sub(time.Unix(0, c.lastRecv.Load())); silent > c.opts.HeartbeatTimeout && !c.handling.Load() {
 				c.close(plugin.Errorf(plugin.CodeUnavailable, "peer silent for %v (heartbeat timeout %v)", silent.Round(time.Millisecond), c.opts.HeartbeatTimeout))
 				return
 			}
