@@ -47,8 +47,9 @@
 // # Messages and errors
 //
 // Messages are Go values of types registered with
-// [plugin.RegisterMessage] in every process; plain structs travel as JSON,
-// proto.Message values as protobuf. Errors that cross the wire are
+// [plugin.RegisterMessage] in every process; plain structs travel as CBOR
+// (fields by name, like JSON but compact and faster), proto.Message values
+// as protobuf. Errors that cross the wire are
 // [*plugin.Error] values with a [plugin.Code]; a deadline that expires on
 // either side matches [context.DeadlineExceeded].
 //

@@ -53,8 +53,9 @@ func (d *Driver) Addr() string { return d.d.Addr() }
 // Executors lists the ready executors ordered by ID.
 func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
 
-// WaitExecutors waits until n executors are ready, failing early if an
-// executor fails to initialise its plugins, or when ctx ends.
+// WaitExecutors waits until n executors are ready. It fails early if an
+// executor is refused at the handshake or fails to initialise its plugins
+// while it waits, and when ctx ends.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	return d.d.WaitExecutors(ctx, n)
 }
@@ -193,7 +194,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			return errors.Join(err, shutdown(d, l, cfg))
 		}
 	}
-	if err := d.WaitExecutors(startCtx, want); err != nil {
+	if err := d.WaitStart(startCtx, want); err != nil {
 		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
 			err = cause
 		}
@@ -278,6 +279,7 @@ func executorConfig(cfg Config, plugins []plugin.Plugin, addr, secret string) (e
 		BuildID:          cfg.BuildID,
 		MaxMessageBytes:  cfg.MaxMessageBytes,
 		SendQueue:        cfg.SendQueue,
+		LaneQueue:        cfg.LaneQueue,
 		HeartbeatTimeout: cfg.HeartbeatTimeout,
 		ConnectTimeout:   cfg.StartTimeout,
 		ShutdownTimeout:  cfg.ShutdownTimeout,

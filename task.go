@@ -55,7 +55,7 @@ var tasks struct {
 
 // NewTask registers fn under name and returns the task to pass to Map. It
 // panics if name is empty or taken: call it at package level. In and Out
-// travel like messages (JSON for plain values, protobuf for proto.Message
+// travel like messages (CBOR for plain values, protobuf for proto.Message
 // pointers) but need no RegisterMessage.
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
 	if name == "" || fn == nil {

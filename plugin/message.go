@@ -9,8 +9,9 @@ import (
 
 // RegisterMessage registers T as a message type under a wire name derived
 // from it ("import/path.TypeName"). Messages are plain Go values of
-// registered types: structs are encoded as JSON (exported fields), and
-// proto.Message types (register the pointer, e.g. *pb.Event) as protobuf.
+// registered types: structs are encoded as CBOR (exported fields by name,
+// honouring `cbor` and `json` tags), and proto.Message types (register the
+// pointer, e.g. *pb.Event) as protobuf.
 // Register in an init function, in the package that declares the type, so
 // that driver and executors register the same set. Sending an unregistered
 // type fails at the call with ErrUnregisteredMessage.

@@ -332,6 +332,21 @@ func scale(ctx context.Context) ([]Result, error) {
 	cfg.Secret = secret
 	cfg.MinExecutors = 0
 	var register, rss, p99 series
+	for range *reps {
+		if err := scaleOnce(ctx, cfg, execs, procs, pingFor, secret, &register, &rss, &p99); err != nil {
+			return nil, err
+		}
+	}
+	name := fmt.Sprintf("%d executors", execs)
+	return []Result{
+		result("scale", name+": all registered", "ms", register).absolute("<", 10000),
+		result("scale", name+": driver resident memory", "MiB", rss).absolute("<", 256),
+		result("scale", name+": ask p99, each asking once a second", "ms", p99).absolute("<", 10),
+	}, nil
+}
+
+// scaleOnce runs one repetition of the scale scenario.
+func scaleOnce(ctx context.Context, cfg ember.Config, execs, procs int, pingFor time.Duration, secret string, register, rss, p99 *series) error {
 	// The executor processes end once Run releases them; wait for them
 	// after it returns.
 	var wg sync.WaitGroup
@@ -389,12 +404,7 @@ func scale(ctx context.Context) ([]Result, error) {
 	for e := range errs {
 		err = errors.Join(err, e)
 	}
-	name := fmt.Sprintf("%d executors", execs)
-	return []Result{
-		result("scale", name+": all registered", "ms", register).absolute("<", 10000),
-		result("scale", name+": driver resident memory", "MiB", rss).absolute("<", 256),
-		result("scale", name+": ask p99, each asking once a second", "ms", p99).absolute("<", 10),
-	}, err
+	return err
 }
 
 // onEach runs fn for every ready executor at once.

@@ -274,9 +274,22 @@ func compareIDs(a, b string) int {
 }
 
 // WaitExecutors waits until n executors are ready. It fails as soon as an
-// executor is refused at the handshake or fails to initialise (since the
-// Driver started), and when ctx ends.
+// executor is refused at the handshake or fails to initialise after the
+// call began, and when ctx ends.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
+	d.mu.Lock()
+	since := len(d.failures)
+	d.mu.Unlock()
+	return d.waitExecutors(ctx, n, since)
+}
+
+// WaitStart is WaitExecutors for start-up: it also fails for executors
+// refused or failed before the call.
+func (d *Driver) WaitStart(ctx context.Context, n int) error {
+	return d.waitExecutors(ctx, n, 0)
+}
+
+func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
 	for {
 		d.mu.Lock()
 		ready := 0
@@ -285,7 +298,7 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 				ready++
 			}
 		}
-		failures := errors.Join(d.failures...)
+		failures := errors.Join(d.failures[since:]...)
 		changed := d.changed
 		d.mu.Unlock()
 		if failures != nil {

@@ -36,6 +36,9 @@ type Config struct {
 	MaxMessageBytes int
 	// SendQueue bounds the frames waiting to be written (backpressure).
 	SendQueue int
+	// LaneQueue bounds the messages from the driver waiting for one
+	// plugin's Receive (default rpc.DefaultLaneLimit).
+	LaneQueue int
 	// HeartbeatTimeout is how long the driver may stay silent before the
 	// executor declares it lost (default ten heartbeat intervals).
 	HeartbeatTimeout time.Duration
@@ -178,7 +181,7 @@ func Run(ctx context.Context, cfg Config) error {
 		e.ep = p.ExecutorPlugin()
 		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
 			e.recv = r
-			e.lane = rpc.NewLane(1, 0, e.run)
+			e.lane = rpc.NewLane(1, cfg.LaneQueue, e.run)
 		}
 		if tl, ok := e.ep.(plugin.TaskListener); ok {
 			e.taskListener = tl

@@ -444,7 +444,7 @@ type Hello struct {
 	Plugins  []string `protobuf:"bytes,3,rep,name=plugins,proto3" json:"plugins,omitempty"`
 	Hostname string   `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Pid      int64    `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	// Executor ID requested by the launcher (local masters); empty: assign.
+	// Unused; reserved (the driver assigns executor IDs).
 	ExecutorId string `protobuf:"bytes,6,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
 	// HMAC-SHA256(secret, "ember executor v1" | challenge nonce | auth_nonce);
 	// empty when the executor has no secret.
@@ -628,8 +628,10 @@ type Welcome struct {
 	// Heartbeat interval the executor must keep, in milliseconds.
 	HeartbeatIntervalMs int64  `protobuf:"varint,7,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	AppName             string `protobuf:"bytes,8,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
-	// HMAC-SHA256(secret, "ember driver v1" | auth_nonce | challenge nonce);
-	// empty when the driver runs without authentication.
+	// HMAC-SHA256(secret, "ember driver v1" | auth_nonce | challenge nonce |
+	// deterministic encoding of this Welcome without auth): the driver's
+	// proof, binding the configuration it hands over. Empty when the driver
+	// runs without authentication.
 	Auth          []byte `protobuf:"bytes,9,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

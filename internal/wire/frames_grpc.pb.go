@@ -34,8 +34,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type EmberClient interface {
-	// Connect is the executor's one long-lived stream. The first frame the
-	// executor sends is HELLO; the driver answers WELCOME or closes the stream.
+	// Connect is the executor's one long-lived stream. The driver's first
+	// frame is CHALLENGE; the executor answers HELLO; the driver answers
+	// WELCOME (accepted, or refused with a code) and the executor READY.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Batch, Batch], error)
 }
 
@@ -64,8 +65,9 @@ type Ember_ConnectClient = grpc.BidiStreamingClient[Batch, Batch]
 // All implementations must embed UnimplementedEmberServer
 // for forward compatibility.
 type EmberServer interface {
-	// Connect is the executor's one long-lived stream. The first frame the
-	// executor sends is HELLO; the driver answers WELCOME or closes the stream.
+	// Connect is the executor's one long-lived stream. The driver's first
+	// frame is CHALLENGE; the executor answers HELLO; the driver answers
+	// WELCOME (accepted, or refused with a code) and the executor READY.
 	Connect(grpc.BidiStreamingServer[Batch, Batch]) error
 	mustEmbedUnimplementedEmberServer()
 }
