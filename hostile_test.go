@@ -332,10 +332,11 @@ func TestHostilePeers(t *testing.T) {
 			t.Errorf("replayed proof: got %v, %v; want an Unauthenticated WELCOME", w, err)
 		}
 	})
-	t.Run("unknown plugin and flood of asks", func(t *testing.T) {
+	t.Run("unknown plugin, unknown type and flood of asks", func(t *testing.T) {
 		h := dialHostile(t, addr, secret, true)
 		name, payload, _ := codec.Encode(block{})
 		var frames []*wire.Frame
+		frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 1000, TypeId: 9999, Payload: payload})
 		frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 1, Plugin: 99, Type: name, Payload: payload})
 		for i := range 200 {
 			frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: uint64(i + 2), Type: name, Payload: payload, TimeoutMicros: 2e6})
@@ -345,7 +346,7 @@ func TestHostilePeers(t *testing.T) {
 			t.Fatal(err)
 		}
 		codes := map[uint32]int{}
-		for codes[uint32(plugin.CodeNotFound)] == 0 || codes[uint32(plugin.CodeResourceExhausted)] < 200-16 {
+		for codes[uint32(plugin.CodeNotFound)] == 0 || codes[uint32(plugin.CodeInvalidArgument)] == 0 || codes[uint32(plugin.CodeResourceExhausted)] < 200-16 {
 			b, err := h.stream.Recv()
 			if err != nil {
 				t.Fatalf("after replies %v: %v", codes, err)
@@ -358,6 +359,9 @@ func TestHostilePeers(t *testing.T) {
 		}
 		if codes[uint32(plugin.CodeNotFound)] != 1 {
 			t.Errorf("ask for plugin 99: got %v, want one NotFound", codes)
+		}
+		if codes[uint32(plugin.CodeInvalidArgument)] != 1 {
+			t.Errorf("ask with an out-of-range type ID: got %v, want one InvalidArgument", codes)
 		}
 		if got := codes[uint32(plugin.CodeResourceExhausted)]; got < 200-16 {
 			t.Errorf("flood: %d asks refused with ResourceExhausted, want at least %d (limit 16)", got, 200-16)

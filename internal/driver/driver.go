@@ -386,7 +386,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		return refuse(plugin.CodeUnauthenticated, "authentication failed",
 			"authentication failed: the executor does not know the application secret (check EMBER_SECRET)")
 	}
-	if msg := checkHello(hello, d.cfg.BuildID, d.names, codec.Names(), d.cfg.Tasks); msg != "" {
+	types := codec.Names()
+	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
 		return refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
@@ -429,6 +430,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge, wire.WelcomeDigestInput(welcome))
 	}
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
+	c.SetTypes(types) // equal to the executor's, as checkHello verified
 	c.Peer = es
 	es.conn = c
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)

@@ -130,7 +130,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc))
+	types := codec.Names() // what the handshake announces, and the frames' type table
+	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
 	if err != nil {
 		return err
 	}
@@ -164,6 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 	})
+	x.conn.SetTypes(types)
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
 			x:       x,
@@ -315,7 +317,7 @@ func (x *Executor) drain() {
 	}
 }
 
-func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 	deadline := time.AfterFunc(x.cfg.ConnectTimeout, cancel)
 	defer deadline.Stop()
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
@@ -347,7 +349,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		Plugins:         names,
 		Hostname:        x.hostname,
 		Pid:             int64(os.Getpid()),
-		MessageTypes:    codec.Names(),
+		MessageTypes:    types,
 		Tasks:           x.cfg.Tasks,
 		AuthNonce:       nonce,
 	}

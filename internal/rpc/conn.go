@@ -89,6 +89,11 @@ type Conn struct {
 	// Peer is free for the owner's use (executor record, endpoint list).
 	Peer any
 
+	// The message-type table agreed in the handshake (see SetTypes); read
+	// only after Start.
+	types   []string
+	typeIDs map[string]uint32
+
 	mu       sync.Mutex // protects the following fields
 	out      []*wire.Frame
 	spare    []*wire.Frame
@@ -129,6 +134,21 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 	c.lastSend.Store(now)
 	return c
 }
+
+// SetTypes installs the message-type names both sides agreed on in the
+// handshake (sorted, identical on both ends). Frames then carry a type's
+// index instead of its name. Call before Start.
+func (c *Conn) SetTypes(names []string) {
+	c.types = names
+	c.typeIDs = make(map[string]uint32, len(names))
+	for i, n := range names {
+		c.typeIDs[n] = uint32(i + 1)
+	}
+}
+
+// invalidType names no registered type: a frame whose type ID is out of
+// range decodes to an unknown-type error.
+const invalidType = "\x00invalid type id"
 
 // MaxMessageBytes is the payload limit of this connection.
 func (c *Conn) MaxMessageBytes() int { return c.opts.MaxMessageBytes }
@@ -405,6 +425,11 @@ func (c *Conn) writeLoop() {
 			}
 			c.mu.Unlock()
 
+			for _, f := range frames {
+				if id, ok := c.typeIDs[f.Type]; ok && f.Type != "" {
+					f.TypeId, f.Type = id, ""
+				}
+			}
 			batch.Frames = frames
 			err := c.stream.Send(batch)
 			clear(frames)
@@ -475,6 +500,12 @@ func (c *Conn) readLoop() {
 		c.lastRecv.Store(time.Now().UnixNano())
 		c.handling.Store(true)
 		for _, f := range b.Frames {
+			if f.TypeId != 0 {
+				f.Type = invalidType
+				if int(f.TypeId) <= len(c.types) {
+					f.Type = c.types[f.TypeId-1]
+				}
+			}
 			switch f.Kind {
 			case wire.Kind_KIND_REPLY:
 				c.deliver(f)

@@ -187,8 +187,12 @@ type Frame struct {
 	Ready         *Ready `protobuf:"bytes,11,opt,name=ready,proto3" json:"ready,omitempty"`
 	Task          *Task  `protobuf:"bytes,12,opt,name=task,proto3" json:"task,omitempty"`
 	// HEARTBEAT and STOPPED from an executor: its plugins' metrics.
-	Metrics       *Metrics   `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
-	Challenge     *Challenge `protobuf:"bytes,14,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	Metrics   *Metrics   `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Challenge *Challenge `protobuf:"bytes,14,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	// Instead of type: 1 + the index of the type's name in the sorted
+	// message-type list both sides agreed on in the handshake (a few bytes
+	// and no string to allocate per frame). 0: the name is in type.
+	TypeId        uint32 `protobuf:"varint,15,opt,name=type_id,json=typeId,proto3" json:"type_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -319,6 +323,13 @@ func (x *Frame) GetChallenge() *Challenge {
 		return x.Challenge
 	}
 	return nil
+}
+
+func (x *Frame) GetTypeId() uint32 {
+	if x != nil {
+		return x.TypeId
+	}
+	return 0
 }
 
 // What a TASK frame runs; the input is the frame's payload.
@@ -886,7 +897,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xf8\x03\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\x91\x04\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -902,7 +913,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x05ready\x18\v \x01(\v2\x14.ember.wire.v1.ReadyR\x05ready\x12'\n" +
 	"\x04task\x18\f \x01(\v2\x13.ember.wire.v1.TaskR\x04task\x120\n" +
 	"\ametrics\x18\r \x01(\v2\x16.ember.wire.v1.MetricsR\ametrics\x126\n" +
-	"\tchallenge\x18\x0e \x01(\v2\x18.ember.wire.v1.ChallengeR\tchallenge\"a\n" +
+	"\tchallenge\x18\x0e \x01(\v2\x18.ember.wire.v1.ChallengeR\tchallenge\x12\x17\n" +
+	"\atype_id\x18\x0f \x01(\rR\x06typeId\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
