@@ -86,7 +86,11 @@ func TestPluginMetrics(t *testing.T) {
 				if err := pc.Metrics().Register(g); err != nil {
 					return err
 				}
-				return pc.Send(ctx, text("hi"))
+				if err := pc.Send(ctx, text("hi")); err != nil {
+					return err
+				}
+				_, err := pc.Ask(ctx, text("q"))
+				return err
 			}}
 		},
 	}
@@ -121,7 +125,8 @@ func TestPluginMetrics(t *testing.T) {
 		{"executor_metric", map[string]string{"plugin": "metered", "executor": "2"}, 84},
 		{"ember_executors_alive", nil, 2},
 		{"ember_messages_total", map[string]string{"plugin": "metered", "type": "github.com/emberhq/ember_test.text", "direction": "to_driver", "kind": "send"}, 2},
-		{"ember_handler_seconds", map[string]string{"plugin": "metered"}, 2},
+		{"ember_messages_total", map[string]string{"plugin": "metered", "direction": "to_driver", "kind": "ask"}, 2},
+		{"ember_handler_seconds", map[string]string{"plugin": "metered"}, 2}, // every ask; sends are sampled
 		{"ember_lane_queue_depth", map[string]string{"plugin": "metered"}, 0},
 	}
 	for _, tt := range checks {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/rpc"
@@ -30,7 +31,11 @@ type endpoint struct {
 
 	handlerSeconds prometheus.Observer
 	counters       sync.Map // counterKey -> prometheus.Counter
+	sends          atomic.Uint64
 }
+
+// sendSampling is how many sends share one handler-time observation.
+const sendSampling = 8
 
 var _ plugin.DriverContext = (*endpoint)(nil)
 
@@ -113,14 +118,17 @@ func (e *endpoint) run(it rpc.Item) {
 	f := it.Frame
 	ask := f.Kind == wire.Kind_KIND_ASK
 	e.counter(f.Type, "to_driver", ask).Inc()
-	o := rpc.Dispatch(es.ctx, es.log, e.name, it, e.d.maxMsg(), e.dp.Receive)
+	// Handler time is sampled for sends (1 in sendSampling), always
+	// measured for asks.
+	timeSend := e.sends.Add(1)%sendSampling == 0
+	o := rpc.Dispatch(es.ctx, es.log, e.name, it, e.d.maxMsg(), timeSend, e.dp.Receive)
 	if ask {
 		es.asks.Add(-1)
 	}
 	switch {
 	case o.Undecodable && !ask:
 		e.d.builtin.Dropped.WithLabelValues(e.name, "undecodable").Inc()
-	case !o.Undecodable:
+	case o.Timed:
 		e.handlerSeconds.Observe(o.Elapsed.Seconds())
 	}
 	if o.Err != nil && ask {

@@ -13,7 +13,8 @@ import (
 type Outcome struct {
 	Undecodable bool          // the message could not be decoded
 	Err         error         // the handler's (or decoding's) error
-	Elapsed     time.Duration // time in the handler
+	Elapsed     time.Duration // time in the handler, when Dispatch was asked to time it
+	Timed       bool          // Elapsed was measured
 }
 
 // Dispatch delivers a lane item's message to receive: for an ASK it sends
@@ -21,7 +22,11 @@ type Outcome struct {
 // ctx is the handler's base context; an ASK adds the asker's deadline and
 // ends when the asker's connection does. A SEND is delivered even after
 // its sender has gone.
-func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, receive func(context.Context, any) (any, error)) Outcome {
+//
+// timeSends says whether to time the handler for a SEND (asks are always
+// timed): reading the clock twice per message is a visible share of the
+// send path, so callers sample.
+func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, timeSends bool, receive func(context.Context, any) (any, error)) Outcome {
 	f := it.Frame
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
@@ -45,16 +50,22 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 		elapsed := time.Since(start)
 		cancel()
 		_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, reply, err, max))
-		return Outcome{Err: err, Elapsed: elapsed}
+		return Outcome{Err: err, Elapsed: elapsed, Timed: true}
 	}
-	start := time.Now()
+	var start time.Time
+	if timeSends {
+		start = time.Now()
+	}
 	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(ctx, msg) })
-	elapsed := time.Since(start)
+	var elapsed time.Duration
+	if timeSends {
+		elapsed = time.Since(start)
+	}
 	switch {
 	case err != nil && !errors.Is(err, context.Canceled):
 		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", f.Type, "err", err)
 	case reply != nil:
 		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", f.Type)
 	}
-	return Outcome{Err: err, Elapsed: elapsed}
+	return Outcome{Err: err, Elapsed: elapsed, Timed: timeSends}
 }

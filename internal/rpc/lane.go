@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emberhq/ember/internal/wire"
 )
@@ -52,9 +53,12 @@ type Lane struct {
 	head     int
 	pushed   uint64              // items ever pushed; item k has sequence k
 	taken    uint64              // items ever handed to a worker
-	running  map[uint64]struct{} // sequences of the items running now
-	progress chan struct{}       // closed and replaced when an item finishes and flushers wait
-	flushers int                 // Flush calls waiting
+	running  map[uint64]struct{} // sequences of the items running now (several workers)
+	serial   bool                // one worker: it takes batches, items finish in order
+	active   atomic.Int64        // serial: items taken and not yet finished
+	finished atomic.Uint64       // serial: items finished
+	flushing atomic.Int32        // Flush calls waiting (written under mu; serial workers read it without)
+	progress chan struct{}       // closed and replaced when an item finishes and Flush waits
 	room     chan struct{}       // closed and replaced when an item is taken and pushers wait
 	waiting  int                 // PushWait calls waiting for room
 	closed   bool
@@ -77,7 +81,12 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 	}
 	l := &Lane{run: run, limit: limit, running: map[uint64]struct{}{}, progress: make(chan struct{}), room: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
+	l.serial = workers == 1
 	l.wg.Add(workers)
+	if l.serial {
+		go l.serialLoop()
+		return l
+	}
 	for range workers {
 		go l.loop()
 	}
@@ -130,7 +139,7 @@ func (l *Lane) PushWait(it Item, stop <-chan struct{}, full func()) bool {
 func (l *Lane) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.q) - l.head + len(l.running)
+	return len(l.q) - l.head + len(l.running) + int(l.active.Load())
 }
 
 // Flush waits until every item pushed before the call has finished, or ctx
@@ -139,28 +148,32 @@ func (l *Lane) Flush(ctx context.Context) error {
 	l.mu.Lock()
 	target := l.pushed
 	for {
+		// Announce the wait before checking, so that a serial worker that
+		// finishes an item after the check sees it and wakes us.
+		l.flushing.Add(1)
 		if l.doneThrough(target) {
+			l.flushing.Add(-1)
 			l.mu.Unlock()
 			return nil
 		}
 		progress := l.progress
-		l.flushers++
 		l.mu.Unlock()
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			l.mu.Lock()
-			l.flushers--
-			l.mu.Unlock()
+			l.flushing.Add(-1)
 			return ctx.Err()
 		}
 		l.mu.Lock()
-		l.flushers--
+		l.flushing.Add(-1)
 	}
 }
 
 // doneThrough reports whether items 1..n have all finished. l.mu is held.
 func (l *Lane) doneThrough(n uint64) bool {
+	if l.serial {
+		return l.finished.Load() >= n
+	}
 	if l.taken < n {
 		return false
 	}
@@ -183,6 +196,64 @@ func (l *Lane) Close() {
 	l.wg.Wait()
 }
 
+// serialBatch bounds the items the single worker takes at once.
+const serialBatch = 256
+
+// serialLoop is the one worker of a serial lane. It takes every queued item
+// (up to serialBatch) under one lock and runs them in order: one lock round
+// per batch instead of per item, where the reader pushing and the worker
+// taking would otherwise contend on every message.
+func (l *Lane) serialLoop() {
+	defer l.wg.Done()
+	var batch []Item
+	for {
+		l.mu.Lock()
+		for l.head == len(l.q) && !l.closed {
+			l.wake.Wait()
+		}
+		if l.head == len(l.q) {
+			l.mu.Unlock()
+			return
+		}
+		n := min(len(l.q)-l.head, serialBatch)
+		batch = append(batch[:0], l.q[l.head:l.head+n]...)
+		clear(l.q[l.head : l.head+n])
+		l.head += n
+		l.compactLocked()
+		l.taken += uint64(n)
+		l.active.Store(int64(n))
+		if l.waiting > 0 {
+			close(l.room)
+			l.room = make(chan struct{})
+		}
+		l.mu.Unlock()
+
+		for i := range batch {
+			l.run(batch[i])
+			batch[i] = Item{}
+			l.active.Add(-1)
+			l.finished.Add(1)
+			if l.flushing.Load() > 0 {
+				l.mu.Lock()
+				close(l.progress)
+				l.progress = make(chan struct{})
+				l.mu.Unlock()
+			}
+		}
+	}
+}
+
+// compactLocked reclaims the queue's consumed prefix. l.mu is held.
+func (l *Lane) compactLocked() {
+	if l.head == len(l.q) {
+		l.q, l.head = l.q[:0], 0
+	} else if l.head > 1024 && l.head*2 > len(l.q) {
+		n := copy(l.q, l.q[l.head:])
+		clear(l.q[n:])
+		l.q, l.head = l.q[:n], 0
+	}
+}
+
 func (l *Lane) loop() {
 	defer l.wg.Done()
 	for {
@@ -197,13 +268,7 @@ func (l *Lane) loop() {
 		it := l.q[l.head]
 		l.q[l.head] = Item{}
 		l.head++
-		if l.head == len(l.q) {
-			l.q, l.head = l.q[:0], 0
-		} else if l.head > 1024 && l.head*2 > len(l.q) {
-			n := copy(l.q, l.q[l.head:])
-			clear(l.q[n:])
-			l.q, l.head = l.q[:n], 0
-		}
+		l.compactLocked()
 		l.taken++
 		if l.waiting > 0 {
 			close(l.room)
@@ -217,7 +282,7 @@ func (l *Lane) loop() {
 
 		l.mu.Lock()
 		delete(l.running, seq)
-		if l.flushers > 0 {
+		if l.flushing.Load() > 0 {
 			close(l.progress)
 			l.progress = make(chan struct{})
 		}

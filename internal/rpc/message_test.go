@@ -410,7 +410,7 @@ func TestDispatchAsk(t *testing.T) {
 			t.Parallel()
 			c, s := dispatchConn(t)
 			log, _ := testLogger()
-			rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, tt.receive)
+			rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, true, tt.receive)
 			v, err := replyTo(t, s, 9)
 			if tt.wantCode == plugin.CodeOK {
 				if err != nil || !reflect.DeepEqual(v, tt.want) {
@@ -432,7 +432,7 @@ func TestDispatchUndecodableAsk(t *testing.T) {
 	log, _ := testLogger()
 	called := false
 	f := &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 4, Type: "rpc_test.not-registered", Payload: []byte("{}")}
-	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, func(context.Context, any) (any, error) {
+	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, true, func(context.Context, any) (any, error) {
 		called = true
 		return nil, nil
 	})
@@ -469,15 +469,15 @@ func TestDispatchSend(t *testing.T) {
 			t.Fatalf("Encode: %v", err)
 		}
 		f.Kind = wire.Kind_KIND_SEND
-		rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, receive)
+		rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, true, receive)
 	}
 	// An undecodable send is dropped with a log entry.
-	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "rpc_test.not-registered"}}, 1024, receive)
+	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "rpc_test.not-registered"}}, 1024, true, receive)
 	if len(got) != 3 {
 		t.Errorf("Receive called %d times, want 3 (not for the undecodable send)", len(got))
 	}
 	// Sends get no reply: the first frame written is the reply to a later ask.
-	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 77, rpcMsg{N: 0})}, 1024, receive)
+	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 77, rpcMsg{N: 0})}, 1024, true, receive)
 	if _, err := replyTo(t, s, 77); err != nil {
 		t.Fatalf("reply to the ask: %v", err)
 	}
