@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 
@@ -54,6 +55,7 @@ var (
 	runRE    = flag.String("run", "", "run only scenarios whose name matches this regexp")
 	scaleN   = flag.Int("scale", 1000, "executors in the scale scenario")
 	roleFlag = flag.String("role", "", "internal: the role of a child process (baseline, executors)")
+	cpuProf  = flag.String("cpuprofile", "", "write the driver process's CPU profile to this file")
 )
 
 // config is the application every scenario runs; only Master changes, so
@@ -120,6 +122,17 @@ func bench(ctx context.Context) error {
 	if *short {
 		*reps = 1
 		*scaleN = min(*scaleN, 50)
+	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var filter *regexp.Regexp
 	if *runRE != "" {

@@ -196,7 +196,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 		}, []string{"plugin", "reason"}),
 		HandlerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ember_handler_seconds",
-			Help:    "Time driver plugins spend in Receive, by plugin (every ask; one send in 8).",
+			Help:    "Time driver plugins spend in Receive, by plugin (sampled: one message in 8).",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
 		}, []string{"plugin"}),
 		Tasks: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -82,9 +82,9 @@ type Conn struct {
 	ctx      context.Context
 	ctxStop  context.CancelFunc
 	wg       sync.WaitGroup
-	lastRecv atomic.Int64 // unix nanos of the last batch received
-	lastSend atomic.Int64
-	handling atomic.Bool // the reader is inside HandleFrame (maybe stalled by backpressure)
+	received atomic.Bool  // a batch arrived since the heartbeat loop last looked
+	lastSend atomic.Int64 // unix nanos of the last batch written
+	handling atomic.Bool  // the reader is inside HandleFrame (maybe stalled by backpressure)
 
 	// Peer is free for the owner's use (executor record, endpoint list).
 	Peer any
@@ -129,9 +129,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		calls:  make(map[uint64]chan *wire.Frame),
 	}
 	c.ctx, c.ctxStop = context.WithCancel(context.Background())
-	now := time.Now().UnixNano()
-	c.lastRecv.Store(now)
-	c.lastSend.Store(now)
+	c.lastSend.Store(time.Now().UnixNano())
 	return c
 }
 
@@ -497,7 +495,7 @@ func (c *Conn) readLoop() {
 			c.close(streamError("receive", err))
 			return
 		}
-		c.lastRecv.Store(time.Now().UnixNano())
+		c.received.Store(true)
 		c.handling.Store(true)
 		for _, f := range b.Frames {
 			if f.TypeId != 0 {
@@ -519,7 +517,7 @@ func (c *Conn) readLoop() {
 		}
 		c.handling.Store(false)
 		// Time spent stalled in a handler is not the peer's silence.
-		c.lastRecv.Store(time.Now().UnixNano())
+		c.received.Store(true)
 	}
 }
 
@@ -540,12 +538,19 @@ func (c *Conn) heartbeatLoop() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.opts.HeartbeatInterval)
 	defer t.Stop()
+	// The reader only raises a flag per batch (no clock read on the hot
+	// path); the last time it was seen raised, at tick resolution, is when
+	// the peer was last heard.
+	lastHeard := time.Now()
 	for {
 		select {
 		case <-c.done:
 			return
 		case now := <-t.C:
-			if silent := now.Sub(time.Unix(0, c.lastRecv.Load())); silent > c.opts.HeartbeatTimeout && !c.handling.Load() {
+			if c.received.Swap(false) || c.handling.Load() {
+				lastHeard = now
+			}
+			if silent := now.Sub(lastHeard); silent > c.opts.HeartbeatTimeout {
 				c.close(plugin.Errorf(plugin.CodeUnavailable, "peer silent for %v (heartbeat timeout %v)", silent.Round(time.Millisecond), c.opts.HeartbeatTimeout))
 				return
 			}

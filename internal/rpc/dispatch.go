@@ -23,10 +23,9 @@ type Outcome struct {
 // ends when the asker's connection does. A SEND is delivered even after
 // its sender has gone.
 //
-// timeSends says whether to time the handler for a SEND (asks are always
-// timed): reading the clock twice per message is a visible share of the
-// send path, so callers sample.
-func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, timeSends bool, receive func(context.Context, any) (any, error)) Outcome {
+// timed says whether to measure the handler's time (callers sample:
+// reading the clock twice per message is a visible share of the path).
+func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	f := it.Frame
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
@@ -45,20 +44,26 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 		// The asker is gone with its connection: stop working for it.
 		stop := context.AfterFunc(it.Conn.Context(), cancel)
 		defer stop()
-		start := time.Now()
+		var start time.Time
+		if timed {
+			start = time.Now()
+		}
 		reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
-		elapsed := time.Since(start)
+		var elapsed time.Duration
+		if timed {
+			elapsed = time.Since(start)
+		}
 		cancel()
 		_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, reply, err, max))
-		return Outcome{Err: err, Elapsed: elapsed, Timed: true}
+		return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 	}
 	var start time.Time
-	if timeSends {
+	if timed {
 		start = time.Now()
 	}
 	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(ctx, msg) })
 	var elapsed time.Duration
-	if timeSends {
+	if timed {
 		elapsed = time.Since(start)
 	}
 	switch {
@@ -67,5 +72,5 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 	case reply != nil:
 		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", f.Type)
 	}
-	return Outcome{Err: err, Elapsed: elapsed, Timed: timeSends}
+	return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 }
