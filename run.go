@@ -124,6 +124,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		HandshakeTimeout:   cfg.HandshakeTimeout,
 		ServerOptions:      tlsOpts,
 		LaneLimit:          cfg.LaneQueue,
+		NoReplacements:     master.Kind != "standalone",
 	})
 	if err != nil {
 		return err

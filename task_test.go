@@ -297,3 +297,26 @@ func TestTaskSizeLimit(t *testing.T) {
 		t.Errorf("executors after oversized outputs: got %d, want 2", got)
 	}
 }
+
+// On a local master, whose executors are never replaced, a job fails when
+// the last executor is lost instead of waiting for ever.
+func TestMapFailsWhenNoExecutorIsLeft(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "1"}})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ember.Map(testCtx(t), c.Driver, waitCancel, []int{1, 2})
+		errc <- err
+	}()
+	<-waitStarted
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "no executors left") {
+		t.Errorf("Map after the last executor died: got %v, want CodeUnavailable", err)
+	}
+	<-waitCanceled // the dead executor's task saw its ctx end
+	_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
+	if plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("Map with no executors: got %v, want CodeUnavailable", err)
+	}
+}

@@ -57,6 +57,9 @@ type Config struct {
 	// MaxOutstandingAsks bounds the asks one executor may have waiting for
 	// the driver's replies; more are answered CodeResourceExhausted.
 	MaxOutstandingAsks int
+	// NoReplacements says executors that leave are not replaced (local
+	// masters): jobs then fail when no executor is left.
+	NoReplacements bool
 	// LaneLimit bounds the messages queued for one driver plugin; a
 	// connection whose message finds its lane full stalls until there is
 	// room (backpressure to the sender). Default rpc.DefaultLaneLimit.
@@ -149,6 +152,7 @@ func New(cfg Config) (*Driver, error) {
 		}
 	}
 	d.sched.maxFailures = cfg.MaxTaskFailures
+	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
 	d.sched.builtin = d.builtin
 	for i, p := range cfg.Plugins {

@@ -68,6 +68,9 @@ type attempt struct {
 type scheduler struct {
 	maxFailures int
 	builtin     *metrics.Builtin
+	// noReplacements: executors that leave are never replaced (local
+	// masters), so jobs fail when the last one goes instead of waiting.
+	noReplacements bool
 
 	mu      sync.Mutex // protects the following fields
 	pending []*attempt
@@ -82,7 +85,8 @@ type scheduler struct {
 // An attempt that fails is retried, preferably on another executor, until
 // a task has failed maxFailures times; attempts lost with their executor
 // are rescheduled without counting as failures. Ending ctx cancels the
-// running attempts.
+// running attempts. Without executors, the job waits for some to join
+// (standalone) or fails with CodeUnavailable when none can (local masters).
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
 	if progress == nil {
 		progress = &Progress{}
@@ -106,6 +110,12 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 	}
 	for i := range inputs {
 		s.pending = append(s.pending, &attempt{job: j, index: i})
+	}
+	if len(s.execs) == 0 && s.noReplacements && len(inputs) > 0 {
+		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks"))
+		s.mu.Unlock()
+		send(sends)
+		return nil, j.err
 	}
 	sends := s.scheduleLocked()
 	s.mu.Unlock()
@@ -239,6 +249,15 @@ func (s *scheduler) removeExecutor(e *execState) {
 	e.running = nil
 	s.pending = append(s.pending, requeue...)
 	out := s.scheduleLocked()
+	if len(s.execs) == 0 && s.noReplacements {
+		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, was lost)", e.info.ID)
+		for _, a := range s.pending[s.head:] {
+			if a != nil {
+				out = append(out, s.failJobLocked(a.job, err)...)
+			}
+		}
+		s.pending, s.head = s.pending[:0], 0
+	}
 	s.mu.Unlock()
 	send(out)
 }
