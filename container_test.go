@@ -182,33 +182,43 @@ func TestPluginNames(t *testing.T) {
 	}
 }
 
-// Spark: "merging of config options" end to end: a plugin listed in both
-// lists is initialised once on each side.
-func TestMergedListsInitOnce(t *testing.T) {
-	var driverInits, execInits atomic.Int32
+// mergedInits counts the inits of the "merged-once" plugin, registered
+// once for the whole test binary (the registry is global; tests may run
+// with -count).
+var mergedInits struct{ driver, executor atomic.Int32 }
+
+var mergedOnce = func() plugin.Plugin {
 	p := fakePlugin{
 		name: "merged-once",
 		newDriver: func() plugin.DriverPlugin {
 			return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
-				driverInits.Add(1)
+				mergedInits.driver.Add(1)
 				return nil, nil
 			}}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
 			return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
-				execInits.Add(1)
+				mergedInits.executor.Add(1)
 				return nil
 			}}
 		},
 	}
 	plugin.Register(p)
+	return p
+}()
+
+// Spark: "merging of config options" end to end: a plugin listed in both
+// lists is initialised once on each side.
+func TestMergedListsInitOnce(t *testing.T) {
+	mergedInits.driver.Store(0)
+	mergedInits.executor.Store(0)
 	embertest.Start(t, ember.Config{
 		Master:  "local[1]",
 		Conf:    map[string]string{ember.ConfPluginsDefaults: "merged-once", ember.ConfPlugins: "merged-once"},
-		Plugins: []plugin.Plugin{p},
+		Plugins: []plugin.Plugin{mergedOnce},
 		Logger:  quiet,
 	})
-	if d, e := driverInits.Load(), execInits.Load(); d != 1 || e != 1 {
+	if d, e := mergedInits.driver.Load(), mergedInits.executor.Load(); d != 1 || e != 1 {
 		t.Errorf("inits: driver %d, executor %d; want 1, 1", d, e)
 	}
 }
