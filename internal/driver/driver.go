@@ -97,7 +97,8 @@ type Driver struct {
 }
 
 type execState struct {
-	ctx     context.Context // handler context: the driver's, with the sender's ID
+	ctx     context.Context // handler context for sends: the driver's, with the sender's ID
+	askCtx  context.Context // for asks: the connection's (ends with it), with the sender's ID
 	log     *slog.Logger    // the driver's, with the executor's ID
 	info    plugin.ExecutorInfo
 	conn    *rpc.Conn
@@ -436,6 +437,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
 	c.SetTypes(types) // equal to the executor's, as checkHello verified
 	c.Peer = es
+	es.askCtx = senderContext(c.Context(), id)
 	es.conn = c
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
 	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: welcome})

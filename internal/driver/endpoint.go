@@ -122,7 +122,7 @@ func (e *endpoint) run(it rpc.Item) {
 	e.counter(f.Type, "to_driver", ask).Inc()
 	// Handler time is sampled: one message in handlerSampling.
 	timed := e.dispatched.Add(1)%handlerSampling == 1
-	o := rpc.Dispatch(es.ctx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
+	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
 	if ask {
 		es.asks.Add(-1)
 	}

@@ -19,13 +19,13 @@ type Outcome struct {
 
 // Dispatch delivers a lane item's message to receive: for an ASK it sends
 // the reply (or error), for a SEND it logs what the sender cannot be told.
-// ctx is the handler's base context; an ASK adds the asker's deadline and
-// ends when the asker's connection does. A SEND is delivered even after
-// its sender has gone.
+// A SEND's handler runs under ctx, so it is delivered even after its
+// sender has gone; an ASK's under askCtx, which should end with the
+// asker's connection, bounded by the asker's deadline when it sent one.
 //
 // timed says whether to measure the handler's time (callers sample:
 // reading the clock twice per message is a visible share of the path).
-func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
+func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	f := it.Frame
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
@@ -40,10 +40,12 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 		return Outcome{Undecodable: true, Err: err}
 	}
 	if f.Kind == wire.Kind_KIND_ASK {
-		hctx, cancel := HandlerContext(ctx, f)
-		// The asker is gone with its connection: stop working for it.
-		stop := context.AfterFunc(it.Conn.Context(), cancel)
-		defer stop()
+		hctx := askCtx
+		if f.TimeoutMicros > 0 {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithTimeout(askCtx, time.Duration(f.TimeoutMicros)*time.Microsecond)
+			defer cancel()
+		}
 		var start time.Time
 		if timed {
 			start = time.Now()
@@ -53,7 +55,6 @@ func Dispatch(ctx context.Context, log *slog.Logger, pluginName string, it Item,
 		if timed {
 			elapsed = time.Since(start)
 		}
-		cancel()
 		_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, reply, err, max))
 		return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 	}

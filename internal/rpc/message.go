@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"time"
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/hook"
@@ -61,15 +60,6 @@ func Result(f *wire.Frame) (any, error) {
 		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "reply: %v", err)
 	}
 	return v, nil
-}
-
-// HandlerContext returns the context a handler runs with: parent, bounded
-// by the asker's remaining time when the frame carries one.
-func HandlerContext(parent context.Context, f *wire.Frame) (context.Context, context.CancelFunc) {
-	if f.TimeoutMicros > 0 {
-		return context.WithTimeout(parent, time.Duration(f.TimeoutMicros)*time.Microsecond)
-	}
-	return context.WithCancel(parent)
 }
 
 // Call runs fn, turning a panic into a CodeInternal error that names the

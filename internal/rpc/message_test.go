@@ -322,29 +322,6 @@ func TestCall(t *testing.T) {
 	})
 }
 
-func TestHandlerContext(t *testing.T) {
-	t.Parallel()
-	parent := testContext(t)
-	before := time.Now()
-	ctx, cancel := rpc.HandlerContext(parent, &wire.Frame{TimeoutMicros: 5_000_000})
-	defer cancel()
-	d, ok := ctx.Deadline()
-	if !ok {
-		t.Fatalf("handler ctx for a frame with a timeout has no deadline")
-	}
-	if d.Before(before.Add(5*time.Second)) || d.After(time.Now().Add(5*time.Second)) {
-		t.Errorf("handler deadline %v, want 5s after the frame arrived", d.Sub(before))
-	}
-
-	ctx2, cancel2 := rpc.HandlerContext(context.Background(), &wire.Frame{})
-	if _, ok := ctx2.Deadline(); ok {
-		t.Errorf("handler ctx for a frame without a timeout has a deadline")
-	}
-	cancel2()
-	if ctx2.Err() == nil {
-		t.Errorf("handler ctx not canceled by its cancel func")
-	}
-}
 
 // dispatchConn is a started Conn over a fake stream, for Dispatch to reply on.
 func dispatchConn(t *testing.T) (*rpc.Conn, *fakeStream) {
@@ -410,7 +387,7 @@ func TestDispatchAsk(t *testing.T) {
 			t.Parallel()
 			c, s := dispatchConn(t)
 			log, _ := testLogger()
-			rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, true, tt.receive)
+			rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, true, tt.receive)
 			v, err := replyTo(t, s, 9)
 			if tt.wantCode == plugin.CodeOK {
 				if err != nil || !reflect.DeepEqual(v, tt.want) {
@@ -426,13 +403,48 @@ func TestDispatchAsk(t *testing.T) {
 	}
 }
 
+// An ask's handler runs under askCtx (which ends with the asker's
+// connection), bounded by the asker's deadline; a send's under ctx.
+func TestDispatchContexts(t *testing.T) {
+	t.Parallel()
+	c, s := dispatchConn(t)
+	log, _ := testLogger()
+	askCtx, cancelAsk := context.WithCancel(context.Background())
+	cancelAsk() // the asker's connection is gone
+	var askErr, sendErr error
+	var deadline time.Time
+	rpc.Dispatch(context.Background(), askCtx, log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 5, rpcMsg{N: 1})}, 1024, false,
+		func(ctx context.Context, _ any) (any, error) {
+			askErr = ctx.Err()
+			deadline, _ = ctx.Deadline()
+			return nil, nil
+		})
+	_, _ = replyTo(t, s, 5)
+	if !errors.Is(askErr, context.Canceled) {
+		t.Errorf("ask handler ctx: got %v, want canceled with the asker's connection", askErr)
+	}
+	if deadline.IsZero() {
+		t.Error("ask handler ctx has no deadline; the asker's should travel with the ask")
+	}
+	f := askFrame(t, 0, rpcMsg{N: 1})
+	f.Kind, f.TimeoutMicros = wire.Kind_KIND_SEND, 0
+	rpc.Dispatch(context.Background(), askCtx, log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, false,
+		func(ctx context.Context, _ any) (any, error) {
+			sendErr = ctx.Err()
+			return nil, nil
+		})
+	if sendErr != nil {
+		t.Errorf("send handler ctx: got %v, want live (sends are delivered after their sender has gone)", sendErr)
+	}
+}
+
 func TestDispatchUndecodableAsk(t *testing.T) {
 	t.Parallel()
 	c, s := dispatchConn(t)
 	log, _ := testLogger()
 	called := false
 	f := &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 4, Type: "rpc_test.not-registered", Payload: []byte("{}")}
-	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, true, func(context.Context, any) (any, error) {
+	rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, true, func(context.Context, any) (any, error) {
 		called = true
 		return nil, nil
 	})
@@ -469,15 +481,15 @@ func TestDispatchSend(t *testing.T) {
 			t.Fatalf("Encode: %v", err)
 		}
 		f.Kind = wire.Kind_KIND_SEND
-		rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, true, receive)
+		rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, true, receive)
 	}
 	// An undecodable send is dropped with a log entry.
-	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "rpc_test.not-registered"}}, 1024, true, receive)
+	rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "rpc_test.not-registered"}}, 1024, true, receive)
 	if len(got) != 3 {
 		t.Errorf("Receive called %d times, want 3 (not for the undecodable send)", len(got))
 	}
 	// Sends get no reply: the first frame written is the reply to a later ask.
-	rpc.Dispatch(context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 77, rpcMsg{N: 0})}, 1024, true, receive)
+	rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 77, rpcMsg{N: 0})}, 1024, true, receive)
 	if _, err := replyTo(t, s, 77); err != nil {
 		t.Fatalf("reply to the ask: %v", err)
 	}
