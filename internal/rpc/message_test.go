@@ -322,7 +322,6 @@ func TestCall(t *testing.T) {
 	})
 }
 
-
 // dispatchConn is a started Conn over a fake stream, for Dispatch to reply on.
 func dispatchConn(t *testing.T) (*rpc.Conn, *fakeStream) {
 	t.Helper()
