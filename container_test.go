@@ -501,3 +501,22 @@ func TestLanesAreIndependent(t *testing.T) {
 		t.Fatalf("Ask to the fast plugin while the slow one is blocked: got %v, %v; want 7, nil", got, err)
 	}
 }
+
+// An extraConf too big to hand to executors fails Run at start-up, naming
+// the plugin, instead of failing every executor at connect.
+func TestExtraConfTooBig(t *testing.T) {
+	p := fakePlugin{
+		name: "bloated",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+				return map[string]string{"blob": strings.Repeat("x", 64<<10)}, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} },
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, MaxMessageBytes: 32 << 10},
+		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), `"bloated"`) {
+		t.Errorf("got %v, want ResourceExhausted naming the plugin", err)
+	}
+}

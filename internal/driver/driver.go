@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Config configures a Driver. Zero durations take the defaults.
@@ -224,6 +225,28 @@ func (d *Driver) Init(ctx context.Context) error {
 		}
 		e.extraConf = extra
 		e.inited = true
+	}
+	return d.checkWelcomeSize()
+}
+
+// checkWelcomeSize fails start-up, naming the biggest contributor, when
+// the configuration handed to every executor would not fit in one message:
+// better than every executor failing at connect.
+func (d *Driver) checkWelcomeSize() error {
+	w := &wire.Welcome{Conf: d.cfg.Conf}
+	biggest, biggestSize := "", 0
+	for _, e := range d.endpoints {
+		x := &wire.ExtraConf{Values: e.extraConf}
+		w.ExtraConf = append(w.ExtraConf, x)
+		if n := proto.Size(x); n > biggestSize {
+			biggest, biggestSize = e.name, n
+		}
+	}
+	if size, limit := proto.Size(w), maxMsg(d.cfg.Conn); size > limit {
+		d.shutdownPlugins(len(d.endpoints) - 1)
+		return plugin.Errorf(plugin.CodeResourceExhausted,
+			"the configuration sent to executors (Conf and every plugin's extraConf) is %d bytes, over the %d-byte message limit (largest extraConf: plugin %q, %d bytes)",
+			size, limit, biggest, biggestSize)
 	}
 	return nil
 }
