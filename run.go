@@ -27,9 +27,9 @@ import (
 const (
 	// EnvDriver, when set to the driver's host:port, makes Run serve as an
 	// executor of that driver instead of running the driver.
-	EnvDriver = launch.EnvDriver
+	EnvDriver = "EMBER_DRIVER"
 	// EnvSecret is the application secret a standalone executor presents.
-	EnvSecret = launch.EnvSecret
+	EnvSecret = "EMBER_SECRET"
 )
 
 // Driver is the running application as the driver function sees it. Its

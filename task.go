@@ -9,7 +9,6 @@ import (
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/driver"
-	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 )
@@ -20,7 +19,7 @@ const ConfMaxTaskFailures = "ember.task.maxFailures"
 
 // ConfExecutorSlots is how many tasks each executor runs at once. Default:
 // the executor's CPU count.
-const ConfExecutorSlots = executor.ConfSlots
+const ConfExecutorSlots = "ember.executor.slots"
 
 // TaskContext describes the attempt a task function is running.
 type TaskContext struct {
