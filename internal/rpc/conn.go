@@ -103,6 +103,8 @@ type Conn struct {
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
+	writing  bool        // a goroutine is in stream.Send (the writer, or a caller writing directly)
+	direct   *wire.Batch // the batch of a direct write; used only while writing
 	err      error
 }
 
@@ -127,6 +129,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		done:   make(chan struct{}),
 		space:  make(chan struct{}),
 		calls:  make(map[uint64]chan *wire.Frame),
+		direct: &wire.Batch{},
 	}
 	c.ctx, c.ctxStop = context.WithCancel(context.Background())
 	c.lastSend.Store(time.Now().UnixNano())
@@ -265,6 +268,15 @@ func (c *Conn) closedError() error {
 // enqueue queues f, waiting for room unless noWait. It returns an error if
 // the Conn is closed or ctx ends while waiting.
 func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
+	return c.enqueueOrWrite(ctx, f, noWait, false)
+}
+
+// enqueueOrWrite is enqueue that, when direct is set and nothing is queued
+// or being written, writes f on the calling goroutine instead of handing it
+// to the writer: one goroutine hand-off less for a lone ask, whose caller is
+// about to wait anyway. Everything else goes through the queue, so that
+// streams of frames are batched.
+func (c *Conn) enqueueOrWrite(ctx context.Context, f *wire.Frame, noWait, direct bool) error {
 	waited := false
 	c.mu.Lock()
 	for {
@@ -294,6 +306,12 @@ func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
 		c.mu.Lock()
 		c.waiters--
 	}
+	if direct && len(c.out) == 0 && !c.writing {
+		c.writing = true
+		c.mu.Unlock()
+		c.writeDirect(f)
+		return nil
+	}
 	c.out = append(c.out, f)
 	first := len(c.out) == 1
 	c.mu.Unlock()
@@ -301,6 +319,35 @@ func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
 		c.signal()
 	}
 	return nil
+}
+
+// writeDirect sends f as a batch of its own. The caller has set writing;
+// no lock is held across the write. A failed write closes the connection,
+// which fails any ask waiting for a reply.
+func (c *Conn) writeDirect(f *wire.Frame) {
+	c.compress(f)
+	c.direct.Frames = append(c.direct.Frames[:0], f)
+	err := c.stream.Send(c.direct)
+	c.direct.Frames[0] = nil
+	c.mu.Lock()
+	c.writing = false
+	wake := len(c.out) > 0 || c.closing
+	c.mu.Unlock()
+	if err != nil {
+		c.close(streamError("send", err))
+		return
+	}
+	c.lastSend.Store(time.Now().UnixNano())
+	if wake {
+		c.signal()
+	}
+}
+
+// compress replaces f's type name with its index in the agreed table.
+func (c *Conn) compress(f *wire.Frame) {
+	if id, ok := c.typeIDs[f.Type]; ok && f.Type != "" {
+		f.TypeId, f.Type = id, ""
+	}
 }
 
 // Send queues a fire-and-forget frame, honouring backpressure.
@@ -340,9 +387,12 @@ func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
 	c.nextCall++
 	id := c.nextCall
 	c.calls[id] = ch
+	// A lone ask is written directly (latency); with others in flight it
+	// is queued, so that concurrent asks share batches (throughput).
+	lone := len(c.calls) == 1
 	c.mu.Unlock()
 	f.Call = id
-	if err := c.enqueue(ctx, f, false); err != nil {
+	if err := c.enqueueOrWrite(ctx, f, false, lone); err != nil {
 		c.forget(id)
 		return nil, err
 	}
@@ -382,6 +432,9 @@ func (c *Conn) forget(id uint64) bool {
 // Reply answers the ASK with call ID id.
 func (c *Conn) Reply(f *wire.Frame) error {
 	f.Kind = wire.Kind_KIND_REPLY
+	// Replies are queued, never written directly: under load a lane writing
+	// each reply itself would defeat batching (measured: ask throughput
+	// fell by a third).
 	return c.SendControl(f)
 }
 
@@ -394,11 +447,16 @@ func (c *Conn) writeLoop() {
 		case <-c.done:
 			return
 		}
+		c.mu.Lock()
 		for {
-			c.mu.Lock()
 			if c.closed {
 				c.mu.Unlock()
 				return
+			}
+			if c.writing {
+				// A caller is writing directly; it wakes us when done.
+				c.mu.Unlock()
+				break
 			}
 			frames, rest := split(c.out, min(maxBatchBytes, c.opts.MaxMessageBytes))
 			if len(frames) == 0 {
@@ -421,12 +479,11 @@ func (c *Conn) writeLoop() {
 				close(c.space)
 				c.space = make(chan struct{})
 			}
+			c.writing = true
 			c.mu.Unlock()
 
 			for _, f := range frames {
-				if id, ok := c.typeIDs[f.Type]; ok && f.Type != "" {
-					f.TypeId, f.Type = id, ""
-				}
+				c.compress(f)
 			}
 			batch.Frames = frames
 			err := c.stream.Send(batch)
@@ -437,6 +494,8 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			c.lastSend.Store(time.Now().UnixNano())
+			c.mu.Lock()
+			c.writing = false
 		}
 	}
 }
