@@ -179,13 +179,3 @@ func init() {
 		return &Error{code: c, msg: msg, remote: true}
 	}
 }
-
-// contextError turns a context error into an *Error with the matching code,
-// keeping the context error as its cause.
-func contextError(err error) *Error {
-	code := CodeCanceled
-	if errors.Is(err, context.DeadlineExceeded) {
-		code = CodeDeadlineExceeded
-	}
-	return &Error{code: code, msg: err.Error(), cause: err}
-}

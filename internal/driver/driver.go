@@ -529,9 +529,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 		problem = fmt.Sprintf("plugin %q has no driver side", e.name)
 	}
 	if problem != "" {
-		if f.Kind == wire.Kind_KIND_ASK {
-			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(plugin.CodeNotFound), Error: problem})
-		} else {
+		if !rpc.Refuse(c, f, plugin.CodeNotFound, problem) {
 			d.log.Warn("dropped message", "executor", es.info.ID, "reason", problem, "type", f.Type)
 			d.builtin.Dropped.WithLabelValues("", "no_such_plugin").Inc()
 		}
@@ -541,21 +539,17 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 		if n := es.asks.Add(1); n > int64(d.cfg.MaxOutstandingAsks) {
 			es.asks.Add(-1)
 			d.builtin.LimitHits.WithLabelValues("driver", "outstanding_asks").Inc()
-			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(plugin.CodeResourceExhausted),
-				Error: fmt.Sprintf("executor %s has %d asks waiting for the driver (the maximum); retry later", es.info.ID, d.cfg.MaxOutstandingAsks)})
+			rpc.Refuse(c, f, plugin.CodeResourceExhausted,
+				fmt.Sprintf("executor %s has %d asks waiting for the driver (the maximum); retry later", es.info.ID, d.cfg.MaxOutstandingAsks))
 			return
 		}
 	}
-	it := rpc.Item{Conn: c, Frame: f}
-	rpc.Predecode(&it)
-	if f.Kind == wire.Kind_KIND_SEND {
-		// Backpressure: a full lane stalls this executor's stream.
-		e.lane.PushWait(it, c.Done(), func() {
-			d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
-		})
-		return
-	}
-	e.lane.Push(it)
+	// A full lane stalls this executor's stream (backpressure). A message
+	// that finds the lane closed arrived during shutdown, after the
+	// plugin's last delivery; nothing is waiting for it.
+	rpc.Deliver(e.lane, c, f, func() {
+		d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
+	})
 }
 
 func (d *Driver) ready(es *execState, f *wire.Frame) {
@@ -581,16 +575,25 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	d.log.Debug("executor ready", "executor", info.ID)
 	d.builtin.ExecutorsAlive.Inc()
 	d.sched.addExecutor(es, int(f.GetReady().GetSlots()))
+	d.notifyListeners(es, "OnExecutorAdded", func(ctx context.Context, l plugin.ExecutorListener) {
+		l.OnExecutorAdded(ctx, info)
+	})
+}
+
+// notifyListeners queues a membership event on the lane of every plugin
+// that implements ExecutorListener, ordered with that plugin's messages;
+// a panic in the listener is recovered and logged.
+func (d *Driver) notifyListeners(es *execState, method string, call func(context.Context, plugin.ExecutorListener)) {
 	for _, e := range d.endpoints {
-		if e.listener != nil {
-			e.lane.Push(rpc.Item{Event: func() {
-				ctx := senderContext(d.ctx, info.ID)
-				_, _ = rpc.Call(e.log, e.name, "OnExecutorAdded", func() (struct{}, error) {
-					e.listener.OnExecutorAdded(ctx, info)
-					return struct{}{}, nil
-				})
-			}})
+		if e.listener == nil {
+			continue
 		}
+		e.lane.Push(rpc.Item{Event: func() {
+			_, _ = rpc.Call(e.log, e.name, method, func() (struct{}, error) {
+				call(es.ctx, e.listener)
+				return struct{}{}, nil
+			})
+		}})
 	}
 }
 
@@ -628,17 +631,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	d.builtin.ExecutorsAlive.Dec()
 	d.sched.removeExecutor(es)
 	info := es.info
-	for _, e := range d.endpoints {
-		if e.listener != nil {
-			e.lane.Push(rpc.Item{Event: func() {
-				ctx := senderContext(d.ctx, info.ID)
-				_, _ = rpc.Call(e.log, e.name, "OnExecutorRemoved", func() (struct{}, error) {
-					e.listener.OnExecutorRemoved(ctx, info, reason)
-					return struct{}{}, nil
-				})
-			}})
-		}
-	}
+	d.notifyListeners(es, "OnExecutorRemoved", func(ctx context.Context, l plugin.ExecutorListener) {
+		l.OnExecutorRemoved(ctx, info, reason)
+	})
 }
 
 func (d *Driver) conn(id string) (*rpc.Conn, error) {

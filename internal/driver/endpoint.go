@@ -93,19 +93,16 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var first error
 	conns := e.d.readyConns()
 	e.sent(f, false, len(conns))
 	for _, c := range conns {
 		g := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
-		if err := c.Send(ctx, g); err != nil {
-			errs = append(errs, err)
+		if err := c.Send(ctx, g); err != nil && first == nil {
+			first = err
 		}
 	}
-	if len(errs) > 0 {
-		return errs[0]
-	}
-	return nil
+	return first
 }
 
 func (d *Driver) maxMsg() int { return maxMsg(d.cfg.Conn) }

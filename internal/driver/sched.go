@@ -30,10 +30,8 @@ func (e *TaskFailure) Unwrap() error { return e.Cause }
 
 // Progress is a job's counts, safe to read while it runs.
 type Progress struct {
-	total           int
-	done, running   atomic.Int64
-	failedAttempts  atomic.Int64
-	rescheduledLost atomic.Int64
+	total         int
+	done, running atomic.Int64
 }
 
 // Counts returns tasks done, running and in total.
@@ -242,7 +240,6 @@ func (s *scheduler) removeExecutor(e *execState) {
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
 		if a.job.err == nil {
-			a.job.progress.rescheduledLost.Add(1)
 			requeue = append(requeue, &attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 		}
 	}
@@ -290,7 +287,6 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 			close(j.done)
 		}
 	default:
-		j.progress.failedAttempts.Add(1)
 		j.failures[a.index]++
 		cause := rpc.WireError(f.Code, f.Error)
 		if j.failures[a.index] >= s.maxFailures {

@@ -437,22 +437,12 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			code, problem = plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", e.name)
 		}
 		if problem == "" {
-			it := rpc.Item{Conn: c, Frame: f}
-			rpc.Predecode(&it)
-			var ok bool
-			if f.Kind == wire.Kind_KIND_SEND { // backpressure, as on the driver
-				ok = e.lane.PushWait(it, c.Done(), func() { x.limitHits.WithLabelValues("lane_queue").Inc() })
-			} else {
-				ok = e.lane.Push(it)
-			}
-			if ok {
+			if rpc.Deliver(e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
 				return
 			}
 			code, problem = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name)
 		}
-		if f.Kind == wire.Kind_KIND_ASK {
-			_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(code), Error: problem})
-		} else {
+		if !rpc.Refuse(c, f, code, problem) {
 			x.log.Warn("dropped message from the driver", "reason", problem, "type", f.Type)
 		}
 	case wire.Kind_KIND_TASK:

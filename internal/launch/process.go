@@ -41,10 +41,9 @@ type Processes struct {
 	// child's stdin: the private channel from the driver to its executors.
 	Secret string
 
-	wg    sync.WaitGroup
-	mu    sync.Mutex // protects cmds
-	cmds  []*exec.Cmd
-	pipes []*os.File
+	wg   sync.WaitGroup
+	mu   sync.Mutex // protects cmds
+	cmds []*exec.Cmd
 }
 
 // Start implements Launcher.
@@ -83,7 +82,6 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 		}
 		p.mu.Lock()
 		p.cmds = append(p.cmds, cmd)
-		p.pipes = append(p.pipes, w)
 		p.mu.Unlock()
 		p.wg.Add(1)
 		go func() {
@@ -118,17 +116,6 @@ func (p *Processes) Wait(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
-}
-
-// PIDs returns the process IDs of the started executors.
-func (p *Processes) PIDs() []int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []int
-	for _, c := range p.cmds {
-		out = append(out, c.Process.Pid)
-	}
-	return out
 }
 
 // cleanEnv drops Ember's role variables so a child never inherits a stale

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
 )
 
 // Outcome is what became of one dispatched message.
@@ -74,4 +75,29 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", f.Type)
 	}
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
+}
+
+// Deliver queues a received ASK or SEND on its plugin's lane: the message
+// is predecoded on the calling reader, and a SEND waits for room in a full
+// lane (backpressure; full is called once if it does) while an ASK, bounded
+// elsewhere, does not. It reports false if the lane is closed or the
+// connection ends first.
+func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
+	it := Item{Conn: c, Frame: f}
+	Predecode(&it)
+	if f.Kind == wire.Kind_KIND_SEND {
+		return l.PushWait(it, c.Done(), full)
+	}
+	return l.Push(it)
+}
+
+// Refuse answers an ASK that cannot be delivered with an error reply and
+// reports true; for a SEND it does nothing and reports false, leaving the
+// caller to log and count the drop.
+func Refuse(c *Conn, f *wire.Frame, code plugin.Code, problem string) bool {
+	if f.Kind != wire.Kind_KIND_ASK {
+		return false
+	}
+	_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(code), Error: problem})
+	return true
 }
