@@ -545,11 +545,19 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 		}
 	}
 	// A full lane stalls this executor's stream (backpressure). A message
-	// that finds the lane closed arrived during shutdown, after the
-	// plugin's last delivery; nothing is waiting for it.
-	rpc.Deliver(e.lane, c, f, func() {
+	// that finds the lane closed arrived after the plugin's last delivery
+	// (shutdown): an asker is told, a send is counted as dropped.
+	if rpc.Deliver(e.lane, c, f, func() {
 		d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
-	})
+	}) {
+		return
+	}
+	if f.Kind == wire.Kind_KIND_ASK {
+		es.asks.Add(-1)
+	}
+	if !rpc.Refuse(c, f, plugin.CodeUnavailable, fmt.Sprintf("driver plugin %q has shut down", e.name)) {
+		d.builtin.Dropped.WithLabelValues(e.name, "shut_down").Inc()
+	}
 }
 
 func (d *Driver) ready(es *execState, f *wire.Frame) {
