@@ -30,18 +30,26 @@ func (l *Local) Start(ctx context.Context, n int, driverAddr string, exited func
 
 // Wait implements Launcher.
 func (l *Local) Wait(ctx context.Context) error {
+	return waitOrKill(ctx, &l.wg, func() {
+		if l.cancel != nil {
+			l.cancel()
+		}
+	})
+}
+
+// waitOrKill waits for wg; when ctx ends first it calls kill and still
+// waits, then returns ctx's error.
+func waitOrKill(ctx context.Context, wg *sync.WaitGroup, kill func()) error {
 	done := make(chan struct{})
 	go func() {
-		l.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		if l.cancel != nil {
-			l.cancel()
-		}
+		kill()
 		<-done
 		return ctx.Err()
 	}

@@ -99,23 +99,13 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 
 // Wait implements Launcher.
 func (p *Processes) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		p.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	return waitOrKill(ctx, &p.wg, func() {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		for _, c := range p.cmds {
 			_ = c.Process.Kill()
 		}
-		p.mu.Unlock()
-		<-done
-		return ctx.Err()
-	}
+	})
 }
 
 // cleanEnv drops Ember's role variables so a child never inherits a stale
