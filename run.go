@@ -153,11 +153,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	switch master.Kind {
 	case "local":
 		hooks := hook.LocalHooksFrom(ctx)
+		base, err := executorConfig(cfg, plugins, addr, secret) // TLS files read once
+		if err != nil {
+			return errors.Join(err, shutdown(d, nil, cfg))
+		}
 		l = &launch.Local{Run: func(ctx context.Context, id int, addr string) error {
-			ecfg, err := executorConfig(cfg, plugins, addr, secret)
-			if err != nil {
-				return err
-			}
+			ecfg := base
 			if hooks != nil && hooks.Started != nil {
 				crash := make(chan struct{})
 				var once sync.Once
