@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"runtime/pprof"
 	"strings"
@@ -56,6 +57,7 @@ var (
 	scaleN   = flag.Int("scale", 1000, "executors in the scale scenario")
 	roleFlag = flag.String("role", "", "internal: the role of a child process (baseline, executors)")
 	cpuProf  = flag.String("cpuprofile", "", "write the driver process's CPU profile to this file")
+	execProf = flag.String("execcpuprofile", "", "write each executor process's CPU profile to `dir`/exec-PID.prof")
 )
 
 // config is the application every scenario runs; only Master changes, so
@@ -79,6 +81,9 @@ func main() {
 	defer stop()
 	if os.Getenv(ember.EnvDriver) != "" {
 		// An executor process of one of the scenarios' applications.
+		if dir := os.Getenv(envExecProfile); dir != "" {
+			startExecutorProfile(dir)
+		}
 		_ = ember.Run(ctx, config("local-cluster[1]"), nil)
 		return
 	}
@@ -134,6 +139,10 @@ func bench(ctx context.Context) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if *execProf != "" {
+		// Executor processes inherit the environment.
+		os.Setenv(envExecProfile, *execProf)
+	}
 	var filter *regexp.Regexp
 	if *runRE != "" {
 		var err error
@@ -160,6 +169,31 @@ func bench(ctx context.Context) error {
 	}
 	printTable(results)
 	return nil
+}
+
+// envExecProfile passes -execcpuprofile to executor processes.
+const envExecProfile = "EMBER_BENCH_EXEC_CPUPROFILE"
+
+// stopExecutorProfile ends the executor process's profile; the executor
+// plugin calls it in Shutdown, the last code of the process that is ours
+// (ember.Run ends an executor process with os.Exit).
+var stopExecutorProfile = func() {}
+
+func startExecutorProfile(dir string) {
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("exec-%d.prof", os.Getpid())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ember-bench:", err)
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "ember-bench:", err)
+		f.Close()
+		return
+	}
+	stopExecutorProfile = func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func printTable(results []Result) {

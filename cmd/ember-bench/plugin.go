@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -32,9 +33,12 @@ type (
 	RunSends struct{ N int }
 	SendDone struct{ Elapsed time.Duration }
 	// StartPinging makes an executor ask Ping once per Every for
-	// Duration, starting after a random phase, then send its latencies.
+	// Duration, then send its latencies. Each executor starts after a
+	// random phase, unless Aligned: then all of them ask at the same
+	// instants (multiples of Every on the shared wall clock), a burst.
 	StartPinging struct {
 		Every, Duration time.Duration
+		Aligned         bool
 	}
 	PingLatencies struct{ Latencies []time.Duration }
 )
@@ -162,6 +166,7 @@ func (e *executorSide) Init(_ context.Context, pc plugin.ExecutorContext, _ map[
 func (e *executorSide) Shutdown(context.Context) error {
 	close(e.stop)
 	e.wg.Wait()
+	stopExecutorProfile()
 	return nil
 }
 
@@ -238,7 +243,14 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 // ping asks once per m.Every for m.Duration and sends the latencies.
 func (e *executorSide) ping(m StartPinging) {
 	ctx := context.Background()
-	phase := time.Duration(time.Now().UnixNano() % int64(m.Every))
+	// Executors start pinging together (one broadcast reaches them all
+	// within milliseconds); a random phase spreads their asks over the
+	// period, as independent executors' would be.
+	phase := rand.N(m.Every)
+	if m.Aligned {
+		now := time.Now()
+		phase = now.Truncate(m.Every).Add(m.Every).Sub(now)
+	}
 	select {
 	case <-time.After(phase):
 	case <-e.stop:
