@@ -5,6 +5,7 @@ package ember_test
 // the commands and the figures.
 //
 //	go test -run '^$' -bench 'Ask|Send' -benchtime 2s -count 5 .
+//	go test -run '^$' -bench AskPipelined -benchtime 2s -count 5 .
 //
 // Each sub-benchmark starts its own server (or in-process cluster) per
 // invocation, outside the timer, and stops it in b.Cleanup. The baselines
@@ -197,6 +198,91 @@ func BenchmarkAsk(b *testing.B) {
 			}
 		}
 		measureAsk(b, call)
+		base.reportRatio(b)
+	})
+}
+
+// askOutstanding is the number of asks BenchmarkAskPipelined keeps in
+// flight, as in ember-bench's ask-throughput scenario.
+const askOutstanding = 64
+
+// BenchmarkAskPipelined times request/reply throughput with askOutstanding
+// calls in flight on one connection (32-byte payloads); ns/op is per call:
+//
+//   - grpc-pipelined: a raw gRPC bidirectional stream, one goroutine
+//     sending (at most askOutstanding ahead) and one receiving;
+//   - ember: askOutstanding goroutines each calling ExecutorContext.Ask
+//     in a loop, on an in-process local[1] cluster.
+func BenchmarkAskPipelined(b *testing.B) {
+	var base benchBaseline
+	b.Run("grpc-pipelined", func(b *testing.B) {
+		base.begin(b)
+		rs := startRawGRPC(b)
+		cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[0], "/emberbench.Raw/Echo", grpc.ForceCodec(rawCodec{}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		payload := []byte(strings.Repeat("g", benchPayloadBytes))
+		tokens := make(chan struct{}, askOutstanding)
+		received := make(chan error, 1)
+		b.ReportAllocs()
+		b.ResetTimer()
+		cpu := startCPU()
+		go func() {
+			var reply []byte
+			for range b.N {
+				if err := cs.RecvMsg(&reply); err != nil {
+					received <- err
+					return
+				}
+				<-tokens
+			}
+			received <- nil
+		}()
+		for range b.N {
+			tokens <- struct{}{}
+			if err := cs.SendMsg(&payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := <-received; err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		cpu.report(b)
+		base.record(b)
+		if err := cs.CloseSend(); err != nil {
+			b.Fatal(err)
+		}
+	})
+
+	b.Run("ember", func(b *testing.B) {
+		_, pc := startBenchCluster(b)
+		ctx := b.Context()
+		var msg any = benchPing{Body: benchBody}
+		var next atomic.Int64
+		errs := make(chan error, askOutstanding)
+		b.ReportAllocs()
+		b.ResetTimer()
+		cpu := startCPU()
+		for range askOutstanding {
+			go func() {
+				for next.Add(1) <= int64(b.N) {
+					if _, err := pc.Ask(ctx, msg); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range askOutstanding {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		cpu.report(b)
 		base.reportRatio(b)
 	})
 }

@@ -23,8 +23,13 @@ type (
 	}
 	BDone struct{} // an executor received every BNote
 
+	// RunAsks makes an executor ask Ping N times from Outstanding
+	// goroutines. Only with Latencies does it time each ask (the
+	// throughput baselines time nothing per message, so neither does
+	// the throughput scenario).
 	RunAsks struct {
 		N, Outstanding int
+		Latencies      bool
 	}
 	AskStats struct {
 		Elapsed  time.Duration
@@ -207,7 +212,10 @@ func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
 }
 
 func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error) {
-	lat := make([]time.Duration, m.N)
+	var lat []time.Duration
+	if m.Latencies {
+		lat = make([]time.Duration, m.N)
+	}
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -223,12 +231,17 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 				if i >= m.N {
 					return
 				}
-				t := time.Now()
+				var t time.Time
+				if m.Latencies {
+					t = time.Now()
+				}
 				if _, err := e.pc.Ask(ctx, ping); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
-				lat[i] = time.Since(t)
+				if m.Latencies {
+					lat[i] = time.Since(t)
+				}
 			}
 		}()
 	}
@@ -237,7 +250,11 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 	if firstErr != nil {
 		return AskStats{}, firstErr
 	}
-	return AskStats{Elapsed: elapsed, P50: benchkit.Percentile(lat, 50), P99: benchkit.Percentile(lat, 99)}, nil
+	st := AskStats{Elapsed: elapsed}
+	if m.Latencies {
+		st.P50, st.P99 = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)
+	}
+	return st, nil
 }
 
 // ping asks once per m.Every for m.Duration and sends the latencies.

@@ -110,7 +110,7 @@ func askLatency(ctx context.Context) ([]Result, error) {
 		}
 		defer tcp.Stop()
 		for range *reps {
-			st, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: n, Outstanding: 1})
+			st, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: n, Outstanding: 1, Latencies: true})
 			if err != nil {
 				return err
 			}
