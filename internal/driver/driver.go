@@ -187,6 +187,8 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d.srv = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
+		// Protobuf, with received frames taken from a pool.
+		grpc.ForceServerCodecV2(wire.Codec{}),
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(4 << 20),
 		// A peer that opens a connection and never completes the HTTP/2

@@ -133,6 +133,7 @@ func (e *endpoint) run(it rpc.Item) {
 		code, _ := rpc.ErrorParts(o.Err)
 		e.d.builtin.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
 	}
+	wire.ReleaseFrame(f) // this was its last use
 }
 
 type counterKey struct {

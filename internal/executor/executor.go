@@ -118,7 +118,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes + rpc.BatchOverhead)),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes+rpc.BatchOverhead),
+			// Protobuf, with received frames taken from a pool.
+			grpc.ForceCodecV2(wire.Codec{}),
+		),
 		grpc.WithInitialWindowSize(1 << 20),
 		grpc.WithInitialConnWindowSize(4 << 20),
 	}, cfg.DialOptions...)

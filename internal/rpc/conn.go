@@ -24,7 +24,9 @@ import (
 )
 
 // Stream is one end of the gRPC bidirectional stream. Conn calls Send from
-// one goroutine and Recv from another, as gRPC allows.
+// one goroutine and Recv from another, as gRPC allows. Send must not keep
+// the batch or its frames once it returns (gRPC encodes them before
+// returning): Conn recycles them.
 type Stream interface {
 	Send(*wire.Batch) error
 	Recv() (*wire.Batch, error)
@@ -72,6 +74,10 @@ const BatchOverhead = 64 << 10
 // Conn is one end of a driver-executor stream. All methods are safe for
 // concurrent use. No lock is held across a network write: callers queue
 // frames and one writer goroutine sends everything queued as one Batch.
+//
+// A frame passed to Send, SendControl, Ask or Reply belongs to the Conn
+// from then on: once written it is released to wire's frame pool, so the
+// caller must not touch it again.
 type Conn struct {
 	stream Stream
 	cancel context.CancelFunc // ends the stream (client side); may be nil
@@ -330,6 +336,7 @@ func (c *Conn) writeDirect(f *wire.Frame) {
 	c.direct.Frames = append(c.direct.Frames[:0], f)
 	err := c.stream.Send(c.direct)
 	c.direct.Frames[0] = nil
+	wire.ReleaseFrame(f)
 	c.mu.Lock()
 	c.writing = false
 	wake := len(c.out) > 0 || c.closing
@@ -489,6 +496,9 @@ func (c *Conn) writeLoop() {
 			}
 			batch.Frames = frames
 			err := c.stream.Send(batch)
+			for _, f := range frames {
+				wire.ReleaseFrame(f)
+			}
 			clear(frames)
 			batch.Frames = nil
 			if err != nil {

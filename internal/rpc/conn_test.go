@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 )
 
 // defaultTestTimeout bounds every wait in these tests.
@@ -590,7 +591,10 @@ func (s *fakeStream) Send(b *wire.Batch) error {
 		return s.sendErr
 	}
 	s.mu.Lock()
-	s.sent = append(s.sent, b.Frames...)
+	for _, f := range b.Frames {
+		// Like gRPC, keep nothing of b: Conn recycles the frames.
+		s.sent = append(s.sent, proto.Clone(f).(*wire.Frame))
+	}
 	s.mu.Unlock()
 	if s.onSend != nil {
 		s.onSend(b)

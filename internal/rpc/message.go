@@ -34,7 +34,9 @@ func encode(idx uint32, msg any, max int) (*wire.Frame, error) {
 	if len(payload) > max {
 		return nil, plugin.Errorf(plugin.CodeResourceExhausted, "%s is %d bytes, over the %d-byte limit: %w", name, len(payload), max, plugin.ErrMessageTooLarge)
 	}
-	return &wire.Frame{Plugin: idx, Type: name, Payload: payload}, nil
+	f := wire.NewFrame()
+	f.Plugin, f.Type, f.Payload = idx, name, payload
+	return f, nil
 }
 
 // Decode returns the message a frame carries, or a CodeInvalidArgument
@@ -50,8 +52,10 @@ func Decode(f *wire.Frame) (any, error) {
 // WireError rebuilds a *plugin.Error received from the peer.
 func WireError(code uint32, msg string) error { return hook.WireError(code, msg) }
 
-// Result turns a REPLY frame into the reply value or the remote error.
+// Result turns a REPLY frame into the reply value or the remote error,
+// and releases the frame (wire.ReleaseFrame): f must not be used after.
 func Result(f *wire.Frame) (any, error) {
+	defer wire.ReleaseFrame(f)
 	if f.Code != 0 {
 		return nil, WireError(f.Code, f.Error)
 	}
@@ -102,7 +106,8 @@ func ReplyFrame(call uint64, idx uint32, reply any, err error, max int) *wire.Fr
 		}
 		err = fmt.Errorf("encode reply: %w", encErr)
 	}
-	f := &wire.Frame{Call: call, Plugin: idx}
+	f := wire.NewFrame()
+	f.Call, f.Plugin = call, idx
 	if err != nil {
 		code, msg := ErrorParts(err)
 		f.Code, f.Error = uint32(code), msg

@@ -43,8 +43,10 @@ func seedBatches() []*wire.Batch {
 }
 
 // FuzzBatchUnmarshal decodes arbitrary bytes as a Batch, as both ends do
-// with what arrives on the stream. Unmarshal must never panic, and a batch
-// it accepts must marshal again and survive a second round trip unchanged.
+// with what arrives on the stream (UnmarshalBatch, through Codec). It must
+// never panic, must agree with proto.Unmarshal (same error-or-not, equal
+// batches) even when its frames are recycled ones, and a batch it accepts
+// must marshal again and survive a second round trip unchanged.
 func FuzzBatchUnmarshal(f *testing.F) {
 	for _, b := range seedBatches() {
 		data, err := proto.Marshal(b)
@@ -54,22 +56,39 @@ func FuzzBatchUnmarshal(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var want wire.Batch
+		wantErr := proto.Unmarshal(data, &want)
 		var b wire.Batch
-		if err := proto.Unmarshal(data, &b); err != nil {
+		err := wire.UnmarshalBatch(data, &b)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("UnmarshalBatch(%q) error %v, proto.Unmarshal error %v", data, err, wantErr)
+		}
+		if err != nil {
 			return
+		}
+		defer releaseFrames(&b)
+		if !proto.Equal(&b, &want) {
+			t.Fatalf("UnmarshalBatch(%q) = %v, proto.Unmarshal = %v", data, &b, &want)
 		}
 		out, err := proto.Marshal(&b)
 		if err != nil {
 			t.Fatalf("Unmarshal(%q) succeeded but Marshal failed: %v", data, err)
 		}
 		var again wire.Batch
-		if err := proto.Unmarshal(out, &again); err != nil {
+		if err := wire.UnmarshalBatch(out, &again); err != nil {
 			t.Fatalf("re-marshalled batch %q does not unmarshal: %v", out, err)
 		}
+		defer releaseFrames(&again)
 		if !proto.Equal(&b, &again) {
 			t.Fatalf("round trip changed the batch:\n got %v\nwant %v", &again, &b)
 		}
 	})
+}
+
+func releaseFrames(b *wire.Batch) {
+	for _, f := range b.Frames {
+		wire.ReleaseFrame(f)
+	}
 }
 
 func TestSeedBatchesRoundTrip(t *testing.T) {
