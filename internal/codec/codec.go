@@ -35,6 +35,10 @@ type entry struct {
 	name  string
 	typ   reflect.Type
 	proto bool // typ implements proto.Message
+	// scratch holds *typ values to decode into: the
+	// decoded value is copied out into the interface Decode returns, so
+	// decoding allocates that copy and not also a fresh *typ.
+	scratch sync.Pool
 }
 
 type snapshot struct {
@@ -194,8 +198,17 @@ func Decode(name string, payload []byte) (any, error) {
 		}
 		return m, nil
 	}
-	p := reflect.New(e.typ)
-	if err := decMode.Unmarshal(payload, p.Interface()); err != nil {
+	ptr := e.scratch.Get() // a *typ; pointers go in and out of the pool without allocating
+	if ptr == nil {
+		ptr = reflect.New(e.typ).Interface()
+	}
+	defer e.scratch.Put(ptr)
+	p := reflect.ValueOf(ptr)
+	// Decoding merges into what is there; start from the zero value.
+	// Everything the decoder allocates (strings, slices, maps) is fresh,
+	// so the copy returned shares nothing with the next use of p.
+	p.Elem().SetZero()
+	if err := decMode.Unmarshal(payload, ptr); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrDecode, name, err)
 	}
 	return p.Elem().Interface(), nil
