@@ -67,11 +67,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 		return nil, err
 	}
 	e.sent(f, true, 1)
-	r, err := c.Ask(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	return rpc.Result(r)
+	return c.AskMessage(ctx, f)
 }
 
 func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {

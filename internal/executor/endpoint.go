@@ -52,11 +52,7 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := e.x.conn.Ask(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	return rpc.Result(r)
+	return e.x.conn.AskMessage(ctx, f)
 }
 
 func (e *endpoint) Send(ctx context.Context, msg any) error {

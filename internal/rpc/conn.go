@@ -106,7 +106,7 @@ type Conn struct {
 	spare    []*wire.Frame
 	space    chan struct{} // closed when the writer takes the queue and senders wait
 	waiters  int           // senders waiting for room
-	calls    map[uint64]chan *wire.Frame
+	calls    map[uint64]pending
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
@@ -135,7 +135,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		space:  make(chan struct{}),
-		calls:  make(map[uint64]chan *wire.Frame),
+		calls:  make(map[uint64]pending),
 		direct: &wire.Batch{},
 	}
 	c.ctx, c.ctxStop = context.WithCancel(context.Background())
@@ -235,8 +235,8 @@ func (c *Conn) close(err error) {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	for _, ch := range calls {
-		ch <- nil // the connection is gone; Ask reports it locally
+	for _, p := range calls {
+		p.ch <- reply{} // the connection is gone; Ask reports it locally
 	}
 	// The owner learns of the close before Done fires, so whoever waits on
 	// Done sees its consequences (membership events already queued).
@@ -368,14 +368,49 @@ func (c *Conn) SendControl(f *wire.Frame) error {
 	return c.enqueue(context.Background(), f, true)
 }
 
-var chanPool = sync.Pool{New: func() any { return make(chan *wire.Frame, 1) }}
+// pending is an ask waiting for its reply.
+type pending struct {
+	ch     chan reply
+	decode bool // the reader decodes the reply (AskMessage)
+}
+
+// reply is what the reader hands a waiting ask: the REPLY frame, or its
+// decoded value or error (decoded), or nothing when the connection closed.
+type reply struct {
+	f       *wire.Frame
+	v       any
+	err     error
+	decoded bool
+}
+
+var chanPool = sync.Pool{New: func() any { return make(chan reply, 1) }}
 
 // Ask queues f as an ASK and waits for its REPLY. The reply frame is
 // returned as is; the caller decodes it. ctx's deadline travels with the
 // ask so the handler sees it too.
 func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
+	r, err := c.ask(ctx, f, false)
+	return r.f, err
+}
+
+// AskMessage is Ask returning the reply's message (see Result). A small
+// reply is decoded on the connection's reader, where the codec's state is
+// warm and which is running anyway, rather than on the waiting caller
+// after it wakes up: measured, that halved the cost of decoding a reply.
+func (c *Conn) AskMessage(ctx context.Context, f *wire.Frame) (any, error) {
+	r, err := c.ask(ctx, f, true)
+	if err != nil {
+		return nil, err
+	}
+	if r.decoded {
+		return r.v, r.err
+	}
+	return Result(r.f)
+}
+
+func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, plugin.Errorf(plugin.CodeOf(err), "%w", err)
+		return reply{}, plugin.Errorf(plugin.CodeOf(err), "%w", err)
 	}
 	if d, ok := ctx.Deadline(); ok {
 		us := time.Until(d).Microseconds()
@@ -385,16 +420,16 @@ func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
 		f.TimeoutMicros = us
 	}
 	f.Kind = wire.Kind_KIND_ASK
-	ch := chanPool.Get().(chan *wire.Frame)
+	ch := chanPool.Get().(chan reply)
 	c.mu.Lock()
 	if c.calls == nil {
 		err := c.closedError()
 		c.mu.Unlock()
-		return nil, err
+		return reply{}, err
 	}
 	c.nextCall++
 	id := c.nextCall
-	c.calls[id] = ch
+	c.calls[id] = pending{ch, decode}
 	// A lone ask is written directly (latency); with others in flight it
 	// is queued, so that concurrent asks share batches (throughput).
 	lone := len(c.calls) == 1
@@ -402,16 +437,16 @@ func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
 	f.Call = id
 	if err := c.enqueueOrWrite(ctx, f, false, lone); err != nil {
 		c.forget(id)
-		return nil, err
+		return reply{}, err
 	}
 	select {
 	case r := <-ch:
 		chanPool.Put(ch)
-		if r == nil {
+		if r.f == nil && !r.decoded {
 			c.mu.Lock()
 			err := c.closedError()
 			c.mu.Unlock()
-			return nil, err
+			return reply{}, err
 		}
 		return r, nil
 	case <-ctx.Done():
@@ -422,7 +457,7 @@ func (c *Conn) Ask(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
 			chanPool.Put(ch)
 		}
 		err := ctx.Err()
-		return nil, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
+		return reply{}, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
 	}
 }
 
@@ -622,15 +657,22 @@ func (c *Conn) readLoop() {
 
 func (c *Conn) deliver(f *wire.Frame) {
 	c.mu.Lock()
-	ch, ok := c.calls[f.Call]
+	p, ok := c.calls[f.Call]
 	if ok {
 		delete(c.calls, f.Call)
 	}
 	c.mu.Unlock()
-	if ok {
-		ch <- f
+	if !ok {
+		// A reply for a call that gave up is dropped.
+		wire.ReleaseFrame(f)
+		return
 	}
-	// A reply for a call that gave up is dropped.
+	if p.decode && len(f.Payload) <= predecodeMax {
+		v, err := Result(f)
+		p.ch <- reply{v: v, err: err, decoded: true}
+		return
+	}
+	p.ch <- reply{f: f}
 }
 
 func (c *Conn) heartbeatLoop() {

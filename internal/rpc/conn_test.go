@@ -1015,3 +1015,54 @@ func TestConnClientCloseGracefullyDelivers(t *testing.T) {
 		t.Errorf("server received %d of the %d frames queued before CloseGracefully", got, n)
 	}
 }
+
+func TestConnAskMessage(t *testing.T) {
+	t.Parallel()
+	// The server echoes asks; an ask of type "fail" gets an error reply.
+	serverH := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_ASK && f.Type == "fail" {
+			_ = c.Reply(&wire.Frame{Call: f.Call, Code: uint32(plugin.CodeNotFound), Error: "no such thing"})
+			return
+		}
+		echo(c, f)
+	})
+	p := newPair(t, newHandler(nil), serverH, rpc.Options{}, rpc.Options{})
+	ctx := testContext(t)
+	// Over predecodeMax (64 KiB), the reply is decoded by the caller
+	// instead of the reader; the result must be the same.
+	big := rpcBig{Data: strings.Repeat("b", 100<<10)}
+	tests := []struct {
+		name     string
+		msg      any
+		typ      string // overrides the encoded frame's type
+		want     any
+		wantCode plugin.Code
+	}{
+		{name: "small", msg: rpcMsg{N: 3, Text: "hi"}, want: rpcMsg{N: 3, Text: "hi"}},
+		{name: "big", msg: big, want: big},
+		{name: "error reply", msg: rpcMsg{}, typ: "fail", wantCode: plugin.CodeNotFound},
+		{name: "undecodable reply", msg: rpcMsg{}, typ: "rpc_test.nobody", wantCode: plugin.CodeInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := rpc.Encode(0, tt.msg, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.typ != "" {
+				f.Type = tt.typ
+			}
+			got, err := p.client.AskMessage(ctx, f)
+			if tt.wantCode != plugin.CodeOK {
+				wantCode(t, "AskMessage", err, tt.wantCode)
+				return
+			}
+			if err != nil {
+				t.Fatalf("AskMessage: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("got %.40v, want %.40v", got, tt.want)
+			}
+		})
+	}
+}
