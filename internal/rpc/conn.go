@@ -316,11 +316,19 @@ func (c *Conn) enqueueOrWrite(ctx context.Context, f *wire.Frame, noWait, direct
 		c.mu.Lock()
 		c.waiters--
 	}
+	c.pushLocked(f, direct)
+	return nil
+}
+
+// pushLocked queues f, or with direct writes it at once when nothing is
+// queued or being written. c.mu is held, the queue has room and the Conn
+// is not closing; pushLocked unlocks it.
+func (c *Conn) pushLocked(f *wire.Frame, direct bool) {
 	if direct && len(c.out) == 0 && !c.writing {
 		c.writing = true
 		c.mu.Unlock()
 		c.writeDirect(f)
-		return nil
+		return
 	}
 	c.out = append(c.out, f)
 	first := len(c.out) == 1
@@ -328,7 +336,6 @@ func (c *Conn) enqueueOrWrite(ctx context.Context, f *wire.Frame, noWait, direct
 	if first {
 		c.signal()
 	}
-	return nil
 }
 
 // writeDirect sends f as a batch of its own. The caller has set writing;
@@ -433,14 +440,18 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	c.nextCall++
 	id := c.nextCall
 	c.calls[id] = pending{ch, decode}
+	f.Call = id
 	// A lone ask is written directly (latency); with others in flight it
 	// is queued, so that concurrent asks share batches (throughput).
 	lone := len(c.calls) == 1
-	c.mu.Unlock()
-	f.Call = id
-	if err := c.enqueueOrWrite(ctx, f, false, lone); err != nil {
-		c.forget(id)
-		return reply{}, err
+	if !c.closing && len(c.out) < c.opts.QueueFrames {
+		c.pushLocked(f, lone) // the usual case: one lock round per ask
+	} else {
+		c.mu.Unlock()
+		if err := c.enqueueOrWrite(ctx, f, false, lone); err != nil {
+			c.forget(id)
+			return reply{}, err
+		}
 	}
 	select {
 	case r := <-ch:
