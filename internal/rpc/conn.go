@@ -95,6 +95,8 @@ type Conn struct {
 	// delivering: the reader is handing a batch's replies to their askers;
 	// the writer leaves the queue alone until it is done (see readLoop).
 	delivering atomic.Bool
+	// lastReplies is how many replies the last batch with any carried.
+	lastReplies atomic.Int32
 
 	// Peer is free for the owner's use (executor record, endpoint list).
 	Peer any
@@ -442,8 +444,13 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	c.calls[id] = pending{ch, decode}
 	f.Call = id
 	// A lone ask is written directly (latency); with others in flight it
-	// is queued, so that concurrent asks share batches (throughput).
-	lone := len(c.calls) == 1
+	// is queued, so that concurrent asks share batches (throughput). Being
+	// the only ask in flight is not enough: when the reader has just
+	// answered every ask at once, the first of their callers to ask again
+	// finds itself alone with the others about to follow (measured: 1.4%
+	// of the asks under load were written alone, 5% of the executors'
+	// CPU). The replies having come one at a time is the other sign.
+	lone := len(c.calls) == 1 && c.lastReplies.Load() <= 1
 	if !c.closing && len(c.out) < c.opts.QueueFrames {
 		c.pushLocked(f, lone) // the usual case: one lock round per ask
 	} else {
@@ -659,6 +666,7 @@ func (c *Conn) readLoop() {
 		}
 		c.received.Store(true)
 		c.handling.Store(true)
+		replies := 0
 		for _, f := range b.Frames {
 			if f.TypeId != 0 {
 				f.Type = invalidType
@@ -676,6 +684,7 @@ func (c *Conn) readLoop() {
 				// Delivering never blocks, so the hold is short.
 				c.delivering.Store(true)
 				c.deliver(f)
+				replies++
 			case wire.Kind_KIND_HEARTBEAT:
 				if f.Metrics != nil {
 					c.endDelivering()
@@ -689,6 +698,9 @@ func (c *Conn) readLoop() {
 			}
 		}
 		c.endDelivering()
+		if replies > 0 {
+			c.lastReplies.Store(int32(replies))
+		}
 		c.handling.Store(false)
 		// Time spent stalled in a handler is not the peer's silence.
 		c.received.Store(true)
