@@ -658,6 +658,7 @@ func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
 }
 
 func (c *Conn) readLoop() {
+	var claimed []pending // the asks that a run of REPLYs answer
 	for {
 		b, err := c.stream.Recv()
 		if err != nil {
@@ -667,7 +668,8 @@ func (c *Conn) readLoop() {
 		c.received.Store(true)
 		c.handling.Store(true)
 		replies := 0
-		for _, f := range b.Frames {
+		run := 0 // replies left in the claimed run
+		for i, f := range b.Frames {
 			if f.TypeId != 0 {
 				f.Type = invalidType
 				if int(f.TypeId) <= len(c.types) {
@@ -683,7 +685,12 @@ func (c *Conn) readLoop() {
 				// batch).
 				// Delivering never blocks, so the hold is short.
 				c.delivering.Store(true)
-				c.deliver(f)
+				if run == 0 {
+					claimed = c.claim(b.Frames[i:], claimed[:0])
+					run = len(claimed)
+				}
+				deliver(f, claimed[len(claimed)-run])
+				run--
 				replies++
 			case wire.Kind_KIND_HEARTBEAT:
 				if f.Metrics != nil {
@@ -698,6 +705,7 @@ func (c *Conn) readLoop() {
 			}
 		}
 		c.endDelivering()
+		clear(claimed[:cap(claimed)])
 		if replies > 0 {
 			c.lastReplies.Store(int32(replies))
 		}
@@ -722,14 +730,30 @@ func (c *Conn) endDelivering() {
 	}
 }
 
-func (c *Conn) deliver(f *wire.Frame) {
+// claim takes the asks answered by the run of REPLYs that starts frames
+// out of the call table, in one lock round, and appends them to buf (the
+// zero pending for a reply whose ask gave up). Only a run is claimed: its
+// replies are delivered at once, while a frame after it may have to wait
+// (backpressure), and an ask still in the table can give up meanwhile.
+func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 	c.mu.Lock()
-	p, ok := c.calls[f.Call]
-	if ok {
-		delete(c.calls, f.Call)
+	for _, f := range frames {
+		if f.Kind != wire.Kind_KIND_REPLY {
+			break
+		}
+		p, ok := c.calls[f.Call]
+		if ok {
+			delete(c.calls, f.Call)
+		}
+		buf = append(buf, p)
 	}
 	c.mu.Unlock()
-	if !ok {
+	return buf
+}
+
+// deliver hands f to the ask p that it answers (see claim).
+func deliver(f *wire.Frame, p pending) {
+	if p.ch == nil {
 		// A reply for a call that gave up is dropped.
 		wire.ReleaseFrame(f)
 		return

@@ -1066,3 +1066,42 @@ func TestConnAskMessage(t *testing.T) {
 		})
 	}
 }
+
+// An ask whose reply arrives behind a frame whose handler blocks
+// (backpressure) can still give up when its ctx ends: the reader claims
+// a reply from the call table only when it reaches it.
+func TestConnAskGivesUpBehindBlockedHandler(t *testing.T) {
+	t.Parallel()
+	s := newFakeStream()
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	h := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_SEND {
+			close(entered)
+			<-release
+		}
+	})
+	c := startFake(t, s, h, rpc.Options{})
+	defer close(release)
+
+	ctx, cancel := context.WithCancel(testContext(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Ask(ctx, &wire.Frame{Payload: []byte("q")})
+		errc <- err
+	}()
+	poll(t, "ask written", func() bool { return s.count(wire.Kind_KIND_ASK) == 1 })
+	call := s.Sent()[0].Call
+	s.in <- &wire.Batch{Frames: []*wire.Frame{
+		{Kind: wire.Kind_KIND_SEND, Payload: []byte("blocks")},
+		{Kind: wire.Kind_KIND_REPLY, Call: call, Payload: []byte("late")},
+	}}
+	<-entered
+	cancel()
+	select {
+	case err := <-errc:
+		wantCode(t, "Ask after its ctx ended", err, plugin.CodeCanceled)
+	case <-time.After(defaultTestTimeout):
+		t.Fatal("Ask did not return after its ctx ended while the reader was blocked")
+	}
+}
