@@ -577,10 +577,8 @@ func (c *Conn) writeLoop() {
 // be queued before it writes.
 const gatherRounds = 4
 
-// gather yields the processor while doing so lets more frames be queued,
-// unless nothing suggests more are coming: the last batch held one frame
-// and at most one ask of ours is waiting (one ask at a time, each way),
-// where yielding would only add to the round trip.
+// gather yields the processor while doing so lets more frames be queued.
+//
 // The writer is woken by the first frame queued; the goroutines that are
 // about to queue more are often runnable right then (a reader that has
 // just handed a batch of replies to waiting askers made them so, and each
@@ -589,6 +587,10 @@ const gatherRounds = 4
 // measured, executors went from 1.1 to about 20 frames per batch and ask
 // throughput rose by a third. With nothing else runnable, Gosched returns
 // at once.
+//
+// It does not yield when nothing suggests more frames are coming: the last
+// batch held one frame and at most one ask of ours is waiting (one ask at
+// a time, each way), where yielding would only add to the round trip.
 func (c *Conn) gather(last int) {
 	c.mu.Lock()
 	quiet := last <= 1 && len(c.calls) <= 1
@@ -716,16 +718,16 @@ func (c *Conn) readLoop() {
 }
 
 // endDelivering releases the writer held by a run of replies, waking it
-// if frames were queued meanwhile.
+// if it has work: frames queued meanwhile, or a graceful close to finish.
 func (c *Conn) endDelivering() {
 	if !c.delivering.Load() {
 		return
 	}
 	c.delivering.Store(false)
 	c.mu.Lock()
-	queued := len(c.out) > 0
+	work := len(c.out) > 0 || c.closing
 	c.mu.Unlock()
-	if queued {
+	if work {
 		c.signal()
 	}
 }
