@@ -34,7 +34,7 @@ func ReleaseFrame(f *Frame) {
 	if f == nil {
 		return
 	}
-	f.Reset()
+	*f = Frame{} // Reset without its eager (and here useless) message-info store
 	framePool.Put(f)
 }
 
