@@ -574,8 +574,12 @@ func (c *Conn) writeLoop() {
 }
 
 // gatherRounds bounds how many times the writer yields to let more frames
-// be queued before it writes.
-const gatherRounds = 4
+// be queued before it writes, and gatherEnough is a queue long enough not
+// to yield for: the cost of one batch is spread thin enough already.
+const (
+	gatherRounds = 4
+	gatherEnough = 64
+)
 
 // gather yields the processor while doing so lets more frames be queued.
 //
@@ -602,6 +606,9 @@ func (c *Conn) gather(last int) {
 		c.mu.Lock()
 		n := len(c.out)
 		c.mu.Unlock()
+		if n >= gatherEnough {
+			return
+		}
 		runtime.Gosched()
 		c.mu.Lock()
 		grew := len(c.out) > n
