@@ -102,11 +102,7 @@ func BenchmarkAsk(b *testing.B) {
 	var base benchBaseline
 	b.Run("grpc-stream", func(b *testing.B) {
 		base.begin(b)
-		rs := startRawGRPC(b)
-		cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[0], "/emberbench.Raw/Echo", grpc.ForceCodec(rawCodec{}))
-		if err != nil {
-			b.Fatal(err)
-		}
+		cs := startRawEcho(b)
 		payload := []byte(strings.Repeat("g", benchPayloadBytes))
 		var reply []byte
 		call := func() {
@@ -217,11 +213,7 @@ func BenchmarkAskPipelined(b *testing.B) {
 	var base benchBaseline
 	b.Run("grpc-pipelined", func(b *testing.B) {
 		base.begin(b)
-		rs := startRawGRPC(b)
-		cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[0], "/emberbench.Raw/Echo", grpc.ForceCodec(rawCodec{}))
-		if err != nil {
-			b.Fatal(err)
-		}
+		cs := startRawEcho(b)
 		payload := []byte(strings.Repeat("g", benchPayloadBytes))
 		tokens := make(chan struct{}, askOutstanding)
 		received := make(chan error, 1)
@@ -669,6 +661,17 @@ func (rs *rawServer) Connect(stream wire.Ember_ConnectServer) error {
 
 // startRawGRPC starts a rawServer on 127.0.0.1 and connects to it, with the
 // window sizes Ember's driver and executor use. b.Cleanup stops both.
+// startRawEcho starts a raw gRPC server and opens its echo stream.
+func startRawEcho(b *testing.B) grpc.ClientStream {
+	b.Helper()
+	rs := startRawGRPC(b)
+	cs, err := rs.cc.NewStream(b.Context(), &rawDesc.Streams[0], "/emberbench.Raw/Echo", grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cs
+}
+
 func startRawGRPC(b *testing.B) *rawServer {
 	b.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
