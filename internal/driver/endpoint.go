@@ -110,7 +110,7 @@ func (e *endpoint) run(it rpc.Item) {
 		return
 	}
 	es := it.Conn.Peer.(*execState)
-	f := it.Frame
+	f := it.Header()
 	ask := f.Kind == wire.Kind_KIND_ASK
 	e.counter(f.Type, "to_driver", ask).Inc()
 	// Handler time is sampled: one message in handlerSampling.
@@ -129,7 +129,7 @@ func (e *endpoint) run(it rpc.Item) {
 		code, _ := rpc.ErrorParts(o.Err)
 		e.d.builtin.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
 	}
-	wire.ReleaseFrame(f) // this was its last use
+	wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
 }
 
 type counterKey struct {

@@ -27,10 +27,10 @@ type Outcome struct {
 // timed says whether to measure the handler's time (callers sample:
 // reading the clock twice per message is a visible share of the path).
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
-	f := it.Frame
+	f := it.Header()
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
-		msg, err = Decode(f)
+		msg, err = Decode(it.Frame)
 	}
 	if err != nil {
 		if f.Kind == wire.Kind_KIND_ASK {
@@ -82,13 +82,24 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 // lane (backpressure; full is called once if it does) while an ASK, bounded
 // elsewhere, does not. It reports false if the lane is closed or the
 // connection ends first.
+//
+// A predecoded frame is released here, on the reader that took it from
+// wire's pool (the pool works best given back where it was taken), once
+// the lane has the item; the caller must not use f after Deliver reports
+// true.
 func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	it := Item{Conn: c, Frame: f}
 	Predecode(&it)
+	var ok bool
 	if f.Kind == wire.Kind_KIND_SEND {
-		return l.PushWait(it, c.Done(), full)
+		ok = l.PushWait(it, c.Done(), full)
+	} else {
+		ok = l.Push(it)
 	}
-	return l.Push(it)
+	if ok && it.Frame == nil {
+		wire.ReleaseFrame(f)
+	}
+	return ok
 }
 
 // Refuse answers an ASK that cannot be delivered with an error reply and

@@ -12,14 +12,34 @@ import (
 // event function (membership changes) ordered with the frames.
 type Item struct {
 	Conn  *Conn
-	Frame *wire.Frame
+	Frame *wire.Frame // nil once Predecode has decoded it: see Head
 	Event func()
 
-	// Decoded says Msg and Err hold Frame's message, decoded before the
-	// item was queued (see Predecode).
+	// Decoded says Msg and Err hold the frame's message, decoded before
+	// the item was queued (see Predecode), and Head what the lane still
+	// needs of the frame.
 	Decoded bool
+	Head    Head
 	Msg     any
 	Err     error
+}
+
+// Head is what dispatching a message needs of its frame besides the
+// payload.
+type Head struct {
+	Kind          wire.Kind
+	Call          uint64
+	Plugin        uint32
+	Type          string
+	TimeoutMicros int64
+}
+
+// Header returns the item's Head: Frame's when the item still has it.
+func (it *Item) Header() Head {
+	if f := it.Frame; f != nil {
+		return Head{Kind: f.Kind, Call: f.Call, Plugin: f.Plugin, Type: f.Type, TimeoutMicros: f.TimeoutMicros}
+	}
+	return it.Head
 }
 
 // predecodeMax is the largest payload decoded on the connection's reader;
@@ -29,11 +49,16 @@ const predecodeMax = 64 << 10
 
 // Predecode decodes it's message now, on the calling goroutine (a
 // connection's reader), when it is small: decoding then overlaps with the
-// lane's handler instead of adding to it.
+// lane's handler instead of adding to it. It then keeps what the lane
+// needs of the frame in Head and drops Frame from the item, so that the
+// reader, which took the frame from wire's pool, can give it back (see
+// Deliver) and the lane need not touch it.
 func Predecode(it *Item) {
 	if it.Frame != nil && len(it.Frame.Payload) <= predecodeMax {
 		it.Msg, it.Err = Decode(it.Frame)
 		it.Decoded = true
+		it.Head = it.Header()
+		it.Frame = nil
 	}
 }
 

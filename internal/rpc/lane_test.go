@@ -3,12 +3,14 @@ package rpc_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
 )
 
 // runEvent is a lane run func that calls the item's Event.
@@ -238,5 +240,44 @@ func TestLaneItemFields(t *testing.T) {
 	it := recv(t, got, "item")
 	if it.Conn != c || it.Frame != f || it.Event != nil {
 		t.Errorf("run got %+v, want the pushed conn and frame", it)
+	}
+}
+
+// Deliver decodes a small message on the calling reader and hands the lane
+// the message and the frame's header, not the frame: the reader gives the
+// frame back to wire's pool. A large one travels with its frame, to be
+// decoded on the lane.
+func TestDeliverPredecodes(t *testing.T) {
+	t.Parallel()
+	got := make(chan rpc.Item, 2)
+	l := startLane(t, 1, func(it rpc.Item) { got <- it })
+	c := rpc.New(newFakeStream(), nil, newHandler(nil), rpc.Options{})
+
+	small := askFrame(t, 7, rpcMsg{N: 3, Text: "s"})
+	if !rpc.Deliver(l, c, small, nil) {
+		t.Fatal("Deliver(small) = false, want true")
+	}
+	it := recv(t, got, "small item")
+	want := rpc.Head{Kind: wire.Kind_KIND_ASK, Call: 7, Plugin: 2, Type: rpcMsgName, TimeoutMicros: 10_000_000}
+	if it.Frame != nil || !it.Decoded || it.Msg != (rpcMsg{N: 3, Text: "s"}) || it.Err != nil {
+		t.Errorf("small: item frame %v, decoded %v, msg %#v, err %v; want no frame and the decoded message", it.Frame, it.Decoded, it.Msg, it.Err)
+	}
+	if h := it.Header(); h != want {
+		t.Errorf("small: Header() = %+v, want %+v", h, want)
+	}
+	if small.Call != 0 || small.Payload != nil {
+		t.Errorf("small: frame after Deliver = %v, want it released (emptied)", small)
+	}
+
+	big := askFrame(t, 8, rpcBig{Data: strings.Repeat("b", 100<<10)})
+	if !rpc.Deliver(l, c, big, nil) {
+		t.Fatal("Deliver(big) = false, want true")
+	}
+	it = recv(t, got, "big item")
+	if it.Frame != big || it.Decoded {
+		t.Errorf("big: item frame %p decoded %v, want the frame itself, undecoded", it.Frame, it.Decoded)
+	}
+	if h := it.Header(); h.Call != 8 || h.Type != rpcBigName {
+		t.Errorf("big: Header() = %+v, want call 8 and type %q", h, rpcBigName)
 	}
 }

@@ -347,7 +347,7 @@ func replyTo(t *testing.T, s *fakeStream, call uint64) (any, error) {
 
 func askFrame(t *testing.T, call uint64, msg any) *wire.Frame {
 	t.Helper()
-	f, err := rpc.Encode(2, msg, 1024)
+	f, err := rpc.Encode(2, msg, 1<<20)
 	if err != nil {
 		t.Fatalf("Encode: %v", err)
 	}
