@@ -35,9 +35,9 @@ type entry struct {
 	name  string
 	typ   reflect.Type
 	proto bool // typ implements proto.Message
-	// scratch holds *typ values to decode into: the
-	// decoded value is copied out into the interface Decode returns, so
-	// decoding allocates that copy and not also a fresh *typ.
+	// scratch holds *typ values to decode into: the decoded value is
+	// copied out into the interface Decode returns, so decoding allocates
+	// that copy and not also a fresh *typ.
 	scratch sync.Pool
 }
 

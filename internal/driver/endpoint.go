@@ -110,9 +110,9 @@ func (e *endpoint) run(it rpc.Item) {
 		return
 	}
 	es := it.Conn.Peer.(*execState)
-	f := it.Header()
-	ask := f.Kind == wire.Kind_KIND_ASK
-	e.counter(f.Type, "to_driver", ask).Inc()
+	h := it.Header()
+	ask := h.Kind == wire.Kind_KIND_ASK
+	e.counter(h.Type, "to_driver", ask).Inc()
 	// Handler time is sampled: one message in handlerSampling.
 	timed := e.dispatched.Add(1)%handlerSampling == 1
 	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)

@@ -27,24 +27,24 @@ type Outcome struct {
 // timed says whether to measure the handler's time (callers sample:
 // reading the clock twice per message is a visible share of the path).
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
-	f := it.Header()
+	h := it.Header()
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
 		msg, err = Decode(it.Frame)
 	}
 	if err != nil {
-		if f.Kind == wire.Kind_KIND_ASK {
-			_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, nil, err, max))
+		if h.Kind == wire.Kind_KIND_ASK {
+			_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, nil, err, max))
 		} else {
-			log.Warn("dropped undecodable message", "plugin", pluginName, "type", f.Type, "err", err)
+			log.Warn("dropped undecodable message", "plugin", pluginName, "type", h.Type, "err", err)
 		}
 		return Outcome{Undecodable: true, Err: err}
 	}
-	if f.Kind == wire.Kind_KIND_ASK {
+	if h.Kind == wire.Kind_KIND_ASK {
 		hctx := askCtx
-		if f.TimeoutMicros > 0 {
+		if h.TimeoutMicros > 0 {
 			var cancel context.CancelFunc
-			hctx, cancel = context.WithTimeout(askCtx, time.Duration(f.TimeoutMicros)*time.Microsecond)
+			hctx, cancel = context.WithTimeout(askCtx, time.Duration(h.TimeoutMicros)*time.Microsecond)
 			defer cancel()
 		}
 		var start time.Time
@@ -56,7 +56,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		if timed {
 			elapsed = time.Since(start)
 		}
-		_ = it.Conn.Reply(ReplyFrame(f.Call, f.Plugin, reply, err, max))
+		_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, reply, err, max))
 		return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 	}
 	var start time.Time
@@ -70,9 +70,9 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	}
 	switch {
 	case err != nil && !errors.Is(err, context.Canceled):
-		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", f.Type, "err", err)
+		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
 	case reply != nil:
-		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", f.Type)
+		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", h.Type)
 	}
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 }
