@@ -462,3 +462,61 @@ func mustCBOR(v any) []byte {
 	}
 	return b
 }
+
+// Decode reuses the value it decodes into: a message must not inherit
+// fields of the one decoded before it, nor share its slices and maps.
+func TestDecodeFreshEachTime(t *testing.T) {
+	first := rtNested{Name: "first", Points: []rtPoint{{X: 1}}, Labels: map[string]string{"k": "v"}, Opt: &rtPoint{Y: 2}}
+	_, full, err := encode(t, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sparse, err := encode(t, rtNested{Name: "second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Tag is omitted from the encoding when empty: absent, not null.
+	_, tagged, err := encode(t, rtPoint{X: 1, Tag: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, untagged, err := encode(t, rtPoint{X: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // the scratch value is pooled; go round a few times
+		if _, err := codec.Decode(pointName, tagged); err != nil {
+			t.Fatal(err)
+		}
+		p, err := codec.Decode(pointName, untagged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (rtPoint{X: 2}); p != want {
+			t.Errorf("decode after a tagged point = %+v, want %+v (a field left from the one before)", p, want)
+		}
+		a, err := codec.Decode(nestedName, full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := codec.Decode(nestedName, sparse)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (rtNested{Name: "second"}); !reflect.DeepEqual(b, want) {
+			t.Errorf("second decode = %+v, want %+v (fields left from the first)", b, want)
+		}
+		got := a.(rtNested)
+		if !reflect.DeepEqual(got, first) {
+			t.Errorf("first decode = %+v, want %+v", got, first)
+		}
+		got.Points[0].X, got.Labels["k"] = 99, "changed"
+		c, err := codec.Decode(nestedName, full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(c, first) {
+			t.Errorf("a later decode = %+v, want %+v (it shares memory with an earlier result)", c, first)
+		}
+	}
+}
