@@ -47,7 +47,9 @@ type ExecutorContext interface {
 	// reply. The deadline comes from ctx; when ctx ends first, the error
 	// matches ctx.Err() (context.DeadlineExceeded or context.Canceled). A
 	// Receive error arrives with its code and message; a lost driver gives
-	// CodeUnavailable.
+	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
+	// that is how to keep several asks in flight: concurrent asks share
+	// batches on the wire, while a lone ask is written at once.
 	Ask(ctx context.Context, msg any) (any, error)
 	// Send queues msg for the driver plugin of the same name and returns.
 	// It reports only local failures: an unregistered or oversized message
