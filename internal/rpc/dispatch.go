@@ -40,35 +40,28 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		}
 		return Outcome{Undecodable: true, Err: err}
 	}
-	if h.Kind == wire.Kind_KIND_ASK {
-		hctx := askCtx
+	ask := h.Kind == wire.Kind_KIND_ASK
+	hctx := ctx
+	if ask {
+		hctx = askCtx
 		if h.TimeoutMicros > 0 {
 			var cancel context.CancelFunc
 			hctx, cancel = context.WithTimeout(askCtx, time.Duration(h.TimeoutMicros)*time.Microsecond)
 			defer cancel()
 		}
-		var start time.Time
-		if timed {
-			start = time.Now()
-		}
-		reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
-		var elapsed time.Duration
-		if timed {
-			elapsed = time.Since(start)
-		}
-		_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, reply, err, max))
-		return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 	}
 	var start time.Time
 	if timed {
 		start = time.Now()
 	}
-	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(ctx, msg) })
+	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
 	var elapsed time.Duration
 	if timed {
 		elapsed = time.Since(start)
 	}
 	switch {
+	case ask:
+		_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, reply, err, max))
 	case err != nil && !errors.Is(err, context.Canceled):
 		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
 	case reply != nil:
