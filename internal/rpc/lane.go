@@ -232,25 +232,13 @@ func (l *Lane) serialLoop() {
 	defer l.wg.Done()
 	var batch []Item
 	for {
-		l.mu.Lock()
-		for l.head == len(l.q) && !l.closed {
-			l.wake.Wait()
-		}
-		if l.head == len(l.q) {
-			l.mu.Unlock()
+		if !l.awaitItem() {
 			return
 		}
 		n := min(len(l.q)-l.head, serialBatch)
 		batch = append(batch[:0], l.q[l.head:l.head+n]...)
-		clear(l.q[l.head : l.head+n])
-		l.head += n
-		l.compactLocked()
-		l.taken += uint64(n)
 		l.active.Store(int64(n))
-		if l.waiting > 0 {
-			close(l.room)
-			l.room = make(chan struct{})
-		}
+		l.takeLocked(n)
 		l.mu.Unlock()
 
 		for i := range batch {
@@ -260,12 +248,45 @@ func (l *Lane) serialLoop() {
 			l.finished.Add(1)
 			if l.flushing.Load() > 0 {
 				l.mu.Lock()
-				close(l.progress)
-				l.progress = make(chan struct{})
+				l.progressLocked()
 				l.mu.Unlock()
 			}
 		}
 	}
+}
+
+// awaitItem locks l.mu and waits until an item is queued or the lane is
+// closed. It reports true with l.mu held when there is an item to take,
+// false (unlocked) when the lane is closed and empty.
+func (l *Lane) awaitItem() bool {
+	l.mu.Lock()
+	for l.head == len(l.q) && !l.closed {
+		l.wake.Wait()
+	}
+	if l.head == len(l.q) {
+		l.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// takeLocked removes the first n queued items (the caller has copied them)
+// and wakes PushWait callers waiting for room. l.mu is held.
+func (l *Lane) takeLocked(n int) {
+	clear(l.q[l.head : l.head+n])
+	l.head += n
+	l.compactLocked()
+	l.taken += uint64(n)
+	if l.waiting > 0 {
+		close(l.room)
+		l.room = make(chan struct{})
+	}
+}
+
+// progressLocked wakes Flush callers to look again. l.mu is held.
+func (l *Lane) progressLocked() {
+	close(l.progress)
+	l.progress = make(chan struct{})
 }
 
 // compactLocked reclaims the queue's consumed prefix. l.mu is held.
@@ -282,23 +303,11 @@ func (l *Lane) compactLocked() {
 func (l *Lane) loop() {
 	defer l.wg.Done()
 	for {
-		l.mu.Lock()
-		for l.head == len(l.q) && !l.closed {
-			l.wake.Wait()
-		}
-		if l.head == len(l.q) {
-			l.mu.Unlock()
+		if !l.awaitItem() {
 			return
 		}
 		it := l.q[l.head]
-		l.q[l.head] = Item{}
-		l.head++
-		l.compactLocked()
-		l.taken++
-		if l.waiting > 0 {
-			close(l.room)
-			l.room = make(chan struct{})
-		}
+		l.takeLocked(1)
 		seq := l.taken
 		l.running[seq] = struct{}{}
 		l.mu.Unlock()
@@ -308,8 +317,7 @@ func (l *Lane) loop() {
 		l.mu.Lock()
 		delete(l.running, seq)
 		if l.flushing.Load() > 0 {
-			close(l.progress)
-			l.progress = make(chan struct{})
+			l.progressLocked()
 		}
 		l.mu.Unlock()
 	}
