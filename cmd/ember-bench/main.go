@@ -6,6 +6,7 @@
 //	go run ./cmd/ember-bench -short     # seconds: CI's smoke run
 //	go run ./cmd/ember-bench -json      # machine-readable results
 //	go run ./cmd/ember-bench -run 'ask' # only scenarios matching a regexp
+//	go run -tags emberstamp ./cmd/ember-bench -breakdown # where an ask's time goes
 //
 // Every scenario starts its own application (driver in this process,
 // executors as child processes of this binary) and repeats its
@@ -90,7 +91,11 @@ func main() {
 	var err error
 	switch *roleFlag {
 	case "":
-		err = bench(ctx)
+		if *breakdownFlag {
+			err = breakdown(ctx)
+		} else {
+			err = bench(ctx)
+		}
 	case "baseline":
 		err = baselineChild(ctx)
 	case "executors":

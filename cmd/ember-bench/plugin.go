@@ -250,6 +250,9 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 	if firstErr != nil {
 		return AskStats{}, firstErr
 	}
+	if err := dumpStamps("executor"); err != nil {
+		return AskStats{}, err
+	}
 	st := AskStats{Elapsed: elapsed}
 	if m.Latencies {
 		st.P50, st.P99 = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)

@@ -499,6 +499,9 @@ func baselineChild(ctx context.Context) error {
 	switch *kindFlag {
 	case "grpc-pingpong":
 		lat, err = benchkit.GRPCPingPong(ctx, *addrFlag, payloadBytes, *nFlag)
+		if err == nil {
+			err = dumpStamps("baseline")
+		}
 	case "grpc-unary":
 		lat, err = benchkit.GRPCUnary(ctx, *addrFlag, payloadBytes, *nFlag)
 	case "tcp-pingpong":

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emberhq/ember/internal/stamp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
@@ -64,12 +65,18 @@ var serviceDesc = grpc.ServiceDesc{
 			StreamName: "Echo", ServerStreams: true, ClientStreams: true,
 			Handler: func(_ any, s grpc.ServerStream) error {
 				var b []byte
-				for {
+				for k := uint64(1); ; k++ {
 					if err := s.RecvMsg(&b); err != nil {
 						return nil
 					}
+					if stamp.Enabled {
+						stamp.Mark(stamp.RawServerRead, k)
+					}
 					if err := s.SendMsg(&b); err != nil {
 						return err
+					}
+					if stamp.Enabled {
+						stamp.Mark(stamp.RawServerSent, k)
 					}
 				}
 			},
@@ -144,13 +151,22 @@ func GRPCPingPong(ctx context.Context, addr string, size, n int) ([]time.Duratio
 	}
 	msg, reply := make([]byte, size), make([]byte, 0, size)
 	out := make([]time.Duration, 0, n)
-	for range n {
+	for k := range uint64(n) {
 		start := time.Now()
+		if stamp.Enabled {
+			stamp.Mark(stamp.RawSend, k+1)
+		}
 		if err := s.SendMsg(&msg); err != nil {
 			return nil, err
 		}
+		if stamp.Enabled {
+			stamp.Mark(stamp.RawSent, k+1)
+		}
 		if err := s.RecvMsg(&reply); err != nil {
 			return nil, err
+		}
+		if stamp.Enabled {
+			stamp.Mark(stamp.RawRead, k+1)
 		}
 		out = append(out, time.Since(start))
 	}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emberhq/ember/internal/stamp"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc/codes"
@@ -346,7 +347,13 @@ func (c *Conn) pushLocked(f *wire.Frame, direct bool) {
 func (c *Conn) writeDirect(f *wire.Frame) {
 	c.compress(f)
 	c.direct.Frames = append(c.direct.Frames[:0], f)
+	if stamp.Enabled {
+		markWrite(c.direct.Frames, false)
+	}
 	err := c.stream.Send(c.direct)
+	if stamp.Enabled {
+		markWrite(c.direct.Frames, true)
+	}
 	c.direct.Frames[0] = nil
 	wire.ReleaseFrame(f)
 	c.mu.Lock()
@@ -360,6 +367,33 @@ func (c *Conn) writeDirect(f *wire.Frame) {
 	c.lastSend.Store(time.Now().UnixNano())
 	if wake {
 		c.signal()
+	}
+}
+
+// markWrite stamps the asks and replies of a batch being written (done:
+// the write returned) for ember-bench -breakdown.
+func markWrite(frames []*wire.Frame, done bool) {
+	for _, f := range frames {
+		switch {
+		case f.Kind == wire.Kind_KIND_ASK && done:
+			stamp.Mark(stamp.AskWritten, f.Call)
+		case f.Kind == wire.Kind_KIND_REPLY && done:
+			stamp.Mark(stamp.ReplyWritten, f.Call)
+		case f.Kind == wire.Kind_KIND_REPLY:
+			stamp.Mark(stamp.ReplyWriting, f.Call)
+		}
+	}
+}
+
+// markRead stamps the asks and replies of a batch just read.
+func markRead(frames []*wire.Frame) {
+	for _, f := range frames {
+		switch f.Kind {
+		case wire.Kind_KIND_ASK:
+			stamp.Mark(stamp.AskRead, f.Call)
+		case wire.Kind_KIND_REPLY:
+			stamp.Mark(stamp.ReplyRead, f.Call)
+		}
 	}
 }
 
@@ -443,6 +477,9 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	id := c.nextCall
 	c.calls[id] = pending{ch, decode}
 	f.Call = id
+	if stamp.Enabled {
+		stamp.Mark(stamp.AskQueued, id)
+	}
 	// A lone ask is written directly (latency); with others in flight it
 	// is queued, so that concurrent asks share batches (throughput). Being
 	// the only ask in flight is not enough: when the reader has just
@@ -462,6 +499,9 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	}
 	select {
 	case r := <-ch:
+		if stamp.Enabled {
+			stamp.Mark(stamp.ReplyDelivered, id)
+		}
 		chanPool.Put(ch)
 		if r.f == nil && !r.decoded {
 			c.mu.Lock()
@@ -555,7 +595,13 @@ func (c *Conn) writeLoop() {
 				c.compress(f)
 			}
 			batch.Frames = frames
+			if stamp.Enabled {
+				markWrite(frames, false)
+			}
 			err := c.stream.Send(batch)
+			if stamp.Enabled {
+				markWrite(frames, true)
+			}
 			last = len(frames)
 			for _, f := range frames {
 				wire.ReleaseFrame(f)
@@ -673,6 +719,9 @@ func (c *Conn) readLoop() {
 		if err != nil {
 			c.close(streamError("receive", err))
 			return
+		}
+		if stamp.Enabled {
+			markRead(b.Frames)
 		}
 		c.received.Store(true)
 		c.handling.Store(true)

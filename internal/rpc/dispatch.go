@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/emberhq/ember/internal/stamp"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 )
@@ -41,6 +42,9 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		return Outcome{Undecodable: true, Err: err}
 	}
 	ask := h.Kind == wire.Kind_KIND_ASK
+	if stamp.Enabled && ask {
+		stamp.Mark(stamp.AskDispatched, h.Call)
+	}
 	hctx := ctx
 	if ask {
 		hctx = askCtx
@@ -61,6 +65,9 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	}
 	switch {
 	case ask:
+		if stamp.Enabled {
+			stamp.Mark(stamp.ReplyQueued, h.Call)
+		}
 		_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, reply, err, max))
 	case err != nil && !errors.Is(err, context.Canceled):
 		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
