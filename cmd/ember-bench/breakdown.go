@@ -64,9 +64,14 @@ var segments = []struct {
 	{"round trip", stamp.AskQueued, stamp.ReplyDelivered, stamp.RawSend, stamp.RawRead, true},
 }
 
+// breakdownBlocks is how many times a -breakdown run alternates between
+// Ember and the raw stream, so that a machine whose speed drifts (a busy
+// VM) weighs on both alike.
+const breakdownBlocks = 10
+
 // breakdown runs n one-at-a-time asks from one executor and n raw gRPC
-// ping-pongs, with every process stamping each message's points, and
-// prints where the time goes.
+// ping-pongs, in alternating blocks, with every process stamping each
+// message's points, and prints where the time goes.
 func breakdown(ctx context.Context) error {
 	if !stamp.Enabled {
 		return errors.New("-breakdown needs a binary built with the emberstamp tag: go run -tags emberstamp ./cmd/ember-bench -breakdown")
@@ -76,8 +81,12 @@ func breakdown(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	os.Setenv(envStamps, dir) // children inherit it
-	n := min(pick(20000, 1000), stamp.MaxID-1)
+	os.Setenv(envStamps, dir) // the executor process inherits it
+	m := min(pick(20000, 1000), stamp.MaxID-1) / breakdownBlocks
+	// The first calls of a block warm up a fresh connection (the raw
+	// stream's) and the driver's one ask of the block shares low call IDs
+	// with the executor's: skip them.
+	skip := min(100, m/4)
 	err = ember.Run(ctx, config("local-cluster[1]"), func(ctx context.Context, _ *ember.Driver) error {
 		ds := current.Load()
 		srv, err := benchkit.StartGRPC()
@@ -85,39 +94,67 @@ func breakdown(ctx context.Context) error {
 			return err
 		}
 		defer srv.Stop()
-		if _, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: n, Outstanding: 1, Latencies: true}); err != nil {
-			return err
-		}
-		if _, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, n, 0); err != nil {
-			return err
+		for b := range breakdownBlocks {
+			if _, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: m, Outstanding: 1, Latencies: true}); err != nil {
+				return err
+			}
+			// Each raw block is a new client process and stream, whose
+			// messages are numbered from 1: its stamps and the server's
+			// (this process) go to a directory of their own.
+			bdir := filepath.Join(dir, fmt.Sprintf("raw-%d", b))
+			if err := os.Mkdir(bdir, 0o755); err != nil {
+				return err
+			}
+			os.Setenv(envStamps, bdir)
+			_, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, m, 0)
+			if err == nil {
+				err = dumpStamps("server")
+			}
+			os.Setenv(envStamps, dir)
+			if err != nil {
+				return err
+			}
 		}
 		return dumpStamps("driver")
 	})
 	if err != nil {
 		return err
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	emberFiles, err := filepath.Glob(filepath.Join(dir, "[de]*-*")) // driver-PID, executor-PID
 	if err != nil {
 		return err
 	}
-	rec, err := stamp.Read(files...)
+	ember, err := stamp.Read(emberFiles...)
 	if err != nil {
 		return err
 	}
-	// The first calls warm up (and the driver's one ask to the executor
-	// shares low call IDs with the executor's asks): skip them.
-	const skip = 100
+	raw := make([]*stamp.Record, breakdownBlocks)
+	for b := range raw {
+		files, err := filepath.Glob(filepath.Join(dir, fmt.Sprintf("raw-%d", b), "*"))
+		if err != nil {
+			return err
+		}
+		if raw[b], err = stamp.Read(files...); err != nil {
+			return err
+		}
+	}
 	var out []Segment
 	for _, s := range segments {
-		e := rec.Segment(s.from, s.to, skip, n)
-		if len(e) == 0 {
+		var e, r []int64
+		for b := range breakdownBlocks {
+			// Call IDs: Ember's run on across blocks; each raw block's
+			// start again at 1.
+			e = append(e, ember.Segment(s.from, s.to, b*m+1+skip, (b+1)*m+1)...)
+			if s.hasRaw {
+				r = append(r, raw[b].Segment(s.rawFrom, s.rawTo, 1+skip, m+1)...)
+			}
+		}
+		if len(e) == 0 || (s.hasRaw && len(r) == 0) {
 			return fmt.Errorf("no stamps for %q: did every process dump its stamps?", s.name)
 		}
 		seg := Segment{Name: s.name, Calls: len(e), HasRaw: s.hasRaw}
 		seg.EmberP50, seg.EmberMean = summary(e)
-		if s.hasRaw {
-			seg.RawP50, seg.RawMean = summary(rec.Segment(s.rawFrom, s.rawTo, skip, n))
-		}
+		seg.RawP50, seg.RawMean = summary(r)
 		out = append(out, seg)
 	}
 	if *jsonOut {
@@ -137,7 +174,7 @@ func breakdown(ctx context.Context) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Printf("%d asks and %d raw round trips, one at a time; the means add up to the round trip's, the medians need not.\n", out[0].Calls, n)
+	fmt.Printf("%d asks and as many raw round trips, one at a time, in %d alternating blocks; the means add up to the round trip's, the medians need not.\n", out[0].Calls, breakdownBlocks)
 	return nil
 }
 
