@@ -25,8 +25,10 @@ const envStamps = "EMBER_BENCH_STAMPS"
 
 // dumpStamps writes this process's stamps to the -breakdown directory, if
 // there is one.
-func dumpStamps(role string) error {
-	dir := os.Getenv(envStamps)
+func dumpStamps(role string) error { return dumpStampsTo(os.Getenv(envStamps), role) }
+
+// dumpStampsTo writes this process's stamps to dir (none if dir is "").
+func dumpStampsTo(dir, role string) error {
 	if dir == "" {
 		return nil
 	}
@@ -34,15 +36,18 @@ func dumpStamps(role string) error {
 }
 
 // Segment is one stretch of the round trip: Ember's and, where the raw
-// stream has the same stretch, the baseline's.
+// stream has the same stretch, the baseline's, run from its own process
+// (as in the ask-latency scenario) and from inside the executor process.
 type Segment struct {
-	Name      string  `json:"segment"`
-	EmberP50  float64 `json:"ember_p50_us"`
-	EmberMean float64 `json:"ember_mean_us"`
-	RawP50    float64 `json:"raw_p50_us,omitempty"`
-	RawMean   float64 `json:"raw_mean_us,omitempty"`
-	HasRaw    bool    `json:"has_raw"`
-	Calls     int     `json:"calls"`
+	Name        string  `json:"segment"`
+	EmberP50    float64 `json:"ember_p50_us"`
+	EmberMean   float64 `json:"ember_mean_us"`
+	RawP50      float64 `json:"raw_p50_us,omitempty"`
+	RawMean     float64 `json:"raw_mean_us,omitempty"`
+	RawExecP50  float64 `json:"raw_in_executor_p50_us,omitempty"`
+	RawExecMean float64 `json:"raw_in_executor_mean_us,omitempty"`
+	HasRaw      bool    `json:"has_raw"`
+	Calls       int     `json:"calls"`
 }
 
 // segments lists the stretches: Ember's points, then the raw stream's
@@ -98,20 +103,28 @@ func breakdown(ctx context.Context) error {
 			if _, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: m, Outstanding: 1, Latencies: true}); err != nil {
 				return err
 			}
-			// Each raw block is a new client process and stream, whose
-			// messages are numbered from 1: its stamps and the server's
-			// (this process) go to a directory of their own.
-			bdir := filepath.Join(dir, fmt.Sprintf("raw-%d", b))
-			if err := os.Mkdir(bdir, 0o755); err != nil {
-				return err
+			// Each raw block is a new stream whose messages are numbered
+			// from 1: its client's stamps and the server's (this process)
+			// go to a directory of their own.
+			child, inExec := rawDir(dir, "child", b), rawDir(dir, "executor", b)
+			for _, d := range []string{child, inExec} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					return err
+				}
 			}
-			os.Setenv(envStamps, bdir)
+			os.Setenv(envStamps, child)
 			_, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, m, 0)
-			if err == nil {
-				err = dumpStamps("server")
-			}
 			os.Setenv(envStamps, dir)
 			if err != nil {
+				return err
+			}
+			if err := dumpStampsTo(child, "server"); err != nil {
+				return err
+			}
+			if _, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunRawPingPong{Addr: srv.Addr, N: m, StampDir: inExec}); err != nil {
+				return err
+			}
+			if err := dumpStampsTo(inExec, "server"); err != nil {
 				return err
 			}
 		}
@@ -129,32 +142,34 @@ func breakdown(ctx context.Context) error {
 		return err
 	}
 	raw := make([]*stamp.Record, breakdownBlocks)
+	rawExec := make([]*stamp.Record, breakdownBlocks)
 	for b := range raw {
-		files, err := filepath.Glob(filepath.Join(dir, fmt.Sprintf("raw-%d", b), "*"))
-		if err != nil {
+		if raw[b], err = readDir(rawDir(dir, "child", b)); err != nil {
 			return err
 		}
-		if raw[b], err = stamp.Read(files...); err != nil {
+		if rawExec[b], err = readDir(rawDir(dir, "executor", b)); err != nil {
 			return err
 		}
 	}
 	var out []Segment
 	for _, s := range segments {
-		var e, r []int64
+		var e, r, rx []int64
 		for b := range breakdownBlocks {
 			// Call IDs: Ember's run on across blocks; each raw block's
 			// start again at 1.
 			e = append(e, ember.Segment(s.from, s.to, b*m+1+skip, (b+1)*m+1)...)
 			if s.hasRaw {
 				r = append(r, raw[b].Segment(s.rawFrom, s.rawTo, 1+skip, m+1)...)
+				rx = append(rx, rawExec[b].Segment(s.rawFrom, s.rawTo, 1+skip, m+1)...)
 			}
 		}
-		if len(e) == 0 || (s.hasRaw && len(r) == 0) {
+		if len(e) == 0 || (s.hasRaw && (len(r) == 0 || len(rx) == 0)) {
 			return fmt.Errorf("no stamps for %q: did every process dump its stamps?", s.name)
 		}
 		seg := Segment{Name: s.name, Calls: len(e), HasRaw: s.hasRaw}
 		seg.EmberP50, seg.EmberMean = summary(e)
 		seg.RawP50, seg.RawMean = summary(r)
+		seg.RawExecP50, seg.RawExecMean = summary(rx)
 		out = append(out, seg)
 	}
 	if *jsonOut {
@@ -163,18 +178,20 @@ func breakdown(ctx context.Context) error {
 		return enc.Encode(out)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "segment\tember p50\tember mean\traw grpc p50\traw grpc mean\t")
+	fmt.Fprintln(w, "segment\tember p50\tmean\traw grpc p50\tmean\traw grpc in executor p50\tmean\t")
 	for _, s := range out {
-		raw := "\t"
+		raw := "\t\t\t"
 		if s.HasRaw {
-			raw = fmt.Sprintf("%.2fus\t%.2fus", s.RawP50, s.RawMean)
+			raw = fmt.Sprintf("%.2fus\t%.2fus\t%.2fus\t%.2fus", s.RawP50, s.RawMean, s.RawExecP50, s.RawExecMean)
 		}
 		fmt.Fprintf(w, "%s\t%.2fus\t%.2fus\t%s\t\n", s.Name, s.EmberP50, s.EmberMean, raw)
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Printf("%d asks and as many raw round trips, one at a time, in %d alternating blocks; the means add up to the round trip's, the medians need not.\n", out[0].Calls, breakdownBlocks)
+	fmt.Printf("%d asks and as many raw round trips of each kind, one at a time, in %d alternating blocks.\n", out[0].Calls, breakdownBlocks)
+	fmt.Println("Raw grpc: the ask-latency baseline (client in a process of its own); in executor: the same client run inside the executor process.")
+	fmt.Println("The means add up to the round trip's, the medians need not.")
 	return nil
 }
 
@@ -190,4 +207,19 @@ func summary(ns []int64) (p50, mean float64) {
 		sum += float64(v)
 	}
 	return float64(s[len(s)/2]) / 1e3, sum / float64(len(s)) / 1e3
+}
+
+// rawDir is where raw block b of a kind ("child", "executor") keeps its
+// stamps.
+func rawDir(dir, kind string, b int) string {
+	return filepath.Join(dir, fmt.Sprintf("raw-%s-%d", kind, b))
+}
+
+// readDir merges the stamp files in dir.
+func readDir(dir string) (*stamp.Record, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil {
+		return nil, err
+	}
+	return stamp.Read(files...)
 }

@@ -46,6 +46,13 @@ type (
 		Aligned         bool
 	}
 	PingLatencies struct{ Latencies []time.Duration }
+	// RunRawPingPong makes an executor run the raw gRPC ping-pong
+	// baseline itself, N round trips to Addr, and dump its stamps to
+	// StampDir (-breakdown: the baseline inside an executor process).
+	RunRawPingPong struct {
+		Addr, StampDir string
+		N              int
+	}
 )
 
 func init() {
@@ -59,6 +66,7 @@ func init() {
 	plugin.RegisterMessage[SendDone]()
 	plugin.RegisterMessage[StartPinging]()
 	plugin.RegisterMessage[PingLatencies]()
+	plugin.RegisterMessage[RunRawPingPong]()
 }
 
 // benchPlugin is the plugin every scenario runs.
@@ -192,6 +200,11 @@ func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
 		}
 	case RunAsks:
 		return e.runAsks(ctx, m)
+	case RunRawPingPong:
+		if _, err := benchkit.GRPCPingPong(ctx, m.Addr, payloadBytes, m.N); err != nil {
+			return nil, err
+		}
+		return AskStats{}, dumpStampsTo(m.StampDir, "client")
 	case RunSends:
 		start := time.Now()
 		note := Note{Body: body}
