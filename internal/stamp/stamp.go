@@ -20,7 +20,7 @@ const (
 	AskWritten                  // asker: the write carrying the ask returned
 	AskRead                     // answerer: the batch carrying the ask was read
 	AskDispatched               // answerer: the plugin's Receive is about to be called
-	ReplyQueued                 // answerer: Receive returned, reply handed to the connection
+	ReplyQueued                 // answerer: Receive returned; its reply is encoded and queued next
 	ReplyWriting                // answerer: the write carrying the reply starts
 	ReplyWritten                // answerer: that write returned
 	ReplyRead                   // asker: the batch carrying the reply was read
