@@ -61,10 +61,14 @@ var protoMessage = reflect.TypeFor[proto.Message]()
 // The CBOR modes. Times keep nanoseconds; maps decoded into an interface
 // become map[string]any, as with encoding/json; the decoder's limits on
 // nesting, array and map sizes bound what a hostile peer can make it
-// allocate (the frame size bounds the rest).
+// allocate (the frame size bounds the rest). A Go string may hold any
+// bytes and the encoder sends them as they are, so the decoder accepts
+// text that is not valid UTF-8: every string arrives byte for byte, where
+// rejecting it would fail a message the sender was told had been sent.
 var (
 	encMode = mustMode(cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode())
 	decMode = mustMode(cbor.DecOptions{
+		UTF8:             cbor.UTF8DecodeInvalid,
 		DefaultMapType:   reflect.TypeFor[map[string]any](),
 		MaxNestedLevels:  64,
 		MaxArrayElements: 1 << 20,

@@ -3,7 +3,6 @@ package codec_test
 import (
 	"errors"
 	"fmt"
-	"github.com/fxamacker/cbor/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/wire"
+	"github.com/fxamacker/cbor/v2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -86,6 +86,9 @@ func TestRoundTrip(t *testing.T) {
 	}{
 		{"struct", rtPoint{X: 1, Y: -2, Tag: "héllo"}, pointName, rtPoint{X: 1, Y: -2, Tag: "héllo"}},
 		{"zero struct", rtPoint{}, pointName, rtPoint{}},
+		{"string that is not UTF-8", rtPoint{Tag: "ok\xff\xfe"}, pointName, rtPoint{Tag: "ok\xff\xfe"}},
+		{"map key and value that are not UTF-8", rtNested{Labels: map[string]string{"\xc3": "\x80\x80"}},
+			nestedName, rtNested{Labels: map[string]string{"\xc3": "\x80\x80"}}},
 		{"pointer to struct arrives as the value", &rtPoint{X: 3}, pointName, rtPoint{X: 3}},
 		{"nested", rtNested{Name: "n", Points: []rtPoint{{X: 1}, {Y: 2}}, Labels: map[string]string{"a": "b"}, Opt: &rtPoint{X: 9}},
 			nestedName, rtNested{Name: "n", Points: []rtPoint{{X: 1}, {Y: 2}}, Labels: map[string]string{"a": "b"}, Opt: &rtPoint{X: 9}}},
