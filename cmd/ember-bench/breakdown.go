@@ -74,9 +74,9 @@ var segments = []struct {
 // VM) weighs on both alike.
 const breakdownBlocks = 10
 
-// breakdown runs n one-at-a-time asks from one executor and n raw gRPC
-// ping-pongs, in alternating blocks, with every process stamping each
-// message's points, and prints where the time goes.
+// breakdown runs one-at-a-time asks from one executor and as many raw gRPC
+// ping-pongs of each kind, in alternating blocks, with every process
+// stamping each message's points, and prints where the time goes.
 func breakdown(ctx context.Context) error {
 	if !stamp.Enabled {
 		return errors.New("-breakdown needs a binary built with the emberstamp tag: go run -tags emberstamp ./cmd/ember-bench -breakdown")
@@ -137,7 +137,7 @@ func breakdown(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ember, err := stamp.Read(emberFiles...)
+	emberRec, err := stamp.Read(emberFiles...)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func breakdown(ctx context.Context) error {
 		for b := range breakdownBlocks {
 			// Call IDs: Ember's run on across blocks; each raw block's
 			// start again at 1.
-			e = append(e, ember.Segment(s.from, s.to, b*m+1+skip, (b+1)*m+1)...)
+			e = append(e, emberRec.Segment(s.from, s.to, b*m+1+skip, (b+1)*m+1)...)
 			if s.hasRaw {
 				r = append(r, raw[b].Segment(s.rawFrom, s.rawTo, 1+skip, m+1)...)
 				rx = append(rx, rawExec[b].Segment(s.rawFrom, s.rawTo, 1+skip, m+1)...)
