@@ -17,8 +17,11 @@ import (
 // type fails at the call with ErrUnregisteredMessage.
 //
 // A pointer to a registered struct type may be sent; it arrives as the
-// value. RegisterMessage panics if T or its name is already registered to
-// something else. It is safe for concurrent use.
+// value. A value held in an interface-typed field (any) arrives as CBOR
+// decodes it: integers as uint64 (int64 when negative), floats as float64,
+// maps as map[string]any, arrays as []any; declare concrete field types
+// where the receiver needs them. RegisterMessage panics if T or its name is
+// already registered to something else. It is safe for concurrent use.
 func RegisterMessage[T any]() {
 	t := reflect.TypeFor[T]()
 	RegisterMessageName[T](codec.NameOf(t))
