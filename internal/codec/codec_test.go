@@ -32,6 +32,8 @@ type (
 	}
 	rtTags  []string
 	rtEmpty struct{}
+	// rtAny holds a value in an interface-typed field.
+	rtAny struct{ V any }
 	// rtBad cannot be encoded.
 	rtBad struct{ F func() }
 	// rtUnregistered is never registered.
@@ -43,6 +45,7 @@ const (
 	nestedName = "codec_test.rt.nested"
 	tagsName   = "codec_test.rt.tags"
 	emptyName  = "codec_test.rt.empty"
+	anyName    = "codec_test.rt.any"
 	badName    = "codec_test.rt.bad"
 	helloName  = "codec_test.rt.hello" // *wire.Hello, a proto message
 )
@@ -56,6 +59,7 @@ func init() {
 		{reflect.TypeFor[rtNested](), nestedName},
 		{reflect.TypeFor[rtTags](), tagsName},
 		{reflect.TypeFor[rtEmpty](), emptyName},
+		{reflect.TypeFor[rtAny](), anyName},
 		{reflect.TypeFor[rtBad](), badName},
 		{reflect.TypeFor[*wire.Hello](), helloName},
 	} {
@@ -94,6 +98,12 @@ func TestRoundTrip(t *testing.T) {
 			nestedName, rtNested{Name: "n", Points: []rtPoint{{X: 1}, {Y: 2}}, Labels: map[string]string{"a": "b"}, Opt: &rtPoint{X: 9}}},
 		{"named slice", rtTags{"x", "y"}, tagsName, rtTags{"x", "y"}},
 		{"empty struct", rtEmpty{}, emptyName, rtEmpty{}},
+		// What plugin.RegisterMessage documents for interface-typed fields.
+		{"int in an interface arrives as uint64", rtAny{V: 5}, anyName, rtAny{V: uint64(5)}},
+		{"negative int in an interface arrives as int64", rtAny{V: -5}, anyName, rtAny{V: int64(-5)}},
+		{"float in an interface", rtAny{V: float32(1.5)}, anyName, rtAny{V: 1.5}},
+		{"map and slice in an interface", rtAny{V: map[string]any{"n": []int{1}}}, anyName,
+			rtAny{V: map[string]any{"n": []any{uint64(1)}}}},
 		{"proto", &wire.Hello{ProtocolVersion: 1, BuildId: "b", Plugins: []string{"p1", "p2"}, Pid: 42, Auth: []byte{0, 1}},
 			helloName, &wire.Hello{ProtocolVersion: 1, BuildId: "b", Plugins: []string{"p1", "p2"}, Pid: 42, Auth: []byte{0, 1}}},
 		{"empty proto", &wire.Hello{}, helloName, &wire.Hello{}},
