@@ -92,6 +92,8 @@ func breakdown(ctx context.Context) error {
 	// stream's) and the driver's one ask of the block shares low call IDs
 	// with the executor's: skip them.
 	skip := min(100, m/4)
+	// Thread switches per round trip, Ember's and the two raw runs'.
+	sw := [3]switchCount{{Name: "ember"}, {Name: "raw grpc"}, {Name: "raw grpc in executor"}}
 	err = ember.Run(ctx, config("local-cluster[1]"), func(ctx context.Context, _ *ember.Driver) error {
 		ds := current.Load()
 		srv, err := benchkit.StartGRPC()
@@ -100,9 +102,12 @@ func breakdown(ctx context.Context) error {
 		}
 		defer srv.Stop()
 		for b := range breakdownBlocks {
-			if _, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: m, Outstanding: 1, Latencies: true}); err != nil {
+			d0 := switches()
+			st, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunAsks{N: m, Outstanding: 1, Latencies: true})
+			if err != nil {
 				return err
 			}
+			sw[0].add(st.Switches, switches()-d0, m)
 			// Each raw block is a new stream whose messages are numbered
 			// from 1: its client's stamps and the server's (this process)
 			// go to a directory of their own.
@@ -113,17 +118,22 @@ func breakdown(ctx context.Context) error {
 				}
 			}
 			os.Setenv(envStamps, child)
-			_, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, m, 0)
+			d0 = switches()
+			br, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, m, 0)
 			os.Setenv(envStamps, dir)
 			if err != nil {
 				return err
 			}
+			sw[1].add(br.Switches, switches()-d0, m)
 			if err := dumpStampsTo(child, "server"); err != nil {
 				return err
 			}
-			if _, err := plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunRawPingPong{Addr: srv.Addr, N: m, StampDir: inExec}); err != nil {
+			d0 = switches()
+			st, err = plugin.AskExecutor[AskStats](ctx, ds.dc, "1", RunRawPingPong{Addr: srv.Addr, N: m, StampDir: inExec})
+			if err != nil {
 				return err
 			}
+			sw[2].add(st.Switches, switches()-d0, m)
 			if err := dumpStampsTo(inExec, "server"); err != nil {
 				return err
 			}
@@ -172,10 +182,16 @@ func breakdown(ctx context.Context) error {
 		seg.RawExecP50, seg.RawExecMean = summary(rx)
 		out = append(out, seg)
 	}
+	for i := range sw {
+		sw[i].finish()
+	}
 	if *jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return enc.Encode(struct {
+			Segments []Segment      `json:"segments"`
+			Switches [3]switchCount `json:"switches_per_round_trip"`
+		}{out, sw})
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "segment\tember p50\tmean\traw grpc p50\tmean\traw grpc in executor p50\tmean\t")
@@ -189,10 +205,53 @@ func breakdown(ctx context.Context) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, "\t\t\t\t\t\t\t")
+	fmt.Fprintln(w, "thread switches per round trip\tasker process\tanswerer process\t\t\t\t\t")
+	for _, c := range sw {
+		if c.Asker < 0 || c.Answerer < 0 {
+			fmt.Fprintf(w, "%s\tunknown\tunknown\t\t\t\t\t\n", c.Name)
+			continue
+		}
+		fmt.Fprintf(w, "%s\t%.2f\t%.2f\t\t\t\t\t\n", c.Name, c.Asker, c.Answerer)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
 	fmt.Printf("%d asks and as many raw round trips of each kind, one at a time, in %d alternating blocks.\n", out[0].Calls, breakdownBlocks)
+	fmt.Println("Thread switches: times a thread of the process gave up its CPU (getrusage), each one a wake-up to pay for later.")
 	fmt.Println("Raw grpc: the ask-latency baseline (client in a process of its own); in executor: the same client run inside the executor process.")
 	fmt.Println("The means add up to the round trip's, the medians need not.")
 	return nil
+}
+
+// switchCount sums the thread switches of the two processes of a round
+// trip over a run's blocks, then gives them per round trip.
+type switchCount struct {
+	Name     string  `json:"name"`
+	Asker    float64 `json:"asker"`    // per round trip, or -1 if unknown
+	Answerer float64 `json:"answerer"` // per round trip, or -1 if unknown
+
+	asker, answerer int64
+	trips           int
+	unknown         bool
+}
+
+func (c *switchCount) add(asker, answerer int64, trips int) {
+	if asker < 0 || answerer < 0 {
+		c.unknown = true
+	}
+	c.asker += asker
+	c.answerer += answerer
+	c.trips += trips
+}
+
+func (c *switchCount) finish() {
+	if c.unknown || c.trips == 0 {
+		c.Asker, c.Answerer = -1, -1
+		return
+	}
+	c.Asker = float64(c.asker) / float64(c.trips)
+	c.Answerer = float64(c.answerer) / float64(c.trips)
 }
 
 // summary returns the median and mean of ns, in microseconds.

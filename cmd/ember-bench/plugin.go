@@ -34,6 +34,9 @@ type (
 	AskStats struct {
 		Elapsed  time.Duration
 		P50, P99 time.Duration
+		// Switches is how many times the executor process's threads
+		// gave up a CPU during the run (see switches).
+		Switches int64
 	}
 	RunSends struct{ N int }
 	SendDone struct{ Elapsed time.Duration }
@@ -201,10 +204,11 @@ func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
 	case RunAsks:
 		return e.runAsks(ctx, m)
 	case RunRawPingPong:
+		s0 := switches()
 		if _, err := benchkit.GRPCPingPong(ctx, m.Addr, payloadBytes, m.N); err != nil {
 			return nil, err
 		}
-		return AskStats{}, dumpStampsTo(m.StampDir, "client")
+		return AskStats{Switches: switches() - s0}, dumpStampsTo(m.StampDir, "client")
 	case RunSends:
 		start := time.Now()
 		note := Note{Body: body}
@@ -233,6 +237,7 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 	var firstErr error
 	var errOnce sync.Once
 	var wg sync.WaitGroup
+	s0 := switches()
 	start := time.Now()
 	for range max(m.Outstanding, 1) {
 		wg.Add(1)
@@ -260,13 +265,14 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	sw := switches() - s0
 	if firstErr != nil {
 		return AskStats{}, firstErr
 	}
 	if err := dumpStamps("executor"); err != nil {
 		return AskStats{}, err
 	}
-	st := AskStats{Elapsed: elapsed}
+	st := AskStats{Elapsed: elapsed, Switches: sw}
 	if m.Latencies {
 		st.P50, st.P99 = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)
 	}

@@ -468,6 +468,9 @@ func residentMiB() float64 {
 // baselineResult is what a baseline child prints.
 type baselineResult struct {
 	P50, P99, Elapsed time.Duration
+	// Switches is how many times the client process's threads gave up a
+	// CPU during the run (see switches).
+	Switches int64
 }
 
 var (
@@ -498,7 +501,9 @@ func baselineChild(ctx context.Context) error {
 	var err error
 	switch *kindFlag {
 	case "grpc-pingpong":
+		s0 := switches()
 		lat, err = benchkit.GRPCPingPong(ctx, *addrFlag, payloadBytes, *nFlag)
+		r.Switches = switches() - s0
 		if err == nil {
 			err = dumpStamps("baseline")
 		}
