@@ -12,8 +12,10 @@ type Record struct {
 	At [NumPoints][]int64
 }
 
-// Read merges the files Dump wrote. Each point is marked in one process
-// only, so a stamp is taken from whichever file has it.
+// Read merges the files Dump wrote, in order: a stamp is taken from the
+// last file that has it. Each side marks its own points, so the files
+// overlap only where both sides asked under the same call ID (ember-bench
+// skips those low IDs).
 func Read(paths ...string) (*Record, error) {
 	r := &Record{}
 	for p := range r.At {
