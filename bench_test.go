@@ -36,6 +36,7 @@ import (
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/benchkit"
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -57,15 +58,9 @@ type (
 	benchNote struct{ Body string } // sent; the driver plugin counts it
 )
 
-var benchBody = func() string {
-	for n := range benchPayloadBytes {
-		b := strings.Repeat("e", n)
-		if enc, err := codec.Marshal(benchPing{Body: b}); err == nil && len(enc) == benchPayloadBytes {
-			return b
-		}
-	}
-	panic("no benchPing body encodes to benchPayloadBytes")
-}()
+var benchBody = benchkit.Body(benchPayloadBytes, func(b string) ([]byte, error) {
+	return codec.Marshal(benchPing{Body: b})
+})
 
 func init() {
 	plugin.RegisterMessage[benchPing]()

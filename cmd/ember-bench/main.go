@@ -27,10 +27,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/internal/benchkit"
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/plugin"
 )
@@ -40,15 +40,9 @@ import (
 const payloadBytes = 32
 
 // body makes an encoded Ping exactly payloadBytes long.
-var body = func() string {
-	for n := range payloadBytes {
-		b := strings.Repeat("e", n)
-		if enc, err := codec.Marshal(Ping{Body: b}); err == nil && len(enc) == payloadBytes {
-			return b
-		}
-	}
-	panic("no Ping body encodes to payloadBytes")
-}()
+var body = benchkit.Body(payloadBytes, func(b string) ([]byte, error) {
+	return codec.Marshal(Ping{Body: b})
+})
 
 var (
 	short    = flag.Bool("short", false, "tiny counts and one repetition: a smoke run of seconds")

@@ -54,3 +54,16 @@ func TestStats(t *testing.T) {
 		t.Errorf("Summarize: got %+v", got)
 	}
 }
+
+func TestBody(t *testing.T) {
+	prefixed := func(b string) ([]byte, error) { return []byte("abc" + b), nil } // 3 bytes of envelope
+	if got := Body(5, prefixed); got != "ee" {
+		t.Errorf("Body(5, 3-byte envelope) = %q, want %q", got, "ee")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Body with no fitting length: got no panic, want one")
+		}
+	}()
+	Body(2, prefixed)
+}
