@@ -116,8 +116,9 @@ type Conn struct {
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
-	writing  bool        // a goroutine is in stream.Send (the writer, or a caller writing directly)
-	direct   *wire.Batch // the batch of a direct write; used only while writing
+	writing  bool           // a goroutine is in stream.Send (the writer, or a caller writing directly)
+	direct   *wire.Batch    // the batch of a direct write; used only while writing
+	one      [1]*wire.Frame // its frame
 	err      error
 }
 
@@ -345,29 +346,43 @@ func (c *Conn) pushLocked(f *wire.Frame, direct bool) {
 // no lock is held across the write. A failed write closes the connection,
 // which fails any ask waiting for a reply.
 func (c *Conn) writeDirect(f *wire.Frame) {
-	c.compress(f)
-	c.direct.Frames = append(c.direct.Frames[:0], f)
-	if stamp.Enabled {
-		markWrite(c.direct.Frames, false)
-	}
-	err := c.stream.Send(c.direct)
-	if stamp.Enabled {
-		markWrite(c.direct.Frames, true)
-	}
-	c.direct.Frames[0] = nil
-	wire.ReleaseFrame(f)
+	c.one[0] = f
+	ok := c.send(c.direct, c.one[:])
 	c.mu.Lock()
 	c.writing = false
 	wake := len(c.out) > 0 || c.closing
 	c.mu.Unlock()
-	if err != nil {
-		c.close(streamError("send", err))
-		return
-	}
-	c.lastSend.Store(time.Now().UnixNano())
-	if wake {
+	if ok && wake {
 		c.signal()
 	}
+}
+
+// send writes frames as batch b, then gives them back to wire's pool and
+// clears the slice. It reports whether the write succeeded; a failed
+// write closes the connection. The caller holds the writing flag.
+func (c *Conn) send(b *wire.Batch, frames []*wire.Frame) bool {
+	for _, f := range frames {
+		c.compress(f)
+	}
+	b.Frames = frames
+	if stamp.Enabled {
+		markWrite(frames, false)
+	}
+	err := c.stream.Send(b)
+	if stamp.Enabled {
+		markWrite(frames, true)
+	}
+	for _, f := range frames {
+		wire.ReleaseFrame(f)
+	}
+	clear(frames)
+	b.Frames = nil
+	if err != nil {
+		c.close(streamError("send", err))
+		return false
+	}
+	c.lastSend.Store(time.Now().UnixNano())
+	return true
 }
 
 // markWrite stamps the asks and replies of a batch being written (done:
@@ -591,28 +606,10 @@ func (c *Conn) writeLoop() {
 			c.writing = true
 			c.mu.Unlock()
 
-			for _, f := range frames {
-				c.compress(f)
-			}
-			batch.Frames = frames
-			if stamp.Enabled {
-				markWrite(frames, false)
-			}
-			err := c.stream.Send(batch)
-			if stamp.Enabled {
-				markWrite(frames, true)
-			}
 			last = len(frames)
-			for _, f := range frames {
-				wire.ReleaseFrame(f)
-			}
-			clear(frames)
-			batch.Frames = nil
-			if err != nil {
-				c.close(streamError("send", err))
+			if !c.send(batch, frames) {
 				return
 			}
-			c.lastSend.Store(time.Now().UnixNano())
 			c.mu.Lock()
 			c.writing = false
 		}
