@@ -47,12 +47,16 @@ type Codec struct{}
 
 var _ encoding.CodecV2 = Codec{}
 
+// protoCodec is gRPC's protobuf codec, registered by its package's init
+// (imported here, so initialised first); looked up once, not per message.
+var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+
 // Name is the content-subtype, that of gRPC's protobuf codec.
 func (Codec) Name() string { return grpcproto.Name }
 
 // Marshal encodes v with gRPC's protobuf codec.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
-	return encoding.GetCodecV2(grpcproto.Name).Marshal(v)
+	return protoCodec.Marshal(v)
 }
 
 // Unmarshal decodes data into v, a *Batch (pooled frames) or any other
@@ -60,7 +64,7 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	b, ok := v.(*Batch)
 	if !ok {
-		return encoding.GetCodecV2(grpcproto.Name).Unmarshal(data, v)
+		return protoCodec.Unmarshal(data, v)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
