@@ -520,3 +520,47 @@ func TestExtraConfTooBig(t *testing.T) {
 		t.Errorf("got %v, want ResourceExhausted naming the plugin", err)
 	}
 }
+
+// Configuration that executors could not be handed (its strings go out as
+// protobuf strings, and the driver's proof binds their encoding) fails Run
+// at start-up with an error naming the key, and the driver plugins already
+// initialised are shut down.
+func TestConfNotUTF8(t *testing.T) {
+	tests := []struct {
+		name      string
+		conf      map[string]string
+		extraConf map[string]string
+		appName   string
+		contains  string
+	}{
+		{name: "Conf value", conf: map[string]string{"ok": "yes", "path": "/tmp/\xff"}, contains: `Conf key "path"`},
+		{name: "Conf key", conf: map[string]string{"k\xfe": "v"}, contains: `Conf key "k\xfe"`},
+		{name: "extraConf value", extraConf: map[string]string{"token": "\xc3"}, contains: `driver plugin "conf": extraConf key "token"`},
+		{name: "AppName", appName: "app\xff", contains: "AppName"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var shutdown atomic.Bool
+			p := fakePlugin{
+				name: "conf",
+				newDriver: func() plugin.DriverPlugin {
+					return &fakeDriver{
+						InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+							return tt.extraConf, nil
+						},
+						ShutdownF: func(context.Context) error { shutdown.Store(true); return nil },
+					}
+				},
+				newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} },
+			}
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", AppName: tt.appName, Conf: tt.conf, Plugins: []plugin.Plugin{p}, Logger: quiet},
+				func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+			if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.contains) {
+				t.Errorf("got %v, want InvalidArgument containing %q", err, tt.contains)
+			}
+			if !shutdown.Load() {
+				t.Error("the driver plugin was not shut down")
+			}
+		})
+	}
+}

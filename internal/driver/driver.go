@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
@@ -228,16 +229,36 @@ func (d *Driver) Init(ctx context.Context) error {
 		e.extraConf = extra
 		e.inited = true
 	}
-	return d.checkWelcomeSize()
+	return d.checkWelcome()
 }
 
-// checkWelcomeSize fails start-up, naming the biggest contributor, when
-// the configuration handed to every executor would not fit in one message:
-// better than every executor failing at connect.
-func (d *Driver) checkWelcomeSize() error {
+// checkWelcome fails start-up when the configuration handed to every
+// executor could not be: better than every executor failing at connect.
+// Its strings must be valid UTF-8 (the driver's proof binds their
+// deterministic protobuf encoding, which refuses anything else), and it
+// must fit in one message; the error names the key, or the biggest
+// contributor. The plugins are shut down first.
+func (d *Driver) checkWelcome() error {
+	err := d.welcomeProblem()
+	if err != nil {
+		d.shutdownPlugins(len(d.endpoints) - 1)
+	}
+	return err
+}
+
+func (d *Driver) welcomeProblem() error {
+	if !utf8.ValidString(d.cfg.AppName) {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "AppName %q is not valid UTF-8", d.cfg.AppName)
+	}
+	if k, ok := invalidUTF8(d.cfg.Conf); ok {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "Conf key %q: the key or its value is not valid UTF-8", k)
+	}
 	w := &wire.Welcome{Conf: d.cfg.Conf}
 	biggest, biggestSize := "", 0
 	for _, e := range d.endpoints {
+		if k, ok := invalidUTF8(e.extraConf); ok {
+			return plugin.Errorf(plugin.CodeInvalidArgument, "driver plugin %q: extraConf key %q: the key or its value is not valid UTF-8", e.name, k)
+		}
 		x := &wire.ExtraConf{Values: e.extraConf}
 		w.ExtraConf = append(w.ExtraConf, x)
 		if n := proto.Size(x); n > biggestSize {
@@ -245,12 +266,23 @@ func (d *Driver) checkWelcomeSize() error {
 		}
 	}
 	if size, limit := proto.Size(w), maxMsg(d.cfg.Conn); size > limit {
-		d.shutdownPlugins(len(d.endpoints) - 1)
 		return plugin.Errorf(plugin.CodeResourceExhausted,
 			"the configuration sent to executors (Conf and every plugin's extraConf) is %d bytes, over the %d-byte message limit (largest extraConf: plugin %q, %d bytes)",
 			size, limit, biggest, biggestSize)
 	}
 	return nil
+}
+
+// invalidUTF8 returns the smallest key of m whose key or value is not
+// valid UTF-8, and whether there is one.
+func invalidUTF8(m map[string]string) (string, bool) {
+	bad, found := "", false
+	for k, v := range m {
+		if (!utf8.ValidString(k) || !utf8.ValidString(v)) && (!found || k < bad) {
+			bad, found = k, true
+		}
+	}
+	return bad, found
 }
 
 // Serve accepts executors on lis until Close. It returns at once.
@@ -457,7 +489,15 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})
 	}
 	if d.cfg.Secret != "" {
-		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge, wire.WelcomeDigestInput(welcome))
+		digest, err := wire.WelcomeDigestInput(welcome)
+		if err != nil { // checkWelcome rules this out
+			d.mu.Lock()
+			delete(d.execs, id)
+			d.mu.Unlock()
+			d.log.Error("refused executor: the configuration cannot be encoded", "executor", id, "err", err)
+			return refuse(plugin.CodeInternal, "configuration cannot be encoded", err.Error())
+		}
+		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge, digest)
 	}
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
 	c.SetTypes(types) // equal to the executor's, as checkHello verified

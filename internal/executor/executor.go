@@ -378,12 +378,19 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		}
 		return nil, nil, fmt.Errorf("executor: the driver refused this executor%s: %w", hint, rpc.WireError(w.Code, w.Error))
 	}
-	if x.cfg.Secret != "" && !auth.Verify(w.Auth, x.cfg.Secret, auth.Driver, nonce, challenge.GetNonce(), wire.WelcomeDigestInput(w)) {
+	if x.cfg.Secret != "" && !x.verifyWelcome(w, nonce, challenge.GetNonce()) {
 		return nil, nil, fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
 			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
 	}
 	deadline.Stop()
 	return w, stream, nil
+}
+
+// verifyWelcome reports whether w carries the driver's proof that it knows
+// the secret, bound to this handshake's nonces and to w itself.
+func (x *Executor) verifyWelcome(w *wire.Welcome, nonce, challenge []byte) bool {
+	digest, err := wire.WelcomeDigestInput(w)
+	return err == nil && auth.Verify(w.Auth, x.cfg.Secret, auth.Driver, nonce, challenge, digest)
 }
 
 func (x *Executor) init(ctx context.Context) error {

@@ -7,10 +7,12 @@ import "google.golang.org/protobuf/proto"
 const ProtocolVersion = 1
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
-// deterministic protobuf of w with its Auth field cleared.
-func WelcomeDigestInput(w *Welcome) []byte {
+// deterministic protobuf of w with its Auth field cleared. It fails when w
+// has a string that is not valid UTF-8, which that encoding refuses: the
+// driver checks its configuration at start-up, so only a damaged or forged
+// Welcome does.
+func WelcomeDigestInput(w *Welcome) ([]byte, error) {
 	c := proto.Clone(w).(*Welcome)
 	c.Auth = nil
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
-	return b
+	return proto.MarshalOptions{Deterministic: true}.Marshal(c)
 }
