@@ -56,6 +56,8 @@ func TestAskErrors(t *testing.T) {
 			return nil, plugin.NewError(plugin.CodeNotFound, "no such key")
 		case text("plain"):
 			return nil, errors.New("plain failure")
+		case text("not-utf8"):
+			return nil, errors.New("no file \"\xff\xfe.log\"")
 		case text("panic"):
 			panic("handler bug")
 		case text("slow"):
@@ -84,6 +86,7 @@ func TestAskErrors(t *testing.T) {
 	}{
 		{name: "handler error keeps code and message", msg: text("not-found"), code: plugin.CodeNotFound, contains: "no such key", remote: true},
 		{name: "plain error is unknown with its message", msg: text("plain"), code: plugin.CodeUnknown, contains: "plain failure", remote: true},
+		{name: "error that is not UTF-8 arrives byte for byte", msg: text("not-utf8"), code: plugin.CodeUnknown, contains: "no file \"\xff\xfe.log\"", remote: true},
 		{name: "panic is internal", msg: text("panic"), code: plugin.CodeInternal, contains: "handler bug", remote: true},
 		{name: "deadline", ctx: shortCtx(t, 100*time.Millisecond), msg: text("slow"), code: plugin.CodeDeadlineExceeded, is: context.DeadlineExceeded, either: true},
 		{name: "unregistered type fails at the call", msg: unregistered{}, code: plugin.CodeInvalidArgument, is: plugin.ErrUnregisteredMessage, contains: "unregistered"},

@@ -38,25 +38,59 @@ func ReleaseFrame(f *Frame) {
 	framePool.Put(f)
 }
 
-// Codec is the gRPC codec of the Ember service: protobuf, exactly as gRPC's
-// default codec (same name, same bytes on the wire), except that a Batch
-// is decoded into frames from NewFrame's pool. Install it on both ends
-// with grpc.ForceServerCodecV2 and grpc.ForceCodecV2; a peer using the
-// default codec interoperates with it.
+// Codec is the gRPC codec of the Ember service: protobuf, with the same
+// bytes on the wire and the same name as gRPC's default codec, but encoded
+// and decoded by the code protoc-gen-go-vtproto generates for frames.proto
+// (frames_vtproto.pb.go) instead of by reflection, and with a Batch
+// decoded into frames from NewFrame's pool. Install it on both ends with
+// grpc.ForceServerCodecV2 and grpc.ForceCodecV2; a peer using the default
+// codec interoperates with it.
+//
+// Unlike the reflection-based codec, it neither refuses to encode nor
+// refuses to decode a string field that is not valid UTF-8: a Go string
+// may hold any bytes, and one such byte in a plugin's error message must
+// not break the connection.
 type Codec struct{}
 
 var _ encoding.CodecV2 = Codec{}
 
 // protoCodec is gRPC's protobuf codec, registered by its package's init
-// (imported here, so initialised first); looked up once, not per message.
+// (imported here, so initialised first), for messages that are not ours;
+// looked up once, not per message.
 var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+
+// vtMessage is the generated encoding of every message in frames.proto.
+type vtMessage interface {
+	SizeVT() int
+	MarshalToSizedBufferVT(dAtA []byte) (int, error)
+}
 
 // Name is the content-subtype, that of gRPC's protobuf codec.
 func (Codec) Name() string { return grpcproto.Name }
 
-// Marshal encodes v with gRPC's protobuf codec.
+// Marshal encodes v, a message of this package (generated code) or any
+// other protobuf message (gRPC's protobuf codec). As gRPC's codec does, it
+// takes the buffer of a large message from gRPC's buffer pool.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
-	return protoCodec.Marshal(v)
+	m, ok := v.(vtMessage)
+	if !ok {
+		return protoCodec.Marshal(v)
+	}
+	size := m.SizeVT()
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		buf := make([]byte, size)
+		if _, err := m.MarshalToSizedBufferVT(buf); err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(size)
+	if _, err := m.MarshalToSizedBufferVT((*buf)[:size]); err != nil {
+		pool.Put(buf)
+		return nil, err
+	}
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
 // Unmarshal decodes data into v, a *Batch (pooled frames) or any other
@@ -71,15 +105,18 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return UnmarshalBatch(buf.ReadOnlyData(), b)
 }
 
-// unmarshalFrame decodes one embedded frame. proto.Unmarshal's options,
-// with Merge because the pooled frame is already empty.
-var unmarshalFrame = proto.UnmarshalOptions{Merge: true, RecursionLimit: protowire.DefaultRecursionLimit}
-
-// UnmarshalBatch decodes data into b (which it resets) exactly as
-// proto.Unmarshal does, with the frames taken from NewFrame's pool. Input
-// the fast path does not expect (an unknown field from a newer peer, or
-// malformed bytes) goes to proto.Unmarshal, so results and errors are
-// proto.Unmarshal's.
+// UnmarshalBatch decodes data into b (which it resets) as proto.Unmarshal
+// does, with the frames taken from NewFrame's pool and decoded by the
+// generated code, which copies every byte it keeps: data may be reused
+// once it returns. What proto.Unmarshal accepts, it accepts, with the
+// same result: input the generated decoder refuses goes to proto.Unmarshal,
+// whose result and error are then UnmarshalBatch's. It is more lenient in
+// turn, as the generated decoder is: string fields are taken as they are,
+// valid UTF-8 or not (see Codec), some malformed input that no Ember peer
+// writes (an over-long varint, an out-of-range field number kept as an
+// unknown field) is accepted rather than refused, and unknown fields are
+// kept, but not always in the bytes proto.Unmarshal would keep; Ember
+// never reads them.
 func UnmarshalBatch(data []byte, b *Batch) error {
 	b.Reset()
 	for rest := data; len(rest) > 0; {
@@ -94,7 +131,7 @@ func UnmarshalBatch(data []byte, b *Batch) error {
 		}
 		rest = rest[n:]
 		f := NewFrame()
-		if err := unmarshalFrame.Unmarshal(v, f); err != nil {
+		if err := f.UnmarshalVT(v); err != nil {
 			ReleaseFrame(f)
 			return slowBatch(data, b)
 		}
@@ -104,7 +141,9 @@ func UnmarshalBatch(data []byte, b *Batch) error {
 }
 
 // slowBatch releases the frames decoded so far and decodes data with
-// proto.Unmarshal.
+// proto.Unmarshal, which is more lenient than the generated decoder (it
+// keeps a field of an unexpected wire type as an unknown field) and has
+// the last word on what a malformed batch is.
 func slowBatch(data []byte, b *Batch) error {
 	releaseAll(b)
 	return proto.Unmarshal(data, b)

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // dirty returns a frame with every field set, as a recycled frame was
@@ -76,25 +77,86 @@ func TestCodec(t *testing.T) {
 	if got, want := c.Name(), "proto"; got != want {
 		t.Errorf("Name() = %q, want %q (the content-subtype of gRPC's default codec)", got, want)
 	}
-	for _, m := range []proto.Message{seedBatches()[2], &wire.Hello{BuildId: "b", Plugins: []string{"p"}}} {
+	big := &wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, 64<<10)}}}
+	messages := []proto.Message{
+		big, // over gRPC's pooling threshold: a pooled buffer
+		&wire.Hello{BuildId: "b", Plugins: []string{"p"}},
+		wrapperspb.String("not ours: gRPC's codec"),
+	}
+	for _, b := range seedBatches() {
+		messages = append(messages, b)
+	}
+	for _, m := range messages {
 		data, err := c.Marshal(m)
 		if err != nil {
 			t.Fatalf("Marshal(%T): %v", m, err)
 		}
+		// Maps aside (at most one entry each here), the generated encoder
+		// writes proto.Marshal's bytes.
 		plain, err := proto.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := data.Materialize(); string(got) != string(plain) {
-			t.Errorf("Marshal(%T) = %x, want proto.Marshal's %x", m, got, plain)
+			t.Errorf("Marshal(%v) = %x, want proto.Marshal's %x", m, got, plain)
 		}
 		got := m.ProtoReflect().New().Interface()
 		if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(plain)}, got); err != nil {
 			t.Fatalf("Unmarshal(%T): %v", m, err)
 		}
 		if !proto.Equal(got, m) {
-			t.Errorf("Unmarshal(%T) = %v, want %v", m, got, m)
+			t.Errorf("Unmarshal(%v) = %v", m, got)
 		}
 		data.Free()
+	}
+}
+
+// A Go string may hold any bytes. Codec carries them as they are, where
+// proto.Marshal refuses to encode a string field that is not valid UTF-8:
+// a plugin's error message with such a byte used to break the connection.
+func TestCodecTakesAnyString(t *testing.T) {
+	b := &wire.Batch{Frames: []*wire.Frame{
+		{Kind: wire.Kind_KIND_REPLY, Call: 1, Code: 2, Error: "no file \"\xff\xfe.log\""},
+		{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{Hostname: "h\xc3"}},
+	}}
+	if _, err := proto.Marshal(b); err == nil {
+		t.Fatal("proto.Marshal accepts invalid UTF-8; this test no longer tests anything")
+	}
+	data, err := wire.Codec{}.Marshal(b)
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	var got wire.Batch
+	if err := (wire.Codec{}).Unmarshal(data, &got); err != nil {
+		t.Fatalf("Unmarshal: %v", err)
+	}
+	if !proto.Equal(&got, b) {
+		t.Errorf("round trip: got %v, want %v", &got, b)
+	}
+}
+
+func TestWelcomeDigestInput(t *testing.T) {
+	w := &wire.Welcome{AppId: "app", Conf: map[string]string{"a": "1", "b": "2", "c": "3"}, Auth: []byte("proof")}
+	first, err := wire.WelcomeDigestInput(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // map order varies from call to call; the digest may not
+		got, err := wire.WelcomeDigestInput(w)
+		if err != nil || string(got) != string(first) {
+			t.Fatalf("WelcomeDigestInput = %x, %v; want %x, nil every time", got, err, first)
+		}
+	}
+	if string(w.Auth) != "proof" {
+		t.Errorf("WelcomeDigestInput changed its argument's Auth to %q", w.Auth)
+	}
+	noAuth := proto.Clone(w).(*wire.Welcome)
+	noAuth.Auth = nil
+	if got, _ := wire.WelcomeDigestInput(noAuth); string(got) != string(first) {
+		t.Errorf("the digest input depends on Auth: %x, want %x", got, first)
+	}
+	w.Conf["bad"] = "\xff"
+	if got, err := wire.WelcomeDigestInput(w); err == nil {
+		t.Errorf("WelcomeDigestInput with a value that is not UTF-8 = %x, nil; want an error", got)
 	}
 }
