@@ -30,6 +30,8 @@ type Config struct {
 	// Conf is free-form configuration, shipped to every executor and
 	// visible to plugins as Context.Conf. "ember.plugins.defaults" and
 	// "ember.plugins" enable registered plugins by name (comma-separated).
+	// Keys and values must be valid UTF-8, as AppName must: Run fails at
+	// start-up, naming the key, when one is not.
 	Conf map[string]string
 	// ListenAddr is the driver's address. Default "127.0.0.1:0" (loopback,
 	// a free port); standalone executors on other hosts need a reachable

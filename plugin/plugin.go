@@ -31,8 +31,10 @@ type Plugin interface {
 // Optional capabilities: [ExecutorListener], [ConcurrentReceiver].
 type DriverPlugin interface {
 	// Init prepares the driver side. The returned map is handed to every
-	// executor's ExecutorPlugin.Init for the plugin of the same name. An
-	// error fails ember.Run; plugins already initialised are shut down.
+	// executor's ExecutorPlugin.Init for the plugin of the same name; its
+	// keys and values must be valid UTF-8. An error (or an extraConf that
+	// is not UTF-8) fails ember.Run; plugins already initialised are shut
+	// down.
 	// pc stays valid until Shutdown returns and may be kept.
 	Init(ctx context.Context, pc DriverContext) (extraConf map[string]string, err error)
 	// Receive handles a message from an executor plugin of the same name.
