@@ -45,14 +45,13 @@ func seedBatches() []*wire.Batch {
 
 // FuzzBatchUnmarshal decodes arbitrary bytes as a Batch, as both ends do
 // with what arrives on the stream (UnmarshalBatch, through Codec). It must
-// never panic, must accept what proto.Unmarshal accepts and decode it to
-// an equal batch (unknown fields aside: Ember never reads them, and the
-// generated decoder keeps some of them in other bytes), even when its
-// frames are recycled ones, and a batch it
-// accepts must encode again with Codec and survive a second round trip
-// unchanged. It may accept bytes proto.Unmarshal refuses (see
-// UnmarshalBatch): strings that are not valid UTF-8, by design, and some
-// malformed input that the generated decoder tolerates.
+// never panic, and must accept what proto.Unmarshal accepts and decode it
+// to an equal batch (unknown fields aside: Ember never reads them, and the
+// generated decoder keeps some of them in other bytes), even into recycled
+// frames. A batch it accepts must encode again with Codec and survive a
+// second round trip unchanged. It may accept bytes proto.Unmarshal refuses
+// (see UnmarshalBatch): strings that are not valid UTF-8, by design, and
+// some malformed input that the generated decoder tolerates.
 func FuzzBatchUnmarshal(f *testing.F) {
 	for _, b := range seedBatches() {
 		data, err := proto.Marshal(b)
