@@ -31,6 +31,7 @@ type endpoint struct {
 
 	handlerSeconds prometheus.Observer
 	counters       sync.Map // counterKey -> prometheus.Counter
+	lastCounter    atomic.Pointer[cachedCounter]
 	dispatched     atomic.Uint64
 }
 
@@ -137,11 +138,24 @@ type counterKey struct {
 	ask            bool
 }
 
+// cachedCounter is the counter of the last key counter looked up.
+type cachedCounter struct {
+	k counterKey
+	c prometheus.Counter
+}
+
 // counter returns the ember_messages_total child for this plugin, caching
-// it: WithLabelValues hashes its labels on every call.
+// it: WithLabelValues hashes its labels on every call. The last one found
+// is kept apart: a plugin's messages tend to come in runs of one type, and
+// comparing the key with it (the strings are usually the same ones) is
+// cheaper than hashing it for the map.
 func (e *endpoint) counter(typ, direction string, ask bool) prometheus.Counter {
 	k := counterKey{typ, direction, ask}
+	if last := e.lastCounter.Load(); last != nil && last.k == k {
+		return last.c
+	}
 	if c, ok := e.counters.Load(k); ok {
+		e.lastCounter.Store(&cachedCounter{k, c.(prometheus.Counter)})
 		return c.(prometheus.Counter)
 	}
 	kind := "send"

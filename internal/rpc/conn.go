@@ -249,6 +249,7 @@ func (c *Conn) close(err error) {
 	// Done sees its consequences (membership events already queued).
 	c.h.HandleClose(c, err)
 	close(c.done)
+	c.signal() // the writer waits on wake alone
 }
 
 // describe returns err's message without a redundant code prefix.
@@ -562,16 +563,23 @@ func (c *Conn) writeLoop() {
 	batch := &wire.Batch{}
 	last := 0 // frames in the last batch written
 	for {
+		// One channel to wait on, not a select with done: close signals
+		// wake after closing done.
+		<-c.wake
 		select {
-		case <-c.wake:
 		case <-c.done:
 			return
+		default:
 		}
 		if c.delivering.Load() {
 			continue // the reader wakes us when it is done
 		}
-		c.gather(last)
 		c.mu.Lock()
+		if last > 1 || len(c.calls) > 1 {
+			c.mu.Unlock()
+			c.gather()
+			c.mu.Lock()
+		}
 		for {
 			if c.closed {
 				c.mu.Unlock()
@@ -635,16 +643,11 @@ const (
 // throughput rose by a third. With nothing else runnable, Gosched returns
 // at once.
 //
-// It does not yield when nothing suggests more frames are coming: the last
-// batch held one frame and at most one ask of ours is waiting (one ask at
-// a time, each way), where yielding would only add to the round trip.
-func (c *Conn) gather(last int) {
-	c.mu.Lock()
-	quiet := last <= 1 && len(c.calls) <= 1
-	c.mu.Unlock()
-	if quiet {
-		return
-	}
+// The writer does not call it when nothing suggests more frames are
+// coming: the last batch held one frame and at most one ask of ours is
+// waiting (one ask at a time, each way), where yielding would only add to
+// the round trip.
+func (c *Conn) gather() {
 	for range gatherRounds {
 		c.mu.Lock()
 		n := len(c.out)
