@@ -30,8 +30,8 @@ type endpoint struct {
 	inited    bool
 
 	handlerSeconds prometheus.Observer
-	counters       sync.Map // counterKey -> prometheus.Counter
-	lastCounter    atomic.Pointer[cachedCounter]
+	counters       sync.Map // counterKey -> *keyedCounter
+	lastCounter    atomic.Pointer[keyedCounter]
 	dispatched     atomic.Uint64
 }
 
@@ -138,8 +138,8 @@ type counterKey struct {
 	ask            bool
 }
 
-// cachedCounter is the counter of the last key counter looked up.
-type cachedCounter struct {
+// keyedCounter is an ember_messages_total child with its key.
+type keyedCounter struct {
 	k counterKey
 	c prometheus.Counter
 }
@@ -148,23 +148,25 @@ type cachedCounter struct {
 // it: WithLabelValues hashes its labels on every call. The last one found
 // is kept apart: a plugin's messages tend to come in runs of one type, and
 // comparing the key with it (the strings are usually the same ones) is
-// cheaper than hashing it for the map.
+// cheaper than hashing it for the map. Safe for concurrent use.
 func (e *endpoint) counter(typ, direction string, ask bool) prometheus.Counter {
 	k := counterKey{typ, direction, ask}
 	if last := e.lastCounter.Load(); last != nil && last.k == k {
 		return last.c
 	}
-	if c, ok := e.counters.Load(k); ok {
-		e.lastCounter.Store(&cachedCounter{k, c.(prometheus.Counter)})
-		return c.(prometheus.Counter)
+	if v, ok := e.counters.Load(k); ok {
+		kc := v.(*keyedCounter)
+		e.lastCounter.Store(kc)
+		return kc.c
 	}
 	kind := "send"
 	if ask {
 		kind = "ask"
 	}
-	c := e.d.builtin.Messages.WithLabelValues(e.name, typ, direction, kind)
-	e.counters.Store(k, c)
-	return c
+	kc := &keyedCounter{k, e.d.builtin.Messages.WithLabelValues(e.name, typ, direction, kind)}
+	e.counters.Store(k, kc)
+	e.lastCounter.Store(kc)
+	return kc.c
 }
 
 // sent counts a message a driver plugin sends to executors.
