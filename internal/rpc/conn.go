@@ -283,17 +283,17 @@ func (c *Conn) closedError() error {
 // enqueue queues f, waiting for room unless noWait. It returns an error if
 // the Conn is closed or ctx ends while waiting.
 func (c *Conn) enqueue(ctx context.Context, f *wire.Frame, noWait bool) error {
-	return c.enqueueOrWrite(ctx, f, noWait, false)
+	c.mu.Lock()
+	return c.enqueueLocked(ctx, f, noWait, false)
 }
 
-// enqueueOrWrite is enqueue that, when direct is set and nothing is queued
-// or being written, writes f on the calling goroutine instead of handing it
-// to the writer: one goroutine hand-off less for a lone ask, whose caller is
-// about to wait anyway. Everything else goes through the queue, so that
-// streams of frames are batched.
-func (c *Conn) enqueueOrWrite(ctx context.Context, f *wire.Frame, noWait, direct bool) error {
+// enqueueLocked is enqueue with c.mu held (it unlocks it) that, when direct
+// is set and nothing is queued or being written, writes f on the calling
+// goroutine instead of handing it to the writer: one goroutine hand-off
+// less for a lone ask, whose caller is about to wait anyway. Everything
+// else goes through the queue, so that streams of frames are batched.
+func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct bool) error {
 	waited := false
-	c.mu.Lock()
 	for {
 		if c.closing {
 			err := c.closedError()
@@ -504,14 +504,11 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	// of the asks under load were written alone, 5% of the executors'
 	// CPU). The replies having come one at a time is the other sign.
 	lone := len(c.calls) == 1 && c.lastReplies.Load() <= 1
-	if !c.closing && len(c.out) < c.opts.QueueFrames {
-		c.pushLocked(f, lone) // the usual case: one lock round per ask
-	} else {
-		c.mu.Unlock()
-		if err := c.enqueueOrWrite(ctx, f, false, lone); err != nil {
-			c.forget(id)
-			return reply{}, err
-		}
+	// Still under the lock that registered the call: one lock round per
+	// ask when the queue has room.
+	if err := c.enqueueLocked(ctx, f, false, lone); err != nil {
+		c.forget(id)
+		return reply{}, err
 	}
 	select {
 	case r := <-ch:
