@@ -654,8 +654,6 @@ func (rs *rawServer) Connect(stream wire.Ember_ConnectServer) error {
 	}
 }
 
-// startRawGRPC starts a rawServer on 127.0.0.1 and connects to it, with the
-// window sizes Ember's driver and executor use. b.Cleanup stops both.
 // startRawEcho starts a raw gRPC server and opens its echo stream.
 func startRawEcho(b *testing.B) grpc.ClientStream {
 	b.Helper()
@@ -667,6 +665,8 @@ func startRawEcho(b *testing.B) grpc.ClientStream {
 	return cs
 }
 
+// startRawGRPC starts a rawServer on 127.0.0.1 and connects to it, with the
+// window sizes Ember's driver and executor use. b.Cleanup stops both.
 func startRawGRPC(b *testing.B) *rawServer {
 	b.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -23,7 +23,7 @@ func Mark(p Point, id uint64) {
 
 // Dump writes this process's stamps to path.
 func Dump(path string) error {
-	buf := make([]byte, 0, int(NumPoints)*MaxID*8)
+	buf := make([]byte, 0, fileBytes)
 	for p := range stamps {
 		for _, t := range stamps[p] {
 			buf = binary.LittleEndian.AppendUint64(buf, uint64(t))

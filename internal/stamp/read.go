@@ -26,8 +26,8 @@ func Read(paths ...string) (*Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(b) != int(NumPoints)*MaxID*8 {
-			return nil, fmt.Errorf("%s: %d bytes, want %d (a different build?)", path, len(b), int(NumPoints)*MaxID*8)
+		if len(b) != fileBytes {
+			return nil, fmt.Errorf("%s: %d bytes, want %d (a different build?)", path, len(b), fileBytes)
 		}
 		for p := range r.At {
 			for id := range r.At[p] {

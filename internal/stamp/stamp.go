@@ -37,3 +37,7 @@ const (
 
 // MaxID bounds the call IDs recorded: larger IDs are ignored.
 const MaxID = 1 << 15
+
+// fileBytes is the size of what Dump writes: every point's stamp for
+// every call ID, 8 bytes each.
+const fileBytes = int(NumPoints) * MaxID * 8
