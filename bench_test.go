@@ -89,8 +89,8 @@ const (
 //   - ember: an executor plugin's ExecutorContext.Ask to its driver plugin,
 //     which echoes the message, on an in-process local[1] cluster;
 //   - ember-proto: the same with a protobuf message (a wrapperspb.BytesValue
-//     whose encoding is also 32 bytes) instead of a JSON-encoded struct,
-//     which isolates the cost of JSON in the round trip.
+//     whose encoding is also 32 bytes) instead of a CBOR-encoded struct,
+//     which isolates the cost of CBOR in the round trip.
 //
 // Each reports ns/op and the p50/p99 latency of a single call in µs.
 func BenchmarkAsk(b *testing.B) {

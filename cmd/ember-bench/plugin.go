@@ -12,8 +12,8 @@ import (
 	"github.com/emberhq/ember/plugin"
 )
 
-// Messages. Ping and Note carry a body sized so that each encodes to
-// payloadBytes of JSON, like the baselines' payloads.
+// Messages. Ping and Note carry a body sized so that each one's CBOR
+// encoding is payloadBytes long, like the baselines' payloads.
 type (
 	Ping struct{ Body string } // asked; echoed
 	Note struct{ Body string } // sent; counted by the driver plugin

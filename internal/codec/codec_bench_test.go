@@ -58,9 +58,10 @@ func newMedium() benchMedium {
 // BenchmarkCodec times one encode plus one decode of a message with the
 // candidate codecs for plain Go values:
 //
-//   - json: encoding/json, what the codec uses for plain values;
-//   - codec: the codec package itself (registry lookup + json + reflect.New),
-//     what Ember pays per message;
+//   - json: encoding/json, the codec's first choice for plain values,
+//     for comparison;
+//   - codec: the codec package itself (registry lookup + CBOR into a
+//     pooled value), what Ember pays per message;
 //   - gob: encoding/gob with a fresh Encoder and Decoder per message, as a
 //     per-message codec must (every message carries its type description);
 //   - gob-stream: one Encoder and one Decoder kept across messages, which
