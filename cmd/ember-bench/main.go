@@ -120,6 +120,8 @@ type Result struct {
 	// it was met.
 	Bar  string `json:"bar,omitempty"`
 	Pass *bool  `json:"pass,omitempty"`
+
+	ratioBar float64 // the bar on Ratio, when there is one
 }
 
 func bench(ctx context.Context) error {
@@ -202,7 +204,7 @@ func printTable(results []Result) {
 		base, ratio := "", ""
 		if r.Baseline != "" {
 			base = fmt.Sprintf("%s %s", r.Baseline, num(r.BaselineMedian, r.Unit))
-			ratio = fmt.Sprintf("%.2fx", r.Ratio)
+			ratio = ratioText(r)
 		}
 		bar := r.Bar
 		if r.Pass != nil {
@@ -212,6 +214,17 @@ func printTable(results []Result) {
 			num(r.Median, r.Unit), num(r.Min, r.Unit), num(r.Max, r.Unit), base, ratio, bar)
 	}
 	w.Flush()
+}
+
+// ratioText formats r's ratio with two decimals, or three when two would
+// print the bar's own value: "1.15x ... MISSED" would read as a
+// contradiction where the ratio is 1.154.
+func ratioText(r Result) string {
+	s := fmt.Sprintf("%.2fx", r.Ratio)
+	if r.ratioBar != 0 && s == fmt.Sprintf("%.2fx", r.ratioBar) && r.Ratio != r.ratioBar {
+		s = fmt.Sprintf("%.3fx", r.Ratio)
+	}
+	return s
 }
 
 func num(v float64, unit string) string {

@@ -73,6 +73,7 @@ func (r Result) vs(name string, base series, op string, bar float64) Result {
 	}
 	if op != "" {
 		r = r.bar(fmt.Sprintf("ratio %s %.2f", op, bar), check(r.Ratio, op, bar))
+		r.ratioBar = bar
 	}
 	return r
 }
