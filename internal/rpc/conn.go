@@ -25,12 +25,14 @@ import (
 )
 
 // Stream is one end of the gRPC bidirectional stream. Conn calls Send from
-// one goroutine and Recv from another, as gRPC allows. Send must not keep
-// the batch or its frames once it returns (gRPC encodes them before
-// returning): Conn recycles them.
+// one goroutine and RecvMsg from another, as gRPC allows. Send must not
+// keep the batch or its frames once it returns (gRPC encodes them before
+// returning): Conn recycles them. RecvMsg decodes the next batch into m, a
+// *wire.Batch that Conn reuses for every batch: it hands the frames on
+// before it calls RecvMsg again.
 type Stream interface {
 	Send(*wire.Batch) error
-	Recv() (*wire.Batch, error)
+	RecvMsg(m any) error
 }
 
 // Handler receives the frames that are not replies to this side's asks.
@@ -711,9 +713,9 @@ func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
 
 func (c *Conn) readLoop() {
 	var claimed []pending // the asks that a run of REPLYs answer
+	b := &wire.Batch{}    // reused: its frames are handed on before the next read
 	for {
-		b, err := c.stream.Recv()
-		if err != nil {
+		if err := c.stream.RecvMsg(b); err != nil {
 			c.close(streamError("receive", err))
 			return
 		}

@@ -602,18 +602,20 @@ func (s *fakeStream) Send(b *wire.Batch) error {
 	return nil
 }
 
-func (s *fakeStream) Recv() (*wire.Batch, error) {
+func (s *fakeStream) RecvMsg(m any) error {
 	select {
 	case b, ok := <-s.in:
 		if !ok {
 			if s.recvErr != nil {
-				return nil, s.recvErr
+				return s.recvErr
 			}
-			return nil, io.EOF
+			return io.EOF
 		}
-		return b, nil
+		dst := m.(*wire.Batch)
+		dst.Frames = append(dst.Frames[:0], b.Frames...)
+		return nil
 	case <-s.done:
-		return nil, status.Error(codes.Canceled, "stream canceled")
+		return status.Error(codes.Canceled, "stream canceled")
 	}
 }
 

@@ -105,10 +105,12 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return UnmarshalBatch(buf.ReadOnlyData(), b)
 }
 
-// UnmarshalBatch decodes data into b (which it resets) as proto.Unmarshal
-// does, with the frames taken from NewFrame's pool and decoded by the
-// generated code, which copies every byte it keeps: data may be reused
-// once it returns. What proto.Unmarshal accepts, it accepts, with the
+// UnmarshalBatch decodes data into b as proto.Unmarshal does, with the
+// frames taken from NewFrame's pool and decoded by the generated code,
+// which copies every byte it keeps: data may be reused once it returns.
+// It resets b first but keeps the backing array of b.Frames, so a reader
+// that decodes every batch into the same b allocates no batch and no slice
+// per read; the frames b held are not touched. What proto.Unmarshal accepts, it accepts, with the
 // same result: input the generated decoder refuses goes to proto.Unmarshal,
 // whose result and error are then UnmarshalBatch's. It is more lenient in
 // turn, as the generated decoder is: string fields are taken as they are,
@@ -118,7 +120,10 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // kept, but not always in the bytes proto.Unmarshal would keep; Ember
 // never reads them.
 func UnmarshalBatch(data []byte, b *Batch) error {
+	frames := b.Frames[:0]
+	clear(frames[:cap(frames)]) // the last read's frames are someone else's now
 	b.Reset()
+	b.Frames = frames
 	for rest := data; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 || num != 1 || typ != protowire.BytesType {

@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/emberhq/ember/internal/wire"
@@ -39,24 +40,34 @@ func TestUnmarshalBatchMatchesProto(t *testing.T) {
 		inputs["seed "+string(rune('0'+i))] = data
 	}
 	for name, data := range inputs {
-		t.Run(name, func(t *testing.T) {
-			// Recycled frames must decode as fresh ones.
-			for range 4 {
-				wire.ReleaseFrame(dirty())
-			}
-			var want, got wire.Batch
-			wantErr := proto.Unmarshal(data, &want)
-			err := wire.UnmarshalBatch(data, &got)
-			if (err != nil) != (wantErr != nil) {
-				t.Fatalf("got error %v, want error %v", err, wantErr)
-			}
-			if !proto.Equal(&got, &want) {
-				t.Errorf("got %v, want %v", &got, &want)
-			}
-			if name == "unknown field" && len(got.ProtoReflect().GetUnknown()) == 0 {
-				t.Error("the unknown field was dropped")
-			}
-		})
+		// A reader reuses one batch for every read: what the last read
+		// left in it (more frames, an unknown field) must not show through.
+		for _, reused := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/reused=%v", name, reused), func(t *testing.T) {
+				// Recycled frames must decode as fresh ones.
+				for range 4 {
+					wire.ReleaseFrame(dirty())
+				}
+				var want, got wire.Batch
+				if reused {
+					if err := wire.UnmarshalBatch(unknown, &got); err != nil {
+						t.Fatal(err)
+					}
+					got.Frames = append(got.Frames, dirty(), dirty())
+				}
+				wantErr := proto.Unmarshal(data, &want)
+				err := wire.UnmarshalBatch(data, &got)
+				if (err != nil) != (wantErr != nil) {
+					t.Fatalf("got error %v, want error %v", err, wantErr)
+				}
+				if !proto.Equal(&got, &want) {
+					t.Errorf("got %v, want %v", &got, &want)
+				}
+				if name == "unknown field" && len(got.ProtoReflect().GetUnknown()) == 0 {
+					t.Error("the unknown field was dropped")
+				}
+			})
+		}
 	}
 }
 
