@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/emberhq/ember"
@@ -129,6 +130,16 @@ func bench(ctx context.Context) error {
 		*reps = 1
 		*scaleN = min(*scaleN, 50)
 	}
+	if *reps < 1 {
+		return fmt.Errorf("-reps %d: want at least 1", *reps)
+	}
+	if *scaleN < 1 {
+		return fmt.Errorf("-scale %d: want at least 1", *scaleN)
+	}
+	selected, err := selectScenarios(*runRE)
+	if err != nil {
+		return err
+	}
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {
@@ -144,18 +155,8 @@ func bench(ctx context.Context) error {
 		// Executor processes inherit the environment.
 		os.Setenv(envExecProfile, *execProf)
 	}
-	var filter *regexp.Regexp
-	if *runRE != "" {
-		var err error
-		if filter, err = regexp.Compile(*runRE); err != nil {
-			return err
-		}
-	}
 	var results []Result
-	for _, s := range scenarios {
-		if filter != nil && !filter.MatchString(s.name) {
-			continue
-		}
+	for _, s := range selected {
 		fmt.Fprintf(os.Stderr, "ember-bench: %s...\n", s.name)
 		rs, err := s.run(ctx)
 		if err != nil {
@@ -170,6 +171,31 @@ func bench(ctx context.Context) error {
 	}
 	printTable(results)
 	return nil
+}
+
+// selectScenarios returns the scenarios whose names match the -run
+// regexp expr (all of them for ""), in table order, and an error naming
+// the scenarios when none does: an empty table would look like a run.
+func selectScenarios(expr string) ([]scenario, error) {
+	if expr == "" {
+		return scenarios, nil
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, fmt.Errorf("-run: %w", err)
+	}
+	var out []scenario
+	names := make([]string, len(scenarios))
+	for i, s := range scenarios {
+		names[i] = s.name
+		if re.MatchString(s.name) {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-run %q matches no scenario (scenarios: %s)", expr, strings.Join(names, ", "))
+	}
+	return out, nil
 }
 
 // envExecProfile passes -execcpuprofile to executor processes.

@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+)
 
 func TestRatioText(t *testing.T) {
 	for _, tc := range []struct {
@@ -20,6 +24,40 @@ func TestRatioText(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ratioText(Result{Ratio: tc.ratio, ratioBar: tc.bar}); got != tc.want {
 				t.Errorf("ratioText(%v, bar %v) = %q, want %q", tc.ratio, tc.bar, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSelectScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		expr    string
+		want    []string
+		wantErr string
+	}{
+		{"", []string{"ask-latency", "ask-throughput", "send-throughput", "driver-to-executors", "tasks", "startup", "scale"}, ""},
+		{"ask-|send-", []string{"ask-latency", "ask-throughput", "send-throughput"}, ""},
+		{"^scale$", []string{"scale"}, ""},
+		{"nothing", nil, `-run "nothing" matches no scenario (scenarios: ask-latency, ask-throughput, send-throughput, driver-to-executors, tasks, startup, scale)`},
+		{"(", nil, "-run: error parsing regexp"},
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			got, err := selectScenarios(tc.expr)
+			if tc.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+					t.Fatalf("selectScenarios(%q) error = %v, want one starting %q", tc.expr, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("selectScenarios(%q): %v", tc.expr, err)
+			}
+			var names []string
+			for _, s := range got {
+				names = append(names, s.name)
+			}
+			if !slices.Equal(names, tc.want) {
+				t.Errorf("selectScenarios(%q) = %v, want %v", tc.expr, names, tc.want)
 			}
 		})
 	}
