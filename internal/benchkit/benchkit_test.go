@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,8 +51,15 @@ func TestStats(t *testing.T) {
 	if got := Percentile(ds, 99); got != 10 {
 		t.Errorf("p99: got %v, want 10", got)
 	}
-	if got := Summarize([]float64{3, 1, 2}); got != (Summary{Median: 2, Min: 1, Max: 3}) {
-		t.Errorf("Summarize: got %+v", got)
+	xs := []float64{3, 1, 2}
+	if got := Summarize(xs); got != (Summary{Median: 2, Min: 1, Max: 3}) {
+		t.Errorf("Summarize: got %+v, want median 2, min 1, max 3", got)
+	}
+	if want := []float64{3, 1, 2}; !slices.Equal(xs, want) {
+		t.Errorf("Summarize left its input as %v, want it untouched: %v", xs, want)
+	}
+	if got := Summarize([]float64{4, 1, 3, 2}); got.Median != 2.5 {
+		t.Errorf("Summarize of an even count: got median %v, want 2.5", got.Median)
 	}
 }
 

@@ -22,12 +22,13 @@ type Summary struct {
 	Median, Min, Max float64
 }
 
-// Summarize returns the summary of xs (which it sorts).
+// Summarize returns the summary of xs, which it leaves as it is: a
+// caller may pair xs[i] with another series' i-th value.
 func Summarize(xs []float64) Summary {
 	if len(xs) == 0 {
 		return Summary{}
 	}
-	slices.Sort(xs)
+	xs = slices.Sorted(slices.Values(xs))
 	m := xs[len(xs)/2]
 	if len(xs)%2 == 0 {
 		m = (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
