@@ -164,11 +164,14 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 				return err
 			}
 			rate.add(float64(execs*n) / time.Since(start).Seconds())
-			start = time.Now()
-			if err := parallel(execs, func(int) error {
-				_, err := runBaseline(ctx, "grpc-pipelined", srv.Addr, n, outstanding)
+			// Ember's executors are connected before they are asked to
+			// start; so are the baseline's clients before the clock starts.
+			g, err := startBaselines(ctx, execs, "grpc-pipelined", srv.Addr, n, outstanding)
+			if err != nil {
 				return err
-			}); err != nil {
+			}
+			start = time.Now()
+			if _, err := g.run(); err != nil {
 				return err
 			}
 			base.add(float64(execs*n) / time.Since(start).Seconds())
@@ -480,6 +483,7 @@ var (
 	nFlag           = flag.Int("n", 0, "internal: messages")
 	outstandingFlag = flag.Int("outstanding", 0, "internal: messages in flight")
 	countFlag       = flag.Int("count", 0, "internal: executors to run in this process")
+	barrierFlag     = flag.Bool("barrier", false, "internal: a baseline client says ready once connected and waits for go")
 )
 
 // runBaseline runs one baseline client in a child process.
@@ -493,6 +497,104 @@ func runBaseline(ctx context.Context, kind, addr string, n, outstanding int) (ba
 	}
 	var r baselineResult
 	return r, json.Unmarshal(out, &r)
+}
+
+// startBaselines starts count baseline client processes of one kind with
+// -barrier and waits until every one has connected and said so.
+func startBaselines(ctx context.Context, count int, kind, addr string, n, outstanding int) (*baselineGroup, error) {
+	g := &baselineGroup{}
+	for range count {
+		cmd := exec.CommandContext(ctx, self(), "-role=baseline", "-barrier", "-kind="+kind, "-addr="+addr,
+			"-n="+strconv.Itoa(n), "-outstanding="+strconv.Itoa(outstanding))
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			g.kill()
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			g.kill()
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			g.kill()
+			return nil, fmt.Errorf("baseline %s: %w", kind, err)
+		}
+		g.clients = append(g.clients, baselineClient{cmd: cmd, in: in, out: bufio.NewReader(out)})
+	}
+	for _, c := range g.clients {
+		if line, err := c.out.ReadString('\n'); err != nil || line != readyLine {
+			g.kill()
+			return nil, fmt.Errorf("baseline %s: got %q (%v) before starting, want %q", kind, line, err, readyLine)
+		}
+	}
+	return g, nil
+}
+
+// baselineGroup is baseline clients started together: each connects, says
+// readyLine on its stdout and waits for goLine on its stdin, so that time
+// measured from run covers their messages, not their processes' start-up
+// and connection set-up.
+type baselineGroup struct{ clients []baselineClient }
+
+type baselineClient struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+const (
+	readyLine = "ready\n"
+	goLine    = "go\n"
+)
+
+// run starts every client and returns their results once all have ended.
+func (g *baselineGroup) run() ([]baselineResult, error) {
+	for _, c := range g.clients {
+		if _, err := io.WriteString(c.in, goLine); err != nil {
+			g.kill()
+			return nil, fmt.Errorf("baseline: starting a client: %w", err)
+		}
+		c.in.Close()
+	}
+	rs := make([]baselineResult, len(g.clients))
+	var first error
+	for i, c := range g.clients {
+		out, err := io.ReadAll(c.out)
+		if err == nil {
+			err = c.cmd.Wait()
+		} else {
+			_ = c.cmd.Wait()
+		}
+		if err == nil {
+			err = json.Unmarshal(out, &rs[i])
+		}
+		if err != nil && first == nil {
+			first = fmt.Errorf("baseline: %w", err)
+		}
+	}
+	return rs, first
+}
+
+// kill ends the clients started so far and reaps them.
+func (g *baselineGroup) kill() {
+	for _, c := range g.clients {
+		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	}
+}
+
+// awaitGo is a -barrier baseline client's side of baselineGroup.
+func awaitGo() error {
+	if _, err := io.WriteString(os.Stdout, readyLine); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil || line != goLine {
+		return fmt.Errorf("waiting for %q on stdin: got %q (%v)", goLine, line, err)
+	}
+	return nil
 }
 
 // baselineChild is a baseline client process.
@@ -515,7 +617,11 @@ func baselineChild(ctx context.Context) error {
 	case "grpc-oneway":
 		r.Elapsed, err = benchkit.GRPCOneWay(ctx, *addrFlag, payloadBytes, *nFlag)
 	case "grpc-pipelined":
-		r.Elapsed, err = benchkit.GRPCPipelined(ctx, *addrFlag, payloadBytes, *nFlag, *outstandingFlag)
+		var ready func() error
+		if *barrierFlag {
+			ready = awaitGo
+		}
+		r.Elapsed, err = benchkit.GRPCPipelined(ctx, *addrFlag, payloadBytes, *nFlag, *outstandingFlag, ready)
 	default:
 		return fmt.Errorf("unknown baseline %q", *kindFlag)
 	}

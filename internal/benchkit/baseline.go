@@ -226,8 +226,11 @@ func GRPCOneWay(ctx context.Context, addr string, size, n int) (time.Duration, e
 }
 
 // GRPCPipelined keeps up to outstanding messages in flight on one echo
-// stream until n have come back, and returns the elapsed time.
-func GRPCPipelined(ctx context.Context, addr string, size, n, outstanding int) (time.Duration, error) {
+// stream until n have come back, and returns the elapsed time. ready, if
+// not nil, is called once the stream is open and before the clock starts,
+// so that several clients can be started together; it returns an error to
+// abandon the run.
+func GRPCPipelined(ctx context.Context, addr string, size, n, outstanding int, ready func() error) (time.Duration, error) {
 	cc, err := dial(addr)
 	if err != nil {
 		return 0, err
@@ -236,6 +239,11 @@ func GRPCPipelined(ctx context.Context, addr string, size, n, outstanding int) (
 	s, err := cc.NewStream(ctx, &serviceDesc.Streams[0], "/benchkit.Raw/Echo")
 	if err != nil {
 		return 0, err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return 0, err
+		}
 	}
 	tokens := make(chan struct{}, outstanding)
 	start := time.Now()

@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -38,8 +39,13 @@ func TestBaselines(t *testing.T) {
 	if _, err := GRPCOneWay(ctx, g.Addr, 32, 1000); err != nil {
 		t.Errorf("one-way: %v", err)
 	}
-	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64); err != nil {
-		t.Errorf("pipelined: %v", err)
+	readied := false
+	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64, func() error { readied = true; return nil }); err != nil || !readied {
+		t.Errorf("pipelined: got %v, ready called %v; want nil, true", err, readied)
+	}
+	stop := errors.New("stop")
+	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64, func() error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("pipelined whose ready fails: got %v, want %v", err, stop)
 	}
 }
 
