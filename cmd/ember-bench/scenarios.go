@@ -599,6 +599,10 @@ func awaitGo() error {
 
 // baselineChild is a baseline client process.
 func baselineChild(ctx context.Context) error {
+	if *barrierFlag && *kindFlag != "grpc-pipelined" {
+		// Its parent would wait for a ready line that never comes.
+		return fmt.Errorf("-barrier: baseline %q does not wait for go", *kindFlag)
+	}
 	var r baselineResult
 	var lat []time.Duration
 	var err error
