@@ -109,16 +109,18 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // frames taken from NewFrame's pool and decoded by the generated code,
 // which copies every byte it keeps: data may be reused once it returns.
 // It resets b first but keeps the backing array of b.Frames, so a reader
-// that decodes every batch into the same b allocates no batch and no slice
-// per read; the frames b held are not touched. What proto.Unmarshal accepts, it accepts, with the
-// same result: input the generated decoder refuses goes to proto.Unmarshal,
-// whose result and error are then UnmarshalBatch's. It is more lenient in
-// turn, as the generated decoder is: string fields are taken as they are,
-// valid UTF-8 or not (see Codec), some malformed input that no Ember peer
-// writes (an over-long varint, an out-of-range field number kept as an
-// unknown field) is accepted rather than refused, and unknown fields are
-// kept, but not always in the bytes proto.Unmarshal would keep; Ember
-// never reads them.
+// that decodes every batch into the same b allocates no batch and no
+// slice per read; the frames b held are not touched.
+//
+// What proto.Unmarshal accepts, it accepts, with the same result: input
+// the generated decoder refuses goes to proto.Unmarshal, whose result and
+// error are then UnmarshalBatch's. It is more lenient in turn, as the
+// generated decoder is: string fields are taken as they are, valid UTF-8
+// or not (see Codec), some malformed input that no Ember peer writes (an
+// over-long varint, an out-of-range field number kept as an unknown
+// field) is accepted rather than refused, and unknown fields are kept,
+// but not always in the bytes proto.Unmarshal would keep; Ember never
+// reads them.
 func UnmarshalBatch(data []byte, b *Batch) error {
 	frames := b.Frames[:0]
 	clear(frames[:cap(frames)]) // the last read's frames are someone else's now
