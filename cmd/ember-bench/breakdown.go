@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"text/tabwriter"
 
 	"github.com/emberhq/ember"
@@ -259,13 +258,13 @@ func summary(ns []int64) (p50, mean float64) {
 	if len(ns) == 0 {
 		return 0, 0
 	}
-	s := slices.Clone(ns)
-	slices.Sort(s)
+	us := make([]float64, len(ns))
 	var sum float64
-	for _, v := range s {
-		sum += float64(v)
+	for i, v := range ns {
+		us[i] = float64(v) / 1e3
+		sum += us[i]
 	}
-	return float64(s[len(s)/2]) / 1e3, sum / float64(len(s)) / 1e3
+	return benchkit.Summarize(us).Median, sum / float64(len(us))
 }
 
 // rawDir is where raw block b of a kind ("child", "executor") keeps its
