@@ -14,6 +14,13 @@
 // median of the repetitions, shown with the minimum and maximum. Baseline
 // clients also run in child processes, so both sides of a comparison cross
 // the same process boundary.
+//
+// The throughput scenarios also report each side's CPU time per message
+// (getrusage, where the OS has it): Ember's driver against the baseline's
+// server, which runs in the same process, and Ember's executors against
+// the baseline's clients. Those figures have no bar; they say which side
+// an end-to-end ratio comes from, and what the driver, the one process
+// every executor shares, spends per message.
 package main
 
 import (
@@ -257,6 +264,8 @@ func num(v float64, unit string) string {
 	switch {
 	case unit == "us" || unit == "ms":
 		return fmt.Sprintf("%.1f%s", v, unit)
+	case unit == "ns":
+		return fmt.Sprintf("%.0f%s", v, unit)
 	case v >= 1e6:
 		return fmt.Sprintf("%.2fM%s", v/1e6, unit)
 	case v >= 1e4:

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRatioText(t *testing.T) {
@@ -61,4 +62,72 @@ func TestSelectScenarios(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCPUSeries(t *testing.T) {
+	ms := time.Millisecond
+	known := func(c *cpuSeries) {
+		// 1,000 messages: Ember's driver used 2ms and its executors 3ms;
+		// the baseline's server 4ms and its two clients 2.5ms each.
+		c.add(1000, cpuUse{driver: 10 * ms, executors: 20 * ms}, cpuUse{driver: 12 * ms, executors: 23 * ms}, 4*ms,
+			[]baselineResult{{CPU: 2500 * time.Microsecond}, {CPU: 2500 * time.Microsecond}})
+	}
+	for _, tc := range []struct {
+		name string
+		add  func(c *cpuSeries)
+		want []Result // Scenario, Metric, Median, BaselineMedian, Ratio
+	}{
+		{"known", known, []Result{
+			{Scenario: "s", Metric: "driver CPU per ask", Median: 2000, BaselineMedian: 4000, Ratio: 0.5},
+			{Scenario: "s", Metric: "executors' CPU per ask", Median: 3000, BaselineMedian: 5000, Ratio: 0.6},
+		}},
+		{"nothing recorded", func(*cpuSeries) {}, nil},
+		{"executor CPU unknown", func(c *cpuSeries) {
+			known(c)
+			c.add(1000, cpuUse{driver: 10 * ms, executors: -1}, cpuUse{driver: 12 * ms, executors: -1}, 4*ms, []baselineResult{{CPU: ms}})
+		}, nil},
+		{"client CPU unknown", func(c *cpuSeries) {
+			c.add(1000, cpuUse{driver: 10 * ms, executors: 20 * ms}, cpuUse{driver: 12 * ms, executors: 23 * ms}, 4*ms, []baselineResult{{}})
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c cpuSeries
+			tc.add(&c)
+			got := c.results("s", "ask")
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d rows, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for i, w := range tc.want {
+				g := got[i]
+				if g.Scenario != w.Scenario || g.Metric != w.Metric || g.Unit != "ns" || g.Median != w.Median || g.BaselineMedian != w.BaselineMedian || g.Ratio != w.Ratio {
+					t.Errorf("row %d = %s/%s %v%s vs %v (%vx), want %s/%s %vns vs %v (%vx)", i,
+						g.Scenario, g.Metric, g.Median, g.Unit, g.BaselineMedian, g.Ratio,
+						w.Scenario, w.Metric, w.Median, w.BaselineMedian, w.Ratio)
+				}
+				if g.Pass != nil {
+					t.Errorf("row %d has a bar (%q); CPU figures have none", i, g.Bar)
+				}
+			}
+		})
+	}
+}
+
+func TestCPUTimeAdvances(t *testing.T) {
+	before := cpuTime()
+	if before < 0 {
+		t.Skip("no getrusage here")
+	}
+	// Spin until the process has used 20ms more CPU, or give up after
+	// 10s of wall time: getrusage must see work done.
+	deadline := time.Now().Add(10 * time.Second)
+	x := 0
+	for cpuTime()-before < 20*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("cpuTime advanced %v in 10s of spinning, want at least 20ms", cpuTime()-before)
+		}
+		for i := range 100000 {
+			x += i
+		}
+	}
+	_ = x
 }

@@ -40,6 +40,10 @@ type (
 	}
 	RunSends struct{ N int }
 	SendDone struct{ Elapsed time.Duration }
+	// CPUQuery asks an executor for its process's CPU time so far
+	// (CPUTime; -1 if unknown).
+	CPUQuery struct{}
+	CPUTime  struct{ CPU time.Duration }
 	// StartPinging makes an executor ask Ping once per Every for
 	// Duration, then send its latencies. Each executor starts after a
 	// random phase, unless Aligned: then all of them ask at the same
@@ -67,6 +71,8 @@ func init() {
 	plugin.RegisterMessage[AskStats]()
 	plugin.RegisterMessage[RunSends]()
 	plugin.RegisterMessage[SendDone]()
+	plugin.RegisterMessage[CPUQuery]()
+	plugin.RegisterMessage[CPUTime]()
 	plugin.RegisterMessage[StartPinging]()
 	plugin.RegisterMessage[PingLatencies]()
 	plugin.RegisterMessage[RunRawPingPong]()
@@ -209,6 +215,8 @@ func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
 			return nil, err
 		}
 		return AskStats{Switches: switches() - s0}, dumpStampsTo(m.StampDir, "client")
+	case CPUQuery:
+		return CPUTime{CPU: cpuTime()}, nil
 	case RunSends:
 		start := time.Now()
 		note := Note{Body: body}

@@ -149,6 +149,7 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 	const execs, outstanding = 8, 64
 	n := pick(20000, 1000)
 	var rate, base series
+	var cpu cpuSeries
 	err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
 		srv, err := benchkit.StartGRPC()
 		if err != nil {
@@ -156,6 +157,10 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 		}
 		defer srv.Stop()
 		for range *reps {
+			c0, err := clusterCPU(ctx, d, ds)
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			if err := onEach(d, func(id string) error {
 				_, err := plugin.AskExecutor[AskStats](ctx, ds.dc, id, RunAsks{N: n, Outstanding: outstanding})
@@ -164,23 +169,30 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 				return err
 			}
 			rate.add(float64(execs*n) / time.Since(start).Seconds())
+			c1, err := clusterCPU(ctx, d, ds)
+			if err != nil {
+				return err
+			}
 			// Ember's executors are connected before they are asked to
 			// start; so are the baseline's clients before the clock starts.
 			g, err := startBaselines(ctx, execs, "grpc-pipelined", srv.Addr, n, outstanding)
 			if err != nil {
 				return err
 			}
+			s0 := cpuTime()
 			start = time.Now()
-			if err := g.run(); err != nil {
+			rs, err := g.run()
+			if err != nil {
 				return err
 			}
 			base.add(float64(execs*n) / time.Since(start).Seconds())
+			cpu.add(execs*n, c0, c1, cpuTime()-s0, rs)
 		}
 		return nil
 	})
-	return []Result{
+	return append([]Result{
 		result("ask-throughput", "8 executors x 64 outstanding", "/s", rate).vs("grpc pipelined, 8 clients x 64", base, ">=", 1.0),
-	}, err
+	}, cpu.results("ask-throughput", "ask")...), err
 }
 
 // 3. Send throughput, counted at the driver plugin until all arrive.
@@ -189,6 +201,7 @@ func sendThroughput(ctx context.Context) ([]Result, error) {
 	for _, execs := range []int{1, 8} {
 		n := pick(1_000_000, 20_000) / execs
 		var rate, base series
+		var cpu cpuSeries
 		err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
 			srv, err := benchkit.StartGRPC()
 			if err != nil {
@@ -197,6 +210,10 @@ func sendThroughput(ctx context.Context) ([]Result, error) {
 			defer srv.Stop()
 			for range *reps {
 				reached := ds.expectNotes(execs * n)
+				c0, err := clusterCPU(ctx, d, ds)
+				if err != nil {
+					return err
+				}
 				start := time.Now()
 				if err := onEach(d, func(id string) error {
 					_, err := plugin.AskExecutor[SendDone](ctx, ds.dc, id, RunSends{N: n})
@@ -210,13 +227,24 @@ func sendThroughput(ctx context.Context) ([]Result, error) {
 					return fmt.Errorf("only %d of %d sends arrived", ds.notes.Load(), execs*n)
 				}
 				rate.add(float64(execs*n) / time.Since(start).Seconds())
-				if execs == 1 {
-					b, err := runBaseline(ctx, "grpc-oneway", srv.Addr, n, 0)
-					if err != nil {
-						return err
-					}
-					base.add(float64(n) / b.Elapsed.Seconds())
+				if execs > 1 {
+					continue
 				}
+				c1, err := clusterCPU(ctx, d, ds)
+				if err != nil {
+					return err
+				}
+				g, err := startBaselines(ctx, 1, "grpc-oneway", srv.Addr, n, 0)
+				if err != nil {
+					return err
+				}
+				s0 := cpuTime()
+				rs, err := g.run()
+				if err != nil {
+					return err
+				}
+				base.add(float64(n) / rs[0].Elapsed.Seconds())
+				cpu.add(n, c0, c1, cpuTime()-s0, rs)
 			}
 			return nil
 		})
@@ -225,11 +253,75 @@ func sendThroughput(ctx context.Context) ([]Result, error) {
 		}
 		if execs == 1 {
 			out = append(out, result("send-throughput", "1 executor", "/s", rate).vs("grpc one-way stream", base, ">=", 1.0))
+			out = append(out, cpu.results("send-throughput", "send")...)
 		} else {
 			out = append(out, result("send-throughput", "8 executors", "/s", rate).absolute(">=", 500_000))
 		}
 	}
 	return out, nil
+}
+
+// cpuUse is the CPU time used so far by the driver process (this one)
+// and by the executor processes together; negative if unknown.
+type cpuUse struct{ driver, executors time.Duration }
+
+// clusterCPU reads the driver's CPU time and asks every executor for its
+// own.
+func clusterCPU(ctx context.Context, d *ember.Driver, ds *driverSide) (cpuUse, error) {
+	var mu sync.Mutex
+	u := cpuUse{driver: cpuTime()}
+	err := onEach(d, func(id string) error {
+		t, err := plugin.AskExecutor[CPUTime](ctx, ds.dc, id, CPUQuery{})
+		mu.Lock()
+		defer mu.Unlock()
+		if t.CPU < 0 || u.executors < 0 {
+			u.executors = -1
+		} else {
+			u.executors += t.CPU
+		}
+		return err
+	})
+	return u, err
+}
+
+// cpuSeries is the CPU time per message of a throughput scenario's
+// processes, repetition by repetition: Ember's driver and executors, and
+// the baseline's server (which runs in the driver process, so that the
+// driver is compared like with like) and clients.
+type cpuSeries struct {
+	driver, executors, server, clients series
+	unknown                            bool
+}
+
+// add records one repetition of msgs messages: Ember's cluster used
+// after-before, the baseline's server used server and its clients say
+// what they used in rs.
+func (c *cpuSeries) add(msgs int, before, after cpuUse, server time.Duration, rs []baselineResult) {
+	var clients time.Duration
+	for _, r := range rs {
+		clients += r.CPU
+	}
+	if before.driver < 0 || before.executors < 0 || after.executors < 0 || server < 0 || clients <= 0 {
+		c.unknown = true
+		return
+	}
+	per := func(d time.Duration) float64 { return float64(d) / float64(msgs) }
+	c.driver.add(per(after.driver - before.driver))
+	c.executors.add(per(after.executors - before.executors))
+	c.server.add(per(server))
+	c.clients.add(per(clients))
+}
+
+// results are the rows for c, none where CPU time is unknown; what names
+// the message ("ask", "send").
+func (c *cpuSeries) results(scenario, what string) []Result {
+	if c.unknown || len(c.driver) == 0 {
+		return nil
+	}
+	return []Result{
+		result(scenario, "driver CPU per "+what, "ns", c.driver).vs("grpc server, same process", c.server, "", 0),
+		result(scenario, "executors' CPU per "+what, "ns", c.executors).vs("grpc clients", c.clients, "", 0),
+	}
 }
 
 // 4. Driver to executors: AskExecutor round trip, and Broadcast to 8.
@@ -475,6 +567,9 @@ type baselineResult struct {
 	// Switches is how many times the client process's threads gave up a
 	// CPU during the run (see switches).
 	Switches int64
+	// CPU is the client process's CPU time over the run (see cpuTime);
+	// zero if unknown.
+	CPU time.Duration
 }
 
 var (
@@ -555,27 +650,31 @@ const (
 	goLine    = "go\n"
 )
 
-// run starts every client and returns once all have ended; the caller
-// times it. Their own results (what each prints) are not needed.
-func (g *baselineGroup) run() error {
+// run starts every client and returns their results once all have
+// ended; the caller times it.
+func (g *baselineGroup) run() ([]baselineResult, error) {
 	for _, c := range g.clients {
 		if _, err := io.WriteString(c.in, goLine); err != nil {
 			g.kill()
-			return fmt.Errorf("baseline: starting a client: %w", err)
+			return nil, fmt.Errorf("baseline: starting a client: %w", err)
 		}
 		c.in.Close()
 	}
 	var first error
-	for _, c := range g.clients {
-		_, err := io.Copy(io.Discard, c.out) // drained before Wait closes it
+	results := make([]baselineResult, len(g.clients))
+	for i, c := range g.clients {
+		out, err := io.ReadAll(c.out) // read before Wait closes it
 		if werr := c.cmd.Wait(); err == nil {
 			err = werr
+		}
+		if err == nil {
+			err = json.Unmarshal(out, &results[i])
 		}
 		if err != nil && first == nil {
 			first = fmt.Errorf("baseline: %w", err)
 		}
 	}
-	return first
+	return results, first
 }
 
 // kill ends the clients started so far and reaps them.
@@ -600,11 +699,22 @@ func awaitGo() error {
 
 // baselineChild is a baseline client process.
 func baselineChild(ctx context.Context) error {
-	if *barrierFlag && *kindFlag != "grpc-pipelined" {
+	if *barrierFlag && *kindFlag != "grpc-pipelined" && *kindFlag != "grpc-oneway" {
 		// Its parent would wait for a ready line that never comes.
 		return fmt.Errorf("-barrier: baseline %q does not wait for go", *kindFlag)
 	}
 	var r baselineResult
+	// The throughput clients' CPU time counts from the clock's start (go,
+	// with -barrier), as their Elapsed does.
+	cpu0 := cpuTime()
+	var ready func() error
+	if *barrierFlag {
+		ready = func() error {
+			err := awaitGo()
+			cpu0 = cpuTime()
+			return err
+		}
+	}
 	var lat []time.Duration
 	var err error
 	switch *kindFlag {
@@ -620,18 +730,17 @@ func baselineChild(ctx context.Context) error {
 	case "tcp-pingpong":
 		lat, err = benchkit.TCPPingPong(*addrFlag, payloadBytes, *nFlag)
 	case "grpc-oneway":
-		r.Elapsed, err = benchkit.GRPCOneWay(ctx, *addrFlag, payloadBytes, *nFlag)
+		r.Elapsed, err = benchkit.GRPCOneWay(ctx, *addrFlag, payloadBytes, *nFlag, ready)
 	case "grpc-pipelined":
-		var ready func() error
-		if *barrierFlag {
-			ready = awaitGo
-		}
 		r.Elapsed, err = benchkit.GRPCPipelined(ctx, *addrFlag, payloadBytes, *nFlag, *outstandingFlag, ready)
 	default:
 		return fmt.Errorf("unknown baseline %q", *kindFlag)
 	}
 	if err != nil {
 		return err
+	}
+	if cpu1 := cpuTime(); cpu0 >= 0 && cpu1 >= 0 {
+		r.CPU = cpu1 - cpu0
 	}
 	if lat != nil {
 		r.P50, r.P99 = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)

@@ -193,8 +193,10 @@ func GRPCUnary(ctx context.Context, addr string, size, n int) ([]time.Duration, 
 }
 
 // GRPCOneWay streams n messages of size bytes, one gRPC message each, and
-// returns the time until the server has counted them all.
-func GRPCOneWay(ctx context.Context, addr string, size, n int) (time.Duration, error) {
+// returns the time until the server has counted them all. ready, if not
+// nil, is called once the stream is open and before the clock starts (see
+// GRPCPipelined).
+func GRPCOneWay(ctx context.Context, addr string, size, n int, ready func() error) (time.Duration, error) {
 	cc, err := dial(addr)
 	if err != nil {
 		return 0, err
@@ -203,6 +205,11 @@ func GRPCOneWay(ctx context.Context, addr string, size, n int) (time.Duration, e
 	s, err := cc.NewStream(ctx, &serviceDesc.Streams[1], "/benchkit.Raw/OneWay")
 	if err != nil {
 		return 0, err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return 0, err
+		}
 	}
 	msg := make([]byte, size)
 	start := time.Now()

@@ -36,14 +36,18 @@ func TestBaselines(t *testing.T) {
 			t.Errorf("%s: got %d round trips, %v; want 100, nil", name, len(ds), err)
 		}
 	}
-	if _, err := GRPCOneWay(ctx, g.Addr, 32, 1000); err != nil {
-		t.Errorf("one-way: %v", err)
-	}
 	readied := false
+	if _, err := GRPCOneWay(ctx, g.Addr, 32, 1000, func() error { readied = true; return nil }); err != nil || !readied {
+		t.Errorf("one-way: got %v, ready called %v; want nil, true", err, readied)
+	}
+	stop := errors.New("stop")
+	if _, err := GRPCOneWay(ctx, g.Addr, 32, 1000, func() error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("one-way whose ready fails: got %v, want %v", err, stop)
+	}
+	readied = false
 	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64, func() error { readied = true; return nil }); err != nil || !readied {
 		t.Errorf("pipelined: got %v, ready called %v; want nil, true", err, readied)
 	}
-	stop := errors.New("stop")
 	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64, func() error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("pipelined whose ready fails: got %v, want %v", err, stop)
 	}
