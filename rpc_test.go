@@ -395,3 +395,91 @@ func TestSendBackpressure(t *testing.T) {
 		t.Errorf("Send after the stall: %v (the executor was dropped?)", err)
 	}
 }
+
+// Semantics 6 under overload: a driver plugin that falls behind holds up
+// only its own senders. While an executor's Send to it waits (its lane is
+// full), the same executor's asks to another plugin are answered, and the
+// stuck plugin's own Receive can still ask that executor back: the stream
+// they share keeps flowing. Nothing sent is lost.
+func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
+	release := make(chan struct{})
+	asked := make(chan error, 1)
+	var got atomic.Int64
+	var dc plugin.DriverContext
+	var slowPCs, fastPCs contexts
+	slow := fakePlugin{
+		name: "slow",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+					dc = pc
+					return nil, nil
+				},
+				ReceiveF: func(ctx context.Context, msg any) (any, error) {
+					if got.Add(1) == 1 {
+						// The executor is flooding this plugin; with a
+						// stalled stream this reply could not arrive.
+						actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+						_, err := plugin.AskExecutor[text](actx, dc, "1", text("back"))
+						cancel()
+						asked <- err
+					}
+					<-release
+					return nil, nil
+				},
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+					slowPCs.put(pc)
+					return nil
+				}},
+				ReceiveF: func(context.Context, any) (any, error) { return text("here"), nil },
+			}
+		},
+	}
+	fast := fakePlugin{
+		name: "fast",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(context.Context, any) (any, error) { return text("fast"), nil }}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				fastPCs.put(pc)
+				return nil
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, fast}, LaneQueue: 10})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release) // a failed test must not leave the plugin stuck at shutdown
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	sent := 0
+	var err error
+	for ; sent < 10_000_000; sent++ {
+		if err = slowPCs.get("1").Send(ctx, number(sent)); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send to the stuck plugin after %d messages: got %v, want it to wait until the deadline", sent, err)
+	}
+	if err := <-asked; err != nil {
+		t.Errorf("the stuck plugin asking the flooding executor back: %v, want the reply", err)
+	}
+	actx, acancel := context.WithTimeout(testCtx(t), 5*time.Second)
+	defer acancel()
+	if r, err := plugin.Ask[text](actx, fastPCs.get("1"), text("hi")); err != nil || r != "fast" {
+		t.Errorf("Ask to the other plugin while the stuck one's sender waits: got %q, %v; want fast, nil", r, err)
+	}
+	close(release)
+	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
+}

@@ -62,9 +62,9 @@ type Config struct {
 	// NoReplacements says executors that leave are not replaced (local
 	// masters): jobs then fail when no executor is left.
 	NoReplacements bool
-	// LaneLimit bounds the messages queued for one driver plugin; a
-	// connection whose message finds its lane full stalls until there is
-	// room (backpressure to the sender). Default rpc.DefaultLaneLimit.
+	// LaneLimit is the queue length at which a driver plugin's lane stops
+	// giving its senders' window back until it has drained to half of it
+	// (backpressure to those senders alone). Default rpc.DefaultLaneLimit.
 	LaneLimit int
 	// ServerOptions are added to the gRPC server's (TLS credentials).
 	ServerOptions []grpc.ServerOption
@@ -154,6 +154,7 @@ func New(cfg Config) (*Driver, error) {
 			onLimit(limit)
 		}
 	}
+	d.cfg.Conn.Plugins = len(cfg.Plugins) // SENDs to every plugin are flow-controlled
 	d.sched.maxFailures = cfg.MaxTaskFailures
 	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
@@ -586,9 +587,10 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 			return
 		}
 	}
-	// A full lane stalls this executor's stream (backpressure). A message
-	// that finds the lane closed arrived after the plugin's last delivery
-	// (shutdown): an asker is told, a send is counted as dropped.
+	// The lane never makes the reader wait: a SEND is bounded by its
+	// sender's window, an ASK by MaxOutstandingAsks. A message that finds
+	// the lane closed arrived after the plugin's last delivery (shutdown):
+	// an asker is told, a send is counted as dropped.
 	if rpc.Deliver(e.lane, c, f, func() {
 		d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
 	}) {

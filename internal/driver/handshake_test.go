@@ -64,8 +64,8 @@ func TestCheckHello(t *testing.T) {
 		},
 		{
 			name:  "protocol version",
-			hello: hello(func(h *wire.Hello) { h.ProtocolVersion = wire.ProtocolVersion + 1 }),
-			want:  []string{"protocol version", "executor 2"},
+			hello: hello(func(h *wire.Hello) { h.ProtocolVersion = 1 }),
+			want:  []string{"protocol version", "driver 2", "executor 1"},
 		},
 		{
 			name:  "build ID",

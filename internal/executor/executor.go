@@ -36,8 +36,8 @@ type Config struct {
 	MaxMessageBytes int
 	// SendQueue bounds the frames waiting to be written (backpressure).
 	SendQueue int
-	// LaneQueue bounds the messages from the driver waiting for one
-	// plugin's Receive (default rpc.DefaultLaneLimit).
+	// LaneQueue is the queue length at which a plugin's lane stops giving
+	// the driver's window back (default rpc.DefaultLaneLimit).
 	LaneQueue int
 	// HeartbeatTimeout is how long the driver may stay silent before the
 	// executor declares it lost (default ten heartbeat intervals).
@@ -168,6 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
+		Plugins:           len(cfg.Plugins),
 	})
 	x.conn.SetTypes(types)
 	for i, p := range cfg.Plugins {

@@ -58,14 +58,26 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	// OnLimit, if set, is called when a limit is hit ("send_queue": a
-	// Send or Ask had to wait for room).
+	// Send or Ask had to wait for room; "send_window": a Send had to wait
+	// for its plugin's window).
 	OnLimit func(limit string)
+	// Plugins is the length of the plugin list both ends agreed on. SENDs
+	// to a plugin below it are flow-controlled, per plugin and per
+	// direction: see Send and Consumed. Zero: no flow control (tests).
+	Plugins int
+	// SendWindow is the SEND bytes (as SendCost counts them) that one
+	// plugin may have outstanding in each direction: sent and not yet
+	// granted back by the receiver. Both ends must use the same value.
+	SendWindow int
 }
 
 // Defaults.
 const (
 	DefaultMaxMessageBytes = 4 << 20
 	DefaultQueueFrames     = 64 << 10
+	// DefaultSendWindow is the default Options.SendWindow: with 32-byte
+	// messages, about ten thousand of them per plugin in flight.
+	DefaultSendWindow = 1 << 20
 	// maxBatchBytes caps the payload bytes packed in one Batch.
 	maxBatchBytes = 1 << 20
 )
@@ -109,6 +121,10 @@ type Conn struct {
 	types   []string
 	typeIDs map[string]uint32
 
+	// recv is the flow control of the SENDs this end receives, by plugin
+	// (see Consumed).
+	recv []window
+
 	mu       sync.Mutex // protects the following fields
 	out      []*wire.Frame
 	spare    []*wire.Frame
@@ -118,10 +134,16 @@ type Conn struct {
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
-	writing  bool           // a goroutine is in stream.Send (the writer, or a caller writing directly)
-	direct   *wire.Batch    // the batch of a direct write; used only while writing
-	one      [1]*wire.Frame // its frame
-	err      error
+	// credit is what each plugin may still send, in bytes (it goes
+	// negative by at most one message: see Send); creditReady is closed
+	// and replaced when credit arrives and Sends wait for it.
+	credit        []int64
+	creditReady   chan struct{}
+	creditWaiters int
+	writing       bool           // a goroutine is in stream.Send (the writer, or a caller writing directly)
+	direct        *wire.Batch    // the batch of a direct write; used only while writing
+	one           [1]*wire.Frame // its frame
+	err           error
 }
 
 // New returns a Conn over s. cancel, if not nil, is called when the Conn
@@ -136,6 +158,9 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 	if opts.HeartbeatTimeout <= 0 {
 		opts.HeartbeatTimeout = 10 * opts.HeartbeatInterval
 	}
+	if opts.SendWindow <= 0 {
+		opts.SendWindow = DefaultSendWindow
+	}
 	c := &Conn{
 		stream: s,
 		cancel: cancel,
@@ -146,6 +171,13 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		space:  make(chan struct{}),
 		calls:  make(map[uint64]pending),
 		direct: &wire.Batch{},
+		// Every plugin starts with a full window each way.
+		credit:      make([]int64, opts.Plugins),
+		creditReady: make(chan struct{}),
+		recv:        make([]window, opts.Plugins),
+	}
+	for i := range c.credit {
+		c.credit[i] = int64(opts.SendWindow)
 	}
 	c.ctx, c.ctxStop = context.WithCancel(context.Background())
 	c.lastSend.Store(time.Now().UnixNano())
@@ -217,6 +249,7 @@ func (c *Conn) Close(err error) { c.close(err) }
 func (c *Conn) CloseGracefully() {
 	c.mu.Lock()
 	c.closing = true
+	c.wakeCreditLocked() // waiting Sends see closing
 	c.mu.Unlock()
 	c.signal()
 }
@@ -239,6 +272,7 @@ func (c *Conn) close(err error) {
 	c.calls = nil
 	c.out = nil
 	close(c.space)
+	close(c.creditReady) // waiting Sends see closing
 	c.mu.Unlock()
 	c.ctxStop()
 	if c.cancel != nil {
@@ -422,9 +456,125 @@ func (c *Conn) compress(f *wire.Frame) {
 	}
 }
 
-// Send queues a fire-and-forget frame, honouring backpressure.
+// Send queues a fire-and-forget frame, honouring backpressure: it waits
+// while the send queue is full and, for a SEND to a plugin under flow
+// control (see Options.Plugins), first while that plugin's window is
+// spent, until the receiver has delivered enough of what it was sent. A
+// plugin whose receiver falls behind thus holds up its own senders and
+// nobody else. A SEND may overdraw the window by one message, so that a
+// message larger than the window still goes.
 func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
-	return c.enqueue(ctx, f, false)
+	p := int(f.Plugin)
+	if f.Kind != wire.Kind_KIND_SEND || p >= len(c.credit) {
+		return c.enqueue(ctx, f, false)
+	}
+	cost := SendCost(f)
+	c.mu.Lock()
+	waited := false
+	for c.credit[p] <= 0 && !c.closing {
+		if c.opts.OnLimit != nil && !waited {
+			c.opts.OnLimit("send_window")
+		}
+		waited = true
+		ready := c.creditReady
+		c.creditWaiters++
+		c.mu.Unlock()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			c.mu.Lock()
+			c.creditWaiters--
+			c.mu.Unlock()
+			return plugin.Errorf(plugin.CodeOf(ctx.Err()), "waiting for the receiver to take in plugin %d's messages (send window %d bytes): %w", p, c.opts.SendWindow, ctx.Err())
+		}
+		c.mu.Lock()
+		c.creditWaiters--
+	}
+	c.credit[p] -= cost
+	if err := c.enqueueLocked(ctx, f, false, false); err != nil {
+		c.mu.Lock()
+		c.grantLocked(p, cost) // not sent after all
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// sendOverhead is what a SEND costs its plugin's window besides its
+// payload: the frame's own memory at the receiver, roughly, so that a
+// flood of tiny messages is bounded too.
+const sendOverhead = 64
+
+// SendCost is what SEND f counts against its plugin's window, the same at
+// both ends: what the receiver reports to Consumed once f is delivered.
+func SendCost(f *wire.Frame) int64 { return int64(len(f.Payload)) + sendOverhead }
+
+// grantLocked gives plugin p n bytes of window back and wakes the Sends
+// waiting for it. c.mu is held.
+func (c *Conn) grantLocked(p int, n int64) {
+	c.credit[p] = min(c.credit[p]+n, int64(c.opts.SendWindow))
+	if c.credit[p] > 0 {
+		c.wakeCreditLocked()
+	}
+}
+
+// wakeCreditLocked wakes the Sends waiting for window to look again.
+// c.mu is held.
+func (c *Conn) wakeCreditLocked() {
+	if c.creditWaiters > 0 && !c.closed {
+		close(c.creditReady)
+		c.creditReady = make(chan struct{})
+	}
+}
+
+// window is the receiving end of one plugin's flow control.
+type window struct {
+	received atomic.Int64 // SEND bytes received and not yet granted back
+	owed     atomic.Int64 // of those, the bytes delivered or dropped
+}
+
+// admit counts received SEND f against its plugin's window. It reports
+// false when the peer has overdrawn the window, beyond the one message
+// a sender may overdraw it by.
+func (c *Conn) admit(f *wire.Frame) bool {
+	p := int(f.Plugin)
+	if p >= len(c.recv) {
+		return true // refused by the handler: no such plugin
+	}
+	return c.recv[p].received.Add(SendCost(f)) <= int64(c.opts.SendWindow+c.opts.MaxMessageBytes+sendOverhead)
+}
+
+// Consumed reports that a received SEND for plugin p, of cost bytes (see
+// SendCost), has been delivered or dropped, so that its sender may send
+// as much again. Every SEND received must be reported once, whatever
+// became of it, or its sender's window shrinks for good. Grants are
+// gathered: one CREDIT frame per quarter window. Safe for concurrent use.
+func (c *Conn) Consumed(p uint32, cost int64) {
+	if int(p) >= len(c.recv) || cost <= 0 {
+		return
+	}
+	w := &c.recv[p]
+	if w.owed.Add(cost) < int64(c.opts.SendWindow/4) {
+		return
+	}
+	n := w.owed.Swap(0)
+	if n <= 0 {
+		return // another goroutine granted it
+	}
+	w.received.Add(-n)
+	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(n)})
+}
+
+// credited takes in a CREDIT frame from the peer.
+func (c *Conn) credited(f *wire.Frame) {
+	p := int(f.Plugin)
+	if p >= len(c.credit) || f.Credit == 0 {
+		return
+	}
+	n := int64(min(f.Credit, uint64(c.opts.SendWindow))) // more is never owed
+	c.mu.Lock()
+	c.grantLocked(p, n)
+	c.mu.Unlock()
 }
 
 // SendControl queues a frame without waiting for room (replies, control).
@@ -754,6 +904,16 @@ func (c *Conn) readLoop() {
 					c.endDelivering()
 					c.h.HandleFrame(c, f)
 				}
+			case wire.Kind_KIND_CREDIT:
+				c.credited(f)
+				wire.ReleaseFrame(f)
+			case wire.Kind_KIND_SEND:
+				if !c.admit(f) {
+					c.close(plugin.Errorf(plugin.CodeResourceExhausted, "the peer sent plugin %d more than its send window (%d bytes) allows", f.Plugin, c.opts.SendWindow))
+					return
+				}
+				c.endDelivering()
+				c.h.HandleFrame(c, f)
 			default:
 				// A handler may block (backpressure); never while
 				// holding the writer.

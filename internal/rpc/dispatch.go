@@ -77,11 +77,12 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 }
 
-// Deliver queues a received ASK or SEND on its plugin's lane: the message
-// is predecoded on the calling reader, and a SEND waits for room in a full
-// lane (backpressure; full is called once if it does) while an ASK, bounded
-// elsewhere, does not. It reports false if the lane is closed or the
-// connection ends first.
+// Deliver queues a received ASK or SEND on its plugin's lane, predecoding
+// the message on the calling reader. It never waits: a SEND carries its
+// cost against its sender's window (Item.Credit), which the lane gives
+// back once the message has run, or keeps while the lane is full; full is
+// called when this message filled the lane. It reports false if the lane
+// is closed.
 //
 // A predecoded frame is released here, on the reader that took it from
 // wire's pool (the pool works best given back where it was taken), once
@@ -89,12 +90,13 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 // true.
 func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	it := Item{Conn: c, Frame: f}
-	Predecode(&it)
-	var ok bool
 	if f.Kind == wire.Kind_KIND_SEND {
-		ok = l.PushWait(it, c.Done(), full)
-	} else {
-		ok = l.Push(it)
+		it.Credit = SendCost(f)
+	}
+	Predecode(&it)
+	ok, filled := l.push(it)
+	if filled && full != nil {
+		full()
 	}
 	if ok && it.Frame == nil {
 		wire.ReleaseFrame(f)
@@ -103,10 +105,13 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 }
 
 // Refuse answers an ASK that cannot be delivered with an error reply and
-// reports true; for a SEND it does nothing and reports false, leaving the
-// caller to log and count the drop.
+// reports true. A SEND it gives back to its sender's window and reports
+// false, leaving the caller to log and count the drop.
 func Refuse(c *Conn, f *wire.Frame, code plugin.Code, problem string) bool {
 	if f.Kind != wire.Kind_KIND_ASK {
+		if f.Kind == wire.Kind_KIND_SEND {
+			c.Consumed(f.Plugin, SendCost(f))
+		}
 		return false
 	}
 	_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(code), Error: problem})

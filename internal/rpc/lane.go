@@ -22,6 +22,11 @@ type Item struct {
 	Head    Head
 	Msg     any
 	Err     error
+
+	// Credit is what a SEND counts against its sender's window (see
+	// Conn.Consumed); the lane gives it back once the item has run. Zero
+	// for anything else.
+	Credit int64
 }
 
 // Head is what dispatching a message needs of its frame besides the
@@ -66,9 +71,12 @@ func Predecode(it *Item) {
 // slow plugin delays nobody else. With one worker (the default) items run
 // one at a time in push order.
 //
-// Push never blocks; PushWait blocks while the lane holds its limit of
-// items, which is how a connection's reader applies backpressure: the
-// stream stalls, gRPC flow control fills, and the sender's Send waits.
+// Push never blocks. Backpressure works through the senders' windows
+// instead (see Conn.Send): an item that carries Credit gives it back to
+// its connection once it has run, and while the lane holds its limit of
+// items it keeps those credits, until the queue is down to half the
+// limit. Senders to a lane that falls behind thus wait in Send, while the
+// streams they share with other plugins keep flowing.
 type Lane struct {
 	run   func(Item)
 	limit int
@@ -84,19 +92,30 @@ type Lane struct {
 	finished atomic.Uint64       // serial: items finished
 	flushing atomic.Int32        // Flush calls waiting (written under mu; serial workers read it without)
 	progress chan struct{}       // closed and replaced when an item finishes and Flush waits
-	room     chan struct{}       // closed and replaced when an item is taken and pushers wait
-	waiting  int                 // PushWait calls waiting for room
+	// full: the queue reached the limit and has not yet drained to half
+	// of it; the credits of items run meanwhile wait in owed. fullFlag
+	// mirrors it for workers that look without the lock.
+	full     bool
+	fullFlag atomic.Bool
+	owed     map[creditKey]int64
 	closed   bool
 	wake     *sync.Cond
 	wg       sync.WaitGroup
 }
 
-// DefaultLaneLimit is the default bound for PushWait.
+// creditKey names the window a kept credit belongs to.
+type creditKey struct {
+	c *Conn
+	p uint32
+}
+
+// DefaultLaneLimit is the default queue length at which a lane keeps its
+// senders' credits.
 const DefaultLaneLimit = 1 << 16
 
 // NewLane starts a lane with workers goroutines (at least one) calling run
-// for every pushed item. PushWait waits while limit items are queued
-// (limit <= 0: DefaultLaneLimit).
+// for every pushed item. It keeps its senders' credits while limit items
+// are queued (limit <= 0: DefaultLaneLimit).
 func NewLane(workers, limit int, run func(Item)) *Lane {
 	if workers < 1 {
 		workers = 1
@@ -104,7 +123,7 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 	if limit <= 0 {
 		limit = DefaultLaneLimit
 	}
-	l := &Lane{run: run, limit: limit, running: map[uint64]struct{}{}, progress: make(chan struct{}), room: make(chan struct{})}
+	l := &Lane{run: run, limit: limit, running: map[uint64]struct{}{}, progress: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.serial = workers == 1
 	l.wg.Add(workers)
@@ -120,50 +139,90 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 
 // Push queues it. It reports false if the lane is closed.
 func (l *Lane) Push(it Item) bool {
+	ok, _ := l.push(it)
+	return ok
+}
+
+// push is Push that also reports whether this item filled the lane: the
+// items queued or running reached the limit, and the lane starts keeping
+// credits.
+func (l *Lane) push(it Item) (ok, filled bool) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return false
+		return false, false
 	}
 	l.pushed++
 	l.q = append(l.q, it)
-	l.mu.Unlock()
-	l.wake.Signal()
-	return true
-}
-
-// PushWait queues it, first waiting while the lane holds its limit of
-// queued items. It reports false if the lane is closed or stop closes
-// first; full is called once if it had to wait.
-func (l *Lane) PushWait(it Item, stop <-chan struct{}, full func()) bool {
-	l.mu.Lock()
-	for !l.closed && len(l.q)-l.head >= l.limit {
-		if full != nil {
-			full()
-			full = nil
-		}
-		l.waiting++
-		room := l.room
-		l.mu.Unlock()
-		select {
-		case <-room:
-		case <-stop:
-			l.mu.Lock()
-			l.waiting--
-			l.mu.Unlock()
-			return false
-		}
-		l.mu.Lock()
-		l.waiting--
+	if !l.full && l.lenLocked() >= l.limit {
+		l.full, filled = true, true
+		l.fullFlag.Store(true)
 	}
 	l.mu.Unlock()
-	return l.Push(it)
+	l.wake.Signal()
+	return true, filled
+}
+
+// finish is called after an item has run (and no longer counts in Len),
+// with its connection, plugin and credit: it gives the credit back, or
+// while the lane is full keeps it, and hands back every credit kept once
+// the lane has drained to half its limit.
+func (l *Lane) finish(c *Conn, p uint32, credit int64) {
+	if !l.fullFlag.Load() {
+		if credit > 0 {
+			c.Consumed(p, credit)
+		}
+		return
+	}
+	l.mu.Lock()
+	if !l.full {
+		l.mu.Unlock()
+		if credit > 0 {
+			c.Consumed(p, credit)
+		}
+		return
+	}
+	if credit > 0 {
+		if l.owed == nil {
+			l.owed = map[creditKey]int64{}
+		}
+		l.owed[creditKey{c, p}] += credit
+	}
+	var owed map[creditKey]int64
+	if l.lenLocked() <= l.limit/2 {
+		owed = l.owed
+		l.full, l.owed = false, nil
+		l.fullFlag.Store(false)
+	}
+	l.mu.Unlock()
+	grant(owed)
+}
+
+// creditOf returns what finish needs of it; call it before running it,
+// which may release its frame.
+func creditOf(it *Item) (c *Conn, p uint32, credit int64) {
+	if it.Credit == 0 {
+		return nil, 0, 0
+	}
+	return it.Conn, it.Header().Plugin, it.Credit
+}
+
+// grant hands kept credits back to their connections.
+func grant(owed map[creditKey]int64) {
+	for k, n := range owed {
+		k.c.Consumed(k.p, n)
+	}
 }
 
 // Len returns the number of items queued or running.
 func (l *Lane) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.lenLocked()
+}
+
+// lenLocked is Len with l.mu held.
+func (l *Lane) lenLocked() int {
 	return len(l.q) - l.head + len(l.running) + int(l.active.Load())
 }
 
@@ -211,14 +270,19 @@ func (l *Lane) doneThrough(n uint64) bool {
 }
 
 // Close stops the workers after the queued items have run, and waits.
+// Credits kept meanwhile go back to their connections.
 func (l *Lane) Close() {
 	l.mu.Lock()
 	l.closed = true
-	close(l.room) // release PushWait callers; they see closed
-	l.room = make(chan struct{})
 	l.mu.Unlock()
 	l.wake.Broadcast()
 	l.wg.Wait()
+	l.mu.Lock()
+	owed := l.owed
+	l.full, l.owed = false, nil
+	l.fullFlag.Store(false)
+	l.mu.Unlock()
+	grant(owed)
 }
 
 // serialBatch bounds the items the single worker takes at once.
@@ -242,10 +306,12 @@ func (l *Lane) serialLoop() {
 		l.mu.Unlock()
 
 		for i := range batch {
+			c, p, credit := creditOf(&batch[i])
 			l.run(batch[i])
 			batch[i] = Item{}
 			l.active.Add(-1)
 			l.finished.Add(1)
+			l.finish(c, p, credit)
 			if l.flushing.Load() > 0 {
 				l.mu.Lock()
 				l.progressLocked()
@@ -270,17 +336,13 @@ func (l *Lane) awaitItem() bool {
 	return true
 }
 
-// takeLocked removes the first n queued items (the caller has copied them)
-// and wakes PushWait callers waiting for room. l.mu is held.
+// takeLocked removes the first n queued items (the caller has copied
+// them). l.mu is held.
 func (l *Lane) takeLocked(n int) {
 	clear(l.q[l.head : l.head+n])
 	l.head += n
 	l.compactLocked()
 	l.taken += uint64(n)
-	if l.waiting > 0 {
-		close(l.room)
-		l.room = make(chan struct{})
-	}
 }
 
 // progressLocked wakes Flush callers to look again. l.mu is held.
@@ -312,6 +374,7 @@ func (l *Lane) loop() {
 		l.running[seq] = struct{}{}
 		l.mu.Unlock()
 
+		c, p, credit := creditOf(&it)
 		l.run(it)
 
 		l.mu.Lock()
@@ -320,5 +383,6 @@ func (l *Lane) loop() {
 			l.progressLocked()
 		}
 		l.mu.Unlock()
+		l.finish(c, p, credit)
 	}
 }

@@ -58,6 +58,13 @@ const (
 	// Driver -> executor, the first frame on every stream: a fresh nonce
 	// the executor must prove the shared secret against (see Hello.auth).
 	Kind_KIND_CHALLENGE Kind = 13
+	// Both directions: flow control of SENDs, per plugin. Each side may have
+	// a window of SEND bytes per plugin outstanding on a stream (the sizes
+	// as rpc counts them: payload plus a fixed overhead per frame); the
+	// receiver grants credit = that many bytes back for plugin once it has
+	// delivered (or dropped) them. A SEND may overdraw the window by one
+	// message. See docs/internals.md.
+	Kind_KIND_CREDIT Kind = 14
 )
 
 // Enum value maps for Kind.
@@ -77,6 +84,7 @@ var (
 		11: "KIND_TASK_RESULT",
 		12: "KIND_TASK_CANCEL",
 		13: "KIND_CHALLENGE",
+		14: "KIND_CREDIT",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -93,6 +101,7 @@ var (
 		"KIND_TASK_RESULT": 11,
 		"KIND_TASK_CANCEL": 12,
 		"KIND_CHALLENGE":   13,
+		"KIND_CREDIT":      14,
 	}
 )
 
@@ -192,7 +201,9 @@ type Frame struct {
 	// Instead of type: 1 + the index of the type's name in the sorted
 	// message-type list both sides agreed on in the handshake (a few bytes
 	// and no string to allocate per frame). 0: the name is in type.
-	TypeId        uint32 `protobuf:"varint,15,opt,name=type_id,json=typeId,proto3" json:"type_id,omitempty"`
+	TypeId uint32 `protobuf:"varint,15,opt,name=type_id,json=typeId,proto3" json:"type_id,omitempty"`
+	// CREDIT: the bytes of SEND window granted back for plugin.
+	Credit        uint64 `protobuf:"varint,16,opt,name=credit,proto3" json:"credit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -328,6 +339,13 @@ func (x *Frame) GetChallenge() *Challenge {
 func (x *Frame) GetTypeId() uint32 {
 	if x != nil {
 		return x.TypeId
+	}
+	return 0
+}
+
+func (x *Frame) GetCredit() uint64 {
+	if x != nil {
+		return x.Credit
 	}
 	return 0
 }
@@ -897,7 +915,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\x91\x04\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xa9\x04\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -914,7 +932,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x04task\x18\f \x01(\v2\x13.ember.wire.v1.TaskR\x04task\x120\n" +
 	"\ametrics\x18\r \x01(\v2\x16.ember.wire.v1.MetricsR\ametrics\x126\n" +
 	"\tchallenge\x18\x0e \x01(\v2\x18.ember.wire.v1.ChallengeR\tchallenge\x12\x17\n" +
-	"\atype_id\x18\x0f \x01(\rR\x06typeId\"a\n" +
+	"\atype_id\x18\x0f \x01(\rR\x06typeId\x12\x16\n" +
+	"\x06credit\x18\x10 \x01(\x04R\x06credit\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -964,7 +983,7 @@ const file_frames_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\taddresses\x18\x02 \x03(\tR\taddresses*\xff\x01\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses*\x90\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -983,7 +1002,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x12\x14\n" +
 	"\x10KIND_TASK_RESULT\x10\v\x12\x14\n" +
 	"\x10KIND_TASK_CANCEL\x10\f\x12\x12\n" +
-	"\x0eKIND_CHALLENGE\x10\r2B\n" +
+	"\x0eKIND_CHALLENGE\x10\r\x12\x0f\n" +
+	"\vKIND_CREDIT\x10\x0e2B\n" +
 	"\x05Ember\x129\n" +
 	"\aConnect\x12\x14.ember.wire.v1.Batch\x1a\x14.ember.wire.v1.Batch(\x010\x01B(Z&github.com/emberhq/ember/internal/wireb\x06proto3"
 

@@ -93,6 +93,13 @@ func (m *Frame) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Credit != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Credit))
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0x80
+	}
 	if m.TypeId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TypeId))
 		i--
@@ -796,6 +803,9 @@ func (m *Frame) SizeVT() (n int) {
 	}
 	if m.TypeId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TypeId))
+	}
+	if m.Credit != 0 {
+		n += 2 + protohelpers.SizeOfVarint(uint64(m.Credit))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1557,6 +1567,25 @@ func (m *Frame) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.TypeId |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 16:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Credit", wireType)
+			}
+			m.Credit = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Credit |= uint64(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}

@@ -3,8 +3,9 @@ package wire
 import "google.golang.org/protobuf/proto"
 
 // ProtocolVersion is the version of the frame protocol. A driver refuses
-// executors that speak another.
-const ProtocolVersion = 1
+// executors that speak another. Version 2 added per-plugin flow control of
+// SENDs (KIND_CREDIT).
+const ProtocolVersion = 2
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w

@@ -1,0 +1,232 @@
+package rpc_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// The flow-control tests use a 1,000-byte window and SENDs of 36-byte
+// payloads, which cost 100 bytes each (rpc.SendCost): ten fill a window.
+const (
+	testWindow = 1000
+	testSends  = testWindow / 100
+)
+
+func windowFrame(p uint32) *wire.Frame {
+	return &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: p, Payload: []byte(strings.Repeat("x", 36))}
+}
+
+// blocked asserts that Send of another SEND for plugin p waits for its
+// window: it ends with the deadline of a short ctx.
+func blocked(t *testing.T, c *rpc.Conn, p uint32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := c.Send(ctx, windowFrame(p))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send with plugin %d's window spent: got %v, want it to wait until the deadline", p, err)
+	}
+	wantCode(t, "Send with the window spent", err, plugin.CodeDeadlineExceeded)
+}
+
+// A plugin whose receiver has not taken in what it was sent holds up its
+// own SENDs, and only those: another plugin's SENDs and any ASK still go.
+// Once the receiver reports a quarter window consumed, the waiting Send
+// goes through.
+func TestSendWindow(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []*wire.Frame // SENDs the server received, not yet consumed
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_SEND {
+			mu.Lock()
+			got = append(got, f)
+			mu.Unlock()
+			return
+		}
+		echo(c, f)
+	})
+	var limits sync.Map
+	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	clientOpts := opts
+	clientOpts.OnLimit = func(l string) {
+		n, _ := limits.LoadOrStore(l, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+	}
+	p := newPair(t, newHandler(echo), server, clientOpts, opts)
+	ctx := testContext(t)
+
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+			t.Fatalf("Send %d of a window's worth: %v", i, err)
+		}
+	}
+	poll(t, "the server has the window's SENDs", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == testSends
+	})
+	blocked(t, p.client, 1)
+
+	// Plugin 0 has its own window; asks are not flow-controlled.
+	if err := p.client.Send(ctx, windowFrame(0)); err != nil {
+		t.Errorf("Send for another plugin: %v, want nil", err)
+	}
+	if err := askResult(ctx, p.client, &wire.Frame{Plugin: 1, Payload: []byte("ask")}); err != nil {
+		t.Errorf("Ask for the stalled plugin: %v, want nil", err)
+	}
+
+	waiting := make(chan error, 1)
+	go func() { waiting <- p.client.Send(ctx, windowFrame(1)) }()
+	// Two consumed (200 bytes) is under a quarter window: no grant yet.
+	mu.Lock()
+	for _, f := range got[:2] {
+		p.server.Consumed(f.Plugin, rpc.SendCost(f))
+	}
+	mu.Unlock()
+	select {
+	case err := <-waiting:
+		t.Fatalf("Send returned (%v) before a quarter window was consumed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	mu.Lock()
+	p.server.Consumed(1, rpc.SendCost(got[2]))
+	mu.Unlock()
+	if err := recv(t, waiting, "the waiting Send"); err != nil {
+		t.Errorf("Send once a quarter window was consumed: %v, want nil", err)
+	}
+	n, _ := limits.Load("send_window")
+	if n == nil || n.(*atomic.Int32).Load() < 1 {
+		t.Errorf("OnLimit(send_window) was not called, want it called for each Send that waited")
+	}
+}
+
+// A grant larger than the window (a faulty or hostile peer) cannot lift a
+// sender's window above its size.
+func TestSendWindowGrantClamped(t *testing.T) {
+	t.Parallel()
+	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	p := newPair(t, newHandler(echo), newHandler(func(*rpc.Conn, *wire.Frame) {}), opts, opts)
+	ctx := testContext(t)
+	if err := p.server.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: 1, Credit: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	// The client's reader takes frames in order: once the reply to this
+	// ask is back, it has seen the grant.
+	if err := askResult(ctx, p.server, &wire.Frame{Plugin: 1}); err != nil {
+		t.Fatalf("Ask: %v", err)
+	}
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	blocked(t, p.client, 1)
+}
+
+// A peer that sends more than the window allows (it ignores flow control)
+// loses its connection, instead of filling the receiver's memory.
+func TestSendWindowOverdrawn(t *testing.T) {
+	t.Parallel()
+	// The client does no flow control (Plugins 0); the server expects it.
+	p := newPair(t, newHandler(echo), newHandler(func(*rpc.Conn, *wire.Frame) {}),
+		rpc.Options{}, rpc.Options{Plugins: 2, SendWindow: testWindow, MaxMessageBytes: 100})
+	ctx := testContext(t)
+	// Window + one message of the largest size is the most a sender may
+	// have outstanding: 1,000 + 164 bytes, so the twelfth SEND is too many.
+	for range 12 {
+		if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+			break // the server may already have closed the stream
+		}
+	}
+	waitClosed(t, p.server.Done(), "server conn")
+	err := p.server.Err()
+	wantCode(t, "the server's close", err, plugin.CodeResourceExhausted)
+	if !strings.Contains(err.Error(), "send window") {
+		t.Errorf("the server's close: %v, want it to name the send window", err)
+	}
+	waitClosed(t, p.client.Done(), "client conn")
+}
+
+// A SEND that is refused (no such plugin, plugin shut down) gives its
+// cost back to the sender's window, as a delivered one does: refusals do
+// not shrink the window for good.
+func TestRefusedSendsGiveTheWindowBack(t *testing.T) {
+	t.Parallel()
+	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if !rpc.Refuse(c, f, plugin.CodeUnavailable, "shut down") && f.Kind != wire.Kind_KIND_SEND {
+			t.Errorf("Refuse of a %v reported false", f.Kind)
+		}
+	})
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+	// Five windows' worth: each would wait for good if refusals kept
+	// their cost.
+	for i := range 5 * testSends {
+		if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+}
+
+// A lane that reaches its limit keeps the credits of the SENDs it runs
+// until it has drained to half the limit, so that senders wait while it
+// catches up; then it hands them back in one go. The limit is counted
+// once per filling.
+func TestLaneKeepsCreditsWhileFull(t *testing.T) {
+	t.Parallel()
+	const limit = 4
+	gate := make(chan struct{})
+	var ran atomic.Int32
+	lane := rpc.NewLane(1, limit, func(rpc.Item) {
+		<-gate
+		ran.Add(1)
+	})
+	t.Cleanup(lane.Close)
+	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
+	var fills atomic.Int32
+	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if !rpc.Deliver(lane, c, f, func() { fills.Add(1) }) {
+			t.Errorf("Deliver: lane closed")
+		}
+	})
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	// Ten items queued or running: past the limit.
+	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	blocked(t, p.client, 1)
+
+	// Seven run: three are left, still over half the limit, and the lane
+	// keeps their credit although it is more than a quarter window.
+	for range 7 {
+		gate <- struct{}{}
+	}
+	poll(t, "seven items run", func() bool { return ran.Load() == 7 })
+	blocked(t, p.client, 1)
+
+	// The eighth leaves two, half the limit: the kept credit goes back.
+	gate <- struct{}{}
+	if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+		t.Errorf("Send once the lane drained to half its limit: %v, want nil", err)
+	}
+	if n := fills.Load(); n != 1 {
+		t.Errorf("full called %d times, want once (one filling)", n)
+	}
+}
