@@ -56,11 +56,15 @@ type Config struct {
 	// SendQueue bounds the messages waiting to be written per connection;
 	// Send waits (backpressure) while it is full. Default 65536.
 	SendQueue int
-	// LaneQueue bounds the messages waiting for one plugin's Receive (on
-	// the driver, and on each executor for pushed messages). When it is
-	// full, the sending connection's stream stalls, gRPC flow control
-	// fills up, and the sender's Send blocks: backpressure end to end,
-	// never a drop. Default 65536.
+	// LaneQueue is how many messages may wait for one plugin's Receive (on
+	// the driver, and on each executor for pushed messages) before its
+	// senders are held back. Every plugin has a send window per connection
+	// (1 MiB of messages); once its lane holds LaneQueue messages, the
+	// lane stops giving windows back until it has drained to half of that,
+	// so Send to that plugin waits: backpressure end to end, never a drop,
+	// and nothing else on the senders' connections waits with it. The
+	// lane can hold up to LaneQueue plus one window per sending
+	// connection. Default 65536.
 	LaneQueue int
 	// HeartbeatInterval is how often an idle connection proves it is alive
 	// (default 1s); a peer silent for HeartbeatTimeout (default 10s) is

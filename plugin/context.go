@@ -53,9 +53,10 @@ type ExecutorContext interface {
 	Ask(ctx context.Context, msg any) (any, error)
 	// Send queues msg for the driver plugin of the same name and returns.
 	// It reports only local failures: an unregistered or oversized message
-	// (at once), a closed connection, or ctx ending while Send waits for
-	// room in a full queue (backpressure). What Receive does with msg is
-	// not reported.
+	// (at once), a closed connection, or ctx ending while Send waits
+	// (backpressure: the driver plugin is behind on this executor's
+	// messages, or the connection's queue is full). What Receive does with
+	// msg is not reported.
 	Send(ctx context.Context, msg any) error
 }
 

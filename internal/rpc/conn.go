@@ -106,7 +106,7 @@ type Conn struct {
 	wg       sync.WaitGroup
 	received atomic.Bool  // a batch arrived since the heartbeat loop last looked
 	lastSend atomic.Int64 // unix nanos of the last batch written
-	handling atomic.Bool  // the reader is inside HandleFrame (maybe stalled by backpressure)
+	handling atomic.Bool  // the reader is inside HandleFrame
 	// delivering: the reader is handing a batch's replies to their askers;
 	// the writer leaves the queue alone until it is done (see readLoop).
 	delivering atomic.Bool
@@ -915,7 +915,7 @@ func (c *Conn) readLoop() {
 				c.endDelivering()
 				c.h.HandleFrame(c, f)
 			default:
-				// A handler may block (backpressure); never while
+				// The owner's handler may take a while; never while
 				// holding the writer.
 				c.endDelivering()
 				c.h.HandleFrame(c, f)
@@ -927,7 +927,7 @@ func (c *Conn) readLoop() {
 			c.lastReplies.Store(int32(replies))
 		}
 		c.handling.Store(false)
-		// Time spent stalled in a handler is not the peer's silence.
+		// Time spent in a handler is not the peer's silence.
 		c.received.Store(true)
 	}
 }
@@ -950,8 +950,8 @@ func (c *Conn) endDelivering() {
 // claim takes the asks answered by the run of REPLYs that starts frames
 // out of the call table, in one lock round, and appends them to buf (the
 // zero pending for a reply whose ask gave up). Only a run is claimed: its
-// replies are delivered at once, while a frame after it may have to wait
-// (backpressure), and an ask still in the table can give up meanwhile.
+// replies are delivered at once, while a frame after it goes to a handler
+// first, and an ask still in the table can give up meanwhile.
 func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 	c.mu.Lock()
 	for _, f := range frames {
