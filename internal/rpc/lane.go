@@ -73,10 +73,10 @@ func Predecode(it *Item) {
 //
 // Push never blocks. Backpressure works through the senders' windows
 // instead (see Conn.Send): an item that carries Credit gives it back to
-// its connection once it has run, and while the lane holds its limit of
-// items it keeps those credits, until the queue is down to half the
-// limit. Senders to a lane that falls behind thus wait in Send, while the
-// streams they share with other plugins keep flowing.
+// its connection once it has run, except that once the lane holds its
+// limit of items (queued or running) it keeps those credits until it is
+// down to half the limit. Senders to a lane that falls behind thus wait
+// in Send, while the streams they share with other plugins keep flowing.
 type Lane struct {
 	run   func(Item)
 	limit int
@@ -92,9 +92,9 @@ type Lane struct {
 	finished atomic.Uint64       // serial: items finished
 	flushing atomic.Int32        // Flush calls waiting (written under mu; serial workers read it without)
 	progress chan struct{}       // closed and replaced when an item finishes and Flush waits
-	// full: the queue reached the limit and has not yet drained to half
-	// of it; the credits of items run meanwhile wait in owed. fullFlag
-	// mirrors it for workers that look without the lock.
+	// full: the items queued or running reached the limit and have not
+	// yet drained to half of it; the credits of items run meanwhile wait
+	// in owed. fullFlag mirrors it for workers that look without the lock.
 	full     bool
 	fullFlag atomic.Bool
 	owed     map[creditKey]int64
@@ -109,13 +109,14 @@ type creditKey struct {
 	p uint32
 }
 
-// DefaultLaneLimit is the default queue length at which a lane keeps its
-// senders' credits.
+// DefaultLaneLimit is the default number of items queued or running at
+// which a lane starts keeping its senders' credits.
 const DefaultLaneLimit = 1 << 16
 
 // NewLane starts a lane with workers goroutines (at least one) calling run
-// for every pushed item. It keeps its senders' credits while limit items
-// are queued (limit <= 0: DefaultLaneLimit).
+// for every pushed item. It keeps its senders' credits from when limit
+// items are queued or running until half as many are (limit <= 0:
+// DefaultLaneLimit).
 func NewLane(workers, limit int, run func(Item)) *Lane {
 	if workers < 1 {
 		workers = 1
