@@ -343,22 +343,31 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 			c.opts.OnLimit("send_queue")
 		}
 		waited = true
-		space := c.space
-		c.waiters++
-		c.mu.Unlock()
-		select {
-		case <-space:
-		case <-ctx.Done():
-			c.mu.Lock()
-			c.waiters--
-			c.mu.Unlock()
-			return plugin.Errorf(plugin.CodeOf(ctx.Err()), "waiting for room in the send queue (%d frames): %w", c.opts.QueueFrames, ctx.Err())
+		if err := c.waitLocked(ctx, c.space, &c.waiters); err != nil {
+			return plugin.Errorf(plugin.CodeOf(err), "waiting for room in the send queue (%d frames): %w", c.opts.QueueFrames, err)
 		}
-		c.mu.Lock()
-		c.waiters--
 	}
 	c.pushLocked(f, direct)
 	return nil
+}
+
+// waitLocked waits until ch is closed or ctx ends, counted in *waiters
+// meanwhile; c.mu is held, and released while waiting. It returns nil
+// with c.mu held again, or ctx's error with c.mu released.
+func (c *Conn) waitLocked(ctx context.Context, ch <-chan struct{}, waiters *int) error {
+	*waiters++
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		c.mu.Lock()
+		*waiters--
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		*waiters--
+		c.mu.Unlock()
+		return ctx.Err()
+	}
 }
 
 // pushLocked queues f, or with direct writes it at once when nothing is
@@ -476,19 +485,9 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 			c.opts.OnLimit("send_window")
 		}
 		waited = true
-		ready := c.creditReady
-		c.creditWaiters++
-		c.mu.Unlock()
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			c.mu.Lock()
-			c.creditWaiters--
-			c.mu.Unlock()
-			return plugin.Errorf(plugin.CodeOf(ctx.Err()), "waiting for the receiver to take in plugin %d's messages (send window %d bytes): %w", p, c.opts.SendWindow, ctx.Err())
+		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
+			return plugin.Errorf(plugin.CodeOf(err), "waiting for the receiver to take in plugin %d's messages (send window %d bytes): %w", p, c.opts.SendWindow, err)
 		}
-		c.mu.Lock()
-		c.creditWaiters--
 	}
 	c.credit[p] -= cost
 	if err := c.enqueueLocked(ctx, f, false, false); err != nil {
