@@ -483,3 +483,68 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 	close(release)
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
 }
+
+// The same from the driver's side: an executor plugin that falls behind
+// holds up the driver's SendExecutor to it, and only that. Meanwhile the
+// driver's asks to another plugin on the same executor are answered; once
+// the plugin catches up, everything sent has arrived and sending goes on.
+func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
+	release := make(chan struct{})
+	var got atomic.Int64
+	var mu sync.Mutex
+	dcs := map[string]plugin.DriverContext{}
+	receiver := func(name string, recv func(context.Context, any) (any, error)) fakePlugin {
+		return fakePlugin{
+			name: name,
+			newDriver: func() plugin.DriverPlugin {
+				return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+					mu.Lock()
+					dcs[name] = pc
+					mu.Unlock()
+					return nil, nil
+				}}
+			},
+			newExecutor: func() plugin.ExecutorPlugin { return &receivingExecutor{ReceiveF: recv} },
+		}
+	}
+	slow := receiver("slow", func(context.Context, any) (any, error) {
+		<-release
+		got.Add(1)
+		return nil, nil
+	})
+	other := receiver("other", func(context.Context, any) (any, error) { return text("other"), nil })
+	embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, other}, LaneQueue: 10})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release) // a failed test must not leave the plugin stuck at shutdown
+		}
+	})
+	mu.Lock()
+	slowDC, otherDC := dcs["slow"], dcs["other"]
+	mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	sent := 0
+	var err error
+	for ; sent < 10_000_000; sent++ {
+		if err = slowDC.SendExecutor(ctx, "1", number(sent)); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SendExecutor to the stuck plugin after %d messages: got %v, want it to wait until the deadline", sent, err)
+	}
+	actx, acancel := context.WithTimeout(testCtx(t), 5*time.Second)
+	defer acancel()
+	if r, err := plugin.AskExecutor[text](actx, otherDC, "1", text("hi")); err != nil || r != "other" {
+		t.Errorf("AskExecutor to the other plugin while the stuck one's sender waits: got %q, %v; want other, nil", r, err)
+	}
+	close(release)
+	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
+	if err := slowDC.SendExecutor(testCtx(t), "1", number(-1)); err != nil {
+		t.Errorf("SendExecutor once the plugin caught up: %v, want nil", err)
+	}
+}

@@ -154,7 +154,6 @@ func New(cfg Config) (*Driver, error) {
 			onLimit(limit)
 		}
 	}
-	d.cfg.Conn.Plugins = len(cfg.Plugins) // SENDs to every plugin are flow-controlled
 	d.sched.maxFailures = cfg.MaxTaskFailures
 	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
@@ -187,6 +186,7 @@ func New(cfg Config) (*Driver, error) {
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
 	}
+	d.cfg.Conn.Plugins = d.names // SENDs to every plugin are flow-controlled
 	d.srv = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
 		// Protobuf, with received frames taken from a pool.

@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
-		Plugins:           len(cfg.Plugins),
+		Plugins:           pluginNames(cfg.Plugins),
 	})
 	x.conn.SetTypes(types)
 	for i, p := range cfg.Plugins {
@@ -344,14 +344,10 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	}
 	challenge := first.Frames[0].Challenge
 	nonce := auth.Nonce()
-	names := make([]string, len(x.cfg.Plugins))
-	for i, p := range x.cfg.Plugins {
-		names[i] = p.Name()
-	}
 	hello := &wire.Hello{
 		ProtocolVersion: wire.ProtocolVersion,
 		BuildId:         x.cfg.BuildID,
-		Plugins:         names,
+		Plugins:         pluginNames(x.cfg.Plugins),
 		Hostname:        x.hostname,
 		Pid:             int64(os.Getpid()),
 		MessageTypes:    types,
@@ -475,3 +471,12 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 
 // HandleClose implements rpc.Handler.
 func (x *Executor) HandleClose(*rpc.Conn, error) {}
+
+// pluginNames returns the names of ps, in order.
+func pluginNames(ps []plugin.Plugin) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name()
+	}
+	return names
+}

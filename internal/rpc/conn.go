@@ -61,10 +61,10 @@ type Options struct {
 	// Send or Ask had to wait for room; "send_window": a Send had to wait
 	// for its plugin's window).
 	OnLimit func(limit string)
-	// Plugins is the length of the plugin list both ends agreed on. SENDs
-	// to a plugin below it are flow-controlled, per plugin and per
-	// direction: see Send and Consumed. Zero: no flow control (tests).
-	Plugins int
+	// Plugins is the plugin list both ends agreed on, by name. SENDs to
+	// these plugins are flow-controlled, per plugin and per direction: see
+	// Send and Consumed. Empty: no flow control (tests).
+	Plugins []string
 	// SendWindow is the SEND bytes (as SendCost counts them) that one
 	// plugin may have outstanding in each direction: sent and not yet
 	// granted back by the receiver. Both ends must use the same value.
@@ -172,9 +172,9 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		calls:  make(map[uint64]pending),
 		direct: &wire.Batch{},
 		// Every plugin starts with a full window each way.
-		credit:      make([]int64, opts.Plugins),
+		credit:      make([]int64, len(opts.Plugins)),
 		creditReady: make(chan struct{}),
-		recv:        make([]window, opts.Plugins),
+		recv:        make([]window, len(opts.Plugins)),
 	}
 	for i := range c.credit {
 		c.credit[i] = int64(opts.SendWindow)
@@ -486,7 +486,7 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 		}
 		waited = true
 		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
-			return plugin.Errorf(plugin.CodeOf(err), "waiting for the receiver to take in plugin %d's messages (send window %d bytes): %w", p, c.opts.SendWindow, err)
+			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.opts.SendWindow, err)
 		}
 	}
 	c.credit[p] -= cost
@@ -908,7 +908,7 @@ func (c *Conn) readLoop() {
 				wire.ReleaseFrame(f)
 			case wire.Kind_KIND_SEND:
 				if !c.admit(f) {
-					c.close(plugin.Errorf(plugin.CodeResourceExhausted, "the peer sent plugin %d more than its send window (%d bytes) allows", f.Plugin, c.opts.SendWindow))
+					c.close(plugin.Errorf(plugin.CodeResourceExhausted, "the peer sent plugin %q more than its send window (%d bytes) allows", c.opts.Plugins[f.Plugin], c.opts.SendWindow))
 					return
 				}
 				c.endDelivering()

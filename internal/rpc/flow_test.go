@@ -3,6 +3,7 @@ package rpc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,9 @@ func blocked(t *testing.T, c *rpc.Conn, p uint32) {
 		t.Fatalf("Send with plugin %d's window spent: got %v, want it to wait until the deadline", p, err)
 	}
 	wantCode(t, "Send with the window spent", err, plugin.CodeDeadlineExceeded)
+	if want := fmt.Sprintf("plugin %q: waiting for the receiving side", fmt.Sprint("p", p)); !strings.Contains(err.Error(), want) {
+		t.Errorf("Send with the window spent: %v, want it to say %q", err, want)
+	}
 }
 
 // A plugin whose receiver has not taken in what it was sent holds up its
@@ -56,7 +60,7 @@ func TestSendWindow(t *testing.T) {
 		echo(c, f)
 	})
 	var limits sync.Map
-	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
 	clientOpts := opts
 	clientOpts.OnLimit = func(l string) {
 		n, _ := limits.LoadOrStore(l, new(atomic.Int32))
@@ -114,7 +118,7 @@ func TestSendWindow(t *testing.T) {
 // sender's window above its size.
 func TestSendWindowGrantClamped(t *testing.T) {
 	t.Parallel()
-	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
 	p := newPair(t, newHandler(echo), newHandler(func(*rpc.Conn, *wire.Frame) {}), opts, opts)
 	ctx := testContext(t)
 	if err := p.server.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: 1, Credit: 1 << 40}); err != nil {
@@ -139,7 +143,7 @@ func TestSendWindowOverdrawn(t *testing.T) {
 	t.Parallel()
 	// The client does no flow control (Plugins 0); the server expects it.
 	p := newPair(t, newHandler(echo), newHandler(func(*rpc.Conn, *wire.Frame) {}),
-		rpc.Options{}, rpc.Options{Plugins: 2, SendWindow: testWindow, MaxMessageBytes: 100})
+		rpc.Options{}, rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow, MaxMessageBytes: 100})
 	ctx := testContext(t)
 	// Window + one message of the largest size is the most a sender may
 	// have outstanding: 1,000 + 164 bytes, so the twelfth SEND is too many.
@@ -151,8 +155,8 @@ func TestSendWindowOverdrawn(t *testing.T) {
 	waitClosed(t, p.server.Done(), "server conn")
 	err := p.server.Err()
 	wantCode(t, "the server's close", err, plugin.CodeResourceExhausted)
-	if !strings.Contains(err.Error(), "send window") {
-		t.Errorf("the server's close: %v, want it to name the send window", err)
+	if want := `plugin "p1" more than its send window`; !strings.Contains(err.Error(), want) {
+		t.Errorf("the server's close: %v, want it to say %q", err, want)
 	}
 	waitClosed(t, p.client.Done(), "client conn")
 }
@@ -162,7 +166,7 @@ func TestSendWindowOverdrawn(t *testing.T) {
 // not shrink the window for good.
 func TestRefusedSendsGiveTheWindowBack(t *testing.T) {
 	t.Parallel()
-	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
 	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
 		if !rpc.Refuse(c, f, plugin.CodeUnavailable, "shut down") && f.Kind != wire.Kind_KIND_SEND {
 			t.Errorf("Refuse of a %v reported false", f.Kind)
@@ -195,7 +199,7 @@ func TestLaneKeepsCreditsWhileFull(t *testing.T) {
 	t.Cleanup(lane.Close)
 	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
 	var fills atomic.Int32
-	opts := rpc.Options{Plugins: 2, SendWindow: testWindow}
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
 	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
 		if !rpc.Deliver(lane, c, f, func() { fills.Add(1) }) {
 			t.Errorf("Deliver: lane closed")
