@@ -16,6 +16,7 @@ import (
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc"
@@ -205,12 +206,14 @@ func dialHostile(t *testing.T, addr, secret string, authenticate bool) *hostileC
 }
 
 // Hostile peers: garbage, HTTP/1, a truncated frame, a replayed
-// handshake, a frame for a plugin that does not exist, a flood of asks and
-// a slowloris. The driver stays up, serves the honest executors, and loses
+// handshake, a frame for a plugin that does not exist, a flood of asks, a
+// flood of sends beyond the flow-control window and a slowloris. The driver stays up, serves the honest executors, and loses
 // none of their messages.
 func TestHostilePeers(t *testing.T) {
 	const secret, sends = "hostile test secret", 2000
-	var received atomic.Int64
+	var received, flood atomic.Int64
+	var afterFlood atomic.Bool
+	flooding := make(chan struct{}) // closed when the flood is over
 	var pcs contexts
 	honest := fakePlugin{
 		name: "honest",
@@ -223,6 +226,15 @@ func TestHostilePeers(t *testing.T) {
 				case block:
 					<-ctx.Done() // the flood's asks pile up here
 					return nil, ctx.Err()
+				case payload:
+					flood.Add(1)
+					<-flooding // the flood of sends piles up here
+					return nil, nil
+				case text:
+					if msg == text("after the flood") {
+						afterFlood.Store(true)
+						return nil, nil
+					}
 				}
 				return msg, nil
 			}}
@@ -365,6 +377,47 @@ func TestHostilePeers(t *testing.T) {
 		}
 		if got := codes[uint32(plugin.CodeResourceExhausted)]; got < 200-16 {
 			t.Errorf("flood: %d asks refused with ResourceExhausted, want at least %d (limit 16)", got, 200-16)
+		}
+	})
+
+	// A peer that ignores flow control sends 7,000 SENDs to a plugin that
+	// is stuck: about 7 MiB, where its window plus one message allows
+	// 5 MiB. The driver hangs up on it instead of taking in the rest.
+	const floodSends = 7000
+	name, floodPayload, _ := codec.Encode(payload{Data: make([]byte, 1000)})
+	t.Cleanup(func() {
+		select {
+		case <-flooding:
+		default:
+			close(flooding) // a failed test must not leave the plugin stuck at shutdown
+		}
+	})
+	t.Run("sends beyond the window", func(t *testing.T) {
+		h := dialHostile(t, addr, secret, true)
+		for range floodSends / 100 {
+			frames := make([]*wire.Frame, 100)
+			for i := range frames {
+				frames[i] = &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: name, Payload: floodPayload}
+			}
+			if err := h.stream.Send(&wire.Batch{Frames: frames}); err != nil {
+				break // the driver has closed the stream
+			}
+		}
+		for {
+			if _, err := h.stream.Recv(); err != nil {
+				break // the stream has ended
+			}
+		}
+		close(flooding)
+		// A message queued behind what the driver took in of the flood:
+		// once it is delivered, so is all of that.
+		if err := pcs.get("1").Send(ctx, text("after the flood")); err != nil {
+			t.Fatal(err)
+		}
+		embertest.WaitFor(t, "the message sent after the flood", afterFlood.Load)
+		window := int64(rpc.DefaultSendWindow + rpc.DefaultMaxMessageBytes + 64)
+		if got, most := flood.Load(), window/int64(len(floodPayload)+64)+1; got == 0 || got > most {
+			t.Errorf("the flood beyond the window: %d of %d sends delivered, want some and at most %d", got, floodSends, most)
 		}
 	})
 
