@@ -482,6 +482,9 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 	}
 	close(release)
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
+	if err := slowPCs.get("1").Send(testCtx(t), number(-1)); err != nil {
+		t.Errorf("Send once the plugin caught up: %v, want nil", err)
+	}
 }
 
 // The same from the driver's side: an executor plugin that falls behind
