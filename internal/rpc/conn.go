@@ -121,10 +121,6 @@ type Conn struct {
 	types   []string
 	typeIDs map[string]uint32
 
-	// recv is the flow control of the SENDs this end receives, by plugin
-	// (see Consumed).
-	recv []window
-
 	mu       sync.Mutex // protects the following fields
 	out      []*wire.Frame
 	spare    []*wire.Frame
@@ -134,16 +130,20 @@ type Conn struct {
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
+	writing  bool           // a goroutine is in stream.Send (the writer, or a caller writing directly)
+	direct   *wire.Batch    // the batch of a direct write; used only while writing
+	one      [1]*wire.Frame // its frame
+	err      error
 	// credit is what each plugin may still send, in bytes (it goes
 	// negative by at most one message: see Send); creditReady is closed
 	// and replaced when credit arrives and Sends wait for it.
 	credit        []int64
 	creditReady   chan struct{}
 	creditWaiters int
-	writing       bool           // a goroutine is in stream.Send (the writer, or a caller writing directly)
-	direct        *wire.Batch    // the batch of a direct write; used only while writing
-	one           [1]*wire.Frame // its frame
-	err           error
+
+	// recv is the flow control of the SENDs this end receives, by plugin
+	// (see Consumed); not under mu.
+	recv []window
 }
 
 // New returns a Conn over s. cancel, if not nil, is called when the Conn
