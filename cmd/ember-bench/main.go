@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -125,7 +126,7 @@ type Result struct {
 	BaselineMedian float64 `json:"baseline_median,omitempty"`
 	Ratio          float64 `json:"ratio,omitempty"`
 	// Bar is the target ("ratio <= 1.15", ">= 20000"), and Pass whether
-	// it was met.
+	// it was met; nil in a -short run, whose tiny counts judge nothing.
 	Bar  string `json:"bar,omitempty"`
 	Pass *bool  `json:"pass,omitempty"`
 
@@ -171,12 +172,17 @@ func bench(ctx context.Context) error {
 		}
 		results = append(results, rs...)
 	}
+	if *short {
+		for i := range results {
+			results[i].Pass = nil
+		}
+	}
 	if *jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(results)
 	}
-	printTable(results)
+	printTable(os.Stdout, results)
 	return nil
 }
 
@@ -230,8 +236,9 @@ func startExecutorProfile(dir string) {
 	}
 }
 
-func printTable(results []Result) {
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+// printTable writes results to out as an aligned table.
+func printTable(out io.Writer, results []Result) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "scenario\tmetric\tember (median [min..max])\tbaseline\tratio\tbar\t")
 	for _, r := range results {
 		base, ratio := "", ""
@@ -240,8 +247,11 @@ func printTable(results []Result) {
 			ratio = ratioText(r)
 		}
 		bar := r.Bar
-		if r.Pass != nil {
+		switch {
+		case r.Pass != nil:
 			bar += map[bool]string{true: " ok", false: " MISSED"}[*r.Pass]
+		case bar != "":
+			bar += " (not judged: -short)"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s [%s..%s]\t%s\t%s\t%s\t\n", r.Scenario, r.Metric,
 			num(r.Median, r.Unit), num(r.Min, r.Unit), num(r.Max, r.Unit), base, ratio, bar)

@@ -131,3 +131,30 @@ func TestCPUTimeAdvances(t *testing.T) {
 	}
 	_ = x
 }
+
+func TestPrintTableBarColumn(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		name string
+		r    Result
+		want string
+	}{
+		{"met", Result{Bar: ">= 20000", Pass: &yes}, ">= 20000 ok"},
+		{"missed", Result{Bar: ">= 20000", Pass: &no}, ">= 20000 MISSED"},
+		{"short run", Result{Bar: ">= 20000"}, ">= 20000 (not judged: -short)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			printTable(&b, []Result{tc.r})
+			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+			if got := strings.TrimSpace(lines[len(lines)-1]); !strings.HasSuffix(got, tc.want) {
+				t.Errorf("row = %q, want it to end with %q", got, tc.want)
+			}
+		})
+	}
+	var b strings.Builder
+	printTable(&b, []Result{{Metric: "no bar"}})
+	if strings.Contains(b.String(), "not judged") {
+		t.Errorf("a figure without a bar printed %q, want no verdict", b.String())
+	}
+}
