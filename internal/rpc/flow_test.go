@@ -234,3 +234,47 @@ func TestLaneKeepsCreditsWhileFull(t *testing.T) {
 		t.Errorf("full called %d times, want once (one filling)", n)
 	}
 }
+
+// Asks that share one ctx are canceled together when it ends, whether
+// they wait on it themselves or through the watcher the connection starts
+// for a shared ctx, and the connection goes on serving. (TestMain's leak
+// check covers the watcher's goroutine.)
+func TestAsksSharingACtxCanceled(t *testing.T) {
+	t.Parallel()
+	const askers = 16
+	var held sync.WaitGroup
+	held.Add(askers)
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind != wire.Kind_KIND_ASK {
+			return
+		}
+		if string(f.Payload) == "answer me" {
+			echo(c, f)
+			return
+		}
+		held.Done() // never answered
+	})
+	p := newPair(t, newHandler(echo), server, rpc.Options{}, rpc.Options{})
+	for round := range 3 {
+		ctx, cancel := context.WithCancel(testContext(t))
+		errs := make(chan error, askers)
+		if round > 0 {
+			held.Add(askers)
+		}
+		for range askers {
+			go func() { errs <- askResult(ctx, p.client, &wire.Frame{Payload: []byte("hold")}) }()
+		}
+		held.Wait() // every ask has reached the server
+		cancel()
+		for range askers {
+			err := recv(t, errs, "a canceled ask")
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("round %d: ask under a canceled ctx: got %v, want one matching context.Canceled", round, err)
+			}
+			wantCode(t, "ask under a canceled ctx", err, plugin.CodeCanceled)
+		}
+	}
+	if err := askResult(testContext(t), p.client, &wire.Frame{Payload: []byte("answer me")}); err != nil {
+		t.Errorf("ask after the canceled ones: %v, want nil", err)
+	}
+}
