@@ -451,7 +451,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 			}}
 		},
 	}
-	embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, fast}, LaneQueue: 10})
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, fast}, LaneQueue: 10, MetricsAddr: "127.0.0.1:0"})
 	t.Cleanup(func() {
 		select {
 		case <-release:
@@ -480,6 +480,14 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 	if r, err := plugin.Ask[text](actx, fastPCs.get("1"), text("hi")); err != nil || r != "fast" {
 		t.Errorf("Ask to the other plugin while the stuck one's sender waits: got %q, %v; want fast, nil", r, err)
 	}
+	// Both limits are counted: the driver's lane filled, and the
+	// executor's Send waited for its window (shipped with its metrics).
+	embertest.WaitFor(t, "the limit hits in /metrics", func() bool {
+		fams := scrape(t, c.Driver.MetricsURL())
+		filled, _ := value(fams, "ember_limit_hits_total", map[string]string{"executor": "driver", "limit": "lane_queue"})
+		waited, _ := value(fams, "ember_limit_hits_total", map[string]string{"executor": "1", "limit": "send_window"})
+		return filled >= 1 && waited >= 1
+	})
 	close(release)
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
 	if err := slowPCs.get("1").Send(testCtx(t), number(-1)); err != nil {
