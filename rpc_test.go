@@ -3,6 +3,7 @@ package ember_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -557,5 +558,90 @@ func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
 	if err := slowDC.SendExecutor(testCtx(t), "1", number(-1)); err != nil {
 		t.Errorf("SendExecutor once the plugin caught up: %v, want nil", err)
+	}
+}
+
+// Broadcast gives every executor that can take the message its copy at
+// once, and only then waits for one whose plugin is behind: a slow
+// executor delays nobody else's copy. (Broadcast visits executors in no
+// fixed order, so several rounds make the slow one come first.)
+func TestBroadcastDoesNotWaitForASlowExecutor(t *testing.T) {
+	release := make(chan struct{})
+	got2 := make(chan text, 16)
+	var dc plugin.DriverContext
+	var pcs contexts
+	p := fakePlugin{
+		name: "bcast",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+				dc = pc
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			var id string
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+					id = pc.ExecutorID()
+					pcs.put(pc)
+					return nil
+				}},
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					switch {
+					case id == "1":
+						<-release // executor 1's plugin is stuck
+					case id == "2":
+						if m, ok := msg.(text); ok {
+							got2 <- m
+						}
+					}
+					return nil, nil
+				},
+			}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Plugins: []plugin.Plugin{p}, LaneQueue: 10})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release) // a failed test must not leave the plugin stuck at shutdown
+		}
+	})
+
+	// Spend executor 1's window.
+	fctx, fcancel := context.WithTimeout(testCtx(t), time.Second)
+	defer fcancel()
+	var err error
+	for sent := 0; err == nil && sent < 10_000_000; sent++ {
+		err = dc.SendExecutor(fctx, "1", number(sent))
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SendExecutor to the stuck executor: got %v, want it to wait until the deadline", err)
+	}
+
+	for round := range 5 {
+		want := text(fmt.Sprint("round ", round))
+		ctx, cancel := context.WithCancel(testCtx(t))
+		done := make(chan error, 1)
+		go func() { done <- dc.Broadcast(ctx, want) }()
+		select {
+		case m := <-got2:
+			if m != want {
+				t.Errorf("round %d: executor 2 got %q, want %q", round, m, want)
+			}
+		case <-time.After(5 * time.Second):
+			cancel()
+			t.Fatalf("round %d: executor 2 got nothing while executor 1's plugin is stuck", round)
+		}
+		select {
+		case err := <-done:
+			t.Errorf("round %d: Broadcast returned (%v) before executor 1 could take its copy", round, err)
+		default:
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("round %d: Broadcast after its ctx ended: got %v, want context.Canceled", round, err)
+		}
 	}
 }

@@ -75,8 +75,11 @@ type DriverContext interface {
 	// ExecutorContext.Send for what it reports.
 	SendExecutor(ctx context.Context, executorID string, msg any) error
 	// Broadcast queues msg for this plugin on every ready executor. The
-	// message is encoded once. It returns the first local failure, after
-	// trying every executor.
+	// message is encoded once. Executors that can take it at once get it
+	// first; then Broadcast waits for those that cannot yet (their plugin
+	// is behind on its messages), so one slow executor delays nobody
+	// else's copy. It returns the first local failure, after trying every
+	// executor.
 	Broadcast(ctx context.Context, msg any) error
 }
 

@@ -93,9 +93,29 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	var first error
 	conns := e.d.readyConns()
 	e.sent(f, false, len(conns))
+	// Every executor that can take the message at once gets it first; only
+	// then does Broadcast wait for those whose window is spent (a plugin
+	// behind on its messages), so that one slow executor delays nobody
+	// else's copy.
+	type later struct {
+		c *rpc.Conn
+		g *wire.Frame
+	}
+	var wait []later
 	for _, c := range conns {
 		g := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
-		if err := c.Send(ctx, g); err != nil && first == nil {
+		ok, err := c.TrySend(g)
+		switch {
+		case err != nil:
+			if first == nil {
+				first = err
+			}
+		case !ok:
+			wait = append(wait, later{c, g})
+		}
+	}
+	for _, l := range wait {
+		if err := l.c.Send(ctx, l.g); err != nil && first == nil {
 			first = err
 		}
 	}

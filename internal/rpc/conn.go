@@ -508,6 +508,30 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 // flood of tiny messages is bounded too.
 const sendOverhead = 64
 
+// TrySend is Send that never waits: it queues f and reports true when f
+// can go at once, and otherwise reports false and leaves f to the caller
+// (its plugin's window is spent, or the send queue is full). The error is
+// the Conn's, once it is closing.
+func (c *Conn) TrySend(f *wire.Frame) (bool, error) {
+	p := int(f.Plugin)
+	credited := f.Kind == wire.Kind_KIND_SEND && p < len(c.credit)
+	c.mu.Lock()
+	if c.closing {
+		err := c.closedError()
+		c.mu.Unlock()
+		return false, err
+	}
+	if (credited && c.credit[p] <= 0) || len(c.out) >= c.opts.QueueFrames {
+		c.mu.Unlock()
+		return false, nil
+	}
+	if credited {
+		c.credit[p] -= SendCost(f)
+	}
+	c.pushLocked(f, false)
+	return true, nil
+}
+
 // SendCost is what SEND f counts against its plugin's window, the same at
 // both ends: what the receiver reports to Consumed once f is delivered.
 func SendCost(f *wire.Frame) int64 { return int64(len(f.Payload)) + sendOverhead }

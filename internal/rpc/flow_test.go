@@ -278,3 +278,41 @@ func TestAsksSharingACtxCanceled(t *testing.T) {
 		t.Errorf("ask after the canceled ones: %v, want nil", err)
 	}
 }
+
+// TrySend queues what can go at once and hands back what would wait.
+func TestTrySend(t *testing.T) {
+	t.Parallel()
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
+	p := newPair(t, newHandler(echo), newHandler(func(*rpc.Conn, *wire.Frame) {}), opts, opts)
+	for i := range testSends {
+		if ok, err := p.client.TrySend(windowFrame(1)); !ok || err != nil {
+			t.Fatalf("TrySend %d with window left: got %v, %v; want true, nil", i, ok, err)
+		}
+	}
+	if ok, err := p.client.TrySend(windowFrame(1)); ok || err != nil {
+		t.Errorf("TrySend with the window spent: got %v, %v; want false, nil", ok, err)
+	}
+	if ok, err := p.client.TrySend(windowFrame(0)); !ok || err != nil {
+		t.Errorf("TrySend for another plugin: got %v, %v; want true, nil", ok, err)
+	}
+	p.client.Close(nil)
+	if ok, err := p.client.TrySend(windowFrame(0)); ok || plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("TrySend on a closed Conn: got %v, %v; want false and an Unavailable error", ok, err)
+	}
+
+	// A full send queue: the writer is held in Send.
+	s := newFakeStream()
+	s.gate = make(chan struct{})
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1})
+	if ok, _ := c.TrySend(sendFrame("taken by the writer")); !ok {
+		t.Fatal("TrySend on an empty queue: got false")
+	}
+	recv(t, s.entered, "writer in Send")
+	if ok, _ := c.TrySend(sendFrame("queued")); !ok {
+		t.Fatal("TrySend with room in the queue: got false")
+	}
+	if ok, err := c.TrySend(sendFrame("no room")); ok || err != nil {
+		t.Errorf("TrySend on a full queue: got %v, %v; want false, nil", ok, err)
+	}
+	close(s.gate)
+}
