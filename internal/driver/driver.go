@@ -62,9 +62,10 @@ type Config struct {
 	// NoReplacements says executors that leave are not replaced (local
 	// masters): jobs then fail when no executor is left.
 	NoReplacements bool
-	// LaneLimit is the queue length at which a driver plugin's lane stops
-	// giving its senders' window back until it has drained to half of it
-	// (backpressure to those senders alone). Default rpc.DefaultLaneLimit.
+	// LaneLimit is the number of messages queued or running at which a
+	// driver plugin's lane stops giving its senders' window back, until
+	// half as many are (backpressure to those senders alone). Default
+	// rpc.DefaultLaneLimit.
 	LaneLimit int
 	// ServerOptions are added to the gRPC server's (TLS credentials).
 	ServerOptions []grpc.ServerOption

@@ -477,8 +477,8 @@ func (c *Conn) compress(f *wire.Frame) {
 // nobody else. A SEND may overdraw the window by one message, so that a
 // message larger than the window still goes.
 func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
-	p := int(f.Plugin)
-	if f.Kind != wire.Kind_KIND_SEND || p >= len(c.credit) {
+	p, ok := c.flowControlled(f)
+	if !ok {
 		return c.enqueue(ctx, f, false)
 	}
 	cost := SendCost(f)
@@ -503,6 +503,13 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	return nil
 }
 
+// flowControlled reports whether f counts against a window of this end's
+// (a SEND to a plugin under flow control), and whose.
+func (c *Conn) flowControlled(f *wire.Frame) (p int, ok bool) {
+	p = int(f.Plugin)
+	return p, f.Kind == wire.Kind_KIND_SEND && p < len(c.credit)
+}
+
 // sendOverhead is what a SEND costs its plugin's window besides its
 // payload: the frame's own memory at the receiver, roughly, so that a
 // flood of tiny messages is bounded too.
@@ -513,8 +520,7 @@ const sendOverhead = 64
 // (its plugin's window is spent, or the send queue is full). The error is
 // the Conn's, once it is closing.
 func (c *Conn) TrySend(f *wire.Frame) (bool, error) {
-	p := int(f.Plugin)
-	credited := f.Kind == wire.Kind_KIND_SEND && p < len(c.credit)
+	p, credited := c.flowControlled(f)
 	c.mu.Lock()
 	if c.closing {
 		err := c.closedError()
@@ -592,8 +598,8 @@ func (c *Conn) Consumed(p uint32, cost int64) {
 	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(n)})
 }
 
-// credited takes in a CREDIT frame from the peer.
-func (c *Conn) credited(f *wire.Frame) {
+// takeCredit takes in a CREDIT frame from the peer.
+func (c *Conn) takeCredit(f *wire.Frame) {
 	p := int(f.Plugin)
 	if p >= len(c.credit) || f.Credit == 0 {
 		return
@@ -1017,7 +1023,7 @@ func (c *Conn) readLoop() {
 					c.h.HandleFrame(c, f)
 				}
 			case wire.Kind_KIND_CREDIT:
-				c.credited(f)
+				c.takeCredit(f)
 				wire.ReleaseFrame(f)
 			case wire.Kind_KIND_SEND:
 				if !c.admit(f) {

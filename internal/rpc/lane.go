@@ -94,13 +94,12 @@ type Lane struct {
 	progress chan struct{}       // closed and replaced when an item finishes and Flush waits
 	// full: the items queued or running reached the limit and have not
 	// yet drained to half of it; the credits of items run meanwhile wait
-	// in owed. fullFlag mirrors it for workers that look without the lock.
-	full     bool
-	fullFlag atomic.Bool
-	owed     map[creditKey]int64
-	closed   bool
-	wake     *sync.Cond
-	wg       sync.WaitGroup
+	// in owed. Written under mu; workers may look without it.
+	full   atomic.Bool
+	owed   map[creditKey]int64
+	closed bool
+	wake   *sync.Cond
+	wg     sync.WaitGroup
 }
 
 // creditKey names the window a kept credit belongs to.
@@ -155,9 +154,9 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	}
 	l.pushed++
 	l.q = append(l.q, it)
-	if !l.full && l.lenLocked() >= l.limit {
-		l.full, filled = true, true
-		l.fullFlag.Store(true)
+	if !l.full.Load() && l.lenLocked() >= l.limit {
+		l.full.Store(true)
+		filled = true
 	}
 	l.mu.Unlock()
 	l.wake.Signal()
@@ -169,19 +168,22 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 // while the lane is full keeps it, and hands back every credit kept once
 // the lane has drained to half its limit.
 func (l *Lane) finish(c *Conn, p uint32, credit int64) {
-	if !l.fullFlag.Load() {
-		if credit > 0 {
-			c.Consumed(p, credit)
-		}
+	if l.full.Load() && l.keep(c, p, credit) {
 		return
 	}
+	if credit > 0 {
+		c.Consumed(p, credit)
+	}
+}
+
+// keep keeps an item's credit while the lane is full, and once the lane
+// has drained to half its limit hands back every credit kept. It reports
+// false, keeping nothing, if the lane is no longer full.
+func (l *Lane) keep(c *Conn, p uint32, credit int64) bool {
 	l.mu.Lock()
-	if !l.full {
+	if !l.full.Load() {
 		l.mu.Unlock()
-		if credit > 0 {
-			c.Consumed(p, credit)
-		}
-		return
+		return false
 	}
 	if credit > 0 {
 		if l.owed == nil {
@@ -192,11 +194,12 @@ func (l *Lane) finish(c *Conn, p uint32, credit int64) {
 	var owed map[creditKey]int64
 	if l.lenLocked() <= l.limit/2 {
 		owed = l.owed
-		l.full, l.owed = false, nil
-		l.fullFlag.Store(false)
+		l.owed = nil
+		l.full.Store(false)
 	}
 	l.mu.Unlock()
 	grant(owed)
+	return true
 }
 
 // creditOf returns what finish needs of it; call it before running it,
@@ -280,8 +283,8 @@ func (l *Lane) Close() {
 	l.wg.Wait()
 	l.mu.Lock()
 	owed := l.owed
-	l.full, l.owed = false, nil
-	l.fullFlag.Store(false)
+	l.owed = nil
+	l.full.Store(false)
 	l.mu.Unlock()
 	grant(owed)
 }
