@@ -173,3 +173,18 @@ func (c *contexts) get(id string) plugin.ExecutorContext {
 	defer c.mu.Unlock()
 	return c.pcs[id]
 }
+
+// gate holds plugin handlers (wait) until the test opens it. open may be
+// called more than once: register it with t.Cleanup after the cluster
+// has started, so that a test that fails early does not leave a handler
+// stuck while the cluster shuts down.
+type gate struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newGate() *gate { return &gate{ch: make(chan struct{})} }
+
+func (g *gate) wait() { <-g.ch }
+
+func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }

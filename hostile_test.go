@@ -213,7 +213,7 @@ func TestHostilePeers(t *testing.T) {
 	const secret, sends = "hostile test secret", 2000
 	var received, flood atomic.Int64
 	var afterFlood atomic.Bool
-	flooding := make(chan struct{}) // closed when the flood is over
+	flooding := newGate() // opened when the flood is over
 	var pcs contexts
 	honest := fakePlugin{
 		name: "honest",
@@ -228,7 +228,7 @@ func TestHostilePeers(t *testing.T) {
 					return nil, ctx.Err()
 				case payload:
 					flood.Add(1)
-					<-flooding // the flood of sends piles up here
+					flooding.wait() // the flood of sends piles up here
 					return nil, nil
 				case text:
 					if msg == text("after the flood") {
@@ -385,13 +385,7 @@ func TestHostilePeers(t *testing.T) {
 	// 5 MiB. The driver hangs up on it instead of taking in the rest.
 	const floodSends = 7000
 	name, floodPayload, _ := codec.Encode(payload{Data: make([]byte, 1000)})
-	t.Cleanup(func() {
-		select {
-		case <-flooding:
-		default:
-			close(flooding) // a failed test must not leave the plugin stuck at shutdown
-		}
-	})
+	t.Cleanup(flooding.open) // after Start: a failed test must not leave the plugin stuck at shutdown
 	t.Run("sends beyond the window", func(t *testing.T) {
 		h := dialHostile(t, addr, secret, true)
 		for range floodSends / 100 {
@@ -408,7 +402,7 @@ func TestHostilePeers(t *testing.T) {
 				break // the stream has ended
 			}
 		}
-		close(flooding)
+		flooding.open()
 		// A message queued behind what the driver took in of the flood:
 		// once it is delivered, so is all of that.
 		if err := pcs.get("1").Send(ctx, text("after the flood")); err != nil {

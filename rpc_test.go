@@ -403,7 +403,7 @@ func TestSendBackpressure(t *testing.T) {
 // stuck plugin's own Receive can still ask that executor back: the stream
 // they share keeps flowing. Nothing sent is lost.
 func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
-	release := make(chan struct{})
+	release := newGate()
 	asked := make(chan error, 1)
 	var got atomic.Int64
 	var dc plugin.DriverContext
@@ -425,7 +425,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 						cancel()
 						asked <- err
 					}
-					<-release
+					release.wait()
 					return nil, nil
 				},
 			}
@@ -453,13 +453,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 		},
 	}
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, fast}, LaneQueue: 10, MetricsAddr: "127.0.0.1:0"})
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release) // a failed test must not leave the plugin stuck at shutdown
-		}
-	})
+	t.Cleanup(release.open) // after Start: a failed test must not leave the plugin stuck at shutdown
 
 	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
 	defer cancel()
@@ -489,7 +483,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 		waited, _ := value(fams, "ember_limit_hits_total", map[string]string{"executor": "1", "limit": "send_window"})
 		return filled >= 1 && waited >= 1
 	})
-	close(release)
+	release.open()
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
 	if err := slowPCs.get("1").Send(testCtx(t), number(-1)); err != nil {
 		t.Errorf("Send once the plugin caught up: %v, want nil", err)
@@ -501,7 +495,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 // driver's asks to another plugin on the same executor are answered; once
 // the plugin catches up, everything sent has arrived and sending goes on.
 func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
-	release := make(chan struct{})
+	release := newGate()
 	var got atomic.Int64
 	var mu sync.Mutex
 	dcs := map[string]plugin.DriverContext{}
@@ -520,19 +514,13 @@ func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
 		}
 	}
 	slow := receiver("slow", func(context.Context, any) (any, error) {
-		<-release
+		release.wait()
 		got.Add(1)
 		return nil, nil
 	})
 	other := receiver("other", func(context.Context, any) (any, error) { return text("other"), nil })
 	embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, other}, LaneQueue: 10})
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release) // a failed test must not leave the plugin stuck at shutdown
-		}
-	})
+	t.Cleanup(release.open) // after Start: a failed test must not leave the plugin stuck at shutdown
 	mu.Lock()
 	slowDC, otherDC := dcs["slow"], dcs["other"]
 	mu.Unlock()
@@ -554,7 +542,7 @@ func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
 	if r, err := plugin.AskExecutor[text](actx, otherDC, "1", text("hi")); err != nil || r != "other" {
 		t.Errorf("AskExecutor to the other plugin while the stuck one's sender waits: got %q, %v; want other, nil", r, err)
 	}
-	close(release)
+	release.open()
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
 	if err := slowDC.SendExecutor(testCtx(t), "1", number(-1)); err != nil {
 		t.Errorf("SendExecutor once the plugin caught up: %v, want nil", err)
@@ -566,7 +554,7 @@ func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
 // executor delays nobody else's copy. (Broadcast visits executors in no
 // fixed order, so several rounds make the slow one come first.)
 func TestBroadcastDoesNotWaitForASlowExecutor(t *testing.T) {
-	release := make(chan struct{})
+	release := newGate()
 	got2 := make(chan text, 16)
 	var dc plugin.DriverContext
 	var pcs contexts
@@ -589,7 +577,7 @@ func TestBroadcastDoesNotWaitForASlowExecutor(t *testing.T) {
 				ReceiveF: func(_ context.Context, msg any) (any, error) {
 					switch {
 					case id == "1":
-						<-release // executor 1's plugin is stuck
+						release.wait() // executor 1's plugin is stuck
 					case id == "2":
 						if m, ok := msg.(text); ok {
 							got2 <- m
@@ -601,13 +589,7 @@ func TestBroadcastDoesNotWaitForASlowExecutor(t *testing.T) {
 		},
 	}
 	embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Plugins: []plugin.Plugin{p}, LaneQueue: 10})
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release) // a failed test must not leave the plugin stuck at shutdown
-		}
-	})
+	t.Cleanup(release.open) // after Start: a failed test must not leave the plugin stuck at shutdown
 
 	// Spend executor 1's window.
 	fctx, fcancel := context.WithTimeout(testCtx(t), time.Second)
