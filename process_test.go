@@ -48,6 +48,19 @@ func runChild(cfg ember.Config, fn func(context.Context, *ember.Driver) error) {
 	os.Exit(0)
 }
 
+// sharedDir returns the directory the processes of a test share: the one
+// passed in dirEnv to a driver child, a new temporary directory in the test
+// process, and "" in an executor child. An executor reads the directory
+// from the driver's configuration, and a temporary directory of its own
+// would be left behind: ember.Run ends an executor process without running
+// the test's cleanups.
+func sharedDir(t *testing.T) string {
+	if dir := os.Getenv(dirEnv); dir != "" || isChild() {
+		return dir
+	}
+	return t.TempDir()
+}
+
 // startSelf starts this test in a child process with env added.
 func startSelf(t *testing.T, env ...string) *exec.Cmd {
 	t.Helper()
@@ -120,10 +133,7 @@ func fileRecorder() plugin.Plugin {
 // resources": every process writes its file; executors are real processes
 // that discovered their GPUs with a script and talked to the driver.
 func TestLocalClusterProcesses(t *testing.T) {
-	dir := os.Getenv(dirEnv)
-	if dir == "" {
-		dir = t.TempDir()
-	}
+	dir := sharedDir(t)
 	script := filepath.Join(dir, "gpus.sh")
 	cfg := ember.Config{
 		Master:       "local-cluster[2]",
@@ -366,10 +376,7 @@ func TestAccidentalExecutorModeRefused(t *testing.T) {
 // An executor process killed while the driver asks it fails the ask with
 // CodeUnavailable at once, and the driver's listener hears of the crash.
 func TestExecutorProcessKilledDuringAsk(t *testing.T) {
-	dir := os.Getenv(dirEnv)
-	if dir == "" {
-		dir = t.TempDir()
-	}
+	dir := sharedDir(t)
 	var dc plugin.DriverContext
 	removed := make(chan error, 1)
 	p := fakePlugin{

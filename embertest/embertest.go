@@ -8,6 +8,14 @@
 //	func TestMain(m *testing.M) { embertest.Main(m) }
 //
 // and its local-cluster configs set ExecutorArgs: embertest.ExecutorArgs(t).
+//
+// An executor process runs the test function from its start up to Start
+// (or ember.Run), where it becomes the executor and later exits without
+// returning, so the test's cleanups never run there. Keep side effects out
+// of that stretch, or skip them in an executor process
+// (os.Getenv(ember.EnvDriver) != ""): a t.TempDir made before Start, for
+// one, is left behind by every executor. Executors get the driver's
+// Config.Conf, so pass them paths through it.
 package embertest
 
 import (
