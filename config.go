@@ -59,13 +59,25 @@ type Config struct {
 	// LaneQueue is how many messages may wait for one plugin's Receive (on
 	// the driver, and on each executor for pushed messages) before its
 	// senders are held back. Every plugin has a send window per connection
-	// (1 MiB of messages); once its lane holds LaneQueue messages, the
-	// lane stops giving windows back until it has drained to half of that,
-	// so Send to that plugin waits: backpressure end to end, never a drop,
-	// and nothing else on the senders' connections waits with it. The
-	// lane can hold up to LaneQueue plus one window per sending
-	// connection. Default 65536.
+	// (SendWindow); once its lane holds LaneQueue messages, the lane stops
+	// giving windows back until it has drained to half of that, so Send to
+	// that plugin waits: backpressure end to end, never a drop, and
+	// nothing else on the senders' connections waits with it. The lane can
+	// hold up to LaneQueue plus one window per sending connection.
+	// Default 65536.
 	LaneQueue int
+	// SendWindow is how many bytes of Send messages one plugin may have in
+	// flight on one connection, each way: sent, and not yet run by the
+	// receiving plugin (each message counts its encoded size plus 64
+	// bytes). A Send that finds its plugin's window spent waits until the
+	// receiver has run enough of them; a message larger than the window
+	// still goes, alone. Default 1 MiB: about ten thousand small messages,
+	// but only one of 1 MiB, so plugins that send large messages should
+	// raise it, at the cost of up to that much memory per plugin and
+	// connection on the receiving side. At most 1 GiB (larger values count
+	// as 1 GiB). The driver's value holds for the whole application:
+	// executors take it from the driver when they connect.
+	SendWindow int
 	// HeartbeatInterval is how often an idle connection proves it is alive
 	// (default 1s); a peer silent for HeartbeatTimeout (default 10s) is
 	// declared lost.

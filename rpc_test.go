@@ -1,6 +1,7 @@
 package ember_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -546,6 +547,94 @@ func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
 	embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
 	if err := slowDC.SendExecutor(testCtx(t), "1", number(-1)); err != nil {
 		t.Errorf("SendExecutor once the plugin caught up: %v, want nil", err)
+	}
+}
+
+// Config.SendWindow is what one plugin may have in flight, each way: with
+// the receiving plugin stuck, as many Sends go as the window holds (the
+// last may overdraw it) and the next waits, naming the window. Executors
+// take the driver's value at the handshake; one still counting with the
+// default would let a different number through towards the driver, and
+// would close the connection on the driver's sends beyond its default.
+func TestConfiguredSendWindow(t *testing.T) {
+	// Each message costs its 250,000 bytes of text, a CBOR header of a
+	// few bytes and 64 bytes of overhead: about 250,070.
+	const size = 250_000
+	for _, tc := range []struct {
+		name       string
+		window     int
+		toExecutor bool
+		want       int // ceil(window / 250,070)
+	}{
+		{"default to the driver", 0, false, 5},
+		{"4 MiB to the driver", 4 << 20, false, 17},
+		{"16 MiB to the driver", 16 << 20, false, 68},
+		{"16 MiB to an executor", 16 << 20, true, 68},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := newGate()
+			var got atomic.Int64
+			recv := func(context.Context, any) (any, error) {
+				release.wait()
+				got.Add(1)
+				return nil, nil
+			}
+			var dc plugin.DriverContext
+			var pcs contexts
+			p := fakePlugin{
+				name: "bulk",
+				newDriver: func() plugin.DriverPlugin {
+					return &fakeDriver{
+						InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+							dc = pc
+							return nil, nil
+						},
+						ReceiveF: recv,
+					}
+				},
+				newExecutor: func() plugin.ExecutorPlugin {
+					return &receivingExecutor{
+						fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+							pcs.put(pc)
+							return nil
+						}},
+						ReceiveF: recv,
+					}
+				},
+			}
+			embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{p}, SendWindow: tc.window})
+			t.Cleanup(release.open) // after Start: a failed test must not leave the plugin stuck at shutdown
+			send := func(ctx context.Context) error {
+				msg := text(strings.Repeat("x", size))
+				if tc.toExecutor {
+					return dc.SendExecutor(ctx, "1", msg)
+				}
+				return pcs.get("1").Send(ctx, msg)
+			}
+
+			sent := 0
+			var err error
+			for ; sent <= tc.want; sent++ {
+				ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+				err = send(ctx)
+				cancel()
+				if err != nil {
+					break
+				}
+			}
+			if sent != tc.want || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("got %d sends before one waited (%v), want %d and then a wait until the deadline", sent, err, tc.want)
+			}
+			window := cmp.Or(tc.window, 1<<20)
+			if want := fmt.Sprintf("send window %d bytes", window); !strings.Contains(err.Error(), want) {
+				t.Errorf("error of the Send that waited: got %q, want it to mention %q", err, want)
+			}
+			release.open()
+			embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
+			if err := send(testCtx(t)); err != nil {
+				t.Errorf("Send once the plugin caught up: %v, want nil", err)
+			}
+		})
 	}
 }
 

@@ -263,6 +263,7 @@ func connOptions(cfg Config) rpc.Options {
 		QueueFrames:       cfg.SendQueue,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
+		SendWindow:        cfg.SendWindow,
 	}
 }
 

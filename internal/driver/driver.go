@@ -136,6 +136,10 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.MaxOutstandingAsks <= 0 {
 		cfg.MaxOutstandingAsks = DefaultMaxOutstandingAsks
 	}
+	if cfg.Conn.SendWindow <= 0 {
+		cfg.Conn.SendWindow = rpc.DefaultSendWindow
+	}
+	cfg.Conn.SendWindow = min(cfg.Conn.SendWindow, rpc.MaxSendWindow) // as announced in Welcome
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{
@@ -486,6 +490,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		ExecutorId:          id,
 		Conf:                d.cfg.Conf,
 		HeartbeatIntervalMs: d.cfg.Conn.HeartbeatInterval.Milliseconds(),
+		SendWindow:          uint64(d.cfg.Conn.SendWindow),
 	}
 	for _, e := range d.endpoints {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})

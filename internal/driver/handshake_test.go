@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -65,7 +66,7 @@ func TestCheckHello(t *testing.T) {
 		{
 			name:  "protocol version",
 			hello: hello(func(h *wire.Hello) { h.ProtocolVersion = 1 }),
-			want:  []string{"protocol version", "driver 2", "executor 1"},
+			want:  []string{"protocol version", fmt.Sprintf("driver %d", wire.ProtocolVersion), "executor 1"},
 		},
 		{
 			name:  "build ID",

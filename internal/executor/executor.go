@@ -169,6 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 		Plugins:           pluginNames(cfg.Plugins),
+		SendWindow:        sendWindow(welcome.SendWindow),
 	})
 	x.conn.SetTypes(types)
 	for i, p := range cfg.Plugins {
@@ -471,6 +472,12 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 
 // HandleClose implements rpc.Handler.
 func (x *Executor) HandleClose(*rpc.Conn, error) {}
+
+// sendWindow is the send window the driver announced, as rpc.Options
+// takes it (0, from a driver that announced none, is the default).
+func sendWindow(announced uint64) int {
+	return int(min(announced, rpc.MaxSendWindow))
+}
 
 // pluginNames returns the names of ps, in order.
 func pluginNames(ps []plugin.Plugin) []string {

@@ -68,6 +68,8 @@ type Options struct {
 	// SendWindow is the SEND bytes (as SendCost counts them) that one
 	// plugin may have outstanding in each direction: sent and not yet
 	// granted back by the receiver. Both ends must use the same value.
+	// Zero or less: DefaultSendWindow; more than MaxSendWindow counts as
+	// MaxSendWindow.
 	SendWindow int
 }
 
@@ -78,6 +80,9 @@ const (
 	// DefaultSendWindow is the default Options.SendWindow: with 32-byte
 	// messages, about ten thousand of them per plugin in flight.
 	DefaultSendWindow = 1 << 20
+	// MaxSendWindow is the largest Options.SendWindow: 1 GiB of messages
+	// in flight for one plugin on one connection.
+	MaxSendWindow = 1 << 30
 	// maxBatchBytes caps the payload bytes packed in one Batch.
 	maxBatchBytes = 1 << 20
 )
@@ -165,6 +170,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 	if opts.SendWindow <= 0 {
 		opts.SendWindow = DefaultSendWindow
 	}
+	opts.SendWindow = min(opts.SendWindow, MaxSendWindow)
 	c := &Conn{
 		stream: s,
 		cancel: cancel,
@@ -574,7 +580,7 @@ func (c *Conn) admit(f *wire.Frame) bool {
 	if p >= len(c.recv) {
 		return true // refused by the handler: no such plugin
 	}
-	return c.recv[p].received.Add(SendCost(f)) <= int64(c.opts.SendWindow+c.opts.MaxMessageBytes+sendOverhead)
+	return c.recv[p].received.Add(SendCost(f)) <= int64(c.opts.SendWindow)+int64(c.opts.MaxMessageBytes)+sendOverhead
 }
 
 // Consumed reports that a received SEND for plugin p, of cost bytes (see

@@ -661,7 +661,11 @@ type Welcome struct {
 	// deterministic encoding of this Welcome without auth): the driver's
 	// proof, binding the configuration it hands over. Empty when the driver
 	// runs without authentication.
-	Auth          []byte `protobuf:"bytes,9,opt,name=auth,proto3" json:"auth,omitempty"`
+	Auth []byte `protobuf:"bytes,9,opt,name=auth,proto3" json:"auth,omitempty"`
+	// The send window of every plugin, each way, in bytes as rpc.SendCost
+	// counts them: the driver's, which the executor adopts, so that both
+	// ends of the connection count alike. Since protocol version 3.
+	SendWindow    uint64 `protobuf:"varint,10,opt,name=send_window,json=sendWindow,proto3" json:"send_window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -757,6 +761,13 @@ func (x *Welcome) GetAuth() []byte {
 		return x.Auth
 	}
 	return nil
+}
+
+func (x *Welcome) GetSendWindow() uint64 {
+	if x != nil {
+		return x.SendWindow
+	}
+	return 0
 }
 
 // Carried by CHALLENGE.
@@ -957,7 +968,7 @@ const file_frames_proto_rawDesc = "" +
 	" \x01(\fR\tauthNonce\"T\n" +
 	"\x05Ready\x125\n" +
 	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\x12\x14\n" +
-	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\xf6\x02\n" +
+	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\x97\x03\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1f\n" +
 	"\vexecutor_id\x18\x02 \x01(\tR\n" +
@@ -969,7 +980,10 @@ const file_frames_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x122\n" +
 	"\x15heartbeat_interval_ms\x18\a \x01(\x03R\x13heartbeatIntervalMs\x12\x19\n" +
 	"\bapp_name\x18\b \x01(\tR\aappName\x12\x12\n" +
-	"\x04auth\x18\t \x01(\fR\x04auth\x1a7\n" +
+	"\x04auth\x18\t \x01(\fR\x04auth\x12\x1f\n" +
+	"\vsend_window\x18\n" +
+	" \x01(\x04R\n" +
+	"sendWindow\x1a7\n" +
 	"\tConfEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +

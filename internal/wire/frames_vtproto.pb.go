@@ -498,6 +498,11 @@ func (m *Welcome) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.SendWindow != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SendWindow))
+		i--
+		dAtA[i] = 0x50
+	}
 	if len(m.Auth) > 0 {
 		i -= len(m.Auth)
 		copy(dAtA[i:], m.Auth)
@@ -969,6 +974,9 @@ func (m *Welcome) SizeVT() (n int) {
 	l = len(m.Auth)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.SendWindow != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SendWindow))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2691,6 +2699,25 @@ func (m *Welcome) UnmarshalVT(dAtA []byte) error {
 				m.Auth = []byte{}
 			}
 			iNdEx = postIndex
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SendWindow", wireType)
+			}
+			m.SendWindow = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SendWindow |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
