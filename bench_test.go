@@ -338,6 +338,38 @@ func BenchmarkSend(b *testing.B) {
 	})
 }
 
+// BenchmarkSendLarge sends messages of about 1 MiB from an executor
+// plugin to its driver plugin, which counts them, with the default send
+// window (1 MiB: one message in flight, the next sent once the driver
+// plugin has run it) and with Config.SendWindow at 16 MiB, where sending,
+// decoding and handling overlap.
+//
+//	go test -run '^$' -bench SendLarge -benchtime 2000x -count 3 .
+func BenchmarkSendLarge(b *testing.B) {
+	const size = 1 << 20
+	for _, window := range []int{0, 16 << 20} {
+		b.Run(fmt.Sprintf("window=%dMiB", max(window, 1<<20)>>20), func(b *testing.B) {
+			bp, pc := startBenchClusterWindow(b, window)
+			ctx := b.Context()
+			bp.target.Store(int64(b.N))
+			var msg any = benchNote{Body: strings.Repeat("l", size)}
+			b.SetBytes(size)
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := startCPU()
+			for range b.N {
+				if err := pc.Send(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitCounted(b, bp.done, &bp.notes)
+			b.StopTimer()
+			cpu.report(b)
+			reportRate(b)
+		})
+	}
+}
+
 // measureAsk warms call up, then runs it b.N times under the timer and
 // reports the p50 and p99 latency of one call.
 func measureAsk(b *testing.B, call func()) {
@@ -539,6 +571,13 @@ var (
 // warmed up with a few asks.
 func startBenchCluster(b *testing.B) (*benchPlugin, plugin.ExecutorContext) {
 	b.Helper()
+	return startBenchClusterWindow(b, 0)
+}
+
+// startBenchClusterWindow is startBenchCluster with Config.SendWindow set
+// to window (0: the default).
+func startBenchClusterWindow(b *testing.B, window int) (*benchPlugin, plugin.ExecutorContext) {
+	b.Helper()
 	if data, _ := codec.Marshal(benchPing{Body: benchBody}); len(data) != benchPayloadBytes {
 		b.Fatalf("benchmark payload is %d bytes, want %d", len(data), benchPayloadBytes)
 	}
@@ -548,6 +587,8 @@ func startBenchCluster(b *testing.B) (*benchPlugin, plugin.ExecutorContext) {
 		Master:  "local[1]",
 		Plugins: []plugin.Plugin{bp},
 		Logger:  slog.New(slog.DiscardHandler),
+		// Room for a few large messages in flight (BenchmarkSendLarge).
+		SendWindow: window,
 	})
 	var pc plugin.ExecutorContext
 	select {
