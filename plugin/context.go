@@ -55,8 +55,9 @@ type ExecutorContext interface {
 	// It reports only local failures: an unregistered or oversized message
 	// (at once), a closed connection, or ctx ending while Send waits
 	// (backpressure: the driver plugin is behind on this executor's
-	// messages, or the connection's queue is full). What Receive does with
-	// msg is not reported.
+	// messages, a send window of them sent and not yet run, see the ember
+	// package's Config.SendWindow; or the connection's queue is full).
+	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 }
 
