@@ -317,25 +317,34 @@ func BenchmarkSend(b *testing.B) {
 
 	b.Run("ember", func(b *testing.B) {
 		bp, pc := startBenchCluster(b)
-		ctx := b.Context()
-		bp.target.Store(int64(b.N))
-		var msg any = benchNote{Body: benchBody}
-		b.ReportAllocs()
-		b.ResetTimer()
-		cpu := startCPU()
-		for range b.N {
-			if err := pc.Send(ctx, msg); err != nil {
-				b.Fatal(err)
-			}
-		}
-		backlog := int64(b.N) - bp.notes.Load()
-		waitCounted(b, bp.done, &bp.notes)
-		b.StopTimer()
-		cpu.report(b)
-		reportRate(b)
+		backlog := sendCounted(b, bp, pc, benchNote{Body: benchBody})
 		base.reportRatio(b)
 		b.ReportMetric(float64(backlog), "backlog-msgs")
 	})
+}
+
+// sendCounted times sending msg (a benchNote) b.N times from pc until the
+// driver plugin has counted every one, and reports the CPU time and the
+// rate. It returns how many were still to be counted when the last Send
+// returned.
+func sendCounted(b *testing.B, bp *benchPlugin, pc plugin.ExecutorContext, msg any) (backlog int64) {
+	b.Helper()
+	ctx := b.Context()
+	bp.target.Store(int64(b.N))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := startCPU()
+	for range b.N {
+		if err := pc.Send(ctx, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	backlog = int64(b.N) - bp.notes.Load()
+	waitCounted(b, bp.done, &bp.notes)
+	b.StopTimer()
+	cpu.report(b)
+	reportRate(b)
+	return backlog
 }
 
 // BenchmarkSendLarge sends messages of about 1 MiB from an executor
@@ -350,22 +359,8 @@ func BenchmarkSendLarge(b *testing.B) {
 	for _, window := range []int{0, 16 << 20} {
 		b.Run(fmt.Sprintf("window=%dMiB", max(window, 1<<20)>>20), func(b *testing.B) {
 			bp, pc := startBenchClusterWindow(b, window)
-			ctx := b.Context()
-			bp.target.Store(int64(b.N))
-			var msg any = benchNote{Body: strings.Repeat("l", size)}
 			b.SetBytes(size)
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := startCPU()
-			for range b.N {
-				if err := pc.Send(ctx, msg); err != nil {
-					b.Fatal(err)
-				}
-			}
-			waitCounted(b, bp.done, &bp.notes)
-			b.StopTimer()
-			cpu.report(b)
-			reportRate(b)
+			sendCounted(b, bp, pc, benchNote{Body: strings.Repeat("l", size)})
 		})
 	}
 }
