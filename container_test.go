@@ -404,10 +404,7 @@ func TestSendOrderAndSerialReceive(t *testing.T) {
 			}}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				pcs.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: pcs.init}
 		},
 	}
 	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
@@ -466,10 +463,7 @@ func TestLanesAreIndependent(t *testing.T) {
 			}}}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				pcs.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: pcs.init}
 		},
 	}
 	var fastPC contexts
@@ -479,10 +473,7 @@ func TestLanesAreIndependent(t *testing.T) {
 			return &fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) { return msg, nil }}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				fastPC.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: fastPC.init}
 		},
 	}
 	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{slow, fast}, Logger: quiet})

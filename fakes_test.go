@@ -174,6 +174,21 @@ func (c *contexts) get(id string) plugin.ExecutorContext {
 	return c.pcs[id]
 }
 
+// init is an executor plugin Init that keeps its context in c.
+func (c *contexts) init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	c.put(pc)
+	return nil
+}
+
+// keepDriverContext returns a driver plugin Init that stores its context
+// in *dc, for the test to use once the cluster has started.
+func keepDriverContext(dc *plugin.DriverContext) func(context.Context, plugin.DriverContext) (map[string]string, error) {
+	return func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+		*dc = pc
+		return nil, nil
+	}
+}
+
 // gate holds plugin handlers (wait) until the test opens it. open may be
 // called more than once: register it with t.Cleanup after the cluster
 // has started, so that a test that fails early does not leave a handler

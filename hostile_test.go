@@ -240,10 +240,7 @@ func TestHostilePeers(t *testing.T) {
 			}}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				pcs.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: pcs.init}
 		},
 	}
 	c := embertest.Start(t, ember.Config{

@@ -383,12 +383,9 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		name: "victim",
 		newDriver: func() plugin.DriverPlugin {
 			return &listeningDriver{
-				fakeDriver: fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-					dc = pc
-					return nil, nil
-				}},
-				AddedF:   func(context.Context, plugin.ExecutorInfo) {},
-				RemovedF: func(_ context.Context, _ plugin.ExecutorInfo, reason error) { removed <- reason },
+				fakeDriver: fakeDriver{InitF: keepDriverContext(&dc)},
+				AddedF:     func(context.Context, plugin.ExecutorInfo) {},
+				RemovedF:   func(_ context.Context, _ plugin.ExecutorInfo, reason error) { removed <- reason },
 			}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {

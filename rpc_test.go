@@ -38,10 +38,7 @@ func askCluster(t *testing.T, recv func(ctx context.Context, msg any) (any, erro
 		name:      "asker",
 		newDriver: func() plugin.DriverPlugin { return &fakeDriver{ReceiveF: recv} },
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				pcs.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: pcs.init}
 		},
 	})
 	c := embertest.Start(t, cfg)
@@ -176,10 +173,7 @@ func TestAskPluginWithoutDriverSide(t *testing.T) {
 	p := fakePlugin{
 		name: "executor-only",
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				pcs.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: pcs.init}
 		},
 	}
 	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
@@ -196,10 +190,7 @@ func TestDriverToExecutors(t *testing.T) {
 	p := fakePlugin{
 		name: "push",
 		newDriver: func() plugin.DriverPlugin {
-			return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-				dc = pc
-				return nil, nil
-			}}
+			return &fakeDriver{InitF: keepDriverContext(&dc)}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
 			var pc plugin.ExecutorContext
@@ -228,10 +219,7 @@ func TestDriverToExecutors(t *testing.T) {
 	}
 	var passiveDC plugin.DriverContext
 	passive.newDriver = func() plugin.DriverPlugin {
-		return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-			passiveDC = pc
-			return nil, nil
-		}}
+		return &fakeDriver{InitF: keepDriverContext(&passiveDC)}
 	}
 	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p, passive}, Logger: quiet})
 	ctx := testCtx(t)
@@ -284,10 +272,7 @@ func TestMembershipAndExecutorDeath(t *testing.T) {
 		name: "members",
 		newDriver: func() plugin.DriverPlugin {
 			return &listeningDriver{
-				fakeDriver: fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-					dc = pc
-					return nil, nil
-				}},
+				fakeDriver: fakeDriver{InitF: keepDriverContext(&dc)},
 				AddedF: func(ctx context.Context, e plugin.ExecutorInfo) {
 					if id, _ := plugin.SenderID(ctx); id != e.ID {
 						events <- "bad sender " + id
@@ -413,10 +398,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 		name: "slow",
 		newDriver: func() plugin.DriverPlugin {
 			return &fakeDriver{
-				InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-					dc = pc
-					return nil, nil
-				},
+				InitF: keepDriverContext(&dc),
 				ReceiveF: func(ctx context.Context, msg any) (any, error) {
 					if got.Add(1) == 1 {
 						// The executor is flooding this plugin; with a
@@ -433,11 +415,8 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
 			return &receivingExecutor{
-				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-					slowPCs.put(pc)
-					return nil
-				}},
-				ReceiveF: func(context.Context, any) (any, error) { return text("here"), nil },
+				fakeExecutor: fakeExecutor{InitF: slowPCs.init},
+				ReceiveF:     func(context.Context, any) (any, error) { return text("here"), nil },
 			}
 		},
 	}
@@ -447,10 +426,7 @@ func TestFullLaneStallsOnlyItsPlugin(t *testing.T) {
 			return &fakeDriver{ReceiveF: func(context.Context, any) (any, error) { return text("fast"), nil }}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				fastPCs.put(pc)
-				return nil
-			}}
+			return &fakeExecutor{InitF: fastPCs.init}
 		},
 	}
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{slow, fast}, LaneQueue: 10, MetricsAddr: "127.0.0.1:0"})
@@ -585,20 +561,14 @@ func TestConfiguredSendWindow(t *testing.T) {
 				name: "bulk",
 				newDriver: func() plugin.DriverPlugin {
 					return &fakeDriver{
-						InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-							dc = pc
-							return nil, nil
-						},
+						InitF:    keepDriverContext(&dc),
 						ReceiveF: recv,
 					}
 				},
 				newExecutor: func() plugin.ExecutorPlugin {
 					return &receivingExecutor{
-						fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-							pcs.put(pc)
-							return nil
-						}},
-						ReceiveF: recv,
+						fakeExecutor: fakeExecutor{InitF: pcs.init},
+						ReceiveF:     recv,
 					}
 				},
 			}
@@ -650,10 +620,7 @@ func TestBroadcastDoesNotWaitForASlowExecutor(t *testing.T) {
 	p := fakePlugin{
 		name: "bcast",
 		newDriver: func() plugin.DriverPlugin {
-			return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
-				dc = pc
-				return nil, nil
-			}}
+			return &fakeDriver{InitF: keepDriverContext(&dc)}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
 			var id string
