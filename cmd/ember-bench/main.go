@@ -80,6 +80,7 @@ func config(master string) ember.Config {
 }
 
 func main() {
+	flag.Usage = func() { usage(flag.CommandLine) }
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -110,6 +111,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ember-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// usage prints the flags a user may set: those whose usage starts with
+// "internal:" are how the tool starts its own child processes.
+func usage(fs *flag.FlagSet) {
+	out := fs.Output()
+	fmt.Fprintf(out, "Usage: ember-bench [flags]\n\n"+
+		"Measures Ember against raw gRPC and TCP on loopback, in the same run, and checks\n"+
+		"the performance bar (docs/performance.md).\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Usage, "internal:") {
+			return
+		}
+		arg, text := flag.UnquoteUsage(f)
+		line := "  -" + f.Name
+		if arg != "" {
+			line += " " + arg
+		}
+		fmt.Fprintf(out, "%s\n    \t%s", line, text)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(out, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(out)
+	})
 }
 
 // Result is one measured figure.

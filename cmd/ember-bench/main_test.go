@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"slices"
 	"strings"
 	"testing"
@@ -156,5 +157,23 @@ func TestPrintTableBarColumn(t *testing.T) {
 	printTable(&b, []Result{{Metric: "no bar"}})
 	if strings.Contains(b.String(), "not judged") {
 		t.Errorf("a figure without a bar printed %q, want no verdict", b.String())
+	}
+}
+
+func TestUsageHidesInternalFlags(t *testing.T) {
+	var b strings.Builder
+	flag.CommandLine.SetOutput(&b)
+	defer flag.CommandLine.SetOutput(nil)
+	usage(flag.CommandLine)
+	got := b.String()
+	for _, want := range []string{"-run string", "-reps int", "(default 5)", "-short", "-breakdown"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("usage does not mention %q:\n%s", want, got)
+		}
+	}
+	for _, hidden := range []string{"internal:", "-role", "-barrier"} {
+		if strings.Contains(got, hidden) {
+			t.Errorf("usage mentions %q, an internal flag:\n%s", hidden, got)
+		}
 	}
 }
