@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -132,6 +133,82 @@ func TestNoPlugins(t *testing.T) {
 	if err != nil || !ran {
 		t.Fatalf("Run: err %v, fn ran %v; want nil, true", err, ran)
 	}
+}
+
+// What every plugin context says of the application, on both sides: the
+// same app ID as the Driver, this machine's hostname (on executors too,
+// which Spark's PluginContext does not promise), and a logger carrying the
+// plugin's name and, on an executor, its ID.
+func TestContextAccessors(t *testing.T) {
+	type seen struct{ side, appID, host string }
+	got := make(chan seen, 2)
+	p := fakePlugin{
+		name: "accessors",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) {
+				pc.Logger().Info("driver side here")
+				got <- seen{"driver", pc.AppID(), pc.Hostname()}
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				pc.Logger().Info("executor side here")
+				got <- seen{"executor " + pc.ExecutorID(), pc.AppID(), pc.Hostname()}
+				return nil
+			}}
+		},
+	}
+	var logs logBuffer
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := c.Driver.AppID(); !strings.HasPrefix(id, "app-") {
+		t.Errorf("Driver.AppID: got %q, want an ID starting app-", id)
+	}
+	for range 2 {
+		s := <-got
+		if s.appID != c.Driver.AppID() || s.host != host {
+			t.Errorf("%s side: got app ID %q and hostname %q, want %q and %q", s.side, s.appID, s.host, c.Driver.AppID(), host)
+		}
+	}
+	for _, want := range []string{`msg="driver side here" plugin=accessors`, `msg="executor side here" executor=1 plugin=accessors`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs do not have %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// A plugin made of the embeddable bases alone: its executor side starts,
+// and its driver side answers an ask with CodeUnimplemented.
+func TestBasePlugins(t *testing.T) {
+	var pcs contexts
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{basePlugin{&pcs}}, Logger: quiet})
+	_, err := pcs.get("1").Ask(testCtx(t), text("anyone?"))
+	if plugin.CodeOf(err) != plugin.CodeUnimplemented || !strings.Contains(err.Error(), "does not implement Receive") {
+		t.Errorf("Ask to a BaseDriverPlugin: got %v, want CodeUnimplemented saying Receive is not implemented", err)
+	}
+}
+
+// basePlugin's sides are plugin.BaseDriverPlugin and
+// plugin.BaseExecutorPlugin, with an executor Init that keeps its context
+// for the test and then calls the base's.
+type basePlugin struct{ pcs *contexts }
+
+func (basePlugin) Name() string                            { return "bases" }
+func (basePlugin) DriverPlugin() plugin.DriverPlugin       { return struct{ plugin.BaseDriverPlugin }{} }
+func (p basePlugin) ExecutorPlugin() plugin.ExecutorPlugin { return baseExecutor{pcs: p.pcs} }
+
+type baseExecutor struct {
+	plugin.BaseExecutorPlugin
+	pcs *contexts
+}
+
+func (e baseExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, extra map[string]string) error {
+	e.pcs.put(pc)
+	return e.BaseExecutorPlugin.Init(ctx, pc, extra)
 }
 
 func named(name string) plugin.Plugin { return fakePlugin{name: name} }

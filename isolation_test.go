@@ -3,6 +3,7 @@ package ember_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -96,9 +97,15 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 
 func TestConfigStringRedactsSecrets(t *testing.T) {
 	cfg := ember.Config{Secret: "hunter2", Conf: map[string]string{"db.password": "pw1", "db.host": "h"}}
-	for _, out := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg)} {
+	var text, json strings.Builder
+	slog.New(slog.NewTextHandler(&text, nil)).Info("starting", "cfg", cfg)
+	slog.New(slog.NewJSONHandler(&json, nil)).Info("starting", "cfg", cfg)
+	for _, out := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), text.String(), json.String()} {
 		if strings.Contains(out, "hunter2") || strings.Contains(out, "pw1") {
 			t.Errorf("printed Config leaks a secret: %s", out)
+		}
+		if !strings.Contains(out, plugin.Redacted) || !strings.Contains(out, "db.host") {
+			t.Errorf("printed Config: got %s, want the secrets shown as %s and the rest of Conf shown", out, plugin.Redacted)
 		}
 	}
 }
