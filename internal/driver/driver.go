@@ -136,10 +136,8 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.MaxOutstandingAsks <= 0 {
 		cfg.MaxOutstandingAsks = DefaultMaxOutstandingAsks
 	}
-	if cfg.Conn.SendWindow <= 0 {
-		cfg.Conn.SendWindow = rpc.DefaultSendWindow
-	}
-	cfg.Conn.SendWindow = min(cfg.Conn.SendWindow, rpc.MaxSendWindow) // as announced in Welcome
+	// The window this driver's connections use, as announced in Welcome.
+	cfg.Conn.SendWindow = rpc.EffectiveSendWindow(cfg.Conn.SendWindow)
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{

@@ -167,10 +167,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 	if opts.HeartbeatTimeout <= 0 {
 		opts.HeartbeatTimeout = 10 * opts.HeartbeatInterval
 	}
-	if opts.SendWindow <= 0 {
-		opts.SendWindow = DefaultSendWindow
-	}
-	opts.SendWindow = min(opts.SendWindow, MaxSendWindow)
+	opts.SendWindow = EffectiveSendWindow(opts.SendWindow)
 	c := &Conn{
 		stream: s,
 		cancel: cancel,
@@ -542,6 +539,15 @@ func (c *Conn) TrySend(f *wire.Frame) (bool, error) {
 	}
 	c.pushLocked(f, false)
 	return true, nil
+}
+
+// EffectiveSendWindow is the window an Options.SendWindow of w gives: w
+// itself, DefaultSendWindow for zero or less, MaxSendWindow at most.
+func EffectiveSendWindow(w int) int {
+	if w <= 0 {
+		return DefaultSendWindow
+	}
+	return min(w, MaxSendWindow)
 }
 
 // SendCost is what SEND f counts against its plugin's window, the same at
