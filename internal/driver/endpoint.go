@@ -97,25 +97,23 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	// then does Broadcast wait for those whose window is spent (a plugin
 	// behind on its messages), so that one slow executor delays nobody
 	// else's copy.
-	type later struct {
-		c *rpc.Conn
-		g *wire.Frame
+	copyOf := func() *wire.Frame {
+		return &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
 	}
-	var wait []later
+	var wait []*rpc.Conn
 	for _, c := range conns {
-		g := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
-		ok, err := c.TrySend(g)
+		ok, err := c.TrySend(copyOf())
 		switch {
 		case err != nil:
 			if first == nil {
 				first = err
 			}
 		case !ok:
-			wait = append(wait, later{c, g})
+			wait = append(wait, c)
 		}
 	}
-	for _, l := range wait {
-		if err := l.c.Send(ctx, l.g); err != nil && first == nil {
+	for _, c := range wait {
+		if err := c.Send(ctx, copyOf()); err != nil && first == nil {
 			first = err
 		}
 	}
