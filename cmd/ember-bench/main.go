@@ -120,21 +120,15 @@ func usage(fs *flag.FlagSet) {
 	fmt.Fprintf(out, "Usage: ember-bench [flags]\n\n"+
 		"Measures Ember against raw gRPC and TCP on loopback, in the same run, and checks\n"+
 		"the performance bar (docs/performance.md).\n\n")
+	public := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	public.SetOutput(out)
 	fs.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Usage, "internal:") {
-			return
+		if !strings.HasPrefix(f.Usage, "internal:") {
+			public.Var(f.Value, f.Name, f.Usage)
+			public.Lookup(f.Name).DefValue = f.DefValue // not the value parsed so far
 		}
-		arg, text := flag.UnquoteUsage(f)
-		line := "  -" + f.Name
-		if arg != "" {
-			line += " " + arg
-		}
-		fmt.Fprintf(out, "%s\n    \t%s", line, text)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-			fmt.Fprintf(out, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(out)
 	})
+	public.PrintDefaults()
 }
 
 // Result is one measured figure.

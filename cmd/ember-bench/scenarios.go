@@ -173,20 +173,12 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 			if err != nil {
 				return err
 			}
-			// Ember's executors are connected before they are asked to
-			// start; so are the baseline's clients before the clock starts.
-			g, err := startBaselines(ctx, execs, "grpc-pipelined", srv.Addr, n, outstanding)
+			rs, elapsed, server, err := runBaselines(ctx, execs, "grpc-pipelined", srv.Addr, n, outstanding)
 			if err != nil {
 				return err
 			}
-			s0 := cpuTime()
-			start = time.Now()
-			rs, err := g.run()
-			if err != nil {
-				return err
-			}
-			base.add(float64(execs*n) / time.Since(start).Seconds())
-			cpu.add(execs*n, c0, c1, cpuTime()-s0, rs)
+			base.add(float64(execs*n) / elapsed.Seconds())
+			cpu.add(execs*n, c0, c1, server, rs)
 		}
 		return nil
 	})
@@ -236,17 +228,12 @@ func sendThroughput(ctx context.Context) ([]Result, error) {
 				if err != nil {
 					return err
 				}
-				g, err := startBaselines(ctx, 1, "grpc-oneway", srv.Addr, n, 0)
-				if err != nil {
-					return err
-				}
-				s0 := cpuTime()
-				rs, err := g.run()
+				rs, _, server, err := runBaselines(ctx, 1, "grpc-oneway", srv.Addr, n, 0)
 				if err != nil {
 					return err
 				}
 				base.add(float64(n) / rs[0].Elapsed.Seconds())
-				cpu.add(n, c0, c1, cpuTime()-s0, rs)
+				cpu.add(n, c0, c1, server, rs)
 			}
 			return nil
 		})
@@ -602,6 +589,21 @@ func baselineCmd(ctx context.Context, kind, addr string, n, outstanding int, ext
 	cmd := exec.CommandContext(ctx, self(), args...)
 	cmd.Stderr = os.Stderr
 	return cmd
+}
+
+// runBaselines runs count baseline clients of one kind together. Ember's
+// executors are connected before they are asked to start; so are these
+// clients before the clock starts. It returns their results, the time
+// from the start signal until the last one ended, and the CPU time this
+// process (where the baseline's server runs) used meanwhile.
+func runBaselines(ctx context.Context, count int, kind, addr string, n, outstanding int) (rs []baselineResult, elapsed, server time.Duration, err error) {
+	g, err := startBaselines(ctx, count, kind, addr, n, outstanding)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	cpu0, start := cpuTime(), time.Now()
+	rs, err = g.run()
+	return rs, time.Since(start), cpuTime() - cpu0, err
 }
 
 // startBaselines starts count baseline client processes of one kind with
