@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
@@ -179,6 +180,46 @@ func TestContextAccessors(t *testing.T) {
 			t.Errorf("logs do not have %q:\n%s", want, logs.String())
 		}
 	}
+}
+
+// Driver.WaitExecutors returns once n executors are ready, fails as soon
+// as an executor is refused at the handshake after the call began, and
+// otherwise returns when ctx ends, with its error.
+func TestWaitExecutors(t *testing.T) {
+	t.Run("ready", func(t *testing.T) {
+		c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+		if err := c.Driver.WaitExecutors(testCtx(t), 2); err != nil {
+			t.Errorf("WaitExecutors(2) with 2 ready: got %v, want nil", err)
+		}
+		ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+		defer cancel()
+		if err := c.Driver.WaitExecutors(ctx, 3); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("WaitExecutors(3) with 2 ready: got %v, want the ctx's deadline", err)
+		}
+	})
+	t.Run("refused executor", func(t *testing.T) {
+		const secret = "wait secret"
+		d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}})
+		waited := make(chan error, 1)
+		go func() { waited <- d.WaitExecutors(testCtx(t), 1) }()
+		// An executor without the plugin is refused. WaitExecutors counts
+		// the refusals from when it began, so one is sent until it has
+		// seen one.
+		for range 100 {
+			if err := joinErr(t, d.Addr(), secret); plugin.CodeOf(err) != plugin.CodeInvalidArgument {
+				t.Fatalf("executor without the plugin: got %v, want refused with InvalidArgument", err)
+			}
+			select {
+			case err := <-waited:
+				if err == nil || !strings.Contains(err.Error(), `missing on the executor: ["wanted"]`) {
+					t.Errorf("WaitExecutors after a refused executor: got %v, want the handshake mismatch", err)
+				}
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		t.Fatal("WaitExecutors still waiting after 100 refused executors")
+	})
 }
 
 // A plugin made of the embeddable bases alone: its executor side starts,
