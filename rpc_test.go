@@ -1,10 +1,13 @@
 package ember_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -681,5 +684,103 @@ func TestBroadcastDoesNotWaitForASlowExecutor(t *testing.T) {
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("round %d: Broadcast after its ctx ended: got %v, want context.Canceled", round, err)
 		}
+	}
+}
+
+// Messages of every size arrive byte for byte, in both directions and in
+// order, including around wire.LargePayload (64 KiB), from which payloads
+// are neither copied into the batch that carries them nor out of it.
+func TestLargeMessagesArriveIntact(t *testing.T) {
+	sizes := []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 1 << 20, 3 << 20}
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		data[i] = make([]byte, n)
+		for j := range data[i] {
+			data[i][j] = byte(rng.Uint32())
+		}
+	}
+	reversed := func(p payload) payload {
+		r := slices.Clone(p.Data)
+		slices.Reverse(r)
+		return payload{Data: r}
+	}
+	toDriver := make(chan text, len(sizes))
+	toExecutors := make(chan string, 2*len(sizes))
+	var dc plugin.DriverContext
+	var pcs contexts
+	p := fakePlugin{
+		name: "bulk",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF: keepDriverContext(&dc),
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					switch m := msg.(type) {
+					case payload:
+						return reversed(m), nil
+					case text:
+						toDriver <- m
+					}
+					return nil, nil
+				},
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			var id string
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error {
+					id = pc.ExecutorID()
+					return pcs.init(ctx, pc, conf)
+				}},
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					switch m := msg.(type) {
+					case payload:
+						return reversed(m), nil
+					case text:
+						toExecutors <- id + ":" + string(m)
+					}
+					return nil, nil
+				},
+			}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+	pc := pcs.get("1")
+
+	for i, d := range data {
+		want := reversed(payload{Data: d})
+		got, err := plugin.Ask[payload](ctx, pc, payload{Data: d})
+		if err != nil || !bytes.Equal(got.Data, want.Data) {
+			t.Errorf("Ask with %d bytes: got %d bytes (%v), want them reversed", sizes[i], len(got.Data), err)
+		}
+		got, err = plugin.AskExecutor[payload](ctx, dc, "2", payload{Data: d})
+		if err != nil || !bytes.Equal(got.Data, want.Data) {
+			t.Errorf("AskExecutor with %d bytes: got %d bytes (%v), want them reversed", sizes[i], len(got.Data), err)
+		}
+	}
+	// Large and small sends queued together share batches.
+	for _, d := range data {
+		if err := pc.Send(ctx, text(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, d := range data {
+		if got := <-toDriver; string(got) != string(d) {
+			t.Errorf("send %d (%d bytes): got %d bytes, not the ones sent", i, sizes[i], len(got))
+		}
+	}
+	for _, d := range data {
+		if err := dc.Broadcast(ctx, text(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := map[string]int{}
+	for range 2 * len(data) {
+		id, got, _ := strings.Cut(<-toExecutors, ":")
+		if i := next[id]; got != string(data[i]) {
+			t.Errorf("executor %s, broadcast %d (%d bytes): got %d bytes, not the ones sent", id, i, sizes[i], len(got))
+		}
+		next[id]++
 	}
 }

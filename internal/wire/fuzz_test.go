@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/emberhq/ember/internal/wire"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -50,7 +51,9 @@ func seedBatches() []*wire.Batch {
 // frames. A batch it accepts must encode again with Codec and survive a
 // second round trip unchanged. It may accept bytes proto.Unmarshal refuses
 // (see UnmarshalBatch): strings that are not valid UTF-8, by design, and
-// some malformed input that the generated decoder tolerates.
+// some malformed input that the generated decoder tolerates. Decoding with
+// payloads left in place, and encoding around them, must agree with the
+// copying paths on every input.
 func FuzzBatchUnmarshal(f *testing.F) {
 	for _, b := range seedBatches() {
 		data, err := proto.Marshal(b)
@@ -74,17 +77,34 @@ func FuzzBatchUnmarshal(f *testing.F) {
 		if wantErr == nil && !proto.Equal(known(t, &b), known(t, &want)) {
 			t.Fatalf("UnmarshalBatch(%q) = %v, proto.Unmarshal = %v", data, &b, &want)
 		}
+		// The large-payload paths, with every payload counted as large:
+		// decoding in place gives the same batch, and so does encoding
+		// around the payloads.
+		var aliased wire.Batch
+		if err := wire.UnmarshalBatchAliasing(data, &aliased, 1); err != nil {
+			t.Fatalf("UnmarshalBatchAliasing(%q) error %v, UnmarshalBatch accepts it", data, err)
+		}
+		defer releaseFrames(&aliased)
+		if !proto.Equal(&aliased, &b) {
+			t.Fatalf("UnmarshalBatchAliasing(%q) = %v, UnmarshalBatch = %v", data, &aliased, &b)
+		}
+		large, err := wire.MarshalLarge(&b, 1)
+		if err != nil {
+			t.Fatalf("UnmarshalBatch(%q) succeeded but MarshalLarge failed: %v", data, err)
+		}
 		out, err := wire.Codec{}.Marshal(&b)
 		if err != nil {
 			t.Fatalf("UnmarshalBatch(%q) succeeded but Marshal failed: %v", data, err)
 		}
-		var again wire.Batch
-		if err := wire.UnmarshalBatch(out.Materialize(), &again); err != nil {
-			t.Fatalf("re-marshalled batch %q does not unmarshal: %v", out.Materialize(), err)
-		}
-		defer releaseFrames(&again)
-		if !proto.Equal(&b, &again) {
-			t.Fatalf("round trip changed the batch:\n got %v\nwant %v", &again, &b)
+		for _, out := range []mem.BufferSlice{out, large} {
+			var again wire.Batch
+			if err := wire.UnmarshalBatch(out.Materialize(), &again); err != nil {
+				t.Fatalf("re-marshalled batch %q does not unmarshal: %v", out.Materialize(), err)
+			}
+			defer releaseFrames(&again)
+			if !proto.Equal(&b, &again) {
+				t.Fatalf("round trip changed the batch:\n got %v\nwant %v", &again, &b)
+			}
 		}
 	})
 }

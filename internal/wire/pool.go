@@ -70,11 +70,16 @@ func (Codec) Name() string { return grpcproto.Name }
 
 // Marshal encodes v, a message of this package (generated code) or any
 // other protobuf message (gRPC's protobuf codec). As gRPC's codec does, it
-// takes the buffer of a large message from gRPC's buffer pool.
+// takes the buffer of a large message from gRPC's buffer pool. A Batch
+// holding a payload of LargePayload bytes or more is encoded around that
+// payload instead of copying it (see LargePayload).
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(vtMessage)
 	if !ok {
 		return protoCodec.Marshal(v)
+	}
+	if b, ok := v.(*Batch); ok && hasLarge(b, LargePayload) {
+		return marshalLarge(b, LargePayload)
 	}
 	size := m.SizeVT()
 	if mem.IsBelowBufferPoolingThreshold(size) {
@@ -94,11 +99,17 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // Unmarshal decodes data into v, a *Batch (pooled frames) or any other
-// protobuf message (gRPC's protobuf codec).
+// protobuf message (gRPC's protobuf codec). The payloads of LargePayload
+// bytes or more in a Batch refer into a buffer of their own instead of
+// being copied (see LargePayload).
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	b, ok := v.(*Batch)
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
+	}
+	if data.Len() > LargePayload {
+		// A fresh buffer, never reused, that large payloads can keep.
+		return unmarshalBatch(data.Materialize(), b, LargePayload)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
@@ -121,7 +132,12 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // field) is accepted rather than refused, and unknown fields are kept,
 // but not always in the bytes proto.Unmarshal would keep; Ember never
 // reads them.
-func UnmarshalBatch(data []byte, b *Batch) error {
+func UnmarshalBatch(data []byte, b *Batch) error { return unmarshalBatch(data, b, 0) }
+
+// unmarshalBatch is UnmarshalBatch that, with min > 0, leaves payloads of
+// at least min bytes in data instead of copying them (unmarshalFrame):
+// data must then never be written again.
+func unmarshalBatch(data []byte, b *Batch, min int) error {
 	frames := b.Frames[:0]
 	clear(frames[:cap(frames)]) // the last read's frames are someone else's now
 	b.Reset()
@@ -138,7 +154,7 @@ func UnmarshalBatch(data []byte, b *Batch) error {
 		}
 		rest = rest[n:]
 		f := NewFrame()
-		if err := f.UnmarshalVT(v); err != nil {
+		if err := unmarshalFrame(f, v, min); err != nil {
 			ReleaseFrame(f)
 			return slowBatch(data, b)
 		}
