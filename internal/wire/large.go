@@ -18,12 +18,14 @@ import (
 //     with the payload field last in the frame (field order is free in
 //     protobuf). gRPC holds the slice until it is written, so the memory
 //     stays live even if the frame is released first.
-//   - Unmarshal of a message of more than LargePayload bytes decodes it
-//     from a fresh buffer that nothing reuses, and a large payload then
-//     refers into that buffer (its capacity capped at its length) instead
-//     of being copied out. Only the large payload does: every other field
-//     is copied as before, so a small retained value never pins a large
-//     buffer, and a large one pins at most its own batch.
+//   - Unmarshal leaves a large payload in the buffer the message was
+//     gathered into (its capacity capped at its length) instead of copying
+//     it out, and then does not give that buffer back to gRPC's pool: the
+//     garbage collector takes it once the payload is gone. Only the large
+//     payload refers into it: every other field is copied as before, so a
+//     small retained value never pins a large buffer, and a large one
+//     pins at most its own batch. A message without a large payload gives
+//     its buffer back, as before.
 
 // LargePayload is the payload size, in bytes, from which Codec neither
 // copies a payload into an outgoing batch nor out of an incoming one.
@@ -111,18 +113,18 @@ func putTagLen(buf []byte, at, n int) int {
 
 // unmarshalFrame decodes the frame encoded in v into f. With min > 0 a
 // payload of at least min bytes is not copied: f.Payload refers into v,
-// which must then never be written again.
-func unmarshalFrame(f *Frame, v []byte, min int) error {
+// and kept reports it (v must then never be written again).
+func unmarshalFrame(f *Frame, v []byte, min int) (kept bool, err error) {
 	if min > 0 && len(v) >= min {
 		if rest, p, ok := cutPayload(v, min); ok {
 			if err := f.UnmarshalVT(rest); err != nil {
-				return err
+				return true, err
 			}
 			f.Payload = p
-			return nil
+			return true, nil
 		}
 	}
-	return f.UnmarshalVT(v)
+	return false, f.UnmarshalVT(v)
 }
 
 // cutPayload finds the payload field of the frame encoded in v and, if it

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -171,3 +172,62 @@ func TestUnmarshalLargeMalformed(t *testing.T) {
 }
 
 func protoVarint(n int) []byte { return protowire.AppendVarint(nil, uint64(n)) }
+
+// recordingPool is a mem.BufferPool that counts the buffers given back.
+type recordingPool struct{ put int }
+
+func (p *recordingPool) Get(n int) *[]byte { b := make([]byte, n); return &b }
+func (p *recordingPool) Put(*[]byte)       { p.put++ }
+
+// The buffer a message arrives in goes back to its pool once decoded,
+// unless a large payload refers into it: reusing it would overwrite the
+// payload.
+func TestCodecKeepsOnlyBuffersWithLargePayloads(t *testing.T) {
+	var largest *wire.Batch
+	for _, b := range largeBatches() {
+		if largest == nil || proto.Size(b) > proto.Size(largest) {
+			largest = b
+		}
+	}
+	large, err := proto.Marshal(largest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n small frames (gRPC pools buffers from 1 KiB up).
+	sends := func(n int) []byte {
+		var b wire.Batch
+		for range n {
+			b.Frames = append(b.Frames, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 1, TypeId: 3, Payload: payload(40, 9)})
+		}
+		data, err := proto.Marshal(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	small, manySmall := sends(50), sends(wire.LargePayload/32)
+	tests := []struct {
+		name      string
+		data      []byte
+		givenBack bool
+	}{
+		{"small frames", small, true},
+		{"small frames, over LargePayload in all", manySmall, true},
+		{"large payloads", large, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var pool recordingPool
+			data := slices.Clone(tt.data)
+			msg := mem.BufferSlice{mem.NewBuffer(&data, &pool)}
+			var b wire.Batch
+			if err := (wire.Codec{}).Unmarshal(msg, &b); err != nil {
+				t.Fatal(err)
+			}
+			msg.Free() // gRPC's reference
+			if got := pool.put == 1; got != tt.givenBack {
+				t.Errorf("buffer given back to its pool: got %v, want %v", got, tt.givenBack)
+			}
+		})
+	}
+}

@@ -107,13 +107,14 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
-	if data.Len() > LargePayload {
-		// A fresh buffer, never reused, that large payloads can keep.
-		return unmarshalBatch(data.Materialize(), b, LargePayload)
-	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return UnmarshalBatch(buf.ReadOnlyData(), b)
+	kept, err := unmarshalBatch(buf.ReadOnlyData(), b, LargePayload)
+	if !kept {
+		buf.Free()
+	}
+	// Otherwise a payload refers into buf, which therefore never goes back
+	// to the pool: the garbage collector takes it once the payload is gone.
+	return err
 }
 
 // UnmarshalBatch decodes data into b as proto.Unmarshal does, with the
@@ -132,12 +133,16 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // field) is accepted rather than refused, and unknown fields are kept,
 // but not always in the bytes proto.Unmarshal would keep; Ember never
 // reads them.
-func UnmarshalBatch(data []byte, b *Batch) error { return unmarshalBatch(data, b, 0) }
+func UnmarshalBatch(data []byte, b *Batch) error {
+	_, err := unmarshalBatch(data, b, 0)
+	return err
+}
 
 // unmarshalBatch is UnmarshalBatch that, with min > 0, leaves payloads of
-// at least min bytes in data instead of copying them (unmarshalFrame):
-// data must then never be written again.
-func unmarshalBatch(data []byte, b *Batch, min int) error {
+// at least min bytes in data instead of copying them (unmarshalFrame). It
+// reports whether it did so for any frame (even one released again on
+// error): data must then never be written again.
+func unmarshalBatch(data []byte, b *Batch, min int) (kept bool, err error) {
 	frames := b.Frames[:0]
 	clear(frames[:cap(frames)]) // the last read's frames are someone else's now
 	b.Reset()
@@ -145,22 +150,24 @@ func unmarshalBatch(data []byte, b *Batch, min int) error {
 	for rest := data; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 || num != 1 || typ != protowire.BytesType {
-			return slowBatch(data, b)
+			return kept, slowBatch(data, b)
 		}
 		rest = rest[n:]
 		v, n := protowire.ConsumeBytes(rest)
 		if n < 0 {
-			return slowBatch(data, b)
+			return kept, slowBatch(data, b)
 		}
 		rest = rest[n:]
 		f := NewFrame()
-		if err := unmarshalFrame(f, v, min); err != nil {
+		inPlace, err := unmarshalFrame(f, v, min)
+		kept = kept || inPlace
+		if err != nil {
 			ReleaseFrame(f)
-			return slowBatch(data, b)
+			return kept, slowBatch(data, b)
 		}
 		b.Frames = append(b.Frames, f)
 	}
-	return nil
+	return kept, nil
 }
 
 // slowBatch releases the frames decoded so far and decodes data with
