@@ -74,9 +74,11 @@ type Config struct {
 	// still goes, alone. Default 1 MiB: about ten thousand small messages,
 	// but only one of 1 MiB, so plugins that send large messages should
 	// raise it, at the cost of up to that much memory per plugin and
-	// connection on the receiving side. At most 1 GiB (larger values count
-	// as 1 GiB). The driver's value holds for the whole application:
-	// executors take it from the driver when they connect.
+	// connection on the receiving side; a driver plugin that implements
+	// plugin.SendWindowed sets a window of its own instead, leaving the
+	// other plugins with this one. At most 1 GiB (larger values count as
+	// 1 GiB). The driver's values hold for the whole application:
+	// executors take them from the driver when they connect.
 	SendWindow int
 	// HeartbeatInterval is how often an idle connection proves it is alive
 	// (default 1s); a peer silent for HeartbeatTimeout (default 10s) is

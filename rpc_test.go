@@ -529,10 +529,20 @@ func TestFullExecutorLaneStallsOnlyItsPlugin(t *testing.T) {
 	}
 }
 
-// Config.SendWindow is what one plugin may have in flight, each way: with
-// the receiving plugin stuck, as many Sends go as the window holds (the
-// last may overdraw it) and the next waits, naming the window. Executors
-// take the driver's value at the handshake; one still counting with the
+// windowedDriver is a driver plugin with a send window of its own.
+type windowedDriver struct {
+	fakeDriver
+	window int
+}
+
+func (d *windowedDriver) SendWindow() int { return d.window }
+
+// Config.SendWindow is what one plugin may have in flight, each way, and a
+// plugin.SendWindowed driver plugin sets its own: with the receiving
+// plugin stuck, as many Sends go as the window holds (the last may
+// overdraw it) and the next waits, naming the window, while another
+// plugin on the same connection keeps the application's window. Executors
+// take the driver's values at the handshake; one still counting with the
 // default would let a different number through towards the driver, and
 // would close the connection on the driver's sends beyond its default.
 func TestConfiguredSendWindow(t *testing.T) {
@@ -541,14 +551,20 @@ func TestConfiguredSendWindow(t *testing.T) {
 	const size = 250_000
 	for _, tc := range []struct {
 		name       string
-		window     int
+		window     int  // Config.SendWindow
+		windowed   bool // the "bulk" plugin implements plugin.SendWindowed
+		own        int  // and returns this
 		toExecutor bool
 		want       int // ceil(window / 250,070)
+		wantOther  int // for the "other" plugin, checked when windowed
 	}{
-		{"default to the driver", 0, false, 5},
-		{"4 MiB to the driver", 4 << 20, false, 17},
-		{"16 MiB to the driver", 16 << 20, false, 68},
-		{"16 MiB to an executor", 16 << 20, true, 68},
+		{name: "default to the driver", want: 5},
+		{name: "4 MiB to the driver", window: 4 << 20, want: 17},
+		{name: "16 MiB to the driver", window: 16 << 20, want: 68},
+		{name: "16 MiB to an executor", window: 16 << 20, toExecutor: true, want: 68},
+		{name: "the plugin's own 16 MiB to the driver", windowed: true, own: 16 << 20, want: 68, wantOther: 5},
+		{name: "the plugin's own 16 MiB to an executor, under 4 MiB", window: 4 << 20, windowed: true, own: 16 << 20, toExecutor: true, want: 68, wantOther: 17},
+		{name: "the plugin's own 0 keeps 4 MiB", window: 4 << 20, windowed: true, want: 17, wantOther: 17},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			release := newGate()
@@ -558,53 +574,65 @@ func TestConfiguredSendWindow(t *testing.T) {
 				got.Add(1)
 				return nil, nil
 			}
-			var dc plugin.DriverContext
-			var pcs contexts
-			p := fakePlugin{
-				name: "bulk",
-				newDriver: func() plugin.DriverPlugin {
-					return &fakeDriver{
-						InitF:    keepDriverContext(&dc),
-						ReceiveF: recv,
-					}
-				},
-				newExecutor: func() plugin.ExecutorPlugin {
-					return &receivingExecutor{
-						fakeExecutor: fakeExecutor{InitF: pcs.init},
-						ReceiveF:     recv,
-					}
-				},
+			dcs := map[string]*plugin.DriverContext{"bulk": new(plugin.DriverContext), "other": new(plugin.DriverContext)}
+			pcs := map[string]*contexts{"bulk": new(contexts), "other": new(contexts)}
+			var plugins []plugin.Plugin
+			for _, name := range []string{"bulk", "other"} {
+				plugins = append(plugins, fakePlugin{
+					name: name,
+					newDriver: func() plugin.DriverPlugin {
+						d := fakeDriver{InitF: keepDriverContext(dcs[name]), ReceiveF: recv}
+						if name == "bulk" && tc.windowed {
+							return &windowedDriver{fakeDriver: d, window: tc.own}
+						}
+						return &d
+					},
+					newExecutor: func() plugin.ExecutorPlugin {
+						return &receivingExecutor{
+							fakeExecutor: fakeExecutor{InitF: pcs[name].init},
+							ReceiveF:     recv,
+						}
+					},
+				})
 			}
-			embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{p}, SendWindow: tc.window})
-			t.Cleanup(release.open) // after Start: a failed test must not leave the plugin stuck at shutdown
-			send := func(ctx context.Context) error {
+			embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: plugins, SendWindow: tc.window})
+			t.Cleanup(release.open) // after Start: a failed test must not leave the plugins stuck at shutdown
+			send := func(ctx context.Context, name string) error {
 				msg := text(strings.Repeat("x", size))
 				if tc.toExecutor {
-					return dc.SendExecutor(ctx, "1", msg)
+					return (*dcs[name]).SendExecutor(ctx, "1", msg)
 				}
-				return pcs.get("1").Send(ctx, msg)
+				return pcs[name].get("1").Send(ctx, msg)
 			}
 
-			sent := 0
-			var err error
-			for ; sent <= tc.want; sent++ {
-				ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
-				err = send(ctx)
-				cancel()
-				if err != nil {
-					break
+			check := func(name string, want, window int) {
+				t.Helper()
+				sent := 0
+				var err error
+				for ; sent <= want; sent++ {
+					ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+					err = send(ctx, name)
+					cancel()
+					if err != nil {
+						break
+					}
+				}
+				if sent != want || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("%s: got %d sends before one waited (%v), want %d and then a wait until the deadline", name, sent, err, want)
+				}
+				if want := fmt.Sprintf("plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes)", name, window); !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: error of the Send that waited: got %q, want it to say %q", name, err, want)
 				}
 			}
-			if sent != tc.want || !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("got %d sends before one waited (%v), want %d and then a wait until the deadline", sent, err, tc.want)
-			}
 			window := cmp.Or(tc.window, 1<<20)
-			if want := fmt.Sprintf("send window %d bytes", window); !strings.Contains(err.Error(), want) {
-				t.Errorf("error of the Send that waited: got %q, want it to mention %q", err, want)
+			check("bulk", tc.want, cmp.Or(tc.own, window))
+			if tc.windowed {
+				check("other", tc.wantOther, window)
 			}
 			release.open()
-			embertest.WaitFor(t, "every message sent before the wait", func() bool { return got.Load() == int64(sent) })
-			if err := send(testCtx(t)); err != nil {
+			wantGot := int64(tc.want + tc.wantOther)
+			embertest.WaitFor(t, "every message sent before the waits", func() bool { return got.Load() == wantGot })
+			if err := send(testCtx(t), "bulk"); err != nil {
 				t.Errorf("Send once the plugin caught up: %v, want nil", err)
 			}
 		})

@@ -56,7 +56,8 @@ type ExecutorContext interface {
 	// (at once), a closed connection, or ctx ending while Send waits
 	// (backpressure: the driver plugin is behind on this executor's
 	// messages, a send window of them sent and not yet run, see the ember
-	// package's Config.SendWindow; or the connection's queue is full).
+	// package's Config.SendWindow and [SendWindowed]; or the connection's
+	// queue is full).
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 }

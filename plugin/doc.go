@@ -8,7 +8,8 @@
 // capabilities are separate interfaces found by type assertion:
 // [ExecutorReceiver] (the driver can push to executors), [ExecutorListener]
 // (the driver plugin sees executors come and go), [ConcurrentReceiver]
-// (Receive may run concurrently) and [TaskListener].
+// (Receive may run concurrently), [SendWindowed] (a send window of the
+// plugin's own) and [TaskListener].
 //
 // Executor plugins talk to their driver plugin through [ExecutorContext]:
 //

@@ -28,7 +28,8 @@ type Plugin interface {
 //  3. Shutdown, once, after every executor has shut down and every message
 //     it sent has been received.
 //
-// Optional capabilities: [ExecutorListener], [ConcurrentReceiver].
+// Optional capabilities: [ExecutorListener], [ConcurrentReceiver],
+// [SendWindowed].
 type DriverPlugin interface {
 	// Init prepares the driver side. The returned map is handed to every
 	// executor's ExecutorPlugin.Init for the plugin of the same name; its
@@ -94,6 +95,20 @@ type ExecutorListener interface {
 // longer delivered strictly in order.
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
+}
+
+// SendWindowed is implemented by driver plugins whose messages need a send
+// window other than the application's (ember.Config.SendWindow): typically
+// a plugin whose messages are large, which with the default window of
+// 1 MiB goes one message of 1 MiB at a time. The window is the bytes of
+// Send, SendExecutor and Broadcast messages that one executor and the
+// driver may have in flight to each other for this plugin, each way, not
+// yet run by the receiving side; it bounds the memory the receiver may
+// hold for the plugin, per executor. SendWindow is called once, when the
+// driver starts; the driver's answer holds on every connection. Zero or
+// less keeps the application's window; more than 1 GiB counts as 1 GiB.
+type SendWindowed interface {
+	SendWindow() int
 }
 
 // TaskListener is implemented by executor plugins that watch tasks (Spark

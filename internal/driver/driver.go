@@ -161,6 +161,7 @@ func New(cfg Config) (*Driver, error) {
 	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
 	d.sched.builtin = d.builtin
+	var windows []int // the plugins' own send windows, if any has one
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
 			d:       d,
@@ -177,6 +178,14 @@ func New(cfg Config) (*Driver, error) {
 			if cr, ok := e.dp.(plugin.ConcurrentReceiver); ok {
 				workers = cr.MaxConcurrentReceives()
 			}
+			if sw, ok := e.dp.(plugin.SendWindowed); ok {
+				if w := sw.SendWindow(); w > 0 {
+					if windows == nil {
+						windows = make([]int, len(cfg.Plugins))
+					}
+					windows[i] = rpc.EffectiveSendWindow(w)
+				}
+			}
 			e.lane = rpc.NewLane(workers, cfg.LaneLimit, e.run)
 			lane := e.lane
 			cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -189,7 +198,8 @@ func New(cfg Config) (*Driver, error) {
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
 	}
-	d.cfg.Conn.Plugins = d.names // SENDs to every plugin are flow-controlled
+	d.cfg.Conn.Plugins = d.names           // SENDs to every plugin are flow-controlled
+	d.cfg.Conn.PluginSendWindows = windows // as announced in Welcome
 	d.srv = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
 		// Protobuf, with received frames taken from a pool.
@@ -489,6 +499,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		Conf:                d.cfg.Conf,
 		HeartbeatIntervalMs: d.cfg.Conn.HeartbeatInterval.Milliseconds(),
 		SendWindow:          uint64(d.cfg.Conn.SendWindow),
+	}
+	for _, w := range d.cfg.Conn.PluginSendWindows {
+		welcome.PluginSendWindows = append(welcome.PluginSendWindows, uint64(w))
 	}
 	for _, e := range d.endpoints {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})

@@ -170,6 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 		Plugins:           pluginNames(cfg.Plugins),
 		SendWindow:        sendWindow(welcome.SendWindow),
+		PluginSendWindows: pluginSendWindows(welcome.PluginSendWindows),
 	})
 	x.conn.SetTypes(types)
 	for i, p := range cfg.Plugins {
@@ -477,6 +478,19 @@ func (x *Executor) HandleClose(*rpc.Conn, error) {}
 // takes it (0, from a driver that announced none, is the default).
 func sendWindow(announced uint64) int {
 	return int(min(announced, rpc.MaxSendWindow))
+}
+
+// pluginSendWindows is the plugins' own send windows the driver
+// announced, as rpc.Options takes them.
+func pluginSendWindows(announced []uint64) []int {
+	if len(announced) == 0 {
+		return nil
+	}
+	windows := make([]int, len(announced))
+	for i, w := range announced {
+		windows[i] = sendWindow(w)
+	}
+	return windows
 }
 
 // pluginNames returns the names of ps, in order.

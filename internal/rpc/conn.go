@@ -71,6 +71,11 @@ type Options struct {
 	// Zero or less: DefaultSendWindow; more than MaxSendWindow counts as
 	// MaxSendWindow.
 	SendWindow int
+	// PluginSendWindows sets the window of each plugin that has one of its
+	// own, indexed like Plugins: zero or less, or no entry, keeps
+	// SendWindow; more than MaxSendWindow counts as MaxSendWindow. Both ends
+	// must use the same values.
+	PluginSendWindows []int
 }
 
 // Defaults.
@@ -139,6 +144,9 @@ type Conn struct {
 	direct   *wire.Batch    // the batch of a direct write; used only while writing
 	one      [1]*wire.Frame // its frame
 	err      error
+	// windows is each plugin's send window (Options.SendWindow or its own
+	// PluginSendWindows entry), read-only after New.
+	windows []int64
 	// credit is what each plugin may still send, in bytes (it goes
 	// negative by at most one message: see Send); creditReady is closed
 	// and replaced when credit arrives and Sends wait for it.
@@ -179,12 +187,17 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		calls:  make(map[uint64]pending),
 		direct: &wire.Batch{},
 		// Every plugin starts with a full window each way.
+		windows:     make([]int64, len(opts.Plugins)),
 		credit:      make([]int64, len(opts.Plugins)),
 		creditReady: make(chan struct{}),
 		recv:        make([]window, len(opts.Plugins)),
 	}
-	for i := range c.credit {
-		c.credit[i] = int64(opts.SendWindow)
+	for i := range c.windows {
+		c.windows[i] = int64(opts.SendWindow)
+		if i < len(opts.PluginSendWindows) && opts.PluginSendWindows[i] > 0 {
+			c.windows[i] = int64(EffectiveSendWindow(opts.PluginSendWindows[i]))
+		}
+		c.credit[i] = c.windows[i]
 	}
 	c.ctx, c.ctxStop = context.WithCancel(context.Background())
 	c.lastSend.Store(time.Now().UnixNano())
@@ -493,7 +506,7 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 		}
 		waited = true
 		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
-			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.opts.SendWindow, err)
+			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.windows[p], err)
 		}
 	}
 	c.credit[p] -= cost
@@ -557,7 +570,7 @@ func SendCost(f *wire.Frame) int64 { return int64(len(f.Payload)) + sendOverhead
 // grantLocked gives plugin p n bytes of window back and wakes the Sends
 // waiting for it. c.mu is held.
 func (c *Conn) grantLocked(p int, n int64) {
-	c.credit[p] = min(c.credit[p]+n, int64(c.opts.SendWindow))
+	c.credit[p] = min(c.credit[p]+n, c.windows[p])
 	if c.credit[p] > 0 {
 		c.wakeCreditLocked()
 	}
@@ -586,7 +599,7 @@ func (c *Conn) admit(f *wire.Frame) bool {
 	if p >= len(c.recv) {
 		return true // refused by the handler: no such plugin
 	}
-	return c.recv[p].received.Add(SendCost(f)) <= int64(c.opts.SendWindow)+int64(c.opts.MaxMessageBytes)+sendOverhead
+	return c.recv[p].received.Add(SendCost(f)) <= c.windows[p]+int64(c.opts.MaxMessageBytes)+sendOverhead
 }
 
 // Consumed reports that a received SEND for plugin p, of cost bytes (see
@@ -599,7 +612,7 @@ func (c *Conn) Consumed(p uint32, cost int64) {
 		return
 	}
 	w := &c.recv[p]
-	if w.owed.Add(cost) < int64(c.opts.SendWindow/4) {
+	if w.owed.Add(cost) < c.windows[p]/4 {
 		return
 	}
 	n := w.owed.Swap(0)
@@ -616,7 +629,7 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 	if p >= len(c.credit) || f.Credit == 0 {
 		return
 	}
-	n := int64(min(f.Credit, uint64(c.opts.SendWindow))) // more is never owed
+	n := int64(min(f.Credit, uint64(c.windows[p]))) // more is never owed
 	c.mu.Lock()
 	c.grantLocked(p, n)
 	c.mu.Unlock()
@@ -1039,7 +1052,7 @@ func (c *Conn) readLoop() {
 				wire.ReleaseFrame(f)
 			case wire.Kind_KIND_SEND:
 				if !c.admit(f) {
-					c.close(plugin.Errorf(plugin.CodeResourceExhausted, "the peer sent plugin %q more than its send window (%d bytes) allows", c.opts.Plugins[f.Plugin], c.opts.SendWindow))
+					c.close(plugin.Errorf(plugin.CodeResourceExhausted, "the peer sent plugin %q more than its send window (%d bytes) allows", c.opts.Plugins[f.Plugin], c.windows[f.Plugin]))
 					return
 				}
 				c.endDelivering()

@@ -114,6 +114,72 @@ func TestSendWindow(t *testing.T) {
 	}
 }
 
+// A plugin with a window of its own (PluginSendWindows) counts with it at
+// both ends: its sender goes on until that window is spent, the receiver
+// admits that much without calling it an overdraw and grants it back a
+// quarter at a time; the other plugins keep SendWindow, a missing entry
+// too.
+func TestPluginSendWindows(t *testing.T) {
+	t.Parallel()
+	const own = 3 * testWindow
+	var mu sync.Mutex
+	got := map[uint32][]*wire.Frame{} // SENDs the server received, not yet consumed
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_SEND {
+			mu.Lock()
+			got[f.Plugin] = append(got[f.Plugin], f)
+			mu.Unlock()
+			return
+		}
+		echo(c, f)
+	})
+	opts := rpc.Options{Plugins: []string{"p0", "p1", "p2"}, SendWindow: testWindow, PluginSendWindows: []int{0, own}}
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+
+	for _, tc := range []struct {
+		plugin uint32
+		sends  int
+	}{{0, testSends}, {1, own / 100}, {2, testSends}} {
+		for i := range tc.sends {
+			if err := p.client.Send(ctx, windowFrame(tc.plugin)); err != nil {
+				t.Fatalf("plugin %d: Send %d of a window's worth (%d): %v", tc.plugin, i, tc.sends, err)
+			}
+		}
+		poll(t, fmt.Sprintf("the server has plugin %d's SENDs", tc.plugin), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(got[tc.plugin]) == tc.sends
+		})
+		blocked(t, p.client, tc.plugin)
+	}
+	if err := p.server.Err(); err != nil {
+		t.Fatalf("server closed the connection: %v", err)
+	}
+
+	waiting := make(chan error, 1)
+	go func() { waiting <- p.client.Send(ctx, windowFrame(1)) }()
+	consume := func(frames []*wire.Frame) {
+		for _, f := range frames {
+			p.server.Consumed(f.Plugin, rpc.SendCost(f))
+		}
+	}
+	mu.Lock()
+	consume(got[1][:7]) // 700 bytes: under a quarter of plugin 1's window
+	mu.Unlock()
+	select {
+	case err := <-waiting:
+		t.Fatalf("Send returned (%v) before a quarter of the plugin's window was consumed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	mu.Lock()
+	consume(got[1][7:8])
+	mu.Unlock()
+	if err := recv(t, waiting, "the waiting Send"); err != nil {
+		t.Errorf("Send once a quarter of the plugin's window was consumed: %v, want nil", err)
+	}
+}
+
 // A grant larger than the window (a faulty or hostile peer) cannot lift a
 // sender's window above its size.
 func TestSendWindowGrantClamped(t *testing.T) {

@@ -665,9 +665,13 @@ type Welcome struct {
 	// The send window of every plugin, each way, in bytes as rpc.SendCost
 	// counts them: the driver's, which the executor adopts, so that both
 	// ends of the connection count alike. Since protocol version 3.
-	SendWindow    uint64 `protobuf:"varint,10,opt,name=send_window,json=sendWindow,proto3" json:"send_window,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SendWindow uint64 `protobuf:"varint,10,opt,name=send_window,json=sendWindow,proto3" json:"send_window,omitempty"`
+	// The send window of each plugin that has one of its own, indexed like
+	// the plugin list; 0 (or no entry) for send_window. Empty when no plugin
+	// has its own. Since protocol version 4.
+	PluginSendWindows []uint64 `protobuf:"varint,11,rep,packed,name=plugin_send_windows,json=pluginSendWindows,proto3" json:"plugin_send_windows,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -768,6 +772,13 @@ func (x *Welcome) GetSendWindow() uint64 {
 		return x.SendWindow
 	}
 	return 0
+}
+
+func (x *Welcome) GetPluginSendWindows() []uint64 {
+	if x != nil {
+		return x.PluginSendWindows
+	}
+	return nil
 }
 
 // Carried by CHALLENGE.
@@ -968,7 +979,7 @@ const file_frames_proto_rawDesc = "" +
 	" \x01(\fR\tauthNonce\"T\n" +
 	"\x05Ready\x125\n" +
 	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\x12\x14\n" +
-	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\x97\x03\n" +
+	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\xc7\x03\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1f\n" +
 	"\vexecutor_id\x18\x02 \x01(\tR\n" +
@@ -983,7 +994,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x04auth\x18\t \x01(\fR\x04auth\x12\x1f\n" +
 	"\vsend_window\x18\n" +
 	" \x01(\x04R\n" +
-	"sendWindow\x1a7\n" +
+	"sendWindow\x12.\n" +
+	"\x13plugin_send_windows\x18\v \x03(\x04R\x11pluginSendWindows\x1a7\n" +
 	"\tConfEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +

@@ -18,7 +18,7 @@ func seedBatches() []*wire.Batch {
 		}}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
 			AppId: "app", ExecutorId: "1", Conf: map[string]string{"k": "v"},
-			ExtraConf: []*wire.ExtraConf{{Values: map[string]string{"x": "y"}}, {}}, HeartbeatIntervalMs: 1000, AppName: "demo", SendWindow: 1 << 20,
+			ExtraConf: []*wire.ExtraConf{{Values: map[string]string{"x": "y"}}, {}}, HeartbeatIntervalMs: 1000, AppName: "demo", SendWindow: 1 << 20, PluginSendWindows: []uint64{0, 16 << 20},
 		}}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_ASK, Call: 7, Plugin: 1, Type: "m.A", Payload: []byte(`{"N":1}`), TimeoutMicros: 5_000_000}}},
 		{Frames: []*wire.Frame{

@@ -1,0 +1,78 @@
+package plugin_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/plugin"
+)
+
+// Chunk is a piece of a file that an executor ships to the driver.
+type Chunk struct {
+	Index int
+	Data  []byte
+}
+
+func init() { plugin.RegisterMessage[Chunk]() }
+
+type shipper struct{}
+
+func (shipper) Name() string                          { return "shipper" }
+func (shipper) DriverPlugin() plugin.DriverPlugin     { return &shipperDriver{} }
+func (shipper) ExecutorPlugin() plugin.ExecutorPlugin { return &shipperExecutor{} }
+
+type shipperDriver struct {
+	plugin.BaseDriverPlugin
+	chunks, bytes int
+}
+
+// SendWindow lets each executor have 16 chunks of 1 MiB in flight to this
+// plugin, where the application's default window (1 MiB) would send them
+// one at a time. The application's other plugins keep the default.
+func (*shipperDriver) SendWindow() int { return 16 << 20 }
+
+func (d *shipperDriver) Receive(_ context.Context, msg any) (any, error) {
+	c, ok := msg.(Chunk)
+	if !ok {
+		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "unexpected %T", msg)
+	}
+	d.chunks++ // one Receive at a time: no lock needed
+	d.bytes += len(c.Data)
+	return nil, nil
+}
+
+func (d *shipperDriver) Shutdown(context.Context) error {
+	fmt.Printf("driver: %d chunks, %d MiB\n", d.chunks, d.bytes>>20)
+	return nil
+}
+
+type shipperExecutor struct{ plugin.BaseExecutorPlugin }
+
+func (*shipperExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	for i := range 32 {
+		if err := pc.Send(ctx, Chunk{Index: i, Data: make([]byte, 1<<20)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ plugin.SendWindowed = (*shipperDriver)(nil)
+
+// A plugin that ships large messages sets a send window of its own. The
+// driver plugin's Shutdown runs once every executor has stopped and every
+// message it sent has been received.
+func ExampleSendWindowed() {
+	err := ember.Run(context.Background(), ember.Config{
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{shipper{}},
+		Logger:  slog.New(slog.DiscardHandler),
+	}, func(context.Context, *ember.Driver) error { return nil })
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// driver: 32 chunks, 32 MiB
+}
