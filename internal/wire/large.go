@@ -56,18 +56,14 @@ func hasLarge(b *Batch, min int) bool {
 func marshalLarge(b *Batch, min int) (mem.BufferSlice, error) {
 	// One buffer for everything but the large payloads, cut into the
 	// pieces between them.
-	n := 0
+	n := len(b.unknownFields)
 	for _, f := range b.Frames {
 		if p := f.Payload; len(p) >= min {
-			f.Payload = nil
-			inner := f.SizeVT() + len(payloadTag) + protowire.SizeVarint(uint64(len(p)))
-			f.Payload = p
-			n += protowire.SizeTag(1) + protowire.SizeVarint(uint64(inner+len(p))) + inner
+			n += protowire.SizeTag(1) + protowire.SizeBytes(largeSize(f)) - len(p)
 		} else {
 			n += protowire.SizeTag(1) + protowire.SizeBytes(f.SizeVT())
 		}
 	}
-	n += len(b.unknownFields)
 	buf := make([]byte, n)
 	var out mem.BufferSlice
 	at, from := 0, 0 // where the next byte goes; where the current piece began
@@ -82,10 +78,9 @@ func marshalLarge(b *Batch, min int) (mem.BufferSlice, error) {
 			at += size
 			continue
 		}
+		at = putTagLen(buf, at, largeSize(f))
 		f.Payload = nil
 		size := f.SizeVT()
-		inner := size + len(payloadTag) + protowire.SizeVarint(uint64(len(p)))
-		at = putTagLen(buf, at, inner+len(p))
 		_, err := f.MarshalToSizedBufferVT(buf[at : at+size])
 		f.Payload = p
 		if err != nil {
@@ -102,6 +97,16 @@ func marshalLarge(b *Batch, min int) (mem.BufferSlice, error) {
 		out = append(out, mem.SliceBuffer(buf[from:at]))
 	}
 	return out, nil
+}
+
+// largeSize is the encoded size of f as marshalLarge writes it: its other
+// fields, then its payload field.
+func largeSize(f *Frame) int {
+	p := f.Payload
+	f.Payload = nil
+	n := f.SizeVT()
+	f.Payload = p
+	return n + len(payloadTag) + protowire.SizeBytes(len(p))
 }
 
 // putTagLen writes the tag of Batch's frames field and the length n at

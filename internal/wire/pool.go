@@ -99,9 +99,10 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // Unmarshal decodes data into v, a *Batch (pooled frames) or any other
-// protobuf message (gRPC's protobuf codec). The payloads of LargePayload
-// bytes or more in a Batch refer into a buffer of their own instead of
-// being copied (see LargePayload).
+// protobuf message (gRPC's protobuf codec). A Batch's payloads of
+// LargePayload bytes or more are not copied: they refer into the buffer
+// the message was gathered into, which then stays out of gRPC's pool (see
+// LargePayload).
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	b, ok := v.(*Batch)
 	if !ok {
