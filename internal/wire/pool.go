@@ -127,7 +127,9 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 //
 // What proto.Unmarshal accepts, it accepts, with the same result: input
 // the generated decoder refuses goes to proto.Unmarshal, whose result and
-// error are then UnmarshalBatch's. It is more lenient in turn, as the
+// error are then UnmarshalBatch's, and so does a frame carrying a
+// Welcome, whose maps the generated decoder reads less strictly. It is
+// more lenient in turn, as the
 // generated decoder is: string fields are taken as they are, valid UTF-8
 // or not (see Codec), some malformed input that no Ember peer writes (an
 // over-long varint, an out-of-range field number kept as an unknown
@@ -162,6 +164,14 @@ func unmarshalBatch(data []byte, b *Batch, min int) (kept bool, err error) {
 		f := NewFrame()
 		inPlace, err := unmarshalFrame(f, v, min)
 		kept = kept || inPlace
+		if err == nil && f.Welcome != nil {
+			// The generated decoder does not check the wire types inside
+			// map entries (Welcome's conf and extraConf), so it can read
+			// a malformed entry differently from protobuf. A connection's
+			// one WELCOME is decoded by reflection instead.
+			*f = Frame{}
+			err = proto.Unmarshal(v, f)
+		}
 		if err != nil {
 			ReleaseFrame(f)
 			return kept, slowBatch(data, b)
