@@ -318,8 +318,13 @@ func driverToExecutors(ctx context.Context) ([]Result, error) {
 	const execs = 8
 	n := pick(10000, 500)
 	total := pick(20000, 500)
-	var p50, p99, bcast series
+	var p50, p99, g50, g99, bcast, push series
 	err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
+		srv, err := benchkit.StartGRPC()
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
 		for range *reps {
 			lat := make([]time.Duration, n)
 			ping := Ping{Body: body}
@@ -332,6 +337,12 @@ func driverToExecutors(ctx context.Context) ([]Result, error) {
 			}
 			p50.add(us(benchkit.Percentile(lat, 50)))
 			p99.add(us(benchkit.Percentile(lat, 99)))
+			g, err := runBaseline(ctx, "grpc-pingpong", srv.Addr, n, 0)
+			if err != nil {
+				return err
+			}
+			g50.add(us(g.P50))
+			g99.add(us(g.P99))
 
 			done := ds.expectDones(execs)
 			start := time.Now()
@@ -346,13 +357,21 @@ func driverToExecutors(ctx context.Context) ([]Result, error) {
 				return fmt.Errorf("broadcasts not all received")
 			}
 			bcast.add(float64(execs*total) / time.Since(start).Seconds())
+			_, elapsed, _, err := runBaselines(ctx, execs, "grpc-push", srv.Addr, total, 0)
+			if err != nil {
+				return err
+			}
+			push.add(float64(execs*total) / elapsed.Seconds())
 		}
 		return nil
 	})
+	// No bars: the issue sets none for this scenario. The baselines are the
+	// same round trip initiated by the client, and the server pushing
+	// every message as a gRPC message of its own to each of 8 clients.
 	return []Result{
-		result("driver-to-executors", "AskExecutor p50", "us", p50),
-		result("driver-to-executors", "AskExecutor p99", "us", p99),
-		result("driver-to-executors", "Broadcast to 8, deliveries", "/s", bcast),
+		result("driver-to-executors", "AskExecutor p50", "us", p50).vs("grpc stream ping-pong", g50, "", 0),
+		result("driver-to-executors", "AskExecutor p99", "us", p99).vs("grpc stream ping-pong", g99, "", 0),
+		result("driver-to-executors", "Broadcast to 8, deliveries", "/s", bcast).vs("grpc server push to 8 clients", push, "", 0),
 	}, err
 }
 
@@ -703,7 +722,7 @@ func awaitGo() error {
 
 // baselineChild is a baseline client process.
 func baselineChild(ctx context.Context) error {
-	if *barrierFlag && *kindFlag != "grpc-pipelined" && *kindFlag != "grpc-oneway" {
+	if *barrierFlag && *kindFlag != "grpc-pipelined" && *kindFlag != "grpc-oneway" && *kindFlag != "grpc-push" {
 		// Its parent would wait for a ready line that never comes.
 		return fmt.Errorf("-barrier: baseline %q does not wait for go", *kindFlag)
 	}
@@ -737,6 +756,8 @@ func baselineChild(ctx context.Context) error {
 		r.Elapsed, err = benchkit.GRPCOneWay(ctx, *addrFlag, payloadBytes, *nFlag, ready)
 	case "grpc-pipelined":
 		r.Elapsed, err = benchkit.GRPCPipelined(ctx, *addrFlag, payloadBytes, *nFlag, *outstandingFlag, ready)
+	case "grpc-push":
+		r.Elapsed, err = benchkit.GRPCPush(ctx, *addrFlag, payloadBytes, *nFlag, ready)
 	default:
 		return fmt.Errorf("unknown baseline %q", *kindFlag)
 	}

@@ -1,8 +1,9 @@
 // Package benchkit holds the raw-transport baselines and statistics that
 // cmd/ember-bench measures Ember against, in the same run: a TCP
 // ping-pong, a gRPC bidirectional-stream ping-pong, a gRPC unary call, a
-// gRPC one-way stream (one gRPC message per payload) and a pipelined gRPC
-// stream. The gRPC baselines use a []byte codec, so they cost gRPC and
+// gRPC one-way stream (one gRPC message per payload), a pipelined gRPC
+// stream and a gRPC server push (one gRPC message per payload, from the
+// server). The gRPC baselines use a []byte codec, so they cost gRPC and
 // HTTP/2 and nothing else.
 package benchkit
 
@@ -96,6 +97,26 @@ var serviceDesc = grpc.ServiceDesc{
 					}
 					n++
 				}
+			},
+		},
+		{ // push as many messages of the asked size as the client asks for
+			StreamName: "Push", ServerStreams: true,
+			Handler: func(_ any, s grpc.ServerStream) error {
+				var ask []byte
+				if err := s.RecvMsg(&ask); err != nil {
+					return err
+				}
+				if len(ask) != 16 {
+					return fmt.Errorf("push: ask of %d bytes, want 16", len(ask))
+				}
+				n, size := binary.BigEndian.Uint64(ask), binary.BigEndian.Uint64(ask[8:])
+				msg := make([]byte, size)
+				for range n {
+					if err := s.SendMsg(&msg); err != nil {
+						return err
+					}
+				}
+				return nil
 			},
 		},
 	},
@@ -228,6 +249,46 @@ func GRPCOneWay(ctx context.Context, addr string, size, n int, ready func() erro
 	elapsed := time.Since(start)
 	if got := binary.BigEndian.Uint64(count); got != uint64(n) {
 		return 0, fmt.Errorf("one-way: server counted %d of %d", got, n)
+	}
+	return elapsed, nil
+}
+
+// GRPCPush asks the server to push n messages of size bytes, one gRPC
+// message each, and returns the time until it has received them all.
+// ready, if not nil, is called once the stream is open and before the
+// clock starts (see GRPCPipelined).
+func GRPCPush(ctx context.Context, addr string, size, n int, ready func() error) (time.Duration, error) {
+	cc, err := dial(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	s, err := cc.NewStream(ctx, &serviceDesc.Streams[2], "/benchkit.Raw/Push")
+	if err != nil {
+		return 0, err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	ask := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(n)), uint64(size))
+	if err := s.SendMsg(&ask); err != nil {
+		return 0, err
+	}
+	if err := s.CloseSend(); err != nil {
+		return 0, err
+	}
+	msg := make([]byte, 0, size)
+	for i := range n {
+		if err := s.RecvMsg(&msg); err != nil {
+			return 0, fmt.Errorf("push: message %d of %d: %w", i, n, err)
+		}
+	}
+	elapsed := time.Since(start)
+	if err := s.RecvMsg(&msg); !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("push: got more than %d messages, or no clean end (%v)", n, err)
 	}
 	return elapsed, nil
 }

@@ -51,6 +51,13 @@ func TestBaselines(t *testing.T) {
 	if _, err := GRPCPipelined(ctx, g.Addr, 32, 1000, 64, func() error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("pipelined whose ready fails: got %v, want %v", err, stop)
 	}
+	readied = false
+	if _, err := GRPCPush(ctx, g.Addr, 32, 1000, func() error { readied = true; return nil }); err != nil || !readied {
+		t.Errorf("push: got %v, ready called %v; want nil, true", err, readied)
+	}
+	if _, err := GRPCPush(ctx, g.Addr, 32, 1000, func() error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("push whose ready fails: got %v, want %v", err, stop)
+	}
 }
 
 func TestStats(t *testing.T) {
