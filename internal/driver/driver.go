@@ -718,7 +718,7 @@ func (d *Driver) conn(id string) (*rpc.Conn, error) {
 func (d *Driver) readyConns() []*rpc.Conn {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []*rpc.Conn
+	out := make([]*rpc.Conn, 0, len(d.execs))
 	for _, es := range d.execs {
 		if es.ready {
 			out = append(out, es.conn)

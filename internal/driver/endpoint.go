@@ -97,12 +97,21 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	// then does Broadcast wait for those whose window is spent (a plugin
 	// behind on its messages), so that one slow executor delays nobody
 	// else's copy.
+	// The copies share f's payload, which is never written; each is
+	// released by the connection that writes it, and f here.
 	copyOf := func() *wire.Frame {
-		return &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: f.Plugin, Type: f.Type, Payload: f.Payload}
+		cf := wire.NewFrame()
+		cf.Kind, cf.Plugin, cf.Type, cf.Payload = wire.Kind_KIND_SEND, f.Plugin, f.Type, f.Payload
+		return cf
 	}
+	defer wire.ReleaseFrame(f)
 	var wait []*rpc.Conn
 	for _, c := range conns {
-		ok, err := c.TrySend(copyOf())
+		cf := copyOf()
+		ok, err := c.TrySend(cf)
+		if !ok {
+			wire.ReleaseFrame(cf) // not taken
+		}
 		switch {
 		case err != nil:
 			if first == nil {
