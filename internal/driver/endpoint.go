@@ -97,8 +97,10 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	// then does Broadcast wait for those whose window is spent (a plugin
 	// behind on its messages), so that one slow executor delays nobody
 	// else's copy.
-	// The copies share f's payload, which is never written; each is
-	// released by the connection that writes it, and f here.
+	//
+	// The copies share f's payload, which is never written: each copy is
+	// released by the connection that writes it, and f when Broadcast
+	// returns.
 	copyOf := func() *wire.Frame {
 		cf := wire.NewFrame()
 		cf.Kind, cf.Plugin, cf.Type, cf.Payload = wire.Kind_KIND_SEND, f.Plugin, f.Type, f.Payload
