@@ -145,6 +145,9 @@ func TestCodecLargePayloads(t *testing.T) {
 	}
 }
 
+// Frames whose payload field is repeated, of the wrong type, followed by
+// a truncated field or not where the encoder puts it: decoding in place
+// ends as copying does, with the same batch or an error.
 func TestUnmarshalLargeMalformed(t *testing.T) {
 	p := payload(wire.LargePayload, 7)
 	frame := func(fields ...[]byte) []byte { return bytes.Join(fields, nil) }
