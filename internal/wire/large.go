@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"bytes"
+
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -22,10 +24,14 @@ import (
 //     gathered into (its capacity capped at its length) instead of copying
 //     it out, and then does not give that buffer back to gRPC's pool: the
 //     garbage collector takes it once the payload is gone. Only the large
-//     payload refers into it: every other field is copied as before, so a
-//     small retained value never pins a large buffer, and a large one
-//     pins at most its own batch. A message without a large payload gives
-//     its buffer back, as before.
+//     payloads refer into it: every other field is copied as before, so a
+//     small retained value never pins a large buffer. And only when they
+//     make up at least half of it: a large payload that arrived among
+//     many small frames (say, in a batch of a megabyte of another
+//     plugin's sends) is copied out after all. A kept buffer thus holds at
+//     most twice the payload bytes that pin it, and the send windows,
+//     which count payloads, keep bounding the memory held. A message
+//     without a large payload gives its buffer back, as before.
 
 // LargePayload is the payload size, in bytes, from which Codec neither
 // copies a payload into an outgoing batch nor out of an incoming one.
@@ -114,6 +120,29 @@ func largeSize(f *Frame) int {
 func putTagLen(buf []byte, at, n int) int {
 	b := protowire.AppendTag(buf[:at], 1, protowire.BytesType)
 	return len(protowire.AppendVarint(b, uint64(n)))
+}
+
+// worthKeeping reports whether the large payloads of b (those of
+// LargePayload bytes or more) make up at least half of the n bytes they
+// were decoded from.
+func worthKeeping(b *Batch, n int) bool {
+	large := 0
+	for _, f := range b.Frames {
+		if len(f.Payload) >= LargePayload {
+			large += len(f.Payload)
+		}
+	}
+	return 2*large >= n
+}
+
+// copyLarge gives each large payload of b a copy of its own, so that none
+// refers into the buffer b was decoded from.
+func copyLarge(b *Batch) {
+	for _, f := range b.Frames {
+		if len(f.Payload) >= LargePayload {
+			f.Payload = bytes.Clone(f.Payload)
+		}
+	}
 }
 
 // unmarshalFrame decodes the frame encoded in v into f. With min > 0 a

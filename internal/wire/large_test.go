@@ -209,6 +209,15 @@ func TestCodecKeepsOnlyBuffersWithLargePayloads(t *testing.T) {
 		return data
 	}
 	small, manySmall := sends(50), sends(wire.LargePayload/32)
+	// A large payload with a few small frames, and with more small frames
+	// than its own size.
+	withSmall := func(n int) []byte {
+		data, err := proto.Marshal(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_SEND, Plugin: 2, Payload: payload(wire.LargePayload, 4)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(sends(n), data...)
+	}
 	tests := []struct {
 		name      string
 		data      []byte
@@ -217,6 +226,8 @@ func TestCodecKeepsOnlyBuffersWithLargePayloads(t *testing.T) {
 		{"small frames", small, true},
 		{"small frames, over LargePayload in all", manySmall, true},
 		{"large payloads", large, false},
+		{"a large payload and a few small frames", withSmall(10), false},
+		{"a large payload among more small frames", withSmall(wire.LargePayload / 32), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,9 +238,17 @@ func TestCodecKeepsOnlyBuffersWithLargePayloads(t *testing.T) {
 			if err := (wire.Codec{}).Unmarshal(msg, &b); err != nil {
 				t.Fatal(err)
 			}
-			msg.Free() // gRPC's reference
+			var want wire.Batch
+			if err := proto.Unmarshal(tt.data, &want); err != nil {
+				t.Fatal(err)
+			}
+			clear(data) // as the pool's next user would
+			msg.Free()  // gRPC's reference
 			if got := pool.put == 1; got != tt.givenBack {
 				t.Errorf("buffer given back to its pool: got %v, want %v", got, tt.givenBack)
+			}
+			if tt.givenBack && !proto.Equal(&b, &want) {
+				t.Errorf("decoded batch changed with the buffer given back: a payload still refers into it")
 			}
 		})
 	}

@@ -110,6 +110,10 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	kept, err := unmarshalBatch(buf.ReadOnlyData(), b, LargePayload)
+	if kept && err == nil && !worthKeeping(b, buf.Len()) {
+		copyLarge(b)
+		kept = false
+	}
 	if !kept {
 		buf.Free()
 	}
