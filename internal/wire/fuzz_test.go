@@ -88,6 +88,14 @@ func FuzzBatchUnmarshal(f *testing.F) {
 		if !proto.Equal(&aliased, &b) {
 			t.Fatalf("UnmarshalBatchAliasing(%q) = %v, UnmarshalBatch = %v", data, &aliased, &b)
 		}
+		var viaCodec wire.Batch
+		if err := (wire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &viaCodec); err != nil {
+			t.Fatalf("Codec.Unmarshal(%q) error %v, UnmarshalBatch accepts it", data, err)
+		}
+		defer releaseFrames(&viaCodec)
+		if !proto.Equal(&viaCodec, &b) {
+			t.Fatalf("Codec.Unmarshal(%q) = %v, UnmarshalBatch = %v", data, &viaCodec, &b)
+		}
 		large, err := wire.MarshalLarge(&b, 1)
 		if err != nil {
 			t.Fatalf("UnmarshalBatch(%q) succeeded but MarshalLarge failed: %v", data, err)
