@@ -812,3 +812,118 @@ func TestLargeMessagesArriveIntact(t *testing.T) {
 		next[id]++
 	}
 }
+
+// numbered is a message whose content follows from its sender and number,
+// so that the receiver can check it.
+type numbered struct {
+	From string
+	Seq  int
+	Data []byte
+}
+
+func init() { plugin.RegisterMessage[numbered]() }
+
+// numberedMsg returns message seq from from: a size around the large-
+// payload threshold, up to 1 MiB, or small, and bytes that follow from
+// (from, seq).
+func numberedMsg(from string, seq int) numbered {
+	rng := rand.New(rand.NewPCG(uint64(len(from))<<32|uint64(from[0]), uint64(seq)))
+	sizes := []int{0, 10, 1000, 64<<10 - 1, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20}
+	data := make([]byte, sizes[rng.IntN(len(sizes))])
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	return numbered{From: from, Seq: seq, Data: data}
+}
+
+// Messages of mixed sizes, small ones and ones over the large-payload
+// threshold sharing batches, sent from two executors at once while the
+// driver broadcasts more, with a window of the plugin's own that keeps
+// many in flight: each arrives intact and in its sender's order.
+func TestMixedSizesArriveIntact(t *testing.T) {
+	const sends, broadcasts = 60, 40
+	check := func(got numbered, next map[string]int) error {
+		want := numberedMsg(got.From, got.Seq)
+		if got.Seq != next[got.From] {
+			return fmt.Errorf("from %s: got message %d, want %d", got.From, got.Seq, next[got.From])
+		}
+		next[got.From]++
+		if !bytes.Equal(got.Data, want.Data) {
+			return fmt.Errorf("from %s, message %d: %d bytes that differ from the %d sent", got.From, got.Seq, len(got.Data), len(want.Data))
+		}
+		return nil
+	}
+	var problems sync.Map // description -> struct{}
+	var atDriver atomic.Int64
+	var atExecutors atomic.Int64
+	var dc plugin.DriverContext
+	var pcs contexts
+	p := fakePlugin{
+		name: "mixed",
+		newDriver: func() plugin.DriverPlugin {
+			next := map[string]int{} // Receive runs one at a time
+			return &windowedDriver{window: 8 << 20, fakeDriver: fakeDriver{
+				InitF: keepDriverContext(&dc),
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					if err := check(msg.(numbered), next); err != nil {
+						problems.Store("driver: "+err.Error(), struct{}{})
+					}
+					atDriver.Add(1)
+					return nil, nil
+				},
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			next := map[string]int{}
+			var id string
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error {
+					id = pc.ExecutorID()
+					return pcs.init(ctx, pc, conf)
+				}},
+				ReceiveF: func(_ context.Context, msg any) (any, error) {
+					if err := check(msg.(numbered), next); err != nil {
+						problems.Store("executor "+id+": "+err.Error(), struct{}{})
+					}
+					atExecutors.Add(1)
+					return nil, nil
+				},
+			}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for _, id := range []string{"1", "2"} {
+		wg.Go(func() {
+			for seq := range sends {
+				if err := pcs.get(id).Send(ctx, numberedMsg("executor "+id, seq)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for seq := range broadcasts {
+			if err := dc.Broadcast(ctx, numberedMsg("driver", seq)); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "every message received", func() bool {
+		return atDriver.Load() == 2*sends && atExecutors.Load() == 2*broadcasts
+	})
+	problems.Range(func(k, _ any) bool {
+		t.Error(k)
+		return true
+	})
+}
