@@ -6,6 +6,7 @@
 //	go run ./cmd/ember-bench -short     # seconds: CI's smoke run
 //	go run ./cmd/ember-bench -json      # machine-readable results
 //	go run ./cmd/ember-bench -run 'ask' # only scenarios matching a regexp
+//	go run ./cmd/ember-bench -run ask-latency -runs 10 # how often the bar holds
 //	go run -tags emberstamp ./cmd/ember-bench -breakdown # where an ask's time goes
 //
 // Every scenario starts its own application (driver in this process,
@@ -57,6 +58,7 @@ var (
 	short    = flag.Bool("short", false, "tiny counts and one repetition: a smoke run of seconds")
 	jsonOut  = flag.Bool("json", false, "print results as JSON instead of a table")
 	reps     = flag.Int("reps", 5, "repetitions of each measurement")
+	runsN    = flag.Int("runs", 1, "run the selected scenarios this many times, then summarize how often each bar was met")
 	runRE    = flag.String("run", "", "run only scenarios whose name matches this regexp")
 	scaleN   = flag.Int("scale", 1000, "executors in the scale scenario")
 	roleFlag = flag.String("role", "", "internal: the role of a child process (baseline, executors)")
@@ -163,6 +165,9 @@ func bench(ctx context.Context) error {
 	if *scaleN < 1 {
 		return fmt.Errorf("-scale %d: want at least 1", *scaleN)
 	}
+	if *runsN < 1 {
+		return fmt.Errorf("-runs %d: want at least 1", *runsN)
+	}
 	selected, err := selectScenarios(*runRE)
 	if err != nil {
 		return err
@@ -182,12 +187,47 @@ func bench(ctx context.Context) error {
 		// Executor processes inherit the environment.
 		os.Setenv(envExecProfile, *execProf)
 	}
+	var runs [][]Result
+	for run := range *runsN {
+		results, err := runScenarios(ctx, selected)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, results)
+		if *jsonOut {
+			continue
+		}
+		if *runsN > 1 {
+			fmt.Printf("run %d of %d\n", run+1, *runsN)
+		}
+		printTable(os.Stdout, results)
+		if *runsN > 1 {
+			fmt.Println()
+		}
+	}
+	switch {
+	case *jsonOut && *runsN == 1:
+		return encodeJSON(runs[0])
+	case *jsonOut:
+		return encodeJSON(struct {
+			Runs    [][]Result `json:"runs"`
+			Summary []Summary  `json:"summary"`
+		}{runs, summarize(runs)})
+	case *runsN > 1:
+		fmt.Printf("summary of %d runs\n", *runsN)
+		printSummary(os.Stdout, summarize(runs))
+	}
+	return nil
+}
+
+// runScenarios runs the selected scenarios once, in order.
+func runScenarios(ctx context.Context, selected []scenario) ([]Result, error) {
 	var results []Result
 	for _, s := range selected {
 		fmt.Fprintf(os.Stderr, "ember-bench: %s...\n", s.name)
 		rs, err := s.run(ctx)
 		if err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
+			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 		results = append(results, rs...)
 	}
@@ -196,13 +236,14 @@ func bench(ctx context.Context) error {
 			results[i].Pass = nil
 		}
 	}
-	if *jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(results)
-	}
-	printTable(os.Stdout, results)
-	return nil
+	return results, nil
+}
+
+func encodeJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // bars read "< 500.0ms", not "\u003c 500.0ms"
+	return enc.Encode(v)
 }
 
 // selectScenarios returns the scenarios whose names match the -run

@@ -177,3 +177,35 @@ func TestUsageHidesInternalFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestSummarize(t *testing.T) {
+	pass := func(b bool) *bool { return &b }
+	p50 := func(ratio float64, met bool) Result {
+		return Result{Scenario: "ask-latency", Metric: "p50", Unit: "us", Median: 60, Baseline: "grpc", BaselineMedian: 60 / ratio, Ratio: ratio, Bar: "ratio <= 1.15", Pass: pass(met)}
+	}
+	startup := func(ms float64, pass *bool) Result {
+		return Result{Scenario: "startup", Metric: "ready", Unit: "ms", Median: ms, Bar: "< 500.0ms", Pass: pass}
+	}
+	floor := Result{Scenario: "ask-latency", Metric: "p50 (floor)", Unit: "us", Median: 60, Baseline: "tcp", BaselineMedian: 30, Ratio: 2}
+	got := summarize([][]Result{
+		{p50(1.10, true), floor, startup(12, pass(true))},
+		{p50(1.20, false), floor, startup(14, pass(true))},
+		{p50(1.12, true), floor, startup(13, nil)}, // a -short run judges nothing
+	})
+	want := []Summary{
+		{Scenario: "ask-latency", Metric: "p50", Of: "ratio", Median: 1.12, Min: 1.10, Max: 1.20, Runs: 3, Bar: "ratio <= 1.15", Met: 2, Judged: 3},
+		{Scenario: "ask-latency", Metric: "p50 (floor)", Of: "ratio", Median: 2, Min: 2, Max: 2, Runs: 3},
+		{Scenario: "startup", Metric: "ready", Of: "ms", Median: 13, Min: 12, Max: 14, Runs: 3, Bar: "< 500.0ms", Met: 2, Judged: 2},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("summarize:\n got %+v\nwant %+v", got, want)
+	}
+
+	var b strings.Builder
+	printSummary(&b, got)
+	for _, line := range []string{"1.12x [1.10x..1.20x]", "2 of 3", "13.0ms [12.0ms..14.0ms]", "2 of 2"} {
+		if !strings.Contains(b.String(), line) {
+			t.Errorf("printSummary: no %q in\n%s", line, b.String())
+		}
+	}
+}
