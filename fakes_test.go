@@ -181,6 +181,15 @@ func (c *contexts) init(_ context.Context, pc plugin.ExecutorContext, _ map[stri
 	return nil
 }
 
+// initWithID returns c.init that also stores the executor's ID in *id,
+// for a plugin instance that needs to know where it runs.
+func (c *contexts) initWithID(id *string) func(context.Context, plugin.ExecutorContext, map[string]string) error {
+	return func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error {
+		*id = pc.ExecutorID()
+		return c.init(ctx, pc, conf)
+	}
+}
+
 // keepDriverContext returns a driver plugin Init that stores its context
 // in *dc, for the test to use once the cluster has started.
 func keepDriverContext(dc *plugin.DriverContext) func(context.Context, plugin.DriverContext) (map[string]string, error) {

@@ -756,10 +756,7 @@ func TestLargeMessagesArriveIntact(t *testing.T) {
 		newExecutor: func() plugin.ExecutorPlugin {
 			var id string
 			return &receivingExecutor{
-				fakeExecutor: fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error {
-					id = pc.ExecutorID()
-					return pcs.init(ctx, pc, conf)
-				}},
+				fakeExecutor: fakeExecutor{InitF: pcs.initWithID(&id)},
 				ReceiveF: func(_ context.Context, msg any) (any, error) {
 					switch m := msg.(type) {
 					case payload:
@@ -877,10 +874,7 @@ func TestMixedSizesArriveIntact(t *testing.T) {
 			next := map[string]int{}
 			var id string
 			return &receivingExecutor{
-				fakeExecutor: fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error {
-					id = pc.ExecutorID()
-					return pcs.init(ctx, pc, conf)
-				}},
+				fakeExecutor: fakeExecutor{InitF: pcs.initWithID(&id)},
 				ReceiveF: func(_ context.Context, msg any) (any, error) {
 					if err := check(msg.(numbered), next); err != nil {
 						problems.Store("executor "+id+": "+err.Error(), struct{}{})
