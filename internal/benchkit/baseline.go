@@ -161,15 +161,11 @@ func dial(addr string) (*grpc.ClientConn, error) {
 // GRPCPingPong sends n messages of size bytes on one bidirectional stream,
 // one at a time, and returns each round trip's duration.
 func GRPCPingPong(ctx context.Context, addr string, size, n int) ([]time.Duration, error) {
-	cc, err := dial(addr)
+	cc, s, err := openStream(ctx, addr, 0, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer cc.Close()
-	s, err := cc.NewStream(ctx, &serviceDesc.Streams[0], "/benchkit.Raw/Echo")
-	if err != nil {
-		return nil, err
-	}
 	msg, reply := make([]byte, size), make([]byte, 0, size)
 	out := make([]time.Duration, 0, n)
 	for k := range uint64(n) {
@@ -213,25 +209,36 @@ func GRPCUnary(ctx context.Context, addr string, size, n int) ([]time.Duration, 
 	return out, nil
 }
 
+// openStream connects to addr, opens the stream serviceDesc.Streams[i]
+// and calls ready, if not nil, before returning them. On error, nothing
+// is left open.
+func openStream(ctx context.Context, addr string, i int, ready func() error) (*grpc.ClientConn, grpc.ClientStream, error) {
+	cc, err := dial(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	desc := &serviceDesc.Streams[i]
+	s, err := cc.NewStream(ctx, desc, "/"+serviceDesc.ServiceName+"/"+desc.StreamName)
+	if err == nil && ready != nil {
+		err = ready()
+	}
+	if err != nil {
+		cc.Close()
+		return nil, nil, err
+	}
+	return cc, s, nil
+}
+
 // GRPCOneWay streams n messages of size bytes, one gRPC message each, and
 // returns the time until the server has counted them all. ready, if not
 // nil, is called once the stream is open and before the clock starts (see
 // GRPCPipelined).
 func GRPCOneWay(ctx context.Context, addr string, size, n int, ready func() error) (time.Duration, error) {
-	cc, err := dial(addr)
+	cc, s, err := openStream(ctx, addr, 1, ready)
 	if err != nil {
 		return 0, err
 	}
 	defer cc.Close()
-	s, err := cc.NewStream(ctx, &serviceDesc.Streams[1], "/benchkit.Raw/OneWay")
-	if err != nil {
-		return 0, err
-	}
-	if ready != nil {
-		if err := ready(); err != nil {
-			return 0, err
-		}
-	}
 	msg := make([]byte, size)
 	start := time.Now()
 	for range n {
@@ -258,20 +265,11 @@ func GRPCOneWay(ctx context.Context, addr string, size, n int, ready func() erro
 // ready, if not nil, is called once the stream is open and before the
 // clock starts (see GRPCPipelined).
 func GRPCPush(ctx context.Context, addr string, size, n int, ready func() error) (time.Duration, error) {
-	cc, err := dial(addr)
+	cc, s, err := openStream(ctx, addr, 2, ready)
 	if err != nil {
 		return 0, err
 	}
 	defer cc.Close()
-	s, err := cc.NewStream(ctx, &serviceDesc.Streams[2], "/benchkit.Raw/Push")
-	if err != nil {
-		return 0, err
-	}
-	if ready != nil {
-		if err := ready(); err != nil {
-			return 0, err
-		}
-	}
 	start := time.Now()
 	ask := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(n)), uint64(size))
 	if err := s.SendMsg(&ask); err != nil {
@@ -299,20 +297,11 @@ func GRPCPush(ctx context.Context, addr string, size, n int, ready func() error)
 // so that several clients can be started together; it returns an error to
 // abandon the run.
 func GRPCPipelined(ctx context.Context, addr string, size, n, outstanding int, ready func() error) (time.Duration, error) {
-	cc, err := dial(addr)
+	cc, s, err := openStream(ctx, addr, 0, ready)
 	if err != nil {
 		return 0, err
 	}
 	defer cc.Close()
-	s, err := cc.NewStream(ctx, &serviceDesc.Streams[0], "/benchkit.Raw/Echo")
-	if err != nil {
-		return 0, err
-	}
-	if ready != nil {
-		if err := ready(); err != nil {
-			return 0, err
-		}
-	}
 	tokens := make(chan struct{}, outstanding)
 	start := time.Now()
 	errc := make(chan error, 1)
