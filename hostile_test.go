@@ -377,6 +377,39 @@ func TestHostilePeers(t *testing.T) {
 		}
 	})
 
+	t.Run("repeated READY and STOPPED", func(t *testing.T) {
+		h := dialHostile(t, addr, secret, true) // sent one READY
+		frames := []*wire.Frame{
+			{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 4}},
+			{Kind: wire.Kind_KIND_STOPPED},
+			{Kind: wire.Kind_KIND_STOPPED}, // closing the stopped channel twice would crash the driver
+		}
+		if err := h.stream.Send(&wire.Batch{Frames: frames}); err != nil {
+			t.Fatal(err)
+		}
+		// Frames are handled in order: once the ask after them is answered,
+		// the driver has taken them in, and it is still up.
+		name, ping, _ := codec.Encode(text("ping"))
+		if err := h.stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_ASK, Call: 1, Type: name, Payload: ping}}}); err != nil {
+			t.Fatal(err)
+		}
+		for answered := false; !answered; {
+			b, err := h.stream.Recv()
+			if err != nil {
+				t.Fatalf("waiting for the reply after the repeated frames: %v", err)
+			}
+			for _, f := range b.Frames {
+				answered = answered || f.Kind == wire.Kind_KIND_REPLY && f.Call == 1
+			}
+		}
+		// Counted once: the gauge of executors alive agrees with the list
+		// (a second READY counted twice would keep it one above).
+		embertest.WaitFor(t, "ember_executors_alive to equal the executors ready", func() bool {
+			alive := scrape(t, c.Driver.MetricsURL())["ember_executors_alive"].GetMetric()[0].GetGauge().GetValue()
+			return int(alive) == len(c.Driver.Executors())
+		})
+	})
+
 	// A peer that ignores flow control sends 7,000 SENDs to a plugin that
 	// is stuck: about 7 MiB, where its window plus one message allows
 	// 5 MiB. The driver hangs up on it instead of taking in the rest.

@@ -570,7 +570,12 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		d.executorMetrics(es, f.Metrics)
 	case wire.Kind_KIND_STOPPED:
 		d.executorMetrics(es, f.Metrics)
-		close(es.stopped)
+		select {
+		case <-es.stopped: // a second STOPPED (only this goroutine closes it)
+			d.log.Warn("dropped a repeated STOPPED", "executor", es.info.ID)
+		default:
+			close(es.stopped)
+		}
 	default:
 		d.log.Warn("dropped unexpected frame", "executor", es.info.ID, "kind", f.Kind)
 	}
@@ -622,6 +627,13 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 }
 
 func (d *Driver) ready(es *execState, f *wire.Frame) {
+	d.mu.Lock()
+	again := es.ready
+	d.mu.Unlock()
+	if again { // READY is sent once; a second must not count the executor twice
+		d.log.Warn("dropped a repeated READY", "executor", es.info.ID)
+		return
+	}
 	if f.Code != 0 {
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, f.Error)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", f.Error)
@@ -634,7 +646,18 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 			res[r.Name] = plugin.Resource{Name: r.Name, Addresses: r.Addresses}
 		}
 	}
+	// The scheduler has the executor before anyone can see it ready: a
+	// Map started as soon as WaitExecutors returns (the driver function
+	// runs then) must find it, not fail for want of executors.
+	d.sched.addExecutor(es, int(f.GetReady().GetSlots()))
 	d.mu.Lock()
+	if d.execs[es.info.ID] != es {
+		// The connection closed meanwhile, and HandleClose, seeing the
+		// executor not ready, left the scheduler to us.
+		d.mu.Unlock()
+		d.sched.removeExecutor(es)
+		return
+	}
 	es.info.Resources = res
 	es.info.Added = time.Now()
 	es.ready = true
@@ -643,7 +666,6 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	d.mu.Unlock()
 	d.log.Debug("executor ready", "executor", info.ID)
 	d.builtin.ExecutorsAlive.Inc()
-	d.sched.addExecutor(es, int(f.GetReady().GetSlots()))
 	d.notifyListeners(es, "OnExecutorAdded", func(ctx context.Context, l plugin.ExecutorListener) {
 		l.OnExecutorAdded(ctx, info)
 	})
