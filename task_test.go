@@ -106,7 +106,11 @@ func TestMapCancel(t *testing.T) {
 		errc <- err
 	}()
 	for range 4 { // 2 executors x 2 slots
-		<-waitStarted
+		select {
+		case <-waitStarted:
+		case err := <-errc: // not a hang until the test's deadline
+			t.Fatalf("Map ended before its tasks started: %v", err)
+		}
 	}
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -307,7 +311,11 @@ func TestMapFailsWhenNoExecutorIsLeft(t *testing.T) {
 		_, err := ember.Map(testCtx(t), c.Driver, waitCancel, []int{1, 2})
 		errc <- err
 	}()
-	<-waitStarted
+	select {
+	case <-waitStarted:
+	case err := <-errc: // not a hang until the test's deadline
+		t.Fatalf("Map ended before its task started: %v", err)
+	}
 	if err := c.Kill("1"); err != nil {
 		t.Fatal(err)
 	}
