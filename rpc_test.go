@@ -921,3 +921,54 @@ func TestMixedSizesArriveIntact(t *testing.T) {
 		return true
 	})
 }
+
+// A driver plugin's ExecutorListener sees OnExecutorAdded once the
+// executor's plugins are initialised: messages its executor plugin sends
+// from Init come before it (an Init may wait on an Ask's reply, so they
+// cannot wait for it), and every later message after it, in the lane's
+// order.
+func TestExecutorAddedAmongMessages(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	record := func(ev string) {
+		mu.Lock()
+		events = append(events, ev)
+		mu.Unlock()
+	}
+	var pcs contexts
+	p := fakePlugin{
+		name: "listener",
+		newDriver: func() plugin.DriverPlugin {
+			return &listeningDriver{
+				fakeDriver: fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) {
+					record(string(msg.(text)))
+					return nil, nil
+				}},
+				AddedF:   func(context.Context, plugin.ExecutorInfo) { record("added") },
+				RemovedF: func(context.Context, plugin.ExecutorInfo, error) {},
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error {
+				if _, err := pc.Ask(ctx, text("asked in Init")); err != nil {
+					return err
+				}
+				return pcs.init(ctx, pc, conf)
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	if err := pcs.get("1").Send(testCtx(t), text("sent after Init")); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "three events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(events) == 3
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"asked in Init", "added", "sent after Init"}; !slices.Equal(events, want) {
+		t.Errorf("events in the driver plugin's lane: got %q, want %q", events, want)
+	}
+}

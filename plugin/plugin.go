@@ -78,8 +78,10 @@ type ExecutorReceiver interface {
 
 // ExecutorListener is implemented by driver plugins that watch membership.
 // Calls come from the plugin's dispatch lane, ordered with its messages:
-// OnExecutorAdded precedes the first message from that executor, and
-// OnExecutorRemoved follows its last one.
+// OnExecutorAdded precedes every message that executor sends once its
+// plugins are initialised (messages sent from an executor plugin's Init,
+// which may wait on an Ask's reply, come before it), and
+// OnExecutorRemoved follows its last message.
 type ExecutorListener interface {
 	// OnExecutorAdded is called when an executor has initialised its
 	// plugins and is ready.
