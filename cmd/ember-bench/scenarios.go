@@ -722,17 +722,15 @@ func awaitGo() error {
 
 // baselineChild is a baseline client process.
 func baselineChild(ctx context.Context) error {
-	if *barrierFlag && *kindFlag != "grpc-pipelined" && *kindFlag != "grpc-oneway" && *kindFlag != "grpc-push" {
-		// Its parent would wait for a ready line that never comes.
-		return fmt.Errorf("-barrier: baseline %q does not wait for go", *kindFlag)
-	}
 	var r baselineResult
 	// The throughput clients' CPU time counts from the clock's start (go,
 	// with -barrier), as their Elapsed does.
 	cpu0 := cpuTime()
 	var ready func() error
+	waited := false // whether the baseline called ready
 	if *barrierFlag {
 		ready = func() error {
+			waited = true
 			err := awaitGo()
 			cpu0 = cpuTime()
 			return err
@@ -763,6 +761,10 @@ func baselineChild(ctx context.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *barrierFlag && !waited {
+		// Its parent waited for a ready line and read a result instead.
+		return fmt.Errorf("-barrier: baseline %q does not wait for go", *kindFlag)
 	}
 	if cpu1 := cpuTime(); cpu0 >= 0 && cpu1 >= 0 {
 		r.CPU = cpu1 - cpu0
