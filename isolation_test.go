@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/emberhq/ember"
@@ -90,6 +91,89 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 				t.Errorf("Run: got %v, want nil", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// sizedDriver answers the optional methods that size a driver plugin's
+// lane and send window.
+type sizedDriver struct {
+	fakeDriver
+	workers, window func() int
+}
+
+func (d *sizedDriver) MaxConcurrentReceives() int { return d.workers() }
+func (d *sizedDriver) SendWindow() int            { return d.window() }
+
+// A panic in the plugin code that builds a plugin (Plugin.DriverPlugin and
+// ExecutorPlugin, and the methods that size its lane and window) fails Run
+// with an error naming the plugin and method, and no plugin's Init runs on
+// the side that failed.
+func TestPanicsBuildingPlugins(t *testing.T) {
+	tests := []struct {
+		method  string
+		wantErr string
+	}{
+		{"DriverPlugin", `driver plugin "panicky": internal: plugin "panicky": panic in DriverPlugin: boom`},
+		{"MaxConcurrentReceives", `driver plugin "panicky": internal: plugin "panicky": panic in MaxConcurrentReceives: boom`},
+		{"SendWindow", `driver plugin "panicky": internal: plugin "panicky": panic in SendWindow: boom`},
+		{"ExecutorPlugin", `plugin "panicky": internal: plugin "panicky": panic in ExecutorPlugin: boom`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method, func(t *testing.T) {
+			boom := func(method string) {
+				if tt.method == method {
+					panic("boom")
+				}
+			}
+			var inits atomic.Int32 // Init calls of the healthy plugin, both sides
+			healthy := fakePlugin{
+				name: "healthy",
+				newDriver: func() plugin.DriverPlugin {
+					return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+						inits.Add(1)
+						return nil, nil
+					}}
+				},
+				newExecutor: func() plugin.ExecutorPlugin {
+					return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+						inits.Add(1)
+						return nil
+					}}
+				},
+			}
+			panicky := fakePlugin{
+				name: "panicky",
+				newDriver: func() plugin.DriverPlugin {
+					boom("DriverPlugin")
+					return &sizedDriver{
+						workers: func() int { boom("MaxConcurrentReceives"); return 2 },
+						window:  func() int { boom("SendWindow"); return 1 << 20 },
+					}
+				},
+				newExecutor: func() plugin.ExecutorPlugin {
+					boom("ExecutorPlugin")
+					return &fakeExecutor{}
+				},
+			}
+			ran := false
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{healthy, panicky}, Logger: quiet},
+				func(context.Context, *ember.Driver) error { ran = true; return nil })
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			}
+			if ran {
+				t.Errorf("the driver function ran; want Run to fail before it")
+			}
+			// On the driver, nothing ran; on the executor, the driver
+			// plugins' Init did, and no executor plugin's.
+			wantInits := int32(0)
+			if tt.method == "ExecutorPlugin" {
+				wantInits = 1
+			}
+			if got := inits.Load(); got != wantInits {
+				t.Errorf("healthy plugin's Init ran %d times, want %d", got, wantInits)
 			}
 		})
 	}

@@ -116,7 +116,9 @@ type execState struct {
 }
 
 // New validates cfg and builds the driver's plugin endpoints. It does no
-// I/O and calls no plugin code besides Plugin.DriverPlugin.
+// I/O, and the only plugin code it calls is Plugin.DriverPlugin and the
+// optional methods that size a plugin's lane and send window; a panic in
+// any of them is an error naming the plugin.
 func New(cfg Config) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -161,7 +163,23 @@ func New(cfg Config) (*Driver, error) {
 	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
 	d.sched.builtin = d.builtin
+	// Every plugin is asked first, so that one that panics leaves no lane
+	// of another running.
+	setups := make([]pluginSetup, len(cfg.Plugins))
 	var windows []int // the plugins' own send windows, if any has one
+	for i, p := range cfg.Plugins {
+		s, err := setUp(cfg.Logger, p)
+		if err != nil {
+			return nil, err
+		}
+		setups[i] = s
+		if s.window > 0 {
+			if windows == nil {
+				windows = make([]int, len(cfg.Plugins))
+			}
+			windows[i] = rpc.EffectiveSendWindow(s.window)
+		}
+	}
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
 			d:       d,
@@ -170,23 +188,11 @@ func New(cfg Config) (*Driver, error) {
 			log:     cfg.Logger.With("plugin", p.Name()),
 			metrics: prometheus.WrapRegistererWith(prometheus.Labels{"plugin": p.Name(), "executor": "driver"}, cfg.Registry),
 			conf:    plugin.NewConf(cfg.Conf),
+			dp:      setups[i].dp,
 		}
-		e.dp = p.DriverPlugin()
 		if e.dp != nil {
 			e.listener, _ = e.dp.(plugin.ExecutorListener)
-			workers := 1
-			if cr, ok := e.dp.(plugin.ConcurrentReceiver); ok {
-				workers = cr.MaxConcurrentReceives()
-			}
-			if sw, ok := e.dp.(plugin.SendWindowed); ok {
-				if w := sw.SendWindow(); w > 0 {
-					if windows == nil {
-						windows = make([]int, len(cfg.Plugins))
-					}
-					windows[i] = rpc.EffectiveSendWindow(w)
-				}
-			}
-			e.lane = rpc.NewLane(workers, cfg.LaneLimit, e.run)
+			e.lane = rpc.NewLane(setups[i].workers, cfg.LaneLimit, e.run)
 			lane := e.lane
 			cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name:        "ember_lane_queue_depth",
@@ -216,6 +222,41 @@ func New(cfg Config) (*Driver, error) {
 	}, cfg.ServerOptions...)...)
 	wire.RegisterEmberServer(d.srv, d)
 	return d, nil
+}
+
+// pluginSetup is what New asks a plugin for.
+type pluginSetup struct {
+	dp      plugin.DriverPlugin
+	workers int // plugin.ConcurrentReceiver's, or 1
+	window  int // plugin.SendWindowed's, or 0
+}
+
+// setUp asks p for its driver plugin and that plugin's lane and window
+// sizes, turning a panic into an error naming the plugin and method.
+func setUp(log *slog.Logger, p plugin.Plugin) (pluginSetup, error) {
+	name := p.Name()
+	call := func(method string, fn func()) error {
+		_, err := rpc.Call(log, name, method, func() (struct{}, error) { fn(); return struct{}{}, nil })
+		if err != nil {
+			return fmt.Errorf("driver plugin %q: %w", name, err)
+		}
+		return nil
+	}
+	s := pluginSetup{workers: 1}
+	if err := call("DriverPlugin", func() { s.dp = p.DriverPlugin() }); err != nil {
+		return s, err
+	}
+	if cr, ok := s.dp.(plugin.ConcurrentReceiver); ok {
+		if err := call("MaxConcurrentReceives", func() { s.workers = cr.MaxConcurrentReceives() }); err != nil {
+			return s, err
+		}
+	}
+	if sw, ok := s.dp.(plugin.SendWindowed); ok {
+		if err := call("SendWindow", func() { s.window = sw.SendWindow() }); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
 }
 
 func maxMsg(o rpc.Options) int {

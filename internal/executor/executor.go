@@ -173,6 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 		PluginSendWindows: pluginSendWindows(welcome.PluginSendWindows),
 	})
 	x.conn.SetTypes(types)
+	var setupErr error // the first plugin whose ExecutorPlugin panicked
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
 			x:       x,
@@ -187,7 +188,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if e.extraConf == nil {
 			e.extraConf = map[string]string{}
 		}
-		e.ep = p.ExecutorPlugin()
+		ep, err := rpc.Call(e.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
+			return p.ExecutorPlugin(), nil
+		})
+		if err != nil && setupErr == nil {
+			setupErr = fmt.Errorf("executor %s: plugin %q: %w", x.id, e.name, err)
+		}
+		e.ep = ep
 		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
 			e.recv = r
 			e.lane = rpc.NewLane(1, cfg.LaneQueue, e.run)
@@ -206,7 +213,13 @@ func Run(ctx context.Context, cfg Config) error {
 		x.closeLanes()
 	}()
 
-	if err := x.init(ctx); err != nil {
+	// A plugin that could not be built fails the executor as an Init
+	// error would, before any plugin's Init runs.
+	err = setupErr
+	if err == nil {
+		err = x.init(ctx)
+	}
+	if err != nil {
 		code, msg := rpc.ErrorParts(err)
 		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
 		x.drain()
