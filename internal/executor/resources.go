@@ -23,13 +23,31 @@ const (
 	DiscoveryTimeout = 30 * time.Second
 )
 
+// ResourceKey returns the Conf key that names resource name's discovery
+// command.
+func ResourceKey(name string) string { return resourcePrefix + name + scriptSuffix }
+
+// ResourceName reports whether key names a resource's discovery command,
+// and which resource; the name is empty for the key with none
+// ("ember.executor.resource..discoveryScript", or the prefix and suffix
+// overlapping).
+func ResourceName(key string) (name string, ok bool) {
+	if !strings.HasPrefix(key, resourcePrefix) || !strings.HasSuffix(key, scriptSuffix) {
+		return "", false
+	}
+	if len(key) <= len(resourcePrefix)+len(scriptSuffix) {
+		return "", true
+	}
+	return key[len(resourcePrefix) : len(key)-len(scriptSuffix)], true
+}
+
 func discoverResources(ctx context.Context, conf plugin.Conf) (map[string]plugin.Resource, error) {
 	out := map[string]plugin.Resource{}
 	for k, v := range conf.All() {
-		if !strings.HasPrefix(k, resourcePrefix) || !strings.HasSuffix(k, scriptSuffix) {
+		name, ok := ResourceName(k)
+		if !ok {
 			continue
 		}
-		name := strings.TrimSuffix(strings.TrimPrefix(k, resourcePrefix), scriptSuffix)
 		r, err := discover(ctx, name, v)
 		if err != nil {
 			return nil, err
@@ -50,7 +68,10 @@ func discover(ctx context.Context, name, command string) (plugin.Resource, error
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return plugin.Resource{}, fmt.Errorf("resource %q: discovery command %q: %v: %s", name, command, err, strings.TrimSpace(stderr.String()))
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			err = fmt.Errorf("%v: %s", err, msg)
+		}
+		return plugin.Resource{}, fmt.Errorf("resource %q: discovery command %q: %w", name, command, err)
 	}
 	var r plugin.Resource
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
