@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -133,7 +135,72 @@ const (
 	ConfPluginsDefaults = "ember.plugins.defaults"
 	// ConfPlugins lists the application's plugins (Spark: spark.plugins).
 	ConfPlugins = "ember.plugins"
+	// ConfMetricsInterval is how often executors ship their metrics to the
+	// driver, as a Go duration ("500ms", "10s"). Default:
+	// Config.HeartbeatInterval.
+	ConfMetricsInterval = "ember.metrics.interval"
 )
+
+// ConfResourceDiscoveryScript returns the configuration key,
+// "ember.executor.resource.<name>.discoveryScript", that names the
+// command discovering the executor resource name (Spark:
+// spark.executor.resource.{resourceName}.discoveryScript). Every executor
+// runs it when it starts, before its plugins' Init: a path and
+// space-separated arguments, run without a shell, that must print
+// {"name":"<name>","addresses":["0","1"]} and exit 0 within 30 seconds,
+// or the executor fails naming the resource. Plugins read the result from
+// plugin.ExecutorContext.Resources, and the driver from
+// plugin.ExecutorInfo.Resources.
+func ConfResourceDiscoveryScript(name string) string { return executor.ResourceKey(name) }
+
+// checkConf refuses values of the keys above that do not parse or are out
+// of range, naming each such key in one CodeInvalidArgument error, so that
+// a typo fails Run at once instead of an executor falling back to a
+// default or failing later.
+func checkConf(m map[string]string) error {
+	c := plugin.NewConf(m)
+	var errs []error
+	atLeastOne := func(key string) {
+		if _, set := c.Lookup(key); !set {
+			return
+		}
+		if n, err := c.Int(key, 0); err != nil {
+			errs = append(errs, err)
+		} else if n < 1 {
+			errs = append(errs, fmt.Errorf("conf %s=%d: want at least 1", key, n))
+		}
+	}
+	atLeastOne(ConfMaxTaskFailures)
+	atLeastOne(ConfExecutorSlots)
+	if d, err := c.Duration(ConfMetricsInterval, time.Second); err != nil {
+		errs = append(errs, err)
+	} else if d <= 0 {
+		errs = append(errs, fmt.Errorf("conf %s=%v: want a positive duration", ConfMetricsInterval, d))
+	}
+	if v, set := c.Lookup(ConfShowProgress); set {
+		if _, err := strconv.ParseBool(v); err != nil {
+			errs = append(errs, fmt.Errorf("conf %s=%q: want true or false", ConfShowProgress, v))
+		}
+	}
+	for k, v := range c.All() {
+		name, ok := executor.ResourceName(k)
+		switch {
+		case !ok:
+		case name == "":
+			errs = append(errs, fmt.Errorf("conf %s: no resource name", k))
+		case len(strings.Fields(v)) == 0:
+			errs = append(errs, fmt.Errorf("conf %s: no discovery command", k))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = err.Error()
+	}
+	return plugin.NewError(plugin.CodeInvalidArgument, strings.Join(msgs, "; "))
+}
 
 var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 

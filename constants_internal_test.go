@@ -15,6 +15,8 @@ func TestPublicConstantsMatchTheMachinery(t *testing.T) {
 		{EnvSecret, launch.EnvSecret},
 		{EnvSecretFile, "EMBER_SECRET_FILE"},
 		{ConfExecutorSlots, executor.ConfSlots},
+		{ConfMetricsInterval, executor.ConfMetricsInterval},
+		{ConfResourceDiscoveryScript("gpu"), "ember.executor.resource.gpu.discoveryScript"},
 	} {
 		if c.public != c.internal {
 			t.Errorf("got %q, want %q", c.public, c.internal)

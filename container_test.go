@@ -673,3 +673,75 @@ func TestConfNotUTF8(t *testing.T) {
 		})
 	}
 }
+
+// Run refuses values of Ember's own configuration keys that do not parse
+// or are out of range, naming every such key, before any plugin code runs.
+func TestBadConfFailsRun(t *testing.T) {
+	tests := []struct {
+		name     string
+		conf     map[string]string
+		contains []string
+	}{
+		{"maxFailures not a number", map[string]string{ember.ConfMaxTaskFailures: "four"}, []string{`ember.task.maxFailures="four": not an integer`}},
+		{"maxFailures zero", map[string]string{ember.ConfMaxTaskFailures: "0"}, []string{"ember.task.maxFailures=0: want at least 1"}},
+		{"slots negative", map[string]string{ember.ConfExecutorSlots: "-2"}, []string{"ember.executor.slots=-2: want at least 1"}},
+		{"metrics interval without unit", map[string]string{ember.ConfMetricsInterval: "5"}, []string{`ember.metrics.interval="5": not a duration`}},
+		{"metrics interval zero", map[string]string{ember.ConfMetricsInterval: "0s"}, []string{"ember.metrics.interval=0s: want a positive duration"}},
+		{"progress switch", map[string]string{ember.ConfShowProgress: "off"}, []string{`ember.ui.showConsoleProgress="off": want true or false`}},
+		{"discovery without a command", map[string]string{ember.ConfResourceDiscoveryScript("gpu"): "  "}, []string{"ember.executor.resource.gpu.discoveryScript: no discovery command"}},
+		{"discovery without a name", map[string]string{ember.ConfResourceDiscoveryScript(""): "/bin/true"}, []string{"ember.executor.resource..discoveryScript: no resource name"}},
+		{"every bad key named", map[string]string{ember.ConfExecutorSlots: "0", ember.ConfMetricsInterval: "soon"}, []string{"ember.executor.slots=0", "ember.metrics.interval"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var inits atomic.Int32
+			p := fakePlugin{
+				name: "conf",
+				newDriver: func() plugin.DriverPlugin {
+					return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+						inits.Add(1)
+						return nil, nil
+					}}
+				},
+			}
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Conf: tt.conf, Plugins: []plugin.Plugin{p}, Logger: quiet},
+				func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+			if plugin.CodeOf(err) != plugin.CodeInvalidArgument {
+				t.Fatalf("got %v, want CodeInvalidArgument", err)
+			}
+			for _, c := range tt.contains {
+				if !strings.Contains(err.Error(), c) {
+					t.Errorf("got %v, want it to contain %q", err, c)
+				}
+			}
+			if n := inits.Load(); n != 0 {
+				t.Errorf("driver plugin Init ran %d times, want 0", n)
+			}
+		})
+	}
+}
+
+// The values Run accepts for the same keys start the application.
+func TestGoodConfRuns(t *testing.T) {
+	conf := map[string]string{
+		ember.ConfMaxTaskFailures:                "1",
+		ember.ConfExecutorSlots:                  "3",
+		ember.ConfMetricsInterval:                "250ms",
+		ember.ConfShowProgress:                   "0",
+		ember.ConfResourceDiscoveryScript("gpu"): `echo {"name":"gpu","addresses":["7"]}`,
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Conf: conf, Logger: quiet},
+		func(ctx context.Context, d *ember.Driver) error {
+			execs := d.Executors()
+			if len(execs) != 1 {
+				return fmt.Errorf("executors: got %d, want 1", len(execs))
+			}
+			if got := execs[0].Resources["gpu"].Addresses; !slices.Equal(got, []string{"7"}) {
+				return fmt.Errorf("gpu addresses: got %v, want [7]", got)
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

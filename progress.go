@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,8 +13,9 @@ import (
 )
 
 // ConfShowProgress switches the console progress bar (Spark:
-// spark.ui.showConsoleProgress). Default "true"; the bar is drawn only
-// when both stdout and stderr are terminals, on stderr.
+// spark.ui.showConsoleProgress): "false" (or any value strconv.ParseBool
+// reads as false) turns it off. Default "true"; the bar is drawn only when
+// both stdout and stderr are terminals, on stderr.
 const ConfShowProgress = "ember.ui.showConsoleProgress"
 
 // progressInterval is how often the bar is redrawn, and how long a job must
@@ -23,7 +25,7 @@ const progressInterval = 200 * time.Millisecond
 // showProgress draws a one-line progress bar for a running job when
 // enabled, and returns the function that stops and erases it.
 func (d *Driver) showProgress(task string, p *driver.Progress) (stop func()) {
-	if d.cfg.Conf[ConfShowProgress] == "false" || !isTerminal(os.Stdout) || !isTerminal(os.Stderr) {
+	if show, err := strconv.ParseBool(d.cfg.Conf[ConfShowProgress]); (err == nil && !show) || !isTerminal(os.Stdout) || !isTerminal(os.Stderr) {
 		return func() {}
 	}
 	return drawProgress(os.Stderr, task, p, progressInterval)

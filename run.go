@@ -92,11 +92,11 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err != nil {
 		return err
 	}
-	log := cfg.Logger
-	maxFailures, err := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4)
-	if err != nil {
+	if err := checkConf(cfg.Conf); err != nil {
 		return err
 	}
+	log := cfg.Logger
+	maxFailures, _ := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4) // checked
 	secret, err := driverSecret(cfg, master.Kind == "standalone")
 	if err != nil {
 		return err

@@ -41,7 +41,9 @@ type ExecutorContext interface {
 	Context
 	// ExecutorID identifies this executor ("1", "2", ...).
 	ExecutorID() string
-	// Resources are the resources discovered for this executor, by name.
+	// Resources are the resources discovered for this executor when it
+	// started, by name: one for each discovery command in the application's
+	// Conf (ember.ConfResourceDiscoveryScript).
 	Resources() map[string]Resource
 	// Ask sends msg to the driver plugin of the same name and waits for its
 	// reply. The deadline comes from ctx; when ctx ends first, the error

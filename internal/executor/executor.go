@@ -231,7 +231,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: ready})
 	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
-	if err != nil || interval <= 0 {
+	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
 		interval = time.Second
 	}
 	shipDone := make(chan struct{})
@@ -281,7 +281,7 @@ func Run(ctx context.Context, cfg Config) error {
 const ConfSlots = "ember.executor.slots"
 
 // ConfMetricsInterval is how often executors ship their metrics to the
-// driver. Default: the heartbeat interval.
+// driver (ember.ConfMetricsInterval). Default: the heartbeat interval.
 const ConfMetricsInterval = "ember.metrics.interval"
 
 // shipMetrics sends the executor's metrics to the driver every interval
