@@ -221,11 +221,26 @@ func PluginNames(cfg Config) ([]string, error) {
 	return names, nil
 }
 
+// nameOf returns p.Name(), or an error naming p's type if it panics:
+// resolvePlugins is the first to call it, so a panicking Name fails Run
+// here, before anything starts.
+func nameOf(p plugin.Plugin) (name string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = plugin.Errorf(plugin.CodeInternal, "plugin of type %T: panic in Name: %v", p, r)
+		}
+	}()
+	return p.Name(), nil
+}
+
 func resolvePlugins(cfg Config) ([]plugin.Plugin, error) {
 	var out []plugin.Plugin
 	seen := map[string]bool{}
 	add := func(p plugin.Plugin) error {
-		name := p.Name()
+		name, err := nameOf(p)
+		if err != nil {
+			return err
+		}
 		if !pluginName.MatchString(name) {
 			return fmt.Errorf("plugin name %q: want lowercase letters, digits, '.', '_' or '-'", name)
 		}

@@ -179,6 +179,24 @@ func TestPanicsBuildingPlugins(t *testing.T) {
 	}
 }
 
+// panickyName is a plugin whose Name panics.
+type panickyName struct{ fakePlugin }
+
+func (panickyName) Name() string { panic("boom") }
+
+// A plugin whose Name panics fails Run with an error naming its type.
+func TestPanickingPluginName(t *testing.T) {
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{panickyName{}}, Logger: quiet},
+		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	want := "plugin of type ember_test.panickyName: panic in Name: boom"
+	if plugin.CodeOf(err) != plugin.CodeInternal || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: got %v, want CodeInternal containing %q", err, want)
+	}
+	if _, err := ember.PluginNames(ember.Config{Plugins: []plugin.Plugin{panickyName{}}}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("PluginNames: got %v, want an error containing %q", err, want)
+	}
+}
+
 func TestConfigStringRedactsSecrets(t *testing.T) {
 	cfg := ember.Config{Secret: "hunter2", Conf: map[string]string{"db.password": "pw1", "db.host": "h"}}
 	var text, json strings.Builder

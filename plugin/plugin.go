@@ -8,9 +8,9 @@ import "context"
 //
 // The methods are called once per process while the runtime starts, from one
 // goroutine; they should construct values and do nothing else. A panic in
-// DriverPlugin or ExecutorPlugin (or in the driver plugin's
-// MaxConcurrentReceives or SendWindow) fails that process's start-up with
-// an error naming the plugin and method.
+// any of them (or in the driver plugin's MaxConcurrentReceives or
+// SendWindow) fails that process's start-up with an error naming the
+// plugin and method.
 type Plugin interface {
 	// Name identifies the plugin on both sides: lowercase, unique in the
 	// application, e.g. "rpc-demo" or "metrics.jvm".
