@@ -31,9 +31,11 @@ type Config struct {
 	Plugins []plugin.Plugin
 	// Conf is free-form configuration, shipped to every executor and
 	// visible to plugins as Context.Conf. "ember.plugins.defaults" and
-	// "ember.plugins" enable registered plugins by name (comma-separated).
-	// Keys and values must be valid UTF-8, as AppName must: Run fails at
-	// start-up, naming the key, when one is not.
+	// "ember.plugins" enable registered plugins by name (comma-separated);
+	// the other keys Ember reads are the Conf constants of this package
+	// and ConfResourceDiscoveryScript, and Run fails at start-up, naming
+	// the key, when one has a value it cannot use. Keys and values must be
+	// valid UTF-8, as AppName must: Run fails the same way when one is not.
 	Conf map[string]string
 	// ListenAddr is the driver's address. Default "127.0.0.1:0" (loopback,
 	// a free port); standalone executors on other hosts need a reachable
