@@ -695,15 +695,7 @@ func TestBadConfFailsRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var inits atomic.Int32
-			p := fakePlugin{
-				name: "conf",
-				newDriver: func() plugin.DriverPlugin {
-					return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
-						inits.Add(1)
-						return nil, nil
-					}}
-				},
-			}
+			p := countingPlugin("conf", &inits)
 			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Conf: tt.conf, Plugins: []plugin.Plugin{p}, Logger: quiet},
 				func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
 			if plugin.CodeOf(err) != plugin.CodeInvalidArgument {
@@ -715,7 +707,7 @@ func TestBadConfFailsRun(t *testing.T) {
 				}
 			}
 			if n := inits.Load(); n != 0 {
-				t.Errorf("driver plugin Init ran %d times, want 0", n)
+				t.Errorf("plugin Init ran %d times, want 0", n)
 			}
 		})
 	}

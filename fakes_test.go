@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emberhq/ember/plugin"
 )
@@ -45,6 +46,26 @@ func (p fakePlugin) ExecutorPlugin() plugin.ExecutorPlugin {
 		return nil
 	}
 	return p.newExecutor()
+}
+
+// countingPlugin is a plugin whose driver and executor sides count their
+// Init calls in inits.
+func countingPlugin(name string, inits *atomic.Int32) fakePlugin {
+	return fakePlugin{
+		name: name,
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+				inits.Add(1)
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+				inits.Add(1)
+				return nil
+			}}
+		},
+	}
 }
 
 // fakeDriver is a DriverPlugin whose methods call the func fields when set.

@@ -128,21 +128,7 @@ func TestPanicsBuildingPlugins(t *testing.T) {
 				}
 			}
 			var inits atomic.Int32 // Init calls of the healthy plugin, both sides
-			healthy := fakePlugin{
-				name: "healthy",
-				newDriver: func() plugin.DriverPlugin {
-					return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
-						inits.Add(1)
-						return nil, nil
-					}}
-				},
-				newExecutor: func() plugin.ExecutorPlugin {
-					return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
-						inits.Add(1)
-						return nil
-					}}
-				},
-			}
+			healthy := countingPlugin("healthy", &inits)
 			panicky := fakePlugin{
 				name: "panicky",
 				newDriver: func() plugin.DriverPlugin {
