@@ -165,6 +165,55 @@ func TestPanicsBuildingPlugins(t *testing.T) {
 	}
 }
 
+// A Receive that returns a nil *plugin.Error as its error (the typed-nil
+// mistake) gives the asker CodeUnknown naming the mistake, on either side,
+// and a send's is logged; the process keeps serving. Handling one used to
+// dereference the nil pointer and end the process.
+func TestReceiveReturningNilPluginError(t *testing.T) {
+	nilErr := func(context.Context, any) (any, error) {
+		var e *plugin.Error
+		return nil, e
+	}
+	var dc plugin.DriverContext
+	var ec plugin.ExecutorContext
+	p := fakePlugin{
+		name: "typed-nil",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF:    func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) { dc = pc; return nil, nil },
+				ReceiveF: nilErr,
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error { ec = pc; return nil }},
+				ReceiveF:     nilErr,
+			}
+		},
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
+		func(ctx context.Context, d *ember.Driver) error {
+			want := "a nil *plugin.Error was returned as a non-nil error"
+			for range 2 { // the second round shows both sides still serve
+				if err := ec.Send(ctx, text("send")); err != nil {
+					return fmt.Errorf("Send: %w", err)
+				}
+				_, err := ec.Ask(ctx, text("ask"))
+				if plugin.CodeOf(err) != plugin.CodeUnknown || !strings.Contains(err.Error(), want) {
+					return fmt.Errorf("Ask: got %v, want CodeUnknown containing %q", err, want)
+				}
+				_, err = dc.AskExecutor(ctx, "1", text("ask"))
+				if plugin.CodeOf(err) != plugin.CodeUnknown || !strings.Contains(err.Error(), want) {
+					return fmt.Errorf("AskExecutor: got %v, want CodeUnknown containing %q", err, want)
+				}
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // panickyName is a plugin whose Name panics.
 type panickyName struct{ fakePlugin }
 

@@ -96,27 +96,51 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return e
 }
 
-// Code returns the error's code.
-func (e *Error) Code() Code { return e.code }
+// A nil *Error returned as an error (var e *plugin.Error; return nil, e)
+// is a non-nil error in Go. Every method accepts one, and it reaches the
+// other side as CodeUnknown with this message, rather than crashing the
+// process that handles it.
+const nilErrorMessage = "a nil *plugin.Error was returned as a non-nil error"
+
+// Code returns the error's code: CodeUnknown for a nil *Error.
+func (e *Error) Code() Code {
+	if e == nil {
+		return CodeUnknown
+	}
+	return e.code
+}
 
 // Message returns the error's message without the code prefix.
-func (e *Error) Message() string { return e.msg }
+func (e *Error) Message() string {
+	if e == nil {
+		return nilErrorMessage
+	}
+	return e.msg
+}
 
 // Error returns "<code>: <message>".
 func (e *Error) Error() string {
-	if e.msg == "" {
-		return e.code.String()
+	if e.Message() == "" {
+		return e.Code().String()
 	}
-	return e.code.String() + ": " + e.msg
+	return e.Code().String() + ": " + e.Message()
 }
 
 // Unwrap returns the local cause, if any. Causes never cross the wire.
-func (e *Error) Unwrap() error { return e.cause }
+func (e *Error) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.cause
+}
 
 // Is makes an error with CodeDeadlineExceeded match
 // [context.DeadlineExceeded] and one with CodeCanceled match
 // [context.Canceled], wherever the deadline expired.
 func (e *Error) Is(target error) bool {
+	if e == nil {
+		return false
+	}
 	switch target {
 	case context.DeadlineExceeded:
 		return e.code == CodeDeadlineExceeded
@@ -131,7 +155,7 @@ func (e *Error) Is(target error) bool {
 // failure detected locally.
 func IsRemote(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.remote
+	return errors.As(err, &e) && e != nil && e.remote
 }
 
 // CodeOf returns the code of the *Error in err's chain. A context error maps
@@ -143,7 +167,7 @@ func CodeOf(err error) Code {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.code
+		return e.Code()
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/emberhq/ember/internal/hook"
@@ -245,6 +246,8 @@ func TestCodeOf(t *testing.T) {
 		{"plain", errors.New("boom"), plugin.CodeUnknown},
 		{"sentinel", plugin.ErrClosed, plugin.CodeUnknown},
 		{"joined", errors.Join(errors.New("a"), plugin.NewError(plugin.CodeInternal, "b")), plugin.CodeInternal},
+		{"nil *Error as an error", (*plugin.Error)(nil), plugin.CodeUnknown},
+		{"wrapped nil *Error", fmt.Errorf("a: %w", (*plugin.Error)(nil)), plugin.CodeUnknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -313,5 +316,34 @@ func TestWireError(t *testing.T) {
 	}
 	if err := hook.WireError(uint32(plugin.CodeDeadlineExceeded), "late"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("remote deadline_exceeded: errors.Is(context.DeadlineExceeded) = false, want true")
+	}
+}
+
+// A nil *Error returned as a non-nil error (the typed-nil mistake) must not
+// crash whoever handles it: every method answers, and it reads as
+// CodeUnknown with a message that names the mistake.
+func TestNilError(t *testing.T) {
+	t.Parallel()
+	var e *plugin.Error
+	var err error = e
+	if got := e.Code(); got != plugin.CodeUnknown {
+		t.Errorf("Code() = %v, want %v", got, plugin.CodeUnknown)
+	}
+	if got, want := err.Error(), "unknown: a nil *plugin.Error was returned as a non-nil error"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if got := e.Message(); !strings.Contains(got, "nil *plugin.Error") {
+		t.Errorf("Message() = %q, want it to name the nil *plugin.Error", got)
+	}
+	if e.Unwrap() != nil {
+		t.Errorf("Unwrap() = %v, want nil", e.Unwrap())
+	}
+	for _, target := range []error{context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, target) {
+			t.Errorf("errors.Is(nil *Error, %v) = true, want false", target)
+		}
+	}
+	if plugin.IsRemote(err) {
+		t.Error("IsRemote(nil *Error) = true, want false")
 	}
 }
