@@ -38,6 +38,7 @@ import (
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/benchkit"
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc"
@@ -72,11 +73,11 @@ func init() {
 	encoding.RegisterCodec(rawCodec{})
 }
 
-// Transport settings shared by the baselines, copied from the driver and
-// executor so that both sides of a comparison use the same gRPC tuning.
+// Transport settings shared by the baselines: the driver's and
+// executors', so that both sides of a comparison use the same gRPC tuning.
 const (
-	benchWindow     = 1 << 20
-	benchConnWindow = 4 << 20
+	benchWindow     = rpc.StreamWindow
+	benchConnWindow = rpc.ConnWindow
 )
 
 // BenchmarkAsk times one request/reply round trip with a 32-byte payload,

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/stamp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,8 +27,8 @@ import (
 // Window sizes, the same as Ember's driver and executors use, so that both
 // sides of a comparison have the same gRPC tuning.
 const (
-	window     = 1 << 20
-	connWindow = 4 << 20
+	window     = rpc.StreamWindow
+	connWindow = rpc.ConnWindow
 )
 
 // bytesCodec passes []byte through untouched.

@@ -210,8 +210,8 @@ func New(cfg Config) (*Driver, error) {
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
 		// Protobuf, with received frames taken from a pool.
 		grpc.ForceServerCodecV2(wire.Codec{}),
-		grpc.InitialWindowSize(1 << 20),
-		grpc.InitialConnWindowSize(4 << 20),
+		grpc.InitialWindowSize(rpc.StreamWindow),
+		grpc.InitialConnWindowSize(rpc.ConnWindow),
 		// A peer that opens a connection and never completes the HTTP/2
 		// and TLS handshakes is dropped after the handshake timeout; one
 		// that completes them but opens no stream is dropped when idle.

@@ -123,8 +123,8 @@ func Run(ctx context.Context, cfg Config) error {
 			// Protobuf, with received frames taken from a pool.
 			grpc.ForceCodecV2(wire.Codec{}),
 		),
-		grpc.WithInitialWindowSize(1 << 20),
-		grpc.WithInitialConnWindowSize(4 << 20),
+		grpc.WithInitialWindowSize(rpc.StreamWindow),
+		grpc.WithInitialConnWindowSize(rpc.ConnWindow),
 	}, cfg.DialOptions...)
 	cc, err := grpc.NewClient(cfg.DriverAddr, opts...)
 	if err != nil {

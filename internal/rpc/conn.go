@@ -92,6 +92,20 @@ const (
 	maxBatchBytes = 1 << 20
 )
 
+// The gRPC flow-control windows the driver and executors set on their
+// transports (grpc.InitialWindowSize and InitialConnWindowSize): what one
+// stream, and one connection, may have in flight unread.
+const (
+	StreamWindow = 1 << 20
+	ConnWindow   = 4 << 20
+)
+
+// directMax bounds the bytes a peer may not have read for an ask to be
+// written on its caller's goroutine (see Conn.ask): a quarter of
+// StreamWindow, so that with the quarter the peer may have read without
+// giving it back yet, the window is never spent.
+const directMax = StreamWindow / 4
+
 // BatchOverhead is the headroom added to MaxMessageBytes for the gRPC
 // receive limit, covering the frame and batch envelopes.
 const BatchOverhead = 64 << 10
@@ -122,6 +136,9 @@ type Conn struct {
 	delivering atomic.Bool
 	// lastReplies is how many replies the last batch with any carried.
 	lastReplies atomic.Int32
+	// written counts the bytes handed to the stream, roughly (frameBytes);
+	// the writer adds each batch before writing it.
+	written atomic.Int64
 
 	// Peer is free for the owner's use (executor record, endpoint list).
 	Peer any
@@ -157,6 +174,10 @@ type Conn struct {
 	// lastDone is the Done channel of the last ask registered.
 	watchers map[<-chan struct{}]*watcher
 	lastDone <-chan struct{}
+	// read is a count of written that the peer is known to have read:
+	// the largest written at the registration of an ask since answered.
+	// written - read bounds what the peer may not have read yet.
+	read int64
 
 	// recv is the flow control of the SENDs this end receives, by plugin
 	// (see Consumed); not under mu.
@@ -427,9 +448,12 @@ func (c *Conn) writeDirect(f *wire.Frame) {
 // clears the slice. It reports whether the write succeeded; a failed
 // write closes the connection. The caller holds the writing flag.
 func (c *Conn) send(b *wire.Batch, frames []*wire.Frame) bool {
+	var n int64
 	for _, f := range frames {
 		c.compress(f)
+		n += frameBytes(f)
 	}
+	c.written.Add(n)
 	b.Frames = frames
 	if stamp.Enabled {
 		markWrite(frames, false)
@@ -449,6 +473,35 @@ func (c *Conn) send(b *wire.Batch, frames []*wire.Frame) bool {
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	return true
+}
+
+// frameOverhead bounds a frame's fields besides those frameBytes counts
+// (kind, call, plugin, type ID, code, timeout, credit, and their tags),
+// with the batch's envelope for it.
+const frameOverhead = 64
+
+// frameBytes is f's size on the wire, from above for every frame but the
+// handshake's (Hello, Welcome and Challenge, written before a Conn
+// exists).
+func frameBytes(f *wire.Frame) int64 {
+	n := len(f.Payload) + len(f.Error) + len(f.Type) + frameOverhead
+	if f.Metrics != nil {
+		for _, m := range f.Metrics.Families {
+			n += len(m) + 8
+		}
+	}
+	if f.Task != nil {
+		n += len(f.Task.JobId) + len(f.Task.Name) + 16
+	}
+	if f.Ready != nil {
+		for _, r := range f.Ready.Resources {
+			n += len(r.Name) + 8
+			for _, a := range r.Addresses {
+				n += len(a) + 2
+			}
+		}
+	}
+	return int64(n)
 }
 
 // markWrite stamps the asks and replies of a batch being written (done:
@@ -642,9 +695,10 @@ func (c *Conn) SendControl(f *wire.Frame) error {
 
 // pending is an ask waiting for its reply.
 type pending struct {
-	ch     chan reply
-	decode bool     // the reader decodes the reply (AskMessage)
-	w      *watcher // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
+	ch      chan reply
+	decode  bool     // the reader decodes the reply (AskMessage)
+	w       *watcher // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
+	written int64    // Conn.written when the ask was registered: all of it precedes the ask
 }
 
 // reply is what the reader hands a waiting ask: the REPLY frame, or its
@@ -769,7 +823,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	}
 	c.nextCall++
 	id := c.nextCall
-	c.calls[id] = pending{ch, decode, w}
+	c.calls[id] = pending{ch, decode, w, c.written.Load()}
 	f.Call = id
 	if stamp.Enabled {
 		stamp.Mark(stamp.AskQueued, id)
@@ -781,7 +835,18 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	// finds itself alone with the others about to follow (measured: 1.4%
 	// of the asks under load were written alone, 5% of the executors'
 	// CPU). The replies having come one at a time is the other sign.
-	lone := len(c.calls) == 1 && c.lastReplies.Load() <= 1
+	//
+	// And a direct write must not block: the caller would be stuck in
+	// stream.Send, deaf to its ctx, for as long as the peer does not read
+	// (a peer that is paused, or cut off until the heartbeat timeout).
+	// gRPC's Send blocks only once the peer's stream window (1 MiB, set by
+	// both ends) is spent and 64 KiB more wait; the peer's transport gives
+	// window back once a quarter of it has been read. So while the bytes
+	// the peer may not have read, with this ask's, stay under directMax,
+	// the write cannot block. Otherwise the writer goroutine writes it and
+	// the caller waits for the reply or its ctx.
+	lone := len(c.calls) == 1 && c.lastReplies.Load() <= 1 &&
+		c.written.Load()-c.read+frameBytes(f) <= directMax
 	// Still under the lock that registered the call: one lock round per
 	// ask when the queue has room.
 	if err := c.enqueueLocked(ctx, f, false, lone); err != nil {
@@ -1104,6 +1169,8 @@ func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 		p, ok := c.calls[f.Call]
 		if ok {
 			delete(c.calls, f.Call)
+			// The peer has read the ask, so all that preceded it.
+			c.read = max(c.read, p.written)
 		}
 		buf = append(buf, p)
 	}

@@ -183,7 +183,8 @@ type pair struct {
 func newPair(t *testing.T, clientH, serverH rpc.Handler, clientOpts, serverOpts rpc.Options) *pair {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
+	// The flow-control windows the driver and executors set.
+	srv := grpc.NewServer(grpc.InitialWindowSize(rpc.StreamWindow), grpc.InitialConnWindowSize(rpc.ConnWindow))
 	es := &emberServer{h: serverH, opts: serverOpts, conns: make(chan *rpc.Conn, 1)}
 	wire.RegisterEmberServer(srv, es)
 	served := make(chan struct{})
@@ -193,7 +194,8 @@ func newPair(t *testing.T, clientH, serverH rpc.Handler, clientOpts, serverOpts 
 	}()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(rpc.StreamWindow), grpc.WithInitialConnWindowSize(rpc.ConnWindow))
 	if err != nil {
 		t.Fatalf("grpc.NewClient: %v", err)
 	}

@@ -1,0 +1,15 @@
+package rpc
+
+import "github.com/emberhq/ember/internal/wire"
+
+// DirectBatch returns the batch c writes lone asks in from their callers'
+// goroutines (Conn.ask), so that a test's stream can tell those writes
+// from the writer goroutine's.
+func DirectBatch(c *Conn) *wire.Batch { return c.direct }
+
+// WriterIdle reports whether nothing is queued on c or being written.
+func WriterIdle(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out) == 0 && !c.writing
+}
