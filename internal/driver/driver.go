@@ -104,7 +104,7 @@ type execState struct {
 	askCtx  context.Context // for asks: the connection's (ends with it), with the sender's ID
 	log     *slog.Logger    // the driver's, with the executor's ID
 	info    plugin.ExecutorInfo
-	conn    *rpc.Conn
+	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
 	ready   bool
 	stopped chan struct{} // closed when STOPPED arrives
 
@@ -532,6 +532,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	d.execs[id] = es
 	d.mu.Unlock()
+	if testHookConnect != nil {
+		testHookConnect("listed", es)
+	}
 
 	welcome := &wire.Welcome{
 		AppId:               d.cfg.AppID,
@@ -558,18 +561,40 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		}
 		welcome.Auth = auth.Prove(d.cfg.Secret, auth.Driver, hello.AuthNonce, challenge, digest)
 	}
+	// The connection is published under the lock Close lists executors
+	// with: Close stops every executor it lists, skips those still short
+	// of this point, and those are refused here.
+	d.mu.Lock()
+	if d.stopping {
+		delete(d.execs, id)
+		d.mu.Unlock()
+		return refuse(plugin.CodeUnavailable, "shutting down", "the driver is shutting down")
+	}
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
 	c.SetTypes(types) // equal to the executor's, as checkHello verified
 	c.Peer = es
 	es.askCtx = senderContext(c.Context(), id)
 	es.conn = c
+	d.mu.Unlock()
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
-	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: welcome})
+	if testHookConnect != nil {
+		testHookConnect("published", es)
+	}
+	// WELCOME is written here, before the connection's writer starts, so
+	// that it travels alone and first: the executor's handshake reads the
+	// WELCOME's batch and nothing else in it, and a STOP that Close has
+	// queued meanwhile must come after. A failed write is the reader's to
+	// find.
+	_ = stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: welcome}}})
 	c.Start()
 	<-c.Done()
 	c.Wait()
 	return nil
 }
+
+// testHookConnect, when set by a test, is called as a connecting executor
+// is listed in Driver.execs and as its connection is published.
+var testHookConnect func(stage string, es *execState)
 
 func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error) {
 	type result struct {
@@ -809,7 +834,9 @@ func (d *Driver) Close() error {
 	d.stopping = true
 	var all []*execState
 	for _, es := range d.execs {
-		all = append(all, es)
+		if es.conn != nil { // not one still in its handshake (see Connect)
+			all = append(all, es)
+		}
 	}
 	d.mu.Unlock()
 

@@ -1,0 +1,142 @@
+package driver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/auth"
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+const testSecret = "close-test-secret"
+
+// servedDriver starts a driver with the test secret on a loopback port.
+func servedDriver(t *testing.T) *Driver {
+	t.Helper()
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, ShutdownTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Serve(lis)
+	return d
+}
+
+// handshake connects to d as an executor with the test secret and returns
+// the stream once HELLO is sent; what the driver sends next is the test's
+// to read.
+func handshake(t *testing.T, d *Driver) wire.Ember_ConnectClient {
+	t.Helper()
+	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(func() { cancel(); cc.Close() })
+	stream, err := wire.NewEmberClient(cc).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := stream.Recv()
+	if err != nil || len(b.Frames) != 1 || b.Frames[0].Challenge == nil {
+		t.Fatalf("CHALLENGE: got %v, %v", b, err)
+	}
+	nonce := auth.Nonce()
+	hello := &wire.Hello{
+		ProtocolVersion: wire.ProtocolVersion,
+		MessageTypes:    codec.Names(),
+		AuthNonce:       nonce,
+		Auth:            auth.Prove(testSecret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
+	}
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
+		t.Fatal(err)
+	}
+	return stream
+}
+
+// hookConnect sets testHookConnect for one test.
+func hookConnect(t *testing.T, hook func(stage string, es *execState)) {
+	t.Helper()
+	testHookConnect = hook
+	t.Cleanup(func() { testHookConnect = nil })
+}
+
+// Close called while an executor is listed but its connection not yet
+// made (it used to send STOP on a nil connection: a panic) leaves that
+// executor to be refused, as one arriving after Close is, or cut off when
+// Close stops the server first.
+func TestCloseDuringHandshakeRefusesTheExecutor(t *testing.T) {
+	d := servedDriver(t)
+	closed := make(chan error, 1)
+	hookConnect(t, func(stage string, _ *execState) {
+		if stage != "listed" {
+			return
+		}
+		go func() { closed <- d.Close() }()
+		// Let Close take its list of executors before the handshake goes on.
+		for {
+			d.mu.Lock()
+			stopping := d.stopping
+			d.mu.Unlock()
+			if stopping {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	stream := handshake(t, d)
+	// The refusal, unless Close has stopped the server first.
+	if b, err := stream.Recv(); err == nil {
+		w := b.Frames[0].Welcome
+		if w == nil || plugin.Code(w.Code) != plugin.CodeUnavailable || w.Error != "the driver is shutting down" {
+			t.Errorf("got %v, want a WELCOME refusing with CodeUnavailable: the driver is shutting down", b.Frames[0])
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if n := len(d.Executors()); n != 0 {
+		t.Errorf("executors listed after Close: %d, want 0", n)
+	}
+}
+
+// Once an executor's connection is published, a frame queued on it (a
+// STOP from Close) reaches the executor after the WELCOME and in a batch
+// of its own: the executor's handshake reads the WELCOME's batch only, and
+// dropped a STOP that shared it (the executor then never stopped).
+func TestWelcomeTravelsAlone(t *testing.T) {
+	d := servedDriver(t)
+	t.Cleanup(func() { d.Close() })
+	hookConnect(t, func(stage string, es *execState) {
+		if stage == "published" {
+			_ = es.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOP})
+		}
+	})
+	stream := handshake(t, d)
+	var kinds [][]wire.Kind
+	for len(kinds) < 2 {
+		b, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("after %v: %v", kinds, err)
+		}
+		var batch []wire.Kind
+		for _, f := range b.Frames {
+			batch = append(batch, f.Kind)
+		}
+		kinds = append(kinds, batch)
+	}
+	if len(kinds[0]) != 1 || kinds[0][0] != wire.Kind_KIND_WELCOME || len(kinds[1]) == 0 || kinds[1][0] != wire.Kind_KIND_STOP {
+		t.Errorf("batches received: %v, want [WELCOME] then [STOP ...]", kinds)
+	}
+}
