@@ -92,7 +92,12 @@ type Config struct {
 	// StartTimeout bounds start-up: local executors connecting and
 	// initialising, or standalone's MinExecutors arriving. Default 60s.
 	StartTimeout time.Duration
-	// ShutdownTimeout bounds each phase of shutdown. Default 30s.
+	// ShutdownTimeout bounds each phase of shutdown. Default 30s. A
+	// Receive still running when shutdown begins has half of it to return
+	// on an executor (so that the executor can still stop within the
+	// driver's wait) and all of it on the driver; then its ctx ends, and
+	// one that still does not return is abandoned after ShutdownTimeout
+	// more, and reported.
 	ShutdownTimeout time.Duration
 	// ExecutorArgs are the arguments local-cluster executors are started
 	// with; nil means this process's own (os.Args[1:]). Tests use

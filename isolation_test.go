@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/plugin"
@@ -211,6 +212,99 @@ func TestReceiveReturningNilPluginError(t *testing.T) {
 		})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A Receive still running at shutdown is bounded by ShutdownTimeout on
+// either side: a handler that waits on its ctx sees it end, and one that
+// ignores it is abandoned, so Run returns, with an error saying what
+// overran. The executor used to wait for its lanes with the handlers' ctx
+// still live, and Run never returned.
+func TestShutdownWithReceiveStillRunning(t *testing.T) {
+	tests := []struct {
+		name       string
+		side       string // where the handler runs: "executor" or "driver"
+		ignoresCtx bool
+		wantErr    string // in Run's error; "" for none
+	}{
+		{"executor handler waiting on its ctx", "executor", false, ""},
+		// Half the timeout to run, then as much again to return: the
+		// driver may or may not have stopped waiting (either is fine).
+		{"executor handler ignoring its ctx", "executor", true, "executor 1 did not stop within 500ms"},
+		{"driver handler waiting on its ctx", "driver", false, `driver plugin "blocker": 1 messages not delivered within 500ms`},
+		{"driver handler ignoring its ctx", "driver", true, `driver plugin "blocker": Receive did not return within 500ms of shutdown; abandoned`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entered := make(chan struct{}, 1)
+			release := make(chan struct{}) // lets a handler that ignores its ctx end, after the test
+			defer close(release)
+			sawCtxEnd := make(chan struct{}, 1)
+			receive := func(ctx context.Context, _ any) (any, error) {
+				entered <- struct{}{}
+				if tt.ignoresCtx {
+					<-release
+					return nil, nil
+				}
+				<-ctx.Done()
+				sawCtxEnd <- struct{}{}
+				return nil, ctx.Err()
+			}
+			var dc plugin.DriverContext
+			var ec plugin.ExecutorContext
+			p := fakePlugin{
+				name: "blocker",
+				newDriver: func() plugin.DriverPlugin {
+					return &fakeDriver{
+						InitF:    func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) { dc = pc; return nil, nil },
+						ReceiveF: receive,
+					}
+				},
+				newExecutor: func() plugin.ExecutorPlugin {
+					return &receivingExecutor{
+						fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error { ec = pc; return nil }},
+						ReceiveF:     receive,
+					}
+				},
+			}
+			runDone := make(chan error, 1)
+			go func() {
+				runDone <- ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 500 * time.Millisecond},
+					func(ctx context.Context, d *ember.Driver) error {
+						var err error
+						if tt.side == "executor" {
+							err = dc.SendExecutor(ctx, "1", text("wait"))
+						} else {
+							err = ec.Send(ctx, text("wait"))
+						}
+						if err != nil {
+							return err
+						}
+						<-entered
+						return nil
+					})
+			}()
+			var err error
+			select {
+			case err = <-runDone:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run has not returned 30s after the driver function did (ShutdownTimeout 500ms)")
+			}
+			switch {
+			case tt.side == "executor" && tt.ignoresCtx && err == nil:
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Run: got %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			}
+			if !tt.ignoresCtx {
+				select {
+				case <-sawCtxEnd:
+				default:
+					t.Error("the handler's ctx did not end")
+				}
+			}
+		})
 	}
 }
 

@@ -878,12 +878,14 @@ func (d *Driver) Close() error {
 
 	// 4. Driver plugins.
 	errs = append(errs, d.shutdownPlugins(len(d.endpoints)-1)...)
-	d.cancel()
+	d.cancel() // handlers still running see their ctx end
+	ctx, cancel = phase()
 	for _, e := range d.endpoints {
-		if e.lane != nil {
-			e.lane.Close()
+		if e.lane != nil && e.lane.CloseWithin(ctx) != nil {
+			errs = append(errs, fmt.Errorf("driver plugin %q: Receive did not return within %v of shutdown; abandoned", e.name, d.cfg.ShutdownTimeout))
 		}
 	}
+	cancel()
 	// 5. Server.
 	d.srv.Stop()
 	return errors.Join(errs...)

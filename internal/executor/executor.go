@@ -86,6 +86,8 @@ type Executor struct {
 	stopOnce  sync.Once
 	listeners []*endpoint // plugins implementing TaskListener, in order
 	limitHits *prometheus.CounterVec
+	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
+	lanesClosed bool
 
 	mu    sync.Mutex // protects tasks
 	tasks map[uint64]context.CancelFunc
@@ -262,7 +264,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return ctx.Err()
 	}
 	// Released: deliver what the driver sent, then plugins down, then
-	// everything they sent, then STOPPED.
+	// everything they sent, then STOPPED. Handlers get half the
+	// ShutdownTimeout to run what was sent, then see their ctx end, so
+	// that the executor stops within the driver's wait for it.
+	x.flushLanes()
+	hcancel()
 	x.closeLanes()
 	x.shutdownPlugins(len(x.endpoints) - 1)
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()})
@@ -318,10 +324,33 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 
 // closeLanes runs the messages already received and refuses later ones,
 // so that no Receive runs once plugins start shutting down.
-func (x *Executor) closeLanes() {
+// flushLanes waits up to half the ShutdownTimeout for the lanes to run
+// what the driver sent.
+func (x *Executor) flushLanes() {
+	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout/2)
+	defer cancel()
 	for _, e := range x.endpoints {
-		if e.lane != nil {
-			e.lane.Close()
+		if e.lane != nil && e.lane.Flush(ctx) != nil {
+			e.log.Warn("messages from the driver not handled within the shutdown timeout; their handlers' ctx ends",
+				"timeout", x.cfg.ShutdownTimeout/2, "queued", e.lane.Len())
+		}
+	}
+}
+
+// closeLanes closes the plugins' lanes, once; what is queued runs first. It
+// waits up to ShutdownTimeout: a Receive that has not returned by then (one
+// ignoring its ctx, which ends first) is abandoned, still running, and
+// logged, so that shutdown goes on.
+func (x *Executor) closeLanes() {
+	if x.lanesClosed {
+		return
+	}
+	x.lanesClosed = true
+	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, e := range x.endpoints {
+		if e.lane != nil && e.lane.CloseWithin(ctx) != nil {
+			e.log.Error("executor plugin's Receive did not return within the shutdown timeout; abandoned", "timeout", x.cfg.ShutdownTimeout)
 		}
 	}
 }

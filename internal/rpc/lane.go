@@ -275,18 +275,33 @@ func (l *Lane) doneThrough(n uint64) bool {
 
 // Close stops the workers after the queued items have run, and waits.
 // Credits kept meanwhile go back to their connections.
-func (l *Lane) Close() {
+func (l *Lane) Close() { _ = l.CloseWithin(context.Background()) }
+
+// CloseWithin is Close that stops waiting when ctx ends, and then returns
+// ctx's error: an item that does not return (a handler ignoring its ctx)
+// is abandoned, and the lane finishes in the background once it does.
+func (l *Lane) CloseWithin(ctx context.Context) error {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
 	l.wake.Broadcast()
-	l.wg.Wait()
-	l.mu.Lock()
-	owed := l.owed
-	l.owed = nil
-	l.full.Store(false)
-	l.mu.Unlock()
-	grant(owed)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.wg.Wait()
+		l.mu.Lock()
+		owed := l.owed
+		l.owed = nil
+		l.full.Store(false)
+		l.mu.Unlock()
+		grant(owed)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // serialBatch bounds the items the single worker takes at once.
