@@ -263,7 +263,7 @@ func (s *scheduler) removeExecutor(e *execState) {
 func (s *scheduler) result(e *execState, f *wire.Frame) {
 	s.mu.Lock()
 	a, ok := s.runs[f.Call]
-	if !ok || a.exec != e { // canceled, lost, or not this executor's to report
+	if !ok || a.exec != e { // lost, or not this executor's to report
 		s.mu.Unlock()
 		return
 	}
@@ -273,7 +273,10 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	j.progress.running.Add(-1)
 	var out []outFrame
 	state := "succeeded"
-	if f.Code != 0 {
+	switch {
+	case j.err != nil:
+		state = "canceled" // its job had ended: the attempt was told to stop
+	case f.Code != 0:
 		state = "failed"
 	}
 	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
@@ -300,8 +303,11 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	send(out)
 }
 
-// failJobLocked ends j with err and cancels its running attempts. Pending
-// attempts are dropped lazily by scheduleLocked.
+// failJobLocked ends j with err and cancels its running attempts. They
+// keep their slots until their executors report them ended (result) or are
+// lost: a task function that does not watch its ctx runs on regardless,
+// and the slot is not free until it returns. Pending attempts are dropped
+// lazily by scheduleLocked.
 func (s *scheduler) failJobLocked(j *job, err error) []outFrame {
 	if j.err != nil || j.left == 0 {
 		return nil
@@ -312,11 +318,8 @@ func (s *scheduler) failJobLocked(j *job, err error) []outFrame {
 		if a.job != j {
 			continue
 		}
-		delete(s.runs, run)
-		delete(a.exec.running, run)
-		j.progress.running.Add(-1)
 		out = append(out, outFrame{a.exec.conn, &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: run}})
 	}
 	close(j.done)
-	return append(out, s.scheduleLocked()...)
+	return out
 }

@@ -201,7 +201,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 		}, []string{"plugin"}),
 		Tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_tasks_total",
-			Help: "Task attempts, by task and state (started, succeeded, failed, lost).",
+			Help: "Task attempts, by task and state (started, succeeded, failed, lost, canceled).",
 		}, []string{"task", "state"}),
 		ExecutorsAlive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ember_executors_alive",

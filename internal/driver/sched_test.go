@@ -1,0 +1,131 @@
+package driver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// taskStream is an executor's end of a stream as the scheduler sees it:
+// it records the TASK and TASK_CANCEL frames written to it and never
+// delivers anything.
+type taskStream struct {
+	mu     sync.Mutex
+	frames []*wire.Frame // copies
+	done   chan struct{}
+}
+
+func (s *taskStream) Send(b *wire.Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range b.Frames {
+		s.frames = append(s.frames, &wire.Frame{Kind: f.Kind, Call: f.Call})
+	}
+	return nil
+}
+
+func (s *taskStream) RecvMsg(any) error {
+	<-s.done
+	return io.EOF
+}
+
+// sent returns the calls of the frames of kind sent so far.
+func (s *taskStream) sent(kind wire.Kind) []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var calls []uint64
+	for _, f := range s.frames {
+		if f.Kind == kind {
+			calls = append(calls, f.Call)
+		}
+	}
+	return calls
+}
+
+// pollSent waits until the stream has n frames of kind.
+func pollSent(t *testing.T, s *taskStream, kind wire.Kind, n int) []uint64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if calls := s.sent(kind); len(calls) >= n {
+			return calls
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v frames: got %v, want %d", kind, s.sent(kind), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A canceled attempt keeps its slot until its executor reports it ended:
+// the task function may not watch its ctx and run on, and a slot freed at
+// once put the next job's attempts on top of it (an executor with one slot
+// ran two attempts at once).
+func TestCanceledAttemptKeepsItsSlotUntilItEnds(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := &taskStream{done: make(chan struct{})}
+	conn := rpc.New(stream, nil, d, rpc.Options{})
+	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, conn: conn, stopped: make(chan struct{})}
+	conn.Peer = es
+	conn.Start()
+	t.Cleanup(func() {
+		close(stream.done)
+		conn.Close(nil)
+		conn.Wait()
+	})
+	d.sched.addExecutor(es, 1)
+
+	// Job 1 starts on the only slot, then its ctx ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	job1 := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", [][]byte{nil}, nil); job1 <- err }()
+	first := pollSent(t, stream, wire.Kind_KIND_TASK, 1)[0]
+	cancel()
+	if err := <-job1; plugin.CodeOf(err) != plugin.CodeCanceled {
+		t.Fatalf("job 1: got %v, want CodeCanceled", err)
+	}
+	if got := pollSent(t, stream, wire.Kind_KIND_TASK_CANCEL, 1); got[0] != first {
+		t.Fatalf("TASK_CANCEL for %v, want %d", got, first)
+	}
+
+	// Job 2 waits: the canceled attempt still runs on the slot.
+	job2 := make(chan error, 1)
+	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job2 <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.sched.mu.Lock()
+		queued := len(d.sched.pending) - d.sched.head
+		d.sched.mu.Unlock()
+		if queued == 1 {
+			break
+		}
+		if got := stream.sent(wire.Kind_KIND_TASK); len(got) > 1 {
+			t.Fatalf("TASK frames while the canceled attempt runs: %v, want only %d", got, first)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job 2's attempt: never queued; TASK frames sent: %v", stream.sent(wire.Kind_KIND_TASK))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := stream.sent(wire.Kind_KIND_TASK); len(got) != 1 {
+		t.Fatalf("TASK frames while the canceled attempt runs: %v, want only %d", got, first)
+	}
+
+	// The canceled attempt ends: job 2 gets the slot, and completes.
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: first, Code: uint32(plugin.CodeCanceled), Error: "canceled"})
+	second := pollSent(t, stream, wire.Kind_KIND_TASK, 2)[1]
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: second, Payload: []byte("ok")})
+	if err := <-job2; err != nil {
+		t.Fatalf("job 2: %v", err)
+	}
+}
