@@ -729,12 +729,14 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	es.ready = true
 	info := es.info
 	d.notifyLocked()
-	d.mu.Unlock()
-	d.log.Debug("executor ready", "executor", info.ID)
+	// Counted and announced under the lock HandleClose reads ready with,
+	// so that its OnExecutorRemoved always comes after.
 	d.builtin.ExecutorsAlive.Inc()
 	d.notifyListeners(es, "OnExecutorAdded", func(ctx context.Context, l plugin.ExecutorListener) {
 		l.OnExecutorAdded(ctx, info)
 	})
+	d.mu.Unlock()
+	d.log.Debug("executor ready", "executor", info.ID)
 }
 
 // notifyListeners queues a membership event on the lane of every plugin
@@ -768,6 +770,14 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	wasReady := es.ready
 	stopping := d.stopping
 	d.notifyLocked()
+	if wasReady {
+		// After ready's OnExecutorAdded, which was queued under this lock.
+		d.builtin.ExecutorsAlive.Dec()
+		info := es.info
+		d.notifyListeners(es, "OnExecutorRemoved", func(ctx context.Context, l plugin.ExecutorListener) {
+			l.OnExecutorRemoved(ctx, info, reason)
+		})
+	}
 	d.mu.Unlock()
 	switch {
 	case reason == nil:
@@ -782,15 +792,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		// (shipped with STOPPED) stay readable until the driver ends.
 		d.execStats.Delete(es.info.ID)
 	}
-	if !wasReady {
-		return
+	if wasReady {
+		d.sched.removeExecutor(es)
 	}
-	d.builtin.ExecutorsAlive.Dec()
-	d.sched.removeExecutor(es)
-	info := es.info
-	d.notifyListeners(es, "OnExecutorRemoved", func(ctx context.Context, l plugin.ExecutorListener) {
-		l.OnExecutorRemoved(ctx, info, reason)
-	})
 }
 
 func (d *Driver) conn(id string) (*rpc.Conn, error) {
