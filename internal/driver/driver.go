@@ -649,7 +649,7 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 
 func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	var e *endpoint
-	if int(f.Plugin) < len(d.endpoints) {
+	if uint(f.Plugin) < uint(len(d.endpoints)) { // unsigned: int(f.Plugin) can be negative on 32-bit
 		e = d.endpoints[f.Plugin]
 	}
 	var problem string

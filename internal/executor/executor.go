@@ -477,7 +477,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 	switch f.Kind {
 	case wire.Kind_KIND_ASK, wire.Kind_KIND_SEND:
 		var e *endpoint
-		if int(f.Plugin) < len(x.endpoints) {
+		if uint(f.Plugin) < uint(len(x.endpoints)) { // unsigned: int(f.Plugin) can be negative on 32-bit
 			e = x.endpoints[f.Plugin]
 		}
 		var code plugin.Code

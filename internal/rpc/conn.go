@@ -575,8 +575,9 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 // flowControlled reports whether f counts against a window of this end's
 // (a SEND to a plugin under flow control), and whose.
 func (c *Conn) flowControlled(f *wire.Frame) (p int, ok bool) {
-	p = int(f.Plugin)
-	return p, f.Kind == wire.Kind_KIND_SEND && p < len(c.credit)
+	// Compared unsigned: a peer's index converted to int can be negative
+	// on 32-bit platforms.
+	return int(f.Plugin), f.Kind == wire.Kind_KIND_SEND && uint(f.Plugin) < uint(len(c.credit))
 }
 
 // sendOverhead is what a SEND costs its plugin's window besides its
@@ -648,10 +649,10 @@ type window struct {
 // false when the peer has overdrawn the window, beyond the one message
 // a sender may overdraw it by.
 func (c *Conn) admit(f *wire.Frame) bool {
-	p := int(f.Plugin)
-	if p >= len(c.recv) {
+	if uint(f.Plugin) >= uint(len(c.recv)) {
 		return true // refused by the handler: no such plugin
 	}
+	p := int(f.Plugin)
 	return c.recv[p].received.Add(SendCost(f)) <= c.windows[p]+int64(c.opts.MaxMessageBytes)+sendOverhead
 }
 
@@ -661,7 +662,7 @@ func (c *Conn) admit(f *wire.Frame) bool {
 // became of it, or its sender's window shrinks for good. Grants are
 // gathered: one CREDIT frame per quarter window. Safe for concurrent use.
 func (c *Conn) Consumed(p uint32, cost int64) {
-	if int(p) >= len(c.recv) || cost <= 0 {
+	if uint(p) >= uint(len(c.recv)) || cost <= 0 {
 		return
 	}
 	w := &c.recv[p]
@@ -678,10 +679,10 @@ func (c *Conn) Consumed(p uint32, cost int64) {
 
 // takeCredit takes in a CREDIT frame from the peer.
 func (c *Conn) takeCredit(f *wire.Frame) {
-	p := int(f.Plugin)
-	if p >= len(c.credit) || f.Credit == 0 {
+	if uint(f.Plugin) >= uint(len(c.credit)) || f.Credit == 0 {
 		return
 	}
+	p := int(f.Plugin)
 	n := int64(min(f.Credit, uint64(c.windows[p]))) // more is never owed
 	c.mu.Lock()
 	c.grantLocked(p, n)

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"math"
 	"errors"
 	"fmt"
 	"strings"
@@ -381,4 +382,30 @@ func TestTrySend(t *testing.T) {
 		t.Errorf("TrySend on a full queue: got %v, %v; want false, nil", ok, err)
 	}
 	close(s.gate)
+}
+
+// A peer's plugin index is checked unsigned: the largest, which is a
+// negative int on 32-bit platforms, passed the bounds checks there and
+// crashed the process indexing the windows. Sent and received SENDs,
+// CREDITs and Consumed with it are each turned away like any unknown
+// plugin's. (CI runs this package on GOARCH=386 too.)
+func TestLargestPluginIndex(t *testing.T) {
+	const bad = math.MaxUint32
+	s := newFakeStream()
+	h := newHandler(nil)
+	c := startFake(t, s, h, rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow})
+	ctx := testContext(t)
+	if err := c.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: bad, Payload: []byte("x")}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	c.Consumed(bad, 1<<20)
+	s.in <- &wire.Batch{Frames: []*wire.Frame{
+		{Kind: wire.Kind_KIND_CREDIT, Plugin: bad, Credit: 1 << 20},
+		{Kind: wire.Kind_KIND_SEND, Plugin: bad, Payload: []byte("y")},
+	}}
+	poll(t, "the SEND handed to the handler", func() bool { return len(h.Frames()) == 1 })
+	if f := h.Frames()[0]; f.Plugin != bad || string(f.Payload) != "y" {
+		t.Errorf("handled %v, want the SEND for plugin %d", f, uint32(bad))
+	}
+	poll(t, "the SEND written", func() bool { return s.count(wire.Kind_KIND_SEND) == 1 })
 }
