@@ -1088,7 +1088,7 @@ func (c *Conn) readLoop() {
 		for i, f := range b.Frames {
 			if f.TypeId != 0 {
 				f.Type = invalidType
-				if int(f.TypeId) <= len(c.types) {
+				if uint(f.TypeId) <= uint(len(c.types)) { // unsigned: see flowControlled
 					f.Type = c.types[f.TypeId-1]
 				}
 			}

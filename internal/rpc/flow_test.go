@@ -384,16 +384,23 @@ func TestTrySend(t *testing.T) {
 	close(s.gate)
 }
 
-// A peer's plugin index is checked unsigned: the largest, which is a
-// negative int on 32-bit platforms, passed the bounds checks there and
-// crashed the process indexing the windows. Sent and received SENDs,
-// CREDITs and Consumed with it are each turned away like any unknown
-// plugin's. (CI runs this package on GOARCH=386 too.)
-func TestLargestPluginIndex(t *testing.T) {
+// A peer's plugin and type indices are checked unsigned: the largest,
+// which are negative ints on 32-bit platforms, passed the bounds checks
+// there and crashed the process indexing the windows or the type table.
+// SENDs, CREDITs and Consumed with such a plugin are each turned away like
+// any unknown plugin's, and such a type reads as an invalid one. (CI runs
+// this package on GOARCH=386 too.)
+func TestLargestIndicesFromThePeer(t *testing.T) {
 	const bad = math.MaxUint32
 	s := newFakeStream()
 	h := newHandler(nil)
-	c := startFake(t, s, h, rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow})
+	c := rpc.New(s, s.cancel, h, rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow})
+	c.SetTypes([]string{"m.T"})
+	c.Start()
+	t.Cleanup(func() {
+		c.Close(nil)
+		c.Wait()
+	})
 	ctx := testContext(t)
 	if err := c.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: bad, Payload: []byte("x")}); err != nil {
 		t.Fatalf("Send: %v", err)
@@ -401,11 +408,11 @@ func TestLargestPluginIndex(t *testing.T) {
 	c.Consumed(bad, 1<<20)
 	s.in <- &wire.Batch{Frames: []*wire.Frame{
 		{Kind: wire.Kind_KIND_CREDIT, Plugin: bad, Credit: 1 << 20},
-		{Kind: wire.Kind_KIND_SEND, Plugin: bad, Payload: []byte("y")},
+		{Kind: wire.Kind_KIND_SEND, Plugin: bad, Payload: []byte("y"), TypeId: bad},
 	}}
 	poll(t, "the SEND handed to the handler", func() bool { return len(h.Frames()) == 1 })
-	if f := h.Frames()[0]; f.Plugin != bad || string(f.Payload) != "y" {
-		t.Errorf("handled %v, want the SEND for plugin %d", f, uint32(bad))
+	if f := h.Frames()[0]; f.Plugin != bad || string(f.Payload) != "y" || f.Type == "m.T" || f.Type == "" {
+		t.Errorf("handled %v, want the SEND for plugin %d, with an invalid type", f, uint32(bad))
 	}
 	poll(t, "the SEND written", func() bool { return s.count(wire.Kind_KIND_SEND) == 1 })
 }
