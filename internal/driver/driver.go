@@ -444,7 +444,13 @@ func (d *Driver) executorMetrics(es *execState, m *wire.Metrics) {
 	}
 	// An executor speaks for itself only: its series carry its own ID.
 	metrics.SetLabel(fams, "executor", es.info.ID)
-	d.execStats.Set(es.info.ID, fams)
+	// Under the lock HandleClose drops a lost executor's series with, so
+	// that a heartbeat handled as it closes cannot bring them back.
+	d.mu.Lock()
+	if d.execs[es.info.ID] == es {
+		d.execStats.Set(es.info.ID, fams)
+	}
+	d.mu.Unlock()
 }
 
 // Gatherer returns the driver's metrics and the latest of every
@@ -687,6 +693,15 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	if f.Kind == wire.Kind_KIND_ASK {
 		es.asks.Add(-1)
 	}
+	if c.Ended() {
+		// The executor is gone, and OnExecutorRemoved queued or about to
+		// be: nothing of it may follow that, and nobody waits for a reply.
+		if f.Kind == wire.Kind_KIND_SEND {
+			d.builtin.Dropped.WithLabelValues(e.name, "executor_lost").Inc()
+		}
+		wire.ReleaseFrame(f)
+		return
+	}
 	if !rpc.Refuse(c, f, plugin.CodeUnavailable, fmt.Sprintf("driver plugin %q has shut down", e.name)) {
 		d.builtin.Dropped.WithLabelValues(e.name, "shut_down").Inc()
 	}
@@ -770,6 +785,11 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	wasReady := es.ready
 	stopping := d.stopping
 	d.notifyLocked()
+	if reason != nil {
+		// A lost executor's series go; a released one's final values
+		// (shipped with STOPPED) stay readable until the driver ends.
+		d.execStats.Delete(es.info.ID)
+	}
 	if wasReady {
 		// After ready's OnExecutorAdded, which was queued under this lock.
 		d.builtin.ExecutorsAlive.Dec()
@@ -786,11 +806,6 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "err", reason)
 	default:
 		d.log.Error("executor lost", "executor", es.info.ID, "err", reason)
-	}
-	if reason != nil {
-		// A lost executor's series go; a released one's final values
-		// (shipped with STOPPED) stay readable until the driver ends.
-		d.execStats.Delete(es.info.ID)
 	}
 	if wasReady {
 		d.sched.removeExecutor(es)

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // readyDriver returns a driver with one connected executor that has not
@@ -104,7 +107,7 @@ func (p pauseOnLog) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-// membership records a listener's events.
+// membership records a listener's events and the messages it receives.
 type membership struct {
 	mu     sync.Mutex
 	events []string
@@ -116,8 +119,11 @@ func (m *membership) ExecutorPlugin() plugin.ExecutorPlugin { return nil }
 func (m *membership) Init(context.Context, plugin.DriverContext) (map[string]string, error) {
 	return nil, nil
 }
-func (m *membership) Receive(context.Context, any) (any, error) { return nil, nil }
-func (m *membership) Shutdown(context.Context) error            { return nil }
+func (m *membership) Receive(context.Context, any) (any, error) {
+	m.record("message")
+	return nil, nil
+}
+func (m *membership) Shutdown(context.Context) error { return nil }
 func (m *membership) OnExecutorAdded(_ context.Context, e plugin.ExecutorInfo) {
 	m.record("added " + e.ID)
 }
@@ -176,4 +182,83 @@ func TestRemovedNeverPrecedesAdded(t *testing.T) {
 	if n := len(d.Executors()); n != 0 {
 		t.Errorf("executors listed: %d, want 0", n)
 	}
+}
+
+// Frames the reader handles after an executor's connection has ended on
+// another goroutine (HandleClose has run there) leave no trace: a SEND
+// never reaches the plugin after OnExecutorRemoved (it is counted as
+// dropped), and a heartbeat does not bring back the lost executor's
+// metrics. Both used to happen.
+func TestFramesAfterCloseLeaveNoTrace(t *testing.T) {
+	m := &membership{}
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Plugins: []plugin.Plugin{m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
+	c := rpc.New(nil, nil, d, rpc.Options{}) // never started: only closed
+	c.Peer = es
+	es.conn = c
+	d.mu.Lock()
+	d.execs["1"] = es
+	d.mu.Unlock()
+	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
+
+	reg := prometheus.NewRegistry()
+	counter := prometheus.NewCounter(prometheus.CounterOpts{Name: "executor_work_total", Help: "Work."})
+	reg.MustRegister(counter)
+	beat, err := metrics.Encode(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.executorMetrics(es, beat)
+	if !gathers(t, d, "executor_work_total") {
+		t.Fatal("the executor's metrics are not served while it is connected")
+	}
+
+	c.Close(errors.New("heartbeat timeout")) // on another goroutine than the reader
+	// What the reader still had in hand:
+	d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 0})
+	d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: beat})
+
+	for _, e := range d.endpoints {
+		if err := e.lane.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.mu.Lock()
+	events := slices.Clone(m.events)
+	m.mu.Unlock()
+	if want := []string{"added 1", "removed 1"}; !slices.Equal(events, want) {
+		t.Errorf("plugin saw %v, want %v", events, want)
+	}
+	var dropped dto.Metric
+	if err := d.builtin.Dropped.WithLabelValues("members", "executor_lost").Write(&dropped); err != nil {
+		t.Fatal(err)
+	}
+	if got := dropped.GetCounter().GetValue(); got != 1 {
+		t.Errorf("sends dropped as executor_lost: got %v, want 1", got)
+	}
+	if gathers(t, d, "executor_work_total") {
+		t.Error("a lost executor's metrics are served again after a late heartbeat")
+	}
+}
+
+// gathers reports whether d's /metrics has a family called name.
+func gathers(t *testing.T, d *Driver, name string) bool {
+	t.Helper()
+	fams, err := d.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return true
+		}
+	}
+	return false
 }

@@ -136,6 +136,9 @@ type Conn struct {
 	delivering atomic.Bool
 	// lastReplies is how many replies the last batch with any carried.
 	lastReplies atomic.Int32
+	// ended is set as the connection closes, before the owner's
+	// HandleClose runs (see Lane.push).
+	ended atomic.Bool
 	// written counts the bytes handed to the stream, roughly (frameBytes);
 	// the writer adds each batch before writing it.
 	written atomic.Int64
@@ -268,6 +271,10 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
+// Ended reports whether the connection has ended; its owner's HandleClose
+// may still be running.
+func (c *Conn) Ended() bool { return c.ended.Load() }
+
 // Err returns why the connection ended, or nil while it is open.
 func (c *Conn) Err() error {
 	c.mu.Lock()
@@ -305,6 +312,7 @@ func (c *Conn) close(err error) {
 	}
 	c.closed = true
 	c.closing = true
+	c.ended.Store(true)
 	if err == nil {
 		err = errGraceful
 	}

@@ -82,7 +82,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 // cost against its sender's window (Item.Credit), which the lane gives
 // back once the message has run, or keeps while the lane is full; full is
 // called when this message filled the lane. It reports false if the lane
-// is closed.
+// is closed, or c has ended (Conn.Ended).
 //
 // A predecoded frame is released here, on the reader that took it from
 // wire's pool (the pool works best given back where it was taken), once

@@ -148,7 +148,11 @@ func (l *Lane) Push(it Item) bool {
 // credits.
 func (l *Lane) push(it Item) (ok, filled bool) {
 	l.mu.Lock()
-	if l.closed {
+	// An item from a connection that has ended is refused under the lane's
+	// lock: its owner's HandleClose queues its events (OnExecutorRemoved)
+	// after the connection ends, so none of that connection's messages can
+	// follow them.
+	if l.closed || (it.Conn != nil && it.Conn.ended.Load()) {
 		l.mu.Unlock()
 		return false, false
 	}
