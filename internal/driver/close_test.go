@@ -68,8 +68,8 @@ func handshake(t *testing.T, d *Driver) wire.Ember_ConnectClient {
 // hookConnect sets testHookConnect for one test.
 func hookConnect(t *testing.T, hook func(stage string, es *execState)) {
 	t.Helper()
-	testHookConnect = hook
-	t.Cleanup(func() { testHookConnect = nil })
+	testHookConnect.Store(&hook)
+	t.Cleanup(func() { testHookConnect.Store(nil) })
 }
 
 // Close called while an executor is listed but its connection not yet

@@ -538,8 +538,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	d.execs[id] = es
 	d.mu.Unlock()
-	if testHookConnect != nil {
-		testHookConnect("listed", es)
+	if hook := testHookConnect.Load(); hook != nil {
+		(*hook)("listed", es)
 	}
 
 	welcome := &wire.Welcome{
@@ -583,8 +583,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	es.conn = c
 	d.mu.Unlock()
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
-	if testHookConnect != nil {
-		testHookConnect("published", es)
+	if hook := testHookConnect.Load(); hook != nil {
+		(*hook)("published", es)
 	}
 	// WELCOME is written here, before the connection's writer starts, so
 	// that it travels alone and first: the executor's handshake reads the
@@ -600,7 +600,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 
 // testHookConnect, when set by a test, is called as a connecting executor
 // is listed in Driver.execs and as its connection is published.
-var testHookConnect func(stage string, es *execState)
+var testHookConnect atomic.Pointer[func(stage string, es *execState)]
 
 func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error) {
 	type result struct {
