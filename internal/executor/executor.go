@@ -322,8 +322,6 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 	return m
 }
 
-// closeLanes runs the messages already received and refuses later ones,
-// so that no Receive runs once plugins start shutting down.
 // flushLanes waits up to half the ShutdownTimeout for the lanes to run
 // what the driver sent.
 func (x *Executor) flushLanes() {
@@ -337,10 +335,11 @@ func (x *Executor) flushLanes() {
 	}
 }
 
-// closeLanes closes the plugins' lanes, once; what is queued runs first. It
-// waits up to ShutdownTimeout: a Receive that has not returned by then (one
-// ignoring its ctx, which ends first) is abandoned, still running, and
-// logged, so that shutdown goes on.
+// closeLanes closes the plugins' lanes, once: what is queued runs first
+// and later messages are refused, so that no Receive runs once plugins
+// start shutting down. It waits up to ShutdownTimeout: a Receive that has
+// not returned by then (one ignoring its ctx, which ends first) is
+// abandoned, still running, and logged, so that shutdown goes on.
 func (x *Executor) closeLanes() {
 	if x.lanesClosed {
 		return
