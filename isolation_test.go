@@ -308,6 +308,39 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 	}
 }
 
+// An in-process executor whose plugin ignores its ctx (an Init that never
+// returns) cannot hold Run for ever: start-up fails, and at shutdown the
+// executor is abandoned after the shutdown timeout, which Run's error
+// says. (Run used to wait for it indefinitely.)
+func TestRunGivesUpOnAnExecutorIgnoringItsCtx(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release) // the abandoned Init ends with the test
+	p := fakePlugin{
+		name: "stuck",
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+				<-release
+				return nil
+			}}
+		},
+	}
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet,
+			StartTimeout: 200 * time.Millisecond, ShutdownTimeout: 200 * time.Millisecond},
+			func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	}()
+	select {
+	case err := <-runDone:
+		want := "executors did not exit within 200ms: canceled, and abandoned, still running 200ms later"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want an error containing %q", err, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run has not returned 30s after start-up timed out")
+	}
+}
+
 // panickyName is a plugin whose Name panics.
 type panickyName struct{ fakePlugin }
 

@@ -3,6 +3,7 @@ package ember_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,9 +65,18 @@ next:
 }
 
 // Spark's "plugin initialization and communication" metrics part, across
-// processes: each side's plugin registers a gauge, and the driver's
-// /metrics shows the driver's and every executor's, labelled.
+// processes and in one: each side's plugin registers a gauge, and the
+// driver's /metrics shows the driver's and every executor's own value,
+// labelled. (Executors in the driver's process used to share one registry,
+// so each shipped the others' series too, and /metrics showed executor 1's
+// value for both.)
 func TestPluginMetrics(t *testing.T) {
+	for _, master := range []string{"local-cluster[2]", "local[2]"} {
+		t.Run(master, func(t *testing.T) { testPluginMetrics(t, master) })
+	}
+}
+
+func testPluginMetrics(t *testing.T, master string) {
 	p := fakePlugin{
 		name: "metered",
 		newDriver: func() plugin.DriverPlugin {
@@ -82,20 +92,24 @@ func TestPluginMetrics(t *testing.T) {
 		newExecutor: func() plugin.ExecutorPlugin {
 			return &fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
 				g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "executor_metric", Help: "An executor gauge."})
-				g.Set(84)
+				id, err := strconv.Atoi(pc.ExecutorID())
+				if err != nil {
+					return err
+				}
+				g.Set(float64(80 + id)) // each executor its own value
 				if err := pc.Metrics().Register(g); err != nil {
 					return err
 				}
 				if err := pc.Send(ctx, text("hi")); err != nil {
 					return err
 				}
-				_, err := pc.Ask(ctx, text("q"))
+				_, err = pc.Ask(ctx, text("q"))
 				return err
 			}}
 		},
 	}
 	cfg := ember.Config{
-		Master:       "local-cluster[2]",
+		Master:       master,
 		Plugins:      []plugin.Plugin{p},
 		ExecutorArgs: embertest.ExecutorArgs(t),
 		Conf:         map[string]string{"ember.metrics.interval": "20ms"},
@@ -121,8 +135,8 @@ func TestPluginMetrics(t *testing.T) {
 		want   float64
 	}{
 		{"driver_metric", map[string]string{"plugin": "metered", "executor": "driver"}, 42},
-		{"executor_metric", map[string]string{"plugin": "metered", "executor": "1"}, 84},
-		{"executor_metric", map[string]string{"plugin": "metered", "executor": "2"}, 84},
+		{"executor_metric", map[string]string{"plugin": "metered", "executor": "1"}, 81},
+		{"executor_metric", map[string]string{"plugin": "metered", "executor": "2"}, 82},
 		{"ember_executors_alive", nil, 2},
 		{"ember_messages_total", map[string]string{"plugin": "metered", "type": "github.com/emberhq/ember_test.text", "direction": "to_driver", "kind": "send"}, 2},
 		{"ember_messages_total", map[string]string{"plugin": "metered", "direction": "to_driver", "kind": "ask"}, 2},

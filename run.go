@@ -157,8 +157,11 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		if err != nil {
 			return errors.Join(err, shutdown(d, nil, cfg))
 		}
-		l = &launch.Local{Run: func(ctx context.Context, id int, addr string) error {
+		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string) error {
 			ecfg := base
+			// Each executor has its own metrics, as a process would: in
+			// a shared registry, their series collided at the driver.
+			ecfg.Registry = prometheus.NewRegistry()
 			if hooks != nil && hooks.Started != nil {
 				crash := make(chan struct{})
 				var once sync.Once
@@ -219,7 +222,7 @@ func shutdown(d *driver.Driver, l launch.Launcher, cfg Config) error {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
 		if werr := l.Wait(ctx); werr != nil {
-			err = errors.Join(err, fmt.Errorf("executors did not exit within %v; killed", cfg.ShutdownTimeout))
+			err = errors.Join(err, fmt.Errorf("executors did not exit within %v: %w", cfg.ShutdownTimeout, werr))
 		}
 	}
 	return err

@@ -18,7 +18,8 @@ type Launcher interface {
 	// goroutine) when an executor ends; err is nil for a clean exit.
 	Start(ctx context.Context, n int, driverAddr string, exited func(id int, err error)) error
 	// Wait waits for every executor to end. When ctx ends first, it kills
-	// those still running and returns ctx's error.
+	// those still running (or, where it cannot, gives up on them after a
+	// grace period) and returns an error saying which it did.
 	Wait(ctx context.Context) error
 }
 

@@ -1,8 +1,10 @@
 package launch
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMaster(t *testing.T) {
@@ -62,5 +64,51 @@ func TestParseMasterRejects(t *testing.T) {
 		if want := "want local[N], local-cluster[N] or standalone"; !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseMaster(%q): got error %q, want it to contain %q", in, err, want)
 		}
+	}
+}
+
+// Local.Wait cancels the executors still running when its ctx ends, and
+// gives up on those that ignore it after Grace, instead of waiting for
+// ever (a goroutine cannot be killed).
+func TestLocalWaitGivesUp(t *testing.T) {
+	tests := []struct {
+		name       string
+		ignoresCtx bool
+		want       string // in Wait's error
+	}{
+		{"executor that stops when canceled", false, "canceled"},
+		{"executor that ignores its ctx", true, "canceled, and abandoned, still running 50ms later"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			started := make(chan struct{})
+			l := &Local{Grace: 50 * time.Millisecond, Run: func(ctx context.Context, _ int, _ string) error {
+				close(started)
+				if tt.ignoresCtx {
+					<-release
+					return nil
+				}
+				<-ctx.Done()
+				return ctx.Err()
+			}}
+			if err := l.Start(context.Background(), 1, "127.0.0.1:1", func(int, error) {}); err != nil {
+				t.Fatal(err)
+			}
+			<-started
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- l.Wait(ctx) }()
+			select {
+			case err := <-done:
+				if err == nil || err.Error() != tt.want {
+					t.Errorf("Wait: got %v, want %q", err, tt.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Wait has not returned 10s after its ctx ended")
+			}
+		})
 	}
 }

@@ -2,7 +2,10 @@ package launch
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"time"
 )
 
 // Local runs executors as goroutines of the driver's process. They still
@@ -10,6 +13,10 @@ import (
 type Local struct {
 	// Run serves one executor until it is released; id counts from 1.
 	Run func(ctx context.Context, id int, driverAddr string) error
+	// Grace is how long Wait waits for executors once it has canceled
+	// their ctx, before it abandons those still running (a goroutine
+	// cannot be killed). Zero: 10 seconds.
+	Grace time.Duration
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -28,18 +35,30 @@ func (l *Local) Start(ctx context.Context, n int, driverAddr string, exited func
 	return nil
 }
 
-// Wait implements Launcher.
+// Wait implements Launcher. Executors still running when ctx ends have
+// their ctx canceled; those still running Grace later (code that ignores
+// its ctx) are abandoned, and Wait returns an error saying so.
 func (l *Local) Wait(ctx context.Context) error {
+	grace := l.Grace
+	if grace <= 0 {
+		grace = 10 * time.Second
+	}
 	return waitOrKill(ctx, &l.wg, func() {
 		if l.cancel != nil {
 			l.cancel()
 		}
-	})
+	}, grace, "canceled")
 }
 
-// waitOrKill waits for wg; when ctx ends first it calls kill and still
-// waits, then returns ctx's error.
-func waitOrKill(ctx context.Context, wg *sync.WaitGroup, kill func()) error {
+// errAbandoned ends the error of a Wait whose executors outlived their
+// cancellation.
+var errAbandoned = errors.New("abandoned, still running")
+
+// waitOrKill waits for wg. When ctx ends first it calls kill, then waits
+// up to grace more (forever when grace is 0), and returns an error naming
+// what it did (killed, in its words) and, if they outlived it, that the
+// executors were abandoned.
+func waitOrKill(ctx context.Context, wg *sync.WaitGroup, kill func(), grace time.Duration, killed string) error {
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()
@@ -49,8 +68,18 @@ func waitOrKill(ctx context.Context, wg *sync.WaitGroup, kill func()) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		kill()
+	}
+	kill()
+	if grace <= 0 {
 		<-done
-		return ctx.Err()
+		return errors.New(killed)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return errors.New(killed)
+	case <-t.C:
+		return fmt.Errorf("%s, and %w %v later", killed, errAbandoned, grace)
 	}
 }

@@ -105,7 +105,7 @@ func (p *Processes) Wait(ctx context.Context) error {
 		for _, c := range p.cmds {
 			_ = c.Process.Kill()
 		}
-	})
+	}, 0, "killed")
 }
 
 // cleanEnv drops Ember's role variables so a child never inherits a stale
