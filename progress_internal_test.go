@@ -46,7 +46,7 @@ func (s *syncBuffer) String() string {
 
 func TestDrawProgressErasesItsLine(t *testing.T) {
 	var w syncBuffer
-	stop := drawProgress(&w, "sq", &driver.Progress{}, time.Millisecond)
+	stop := drawProgress(&w, "sq", driver.NewProgress(0), time.Millisecond)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(w.String(), "total") {
 		if time.Now().After(deadline) {

@@ -142,7 +142,7 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 		}
 		payloads[i] = b
 	}
-	progress := &driver.Progress{}
+	progress := driver.NewProgress(len(payloads))
 	stop := d.showProgress(t.name, progress)
 	results, err := d.d.RunJob(ctx, t.name, payloads, progress)
 	stop()

@@ -123,6 +123,9 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 	case <-c.done:
 		return nil, c.err
 	case <-time.After(DefaultTimeout):
+		// Let the application end when start-up does complete, rather
+		// than hold its driver function (and everything else) for ever.
+		close(c.release)
 		return nil, fmt.Errorf("cluster not started within %v", DefaultTimeout)
 	}
 	t.Cleanup(func() {

@@ -28,11 +28,16 @@ func (e *TaskFailure) Error() string {
 
 func (e *TaskFailure) Unwrap() error { return e.Cause }
 
-// Progress is a job's counts, safe to read while it runs.
+// Progress is a job's counts, safe to read while it runs. Make one with
+// NewProgress.
 type Progress struct {
 	total         int
 	done, running atomic.Int64
 }
+
+// NewProgress returns the Progress of a job of total tasks. The total is
+// set here, before anyone can read it.
+func NewProgress(total int) *Progress { return &Progress{total: total} }
 
 // Counts returns tasks done, running and in total.
 func (p *Progress) Counts() (done, running, total int) {
@@ -87,9 +92,8 @@ type scheduler struct {
 // (standalone) or fails with CodeUnavailable when none can (local masters).
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
 	if progress == nil {
-		progress = &Progress{}
+		progress = NewProgress(len(inputs))
 	}
-	progress.total = len(inputs)
 	s := &d.sched
 	s.mu.Lock()
 	s.nextJob++

@@ -64,11 +64,10 @@ func pollSent(t *testing.T, s *taskStream, kind wire.Kind, n int) []uint64 {
 	}
 }
 
-// A canceled attempt keeps its slot until its executor reports it ended:
-// the task function may not watch its ctx and run on, and a slot freed at
-// once put the next job's attempts on top of it (an executor with one slot
-// ran two attempts at once).
-func TestCanceledAttemptKeepsItsSlotUntilItEnds(t *testing.T) {
+// schedDriver returns a driver with one ready executor of the given slots
+// whose stream records what the scheduler sends it.
+func schedDriver(t *testing.T, slots int) (*Driver, *taskStream, *execState) {
+	t.Helper()
 	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +82,52 @@ func TestCanceledAttemptKeepsItsSlotUntilItEnds(t *testing.T) {
 		conn.Close(nil)
 		conn.Wait()
 	})
-	d.sched.addExecutor(es, 1)
+	d.sched.addExecutor(es, slots)
+	return d, stream, es
+}
+
+// A job's Progress can be read from another goroutine (the console
+// progress bar) from the moment it is made; RunJob used to set its total
+// meanwhile, a data race.
+func TestProgressReadableWhileJobRuns(t *testing.T) {
+	d, stream, es := schedDriver(t, 1)
+	progress := NewProgress(1)
+	stop := make(chan struct{})
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for {
+			if _, _, total := progress.Counts(); total != 1 {
+				t.Errorf("total: got %d, want 1", total)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, progress); job <- err }()
+	run := pollSent(t, stream, wire.Kind_KIND_TASK, 1)[0]
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+	if err := <-job; err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-read
+	if done, running, total := progress.Counts(); done != 1 || running != 0 || total != 1 {
+		t.Errorf("Counts: got %d done, %d running of %d; want 1, 0 of 1", done, running, total)
+	}
+}
+
+// A canceled attempt keeps its slot until its executor reports it ended:
+// the task function may not watch its ctx and run on, and a slot freed at
+// once put the next job's attempts on top of it (an executor with one slot
+// ran two attempts at once).
+func TestCanceledAttemptKeepsItsSlotUntilItEnds(t *testing.T) {
+	d, stream, es := schedDriver(t, 1)
 
 	// Job 1 starts on the only slot, then its ctx ends.
 	ctx, cancel := context.WithCancel(context.Background())
