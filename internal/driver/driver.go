@@ -438,9 +438,8 @@ func (d *Driver) executorMetrics(es *execState, m *wire.Metrics) {
 		return
 	}
 	fams, err := metrics.Decode(m)
-	if err != nil {
-		d.log.Warn("dropped undecodable executor metrics", "executor", es.info.ID, "err", err)
-		return
+	if err != nil { // the families that were valid are kept
+		d.log.Warn("dropped invalid executor metrics", "executor", es.info.ID, "err", err)
 	}
 	// An executor speaks for itself only: its series carry its own ID.
 	metrics.SetLabel(fams, "executor", es.info.ID)

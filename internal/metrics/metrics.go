@@ -7,15 +7,18 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -40,28 +43,63 @@ func Encode(g prometheus.Gatherer) (*wire.Metrics, error) {
 	return m, nil
 }
 
-// Decode returns the families in m, validated enough to be served: each
-// has a name and a type, and every metric has a value of that type.
+// Decode returns the families in m that are valid enough to be served:
+// each has a name and a type, every metric has a value of that type, and
+// its labels have valid, distinct names, none of them one the exposition
+// format reserves for the type (le, quantile). The error lists the
+// families left out, if any; the others are returned all the same, so one
+// bad family costs only itself.
 func Decode(m *wire.Metrics) ([]*dto.MetricFamily, error) {
 	out := make([]*dto.MetricFamily, 0, len(m.GetFamilies()))
+	var errs []error
 	for i, b := range m.GetFamilies() {
 		f := &dto.MetricFamily{}
 		if err := proto.Unmarshal(b, f); err != nil {
-			return nil, fmt.Errorf("metric family %d: %w", i, err)
+			errs = append(errs, fmt.Errorf("metric family %d: %w", i, err))
+			continue
 		}
 		if err := validate(f); err != nil {
-			return nil, fmt.Errorf("metric family %d: %w", i, err)
+			errs = append(errs, fmt.Errorf("metric family %d: %w", i, err))
+			continue
 		}
 		out = append(out, f)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 func validate(f *dto.MetricFamily) error {
 	if f.GetName() == "" || f.Type == nil {
 		return fmt.Errorf("missing name or type")
 	}
+	// Names as the exposition formats accept them (UTF-8, as the
+	// prometheus library's own validation), and text they can carry.
+	if !model.UTF8Validation.IsValidMetricName(f.GetName()) || !utf8.ValidString(f.GetHelp()) || !utf8.ValidString(f.GetUnit()) {
+		return fmt.Errorf("invalid name %q, help or unit", f.GetName())
+	}
+	var reserved string // a label the format gives this type's series
+	switch f.GetType() {
+	case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+		reserved = "le"
+	case dto.MetricType_SUMMARY:
+		reserved = "quantile"
+	}
+	seen := map[string]bool{}
 	for _, m := range f.GetMetric() {
+		clear(seen)
+		for _, l := range m.GetLabel() {
+			name := l.GetName()
+			switch {
+			case !model.UTF8Validation.IsValidLabelName(name) || strings.HasPrefix(name, "__"):
+				return fmt.Errorf("%s: invalid label name %q", f.GetName(), name)
+			case !utf8.ValidString(l.GetValue()):
+				return fmt.Errorf("%s: label %q has a value that is not UTF-8", f.GetName(), name)
+			case name == reserved:
+				return fmt.Errorf("%s: a %v series may not have its own %q label", f.GetName(), f.GetType(), name)
+			case seen[name]:
+				return fmt.Errorf("%s: label %q repeated", f.GetName(), name)
+			}
+			seen[name] = true
+		}
 		var ok bool
 		switch f.GetType() {
 		case dto.MetricType_COUNTER:
@@ -83,7 +121,10 @@ func validate(f *dto.MetricFamily) error {
 }
 
 // SetLabel sets label name to value on every metric in fams, replacing
-// any value the sender gave it.
+// any value the sender gave it, and leaves every metric's labels sorted by
+// name. Sorted, they are served as they are: the prometheus library sorts
+// unsorted labels in place while gathering, which two concurrent scrapes
+// of the same stored metric would race on.
 func SetLabel(fams []*dto.MetricFamily, name, value string) {
 	for _, f := range fams {
 		for _, m := range f.Metric {
@@ -96,8 +137,8 @@ func SetLabel(fams []*dto.MetricFamily, name, value string) {
 			}
 			if !set {
 				m.Label = append(m.Label, &dto.LabelPair{Name: &name, Value: &value})
-				slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
 			}
+			slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
 		}
 	}
 }

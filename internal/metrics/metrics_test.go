@@ -1,13 +1,16 @@
 package metrics
 
 import (
-	"google.golang.org/protobuf/proto"
+	"bytes"
 	"testing"
 
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -58,9 +61,15 @@ func TestEncodeDecodeStore(t *testing.T) {
 	}
 }
 
+// label returns a label pair.
+func label(name, value string) *dto.LabelPair { return &dto.LabelPair{Name: &name, Value: &value} }
+
 func TestDecodeRejects(t *testing.T) {
-	counter := dto.MetricType_COUNTER
+	counter, histogram, summary := dto.MetricType_COUNTER, dto.MetricType_HISTOGRAM, dto.MetricType_SUMMARY
 	name := "x"
+	one := func(labels ...*dto.LabelPair) []*dto.Metric {
+		return []*dto.Metric{{Label: labels, Counter: &dto.Counter{}}}
+	}
 	tests := []struct {
 		name string
 		m    *wire.Metrics
@@ -68,13 +77,73 @@ func TestDecodeRejects(t *testing.T) {
 		{"garbage", &wire.Metrics{Families: [][]byte{{0xff, 0xff, 0xff}}}},
 		{"no name", mustMarshal(t, &dto.MetricFamily{Type: &counter})},
 		{"value of the wrong type", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &counter, Metric: []*dto.Metric{{Gauge: &dto.Gauge{}}}})},
+		// Each of these made the driver's whole /metrics unparseable.
+		{"a label repeated, not side by side", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &counter, Metric: one(label("a", "1"), label("executor", "9"), label("a", "2"))})},
+		{"the executor label twice", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &counter, Metric: one(label("executor", "1"), label("executor", "2"))})},
+		{"a histogram's own le", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &histogram, Metric: []*dto.Metric{{Label: []*dto.LabelPair{label("le", "oops")}, Histogram: &dto.Histogram{}}}})},
+		{"a summary's own quantile", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &summary, Metric: []*dto.Metric{{Label: []*dto.LabelPair{label("quantile", "x")}, Summary: &dto.Summary{}}}})},
+		{"a label name that is not UTF-8", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &counter, Metric: one(label("a\xff", "v"))})},
+		{"a label value that is not UTF-8", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &counter, Metric: one(label("a", "v\xff"))})},
+		{"a name that is not UTF-8", mustMarshal(t, &dto.MetricFamily{Name: proto.String("x\x95"), Type: &counter, Metric: one()})},
+		{"a reserved label name", mustMarshal(t, &dto.MetricFamily{Name: &name, Type: &counter, Metric: one(label("__name__", "v"))})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Decode(tt.m); err == nil {
-				t.Error("Decode: got nil error, want one")
+			fams, err := Decode(tt.m)
+			if err == nil || len(fams) != 0 {
+				t.Errorf("Decode: got %d families and error %v, want none and an error", len(fams), err)
 			}
 		})
+	}
+}
+
+// One bad family costs only itself: the others in the same heartbeat are
+// kept and served.
+func TestDecodeKeepsTheValidFamilies(t *testing.T) {
+	counter := dto.MetricType_COUNTER
+	good, bad := "good_total", "bad_total"
+	v := 3.0
+	m := &wire.Metrics{}
+	for _, f := range []*dto.MetricFamily{
+		{Name: &bad, Type: &counter, Metric: []*dto.Metric{{Label: []*dto.LabelPair{label("a", "1"), label("a", "2")}, Counter: &dto.Counter{Value: &v}}}},
+		{Name: &good, Type: &counter, Metric: []*dto.Metric{{Counter: &dto.Counter{Value: &v}}}},
+	} {
+		m.Families = append(m.Families, mustMarshal(t, f).Families...)
+	}
+	fams, err := Decode(m)
+	if err == nil {
+		t.Error("Decode: got nil error, want one naming the bad family")
+	}
+	if len(fams) != 1 || fams[0].GetName() != good {
+		t.Fatalf("Decode kept %v, want only %s", fams, good)
+	}
+}
+
+// Two scrapes at once of a stored executor's metrics whose labels arrived
+// unsorted used to race: the prometheus library sorted the shared labels
+// in place. SetLabel leaves them sorted.
+func TestConcurrentScrapes(t *testing.T) {
+	counter := dto.MetricType_COUNTER
+	name := "x_total"
+	v := 1.0
+	fams := []*dto.MetricFamily{{Name: &name, Type: &counter, Metric: []*dto.Metric{
+		{Label: []*dto.LabelPair{label("z", "1"), label("b", "2")}, Counter: &dto.Counter{Value: &v}},
+	}}}
+	SetLabel(fams, "executor", "1")
+	var s Store
+	s.Set("1", fams)
+	g := prometheus.Gatherers{&s}
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := g.Gather()
+			done <- err
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }
 
@@ -93,12 +162,24 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
+		SetLabel(fams, "executor", "1")
 		var s Store
 		s.Set("1", fams)
 		// Inconsistent but well-typed families are reported as an error
-		// when gathered, not served; that is fine. A panic is not.
+		// when gathered, and left out; that is fine. A panic is not, and
+		// what is served must parse.
 		gs := prometheus.Gatherers{&s}
-		_, _ = gs.Gather()
+		served, _ := gs.Gather()
+		var text bytes.Buffer
+		for _, f := range served {
+			if _, err := expfmt.MetricFamilyToText(&text, f); err != nil {
+				t.Fatalf("served family %s cannot be written: %v", f.GetName(), err)
+			}
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		if _, err := parser.TextToMetricFamilies(&text); err != nil {
+			t.Fatalf("served exposition does not parse: %v\n%s", err, text.String())
+		}
 	})
 }
 
