@@ -67,6 +67,9 @@ func discover(ctx context.Context, name, command string) (plugin.Resource, error
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// A command that leaves a process behind holding its output would
+	// otherwise keep Run waiting past the timeout.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%v: %s", err, msg)

@@ -81,6 +81,21 @@ func TestDiscoverFailures(t *testing.T) {
 	})
 }
 
+// A discovery command that leaves a process behind holding its output
+// still ends with its context.
+func TestDiscoverDoesNotWaitForLeftovers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	cmd := script(t, "sleep 20 & exec sleep 60") // the leftover lives 20s
+	start := time.Now()
+	if _, err := discover(ctx, "gpu", cmd); err == nil {
+		t.Fatal("got no error, want the command killed")
+	}
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Errorf("discover returned after %v, want soon after its context ended, not when the leftover process did", elapsed)
+	}
+}
+
 // A discovery command that outlives its context is killed.
 func TestDiscoverStopsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

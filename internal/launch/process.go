@@ -103,7 +103,7 @@ func (p *Processes) Wait(ctx context.Context) error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for _, c := range p.cmds {
-			_ = c.Process.Kill()
+			killGroup(c.Process)
 		}
 	}, 0, "killed")
 }

@@ -2,7 +2,13 @@
 
 package launch
 
-import "syscall"
+import (
+	"os"
+	"syscall"
+)
 
 // sysProcAttr: off Unix only the stdin pipe ends orphans.
 func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+// killGroup kills p; off Unix there is no process group to kill with it.
+func killGroup(p *os.Process) { _ = p.Kill() }
