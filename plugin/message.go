@@ -20,7 +20,10 @@ import (
 // value. A value held in an interface-typed field (any) arrives as CBOR
 // decodes it: integers as uint64 (int64 when negative), floats as float64,
 // maps as map[string]any, arrays as []any; declare concrete field types
-// where the receiver needs them. RegisterMessage panics if T or its name is
+// where the receiver needs them. A map with keys other than strings (a
+// map[int]string, say) in such a field cannot arrive as map[string]any:
+// the receiver cannot decode the message and drops it (an Ask fails with
+// CodeInvalidArgument), so put such maps in fields of their own type. RegisterMessage panics if T or its name is
 // already registered to something else. It is safe for concurrent use.
 func RegisterMessage[T any]() {
 	t := reflect.TypeFor[T]()
