@@ -150,8 +150,11 @@ func Register(t reflect.Type, name string) error {
 func Names() []string { return slices.Clone(cur.Load().names) }
 
 // Encode returns the wire name and encoding of v. A nil v encodes as an
-// empty name and no payload. A pointer to a registered non-proto type is
-// encoded as the value it points to.
+// empty name and no payload, and so does a nil pointer of a registered
+// type (a nil proto message, a nil *T for a registered T): the receiver
+// gets nil either way, where a nil proto message used to arrive as an
+// empty one. A pointer to a registered non-proto type is encoded as the
+// value it points to.
 func Encode(v any) (name string, payload []byte, err error) {
 	if v == nil {
 		return "", nil, nil
@@ -159,11 +162,14 @@ func Encode(v any) (name string, payload []byte, err error) {
 	s := cur.Load()
 	t := reflect.TypeOf(v)
 	e, ok := s.byType[t]
+	if ok && e.proto && reflect.ValueOf(v).IsNil() {
+		return "", nil, nil
+	}
 	if !ok && t.Kind() == reflect.Pointer {
 		if e, ok = s.byType[t.Elem()]; ok {
 			rv := reflect.ValueOf(v)
 			if rv.IsNil() {
-				return "", nil, fmt.Errorf("%w: nil %v", ErrUnregistered, t)
+				return "", nil, nil
 			}
 			if e.proto { // a pointer to a proto message pointer
 				return "", nil, fmt.Errorf("%w: %v (send the %v itself)", ErrUnregistered, t, t.Elem())
