@@ -68,6 +68,29 @@ func countingPlugin(name string, inits *atomic.Int32) fakePlugin {
 	}
 }
 
+// receivingPlugin is a plugin whose driver and executor sides both answer
+// with receive. Once Run has initialised the plugins, *dc and *ec hold the
+// driver's context and the (one) executor's.
+func receivingPlugin(name string, receive func(context.Context, any) (any, error)) (p fakePlugin, dc *plugin.DriverContext, ec *plugin.ExecutorContext) {
+	dc, ec = new(plugin.DriverContext), new(plugin.ExecutorContext)
+	p = fakePlugin{
+		name: name,
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF:    func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) { *dc = pc; return nil, nil },
+				ReceiveF: receive,
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error { *ec = pc; return nil }},
+				ReceiveF:     receive,
+			}
+		},
+	}
+	return p, dc, ec
+}
+
 // fakeDriver is a DriverPlugin whose methods call the func fields when set.
 type fakeDriver struct {
 	InitF     func(ctx context.Context, pc plugin.DriverContext) (map[string]string, error)

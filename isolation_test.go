@@ -175,35 +175,19 @@ func TestReceiveReturningNilPluginError(t *testing.T) {
 		var e *plugin.Error
 		return nil, e
 	}
-	var dc plugin.DriverContext
-	var ec plugin.ExecutorContext
-	p := fakePlugin{
-		name: "typed-nil",
-		newDriver: func() plugin.DriverPlugin {
-			return &fakeDriver{
-				InitF:    func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) { dc = pc; return nil, nil },
-				ReceiveF: nilErr,
-			}
-		},
-		newExecutor: func() plugin.ExecutorPlugin {
-			return &receivingExecutor{
-				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error { ec = pc; return nil }},
-				ReceiveF:     nilErr,
-			}
-		},
-	}
+	p, dc, ec := receivingPlugin("typed-nil", nilErr)
 	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
 		func(ctx context.Context, d *ember.Driver) error {
 			want := "a nil *plugin.Error was returned as a non-nil error"
 			for range 2 { // the second round shows both sides still serve
-				if err := ec.Send(ctx, text("send")); err != nil {
+				if err := (*ec).Send(ctx, text("send")); err != nil {
 					return fmt.Errorf("Send: %w", err)
 				}
-				_, err := ec.Ask(ctx, text("ask"))
+				_, err := (*ec).Ask(ctx, text("ask"))
 				if plugin.CodeOf(err) != plugin.CodeUnknown || !strings.Contains(err.Error(), want) {
 					return fmt.Errorf("Ask: got %v, want CodeUnknown containing %q", err, want)
 				}
-				_, err = dc.AskExecutor(ctx, "1", text("ask"))
+				_, err = (*dc).AskExecutor(ctx, "1", text("ask"))
 				if plugin.CodeOf(err) != plugin.CodeUnknown || !strings.Contains(err.Error(), want) {
 					return fmt.Errorf("AskExecutor: got %v, want CodeUnknown containing %q", err, want)
 				}
@@ -250,32 +234,16 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 				sawCtxEnd <- struct{}{}
 				return nil, ctx.Err()
 			}
-			var dc plugin.DriverContext
-			var ec plugin.ExecutorContext
-			p := fakePlugin{
-				name: "blocker",
-				newDriver: func() plugin.DriverPlugin {
-					return &fakeDriver{
-						InitF:    func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) { dc = pc; return nil, nil },
-						ReceiveF: receive,
-					}
-				},
-				newExecutor: func() plugin.ExecutorPlugin {
-					return &receivingExecutor{
-						fakeExecutor: fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error { ec = pc; return nil }},
-						ReceiveF:     receive,
-					}
-				},
-			}
+			p, dc, ec := receivingPlugin("blocker", receive)
 			runDone := make(chan error, 1)
 			go func() {
 				runDone <- ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 500 * time.Millisecond},
 					func(ctx context.Context, d *ember.Driver) error {
 						var err error
 						if tt.side == "executor" {
-							err = dc.SendExecutor(ctx, "1", text("wait"))
+							err = (*dc).SendExecutor(ctx, "1", text("wait"))
 						} else {
-							err = ec.Send(ctx, text("wait"))
+							err = (*ec).Send(ctx, text("wait"))
 						}
 						if err != nil {
 							return err

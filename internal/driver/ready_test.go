@@ -136,15 +136,13 @@ func (m *membership) record(ev string) {
 	m.events = append(m.events, ev)
 }
 
-// An executor whose connection closes on another goroutine (a failed
-// write, a heartbeat timeout) while its READY is being handled is removed
-// after it was added, for every listener: the events used to be queued
-// outside the lock, and OnExecutorRemoved could come first, leaving the
-// plugin believing a dead executor alive.
-func TestRemovedNeverPrecedesAdded(t *testing.T) {
-	pause := pauseOnLog{msg: "executor ready", reached: make(chan struct{}), release: make(chan struct{})}
+// memberDriver returns a driver, logging to log, whose one plugin records
+// membership events and messages, with executor "1" listed and not yet
+// ready, on a connection that is never started (only closed).
+func memberDriver(t *testing.T, log *slog.Logger) (*Driver, *membership, *execState, *rpc.Conn) {
+	t.Helper()
 	m := &membership{}
-	d, err := New(Config{Logger: slog.New(pause), Plugins: []plugin.Plugin{m}})
+	d, err := New(Config{Logger: log, Plugins: []plugin.Plugin{m}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +151,33 @@ func TestRemovedNeverPrecedesAdded(t *testing.T) {
 	}
 	t.Cleanup(func() { d.Close() })
 	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
-	c := rpc.New(nil, nil, d, rpc.Options{}) // never started: only closed
+	c := rpc.New(nil, nil, d, rpc.Options{})
 	c.Peer = es
 	es.conn = c
 	d.mu.Lock()
 	d.execs["1"] = es
 	d.mu.Unlock()
+	return d, m, es, c
+}
+
+// flushLanes waits until d's lanes have run everything queued.
+func flushLanes(t *testing.T, d *Driver) {
+	t.Helper()
+	for _, e := range d.endpoints {
+		if err := e.lane.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An executor whose connection closes on another goroutine (a failed
+// write, a heartbeat timeout) while its READY is being handled is removed
+// after it was added, for every listener: the events used to be queued
+// outside the lock, and OnExecutorRemoved could come first, leaving the
+// plugin believing a dead executor alive.
+func TestRemovedNeverPrecedesAdded(t *testing.T) {
+	pause := pauseOnLog{msg: "executor ready", reached: make(chan struct{}), release: make(chan struct{})}
+	d, m, es, c := memberDriver(t, slog.New(pause))
 
 	handled := make(chan struct{})
 	go func() { // the reader, handling READY
@@ -169,11 +188,7 @@ func TestRemovedNeverPrecedesAdded(t *testing.T) {
 	d.HandleClose(c, errors.New("stream send: peer disconnected"))
 	close(pause.release)
 	<-handled
-	for _, e := range d.endpoints {
-		if err := e.lane.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	flushLanes(t, d)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if want := []string{"added 1", "removed 1"}; !slices.Equal(m.events, want) {
@@ -190,22 +205,7 @@ func TestRemovedNeverPrecedesAdded(t *testing.T) {
 // dropped), and a heartbeat does not bring back the lost executor's
 // metrics. Both used to happen.
 func TestFramesAfterCloseLeaveNoTrace(t *testing.T) {
-	m := &membership{}
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Plugins: []plugin.Plugin{m}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
-	c := rpc.New(nil, nil, d, rpc.Options{}) // never started: only closed
-	c.Peer = es
-	es.conn = c
-	d.mu.Lock()
-	d.execs["1"] = es
-	d.mu.Unlock()
+	d, m, es, c := memberDriver(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
 
 	reg := prometheus.NewRegistry()
@@ -225,11 +225,7 @@ func TestFramesAfterCloseLeaveNoTrace(t *testing.T) {
 	d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 0})
 	d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: beat})
 
-	for _, e := range d.endpoints {
-		if err := e.lane.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	flushLanes(t, d)
 	m.mu.Lock()
 	events := slices.Clone(m.events)
 	m.mu.Unlock()
