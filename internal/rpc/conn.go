@@ -483,30 +483,20 @@ func (c *Conn) send(b *wire.Batch, frames []*wire.Frame) bool {
 	return true
 }
 
-// frameOverhead bounds a frame's fields besides those frameBytes counts
-// (kind, call, plugin, type ID, code, timeout, credit, and their tags),
-// with the batch's envelope for it.
+// frameOverhead is what frameBytes allows for a frame's small fields
+// (kind, call, plugin, type ID, code, timeout, credit, a task's names, a
+// READY's resources) and the batch's envelope for it.
 const frameOverhead = 64
 
-// frameBytes is f's size on the wire, from above for every frame but the
-// handshake's (Hello, Welcome and Challenge, written before a Conn
-// exists).
+// frameBytes is f's size on the wire, roughly: its variable-length parts
+// (the payload, an error, a type name, a heartbeat's metrics) plus
+// frameOverhead. The lone-ask rule it serves (Conn.ask) keeps a margin of
+// three quarters of the window, far beyond what the estimate can miss.
 func frameBytes(f *wire.Frame) int64 {
 	n := len(f.Payload) + len(f.Error) + len(f.Type) + frameOverhead
 	if f.Metrics != nil {
 		for _, m := range f.Metrics.Families {
 			n += len(m) + 8
-		}
-	}
-	if f.Task != nil {
-		n += len(f.Task.JobId) + len(f.Task.Name) + 16
-	}
-	if f.Ready != nil {
-		for _, r := range f.Ready.Resources {
-			n += len(r.Name) + 8
-			for _, a := range r.Addresses {
-				n += len(a) + 2
-			}
 		}
 	}
 	return int64(n)
