@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -408,6 +409,53 @@ func TestHostilePeers(t *testing.T) {
 			alive := scrape(t, c.Driver.MetricsURL())["ember_executors_alive"].GetMetric()[0].GetGauge().GetValue()
 			return int(alive) == len(c.Driver.Executors())
 		})
+	})
+
+	// A peer that keeps asking and never reads its replies: they would pile
+	// up in the driver's send queue without bound. Once they fill the queue
+	// and its overflow, the driver hangs up and forgets the peer.
+	t.Run("asks with replies never read", func(t *testing.T) {
+		known := map[string]bool{}
+		for _, e := range c.Driver.Executors() {
+			known[e.ID] = true
+		}
+		h := dialHostile(t, addr, secret, true)
+		var hostile string
+		embertest.WaitFor(t, "the peer to be ready", func() bool {
+			for _, e := range c.Driver.Executors() {
+				if !known[e.ID] {
+					hostile = e.ID
+				}
+			}
+			return hostile != ""
+		})
+		name, ping, _ := codec.Encode(text("ping"))
+		sent := make(chan uint64, 1)
+		go func() {
+			call := uint64(0)
+			defer func() { sent <- call }()
+			for call < 1e6 {
+				frames := make([]*wire.Frame, 1000)
+				for i := range frames {
+					call++
+					frames[i] = &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: call, Type: name, Payload: ping}
+				}
+				if h.stream.Send(&wire.Batch{Frames: frames}) != nil {
+					return
+				}
+			}
+		}()
+		embertest.WaitFor(t, "the driver to hang up on the peer", func() bool {
+			n, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_limit_hits_total", map[string]string{"executor": "driver", "limit": "queue_overflow"})
+			return n == 1
+		})
+		embertest.WaitFor(t, "the driver to forget the peer", func() bool {
+			return !slices.ContainsFunc(c.Driver.Executors(), func(e plugin.ExecutorInfo) bool { return e.ID == hostile })
+		})
+		h.cc.Close() // the peer's last Send waits for a window the driver will not give
+		if n := <-sent; n >= 1e6 {
+			t.Errorf("the driver took %d asks from a peer that never reads", n)
+		}
 	})
 
 	// A peer that ignores flow control sends 7,000 SENDs to a plugin that

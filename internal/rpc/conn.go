@@ -50,8 +50,15 @@ type Options struct {
 	// MaxMessageBytes bounds one encoded payload.
 	MaxMessageBytes int
 	// QueueFrames bounds the frames waiting to be written; Send and Ask
-	// block (backpressure) while it is full. Replies never block.
+	// block (backpressure) while it is full. Replies and control frames
+	// never block: see OverflowFrames.
 	QueueFrames int
+	// OverflowFrames is how far past QueueFrames the frames that never
+	// wait (replies, control) may fill the queue. Past it the peer is taken
+	// to have stopped reading, its asks being answered but the answers not
+	// read, and the Conn closes with CodeResourceExhausted (OnLimit
+	// "queue_overflow"). Zero or less: DefaultOverflowFrames.
+	OverflowFrames int
 	// HeartbeatInterval is how often a heartbeat is sent when the stream is
 	// otherwise idle; HeartbeatTimeout is how long the peer may stay silent
 	// before the connection is declared lost. Zero interval: no heartbeats.
@@ -82,6 +89,7 @@ type Options struct {
 const (
 	DefaultMaxMessageBytes = 4 << 20
 	DefaultQueueFrames     = 64 << 10
+	DefaultOverflowFrames  = 64 << 10
 	// DefaultSendWindow is the default Options.SendWindow: with 32-byte
 	// messages, about ten thousand of them per plugin in flight.
 	DefaultSendWindow = 1 << 20
@@ -196,6 +204,9 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 	if opts.QueueFrames <= 0 {
 		opts.QueueFrames = DefaultQueueFrames
 	}
+	if opts.OverflowFrames <= 0 {
+		opts.OverflowFrames = DefaultOverflowFrames
+	}
 	if opts.HeartbeatTimeout <= 0 {
 		opts.HeartbeatTimeout = 10 * opts.HeartbeatInterval
 	}
@@ -247,16 +258,26 @@ const invalidType = "\x00invalid type id"
 func (c *Conn) MaxMessageBytes() int { return c.opts.MaxMessageBytes }
 
 // Start runs the reader, writer and heartbeat goroutines.
+//
+// Wait waits for the reader and the writer only when the Conn can end its
+// stream itself (cancel != nil): ending it releases a reader blocked in
+// RecvMsg and a writer blocked in Send. A server ends its stream by
+// returning from its handler, so it must not wait for them: the reader may
+// be waiting for a peer that sends nothing, and the writer, after a close,
+// for a peer that has stopped reading.
 func (c *Conn) Start() {
-	c.wg.Add(1)
-	go c.writeLoop()
 	if c.cancel != nil {
-		c.wg.Add(1)
+		c.wg.Add(2)
+		go func() {
+			defer c.wg.Done()
+			c.writeLoop()
+		}()
 		go func() {
 			defer c.wg.Done()
 			c.readLoop()
 		}()
 	} else {
+		go c.writeLoop()
 		go c.readLoop()
 	}
 	if c.opts.HeartbeatInterval > 0 {
@@ -282,10 +303,12 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
-// Wait blocks until the writer and heartbeat goroutines have stopped and,
-// when the Conn can end its stream itself (cancel != nil), the reader too.
-// A server handler calls Wait after Done and then returns, which ends the
-// stream and releases the reader.
+// Wait blocks until the heartbeat goroutine has stopped and, when the Conn
+// can end its stream itself (cancel != nil), the reader and writer too. A
+// server handler calls Wait after Done and then returns, which ends the
+// stream and releases the reader, and a writer still in Send. By Done a
+// graceful close has written everything: the writer closes the Conn once
+// the queue is empty.
 func (c *Conn) Wait() { c.wg.Wait() }
 
 // Close ends the connection at once with err: queued frames are dropped,
@@ -385,7 +408,13 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 			c.mu.Unlock()
 			return err
 		}
-		if noWait || len(c.out) < c.opts.QueueFrames {
+		if noWait {
+			if len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
+				return c.overflowLocked()
+			}
+			break
+		}
+		if len(c.out) < c.opts.QueueFrames {
 			break
 		}
 		if c.opts.OnLimit != nil && !waited {
@@ -398,6 +427,22 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 	}
 	c.pushLocked(f, direct)
 	return nil
+}
+
+// overflowLocked closes the Conn because frames that never wait (replies,
+// control) have filled the queue OverflowFrames past its bound: the peer
+// has stopped reading, and its asks would otherwise grow the queue without
+// limit. c.mu is held; overflowLocked unlocks it.
+func (c *Conn) overflowLocked() error {
+	n := len(c.out)
+	c.mu.Unlock()
+	if c.opts.OnLimit != nil {
+		c.opts.OnLimit("queue_overflow")
+	}
+	err := plugin.Errorf(plugin.CodeResourceExhausted,
+		"the peer is not reading: %d frames wait to be written (send queue %d + overflow %d)", n, c.opts.QueueFrames, c.opts.OverflowFrames)
+	c.close(err)
+	return err
 }
 
 // waitLocked waits until ch is closed or ctx ends, counted in *waiters
@@ -915,7 +960,6 @@ func (c *Conn) Reply(f *wire.Frame) error {
 }
 
 func (c *Conn) writeLoop() {
-	defer c.wg.Done()
 	batch := &wire.Batch{}
 	last := 0 // frames in the last batch written
 	for {

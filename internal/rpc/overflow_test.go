@@ -1,0 +1,67 @@
+package rpc_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// Replies never wait for room in the send queue, so a peer that keeps
+// asking and stops reading would grow it without bound. OverflowFrames
+// past the queue's bound, the Conn gives the peer up instead.
+func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
+	release := make(chan struct{})
+	stuck := newHandler(func(_ *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_SEND {
+			<-release // the client's reader stops here
+		}
+	})
+	var mu sync.Mutex
+	var limits []string
+	const queue, overflow = 4, 12
+	serverOpts := rpc.Options{QueueFrames: queue, OverflowFrames: overflow, OnLimit: func(limit string) {
+		mu.Lock()
+		limits = append(limits, limit)
+		mu.Unlock()
+	}}
+	server := newHandler(echo)
+	p := newPair(t, stuck, server, rpc.Options{}, serverOpts)
+	defer close(release) // before the pair's cleanup, which waits for the client
+	ctx := testContext(t)
+
+	// The first send stops the client's reader; the second is more than its
+	// window, so the server's writer stays blocked.
+	for _, n := range []int{1, 3 << 20} {
+		if err := p.server.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "server writer idle", func() bool { return rpc.WriterIdle(p.server) })
+
+	// The client asks on; the server's replies queue up.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range 2 * (queue + overflow) {
+		wg.Go(func() { _, _ = p.client.Ask(actx, &wire.Frame{Payload: []byte("q")}) })
+	}
+
+	waitClosed(t, server.closed, "the server's connection to a client that does not read")
+	_, err := server.CloseResult()
+	wantCode(t, "the server's close", err, plugin.CodeResourceExhausted)
+	if want := "the peer is not reading: 16 frames wait to be written (send queue 4 + overflow 12)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("close error: got %v, want it to contain %q", err, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(limits) != 1 || limits[0] != "queue_overflow" {
+		t.Errorf("limits hit: got %q, want [queue_overflow]", limits)
+	}
+}
