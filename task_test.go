@@ -280,6 +280,10 @@ var bigInput = ember.NewTask("test.big-input", func(_ context.Context, _ ember.T
 	return len(s), nil
 })
 
+var longError = ember.NewTask("test.long-error", func(_ context.Context, _ ember.TaskContext, n int) (int, error) {
+	return 0, errors.New("bad input: " + strings.Repeat("x", n))
+})
+
 // Task inputs and outputs obey the message size limit with a clear error,
 // and the executors survive.
 func TestTaskSizeLimit(t *testing.T) {
@@ -297,8 +301,14 @@ func TestTaskSizeLimit(t *testing.T) {
 	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), "input 0") {
 		t.Errorf("oversized input: got %v, want ResourceExhausted naming input 0", err)
 	}
+	// An error's text is cut to fit on the wire: a task failing with a
+	// long one is a failed task, not a lost executor.
+	_, err = ember.Map(ctx, c.Driver, longError, []int{200 << 10})
+	if te := (*ember.TaskError)(nil); !errors.As(err, &te) || !strings.Contains(err.Error(), "more bytes)") {
+		t.Errorf("a task failing with a 200 KiB error: got %.200v, want a TaskError with the text cut", err)
+	}
 	if got := len(c.Driver.Executors()); got != 2 {
-		t.Errorf("executors after oversized outputs: got %d, want 2", got)
+		t.Errorf("executors after oversized outputs and errors: got %d, want 2", got)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/hook"
@@ -115,11 +116,29 @@ func ReplyFrame(call uint64, idx uint32, reply any, err error, max int) *wire.Fr
 	return f
 }
 
+// MaxErrorBytes bounds an error's text on the wire (a REPLY, a
+// TASK_RESULT, a failed READY): longer text is cut at a character boundary
+// and says how much was left out. An error can then never make a frame
+// larger than the peer accepts, which would end the connection.
+const MaxErrorBytes = 16 << 10
+
 // ErrorParts returns the code and message that represent err on the wire:
 // an *plugin.Error keeps its code and message, an error wrapping one keeps
 // the code and its full text, and anything else is CodeUnknown (or a
-// context code) with its text.
+// context code) with its text. The text is cut to MaxErrorBytes.
 func ErrorParts(err error) (plugin.Code, string) {
+	code, msg := errorParts(err)
+	if len(msg) > MaxErrorBytes {
+		cut := MaxErrorBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = fmt.Sprintf("%s… (%d more bytes)", msg[:cut], len(msg)-cut)
+	}
+	return code, msg
+}
+
+func errorParts(err error) (plugin.Code, string) {
 	var e *plugin.Error
 	code, msg := plugin.CodeOf(err), err.Error()
 	switch {

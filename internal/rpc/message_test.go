@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -233,13 +234,20 @@ func TestErrorParts(t *testing.T) {
 		{"wrapped", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "k")), plugin.CodeNotFound, "a: not_found: k"},
 		{"plain", errors.New("x"), plugin.CodeUnknown, "x"},
 		{"deadline", context.DeadlineExceeded, plugin.CodeDeadlineExceeded, "context deadline exceeded"},
+		{"at the bound", plugin.NewError(plugin.CodeInternal, strings.Repeat("x", rpc.MaxErrorBytes)), plugin.CodeInternal, strings.Repeat("x", rpc.MaxErrorBytes)},
+		{"over the bound", errors.New(strings.Repeat("x", rpc.MaxErrorBytes+1000)), plugin.CodeUnknown, strings.Repeat("x", rpc.MaxErrorBytes) + "… (1000 more bytes)"},
+		// "é" is two bytes: the cut falls inside the last one that fits.
+		{"cut between characters", errors.New("x" + strings.Repeat("é", rpc.MaxErrorBytes/2)), plugin.CodeUnknown, "x" + strings.Repeat("é", rpc.MaxErrorBytes/2-1) + "… (2 more bytes)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			code, msg := rpc.ErrorParts(tt.err)
 			if code != tt.wantCode || msg != tt.wantMsg {
-				t.Errorf("ErrorParts(%v) = %v, %q; want %v, %q", tt.err, code, msg, tt.wantCode, tt.wantMsg)
+				t.Errorf("ErrorParts(%.80v) = %v, %.80q (%d bytes); want %v, %.80q (%d bytes)", tt.err, code, msg, len(msg), tt.wantCode, tt.wantMsg, len(tt.wantMsg))
+			}
+			if !utf8.ValidString(msg) {
+				t.Errorf("ErrorParts(%.80v): the text is not valid UTF-8", tt.err)
 			}
 		})
 	}

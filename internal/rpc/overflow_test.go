@@ -2,6 +2,8 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -63,5 +65,25 @@ func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
 	defer mu.Unlock()
 	if len(limits) != 1 || limits[0] != "queue_overflow" {
 		t.Errorf("limits hit: got %q, want [queue_overflow]", limits)
+	}
+}
+
+// A handler's error text travels cut to rpc.MaxErrorBytes: a longer one
+// would make a REPLY larger than the peer accepts, and end the connection.
+func TestLongErrorReplyKeepsTheConnection(t *testing.T) {
+	long := strings.Repeat("x", 5<<20)
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_ASK {
+			_ = c.Reply(rpc.ReplyFrame(f.Call, f.Plugin, nil, errors.New(long), rpc.DefaultMaxMessageBytes))
+		}
+	})
+	p := newPair(t, newHandler(nil), server, rpc.Options{}, rpc.Options{})
+	ctx := testContext(t)
+	for i := range 2 {
+		err := askResult(ctx, p.client, &wire.Frame{Payload: []byte("q")})
+		wantCode(t, fmt.Sprintf("ask %d", i), err, plugin.CodeUnknown)
+		if want := "… (5226496 more bytes)"; err == nil || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("ask %d: got %.100v, want it to end %q", i, err, want)
+		}
 	}
 }
