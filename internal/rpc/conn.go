@@ -726,7 +726,9 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 		return
 	}
 	p := int(f.Plugin)
-	n := int64(min(f.Credit, uint64(c.windows[p]))) // more is never owed
+	// The most ever owed: a window overdrawn by one message of the largest
+	// size (see Send and admit). Capping lower loses credit for good.
+	n := int64(min(f.Credit, uint64(c.windows[p])+uint64(c.opts.MaxMessageBytes)+sendOverhead))
 	c.mu.Lock()
 	c.grantLocked(p, n)
 	c.mu.Unlock()

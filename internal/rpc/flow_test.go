@@ -204,6 +204,58 @@ func TestSendWindowGrantClamped(t *testing.T) {
 	blocked(t, p.client, 1)
 }
 
+// A SEND may overdraw its plugin's window by one message, so the grant
+// that gives it back can exceed the window: the whole of it is taken in.
+// Capped at the window, a grant lost credit for good, and one message of
+// twice the window or more stopped its plugin's SENDs for ever.
+func TestOverdrawnWindowComesBackWhole(t *testing.T) {
+	t.Parallel()
+	consume := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_SEND {
+			c.Consumed(f.Plugin, rpc.SendCost(f)) // delivered at once
+		}
+	})
+	tests := []struct {
+		name   string
+		window int
+		// each round sends these payload sizes, then needs the window back
+		round  []int
+		rounds int
+	}{
+		{"one message of three windows", testWindow, []int{3 * testWindow}, 1},
+		{"grants of a window and a few small messages", testWindow, []int{36, 36, testWindow - 64}, 50},
+		{"2.5 MiB with the default window", 0, []int{5 << 19}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: tt.window}
+			p := newPair(t, newHandler(echo), consume, opts, opts)
+			ctx := testContext(t)
+			for r := range tt.rounds {
+				for _, n := range tt.round {
+					sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					err := p.client.Send(sctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, n)})
+					cancel()
+					if err != nil {
+						t.Fatalf("round %d: Send of %d bytes: %v", r, n, err)
+					}
+				}
+			}
+			// The server's reply follows its CREDITs: once it is back,
+			// the client has every grant, and the window is whole.
+			if err := askResult(ctx, p.server, &wire.Frame{}); err != nil {
+				t.Fatal(err)
+			}
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if err := p.client.Send(sctx, windowFrame(0)); err != nil {
+				t.Errorf("a small Send once everything was consumed: %v", err)
+			}
+		})
+	}
+}
+
 // A peer that sends more than the window allows (it ignores flow control)
 // loses its connection, instead of filling the receiver's memory.
 func TestSendWindowOverdrawn(t *testing.T) {
