@@ -425,7 +425,9 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 			return plugin.Errorf(plugin.CodeOf(err), "waiting for room in the send queue (%d frames): %w", c.opts.QueueFrames, err)
 		}
 	}
-	c.pushLocked(f, direct)
+	// A direct write was judged safe before the wait; meanwhile the writer
+	// may have written what the peer has not read (see Conn.ask).
+	c.pushLocked(f, direct && !waited)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -98,4 +99,45 @@ func TestLoneAskEndsWithItsCtxWhenThePeerStopsReading(t *testing.T) {
 	}()
 	err := recv(t, errc, "a lone ask to a peer that does not read")
 	wantCode(t, "lone ask", err, plugin.CodeDeadlineExceeded)
+}
+
+// A lone ask that had to wait for room in the send queue is written by the
+// writer: while it waited, the writer may have written a megabyte the peer
+// has not read, and the check made before the wait no longer holds. Its
+// caller would block in stream.Send past its ctx, for as long as the peer
+// does not read. (One processor makes the interleaving that used to fail
+// the usual one: the writer writes everything before the ask wakes.)
+func TestLoneAskAfterWaitingForRoomEndsWithItsCtx(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	s := newFakeStream()
+	s.gate = make(chan struct{}, 16) // each write takes a token: a peer that reads when told
+	defer close(s.gate)              // lets a stuck write end, so cleanup can
+	waiting := make(chan string, 4)
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { waiting <- l }})
+	ctx := testContext(t)
+	if err := c.Send(ctx, sendFrame("a")); err != nil { // the writer holds it in Send
+		t.Fatal(err)
+	}
+	recv(t, s.entered, "the writer in Send")
+	if err := c.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, 1<<20)}); err != nil { // the queue is full
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Ask(actx, &wire.Frame{Payload: []byte("q")})
+		errc <- err
+	}()
+	if l := recv(t, waiting, "the ask waiting for room"); l != "send_queue" {
+		t.Fatalf("limit hit: got %q, want send_queue", l)
+	}
+	s.gate <- struct{}{} // the peer reads "a" and the megabyte, then nothing more
+	s.gate <- struct{}{}
+	select {
+	case err := <-errc:
+		wantCode(t, "the ask", err, plugin.CodeDeadlineExceeded)
+	case <-time.After(3 * time.Second):
+		t.Errorf("an ask with a 300 ms ctx still running after 3 s: its caller is stuck writing it")
+	}
 }
