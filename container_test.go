@@ -220,6 +220,28 @@ func TestWaitExecutors(t *testing.T) {
 		}
 		t.Fatal("WaitExecutors still waiting after 100 refused executors")
 	})
+	// Refusing an executor during start-up fails it, and stops the
+	// driver: the executor is told why all the same.
+	t.Run("refused during start-up", func(t *testing.T) {
+		const secret = "wait secret"
+		addr := freeAddr(t)
+		runErr := make(chan error, 1)
+		go func() {
+			runErr <- ember.Run(testCtx(t), ember.Config{Master: "standalone", ListenAddr: addr, MinExecutors: 1,
+				Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}, Logger: quiet},
+				func(context.Context, *ember.Driver) error {
+					t.Error("driver function ran with a refused executor")
+					return nil
+				})
+		}()
+		// The executor's dial waits for the driver to listen.
+		if err := joinErr(t, addr, secret); plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), `missing on the executor: ["wanted"]`) {
+			t.Errorf("executor refused during start-up: got %v, want InvalidArgument naming the plugin", err)
+		}
+		if err := <-runErr; err == nil || !strings.Contains(err.Error(), "handshake mismatch") {
+			t.Errorf("Run: got %v, want the handshake mismatch", err)
+		}
+	})
 }
 
 // A plugin made of the embeddable bases alone: its executor side starts,

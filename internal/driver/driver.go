@@ -511,8 +511,25 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	types := codec.Names()
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
+		err := refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
+		// Failing start-up stops the server, which drops what it has not
+		// sent yet: the executor would see its stream cut instead of the
+		// reason. So first wait, a while at most, for the executor to read
+		// the refusal and end its stream.
+		hangUp := make(chan struct{})
+		go func() {
+			defer close(hangUp)
+			for stream.RecvMsg(&wire.Batch{}) == nil {
+			}
+		}()
+		t := time.NewTimer(d.cfg.HandshakeTimeout)
+		select {
+		case <-hangUp:
+		case <-t.C:
+		}
+		t.Stop()
 		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
-		return refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
+		return err
 	}
 
 	d.mu.Lock()
