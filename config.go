@@ -92,12 +92,16 @@ type Config struct {
 	// StartTimeout bounds start-up: local executors connecting and
 	// initialising, or standalone's MinExecutors arriving. Default 60s.
 	StartTimeout time.Duration
-	// ShutdownTimeout bounds each phase of shutdown. Default 30s. A
-	// Receive still running when shutdown begins has half of it to return
-	// on an executor (so that the executor can still stop within the
-	// driver's wait) and all of it on the driver; then its ctx ends, and
-	// one that still does not return is abandoned after ShutdownTimeout
-	// more, and reported.
+	// ShutdownTimeout bounds each phase of shutdown. Default 30s.
+	//
+	// The driver waits this long for each executor to stop, and an
+	// executor's whole stop fits in nine tenths of it: its handlers run
+	// what the driver sent for up to half; then the ctx of handlers and
+	// tasks still running ends, and they have until three quarters to
+	// return (then they are abandoned, still running, and logged); then
+	// the executor plugins' Shutdown run in reverse order, sharing the
+	// rest. On the driver, each phase (delivering what executors sent,
+	// each driver plugin's Shutdown, handlers' return) has all of it.
 	ShutdownTimeout time.Duration
 	// ExecutorArgs are the arguments local-cluster executors are started
 	// with; nil means this process's own (os.Args[1:]). Tests use

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -273,6 +274,82 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An executor's whole stop fits in the driver's wait for it: a Receive
+// still running at STOP, then two plugins' Shutdown, each slow but
+// watching its ctx, share one ShutdownTimeout, so every final Send made in
+// Shutdown arrives and Run reports nothing. Each step used to have a
+// ShutdownTimeout (or half) of its own: the executor took longer than the
+// driver waited, which then reported it as not stopping and lost the last
+// plugin's final message.
+func TestExecutorStopFitsTheDriversWait(t *testing.T) {
+	const timeout = 2 * time.Second
+	var finals recorder
+	entered := make(chan struct{}, 1)
+	slow := func(name string, receive bool) fakePlugin {
+		var pc plugin.ExecutorContext
+		shutdown := func(ctx context.Context) error {
+			select { // tidying up takes a while, unless time is up
+			case <-time.After(timeout * 3 / 10):
+			case <-ctx.Done():
+			}
+			return pc.Send(context.Background(), text(name))
+		}
+		init := func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error { pc = c; return nil }
+		p := fakePlugin{
+			name: name,
+			newDriver: func() plugin.DriverPlugin {
+				return &fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) {
+					finals.add(string(msg.(text)))
+					return nil, nil
+				}}
+			},
+			newExecutor: func() plugin.ExecutorPlugin {
+				return &fakeExecutor{InitF: init, ShutdownF: shutdown}
+			},
+		}
+		if receive {
+			p.newExecutor = func() plugin.ExecutorPlugin {
+				return &receivingExecutor{
+					fakeExecutor: fakeExecutor{InitF: init, ShutdownF: shutdown},
+					ReceiveF: func(ctx context.Context, _ any) (any, error) {
+						entered <- struct{}{}
+						<-ctx.Done() // runs until shutdown ends it
+						return nil, ctx.Err()
+					},
+				}
+			}
+		}
+		return p
+	}
+	var dc plugin.DriverContext
+	a := slow("a", true)
+	a.newDriver = func() plugin.DriverPlugin {
+		return &fakeDriver{
+			InitF: func(_ context.Context, pc plugin.DriverContext) (map[string]string, error) { dc = pc; return nil, nil },
+			ReceiveF: func(_ context.Context, msg any) (any, error) {
+				finals.add(string(msg.(text)))
+				return nil, nil
+			},
+		}
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{a, slow("b", false)}, Logger: quiet, ShutdownTimeout: timeout},
+		func(ctx context.Context, d *ember.Driver) error {
+			if err := dc.SendExecutor(ctx, "1", text("wait")); err != nil {
+				return err
+			}
+			<-entered
+			return nil
+		})
+	if err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	got := finals.get()
+	slices.Sort(got)
+	if want := []string{"a", "b"}; !slices.Equal(got, want) {
+		t.Errorf("final messages sent in Shutdown: got %v, want %v", got, want)
 	}
 }
 

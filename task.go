@@ -122,9 +122,12 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // in input order. A failed attempt is retried, on another executor when
 // there is one, until one input has failed ConfMaxTaskFailures times; Map
 // then fails with an error naming the task, index, attempts, executor and
-// cause (a *TaskError). Tasks of an executor that dies are rescheduled.
-// Ending ctx cancels the running tasks' contexts and Map returns ctx's
-// error. Map may be called concurrently.
+// cause, which wraps a *TaskError (get it with errors.As). Tasks of an
+// executor that dies are rescheduled. Ending ctx cancels the running
+// tasks' contexts and Map returns ctx's error. When the driver shuts down
+// (the driver function returned), a running Map fails with
+// CodeUnavailable, wrapping plugin.ErrClosed, and a later one fails so at
+// once. Map may be called concurrently.
 func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Out, error) {
 	limit := d.cfg.MaxMessageBytes
 	if limit <= 0 {

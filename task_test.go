@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
@@ -336,5 +338,67 @@ func TestMapFailsWhenNoExecutorIsLeft(t *testing.T) {
 	_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
 	if plugin.CodeOf(err) != plugin.CodeUnavailable {
 		t.Errorf("Map with no executors: got %v, want CodeUnavailable", err)
+	}
+}
+
+var (
+	windDown = ember.NewTask("test.wind-down", func(ctx context.Context, _ ember.TaskContext, _ int) (int, error) {
+		windDownStarted <- struct{}{}
+		<-ctx.Done()
+		time.Sleep(100 * time.Millisecond) // cleaning up takes a moment
+		return 0, ctx.Err()
+	})
+	windDownStarted = make(chan struct{}, 10)
+)
+
+// orderListener records an executor plugin's task hooks and its Shutdown.
+type orderListener struct {
+	fakeExecutor
+	rec *recorder
+}
+
+func (o *orderListener) OnTaskStart(context.Context, plugin.TaskInfo)     { o.rec.add("start") }
+func (o *orderListener) OnTaskSucceeded(context.Context, plugin.TaskInfo) { o.rec.add("succeeded") }
+func (o *orderListener) OnTaskFailed(context.Context, plugin.TaskInfo, error) {
+	o.rec.add("failed")
+}
+
+// A Map still running when the application shuts down fails with
+// CodeUnavailable: its attempts are cancelled, not retried, and each ends
+// (its hooks run) before the plugins shut down. A Map after Close fails at
+// once. Before, the executor's shutdown cancelled the attempt as a
+// failure, the driver retried it on the stopping executor, hooks ran after
+// Shutdown, and a standalone driver's Map waited for ever for executors
+// that could no longer join.
+func TestCloseWhileMapRuns(t *testing.T) {
+	var rec recorder
+	p := fakePlugin{name: "order", newExecutor: func() plugin.ExecutorPlugin {
+		return &orderListener{rec: &rec, fakeExecutor: fakeExecutor{ShutdownF: func(context.Context) error {
+			rec.add("shutdown")
+			return nil
+		}}}
+	}}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{p},
+		Conf: map[string]string{ember.ConfExecutorSlots: "1"}})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ember.Map(testCtx(t), c.Driver, windDown, []int{1})
+		errc <- err
+	}()
+	<-windDownStarted
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	err := <-errc
+	if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) || !strings.Contains(err.Error(), "the driver is shutting down") {
+		t.Errorf("Map running at Close: got %v, want Unavailable: the driver is shutting down", err)
+	}
+	if got, want := rec.get(), []string{"start", "failed", "shutdown"}; !slices.Equal(got, want) {
+		t.Errorf("executor plugin events: got %v, want %v", got, want)
+	}
+	start := time.Now()
+	_, err = ember.Map(testCtx(t), c.Driver, double, []int{1})
+	if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) {
+		t.Errorf("Map after Close: got %v after %v, want Unavailable at once", err, time.Since(start))
 	}
 }

@@ -58,7 +58,8 @@ type DriverPlugin interface {
 //  2. Receive (if it implements [ExecutorReceiver]), for each message the
 //     driver plugin sends it, one at a time, in order.
 //  3. Shutdown, once, in reverse plugin-list order, when the driver
-//     releases the executor. Sends made during Shutdown reach the driver.
+//     releases the executor, after the running tasks have ended (their
+//     hooks included). Sends made during Shutdown reach the driver.
 //
 // Optional capabilities: [ExecutorReceiver].
 type ExecutorPlugin interface {
@@ -67,7 +68,8 @@ type ExecutorPlugin interface {
 	// the driver reports it. pc stays valid until Shutdown returns.
 	Init(ctx context.Context, pc ExecutorContext, extraConf map[string]string) error
 	// Shutdown releases the plugin's resources. Its ctx carries the
-	// shutdown deadline.
+	// executor's stop deadline, which the plugins shut down after it share
+	// too (see ember.Config.ShutdownTimeout): return when it ends.
 	Shutdown(ctx context.Context) error
 }
 

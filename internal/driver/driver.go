@@ -851,6 +851,8 @@ func (d *Driver) readyConns() []*rpc.Conn {
 }
 
 // Close shuts the application down, in order:
+//  0. jobs still running fail with CodeUnavailable, their attempts
+//     cancelled, and later ones fail at once;
 //  1. every executor is told to stop; it shuts its plugins down (reverse
 //     order), flushes its sends and answers STOPPED;
 //  2. the driver lanes deliver everything received;
@@ -879,6 +881,10 @@ func (d *Driver) Close() error {
 	phase := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
 	}
+
+	// 0. Jobs still running fail, and their attempts are cancelled; the
+	// TASK_CANCELs go before the STOPs.
+	send(d.sched.close(plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)))
 
 	// 1. Stop executors.
 	for _, es := range all {

@@ -76,6 +76,7 @@ type scheduler struct {
 	noReplacements bool
 
 	mu      sync.Mutex // protects the following fields
+	closed  error      // set by close: jobs fail with it
 	pending []*attempt
 	head    int
 	runs    map[uint64]*attempt
@@ -90,12 +91,17 @@ type scheduler struct {
 // are rescheduled without counting as failures. Ending ctx cancels the
 // running attempts. Without executors, the job waits for some to join
 // (standalone) or fails with CodeUnavailable when none can (local masters).
+// Once the driver is closing, jobs fail with CodeUnavailable.
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
 	if progress == nil {
 		progress = NewProgress(len(inputs))
 	}
 	s := &d.sched
 	s.mu.Lock()
+	if err := s.closed; err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	s.nextJob++
 	j := &job{
 		id:       strconv.Itoa(s.nextJob),
@@ -186,8 +192,36 @@ func (s *scheduler) scheduleLocked() []outFrame {
 			},
 		}})
 	}
-	if s.head == len(s.pending) {
+	switch {
+	case s.head == len(s.pending):
 		s.pending, s.head = s.pending[:0], 0
+	case s.head > len(s.pending)/2:
+		// Jobs that keep the queue from emptying would otherwise grow it
+		// by one entry per attempt ever queued.
+		n := copy(s.pending, s.pending[s.head:])
+		clear(s.pending[n:])
+		s.pending, s.head = s.pending[:n], 0
+	}
+	return out
+}
+
+// close fails every job still running with err, cancelling its attempts,
+// and makes later jobs fail with it at once. It returns the TASK_CANCEL
+// frames to send.
+func (s *scheduler) close(err error) []outFrame {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = err
+	var out []outFrame
+	for _, a := range s.pending[s.head:] {
+		if a != nil {
+			out = append(out, s.failJobLocked(a.job, err)...)
+		}
+	}
+	clear(s.pending)
+	s.pending, s.head = s.pending[:0], 0
+	for _, a := range s.runs {
+		out = append(out, s.failJobLocked(a.job, err)...)
 	}
 	return out
 }

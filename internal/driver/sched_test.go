@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +172,53 @@ func TestCanceledAttemptKeepsItsSlotUntilItEnds(t *testing.T) {
 	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: second, Payload: []byte("ok")})
 	if err := <-job2; err != nil {
 		t.Fatalf("job 2: %v", err)
+	}
+}
+
+// The pending queue keeps its length to what is queued, even when jobs
+// keep it from ever emptying: it used to grow by one entry per attempt
+// ever queued, for as long as that lasted.
+func TestPendingQueueStaysSmall(t *testing.T) {
+	d, stream, es := schedDriver(t, 1)
+	const jobs = 300
+	errs := make(chan error, jobs)
+	start := func() {
+		go func() {
+			_, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil)
+			errs <- err
+		}()
+	}
+	queued := func() (n, length int) {
+		d.sched.mu.Lock()
+		defer d.sched.mu.Unlock()
+		return len(d.sched.pending) - d.sched.head, len(d.sched.pending)
+	}
+	start()
+	start()
+	longest := 0
+	for i := 1; i <= jobs; i++ {
+		run := pollSent(t, stream, wire.Kind_KIND_TASK, i)[i-1]
+		if i+2 <= jobs {
+			start() // the next job is queued before this one ends
+			deadline := time.Now().Add(10 * time.Second)
+			for n, length := queued(); n < 2; n, length = queued() {
+				longest = max(longest, length)
+				if time.Now().After(deadline) {
+					t.Fatalf("job %d: %d attempts queued, want 2", i+2, n)
+				}
+				runtime.Gosched()
+			}
+		}
+		_, length := queued()
+		longest = max(longest, length)
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+	}
+	for range jobs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if longest > 8 {
+		t.Errorf("pending queue: reached %d entries with at most 2 attempts queued, want at most 8", longest)
 	}
 }

@@ -89,8 +89,10 @@ type Executor struct {
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
 
-	mu    sync.Mutex // protects tasks
-	tasks map[uint64]context.CancelFunc
+	mu       sync.Mutex // protects tasks and stopping
+	tasks    map[uint64]context.CancelFunc
+	stopping bool           // shutdown has begun: TASKs are refused
+	running  sync.WaitGroup // task goroutines
 }
 
 // Run connects to the driver and serves until the driver releases the
@@ -212,7 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 		hcancel() // handlers still running see their ctx end
 		x.conn.Close(nil)
 		x.conn.Wait()
-		x.closeLanes()
+		x.closeLanes(time.Now().Add(x.cfg.ShutdownTimeout))
 	}()
 
 	// A plugin that could not be built fails the executor as an Init
@@ -253,24 +255,17 @@ func Run(ctx context.Context, cfg Config) error {
 		x.conn.Close(plugin.NewError(plugin.CodeUnavailable, "executor crashed (fault injection)"))
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
-		hcancel()
-		x.closeLanes()
-		x.shutdownPlugins(len(x.endpoints) - 1)
+		x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel)
 		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
 	case <-ctx.Done():
-		hcancel()
-		x.closeLanes()
-		x.shutdownPlugins(len(x.endpoints) - 1)
+		x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel)
 		return ctx.Err()
 	}
 	// Released: deliver what the driver sent, then plugins down, then
-	// everything they sent, then STOPPED. Handlers get half the
-	// ShutdownTimeout to run what was sent, then see their ctx end, so
-	// that the executor stops within the driver's wait for it.
-	x.flushLanes()
-	hcancel()
-	x.closeLanes()
-	x.shutdownPlugins(len(x.endpoints) - 1)
+	// everything they sent, then STOPPED. The driver waits ShutdownTimeout
+	// for STOPPED: the stop takes nine tenths of it at most, leaving the
+	// rest for STOPPED to travel.
+	x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout*9/10), true, hcancel)
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()})
 	t := time.NewTimer(x.cfg.ShutdownTimeout)
 	defer t.Stop()
@@ -322,35 +317,79 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 	return m
 }
 
-// flushLanes waits up to half the ShutdownTimeout for the lanes to run
-// what the driver sent.
-func (x *Executor) flushLanes() {
-	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout/2)
+// shutdown stops the executor's work, then its plugins, all by deadline.
+// TASKs are refused from now on. With flush, the lanes first run what the
+// driver sent, for up to half the time. Then the ctx of handlers and
+// tasks ends, and they have until three quarters of the time to return;
+// one that does not (code ignoring its ctx) is abandoned, still running,
+// and logged. Last, the plugins' Shutdown run in reverse order, sharing
+// what is left.
+func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.CancelFunc) {
+	start := time.Now()
+	budget := deadline.Sub(start)
+	x.mu.Lock()
+	x.stopping = true
+	x.mu.Unlock()
+	if flush {
+		x.flushLanes(start.Add(budget / 2))
+	}
+	hcancel() // handlers and tasks still running see their ctx end
+	end := start.Add(budget * 3 / 4)
+	x.closeLanes(end)
+	x.waitTasks(end)
+	x.shutdownPlugins(len(x.endpoints)-1, deadline)
+}
+
+// flushLanes waits until deadline at most for the lanes to run what the
+// driver sent.
+func (x *Executor) flushLanes(deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, e := range x.endpoints {
 		if e.lane != nil && e.lane.Flush(ctx) != nil {
-			e.log.Warn("messages from the driver not handled within the shutdown timeout; their handlers' ctx ends",
-				"timeout", x.cfg.ShutdownTimeout/2, "queued", e.lane.Len())
+			e.log.Warn("messages from the driver not handled in time at shutdown; their handlers' ctx ends", "queued", e.lane.Len())
 		}
 	}
 }
 
 // closeLanes closes the plugins' lanes, once: what is queued runs first
 // and later messages are refused, so that no Receive runs once plugins
-// start shutting down. It waits up to ShutdownTimeout: a Receive that has
+// start shutting down. It waits until deadline at most: a Receive that has
 // not returned by then (one ignoring its ctx, which ends first) is
 // abandoned, still running, and logged, so that shutdown goes on.
-func (x *Executor) closeLanes() {
+func (x *Executor) closeLanes(deadline time.Time) {
 	if x.lanesClosed {
 		return
 	}
 	x.lanesClosed = true
-	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, e := range x.endpoints {
 		if e.lane != nil && e.lane.CloseWithin(ctx) != nil {
-			e.log.Error("executor plugin's Receive did not return within the shutdown timeout; abandoned", "timeout", x.cfg.ShutdownTimeout)
+			e.log.Error("executor plugin's Receive did not return at shutdown, though its ctx ended; abandoned")
 		}
+	}
+}
+
+// waitTasks waits until deadline at most for the running tasks, whose
+// ctx has ended, to return and report: their hooks then run before the
+// plugins shut down, and their results reach the driver before STOPPED.
+// Tasks still running then (ignoring their ctx) are abandoned and logged.
+func (x *Executor) waitTasks(deadline time.Time) {
+	done := make(chan struct{})
+	go func() {
+		x.running.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		x.mu.Lock()
+		n := len(x.tasks)
+		x.mu.Unlock()
+		x.log.Error("tasks did not return at shutdown, though their ctx ended; abandoned", "tasks", n)
 	}
 }
 
@@ -447,7 +486,7 @@ func (x *Executor) init(ctx context.Context) error {
 			return struct{}{}, e.ep.Init(ctx, e, e.extraConf)
 		})
 		if err != nil {
-			x.shutdownPlugins(i - 1)
+			x.shutdownPlugins(i-1, time.Now().Add(x.cfg.ShutdownTimeout))
 			return fmt.Errorf("executor %s: plugin %q: init: %w", x.id, e.name, err)
 		}
 		e.inited = true
@@ -455,14 +494,17 @@ func (x *Executor) init(ctx context.Context) error {
 	return nil
 }
 
-func (x *Executor) shutdownPlugins(last int) {
+// shutdownPlugins shuts down initialised plugins from index last down to
+// 0, by deadline: they share the time left, and one whose ctx has ended
+// when its turn comes is still called.
+func (x *Executor) shutdownPlugins(last int, deadline time.Time) {
 	for i := last; i >= 0; i-- {
 		e := x.endpoints[i]
 		if !e.inited {
 			continue
 		}
 		e.inited = false
-		ctx, cancel := context.WithTimeout(context.Background(), x.cfg.ShutdownTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err := rpc.CallWithin(ctx, e.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
 		if err != nil {

@@ -11,7 +11,8 @@ import (
 )
 
 // startTask runs a TASK frame's attempt on its own goroutine; the driver
-// bounds how many run at once by this executor's slots.
+// bounds how many run at once by this executor's slots. Once shutdown has
+// begun, the attempt fails at once with CodeUnavailable.
 func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 	t := f.GetTask()
 	info := plugin.TaskInfo{
@@ -21,11 +22,19 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		Attempt:    int(t.GetAttempt()),
 		ExecutorID: x.id,
 	}
-	ctx, cancel := context.WithCancel(x.ctx)
 	x.mu.Lock()
+	if x.stopping {
+		x.mu.Unlock()
+		_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call,
+			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
+		return
+	}
+	ctx, cancel := context.WithCancel(x.ctx)
 	x.tasks[f.Call] = cancel
+	x.running.Add(1)
 	x.mu.Unlock()
 	go func() {
+		defer x.running.Done() // once the result is queued: it precedes STOPPED
 		out, err := x.runTask(ctx, info, f.Payload)
 		x.mu.Lock()
 		delete(x.tasks, f.Call)
