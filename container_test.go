@@ -182,6 +182,44 @@ func TestContextAccessors(t *testing.T) {
 	}
 }
 
+// What a plugin does wrong is logged with its name once: the executor's
+// logs used to carry plugin=NAME twice, from the plugin's own logger and
+// from the call that logged.
+func TestPluginLogsNameThePluginOnce(t *testing.T) {
+	panicked := make(chan struct{}, 2)
+	p, dc, ec := receivingPlugin("clumsy", func(context.Context, any) (any, error) {
+		panicked <- struct{}{}
+		panic("clumsy")
+	})
+	var logs logBuffer
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := testCtx(t)
+	if err := (*dc).SendExecutor(ctx, "1", text("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := (*ec).Send(ctx, text("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-panicked
+	<-panicked
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := 0
+	for line := range strings.Lines(logs.String()) {
+		if !strings.Contains(line, "plugin panicked") {
+			continue
+		}
+		lines++
+		if n := strings.Count(line, " plugin=clumsy"); n != 1 {
+			t.Errorf("plugin=clumsy %d times in %q", n, line)
+		}
+	}
+	if lines != 2 {
+		t.Errorf("logged panics: got %d, want 2 (driver and executor):\n%s", lines, logs.String())
+	}
+}
+
 // Driver.WaitExecutors returns once n executors are ready, fails as soon
 // as an executor is refused at the handshake after the call began, and
 // otherwise returns when ctx ends, with its error.

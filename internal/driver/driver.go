@@ -274,7 +274,7 @@ func (d *Driver) Init(ctx context.Context) error {
 		if e.dp == nil {
 			continue
 		}
-		extra, err := rpc.Call(e.log, e.name, "Init", func() (map[string]string, error) {
+		extra, err := rpc.Call(d.log, e.name, "Init", func() (map[string]string, error) {
 			return e.dp.Init(ctx, e)
 		})
 		if err != nil {
@@ -779,7 +779,7 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 			continue
 		}
 		e.lane.Push(rpc.Item{Event: func() {
-			_, _ = rpc.Call(e.log, e.name, method, func() (struct{}, error) {
+			_, _ = rpc.Call(d.log, e.name, method, func() (struct{}, error) {
 				call(es.ctx, e.listener)
 				return struct{}{}, nil
 			})
@@ -956,7 +956,7 @@ func (d *Driver) shutdownPlugins(last int) []error {
 		}
 		e.inited = false
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
-		err := rpc.CallWithin(ctx, e.log, e.name, "Shutdown", e.dp.Shutdown)
+		err := rpc.CallWithin(ctx, d.log, e.name, "Shutdown", e.dp.Shutdown)
 		cancel()
 		if err != nil {
 			d.log.Error("driver plugin shutdown failed", "plugin", e.name, "err", err)

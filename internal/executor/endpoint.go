@@ -65,6 +65,6 @@ func (e *endpoint) Send(ctx context.Context, msg any) error {
 }
 
 func (e *endpoint) run(it rpc.Item) {
-	_ = rpc.Dispatch(e.x.ctx, e.x.ctx, e.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
+	_ = rpc.Dispatch(e.x.ctx, e.x.ctx, e.x.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
 	wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
 }

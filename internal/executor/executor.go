@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if e.extraConf == nil {
 			e.extraConf = map[string]string{}
 		}
-		ep, err := rpc.Call(e.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
+		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
 			return p.ExecutorPlugin(), nil
 		})
 		if err != nil && setupErr == nil {
@@ -482,7 +482,7 @@ func (x *Executor) init(ctx context.Context) error {
 		if e.ep == nil {
 			continue
 		}
-		_, err := rpc.Call(e.log, e.name, "Init", func() (struct{}, error) {
+		_, err := rpc.Call(x.log, e.name, "Init", func() (struct{}, error) {
 			return struct{}{}, e.ep.Init(ctx, e, e.extraConf)
 		})
 		if err != nil {
@@ -505,7 +505,7 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) {
 		}
 		e.inited = false
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err := rpc.CallWithin(ctx, e.log, e.name, "Shutdown", e.ep.Shutdown)
+		err := rpc.CallWithin(ctx, x.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
 		if err != nil {
 			e.log.Error("executor plugin shutdown failed", "err", err)
