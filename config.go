@@ -85,8 +85,8 @@ type Config struct {
 	// executors take them from the driver when they connect.
 	SendWindow int
 	// HeartbeatInterval is how often an idle connection proves it is alive
-	// (default 1s); a peer silent for HeartbeatTimeout (default 10s) is
-	// declared lost.
+	// (default 1s); a peer silent for HeartbeatTimeout (default ten
+	// intervals) is declared lost.
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	// StartTimeout bounds start-up: local executors connecting and

@@ -506,7 +506,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		d.builtin.AuthFailures.WithLabelValues(reason).Inc()
 		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
 		return refuse(plugin.CodeUnauthenticated, "authentication failed",
-			"authentication failed: the executor does not know the application secret (check EMBER_SECRET)")
+			"authentication failed: the executor does not know the application secret (check EMBER_SECRET or EMBER_SECRET_FILE)")
 	}
 	types := codec.Names()
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
