@@ -154,11 +154,13 @@ func Names() []string { return slices.Clone(cur.Load().names) }
 // type (a nil proto message, a nil *T for a registered T): the receiver
 // gets nil either way, where a nil proto message used to arrive as an
 // empty one. A pointer to a registered non-proto type is encoded as the
-// value it points to.
+// value it points to. A panic in the type's own encoding method (user
+// code) is an error.
 func Encode(v any) (name string, payload []byte, err error) {
 	if v == nil {
 		return "", nil, nil
 	}
+	defer recoverEncode(&err, v)
 	s := cur.Load()
 	t := reflect.TypeOf(v)
 	e, ok := s.byType[t]
@@ -192,11 +194,17 @@ func Encode(v any) (name string, payload []byte, err error) {
 }
 
 // Decode returns the value of the registered type named name encoded in
-// payload. An empty name decodes to nil.
-func Decode(name string, payload []byte) (any, error) {
+// payload. An empty name decodes to nil. A panic in the type's own
+// decoding method (user code, given a peer's bytes) is an ErrDecode error.
+func Decode(name string, payload []byte) (v any, err error) {
 	if name == "" {
 		return nil, nil
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			v, err = nil, fmt.Errorf("%w %s: its decoding method panicked: %v", ErrDecode, name, r)
+		}
+	}()
 	e, ok := cur.Load().byName[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (not registered in this process)", ErrUnknownName, name)
@@ -226,16 +234,24 @@ func Decode(name string, payload []byte) (any, error) {
 
 // Marshal encodes v as a registered message would be (protobuf for
 // proto.Message, CBOR otherwise) without needing its type registered: for
-// values whose type both sides know statically, such as task inputs.
-func Marshal(v any) ([]byte, error) {
+// values whose type both sides know statically, such as task inputs. A
+// panic in the type's own encoding method is an error.
+func Marshal(v any) (b []byte, err error) {
+	defer recoverEncode(&err, v)
 	if m, ok := v.(proto.Message); ok {
 		return proto.Marshal(m)
 	}
 	return encMode.Marshal(v)
 }
 
-// Unmarshal decodes data produced by Marshal into ptr.
-func Unmarshal(data []byte, ptr any) error {
+// Unmarshal decodes data produced by Marshal into ptr. A panic in the
+// type's own decoding method is an ErrDecode error.
+func Unmarshal(data []byte, ptr any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w %v: its decoding method panicked: %v", ErrDecode, reflect.TypeOf(ptr), r)
+		}
+	}()
 	rv := reflect.ValueOf(ptr)
 	if rv.Kind() == reflect.Pointer && !rv.IsNil() {
 		// *T where T is a proto message pointer type (e.g. **pb.X).
@@ -249,4 +265,12 @@ func Unmarshal(data []byte, ptr any) error {
 		}
 	}
 	return decMode.Unmarshal(data, ptr)
+}
+
+// recoverEncode turns a panic in v's own encoding method into *err. Call
+// it deferred.
+func recoverEncode(err *error, v any) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("encode %T: its encoding method panicked: %v", v, r)
+	}
 }

@@ -38,6 +38,8 @@ type (
 	rtBad struct{ F func() }
 	// rtUnregistered is never registered.
 	rtUnregistered struct{ A int }
+	// rtClumsy's own CBOR methods panic, as user code can.
+	rtClumsy struct{ A int }
 )
 
 const (
@@ -48,7 +50,11 @@ const (
 	anyName    = "codec_test.rt.any"
 	badName    = "codec_test.rt.bad"
 	helloName  = "codec_test.rt.hello" // *wire.Hello, a proto message
+	clumsyName = "codec_test.rt.clumsy"
 )
+
+func (rtClumsy) MarshalCBOR() ([]byte, error) { panic("clumsy encoder") }
+func (*rtClumsy) UnmarshalCBOR([]byte) error  { panic("clumsy decoder") }
 
 func init() {
 	for _, r := range []struct {
@@ -62,6 +68,7 @@ func init() {
 		{reflect.TypeFor[rtAny](), anyName},
 		{reflect.TypeFor[rtBad](), badName},
 		{reflect.TypeFor[*wire.Hello](), helloName},
+		{reflect.TypeFor[rtClumsy](), clumsyName},
 	} {
 		if err := codec.Register(r.t, r.name); err != nil {
 			panic(err)
@@ -170,6 +177,7 @@ func TestEncodeErrors(t *testing.T) {
 		{"pointer to pointer to registered struct", new(*rtPoint), codec.ErrUnregistered, []string{"**codec_test.rtPoint"}},
 		{"proto value, not pointer", wire.Resource{}, codec.ErrUnregistered, []string{"wire.Resource"}},
 		{"unencodable registered type", rtBad{F: func() {}}, nil, []string{badName}},
+		{"the type's own encoder panics", rtClumsy{}, nil, []string{"encoding method panicked: clumsy encoder"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,6 +233,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"truncated proto", helloName, []byte{0x08}, codec.ErrDecode, helloName},
 		{"bad proto length", helloName, []byte{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f}, codec.ErrDecode, helloName},
 		{"invalid utf-8 in proto string", helloName, []byte{0x12, 0x02, 0xff, 0xfe}, codec.ErrDecode, helloName},
+		// User code given a peer's bytes: a panic must not end the process.
+		{"the type's own decoder panics", clumsyName, mustCBOR(1), codec.ErrDecode, "decoding method panicked: clumsy decoder"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -536,5 +546,18 @@ func TestDecodeFreshEachTime(t *testing.T) {
 		if !reflect.DeepEqual(c, first) {
 			t.Errorf("a later decode = %+v, want %+v (it shares memory with an earlier result)", c, first)
 		}
+	}
+}
+
+// Marshal and Unmarshal, for task inputs and outputs, turn a panic in the
+// type's own methods into an error too.
+func TestMarshalUnmarshalPanics(t *testing.T) {
+	t.Parallel()
+	if _, err := codec.Marshal(rtClumsy{}); err == nil || !strings.Contains(err.Error(), "clumsy encoder") {
+		t.Errorf("Marshal of a type whose encoder panics: got %v, want the panic as an error", err)
+	}
+	var v rtClumsy
+	if err := codec.Unmarshal(mustCBOR(1), &v); !errors.Is(err, codec.ErrDecode) || !strings.Contains(err.Error(), "clumsy decoder") {
+		t.Errorf("Unmarshal into a type whose decoder panics: got %v, want ErrDecode with the panic", err)
 	}
 }
