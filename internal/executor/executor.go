@@ -461,7 +461,9 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return nil, nil, fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
 			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
 	}
-	deadline.Stop()
+	if !deadline.Stop() { // it fired just now: the stream's ctx is cancelled
+		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w", x.cfg.DriverAddr, x.cfg.ConnectTimeout, ErrDriverLost)
+	}
 	return w, stream, nil
 }
 

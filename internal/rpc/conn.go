@@ -21,7 +21,6 @@ import (
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // Stream is one end of the gRPC bidirectional stream. Conn calls Send from
@@ -1104,8 +1103,8 @@ func (c *Conn) finishGraceful() {
 func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
 	n := 0
 	for i, f := range q {
-		if f.Hello != nil || f.Welcome != nil || f.Metrics != nil || f.Ready != nil {
-			n += proto.Size(f)
+		if f.Hello != nil || f.Welcome != nil || f.Metrics != nil || f.Ready != nil || f.Task != nil {
+			n += f.SizeVT()
 		} else {
 			n += len(f.Payload) + len(f.Type) + len(f.Error) + 32
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/emberhq/ember/internal/stamp"
@@ -48,7 +49,8 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	hctx := ctx
 	if ask {
 		hctx = askCtx
-		if h.TimeoutMicros > 0 {
+		// A peer's larger value would overflow time.Duration: no deadline.
+		if h.TimeoutMicros > 0 && h.TimeoutMicros <= math.MaxInt64/int64(time.Microsecond) {
 			var cancel context.CancelFunc
 			hctx, cancel = context.WithTimeout(askCtx, time.Duration(h.TimeoutMicros)*time.Microsecond)
 			defer cancel()

@@ -13,3 +13,7 @@ func WriterIdle(c *Conn) bool {
 	defer c.mu.Unlock()
 	return len(c.out) == 0 && !c.writing
 }
+
+// Split is split: the longest prefix of q that fits in one batch of limit
+// bytes, and the rest.
+func Split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) { return split(q, limit) }

@@ -87,3 +87,46 @@ func TestLongErrorReplyKeepsTheConnection(t *testing.T) {
 		}
 	}
 }
+
+// Batches are cut by an estimate of their frames' sizes that must never
+// fall short of the truth by more than the peer's headroom over its limit
+// (rpc.BatchOverhead), or the peer refuses the batch and the connection
+// ends. TASK frames carry a task name and job ID the estimate used to
+// leave out: many of them with long names overran it.
+func TestSplitCountsEveryFrameKind(t *testing.T) {
+	const limit = 4 << 10
+	name := strings.Repeat("t", 2<<10)
+	kinds := []struct {
+		name  string
+		frame func() *wire.Frame
+	}{
+		{"task", func() *wire.Frame {
+			return &wire.Frame{Kind: wire.Kind_KIND_TASK, Task: &wire.Task{Name: name, JobId: name}, Payload: []byte("in")}
+		}},
+		{"send", func() *wire.Frame {
+			return &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: name, Payload: make([]byte, 100)}
+		}},
+		{"reply with an error", func() *wire.Frame {
+			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Error: name}
+		}},
+	}
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			q := make([]*wire.Frame, 200)
+			for i := range q {
+				q[i] = k.frame()
+			}
+			for len(q) > 0 {
+				head, rest := rpc.Split(q, limit)
+				if len(head) == 0 {
+					t.Fatal("split took no frame")
+				}
+				b := &wire.Batch{Frames: head}
+				if size := b.SizeVT(); len(head) > 1 && size > limit+rpc.BatchOverhead/16 {
+					t.Fatalf("a batch of %d frames is %d bytes, over the %d-byte limit by more than a sixteenth of the headroom", len(head), size, limit)
+				}
+				q = rest
+			}
+		})
+	}
+}
