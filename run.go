@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -178,7 +179,10 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			l.(*launch.Processes).Args = os.Args[1:]
 		}
 	case "standalone":
-		log.Info("driver listening for executors", "addr", addr, "start", EnvDriver+"="+addr+" "+os.Args[0])
+		// How to start an executor: this program, with its arguments (the
+		// executor must build the same Config) and the application secret.
+		log.Info("driver listening for executors", "addr", addr,
+			"start", EnvDriver+"="+addr+" "+shellJoin(os.Args), "secret", "the same EMBER_SECRET or EMBER_SECRET_FILE")
 	}
 
 	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout,
@@ -353,4 +357,17 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		return 1
 	}
 	return 0
+}
+
+// shellJoin joins args for a POSIX shell, quoting those that need it.
+func shellJoin(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+			quoted[i] = a
+		} else {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " ")
 }
