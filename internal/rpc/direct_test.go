@@ -73,22 +73,10 @@ func TestLoneAskWrittenDirectlyOnlyWhileThePeerKeepsUp(t *testing.T) {
 // blocking in stream.Send until the connection dies.
 func TestLoneAskEndsWithItsCtxWhenThePeerStopsReading(t *testing.T) {
 	release := make(chan struct{})
-	stuck := newHandler(func(_ *rpc.Conn, f *wire.Frame) {
-		if f.Kind == wire.Kind_KIND_SEND {
-			<-release // the server's reader stops here
-		}
-	})
-	p := newPair(t, newHandler(nil), stuck, rpc.Options{}, rpc.Options{})
+	p := newPair(t, newHandler(nil), stopsReading(release), rpc.Options{}, rpc.Options{})
 	defer close(release) // before the pair's cleanup, which waits for the server
 	ctx := testContext(t)
-	// The first send stops the peer's reader; the second is more than its
-	// window, so gRPC's write quota stays spent.
-	for _, n := range []int{1, 3 << 20} {
-		if err := p.client.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, n)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	poll(t, "client writer idle", func() bool { return rpc.WriterIdle(p.client) })
+	stall(t, ctx, p.client)
 
 	actx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
@@ -140,4 +128,28 @@ func TestLoneAskAfterWaitingForRoomEndsWithItsCtx(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Errorf("an ask with a 300 ms ctx still running after 3 s: its caller is stuck writing it")
 	}
+}
+
+// stopsReading returns a handler whose reader stops at the first SEND,
+// until release is closed: a peer that has stopped reading.
+func stopsReading(release <-chan struct{}) *handler {
+	return newHandler(func(_ *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_SEND {
+			<-release
+		}
+	})
+}
+
+// stall sends c's peer, a stopsReading handler, two SENDs: the first stops
+// its reader, the second is more than its window, so that c's writer stays
+// blocked in stream.Send (gRPC's write quota spent). It returns once the
+// writer has taken them.
+func stall(t *testing.T, ctx context.Context, c *rpc.Conn) {
+	t.Helper()
+	for _, n := range []int{1, 3 << 20} {
+		if err := c.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "writer idle", func() bool { return rpc.WriterIdle(c) })
 }

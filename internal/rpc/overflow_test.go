@@ -18,11 +18,6 @@ import (
 // past the queue's bound, the Conn gives the peer up instead.
 func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
 	release := make(chan struct{})
-	stuck := newHandler(func(_ *rpc.Conn, f *wire.Frame) {
-		if f.Kind == wire.Kind_KIND_SEND {
-			<-release // the client's reader stops here
-		}
-	})
 	var mu sync.Mutex
 	var limits []string
 	const queue, overflow = 4, 12
@@ -32,18 +27,10 @@ func TestPeerThatStopsReadingIsDisconnected(t *testing.T) {
 		mu.Unlock()
 	}}
 	server := newHandler(echo)
-	p := newPair(t, stuck, server, rpc.Options{}, serverOpts)
+	p := newPair(t, stopsReading(release), server, rpc.Options{}, serverOpts)
 	defer close(release) // before the pair's cleanup, which waits for the client
 	ctx := testContext(t)
-
-	// The first send stops the client's reader; the second is more than its
-	// window, so the server's writer stays blocked.
-	for _, n := range []int{1, 3 << 20} {
-		if err := p.server.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, n)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	poll(t, "server writer idle", func() bool { return rpc.WriterIdle(p.server) })
+	stall(t, ctx, p.server)
 
 	// The client asks on; the server's replies queue up.
 	actx, cancel := context.WithCancel(ctx)
