@@ -320,6 +320,10 @@ func (c *Conn) CloseGracefully() {
 	c.mu.Lock()
 	c.closing = true
 	c.wakeCreditLocked() // waiting Sends see closing
+	if c.waiters > 0 {   // and so do those waiting for room in the queue
+		close(c.space)
+		c.space = make(chan struct{})
+	}
 	c.mu.Unlock()
 	c.signal()
 }

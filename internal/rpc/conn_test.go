@@ -663,6 +663,43 @@ func sendFrame(p string) *wire.Frame {
 	return &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: []byte(p)}
 }
 
+// A graceful close refuses new frames at once, including those of callers
+// already waiting for room in a full queue: they used to wait on, for a
+// writer that a peer not reading might never let drain.
+func TestCloseGracefullyReleasesWaitingSenders(t *testing.T) {
+	t.Parallel()
+	s := newFakeStream()
+	s.gate = make(chan struct{})
+	defer close(s.gate) // lets the writer finish, so cleanup can
+	waiting := make(chan string, 4)
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { waiting <- l }})
+	ctx := testContext(t)
+	if err := c.Send(ctx, sendFrame("1")); err != nil { // the writer holds it in Send
+		t.Fatal(err)
+	}
+	recv(t, s.entered, "writer in Send")
+	if err := c.Send(ctx, sendFrame("2")); err != nil { // the queue is full
+		t.Fatal(err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- c.Send(ctx, sendFrame("3")) }()
+	go func() {
+		_, err := c.Ask(ctx, &wire.Frame{Payload: []byte("q")})
+		errc <- err
+	}()
+	for range 2 {
+		recv(t, waiting, "a caller waiting for room")
+	}
+	c.CloseGracefully()
+	for range 2 {
+		err := recv(t, errc, "a caller waiting for room, after CloseGracefully")
+		wantCode(t, "a caller waiting for room, after CloseGracefully", err, plugin.CodeUnavailable)
+		if !errors.Is(err, plugin.ErrClosed) {
+			t.Errorf("got %v, want it to wrap ErrClosed", err)
+		}
+	}
+}
+
 func TestConnBackpressure(t *testing.T) {
 	t.Parallel()
 	s := newFakeStream()
