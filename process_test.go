@@ -194,16 +194,28 @@ func TestHandshakeMismatchAcrossProcesses(t *testing.T) {
 	}
 }
 
-// Executors die with their driver: SIGKILL the driver process and its
-// executor processes are gone soon after.
+// Executors die with their driver, and take the processes they started
+// with them: SIGKILL the driver process, and its executor processes and
+// theirs are gone soon after. (The executors' own children used to be
+// left running.)
 func TestDriverKilledLeavesNoOrphans(t *testing.T) {
 	dir := os.Getenv(dirEnv)
-	// An executor plugin that never finishes shutting down: only the
-	// runtime's death-of-parent handling can end these processes in time.
+	// An executor plugin that starts a process and never finishes shutting
+	// down: only the runtime's death-of-parent handling can end these
+	// processes in time.
 	stuck := fakePlugin{
 		name: "stuck",
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{ShutdownF: func(context.Context) error { select {} }}
+			return &fakeExecutor{
+				InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+					sleep := exec.Command("sleep", "600")
+					if err := sleep.Start(); err != nil {
+						return err
+					}
+					return writeFile(dir, "child-"+pc.ExecutorID(), strconv.Itoa(sleep.Process.Pid))
+				},
+				ShutdownF: func(context.Context) error { select {} },
+			}
 		},
 	}
 	cfg := ember.Config{
@@ -234,16 +246,20 @@ func TestDriverKilledLeavesNoOrphans(t *testing.T) {
 	if len(pids) != 2 {
 		t.Fatalf("executor pids: got %v, want 2", pids)
 	}
+	for _, id := range []string{"1", "2"} {
+		pid, _ := strconv.Atoi(waitFile(t, dir, "child-"+id))
+		pids = append(pids, pid)
+	}
 	for _, pid := range pids {
 		if !alive(pid) {
-			t.Fatalf("executor process %d not running before the driver was killed", pid)
+			t.Fatalf("process %d (executors, then their children) not running before the driver was killed", pid)
 		}
 	}
 	if err := driver.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	for _, pid := range pids {
-		embertest.WaitFor(t, fmt.Sprintf("executor process %d to exit", pid), func() bool { return !alive(pid) })
+		embertest.WaitFor(t, fmt.Sprintf("process %d to exit", pid), func() bool { return !alive(pid) })
 	}
 }
 

@@ -325,8 +325,12 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	var secret string
 	if managed {
 		// The driver writes the secret on our stdin, then keeps the pipe
-		// open for as long as it lives.
-		s, err := launch.ReadSecretAndWatchParent(os.Stdin, func() { os.Exit(1) })
+		// open for as long as it lives. When it dies, this executor ends,
+		// and takes the processes it started with it.
+		s, err := launch.ReadSecretAndWatchParent(os.Stdin, func() {
+			launch.KillOwnGroup()
+			os.Exit(1)
+		})
 		if err != nil {
 			log.Error("executor: reading the secret from the driver", "err", err)
 			return 1

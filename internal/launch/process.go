@@ -29,8 +29,8 @@ const (
 // Processes runs executors as child processes of the driver's binary. The
 // children get the driver's address in their environment and the read end
 // of a pipe as stdin: when the driver dies, however abruptly, the pipe
-// closes and they exit. On Linux they also get SIGKILL when the driver
-// dies (Pdeathsig).
+// closes, and each kills its process group (KillOwnGroup): itself and the
+// processes it started.
 type Processes struct {
 	Path   string   // binary; os.Executable() when empty
 	Args   []string // arguments after the program name
@@ -125,7 +125,8 @@ func cleanEnv(env []string) []string {
 // ReadSecretAndWatchParent reads the secret line the driver wrote on r
 // (the executor's stdin), then watches r in the background and calls exit
 // when it reaches EOF, which for an executor started by Processes means
-// its driver is gone.
+// its driver is gone: the driver keeps the pipe's other end open until the
+// executor has exited.
 func ReadSecretAndWatchParent(r io.Reader, exit func()) (string, error) {
 	br := bufio.NewReader(r)
 	line, err := br.ReadString('\n')

@@ -12,3 +12,6 @@ func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 // killGroup kills p; off Unix there is no process group to kill with it.
 func killGroup(p *os.Process) { _ = p.Kill() }
+
+// KillOwnGroup does nothing off Unix: there is no process group.
+func KillOwnGroup() {}
