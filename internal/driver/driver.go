@@ -884,7 +884,7 @@ func (d *Driver) Close() error {
 
 	// 0. Jobs still running fail, and their attempts are cancelled; the
 	// TASK_CANCELs go before the STOPs.
-	send(d.sched.close(plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)))
+	d.sched.send(d.sched.close(plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)))
 
 	// 1. Stop executors.
 	for _, es := range all {

@@ -65,6 +65,11 @@ type attempt struct {
 	attempt int
 	avoid   string // executor of the previous failed attempt
 	exec    *execState
+	// sent: its TASK is queued on the connection; cancel: its job ended
+	// before that, so whoever queues the TASK queues its TASK_CANCEL next.
+	// A TASK_CANCEL queued first would reach the executor before the TASK,
+	// find nothing to cancel, and the attempt would run on.
+	sent, cancel bool
 }
 
 // scheduler assigns task attempts to executor slots.
@@ -122,12 +127,12 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 	if len(s.execs) == 0 && s.noReplacements && len(inputs) > 0 {
 		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks"))
 		s.mu.Unlock()
-		send(sends)
+		s.send(sends)
 		return nil, j.err
 	}
 	sends := s.scheduleLocked()
 	s.mu.Unlock()
-	send(sends)
+	s.send(sends)
 
 	select {
 	case <-j.done:
@@ -135,7 +140,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		s.mu.Lock()
 		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeOf(ctx.Err()), "job %s: %w", j.id, ctx.Err()))
 		s.mu.Unlock()
-		send(sends)
+		s.send(sends)
 		<-j.done
 	}
 	if j.err != nil {
@@ -147,13 +152,38 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 type outFrame struct {
 	conn *rpc.Conn
 	f    *wire.Frame
+	task *attempt // a TASK's attempt; nil for other frames
 }
 
-// send writes frames computed under the lock, after releasing it.
-func send(out []outFrame) {
+// send queues frames computed under the lock, after releasing it. Frames
+// computed by different goroutines may be queued in either order, so the
+// TASK_CANCEL of an attempt whose TASK is not yet queued waits for it (see
+// attempt.cancel).
+func (s *scheduler) send(out []outFrame) {
+	tasks := false
 	for _, o := range out {
 		_ = o.conn.SendControl(o.f)
+		tasks = tasks || o.task != nil
 	}
+	if !tasks {
+		return
+	}
+	var cancels []outFrame
+	s.mu.Lock()
+	for _, o := range out {
+		if a := o.task; a != nil {
+			a.sent = true
+			if a.cancel {
+				cancels = append(cancels, cancelFrame(a))
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.send(cancels)
+}
+
+func cancelFrame(a *attempt) outFrame {
+	return outFrame{conn: a.exec.conn, f: &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: a.run}}
 }
 
 // scheduleLocked assigns pending attempts to free slots and returns the
@@ -180,7 +210,7 @@ func (s *scheduler) scheduleLocked() []outFrame {
 		s.runs[a.run] = a
 		a.job.progress.running.Add(1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "started").Inc()
-		out = append(out, outFrame{e.conn, &wire.Frame{
+		out = append(out, outFrame{task: a, conn: e.conn, f: &wire.Frame{
 			Kind:    wire.Kind_KIND_TASK,
 			Call:    a.run,
 			Payload: a.job.inputs[a.index],
@@ -260,7 +290,7 @@ func (s *scheduler) addExecutor(e *execState, slots int) {
 	s.execs = append(s.execs, e)
 	out := s.scheduleLocked()
 	s.mu.Unlock()
-	send(out)
+	s.send(out)
 }
 
 // removeExecutor reschedules the attempts running on a lost executor.
@@ -294,7 +324,7 @@ func (s *scheduler) removeExecutor(e *execState) {
 		s.pending, s.head = s.pending[:0], 0
 	}
 	s.mu.Unlock()
-	send(out)
+	s.send(out)
 }
 
 // result handles a TASK_RESULT frame.
@@ -338,7 +368,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	}
 	out = append(out, s.scheduleLocked()...)
 	s.mu.Unlock()
-	send(out)
+	s.send(out)
 }
 
 // failJobLocked ends j with err and cancels its running attempts. They
@@ -352,11 +382,14 @@ func (s *scheduler) failJobLocked(j *job, err error) []outFrame {
 	}
 	j.err = err
 	var out []outFrame
-	for run, a := range s.runs {
-		if a.job != j {
-			continue
+	for _, a := range s.runs {
+		switch {
+		case a.job != j:
+		case a.sent:
+			out = append(out, cancelFrame(a))
+		default:
+			a.cancel = true // its TASK's sender sends it
 		}
-		out = append(out, outFrame{a.exec.conn, &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: run}})
 	}
 	close(j.done)
 	return out

@@ -222,3 +222,41 @@ func TestPendingQueueStaysSmall(t *testing.T) {
 		t.Errorf("pending queue: reached %d entries with at most 2 attempts queued, want at most 8", longest)
 	}
 }
+
+// A job that ends while its TASK frames are still on their way to the
+// connection (RunJob queues them after releasing the scheduler's lock)
+// cancels its attempts after their TASKs, never before: a TASK_CANCEL that
+// overtook its TASK found nothing to cancel at the executor, and the
+// attempt ran on. Run many times, since the window is narrow.
+func TestTaskCancelNeverOvertakesItsTask(t *testing.T) {
+	for i := range 500 {
+		d, stream, _ := schedDriver(t, 1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = d.RunJob(context.Background(), "t", [][]byte{nil}, nil)
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			d.sched.mu.Lock()
+			n := len(d.sched.runs)
+			d.sched.mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the attempt was never assigned")
+			}
+			runtime.Gosched()
+		}
+		d.sched.send(d.sched.close(plugin.Errorf(plugin.CodeUnavailable, "closing")))
+		<-done
+		pollSent(t, stream, wire.Kind_KIND_TASK_CANCEL, 1)
+		stream.mu.Lock()
+		first := stream.frames[0].Kind
+		stream.mu.Unlock()
+		if first != wire.Kind_KIND_TASK {
+			t.Fatalf("iteration %d: the first frame written is %v, want the TASK before its TASK_CANCEL", i, first)
+		}
+	}
+}
