@@ -340,6 +340,9 @@ func (c *Conn) close(err error) {
 	c.closing = true
 	c.ended.Store(true)
 	if err == nil {
+		err = c.err // one set on the way to closing (overflowLocked)
+	}
+	if err == nil {
 		err = errGraceful
 	}
 	c.err = err
@@ -439,13 +442,15 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 // has stopped reading, and its asks would otherwise grow the queue without
 // limit. c.mu is held; overflowLocked unlocks it.
 func (c *Conn) overflowLocked() error {
-	n := len(c.out)
+	err := plugin.Errorf(plugin.CodeResourceExhausted,
+		"the peer is not reading: %d frames wait to be written (send queue %d + overflow %d)", len(c.out), c.opts.QueueFrames, c.opts.OverflowFrames)
+	// Refuse further frames at once, with this error: the limit is hit,
+	// and counted, once.
+	c.closing, c.err = true, err
 	c.mu.Unlock()
 	if c.opts.OnLimit != nil {
 		c.opts.OnLimit("queue_overflow")
 	}
-	err := plugin.Errorf(plugin.CodeResourceExhausted,
-		"the peer is not reading: %d frames wait to be written (send queue %d + overflow %d)", n, c.opts.QueueFrames, c.opts.OverflowFrames)
 	c.close(err)
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/emberhq/ember/internal/rpc"
@@ -115,5 +116,45 @@ func TestSplitCountsEveryFrameKind(t *testing.T) {
 				q = rest
 			}
 		})
+	}
+}
+
+// Many callers past the overflow at once: the limit is hit, and counted,
+// once for the connection; the others are refused with its error.
+func TestQueueOverflowCountedOnce(t *testing.T) {
+	for round := range 50 {
+		s := newFakeStream()
+		s.gate = make(chan struct{}) // the writer stays in Send: a peer not reading
+		var hits atomic.Int32
+		c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OverflowFrames: 1, OnLimit: func(l string) {
+			if l == "queue_overflow" {
+				hits.Add(1)
+			}
+		}})
+		heartbeat := func() error { return c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}) }
+		_ = heartbeat()
+		recv(t, s.entered, "the writer in Send")
+		_ = heartbeat()
+		_ = heartbeat() // the queue is at its bound and overflow
+		start := make(chan struct{})
+		errs := make(chan error, 32)
+		var wg sync.WaitGroup
+		for range cap(errs) {
+			wg.Go(func() {
+				<-start
+				errs <- heartbeat()
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if plugin.CodeOf(err) != plugin.CodeResourceExhausted && plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "the peer is not reading") {
+				t.Fatalf("round %d: a frame past the overflow: got %v, want the overflow's error", round, err)
+			}
+		}
+		if n := hits.Load(); n != 1 {
+			t.Fatalf("round %d: queue_overflow counted %d times for one connection", round, n)
+		}
 	}
 }
