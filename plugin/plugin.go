@@ -59,7 +59,10 @@ type DriverPlugin interface {
 //     driver plugin sends it, one at a time, in order.
 //  3. Shutdown, once, in reverse plugin-list order, when the driver
 //     releases the executor, after the running tasks have ended (their
-//     hooks included). Sends made during Shutdown reach the driver.
+//     hooks included) or, ignoring their ctx, been abandoned. Sends made
+//     during Shutdown reach the driver. The plugins share one deadline
+//     (see ember.Config.ShutdownTimeout): a Shutdown still running at it
+//     is abandoned, and those after it are called with their ctx ended.
 //
 // Optional capabilities: [ExecutorReceiver].
 type ExecutorPlugin interface {

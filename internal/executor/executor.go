@@ -44,7 +44,8 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// ConnectTimeout bounds reaching the driver and the handshake.
 	ConnectTimeout time.Duration
-	// ShutdownTimeout bounds each plugin's Shutdown.
+	// ShutdownTimeout is what the driver waits for this executor to stop;
+	// the whole stop fits in it (see Executor.shutdown).
 	ShutdownTimeout time.Duration
 	// DialOptions are added to the gRPC client's (tests use them).
 	DialOptions []grpc.DialOption
@@ -265,7 +266,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// everything they sent, then STOPPED. The driver waits ShutdownTimeout
 	// for STOPPED: the stop takes nine tenths of it at most, leaving the
 	// rest for STOPPED to travel.
-	x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout*9/10), true, hcancel)
+	x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, hcancel)
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()})
 	t := time.NewTimer(x.cfg.ShutdownTimeout)
 	defer t.Stop()
@@ -333,8 +334,8 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	if flush {
 		x.flushLanes(start.Add(budget / 2))
 	}
-	hcancel() // handlers and tasks still running see their ctx end
-	end := start.Add(budget * 3 / 4)
+	hcancel()                           // handlers and tasks still running see their ctx end
+	end := start.Add(budget - budget/4) // not budget*3/4, which can overflow
 	x.closeLanes(end)
 	x.waitTasks(end)
 	x.shutdownPlugins(len(x.endpoints)-1, deadline)
