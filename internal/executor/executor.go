@@ -334,8 +334,9 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	if flush {
 		x.flushLanes(start.Add(budget / 2))
 	}
-	hcancel()                           // handlers and tasks still running see their ctx end
-	end := start.Add(budget - budget/4) // not budget*3/4, which can overflow
+	hcancel() // handlers and tasks still running see their ctx end
+	// Three quarters, written so that it cannot overflow.
+	end := start.Add(budget - budget/4)
 	x.closeLanes(end)
 	x.waitTasks(end)
 	x.shutdownPlugins(len(x.endpoints)-1, deadline)
