@@ -5,11 +5,13 @@ package ember_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -770,6 +772,34 @@ func TestBadConfFailsRun(t *testing.T) {
 				t.Errorf("plugin Init ran %d times, want 0", n)
 			}
 		})
+	}
+}
+
+// Resources too many to report in one message (a discovery command
+// listing 20,000 addresses, over a 64 KiB limit) fail start-up with an
+// error saying so. The executor used to send them anyway, and start-up
+// failed with gRPC's "received message larger than max".
+func TestTooManyResourcesFailStartUp(t *testing.T) {
+	addrs := make([]string, 20000)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("%08d", i)
+	}
+	out, err := json.Marshal(map[string]any{"name": "gpu", "addresses": addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "gpus.json")
+	if err := os.WriteFile(file, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = ember.Run(testCtx(t), ember.Config{Master: "local[1]", Logger: quiet, MaxMessageBytes: 64 << 10,
+		Conf: map[string]string{ember.ConfResourceDiscoveryScript("gpu"): "cat " + file}},
+		func(context.Context, *ember.Driver) error {
+			t.Error("the driver function ran")
+			return nil
+		})
+	if want := "the resources discovered take 200011 bytes, over the 65536-byte message limit"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: got %v, want an error containing %q", err, want)
 	}
 }
 

@@ -230,11 +230,7 @@ func Run(ctx context.Context, cfg Config) error {
 		x.drain()
 		return err
 	}
-	ready := &wire.Ready{Slots: int32(x.cfg.Slots)}
-	for _, r := range x.resources {
-		ready.Resources = append(ready.Resources, &wire.Resource{Name: r.Name, Addresses: r.Addresses})
-	}
-	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: ready})
+	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
 	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
 	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
 		interval = time.Second
@@ -476,12 +472,28 @@ func (x *Executor) verifyWelcome(w *wire.Welcome, nonce, challenge []byte) bool 
 	return err == nil && auth.Verify(w.Auth, x.cfg.Secret, auth.Driver, nonce, challenge, digest)
 }
 
+// ready returns the READY that reports this executor's slots and
+// resources.
+func (x *Executor) ready() *wire.Ready {
+	r := &wire.Ready{Slots: int32(x.cfg.Slots)}
+	for _, res := range x.resources {
+		r.Resources = append(r.Resources, &wire.Resource{Name: res.Name, Addresses: res.Addresses})
+	}
+	return r
+}
+
 func (x *Executor) init(ctx context.Context) error {
 	res, err := discoverResources(ctx, x.conf)
 	if err != nil {
 		return fmt.Errorf("executor %s: %w", x.id, err)
 	}
 	x.resources = res
+	// The resources come from discovery commands: a READY too large for
+	// the driver would end the connection with a transport error.
+	if size := x.ready().SizeVT(); size > x.cfg.MaxMessageBytes {
+		return plugin.Errorf(plugin.CodeResourceExhausted, "executor %s: the resources discovered take %d bytes, over the %d-byte message limit",
+			x.id, size, x.cfg.MaxMessageBytes)
+	}
 	for i, e := range x.endpoints {
 		if e.ep == nil {
 			continue
