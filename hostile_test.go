@@ -1,11 +1,13 @@
 package ember_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
@@ -501,6 +504,87 @@ func TestHostilePeers(t *testing.T) {
 	embertest.WaitFor(t, "every honest message", func() bool { return received.Load() == 2*sends })
 	if got := len(c.Driver.Executors()); got < 2 {
 		t.Errorf("honest executors still ready: got %d, want 2", got)
+	}
+}
+
+// A connection whose handshake fails is closed once the peer has read the
+// refusal, whatever the failure: a peer that proves nothing cannot keep a
+// connection by opening stream after stream on it (one used to keep it
+// for ever, each stream refused in turn).
+func TestFailedHandshakeEndsTheConnection(t *testing.T) {
+	d := standalone(t, ember.Config{Secret: "right secret", BuildID: "test", HandshakeTimeout: time.Minute})
+	tests := []struct {
+		name  string
+		hello *wire.Hello // nil: no HELLO, another frame instead
+	}{
+		{"no proof", &wire.Hello{ProtocolVersion: wire.ProtocolVersion}},
+		{"not a HELLO", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithCancel(testCtx(t))
+			defer cancel()
+			s, err := wire.NewEmberClient(cc).Connect(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Recv(); err != nil { // CHALLENGE
+				t.Fatal(err)
+			}
+			f := &wire.Frame{Kind: wire.Kind_KIND_HELLO, Hello: tt.hello}
+			if tt.hello == nil {
+				f = &wire.Frame{Kind: wire.Kind_KIND_READY}
+			}
+			if err := s.Send(&wire.Batch{Frames: []*wire.Frame{f}}); err != nil {
+				t.Fatal(err)
+			}
+			// The refusal (or the stream's end); then the stream ends as
+			// a refused executor ends it.
+			_, _ = s.Recv()
+			cancel()
+			embertest.WaitFor(t, "the driver to close the connection", func() bool {
+				return cc.GetState() != connectivity.Ready
+			})
+		})
+	}
+}
+
+// A peer that has proved nothing costs the driver little more than the
+// bytes it sends: its first message, read before it authenticates, is
+// decoded one frame at most. A first message of two million empty frames
+// (4 MiB) used to make the driver allocate 500 MiB.
+func TestFirstMessageCostsItsSize(t *testing.T) {
+	d := standalone(t, ember.Config{Secret: "right secret", BuildID: "test"})
+	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	s, err := cc.NewStream(testCtx(t), &wire.Ember_ServiceDesc.Streams[0], "/ember.wire.v1.Ember/Connect", grpc.ForceCodec(bytesCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	if err := s.RecvMsg(&b); err != nil { // CHALLENGE
+		t.Fatal(err)
+	}
+	msg := bytes.Repeat([]byte{0x0a, 0x00}, (4<<20)/2)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := s.SendMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	for s.RecvMsg(&b) == nil { // refused: the stream ends
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16*uint64(len(msg)) {
+		t.Errorf("a first message of %d MiB made the driver allocate %d MiB", len(msg)>>20, alloc>>20)
 	}
 }
 

@@ -97,6 +97,7 @@ type Driver struct {
 	failures []error       // executors that failed to initialise
 	stopping bool
 	lis      net.Listener
+	conns    *conns // lis, keeping its connections (see hangUp)
 }
 
 type execState struct {
@@ -342,10 +343,41 @@ func invalidUTF8(m map[string]string) (string, bool) {
 
 // Serve accepts executors on lis until Close. It returns at once.
 func (d *Driver) Serve(lis net.Listener) {
+	c := newConns(lis)
 	d.mu.Lock()
-	d.lis = lis
+	d.lis, d.conns = lis, c
 	d.mu.Unlock()
-	go func() { _ = d.srv.Serve(lis) }()
+	go func() { _ = d.srv.Serve(c) }()
+}
+
+// hangUp ends the connection of a peer that failed its handshake: once
+// the peer has read the refusal and ended its stream, or after the
+// handshake timeout, the driver closes it, so that a peer that proves
+// nothing cannot keep a connection by opening stream after stream.
+func (d *Driver) hangUp(stream wire.Ember_ConnectServer, peerAddr string) {
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		// Counted, not decoded (see wire.FirstBatch): the peer has
+		// proved nothing.
+		for stream.RecvMsg(new(wire.FirstBatch)) == nil {
+		}
+	}()
+	t := time.NewTimer(d.cfg.HandshakeTimeout)
+	select {
+	case <-ended:
+	case <-t.C:
+	}
+	t.Stop()
+	d.drop(peerAddr)
+}
+
+// drop closes the connection from peerAddr, if Serve accepted it.
+func (d *Driver) drop(peerAddr string) {
+	d.mu.Lock()
+	c := d.conns
+	d.mu.Unlock()
+	c.drop(peerAddr)
 }
 
 // Addr is the address executors connect to, once Serve has been called.
@@ -496,6 +528,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 			d.builtin.LimitHits.WithLabelValues("driver", "handshake_timeout").Inc()
 		}
 		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
+		d.drop(peerAddr) // it sent no HELLO: nothing to tell it
 		return err
 	}
 	if d.cfg.Secret != "" && !auth.Verify(hello.Auth, d.cfg.Secret, auth.Executor, challenge, hello.AuthNonce, nil) {
@@ -505,8 +538,10 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		}
 		d.builtin.AuthFailures.WithLabelValues(reason).Inc()
 		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
-		return refuse(plugin.CodeUnauthenticated, "authentication failed",
+		err := refuse(plugin.CodeUnauthenticated, "authentication failed",
 			"authentication failed: the executor does not know the application secret (check EMBER_SECRET or EMBER_SECRET_FILE)")
+		d.hangUp(stream, peerAddr)
+		return err
 	}
 	types := codec.Names()
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
@@ -514,20 +549,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		err := refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
 		// Failing start-up stops the server, which drops what it has not
 		// sent yet: the executor would see its stream cut instead of the
-		// reason. So first wait, a while at most, for the executor to read
-		// the refusal and end its stream.
-		hangUp := make(chan struct{})
-		go func() {
-			defer close(hangUp)
-			for stream.RecvMsg(&wire.Batch{}) == nil {
-			}
-		}()
-		t := time.NewTimer(d.cfg.HandshakeTimeout)
-		select {
-		case <-hangUp:
-		case <-t.C:
-		}
-		t.Stop()
+		// reason. So it is failed once the executor has read the refusal.
+		d.hangUp(stream, peerAddr)
 		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
 		return err
 	}
@@ -620,12 +643,15 @@ var testHookConnect atomic.Pointer[func(stage string, es *execState)]
 
 func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error) {
 	type result struct {
-		b   *wire.Batch
+		b   *wire.FirstBatch
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		b, err := stream.Recv()
+		// Decoded as a FirstBatch: at most one frame, since the peer has
+		// not proved anything yet.
+		b := new(wire.FirstBatch)
+		err := stream.RecvMsg(b)
 		ch <- result{b, err}
 	}()
 	t := time.NewTimer(d.cfg.HandshakeTimeout)
@@ -635,10 +661,10 @@ func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error)
 		if r.err != nil {
 			return nil, r.err
 		}
-		if len(r.b.Frames) != 1 || r.b.Frames[0].Kind != wire.Kind_KIND_HELLO || r.b.Frames[0].Hello == nil {
+		if f := r.b.Frame; f == nil || f.Kind != wire.Kind_KIND_HELLO || f.Hello == nil {
 			return nil, status.Error(codes.InvalidArgument, "first frame must be HELLO")
 		}
-		return r.b.Frames[0].Hello, nil
+		return r.b.Frame.Hello, nil
 	case <-t.C:
 		return nil, status.Errorf(codes.DeadlineExceeded, "no HELLO within %v", d.cfg.HandshakeTimeout)
 	}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"fmt"
 	"sync"
 
 	"google.golang.org/grpc/encoding"
@@ -104,6 +105,11 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 // the message was gathered into, which then stays out of gRPC's pool (see
 // LargePayload).
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if fb, ok := v.(*FirstBatch); ok {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		return fb.unmarshal(buf.ReadOnlyData())
+	}
 	b, ok := v.(*Batch)
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
@@ -129,7 +135,8 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // that decodes every batch into the same b allocates no batch and no
 // slice per read; the frames b held are not touched.
 //
-// What proto.Unmarshal accepts, it accepts, with the same result: input
+// It refuses a batch of more than MaxBatchFrames frames. Below that,
+// what proto.Unmarshal accepts, it accepts, with the same result: input
 // the generated decoder refuses goes to proto.Unmarshal, whose result and
 // error are then UnmarshalBatch's, and so does a frame carrying a
 // Welcome, whose maps the generated decoder reads less strictly. It is
@@ -165,6 +172,10 @@ func unmarshalBatch(data []byte, b *Batch, min int) (kept bool, err error) {
 			return kept, slowBatch(data, b)
 		}
 		rest = rest[n:]
+		if len(b.Frames) == MaxBatchFrames {
+			releaseAll(b)
+			return kept, errTooManyFrames
+		}
 		f := NewFrame()
 		inPlace, err := unmarshalFrame(f, v, min)
 		kept = kept || inPlace
@@ -191,7 +202,67 @@ func unmarshalBatch(data []byte, b *Batch, min int) (kept bool, err error) {
 // the last word on what a malformed batch is.
 func slowBatch(data []byte, b *Batch) error {
 	releaseAll(b)
+	if n, err := countFrames(data); err == nil && n > MaxBatchFrames {
+		return errTooManyFrames
+	}
 	return proto.Unmarshal(data, b)
+}
+
+// MaxBatchFrames is the most frames a Batch may hold. A sender cuts its
+// batches at 1 MiB, counting at least 32 bytes per frame, so an Ember
+// peer never sends more than about half as many; the bound is for one
+// that does, since every frame, two bytes on the wire when empty, takes a
+// couple of hundred bytes of memory decoded.
+const MaxBatchFrames = 1 << 16
+
+var errTooManyFrames = fmt.Errorf("a batch of more than %d frames", MaxBatchFrames)
+
+// countFrames counts the frames of an encoded Batch without decoding
+// them. It stops with an error at malformed input.
+func countFrames(data []byte) (int, error) {
+	n := 0
+	for len(data) > 0 {
+		num, typ, m := protowire.ConsumeTag(data)
+		if m < 0 {
+			return n, protowire.ParseError(m)
+		}
+		data = data[m:]
+		m = protowire.ConsumeFieldValue(num, typ, data)
+		if m < 0 {
+			return n, protowire.ParseError(m)
+		}
+		data = data[m:]
+		if num == 1 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// FirstBatch is the first message a driver reads on a stream, before the
+// peer has proved anything: a Batch that should hold one frame, a HELLO.
+// Codec decodes at most that one frame, so a peer that sends millions of
+// frames instead costs the driver no more than their bytes.
+type FirstBatch struct {
+	Frames int    // how many frames the batch held
+	Frame  *Frame // the batch's frame when it held exactly one, else nil
+}
+
+func (fb *FirstBatch) unmarshal(data []byte) error {
+	n, err := countFrames(data)
+	if err != nil {
+		return err
+	}
+	fb.Frames, fb.Frame = n, nil
+	if n != 1 {
+		return nil
+	}
+	var b Batch
+	if err := proto.Unmarshal(data, &b); err != nil {
+		return err
+	}
+	fb.Frame = b.Frames[0]
+	return nil
 }
 
 // releaseAll releases b's frames and empties it.

@@ -171,3 +171,87 @@ func TestWelcomeDigestInput(t *testing.T) {
 		t.Errorf("WelcomeDigestInput with a value that is not UTF-8 = %x, nil; want an error", got)
 	}
 }
+
+// emptyFrames returns an encoded Batch of n empty frames: two bytes each
+// on the wire, a couple of hundred in memory once decoded.
+func emptyFrames(n int) []byte {
+	var data []byte
+	for range n {
+		data = protowire.AppendTag(data, 1, protowire.BytesType)
+		data = protowire.AppendBytes(data, nil)
+	}
+	return data
+}
+
+// A Batch may hold MaxBatchFrames frames and no more, whichever decoder
+// reads it: past that, a peer's few bytes would cost the receiver a
+// hundred times as much memory.
+func TestMaxBatchFrames(t *testing.T) {
+	// A first frame the generated decoder refuses (its kind as a fixed32,
+	// which proto.Unmarshal keeps as an unknown field) sends the whole
+	// batch to proto.Unmarshal, the slow path: it is bounded too.
+	inner := protowire.AppendFixed32(protowire.AppendTag(nil, 1, protowire.Fixed32Type), 7)
+	odd := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), inner)
+	tests := []struct {
+		name    string
+		data    []byte
+		wantErr bool
+	}{
+		{"at the bound", emptyFrames(wire.MaxBatchFrames), false},
+		{"one over", emptyFrames(wire.MaxBatchFrames + 1), true},
+		{"at the bound, by the slow path", append(odd, emptyFrames(wire.MaxBatchFrames-1)...), false},
+		{"one over, by the slow path", append(odd, emptyFrames(wire.MaxBatchFrames)...), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b wire.Batch
+			err := wire.UnmarshalBatch(tt.data, &b)
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Fatalf("UnmarshalBatch: got %d frames, error %v; want an error: %v", len(b.Frames), err, tt.wantErr)
+			}
+			if tt.wantErr && len(b.Frames) != 0 {
+				t.Errorf("UnmarshalBatch kept %d frames with its error", len(b.Frames))
+			}
+		})
+	}
+}
+
+// The driver reads a stream's first message, before the peer has proved
+// anything, as a FirstBatch: one frame is decoded, and any other number
+// only counted.
+func TestFirstBatch(t *testing.T) {
+	hello := &wire.Frame{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{BuildId: "b"}}
+	one, err := proto.Marshal(&wire.Batch{Frames: []*wire.Frame{hello}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		data       []byte
+		wantFrames int
+		wantHello  bool
+	}{
+		{"a HELLO", one, 1, true},
+		{"no frame", nil, 0, false},
+		{"two frames", append(append([]byte(nil), one...), one...), 2, false},
+		{"a million empty frames", emptyFrames(1 << 20), 1 << 20, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var fb wire.FirstBatch
+			if err := (wire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(tt.data)}, &fb); err != nil {
+				t.Fatal(err)
+			}
+			if fb.Frames != tt.wantFrames {
+				t.Errorf("Frames: got %d, want %d", fb.Frames, tt.wantFrames)
+			}
+			if got := fb.Frame != nil && proto.Equal(fb.Frame, hello); got != tt.wantHello {
+				t.Errorf("Frame: got %v, want the HELLO: %v", fb.Frame, tt.wantHello)
+			}
+		})
+	}
+	var fb wire.FirstBatch
+	if err := (wire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x0a, 0x05, 0x01})}, &fb); err == nil {
+		t.Error("a truncated batch: got no error")
+	}
+}
