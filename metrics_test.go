@@ -157,3 +157,39 @@ func TestMetricsOff(t *testing.T) {
 		t.Errorf("MetricsURL with metrics off: got %q, want empty", got)
 	}
 }
+
+// The metrics endpoint answers GET /metrics and nothing else, as
+// docs/security.md says: HEAD was answered, and paths that needed cleaning
+// were redirected to /metrics.
+func TestMetricsEndpointServesOnlyGetMetrics(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet})
+	base := strings.TrimSuffix(c.Driver.MetricsURL(), "/metrics")
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	tests := []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/metrics", http.StatusOK},
+		{http.MethodHead, "/metrics", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/metrics", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/", http.StatusNotFound},
+		{http.MethodGet, "//metrics", http.StatusNotFound},
+		{http.MethodGet, "/x/../metrics", http.StatusNotFound},
+		{http.MethodGet, "/metrics/", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		req, err := http.NewRequest(tt.method, base, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = tt.path // sent as written, not cleaned
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s %s: got %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+		}
+	}
+}

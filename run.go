@@ -241,14 +241,26 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 	if err != nil {
 		return "", nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
+	metrics := promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// One inconsistent family (an executor disagreeing with the
 		// driver on a metric's type) must not hide all the others.
 		ErrorHandling: promhttp.ContinueOnError,
-	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	})
+	// GET /metrics and nothing else: no HEAD, and no redirects of other
+	// paths to it, as a ServeMux would make.
+	only := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path != "/metrics":
+			http.NotFound(w, r)
+		case r.Method != http.MethodGet:
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		default:
+			metrics.ServeHTTP(w, r)
+		}
+	})
+	srv := &http.Server{Handler: only, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
