@@ -68,10 +68,13 @@ func FuzzBatchUnmarshal(f *testing.F) {
 		var b wire.Batch
 		err := wire.UnmarshalBatch(data, &b)
 		if err != nil {
-			if wantErr == nil {
+			if wantErr == nil && len(want.Frames) <= wire.MaxBatchFrames {
 				t.Fatalf("UnmarshalBatch(%q) error %v, proto.Unmarshal accepts it", data, err)
 			}
 			return
+		}
+		if len(b.Frames) > wire.MaxBatchFrames {
+			t.Fatalf("UnmarshalBatch accepted %d frames, over MaxBatchFrames", len(b.Frames))
 		}
 		defer releaseFrames(&b)
 		if wantErr == nil && !proto.Equal(known(t, &b), known(t, &want)) {
@@ -153,4 +156,40 @@ func TestSeedBatchesRoundTrip(t *testing.T) {
 			t.Errorf("seed %d: round trip got %v, want %v", i, &got, b)
 		}
 	}
+}
+
+// FuzzFirstBatch decodes arbitrary bytes as the first message of a stream,
+// as the driver does before the peer has proved anything (a FirstBatch,
+// through Codec). It must never panic, must count the frames proto.Unmarshal
+// finds, and must decode the one frame of a one-frame batch to what
+// proto.Unmarshal decodes; a one-frame batch proto.Unmarshal refuses is
+// refused.
+func FuzzFirstBatch(f *testing.F) {
+	for _, b := range seedBatches() {
+		data, err := proto.Marshal(b)
+		if err != nil {
+			f.Fatalf("Marshal(seed): %v", err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want wire.Batch
+		wantErr := proto.Unmarshal(data, &want)
+		var fb wire.FirstBatch
+		err := wire.Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &fb)
+		switch {
+		case wantErr != nil:
+			if err == nil && fb.Frames == 1 {
+				t.Fatalf("FirstBatch(%q) decoded %v, proto.Unmarshal refuses it: %v", data, fb.Frame, wantErr)
+			}
+		case err != nil:
+			t.Fatalf("FirstBatch(%q) error %v, proto.Unmarshal accepts it", data, err)
+		case fb.Frames != len(want.Frames):
+			t.Fatalf("FirstBatch(%q) counted %d frames, proto.Unmarshal finds %d", data, fb.Frames, len(want.Frames))
+		case fb.Frames == 1 && !proto.Equal(fb.Frame, want.Frames[0]):
+			t.Fatalf("FirstBatch(%q) = %v, proto.Unmarshal = %v", data, fb.Frame, want.Frames[0])
+		case fb.Frames != 1 && fb.Frame != nil:
+			t.Fatalf("FirstBatch(%q) holds a frame of %d", data, fb.Frames)
+		}
+	})
 }

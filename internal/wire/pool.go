@@ -232,7 +232,7 @@ func countFrames(data []byte) (int, error) {
 			return n, protowire.ParseError(m)
 		}
 		data = data[m:]
-		if num == 1 {
+		if num == 1 && typ == protowire.BytesType { // of another type, an unknown field
 			n++
 		}
 	}
@@ -261,7 +261,9 @@ func (fb *FirstBatch) unmarshal(data []byte) error {
 	if err := proto.Unmarshal(data, &b); err != nil {
 		return err
 	}
-	fb.Frame = b.Frames[0]
+	if fb.Frames = len(b.Frames); fb.Frames == 1 { // as counted
+		fb.Frame = b.Frames[0]
+	}
 	return nil
 }
 

@@ -235,6 +235,9 @@ func TestFirstBatch(t *testing.T) {
 		{"no frame", nil, 0, false},
 		{"two frames", append(append([]byte(nil), one...), one...), 2, false},
 		{"a million empty frames", emptyFrames(1 << 20), 1 << 20, false},
+		// Field 1 as a varint: an unknown field, not a frame (found by
+		// FuzzFirstBatch: counted as one, it crashed the decoder).
+		{"a frame's field number, another wire type", protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1), 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
