@@ -68,6 +68,22 @@ func TestStats(t *testing.T) {
 	if got := Percentile(ds, 99); got != 10 {
 		t.Errorf("p99: got %v, want 10", got)
 	}
+	// Nearest rank: ceil(p/100 × n).
+	for _, tt := range []struct {
+		n    int
+		p    float64
+		want time.Duration
+	}{
+		{60, 99, 60}, {160, 99, 159}, {5060, 99, 5010}, {100, 99, 99}, {20000, 99, 19800}, {20000, 50, 10000}, {1, 99, 1}, {7, 100, 7},
+	} {
+		ds := make([]time.Duration, tt.n)
+		for i := range ds {
+			ds[i] = time.Duration(tt.n - i) // 1..n, unsorted
+		}
+		if got := Percentile(ds, tt.p); got != tt.want {
+			t.Errorf("p%v of 1..%d: got %d, want %d", tt.p, tt.n, got, tt.want)
+		}
+	}
 	xs := []float64{3, 1, 2}
 	if got := Summarize(xs); got != (Summary{Median: 2, Min: 1, Max: 3}) {
 		t.Errorf("Summarize: got %+v, want median 2, min 1, max 3", got)

@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -12,7 +13,11 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 		return 0
 	}
 	slices.Sort(ds)
-	rank := int(p/100*float64(len(ds)) + 0.5)
+	// The smallest rank with at least p% of the values at or below it:
+	// ceil(p/100 × n), less a hair for p/100 × n computed a hair over a
+	// whole number (it rounded to the nearest rank, one too low for p99 of
+	// about half of all counts).
+	rank := int(math.Ceil(p/100*float64(len(ds)) - 1e-9))
 	rank = min(max(rank, 1), len(ds))
 	return ds[rank-1]
 }
