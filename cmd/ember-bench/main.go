@@ -14,7 +14,10 @@
 // measurement -reps times, next to its baselines; each figure is the
 // median of the repetitions, shown with the minimum and maximum. Baseline
 // clients also run in child processes, so both sides of a comparison cross
-// the same process boundary.
+// the same process boundary. Every loop is bounded in count, and every
+// scenario in time (-timeout, 15 minutes by default: a stalled peer ends
+// the run with an error instead of hanging it). A ratio bar without a
+// baseline figure is missed, not met.
 //
 // The throughput scenarios also report each side's CPU time per message
 // (getrusage, where the OS has it): Ember's driver against the baseline's
@@ -38,6 +41,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/internal/benchkit"
@@ -61,6 +65,7 @@ var (
 	runsN    = flag.Int("runs", 1, "run the selected scenarios this many times, then summarize how often each bar was met")
 	runRE    = flag.String("run", "", "run only scenarios whose name matches this regexp")
 	scaleN   = flag.Int("scale", 1000, "executors in the scale scenario")
+	timeout  = flag.Duration("timeout", 15*time.Minute, "abandon a scenario, as stalled, that runs longer than this")
 	roleFlag = flag.String("role", "", "internal: the role of a child process (baseline, executors)")
 	cpuProf  = flag.String("cpuprofile", "", "write the driver process's CPU profile to this file")
 	execProf = flag.String("execcpuprofile", "", "write each executor process's CPU profile to `dir`/exec-PID.prof")
@@ -225,7 +230,14 @@ func runScenarios(ctx context.Context, selected []scenario) ([]Result, error) {
 	var results []Result
 	for _, s := range selected {
 		fmt.Fprintf(os.Stderr, "ember-bench: %s...\n", s.name)
-		rs, err := s.run(ctx)
+		// Every wait of a scenario (asks, baseline processes) ends with
+		// this ctx: a stalled peer cannot hang the tool.
+		sctx, cancel := context.WithTimeoutCause(ctx, *timeout, fmt.Errorf("did not finish within -timeout %v", *timeout))
+		rs, err := s.run(sctx)
+		if cause := context.Cause(sctx); err != nil && cause != nil && sctx.Err() == context.DeadlineExceeded {
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}

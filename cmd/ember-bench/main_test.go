@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/internal/codec"
 )
 
 func TestRatioText(t *testing.T) {
@@ -207,5 +210,62 @@ func TestSummarize(t *testing.T) {
 		if !strings.Contains(b.String(), line) {
 			t.Errorf("printSummary: no %q in\n%s", line, b.String())
 		}
+	}
+}
+
+// The messages the scenarios time carry payloads as large as the
+// baselines': a broadcast note used to be half the baseline's size.
+func TestMessagesArePayloadSized(t *testing.T) {
+	for _, m := range []any{Ping{Body: body}, Note{Body: body}, BNote{Body: body}} {
+		b, err := codec.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) != payloadBytes {
+			t.Errorf("%T encodes to %d bytes, want %d", m, len(b), payloadBytes)
+		}
+	}
+}
+
+// A bar is judged by its own operator, and a ratio bar without a baseline
+// is missed: a baseline median of 0 made a ratio of 0, which met "<=".
+func TestBars(t *testing.T) {
+	tests := []struct {
+		name string
+		r    Result
+		want bool
+	}{
+		{"under a < bar", result("s", "m", "ms", series{9}).absolute("<", 10), true},
+		{"at a < bar", result("s", "m", "ms", series{10}).absolute("<", 10), false},
+		{"at a <= ratio bar", result("s", "m", "us", series{115}).vs("b", series{100}, "<=", 1.15), true},
+		{"over a <= ratio bar", result("s", "m", "us", series{116}).vs("b", series{100}, "<=", 1.15), false},
+		{"no baseline", result("s", "m", "us", series{50}).vs("b", series{0}, "<=", 1.15), false},
+		{"at a >= ratio bar", result("s", "m", "/s", series{100}).vs("b", series{100}, ">=", 1), true},
+	}
+	for _, tt := range tests {
+		if tt.r.Pass == nil || *tt.r.Pass != tt.want {
+			t.Errorf("%s: got pass %v, want %v", tt.name, tt.r.Pass, tt.want)
+		}
+	}
+}
+
+// The scale scenario's p99 counts every ask or none: an executor's failed
+// asks, which have no latency, used to be left out, so a run whose asks
+// all failed reported a p99 of 0 and met its bar.
+func TestFailedPingsFailTheScenario(t *testing.T) {
+	var d driverSide
+	done := d.expectPings(2)
+	ctx := context.Background()
+	_, _ = d.Receive(ctx, PingLatencies{Latencies: []time.Duration{time.Millisecond}})
+	_, _ = d.Receive(ctx, PingLatencies{Failed: 3, Err: "unavailable: gone"})
+	<-done
+	if lat, err := d.allLatencies(); err == nil || !strings.Contains(err.Error(), "3 of 4 asks failed (the first: unavailable: gone)") {
+		t.Errorf("latencies with failed asks: got %v, %v; want an error counting them", lat, err)
+	}
+	done = d.expectPings(1)
+	_, _ = d.Receive(ctx, PingLatencies{Latencies: []time.Duration{time.Millisecond}})
+	<-done
+	if lat, err := d.allLatencies(); err != nil || len(lat) != 1 {
+		t.Errorf("latencies of asks that all succeeded: got %v, %v", lat, err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -12,15 +13,15 @@ import (
 	"github.com/emberhq/ember/plugin"
 )
 
-// Messages. Ping and Note carry a body sized so that each one's CBOR
-// encoding is payloadBytes long, like the baselines' payloads.
+// Messages. Ping, Note and BNote carry a body sized so that each one's
+// CBOR encoding is payloadBytes long, like the baselines' payloads.
 type (
-	Ping struct{ Body string } // asked; echoed
-	Note struct{ Body string } // sent; counted by the driver plugin
-	// BNote is broadcast; Seq counts from 0 to Total-1.
-	BNote struct {
-		Seq, Total int
-	}
+	Ping  struct{ Body string } // asked; echoed
+	Note  struct{ Body string } // sent; counted by the driver plugin
+	BNote struct{ Body string } // broadcast; counted by each executor
+	// BEnd follows Total BNotes: an executor that has received them all
+	// sends BDone.
+	BEnd  struct{ Total int }
 	BDone struct{} // an executor received every BNote
 
 	// RunAsks makes an executor ask Ping N times from Outstanding
@@ -52,7 +53,14 @@ type (
 		Every, Duration time.Duration
 		Aligned         bool
 	}
-	PingLatencies struct{ Latencies []time.Duration }
+	// PingLatencies are an executor's successful asks' latencies, and how
+	// many failed (the first one's error): a failed ask has no latency,
+	// and left out it would flatter the p99.
+	PingLatencies struct {
+		Latencies []time.Duration
+		Failed    int
+		Err       string
+	}
 	// RunRawPingPong makes an executor run the raw gRPC ping-pong
 	// baseline itself, N round trips to Addr, and dump its stamps to
 	// StampDir (-breakdown: the baseline inside an executor process).
@@ -66,6 +74,7 @@ func init() {
 	plugin.RegisterMessage[Ping]()
 	plugin.RegisterMessage[Note]()
 	plugin.RegisterMessage[BNote]()
+	plugin.RegisterMessage[BEnd]()
 	plugin.RegisterMessage[BDone]()
 	plugin.RegisterMessage[RunAsks]()
 	plugin.RegisterMessage[AskStats]()
@@ -101,6 +110,8 @@ type driverSide struct {
 	dones     int
 	doneCh    chan struct{}
 	latencies []time.Duration
+	failed    int    // asks that failed, in all PingLatencies
+	failure   string // the first one's error
 	pingers   int
 	pingDone  chan struct{}
 }
@@ -133,7 +144,7 @@ func (d *driverSide) expectPings(n int) <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pingers = n
-	d.latencies = nil
+	d.latencies, d.failed, d.failure = nil, 0, ""
 	d.pingDone = make(chan struct{})
 	return d.pingDone
 }
@@ -156,6 +167,9 @@ func (d *driverSide) Receive(_ context.Context, msg any) (any, error) {
 	case PingLatencies:
 		d.mu.Lock()
 		d.latencies = append(d.latencies, m.Latencies...)
+		if d.failed += m.Failed; d.failure == "" {
+			d.failure = m.Err
+		}
 		d.pingers--
 		if d.pingers == 0 {
 			close(d.pingDone)
@@ -165,10 +179,15 @@ func (d *driverSide) Receive(_ context.Context, msg any) (any, error) {
 	return nil, nil
 }
 
-func (d *driverSide) allLatencies() []time.Duration {
+// allLatencies returns the latencies the executors reported, or an error
+// if any of their asks failed.
+func (d *driverSide) allLatencies() ([]time.Duration, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return slices.Clone(d.latencies)
+	if d.failed > 0 {
+		return nil, fmt.Errorf("%d of %d asks failed (the first: %s)", d.failed, d.failed+len(d.latencies), d.failure)
+	}
+	return slices.Clone(d.latencies), nil
 }
 
 type executorSide struct {
@@ -200,13 +219,13 @@ func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
 		return m, nil
 	case BNote:
 		e.bnotes++
-		if m.Seq == m.Total-1 {
-			if e.bnotes != m.Total {
-				return nil, plugin.Errorf(plugin.CodeInternal, "received %d of %d broadcasts", e.bnotes, m.Total)
-			}
-			e.bnotes = 0
-			return nil, e.pc.Send(ctx, BDone{})
+	case BEnd:
+		n := e.bnotes
+		e.bnotes = 0
+		if n != m.Total {
+			return nil, plugin.Errorf(plugin.CodeInternal, "received %d of %d broadcasts", n, m.Total)
 		}
+		return nil, e.pc.Send(ctx, BDone{})
 	case RunAsks:
 		return e.runAsks(ctx, m)
 	case RunRawPingPong:
@@ -306,11 +325,15 @@ func (e *executorSide) ping(m StartPinging) {
 	t := time.NewTicker(m.Every)
 	defer t.Stop()
 	deadline := time.Now().Add(m.Duration)
-	var lat []time.Duration
+	var r PingLatencies
 	for time.Now().Before(deadline) {
 		start := time.Now()
-		if _, err := e.pc.Ask(ctx, Ping{Body: body}); err == nil {
-			lat = append(lat, time.Since(start))
+		if _, err := e.pc.Ask(ctx, Ping{Body: body}); err != nil {
+			if r.Failed++; r.Err == "" {
+				r.Err = err.Error()
+			}
+		} else {
+			r.Latencies = append(r.Latencies, time.Since(start))
 		}
 		select {
 		case <-t.C:
@@ -318,7 +341,7 @@ func (e *executorSide) ping(m StartPinging) {
 			return
 		}
 	}
-	_ = e.pc.Send(ctx, PingLatencies{Latencies: lat})
+	_ = e.pc.Send(ctx, r)
 }
 
 var (

@@ -72,7 +72,9 @@ func (r Result) vs(name string, base series, op string, bar float64) Result {
 		r.Ratio = r.Median / b.Median
 	}
 	if op != "" {
-		r = r.bar(fmt.Sprintf("ratio %s %.2f", op, bar), check(r.Ratio, op, bar))
+		// Without a baseline there is no ratio to judge: the bar is
+		// missed, not met by a ratio of 0.
+		r = r.bar(fmt.Sprintf("ratio %s %.2f", op, bar), b.Median > 0 && check(r.Ratio, op, bar))
 		r.ratioBar = bar
 	}
 	return r
@@ -89,8 +91,13 @@ func (r Result) bar(text string, pass bool) Result {
 }
 
 func check(v float64, op string, bar float64) bool {
-	if op == "<=" || op == "<" {
+	switch op {
+	case "<":
+		return v < bar
+	case "<=":
 		return v <= bar
+	case ">":
+		return v > bar
 	}
 	return v >= bar
 }
@@ -346,10 +353,14 @@ func driverToExecutors(ctx context.Context) ([]Result, error) {
 
 			done := ds.expectDones(execs)
 			start := time.Now()
-			for i := range total {
-				if err := ds.dc.Broadcast(ctx, BNote{Seq: i, Total: total}); err != nil {
+			note := BNote{Body: body}
+			for range total {
+				if err := ds.dc.Broadcast(ctx, note); err != nil {
 					return err
 				}
+			}
+			if err := ds.dc.Broadcast(ctx, BEnd{Total: total}); err != nil {
+				return err
 			}
 			select {
 			case <-done:
@@ -509,11 +520,15 @@ func scaleOnce(ctx context.Context, cfg ember.Config, execs, procs int, pingFor 
 			case <-time.After(pingFor + time.Minute):
 				return fmt.Errorf("not every executor reported its pings")
 			}
+			lat, err := ds.allLatencies()
+			if err != nil {
+				return err
+			}
 			if !aligned {
 				fig.rss.add(residentMiB())
-				fig.p99.add(us(benchkit.Percentile(ds.allLatencies(), 99)) / 1000)
+				fig.p99.add(us(benchkit.Percentile(lat, 99)) / 1000)
 			} else {
-				fig.burst.add(us(benchkit.Percentile(ds.allLatencies(), 99)) / 1000)
+				fig.burst.add(us(benchkit.Percentile(lat, 99)) / 1000)
 			}
 		}
 		return nil
