@@ -172,6 +172,27 @@ func BenchmarkAsk(b *testing.B) {
 		base.reportRatio(b)
 	})
 
+	// An ask with a deadline: it travels with the ask, and the answering
+	// side arms a timer for the handler's ctx (the cost ember-bench's
+	// ask-latency once paid by mistake: about 3 µs per round trip there).
+	b.Run("ember-deadline", func(b *testing.B) {
+		_, pc := startBenchCluster(b)
+		ctx, cancel := context.WithTimeout(b.Context(), time.Hour)
+		defer cancel()
+		var msg any = benchPing{Body: benchBody}
+		call := func() {
+			r, err := pc.Ask(ctx, msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if p, ok := r.(benchPing); !ok || p.Body != benchBody {
+				b.Fatalf("reply %#v, want the ping back", r)
+			}
+		}
+		measureAsk(b, call)
+		base.reportRatio(b)
+	})
+
 	b.Run("ember-proto", func(b *testing.B) {
 		_, pc := startBenchCluster(b)
 		ctx := b.Context()
