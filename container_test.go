@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/plugin"
+	"go.uber.org/goleak"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -800,6 +802,44 @@ func TestTooManyResourcesFailStartUp(t *testing.T) {
 		})
 	if want := "the resources discovered take 200011 bytes, over the 65536-byte message limit"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Run: got %v, want an error containing %q", err, want)
+	}
+}
+
+// A driver address that cannot be bound fails Run, which leaves nothing
+// running: the driver plugins' lanes used to be left behind.
+func TestListenFailureLeavesNothingRunning(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	before := goleak.IgnoreCurrent()
+	p := fakePlugin{name: "p", newDriver: func() plugin.DriverPlugin { return &fakeDriver{} }}
+	err = ember.Run(testCtx(t), ember.Config{Master: "local[1]", ListenAddr: busy.Addr().String(), Plugins: []plugin.Plugin{p}, Logger: quiet},
+		func(context.Context, *ember.Driver) error {
+			t.Error("the driver function ran")
+			return nil
+		})
+	if err == nil || !strings.Contains(err.Error(), "listen on") {
+		t.Fatalf("Run on a busy address: got %v, want the listen error", err)
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("goroutines left by the failed Run: %v", err)
+	}
+}
+
+// Each caller of Driver.Executors gets its own copy of the executors'
+// resources: the driver's own map and slices used to be handed out, so one
+// caller's edit changed what everyone saw (and raced with their reads).
+func TestExecutorsResourcesAreCopies(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Conf: map[string]string{
+		ember.ConfResourceDiscoveryScript("gpu"): `echo {"name":"gpu","addresses":["0","1"]}`,
+	}})
+	first := c.Driver.Executors()
+	first[0].Resources["gpu"].Addresses[0] = "changed"
+	delete(first[0].Resources, "gpu")
+	if got := c.Driver.Executors()[0].Resources["gpu"].Addresses; !slices.Equal(got, []string{"0", "1"}) {
+		t.Errorf("gpu addresses after a caller edited its copy: got %v, want [0 1]", got)
 	}
 }
 

@@ -132,6 +132,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	}
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
+		d.Close() // its plugins' lanes are running
 		return fmt.Errorf("driver: listen on %s: %w", cfg.ListenAddr, err)
 	}
 	if err := d.Init(ctx); err != nil {

@@ -400,11 +400,22 @@ func (d *Driver) Executors() []plugin.ExecutorInfo {
 	var out []plugin.ExecutorInfo
 	for _, es := range d.execs {
 		if es.ready {
-			out = append(out, es.info)
+			out = append(out, cloneInfo(es.info))
 		}
 	}
 	slices.SortFunc(out, func(a, b plugin.ExecutorInfo) int { return compareIDs(a.ID, b.ID) })
 	return out
+}
+
+// cloneInfo returns a copy of info that shares nothing with it: each
+// caller of Executors, and each listener, may change its own.
+func cloneInfo(info plugin.ExecutorInfo) plugin.ExecutorInfo {
+	res := make(map[string]plugin.Resource, len(info.Resources))
+	for name, r := range info.Resources {
+		res[name] = plugin.Resource{Name: r.Name, Addresses: slices.Clone(r.Addresses)}
+	}
+	info.Resources = res
+	return info
 }
 
 func compareIDs(a, b string) int {
@@ -784,7 +795,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	es.info.Resources = res
 	es.info.Added = time.Now()
 	es.ready = true
-	info := es.info
+	info := cloneInfo(es.info)
 	d.notifyLocked()
 	// Counted and announced under the lock HandleClose reads ready with,
 	// so that its OnExecutorRemoved always comes after.
@@ -835,7 +846,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	if wasReady {
 		// After ready's OnExecutorAdded, which was queued under this lock.
 		d.builtin.ExecutorsAlive.Dec()
-		info := es.info
+		info := cloneInfo(es.info)
 		d.notifyListeners(es, "OnExecutorRemoved", func(ctx context.Context, l plugin.ExecutorListener) {
 			l.OnExecutorRemoved(ctx, info, reason)
 		})
