@@ -150,25 +150,38 @@ type TaskInfo struct {
 // Conf is a read-only view of string configuration. The zero value is
 // empty. A Conf is safe for concurrent use.
 type Conf struct {
-	m map[string]string
+	// v holds the values behind a pointer, so that fmt, printing a Conf
+	// held in another struct's unexported field (where it cannot call
+	// String), prints an address instead of the values, secrets included.
+	v *confValues
 }
 
+type confValues struct{ m map[string]string }
+
 // NewConf returns a Conf holding a copy of m.
-func NewConf(m map[string]string) Conf { return Conf{m: maps.Clone(m)} }
+func NewConf(m map[string]string) Conf { return Conf{v: &confValues{m: maps.Clone(m)}} }
+
+// values returns c's map (nil for the zero Conf); it must not be changed.
+func (c Conf) values() map[string]string {
+	if c.v == nil {
+		return nil
+	}
+	return c.v.m
+}
 
 // Get returns the value of key, or "" when it is not set.
-func (c Conf) Get(key string) string { return c.m[key] }
+func (c Conf) Get(key string) string { return c.values()[key] }
 
 // Lookup returns the value of key and whether it is set.
 func (c Conf) Lookup(key string) (string, bool) {
-	v, ok := c.m[key]
+	v, ok := c.values()[key]
 	return v, ok
 }
 
 // Int returns key as an int, def when it is not set, or an error naming the
 // key when it is not an integer.
 func (c Conf) Int(key string, def int) (int, error) {
-	v, ok := c.m[key]
+	v, ok := c.values()[key]
 	if !ok {
 		return def, nil
 	}
@@ -182,7 +195,7 @@ func (c Conf) Int(key string, def int) (int, error) {
 // Duration returns key parsed by time.ParseDuration, def when it is not
 // set, or an error naming the key.
 func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
-	v, ok := c.m[key]
+	v, ok := c.values()[key]
 	if !ok {
 		return def, nil
 	}
@@ -196,8 +209,9 @@ func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
 // All yields the entries in key order.
 func (c Conf) All() iter.Seq2[string, string] {
 	return func(yield func(string, string) bool) {
-		for _, k := range slices.Sorted(maps.Keys(c.m)) {
-			if !yield(k, c.m[k]) {
+		m := c.values()
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !yield(k, m[k]) {
 				return
 			}
 		}
@@ -213,7 +227,7 @@ func printable(key, v string) string {
 }
 
 // Map returns a copy of the entries.
-func (c Conf) Map() map[string]string { return maps.Clone(c.m) }
+func (c Conf) Map() map[string]string { return maps.Clone(c.values()) }
 
 type senderKey struct{}
 

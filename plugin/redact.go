@@ -43,11 +43,12 @@ func Redact(m map[string]string) map[string]string {
 func (c Conf) String() string {
 	var b strings.Builder
 	b.WriteString("map[")
-	for i, k := range slices.Sorted(maps.Keys(c.m)) {
+	m := c.values()
+	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		v := c.m[k]
+		v := m[k]
 		if IsSecretKey(k) {
 			v = Redacted
 		}
@@ -57,11 +58,15 @@ func (c Conf) String() string {
 	return b.String()
 }
 
+// GoString makes %#v print a Conf as String does, secrets redacted.
+func (c Conf) GoString() string { return c.String() }
+
 // LogValue makes slog print a Conf as a group with secret values redacted.
 func (c Conf) LogValue() slog.Value {
-	attrs := make([]slog.Attr, 0, len(c.m))
-	for _, k := range slices.Sorted(maps.Keys(c.m)) {
-		v := c.m[k]
+	m := c.values()
+	attrs := make([]slog.Attr, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
 		if IsSecretKey(k) {
 			v = Redacted
 		}

@@ -28,12 +28,16 @@ func TestConfRedaction(t *testing.T) {
 	var logged bytes.Buffer
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("conf", "conf", c)
 	_, intErr := c.Int("db.password", 0)
+	type exported struct{ Conf Conf }
+	type unexported struct{ conf Conf }
 	outputs := map[string]string{
-		"String":  c.String(),
-		"%v":      fmt.Sprintf("%v", c),
-		"slog":    logged.String(),
-		"Redact":  fmt.Sprint(Redact(c.Map())),
-		"Int err": intErr.Error(),
+		"String":                     c.String(),
+		"%v":                         fmt.Sprintf("%v", c),
+		"%#v":                        fmt.Sprintf("%#v", c),
+		"%+v of a struct holding it": fmt.Sprintf("%+v", exported{c}),
+		"slog":                       logged.String(),
+		"Redact":                     fmt.Sprint(Redact(c.Map())),
+		"Int err":                    intErr.Error(),
 	}
 	for name, out := range outputs {
 		if strings.Contains(out, "hunter2") || strings.Contains(out, "tok\"") || strings.Contains(out, ":tok") {
@@ -41,6 +45,13 @@ func TestConfRedaction(t *testing.T) {
 		}
 		if !strings.Contains(out, Redacted) {
 			t.Errorf("%s does not show %s: %s", name, Redacted, out)
+		}
+	}
+	// In an unexported field fmt cannot call String: it prints an address
+	// (it used to print the values, secrets included).
+	for _, verb := range []string{"%v", "%+v", "%#v"} {
+		if out := fmt.Sprintf(verb, unexported{c}); strings.Contains(out, "hunter2") {
+			t.Errorf("%s of a struct holding it unexported leaks a secret: %s", verb, out)
 		}
 	}
 	if !strings.Contains(c.String(), "db.host:h") {
