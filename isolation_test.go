@@ -2,6 +2,7 @@ package ember_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -34,7 +36,7 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 		{"driver Init fails Run", driverInit, `driver plugin "panicky": init: internal: plugin "panicky": panic in Init: boom`},
 		{"executor Init ends the executor", executorInit, `plugin "panicky": init: internal: plugin "panicky": panic in Init: boom`},
 		{"driver Shutdown is reported", driverShutdown, `driver plugin "panicky": shutdown: internal: plugin "panicky": panic in Shutdown: boom`},
-		{"executor Shutdown is logged", executorShutdown, ""},
+		{"executor Shutdown is reported", executorShutdown, `executor 1: plugin "panicky": shutdown: internal: plugin "panicky": panic in Shutdown: boom`},
 		{"listener is logged", listener, ""},
 		{"executor Receive answers Internal", executorReceive, ""},
 	}
@@ -280,10 +282,10 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 // An executor's whole stop fits in the driver's wait for it: a Receive
 // still running at STOP, then two plugins' Shutdown, each slow but
 // watching its ctx, share one ShutdownTimeout, so every final Send made in
-// Shutdown arrives and Run reports nothing. Each step used to have a
-// ShutdownTimeout (or half) of its own: the executor took longer than the
-// driver waited, which then reported it as not stopping and lost the last
-// plugin's final message.
+// Shutdown arrives. Each step used to have a ShutdownTimeout (or half) of
+// its own: the executor took longer than the driver waited, which then
+// reported it as not stopping and lost the last plugin's final message.
+// (The last plugin's Shutdown may see its ctx end: Run may report that.)
 func TestExecutorStopFitsTheDriversWait(t *testing.T) {
 	const timeout = 2 * time.Second
 	var finals recorder
@@ -343,13 +345,34 @@ func TestExecutorStopFitsTheDriversWait(t *testing.T) {
 			<-entered
 			return nil
 		})
-	if err != nil {
-		t.Errorf("Run: %v", err)
+	if err != nil && (strings.Contains(err.Error(), "did not stop") || !strings.Contains(err.Error(), `plugin "a": shutdown: deadline_exceeded`)) {
+		t.Errorf("Run: %v; want nil, or plugin a's Shutdown out of time", err)
 	}
 	got := finals.get()
 	slices.Sort(got)
 	if want := []string{"a", "b"}; !slices.Equal(got, want) {
 		t.Errorf("final messages sent in Shutdown: got %v, want %v", got, want)
+	}
+}
+
+// An executor plugin's Shutdown error reaches Run's error, as the driver
+// plugins' do, on either kind of local master: it used to be logged on the
+// executor only.
+func TestExecutorShutdownErrorReachesRun(t *testing.T) {
+	p := fakePlugin{name: "flusher", newExecutor: func() plugin.ExecutorPlugin {
+		return &fakeExecutor{ShutdownF: func(context.Context) error { return errors.New("flush to disk failed") }}
+	}}
+	for _, master := range []string{"local[1]", "local-cluster[1]"} {
+		t.Run(master, func(t *testing.T) {
+			cfg := ember.Config{Master: master, Plugins: []plugin.Plugin{p}, ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet}
+			if isChild() {
+				runChild(cfg, nil)
+			}
+			err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil })
+			if want := `executor 1: plugin "flusher": shutdown: flush to disk failed`; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Run: got %v, want an error containing %q", err, want)
+			}
+		})
 	}
 }
 

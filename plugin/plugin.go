@@ -72,7 +72,9 @@ type ExecutorPlugin interface {
 	Init(ctx context.Context, pc ExecutorContext, extraConf map[string]string) error
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// executor's stop deadline, which the plugins shut down after it share
-	// too (see ember.Config.ShutdownTimeout): return when it ends.
+	// too (see ember.Config.ShutdownTimeout): return when it ends. An
+	// error is logged on the executor and joined into the driver's Run
+	// error.
 	Shutdown(ctx context.Context) error
 }
 

@@ -108,6 +108,9 @@ type execState struct {
 	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
 	ready   bool
 	stopped chan struct{} // closed when STOPPED arrives
+	// stopErr is the executor plugins' shutdown errors STOPPED carried;
+	// written before stopped is closed, read after.
+	stopErr error
 
 	asks atomic.Int64 // asks received and not yet answered
 
@@ -699,6 +702,9 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		case <-es.stopped: // a second STOPPED (only this goroutine closes it)
 			d.log.Warn("dropped a repeated STOPPED", "executor", es.info.ID)
 		default:
+			if f.Code != 0 {
+				es.stopErr = rpc.WireError(f.Code, f.Error)
+			}
 			close(es.stopped)
 		}
 	default:
@@ -931,6 +937,9 @@ func (d *Driver) Close() error {
 	for _, es := range all {
 		select {
 		case <-es.stopped:
+			if es.stopErr != nil {
+				errs = append(errs, es.stopErr)
+			}
 		case <-es.conn.Done():
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout))

@@ -252,18 +252,25 @@ func Run(ctx context.Context, cfg Config) error {
 		x.conn.Close(plugin.NewError(plugin.CodeUnavailable, "executor crashed (fault injection)"))
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
-		x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel)
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
 		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
 	case <-ctx.Done():
-		x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel)
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
 		return ctx.Err()
 	}
 	// Released: deliver what the driver sent, then plugins down, then
 	// everything they sent, then STOPPED. The driver waits ShutdownTimeout
 	// for STOPPED: the stop takes nine tenths of it at most, leaving the
 	// rest for STOPPED to travel.
-	x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, hcancel)
-	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()})
+	err = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, hcancel)
+	// STOPPED carries the final metrics and the plugins' shutdown
+	// errors, for Run's.
+	stopped := &wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()}
+	if err != nil {
+		code, msg := rpc.ErrorParts(err)
+		stopped.Code, stopped.Error = uint32(code), msg
+	}
+	_ = x.conn.SendControl(stopped)
 	t := time.NewTimer(x.cfg.ShutdownTimeout)
 	defer t.Stop()
 	select {
@@ -320,8 +327,8 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 // tasks ends, and they have until three quarters of the time to return;
 // one that does not (code ignoring its ctx) is abandoned, still running,
 // and logged. Last, the plugins' Shutdown run in reverse order, sharing
-// what is left.
-func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.CancelFunc) {
+// what is left. It returns their errors, joined.
+func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.CancelFunc) error {
 	start := time.Now()
 	budget := deadline.Sub(start)
 	x.mu.Lock()
@@ -335,7 +342,7 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	end := start.Add(budget - budget/4)
 	x.closeLanes(end)
 	x.waitTasks(end)
-	x.shutdownPlugins(len(x.endpoints)-1, deadline)
+	return x.shutdownPlugins(len(x.endpoints)-1, deadline)
 }
 
 // flushLanes waits until deadline at most for the lanes to run what the
@@ -513,7 +520,8 @@ func (x *Executor) init(ctx context.Context) error {
 // shutdownPlugins shuts down initialised plugins from index last down to
 // 0, by deadline: they share the time left, and one whose ctx has ended
 // when its turn comes is still called.
-func (x *Executor) shutdownPlugins(last int, deadline time.Time) {
+func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
+	var errs []error
 	for i := last; i >= 0; i-- {
 		e := x.endpoints[i]
 		if !e.inited {
@@ -525,8 +533,10 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) {
 		cancel()
 		if err != nil {
 			e.log.Error("executor plugin shutdown failed", "err", err)
+			errs = append(errs, fmt.Errorf("executor %s: plugin %q: shutdown: %w", x.id, e.name, err))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // HandleFrame implements rpc.Handler.
