@@ -194,6 +194,37 @@ func TestHandshakeMismatchAcrossProcesses(t *testing.T) {
 	}
 }
 
+// An executor process that stops cleanly and then exits other than
+// cleanly fails Run: here the race detector, which makes a process that
+// saw a data race exit with status 66 (so a test on a local-cluster passed
+// while its executors raced). Needs -race, as CI runs the tests.
+func TestExecutorProcessFailingAfterItStoppedFailsRun(t *testing.T) {
+	if !raceEnabled {
+		t.Skip("needs -race: the race detector sets the executor's exit status")
+	}
+	racy := fakePlugin{name: "racy", newExecutor: func() plugin.ExecutorPlugin {
+		return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+			x := 0
+			done := make(chan struct{})
+			go func() { x = 1; close(done) }()
+			x = 2 // races with the goroutine's write
+			<-done
+			_ = x
+			return nil
+		}}
+	}}
+	cfg := ember.Config{Master: "local-cluster[1]", Plugins: []plugin.Plugin{racy}, ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	// The executor's race report goes to a file, not this test's output.
+	t.Setenv("GORACE", "log_path="+filepath.Join(t.TempDir(), "race"))
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil })
+	if want := "exit status 66, after it had stopped cleanly"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: got %v, want an error containing %q", err, want)
+	}
+}
+
 // Executors die with their driver, and take the processes they started
 // with them: SIGKILL the driver process, and its executor processes and
 // theirs are gone soon after. (The executors' own children used to be

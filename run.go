@@ -157,7 +157,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		hooks := hook.LocalHooksFrom(ctx)
 		base, err := executorConfig(cfg, plugins, addr, secret) // TLS files read once
 		if err != nil {
-			return errors.Join(err, shutdown(d, nil, cfg))
+			return errors.Join(err, shutdown(d, nil, cfg, nil))
 		}
 		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string) error {
 			ecfg := base
@@ -192,23 +192,25 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	startCtx, abort := context.WithCancelCause(startCtx)
 	defer abort(nil)
 	want := cfg.MinExecutors
+	var exits exitErrors
 	if l != nil {
 		want = master.N
 		exited := func(id int, err error) {
+			exits.add(err)
 			if err == nil {
 				err = errors.New("exited")
 			}
 			abort(fmt.Errorf("executor %d ended during start-up: %w", id, err))
 		}
 		if err := l.Start(ctx, master.N, addr, exited); err != nil {
-			return errors.Join(err, shutdown(d, l, cfg))
+			return errors.Join(err, shutdown(d, l, cfg, &exits))
 		}
 	}
 	if err := d.WaitStart(startCtx, want); err != nil {
 		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
 			err = cause
 		}
-		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, cfg))
+		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, cfg, &exits))
 	}
 	cancelStart()
 
@@ -216,21 +218,57 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if fn != nil {
 		fnErr = fn(ctx, &Driver{d: d, cfg: cfg, metricsURL: metricsURL})
 	}
-	return errors.Join(fnErr, shutdown(d, l, cfg))
+	return errors.Join(fnErr, shutdown(d, l, cfg, &exits))
 }
 
 // shutdown releases the executors, shuts the driver down and waits for
-// executor processes to end.
-func shutdown(d *driver.Driver, l launch.Launcher, cfg Config) error {
+// executor processes to end. An executor process that stopped cleanly
+// when told to and then exited other than cleanly (a panic on its way
+// out, the race detector's status 66) is reported; exits is where the
+// launcher's reports went.
+func shutdown(d *driver.Driver, l launch.Launcher, cfg Config, exits *exitErrors) error {
 	err := d.Close()
 	if l != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
 		if werr := l.Wait(ctx); werr != nil {
 			err = errors.Join(err, fmt.Errorf("executors did not exit within %v: %w", cfg.ShutdownTimeout, werr))
+		} else if exits != nil {
+			err = errors.Join(err, exits.afterRelease(d))
 		}
 	}
 	return err
+}
+
+// exitErrors gathers a launcher's reports of executors that ended. Safe
+// for concurrent use.
+type exitErrors struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (e *exitErrors) add(err error) {
+	if err == nil {
+		return
+	}
+	e.mu.Lock()
+	e.errs = append(e.errs, err)
+	e.mu.Unlock()
+}
+
+// afterRelease returns the failures of executor processes that d had
+// released cleanly. Others ended before that, lost, as the driver has
+// already said.
+func (e *exitErrors) afterRelease(d *driver.Driver) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for _, err := range e.errs {
+		if xe, ok := errors.AsType[*launch.ExitError](err); ok && d.Released(xe.PID) {
+			errs = append(errs, fmt.Errorf("%w, after it had stopped cleanly", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // serveMetrics serves g at http://addr/metrics until stop is called.

@@ -96,6 +96,9 @@ type Driver struct {
 	changed  chan struct{} // closed and replaced when membership changes
 	failures []error       // executors that failed to initialise
 	stopping bool
+	// released holds the PIDs of the executors that stopped when Close
+	// told them to (their STOPPED arrived).
+	released map[int]bool
 	lis      net.Listener
 	conns    *conns // lis, keeping its connections (see hangUp)
 }
@@ -381,6 +384,15 @@ func (d *Driver) drop(peerAddr string) {
 	c := d.conns
 	d.mu.Unlock()
 	c.drop(peerAddr)
+}
+
+// Released reports whether an executor of process pid stopped cleanly
+// when Close told it to: its exit, if not clean, is then its own failure,
+// not the end of a lost executor. Meaningful once Close has returned.
+func (d *Driver) Released(pid int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.released[pid]
 }
 
 // Addr is the address executors connect to, once Serve has been called.
@@ -940,6 +952,12 @@ func (d *Driver) Close() error {
 			if es.stopErr != nil {
 				errs = append(errs, es.stopErr)
 			}
+			d.mu.Lock()
+			if d.released == nil {
+				d.released = make(map[int]bool)
+			}
+			d.released[es.info.PID] = true
+			d.mu.Unlock()
 		case <-es.conn.Done():
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout))

@@ -89,13 +89,27 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			err := cmd.Wait()
 			w.Close()
 			if err != nil {
-				err = fmt.Errorf("executor process %d (pid %d): %w", i, cmd.Process.Pid, err)
+				err = &ExitError{ID: i, PID: cmd.Process.Pid, Err: err}
 			}
 			exited(i, err)
 		}()
 	}
 	return nil
 }
+
+// ExitError is how an executor process Processes started ended other than
+// cleanly: a status other than 0 (a panic, the race detector's 66), or a
+// signal.
+type ExitError struct {
+	ID, PID int
+	Err     error // exec.Cmd.Wait's
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("executor process %d (pid %d): %v", e.ID, e.PID, e.Err)
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
 
 // Wait implements Launcher.
 func (p *Processes) Wait(ctx context.Context) error {
