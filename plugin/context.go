@@ -6,6 +6,7 @@ import (
 	"iter"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -97,7 +98,8 @@ type Asker interface {
 //	r, err := plugin.Ask[InitialConfigResponse](ctx, pc, InitialConfigRequest{})
 //
 // A reply of another type gives a CodeInvalidArgument error; a nil reply
-// gives R's zero value.
+// gives R's zero value. R may be a registered type T or *T: a reply sent
+// as a pointer arrives as the value, which Ask[*T] returns a pointer to.
 func Ask[R any](ctx context.Context, a Asker, msg any) (R, error) {
 	v, err := a.Ask(ctx, msg)
 	return replyAs[R](v, err)
@@ -114,11 +116,17 @@ func replyAs[R any](v any, err error) (R, error) {
 	if err != nil || v == nil {
 		return zero, err
 	}
-	r, ok := v.(R)
-	if !ok {
-		return zero, Errorf(CodeInvalidArgument, "reply is %T, want %T", v, zero)
+	if r, ok := v.(R); ok {
+		return r, nil
 	}
-	return r, nil
+	// A pointer to a registered type is sent as the value it points to,
+	// and arrives as that value: R = *T takes it.
+	if rt := reflect.TypeFor[R](); rt.Kind() == reflect.Pointer && reflect.TypeOf(v) == rt.Elem() {
+		p := reflect.New(rt.Elem())
+		p.Elem().Set(reflect.ValueOf(v))
+		return p.Interface().(R), nil
+	}
+	return zero, Errorf(CodeInvalidArgument, "reply is %T, want %T", v, zero)
 }
 
 // Resource is a named executor resource and its addresses, as printed by a

@@ -17,8 +17,9 @@ import (
 // type fails at the call with ErrUnregisteredMessage.
 //
 // A pointer to a registered struct type may be sent; it arrives as the
-// value. A nil one, like a nil proto message, arrives as nil (so an Ask's
-// reply gives R's zero value). A value held in an interface-typed field (any) arrives as CBOR
+// value (Ask[*T] takes it and returns a pointer to it). A nil one, like a
+// nil proto message, arrives as nil (so an Ask's reply gives R's zero
+// value). A value held in an interface-typed field (any) arrives as CBOR
 // decodes it: integers as uint64 (int64 when negative), floats as float64,
 // maps as map[string]any, arrays as []any; declare concrete field types
 // where the receiver needs them. A map with keys other than strings (a
