@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -100,6 +101,12 @@ type scheduler struct {
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
 	if progress == nil {
 		progress = NewProgress(len(inputs))
+	}
+	if !slices.Contains(d.cfg.Tasks, task) {
+		// Executors have the tasks registered when they started, which
+		// the handshake checked against this list.
+		return nil, plugin.Errorf(plugin.CodeNotFound,
+			"task %q was not registered when Run started (declare tasks with ember.NewTask in package-level vars, so that every process has them)", task)
 	}
 	s := &d.sched
 	s.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,7 +70,7 @@ func pollSent(t *testing.T, s *taskStream, kind wire.Kind, n int) []uint64 {
 // whose stream records what the scheduler sends it.
 func schedDriver(t *testing.T, slots int) (*Driver, *taskStream, *execState) {
 	t.Helper()
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,5 +259,17 @@ func TestTaskCancelNeverOvertakesItsTask(t *testing.T) {
 		if first != wire.Kind_KIND_TASK {
 			t.Fatalf("iteration %d: the first frame written is %v, want the TASK before its TASK_CANCEL", i, first)
 		}
+	}
+}
+
+// A job of a task the driver did not have when it started fails at once:
+// executors have the tasks registered when they started (the handshake
+// compared them). Its attempts used to fail on executor processes, which
+// never registered it, until the job gave up.
+func TestRunJobOfAnUnknownTask(t *testing.T) {
+	d, _, _ := schedDriver(t, 1)
+	_, err := d.RunJob(context.Background(), "registered later", [][]byte{nil}, nil)
+	if plugin.CodeOf(err) != plugin.CodeNotFound || !strings.Contains(err.Error(), `task "registered later" was not registered when Run started`) {
+		t.Errorf("RunJob of an unknown task: got %v, want NotFound saying so", err)
 	}
 }
