@@ -180,10 +180,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			l.(*launch.Processes).Args = os.Args[1:]
 		}
 	case "standalone":
-		// How to start an executor: this program, with its arguments (the
-		// executor must build the same Config) and the application secret.
+		// How to start an executor: this program, with the arguments it
+		// was given (the executor must build the same Config), which are
+		// not logged (one may be a secret), and the application secret.
 		log.Info("driver listening for executors", "addr", addr,
-			"start", EnvDriver+"="+addr+" "+shellJoin(os.Args), "secret", "the same EMBER_SECRET or EMBER_SECRET_FILE")
+			"start", EnvDriver+"="+addr+" "+shellJoin(os.Args[:1])+" <this driver's arguments>",
+			"secret", "the same EMBER_SECRET or EMBER_SECRET_FILE")
 	}
 
 	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout,
