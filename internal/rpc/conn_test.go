@@ -659,6 +659,26 @@ func payloads(frames []*wire.Frame) []string {
 	return out
 }
 
+// fullQueue returns a Conn whose queue, of one frame, is full: its writer
+// holds a first SEND in stream.Send until gate lets it through (a token
+// per write), and second waits in the queue. Limits hit arrive on waiting.
+func fullQueue(t *testing.T, gate chan struct{}, second *wire.Frame) (c *rpc.Conn, waiting <-chan string) {
+	t.Helper()
+	s := newFakeStream()
+	s.gate = gate
+	limits := make(chan string, 4)
+	c = startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { limits <- l }})
+	ctx := testContext(t)
+	if err := c.Send(ctx, sendFrame("first")); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, s.entered, "the writer in Send")
+	if err := c.Send(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	return c, limits
+}
+
 func sendFrame(p string) *wire.Frame {
 	return &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: []byte(p)}
 }
@@ -668,19 +688,10 @@ func sendFrame(p string) *wire.Frame {
 // writer that a peer not reading might never let drain.
 func TestCloseGracefullyReleasesWaitingSenders(t *testing.T) {
 	t.Parallel()
-	s := newFakeStream()
-	s.gate = make(chan struct{})
-	defer close(s.gate) // lets the writer finish, so cleanup can
-	waiting := make(chan string, 4)
-	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { waiting <- l }})
+	gate := make(chan struct{})
+	defer close(gate) // lets the writer finish, so cleanup can
+	c, waiting := fullQueue(t, gate, sendFrame("2"))
 	ctx := testContext(t)
-	if err := c.Send(ctx, sendFrame("1")); err != nil { // the writer holds it in Send
-		t.Fatal(err)
-	}
-	recv(t, s.entered, "writer in Send")
-	if err := c.Send(ctx, sendFrame("2")); err != nil { // the queue is full
-		t.Fatal(err)
-	}
 	errc := make(chan error, 2)
 	go func() { errc <- c.Send(ctx, sendFrame("3")) }()
 	go func() {

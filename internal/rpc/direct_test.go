@@ -97,19 +97,10 @@ func TestLoneAskEndsWithItsCtxWhenThePeerStopsReading(t *testing.T) {
 // the usual one: the writer writes everything before the ask wakes.)
 func TestLoneAskAfterWaitingForRoomEndsWithItsCtx(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	s := newFakeStream()
-	s.gate = make(chan struct{}, 16) // each write takes a token: a peer that reads when told
-	defer close(s.gate)              // lets a stuck write end, so cleanup can
-	waiting := make(chan string, 4)
-	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { waiting <- l }})
+	gate := make(chan struct{}, 16) // each write takes a token: a peer that reads when told
+	defer close(gate)               // lets a stuck write end, so cleanup can
+	c, waiting := fullQueue(t, gate, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, 1<<20)})
 	ctx := testContext(t)
-	if err := c.Send(ctx, sendFrame("a")); err != nil { // the writer holds it in Send
-		t.Fatal(err)
-	}
-	recv(t, s.entered, "the writer in Send")
-	if err := c.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Payload: make([]byte, 1<<20)}); err != nil { // the queue is full
-		t.Fatal(err)
-	}
 	actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	errc := make(chan error, 1)
@@ -120,8 +111,8 @@ func TestLoneAskAfterWaitingForRoomEndsWithItsCtx(t *testing.T) {
 	if l := recv(t, waiting, "the ask waiting for room"); l != "send_queue" {
 		t.Fatalf("limit hit: got %q, want send_queue", l)
 	}
-	s.gate <- struct{}{} // the peer reads "a" and the megabyte, then nothing more
-	s.gate <- struct{}{}
+	gate <- struct{}{} // the peer reads the first SEND and the megabyte, then nothing more
+	gate <- struct{}{}
 	select {
 	case err := <-errc:
 		wantCode(t, "the ask", err, plugin.CodeDeadlineExceeded)

@@ -55,13 +55,7 @@ func seedBatches() []*wire.Batch {
 // payloads left in place, and encoding around them, must agree with the
 // copying paths on every input.
 func FuzzBatchUnmarshal(f *testing.F) {
-	for _, b := range seedBatches() {
-		data, err := proto.Marshal(b)
-		if err != nil {
-			f.Fatalf("Marshal(seed): %v", err)
-		}
-		f.Add(data)
-	}
+	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want wire.Batch
 		wantErr := proto.Unmarshal(data, &want)
@@ -165,13 +159,7 @@ func TestSeedBatchesRoundTrip(t *testing.T) {
 // proto.Unmarshal decodes; a one-frame batch proto.Unmarshal refuses is
 // refused.
 func FuzzFirstBatch(f *testing.F) {
-	for _, b := range seedBatches() {
-		data, err := proto.Marshal(b)
-		if err != nil {
-			f.Fatalf("Marshal(seed): %v", err)
-		}
-		f.Add(data)
-	}
+	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want wire.Batch
 		wantErr := proto.Unmarshal(data, &want)
@@ -192,4 +180,16 @@ func FuzzFirstBatch(f *testing.F) {
 			t.Fatalf("FirstBatch(%q) holds a frame of %d", data, fb.Frames)
 		}
 	})
+}
+
+// addSeeds adds seedBatches, encoded, to f's corpus.
+func addSeeds(f *testing.F) {
+	f.Helper()
+	for _, b := range seedBatches() {
+		data, err := proto.Marshal(b)
+		if err != nil {
+			f.Fatalf("Marshal(seed): %v", err)
+		}
+		f.Add(data)
+	}
 }
