@@ -224,7 +224,7 @@ func TestDriverToExecutors(t *testing.T) {
 	passive.newDriver = func() plugin.DriverPlugin {
 		return &fakeDriver{InitF: keepDriverContext(&passiveDC)}
 	}
-	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p, passive}, Logger: quiet})
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p, passive}, Logger: quiet})
 	ctx := testCtx(t)
 
 	if got := len(dc.Executors()); got != 2 {
@@ -257,6 +257,22 @@ func TestDriverToExecutors(t *testing.T) {
 	}
 	if _, err := passiveDC.AskExecutor(ctx, "1", number(1)); plugin.CodeOf(err) != plugin.CodeUnimplemented || !strings.Contains(err.Error(), "passive") {
 		t.Errorf("AskExecutor(no receiver): got %v, want CodeUnimplemented naming the plugin", err)
+	}
+
+	// Once the driver shuts down, calls to executors say so: they used to
+	// say there was no such executor, and Broadcast reached nobody, nil.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := map[string]error{
+		"AskExecutor":  func() error { _, err := dc.AskExecutor(ctx, "1", number(1)); return err }(),
+		"SendExecutor": dc.SendExecutor(ctx, "1", text("late")),
+		"Broadcast":    dc.Broadcast(ctx, text("late")),
+	}
+	for call, err := range closed {
+		if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) {
+			t.Errorf("%s after Close: got %v, want Unavailable wrapping ErrClosed", call, err)
+		}
 	}
 }
 

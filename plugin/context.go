@@ -74,7 +74,9 @@ type DriverContext interface {
 	// AskExecutor sends msg to this plugin on one executor, whose plugin
 	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
 	// for the reply. Errors are as for ExecutorContext.Ask; an unknown
-	// executor gives CodeNotFound ([ErrNoSuchExecutor]).
+	// executor gives CodeNotFound ([ErrNoSuchExecutor]). Once the driver
+	// is shutting down, AskExecutor, SendExecutor and Broadcast give
+	// CodeUnavailable ([ErrClosed]).
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// SendExecutor queues msg for this plugin on one executor; see
 	// ExecutorContext.Send for what it reports.

@@ -883,9 +883,16 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	}
 }
 
+// errShuttingDown is what a driver plugin's calls to executors return once
+// Close has begun: the executors are stopping, or gone.
+var errShuttingDown = plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)
+
 func (d *Driver) conn(id string) (*rpc.Conn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.stopping {
+		return nil, errShuttingDown
+	}
 	es, ok := d.execs[id]
 	if !ok || !es.ready {
 		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q: %w", id, plugin.ErrNoSuchExecutor)
@@ -893,16 +900,19 @@ func (d *Driver) conn(id string) (*rpc.Conn, error) {
 	return es.conn, nil
 }
 
-func (d *Driver) readyConns() []*rpc.Conn {
+func (d *Driver) readyConns() ([]*rpc.Conn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.stopping {
+		return nil, errShuttingDown
+	}
 	out := make([]*rpc.Conn, 0, len(d.execs))
 	for _, es := range d.execs {
 		if es.ready {
 			out = append(out, es.conn)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // Close shuts the application down, in order:
@@ -939,7 +949,7 @@ func (d *Driver) Close() error {
 
 	// 0. Jobs still running fail, and their attempts are cancelled; the
 	// TASK_CANCELs go before the STOPs.
-	d.sched.send(d.sched.close(plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)))
+	d.sched.send(d.sched.close(errShuttingDown))
 
 	// 1. Stop executors.
 	for _, es := range all {

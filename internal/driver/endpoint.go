@@ -65,6 +65,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 	}
 	c, err := e.d.conn(id)
 	if err != nil {
+		wire.ReleaseFrame(f)
 		return nil, err
 	}
 	e.sent(f, true, 1)
@@ -78,6 +79,7 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 	}
 	c, err := e.d.conn(id)
 	if err != nil {
+		wire.ReleaseFrame(f)
 		return err
 	}
 	f.Kind = wire.Kind_KIND_SEND
@@ -91,7 +93,11 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		return err
 	}
 	var first error
-	conns := e.d.readyConns()
+	conns, err := e.d.readyConns()
+	if err != nil {
+		wire.ReleaseFrame(f)
+		return err
+	}
 	e.sent(f, false, len(conns))
 	// Every executor that can take the message at once gets it first; only
 	// then does Broadcast wait for those whose window is spent (a plugin
