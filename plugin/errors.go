@@ -73,9 +73,11 @@ type Error struct {
 
 // NewError returns an error with the given code and message. A Receive
 // handler returns one to give the asker a specific code; any other error
-// reaches the asker with [CodeUnknown] and its message intact.
+// reaches the asker with [CodeUnknown] and its message intact. CodeOK, or
+// a code outside the set, becomes CodeUnknown here, as it would on the
+// wire.
 func NewError(code Code, msg string) *Error {
-	if code == CodeOK {
+	if code == CodeOK || !code.Valid() {
 		code = CodeUnknown
 	}
 	return &Error{code: code, msg: msg}

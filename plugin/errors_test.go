@@ -97,6 +97,8 @@ func TestNewError(t *testing.T) {
 	}{
 		{"not found", plugin.CodeNotFound, "no such key", plugin.CodeNotFound, "not_found: no such key"},
 		{"ok becomes unknown", plugin.CodeOK, "oops", plugin.CodeUnknown, "unknown: oops"},
+		// As on the wire: the set of codes is closed.
+		{"a code outside the set becomes unknown", plugin.Code(99), "oops", plugin.CodeUnknown, "unknown: oops"},
 		{"empty message", plugin.CodeInternal, "", plugin.CodeInternal, "internal"},
 		{"internal", plugin.CodeInternal, "boom", plugin.CodeInternal, "internal: boom"},
 	}
