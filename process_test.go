@@ -225,6 +225,44 @@ func TestExecutorProcessFailingAfterItStoppedFailsRun(t *testing.T) {
 	}
 }
 
+// An executor that stops early waits for the driver to release it for as
+// long as the driver may take: through its wait for the other executors
+// and its delivery of what they sent. It used to give up after one
+// ShutdownTimeout and exit with status 1, which Run then reported as a
+// failure after a clean stop.
+func TestEarlyExecutorWaitsForItsRelease(t *testing.T) {
+	p := fakePlugin{
+		name: "slow",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(context.Context, any) (any, error) {
+				time.Sleep(time.Second) // delivering the last message takes a while
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			var pc plugin.ExecutorContext
+			return &fakeExecutor{
+				InitF: func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error { pc = c; return nil },
+				ShutdownF: func(ctx context.Context) error {
+					if pc.ExecutorID() == "1" {
+						return nil // stops at once
+					}
+					time.Sleep(1200 * time.Millisecond)
+					return pc.Send(ctx, text("last"))
+				},
+			}
+		},
+	}
+	cfg := ember.Config{Master: "local-cluster[2]", Plugins: []plugin.Plugin{p}, ExecutorArgs: embertest.ExecutorArgs(t),
+		Logger: quiet, ShutdownTimeout: 2 * time.Second}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
 // Executors die with their driver, and take the processes they started
 // with them: SIGKILL the driver process, and its executor processes and
 // theirs are gone soon after. (The executors' own children used to be

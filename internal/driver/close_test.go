@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +139,45 @@ func TestWelcomeTravelsAlone(t *testing.T) {
 	}
 	if len(kinds[0]) != 1 || kinds[0][0] != wire.Kind_KIND_WELCOME || len(kinds[1]) == 0 || kinds[1][0] != wire.Kind_KIND_STOP {
 		t.Errorf("batches received: %v, want [WELCOME] then [STOP ...]", kinds)
+	}
+}
+
+// A STOPPED that arrived is taken as such even when Close's wait for the
+// executors ends with another still stopping: once that wait is over, the
+// select over both chose between them at random, reporting the stopped
+// executor as not stopping and losing the errors its STOPPED carried.
+func TestStoppedCountsAfterTheWaitForAnotherEnds(t *testing.T) {
+	for range 10 {
+		d := servedDriver(t)
+		stops, hangs := handshake(t, d), handshake(t, d)
+		for _, s := range []wire.Ember_ConnectClient{stops, hangs} {
+			if b, err := s.Recv(); err != nil || b.Frames[0].Welcome == nil {
+				t.Fatalf("WELCOME: got %v, %v", b, err)
+			}
+		}
+		go func() { // STOPPED, with its plugins' errors, as soon as STOP arrives
+			for {
+				b, err := stops.Recv()
+				if err != nil {
+					return
+				}
+				for _, f := range b.Frames {
+					if f.Kind == wire.Kind_KIND_STOP {
+						_ = stops.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_STOPPED, Code: uint32(plugin.CodeInternal), Error: "plugin \"p\": shutdown: boom"}}})
+					}
+				}
+			}
+		}()
+		go func() { // never stops
+			for {
+				if _, err := hangs.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+		err := d.Close()
+		if err == nil || !strings.Contains(err.Error(), "boom") || strings.Count(err.Error(), "did not stop within") != 1 {
+			t.Fatalf("Close: got %v; want the stopped executor's error (boom), and one that did not stop", err)
+		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"sync"
 )
 
-// conns is a listener that keeps the connections it accepts by remote
+// conns is a listener that keeps the TCP connections it accepts by remote
 // address, so that the driver can close the one of a peer that failed its
 // handshake: gRPC gives a stream's handler no way to end its connection,
 // and a peer refused on one stream could otherwise open the next on the
@@ -25,6 +25,12 @@ func (l *conns) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	// Only TCP connections: their remote addresses are unique among those
+	// open, where a Unix socket's clients all share one (empty) address,
+	// and dropping by it could close another peer's connection.
+	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
+		return c, nil
 	}
 	tc := &trackedConn{Conn: c, l: l, key: c.RemoteAddr().String()}
 	l.mu.Lock()

@@ -959,6 +959,14 @@ func (d *Driver) Close() error {
 	for _, es := range all {
 		select {
 		case <-es.stopped:
+		case <-es.conn.Done():
+		case <-ctx.Done():
+		}
+		// Checked again, not taken from the select: once the phase is
+		// over, its end is ready for every executor left, and the select
+		// would pick it at random over a STOPPED that did arrive.
+		select {
+		case <-es.stopped:
 			if es.stopErr != nil {
 				errs = append(errs, es.stopErr)
 			}
@@ -968,9 +976,10 @@ func (d *Driver) Close() error {
 			}
 			d.released[es.info.PID] = true
 			d.mu.Unlock()
-		case <-es.conn.Done():
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout))
+		default:
+			if ctx.Err() != nil && es.conn.Err() == nil {
+				errs = append(errs, fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout))
+			}
 		}
 	}
 	cancel()

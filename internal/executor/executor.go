@@ -271,12 +271,18 @@ func Run(ctx context.Context, cfg Config) error {
 		stopped.Code, stopped.Error = uint32(code), msg
 	}
 	_ = x.conn.SendControl(stopped)
-	t := time.NewTimer(x.cfg.ShutdownTimeout)
+	// The driver closes the stream once it has everything: after every
+	// executor's STOPPED (or its wait for them, ShutdownTimeout) and after
+	// its lanes have run what they sent (ShutdownTimeout more). Waiting
+	// less, an executor that stopped early gave up on a driver that was
+	// only busy with the others.
+	release := 2 * x.cfg.ShutdownTimeout
+	t := time.NewTimer(release)
 	defer t.Stop()
 	select {
-	case <-x.conn.Done(): // the driver closes the stream once it has all
+	case <-x.conn.Done():
 	case <-t.C:
-		return fmt.Errorf("executor %s: driver did not release the stream within %v", x.id, x.cfg.ShutdownTimeout)
+		return fmt.Errorf("executor %s: driver did not release the stream within %v", x.id, release)
 	}
 	return nil
 }
