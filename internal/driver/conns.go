@@ -3,6 +3,7 @@ package driver
 import (
 	"net"
 	"sync"
+	"syscall"
 )
 
 // conns is a listener that keeps the TCP connections it accepts by remote
@@ -10,14 +11,21 @@ import (
 // handshake: gRPC gives a stream's handler no way to end its connection,
 // and a peer refused on one stream could otherwise open the next on the
 // same connection, for as long as it liked. Safe for concurrent use.
+//
+// It hands gRPC the connections as they are, not wrapped: gRPC reads a
+// *net.TCPConn with read buffers from a pool, and sets its TCP user
+// timeout, which a wrapper disables (measured: 30 to 50 MiB more for the
+// driver of 1,000 executors). So it cannot see them close; it forgets the
+// closed ones whenever it has doubled in size since it last looked.
 type conns struct {
 	net.Listener
 	mu    sync.Mutex
-	byKey map[string]*trackedConn
+	byKey map[string]net.Conn
+	swept int // len(byKey) after the last sweep
 }
 
 func newConns(lis net.Listener) *conns {
-	return &conns{Listener: lis, byKey: make(map[string]*trackedConn)}
+	return &conns{Listener: lis, byKey: make(map[string]net.Conn)}
 }
 
 // Accept implements net.Listener.
@@ -29,14 +37,30 @@ func (l *conns) Accept() (net.Conn, error) {
 	// Only TCP connections: their remote addresses are unique among those
 	// open, where a Unix socket's clients all share one (empty) address,
 	// and dropping by it could close another peer's connection.
-	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
-		return c, nil
+	if _, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		l.mu.Lock()
+		l.byKey[c.RemoteAddr().String()] = c
+		if n := len(l.byKey); n >= 64 && n >= 2*l.swept {
+			for k, c := range l.byKey {
+				if closed(c) {
+					delete(l.byKey, k)
+				}
+			}
+			l.swept = len(l.byKey)
+		}
+		l.mu.Unlock()
 	}
-	tc := &trackedConn{Conn: c, l: l, key: c.RemoteAddr().String()}
-	l.mu.Lock()
-	l.byKey[tc.key] = tc
-	l.mu.Unlock()
-	return tc, nil
+	return c, nil
+}
+
+// closed reports whether c has been closed.
+func closed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	return err != nil || rc.Control(func(uintptr) {}) != nil
 }
 
 // drop closes the connection from addr, if there is one.
@@ -46,28 +70,9 @@ func (l *conns) drop(addr string) {
 	}
 	l.mu.Lock()
 	c := l.byKey[addr]
+	delete(l.byKey, addr)
 	l.mu.Unlock()
 	if c != nil {
 		_ = c.Close()
 	}
-}
-
-// trackedConn is a connection conns keeps until it is closed.
-type trackedConn struct {
-	net.Conn
-	l    *conns
-	key  string
-	once sync.Once
-}
-
-// Close implements net.Conn.
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		if c.l.byKey[c.key] == c {
-			delete(c.l.byKey, c.key)
-		}
-		c.l.mu.Unlock()
-	})
-	return c.Conn.Close()
 }
