@@ -146,7 +146,7 @@ type Conn struct {
 	// ended is set as the connection closes, before the owner's
 	// HandleClose runs (see Lane.push).
 	ended atomic.Bool
-	// written counts the bytes handed to the stream, roughly (frameBytes);
+	// written counts the bytes handed to the stream, roughly (frameSize);
 	// the writer adds each batch before writing it.
 	written atomic.Int64
 
@@ -497,7 +497,7 @@ func (c *Conn) pushLocked(f *wire.Frame, direct bool) {
 // which fails any ask waiting for a reply.
 func (c *Conn) writeDirect(f *wire.Frame) {
 	c.one[0] = f
-	ok := c.send(c.direct, c.one[:])
+	ok := c.send(c.direct, c.one[:], frameSize(f))
 	c.mu.Lock()
 	c.writing = false
 	wake := len(c.out) > 0 || c.closing
@@ -507,16 +507,15 @@ func (c *Conn) writeDirect(f *wire.Frame) {
 	}
 }
 
-// send writes frames as batch b, then gives them back to wire's pool and
-// clears the slice. It reports whether the write succeeded; a failed
-// write closes the connection. The caller holds the writing flag.
-func (c *Conn) send(b *wire.Batch, frames []*wire.Frame) bool {
-	var n int64
+// send writes frames, of size bytes (frameSize), as batch b, then gives
+// them back to wire's pool and clears the slice. It reports whether the
+// write succeeded; a failed write closes the connection. The caller holds
+// the writing flag.
+func (c *Conn) send(b *wire.Batch, frames []*wire.Frame, size int) bool {
 	for _, f := range frames {
 		c.compress(f)
-		n += frameBytes(f)
 	}
-	c.written.Add(n)
+	c.written.Add(int64(size))
 	b.Frames = frames
 	if stamp.Enabled {
 		markWrite(frames, false)
@@ -538,23 +537,17 @@ func (c *Conn) send(b *wire.Batch, frames []*wire.Frame) bool {
 	return true
 }
 
-// frameOverhead is what frameBytes allows for a frame's small fields
-// (kind, call, plugin, type ID, code, timeout, credit, a task's names, a
-// READY's resources) and the batch's envelope for it.
-const frameOverhead = 64
-
-// frameBytes is f's size on the wire, roughly: its variable-length parts
-// (the payload, an error, a type name, a heartbeat's metrics) plus
-// frameOverhead. The lone-ask rule it serves (Conn.ask) keeps a margin of
-// three quarters of the window, far beyond what the estimate can miss.
-func frameBytes(f *wire.Frame) int64 {
-	n := len(f.Payload) + len(f.Error) + len(f.Type) + frameOverhead
-	if f.Metrics != nil {
-		for _, m := range f.Metrics.Families {
-			n += len(m) + 8
-		}
+// frameSize is f's size on the wire, estimated: exactly for a frame
+// carrying a sub-message (HELLO, WELCOME, READY, TASK, metrics), else its
+// payload, type name and error text plus 32 bytes for its small fields and
+// its envelope in the batch. It cuts batches (split) and counts what the
+// peer may not have read (Conn.ask), whose margin, three quarters of the
+// window, is far beyond what the estimate can miss.
+func frameSize(f *wire.Frame) int {
+	if f.Hello != nil || f.Welcome != nil || f.Metrics != nil || f.Ready != nil || f.Task != nil {
+		return f.SizeVT()
 	}
-	return int64(n)
+	return len(f.Payload) + len(f.Type) + len(f.Error) + 32
 }
 
 // markWrite stamps the asks and replies of a batch being written (done:
@@ -902,7 +895,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	// the write cannot block. Otherwise the writer goroutine writes it and
 	// the caller waits for the reply or its ctx.
 	lone := len(c.calls) == 1 && c.lastReplies.Load() <= 1 &&
-		c.written.Load()-c.read+frameBytes(f) <= directMax
+		c.written.Load()-c.read+int64(frameSize(f)) <= directMax
 	// Still under the lock that registered the call: one lock round per
 	// ask when the queue has room.
 	if err := c.enqueueLocked(ctx, f, false, lone); err != nil {
@@ -1002,7 +995,7 @@ func (c *Conn) writeLoop() {
 				c.mu.Unlock()
 				break
 			}
-			frames, rest := split(c.out, min(maxBatchBytes, c.opts.MaxMessageBytes))
+			frames, rest, size := split(c.out, min(maxBatchBytes, c.opts.MaxMessageBytes))
 			if len(frames) == 0 {
 				closing := c.closing
 				c.mu.Unlock()
@@ -1027,7 +1020,7 @@ func (c *Conn) writeLoop() {
 			c.mu.Unlock()
 
 			last = len(frames)
-			if !c.send(batch, frames) {
+			if !c.send(batch, frames, size) {
 				return
 			}
 			c.mu.Lock()
@@ -1105,23 +1098,19 @@ func (c *Conn) finishGraceful() {
 }
 
 // split returns the longest prefix of q whose frames fit in limit bytes
-// (at least one frame) and the rest. The peer accepts batches up to
-// MaxMessageBytes + BatchOverhead, so a lone frame of the maximum size
-// fits, and so does any prefix the estimate (payload, type name, envelope)
-// keeps under limit.
-func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
-	n := 0
+// (at least one frame), the rest, and the prefix's size. The peer accepts
+// batches up to MaxMessageBytes + BatchOverhead, so a lone frame of the
+// maximum size fits, and so does any prefix the estimate (frameSize) keeps
+// under limit.
+func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame, size int) {
 	for i, f := range q {
-		if f.Hello != nil || f.Welcome != nil || f.Metrics != nil || f.Ready != nil || f.Task != nil {
-			n += f.SizeVT()
-		} else {
-			n += len(f.Payload) + len(f.Type) + len(f.Error) + 32
+		n := frameSize(f)
+		if size+n > limit && i > 0 {
+			return q[:i], q[i:], size
 		}
-		if n > limit && i > 0 {
-			return q[:i], q[i:]
-		}
+		size += n
 	}
-	return q, nil
+	return q, nil, size
 }
 
 func (c *Conn) readLoop() {

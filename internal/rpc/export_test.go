@@ -16,4 +16,7 @@ func WriterIdle(c *Conn) bool {
 
 // Split is split: the longest prefix of q that fits in one batch of limit
 // bytes, and the rest.
-func Split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) { return split(q, limit) }
+func Split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
+	head, rest, _ = split(q, limit)
+	return head, rest
+}
