@@ -184,7 +184,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		// was given (the executor must build the same Config), which are
 		// not logged (one may be a secret), and the application secret.
 		log.Info("driver listening for executors", "addr", addr,
-			"start", EnvDriver+"="+addr+" "+shellJoin(os.Args[:1])+" <this driver's arguments>",
+			"start", EnvDriver+"="+addr+" "+shellQuote(os.Args[0])+" <this driver's arguments>",
 			"secret", "the same EMBER_SECRET or EMBER_SECRET_FILE")
 	}
 
@@ -416,15 +416,10 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	return 0
 }
 
-// shellJoin joins args for a POSIX shell, quoting those that need it.
-func shellJoin(args []string) string {
-	quoted := make([]string, len(args))
-	for i, a := range args {
-		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
-			quoted[i] = a
-		} else {
-			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
+// shellQuote quotes s for a POSIX shell, if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+		return s
 	}
-	return strings.Join(quoted, " ")
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -2,19 +2,19 @@ package ember
 
 import "testing"
 
-func TestShellJoin(t *testing.T) {
-	tests := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"/usr/bin/app"}, "/usr/bin/app"},
-		{[]string{"./app", "-case", "standalone", "--addr=127.0.0.1:7077"}, "./app -case standalone --addr=127.0.0.1:7077"},
-		{[]string{"app", "two words", ""}, "app 'two words' ''"},
-		{[]string{"app", "it's", "$HOME", "a;b"}, `app 'it'\''s' '$HOME' 'a;b'`},
+func TestShellQuote(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/usr/bin/app", "/usr/bin/app"},
+		{"--addr=127.0.0.1:7077", "--addr=127.0.0.1:7077"},
+		{"two words", "'two words'"},
+		{"", "''"},
+		{"it's", `'it'\''s'`},
+		{"$HOME", "'$HOME'"},
+		{"a;b", "'a;b'"},
 	}
 	for _, tt := range tests {
-		if got := shellJoin(tt.args); got != tt.want {
-			t.Errorf("shellJoin(%q) = %s, want %s", tt.args, got, tt.want)
+		if got := shellQuote(tt.in); got != tt.want {
+			t.Errorf("shellQuote(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
 }

@@ -200,11 +200,7 @@ func Decode(name string, payload []byte) (v any, err error) {
 	if name == "" {
 		return nil, nil
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			v, err = nil, fmt.Errorf("%w %s: its decoding method panicked: %v", ErrDecode, name, r)
-		}
-	}()
+	defer recoverDecode(&err, name)
 	e, ok := cur.Load().byName[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (not registered in this process)", ErrUnknownName, name)
@@ -247,11 +243,7 @@ func Marshal(v any) (b []byte, err error) {
 // Unmarshal decodes data produced by Marshal into ptr. A panic in the
 // type's own decoding method is an ErrDecode error.
 func Unmarshal(data []byte, ptr any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w %v: its decoding method panicked: %v", ErrDecode, reflect.TypeOf(ptr), r)
-		}
-	}()
+	defer recoverDecode(&err, reflect.TypeOf(ptr))
 	rv := reflect.ValueOf(ptr)
 	if rv.Kind() == reflect.Pointer && !rv.IsNil() {
 		// *T where T is a proto message pointer type (e.g. **pb.X).
@@ -265,6 +257,14 @@ func Unmarshal(data []byte, ptr any) (err error) {
 		}
 	}
 	return decMode.Unmarshal(data, ptr)
+}
+
+// recoverDecode turns a panic in the own decoding method of what (a type
+// or its wire name) into an ErrDecode *err. Call it deferred.
+func recoverDecode(err *error, what any) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w %v: its decoding method panicked: %v", ErrDecode, what, r)
+	}
 }
 
 // recoverEncode turns a panic in v's own encoding method into *err. Call
