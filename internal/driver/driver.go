@@ -97,7 +97,7 @@ type Driver struct {
 	failures []error       // executors that failed to initialise
 	stopping bool
 	// released holds the PIDs of the executors that stopped when Close
-	// told them to (their STOPPED arrived).
+	// told them to (their STOPPED arrived); made by Close.
 	released map[int]bool
 	lis      net.Listener
 	conns    *conns // lis, keeping its connections (see hangUp)
@@ -934,6 +934,7 @@ func (d *Driver) Close() error {
 		return nil
 	}
 	d.stopping = true
+	d.released = make(map[int]bool)
 	var all []*execState
 	for _, es := range d.execs {
 		if es.conn != nil { // not one still in its handshake (see Connect)
@@ -971,9 +972,6 @@ func (d *Driver) Close() error {
 				errs = append(errs, es.stopErr)
 			}
 			d.mu.Lock()
-			if d.released == nil {
-				d.released = make(map[int]bool)
-			}
 			d.released[es.info.PID] = true
 			d.mu.Unlock()
 		default:
