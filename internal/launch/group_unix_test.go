@@ -4,6 +4,7 @@ package launch
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"strconv"
@@ -58,5 +59,39 @@ func TestKillGroupTakesTheChildren(t *testing.T) {
 			t.Fatalf("the executor's child (pid %d) outlived it", child)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// An executor that exits, however it ended (here cleanly, leaving a
+// subprocess behind), takes the processes it started with it. Before, they
+// were left to init, still running.
+func TestExitedExecutorLeavesNoOrphans(t *testing.T) {
+	pidFile := t.TempDir() + "/pid"
+	p := &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; sleep 60 & echo $! > "$0"; exit 0`, pidFile}}
+	exited := make(chan error, 1)
+	if err := p.Start(context.Background(), 1, "127.0.0.1:1", func(_ int, err error) { exited <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("executor: %v", err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("child pid %q: %v", b, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !gone(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the exited executor's child (pid %d) outlived it", child)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Errorf("Wait: %v", err)
 	}
 }

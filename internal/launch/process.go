@@ -30,7 +30,8 @@ const (
 // children get the driver's address in their environment and the read end
 // of a pipe as stdin: when the driver dies, however abruptly, the pipe
 // closes, and each kills its process group (KillOwnGroup): itself and the
-// processes it started.
+// processes it started. When a child exits, however it ended, Processes
+// kills what is left of its group.
 type Processes struct {
 	Path   string   // binary; os.Executable() when empty
 	Args   []string // arguments after the program name
@@ -87,6 +88,11 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 		go func() {
 			defer p.wg.Done()
 			err := cmd.Wait()
+			// What the executor started goes with it, however it
+			// ended: a task's subprocess, say, that it killed with its
+			// ctx's end but did not wait for, or that outlived an
+			// executor killed outright (the OOM killer).
+			killExitedGroup(cmd.Process.Pid)
 			w.Close()
 			if err != nil {
 				err = &ExitError{ID: i, PID: cmd.Process.Pid, Err: err}

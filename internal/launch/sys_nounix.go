@@ -13,5 +13,8 @@ func sysProcAttr() *syscall.SysProcAttr { return nil }
 // killGroup kills p; off Unix there is no process group to kill with it.
 func killGroup(p *os.Process) { _ = p.Kill() }
 
+// killExitedGroup does nothing off Unix: there is no process group.
+func killExitedGroup(int) {}
+
 // KillOwnGroup does nothing off Unix: there is no process group.
 func KillOwnGroup() {}

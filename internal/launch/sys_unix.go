@@ -29,6 +29,13 @@ func killGroup(p *os.Process) {
 	_ = p.Kill() // should it have left its group
 }
 
+// killExitedGroup kills what is left of the process group of pid, an
+// executor that has exited and been waited for: the processes it started.
+// The group's ID cannot be reused while any of them lives.
+func killExitedGroup(pid int) {
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
 // KillOwnGroup kills, when this process leads its process group (an
 // executor started by Processes), the whole group: this process and the
 // processes it started. An executor whose driver has died calls it so that
