@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -400,5 +402,142 @@ func TestCloseWhileMapRuns(t *testing.T) {
 	_, err = ember.Map(testCtx(t), c.Driver, double, []int{1})
 	if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) {
 		t.Errorf("Map after Close: got %v after %v, want Unavailable at once", err, time.Since(start))
+	}
+}
+
+var (
+	// firstAttemptWaits: the first attempt waits for its ctx to end; the
+	// next ones double their input.
+	firstAttemptWaits = ember.NewTask("test.first-attempt-waits", func(ctx context.Context, tc ember.TaskContext, n int) (int, error) {
+		if tc.Attempt == 0 {
+			firstAttemptStarted <- tc.ExecutorID
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}
+		return 2 * n, nil
+	})
+	firstAttemptStarted = make(chan string, 10)
+	// killsItsExecutor crashes the in-process executor it runs on, as a
+	// fatal error or os.Exit in a task would kill its process.
+	killsItsExecutor = ember.NewTask("test.kills-its-executor", func(ctx context.Context, tc ember.TaskContext, _ int) (int, error) {
+		if crash, ok := crashes.Load(tc.ExecutorID); ok {
+			crash.(func())()
+		}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	crashes sync.Map // executor ID → func that crashes it (joinExecutor)
+)
+
+// joinExecutor runs an in-process executor of the tests' tasks against a
+// standalone driver at addr until the test ends, and returns its ID once it
+// has joined, a func that stops it as a SIGTERM would, and its Run's
+// error. The task killsItsExecutor crashes it.
+func joinExecutor(t *testing.T, addr string) (id string, stop func(), errc <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	crash := make(chan struct{})
+	var once sync.Once
+	joined := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- executor.Run(ctx, executor.Config{
+			DriverAddr: addr,
+			Logger:     quiet,
+			BuildID:    "test",
+			Tasks:      ember.Tasks(),
+			RunTask:    ember.RunTask(quiet),
+			Crash:      crash,
+			OnWelcome: func(id string) {
+				crashes.Store(id, func() { once.Do(func() { close(crash) }) })
+				joined <- id
+			},
+		})
+	}()
+	errs := make(chan error, 1)
+	finished := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+	})
+	select {
+	case id = <-joined:
+	case err := <-done:
+		close(finished)
+		t.Fatalf("executor did not join: %v", err)
+	}
+	go func() {
+		errs <- <-done
+		close(finished)
+	}()
+	return id, cancel, errs
+}
+
+// An executor that stops on its own (here its ctx ends, as on SIGTERM)
+// while running an attempt cuts it short, and the driver runs it again
+// on another executor without counting a failure, though
+// ember.task.maxFailures is 1. Before, the cut-short attempt counted, and
+// the Map failed.
+func TestStoppingExecutorsAttemptRunsElsewhere(t *testing.T) {
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test",
+		Conf: map[string]string{ember.ConfMaxTaskFailures: "1", ember.ConfExecutorSlots: "1"}})
+	first, stopFirst, firstErr := joinExecutor(t, d.Addr())
+	result := make(chan []int, 1)
+	errc := make(chan error, 1)
+	go func() {
+		out, err := ember.Map(testCtx(t), d, firstAttemptWaits, []int{21})
+		result <- out
+		errc <- err
+	}()
+	select {
+	case got := <-firstAttemptStarted:
+		if got != first {
+			t.Fatalf("first attempt on executor %s, want %s", got, first)
+		}
+	case err := <-errc: // not a hang until the test's deadline
+		t.Fatalf("Map ended before its task started: %v", err)
+	}
+	joinExecutor(t, d.Addr())
+	stopFirst()
+	if err := <-firstErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("stopped executor's Run: got %v, want context.Canceled", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Map: got %v, want the attempt run again on the other executor", err)
+	}
+	if got := <-result; !slices.Equal(got, []int{42}) {
+		t.Errorf("Map: got %v, want [42]", got)
+	}
+}
+
+// A task that kills its executor fails its job once it has done so
+// ember.task.maxFailures times, with an error saying so, instead of
+// killing every executor that joins for ever (a standalone driver's
+// executors may be restarted by a supervisor, as here). Before, attempts
+// lost with their executor never counted.
+func TestTaskThatKillsItsExecutorFailsItsJob(t *testing.T) {
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test",
+		Conf: map[string]string{ember.ConfMaxTaskFailures: "2"}})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	// The supervisor: an executor always alive, up to five.
+	supervised := make(chan struct{})
+	go func() {
+		defer close(supervised)
+		for range 5 {
+			_, _, errc := joinExecutor(t, d.Addr())
+			select {
+			case <-errc:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	_, err := ember.Map(ctx, d, killsItsExecutor, []int{1})
+	cancel()
+	<-supervised
+	var te *ember.TaskError
+	if !errors.As(err, &te) || te.Attempts != 2 || plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "was lost while running it") {
+		t.Errorf("Map of a task that kills its executor: got %v, want a TaskError after 2 attempts saying the executor was lost", err)
 	}
 }

@@ -114,12 +114,14 @@ type execState struct {
 	// stopErr is the executor plugins' shutdown errors STOPPED carried;
 	// written before stopped is closed, read after.
 	stopErr error
+	lost    error // why it left without STOPPED; set under Driver.mu once it has left
 
 	asks atomic.Int64 // asks received and not yet answered
 
 	// Guarded by scheduler.mu.
 	slots   int
 	running map[uint64]*attempt
+	leaving bool // stopping on its own: given no more attempts
 }
 
 // New validates cfg and builds the driver's plugin endpoints. It does no
@@ -806,8 +808,9 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	if d.execs[es.info.ID] != es {
 		// The connection closed meanwhile, and HandleClose, seeing the
 		// executor not ready, left the scheduler to us.
+		reason := es.lost
 		d.mu.Unlock()
-		d.sched.removeExecutor(es)
+		d.sched.removeExecutor(es, reason)
 		return
 	}
 	es.info.Resources = res
@@ -853,6 +856,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	}
 	d.mu.Lock()
 	delete(d.execs, es.info.ID)
+	es.lost = reason
 	wasReady := es.ready
 	stopping := d.stopping
 	d.notifyLocked()
@@ -879,7 +883,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		d.log.Error("executor lost", "executor", es.info.ID, "err", reason)
 	}
 	if wasReady {
-		d.sched.removeExecutor(es)
+		d.sched.removeExecutor(es, reason)
 	}
 }
 

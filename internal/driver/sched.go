@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -93,8 +94,10 @@ type scheduler struct {
 
 // RunJob runs task on every input and returns the outputs in input order.
 // An attempt that fails is retried, preferably on another executor, until
-// a task has failed maxFailures times; attempts lost with their executor
-// are rescheduled without counting as failures. Ending ctx cancels the
+// a task has failed maxFailures times. An attempt lost with its executor
+// counts as a failure (a task that kills its process must not kill
+// executor after executor), unless the executor was released or said it
+// was stopping on its own (removeExecutor, result). Ending ctx cancels the
 // running attempts. Without executors, the job waits for some to join
 // (standalone) or fails with CodeUnavailable when none can (local masters).
 // Once the driver is closing, jobs fail with CodeUnavailable.
@@ -264,12 +267,12 @@ func (s *scheduler) close(err error) []outFrame {
 }
 
 // pickLocked returns the executor with the most free slots, preferring one
-// other than avoid; nil when no slot is free.
+// other than avoid; nil when no slot is free. Executors leaving get none.
 func (s *scheduler) pickLocked(avoid string) *execState {
 	var best, fallback *execState
 	for _, e := range s.execs {
 		free := e.slots - len(e.running)
-		if free <= 0 {
+		if free <= 0 || e.leaving {
 			continue
 		}
 		if e.info.ID == avoid {
@@ -300,8 +303,14 @@ func (s *scheduler) addExecutor(e *execState, slots int) {
 	s.send(out)
 }
 
-// removeExecutor reschedules the attempts running on a lost executor.
-func (s *scheduler) removeExecutor(e *execState) {
+// removeExecutor reschedules the attempts running on an executor that
+// has gone: lost with cause, or released (cause nil). An attempt lost with
+// its executor counts as one of its task's failures, as in Spark: the task
+// may be what killed the process (a fatal error, os.Exit, the kernel's
+// OOM killer), and an executor that comes back, or the next one, would
+// meet the same fate. Attempts of a released executor, or of one that
+// said it was stopping on its own, do not count.
+func (s *scheduler) removeExecutor(e *execState, cause error) {
 	s.mu.Lock()
 	for i, x := range s.execs {
 		if x == e {
@@ -309,18 +318,30 @@ func (s *scheduler) removeExecutor(e *execState) {
 			break
 		}
 	}
-	var requeue []*attempt
-	for run, a := range e.running {
+	var out []outFrame
+	// In run order, so that which attempts are requeued and which job
+	// fails first do not depend on map order.
+	for _, run := range slices.Sorted(maps.Keys(e.running)) {
+		a := e.running[run]
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
-		if a.job.err == nil {
-			requeue = append(requeue, &attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		j := a.job
+		if j.err != nil {
+			continue
 		}
+		if cause != nil && !e.leaving {
+			j.failures[a.index]++
+			if j.failures[a.index] >= s.maxFailures {
+				lost := plugin.Errorf(plugin.CodeUnavailable, "executor %s was lost while running it: %v", e.info.ID, cause)
+				out = append(out, s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: lost})...)
+				continue
+			}
+		}
+		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	}
 	e.running = nil
-	s.pending = append(s.pending, requeue...)
-	out := s.scheduleLocked()
+	out = append(out, s.scheduleLocked()...)
 	if len(s.execs) == 0 && s.noReplacements {
 		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, was lost)", e.info.ID)
 		for _, a := range s.pending[s.head:] {
@@ -351,12 +372,19 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	switch {
 	case j.err != nil:
 		state = "canceled" // its job had ended: the attempt was told to stop
+	case f.Code != 0 && f.ExecutorStopping:
+		state = "lost" // the executor is leaving
 	case f.Code != 0:
 		state = "failed"
 	}
 	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
 	switch {
 	case j.err != nil:
+	case f.Code != 0 && f.ExecutorStopping:
+		// Not the task's failure: run it elsewhere, and give this
+		// executor nothing more.
+		e.leaving = true
+		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	case f.Code == 0:
 		j.results[a.index] = f.Payload
 		j.progress.done.Add(1)

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"runtime"
@@ -74,9 +75,17 @@ func schedDriver(t *testing.T, slots int) (*Driver, *taskStream, *execState) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stream, es := schedExecutor(t, d, "1", slots)
+	return d, stream, es
+}
+
+// schedExecutor adds a ready executor of the given slots to d's scheduler,
+// with a stream that records what the scheduler sends it.
+func schedExecutor(t *testing.T, d *Driver, id string, slots int) (*taskStream, *execState) {
+	t.Helper()
 	stream := &taskStream{done: make(chan struct{})}
 	conn := rpc.New(stream, nil, d, rpc.Options{})
-	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, conn: conn, stopped: make(chan struct{})}
+	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: id}, conn: conn, stopped: make(chan struct{})}
 	conn.Peer = es
 	conn.Start()
 	t.Cleanup(func() {
@@ -85,7 +94,7 @@ func schedDriver(t *testing.T, slots int) (*Driver, *taskStream, *execState) {
 		conn.Wait()
 	})
 	d.sched.addExecutor(es, slots)
-	return d, stream, es
+	return stream, es
 }
 
 // A job's Progress can be read from another goroutine (the console
@@ -271,5 +280,113 @@ func TestRunJobOfAnUnknownTask(t *testing.T) {
 	_, err := d.RunJob(context.Background(), "registered later", [][]byte{nil}, nil)
 	if plugin.CodeOf(err) != plugin.CodeNotFound || !strings.Contains(err.Error(), `task "registered later" was not registered when Run started`) {
 		t.Errorf("RunJob of an unknown task: got %v, want NotFound saying so", err)
+	}
+}
+
+// How an attempt's end on one executor counts toward its task's failures,
+// with ember.task.maxFailures at 1: an attempt lost with its executor
+// counts (Spark does the same: the task may be what killed the process,
+// and one that does would otherwise kill executor after executor), while
+// one whose executor was released, or refused or cut it short because it
+// was stopping on its own, runs again elsewhere. Before, lost attempts
+// never counted, and a stopping executor's refusals did.
+func TestAttemptEndsAndFailureCounts(t *testing.T) {
+	tests := []struct {
+		name    string
+		end     func(d *Driver, es *execState, run uint64)
+		counted bool
+	}{
+		{"executor lost", func(d *Driver, es *execState, _ uint64) {
+			d.sched.removeExecutor(es, plugin.Errorf(plugin.CodeUnavailable, "peer silent for 10s"))
+		}, true},
+		{"task failed", func(d *Driver, es *execState, run uint64) {
+			d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Code: uint32(plugin.CodeInternal), Error: "boom"})
+		}, true},
+		{"executor released", func(d *Driver, es *execState, _ uint64) {
+			d.sched.removeExecutor(es, nil)
+		}, false},
+		{"executor stopping: refused or cut short", func(d *Driver, es *execState, run uint64) {
+			d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
+				Code: uint32(plugin.CodeUnavailable), Error: "executor 1 is shutting down"})
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, MaxTaskFailures: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream1, es1 := schedExecutor(t, d, "1", 2)
+			job := make(chan error, 1)
+			go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
+			tt.end(d, es1, pollSent(t, stream1, wire.Kind_KIND_TASK, 1)[0])
+			if tt.counted {
+				err := waitJob(t, job)
+				var tf *TaskFailure
+				if !errors.As(err, &tf) || tf.Attempts != 1 || tf.ExecutorID != "1" {
+					t.Fatalf("job: got %v, want a TaskFailure after 1 attempt on executor 1", err)
+				}
+				return
+			}
+			// Not counted: the attempt runs again, on the next executor to
+			// have a slot, and not on executor 1 though it may have two.
+			stream2, es2 := schedExecutor(t, d, "2", 1)
+			run := pollSent(t, stream2, wire.Kind_KIND_TASK, 1)[0]
+			d.sched.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+			if err := waitJob(t, job); err != nil {
+				t.Fatalf("job: got %v, want success on executor 2", err)
+			}
+			go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil, nil}, nil); job <- err }()
+			run = pollSent(t, stream2, wire.Kind_KIND_TASK, 2)[1]
+			if got := stream1.sent(wire.Kind_KIND_TASK); len(got) != 1 {
+				t.Errorf("TASKs to executor 1 after it left or said it was stopping: got %v, want only the first", got)
+			}
+			d.sched.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+			run = pollSent(t, stream2, wire.Kind_KIND_TASK, 3)[2]
+			d.sched.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+			if err := waitJob(t, job); err != nil {
+				t.Fatalf("second job: %v", err)
+			}
+			if got := stream1.sent(wire.Kind_KIND_TASK); len(got) != 1 {
+				t.Errorf("TASKs to executor 1 after it left or said it was stopping: got %v, want only the first", got)
+			}
+		})
+	}
+}
+
+// An executor lost while running a task fails the job once the task has
+// been lost maxFailures times, with an error that says the executor was
+// lost and why.
+func TestLostAttemptsFailTheJob(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, MaxTaskFailures: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := make(chan error, 1)
+	stream, es := schedExecutor(t, d, "1", 1)
+	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
+	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	d.sched.removeExecutor(es, errors.New("EOF"))
+	stream, es = schedExecutor(t, d, "2", 1)
+	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	d.sched.removeExecutor(es, errors.New("peer silent for 10s"))
+	err = waitJob(t, job)
+	var tf *TaskFailure
+	if !errors.As(err, &tf) || tf.Attempts != 2 || tf.ExecutorID != "2" || plugin.CodeOf(err) != plugin.CodeUnavailable ||
+		!strings.Contains(err.Error(), "executor 2 was lost while running it: peer silent for 10s") {
+		t.Errorf("job: got %v, want an Unavailable TaskFailure after 2 attempts, saying executor 2 was lost and why", err)
+	}
+}
+
+// waitJob returns the error of the RunJob reporting to job, failing the
+// test if it has not returned within 10 seconds.
+func waitJob(t *testing.T, job <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-job:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunJob has not returned after 10s")
+		return nil
 	}
 }

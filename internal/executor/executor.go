@@ -137,8 +137,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cc.Close()
 
-	streamCtx, cancel := context.WithCancel(ctx)
+	// The stream ends with ctx only until the executor is ready. After
+	// that, ctx ending is a stop of the executor's own (below), which
+	// still reports to the driver, so the stream outlives it.
+	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	untie := context.AfterFunc(ctx, cancel)
+	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
 	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
 	if err != nil {
@@ -227,10 +232,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		code, msg := rpc.ErrorParts(err)
 		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
-		x.drain()
+		x.drain(x.cfg.ShutdownTimeout)
 		return err
 	}
 	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
+	untie()
 	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
 	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
 		interval = time.Second
@@ -255,7 +261,14 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
 		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
 	case <-ctx.Done():
-		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
+		// Stopping on its own (its process was told to, say). The
+		// results of the tasks it cuts short (ExecutorStopping: the
+		// driver runs them elsewhere) and what the plugins send as they
+		// shut down are flushed to the driver before the stream closes;
+		// closing at once lost them, and the driver counted the
+		// attempts as lost with their executor.
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, hcancel) // logged
+		x.drain(x.cfg.ShutdownTimeout / 10)
 		return ctx.Err()
 	}
 	// Released: deliver what the driver sent, then plugins down, then
@@ -404,10 +417,11 @@ func (x *Executor) waitTasks(deadline time.Time) {
 	}
 }
 
-// drain flushes queued frames and closes the stream.
-func (x *Executor) drain() {
+// drain flushes queued frames and closes the stream, waiting for up to
+// timeout.
+func (x *Executor) drain(timeout time.Duration) {
 	x.conn.CloseGracefully()
-	t := time.NewTimer(x.cfg.ShutdownTimeout)
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-x.conn.Done():

@@ -12,7 +12,10 @@ import (
 
 // startTask runs a TASK frame's attempt on its own goroutine; the driver
 // bounds how many run at once by this executor's slots. Once shutdown has
-// begun, the attempt fails at once with CodeUnavailable.
+// begun, the attempt fails at once with CodeUnavailable. An attempt that
+// fails while the executor stops (refused, or cut short by its ctx ending)
+// is reported with ExecutorStopping, so that a driver that did not ask for
+// the stop runs it elsewhere without counting it as the task's failure.
 func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 	t := f.GetTask()
 	info := plugin.TaskInfo{
@@ -25,7 +28,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 	x.mu.Lock()
 	if x.stopping {
 		x.mu.Unlock()
-		_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call,
+		_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call, ExecutorStopping: true,
 			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
 		return
 	}
@@ -38,6 +41,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		out, err := x.runTask(ctx, info, f.Payload)
 		x.mu.Lock()
 		delete(x.tasks, f.Call)
+		stopping := x.stopping
 		x.mu.Unlock()
 		cancel()
 		if err == nil && len(out) > x.cfg.MaxMessageBytes {
@@ -48,7 +52,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
 		if err != nil {
 			code, msg := rpc.ErrorParts(err)
-			r.Code, r.Error = uint32(code), msg
+			r.Code, r.Error, r.ExecutorStopping = uint32(code), msg, stopping
 		} else {
 			r.Payload = out
 		}

@@ -203,9 +203,14 @@ type Frame struct {
 	// and no string to allocate per frame). 0: the name is in type.
 	TypeId uint32 `protobuf:"varint,15,opt,name=type_id,json=typeId,proto3" json:"type_id,omitempty"`
 	// CREDIT: the bytes of SEND window granted back for plugin.
-	Credit        uint64 `protobuf:"varint,16,opt,name=credit,proto3" json:"credit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Credit uint64 `protobuf:"varint,16,opt,name=credit,proto3" json:"credit,omitempty"`
+	// TASK_RESULT with an error: the executor is stopping on its own, and
+	// refused the attempt or cut it short. The driver runs it again on
+	// another executor without counting a failure, and gives this one no
+	// more attempts.
+	ExecutorStopping bool `protobuf:"varint,17,opt,name=executor_stopping,json=executorStopping,proto3" json:"executor_stopping,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Frame) Reset() {
@@ -348,6 +353,13 @@ func (x *Frame) GetCredit() uint64 {
 		return x.Credit
 	}
 	return 0
+}
+
+func (x *Frame) GetExecutorStopping() bool {
+	if x != nil {
+		return x.ExecutorStopping
+	}
+	return false
 }
 
 // What a TASK frame runs; the input is the frame's payload.
@@ -937,7 +949,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xa9\x04\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xd6\x04\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -955,7 +967,8 @@ const file_frames_proto_rawDesc = "" +
 	"\ametrics\x18\r \x01(\v2\x16.ember.wire.v1.MetricsR\ametrics\x126\n" +
 	"\tchallenge\x18\x0e \x01(\v2\x18.ember.wire.v1.ChallengeR\tchallenge\x12\x17\n" +
 	"\atype_id\x18\x0f \x01(\rR\x06typeId\x12\x16\n" +
-	"\x06credit\x18\x10 \x01(\x04R\x06credit\"a\n" +
+	"\x06credit\x18\x10 \x01(\x04R\x06credit\x12+\n" +
+	"\x11executor_stopping\x18\x11 \x01(\bR\x10executorStopping\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

@@ -93,6 +93,18 @@ func (m *Frame) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.ExecutorStopping {
+		i--
+		if m.ExecutorStopping {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0x88
+	}
 	if m.Credit != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Credit))
 		i--
@@ -831,6 +843,9 @@ func (m *Frame) SizeVT() (n int) {
 	}
 	if m.Credit != 0 {
 		n += 2 + protohelpers.SizeOfVarint(uint64(m.Credit))
+	}
+	if m.ExecutorStopping {
+		n += 3
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1625,6 +1640,26 @@ func (m *Frame) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 17:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ExecutorStopping", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.ExecutorStopping = bool(v != 0)
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
