@@ -410,10 +410,14 @@ func (x *Executor) waitTasks(deadline time.Time) {
 	select {
 	case <-done:
 	case <-t.C:
+		// The deadline may have passed already (a Receive took the
+		// time): the tasks may all have returned meanwhile.
 		x.mu.Lock()
 		n := len(x.tasks)
 		x.mu.Unlock()
-		x.log.Error("tasks did not return at shutdown, though their ctx ended; abandoned", "tasks", n)
+		if n > 0 {
+			x.log.Error("tasks did not return at shutdown, though their ctx ended; abandoned", "tasks", n)
+		}
 	}
 }
 
