@@ -13,6 +13,7 @@ import (
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -446,5 +447,45 @@ func TestConfigStringRedactsSecrets(t *testing.T) {
 		if !strings.Contains(out, plugin.Redacted) || !strings.Contains(out, "db.host") {
 			t.Errorf("printed Config: got %s, want the secrets shown as %s and the rest of Conf shown", out, plugin.Redacted)
 		}
+	}
+}
+
+// An executor plugin's Init that waits on its ctx ends when the driver
+// stops: the executor does not outlive a driver that no longer wants it.
+// Before, Init's ctx was only Run's, and the executor waited for ever.
+func TestExecutorInitEndsWhenTheDriverStops(t *testing.T) {
+	entered := make(chan struct{})
+	p := fakePlugin{name: "slow-init", newExecutor: func() plugin.ExecutorPlugin {
+		return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+			close(entered)
+			<-ctx.Done()
+			return ctx.Err()
+		}}
+	}}
+	addr := freeAddr(t)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- ember.Run(testCtx(t), ember.Config{Master: "standalone", ListenAddr: addr, InsecureNoAuth: true, BuildID: "test",
+			Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: time.Second},
+			func(context.Context, *ember.Driver) error {
+				<-entered
+				return nil
+			})
+	}()
+	execErr := make(chan error, 1)
+	go func() {
+		execErr <- executor.Run(context.Background(), executor.Config{DriverAddr: addr, Plugins: []plugin.Plugin{p},
+			Logger: quiet, BuildID: "test", Tasks: ember.Tasks(), ShutdownTimeout: time.Second})
+	}()
+	select {
+	case err := <-execErr:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("executor: got %v, want its Init's ctx canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the executor is still in its plugin's Init 20s after the driver began to stop")
+	}
+	if err := <-runErr; err != nil {
+		t.Logf("driver: %v", err) // it may or may not have waited for the executor to stop
 	}
 }

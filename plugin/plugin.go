@@ -68,7 +68,9 @@ type DriverPlugin interface {
 type ExecutorPlugin interface {
 	// Init prepares the executor side; extraConf is what the driver
 	// plugin's Init returned (never nil). An error ends this executor and
-	// the driver reports it. pc stays valid until Shutdown returns.
+	// the driver reports it. pc stays valid until Shutdown returns. ctx
+	// ends when the executor's Run ctx does, and when the driver goes away
+	// or tells the executor to stop during Init: return when it ends.
 	Init(ctx context.Context, pc ExecutorContext, extraConf map[string]string) error
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// executor's stop deadline, which the plugins shut down after it share

@@ -227,7 +227,20 @@ func Run(ctx context.Context, cfg Config) error {
 	// error would, before any plugin's Init runs.
 	err = setupErr
 	if err == nil {
-		err = x.init(ctx)
+		// Init's ctx also ends when the driver goes or tells the
+		// executor to stop: an Init waiting on it must not keep alive an
+		// executor nobody waits for.
+		ictx, icancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-x.conn.Done():
+			case <-x.stop:
+			case <-ictx.Done():
+			}
+			icancel()
+		}()
+		err = x.init(ictx)
+		icancel()
 	}
 	if err != nil {
 		code, msg := rpc.ErrorParts(err)
