@@ -489,3 +489,29 @@ func TestExecutorInitEndsWhenTheDriverStops(t *testing.T) {
 		t.Logf("driver: %v", err) // it may or may not have waited for the executor to stop
 	}
 }
+
+// Once an executor plugin's Shutdown has returned, its Ask and Send fail
+// with CodeUnavailable (ErrClosed), though the connection is still open.
+// Before, a Send then returned nil, and a message queued after STOPPED was
+// lost without a count. Plugins shut down in reverse order, so the first
+// plugin's Shutdown calls the second's, which has shut down.
+func TestExecutorCallsAfterShutdownFail(t *testing.T) {
+	second, _, ec := receivingPlugin("second", func(context.Context, any) (any, error) { return nil, nil })
+	errs := map[string]error{}
+	first := fakePlugin{name: "first", newExecutor: func() plugin.ExecutorPlugin {
+		return &fakeExecutor{ShutdownF: func(ctx context.Context) error {
+			errs["Send"] = (*ec).Send(ctx, text("late send"))
+			_, errs["Ask"] = (*ec).Ask(ctx, text("late ask"))
+			return nil
+		}}
+	}}
+	if err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{first, second}, Logger: quiet},
+		func(context.Context, *ember.Driver) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Send", "Ask"} {
+		if err := errs[name]; plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) || !strings.Contains(err.Error(), `executor plugin "second" has shut down`) {
+			t.Errorf("%s after Shutdown: got %v, want Unavailable (ErrClosed) saying the plugin has shut down", name, err)
+		}
+	}
+}

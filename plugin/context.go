@@ -52,7 +52,10 @@ type ExecutorContext interface {
 	// Receive error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
 	// that is how to keep several asks in flight: concurrent asks share
-	// batches on the wire, while a lone ask is written at once.
+	// batches on the wire, while a lone ask is written at once. Once the
+	// plugin's Shutdown has returned, Ask and Send fail with
+	// CodeUnavailable wrapping ErrClosed: nothing sent then would reach the
+	// driver.
 	Ask(ctx context.Context, msg any) (any, error)
 	// Send queues msg for the driver plugin of the same name and returns.
 	// It reports only local failures: an unregistered or oversized message

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"sync/atomic"
 
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -25,6 +26,16 @@ type endpoint struct {
 	metrics      prometheus.Registerer
 	extraConf    map[string]string
 	inited       bool
+	// shut: the plugin's Shutdown has returned, or been abandoned; its
+	// Ask and Send fail from then on, since what they queue could follow
+	// STOPPED, after which the driver takes nothing.
+	shut atomic.Bool
+}
+
+// errShut is what Ask and Send of a plugin whose Shutdown has returned
+// give.
+func (e *endpoint) errShut() error {
+	return plugin.Errorf(plugin.CodeUnavailable, "executor plugin %q has shut down: %w", e.name, plugin.ErrClosed)
 }
 
 var _ plugin.ExecutorContext = (*endpoint)(nil)
@@ -48,6 +59,9 @@ func (e *endpoint) encode(msg any) (*wire.Frame, error) {
 }
 
 func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
+	if e.shut.Load() {
+		return nil, e.errShut()
+	}
 	f, err := e.encode(msg)
 	if err != nil {
 		return nil, err
@@ -56,6 +70,9 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 }
 
 func (e *endpoint) Send(ctx context.Context, msg any) error {
+	if e.shut.Load() {
+		return e.errShut()
+	}
 	f, err := e.encode(msg)
 	if err != nil {
 		return err

@@ -568,6 +568,7 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err := rpc.CallWithin(ctx, x.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
+		e.shut.Store(true)
 		if err != nil {
 			e.log.Error("executor plugin shutdown failed", "err", err)
 			errs = append(errs, fmt.Errorf("executor %s: plugin %q: shutdown: %w", x.id, e.name, err))
