@@ -263,6 +263,26 @@ func TestEarlyExecutorWaitsForItsRelease(t *testing.T) {
 	}
 }
 
+// An executor process that never connected does not hold Run once the
+// driver has closed: it is killed then, not waited for until the shutdown
+// timeout. Before, a start-up that failed (or was interrupted) while
+// executors were still starting took a whole ShutdownTimeout more, and
+// then failed with "executors did not exit".
+func TestUnconnectedExecutorDoesNotHoldRun(t *testing.T) {
+	if isChild() {
+		time.Sleep(time.Hour) // an executor that never connects
+	}
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet,
+		StartTimeout: 500 * time.Millisecond, ShutdownTimeout: time.Minute}
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+		t.Error("the driver function ran without executors")
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "not ready within") || strings.Contains(err.Error(), "did not exit") {
+		t.Errorf("Run: got %v, want the start-up timeout alone", err)
+	}
+}
+
 // Executors die with their driver, and take the processes they started
 // with them: SIGKILL the driver process, and its executor processes and
 // theirs are gone soon after. (The executors' own children used to be

@@ -230,6 +230,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 // launcher's reports went.
 func shutdown(d *driver.Driver, l launch.Launcher, cfg Config, exits *exitErrors) error {
 	err := d.Close()
+	if k, ok := l.(unreleasedKiller); ok {
+		k.KillUnreleased(d.Released)
+	}
 	if l != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
@@ -240,6 +243,13 @@ func shutdown(d *driver.Driver, l launch.Launcher, cfg Config, exits *exitErrors
 		}
 	}
 	return err
+}
+
+// unreleasedKiller is a launch.Launcher whose executors can be killed
+// once the driver has closed, if it did not release them (never
+// connected, lost, or not stopped in time): Run need not wait for them.
+type unreleasedKiller interface {
+	KillUnreleased(released func(pid int) bool)
 }
 
 // exitErrors gathers a launcher's reports of executors that ended. Safe

@@ -42,9 +42,10 @@ type Processes struct {
 	// child's stdin: the private channel from the driver to its executors.
 	Secret string
 
-	wg   sync.WaitGroup
-	mu   sync.Mutex // protects cmds
-	cmds []*exec.Cmd
+	wg       sync.WaitGroup
+	mu       sync.Mutex // protects the following fields
+	cmds     []*exec.Cmd
+	finished map[*exec.Cmd]bool // waited for: its PID may be reused
 }
 
 // Start implements Launcher.
@@ -92,7 +93,13 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			// ended: a task's subprocess, say, that it killed with its
 			// ctx's end but did not wait for, or that outlived an
 			// executor killed outright (the OOM killer).
+			p.mu.Lock()
 			killExitedGroup(cmd.Process.Pid)
+			if p.finished == nil {
+				p.finished = map[*exec.Cmd]bool{}
+			}
+			p.finished[cmd] = true
+			p.mu.Unlock()
 			w.Close()
 			if err != nil {
 				err = &ExitError{ID: i, PID: cmd.Process.Pid, Err: err}
@@ -120,12 +127,24 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // Wait implements Launcher.
 func (p *Processes) Wait(ctx context.Context) error {
 	return waitOrKill(ctx, &p.wg, func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, c := range p.cmds {
+		p.KillUnreleased(func(int) bool { return false })
+	}, 0, "killed")
+}
+
+// KillUnreleased kills, with its process group, every executor process
+// still running whose PID released does not report: once the driver has
+// closed, an executor it did not release (one that never connected, was
+// lost, or did not stop in time) has nothing left to do, and Wait need not
+// wait the shutdown timeout for it. Released executors are left to exit
+// by themselves.
+func (p *Processes) KillUnreleased(released func(pid int) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.cmds {
+		if !p.finished[c] && !released(c.Process.Pid) {
 			killGroup(c.Process)
 		}
-	}, 0, "killed")
+	}
 }
 
 // cleanEnv drops Ember's role variables so a child never inherits a stale
