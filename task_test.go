@@ -431,8 +431,9 @@ var (
 
 // joinExecutor runs an in-process executor of the tests' tasks against a
 // standalone driver at addr until the test ends, and returns its ID once it
-// has joined, a func that stops it as a SIGTERM would, and its Run's
-// error. The task killsItsExecutor crashes it.
+// has joined ("" if it could not: the test has failed), a func that stops
+// it as a SIGTERM would, and its Run's error. The task killsItsExecutor
+// crashes it. Safe to call from any of the test's goroutines.
 func joinExecutor(t *testing.T, addr string) (id string, stop func(), errc <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -463,8 +464,16 @@ func joinExecutor(t *testing.T, addr string) (id string, stop func(), errc <-cha
 	select {
 	case id = <-joined:
 	case err := <-done:
-		close(finished)
-		t.Fatalf("executor did not join: %v", err)
+		select {
+		case id = <-joined: // it joined, then ended: reported below
+			done <- err
+		default:
+			// t.Errorf, not Fatalf: a test's goroutine may be calling.
+			t.Errorf("executor did not join: %v", err)
+			errs <- err
+			close(finished)
+			return "", cancel, errs
+		}
 	}
 	go func() {
 		errs <- <-done
@@ -482,6 +491,9 @@ func TestStoppingExecutorsAttemptRunsElsewhere(t *testing.T) {
 	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test",
 		Conf: map[string]string{ember.ConfMaxTaskFailures: "1", ember.ConfExecutorSlots: "1"}})
 	first, stopFirst, firstErr := joinExecutor(t, d.Addr())
+	if first == "" {
+		return
+	}
 	result := make(chan []int, 1)
 	errc := make(chan error, 1)
 	go func() {
