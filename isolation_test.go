@@ -219,7 +219,7 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 		// Half the timeout to run, then as much again to return: the
 		// driver may or may not have stopped waiting (either is fine).
 		{"executor handler ignoring its ctx", "executor", true, "executor 1 did not stop within 500ms"},
-		{"driver handler waiting on its ctx", "driver", false, `driver plugin "blocker": 1 messages not delivered within 500ms`},
+		{"driver handler waiting on its ctx", "driver", false, `driver plugin "blocker": 1 messages still queued or being handled 500ms into shutdown`},
 		{"driver handler ignoring its ctx", "driver", true, `driver plugin "blocker": Receive did not return within 500ms of shutdown; abandoned`},
 	}
 	for _, tt := range tests {
@@ -513,5 +513,38 @@ func TestExecutorCallsAfterShutdownFail(t *testing.T) {
 		if err := errs[name]; plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) || !strings.Contains(err.Error(), `executor plugin "second" has shut down`) {
 			t.Errorf("%s after Shutdown: got %v, want Unavailable (ErrClosed) saying the plugin has shut down", name, err)
 		}
+	}
+}
+
+// A driver Receive long-polling on an executor's ask (it waits on its
+// ctx) does not hold the driver's shutdown: its ctx ends once that
+// executor's STOPPED arrives, since nobody waits for the reply any more.
+// Before, the driver waited a whole ShutdownTimeout for it and Run failed
+// with "1 messages not delivered".
+func TestLongPollAskEndsAtStopped(t *testing.T) {
+	polling := make(chan struct{}, 1)
+	p, _, ec := receivingPlugin("poll", func(ctx context.Context, msg any) (any, error) {
+		if msg == text("poll") {
+			polling <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	})
+	asked := make(chan error, 1)
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 10 * time.Second},
+		func(context.Context, *ember.Driver) error {
+			go func() {
+				_, err := (*ec).Ask(context.Background(), text("poll"))
+				asked <- err
+			}()
+			<-polling
+			return nil
+		})
+	if err != nil {
+		t.Errorf("Run: got %v, want nil", err)
+	}
+	if err := <-asked; plugin.CodeOf(err) != plugin.CodeCanceled && plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("the long poll: got %v, want it ended (Canceled, or Unavailable)", err)
 	}
 }

@@ -105,7 +105,11 @@ type Driver struct {
 
 type execState struct {
 	ctx     context.Context // handler context for sends: the driver's, with the sender's ID
-	askCtx  context.Context // for asks: the connection's (ends with it), with the sender's ID
+	askCtx  context.Context // for asks: the connection's (ends with it, or STOPPED), with the sender's ID
+	// endAsks ends askCtx when STOPPED arrives: the executor's plugins
+	// have shut down, and nobody waits for a reply any more. A Receive
+	// long-polling on its ctx would otherwise hold the driver's shutdown.
+	endAsks context.CancelFunc
 	log     *slog.Logger    // the driver's, with the executor's ID
 	info    plugin.ExecutorInfo
 	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
@@ -646,7 +650,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
 	c.SetTypes(types) // equal to the executor's, as checkHello verified
 	c.Peer = es
-	es.askCtx = senderContext(c.Context(), id)
+	askCtx, endAsks := context.WithCancel(c.Context())
+	es.askCtx, es.endAsks = senderContext(askCtx, id), endAsks
 	es.conn = c
 	d.mu.Unlock()
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
@@ -720,6 +725,9 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 				es.stopErr = rpc.WireError(f.Code, f.Error)
 			}
 			close(es.stopped)
+			if es.endAsks != nil {
+				es.endAsks()
+			}
 		}
 	default:
 		d.log.Warn("dropped unexpected frame", "executor", es.info.ID, "kind", f.Kind)
@@ -1025,7 +1033,7 @@ func (d *Driver) flushLanes(errs *[]error) {
 			continue
 		}
 		if err := e.lane.Flush(ctx); err != nil {
-			*errs = append(*errs, fmt.Errorf("driver plugin %q: %d messages not delivered within %v", e.name, e.lane.Len(), d.cfg.ShutdownTimeout))
+			*errs = append(*errs, fmt.Errorf("driver plugin %q: %d messages still queued or being handled %v into shutdown (a Receive slow to return, or waiting on its ctx)", e.name, e.lane.Len(), d.cfg.ShutdownTimeout))
 		}
 	}
 }
