@@ -210,7 +210,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	}
 	if err := d.WaitStart(startCtx, want); err != nil {
 		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
-			err = cause
+			err = fmt.Errorf("%w; %v", cause, err) // the cause, and what the wait saw
 		}
 		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, cfg, &exits))
 	}

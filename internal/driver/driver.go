@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,13 +105,13 @@ type Driver struct {
 }
 
 type execState struct {
-	ctx     context.Context // handler context for sends: the driver's, with the sender's ID
-	askCtx  context.Context // for asks: the connection's (ends with it, or STOPPED), with the sender's ID
+	ctx    context.Context // handler context for sends: the driver's, with the sender's ID
+	askCtx context.Context // for asks: the connection's (ends with it, or STOPPED), with the sender's ID
 	// endAsks ends askCtx when STOPPED arrives: the executor's plugins
 	// have shut down, and nobody waits for a reply any more. A Receive
 	// long-polling on its ctx would otherwise hold the driver's shutdown.
 	endAsks context.CancelFunc
-	log     *slog.Logger    // the driver's, with the executor's ID
+	log     *slog.Logger // the driver's, with the executor's ID
 	info    plugin.ExecutorInfo
 	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
 	ready   bool
@@ -473,12 +474,7 @@ func (d *Driver) WaitStart(ctx context.Context, n int) error {
 func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
 	for {
 		d.mu.Lock()
-		ready := 0
-		for _, es := range d.execs {
-			if es.ready {
-				ready++
-			}
-		}
+		ready, _ := d.readyLocked()
 		failures := errors.Join(d.failures[since:]...)
 		changed := d.changed
 		d.mu.Unlock()
@@ -491,9 +487,31 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %d executors (%d ready): %w", n, ready, ctx.Err())
+			d.mu.Lock()
+			ready, starting := d.readyLocked()
+			d.mu.Unlock()
+			if len(starting) == 0 {
+				return fmt.Errorf("waiting for %d executors (%d ready): %w", n, ready, ctx.Err())
+			}
+			return fmt.Errorf("waiting for %d executors (%d ready; connected, still initialising their plugins: %s): %w",
+				n, ready, strings.Join(starting, ", "), ctx.Err())
 		}
 	}
+}
+
+// readyLocked counts the ready executors and describes, sorted, those
+// connected but not ready (in the handshake, or their plugins' Init
+// running). d.mu must be held.
+func (d *Driver) readyLocked() (ready int, starting []string) {
+	for _, es := range d.execs {
+		if es.ready {
+			ready++
+		} else {
+			starting = append(starting, fmt.Sprintf("%s (host %s, pid %d)", es.info.ID, es.info.Host, es.info.PID))
+		}
+	}
+	slices.Sort(starting)
+	return ready, starting
 }
 
 // executorMetrics stores the metrics an executor shipped.
@@ -886,9 +904,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	case reason == nil:
 		d.log.Debug("executor released", "executor", es.info.ID)
 	case stopping:
-		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "err", reason)
+		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	default:
-		d.log.Error("executor lost", "executor", es.info.ID, "err", reason)
+		d.log.Error("executor lost", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	}
 	if wasReady {
 		d.sched.removeExecutor(es, reason)
