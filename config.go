@@ -89,8 +89,10 @@ type Config struct {
 	// intervals) is declared lost.
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
-	// StartTimeout bounds start-up: local executors connecting and
-	// initialising, or standalone's MinExecutors arriving. Default 60s.
+	// StartTimeout bounds each step of start-up: the driver plugins'
+	// Init (one that has not returned by then is abandoned, still
+	// running), then local executors connecting and initialising, or
+	// standalone's MinExecutors arriving. Default 60s.
 	StartTimeout time.Duration
 	// ShutdownTimeout bounds each phase of shutdown. Default 30s.
 	//

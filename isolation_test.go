@@ -554,3 +554,31 @@ func TestLongPollAskEndsAtStopped(t *testing.T) {
 		t.Errorf("the long poll: got %v, want it ended (Canceled, or Unavailable)", err)
 	}
 }
+
+// A driver plugin's Init ignoring its ctx cannot hold Run for ever: it is
+// abandoned after StartTimeout, and Run fails saying so. (Run used to wait
+// for it indefinitely, even after its ctx ended.)
+func TestRunGivesUpOnADriverInitIgnoringItsCtx(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release) // the abandoned Init ends with the test
+	p := fakePlugin{name: "stuck", newDriver: func() plugin.DriverPlugin {
+		return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+			<-release
+			return nil, nil
+		}}
+	}}
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, StartTimeout: 200 * time.Millisecond},
+			func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	}()
+	select {
+	case err := <-runDone:
+		want := `driver plugin "stuck": init: deadline_exceeded: plugin "stuck": Init did not return in time; abandoned`
+		if plugin.CodeOf(err) != plugin.CodeDeadlineExceeded || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want DeadlineExceeded containing %q", err, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run has not returned 30s after StartTimeout")
+	}
+}

@@ -135,7 +135,11 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		d.Close() // its plugins' lanes are running
 		return fmt.Errorf("driver: listen on %s: %w", cfg.ListenAddr, err)
 	}
-	if err := d.Init(ctx); err != nil {
+	// The driver plugins' Init count towards start-up's time.
+	initCtx, cancelInit := context.WithTimeout(ctx, cfg.StartTimeout)
+	err = d.Init(initCtx)
+	cancelInit()
+	if err != nil {
 		lis.Close()
 		d.Close()
 		return err

@@ -282,14 +282,19 @@ func maxMsg(o rpc.Options) int {
 
 // Init runs the driver plugins' Init in list order. On the first error it
 // shuts down the plugins already initialised, in reverse order, and returns
-// an error naming the plugin.
+// an error naming the plugin. An Init still running when ctx ends is
+// abandoned, still running, and fails with CodeDeadlineExceeded: one
+// ignoring its ctx cannot hold start-up for ever.
 func (d *Driver) Init(ctx context.Context) error {
 	for i, e := range d.endpoints {
 		if e.dp == nil {
 			continue
 		}
-		extra, err := rpc.Call(d.log, e.name, "Init", func() (map[string]string, error) {
-			return e.dp.Init(ctx, e)
+		var extra map[string]string // read only once Init has returned
+		err := rpc.CallWithin(ctx, d.log, e.name, "Init", func(ctx context.Context) error {
+			var err error
+			extra, err = e.dp.Init(ctx, e)
+			return err
 		})
 		if err != nil {
 			d.shutdownPlugins(i - 1)
