@@ -566,9 +566,13 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		}
 		e.inited = false
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err := rpc.CallWithin(ctx, x.log, e.name, "Shutdown", e.ep.Shutdown)
+		err := rpc.CallWithin(ctx, x.log, e.name, "Shutdown", func(ctx context.Context) error {
+			// Once it returns, not when it is abandoned: a Shutdown
+			// that waited on its ctx may still send its final values.
+			defer e.shut.Store(true)
+			return e.ep.Shutdown(ctx)
+		})
 		cancel()
-		e.shut.Store(true)
 		if err != nil {
 			e.log.Error("executor plugin shutdown failed", "err", err)
 			errs = append(errs, fmt.Errorf("executor %s: plugin %q: shutdown: %w", x.id, e.name, err))
