@@ -38,8 +38,9 @@ type Config struct {
 	// valid UTF-8, as AppName must: Run fails the same way when one is not.
 	Conf map[string]string
 	// ListenAddr is the driver's address. Default "127.0.0.1:0" (loopback,
-	// a free port); standalone executors on other hosts need a reachable
-	// address such as ":7077".
+	// a free port); standalone executors on other hosts need the address
+	// of an interface they can reach, such as "10.0.0.5:7077" (":7077"
+	// listens on every interface, and the start hint cannot name one).
 	ListenAddr string
 	// MetricsAddr is where the driver serves /metrics in the Prometheus
 	// exposition format: its own metrics, the built-in ones, and every

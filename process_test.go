@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -261,6 +262,49 @@ func TestEarlyExecutorWaitsForItsRelease(t *testing.T) {
 	if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {
 		t.Errorf("Run: %v", err)
 	}
+}
+
+// A standalone executor process stopped by a SIGTERM that its program
+// turns into the end of Run's ctx (signal.NotifyContext) stops cleanly:
+// its plugins' final sends reach the driver, and it exits with status 0.
+// Before, its stream ended with the ctx at once, so the final sends failed,
+// and it exited with status 1, a failure to its supervisor.
+func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
+	var finals recorder
+	p := fakePlugin{
+		name: "final",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) {
+				finals.add(string(msg.(text)))
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			var pc plugin.ExecutorContext
+			return &fakeExecutor{
+				InitF:     func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error { pc = c; return nil },
+				ShutdownF: func(ctx context.Context) error { return pc.Send(ctx, text("final values")) },
+			}
+		},
+	}
+	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: quiet}
+	if isChild() {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		_ = ember.Run(ctx, cfg, nil) // an executor process: exits from here
+	}
+	d := standalone(t, cfg)
+	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret")
+	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("executor process stopped by SIGTERM: got %v, want exit status 0", err)
+	}
+	embertest.WaitFor(t, "the executor's final send", func() bool { return slices.Contains(finals.get(), "final values") })
 }
 
 // An executor process that never connected does not hold Run once the

@@ -55,8 +55,11 @@ func (d *Driver) Addr() string { return d.d.Addr() }
 func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
 
 // WaitExecutors waits until n executors are ready. It fails early if an
-// executor is refused at the handshake or fails to initialise its plugins
-// while it waits, and when ctx ends.
+// executor is refused for a handshake mismatch (build, plugins, message
+// types or tasks) or fails to initialise its plugins while it waits, and
+// when ctx ends. Executors refused for authentication or
+// Config.MaxExecutors are logged and counted, not reported here: anyone
+// can connect, and must not be able to fail the application.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	return d.d.WaitExecutors(ctx, n)
 }
@@ -68,12 +71,14 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // cfg.Master and waits until they are ready, then calls fn. When fn
 // returns (or ctx ends and fn returns), it shuts down: executors shut their
 // plugins down and flush their sends, then the driver plugins shut down,
-// in reverse order. Run returns fn's error, or the first start-up or
-// shutdown failure.
+// in reverse order. Run returns a start-up failure, or fn's error joined
+// with every shutdown failure.
 //
 // In an executor process (EMBER_DRIVER is set) Run never returns and never
-// calls fn: it serves as an executor until the driver releases it or goes
-// away, then exits the process (status 0 when released, 1 otherwise). This
+// calls fn: it serves as an executor until the driver releases it, the
+// driver goes away or ctx ends, then exits the process (status 0 when
+// released or stopped by ctx, 1 on failure, 2 when EMBER_DRIVER is set but
+// not to an address). This
 // is the one place Ember ends a process, because returning would run the
 // driver's code on an executor.
 func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver) error) error {
@@ -423,11 +428,19 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		log.Error("executor: bad configuration", "err", err)
 		return 1
 	}
-	if err := executor.Run(ctx, ecfg); err != nil {
+	err = executor.Run(ctx, ecfg)
+	switch {
+	case err == nil:
+		return 0
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		// Stopped as asked (a SIGTERM the program turned into the end of
+		// ctx, say): not a failure for a supervisor to see.
+		log.Info("executor stopped: its ctx ended", "cause", context.Cause(ctx))
+		return 0
+	default:
 		log.Error("executor stopped", "err", err)
 		return 1
 	}
-	return 0
 }
 
 // shellQuote quotes s for a POSIX shell, if it needs it.

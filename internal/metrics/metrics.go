@@ -203,7 +203,7 @@ func NewLimitHits(constLabels prometheus.Labels) *prometheus.CounterVec {
 	}
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "ember_limit_hits_total",
-		Help:        "Times a limit was hit (message_size, outstanding_asks, send_queue, lane_queue, handshake_timeout, max_executors), by executor.",
+		Help:        "Times a limit was hit (message_size, outstanding_asks, send_queue, send_window, lane_queue, queue_overflow, handshake_timeout, max_executors), by executor.",
 		ConstLabels: constLabels,
 	}, labels)
 }
