@@ -280,6 +280,11 @@ func maxMsg(o rpc.Options) int {
 	return rpc.DefaultMaxMessageBytes
 }
 
+// initGrace is how long a driver plugin's Init may take to return once its
+// ctx has ended before it is abandoned: one that watches its ctx is not
+// (it might have succeeded, and would then never be shut down).
+const initGrace = time.Second
+
 // Init runs the driver plugins' Init in list order. On the first error it
 // shuts down the plugins already initialised, in reverse order, and returns
 // an error naming the plugin. An Init still running when ctx ends is
@@ -291,7 +296,7 @@ func (d *Driver) Init(ctx context.Context) error {
 			continue
 		}
 		var extra map[string]string // read only once Init has returned
-		err := rpc.CallWithin(ctx, d.log, e.name, "Init", func(ctx context.Context) error {
+		err := rpc.CallWithin(ctx, initGrace, d.log, e.name, "Init", func(ctx context.Context) error {
 			var err error
 			extra, err = e.dp.Init(ctx, e)
 			return err
@@ -1071,8 +1076,9 @@ func (d *Driver) shutdownPlugins(last int) []error {
 			continue
 		}
 		e.inited = false
-		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
-		err := rpc.CallWithin(ctx, d.log, e.name, "Shutdown", e.dp.Shutdown)
+		grace := rpc.AbandonGrace(d.cfg.ShutdownTimeout) // to return once its ctx ends (see CallWithin)
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout-grace)
+		err := rpc.CallWithin(ctx, grace, d.log, e.name, "Shutdown", e.dp.Shutdown)
 		cancel()
 		if err != nil {
 			d.log.Error("driver plugin shutdown failed", "plugin", e.name, "err", err)

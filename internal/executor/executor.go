@@ -565,8 +565,12 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 			continue
 		}
 		e.inited = false
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err := rpc.CallWithin(ctx, x.log, e.name, "Shutdown", func(ctx context.Context) error {
+		// The plugin's ctx ends a little before deadline: the rest is
+		// its grace to return (a final Send made as its ctx ends goes
+		// before STOPPED) before it is abandoned.
+		grace := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-grace))
+		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", func(ctx context.Context) error {
 			// Once it returns, not when it is abandoned: a Shutdown
 			// that waited on its ctx may still send its final values.
 			defer e.shut.Store(true)

@@ -17,7 +17,7 @@ func TestCallWithinAbandonsAHungPlugin(t *testing.T) {
 	finished := make(chan struct{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	err := CallWithin(ctx, slog.New(slog.DiscardHandler), "stuck", "Shutdown", func(context.Context) error {
+	err := CallWithin(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler), "stuck", "Shutdown", func(context.Context) error {
 		defer close(finished)
 		<-release // ignores ctx
 		return nil
@@ -28,7 +28,31 @@ func TestCallWithinAbandonsAHungPlugin(t *testing.T) {
 	close(release)
 	<-finished
 
-	if err := CallWithin(context.Background(), slog.New(slog.DiscardHandler), "ok", "Shutdown", func(context.Context) error { return nil }); err != nil {
+	if err := CallWithin(context.Background(), 0, slog.New(slog.DiscardHandler), "ok", "Shutdown", func(context.Context) error { return nil }); err != nil {
 		t.Errorf("a prompt plugin: got %v, want nil", err)
+	}
+}
+
+// A plugin method that watches its ctx returns once it ends, and what it
+// returns is CallWithin's result: it is not abandoned in a race with its
+// own return. (Abandoned as the ctx ended, an executor plugin's final
+// Send in Shutdown could go after STOPPED and be lost.)
+func TestCallWithinWaitsForAPluginWatchingItsCtx(t *testing.T) {
+	for range 100 {
+		ctx, cancel := context.WithCancel(context.Background())
+		entered := make(chan struct{})
+		errc := make(chan error, 1)
+		go func() {
+			errc <- CallWithin(ctx, time.Minute, slog.New(slog.DiscardHandler), "prompt", "Shutdown", func(ctx context.Context) error {
+				close(entered)
+				<-ctx.Done()
+				return nil // its final work done
+			})
+		}()
+		<-entered
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatalf("a plugin returning as its ctx ended: got %v, want its nil", err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"time"
 	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/codec"
@@ -79,10 +80,14 @@ func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, erro
 	return fn()
 }
 
-// CallWithin runs fn like Call but stops waiting when ctx ends: a plugin
-// that ignores its ctx (a Shutdown stuck forever) is abandoned, still
-// running, and the caller moves on with an error saying so.
-func CallWithin(ctx context.Context, log *slog.Logger, pluginName, method string, fn func(context.Context) error) error {
+// CallWithin runs fn like Call, with ctx, and waits for it until grace
+// after ctx ends: a plugin that ignores its ctx (a Shutdown stuck forever)
+// is then abandoned, still running, and the caller moves on with an error
+// saying so. A plugin that watches its ctx has the grace to finish (a
+// final Send, say) and return: abandoned the moment ctx ended, it raced
+// with its own return, and what it did last could come after what the
+// caller did next (an executor's STOPPED), and be lost.
+func CallWithin(ctx context.Context, grace time.Duration, log *slog.Logger, pluginName, method string, fn func(context.Context) error) error {
 	done := make(chan error, 1)
 	go func() {
 		_, err := Call(log, pluginName, method, func() (struct{}, error) { return struct{}{}, fn(ctx) })
@@ -92,9 +97,21 @@ func CallWithin(ctx context.Context, log *slog.Logger, pluginName, method string
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
 		return plugin.Errorf(plugin.CodeDeadlineExceeded, "plugin %q: %s did not return in time; abandoned: %w", pluginName, method, ctx.Err())
 	}
 }
+
+// AbandonGrace is the part of a shutdown budget d that CallWithin's
+// callers keep back from a plugin's ctx, for the plugin to return once
+// its ctx ends (see CallWithin): a twentieth.
+func AbandonGrace(d time.Duration) time.Duration { return d / 20 }
 
 // ReplyFrame builds the REPLY to call carrying reply or err. A reply that
 // cannot be encoded becomes an error reply, so the asker always hears back.
