@@ -208,6 +208,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		want = master.N
 		exited := func(id int, err error) {
 			exits.add(err)
+			if xe, ok := errors.AsType[*launch.ExitError](err); ok {
+				if refusal := d.Refusal(xe.PID); refusal != nil {
+					abort(refusal) // why it exited, which its status does not say
+					return
+				}
+			}
 			if err == nil {
 				err = errors.New("exited")
 			}

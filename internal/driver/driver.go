@@ -100,6 +100,9 @@ type Driver struct {
 	// released holds the PIDs of the executors that stopped when Close
 	// told them to (their STOPPED arrived); made by Close.
 	released map[int]bool
+	// refused holds why executors were refused for a handshake mismatch,
+	// by the PID they claimed (see Refusal).
+	refused map[int]error
 	lis      net.Listener
 	conns    *conns // lis, keeping its connections (see hangUp)
 }
@@ -403,6 +406,17 @@ func (d *Driver) drop(peerAddr string) {
 	c.drop(peerAddr)
 }
 
+// Refusal returns why the executor of process pid was refused for a
+// handshake mismatch, or nil. It is known as soon as the refusal is sent:
+// a refused local executor may exit, and its exit be reported, before
+// the driver fails start-up with the reason (WaitStart), and the reason
+// must win over "exit status 1".
+func (d *Driver) Refusal(pid int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refused[pid]
+}
+
 // Released reports whether an executor of process pid stopped cleanly
 // when Close told it to: its exit, if not clean, is then its own failure,
 // not the end of a lost executor. Meaningful once Close has returned.
@@ -606,12 +620,19 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	types := codec.Names()
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
+		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
+		d.mu.Lock()
+		if d.refused == nil {
+			d.refused = map[int]error{}
+		}
+		d.refused[int(hello.Pid)] = failure
+		d.mu.Unlock()
 		err := refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
 		// Failing start-up stops the server, which drops what it has not
 		// sent yet: the executor would see its stream cut instead of the
 		// reason. So it is failed once the executor has read the refusal.
 		d.hangUp(stream, peerAddr)
-		d.fail(fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg))
+		d.fail(failure)
 		return err
 	}
 
