@@ -998,7 +998,10 @@ func TestConnSendsHeartbeats(t *testing.T) {
 
 func TestConnHeartbeatKeepsAlive(t *testing.T) {
 	t.Parallel()
-	const interval, timeout = 5 * time.Millisecond, 200 * time.Millisecond
+	// A timeout of 1s, not less: with one processor on a loaded machine
+	// the process can be descheduled for 200ms, and the heartbeat loop,
+	// first to run again, then takes its own stall for the peer's silence.
+	const interval, timeout = 20 * time.Millisecond, time.Second
 	s := newFakeStream()
 	// The peer answers every heartbeat with one of its own.
 	s.onSend = func(b *wire.Batch) {
@@ -1012,7 +1015,7 @@ func TestConnHeartbeatKeepsAlive(t *testing.T) {
 		}
 	}
 	c := startFake(t, s, newHandler(nil), rpc.Options{HeartbeatInterval: interval, HeartbeatTimeout: timeout})
-	// 100 heartbeats take at least 100 intervals, well past the timeout.
+	// 100 heartbeats take at least 100 intervals, twice the timeout.
 	const beats = 100
 	poll(t, "heartbeats exchanged", func() bool {
 		select {

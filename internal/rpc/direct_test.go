@@ -53,6 +53,11 @@ func TestLoneAskWrittenDirectlyOnlyWhileThePeerKeepsUp(t *testing.T) {
 	}
 	poll(t, "sends written", func() bool { return s.count(wire.Kind_KIND_SEND) == sends && rpc.WriterIdle(c) })
 	ask() // after the sends: the writer's
+	// The fake peer answers from inside stream.Send, so ask 2's reply can
+	// reach its caller before the writer is out of that Send; an ask made
+	// while the writer is still writing is queued, as it should be. Wait
+	// for the writer to be done: ask 3 is then alone on an idle connection.
+	poll(t, "writer idle after ask 2", func() bool { return rpc.WriterIdle(c) })
 	ask() // its reply covers the sends: the caller's again
 
 	mu.Lock()
