@@ -103,8 +103,8 @@ type Driver struct {
 	// refused holds why executors were refused for a handshake mismatch,
 	// by the PID they claimed (see Refusal).
 	refused map[int]error
-	lis      net.Listener
-	conns    *conns // lis, keeping its connections (see hangUp)
+	lis     net.Listener
+	conns   *conns // lis, keeping its connections (see hangUp)
 }
 
 type execState struct {
