@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -526,6 +527,7 @@ func TestAccidentalExecutorModeRefused(t *testing.T) {
 // CodeUnavailable at once, and the driver's listener hears of the crash.
 func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	dir := sharedDir(t)
+	var logs logBuffer
 	var dc plugin.DriverContext
 	removed := make(chan error, 1)
 	p := fakePlugin{
@@ -559,7 +561,7 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		Plugins:      []plugin.Plugin{p},
 		ExecutorArgs: embertest.ExecutorArgs(t),
 		Conf:         map[string]string{dirConf: dir},
-		Logger:       quiet,
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
 	}
 	if isChild() {
 		runChild(cfg, nil)
@@ -584,5 +586,12 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	}
 	if reason := <-removed; reason == nil {
 		t.Error("OnExecutorRemoved: got a nil reason for a killed executor")
+	}
+	// The driver logs how the process ended, and who it was.
+	embertest.WaitFor(t, "the log of the killed executor's exit", func() bool {
+		return strings.Contains(logs.String(), "executor process ended") && strings.Contains(logs.String(), "signal: killed")
+	})
+	if s := logs.String(); !strings.Contains(s, "executor lost") || !strings.Contains(s, "pid=") {
+		t.Errorf("logs: got %q, want the executor lost, with its pid", s)
 	}
 }

@@ -208,6 +208,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		want = master.N
 		exited := func(id int, err error) {
 			exits.add(err)
+			if err != nil && startCtx.Err() != nil {
+				// After start-up: the driver has said which executor it
+				// lost (with its pid); this says how its process ended
+				// (a signal: the OOM killer, say).
+				log.Warn("executor process ended", "err", err)
+			}
 			if xe, ok := errors.AsType[*launch.ExitError](err); ok {
 				if refusal := d.Refusal(xe.PID); refusal != nil {
 					abort(refusal) // why it exited, which its status does not say
