@@ -798,7 +798,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	if problem != "" {
 		if !rpc.Refuse(c, f, plugin.CodeNotFound, problem) {
 			d.log.Warn("dropped message", "executor", es.info.ID, "reason", problem, "type", f.Type)
-			d.builtin.Dropped.WithLabelValues("", "no_such_plugin").Inc()
+			d.builtin.Dropped.WithLabelValues("driver", "", "no_such_plugin").Inc()
 		}
 		return
 	}
@@ -827,13 +827,13 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 		// The executor is gone, and OnExecutorRemoved queued or about to
 		// be: nothing of it may follow that, and nobody waits for a reply.
 		if f.Kind == wire.Kind_KIND_SEND {
-			d.builtin.Dropped.WithLabelValues(e.name, "executor_lost").Inc()
+			d.builtin.Dropped.WithLabelValues("driver", e.name, "executor_lost").Inc()
 		}
 		wire.ReleaseFrame(f)
 		return
 	}
 	if !rpc.Refuse(c, f, plugin.CodeUnavailable, fmt.Sprintf("driver plugin %q has shut down", e.name)) {
-		d.builtin.Dropped.WithLabelValues(e.name, "shut_down").Inc()
+		d.builtin.Dropped.WithLabelValues("driver", e.name, "shut_down").Inc()
 	}
 }
 

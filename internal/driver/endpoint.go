@@ -157,7 +157,7 @@ func (e *endpoint) run(it rpc.Item) {
 	}
 	switch {
 	case o.Undecodable && !ask:
-		e.d.builtin.Dropped.WithLabelValues(e.name, "undecodable").Inc()
+		e.d.builtin.Dropped.WithLabelValues("driver", e.name, "undecodable").Inc()
 	case o.Timed:
 		e.handlerSeconds.Observe(o.Elapsed.Seconds())
 	}

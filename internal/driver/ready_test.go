@@ -233,7 +233,7 @@ func TestFramesAfterCloseLeaveNoTrace(t *testing.T) {
 		t.Errorf("plugin saw %v, want %v", events, want)
 	}
 	var dropped dto.Metric
-	if err := d.builtin.Dropped.WithLabelValues("members", "executor_lost").Write(&dropped); err != nil {
+	if err := d.builtin.Dropped.WithLabelValues("driver", "members", "executor_lost").Write(&dropped); err != nil {
 		t.Fatal(err)
 	}
 	if got := dropped.GetCounter().GetValue(); got != 1 {

@@ -82,6 +82,9 @@ func (e *endpoint) Send(ctx context.Context, msg any) error {
 }
 
 func (e *endpoint) run(it rpc.Item) {
-	_ = rpc.Dispatch(e.x.ctx, e.x.ctx, e.x.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
+	o := rpc.Dispatch(e.x.ctx, e.x.ctx, e.x.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
+	if o.Undecodable && it.Header().Kind == wire.Kind_KIND_SEND {
+		e.x.dropped.WithLabelValues(e.name, "undecodable").Inc()
+	}
 	wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
 }

@@ -87,6 +87,7 @@ type Executor struct {
 	stopOnce  sync.Once
 	listeners []*endpoint // plugins implementing TaskListener, in order
 	limitHits *prometheus.CounterVec
+	dropped   *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
 
@@ -169,8 +170,11 @@ func Run(ctx context.Context, cfg Config) error {
 	x.ctx = hctx
 
 	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
-	if err := cfg.Registry.Register(x.limitHits); err != nil {
-		return fmt.Errorf("executor %s: %w", x.id, err)
+	x.dropped = metrics.NewDropped(prometheus.Labels{"executor": x.id})
+	for _, c := range []prometheus.Collector{x.limitHits, x.dropped} {
+		if err := cfg.Registry.Register(c); err != nil {
+			return fmt.Errorf("executor %s: %w", x.id, err)
+		}
 	}
 	x.conn = rpc.New(stream, cancel, x, rpc.Options{
 		MaxMessageBytes:   cfg.MaxMessageBytes,
@@ -594,21 +598,22 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			e = x.endpoints[f.Plugin]
 		}
 		var code plugin.Code
-		var problem string
+		var problem, name, reason string
 		switch {
 		case e == nil:
-			code, problem = plugin.CodeNotFound, fmt.Sprintf("no plugin with index %d", f.Plugin)
+			code, problem, reason = plugin.CodeNotFound, fmt.Sprintf("no plugin with index %d", f.Plugin), "no_such_plugin"
 		case e.lane == nil:
-			code, problem = plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", e.name)
+			code, problem, name, reason = plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", e.name), e.name, "no_receiver"
 		}
 		if problem == "" {
 			if rpc.Deliver(e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
 				return
 			}
-			code, problem = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name)
+			code, problem, name, reason = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name), e.name, "shut_down"
 		}
 		if !rpc.Refuse(c, f, code, problem) {
 			x.log.Warn("dropped message from the driver", "reason", problem, "type", f.Type)
+			x.dropped.WithLabelValues(name, reason).Inc()
 		}
 	case wire.Kind_KIND_TASK:
 		x.startTask(c, f)

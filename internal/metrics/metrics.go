@@ -208,11 +208,28 @@ func NewLimitHits(constLabels prometheus.Labels) *prometheus.CounterVec {
 	}, labels)
 }
 
+// NewDropped returns the counter of sent messages that could not be
+// delivered, labelled by plugin, reason and executor: where the message
+// was dropped ("driver" on the driver). Driver and executors create it
+// with the same name and help so that /metrics merges them into one
+// family.
+func NewDropped(constLabels prometheus.Labels) *prometheus.CounterVec {
+	labels := []string{"plugin", "reason"}
+	if constLabels == nil {
+		labels = []string{"executor", "plugin", "reason"}
+	}
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "ember_messages_dropped_total",
+		Help:        "Sent messages that could not be delivered, by plugin, reason and executor (where dropped: driver for the driver).",
+		ConstLabels: constLabels,
+	}, labels)
+}
+
 // Builtin are the runtime's own metrics on the driver.
 type Builtin struct {
 	Messages       *prometheus.CounterVec   // plugin, type, direction, kind
 	MessageErrors  *prometheus.CounterVec   // plugin, code
-	Dropped        *prometheus.CounterVec   // plugin, reason
+	Dropped        *prometheus.CounterVec   // executor ("driver"), plugin, reason
 	HandlerSeconds *prometheus.HistogramVec // plugin
 	Tasks          *prometheus.CounterVec   // task, state
 	ExecutorsAlive prometheus.Gauge
@@ -231,10 +248,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_message_errors_total",
 			Help: "Asks answered with an error by a driver plugin, by plugin and error code.",
 		}, []string{"plugin", "code"}),
-		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ember_messages_dropped_total",
-			Help: "Sent messages the driver could not deliver, by plugin and reason.",
-		}, []string{"plugin", "reason"}),
+		Dropped: NewDropped(nil),
 		HandlerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ember_handler_seconds",
 			Help:    "Time driver plugins spend in Receive, by plugin (sampled: one message in 8).",
