@@ -10,18 +10,21 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/fault"
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/launch"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 )
 
 // Environment variables read by Run.
@@ -177,8 +180,10 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				crash := make(chan struct{})
 				var once sync.Once
 				ecfg.Crash = crash
+				link := new(fault.Link)
+				ecfg.DialOptions = append(slices.Clip(ecfg.DialOptions), grpc.WithStreamInterceptor(link.Interceptor()))
 				ecfg.OnWelcome = func(id string) {
-					hooks.Started(id, func() { once.Do(func() { close(crash) }) })
+					hooks.Started(id, func() { once.Do(func() { close(crash) }) }, link)
 				}
 			}
 			return executor.Run(ctx, ecfg)

@@ -1,6 +1,7 @@
 // Package embertest is Ember's public test kit: an application cluster
 // that runs inside a test (executors in-process or as real child
-// processes), fault injection, and the plumbing that lets a re-executed
+// processes), fault injection (Kill; for in-process executors, Delay and
+// Partition), and the plumbing that lets a re-executed
 // test binary become an executor of the test that started it.
 //
 // A test package using real executor processes needs one line:
@@ -30,6 +31,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/internal/fault"
 	"github.com/emberhq/ember/internal/hook"
 	"go.uber.org/goleak"
 )
@@ -78,8 +80,9 @@ type Cluster struct {
 	done    chan struct{}
 	err     error // Run's result, set before done closes
 
-	mu    sync.Mutex // protects kills
+	mu    sync.Mutex // protects kills and links
 	kills map[string]func()
+	links map[string]*fault.Link
 }
 
 // Start runs cfg (Master "local[N]" or "local-cluster[N]") until its
@@ -101,11 +104,13 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 		release: make(chan struct{}),
 		done:    make(chan struct{}),
 		kills:   map[string]func(){},
+		links:   map[string]*fault.Link{},
 	}
 	ctx := hook.WithLocalHooks(context.Background(), &hook.LocalHooks{
-		Started: func(id string, kill func()) {
+		Started: func(id string, kill func(), link *fault.Link) {
 			c.mu.Lock()
 			c.kills[id] = kill
+			c.links[id] = link
 			c.mu.Unlock()
 		},
 	})
@@ -175,6 +180,53 @@ func (c *Cluster) Kill(executorID string) error {
 		}
 	}
 	return errors.New("embertest: no such executor " + executorID)
+}
+
+// Delay makes everything between the driver and an in-process executor
+// (local[N]) slower: each gRPC message, a batch of frames, waits d before
+// the executor sends it and d after it receives one, so a round trip
+// takes 2d more. Messages wait one after another, so throughput drops
+// too. Delay(id, 0) removes it. It fails for an executor process
+// (local-cluster), whose connection the test kit cannot reach.
+func (c *Cluster) Delay(executorID string, d time.Duration) error {
+	l, err := c.link(executorID)
+	if err == nil {
+		l.SetDelay(d)
+	}
+	return err
+}
+
+// Partition cuts an in-process executor (local[N]) off from its driver
+// without closing their connection, as a network partition does: nothing
+// reaches either side until Heal. Each side sees only silence and, after
+// its Config.HeartbeatTimeout, loses the other: the driver reports the
+// executor lost (its tasks are rescheduled, OnExecutorRemoved runs) and
+// the executor shuts down. Healed sooner, nothing is lost: what waited is
+// delivered, in order. It fails for an executor process (local-cluster).
+func (c *Cluster) Partition(executorID string) error {
+	l, err := c.link(executorID)
+	if err == nil {
+		l.Partition()
+	}
+	return err
+}
+
+// Heal ends a Partition of an in-process executor.
+func (c *Cluster) Heal(executorID string) error {
+	l, err := c.link(executorID)
+	if err == nil {
+		l.Heal()
+	}
+	return err
+}
+
+func (c *Cluster) link(executorID string) (*fault.Link, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l := c.links[executorID]; l != nil {
+		return l, nil
+	}
+	return nil, fmt.Errorf("embertest: no in-process executor %s (network faults need Master local[N])", executorID)
 }
 
 // WaitFor polls cond until it holds or DefaultTimeout passes, then fails t

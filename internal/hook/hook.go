@@ -3,7 +3,11 @@
 // packages set these in their init functions.
 package hook
 
-import "context"
+import (
+	"context"
+
+	"github.com/emberhq/ember/internal/fault"
+)
 
 var (
 	// WireError builds a *plugin.Error received from the peer.
@@ -17,8 +21,9 @@ var (
 type LocalHooks struct {
 	// Started is called when an in-process executor has been accepted by
 	// the driver; calling kill makes it crash: its stream drops without a
-	// goodbye and its plugins are not shut down.
-	Started func(executorID string, kill func())
+	// goodbye and its plugins are not shut down. link injects faults into
+	// its stream.
+	Started func(executorID string, kill func(), link *fault.Link)
 }
 
 type localHooksKey struct{}

@@ -1,0 +1,175 @@
+package embertest_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+)
+
+func TestMain(m *testing.M) { embertest.Main(m) }
+
+type note string
+
+func init() { plugin.RegisterMessage[note]() }
+
+// recorder is a plugin whose driver side records what it receives and
+// answers asks with what it got, and whose executor sides hand their
+// contexts to the test.
+type recorder struct {
+	mu      sync.Mutex
+	got     []note
+	removed []error
+	pcs     map[string]plugin.ExecutorContext
+}
+
+func (r *recorder) Name() string                          { return "recorder" }
+func (r *recorder) DriverPlugin() plugin.DriverPlugin     { return (*recorderDriver)(r) }
+func (r *recorder) ExecutorPlugin() plugin.ExecutorPlugin { return &recorderExecutor{r: r} }
+
+func (r *recorder) notes() []note {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+func (r *recorder) removals() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.removed)
+}
+
+func (r *recorder) pc(id string) plugin.ExecutorContext {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pcs[id]
+}
+
+type recorderDriver recorder
+
+func (d *recorderDriver) Init(context.Context, plugin.DriverContext) (map[string]string, error) {
+	return nil, nil
+}
+func (d *recorderDriver) Shutdown(context.Context) error { return nil }
+func (d *recorderDriver) Receive(_ context.Context, msg any) (any, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = append(d.got, msg.(note))
+	return msg, nil
+}
+func (d *recorderDriver) OnExecutorAdded(context.Context, plugin.ExecutorInfo) {}
+func (d *recorderDriver) OnExecutorRemoved(_ context.Context, _ plugin.ExecutorInfo, reason error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.removed = append(d.removed, reason)
+}
+
+type recorderExecutor struct{ r *recorder }
+
+func (e *recorderExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.r.mu.Lock()
+	defer e.r.mu.Unlock()
+	if e.r.pcs == nil {
+		e.r.pcs = map[string]plugin.ExecutorContext{}
+	}
+	e.r.pcs[pc.ExecutorID()] = pc
+	return nil
+}
+func (e *recorderExecutor) Shutdown(context.Context) error { return nil }
+
+func start(t *testing.T, cfg ember.Config) (*embertest.Cluster, *recorder) {
+	t.Helper()
+	r := &recorder{}
+	cfg.Plugins = []plugin.Plugin{r}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	return embertest.Start(t, cfg), r
+}
+
+// Delay slows an in-process executor's round trips by twice the delay,
+// and Delay 0 restores them.
+func TestDelay(t *testing.T) {
+	c, r := start(t, ember.Config{Master: "local[1]"})
+	const d = 50 * time.Millisecond
+	if err := c.Delay("1", d); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	begin := time.Now()
+	got, err := plugin.Ask[note](ctx, r.pc("1"), note("slow"))
+	if took := time.Since(begin); err != nil || got != "slow" || took < 2*d {
+		t.Errorf("Ask with a %v delay: got %q, %v after %v; want the echo after at least %v", d, got, err, took, 2*d)
+	}
+	if err := c.Delay("1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := plugin.Ask[note](ctx, r.pc("1"), note("fast")); err != nil || got != "fast" {
+		t.Errorf("Ask without delay: got %q, %v; want the echo", got, err)
+	}
+	if err := c.Delay("7", d); err == nil {
+		t.Error("Delay of an unknown executor: got nil, want an error")
+	}
+}
+
+// A partition healed before the heartbeat timeout loses nothing: what the
+// executor sent meanwhile arrives afterwards, in order.
+func TestHealedPartitionLosesNothing(t *testing.T) {
+	c, r := start(t, ember.Config{Master: "local[1]"})
+	if err := c.Partition("1"); err != nil {
+		t.Fatal(err)
+	}
+	var want []note
+	for i := range 100 {
+		n := note(rune('a' + i%26))
+		want = append(want, n)
+		if err := r.pc("1").Send(context.Background(), n); err != nil {
+			t.Fatalf("Send %d during the partition: %v", i, err)
+		}
+	}
+	// An ask meanwhile gets no answer, and by then nothing has arrived.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := plugin.Ask[note](ctx, r.pc("1"), note("anyone?"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Ask during the partition: got %v, want its deadline", err)
+	}
+	if got := r.notes(); len(got) != 0 {
+		t.Fatalf("during the partition the driver received %q, want nothing", got)
+	}
+	if err := c.Heal("1"); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "the messages sent during the partition", func() bool { return len(r.notes()) >= len(want) })
+	if got := r.notes(); !slices.Equal(got[:len(want)], want) { // then perhaps the late ask
+		t.Errorf("after healing: got %q, want %q", got, want)
+	}
+}
+
+// A partition longer than the heartbeat timeout loses the executor: the
+// driver removes it, and the executor's calls fail with Unavailable.
+func TestPartitionLosesTheExecutor(t *testing.T) {
+	c, r := start(t, ember.Config{Master: "local[2]", HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond})
+	if err := c.Partition("1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := plugin.Ask[note](context.Background(), r.pc("1"), note("anyone?"))
+	if plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("Ask across the partition: got %v, want Unavailable once the driver is lost", err)
+	}
+	embertest.WaitFor(t, "the driver to remove executor 1", func() bool {
+		ids := []string{}
+		for _, e := range c.Driver.Executors() {
+			ids = append(ids, e.ID)
+		}
+		return slices.Equal(ids, []string{"2"}) && r.removals() == 1
+	})
+	if got, err := plugin.Ask[note](context.Background(), r.pc("2"), note("still here")); err != nil || got != "still here" {
+		t.Errorf("Ask from the other executor: got %q, %v; want the echo", got, err)
+	}
+}
