@@ -14,7 +14,9 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
+	"google.golang.org/grpc"
 )
 
 // Tasks are package-level so every process registers the same ones.
@@ -551,5 +553,102 @@ func TestTaskThatKillsItsExecutorFailsItsJob(t *testing.T) {
 	var te *ember.TaskError
 	if !errors.As(err, &te) || te.Attempts != 2 || plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "was lost while running it") {
 		t.Errorf("Map of a task that kills its executor: got %v, want a TaskError after 2 attempts saying the executor was lost", err)
+	}
+}
+
+var doubleOnce = ember.NewTask("test.double-once", func(ctx context.Context, tc ember.TaskContext, n int) (int, error) {
+	return 2 * n, nil
+})
+
+// holdStream holds, once hold is set, the first received batch that
+// carries a TASK until release closes: the TASK is "in flight".
+type holdStream struct {
+	grpc.ClientStream
+	hold    *atomic.Bool
+	gotTask chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *holdStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil && s.hold.Load() {
+		if b, ok := m.(*wire.Batch); ok {
+			for _, f := range b.Frames {
+				if f.Kind == wire.Kind_KIND_TASK {
+					s.once.Do(func() { close(s.gotTask) })
+					<-s.release
+					break
+				}
+			}
+		}
+	}
+	return err
+}
+
+// An executor that stops on its own (SIGTERM) while a TASK for it is on
+// the wire: the attempt runs elsewhere without counting, though
+// ember.task.maxFailures is 1. The executor tells the driver it is
+// stopping before anything else (a TASK_RESULT of no run, with
+// executor_stopping), so a TASK it never answers does not count when it
+// goes. Before, it counted as lost with its executor, and the Map failed.
+func TestTaskOnItsWayToAStoppingExecutorRunsElsewhere(t *testing.T) {
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", ShutdownTimeout: 2 * time.Second,
+		Conf: map[string]string{ember.ConfMaxTaskFailures: "1", ember.ConfExecutorSlots: "1"}})
+
+	var hold atomic.Bool
+	gotTask := make(chan struct{})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	rel := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(rel)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	joined := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- executor.Run(ctx, executor.Config{
+			DriverAddr: d.Addr(), Logger: quiet, BuildID: "test", ShutdownTimeout: 2 * time.Second,
+			Tasks: ember.Tasks(), RunTask: ember.RunTask(quiet),
+			OnWelcome: func(id string) { joined <- id },
+			DialOptions: []grpc.DialOption{grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				s, err := streamer(ctx, desc, cc, method, opts...)
+				if err != nil {
+					return nil, err
+				}
+				return &holdStream{ClientStream: s, hold: &hold, gotTask: gotTask, release: release}, nil
+			})},
+		})
+	}()
+	t.Cleanup(func() { cancel(); rel(); <-done })
+	<-joined
+	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	hold.Store(true)
+
+	errc := make(chan error, 1)
+	out := make(chan []int, 1)
+	go func() {
+		o, err := ember.Map(testCtx(t), d, doubleOnce, []int{21})
+		out <- o
+		errc <- err
+	}()
+	<-gotTask // the TASK is on its way to the executor, not yet read
+	// Another executor, to run it again, then the first stops on its own.
+	if id, _, _ := joinExecutor(t, d.Addr()); id == "" {
+		return
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Map: got %v, want the attempt run again on the other executor without counting", err)
+		}
+		if o := <-out; len(o) != 1 || o[0] != 42 {
+			t.Errorf("Map: got %v", o)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Map hangs")
 	}
 }

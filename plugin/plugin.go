@@ -41,7 +41,11 @@ type DriverPlugin interface {
 	// keys and values must be valid UTF-8. An error (or an extraConf that
 	// is not UTF-8) fails ember.Run; plugins already initialised are shut
 	// down.
-	// pc stays valid until Shutdown returns and may be kept.
+	// pc stays valid until Shutdown returns and may be kept. ctx ends
+	// when ember.Run's ctx does or Config.StartTimeout passes (an Init
+	// that has not returned a second later is abandoned, still running,
+	// and fails Run), and once Init returns: it is for Init's own work,
+	// not for goroutines that outlive it (stop those in Shutdown).
 	Init(ctx context.Context, pc DriverContext) (extraConf map[string]string, err error)
 	// Receive handles a message from an executor plugin of the same name.
 	// For an Ask, the returned reply (or error) is the answer; for a Send,
@@ -71,8 +75,10 @@ type ExecutorPlugin interface {
 	// Init prepares the executor side; extraConf is what the driver
 	// plugin's Init returned (never nil). An error ends this executor and
 	// the driver reports it. pc stays valid until Shutdown returns. ctx
-	// ends when the executor's Run ctx does, and when the driver goes away
-	// or tells the executor to stop during Init: return when it ends.
+	// ends when the executor's Run ctx does, when the driver goes away or
+	// tells the executor to stop during Init (return when it ends), and
+	// once Init returns: it is for Init's own work, not for goroutines that
+	// outlive it (stop those in Shutdown).
 	Init(ctx context.Context, pc ExecutorContext, extraConf map[string]string) error
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// executor's stop deadline, which the plugins shut down after it share

@@ -358,6 +358,12 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 // result handles a TASK_RESULT frame.
 func (s *scheduler) result(e *execState, f *wire.Frame) {
 	s.mu.Lock()
+	if f.Code != 0 && f.ExecutorStopping {
+		// Stopping on its own: no more attempts, and those whose TASK
+		// is still on its way (it may close before reading them) do not
+		// count when it goes. Call 0 announces the stop itself.
+		e.leaving = true
+	}
 	a, ok := s.runs[f.Call]
 	if !ok || a.exec != e { // lost, or not this executor's to report
 		s.mu.Unlock()
@@ -382,8 +388,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	case j.err != nil:
 	case f.Code != 0 && f.ExecutorStopping:
 		// Not the task's failure: run it elsewhere, and give this
-		// executor nothing more.
-		e.leaving = true
+		// executor nothing more (leaving, above).
 		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	case f.Code == 0:
 		j.results[a.index] = f.Payload

@@ -148,6 +148,11 @@ func Run(ctx context.Context, cfg Config) error {
 	types := codec.Names() // what the handshake announces, and the frames' type table
 	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
 	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			// Stopped by its ctx while connecting: a stop, not a failure
+			// (gRPC's Canceled status does not match ctx.Err()).
+			return fmt.Errorf("executor: stopped while connecting to driver %s: %w (%v)", cfg.DriverAddr, ctx.Err(), err)
+		}
 		return err
 	}
 	x.id = welcome.ExecutorId
@@ -283,7 +288,12 @@ func Run(ctx context.Context, cfg Config) error {
 		// driver runs them elsewhere) and what the plugins send as they
 		// shut down are flushed to the driver before the stream closes;
 		// closing at once lost them, and the driver counted the
-		// attempts as lost with their executor.
+		// attempts as lost with their executor. The driver is told
+		// first (a TASK_RESULT of no run, with ExecutorStopping), so
+		// that TASKs already on their way, which may arrive once the
+		// stream is closing and go unanswered, do not count either.
+		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, ExecutorStopping: true,
+			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, hcancel) // logged
 		x.drain(x.cfg.ShutdownTimeout / 10)
 		return ctx.Err()
@@ -572,7 +582,9 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		// The plugin's ctx ends a little before deadline: the rest is
 		// its grace to return (a final Send made as its ctx ends goes
 		// before STOPPED) before it is abandoned.
-		grace := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
+		// Never past deadline: the plugins share it, and each one
+		// abandoned would otherwise push STOPPED a grace later.
+		grace := min(rpc.AbandonGrace(x.cfg.ShutdownTimeout), max(time.Until(deadline), 0))
 		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-grace))
 		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", func(ctx context.Context) error {
 			// Once it returns, not when it is abandoned: a Shutdown
