@@ -72,6 +72,9 @@ type attempt struct {
 	// A TASK_CANCEL queued first would reach the executor before the TASK,
 	// find nothing to cancel, and the attempt would run on.
 	sent, cancel bool
+	// undelivered: the connection had closed when its TASK was queued, so
+	// it never ran, and its loss is not the task's.
+	undelivered bool
 }
 
 // scheduler assigns task attempts to executor slots.
@@ -171,8 +174,14 @@ type outFrame struct {
 // attempt.cancel).
 func (s *scheduler) send(out []outFrame) {
 	tasks := false
+	var failed map[*attempt]bool
 	for _, o := range out {
-		_ = o.conn.SendControl(o.f)
+		if err := o.conn.SendControl(o.f); err != nil && o.task != nil {
+			if failed == nil {
+				failed = map[*attempt]bool{}
+			}
+			failed[o.task] = true
+		}
 		tasks = tasks || o.task != nil
 	}
 	if !tasks {
@@ -182,7 +191,7 @@ func (s *scheduler) send(out []outFrame) {
 	s.mu.Lock()
 	for _, o := range out {
 		if a := o.task; a != nil {
-			a.sent = true
+			a.sent, a.undelivered = true, failed[a]
 			if a.cancel {
 				cancels = append(cancels, cancelFrame(a))
 			}
@@ -330,7 +339,9 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		if j.err != nil {
 			continue
 		}
-		if cause != nil && !e.leaving {
+		// An attempt whose TASK could not be queued (the connection had
+		// closed) never ran: not counted.
+		if cause != nil && !e.leaving && !a.undelivered {
 			j.failures[a.index]++
 			if j.failures[a.index] >= s.maxFailures {
 				lost := plugin.Errorf(plugin.CodeUnavailable, "executor %s was lost while running it: %v", e.info.ID, cause)

@@ -390,3 +390,41 @@ func waitJob(t *testing.T, job <-chan error) error {
 		return nil
 	}
 }
+
+// An attempt whose TASK could not be queued (its executor's connection had
+// closed, and the executor was not removed yet) never ran: when the
+// executor is removed, it runs again without counting a failure, though
+// maxFailures is 1.
+func TestUndeliveredAttemptDoesNotCount(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, MaxTaskFailures: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, es1 := schedExecutor(t, d, "1", 1)
+	es1.conn.Close(plugin.Errorf(plugin.CodeUnavailable, "gone"))
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.sched.mu.Lock()
+		queued := false
+		for _, a := range d.sched.runs {
+			queued = queued || a.sent
+		}
+		d.sched.mu.Unlock()
+		if queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the attempt was never queued")
+		}
+		runtime.Gosched()
+	}
+	d.sched.removeExecutor(es1, plugin.Errorf(plugin.CodeUnavailable, "gone"))
+	stream2, es2 := schedExecutor(t, d, "2", 1)
+	run := pollSent(t, stream2, wire.Kind_KIND_TASK, 1)[0]
+	d.sched.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+	if err := waitJob(t, job); err != nil {
+		t.Errorf("job: got %v, want it run again on executor 2, its undelivered attempt not counted", err)
+	}
+}

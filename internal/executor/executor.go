@@ -280,7 +280,13 @@ func Run(ctx context.Context, cfg Config) error {
 		x.conn.Close(plugin.NewError(plugin.CodeUnavailable, "executor crashed (fault injection)"))
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
+		// ctx may have ended as the executor became ready, before its
+		// stream was untied from it: a stop, not a lost driver.
+		stopped := ctx.Err()
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
+		if stopped != nil {
+			return fmt.Errorf("executor %s: stopped as it became ready: %w", x.id, stopped)
+		}
 		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
 	case <-ctx.Done():
 		// Stopping on its own (its process was told to, say). The

@@ -56,3 +56,19 @@ func TestCallWithinWaitsForAPluginWatchingItsCtx(t *testing.T) {
 		}
 	}
 }
+
+// Abandoned because its ctx was canceled (a ^C during a driver plugin's
+// Init), a plugin method fails with CodeCanceled, not DeadlineExceeded.
+func TestCallWithinCanceled(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := CallWithin(ctx, 0, slog.New(slog.DiscardHandler), "stuck", "Init", func(context.Context) error {
+		<-release // ignores ctx
+		return nil
+	})
+	if plugin.CodeOf(err) != plugin.CodeCanceled || !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want Canceled", err)
+	}
+}

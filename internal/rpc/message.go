@@ -104,7 +104,7 @@ func CallWithin(ctx context.Context, grace time.Duration, log *slog.Logger, plug
 	case err := <-done:
 		return err
 	case <-t.C:
-		return plugin.Errorf(plugin.CodeDeadlineExceeded, "plugin %q: %s did not return in time; abandoned: %w", pluginName, method, ctx.Err())
+		return plugin.Errorf(plugin.CodeOf(ctx.Err()), "plugin %q: %s did not return in time; abandoned: %w", pluginName, method, ctx.Err())
 	}
 }
 
