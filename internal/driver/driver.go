@@ -100,8 +100,8 @@ type Driver struct {
 	// released holds the PIDs of the executors that stopped when Close
 	// told them to (their STOPPED arrived); made by Close.
 	released map[int]bool
-	// refused holds why executors were refused for a handshake mismatch,
-	// by the PID they claimed (see Refusal).
+	// refused holds why executors of a local master were refused for a
+	// handshake mismatch, by the PID they claimed (see Refusal).
 	refused map[int]error
 	lis     net.Listener
 	conns   *conns // lis, keeping its connections (see hangUp)
@@ -621,12 +621,16 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
-		d.mu.Lock()
-		if d.refused == nil {
-			d.refused = map[int]error{}
+		if d.cfg.NoReplacements {
+			// Local masters only, whose launcher asks (Refusal): a
+			// standalone driver would keep an entry per stranger.
+			d.mu.Lock()
+			if d.refused == nil {
+				d.refused = map[int]error{}
+			}
+			d.refused[int(hello.Pid)] = failure
+			d.mu.Unlock()
 		}
-		d.refused[int(hello.Pid)] = failure
-		d.mu.Unlock()
 		err := refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
 		// Failing start-up stops the server, which drops what it has not
 		// sent yet: the executor would see its stream cut instead of the
