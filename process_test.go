@@ -288,7 +288,8 @@ func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 			}
 		},
 	}
-	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: quiet}
+	var logs logBuffer
+	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	if isChild() {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
@@ -306,6 +307,13 @@ func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 		t.Errorf("executor process stopped by SIGTERM: got %v, want exit status 0", err)
 	}
 	embertest.WaitFor(t, "the executor's final send", func() bool { return slices.Contains(finals.get(), "final values") })
+	// The driver says the executor left, not that it was lost.
+	embertest.WaitFor(t, "the driver's log of the executor leaving", func() bool {
+		return strings.Contains(logs.String(), "executor left: it stopped on its own")
+	})
+	if strings.Contains(logs.String(), "executor lost") {
+		t.Errorf("driver logs: got %q, want no executor lost", logs.String())
+	}
 }
 
 // An executor process that never connected does not hold Run once the

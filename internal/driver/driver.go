@@ -938,6 +938,8 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	switch {
 	case reason == nil:
 		d.log.Debug("executor released", "executor", es.info.ID)
+	case d.sched.leaving(es):
+		d.log.Info("executor left: it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	case stopping:
 		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	default:

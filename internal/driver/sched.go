@@ -298,6 +298,13 @@ func (s *scheduler) pickLocked(avoid string) *execState {
 	return best
 }
 
+// leaving reports whether e said it was stopping on its own.
+func (s *scheduler) leaving(e *execState) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return e.leaving
+}
+
 // addExecutor makes a ready executor's slots available.
 func (s *scheduler) addExecutor(e *execState, slots int) {
 	if slots < 1 {
