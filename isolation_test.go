@@ -607,3 +607,30 @@ func TestStuckShutdownsStillStopInTime(t *testing.T) {
 		t.Errorf("Run: got %v, want the plugins' abandoned shutdowns only, STOPPED in time", err)
 	}
 }
+
+// One executor plugin whose Shutdown ignores its ctx uses up the shared
+// deadline; the plugin shut down after it returns at once. It must not
+// be reported as abandoned: with the grace capped at the time left
+// (zero), CallWithin gives it a ctx already ended and no time at all, and
+// usually abandons it before its goroutine has run.
+func TestPromptShutdownAfterAStuckOneIsNotAbandoned(t *testing.T) {
+	unblock := make(chan struct{})
+	t.Cleanup(func() { close(unblock) })
+	bad := 0
+	for range 5 {
+		prompt := fakePlugin{name: "prompt", newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} }}
+		stuck := fakePlugin{name: "stuck", newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{ShutdownF: func(context.Context) error { <-unblock; return nil }}
+		}}
+		// Reverse order at shutdown: stuck first, then prompt.
+		cfg := ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{prompt, stuck}, Logger: quiet, ShutdownTimeout: time.Second}
+		err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil })
+		if err != nil && strings.Contains(err.Error(), `plugin "prompt"`) {
+			bad++
+			t.Logf("Run: %v", err)
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d runs of 5 reported the prompt plugin's Shutdown as abandoned", bad)
+	}
+}

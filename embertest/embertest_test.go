@@ -173,3 +173,23 @@ func TestPartitionLosesTheExecutor(t *testing.T) {
 		t.Errorf("Ask from the other executor: got %q, %v; want the echo", got, err)
 	}
 }
+
+// An ask made across a partition ends with its ctx, as across a real
+// network partition (gRPC buffers the bytes; the asker waits on its ctx).
+// The fault used to block the ask's own write (a lone ask is written by
+// its caller), deaf to its ctx, until the executor was lost.
+func TestAskAcrossAPartitionEndsWithItsCtx(t *testing.T) {
+	c, r := start(t, ember.Config{Master: "local[1]"})
+	if err := c.Partition("1"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Heal("1")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	_, err := plugin.Ask[note](ctx, r.pc("1"), note("anyone?"))
+	took := time.Since(begin)
+	if !errors.Is(err, context.DeadlineExceeded) || took > 2*time.Second {
+		t.Errorf("Ask with a 200ms ctx across a partition: %v after %v; want DeadlineExceeded after about 200ms", err, took)
+	}
+}

@@ -347,8 +347,9 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 			continue
 		}
 		// An attempt whose TASK could not be queued (the connection had
-		// closed) never ran: not counted.
-		if cause != nil && !e.leaving && !a.undelivered {
+		// closed) never ran: not counted. Nor one whose TASK was not
+		// queued yet (!sent): the connection has ended, so it cannot be.
+		if cause != nil && !e.leaving && a.sent && !a.undelivered {
 			j.failures[a.index]++
 			if j.failures[a.index] >= s.maxFailures {
 				lost := plugin.Errorf(plugin.CodeUnavailable, "executor %s was lost while running it: %v", e.info.ID, cause)

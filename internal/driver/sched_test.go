@@ -319,7 +319,9 @@ func TestAttemptEndsAndFailureCounts(t *testing.T) {
 			stream1, es1 := schedExecutor(t, d, "1", 2)
 			job := make(chan error, 1)
 			go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
-			tt.end(d, es1, pollSent(t, stream1, wire.Kind_KIND_TASK, 1)[0])
+			run := pollSent(t, stream1, wire.Kind_KIND_TASK, 1)[0]
+			waitQueued(t, d)
+			tt.end(d, es1, run)
 			if tt.counted {
 				err := waitJob(t, job)
 				var tf *TaskFailure
@@ -331,7 +333,7 @@ func TestAttemptEndsAndFailureCounts(t *testing.T) {
 			// Not counted: the attempt runs again, on the next executor to
 			// have a slot, and not on executor 1 though it may have two.
 			stream2, es2 := schedExecutor(t, d, "2", 1)
-			run := pollSent(t, stream2, wire.Kind_KIND_TASK, 1)[0]
+			run = pollSent(t, stream2, wire.Kind_KIND_TASK, 1)[0]
 			d.sched.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
 			if err := waitJob(t, job); err != nil {
 				t.Fatalf("job: got %v, want success on executor 2", err)
@@ -366,9 +368,11 @@ func TestLostAttemptsFailTheJob(t *testing.T) {
 	stream, es := schedExecutor(t, d, "1", 1)
 	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
 	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	waitQueued(t, d)
 	d.sched.removeExecutor(es, errors.New("EOF"))
 	stream, es = schedExecutor(t, d, "2", 1)
 	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	waitQueued(t, d)
 	d.sched.removeExecutor(es, errors.New("peer silent for 10s"))
 	err = waitJob(t, job)
 	var tf *TaskFailure
@@ -426,5 +430,69 @@ func TestUndeliveredAttemptDoesNotCount(t *testing.T) {
 	d.sched.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
 	if err := waitJob(t, job); err != nil {
 		t.Errorf("job: got %v, want it run again on executor 2, its undelivered attempt not counted", err)
+	}
+}
+
+// The other order of TestUndeliveredAttemptDoesNotCount's race: the
+// executor's connection closes and HandleClose removes the executor after
+// RunJob assigned an attempt to it (scheduleLocked) but before send has
+// marked the attempt (its SendControl fails, as the connection is
+// closed). The TASK was never queued, yet the attempt counts as lost with
+// the executor and, with maxFailures 1, fails the job.
+func TestAttemptRemovedBeforeItsTaskIsQueuedDoesNotCount(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, MaxTaskFailures: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, es1 := schedExecutor(t, d, "1", 1)
+	s := &d.sched
+	// RunJob's first half.
+	s.mu.Lock()
+	j := &job{id: "1", task: "t", inputs: [][]byte{nil}, results: make([][]byte, 1), failures: make([]int, 1), left: 1,
+		progress: NewProgress(1), done: make(chan struct{})}
+	s.pending = append(s.pending, &attempt{job: j, index: 0})
+	out := s.scheduleLocked()
+	s.mu.Unlock()
+	// The connection closes; HandleClose removes the executor.
+	gone := plugin.Errorf(plugin.CodeUnavailable, "gone")
+	es1.conn.Close(gone)
+	s.removeExecutor(es1, gone)
+	// RunJob's second half: the TASK cannot be queued.
+	s.send(out)
+	stream2, es2 := schedExecutor(t, d, "2", 1)
+	select {
+	case <-j.done:
+		t.Fatalf("job failed: %v; want its attempt, never queued, run again without counting", j.err)
+	default:
+	}
+	run := pollSent(t, stream2, wire.Kind_KIND_TASK, 1)[0]
+	s.result(es2, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+	<-j.done
+	if j.err != nil {
+		t.Errorf("job: %v", j.err)
+	}
+}
+
+// waitQueued waits until every attempt assigned so far has its TASK
+// queued (attempt.sent): the stream may show a TASK before RunJob's
+// goroutine has marked it so, and an attempt not yet marked does not count
+// when its executor is lost.
+func waitQueued(t *testing.T, d *Driver) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.sched.mu.Lock()
+		queued := true
+		for _, a := range d.sched.runs {
+			queued = queued && a.sent
+		}
+		d.sched.mu.Unlock()
+		if queued {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("attempts assigned but never marked queued")
+		}
+		runtime.Gosched()
 	}
 }

@@ -588,9 +588,12 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		// The plugin's ctx ends a little before deadline: the rest is
 		// its grace to return (a final Send made as its ctx ends goes
 		// before STOPPED) before it is abandoned.
-		// Never past deadline: the plugins share it, and each one
-		// abandoned would otherwise push STOPPED a grace later.
-		grace := min(rpc.AbandonGrace(x.cfg.ShutdownTimeout), max(time.Until(deadline), 0))
+		// Never more than one grace past deadline: each one abandoned
+		// would otherwise push STOPPED a grace later. Those whose turn
+		// comes after deadline share that one grace, so that one that
+		// returns at once is not abandoned before it could run.
+		g := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
+		grace := min(g, max(time.Until(deadline.Add(g)), 0))
 		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-grace))
 		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", func(ctx context.Context) error {
 			// Once it returns, not when it is abandoned: a Shutdown

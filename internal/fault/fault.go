@@ -89,21 +89,128 @@ func (l *Link) Interceptor() grpc.StreamClientInterceptor {
 		if err != nil {
 			return nil, err
 		}
-		return &stream{ClientStream: s, link: l}, nil
+		st := &stream{ClientStream: s, link: l, wake: make(chan struct{}, 1), space: make(chan struct{})}
+		go st.sendLoop()
+		return st, nil
 	}
 }
 
-// stream is a client stream whose messages pass through a Link.
+// sendBuffer is what a stream holds back (encoded bytes) before SendMsg
+// waits, as gRPC's own flow-control window would make it: the runtime
+// relies on a Send not blocking while the peer has read all but less
+// than its 1 MiB stream window.
+const sendBuffer = 1 << 20
+
+// stream is a client stream whose messages pass through a Link. What the
+// executor sends is encoded at once and handed to a goroutine that waits
+// for the link, so that a held message holds neither its sender (an ask
+// written by its caller would be deaf to its ctx) nor, until the buffer
+// is full, the messages queued behind it.
 type stream struct {
 	grpc.ClientStream
 	link *Link
+
+	mu     sync.Mutex          // protects the following fields
+	q      []*grpc.PreparedMsg // nil entry: CloseSend
+	sizes  []int
+	queued int   // bytes in q
+	err    error // the first failed write; later SendMsg calls return it
+	wake   chan struct{}
+	space  chan struct{} // closed and replaced when q shrinks
 }
 
 func (s *stream) SendMsg(m any) error {
-	if err := s.link.pass(s.Context()); err != nil {
+	// Without a fault and with nothing held, straight through, as without
+	// the interceptor (callers do not call SendMsg concurrently).
+	s.link.mu.Lock()
+	none := s.link.healed == nil && s.link.delay == 0
+	s.link.mu.Unlock()
+	s.mu.Lock()
+	direct := none && len(s.q) == 0 && s.err == nil
+	s.mu.Unlock()
+	if direct {
+		return s.ClientStream.SendMsg(m)
+	}
+	p := new(grpc.PreparedMsg)
+	if err := p.Encode(s.ClientStream, m); err != nil {
 		return err
 	}
-	return s.ClientStream.SendMsg(m)
+	n := 0
+	if pm, ok := m.(interface{ SizeVT() int }); ok {
+		n = pm.SizeVT()
+	}
+	return s.push(p, n)
+}
+
+func (s *stream) CloseSend() error { return s.push(nil, 0) }
+
+func (s *stream) push(p *grpc.PreparedMsg, n int) error {
+	s.mu.Lock()
+	for s.err == nil && s.queued > 0 && s.queued+n > sendBuffer {
+		space := s.space
+		s.mu.Unlock()
+		select {
+		case <-space:
+		case <-s.Context().Done():
+			return status.FromContextError(s.Context().Err()).Err()
+		}
+		s.mu.Lock()
+	}
+	if err := s.err; err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.q = append(s.q, p)
+	s.sizes = append(s.sizes, n)
+	s.queued += n
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// sendLoop writes the queued messages in order, each once the link lets
+// it go, until the stream ends.
+func (s *stream) sendLoop() {
+	ctx := s.Context()
+	for {
+		s.mu.Lock()
+		if len(s.q) == 0 {
+			s.mu.Unlock()
+			select {
+			case <-s.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		p := s.q[0]
+		s.mu.Unlock()
+		err := s.link.pass(ctx)
+		if err == nil {
+			if p == nil {
+				err = s.ClientStream.CloseSend()
+			} else {
+				err = s.ClientStream.SendMsg(p)
+			}
+		}
+		s.mu.Lock()
+		if err != nil && s.err == nil {
+			s.err = err
+		}
+		s.q[0] = nil
+		s.q = s.q[1:]
+		s.queued -= s.sizes[0]
+		s.sizes = s.sizes[1:]
+		close(s.space)
+		s.space = make(chan struct{})
+		s.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (s *stream) RecvMsg(m any) error {
