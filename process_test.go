@@ -596,10 +596,9 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		t.Error("OnExecutorRemoved: got a nil reason for a killed executor")
 	}
 	// The driver logs how the process ended, and who it was.
-	embertest.WaitFor(t, "the log of the killed executor's exit", func() bool {
-		return strings.Contains(logs.String(), "executor process ended") && strings.Contains(logs.String(), "signal: killed")
+	embertest.WaitFor(t, "the logs of the killed executor's loss, with its pid, and of its exit", func() bool {
+		s := logs.String()
+		return strings.Contains(s, "executor process ended") && strings.Contains(s, "signal: killed") &&
+			strings.Contains(s, "executor lost") && strings.Contains(s, "pid=")
 	})
-	if s := logs.String(); !strings.Contains(s, "executor lost") || !strings.Contains(s, "pid=") {
-		t.Errorf("logs: got %q, want the executor lost, with its pid", s)
-	}
 }

@@ -269,10 +269,14 @@ func Run(ctx context.Context, cfg Config) error {
 		defer close(shipDone)
 		x.shipMetrics(interval, stopShip)
 	}()
-	defer func() {
-		close(stopShip)
-		<-shipDone
-	}()
+	var stopShipOnce sync.Once
+	stopShipping := func() {
+		stopShipOnce.Do(func() {
+			close(stopShip)
+			<-shipDone
+		})
+	}
+	defer stopShipping()
 
 	select {
 	case <-x.stop:
@@ -310,7 +314,9 @@ func Run(ctx context.Context, cfg Config) error {
 	// rest for STOPPED to travel.
 	err = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, hcancel)
 	// STOPPED carries the final metrics and the plugins' shutdown
-	// errors, for Run's.
+	// errors, for Run's. No heartbeat follows it: one gathered earlier
+	// but queued after would replace the final values at the driver.
+	stopShipping()
 	stopped := &wire.Frame{Kind: wire.Kind_KIND_STOPPED, Metrics: x.gatherMetrics()}
 	if err != nil {
 		code, msg := rpc.ErrorParts(err)
