@@ -220,13 +220,20 @@ func (c *Cluster) Heal(executorID string) error {
 	return err
 }
 
+// link returns the faults of a ready in-process executor.
 func (c *Cluster) link(executorID string) (*fault.Link, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if l := c.links[executorID]; l != nil {
-		return l, nil
+	l := c.links[executorID]
+	c.mu.Unlock()
+	if l == nil {
+		return nil, fmt.Errorf("embertest: no in-process executor %s (network faults need Master local[N])", executorID)
 	}
-	return nil, fmt.Errorf("embertest: no in-process executor %s (network faults need Master local[N])", executorID)
+	for _, e := range c.Driver.Executors() {
+		if e.ID == executorID {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("embertest: executor %s is not ready (lost, or stopped)", executorID)
 }
 
 // WaitFor polls cond until it holds or DefaultTimeout passes, then fails t

@@ -172,6 +172,9 @@ func TestPartitionLosesTheExecutor(t *testing.T) {
 	if got, err := plugin.Ask[note](context.Background(), r.pc("2"), note("still here")); err != nil || got != "still here" {
 		t.Errorf("Ask from the other executor: got %q, %v; want the echo", got, err)
 	}
+	if err := c.Heal("1"); err == nil {
+		t.Error("Heal of the lost executor: got nil, want an error saying it is not ready")
+	}
 }
 
 // An ask made across a partition ends with its ctx, as across a real
