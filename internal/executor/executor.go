@@ -257,8 +257,13 @@ func Run(ctx context.Context, cfg Config) error {
 		x.drain(x.cfg.ShutdownTimeout)
 		return err
 	}
-	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
+	// Untie the stream from ctx before READY, not after: once the
+	// driver may know the executor ready (a WaitExecutors returning,
+	// then a SIGTERM), ctx ending must be the stop of its own below,
+	// whose final sends reach the driver. Untied after READY, a ctx
+	// ending in between canceled the stream, and they were lost.
 	untie()
+	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
 	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
 	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
 		interval = time.Second
@@ -285,7 +290,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
 		// ctx may have ended as the executor became ready, before its
-		// stream was untied from it: a stop, not a lost driver.
+		// stream was untied from it (the driver never saw READY): a
+		// stop, not a lost driver.
 		stopped := ctx.Err()
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
 		if stopped != nil {
