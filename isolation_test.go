@@ -636,3 +636,40 @@ func TestPromptShutdownAfterAStuckOneIsNotAbandoned(t *testing.T) {
 		t.Errorf("%d runs of 3 reported the prompt plugin's Shutdown as abandoned", bad)
 	}
 }
+
+// An executor whose Run ctx ends while a plugin's Init waits on an Ask
+// (the stream, tied to the ctx until READY, is cut under it) has stopped,
+// not failed: Run's error matches the ctx's, so that its process exits 0.
+// Before, the Ask's Unavailable was Run's error.
+func TestCtxEndingDuringInitIsAStop(t *testing.T) {
+	asking := make(chan struct{})
+	p := fakePlugin{
+		name: "asks-in-init",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(ctx context.Context, _ any) (any, error) {
+				close(asking)
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				_, err := pc.Ask(context.Background(), text("configure me")) // not Init's ctx: only the stream ends it
+				return err
+			}}
+		},
+	}
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{p}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	execErr := make(chan error, 1)
+	go func() {
+		execErr <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Plugins: []plugin.Plugin{p},
+			Logger: quiet, BuildID: "test", Tasks: ember.Tasks(), ShutdownTimeout: time.Second})
+	}()
+	<-asking
+	cancel()
+	if err := <-execErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("executor stopped by its ctx during Init: got %v, want an error matching context.Canceled", err)
+	}
+}

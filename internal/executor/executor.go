@@ -255,6 +255,12 @@ func Run(ctx context.Context, cfg Config) error {
 		code, msg := rpc.ErrorParts(err)
 		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
 		x.drain(x.cfg.ShutdownTimeout)
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			// Stopped by its ctx during Init, which failed of that
+			// (its stream, still tied to ctx, was cut under an Ask):
+			// a stop, not a failure.
+			return fmt.Errorf("executor %s: stopped during its plugins' Init: %w (%v)", x.id, ctx.Err(), err)
+		}
 		return err
 	}
 	// Untie the stream from ctx before READY, not after: once the
