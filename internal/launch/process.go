@@ -88,7 +88,14 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			err := cmd.Wait()
+			// Where it can, wait for the exit without reaping: the
+			// unreaped process keeps its PID, and so its group's ID,
+			// from reuse while the group is killed below.
+			unreaped := waitExited(cmd.Process.Pid)
+			var err error
+			if !unreaped {
+				err = cmd.Wait()
+			}
 			// What the executor started goes with it, however it
 			// ended: a task's subprocess, say, that it killed with its
 			// ctx's end but did not wait for, or that outlived an
@@ -100,6 +107,9 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			}
 			p.finished[cmd] = true
 			p.mu.Unlock()
+			if unreaped {
+				err = cmd.Wait()
+			}
 			w.Close()
 			if err != nil {
 				err = &ExitError{ID: i, PID: cmd.Process.Pid, Err: err}

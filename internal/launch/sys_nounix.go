@@ -16,5 +16,8 @@ func killGroup(p *os.Process) { _ = p.Kill() }
 // killExitedGroup does nothing off Unix: there is no process group.
 func killExitedGroup(int) {}
 
+// waitExited cannot wait without reaping here: it reports false at once.
+func waitExited(int) bool { return false }
+
 // KillOwnGroup does nothing off Unix: there is no process group.
 func KillOwnGroup() {}

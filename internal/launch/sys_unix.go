@@ -30,8 +30,11 @@ func killGroup(p *os.Process) {
 }
 
 // killExitedGroup kills what is left of the process group of pid, an
-// executor that has exited and been waited for: the processes it started.
-// The group's ID cannot be reused while any of them lives.
+// executor that has exited: the processes it started. The group's ID
+// cannot be reused while any of them lives, nor, on Linux, while the
+// executor is not yet reaped (waitExited); elsewhere, once all are gone
+// and the executor reaped, a new group leader given the same number in
+// the meantime would be hit.
 func killExitedGroup(pid int) {
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
