@@ -673,3 +673,31 @@ func TestCtxEndingDuringInitIsAStop(t *testing.T) {
 		t.Errorf("executor stopped by its ctx during Init: got %v, want an error matching context.Canceled", err)
 	}
 }
+
+// A Shutdown abandoned for ignoring its ctx cannot send once it has been:
+// its message would follow STOPPED. Its Send fails saying the plugin has
+// shut down (it used to be accepted, and lost).
+func TestAbandonedShutdownCannotSend(t *testing.T) {
+	release := make(chan struct{})
+	sent := make(chan error, 1)
+	p := fakePlugin{name: "late", newExecutor: func() plugin.ExecutorPlugin {
+		var pc plugin.ExecutorContext
+		return &fakeExecutor{
+			InitF: func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error { pc = c; return nil },
+			ShutdownF: func(context.Context) error {
+				<-release // ignores its ctx
+				sent <- pc.Send(context.Background(), text("too late"))
+				return nil
+			},
+		}
+	}}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 500 * time.Millisecond},
+		func(context.Context, *ember.Driver) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "did not return in time; abandoned") {
+		t.Errorf("Run: got %v, want the abandoned Shutdown", err)
+	}
+	close(release)
+	if err := <-sent; plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), `executor plugin "late" has shut down`) {
+		t.Errorf("Send from the abandoned Shutdown: got %v, want Unavailable saying the plugin has shut down", err)
+	}
+}

@@ -53,7 +53,8 @@ type ExecutorContext interface {
 	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
 	// that is how to keep several asks in flight: concurrent asks share
 	// batches on the wire, while a lone ask is written at once. Once the
-	// plugin's Shutdown has returned, Ask and Send fail with
+	// plugin's Shutdown has returned (or, ignoring its ctx, been
+	// abandoned), Ask and Send fail with
 	// CodeUnavailable wrapping ErrClosed: nothing sent then would reach the
 	// driver.
 	Ask(ctx context.Context, msg any) (any, error)

@@ -26,9 +26,9 @@ type endpoint struct {
 	metrics      prometheus.Registerer
 	extraConf    map[string]string
 	inited       bool
-	// shut: the plugin's Shutdown has returned; its Ask and Send fail
-	// from then on, since what they queue could follow STOPPED, after
-	// which the driver takes nothing.
+	// shut: the plugin's Shutdown has returned or been abandoned; its
+	// Ask and Send fail from then on, since what they queue could follow
+	// STOPPED, after which the driver takes nothing.
 	shut atomic.Bool
 }
 

@@ -613,13 +613,12 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		g := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
 		grace := min(g, max(time.Until(deadline.Add(g)), 0))
 		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-grace))
-		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", func(ctx context.Context) error {
-			// Once it returns, not when it is abandoned: a Shutdown
-			// that waited on its ctx may still send its final values.
-			defer e.shut.Store(true)
-			return e.ep.Shutdown(ctx)
-		})
+		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
+		// Returned, or abandoned after its grace (it had the grace to
+		// send its final values): what it sends from now on would follow
+		// STOPPED, so it fails.
+		e.shut.Store(true)
 		if err != nil {
 			e.log.Error("executor plugin shutdown failed", "err", err)
 			errs = append(errs, fmt.Errorf("executor %s: plugin %q: shutdown: %w", x.id, e.name, err))
