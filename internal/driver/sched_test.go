@@ -408,22 +408,7 @@ func TestUndeliveredAttemptDoesNotCount(t *testing.T) {
 	es1.conn.Close(plugin.Errorf(plugin.CodeUnavailable, "gone"))
 	job := make(chan error, 1)
 	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d.sched.mu.Lock()
-		queued := false
-		for _, a := range d.sched.runs {
-			queued = queued || a.sent
-		}
-		d.sched.mu.Unlock()
-		if queued {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the attempt was never queued")
-		}
-		runtime.Gosched()
-	}
+	waitQueued(t, d)
 	d.sched.removeExecutor(es1, plugin.Errorf(plugin.CodeUnavailable, "gone"))
 	stream2, es2 := schedExecutor(t, d, "2", 1)
 	run := pollSent(t, stream2, wire.Kind_KIND_TASK, 1)[0]
@@ -473,16 +458,16 @@ func TestAttemptRemovedBeforeItsTaskIsQueuedDoesNotCount(t *testing.T) {
 	}
 }
 
-// waitQueued waits until every attempt assigned so far has its TASK
-// queued (attempt.sent): the stream may show a TASK before RunJob's
-// goroutine has marked it so, and an attempt not yet marked does not count
-// when its executor is lost.
+// waitQueued waits until an attempt has been assigned and every one
+// assigned so far has its TASK queued, or failed to queue (attempt.sent):
+// the stream may show a TASK before RunJob's goroutine has marked it so,
+// and an attempt not yet marked does not count when its executor is lost.
 func waitQueued(t *testing.T, d *Driver) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		d.sched.mu.Lock()
-		queued := true
+		queued := len(d.sched.runs) > 0
 		for _, a := range d.sched.runs {
 			queued = queued && a.sent
 		}
