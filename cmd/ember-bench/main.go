@@ -233,9 +233,9 @@ func runScenarios(ctx context.Context, selected []scenario) ([]Result, error) {
 		// Every wait of a scenario (asks, baseline processes) ends with
 		// this ctx: a stalled peer cannot hang the tool. It is cancelled
 		// by a timer rather than given a deadline: a deadline would travel
-		// with every ask the scenario times, and cost each one a timer on
-		// the answering side, which the baselines do not pay (measured:
-		// about 3 µs more per round trip in ask-latency).
+		// with every ask the scenario times, which the baselines' pings
+		// do not carry (ask-latency's "ask timeout" row measures asks
+		// with one).
 		sctx, cancel := context.WithCancelCause(ctx)
 		stalled := fmt.Errorf("did not finish within -timeout %v", *timeout)
 		timer := time.AfterFunc(*timeout, func() { cancel(stalled) })

@@ -27,10 +27,13 @@ type (
 	// RunAsks makes an executor ask Ping N times from Outstanding
 	// goroutines. Only with Latencies does it time each ask (the
 	// throughput baselines time nothing per message, so neither does
-	// the throughput scenario).
+	// the throughput scenario). With a Timeout, each ask gets a ctx of
+	// its own with that timeout, as callers' asks usually do, and the
+	// deadline travels with it; its making is timed too.
 	RunAsks struct {
 		N, Outstanding int
 		Latencies      bool
+		Timeout        time.Duration
 	}
 	AskStats struct {
 		Elapsed  time.Duration
@@ -280,7 +283,15 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 				if m.Latencies {
 					t = time.Now()
 				}
-				if _, err := e.pc.Ask(ctx, ping); err != nil {
+				actx, cancel := ctx, context.CancelFunc(nil)
+				if m.Timeout > 0 {
+					actx, cancel = context.WithTimeout(ctx, m.Timeout)
+				}
+				_, err := e.pc.Ask(actx, ping)
+				if cancel != nil {
+					cancel()
+				}
+				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}

@@ -51,9 +51,9 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		hctx = askCtx
 		// A peer's larger value would overflow time.Duration: no deadline.
 		if h.TimeoutMicros > 0 && h.TimeoutMicros <= math.MaxInt64/int64(time.Microsecond) {
-			var cancel context.CancelFunc
-			hctx, cancel = context.WithTimeout(askCtx, time.Duration(h.TimeoutMicros)*time.Microsecond)
-			defer cancel()
+			dctx := withDeadline(askCtx, time.Now().Add(time.Duration(h.TimeoutMicros)*time.Microsecond))
+			defer dctx.end()
+			hctx = dctx
 		}
 	}
 	var start time.Time
