@@ -589,9 +589,8 @@ func (s *holdStream) RecvMsg(m any) error {
 // An executor that stops on its own (SIGTERM) while a TASK for it is on
 // the wire: the attempt runs elsewhere without counting, though
 // ember.task.maxFailures is 1. The executor tells the driver it is
-// stopping before anything else (a TASK_RESULT of no run, with
-// executor_stopping), so a TASK it never answers does not count when it
-// goes. Before, it counted as lost with its executor, and the Map failed.
+// stopping before anything else (LEAVING), so a TASK it never answers
+// does not count when it goes. Before, it counted as lost with its executor, and the Map failed.
 func TestTaskOnItsWayToAStoppingExecutorRunsElsewhere(t *testing.T) {
 	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", ShutdownTimeout: 2 * time.Second,
 		Conf: map[string]string{ember.ConfMaxTaskFailures: "1", ember.ConfExecutorSlots: "1"}})

@@ -766,6 +766,9 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		d.ready(es, f)
 	case wire.Kind_KIND_TASK_RESULT:
 		d.sched.result(es, f)
+	case wire.Kind_KIND_LEAVING:
+		d.sched.leave(es)
+		d.log.Debug("executor leaving: it is stopping on its own", "executor", es.info.ID, "err", rpc.WireError(f.Code, f.Error))
 	case wire.Kind_KIND_HEARTBEAT:
 		d.executorMetrics(es, f.Metrics)
 	case wire.Kind_KIND_STOPPED:

@@ -298,6 +298,15 @@ func (s *scheduler) pickLocked(avoid string) *execState {
 	return best
 }
 
+// leave handles e's LEAVING: it is stopping on its own, so it gets no
+// more attempts, and those whose TASK is still on its way to it (it may
+// close its stream before reading them) do not count when it goes.
+func (s *scheduler) leave(e *execState) {
+	s.mu.Lock()
+	e.leaving = true
+	s.mu.Unlock()
+}
+
 // leaving reports whether e said it was stopping on its own.
 func (s *scheduler) leaving(e *execState) bool {
 	s.mu.Lock()
@@ -378,9 +387,8 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 func (s *scheduler) result(e *execState, f *wire.Frame) {
 	s.mu.Lock()
 	if f.Code != 0 && f.ExecutorStopping {
-		// Stopping on its own: no more attempts, and those whose TASK
-		// is still on its way (it may close before reading them) do not
-		// count when it goes. Call 0 announces the stop itself.
+		// Stopping: no more attempts. (One stopping on its own has
+		// said so first, in LEAVING.)
 		e.leaving = true
 	}
 	a, ok := s.runs[f.Call]

@@ -311,10 +311,10 @@ func Run(ctx context.Context, cfg Config) error {
 		// shut down are flushed to the driver before the stream closes;
 		// closing at once lost them, and the driver counted the
 		// attempts as lost with their executor. The driver is told
-		// first (a TASK_RESULT of no run, with ExecutorStopping), so
-		// that TASKs already on their way, which may arrive once the
-		// stream is closing and go unanswered, do not count either.
-		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, ExecutorStopping: true,
+		// first (LEAVING), so that TASKs already on their way, which
+		// may arrive once the stream is closing and go unanswered, do
+		// not count either.
+		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_LEAVING,
 			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, hcancel) // logged
 		x.drain(x.cfg.ShutdownTimeout / 10)

@@ -65,6 +65,12 @@ const (
 	// delivered (or dropped) them. A SEND may overdraw the window by one
 	// message. See docs/internals.md.
 	Kind_KIND_CREDIT Kind = 14
+	// Executor -> driver: it is stopping on its own (told to by its process,
+	// not by a STOP); code and error say why. The driver gives it no more
+	// task attempts, and those already on their way to it, which it may
+	// close its stream before reading, do not count as failures when it
+	// goes. Its STOPPED follows unless the stop is cut short.
+	Kind_KIND_LEAVING Kind = 15
 )
 
 // Enum value maps for Kind.
@@ -85,6 +91,7 @@ var (
 		12: "KIND_TASK_CANCEL",
 		13: "KIND_CHALLENGE",
 		14: "KIND_CREDIT",
+		15: "KIND_LEAVING",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -102,6 +109,7 @@ var (
 		"KIND_TASK_CANCEL": 12,
 		"KIND_CHALLENGE":   13,
 		"KIND_CREDIT":      14,
+		"KIND_LEAVING":     15,
 	}
 )
 
@@ -204,8 +212,8 @@ type Frame struct {
 	TypeId uint32 `protobuf:"varint,15,opt,name=type_id,json=typeId,proto3" json:"type_id,omitempty"`
 	// CREDIT: the bytes of SEND window granted back for plugin.
 	Credit uint64 `protobuf:"varint,16,opt,name=credit,proto3" json:"credit,omitempty"`
-	// TASK_RESULT with an error: the executor is stopping on its own, and
-	// refused the attempt or cut it short. The driver runs it again on
+	// TASK_RESULT with an error: the executor is stopping (on its own, or
+	// told to by STOP), and refused the attempt or cut it short. The driver runs it again on
 	// another executor without counting a failure, and gives this one no
 	// more attempts.
 	ExecutorStopping bool `protobuf:"varint,17,opt,name=executor_stopping,json=executorStopping,proto3" json:"executor_stopping,omitempty"`
@@ -1022,7 +1030,7 @@ const file_frames_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\taddresses\x18\x02 \x03(\tR\taddresses*\x90\x02\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses*\xa2\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1042,7 +1050,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x10KIND_TASK_RESULT\x10\v\x12\x14\n" +
 	"\x10KIND_TASK_CANCEL\x10\f\x12\x12\n" +
 	"\x0eKIND_CHALLENGE\x10\r\x12\x0f\n" +
-	"\vKIND_CREDIT\x10\x0e2B\n" +
+	"\vKIND_CREDIT\x10\x0e\x12\x10\n" +
+	"\fKIND_LEAVING\x10\x0f2B\n" +
 	"\x05Ember\x129\n" +
 	"\aConnect\x12\x14.ember.wire.v1.Batch\x1a\x14.ember.wire.v1.Batch(\x010\x01B(Z&github.com/emberhq/ember/internal/wireb\x06proto3"
 

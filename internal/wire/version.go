@@ -5,8 +5,8 @@ import "google.golang.org/protobuf/proto"
 // ProtocolVersion is the version of the frame protocol. A driver refuses
 // executors that speak another. Version 2 added per-plugin flow control of
 // SENDs (KIND_CREDIT); version 3, the send window in Welcome; version 4,
-// the plugins' own send windows in Welcome.
-const ProtocolVersion = 4
+// the plugins' own send windows in Welcome; version 5, KIND_LEAVING.
+const ProtocolVersion = 5
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w
