@@ -37,6 +37,11 @@ import (
 type deadlineCtx struct {
 	parent   context.Context
 	deadline time.Time
+	// parentFirst: the parent's own deadline comes before the ask's, so
+	// c is the parent cut short only by end, as context.WithDeadline
+	// then is (WithCancel(parent)): the parent's timer, and its cause,
+	// decide when and why c ends.
+	parentFirst bool
 
 	mu    sync.Mutex
 	armed atomic.Pointer[armedCtx] // set once, under mu
@@ -63,7 +68,7 @@ const (
 // called once the handler has returned, as a CancelFunc must.
 func withDeadline(parent context.Context, deadline time.Time) *deadlineCtx {
 	if cur, ok := parent.Deadline(); ok && cur.Before(deadline) {
-		deadline = cur
+		return &deadlineCtx{parent: parent, deadline: cur, parentFirst: true}
 	}
 	return &deadlineCtx{parent: parent, deadline: deadline}
 }
@@ -101,7 +106,7 @@ func (c *deadlineCtx) Value(key any) any {
 // ended, its deadline ahead, its parent not done. None of these comes
 // back once gone, so a false answer holds.
 func (c *deadlineCtx) liveUnarmed() bool {
-	return c.ended.Load() == live && time.Now().Before(c.deadline) && c.parent.Err() == nil
+	return c.ended.Load() == live && (c.parentFirst || time.Now().Before(c.deadline)) && c.parent.Err() == nil
 }
 
 // arm returns the real ctx behind c, making it on first use.
@@ -117,6 +122,10 @@ func (c *deadlineCtx) arm() context.Context {
 	var a armedCtx
 	switch c.ended.Load() {
 	case live:
+		if c.parentFirst {
+			a.ctx, a.cancel = context.WithCancel(c.parent)
+			break
+		}
 		if !time.Now().Before(c.deadline) {
 			// Past the deadline: DeadlineExceeded, even if the parent has
 			// ended too (see expired).
@@ -145,7 +154,7 @@ func (c *deadlineCtx) end() {
 	a := c.armed.Load()
 	if a == nil && c.ended.Load() == live {
 		switch {
-		case !time.Now().Before(c.deadline):
+		case !c.parentFirst && !time.Now().Before(c.deadline):
 			c.ended.Store(endedDeadline)
 		case c.parent.Err() != nil:
 			c.ended.Store(endedParent)

@@ -12,7 +12,10 @@ import (
 
 type deadlineKey struct{}
 
-var errParent = errors.New("parent's cause")
+var (
+	errParent         = errors.New("parent's cause")
+	errParentDeadline = errors.New("parent's deadline")
+)
 
 // ctxPair is a deadlineCtx and the context.WithDeadline it stands for,
 // each under a parent of its own, given the same events.
@@ -30,7 +33,7 @@ func newCtxPair(t *testing.T, deadline time.Time, parentDeadline time.Time) *ctx
 		ctx := context.WithValue(context.Background(), deadlineKey{}, "value")
 		if !parentDeadline.IsZero() {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, parentDeadline)
+			ctx, cancel = context.WithDeadlineCause(ctx, parentDeadline, errParentDeadline)
 			t.Cleanup(cancel)
 		}
 		ctx, cancel := context.WithCancelCause(ctx)
@@ -74,6 +77,9 @@ var deadlineEvents = map[string]func(t *testing.T, p *ctxPair){
 		<-p.ref.Done()
 		if p.lazy.armed.Load() != nil {
 			<-p.lazy.Done()
+		}
+		if p.lazy.parentFirst { // the parent's own timer ends it
+			<-p.lazy.parent.Done()
 		}
 	},
 }
@@ -146,6 +152,9 @@ func TestDeadlineCtxActsAsWithDeadline(t *testing.T) {
 		{"parent ended, deadline passed, ended", soon, 0, []string{"parent", "expire", "end"}, true},
 		{"parent's deadline sooner", time.Hour, time.Minute, nil, false},
 		{"parent's deadline sooner, passed", time.Hour, soon, []string{"expire"}, false},
+		{"parent's deadline sooner, passed, ended", time.Hour, soon, []string{"expire", "end"}, false},
+		{"parent's deadline sooner, ended, passed", time.Hour, soon, []string{"end", "expire"}, false},
+		{"parent's deadline sooner, parent ended, passed", time.Hour, soon, []string{"parent", "expire"}, false},
 		{"parent's deadline later", time.Minute, time.Hour, []string{"arm"}, false},
 	}
 	for _, tt := range tests {
