@@ -129,7 +129,7 @@ type execState struct {
 	// Guarded by scheduler.mu.
 	slots   int
 	running map[uint64]*attempt
-	leaving bool // stopping on its own: given no more attempts
+	leaving bool // said it is stopping on its own (LEAVING): given no more attempts
 }
 
 // New validates cfg and builds the driver's plugin endpoints. It does no

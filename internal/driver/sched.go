@@ -386,11 +386,6 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 // result handles a TASK_RESULT frame.
 func (s *scheduler) result(e *execState, f *wire.Frame) {
 	s.mu.Lock()
-	if f.Code != 0 && f.ExecutorStopping {
-		// Stopping: no more attempts. (One stopping on its own has
-		// said so first, in LEAVING.)
-		e.leaving = true
-	}
 	a, ok := s.runs[f.Call]
 	if !ok || a.exec != e { // lost, or not this executor's to report
 		s.mu.Unlock()
@@ -414,8 +409,10 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	switch {
 	case j.err != nil:
 	case f.Code != 0 && f.ExecutorStopping:
-		// Not the task's failure: run it elsewhere, and give this
-		// executor nothing more (leaving, above).
+		// Not the task's failure: run it elsewhere. An executor
+		// stopping on its own said so first (LEAVING: it gets nothing
+		// more); one told to stop by STOP was, by Close, after the
+		// scheduler closed.
 		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	case f.Code == 0:
 		j.results[a.index] = f.Payload

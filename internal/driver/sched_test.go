@@ -233,6 +233,30 @@ func TestPendingQueueStaysSmall(t *testing.T) {
 	}
 }
 
+// Only LEAVING says an executor is stopping on its own, which the driver
+// logs as its leaving rather than its loss. Results cut short by a stop
+// (executor_stopping) also come from executors the driver told to stop
+// (STOP, at Close), whose loss then is one during shutdown: they used to
+// mark the executor leaving too.
+func TestOnlyLeavingMarksAnExecutorLeaving(t *testing.T) {
+	d, stream, es := schedDriver(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", [][]byte{nil}, nil); job <- err }()
+	defer func() { cancel(); <-job }()
+	run := pollSent(t, stream, wire.Kind_KIND_TASK, 1)[0]
+	waitQueued(t, d)
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
+		Code: uint32(plugin.CodeUnavailable), Error: "executor 1 is shutting down"})
+	if d.sched.leaving(es) {
+		t.Error("after a result cut short by a stop: leaving, want not (no LEAVING came)")
+	}
+	d.sched.leave(es)
+	if !d.sched.leaving(es) {
+		t.Error("after LEAVING: not leaving, want leaving")
+	}
+}
+
 // A job that ends while its TASK frames are still on their way to the
 // connection (RunJob queues them after releasing the scheduler's lock)
 // cancels its attempts after their TASKs, never before: a TASK_CANCEL that
@@ -306,6 +330,7 @@ func TestAttemptEndsAndFailureCounts(t *testing.T) {
 			d.sched.removeExecutor(es, nil)
 		}, false},
 		{"executor stopping: refused or cut short", func(d *Driver, es *execState, run uint64) {
+			d.sched.leave(es) // its LEAVING comes first
 			d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
 				Code: uint32(plugin.CodeUnavailable), Error: "executor 1 is shutting down"})
 		}, false},

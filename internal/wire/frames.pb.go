@@ -69,7 +69,8 @@ const (
 	// not by a STOP); code and error say why. The driver gives it no more
 	// task attempts, and those already on their way to it, which it may
 	// close its stream before reading, do not count as failures when it
-	// goes. Its STOPPED follows unless the stop is cut short.
+	// goes. No STOPPED follows (it was not released): it flushes the results
+	// it cut short and what its plugins sent, then closes its stream.
 	Kind_KIND_LEAVING Kind = 15
 )
 
