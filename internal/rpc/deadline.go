@@ -16,14 +16,14 @@ import (
 // channel, yet every ask would pay for the timer: allocations, the
 // parent's child registration and, when the runtime's network poller
 // sleeps with no timer of its own, a wake-up of that poller (measured
-// cross-process: about 3 µs per round trip on a 2-vCPU VM). Here the
+// cross-process on a 2-vCPU VM: up to about 2 µs per round trip). Here the
 // deadline is kept as a time: Err and Value compare it with the clock,
 // and the first call of Done (which context.WithCancel, AfterFunc and a
 // select on the ctx all make) arms a real context.WithDeadline, to which
 // every method then defers.
 //
-// One difference: a context.WithDeadline whose parent ended before its
-// deadline reports the parent's error for good. A deadlineCtx not armed
+// One difference: a context.WithDeadline whose parent ended before the
+// ask's deadline reports the parent's error for good. A deadlineCtx not armed
 // then cannot tell which came first once both have, and reports
 // DeadlineExceeded, the ask's own limit, whenever its deadline has passed
 // by the time it is first read.
@@ -128,7 +128,7 @@ func (c *deadlineCtx) arm() context.Context {
 		}
 		if !time.Now().Before(c.deadline) {
 			// Past the deadline: DeadlineExceeded, even if the parent has
-			// ended too (see expired).
+			// ended too (the one difference, on deadlineCtx).
 			a.ctx, a.cancel = context.WithDeadline(context.WithoutCancel(c.parent), c.deadline)
 			break
 		}
