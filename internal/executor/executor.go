@@ -52,8 +52,10 @@ type Config struct {
 	// OnWelcome, if set, is called with the executor ID once the driver has
 	// accepted the handshake.
 	OnWelcome func(id string)
-	// Crash, when closed, makes the executor fail as if its process died:
-	// the stream drops and no plugin is shut down (fault injection).
+	// Crash, when closed, makes the executor fail as if its process died
+	// (fault injection): the stream drops at once, with no word to the
+	// driver; then, since the process does not die, its tasks end and its
+	// plugins shut down, their sends failing.
 	Crash <-chan struct{}
 	// Tasks are the registered task names in registration order, and
 	// RunTask runs one by name. Slots is how many run at once (default:
@@ -293,6 +295,11 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-x.stop:
 	case <-cfg.Crash:
 		x.conn.Close(plugin.NewError(plugin.CodeUnavailable, "executor crashed (fault injection)"))
+		// A crash ends the process, and every goroutine in it. This
+		// executor's process goes on (a test's), so its plugins and
+		// tasks are stopped here, off the stream (what they send
+		// fails), lest their goroutines outlive it.
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
 		// ctx may have ended as the executor became ready, before its
