@@ -107,8 +107,9 @@ type Config struct {
 	// each driver plugin's Shutdown, handlers' return) has all of it.
 	ShutdownTimeout time.Duration
 	// ExecutorArgs are the arguments local-cluster executors are started
-	// with; nil means this process's own (os.Args[1:]). Tests use
-	// embertest.ExecutorArgs so the child runs only the calling test.
+	// with; nil means this process's own (os.Args[1:]). embertest.Start
+	// sets embertest.ExecutorArgs, so that the child runs only the
+	// calling test.
 	ExecutorArgs []string
 	// Secret is the application secret. Executors prove they know it by
 	// challenge-response when they connect (it never crosses the wire),

@@ -56,8 +56,9 @@ func Main(m *testing.M) {
 
 // ExecutorArgs returns the arguments that make a re-executed test binary
 // run only t (a test or a benchmark), so that ember.Run in it turns the
-// child process into t's executor. Put it in Config.ExecutorArgs for
-// local-cluster masters.
+// child process into t's executor. Start puts it in Config.ExecutorArgs
+// when that is nil; set it yourself for an ember.Run of your own with a
+// local-cluster master.
 func ExecutorArgs(t testing.TB) []string {
 	parts := strings.Split(t.Name(), "/")
 	for i, p := range parts {
@@ -88,6 +89,11 @@ type Cluster struct {
 // Start runs cfg (Master "local[N]" or "local-cluster[N]") until its
 // executors are ready and returns the cluster. It fails t if start-up
 // fails. Close (also registered with t.Cleanup) shuts it down.
+//
+// A nil cfg.ExecutorArgs becomes ExecutorArgs(t), so that a local-cluster
+// executor, the test binary re-executed, runs t alone. (With the binary's
+// own arguments, the first test in it to start a cluster would become the
+// executor, whichever test that is.)
 func Start(t testing.TB, cfg ember.Config) *Cluster {
 	t.Helper()
 	c, err := StartErr(t, cfg)
@@ -105,6 +111,9 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 		done:    make(chan struct{}),
 		kills:   map[string]func(){},
 		links:   map[string]*fault.Link{},
+	}
+	if cfg.ExecutorArgs == nil {
+		cfg.ExecutorArgs = ExecutorArgs(t)
 	}
 	ctx := hook.WithLocalHooks(context.Background(), &hook.LocalHooks{
 		Started: func(id string, kill func(), link *fault.Link) {
@@ -159,9 +168,12 @@ func (c *Cluster) Close() error {
 	}
 }
 
-// Kill makes an executor die abruptly: an in-process executor drops its
-// stream without shutting its plugins down; an executor process gets
-// SIGKILL.
+// Kill makes an executor die abruptly: an executor process gets SIGKILL;
+// an in-process executor drops its stream at once, with no word to the
+// driver, as a crash would. Since a crash would also end its plugins'
+// goroutines, and this executor shares the test's process, its plugins'
+// Shutdown then runs (whatever they send fails: the stream is gone), so
+// that goroutines they started in Init do not outlive it.
 func (c *Cluster) Kill(executorID string) error {
 	c.mu.Lock()
 	kill := c.kills[executorID]

@@ -198,3 +198,85 @@ func TestAskAcrossAPartitionEndsWithItsCtx(t *testing.T) {
 		t.Errorf("Ask with a 200ms ctx across a partition: got %v, want its deadline", err)
 	}
 }
+
+// looper's executor side runs a goroutine from Init to Shutdown, as the
+// plugin API asks of background work.
+type looper struct {
+	mu       sync.Mutex
+	shutdown map[string]bool
+}
+
+func (l *looper) Name() string                          { return "looper" }
+func (l *looper) DriverPlugin() plugin.DriverPlugin     { return nil }
+func (l *looper) ExecutorPlugin() plugin.ExecutorPlugin { return &looperExecutor{l: l} }
+
+func (l *looper) wasShutDown(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.shutdown[id]
+}
+
+type looperExecutor struct {
+	l    *looper
+	id   string
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (e *looperExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.id, e.stop, e.done = pc.ExecutorID(), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(e.done)
+		<-e.stop
+	}()
+	return nil
+}
+
+func (e *looperExecutor) Shutdown(context.Context) error {
+	close(e.stop)
+	<-e.done
+	e.l.mu.Lock()
+	defer e.l.mu.Unlock()
+	if e.l.shutdown == nil {
+		e.l.shutdown = map[string]bool{}
+	}
+	e.l.shutdown[e.id] = true
+	return nil
+}
+
+// An in-process executor killed shuts its plugins down after dropping its
+// stream, since a crash would have ended their goroutines too: they used
+// to outlive it, and embertest.Main's leak check failed a package whose
+// tests all passed.
+func TestKilledInProcessExecutorShutsItsPluginsDown(t *testing.T) {
+	l := &looper{}
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{l}, Logger: slog.New(slog.DiscardHandler)})
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "executor 1's plugins to shut down", func() bool { return l.wasShutDown("1") })
+	embertest.WaitFor(t, "the driver to remove executor 1", func() bool {
+		for _, e := range c.Driver.Executors() {
+			if e.ID == "1" {
+				return false
+			}
+		}
+		return true
+	})
+	if l.wasShutDown("2") {
+		t.Error("executor 2 was shut down too, want it running")
+	}
+}
+
+// A local-cluster test need not set ExecutorArgs: the executor process,
+// this test binary re-executed, runs only this test. With the binary's
+// own arguments it ran every test, and the first to start a cluster
+// (TestDelay's, another plugin list) became the executor: the handshake
+// failed, naming plugins the test never used.
+func TestLocalClusterRunsTheCallingTest(t *testing.T) {
+	l := &looper{}
+	c := embertest.Start(t, ember.Config{Master: "local-cluster[1]", Plugins: []plugin.Plugin{l}, Logger: slog.New(slog.DiscardHandler)})
+	if n := len(c.Driver.Executors()); n != 1 {
+		t.Errorf("executors: got %d, want 1", n)
+	}
+}
