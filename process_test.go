@@ -269,16 +269,22 @@ func TestEarlyExecutorWaitsForItsRelease(t *testing.T) {
 // turns into the end of Run's ctx (signal.NotifyContext) stops cleanly:
 // its plugins' final sends reach the driver, and it exits with status 0.
 // Before, its stream ended with the ctx at once, so the final sends failed,
-// and it exited with status 1, a failure to its supervisor.
+// and it exited with status 1, a failure to its supervisor. The driver
+// logs that it left, and its listeners get a nil reason.
 func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 	var finals recorder
+	removed := make(chan error, 1)
 	p := fakePlugin{
 		name: "final",
 		newDriver: func() plugin.DriverPlugin {
-			return &fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) {
-				finals.add(string(msg.(text)))
-				return nil, nil
-			}}
+			return &listeningDriver{
+				fakeDriver: fakeDriver{ReceiveF: func(_ context.Context, msg any) (any, error) {
+					finals.add(string(msg.(text)))
+					return nil, nil
+				}},
+				AddedF:   func(context.Context, plugin.ExecutorInfo) {},
+				RemovedF: func(_ context.Context, _ plugin.ExecutorInfo, reason error) { removed <- reason },
+			}
 		},
 		newExecutor: func() plugin.ExecutorPlugin {
 			var pc plugin.ExecutorContext
@@ -313,6 +319,16 @@ func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 	})
 	if strings.Contains(logs.String(), "executor lost") {
 		t.Errorf("driver logs: got %q, want no executor lost", logs.String())
+	}
+	// A clean removal, as the driver's release is: it used to be the
+	// "peer closed the stream" error a crash gives too.
+	select {
+	case reason := <-removed:
+		if reason != nil {
+			t.Errorf("OnExecutorRemoved: got reason %v, want nil (it left cleanly)", reason)
+		}
+	case <-testCtx(t).Done():
+		t.Error("OnExecutorRemoved was not called")
 	}
 }
 

@@ -106,8 +106,11 @@ type ExecutorListener interface {
 	// OnExecutorAdded is called when an executor has initialised its
 	// plugins and is ready.
 	OnExecutorAdded(ctx context.Context, e ExecutorInfo)
-	// OnExecutorRemoved is called when a ready executor leaves; reason is
-	// nil for a clean shutdown.
+	// OnExecutorRemoved is called when a ready executor leaves. reason is
+	// nil for a clean shutdown: the driver released it, or it stopped on
+	// its own (its process told to, say) and ended its connection after
+	// sending everything. It is the error for an executor lost: killed,
+	// crashed, cut off, or whose own stop was cut short.
 	OnExecutorRemoved(ctx context.Context, e ExecutorInfo, reason error)
 }
 

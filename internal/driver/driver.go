@@ -918,14 +918,24 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	default:
 		reason = err
 	}
+	// One that said it was stopping on its own (LEAVING), then ended its
+	// stream itself after its last frame, left cleanly: listeners get a
+	// nil reason, as for one released. Its stream breaking instead (its
+	// stop cut short, or the process killed) is a loss.
+	leaving := d.sched.leaving(es)
+	left := reason != nil && leaving && errors.Is(reason, rpc.ErrPeerClosed)
+	if left {
+		reason = nil
+	}
 	d.mu.Lock()
 	delete(d.execs, es.info.ID)
 	es.lost = reason
 	wasReady := es.ready
 	stopping := d.stopping
 	d.notifyLocked()
-	if reason != nil {
-		// A lost executor's series go; a released one's final values
+	if reason != nil || left {
+		// A lost executor's series go, and so do those of one that left
+		// (it shipped no final values); a released one's final values
 		// (shipped with STOPPED) stay readable until the driver ends.
 		d.execStats.Delete(es.info.ID)
 	}
@@ -939,10 +949,12 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	}
 	d.mu.Unlock()
 	switch {
+	case left:
+		d.log.Info("executor left: it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID)
 	case reason == nil:
 		d.log.Debug("executor released", "executor", es.info.ID)
-	case d.sched.leaving(es):
-		d.log.Info("executor left: it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
+	case leaving:
+		d.log.Warn("executor lost as it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	case stopping:
 		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	default:

@@ -1264,10 +1264,15 @@ func (c *Conn) heartbeatLoop() {
 	}
 }
 
+// ErrPeerClosed is in the error a Conn ends with when its peer ended the
+// stream itself, after its last frame (io.EOF), rather than the stream
+// breaking or this side closing it. It wraps plugin.ErrClosed.
+var ErrPeerClosed = fmt.Errorf("peer closed the stream: %w", plugin.ErrClosed)
+
 // streamError turns a gRPC stream error into an *plugin.Error.
 func streamError(op string, err error) error {
 	if errors.Is(err, io.EOF) {
-		return plugin.Errorf(plugin.CodeUnavailable, "peer closed the stream: %w", plugin.ErrClosed)
+		return plugin.Errorf(plugin.CodeUnavailable, "%w", ErrPeerClosed)
 	}
 	if s, ok := status.FromError(err); ok {
 		code := plugin.Code(s.Code())
