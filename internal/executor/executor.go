@@ -21,6 +21,7 @@ import (
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 )
@@ -148,7 +149,9 @@ func Run(ctx context.Context, cfg Config) error {
 	untie := context.AfterFunc(ctx, cancel)
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
+	unreachable := x.warnUnreachable(streamCtx, cc)
 	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
+	unreachable()
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			// Stopped by its ctx while connecting: a stop, not a failure
@@ -488,6 +491,32 @@ func (x *Executor) drain(timeout time.Duration) {
 	select {
 	case <-x.conn.Done():
 	case <-t.C:
+	}
+}
+
+// warnUnreachable logs once, at Warn, if the connection to the driver
+// fails before it is first up: gRPC retries until ConnectTimeout (a
+// minute by default), so a wrong address or a driver not started would
+// otherwise be a silent wait. The returned func stops the watch and waits
+// for it to end.
+func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+			if s == connectivity.TransientFailure {
+				x.log.Warn("cannot reach the driver yet; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
+				return
+			}
+			if !cc.WaitForStateChange(ctx, s) {
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
 

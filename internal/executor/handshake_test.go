@@ -1,10 +1,14 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -26,4 +30,55 @@ func TestCtxEndingDuringTheHandshakeIsAStop(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Run: got %v, want an error matching context.Canceled", err)
 	}
+}
+
+// An executor that cannot reach its driver says so at once (Warn), rather
+// than waiting silently for ConnectTimeout (a minute by default), as it did.
+func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DriverAddr: addr, Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: time.Hour})
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "cannot reach the driver yet") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v before warning; logs: %q", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning within 30s of the first failed dial (ConnectTimeout is an hour); logs: %q", logs.String())
+		}
+		runtime.Gosched()
+	}
+	if !strings.Contains(logs.String(), addr) {
+		t.Errorf("the warning does not name the address %s: %q", addr, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
