@@ -25,7 +25,7 @@ type Context interface {
 	Conf() Conf
 	// Metrics is a registerer scoped to this plugin: metrics registered
 	// here carry "plugin" and "executor" labels (executor="driver" on the
-	// driver).
+	// driver), so the plugin's own labels must be named otherwise.
 	Metrics() prometheus.Registerer
 	// Logger carries "plugin" and (on executors) "executor" attributes.
 	Logger() *slog.Logger

@@ -203,7 +203,7 @@ func New(cfg Config) (*Driver, error) {
 			idx:     uint32(i),
 			name:    p.Name(),
 			log:     cfg.Logger.With("plugin", p.Name()),
-			metrics: prometheus.WrapRegistererWith(prometheus.Labels{"plugin": p.Name(), "executor": "driver"}, cfg.Registry),
+			metrics: metrics.PluginRegisterer(cfg.Registry, p.Name(), "driver"),
 			conf:    plugin.NewConf(cfg.Conf),
 			dp:      setups[i].dp,
 		}

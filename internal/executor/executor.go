@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 			idx:     uint32(i),
 			name:    p.Name(),
 			log:     x.log.With("plugin", p.Name()),
-			metrics: prometheus.WrapRegistererWith(prometheus.Labels{"plugin": p.Name(), "executor": x.id}, cfg.Registry),
+			metrics: metrics.PluginRegisterer(cfg.Registry, p.Name(), x.id),
 		}
 		if i < len(welcome.ExtraConf) && welcome.ExtraConf[i] != nil {
 			e.extraConf = welcome.ExtraConf[i].Values

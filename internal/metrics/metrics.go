@@ -271,3 +271,30 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.AuthFailures, b.LimitHits)
 	return b
 }
+
+// PluginRegisterer returns the registerer a plugin's context hands out:
+// reg, with the labels plugin and executor added to every metric
+// registered through it. A metric of the plugin's own that uses one of
+// those label names cannot be registered; the error then says why, where
+// Prometheus's alone speaks of duplicate constant and variable labels.
+func PluginRegisterer(reg prometheus.Registerer, plugin, executor string) prometheus.Registerer {
+	return pluginRegisterer{prometheus.WrapRegistererWith(prometheus.Labels{"plugin": plugin, "executor": executor}, reg)}
+}
+
+type pluginRegisterer struct{ prometheus.Registerer }
+
+func (r pluginRegisterer) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	if err != nil && strings.Contains(err.Error(), "duplicate label names") {
+		return fmt.Errorf(`%w (Ember adds the labels "plugin" and "executor" to a plugin's metrics: name yours otherwise)`, err)
+	}
+	return err
+}
+
+func (r pluginRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}

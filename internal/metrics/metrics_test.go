@@ -2,6 +2,9 @@ package metrics
 
 import (
 	"bytes"
+	"fmt"
+	"maps"
+	"strings"
 	"testing"
 
 	"github.com/emberhq/ember/internal/wire"
@@ -190,4 +193,55 @@ func mustMarshal(t *testing.T, f *dto.MetricFamily) *wire.Metrics {
 		t.Fatal(err)
 	}
 	return &wire.Metrics{Families: [][]byte{b}}
+}
+
+// A plugin's registerer adds the labels plugin and executor; a metric of
+// the plugin's own using either name cannot be registered, and the error
+// says why. Prometheus's alone spoke of duplicate labels, naming neither.
+func TestPluginRegisterer(t *testing.T) {
+	tests := []struct {
+		label   string
+		wantErr bool
+	}{
+		{"worker", false},
+		{"executor", true},
+		{"plugin", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.label, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			r := PluginRegisterer(reg, "crawl", "3")
+			c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pages_total", Help: "Pages."}, []string{tt.label})
+			err := r.Register(c)
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("Register: %v", err)
+				}
+				c.WithLabelValues("a").Inc()
+				fams, err := reg.Gather()
+				if err != nil || len(fams) != 1 {
+					t.Fatalf("Gather: %v, %d families", err, len(fams))
+				}
+				got := map[string]string{}
+				for _, lp := range fams[0].GetMetric()[0].GetLabel() {
+					got[lp.GetName()] = lp.GetValue()
+				}
+				if want := map[string]string{"plugin": "crawl", "executor": "3", "worker": "a"}; !maps.Equal(got, want) {
+					t.Errorf("labels: got %v, want %v", got, want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), `Ember adds the labels "plugin" and "executor"`) {
+				t.Errorf("Register with label %q: got %v, want an error saying Ember adds that label", tt.label, err)
+			}
+			func() {
+				defer func() {
+					if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "Ember adds") {
+						t.Errorf("MustRegister with label %q: panic %v, want the same error", tt.label, p)
+					}
+				}()
+				r.MustRegister(c)
+			}()
+		})
+	}
 }
