@@ -222,10 +222,11 @@ var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 // PluginNames returns the plugins cfg enables, in order: the registered
 // plugins named in ConfPluginsDefaults, then those named in ConfPlugins,
 // then cfg.Plugins. Names are trimmed, empty names dropped, and a name seen
-// before is dropped, keeping the first. An unknown registered name or an
-// invalid plugin name is an error.
+// before is dropped, keeping the first (the driver logs a plugin of
+// cfg.Plugins dropped so, at Warn). An unknown registered name or an invalid plugin
+// name is an error.
 func PluginNames(cfg Config) ([]string, error) {
-	ps, err := resolvePlugins(cfg)
+	ps, _, err := resolvePlugins(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -248,10 +249,14 @@ func nameOf(p plugin.Plugin) (name string, err error) {
 	return p.Name(), nil
 }
 
-func resolvePlugins(cfg Config) ([]plugin.Plugin, error) {
-	var out []plugin.Plugin
+// resolvePlugins returns the plugins cfg enables (see PluginNames), and
+// those of cfg.Plugins dropped for a name seen before, for the driver to
+// log: two libraries that chose one name would otherwise lose one plugin
+// without a word. (A name listed twice in the configuration is dropped
+// quietly.)
+func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 	seen := map[string]bool{}
-	add := func(p plugin.Plugin) error {
+	add := func(p plugin.Plugin, explicit bool) error {
 		name, err := nameOf(p)
 		if err != nil {
 			return err
@@ -259,10 +264,14 @@ func resolvePlugins(cfg Config) ([]plugin.Plugin, error) {
 		if !pluginName.MatchString(name) {
 			return fmt.Errorf("plugin name %q: want lowercase letters, digits, '.', '_' or '-'", name)
 		}
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, p)
+		if seen[name] {
+			if explicit {
+				dropped = append(dropped, p)
+			}
+			return nil
 		}
+		seen[name] = true
+		plugins = append(plugins, p)
 		return nil
 	}
 	for _, key := range []string{ConfPluginsDefaults, ConfPlugins} {
@@ -273,22 +282,22 @@ func resolvePlugins(cfg Config) ([]plugin.Plugin, error) {
 			}
 			p, err := plugin.Lookup(name)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", key, err)
+				return nil, nil, fmt.Errorf("%s: %w", key, err)
 			}
-			if err := add(p); err != nil {
-				return nil, err
+			if err := add(p, false); err != nil {
+				return nil, nil, err
 			}
 		}
 	}
 	for _, p := range cfg.Plugins {
 		if p == nil {
-			return nil, fmt.Errorf("Config.Plugins holds a nil plugin")
+			return nil, nil, fmt.Errorf("Config.Plugins holds a nil plugin")
 		}
-		if err := add(p); err != nil {
-			return nil, err
+		if err := add(p, true); err != nil {
+			return nil, nil, err
 		}
 	}
-	return out, nil
+	return plugins, dropped, nil
 }
 
 func (cfg *Config) setDefaults() {

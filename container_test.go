@@ -364,6 +364,20 @@ func TestPluginNames(t *testing.T) {
 	}
 }
 
+// A plugin of Config.Plugins dropped for another's name is logged by the
+// driver: two libraries that chose one name lost one plugin without a word.
+func TestDroppedPluginIsLogged(t *testing.T) {
+	var logs logBuffer
+	cfg := ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{named("twin"), named("twin")},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := logs.String(); strings.Count(got, "plugin dropped") != 1 || !strings.Contains(got, "plugin=twin") {
+		t.Errorf("driver logs: got %q, want one warning of plugin twin dropped", got)
+	}
+}
+
 // mergedInits counts the inits of the "merged-once" plugin, registered
 // once for the whole test binary (the registry is global; tests may run
 // with -count).

@@ -97,9 +97,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		return err
 	}
 	cfg.setDefaults()
-	plugins, err := resolvePlugins(cfg)
+	plugins, dropped, err := resolvePlugins(cfg)
 	if err != nil {
 		return err
+	}
+	for _, p := range dropped {
+		cfg.Logger.Warn("plugin dropped: an earlier one has its name (plugin names must be unique)", "plugin", p.Name(), "type", fmt.Sprintf("%T", p))
 	}
 	if err := checkConf(cfg.Conf); err != nil {
 		return err
@@ -435,7 +438,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 			return 1
 		}
 	}
-	plugins, err := resolvePlugins(cfg)
+	plugins, _, err := resolvePlugins(cfg) // the driver logs what is dropped
 	if err != nil {
 		log.Error("executor: bad configuration", "err", err)
 		return 1
