@@ -209,12 +209,19 @@ func (c *Cluster) Delay(executorID string, d time.Duration) error {
 }
 
 // Partition cuts an in-process executor (local[N]) off from its driver
-// without closing their connection, as a network partition does: nothing
-// reaches either side until Heal. Each side sees only silence and, after
-// its Config.HeartbeatTimeout, loses the other: the driver reports the
+// without closing their connection, as a network partition does: no
+// message reaches either side until Heal. Each side sees only silence and,
+// after Config.HeartbeatTimeout, loses the other: the driver reports the
 // executor lost (its tasks are rescheduled, OnExecutorRemoved runs) and
 // the executor shuts down. Healed sooner, nothing is lost: what waited is
 // delivered, in order. It fails for an executor process (local-cluster).
+//
+// The partition holds messages, not the connection itself: the side whose
+// timeout fires first closes its stream, and that reaches the other side
+// at once. The executor's usually does (it checks as often as the
+// driver), so the reason the driver reports is often the stream's end
+// ("peer disconnected") rather than its own timeout ("peer silent"):
+// assert that the executor was lost, not on the words of the reason.
 func (c *Cluster) Partition(executorID string) error {
 	l, err := c.link(executorID)
 	if err == nil {
