@@ -75,7 +75,8 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 					}
 				},
 			}
-			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
+			var logs logBuffer
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))},
 				func(ctx context.Context, d *ember.Driver) error {
 					_, err := dc.AskExecutor(ctx, "1", text("hi"))
 					if tt.where == executorReceive {
@@ -96,6 +97,12 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 				t.Errorf("Run: got %v, want nil", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			case tt.where == executorInit && strings.Count(err.Error(), "executor 1") != 1:
+				// The driver names the executor; the READY's error did too.
+				t.Errorf("Run: got %v, want executor 1 named once", err)
+			case tt.where == executorInit && strings.Contains(logs.String(), "level=ERROR msg=\"executor lost"):
+				// Its failure to initialise was logged; its going is no news.
+				t.Errorf("driver logs: got %q, want no executor lost after the failure to initialise", logs.String())
 			}
 		})
 	}

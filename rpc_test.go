@@ -148,8 +148,9 @@ func TestSendErrors(t *testing.T) {
 	}, ember.Config{MaxMessageBytes: 1 << 10})
 	ctx := testCtx(t)
 
-	if err := pc.Send(ctx, unregistered{}); !errors.Is(err, plugin.ErrUnregisteredMessage) {
-		t.Errorf("Send(unregistered): got %v, want ErrUnregisteredMessage", err)
+	if err := pc.Send(ctx, unregistered{}); !errors.Is(err, plugin.ErrUnregisteredMessage) ||
+		strings.Count(err.Error(), "unregistered message type") != 1 || !strings.Contains(err.Error(), "plugin.RegisterMessage[") {
+		t.Errorf("Send(unregistered): got %v, want ErrUnregisteredMessage, said once, with the call that registers it", err)
 	}
 	if err := pc.Send(ctx, payload{Data: make([]byte, 4<<10)}); plugin.CodeOf(err) != plugin.CodeResourceExhausted {
 		t.Errorf("Send(oversized): got %v, want CodeResourceExhausted", err)

@@ -118,7 +118,10 @@ type execState struct {
 	info    plugin.ExecutorInfo
 	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
 	ready   bool
-	stopped chan struct{} // closed when STOPPED arrives
+	// initFailed: its READY reported its plugins' Init failing (logged
+	// then); set under Driver.mu.
+	initFailed bool
+	stopped    chan struct{} // closed when STOPPED arrives
 	// stopErr is the executor plugins' shutdown errors STOPPED carried;
 	// written before stopped is closed, read after.
 	stopErr error
@@ -853,6 +856,9 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		return
 	}
 	if f.Code != 0 {
+		d.mu.Lock()
+		es.initFailed = true
+		d.mu.Unlock()
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, f.Error)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", f.Error)
 		d.fail(err)
@@ -931,6 +937,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	delete(d.execs, es.info.ID)
 	es.lost = reason
 	wasReady := es.ready
+	initFailed := es.initFailed
 	stopping := d.stopping
 	d.notifyLocked()
 	if reason != nil || left {
@@ -953,6 +960,8 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		d.log.Info("executor left: it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID)
 	case reason == nil:
 		d.log.Debug("executor released", "executor", es.info.ID)
+	case initFailed: // already logged as such: its leaving is no news
+		d.log.Debug("executor gone after failing to initialise", "executor", es.info.ID, "err", reason)
 	case leaving:
 		d.log.Warn("executor lost as it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	case stopping:

@@ -216,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return p.ExecutorPlugin(), nil
 		})
 		if err != nil && setupErr == nil {
-			setupErr = fmt.Errorf("executor %s: plugin %q: %w", x.id, e.name, err)
+			setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
 		}
 		e.ep = ep
 		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
@@ -266,7 +266,9 @@ func Run(ctx context.Context, cfg Config) error {
 			// a stop, not a failure.
 			return fmt.Errorf("executor %s: stopped during its plugins' Init: %w (%v)", x.id, ctx.Err(), err)
 		}
-		return err
+		// The READY above carries err as it is: the driver names the
+		// executor itself.
+		return fmt.Errorf("executor %s: %w", x.id, err)
 	}
 	// Untie the stream from ctx before READY, not after: once the
 	// driver may know the executor ready (a WaitExecutors returning,
@@ -603,14 +605,14 @@ func (x *Executor) ready() *wire.Ready {
 func (x *Executor) init(ctx context.Context) error {
 	res, err := discoverResources(ctx, x.conf)
 	if err != nil {
-		return fmt.Errorf("executor %s: %w", x.id, err)
+		return err
 	}
 	x.resources = res
 	// The resources come from discovery commands: a READY too large for
 	// the driver would end the connection with a transport error.
 	if size := x.ready().SizeVT(); size > x.cfg.MaxMessageBytes {
-		return plugin.Errorf(plugin.CodeResourceExhausted, "executor %s: the resources discovered take %d bytes, over the %d-byte message limit",
-			x.id, size, x.cfg.MaxMessageBytes)
+		return plugin.Errorf(plugin.CodeResourceExhausted, "the resources discovered take %d bytes, over the %d-byte message limit",
+			size, x.cfg.MaxMessageBytes)
 	}
 	for i, e := range x.endpoints {
 		if e.ep == nil {
@@ -621,7 +623,7 @@ func (x *Executor) init(ctx context.Context) error {
 		})
 		if err != nil {
 			x.shutdownPlugins(i-1, time.Now().Add(x.cfg.ShutdownTimeout))
-			return fmt.Errorf("executor %s: plugin %q: init: %w", x.id, e.name, err)
+			return fmt.Errorf("plugin %q: init: %w", e.name, err)
 		}
 		e.inited = true
 	}

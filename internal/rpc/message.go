@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -29,7 +30,10 @@ func encode(idx uint32, msg any, max int) (*wire.Frame, error) {
 	name, payload, err := codec.Encode(msg)
 	if err != nil {
 		if errors.Is(err, codec.ErrUnregistered) {
-			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "%v: %w", err, plugin.ErrUnregisteredMessage)
+			// plugin's sentinel in place of codec's, which says the same
+			// (the message said it twice).
+			detail := strings.TrimPrefix(err.Error(), codec.ErrUnregistered.Error())
+			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "%w%s", plugin.ErrUnregisteredMessage, detail)
 		}
 		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "%v", err)
 	}
