@@ -194,26 +194,28 @@ func TestMetricsEndpointServesOnlyGetMetrics(t *testing.T) {
 	}
 }
 
-// A send from the driver that an executor cannot deliver (here its plugin
-// has no ExecutorReceiver) is counted on that executor, and the count is
-// shipped to the driver's /metrics under the executor's ID, in the same
-// family as the driver's own drops (executor "driver"). It used to be
-// logged on the executor only.
+// A send from the driver that an executor cannot deliver (here one it
+// cannot decode) is counted on that executor, and the count is shipped to
+// the driver's /metrics under the executor's ID, in the same family as
+// the driver's own drops (executor "driver"). It used to be logged on the
+// executor only.
 func TestExecutorDropsAreCounted(t *testing.T) {
 	var dc plugin.DriverContext
 	passive := fakePlugin{
-		name:        "passive",
-		newDriver:   func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
-		newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} },
+		name:      "passive",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{ReceiveF: func(context.Context, any) (any, error) { return nil, nil }}
+		},
 	}
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{passive}, Logger: quiet, MetricsAddr: "127.0.0.1:0",
 		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
-	if err := dc.SendExecutor(testCtx(t), "1", text("nobody listens")); err != nil {
+	if err := dc.SendExecutor(testCtx(t), "1", undecodable{X: 1}); err != nil {
 		t.Fatal(err)
 	}
 	embertest.WaitFor(t, "the executor's drop in /metrics", func() bool {
 		n, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_messages_dropped_total",
-			map[string]string{"executor": "1", "plugin": "passive", "reason": "no_receiver"})
+			map[string]string{"executor": "1", "plugin": "passive", "reason": "undecodable"})
 		return n == 1
 	})
 }

@@ -989,3 +989,44 @@ func TestExecutorAddedAmongMessages(t *testing.T) {
 		t.Errorf("events in the driver plugin's lane: got %q, want %q", events, want)
 	}
 }
+
+// A message to a side that takes none fails at the call: an executor's
+// Send to a plugin with no driver side (WELCOME lists them), the driver's
+// SendExecutor and Broadcast to a plugin whose executor side has no
+// Receive (READY lists them), as the asks to them already did, from the
+// other side. The sends used to return nil, and the message was dropped
+// there, logged and counted.
+func TestMessagesToASideWithoutReceiveFailAtTheCall(t *testing.T) {
+	var ec plugin.ExecutorContext
+	var dc plugin.DriverContext
+	executorOnly := fakePlugin{
+		name: "executor-only",
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error { ec = pc; return nil }}
+		},
+	}
+	driverOnly := fakePlugin{
+		name:      "driver-only",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{executorOnly, driverOnly}, Logger: quiet})
+	ctx := testCtx(t)
+	tests := []struct {
+		name string
+		call func() error
+		code plugin.Code
+		text string
+	}{
+		{"executor Send, no driver side", func() error { return ec.Send(ctx, text("hi")) }, plugin.CodeNotFound, `plugin "executor-only" has no driver side`},
+		{"executor Ask, no driver side", func() error { _, err := ec.Ask(ctx, text("hi")); return err }, plugin.CodeNotFound, `plugin "executor-only" has no driver side`},
+		{"SendExecutor, no Receive", func() error { return dc.SendExecutor(ctx, "1", text("hi")) }, plugin.CodeUnimplemented, `executor plugin "driver-only" does not implement plugin.ExecutorReceiver`},
+		{"AskExecutor, no Receive", func() error { _, err := dc.AskExecutor(ctx, "1", text("hi")); return err }, plugin.CodeUnimplemented, `executor plugin "driver-only" does not implement plugin.ExecutorReceiver`},
+		{"Broadcast, no Receive", func() error { return dc.Broadcast(ctx, text("hi")) }, plugin.CodeUnimplemented, `executor plugin "driver-only" does not implement plugin.ExecutorReceiver`},
+	}
+	for _, tt := range tests {
+		err := tt.call()
+		if plugin.CodeOf(err) != tt.code || err == nil || !strings.Contains(err.Error(), tt.text) {
+			t.Errorf("%s: got %v, want %v saying %q", tt.name, err, tt.code, tt.text)
+		}
+	}
+}

@@ -56,7 +56,8 @@ type ExecutorContext interface {
 	// plugin's Shutdown has returned (or, ignoring its ctx, been
 	// abandoned), Ask and Send fail with
 	// CodeUnavailable wrapping ErrClosed: nothing sent then would reach the
-	// driver.
+	// driver. For a plugin with no driver side, both fail at once with
+	// CodeNotFound.
 	Ask(ctx context.Context, msg any) (any, error)
 	// Send queues msg for the driver plugin of the same name and returns.
 	// It reports only local failures: an unregistered or oversized message
@@ -83,14 +84,17 @@ type DriverContext interface {
 	// CodeUnavailable ([ErrClosed]).
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// SendExecutor queues msg for this plugin on one executor; see
-	// ExecutorContext.Send for what it reports.
+	// ExecutorContext.Send for what it reports. Like AskExecutor, it fails
+	// at once with CodeUnimplemented when the plugin's executor side does
+	// not implement ExecutorReceiver.
 	SendExecutor(ctx context.Context, executorID string, msg any) error
 	// Broadcast queues msg for this plugin on every ready executor. The
 	// message is encoded once. Executors that can take it at once get it
 	// first; then Broadcast waits for those that cannot yet (their plugin
 	// is behind on its messages), so one slow executor delays nobody
 	// else's copy. It returns the first local failure, after trying every
-	// executor.
+	// executor; CodeUnimplemented when the plugin's executor side does not
+	// implement ExecutorReceiver.
 	Broadcast(ctx context.Context, msg any) error
 }
 

@@ -121,6 +121,9 @@ type execState struct {
 	// initFailed: its READY reported its plugins' Init failing (logged
 	// then); set under Driver.mu.
 	initFailed bool
+	// noReceiver[i]: plugin i's executor side takes no messages here
+	// (READY said so). Set under Driver.mu with ready.
+	noReceiver []bool
 	stopped    chan struct{} // closed when STOPPED arrives
 	// stopErr is the executor plugins' shutdown errors STOPPED carried;
 	// written before stopped is closed, read after.
@@ -682,6 +685,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	for _, e := range d.endpoints {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{Values: e.extraConf})
+		if e.lane == nil {
+			welcome.NoDriverSide = append(welcome.NoDriverSide, e.idx)
+		}
 	}
 	if d.cfg.Secret != "" {
 		digest, err := wire.WelcomeDigestInput(welcome)
@@ -885,6 +891,12 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	}
 	es.info.Resources = res
 	es.info.Added = time.Now()
+	es.noReceiver = make([]bool, len(d.endpoints))
+	for _, i := range f.GetReady().GetNoReceiver() {
+		if uint(i) < uint(len(es.noReceiver)) { // unsigned: int(i) can be negative on 32-bit
+			es.noReceiver[i] = true
+		}
+	}
 	es.ready = true
 	info := cloneInfo(es.info)
 	d.notifyLocked()
@@ -978,7 +990,10 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 // Close has begun: the executors are stopping, or gone.
 var errShuttingDown = plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)
 
-func (d *Driver) conn(id string) (*rpc.Conn, error) {
+// conn returns the connection of ready executor id, for a message to
+// the executor side of plugin idx, named name. It fails when that side
+// takes no messages, as the executor would answer an ASK.
+func (d *Driver) conn(id string, idx uint32, name string) (*rpc.Conn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.stopping {
@@ -988,22 +1003,42 @@ func (d *Driver) conn(id string) (*rpc.Conn, error) {
 	if !ok || !es.ready {
 		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q: %w", id, plugin.ErrNoSuchExecutor)
 	}
+	if es.takesNone(idx) {
+		return nil, errNoReceiver(name)
+	}
 	return es.conn, nil
 }
 
-func (d *Driver) readyConns() ([]*rpc.Conn, error) {
+// takesNone reports whether plugin idx's executor side takes no
+// messages on es (READY said so). Driver.mu is held.
+func (es *execState) takesNone(idx uint32) bool {
+	return uint(idx) < uint(len(es.noReceiver)) && es.noReceiver[idx]
+}
+
+func errNoReceiver(name string) error {
+	return plugin.Errorf(plugin.CodeUnimplemented, "executor plugin %q does not implement plugin.ExecutorReceiver", name)
+}
+
+// readyConns returns the connections of the ready executors whose side of
+// plugin idx takes messages, and how many ready executors were left out
+// for having none.
+func (d *Driver) readyConns(idx uint32) (conns []*rpc.Conn, skipped int, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.stopping {
-		return nil, errShuttingDown
+		return nil, 0, errShuttingDown
 	}
-	out := make([]*rpc.Conn, 0, len(d.execs))
+	conns = make([]*rpc.Conn, 0, len(d.execs))
 	for _, es := range d.execs {
-		if es.ready {
-			out = append(out, es.conn)
+		switch {
+		case !es.ready:
+		case es.takesNone(idx):
+			skipped++
+		default:
+			conns = append(conns, es.conn)
 		}
 	}
-	return out, nil
+	return conns, skipped, nil
 }
 
 // Close shuts the application down, in order:

@@ -63,7 +63,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 	if err != nil {
 		return nil, err
 	}
-	c, err := e.d.conn(id)
+	c, err := e.d.conn(id, e.idx, e.name)
 	if err != nil {
 		wire.ReleaseFrame(f)
 		return nil, err
@@ -77,7 +77,7 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.d.conn(id)
+	c, err := e.d.conn(id, e.idx, e.name)
 	if err != nil {
 		wire.ReleaseFrame(f)
 		return err
@@ -93,10 +93,15 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		return err
 	}
 	var first error
-	conns, err := e.d.readyConns()
+	conns, skipped, err := e.d.readyConns(e.idx)
 	if err != nil {
 		wire.ReleaseFrame(f)
 		return err
+	}
+	if skipped > 0 {
+		// Every executor runs the same plugins: this is the plugin's
+		// doing, not one executor's. Those that take messages get it.
+		first = errNoReceiver(e.name)
 	}
 	e.sent(f, false, len(conns))
 	// Every executor that can take the message at once gets it first; only

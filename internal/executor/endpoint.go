@@ -30,6 +30,16 @@ type endpoint struct {
 	// Ask and Send fail from then on, since what they queue could follow
 	// STOPPED, after which the driver takes nothing.
 	shut atomic.Bool
+	// noDriverSide: the driver said the plugin has no driver side
+	// (WELCOME): Ask and Send fail at the call, rather than a Send being
+	// dropped there. Set before Init.
+	noDriverSide bool
+}
+
+// errNoDriverSide is what Ask and Send of a plugin with no driver side
+// give: what the driver answers an ASK for one.
+func (e *endpoint) errNoDriverSide() error {
+	return plugin.Errorf(plugin.CodeNotFound, "plugin %q has no driver side", e.name)
 }
 
 // errShut is what Ask and Send of a plugin whose Shutdown has returned
@@ -62,6 +72,9 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 	if e.shut.Load() {
 		return nil, e.errShut()
 	}
+	if e.noDriverSide {
+		return nil, e.errNoDriverSide()
+	}
 	f, err := e.encode(msg)
 	if err != nil {
 		return nil, err
@@ -72,6 +85,9 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 func (e *endpoint) Send(ctx context.Context, msg any) error {
 	if e.shut.Load() {
 		return e.errShut()
+	}
+	if e.noDriverSide {
+		return e.errNoDriverSide()
 	}
 	f, err := e.encode(msg)
 	if err != nil {

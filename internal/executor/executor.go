@@ -229,6 +229,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		x.endpoints = append(x.endpoints, e)
 	}
+	for _, i := range welcome.NoDriverSide {
+		if uint(i) < uint(len(x.endpoints)) { // unsigned: int(i) can be negative on 32-bit
+			x.endpoints[i].noDriverSide = true
+		}
+	}
 	x.conn.Start()
 	defer func() {
 		hcancel() // handlers still running see their ctx end
@@ -598,6 +603,11 @@ func (x *Executor) ready() *wire.Ready {
 	r := &wire.Ready{Slots: int32(x.cfg.Slots)}
 	for _, res := range x.resources {
 		r.Resources = append(r.Resources, &wire.Resource{Name: res.Name, Addresses: res.Addresses})
+	}
+	for _, e := range x.endpoints {
+		if e.recv == nil {
+			r.NoReceiver = append(r.NoReceiver, e.idx)
+		}
 	}
 	return r
 }

@@ -615,7 +615,12 @@ type Ready struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	// Task slots: how many tasks the executor runs at once.
-	Slots         int32 `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
+	Slots int32 `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
+	// Indices (in the plugin list) of the plugins whose executor side takes
+	// no messages (it has none, or it is not a plugin.ExecutorReceiver): the
+	// driver's AskExecutor, SendExecutor and Broadcast to one fail at the
+	// call. Since protocol version 5.
+	NoReceiver    []uint32 `protobuf:"varint,3,rep,packed,name=no_receiver,json=noReceiver,proto3" json:"no_receiver,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,6 +669,13 @@ func (x *Ready) GetSlots() int32 {
 	return 0
 }
 
+func (x *Ready) GetNoReceiver() []uint32 {
+	if x != nil {
+		return x.NoReceiver
+	}
+	return nil
+}
+
 type Welcome struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	AppId      string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
@@ -691,8 +703,12 @@ type Welcome struct {
 	// the plugin list; 0 (or no entry) for send_window. Empty when no plugin
 	// has its own. Since protocol version 4.
 	PluginSendWindows []uint64 `protobuf:"varint,11,rep,packed,name=plugin_send_windows,json=pluginSendWindows,proto3" json:"plugin_send_windows,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Indices (in the plugin list) of the plugins with no driver side: an
+	// executor's Ask or Send to one fails at the call. Since protocol
+	// version 5.
+	NoDriverSide  []uint32 `protobuf:"varint,12,rep,packed,name=no_driver_side,json=noDriverSide,proto3" json:"no_driver_side,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -798,6 +814,13 @@ func (x *Welcome) GetSendWindow() uint64 {
 func (x *Welcome) GetPluginSendWindows() []uint64 {
 	if x != nil {
 		return x.PluginSendWindows
+	}
+	return nil
+}
+
+func (x *Welcome) GetNoDriverSide() []uint32 {
+	if x != nil {
+		return x.NoDriverSide
 	}
 	return nil
 }
@@ -998,10 +1021,12 @@ const file_frames_proto_rawDesc = "" +
 	"\x05tasks\x18\t \x03(\tR\x05tasks\x12\x1d\n" +
 	"\n" +
 	"auth_nonce\x18\n" +
-	" \x01(\fR\tauthNonce\"T\n" +
+	" \x01(\fR\tauthNonce\"u\n" +
 	"\x05Ready\x125\n" +
 	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\x12\x14\n" +
-	"\x05slots\x18\x02 \x01(\x05R\x05slots\"\xc7\x03\n" +
+	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1f\n" +
+	"\vno_receiver\x18\x03 \x03(\rR\n" +
+	"noReceiver\"\xed\x03\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1f\n" +
 	"\vexecutor_id\x18\x02 \x01(\tR\n" +
@@ -1017,7 +1042,8 @@ const file_frames_proto_rawDesc = "" +
 	"\vsend_window\x18\n" +
 	" \x01(\x04R\n" +
 	"sendWindow\x12.\n" +
-	"\x13plugin_send_windows\x18\v \x03(\x04R\x11pluginSendWindows\x1a7\n" +
+	"\x13plugin_send_windows\x18\v \x03(\x04R\x11pluginSendWindows\x12$\n" +
+	"\x0eno_driver_side\x18\f \x03(\rR\fnoDriverSide\x1a7\n" +
 	"\tConfEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +

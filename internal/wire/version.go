@@ -5,7 +5,9 @@ import "google.golang.org/protobuf/proto"
 // ProtocolVersion is the version of the frame protocol. A driver refuses
 // executors that speak another. Version 2 added per-plugin flow control of
 // SENDs (KIND_CREDIT); version 3, the send window in Welcome; version 4,
-// the plugins' own send windows in Welcome; version 5, KIND_LEAVING.
+// the plugins' own send windows in Welcome; version 5, KIND_LEAVING and
+// the plugins with no side to take messages (Welcome.no_driver_side,
+// Ready.no_receiver).
 const ProtocolVersion = 5
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
