@@ -21,6 +21,7 @@ import (
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/plugin"
 	"go.uber.org/goleak"
 )
@@ -164,7 +165,7 @@ func TestContextAccessors(t *testing.T) {
 			}}
 		},
 	}
-	var logs logBuffer
+	var logs logtest.Buffer
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	host, err := os.Hostname()
 	if err != nil {
@@ -195,7 +196,7 @@ func TestPluginLogsNameThePluginOnce(t *testing.T) {
 		panicked <- struct{}{}
 		panic("clumsy")
 	})
-	var logs logBuffer
+	var logs logtest.Buffer
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx := testCtx(t)
 	if err := (*dc).SendExecutor(ctx, "1", text("x")); err != nil {
@@ -367,7 +368,7 @@ func TestPluginNames(t *testing.T) {
 // A plugin of Config.Plugins dropped for another's name is logged by the
 // driver: two libraries that chose one name lost one plugin without a word.
 func TestDroppedPluginIsLogged(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	cfg := ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{named("twin"), named("twin")},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {

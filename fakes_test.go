@@ -2,7 +2,6 @@ package ember_test
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -257,21 +256,3 @@ func newGate() *gate { return &gate{ch: make(chan struct{})} }
 func (g *gate) wait() { <-g.ch }
 
 func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }
-
-// logBuffer collects a slog handler's output; safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -14,6 +14,7 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -75,7 +76,7 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 					}
 				},
 			}
-			var logs logBuffer
+			var logs logtest.Buffer
 			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))},
 				func(ctx context.Context, d *ember.Driver) error {
 					_, err := dc.AskExecutor(ctx, "1", text("hi"))
@@ -246,7 +247,7 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 				return nil, ctx.Err()
 			}
 			p, dc, ec := receivingPlugin("blocker", receive)
-			var logs logBuffer
+			var logs logtest.Buffer
 			runDone := make(chan error, 1)
 			go func() {
 				runDone <- ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil)), ShutdownTimeout: 500 * time.Millisecond},

@@ -24,6 +24,7 @@ import (
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -294,7 +295,7 @@ func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 			}
 		},
 	}
-	var logs logBuffer
+	var logs logtest.Buffer
 	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	if isChild() {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -551,7 +552,7 @@ func TestAccidentalExecutorModeRefused(t *testing.T) {
 // CodeUnavailable at once, and the driver's listener hears of the crash.
 func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	dir := sharedDir(t)
-	var logs logBuffer
+	var logs logtest.Buffer
 	var dc plugin.DriverContext
 	removed := make(chan error, 1)
 	p := fakePlugin{

@@ -1,13 +1,12 @@
 package ember
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emberhq/ember/internal/driver"
+	"github.com/emberhq/ember/internal/logtest"
 )
 
 func TestProgressLine(t *testing.T) {
@@ -27,25 +26,8 @@ func TestProgressLine(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestDrawProgressErasesItsLine(t *testing.T) {
-	var w syncBuffer
+	var w logtest.Buffer
 	stop := drawProgress(&w, "sq", driver.NewProgress(0), time.Millisecond)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(w.String(), "total") {

@@ -1,16 +1,16 @@
 package executor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/internal/logtest"
 )
 
 // Run's ctx ending while the executor waits for its driver (a standalone
@@ -41,7 +41,7 @@ func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	lis.Close() // nothing listens
-	var logs syncBuffer
+	var logs logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -63,22 +63,4 @@ func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
 	if !strings.Contains(logs.String(), addr) {
 		t.Errorf("the warning does not name the address %s: %q", addr, logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
