@@ -3,6 +3,7 @@ package ember
 import (
 	"fmt"
 	"log/slog"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -253,9 +254,11 @@ func nameOf(p plugin.Plugin) (name string, err error) {
 // those of cfg.Plugins dropped for a name seen before, for the driver to
 // log: two libraries that chose one name would otherwise lose one plugin
 // without a word. (A name listed twice in the configuration is dropped
-// quietly.)
+// quietly, and so is a registered plugin the configuration enables that
+// Config.Plugins lists too, one of the same type: the lists merge.)
 func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 	seen := map[string]bool{}
+	registered := map[string]reflect.Type{} // of the plugins enabled by name
 	add := func(p plugin.Plugin, explicit bool) error {
 		name, err := nameOf(p)
 		if err != nil {
@@ -265,12 +268,15 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 			return fmt.Errorf("plugin name %q: want lowercase letters, digits, '.', '_' or '-'", name)
 		}
 		if seen[name] {
-			if explicit {
+			if t, ok := registered[name]; explicit && (!ok || t != reflect.TypeOf(p)) {
 				dropped = append(dropped, p)
 			}
 			return nil
 		}
 		seen[name] = true
+		if !explicit {
+			registered[name] = reflect.TypeOf(p)
+		}
 		plugins = append(plugins, p)
 		return nil
 	}

@@ -882,3 +882,19 @@ func TestGoodConfRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The registered plugin merged-once, enabled by the configuration and
+// passed in Config.Plugins too (Spark's merging, TestMergedListsInitOnce),
+// is one plugin, not two with one name: nothing is dropped.
+func TestMergedPluginIsNotLoggedDropped(t *testing.T) {
+	var logs logtest.Buffer
+	cfg := ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{mergedOnce},
+		Conf:   map[string]string{ember.ConfPlugins: "merged-once"},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := logs.String(); strings.Contains(got, "plugin dropped") {
+		t.Errorf("driver logs: got %q, want no plugin dropped", got)
+	}
+}

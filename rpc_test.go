@@ -1030,3 +1030,27 @@ func TestMessagesToASideWithoutReceiveFailAtTheCall(t *testing.T) {
 		}
 	}
 }
+
+// A plugin whose executor side takes messages on some executors only (it
+// picks its ExecutorPlugin per host, say): Broadcast delivers to those
+// that take it, and should report success, as it did.
+func TestBroadcastToSomeReceiversSucceeds(t *testing.T) {
+	var dc plugin.DriverContext
+	var built, got atomic.Int32
+	p := fakePlugin{
+		name:      "some",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			if built.Add(1) == 1 {
+				return &receivingExecutor{ReceiveF: func(context.Context, any) (any, error) { got.Add(1); return nil, nil }}
+			}
+			return &fakeExecutor{}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	err := dc.Broadcast(testCtx(t), text("hi"))
+	embertest.WaitFor(t, "the receiving executor to get it", func() bool { return got.Load() == 1 })
+	if err != nil {
+		t.Errorf("Broadcast delivered to the executor that takes it, yet returned %v", err)
+	}
+}

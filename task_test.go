@@ -651,3 +651,40 @@ func TestTaskOnItsWayToAStoppingExecutorRunsElsewhere(t *testing.T) {
 		t.Fatal("Map hangs")
 	}
 }
+
+var (
+	stuck = ember.NewTask("test.stuck", func(ctx context.Context, tc ember.TaskContext, _ int) (int, error) {
+		stuckStarted <- tc.ExecutorID
+		<-*stuckRelease.Load() // ignores its ctx
+		return 0, nil
+	})
+	stuckStarted = make(chan string, 10)
+	stuckRelease atomic.Pointer[chan struct{}] // one per test run (-count)
+)
+
+// An in-process executor killed while its task ignores its ctx does not
+// hold Close: a crash would have ended the task, and the killed
+// executor's shutdown waited three quarters of ShutdownTimeout for it
+// (15s here); it now waits a twentieth (1s) for tasks to return.
+func TestKilledExecutorsStuckTaskDoesNotHoldClose(t *testing.T) {
+	release := make(chan struct{})
+	stuckRelease.Store(&release)
+	defer close(release)
+	const shutdown = 20 * time.Second
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, ShutdownTimeout: shutdown})
+	go func() { _, _ = ember.Map(context.Background(), c.Driver, stuck, []int{1}) }()
+	<-stuckStarted
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := c.Close()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A bound far from either: 1s now, 15s before.
+	if took > shutdown/4 {
+		t.Errorf("Close took %v after executor 1 was killed (its task ignores its ctx), want about a twentieth of ShutdownTimeout (%v)", took, shutdown)
+	}
+}

@@ -8,7 +8,8 @@
 //
 //	func TestMain(m *testing.M) { embertest.Main(m) }
 //
-// and its local-cluster configs set ExecutorArgs: embertest.ExecutorArgs(t).
+// Start sets Config.ExecutorArgs to ExecutorArgs(t) when it is nil, so
+// that each executor process runs only the calling test.
 //
 // An executor process runs the test function from its start up to Start
 // (or ember.Run), where it becomes the executor and later exits without

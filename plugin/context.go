@@ -93,8 +93,8 @@ type DriverContext interface {
 	// first; then Broadcast waits for those that cannot yet (their plugin
 	// is behind on its messages), so one slow executor delays nobody
 	// else's copy. It returns the first local failure, after trying every
-	// executor; CodeUnimplemented when the plugin's executor side does not
-	// implement ExecutorReceiver.
+	// executor; CodeUnimplemented when no ready executor's side of the
+	// plugin implements ExecutorReceiver (those that do not are skipped).
 	Broadcast(ctx context.Context, msg any) error
 }
 

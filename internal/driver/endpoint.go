@@ -98,10 +98,14 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		wire.ReleaseFrame(f)
 		return err
 	}
-	if skipped > 0 {
-		// Every executor runs the same plugins: this is the plugin's
-		// doing, not one executor's. Those that take messages get it.
-		first = errNoReceiver(e.name)
+	if skipped > 0 && len(conns) == 0 {
+		// No ready executor takes the plugin's messages: the plugin's
+		// doing. One whose ExecutorPlugin differs by executor (a
+		// Receive on some hosts only) is delivered to those that take
+		// it, and that is a success: an error there would read as
+		// nothing delivered, and a retry would deliver twice.
+		wire.ReleaseFrame(f)
+		return errNoReceiver(e.name)
 	}
 	e.sent(f, false, len(conns))
 	// Every executor that can take the message at once gets it first; only

@@ -93,6 +93,9 @@ type Executor struct {
 	dropped   *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
+	// crashed: Config.Crash fired, and shutdown stands in for the end
+	// of the process (only Run's goroutine reads it).
+	crashed bool
 
 	mu       sync.Mutex // protects tasks and stopping
 	tasks    map[uint64]context.CancelFunc
@@ -309,6 +312,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// executor's process goes on (a test's), so its plugins and
 		// tasks are stopped here, off the stream (what they send
 		// fails), lest their goroutines outlive it.
+		x.crashed = true
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
@@ -428,6 +432,15 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	// Three quarters, written so that it cannot overflow.
 	end := start.Add(budget - budget/4)
 	x.closeLanes(end)
+	if x.crashed {
+		// A crash would have ended the tasks with the process: those
+		// that return as their ctx ends get a moment to (their hooks
+		// run before the plugins shut down); one ignoring its ctx is not
+		// waited for, or the test's Close would wait for it too.
+		if g := time.Now().Add(rpc.AbandonGrace(x.cfg.ShutdownTimeout)); g.Before(end) {
+			end = g
+		}
+	}
 	x.waitTasks(end)
 	return x.shutdownPlugins(len(x.endpoints)-1, deadline)
 }

@@ -285,7 +285,10 @@ type pluginRegisterer struct{ prometheus.Registerer }
 
 func (r pluginRegisterer) Register(c prometheus.Collector) error {
 	err := r.Registerer.Register(c)
-	if err != nil && strings.Contains(err.Error(), "duplicate label names") {
+	// A variable label of either name: "duplicate label names"; a
+	// constant one: "attempted wrapping with already existing label name".
+	if err != nil && (strings.Contains(err.Error(), "duplicate label names") ||
+		strings.Contains(err.Error(), "attempted wrapping with already existing label name")) {
 		return fmt.Errorf(`%w (Ember adds the labels "plugin" and "executor" to a plugin's metrics: name yours otherwise)`, err)
 	}
 	return err

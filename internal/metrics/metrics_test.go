@@ -245,3 +245,15 @@ func TestPluginRegisterer(t *testing.T) {
 		})
 	}
 }
+
+// A constant label named plugin or executor fails as a variable one does,
+// with the same hint; Prometheus's error alone spoke of wrapping.
+func TestPluginRegistererConstLabel(t *testing.T) {
+	for _, label := range []string{"plugin", "executor"} {
+		r := PluginRegisterer(prometheus.NewRegistry(), "crawl", "3")
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "pages_total", Help: "Pages.", ConstLabels: prometheus.Labels{label: "x"}})
+		if err := r.Register(c); err == nil || !strings.Contains(err.Error(), `Ember adds the labels "plugin" and "executor"`) {
+			t.Errorf("const label %q: got %v, want the error saying Ember adds it", label, err)
+		}
+	}
+}
