@@ -431,16 +431,16 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	hcancel() // handlers and tasks still running see their ctx end
 	// Three quarters, written so that it cannot overflow.
 	end := start.Add(budget - budget/4)
-	x.closeLanes(end)
 	if x.crashed {
-		// A crash would have ended the tasks with the process: those
-		// that return as their ctx ends get a moment to (their hooks
-		// run before the plugins shut down); one ignoring its ctx is not
-		// waited for, or the test's Close would wait for it too.
-		if g := time.Now().Add(rpc.AbandonGrace(x.cfg.ShutdownTimeout)); g.Before(end) {
+		// A crash would have ended handlers and tasks with the process:
+		// those that return as their ctx ends get a moment to (a task's
+		// hooks run before the plugins shut down); one ignoring its ctx
+		// is not waited for, or the test's Close would wait for it too.
+		if g := start.Add(rpc.AbandonGrace(x.cfg.ShutdownTimeout)); g.Before(end) {
 			end = g
 		}
 	}
+	x.closeLanes(end)
 	x.waitTasks(end)
 	return x.shutdownPlugins(len(x.endpoints)-1, deadline)
 }
