@@ -224,8 +224,8 @@ var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 // plugins named in ConfPluginsDefaults, then those named in ConfPlugins,
 // then cfg.Plugins. Names are trimmed, empty names dropped, and a name seen
 // before is dropped, keeping the first (the driver logs a plugin of
-// cfg.Plugins dropped so, at Warn). An unknown registered name or an invalid plugin
-// name is an error.
+// cfg.Plugins dropped so, at Warn). An unknown registered name or an
+// invalid plugin name is an error.
 func PluginNames(cfg Config) ([]string, error) {
 	ps, _, err := resolvePlugins(cfg)
 	if err != nil {
