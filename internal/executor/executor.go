@@ -545,7 +545,8 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	defer deadline.Stop()
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 		if !deadline.Stop() {
-			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, ErrDriverLost, err)
+			// Never reached, or never answered: not a driver lost.
+			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 		}
 		return nil, nil, fmt.Errorf("executor: handshake with driver %s: %w", x.cfg.DriverAddr, err)
 	}
@@ -598,7 +599,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
 	}
 	if !deadline.Stop() { // it fired just now: the stream's ctx is cancelled
-		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w", x.cfg.DriverAddr, x.cfg.ConnectTimeout, ErrDriverLost)
+		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout)
 	}
 	return w, stream, nil
 }

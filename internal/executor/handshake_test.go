@@ -64,3 +64,20 @@ func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
 		t.Errorf("the warning does not name the address %s: %q", addr, logs.String())
 	}
 }
+
+// An executor that never reached its driver says so when ConnectTimeout
+// ends, and asks the two questions that matter. It used to say it had
+// "lost the driver", which it never had.
+func TestUnreachableDriverError(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens
+	err = Run(context.Background(), Config{DriverAddr: addr, Logger: slog.New(slog.DiscardHandler), ConnectTimeout: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "no handshake with driver "+addr) ||
+		!strings.Contains(err.Error(), "is it running, at that address?") || errors.Is(err, ErrDriverLost) {
+		t.Errorf("Run: got %v, want no handshake with %s, asking whether it runs there, and not ErrDriverLost", err, addr)
+	}
+}
