@@ -146,7 +146,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		d.Close() // its plugins' lanes are running
 		return fmt.Errorf("driver: listen on %s: %w", cfg.ListenAddr, err)
 	}
-	// The driver plugins' Init count towards start-up's time.
+	// The driver plugins' Init counts towards start-up's time.
 	initCtx, cancelInit := context.WithTimeout(ctx, cfg.StartTimeout)
 	err = d.Init(initCtx)
 	cancelInit()

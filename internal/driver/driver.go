@@ -804,15 +804,16 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	if uint(f.Plugin) < uint(len(d.endpoints)) { // unsigned: int(f.Plugin) can be negative on 32-bit
 		e = d.endpoints[f.Plugin]
 	}
+	var code plugin.Code
 	var problem string
 	switch {
 	case e == nil:
-		problem = fmt.Sprintf("no plugin with index %d", f.Plugin)
+		code, problem = plugin.CodeNotFound, fmt.Sprintf("no plugin with index %d", f.Plugin)
 	case e.lane == nil:
-		problem = fmt.Sprintf("plugin %q has no driver side", e.name)
+		code, problem = rpc.NoDriverSide(e.name)
 	}
 	if problem != "" {
-		if !rpc.Refuse(c, f, plugin.CodeNotFound, problem) {
+		if !rpc.Refuse(c, f, code, problem) {
 			d.log.Warn("dropped message", "executor", es.info.ID, "reason", problem, "type", f.Type)
 			d.builtin.Dropped.WithLabelValues("driver", "", "no_such_plugin").Inc()
 		}
@@ -1016,7 +1017,7 @@ func (es *execState) takesNone(idx uint32) bool {
 }
 
 func errNoReceiver(name string) error {
-	return plugin.Errorf(plugin.CodeUnimplemented, "executor plugin %q does not implement plugin.ExecutorReceiver", name)
+	return plugin.NewError(rpc.NoReceiver(name))
 }
 
 // readyConns returns the connections of the ready executors whose side of

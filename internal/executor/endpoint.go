@@ -39,7 +39,7 @@ type endpoint struct {
 // errNoDriverSide is what Ask and Send of a plugin with no driver side
 // give: what the driver answers an ASK for one.
 func (e *endpoint) errNoDriverSide() error {
-	return plugin.Errorf(plugin.CodeNotFound, "plugin %q has no driver side", e.name)
+	return plugin.NewError(rpc.NoDriverSide(e.name))
 }
 
 // errShut is what Ask and Send of a plugin whose Shutdown has returned

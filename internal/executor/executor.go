@@ -703,7 +703,8 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		case e == nil:
 			code, problem, reason = plugin.CodeNotFound, fmt.Sprintf("no plugin with index %d", f.Plugin), "no_such_plugin"
 		case e.lane == nil:
-			code, problem, name, reason = plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", e.name), e.name, "no_receiver"
+			code, problem = rpc.NoReceiver(e.name)
+			name, reason = e.name, "no_receiver"
 		}
 		if problem == "" {
 			if rpc.Deliver(e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {

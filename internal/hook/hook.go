@@ -21,8 +21,8 @@ var (
 type LocalHooks struct {
 	// Started is called when an in-process executor has been accepted by
 	// the driver; calling kill makes it crash: its stream drops without a
-	// goodbye and its plugins are not shut down. link injects faults into
-	// its stream.
+	// goodbye (its plugins then shut down off the stream, see
+	// executor.Config.Crash). link injects faults into its stream.
 	Started func(executorID string, kill func(), link *fault.Link)
 }
 

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"time"
@@ -104,6 +105,21 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 		wire.ReleaseFrame(f)
 	}
 	return ok
+}
+
+// NoDriverSide is the code and text of the refusal of a message to a
+// plugin with no driver side: what the driver answers such an ASK, and
+// what an executor's Ask or Send to it fails with at the call.
+func NoDriverSide(name string) (plugin.Code, string) {
+	return plugin.CodeNotFound, fmt.Sprintf("plugin %q has no driver side", name)
+}
+
+// NoReceiver is the code and text of the refusal of a message to an
+// executor plugin that is not an ExecutorReceiver: what the executor
+// answers such an ASK, and what the driver's calls to it fail with at the
+// call.
+func NoReceiver(name string) (plugin.Code, string) {
+	return plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", name)
 }
 
 // Refuse answers an ASK that cannot be delivered with an error reply and
