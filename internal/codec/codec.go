@@ -149,6 +149,13 @@ func Register(t reflect.Type, name string) error {
 // Names returns the registered wire names, sorted.
 func Names() []string { return slices.Clone(cur.Load().names) }
 
+// Known reports whether name is a registered wire name. A name from a peer
+// is only a claim until checked: it may be anything, valid UTF-8 or not.
+func Known(name string) bool {
+	_, ok := cur.Load().byName[name]
+	return ok
+}
+
 // Encode returns the wire name and encoding of v. A nil v encodes as an
 // empty name and no payload, and so does a nil pointer of a registered
 // type (a nil proto message, a nil *T for a registered T): the receiver

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -177,6 +178,10 @@ func (e *endpoint) run(it rpc.Item) {
 	wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
 }
 
+// unregisteredType is the type label of messages whose type name is not
+// registered in this process.
+const unregisteredType = "unregistered"
+
 type counterKey struct {
 	typ, direction string
 	ask            bool
@@ -206,6 +211,13 @@ func (e *endpoint) counter(typ, direction string, ask bool) prometheus.Counter {
 	kind := "send"
 	if ask {
 		kind = "ask"
+	}
+	if typ != "" && !codec.Known(typ) {
+		// A name a peer made up (sent as a name, not an index): the
+		// message is undecodable here. Not cached, and not a label of
+		// its own: each would be a series for the driver's life, and
+		// WithLabelValues panics on one that is not valid UTF-8.
+		return e.d.builtin.Messages.WithLabelValues(e.name, unregisteredType, direction, kind)
 	}
 	kc := &keyedCounter{k, e.d.builtin.Messages.WithLabelValues(e.name, typ, direction, kind)}
 	e.counters.Store(k, kc)

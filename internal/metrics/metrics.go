@@ -242,7 +242,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	b := &Builtin{
 		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_messages_total",
-			Help: "Plugin messages, by plugin, message type, direction (to_driver, to_executor) and kind (ask, send).",
+			Help: "Plugin messages, by plugin, message type (\"unregistered\" for a name the driver does not know), direction (to_driver, to_executor) and kind (ask, send).",
 		}, []string{"plugin", "type", "direction", "kind"}),
 		MessageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_message_errors_total",
