@@ -1054,3 +1054,57 @@ func TestBroadcastToSomeReceiversSucceeds(t *testing.T) {
 		t.Errorf("Broadcast delivered to the executor that takes it, yet returned %v", err)
 	}
 }
+
+// SendExecutor and Broadcast racing the driver's shutdown: every one that
+// returned nil is delivered to the executors' Receive. A SendExecutor that
+// passed the driver's "stopping" check just before Close, and queued its
+// frame after Close had queued STOP, returned nil and the executor,
+// stopping, dropped it ("executor plugin has shut down"): one message lost
+// in every round.
+func TestDriverSendsRacingShutdownAreDeliveredOrFail(t *testing.T) {
+	for round := range 5 {
+		var dc plugin.DriverContext
+		var gotSent, gotBroadcast atomic.Int64
+		p := fakePlugin{
+			name:      "push",
+			newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+			newExecutor: func() plugin.ExecutorPlugin {
+				return &receivingExecutor{ReceiveF: func(_ context.Context, msg any) (any, error) {
+					if msg == text("all") {
+						gotBroadcast.Add(1)
+					} else {
+						gotSent.Add(1)
+					}
+					return nil, nil
+				}}
+			},
+		}
+		c := embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+		var sent, broadcast atomic.Int64
+		var wg sync.WaitGroup
+		for _, id := range []string{"1", "2"} {
+			wg.Go(func() {
+				for dc.SendExecutor(context.Background(), id, text("x")) == nil {
+					sent.Add(1)
+				}
+			})
+		}
+		wg.Go(func() {
+			for dc.Broadcast(context.Background(), text("all")) == nil {
+				broadcast.Add(1)
+			}
+		})
+		embertest.WaitFor(t, "messages to flow", func() bool { return gotSent.Load() >= 1000 })
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if s, r := sent.Load(), gotSent.Load(); s != r {
+			t.Errorf("round %d: %d SendExecutor calls returned nil, the executors received %d", round, s, r)
+		}
+		// The last Broadcast failed, maybe after reaching one executor.
+		if b, r := broadcast.Load(), gotBroadcast.Load(); r < 2*b || r > 2*b+1 {
+			t.Errorf("round %d: %d Broadcast calls returned nil (to 2 executors), the executors received %d", round, b, r)
+		}
+	}
+}

@@ -1081,7 +1081,11 @@ func (d *Driver) Close() error {
 
 	// 1. Stop executors.
 	for _, es := range all {
-		_ = es.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_STOP})
+		// Plugin messages that passed the stopping check above before
+		// it was set, and reach the queue only now, would follow STOP:
+		// the executor would drop them after SendExecutor or Broadcast
+		// returned nil. SendLast fails them instead.
+		_ = es.conn.SendLast(&wire.Frame{Kind: wire.Kind_KIND_STOP}, errShuttingDown)
 	}
 	ctx, cancel := phase()
 	for _, es := range all {

@@ -171,6 +171,9 @@ type Conn struct {
 	direct   *wire.Batch    // the batch of a direct write; used only while writing
 	one      [1]*wire.Frame // its frame
 	err      error
+	// refuse, once set (SendLast), fails every later SEND and ASK at the
+	// call: they would follow the last frame the peer takes them after.
+	refuse error
 	// windows is each plugin's send window (Options.SendWindow or its own
 	// PluginSendWindows entry), read-only after New.
 	windows []int64
@@ -414,6 +417,11 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 			c.mu.Unlock()
 			return err
 		}
+		if !noWait && c.refuse != nil {
+			err := c.refuse
+			c.mu.Unlock()
+			return err
+		}
 		if noWait {
 			if len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
 				return c.overflowLocked()
@@ -599,7 +607,7 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	cost := SendCost(f)
 	c.mu.Lock()
 	waited := false
-	for c.credit[p] <= 0 && !c.closing {
+	for c.credit[p] <= 0 && !c.closing && c.refuse == nil {
 		if c.opts.OnLimit != nil && !waited {
 			c.opts.OnLimit("send_window")
 		}
@@ -638,8 +646,11 @@ const sendOverhead = 64
 func (c *Conn) TrySend(f *wire.Frame) (bool, error) {
 	p, credited := c.flowControlled(f)
 	c.mu.Lock()
-	if c.closing {
-		err := c.closedError()
+	if c.closing || c.refuse != nil {
+		err := c.refuse
+		if c.closing {
+			err = c.closedError()
+		}
 		c.mu.Unlock()
 		return false, err
 	}
@@ -735,6 +746,20 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 	c.mu.Lock()
 	c.grantLocked(p, n)
 	c.mu.Unlock()
+}
+
+// SendLast queues control frame f, like SendControl, and from then on fails
+// every SEND and ASK with err, in the same lock round: a plugin message
+// that checked before f was queued could otherwise follow it (the driver's
+// STOP, after which the executor's plugins take nothing). Replies and
+// control frames still go.
+func (c *Conn) SendLast(f *wire.Frame, err error) error {
+	c.mu.Lock()
+	if c.refuse == nil {
+		c.refuse = err
+		c.wakeCreditLocked() // Sends waiting for window see it
+	}
+	return c.enqueueLocked(context.Background(), f, true, false)
 }
 
 // SendControl queues a frame without waiting for room (replies, control).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -467,4 +468,50 @@ func TestLargestIndicesFromThePeer(t *testing.T) {
 		t.Errorf("handled %v, want the SEND for plugin %d, with an invalid type", f, uint32(bad))
 	}
 	poll(t, "the SEND written", func() bool { return s.count(wire.Kind_KIND_SEND) == 1 })
+}
+
+// SendLast queues its frame and fails every later SEND and ASK with its
+// error, waiting ones included; replies and control frames still go, and
+// the peer gets the last frame after everything queued before it.
+func TestSendLast(t *testing.T) {
+	t.Parallel()
+	server := newHandler(nil)
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(0)); err != nil {
+			t.Fatalf("Send %d of a window's worth: %v", i, err)
+		}
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- p.client.Send(ctx, windowFrame(0)) }() // waits for the window
+	last := errors.New("last frame sent")
+	if err := p.client.SendLast(&wire.Frame{Kind: wire.Kind_KIND_STOP}, last); err != nil {
+		t.Fatalf("SendLast: %v", err)
+	}
+	if err := recv(t, waiting, "the Send waiting for its window"); !errors.Is(err, last) {
+		t.Errorf("Send waiting for its window when SendLast came: got %v, want %v", err, last)
+	}
+	if err := p.client.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 1}); !errors.Is(err, last) {
+		t.Errorf("Send after SendLast: got %v, want %v", err, last)
+	}
+	if ok, err := p.client.TrySend(windowFrame(0)); ok || !errors.Is(err, last) {
+		t.Errorf("TrySend after SendLast: got %v, %v, want false, %v", ok, err, last)
+	}
+	if err := askResult(ctx, p.client, &wire.Frame{Plugin: 0}); !errors.Is(err, last) {
+		t.Errorf("Ask after SendLast: got %v, want %v", err, last)
+	}
+	if err := p.client.SendControl(&wire.Frame{Kind: wire.Kind_KIND_LEAVING}); err != nil {
+		t.Errorf("SendControl after SendLast: %v, want nil", err)
+	}
+	poll(t, "the server has the window's SENDs, STOP and LEAVING", func() bool { return server.NumFrames() == testSends+2 })
+	var kinds []wire.Kind
+	for _, f := range server.Frames() {
+		kinds = append(kinds, f.Kind)
+	}
+	want := append(slices.Repeat([]wire.Kind{wire.Kind_KIND_SEND}, testSends), wire.Kind_KIND_STOP, wire.Kind_KIND_LEAVING)
+	if !slices.Equal(kinds, want) {
+		t.Errorf("the server received %v, want %v", kinds, want)
+	}
 }
