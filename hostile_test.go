@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -556,35 +557,49 @@ func TestFailedHandshakeEndsTheConnection(t *testing.T) {
 
 // A peer that has proved nothing costs the driver little more than the
 // bytes it sends: its first message, read before it authenticates, is
-// decoded one frame at most. A first message of two million empty frames
-// (4 MiB) used to make the driver allocate 500 MiB.
+// decoded one frame at most, and that frame only if it holds at most
+// wire.MaxFirstEntries list elements and map entries. A first message of
+// two million empty frames (4 MiB) used to make the driver allocate 500
+// MiB; one frame whose READY held two million empty resources, 250 MiB.
 func TestFirstMessageCostsItsSize(t *testing.T) {
+	resources := bytes.Repeat([]byte{0x0a, 0x00}, (4<<20-16)/2) // Ready.resources, empty
+	ready := protowire.AppendBytes(protowire.AppendTag(nil, 11, protowire.BytesType), resources)
+	tests := []struct {
+		name string
+		msg  []byte
+	}{
+		{"empty frames", bytes.Repeat([]byte{0x0a, 0x00}, (4<<20)/2)},
+		{"one frame of empty messages", protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), ready)},
+	}
 	d := standalone(t, ember.Config{Secret: "right secret", BuildID: "test"})
 	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	s, err := cc.NewStream(testCtx(t), &wire.Ember_ServiceDesc.Streams[0], "/ember.wire.v1.Ember/Connect", grpc.ForceCodec(bytesCodec{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b []byte
-	if err := s.RecvMsg(&b); err != nil { // CHALLENGE
-		t.Fatal(err)
-	}
-	msg := bytes.Repeat([]byte{0x0a, 0x00}, (4<<20)/2)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	if err := s.SendMsg(msg); err != nil {
-		t.Fatal(err)
-	}
-	for s.RecvMsg(&b) == nil { // refused: the stream ends
-	}
-	runtime.ReadMemStats(&after)
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16*uint64(len(msg)) {
-		t.Errorf("a first message of %d MiB made the driver allocate %d MiB", len(msg)>>20, alloc>>20)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := cc.NewStream(testCtx(t), &wire.Ember_ServiceDesc.Streams[0], "/ember.wire.v1.Ember/Connect", grpc.ForceCodec(bytesCodec{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b []byte
+			if err := s.RecvMsg(&b); err != nil { // CHALLENGE
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			if err := s.SendMsg(tt.msg); err != nil {
+				t.Fatal(err)
+			}
+			for s.RecvMsg(&b) == nil { // refused: the stream ends
+			}
+			runtime.ReadMemStats(&after)
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16*uint64(len(tt.msg)) {
+				t.Errorf("a first message of %d MiB made the driver allocate %d MiB", len(tt.msg)>>20, alloc>>20)
+			}
+		})
 	}
 }
 

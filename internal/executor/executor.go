@@ -554,14 +554,16 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	if err != nil {
 		return fail(err)
 	}
-	first, err := stream.Recv()
-	if err != nil {
+	// CHALLENGE and WELCOME arrive before the driver has proved anything:
+	// read as FirstBatches, they cost about what the peer sends.
+	first := new(wire.FirstBatch)
+	if err := stream.RecvMsg(first); err != nil {
 		return fail(err)
 	}
-	if len(first.Frames) != 1 || first.Frames[0].Kind != wire.Kind_KIND_CHALLENGE || first.Frames[0].Challenge == nil {
+	if f := first.Frame; f == nil || f.Kind != wire.Kind_KIND_CHALLENGE || f.Challenge == nil {
 		return fail(errors.New("the driver did not open the handshake with CHALLENGE (is this an Ember driver of the same version?)"))
 	}
-	challenge := first.Frames[0].Challenge
+	challenge := first.Frame.Challenge
 	nonce := auth.Nonce()
 	hello := &wire.Hello{
 		ProtocolVersion: wire.ProtocolVersion,
@@ -579,14 +581,14 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
 		return fail(err)
 	}
-	b, err := stream.Recv()
-	if err != nil {
+	b := new(wire.FirstBatch)
+	if err := stream.RecvMsg(b); err != nil {
 		return fail(err)
 	}
-	if len(b.Frames) == 0 || b.Frames[0].Kind != wire.Kind_KIND_WELCOME || b.Frames[0].Welcome == nil {
+	if f := b.Frame; f == nil || f.Kind != wire.Kind_KIND_WELCOME || f.Welcome == nil {
 		return fail(errors.New("the driver did not answer the handshake with WELCOME"))
 	}
-	w := b.Frames[0].Welcome
+	w := b.Frame.Welcome
 	if w.Code != 0 {
 		hint := ""
 		if challenge.AuthRequired && x.cfg.Secret == "" {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/internal/logtest"
+	"github.com/emberhq/ember/internal/wire"
+	"google.golang.org/grpc"
 )
 
 // deadAddr returns a loopback address where nothing listens: one just
@@ -76,5 +78,92 @@ func TestUnreachableDriverError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no handshake with driver "+addr) ||
 		!strings.Contains(err.Error(), "is it running, at that address?") || errors.Is(err, ErrDriverLost) {
 		t.Errorf("Run: got %v, want no handshake with %s, asking whether it runs there, and not ErrDriverLost", err, addr)
+	}
+}
+
+// rawCodec sends and receives messages as the bytes they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), b...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// impostor serves Ember.Connect at a loopback address: it opens each
+// stream with msgs[0] and answers each message it receives with the next
+// of msgs, then waits for the executor to leave.
+func impostor(t *testing.T, msgs ...[]byte) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "ember.wire.v1.Ember",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{StreamName: "Connect", ServerStreams: true, ClientStreams: true,
+			Handler: func(_ any, s grpc.ServerStream) error {
+				var b []byte
+				for i, m := range msgs {
+					if i > 0 && s.RecvMsg(&b) != nil {
+						return nil
+					}
+					if err := s.SendMsg(m); err != nil {
+						return err
+					}
+				}
+				for s.RecvMsg(&b) == nil {
+				}
+				return nil
+			}}},
+	}, nil)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// An executor trusts its driver only once it has proved the secret, in
+// WELCOME. What comes before, CHALLENGE and WELCOME, costs it about what
+// the peer sends: a frame that repeats an empty message two million times
+// (4 MiB) made it allocate 250 MiB before it checked anything.
+func TestImpostorDriverCostsItsBytes(t *testing.T) {
+	marshal := func(f *wire.Frame) []byte {
+		b, err := (&wire.Batch{Frames: []*wire.Frame{f}}).MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	empties := make([]*wire.Resource, 2<<20)
+	for i := range empties {
+		empties[i] = &wire.Resource{}
+	}
+	challenge := &wire.Frame{Kind: wire.Kind_KIND_CHALLENGE, Challenge: &wire.Challenge{Nonce: make([]byte, 32)}}
+	tests := []struct {
+		name string
+		msgs [][]byte
+	}{
+		{"CHALLENGE", [][]byte{marshal(&wire.Frame{Kind: wire.Kind_KIND_CHALLENGE, Challenge: &wire.Challenge{}, Ready: &wire.Ready{Resources: empties}})}},
+		{"WELCOME", [][]byte{marshal(challenge), marshal(&wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{}, Ready: &wire.Ready{Resources: empties}})}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := impostor(t, tt.msgs...)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			err := Run(context.Background(), Config{DriverAddr: addr, Secret: "s", Logger: slog.New(slog.DiscardHandler), ConnectTimeout: 10 * time.Second})
+			runtime.ReadMemStats(&after)
+			if err == nil || !strings.Contains(err.Error(), "list elements and map entries") {
+				t.Errorf("Run: got %v, want the handshake refused for its size", err)
+			}
+			size := len(tt.msgs[len(tt.msgs)-1])
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16*uint64(size) {
+				t.Errorf("an impostor's %s of %d MiB made the executor allocate %d MiB", tt.name, size>>20, alloc>>20)
+			}
+		})
 	}
 }

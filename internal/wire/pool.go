@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Frames are the one allocation every message makes on both ends, and at
@@ -239,10 +240,13 @@ func countFrames(data []byte) (int, error) {
 	return n, nil
 }
 
-// FirstBatch is the first message a driver reads on a stream, before the
-// peer has proved anything: a Batch that should hold one frame, a HELLO.
-// Codec decodes at most that one frame, so a peer that sends millions of
-// frames instead costs the driver no more than their bytes.
+// FirstBatch is a message read before the peer has proved anything: a
+// driver's first read on a stream, which should hold one HELLO, and an
+// executor's first two, CHALLENGE and WELCOME. Codec decodes at most one
+// frame, so a peer that sends millions of frames instead costs no more
+// than their bytes, and only a frame of at most MaxFirstEntries list
+// elements and map entries: a peer that repeats empty sub-messages (two
+// bytes each on the wire, a hundred or more decoded) gets an error.
 type FirstBatch struct {
 	Frames int    // how many frames the batch held
 	Frame  *Frame // the batch's frame when it held exactly one, else nil
@@ -257,12 +261,60 @@ func (fb *FirstBatch) unmarshal(data []byte) error {
 	if n != 1 {
 		return nil
 	}
+	entries := 0
+	if err := countEntries(data, (&Batch{}).ProtoReflect().Descriptor(), &entries); err != nil {
+		return err
+	}
 	var b Batch
 	if err := proto.Unmarshal(data, &b); err != nil {
 		return err
 	}
 	if fb.Frames = len(b.Frames); fb.Frames == 1 { // as counted
 		fb.Frame = b.Frames[0]
+	}
+	return nil
+}
+
+// MaxFirstEntries bounds the list elements and map entries, at every
+// depth, of a FirstBatch: far more than a HELLO's plugins, message types
+// and tasks, or a WELCOME's configuration, ever hold.
+const MaxFirstEntries = 1 << 16
+
+var errTooManyEntries = fmt.Errorf("a first message of more than %d list elements and map entries", MaxFirstEntries)
+
+// countEntries adds to *n the list elements and map entries of the message
+// of descriptor md encoded in b, at every depth, without decoding it. It
+// stops with an error past MaxFirstEntries, and at input it cannot parse.
+// A packed list counts as one: its elements cost about their size.
+func countEntries(b []byte, md protoreflect.MessageDescriptor, n *int) error {
+	fields := md.Fields()
+	for len(b) > 0 {
+		num, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		b = b[m:]
+		m = protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		v := b[:m]
+		b = b[m:]
+		fd := fields.ByNumber(num)
+		if fd == nil {
+			continue // an unknown field, kept as its bytes
+		}
+		if fd.IsList() || fd.IsMap() {
+			if *n++; *n > MaxFirstEntries {
+				return errTooManyEntries
+			}
+		}
+		if fd.Message() != nil && typ == protowire.BytesType {
+			sub, _ := protowire.ConsumeBytes(v) // checked by ConsumeFieldValue
+			if err := countEntries(sub, fd.Message(), n); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

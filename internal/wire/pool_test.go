@@ -2,6 +2,8 @@ package wire_test
 
 import (
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/emberhq/ember/internal/wire"
@@ -256,5 +258,67 @@ func TestFirstBatch(t *testing.T) {
 	var fb wire.FirstBatch
 	if err := (wire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x0a, 0x05, 0x01})}, &fb); err == nil {
 		t.Error("a truncated batch: got no error")
+	}
+}
+
+// A FirstBatch's one frame is decoded only if it holds at most
+// MaxFirstEntries list elements and map entries, at every depth: an empty
+// sub-message repeated takes two bytes on the wire and a hundred or more
+// decoded. One frame whose READY repeated an empty Resource two million
+// times (4 MiB) made the decoder allocate 250 MiB.
+func TestFirstBatchBoundsEntries(t *testing.T) {
+	names := func(n int) []string { return make([]string, n) }
+	conf := func(n int) map[string]string {
+		m := make(map[string]string, n)
+		for i := range n {
+			m[fmt.Sprint(i)] = ""
+		}
+		return m
+	}
+	const max = wire.MaxFirstEntries - 1 // the batch's one frame is an entry
+	tests := []struct {
+		name    string
+		frame   *wire.Frame
+		wantErr bool
+	}{
+		{"HELLO at the bound", &wire.Frame{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{Plugins: names(max / 2), MessageTypes: names(max - max/2)}}, false},
+		{"HELLO past it", &wire.Frame{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{Plugins: names(max / 2), Tasks: names(max - max/2 + 1)}}, true},
+		{"READY past it", &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Resources: make([]*wire.Resource, 2<<20)}}, true},
+		{"WELCOME conf at the bound", &wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{Conf: conf(max)}}, false},
+		{"WELCOME conf past it", &wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{Conf: conf(max + 1)}}, true},
+		{"extraConf values past it, one level down", &wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{
+			ExtraConf: []*wire.ExtraConf{{Values: conf(max)}}}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i, r := range tt.frame.GetReady().GetResources() {
+				if r == nil {
+					tt.frame.Ready.Resources[i] = &wire.Resource{}
+				}
+			}
+			data, err := (&wire.Batch{Frames: []*wire.Frame{tt.frame}}).MarshalVT()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			var fb wire.FirstBatch
+			err = (wire.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &fb)
+			runtime.ReadMemStats(&after)
+			if alloc := after.TotalAlloc - before.TotalAlloc; tt.wantErr && alloc > 2*uint64(len(data)) {
+				t.Errorf("%d KiB made the decoder allocate %d KiB", len(data)>>10, alloc>>10)
+			}
+			switch {
+			case tt.wantErr && err == nil:
+				t.Fatalf("decoded a first message of more than %d entries", wire.MaxFirstEntries)
+			case tt.wantErr && !strings.Contains(err.Error(), "list elements and map entries"):
+				t.Errorf("error %q, want it to say why", err)
+			case !tt.wantErr && err != nil:
+				t.Fatal(err)
+			case !tt.wantErr && !proto.Equal(fb.Frame, tt.frame):
+				t.Errorf("decoded %d bytes to another frame", len(data))
+			}
+		})
 	}
 }
