@@ -856,18 +856,22 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 
 func (d *Driver) ready(es *execState, f *wire.Frame) {
 	d.mu.Lock()
-	again := es.ready
+	// READY is sent once, failed or not: a second must not count the
+	// executor twice, nor a failed one be recorded again (the failures
+	// are kept for the driver's life) or become ready after all.
+	again := es.ready || es.initFailed
+	if !again && f.Code != 0 {
+		es.initFailed = true
+	}
 	d.mu.Unlock()
-	if again { // READY is sent once; a second must not count the executor twice
+	if again {
 		d.log.Warn("dropped a repeated READY", "executor", es.info.ID)
 		return
 	}
 	if f.Code != 0 {
-		d.mu.Lock()
-		es.initFailed = true
-		d.mu.Unlock()
-		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, f.Error)
-		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", f.Error)
+		text := rpc.PeerErrorText(f.Error) // kept for the driver's life
+		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
+		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", text)
 		d.fail(err)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,4 +258,39 @@ func gathers(t *testing.T, d *Driver, name string) bool {
 		}
 	}
 	return false
+}
+
+// READY is sent once. A failed READY is recorded for WaitExecutors; a peer
+// that repeats it (each frame a few bytes, or up to the message limit of
+// error text) must not grow the driver's memory for the driver's life,
+// nor be logged again each time.
+func TestRepeatedFailedReadyIsRecordedOnce(t *testing.T) {
+	d, es, _ := readyDriver(t)
+	long := strings.Repeat("x", 1<<20)
+	for range 64 {
+		d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(plugin.CodeInternal), Error: long})
+	}
+	d.mu.Lock()
+	n, size := len(d.failures), 0
+	for _, err := range d.failures {
+		size += len(err.Error())
+	}
+	d.mu.Unlock()
+	if n != 1 {
+		t.Errorf("64 failed READYs from one executor: the driver keeps %d failures, want 1", n)
+	}
+	if max := rpc.MaxErrorBytes + 1024; size > max {
+		t.Errorf("a failed READY of 1 MiB of error text: the driver keeps %d bytes of it, want at most %d", size, max)
+	}
+}
+
+// A failed READY ends the executor's start; a READY after it must not
+// make it ready (and schedule tasks on it) after all.
+func TestReadyAfterFailedReadyIsDropped(t *testing.T) {
+	d, es, ready := readyDriver(t)
+	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(plugin.CodeInternal), Error: "init failed"})
+	d.ready(es, ready)
+	if es.ready || schedulerHas(d, es) {
+		t.Error("an executor whose READY failed became ready on a second READY")
+	}
 }

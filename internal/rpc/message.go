@@ -55,8 +55,23 @@ func Decode(f *wire.Frame) (any, error) {
 	return v, nil
 }
 
-// WireError rebuilds a *plugin.Error received from the peer.
-func WireError(code uint32, msg string) error { return hook.WireError(code, msg) }
+// WireError rebuilds a *plugin.Error received from the peer, its text
+// bounded as PeerErrorText bounds it.
+func WireError(code uint32, msg string) error { return hook.WireError(code, PeerErrorText(msg)) }
+
+// PeerErrorText is error text received from the peer, cut (CutErrorText)
+// if it is longer than an honest peer sends: errors are kept (a job's, an
+// executor's stop) and logged. Text the peer cut itself is kept as it
+// came.
+func PeerErrorText(msg string) string {
+	if len(msg) > MaxErrorBytes+cutNote {
+		return CutErrorText(msg)
+	}
+	return msg
+}
+
+// cutNote bounds what CutErrorText adds to the text it cuts.
+const cutNote = 64
 
 // Result turns a REPLY frame into the reply value or the remote error,
 // and releases the frame (wire.ReleaseFrame): f must not be used after.
@@ -149,6 +164,13 @@ const MaxErrorBytes = 16 << 10
 // context code) with its text. The text is cut to MaxErrorBytes.
 func ErrorParts(err error) (plugin.Code, string) {
 	code, msg := errorParts(err)
+	return code, CutErrorText(msg)
+}
+
+// CutErrorText cuts msg to MaxErrorBytes at a character boundary, saying
+// how much was left out: for error text sent, and for a peer's error text
+// kept (an honest peer sends no more).
+func CutErrorText(msg string) string {
 	if len(msg) > MaxErrorBytes {
 		cut := MaxErrorBytes
 		for cut > 0 && !utf8.RuneStart(msg[cut]) {
@@ -156,7 +178,7 @@ func ErrorParts(err error) (plugin.Code, string) {
 		}
 		msg = fmt.Sprintf("%s… (%d more bytes)", msg[:cut], len(msg)-cut)
 	}
-	return code, msg
+	return msg
 }
 
 func errorParts(err error) (plugin.Code, string) {

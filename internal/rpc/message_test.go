@@ -252,6 +252,28 @@ func TestErrorParts(t *testing.T) {
 	}
 }
 
+// A peer's error text is kept as it came when an honest peer could have
+// sent it (cut by ErrorParts, with its note), and cut when it is longer:
+// the driver keeps some for its life (a failed READY, a job's error).
+func TestPeerErrorText(t *testing.T) {
+	_, honest := rpc.ErrorParts(errors.New(strings.Repeat("é", rpc.MaxErrorBytes)))
+	tests := []struct {
+		name, msg, want string
+	}{
+		{"short", "boom", "boom"},
+		{"cut by the peer", honest, honest},
+		{"longer", strings.Repeat("x", 1<<20), strings.Repeat("x", rpc.MaxErrorBytes) + fmt.Sprintf("… (%d more bytes)", 1<<20-rpc.MaxErrorBytes)},
+	}
+	for _, tt := range tests {
+		if got := rpc.PeerErrorText(tt.msg); got != tt.want {
+			t.Errorf("%s: PeerErrorText(%d bytes) = %.40q… (%d bytes), want %d bytes", tt.name, len(tt.msg), got, len(got), len(tt.want))
+		}
+		if got := rpc.WireError(13, tt.msg).Error(); !strings.HasSuffix(got, tt.want) {
+			t.Errorf("%s: WireError(%d bytes) has %d bytes of text, want %d", tt.name, len(tt.msg), len(got), len(tt.want))
+		}
+	}
+}
+
 func testLogger() (*slog.Logger, *logtest.Buffer) {
 	buf := &logtest.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, nil)), buf
