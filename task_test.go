@@ -318,6 +318,31 @@ func TestTaskSizeLimit(t *testing.T) {
 	}
 }
 
+// An attempt whose output is over MaxMessageBytes fails (ResourceExhausted,
+// and it is retried), so its executor's task hooks must say it failed: a
+// plugin counting builds by outcome otherwise counts every attempt of a job
+// that failed as a success.
+func TestOversizedOutputRunsOnTaskFailed(t *testing.T) {
+	var hc hookCounter
+	c := embertest.Start(t, ember.Config{
+		Master:          "local[1]",
+		Logger:          quiet,
+		MaxMessageBytes: 64 << 10,
+		Plugins:         []plugin.Plugin{hookPlugin(&hc, false)},
+		Conf:            map[string]string{ember.ConfMaxTaskFailures: "2"},
+	})
+	_, err := ember.Map(testCtx(t), c.Driver, bigOutput, []int{1 << 20})
+	if plugin.CodeOf(err) != plugin.CodeResourceExhausted {
+		t.Fatalf("oversized output: got %v, want ResourceExhausted", err)
+	}
+	if err := c.Close(); err != nil { // delivers every hook event
+		t.Fatal(err)
+	}
+	if s, o, f := hc.start.Load(), hc.ok.Load(), hc.failed.Load(); s != 2 || o != 0 || f != 2 {
+		t.Errorf("hooks of 2 failed attempts: got start=%d succeeded=%d failed=%d, want 2, 0, 2", s, o, f)
+	}
+}
+
 // On a local master, whose executors are never replaced, a job fails when
 // the last executor is lost instead of waiting for ever.
 func TestMapFailsWhenNoExecutorIsLeft(t *testing.T) {

@@ -44,11 +44,6 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		stopping := x.stopping
 		x.mu.Unlock()
 		cancel()
-		if err == nil && len(out) > x.cfg.MaxMessageBytes {
-			x.limitHits.WithLabelValues("message_size").Inc()
-			err = plugin.Errorf(plugin.CodeResourceExhausted, "task %q output is %d bytes, over the %d-byte limit: %w",
-				info.TaskName, len(out), x.cfg.MaxMessageBytes, plugin.ErrMessageTooLarge)
-		}
 		r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
 		if err != nil {
 			code, msg := rpc.ErrorParts(err)
@@ -62,13 +57,21 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 
 // runTask runs the task between the plugins' hooks (DESIGN semantics 10):
 // OnTaskStart in plugin order, the task, then OnTaskSucceeded or
-// OnTaskFailed, all on this goroutine. A panicking hook is logged and does
-// not affect the task; a panicking task fails with CodeInternal.
+// OnTaskFailed, all on this goroutine. An output over MaxMessageBytes is a
+// failure. A panicking hook is logged and does not affect the task; a
+// panicking task fails with CodeInternal.
 func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
 	for _, e := range x.listeners {
 		e.hook("OnTaskStart", func() { e.taskListener.OnTaskStart(ctx, info) })
 	}
 	out, err = x.callTask(ctx, info, in)
+	// An output too large to send fails the attempt, before the hooks
+	// (they used to run OnTaskSucceeded for it).
+	if err == nil && len(out) > x.cfg.MaxMessageBytes {
+		x.limitHits.WithLabelValues("message_size").Inc()
+		out, err = nil, plugin.Errorf(plugin.CodeResourceExhausted, "task %q output is %d bytes, over the %d-byte limit: %w",
+			info.TaskName, len(out), x.cfg.MaxMessageBytes, plugin.ErrMessageTooLarge)
+	}
 	for _, e := range x.listeners {
 		if err == nil {
 			e.hook("OnTaskSucceeded", func() { e.taskListener.OnTaskSucceeded(ctx, info) })
