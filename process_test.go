@@ -26,6 +26,7 @@ import (
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (
@@ -618,4 +619,56 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		return strings.Contains(s, "executor process ended") && strings.Contains(s, "signal: killed") &&
 			strings.Contains(s, "executor lost") && strings.Contains(s, "pid=")
 	})
+}
+
+// An executor that stops on its own (SIGTERM turned into the end of Run's
+// ctx) leaves cleanly: its plugins' final sends reach the driver, and so
+// must its final metrics ("Executors ship their metrics ... once more when
+// they stop"), served for a while after it has gone. Before, it shipped
+// none and the driver deleted every series of such an executor at once, so
+// a farm worker scaled down with SIGTERM took its whole contribution (here
+// a counter bumped in Shutdown) out of /metrics before a scrape saw it.
+func TestExecutorStoppedOnItsOwnKeepsItsFinalMetrics(t *testing.T) {
+	p := fakePlugin{
+		name:      "final-metrics",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			c := prometheus.NewCounter(prometheus.CounterOpts{Name: "farm_builds_total", Help: "Builds."})
+			return &fakeExecutor{
+				InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+					c.Add(3) // shipped with the heartbeats
+					return pc.Metrics().Register(c)
+				},
+				ShutdownF: func(context.Context) error { c.Add(4); return nil }, // only the final values carry it
+			}
+		},
+	}
+	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: quiet,
+		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}}
+	if isChild() {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		_ = ember.Run(ctx, cfg, nil) // an executor process: exits from here
+	}
+	d := standalone(t, cfg)
+	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret")
+	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	id := d.Executors()[0].ID
+	labels := map[string]string{"plugin": "final-metrics", "executor": id}
+	embertest.WaitFor(t, "the executor's heartbeat metrics", func() bool {
+		v, ok := value(scrape(t, d.MetricsURL()), "farm_builds_total", labels)
+		return ok && v == 3
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("executor process stopped by SIGTERM: %v", err)
+	}
+	embertest.WaitFor(t, "the executor gone", func() bool { return len(d.Executors()) == 0 })
+	if v, ok := value(scrape(t, d.MetricsURL()), "farm_builds_total", labels); !ok || v != 7 {
+		t.Errorf("farm_builds_total of executor %s after it stopped on its own: got %v (present %v), want its final value 7", id, v, ok)
+	}
 }

@@ -932,6 +932,10 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 	}
 }
 
+// departedSeriesKept is how long the driver serves the final metrics of an
+// executor that stopped on its own, after it has gone.
+var departedSeriesKept = 5 * time.Minute
+
 // HandleClose implements rpc.Handler: the executor has left.
 func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	es := c.Peer.(*execState)
@@ -957,11 +961,18 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	initFailed := es.initFailed
 	stopping := d.stopping
 	d.notifyLocked()
-	if reason != nil || left {
-		// A lost executor's series go, and so do those of one that left
-		// (it shipped no final values); a released one's final values
+	switch {
+	case reason != nil:
+		// A lost executor's series go; a released one's final values
 		// (shipped with STOPPED) stay readable until the driver ends.
 		d.execStats.Delete(es.info.ID)
+	case left:
+		// One that left shipped its final values as it stopped: they
+		// stay long enough for any scrape to read them, then go, or a
+		// long-running driver with executors coming and going would
+		// keep them all.
+		id := es.info.ID
+		time.AfterFunc(departedSeriesKept, func() { d.execStats.Delete(id) })
 	}
 	if wasReady {
 		// After ready's OnExecutorAdded, which was queued under this lock.

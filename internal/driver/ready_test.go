@@ -294,3 +294,49 @@ func TestReadyAfterFailedReadyIsDropped(t *testing.T) {
 		t.Error("an executor whose READY failed became ready on a second READY")
 	}
 }
+
+// An executor that left cleanly (LEAVING, then the end of its stream)
+// shipped its final metrics as it stopped: the driver serves them for
+// departedSeriesKept, long enough for a scrape, and then drops them. A lost
+// executor's go at once. They used to go at once in both cases.
+func TestDepartedExecutorsMetrics(t *testing.T) {
+	defer func(d time.Duration) { departedSeriesKept = d }(departedSeriesKept)
+	departedSeriesKept = 200 * time.Millisecond
+	tests := []struct {
+		name     string
+		leaving  bool
+		closeErr error
+		kept     bool
+	}{
+		{"left cleanly", true, plugin.Errorf(plugin.CodeUnavailable, "%w", rpc.ErrPeerClosed), true},
+		{"lost as it left", true, errors.New("connection reset"), false},
+		{"lost", false, errors.New("heartbeat timeout"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, es, c := memberDriver(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "executor_work_total", Help: "Work."}))
+			final, err := metrics.Encode(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.leaving {
+				d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_LEAVING})
+			}
+			d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: final})
+			c.Close(tt.closeErr)
+			if got := gathers(t, d, "executor_work_total"); got != tt.kept {
+				t.Fatalf("the executor's final metrics served once it has gone: %v, want %v", got, tt.kept)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for gathers(t, d, "executor_work_total") {
+				if time.Now().After(deadline) {
+					t.Fatalf("the final metrics of an executor that left are still served 10s after it left (kept for %v)", departedSeriesKept)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}

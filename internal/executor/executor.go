@@ -338,6 +338,13 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_LEAVING,
 			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, hcancel) // logged
+		// Its final metrics, after its plugins' Shutdown, as a released
+		// executor's go with STOPPED; no periodic heartbeat follows to
+		// replace them.
+		stopShipping()
+		if m := x.gatherMetrics(); m != nil {
+			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: m})
+		}
 		x.drain(x.cfg.ShutdownTimeout / 10)
 		return ctx.Err()
 	}
