@@ -1108,3 +1108,63 @@ func TestDriverSendsRacingShutdownAreDeliveredOrFail(t *testing.T) {
 		}
 	}
 }
+
+// concurrentListener is a ConcurrentReceiver that also watches membership.
+type concurrentListener struct {
+	listeningDriver
+	n int
+}
+
+func (c *concurrentListener) MaxConcurrentReceives() int { return c.n }
+
+// plugin.ExecutorListener promises that OnExecutorAdded precedes every
+// message the executor sends once initialised, and that OnExecutorRemoved
+// follows its last message; nothing says ConcurrentReceiver gives that up
+// (only the order of messages). In a concurrent lane the events are items
+// like any other: a message from an executor runs while its
+// OnExecutorAdded is still running.
+func TestConcurrentReceiverKeepsMembershipEventsInLine(t *testing.T) {
+	var mu sync.Mutex
+	added := map[string]bool{}
+	var early atomic.Int64
+	dp := &concurrentListener{n: 4}
+	dp.AddedF = func(_ context.Context, e plugin.ExecutorInfo) {
+		time.Sleep(20 * time.Millisecond) // a listener doing some work: opening a per-executor file, say
+		mu.Lock()
+		added[e.ID] = true
+		mu.Unlock()
+	}
+	dp.RemovedF = func(context.Context, plugin.ExecutorInfo, error) {}
+	dp.ReceiveF = func(ctx context.Context, _ any) (any, error) {
+		id, _ := plugin.SenderID(ctx)
+		mu.Lock()
+		if !added[id] {
+			early.Add(1)
+		}
+		mu.Unlock()
+		return nil, nil
+	}
+	p := fakePlugin{
+		name:      "conc",
+		newDriver: func() plugin.DriverPlugin { return dp },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				go func() { // sends as soon as it is ready, from a goroutine of its own
+					for range 20 {
+						if pc.Send(context.Background(), text("x")) != nil {
+							return
+						}
+					}
+				}()
+				return nil
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := early.Load(); n > 0 {
+		t.Fatalf("%d messages of executor 1 ran before its OnExecutorAdded had returned", n)
+	}
+}

@@ -117,7 +117,9 @@ type ExecutorListener interface {
 // ConcurrentReceiver is implemented by driver plugins whose Receive is safe
 // for concurrent use. MaxConcurrentReceives returns how many calls may run
 // at once (values below 2 keep the default of one); messages are then no
-// longer delivered strictly in order.
+// longer delivered strictly in order. ExecutorListener's events keep their
+// place among them: each runs alone, once the messages received before it
+// have returned and before any received after it starts.
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
 }

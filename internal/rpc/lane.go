@@ -98,8 +98,11 @@ type Lane struct {
 	full   atomic.Bool
 	owed   map[creditKey]int64
 	closed bool
-	wake   *sync.Cond
-	wg     sync.WaitGroup
+	// barrier: a worker of a concurrent lane holds a membership event,
+	// which runs alone (see loop).
+	barrier bool
+	wake    *sync.Cond
+	wg      sync.WaitGroup
 }
 
 // creditKey names the window a kept credit belongs to.
@@ -387,14 +390,32 @@ func (l *Lane) compactLocked() {
 
 func (l *Lane) loop() {
 	defer l.wg.Done()
+	l.mu.Lock()
 	for {
-		if !l.awaitItem() {
+		// While an event waits for the items before it, or runs, nothing
+		// else is taken.
+		for l.barrier || (l.head == len(l.q) && !l.closed) {
+			l.wake.Wait()
+		}
+		if l.head == len(l.q) {
+			l.mu.Unlock()
 			return
 		}
 		it := l.q[l.head]
 		l.takeLocked(1)
 		seq := l.taken
 		l.running[seq] = struct{}{}
+		// An event (OnExecutorAdded, OnExecutorRemoved) runs alone, as on
+		// a serial lane: after every item taken before it has returned,
+		// before any item after it starts. Only messages give up their
+		// order here, not their place around the events.
+		event := it.Event != nil
+		if event {
+			l.barrier = true
+			for len(l.running) > 1 {
+				l.wake.Wait()
+			}
+		}
 		l.mu.Unlock()
 
 		c, p, credit := creditOf(&it)
@@ -402,10 +423,20 @@ func (l *Lane) loop() {
 
 		l.mu.Lock()
 		delete(l.running, seq)
+		if event {
+			l.barrier = false
+		}
 		if l.flushing.Load() > 0 {
 			l.progressLocked()
 		}
+		wake := event || l.barrier
 		l.mu.Unlock()
+		if wake {
+			// The event's worker waits for this item, or the others
+			// for the event.
+			l.wake.Broadcast()
+		}
 		l.finish(c, p, credit)
+		l.mu.Lock()
 	}
 }

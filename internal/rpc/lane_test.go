@@ -284,3 +284,51 @@ func TestDeliverPredecodes(t *testing.T) {
 		t.Errorf("big: Header() = %+v, want call 8 and type %q", h, rpcBigName)
 	}
 }
+
+// In a lane of several workers, messages give up their order but events
+// (membership: OnExecutorAdded, OnExecutorRemoved) keep their place: an
+// event starts once every item taken before it has returned, and nothing
+// after it starts before it has returned. They used to run like messages,
+// alongside them.
+func TestLaneEventsRunAlone(t *testing.T) {
+	t.Parallel()
+	eventStarted := make(chan struct{})
+	var eventDone, firstDone atomic.Bool
+	errs := make(chan string, 16)
+	l := startLane(t, 4, func(it rpc.Item) {
+		switch {
+		case it.Event != nil:
+			it.Event()
+		case it.Frame.Call == 1:
+			// Long enough for the event to start, were it free to.
+			select {
+			case <-eventStarted:
+				errs <- "the event started while an item taken before it ran"
+			case <-time.After(100 * time.Millisecond):
+			}
+			firstDone.Store(true)
+		default:
+			if !eventDone.Load() {
+				errs <- "an item queued after the event started before it returned"
+			}
+		}
+	})
+	l.Push(rpc.Item{Frame: &wire.Frame{Call: 1}})
+	l.Push(rpc.Item{Event: func() {
+		close(eventStarted)
+		if !firstDone.Load() {
+			errs <- "the event ran before the item taken before it returned"
+		}
+		eventDone.Store(true)
+	}})
+	for range 3 {
+		l.Push(rpc.Item{Frame: &wire.Frame{Call: 2}})
+	}
+	if err := l.Flush(testContext(t)); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
