@@ -709,3 +709,30 @@ func TestAbandonedShutdownCannotSend(t *testing.T) {
 		t.Errorf("Send from the abandoned Shutdown: got %v, want Unavailable saying the plugin has shut down", err)
 	}
 }
+
+// A driver Receive stuck at shutdown is reported once, and is not waited
+// for again: Close flushed the lanes a second time (for the
+// OnExecutorRemoved events), waited a whole ShutdownTimeout more on the
+// same stuck lane, and joined the same error twice into Run's.
+func TestStuckLaneReportedOnce(t *testing.T) {
+	g := newGate()
+	defer g.open()
+	var pcs contexts
+	p := fakePlugin{
+		name: "stuck",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(context.Context, any) (any, error) { g.wait(); return nil, nil }}
+		},
+		newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{InitF: pcs.init} },
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 300 * time.Millisecond},
+		func(ctx context.Context, d *ember.Driver) error {
+			return pcs.get("1").Send(ctx, text("x"))
+		})
+	if err == nil {
+		t.Fatal("Run: got nil, want the stuck lane reported")
+	}
+	if n := strings.Count(err.Error(), "still queued"); n != 1 {
+		t.Errorf("Run: the stuck lane is reported %d times, want once:\n%v", n, err)
+	}
+}

@@ -1129,7 +1129,7 @@ func (d *Driver) Close() error {
 	cancel()
 
 	// 2, 3. Deliver what they sent, then release them.
-	d.flushLanes(&errs)
+	stuck := d.flushLanes(&errs, nil)
 	for _, es := range all {
 		es.conn.CloseGracefully()
 	}
@@ -1142,7 +1142,10 @@ func (d *Driver) Close() error {
 		}
 	}
 	cancel()
-	d.flushLanes(&errs) // OnExecutorRemoved events
+	// OnExecutorRemoved events. A lane still stuck from phase 2 is not
+	// waited for again (nor reported twice): its Receive has had a whole
+	// timeout, and phase 4 abandons it.
+	d.flushLanes(&errs, stuck)
 
 	// 4. Driver plugins.
 	errs = append(errs, d.shutdownPlugins(len(d.endpoints)-1)...)
@@ -1159,17 +1162,26 @@ func (d *Driver) Close() error {
 	return errors.Join(errs...)
 }
 
-func (d *Driver) flushLanes(errs *[]error) {
+// flushLanes waits for the lanes of the driver plugins not in skip to run
+// what they hold, appending an error for each that does not within a
+// shutdown timeout, and returns those.
+func (d *Driver) flushLanes(errs *[]error, skip map[*endpoint]bool) map[*endpoint]bool {
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
 	defer cancel()
+	var stuck map[*endpoint]bool
 	for _, e := range d.endpoints {
-		if e.lane == nil {
+		if e.lane == nil || skip[e] {
 			continue
 		}
 		if err := e.lane.Flush(ctx); err != nil {
 			*errs = append(*errs, fmt.Errorf("driver plugin %q: %d messages still queued or being handled %v into shutdown (a Receive slow to return, or waiting on its ctx)", e.name, e.lane.Len(), d.cfg.ShutdownTimeout))
+			if stuck == nil {
+				stuck = map[*endpoint]bool{}
+			}
+			stuck[e] = true
 		}
 	}
+	return stuck
 }
 
 // shutdownPlugins shuts down initialised driver plugins from index last
