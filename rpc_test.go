@@ -1168,3 +1168,39 @@ func TestConcurrentReceiverKeepsMembershipEventsInLine(t *testing.T) {
 		t.Fatalf("%d messages of executor 1 ran before its OnExecutorAdded had returned", n)
 	}
 }
+
+// A driver plugin answering an executor's Ask from that executor's Init,
+// and pushing to it at once (assigning it work), is told the executor does
+// not exist: "executor "1": ember: no such executor", while that executor
+// is the sender of the message being handled. The error should say it is
+// not ready yet.
+func TestPushToAnExecutorInItsInitSaysNotReady(t *testing.T) {
+	var dc plugin.DriverContext
+	var pushErr error
+	p := fakePlugin{
+		name: "early",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{
+				InitF: keepDriverContext(&dc),
+				ReceiveF: func(ctx context.Context, _ any) (any, error) {
+					id, _ := plugin.SenderID(ctx)
+					pushErr = dc.SendExecutor(ctx, id, text("work"))
+					return text("ok"), nil
+				},
+			}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+					_, err := pc.Ask(ctx, text("hello"))
+					return err
+				}},
+				ReceiveF: func(context.Context, any) (any, error) { return nil, nil },
+			}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	if !errors.Is(pushErr, plugin.ErrNoSuchExecutor) || !strings.Contains(pushErr.Error(), "not ready") {
+		t.Errorf("SendExecutor to an executor in its Init: got %v, want ErrNoSuchExecutor saying it is not ready yet", pushErr)
+	}
+}

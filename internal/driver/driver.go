@@ -1016,7 +1016,15 @@ func (d *Driver) conn(id string, idx uint32, name string) (*rpc.Conn, error) {
 		return nil, errShuttingDown
 	}
 	es, ok := d.execs[id]
-	if !ok || !es.ready {
+	switch {
+	case ok && es.initFailed:
+		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q failed to initialise: %w", id, plugin.ErrNoSuchExecutor)
+	case ok && !es.ready:
+		// It exists, and may well be the one asking: its plugins' Init
+		// has not returned yet. "No such executor" sent users looking
+		// for a wrong ID.
+		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q is not ready yet (its plugins' Init has not returned; push to it from OnExecutorAdded or later): %w", id, plugin.ErrNoSuchExecutor)
+	case !ok:
 		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q: %w", id, plugin.ErrNoSuchExecutor)
 	}
 	if es.takesNone(idx) {
