@@ -34,6 +34,7 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/internal/fault"
 	"github.com/emberhq/ember/internal/hook"
+	"github.com/emberhq/ember/internal/launch"
 	"go.uber.org/goleak"
 )
 
@@ -82,14 +83,16 @@ type Cluster struct {
 	done    chan struct{}
 	err     error // Run's result, set before done closes
 
-	mu    sync.Mutex // protects kills and links
-	kills map[string]func()
-	links map[string]*fault.Link
+	mu     sync.Mutex // protects kills, links and closed
+	kills  map[string]func()
+	links  map[string]*fault.Link
+	closed bool // the test called Close: its error is the test's to judge
 }
 
 // Start runs cfg (Master "local[N]" or "local-cluster[N]") until its
 // executors are ready and returns the cluster. It fails t if start-up
-// fails. Close (also registered with t.Cleanup) shuts it down.
+// fails. Close shuts it down; so does a cleanup registered with t, which
+// fails t if the shutdown fails and the test did not call Close itself.
 //
 // A nil cfg.ExecutorArgs becomes ExecutorArgs(t), so that a local-cluster
 // executor, the test binary re-executed, runs t alone. (With the binary's
@@ -107,6 +110,11 @@ func Start(t testing.TB, cfg ember.Config) *Cluster {
 // StartErr is Start returning the start-up error instead of failing t.
 func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 	t.Helper()
+	// A standalone master starts no executors: the cluster would have
+	// none, and a Map on it wait for ever for executors to join.
+	if m, err := launch.ParseMaster(cfg.Master); err == nil && m.Kind == "standalone" {
+		return nil, errors.New(`embertest: Master "standalone" starts no executors; use "local[N]" or "local-cluster[N]"`)
+	}
 	c := &Cluster{
 		release: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -144,7 +152,11 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster not started within %v", DefaultTimeout)
 	}
 	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
+		err := c.shutdown()
+		c.mu.Lock()
+		judged := c.closed
+		c.mu.Unlock()
+		if err != nil && !judged {
 			t.Errorf("cluster shutdown: %v", err)
 		}
 	})
@@ -154,6 +166,13 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 // Close shuts the application down as ember.Run does and returns Run's
 // error. It is idempotent.
 func (c *Cluster) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return c.shutdown()
+}
+
+func (c *Cluster) shutdown() error {
 	c.mu.Lock()
 	select {
 	case <-c.release:

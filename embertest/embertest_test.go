@@ -3,8 +3,10 @@ package embertest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -278,5 +280,60 @@ func TestLocalClusterRunsTheCallingTest(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local-cluster[1]", Plugins: []plugin.Plugin{l}, Logger: slog.New(slog.DiscardHandler)})
 	if n := len(c.Driver.Executors()); n != 1 {
 		t.Errorf("executors: got %d, want 1", n)
+	}
+}
+
+// failingShutdown is a plugin whose driver side fails its Shutdown.
+type failingShutdown struct{ plugin.BaseDriverPlugin }
+
+func (failingShutdown) Name() string                          { return "failing-shutdown" }
+func (f failingShutdown) DriverPlugin() plugin.DriverPlugin   { return f }
+func (failingShutdown) ExecutorPlugin() plugin.ExecutorPlugin { return nil }
+func (failingShutdown) Shutdown(context.Context) error        { return errors.New("boom") }
+
+// cleanups is a testing.TB that keeps its cleanups and errors for the test
+// to run and read.
+type cleanups struct {
+	testing.TB
+	fns    []func()
+	errors []string
+}
+
+func (c *cleanups) Cleanup(f func()) { c.fns = append(c.fns, f) }
+func (c *cleanups) Errorf(format string, a ...any) {
+	c.errors = append(c.errors, fmt.Sprintf(format, a...))
+}
+func (c *cleanups) run() {
+	for _, f := range slices.Backward(c.fns) {
+		f()
+	}
+}
+
+// A shutdown error fails the test from Start's cleanup, unless the test
+// called Close itself, which returns that error for the test to judge: a
+// test expecting a shutdown error used to fail anyway, from the cleanup.
+func TestShutdownErrorIsTheCallersWhenItCloses(t *testing.T) {
+	for _, closes := range []bool{true, false} {
+		tb := &cleanups{TB: t}
+		c := embertest.Start(tb, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{failingShutdown{}}, Logger: slog.New(slog.DiscardHandler)})
+		if closes {
+			if err := c.Close(); err == nil {
+				t.Error("Close: got nil, want the plugin's Shutdown error")
+			}
+		}
+		tb.run()
+		if got := len(tb.errors) > 0; got == closes {
+			t.Errorf("the test called Close: %v; the cleanup failed it: %v (%q), want %v", closes, got, tb.errors, !closes)
+		}
+	}
+}
+
+// Start takes local masters only. Given an application's own Config
+// (Master "standalone"), it returned a cluster with no executors, on
+// which the test's first Map waited until the test timed out.
+func TestStartRefusesStandalone(t *testing.T) {
+	_, err := embertest.StartErr(t, ember.Config{Master: "standalone", Secret: "0123456789abcdef0123456789abcdef", Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), `"standalone"`) {
+		t.Fatalf("StartErr with Master standalone: got %v, want an error naming the master", err)
 	}
 }
