@@ -90,6 +90,9 @@ type Executor struct {
 	stopOnce  sync.Once
 	listeners []*endpoint // plugins implementing TaskListener, in order
 	limitHits *prometheus.CounterVec
+	// gatherErr is the last metrics gather error, as text ("<nil>" for
+	// none); only gatherMetrics uses it, from one goroutine at a time.
+	gatherErr string
 	dropped   *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
@@ -408,9 +411,13 @@ func (x *Executor) shipMetrics(interval time.Duration, stop <-chan struct{}) {
 
 func (x *Executor) gatherMetrics() *wire.Metrics {
 	m, err := metrics.Encode(x.cfg.Registry)
-	if err != nil {
-		x.log.Warn("cannot gather executor metrics", "err", err)
+	// Logged when it changes, not at every interval. (A partial gather's
+	// error, a plugin's collector reporting a series twice, say, used to
+	// be dropped: the series were just missing at the driver.)
+	if msg := fmt.Sprint(err); err != nil && msg != x.gatherErr {
+		x.log.Warn("cannot gather executor metrics; shipping the rest", "err", err)
 	}
+	x.gatherErr = fmt.Sprint(err)
 	if size := proto.Size(m); size > x.cfg.MaxMessageBytes {
 		x.log.Warn("executor metrics not shipped: over the message size limit", "bytes", size, "limit", x.cfg.MaxMessageBytes)
 		x.limitHits.WithLabelValues("message_size").Inc()

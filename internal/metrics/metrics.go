@@ -23,14 +23,13 @@ import (
 )
 
 // Encode gathers g into a wire.Metrics. It returns nil when there is
-// nothing to send.
+// nothing to send. A gather error is returned with what was gathered
+// all the same (the families or series it does not cover), so that the
+// caller can ship that and say what was left out.
 func Encode(g prometheus.Gatherer) (*wire.Metrics, error) {
-	fams, err := g.Gather()
-	if err != nil && len(fams) == 0 {
-		return nil, err
-	}
+	fams, gatherErr := g.Gather()
 	if len(fams) == 0 {
-		return nil, nil
+		return nil, gatherErr
 	}
 	m := &wire.Metrics{Families: make([][]byte, 0, len(fams))}
 	for _, f := range fams {
@@ -40,7 +39,7 @@ func Encode(g prometheus.Gatherer) (*wire.Metrics, error) {
 		}
 		m.Families = append(m.Families, b)
 	}
-	return m, nil
+	return m, gatherErr
 }
 
 // Decode returns the families in m that are valid enough to be served:

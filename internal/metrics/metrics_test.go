@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -61,6 +62,27 @@ func TestEncodeDecodeStore(t *testing.T) {
 	}
 	if m, err := Encode(prometheus.NewRegistry()); m != nil || err != nil {
 		t.Errorf("Encode(empty): got %v, %v; want nil, nil", m, err)
+	}
+}
+
+// partial is a gatherer that gathers some families and fails for others,
+// as a registry does when one collector misbehaves.
+type partial struct{ prometheus.Gatherer }
+
+func (p partial) Gather() ([]*dto.MetricFamily, error) {
+	fams, _ := p.Gatherer.Gather()
+	return fams, errors.New("collected metric \"x\" was collected before with the same name and label values")
+}
+
+// A partial gather is encoded all the same, and its error returned with it
+// for the caller to report. The error used to be dropped.
+func TestEncodePartialGather(t *testing.T) {
+	m, err := Encode(partial{registry(t, "1", 1)})
+	if m == nil || len(m.Families) != 1 {
+		t.Errorf("Encode(partial gather): got %v, want the family gathered", m)
+	}
+	if err == nil {
+		t.Error("Encode(partial gather): got no error, want the gather's")
 	}
 }
 
