@@ -15,13 +15,26 @@ var fuzzNames = []string{pointName, nestedName, tagsName, emptyName, helloName}
 // peer can. Decode must never panic, and whatever it accepts must encode
 // again under the same name and decode once more.
 func FuzzDecode(f *testing.F) {
-	f.Add(pointName, []byte(`{"X":1,"Y":2,"tag":"t"}`))
-	f.Add(nestedName, []byte(`{"Name":"n","Points":[{"X":1}],"Labels":{"a":"b"},"Opt":{"Y":3}}`))
-	f.Add(tagsName, []byte(`["a","b"]`))
-	f.Add(emptyName, []byte(`{}`))
-	f.Add(helloName, []byte("\x08\x01\x12\x01b\x1a\x02p1"))
+	// Seeds in the encoding peers send (CBOR, protobuf for proto
+	// messages), whole and cut short, so that mutations start inside
+	// the struct, slice and map decoders.
+	for _, v := range []any{
+		rtPoint{X: 1, Y: -2, Tag: "héllo"},
+		rtNested{Name: "n", Points: []rtPoint{{X: 1}, {Y: 2}}, Labels: map[string]string{"a": "b"}, Opt: &rtPoint{Y: 3}},
+		rtTags{"x", "y", ""},
+		rtEmpty{},
+		&wire.Hello{ProtocolVersion: 1, BuildId: "b", Plugins: []string{"p1"}},
+	} {
+		name, payload, err := codec.Encode(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(name, payload)
+		f.Add(name, payload[:len(payload)/2])
+	}
+	f.Add(pointName, []byte{0xa1, 0x61, 0x58, 0x63, 0x6f, 0x6e, 0x65}) // {"X": "one"}: a field of another type
 	f.Add("", []byte(nil))
-	f.Add("no.such.name", []byte(`{}`))
+	f.Add("no.such.name", []byte{0xa0})
 	f.Fuzz(func(t *testing.T, name string, payload []byte) {
 		check(t, name, payload)
 		for _, n := range fuzzNames {
