@@ -91,12 +91,15 @@ type Driver struct {
 	cancel    context.CancelFunc
 	srv       *grpc.Server
 
-	mu       sync.Mutex // protects the following fields
-	execs    map[string]*execState
-	nextID   int
-	changed  chan struct{} // closed and replaced when membership changes
-	failures []error       // executors that failed to initialise
-	stopping bool
+	mu      sync.Mutex // protects the following fields
+	execs   map[string]*execState
+	nextID  int
+	changed chan struct{} // closed and replaced when membership changes
+	// failures are the latest executors refused or failed to initialise
+	// (at most maxFailuresKept), failuresSeen how many there were.
+	failures     []error
+	failuresSeen int
+	stopping     bool
 	// released holds the PIDs of the executors that stopped when Close
 	// told them to (their STOPPED arrived); made by Close.
 	released map[int]bool
@@ -490,7 +493,7 @@ func compareIDs(a, b string) int {
 // call began, and when ctx ends.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	d.mu.Lock()
-	since := len(d.failures)
+	since := d.failuresSeen
 	d.mu.Unlock()
 	return d.waitExecutors(ctx, n, since)
 }
@@ -505,7 +508,7 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
 	for {
 		d.mu.Lock()
 		ready, _ := d.readyLocked()
-		failures := errors.Join(d.failures[since:]...)
+		failures := d.failuresSinceLocked(since)
 		changed := d.changed
 		d.mu.Unlock()
 		if failures != nil {
@@ -574,8 +577,30 @@ func (d *Driver) Gatherer() prometheus.Gatherer {
 func (d *Driver) fail(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if len(d.failures) == maxFailuresKept { // a standalone driver runs for long
+		d.failures = append(d.failures[:0], d.failures[1:]...)
+	}
 	d.failures = append(d.failures, err)
+	d.failuresSeen++
 	d.notifyLocked()
+}
+
+// maxFailuresKept bounds the executor failures a driver keeps for
+// WaitExecutors.
+const maxFailuresKept = 64
+
+// failuresSinceLocked joins the failures recorded since the first
+// failuresSeen, saying how many of them are no longer kept. d.mu is held.
+func (d *Driver) failuresSinceLocked(since int) error {
+	if d.failuresSeen <= since {
+		return nil
+	}
+	first := d.failuresSeen - len(d.failures) // failures[0]'s number
+	kept := d.failures[max(since-first, 0):]
+	if gone := first - since; gone > 0 {
+		return errors.Join(append([]error{fmt.Errorf("%d more executors failed before these (not kept)", gone)}, kept...)...)
+	}
+	return errors.Join(kept...)
 }
 
 // notifyLocked wakes WaitExecutors. d.mu must be held.

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -338,5 +339,34 @@ func TestDepartedExecutorsMetrics(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// A driver keeps the latest maxFailuresKept executor failures, not all of
+// them: a standalone driver with an executor failing its Init in a restart
+// loop kept one more for every restart, for its life. WaitStart still says
+// how many it no longer holds; WaitExecutors reports those after its call.
+func TestFailuresKeptAreBounded(t *testing.T) {
+	d, _, _ := readyDriver(t)
+	for i := range maxFailuresKept + 36 {
+		d.fail(fmt.Errorf("failure %d", i))
+	}
+	if n := len(d.failures); n != maxFailuresKept {
+		t.Errorf("after %d failures the driver keeps %d, want %d", maxFailuresKept+36, n, maxFailuresKept)
+	}
+	err := d.WaitStart(context.Background(), 1)
+	if err == nil || !strings.Contains(err.Error(), "36 more executors failed before these") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("failure %d", maxFailuresKept+35)) || strings.Contains(err.Error(), "failure 35\n") {
+		t.Errorf("WaitStart: got %v, want the %d kept and a count of the 36 others", err, maxFailuresKept)
+	}
+	d.mu.Lock()
+	since := d.failuresSeen // as WaitExecutors starts
+	d.mu.Unlock()
+	d.fail(errors.New("the new one"))
+	d.mu.Lock()
+	err = d.failuresSinceLocked(since)
+	d.mu.Unlock()
+	if err == nil || err.Error() != "the new one" {
+		t.Errorf("WaitExecutors: got %v, want only the failure after its call", err)
 	}
 }
