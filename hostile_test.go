@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -611,5 +613,66 @@ func expectClosed(t *testing.T, conn net.Conn) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Error("the driver kept the connection open")
+	}
+}
+
+// What a peer claims in its HELLO is quoted in logs, errors and the
+// refusal only so far: a host name no longer than a host name can be, a
+// mismatch no longer than an error's text on the wire. A peer without the
+// secret used to have a 1 MiB host name logged in full at every attempt,
+// and one with it a 1 MiB build ID quoted in the log, the refusal and the
+// failure the driver keeps.
+func TestHelloClaimsAreCut(t *testing.T) {
+	const secret = "right secret"
+	long := strings.Repeat("x", 1<<20)
+	tests := []struct {
+		name         string
+		hello        func(challenge []byte) *wire.Hello
+		wantRefusal  string
+		wantInTheLog string
+	}{
+		{"host name, no proof", func([]byte) *wire.Hello {
+			return &wire.Hello{ProtocolVersion: wire.ProtocolVersion, Hostname: long}
+		}, "authentication failed", "refused executor: authentication failed"},
+		{"build ID, with the proof", func(challenge []byte) *wire.Hello {
+			nonce := auth.Nonce()
+			return &wire.Hello{ProtocolVersion: wire.ProtocolVersion, BuildId: long, Hostname: long, AuthNonce: nonce,
+				Auth: auth.Prove(secret, auth.Executor, challenge, nonce, nil)}
+		}, "handshake mismatch", "refused executor: handshake mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			s, err := wire.NewEmberClient(cc).Connect(testCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := s.Recv() // CHALLENGE
+			if err != nil {
+				t.Fatal(err)
+			}
+			hello := tt.hello(b.Frames[0].GetChallenge().GetNonce())
+			if err := s.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			refusal := w.Frames[0].GetWelcome().GetError()
+			if !strings.Contains(refusal, tt.wantRefusal) || len(refusal) > 32<<10 {
+				t.Errorf("refusal of %d bytes: %.100q…, want it to say %q in at most 32 KiB", len(refusal), refusal, tt.wantRefusal)
+			}
+			embertest.WaitFor(t, "the refusal logged", func() bool { return strings.Contains(logs.String(), tt.wantInTheLog) })
+			if n := len(logs.String()); n > 64<<10 {
+				t.Errorf("the driver logged %d KiB for one refused HELLO of 2 MiB of claims", n>>10)
+			}
+		})
 	}
 }

@@ -650,6 +650,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	types := codec.Names()
 	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
+		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
 		if d.cfg.NoReplacements {
@@ -761,6 +762,10 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 // is listed in Driver.execs and as its connection is published.
 var testHookConnect atomic.Pointer[func(stage string, es *execState)]
 
+// maxHostname bounds the host name an executor claims (DNS names have at
+// most 253 bytes).
+const maxHostname = 255
+
 func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error) {
 	type result struct {
 		b   *wire.FirstBatch
@@ -784,7 +789,13 @@ func (d *Driver) recvHello(stream wire.Ember_ConnectServer) (*wire.Hello, error)
 		if f := r.b.Frame; f == nil || f.Kind != wire.Kind_KIND_HELLO || f.Hello == nil {
 			return nil, status.Error(codes.InvalidArgument, "first frame must be HELLO")
 		}
-		return r.b.Frame.Hello, nil
+		h := r.b.Frame.Hello
+		// An unverified claim, logged before the proof is checked and
+		// kept in ExecutorInfo: no longer than a host name can be.
+		if len(h.Hostname) > maxHostname {
+			h.Hostname = strings.ToValidUTF8(h.Hostname[:maxHostname], "") + "…"
+		}
+		return h, nil
 	case <-t.C:
 		return nil, status.Errorf(codes.DeadlineExceeded, "no HELLO within %v", d.cfg.HandshakeTimeout)
 	}

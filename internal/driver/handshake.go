@@ -36,14 +36,16 @@ func listDiff(what string, driver, executor []string, ordered bool) string {
 	if slices.Equal(driver, executor) {
 		return ""
 	}
+	// Sets, not slices.Contains: a peer's lists may be long.
+	onDriver, onExecutor := set(driver), set(executor)
 	var missing, extra []string
 	for _, n := range driver {
-		if !slices.Contains(executor, n) {
+		if !onExecutor[n] {
 			missing = append(missing, n)
 		}
 	}
 	for _, n := range executor {
-		if !slices.Contains(driver, n) {
+		if !onDriver[n] {
 			extra = append(extra, n)
 		}
 	}
@@ -69,4 +71,12 @@ func quoteAll(names []string) string {
 		q[i] = fmt.Sprintf("%q", n)
 	}
 	return "[" + strings.Join(q, " ") + "]"
+}
+
+func set(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
 }
