@@ -396,23 +396,25 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	j := a.job
 	j.progress.running.Add(-1)
 	var out []outFrame
+	// Cut short by its executor stopping on its own, which said so first
+	// (LEAVING: it gets nothing more). Not the task's failure: it runs
+	// elsewhere. (One told to stop by STOP was, by Close, after its job
+	// had ended.) The flag alone, from an executor that never said it was
+	// leaving, would have attempts rerun without end.
+	stopping := f.Code != 0 && f.ExecutorStopping && e.leaving
 	state := "succeeded"
 	switch {
 	case j.err != nil:
 		state = "canceled" // its job had ended: the attempt was told to stop
-	case f.Code != 0 && f.ExecutorStopping:
-		state = "lost" // the executor is leaving
+	case stopping:
+		state = "lost"
 	case f.Code != 0:
 		state = "failed"
 	}
 	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
 	switch {
 	case j.err != nil:
-	case f.Code != 0 && f.ExecutorStopping:
-		// Not the task's failure: run it elsewhere. An executor
-		// stopping on its own said so first (LEAVING: it gets nothing
-		// more); one told to stop by STOP was, by Close, after the
-		// scheduler closed.
+	case stopping:
 		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	case f.Code == 0:
 		j.results[a.index] = f.Payload

@@ -334,6 +334,13 @@ func TestAttemptEndsAndFailureCounts(t *testing.T) {
 			d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
 				Code: uint32(plugin.CodeUnavailable), Error: "executor 1 is shutting down"})
 		}, false},
+		// Only LEAVING makes an executor's results "stopping": one that
+		// never said so and refused every attempt that way had them
+		// rerun without end, on itself when it had the only free slot.
+		{"executor stopping without LEAVING", func(d *Driver, es *execState, run uint64) {
+			d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
+				Code: uint32(plugin.CodeUnavailable), Error: "executor 1 is shutting down"})
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
