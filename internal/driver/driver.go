@@ -817,6 +817,17 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 	case wire.Kind_KIND_HEARTBEAT:
 		d.executorMetrics(es, f.Metrics)
 	case wire.Kind_KIND_STOPPED:
+		d.mu.Lock()
+		stopping := d.stopping
+		d.mu.Unlock()
+		if !stopping {
+			// The answer to STOP, which Close sends once stopping is
+			// set. Taken before, it would make the executor's loss a
+			// release: its attempts not counted, its process deemed
+			// to have exited as told.
+			d.log.Warn("dropped a STOPPED before any STOP", "executor", es.info.ID)
+			return
+		}
 		d.executorMetrics(es, f.Metrics)
 		select {
 		case <-es.stopped: // a second STOPPED (only this goroutine closes it)

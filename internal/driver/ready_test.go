@@ -111,8 +111,9 @@ func (p pauseOnLog) Handle(_ context.Context, r slog.Record) error {
 
 // membership records a listener's events and the messages it receives.
 type membership struct {
-	mu     sync.Mutex
-	events []string
+	mu      sync.Mutex
+	events  []string
+	reasons map[string]error // by executor ID, from OnExecutorRemoved
 }
 
 func (m *membership) Name() string                          { return "members" }
@@ -129,8 +130,21 @@ func (m *membership) Shutdown(context.Context) error { return nil }
 func (m *membership) OnExecutorAdded(_ context.Context, e plugin.ExecutorInfo) {
 	m.record("added " + e.ID)
 }
-func (m *membership) OnExecutorRemoved(_ context.Context, e plugin.ExecutorInfo, _ error) {
+func (m *membership) OnExecutorRemoved(_ context.Context, e plugin.ExecutorInfo, reason error) {
+	m.mu.Lock()
+	if m.reasons == nil {
+		m.reasons = map[string]error{}
+	}
+	m.reasons[e.ID] = reason
+	m.mu.Unlock()
 	m.record("removed " + e.ID)
+}
+
+// reason returns the reason OnExecutorRemoved gave for executor id.
+func (m *membership) reason(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reasons[id]
 }
 func (m *membership) record(ev string) {
 	m.mu.Lock()
@@ -368,5 +382,25 @@ func TestFailuresKeptAreBounded(t *testing.T) {
 	d.mu.Unlock()
 	if err == nil || err.Error() != "the new one" {
 		t.Errorf("WaitExecutors: got %v, want only the failure after its call", err)
+	}
+}
+
+// STOPPED answers the driver's STOP. One sent before (a buggy or hostile
+// executor) is dropped: taken, it made the executor's later loss a
+// release, with a nil reason and its attempts not counted.
+func TestStoppedBeforeStopIsDropped(t *testing.T) {
+	d, m, es, c := memberDriver(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
+	d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_STOPPED})
+	select {
+	case <-es.stopped:
+		t.Error("a STOPPED before any STOP was taken")
+	default:
+	}
+	lost := errors.New("connection reset")
+	c.Close(lost)
+	flushLanes(t, d)
+	if got := m.reason("1"); !errors.Is(got, lost) {
+		t.Errorf("OnExecutorRemoved reason after an early STOPPED and a broken stream: got %v, want %v", got, lost)
 	}
 }
