@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -168,6 +169,25 @@ const (
 // plugin.ExecutorContext.Resources, and the driver from
 // plugin.ExecutorInfo.Resources.
 func ConfResourceDiscoveryScript(name string) string { return executor.ResourceKey(name) }
+
+// knownConf are the configuration keys with a meaning to Ember, for
+// unknownConf.
+var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, ConfMaxTaskFailures,
+	ConfExecutorSlots, ConfShowProgress, ConfResourceDiscoveryScript("<name>")}
+
+// unknownConf returns, sorted, the keys of m in Ember's namespace
+// ("ember.") that mean nothing to Ember: a misspelt key is otherwise
+// ignored without a word.
+func unknownConf(m map[string]string) []string {
+	var unknown []string
+	for k := range m {
+		if _, resource := executor.ResourceName(k); strings.HasPrefix(k, "ember.") && !resource && !slices.Contains(knownConf, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	slices.Sort(unknown)
+	return unknown
+}
 
 // checkConf refuses values of the keys above that do not parse or are out
 // of range, naming each such key in one CodeInvalidArgument error, so that

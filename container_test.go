@@ -792,6 +792,32 @@ func TestBadConfFailsRun(t *testing.T) {
 	}
 }
 
+// A key in Ember's namespace that Ember does not know (a typo, as
+// "ember.executor.slot") is ignored with a warning naming it; it used to
+// be ignored without a word. Known keys and others' are not mentioned.
+func TestUnknownEmberConfIsWarnedOf(t *testing.T) {
+	var logs logtest.Buffer
+	conf := map[string]string{
+		"ember.executor.slot":                 "2", // the typo
+		ember.ConfExecutorSlots:               "2",
+		ember.ConfResourceDiscoveryScript("x"): "/bin/true",
+		"myapp.batch":                         "10",
+	}
+	// The executor fails (/bin/true prints no resource): the warning
+	// comes before any executor starts.
+	_ = ember.Run(testCtx(t), ember.Config{Master: "local[1]", Conf: conf, Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+		func(context.Context, *ember.Driver) error { return nil })
+	var warning string
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "does not know") {
+			warning = line
+		}
+	}
+	if !strings.Contains(warning, "ember.executor.slot]") || strings.Contains(warning, "myapp") || strings.Contains(warning, "keys=\"[ember.executor.slots") {
+		t.Errorf("warning: %q, want it to name ember.executor.slot only", warning)
+	}
+}
+
 // Resources too many to report in one message (a discovery command
 // listing 20,000 addresses, over a 64 KiB limit) fail start-up with an
 // error saying so. The executor used to send them anyway, and start-up

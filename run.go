@@ -107,6 +107,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err := checkConf(cfg.Conf); err != nil {
 		return err
 	}
+	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
+		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)
+	}
 	log := cfg.Logger
 	maxFailures, _ := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4) // checked
 	secret, err := driverSecret(cfg, master.Kind == "standalone")
