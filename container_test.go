@@ -798,10 +798,10 @@ func TestBadConfFailsRun(t *testing.T) {
 func TestUnknownEmberConfIsWarnedOf(t *testing.T) {
 	var logs logtest.Buffer
 	conf := map[string]string{
-		"ember.executor.slot":                 "2", // the typo
-		ember.ConfExecutorSlots:               "2",
+		"ember.executor.slot":                  "2", // the typo
+		ember.ConfExecutorSlots:                "2",
 		ember.ConfResourceDiscoveryScript("x"): "/bin/true",
-		"myapp.batch":                         "10",
+		"myapp.batch":                          "10",
 	}
 	// The executor fails (/bin/true prints no resource): the warning
 	// comes before any executor starts.
