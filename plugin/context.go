@@ -47,8 +47,10 @@ type ExecutorContext interface {
 	// Conf (ember.ConfResourceDiscoveryScript).
 	Resources() map[string]Resource
 	// Ask sends msg to the driver plugin of the same name and waits for its
-	// reply. The deadline comes from ctx; when ctx ends first, the error
-	// matches ctx.Err() (context.DeadlineExceeded or context.Canceled). A
+	// reply. The deadline comes from ctx and bounds the driver's handler
+	// too; when ctx ends first, the error matches ctx.Err()
+	// (context.DeadlineExceeded or context.Canceled; a cancel is not
+	// passed on to the driver, whose handler runs on). A
 	// Receive error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
 	// that is how to keep several asks in flight: concurrent asks share
@@ -95,6 +97,9 @@ type DriverContext interface {
 	// else's copy. It returns the first local failure, after trying every
 	// executor; CodeUnimplemented when no ready executor's side of the
 	// plugin implements ExecutorReceiver (those that do not are skipped).
+	// With no ready executor (in the driver plugin's Init, before any has
+	// joined) it sends nothing and returns nil: to reach every executor
+	// from its start, send from ExecutorListener.OnExecutorAdded too.
 	Broadcast(ctx context.Context, msg any) error
 }
 

@@ -51,6 +51,11 @@ type DriverPlugin interface {
 	// For an Ask, the returned reply (or error) is the answer; for a Send,
 	// the return values are dropped (a non-nil reply or error is logged).
 	// A panic is recovered and becomes a CodeInternal error.
+	// ctx carries the sender's ID ([SenderID]). For an Ask it ends at the
+	// asker's deadline and when the asking executor is lost or has
+	// stopped; an asker canceling its ctx is not told to this side (only
+	// the deadline travels with the ask), so give asks a deadline to bound
+	// the work they start.
 	Receive(ctx context.Context, msg any) (reply any, err error)
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// shutdown deadline.
@@ -91,7 +96,9 @@ type ExecutorPlugin interface {
 // ExecutorReceiver is implemented by executor plugins that handle messages
 // pushed by their driver plugin with AskExecutor, SendExecutor or Broadcast.
 // Calls are one at a time, in the order the driver sent them. Without it,
-// an AskExecutor fails with CodeUnimplemented.
+// an AskExecutor fails with CodeUnimplemented. Receive's ctx is as for
+// DriverPlugin.Receive: for an AskExecutor it ends at the asker's
+// deadline, not when the asker cancels its ctx.
 type ExecutorReceiver interface {
 	Receive(ctx context.Context, msg any) (reply any, err error)
 }
