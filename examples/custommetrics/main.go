@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emberhq/ember"
@@ -234,7 +235,7 @@ func scrape(ctx context.Context, client *http.Client, url string) (map[string]fl
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := ember.Run(ctx, ember.Config{
 		AppName: "custommetrics",

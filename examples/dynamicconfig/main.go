@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emberhq/ember"
@@ -425,7 +426,7 @@ func call(ctx context.Context, client *http.Client, method, u string, out any) e
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dc := newDynamicConfig()
 	err := ember.Run(ctx, ember.Config{

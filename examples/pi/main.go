@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emberhq/ember"
@@ -206,7 +207,7 @@ func estimate(ctx context.Context, d *ember.Driver) error {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := ember.Run(ctx, ember.Config{
 		AppName: "pi",
