@@ -14,7 +14,9 @@ import (
 // pointer, e.g. *pb.Event) as protobuf.
 // Register in an init function, in the package that declares the type, so
 // that driver and executors register the same set. Sending an unregistered
-// type fails at the call with ErrUnregisteredMessage.
+// type fails at the call with ErrUnregisteredMessage, and so does sending
+// a type registered after the executor connected: the set is agreed in the
+// handshake, and the other side may not have it.
 //
 // A pointer to a registered struct type may be sent; it arrives as the
 // value (Ask[*T] takes it and returns a pointer to it). A nil one, like a

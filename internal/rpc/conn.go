@@ -587,9 +587,28 @@ func markRead(frames []*wire.Frame) {
 
 // compress replaces f's type name with its index in the agreed table.
 func (c *Conn) compress(f *wire.Frame) {
-	if id, ok := c.typeIDs[f.Type]; ok && f.Type != "" {
+	if f.Type == "" {
+		return
+	}
+	if id, ok := c.typeIDs[f.Type]; ok {
 		f.TypeId, f.Type = id, ""
 	}
+}
+
+// compressCall is compress for a plugin message (SEND, ASK) as it is
+// queued: one whose type the peer did not list in the handshake, a type
+// registered since, fails at the call. The peer could not decode it.
+func (c *Conn) compressCall(f *wire.Frame) error {
+	if f.Type == "" || c.typeIDs == nil {
+		return nil
+	}
+	id, ok := c.typeIDs[f.Type]
+	if !ok {
+		return plugin.Errorf(plugin.CodeInvalidArgument,
+			"message type %q was registered after this connection's handshake, so the other side cannot decode it (register message types in init(), in every process): %w", f.Type, plugin.ErrUnregisteredMessage)
+	}
+	f.TypeId, f.Type = id, ""
+	return nil
 }
 
 // Send queues a fire-and-forget frame, honouring backpressure: it waits
@@ -600,6 +619,9 @@ func (c *Conn) compress(f *wire.Frame) {
 // nobody else. A SEND may overdraw the window by one message, so that a
 // message larger than the window still goes.
 func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
+	if err := c.compressCall(f); err != nil {
+		return err
+	}
 	p, ok := c.flowControlled(f)
 	if !ok {
 		return c.enqueue(ctx, f, false)
@@ -644,6 +666,9 @@ const sendOverhead = 64
 // (its plugin's window is spent, or the send queue is full). The error is
 // the Conn's, once it is closing.
 func (c *Conn) TrySend(f *wire.Frame) (bool, error) {
+	if err := c.compressCall(f); err != nil {
+		return false, err
+	}
 	p, credited := c.flowControlled(f)
 	c.mu.Lock()
 	if c.closing || c.refuse != nil {
@@ -874,6 +899,9 @@ func (c *Conn) AskMessage(ctx context.Context, f *wire.Frame) (any, error) {
 func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, error) {
 	if err := ctx.Err(); err != nil {
 		return reply{}, plugin.Errorf(plugin.CodeOf(err), "%w", err)
+	}
+	if err := c.compressCall(f); err != nil {
+		return reply{}, err
 	}
 	if d, ok := ctx.Deadline(); ok {
 		us := time.Until(d).Microseconds()

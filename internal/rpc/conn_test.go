@@ -1160,3 +1160,40 @@ func TestConnAskGivesUpBehindBlockedHandler(t *testing.T) {
 		t.Fatal("Ask did not return after its ctx ended while the reader was blocked")
 	}
 }
+
+// A plugin message whose type is not in the table both sides agreed on in
+// the handshake (a type registered since, in a plugin's Init, say) fails
+// at the call, naming the type: the peer may not know it. Send used to
+// return nil, and the driver dropped the message as undecodable. Types in
+// the table travel as their index; replies are not refused.
+func TestTypeOutsideTheHandshakeFailsAtTheCall(t *testing.T) {
+	s := newFakeStream()
+	c := rpc.New(s, s.cancel, newHandler(nil), rpc.Options{})
+	c.SetTypes([]string{"agreed"})
+	c.Start()
+	t.Cleanup(func() { c.Close(nil); c.Wait() })
+	ctx := testContext(t)
+	late := func() *wire.Frame { return &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "registered.later"} }
+	_, tryErr := c.TrySend(late())
+	askErr := askResult(ctx, c, late())
+	for name, err := range map[string]error{"Send": c.Send(ctx, late()), "TrySend": tryErr, "Ask": askErr} {
+		if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !errors.Is(err, plugin.ErrUnregisteredMessage) ||
+			!strings.Contains(err.Error(), `"registered.later" was registered after this connection's handshake`) {
+			t.Errorf("%s of a type outside the handshake's table: got %v, want InvalidArgument naming it", name, err)
+		}
+	}
+	if err := c.Send(ctx, &wire.Frame{Kind: wire.Kind_KIND_SEND, Type: "agreed"}); err != nil {
+		t.Fatalf("Send of an agreed type: %v", err)
+	}
+	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: 1, Type: "registered.later"}); err != nil {
+		t.Fatalf("a reply of a type outside the table: %v", err)
+	}
+	poll(t, "two frames written", func() bool { return len(s.Sent()) == 2 })
+	sent := s.Sent()
+	if f := sent[0]; f.TypeId != 1 || f.Type != "" {
+		t.Errorf("the agreed type went as type %q, index %d; want index 1", f.Type, f.TypeId)
+	}
+	if f := sent[1]; f.Type != "registered.later" {
+		t.Errorf("the reply went as type %q, index %d; want its name", f.Type, f.TypeId)
+	}
+}
