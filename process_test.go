@@ -616,7 +616,7 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	// The driver logs how the process ended, and who it was.
 	embertest.WaitFor(t, "the logs of the killed executor's loss, with its pid, and of its exit", func() bool {
 		s := logs.String()
-		return strings.Contains(s, "executor process ended") && strings.Contains(s, "signal: killed") &&
+		return strings.Contains(s, "executor process ended") && strings.Contains(s, "executor process (pid ") && strings.Contains(s, "signal: killed") &&
 			strings.Contains(s, "executor lost") && strings.Contains(s, "pid=")
 	})
 }

@@ -217,7 +217,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	var exits exitErrors
 	if l != nil {
 		want = master.N
-		exited := func(id int, err error) {
+		exited := func(_ int, err error) {
 			exits.add(err)
 			if err != nil && startCtx.Err() != nil {
 				// After start-up: the driver has said which executor it
@@ -234,7 +234,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			if err == nil {
 				err = errors.New("exited")
 			}
-			abort(fmt.Errorf("executor %d ended during start-up: %w", id, err))
+			abort(fmt.Errorf("an executor process ended during start-up: %w", err))
 		}
 		if err := l.Start(ctx, master.N, addr, exited); err != nil {
 			return errors.Join(err, shutdown(d, l, cfg, &exits))

@@ -128,8 +128,11 @@ type ExitError struct {
 	Err     error // exec.Cmd.Wait's
 }
 
+// Error names the process by its pid, which the driver's logs give with
+// the executor ID: ID is the launch order, which the executor IDs (given
+// at the handshake) need not follow.
 func (e *ExitError) Error() string {
-	return fmt.Sprintf("executor process %d (pid %d): %v", e.ID, e.PID, e.Err)
+	return fmt.Sprintf("executor process (pid %d): %v", e.PID, e.Err)
 }
 
 func (e *ExitError) Unwrap() error { return e.Err }
