@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -344,10 +345,12 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		}
 	}
 	var out []outFrame
+	var running []string // what it was running, for the error below
 	// In run order, so that which attempts are requeued and which job
 	// fails first do not depend on map order.
 	for _, run := range slices.Sorted(maps.Keys(e.running)) {
 		a := e.running[run]
+		running = append(running, fmt.Sprintf("task %q input %d", a.job.task, a.index))
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
@@ -371,7 +374,18 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 	e.running = nil
 	out = append(out, s.scheduleLocked()...)
 	if len(s.execs) == 0 && s.noReplacements {
-		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, was lost)", e.info.ID)
+		what := ""
+		if len(running) > 0 {
+			// The task may be what killed it.
+			what = " while running " + strings.Join(running[:min(len(running), 3)], ", ")
+			if len(running) > 3 {
+				what += fmt.Sprintf(" and %d more", len(running)-3)
+			}
+		}
+		if cause != nil {
+			what += ": " + cause.Error()
+		}
+		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, was lost%s)", e.info.ID, what)
 		for _, a := range s.pending[s.head:] {
 			if a != nil {
 				out = append(out, s.failJobLocked(a.job, err)...)
