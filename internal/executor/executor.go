@@ -540,7 +540,7 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn) (st
 		defer close(done)
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
 			if s == connectivity.TransientFailure {
-				x.log.Warn("cannot reach the driver yet; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
+				x.log.Warn("cannot connect to the driver yet (not started yet, or something else at that address); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				return
 			}
 			if !cc.WaitForStateChange(ctx, s) {

@@ -53,7 +53,7 @@ func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "cannot reach the driver yet") {
+	for !strings.Contains(logs.String(), "cannot connect to the driver yet") {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned %v before warning; logs: %q", err, logs.String())
