@@ -125,8 +125,9 @@ type ExecutorListener interface {
 // for concurrent use. MaxConcurrentReceives returns how many calls may run
 // at once (values below 2 keep the default of one); messages are then no
 // longer delivered strictly in order. ExecutorListener's events keep their
-// place among them: each runs alone, once the messages received before it
-// have returned and before any received after it starts.
+// place among their executor's messages: OnExecutorAdded returns before
+// any of them starts, and OnExecutorRemoved starts once all have
+// returned. Other executors' messages run meanwhile.
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
 }

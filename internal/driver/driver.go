@@ -970,7 +970,7 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 		if e.listener == nil {
 			continue
 		}
-		e.lane.Push(rpc.Item{Event: func() {
+		e.lane.Push(rpc.Item{Member: es.conn, Event: func() {
 			_, _ = rpc.Call(d.log, e.name, method, func() (struct{}, error) {
 				call(es.ctx, e.listener)
 				return struct{}{}, nil

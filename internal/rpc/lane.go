@@ -14,6 +14,11 @@ type Item struct {
 	Conn  *Conn
 	Frame *wire.Frame // nil once Predecode has decoded it: see Head
 	Event func()
+	// Member is, for an event, the connection of the executor it is
+	// about. In a lane of several workers the event runs after that
+	// connection's items taken before it and before those taken after
+	// it; other connections' items are not held up.
+	Member *Conn
 
 	// Decoded says Msg and Err hold the frame's message, decoded before
 	// the item was queued (see Predecode), and Head what the lane still
@@ -98,11 +103,17 @@ type Lane struct {
 	full   atomic.Bool
 	owed   map[creditKey]int64
 	closed bool
-	// barrier: a worker of a concurrent lane holds a membership event,
-	// which runs alone (see loop).
-	barrier bool
+	// members: in a lane of several workers, the connections with items
+	// running or an event running or waiting (see loop).
+	members map[*Conn]*member
 	wake    *sync.Cond
 	wg      sync.WaitGroup
+}
+
+// member is what a lane of several workers tracks of one connection.
+type member struct {
+	running int           // its items running
+	event   chan struct{} // open while an event about it waits or runs
 }
 
 // creditKey names the window a kept credit belongs to.
@@ -390,32 +401,15 @@ func (l *Lane) compactLocked() {
 
 func (l *Lane) loop() {
 	defer l.wg.Done()
-	l.mu.Lock()
 	for {
-		// While an event waits for the items before it, or runs, nothing
-		// else is taken.
-		for l.barrier || (l.head == len(l.q) && !l.closed) {
-			l.wake.Wait()
-		}
-		if l.head == len(l.q) {
-			l.mu.Unlock()
+		if !l.awaitItem() {
 			return
 		}
 		it := l.q[l.head]
 		l.takeLocked(1)
 		seq := l.taken
 		l.running[seq] = struct{}{}
-		// An event (OnExecutorAdded, OnExecutorRemoved) runs alone, as on
-		// a serial lane: after every item taken before it has returned,
-		// before any item after it starts. Only messages give up their
-		// order here, not their place around the events.
-		event := it.Event != nil
-		if event {
-			l.barrier = true
-			for len(l.running) > 1 {
-				l.wake.Wait()
-			}
-		}
+		m := l.enterLocked(&it)
 		l.mu.Unlock()
 
 		c, p, credit := creditOf(&it)
@@ -423,20 +417,74 @@ func (l *Lane) loop() {
 
 		l.mu.Lock()
 		delete(l.running, seq)
-		if event {
-			l.barrier = false
-		}
+		l.leaveLocked(&it, m)
 		if l.flushing.Load() > 0 {
 			l.progressLocked()
 		}
-		wake := event || l.barrier
 		l.mu.Unlock()
-		if wake {
-			// The event's worker waits for this item, or the others
-			// for the event.
-			l.wake.Broadcast()
-		}
 		l.finish(c, p, credit)
+	}
+}
+
+// enterLocked keeps a membership event in its place among its executor's
+// items, in a lane of several workers: only messages give up their order
+// there. An event (OnExecutorAdded, OnExecutorRemoved) waits for the
+// items of its connection taken before it, and that connection's items
+// taken after it wait for the event. Other connections' items go on: a
+// handler waiting for one of them (a long poll) holds nothing up. l.mu is
+// held, and released while waiting. It returns the item's member, or nil.
+func (l *Lane) enterLocked(it *Item) *member {
+	key, event := it.Conn, it.Event != nil
+	if event {
+		key = it.Member
+	}
+	if key == nil {
+		return nil
+	}
+	var m *member
+	for {
+		if m = l.members[key]; m == nil {
+			if l.members == nil {
+				l.members = map[*Conn]*member{}
+			}
+			m = &member{}
+			l.members[key] = m
+		}
+		if m.event == nil {
+			break
+		}
+		ch := m.event // an earlier event about it: wait until it has run
+		l.mu.Unlock()
+		<-ch
 		l.mu.Lock()
+	}
+	if !event {
+		m.running++
+		return m
+	}
+	m.event = make(chan struct{})
+	for m.running > 0 {
+		l.wake.Wait()
+	}
+	return m
+}
+
+// leaveLocked undoes enterLocked once the item has run. l.mu is held.
+func (l *Lane) leaveLocked(it *Item, m *member) {
+	if m == nil {
+		return
+	}
+	if it.Event != nil {
+		close(m.event)
+		m.event = nil
+	} else if m.running--; m.running == 0 && m.event != nil {
+		l.wake.Broadcast() // the event waiting for it
+	}
+	if m.running == 0 && m.event == nil {
+		key := it.Conn
+		if it.Event != nil {
+			key = it.Member
+		}
+		delete(l.members, key)
 	}
 }

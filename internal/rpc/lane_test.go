@@ -285,13 +285,14 @@ func TestDeliverPredecodes(t *testing.T) {
 	}
 }
 
-// In a lane of several workers, messages give up their order but events
-// (membership: OnExecutorAdded, OnExecutorRemoved) keep their place: an
-// event starts once every item taken before it has returned, and nothing
-// after it starts before it has returned. They used to run like messages,
-// alongside them.
-func TestLaneEventsRunAlone(t *testing.T) {
+// In a lane of several workers, messages give up their order but a
+// membership event keeps its place among its executor's items: it starts
+// once that connection's items taken before it have returned, and that
+// connection's items after it start once it has returned. Events used to
+// run like messages, alongside them.
+func TestLaneEventsKeepTheirPlace(t *testing.T) {
 	t.Parallel()
+	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
 	eventStarted := make(chan struct{})
 	var eventDone, firstDone atomic.Bool
 	errs := make(chan string, 16)
@@ -303,26 +304,26 @@ func TestLaneEventsRunAlone(t *testing.T) {
 			// Long enough for the event to start, were it free to.
 			select {
 			case <-eventStarted:
-				errs <- "the event started while an item taken before it ran"
+				errs <- "the event started while an item of its connection taken before it ran"
 			case <-time.After(100 * time.Millisecond):
 			}
 			firstDone.Store(true)
 		default:
 			if !eventDone.Load() {
-				errs <- "an item queued after the event started before it returned"
+				errs <- "an item of the event's connection queued after it started before it returned"
 			}
 		}
 	})
-	l.Push(rpc.Item{Frame: &wire.Frame{Call: 1}})
-	l.Push(rpc.Item{Event: func() {
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 1}})
+	l.Push(rpc.Item{Member: x, Event: func() {
 		close(eventStarted)
 		if !firstDone.Load() {
-			errs <- "the event ran before the item taken before it returned"
+			errs <- "the event ran before the item of its connection taken before it returned"
 		}
 		eventDone.Store(true)
 	}})
 	for range 3 {
-		l.Push(rpc.Item{Frame: &wire.Frame{Call: 2}})
+		l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 2}})
 	}
 	if err := l.Flush(testContext(t)); err != nil {
 		t.Fatalf("Flush: %v", err)
@@ -330,5 +331,48 @@ func TestLaneEventsRunAlone(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// An event waits only for its own connection's items: another executor's
+// messages go on meanwhile. A handler waiting for a later message of its
+// plugin (a long poll for work, the reason to run Receive concurrently)
+// returns when that message comes, event or not. A first version, in
+// which an event waited for every item before it and held back every item
+// after it, left such a lane stuck until the long poll's deadline.
+func TestLaneEventsHoldOnlyTheirConnection(t *testing.T) {
+	t.Parallel()
+	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	y := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	work := make(chan struct{})
+	polling := make(chan struct{})
+	stuck := make(chan struct{})
+	l := startLane(t, 4, func(it rpc.Item) {
+		switch {
+		case it.Event != nil:
+			it.Event()
+		case it.Frame.Call == 1: // x asks for work, and waits for it
+			close(polling)
+			select {
+			case <-work:
+			case <-time.After(defaultTestTimeout):
+				close(stuck)
+			}
+		default: // y sends work
+			close(work)
+		}
+	})
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 1}})
+	<-polling
+	l.Push(rpc.Item{Member: x, Event: func() {}}) // x leaving: waits for its long poll
+	l.Push(rpc.Item{Member: y, Event: func() {}}) // y joining
+	l.Push(rpc.Item{Conn: y, Frame: &wire.Frame{Call: 2}})
+	if err := l.Flush(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stuck:
+		t.Error("the long poll never saw the work sent after an event about another connection")
+	default:
 	}
 }
