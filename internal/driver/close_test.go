@@ -5,14 +5,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/metrics"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -179,5 +184,45 @@ func TestStoppedCountsAfterTheWaitForAnotherEnds(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "boom") || strings.Count(err.Error(), "did not stop within") != 1 {
 			t.Fatalf("Close: got %v; want the stopped executor's error (boom), and one that did not stop", err)
 		}
+	}
+}
+
+// Close stops the timers that drop the final series of executors that
+// left on their own: one still armed kept the closed Driver (its registry,
+// plugins, every executor's series) reachable for departedSeriesKept.
+func TestClosedDriverIsNotKeptByDepartedTimers(t *testing.T) {
+	wd := func() weak.Pointer[Driver] {
+		d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Plugins: []plugin.Plugin{&membership{}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Init(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
+		c := rpc.New(nil, nil, d, rpc.Options{})
+		c.Peer, es.conn = es, c
+		d.mu.Lock()
+		d.execs["1"] = es
+		d.mu.Unlock()
+		d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "executor_work_total", Help: "Work."}))
+		final, _ := metrics.Encode(reg)
+		d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_LEAVING})
+		d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: final})
+		c.Close(plugin.Errorf(plugin.CodeUnavailable, "%w", rpc.ErrPeerClosed)) // left cleanly
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return weak.Make(d)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for wd.Value() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed Driver is still reachable (departedSeriesKept = %v): its timer was not stopped", departedSeriesKept)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -100,6 +100,10 @@ type Driver struct {
 	failures     []error
 	failuresSeen int
 	stopping     bool
+	// departed are the timers that delete the final series of executors
+	// that left on their own (departedSeriesKept), by executor ID; Close
+	// stops them.
+	departed map[string]*time.Timer
 	// released holds the PIDs of the executors that stopped when Close
 	// told them to (their STOPPED arrived); made by Close.
 	released map[int]bool
@@ -1013,13 +1017,23 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		// A lost executor's series go; a released one's final values
 		// (shipped with STOPPED) stay readable until the driver ends.
 		d.execStats.Delete(es.info.ID)
-	case left:
+	case left && !stopping:
 		// One that left shipped its final values as it stopped: they
 		// stay long enough for any scrape to read them, then go, or a
 		// long-running driver with executors coming and going would
-		// keep them all.
+		// keep them all. (Once Close has begun they stay until the
+		// driver ends, as a released one's do: Close stops the timers,
+		// which would otherwise keep the closed driver reachable.)
 		id := es.info.ID
-		time.AfterFunc(departedSeriesKept, func() { d.execStats.Delete(id) })
+		if d.departed == nil {
+			d.departed = map[string]*time.Timer{}
+		}
+		d.departed[id] = time.AfterFunc(departedSeriesKept, func() {
+			d.mu.Lock()
+			delete(d.departed, id)
+			d.mu.Unlock()
+			d.execStats.Delete(id)
+		})
 	}
 	if wasReady {
 		// After ready's OnExecutorAdded, which was queued under this lock.
@@ -1132,6 +1146,10 @@ func (d *Driver) Close() error {
 	}
 	d.stopping = true
 	d.released = make(map[int]bool)
+	for _, t := range d.departed {
+		t.Stop()
+	}
+	d.departed = nil
 	var all []*execState
 	for _, es := range d.execs {
 		if es.conn != nil { // not one still in its handshake (see Connect)

@@ -315,8 +315,6 @@ func TestReadyAfterFailedReadyIsDropped(t *testing.T) {
 // departedSeriesKept, long enough for a scrape, and then drops them. A lost
 // executor's go at once. They used to go at once in both cases.
 func TestDepartedExecutorsMetrics(t *testing.T) {
-	defer func(d time.Duration) { departedSeriesKept = d }(departedSeriesKept)
-	departedSeriesKept = 200 * time.Millisecond
 	tests := []struct {
 		name     string
 		leaving  bool
@@ -345,10 +343,20 @@ func TestDepartedExecutorsMetrics(t *testing.T) {
 			if got := gathers(t, d, "executor_work_total"); got != tt.kept {
 				t.Fatalf("the executor's final metrics served once it has gone: %v, want %v", got, tt.kept)
 			}
+			if !tt.kept {
+				return
+			}
+			d.mu.Lock()
+			timer := d.departed["1"]
+			d.mu.Unlock()
+			if timer == nil {
+				t.Fatal("no timer to drop the final metrics of an executor that left")
+			}
+			timer.Reset(0) // departedSeriesKept has passed
 			deadline := time.Now().Add(10 * time.Second)
 			for gathers(t, d, "executor_work_total") {
 				if time.Now().After(deadline) {
-					t.Fatalf("the final metrics of an executor that left are still served 10s after it left (kept for %v)", departedSeriesKept)
+					t.Fatal("the final metrics of an executor that left are still served once its timer has fired")
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
