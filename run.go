@@ -234,7 +234,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			if err == nil {
 				err = errors.New("exited")
 			}
-			abort(fmt.Errorf("an executor process ended during start-up: %w", err))
+			abort(fmt.Errorf("an executor ended during start-up: %w", err))
 		}
 		if err := l.Start(ctx, master.N, addr, exited); err != nil {
 			return errors.Join(err, shutdown(d, l, cfg, &exits))

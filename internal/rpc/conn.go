@@ -417,7 +417,7 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 			c.mu.Unlock()
 			return err
 		}
-		if !noWait && c.refuse != nil {
+		if c.refuse != nil && (!noWait || f.Kind == wire.Kind_KIND_TASK) {
 			err := c.refuse
 			c.mu.Unlock()
 			return err
@@ -774,10 +774,10 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 }
 
 // SendLast queues control frame f, like SendControl, and from then on fails
-// every SEND and ASK with err, in the same lock round: a plugin message
-// that checked before f was queued could otherwise follow it (the driver's
-// STOP, after which the executor's plugins take nothing). Replies and
-// control frames still go.
+// every SEND, ASK and TASK with err, in the same lock round: one that
+// checked before f was queued could otherwise follow it (the driver's
+// STOP, after which the executor's plugins take nothing and it runs no
+// more tasks). Replies and other control frames still go.
 func (c *Conn) SendLast(f *wire.Frame, err error) error {
 	c.mu.Lock()
 	if c.refuse == nil {

@@ -470,8 +470,8 @@ func TestLargestIndicesFromThePeer(t *testing.T) {
 	poll(t, "the SEND written", func() bool { return s.count(wire.Kind_KIND_SEND) == 1 })
 }
 
-// SendLast queues its frame and fails every later SEND and ASK with its
-// error, waiting ones included; replies and control frames still go, and
+// SendLast queues its frame and fails every later SEND, ASK and TASK with
+// its error, waiting ones included; replies and other control frames still go, and
 // the peer gets the last frame after everything queued before it.
 func TestSendLast(t *testing.T) {
 	t.Parallel()
@@ -501,6 +501,9 @@ func TestSendLast(t *testing.T) {
 	}
 	if err := askResult(ctx, p.client, &wire.Frame{Plugin: 0}); !errors.Is(err, last) {
 		t.Errorf("Ask after SendLast: got %v, want %v", err, last)
+	}
+	if err := p.client.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK}); !errors.Is(err, last) {
+		t.Errorf("a TASK after SendLast: got %v, want %v", err, last)
 	}
 	if err := p.client.SendControl(&wire.Frame{Kind: wire.Kind_KIND_LEAVING}); err != nil {
 		t.Errorf("SendControl after SendLast: %v, want nil", err)
