@@ -298,16 +298,7 @@ func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 	}
 	var logs logtest.Buffer
 	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	if isChild() {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		defer stop()
-		_ = ember.Run(ctx, cfg, nil) // an executor process: exits from here
-	}
-	d := standalone(t, cfg)
-	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret")
-	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
-		t.Fatal(err)
-	}
+	_, cmd := standaloneWithOneExecutor(t, cfg)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -645,16 +636,7 @@ func TestExecutorStoppedOnItsOwnKeepsItsFinalMetrics(t *testing.T) {
 	}
 	cfg := ember.Config{Master: "standalone", Secret: "test secret", Plugins: []plugin.Plugin{p}, Logger: quiet,
 		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}}
-	if isChild() {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		defer stop()
-		_ = ember.Run(ctx, cfg, nil) // an executor process: exits from here
-	}
-	d := standalone(t, cfg)
-	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret")
-	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
-		t.Fatal(err)
-	}
+	d, cmd := standaloneWithOneExecutor(t, cfg)
 	id := d.Executors()[0].ID
 	labels := map[string]string{"plugin": "final-metrics", "executor": id}
 	embertest.WaitFor(t, "the executor's heartbeat metrics", func() bool {
@@ -671,4 +653,23 @@ func TestExecutorStoppedOnItsOwnKeepsItsFinalMetrics(t *testing.T) {
 	if v, ok := value(scrape(t, d.MetricsURL()), "farm_builds_total", labels); !ok || v != 7 {
 		t.Errorf("farm_builds_total of executor %s after it stopped on its own: got %v (present %v), want its final value 7", id, v, ok)
 	}
+}
+
+// standaloneWithOneExecutor starts cfg (Master "standalone", Secret "test
+// secret") as a driver in this process and one executor process that stops
+// on its own when sent SIGTERM, and waits until the executor is ready. In
+// the executor process it runs the executor and exits.
+func standaloneWithOneExecutor(t *testing.T, cfg ember.Config) (*ember.Driver, *exec.Cmd) {
+	t.Helper()
+	if isChild() {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		_ = ember.Run(ctx, cfg, nil) // an executor process: exits from here
+	}
+	d := standalone(t, cfg)
+	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret")
+	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	return d, cmd
 }
