@@ -3,6 +3,7 @@ package ember
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
@@ -327,6 +328,9 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 }
 
 func (cfg *Config) setDefaults() {
+	// A copy: the caller may go on using its map, and Ember reads this
+	// one on other goroutines for as long as the application runs.
+	cfg.Conf = maps.Clone(cfg.Conf)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

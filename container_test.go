@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -922,5 +923,59 @@ func TestMergedPluginIsNotLoggedDropped(t *testing.T) {
 	}
 	if got := logs.String(); strings.Contains(got, "plugin dropped") {
 		t.Errorf("driver logs: got %q, want no plugin dropped", got)
+	}
+}
+
+// A driver plugin's extraConf is what its Init returned, and Conf what
+// Run was given. A plugin that returns a map it keeps using (its live
+// settings, say, as a dynamic configuration plugin would), or a program
+// that goes on using its Conf map, and changes it later must not change
+// what executors receive, nor race with the driver encoding it for each
+// executor's WELCOME (nor slip past the checks made at start-up). The
+// driver kept the maps themselves, so executors got whatever they held
+// when they connected (and with -race, the write raced the encoding).
+func TestExtraConfIsCopiedWhenInitReturns(t *testing.T) {
+	live := map[string]string{"level": "info"}
+	conf := map[string]string{"app.level": "info"}
+	var mu sync.Mutex
+	got := map[string]string{}
+	owner := fakePlugin{
+		name: "owner",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+				return live, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, extra map[string]string) error {
+				mu.Lock()
+				got[pc.ExecutorID()] = extra["level"] + " " + pc.Conf().Get("app.level")
+				mu.Unlock()
+				return nil
+			}}
+		},
+	}
+	// The owner changes its map after its Init has returned (here from
+	// the next plugin's Init, so that the test is deterministic).
+	later := fakePlugin{
+		name: "later",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+				live["level"] = "debug"
+				conf["app.level"] = "debug"
+				return nil, nil
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Conf: conf, Plugins: []plugin.Plugin{owner, later}, Logger: quiet})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, v := range got {
+		if v != "info info" {
+			t.Errorf("executor %s got extraConf and Conf levels %q, want %q (what Init returned, and Run was given)", id, v, "info info")
+		}
 	}
 }

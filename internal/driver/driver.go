@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -321,7 +322,10 @@ func (d *Driver) Init(ctx context.Context) error {
 			d.shutdownPlugins(i - 1)
 			return fmt.Errorf("driver plugin %q: init: %w", e.name, err)
 		}
-		e.extraConf = extra
+		// A copy: the plugin may keep the map (its live settings, say)
+		// and change it later, which must neither change what later
+		// executors receive nor race with encoding their WELCOME.
+		e.extraConf = maps.Clone(extra)
 		e.inited = true
 	}
 	return d.checkWelcome()
