@@ -979,3 +979,31 @@ func TestExtraConfIsCopiedWhenInitReturns(t *testing.T) {
 		}
 	}
 }
+
+// A local[N] start-up that fails before its in-process executors have
+// connected returns at once: the driver cannot release executors it never
+// welcomed, and they used to dial the closed driver until Run's shutdown
+// gave up on them a whole ShutdownTimeout later (local-cluster kills such
+// executors at once). Seen as a local[2] start-up, one executor's Init
+// failing, that took 30s to fail now and then: the other had not dialled
+// yet. Here Run's ctx ends during the driver plugins' Init (Ctrl-C during
+// start-up).
+func TestLocalStartFailureDoesNotWaitForUnconnectedExecutors(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := fakePlugin{name: "stopper", newDriver: func() plugin.DriverPlugin {
+		return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+			cancel()
+			return nil, nil
+		}}
+	}}
+	start := time.Now()
+	err := ember.Run(ctx, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: time.Minute},
+		func(context.Context, *ember.Driver) error { return nil })
+	if err == nil {
+		t.Fatal("Run succeeded with its ctx canceled during start-up")
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("a start-up failure took %v to return (ShutdownTimeout 1m): %v", took, err)
+	}
+}

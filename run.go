@@ -177,8 +177,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		if err != nil {
 			return errors.Join(err, shutdown(d, nil, cfg, nil))
 		}
-		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string) error {
+		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string, welcomed func()) error {
 			ecfg := base
+			ecfg.OnWelcome = func(string) { welcomed() }
 			// Each executor has its own metrics, as a process would: in
 			// a shared registry, their series collided at the driver.
 			ecfg.Registry = prometheus.NewRegistry()
@@ -189,6 +190,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				link := new(fault.Link)
 				ecfg.DialOptions = append(slices.Clip(ecfg.DialOptions), grpc.WithStreamInterceptor(link.Interceptor()))
 				ecfg.OnWelcome = func(id string) {
+					welcomed()
 					hooks.Started(id, func() { once.Do(func() { close(crash) }) }, link)
 				}
 			}

@@ -84,7 +84,7 @@ func TestLocalWaitGivesUp(t *testing.T) {
 			release := make(chan struct{})
 			defer close(release)
 			started := make(chan struct{})
-			l := &Local{Grace: 50 * time.Millisecond, Run: func(ctx context.Context, _ int, _ string) error {
+			l := &Local{Grace: 50 * time.Millisecond, Run: func(ctx context.Context, _ int, _ string, _ func()) error {
 				close(started)
 				if tt.ignoresCtx {
 					<-release
@@ -111,4 +111,59 @@ func TestLocalWaitGivesUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// KillUnreleased stops at once the in-process executors the driver never
+// welcomed (it cannot release them; they would dial it until their start
+// timeout, holding Run's shutdown for a ShutdownTimeout) and leaves the
+// welcomed ones to be released, or stopped by Wait.
+func TestLocalKillUnreleased(t *testing.T) {
+	exited := make(chan int, 2)
+	l := &Local{Run: func(ctx context.Context, id int, _ string, welcomed func()) error {
+		if id == 1 {
+			welcomed()
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}}
+	if err := l.Start(context.Background(), 2, "127.0.0.1:1", func(id int, _ error) { exited <- id }); err != nil {
+		t.Fatal(err)
+	}
+	// Executor 1 may not have called welcomed yet: wait until it has.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		_, waiting := l.unwelcomed[1]
+		l.mu.Unlock()
+		if !waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("executor 1 not welcomed after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	l.KillUnreleased(nil)
+	select {
+	case id := <-exited:
+		if id != 2 {
+			t.Fatalf("executor %d ended on KillUnreleased, want 2 (never welcomed)", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the executor never welcomed still runs 10s after KillUnreleased")
+	}
+	select {
+	case id := <-exited:
+		t.Fatalf("executor %d (welcomed) ended on KillUnreleased", id)
+	default:
+	}
+	if err := l.Wait(canceled()); err == nil {
+		t.Error("Wait: got nil, want the welcomed executor canceled")
+	}
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }

@@ -11,8 +11,9 @@ import (
 // Local runs executors as goroutines of the driver's process. They still
 // connect through the real transport.
 type Local struct {
-	// Run serves one executor until it is released; id counts from 1.
-	Run func(ctx context.Context, id int, driverAddr string) error
+	// Run serves one executor until it is released; id counts from 1. It
+	// calls welcomed once the driver has admitted the executor.
+	Run func(ctx context.Context, id int, driverAddr string, welcomed func()) error
 	// Grace is how long Wait waits for executors once it has canceled
 	// their ctx, before it abandons those still running (a goroutine
 	// cannot be killed). Zero: 10 seconds.
@@ -20,19 +21,54 @@ type Local struct {
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	unwelcomed map[int]context.CancelFunc // by id, until welcomed
+	closed     bool                       // KillUnreleased has run
 }
 
 // Start implements Launcher.
 func (l *Local) Start(ctx context.Context, n int, driverAddr string, exited func(int, error)) error {
 	ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	l.mu.Lock()
+	l.unwelcomed = make(map[int]context.CancelFunc, n)
+	l.mu.Unlock()
 	for i := 1; i <= n; i++ {
+		ctx, cancel := context.WithCancel(ctx)
+		l.mu.Lock()
+		if l.closed {
+			cancel()
+		} else {
+			l.unwelcomed[i] = cancel
+		}
+		l.mu.Unlock()
+		welcomed := func() {
+			l.mu.Lock()
+			delete(l.unwelcomed, i)
+			l.mu.Unlock()
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			exited(i, l.Run(ctx, i, driverAddr))
+			defer cancel()
+			exited(i, l.Run(ctx, i, driverAddr, welcomed))
 		}()
 	}
 	return nil
+}
+
+// KillUnreleased stops at once the executors the driver never admitted:
+// it cannot release them, and they would dial it until their start
+// timeout. (Admitted ones are released, or stopped by Wait.) In-process
+// executors share the driver's pid, so released is not needed.
+func (l *Local) KillUnreleased(released func(pid int) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for id, cancel := range l.unwelcomed {
+		cancel()
+		delete(l.unwelcomed, id)
+	}
 }
 
 // Wait implements Launcher. Executors still running when ctx ends have
