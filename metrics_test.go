@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/emberhq/ember"
@@ -263,4 +264,68 @@ func TestExecutorMetricGatherErrorIsLogged(t *testing.T) {
 	embertest.WaitFor(t, "a warning naming farm_queue_depth", func() bool {
 		return strings.Contains(logs.String(), "farm_queue_depth")
 	})
+}
+
+// A plugin's metric collector is plugin code, and plugin code that panics
+// (Receive, task hooks, the Plugin methods) never takes a process down. A
+// GaugeFunc reading state its plugin's Shutdown has cleared is the common
+// case: the executor gathers its metrics once more after Shutdown, for
+// STOPPED. The panic escaped from the registry's gathering goroutine and
+// killed the process: with local[N] the driver's (this test binary), with
+// local-cluster the executor's, whose final metrics were then lost while
+// Run still returned nil. It must cost only the panicking collector's
+// series, with a warning naming the plugin.
+func TestPluginCollectorPanicIsContained(t *testing.T) {
+	for _, master := range []string{"local[1]", "local-cluster[1]"} {
+		t.Run(master, func(t *testing.T) {
+			var logs logtest.Buffer
+			var boom atomic.Bool
+			p := fakePlugin{
+				name:      "gauges",
+				newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+				newExecutor: func() plugin.ExecutorPlugin {
+					type state struct{ depth float64 }
+					st := &state{depth: 3}
+					return &fakeExecutor{
+						InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+							ok := prometheus.NewCounter(prometheus.CounterOpts{Name: "gauges_ok_total", Help: "ok"})
+							ok.Inc()
+							pc.Metrics().MustRegister(ok)
+							return pc.Metrics().Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gauges_depth", Help: "depth"},
+								func() float64 {
+									if boom.Load() {
+										panic("collector boom")
+									}
+									return st.depth
+								}))
+						},
+						// The mistake: Shutdown clears what the GaugeFunc reads.
+						ShutdownF: func(context.Context) error { st = nil; return nil },
+					}
+				},
+			}
+			c := embertest.Start(t, ember.Config{Master: master, Plugins: []plugin.Plugin{p},
+				Logger: slog.New(slog.NewTextHandler(&logs, nil)), Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
+			embertest.WaitFor(t, "the executor's metrics", func() bool {
+				_, ok := value(scrape(t, c.Driver.MetricsURL()), "gauges_depth", map[string]string{"plugin": "gauges"})
+				return ok
+			})
+			if master == "local[1]" {
+				boom.Store(true) // in this process: a panic in the periodic gather
+				embertest.WaitFor(t, "a warning naming the plugin", func() bool {
+					return strings.Contains(logs.String(), "collector boom")
+				})
+				if _, ok := value(scrape(t, c.Driver.MetricsURL()), "gauges_ok_total", map[string]string{"plugin": "gauges"}); !ok {
+					t.Error("the plugin's other metric is no longer served")
+				}
+				boom.Store(false)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(logs.String(), "executor lost") {
+				t.Errorf("the executor was lost as it shut down:\n%s", logs.String())
+			}
+		})
+	}
 }

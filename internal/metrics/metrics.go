@@ -276,14 +276,36 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 // registered through it. A metric of the plugin's own that uses one of
 // those label names cannot be registered; the error then says why, where
 // Prometheus's alone speaks of duplicate constant and variable labels.
+//
+// A panic in the plugin's collectors (in Collect, or in a metric's Write,
+// where a GaugeFunc's function runs) is recovered and becomes a gather
+// error naming the plugin, which costs only those series: the registry
+// collects on goroutines of its own, where nobody else could recover it,
+// and a plugin's panic must not take its process (with local[N], the
+// driver's) down.
 func PluginRegisterer(reg prometheus.Registerer, plugin, executor string) prometheus.Registerer {
-	return pluginRegisterer{prometheus.WrapRegistererWith(prometheus.Labels{"plugin": plugin, "executor": executor}, reg)}
+	return pluginRegisterer{prometheus.WrapRegistererWith(prometheus.Labels{"plugin": plugin, "executor": executor}, reg), plugin}
 }
 
-type pluginRegisterer struct{ prometheus.Registerer }
+type pluginRegisterer struct {
+	prometheus.Registerer
+	plugin string
+}
 
 func (r pluginRegisterer) Register(c prometheus.Collector) error {
-	err := r.Registerer.Register(c)
+	err := r.Registerer.Register(&recoveringCollector{Collector: c, plugin: r.plugin})
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		// Hand back the plugin's own collectors, as Prometheus's
+		// wrapping registerer does with its own wrapper.
+		if rc, ok := are.ExistingCollector.(*recoveringCollector); ok {
+			are.ExistingCollector = rc.Collector
+		}
+		if rc, ok := are.NewCollector.(*recoveringCollector); ok {
+			are.NewCollector = rc.Collector
+		}
+		return are
+	}
 	// A variable label of either name: "duplicate label names"; a
 	// constant one: "attempted wrapping with already existing label name".
 	if err != nil && (strings.Contains(err.Error(), "duplicate label names") ||
@@ -299,4 +321,47 @@ func (r pluginRegisterer) MustRegister(cs ...prometheus.Collector) {
 			panic(err)
 		}
 	}
+}
+
+// recoveringCollector runs a plugin's collector, turning its panics into
+// gather errors.
+type recoveringCollector struct {
+	prometheus.Collector
+	plugin string
+}
+
+// panicDesc describes the invalid metric that stands for a collector's
+// panic in Collect.
+var panicDesc = prometheus.NewDesc("ember_plugin_collector_panic", "A plugin's collector panicked.", nil, nil)
+
+func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
+	inner := make(chan prometheus.Metric)
+	go func() {
+		defer close(inner)
+		defer func() {
+			if p := recover(); p != nil {
+				inner <- prometheus.NewInvalidMetric(panicDesc, fmt.Errorf("plugin %q: a metric collector panicked in Collect: %v", c.plugin, p))
+			}
+		}()
+		c.Collector.Collect(inner)
+	}()
+	for m := range inner {
+		ch <- recoveringMetric{Metric: m, plugin: c.plugin}
+	}
+}
+
+// recoveringMetric is a plugin's metric whose Write (a GaugeFunc's
+// function, say) may panic.
+type recoveringMetric struct {
+	prometheus.Metric
+	plugin string
+}
+
+func (m recoveringMetric) Write(out *dto.Metric) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("plugin %q: metric %s panicked: %v", m.plugin, m.Desc(), p)
+		}
+	}()
+	return m.Metric.Write(out)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -277,5 +278,42 @@ func TestPluginRegistererConstLabel(t *testing.T) {
 		if err := r.Register(c); err == nil || !strings.Contains(err.Error(), `Ember adds the labels "plugin" and "executor"`) {
 			t.Errorf("const label %q: got %v, want the error saying Ember adds it", label, err)
 		}
+	}
+}
+
+// panicky is a collector that sends one metric, then panics in Collect.
+type panicky struct{ desc *prometheus.Desc }
+
+func (p panicky) Describe(ch chan<- *prometheus.Desc) { ch <- p.desc }
+func (p panicky) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(p.desc, prometheus.GaugeValue, 1)
+	panic("collect boom")
+}
+
+// A plugin's collector that panics, in Collect or in a metric's Write (a
+// GaugeFunc's function), costs its own series and a gather error naming
+// the plugin: the registry runs collectors on goroutines of its own, and
+// the panic used to end the process. A collector registered twice is
+// reported with the plugin's own collector, as the registry does.
+func TestPluginCollectorPanics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r := PluginRegisterer(reg, "p", "1")
+	ok := prometheus.NewCounter(prometheus.CounterOpts{Name: "ok_total", Help: "ok"})
+	r.MustRegister(ok,
+		panicky{prometheus.NewDesc("collect_panics", "h", nil, nil)},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "write_panics", Help: "h"}, func() float64 { panic("write boom") }))
+	fams, err := reg.Gather()
+	if err == nil || !strings.Contains(err.Error(), `plugin "p"`) || !strings.Contains(err.Error(), "collect boom") || !strings.Contains(err.Error(), "write boom") {
+		t.Errorf("Gather error: got %v, want both panics, naming the plugin", err)
+	}
+	if !slices.ContainsFunc(fams, func(f *dto.MetricFamily) bool { return f.GetName() == "ok_total" }) {
+		t.Errorf("Gather: got %v, want the plugin's other metric", fams)
+	}
+	var are prometheus.AlreadyRegisteredError
+	if err := r.Register(ok); !errors.As(err, &are) || are.ExistingCollector != ok {
+		t.Errorf("registering a collector twice: got %v, want AlreadyRegisteredError with the plugin's own collector", err)
+	}
+	if !r.Unregister(ok) {
+		t.Error("Unregister of the plugin's collector: got false")
 	}
 }
