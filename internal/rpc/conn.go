@@ -171,8 +171,8 @@ type Conn struct {
 	direct   *wire.Batch    // the batch of a direct write; used only while writing
 	one      [1]*wire.Frame // its frame
 	err      error
-	// refuse, once set (SendLast), fails every later SEND and ASK at the
-	// call: they would follow the last frame the peer takes them after.
+	// refuse, once set (SendLast), fails every later SEND, ASK and TASK at
+	// the call: they would follow the last frame the peer takes them after.
 	refuse error
 	// windows is each plugin's send window (Options.SendWindow or its own
 	// PluginSendWindows entry), read-only after New.

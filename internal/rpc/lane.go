@@ -103,17 +103,27 @@ type Lane struct {
 	full   atomic.Bool
 	owed   map[creditKey]int64
 	closed bool
-	// members: in a lane of several workers, the connections with items
-	// running or an event running or waiting (see loop).
+	// In a lane of several workers (see admitLocked): members are the
+	// connections with items running, held or an event waiting or
+	// running; ready are held items free to run, taken before the queue.
 	members map[*Conn]*member
+	ready   []taken
 	wake    *sync.Cond
 	wg      sync.WaitGroup
 }
 
+// taken is an item a worker has taken, with its sequence number.
+type taken struct {
+	it  Item
+	seq uint64
+}
+
 // member is what a lane of several workers tracks of one connection.
 type member struct {
-	running int           // its items running
-	event   chan struct{} // open while an event about it waits or runs
+	running int     // its messages running
+	event   *taken  // an event about it, waiting for those to return
+	inEvent bool    // an event about it is running
+	held    []taken // its items taken while an event waited or ran
 }
 
 // creditKey names the window a kept credit belongs to.
@@ -401,90 +411,111 @@ func (l *Lane) compactLocked() {
 
 func (l *Lane) loop() {
 	defer l.wg.Done()
+	l.mu.Lock()
 	for {
-		if !l.awaitItem() {
+		for l.head == len(l.q) && len(l.ready) == 0 && !l.closed {
+			l.wake.Wait()
+		}
+		var t taken
+		switch {
+		case len(l.ready) > 0:
+			t = l.ready[0]
+			l.ready = l.ready[1:]
+		case l.head < len(l.q):
+			t.it = l.q[l.head]
+			l.takeLocked(1)
+			t.seq = l.taken
+			l.running[t.seq] = struct{}{}
+		default: // closed and empty
+			l.mu.Unlock()
 			return
 		}
-		it := l.q[l.head]
-		l.takeLocked(1)
-		seq := l.taken
-		l.running[seq] = struct{}{}
-		m := l.enterLocked(&it)
-		l.mu.Unlock()
-
-		c, p, credit := creditOf(&it)
-		l.run(it)
-
-		l.mu.Lock()
-		delete(l.running, seq)
-		l.leaveLocked(&it, m)
-		if l.flushing.Load() > 0 {
-			l.progressLocked()
+		// Run it, then whatever its end lets run at once on this worker
+		// (an event that waited for it).
+		for ok := l.admitLocked(t); ok; {
+			l.mu.Unlock()
+			c, p, credit := creditOf(&t.it)
+			l.run(t.it)
+			l.mu.Lock()
+			var next taken
+			next, ok = l.doneLocked(t)
+			l.mu.Unlock()
+			l.finish(c, p, credit)
+			l.mu.Lock()
+			t = next
 		}
-		l.mu.Unlock()
-		l.finish(c, p, credit)
 	}
 }
 
-// enterLocked keeps a membership event in its place among its executor's
-// items, in a lane of several workers: only messages give up their order
-// there. An event (OnExecutorAdded, OnExecutorRemoved) waits for the
-// items of its connection taken before it, and that connection's items
-// taken after it wait for the event. Other connections' items go on: a
-// handler waiting for one of them (a long poll) holds nothing up. l.mu is
-// held, and released while waiting. It returns the item's member, or nil.
-func (l *Lane) enterLocked(it *Item) *member {
-	key, event := it.Conn, it.Event != nil
-	if event {
-		key = it.Member
+// admitLocked keeps a membership event in its place among its executor's
+// items, in a lane of several workers, where only messages give up their
+// order: an event (OnExecutorAdded, OnExecutorRemoved) runs once the
+// messages of its connection taken before it have returned, and that
+// connection's items taken after it run once it has. Other connections'
+// items go on meanwhile, and no worker waits: an item that may not run
+// yet is held (the worker takes another), and runs when it may. A worker
+// waiting there would be one fewer for the others: a handler waiting for
+// another executor's message (a long poll) could then wait for ever. It
+// reports whether t may run now. l.mu is held.
+func (l *Lane) admitLocked(t taken) bool {
+	key := t.it.Conn
+	if t.it.Event != nil {
+		key = t.it.Member
 	}
 	if key == nil {
-		return nil
+		return true
 	}
-	var m *member
-	for {
-		if m = l.members[key]; m == nil {
-			if l.members == nil {
-				l.members = map[*Conn]*member{}
-			}
-			m = &member{}
-			l.members[key] = m
+	m := l.members[key]
+	if m == nil {
+		if l.members == nil {
+			l.members = map[*Conn]*member{}
 		}
-		if m.event == nil {
-			break
-		}
-		ch := m.event // an earlier event about it: wait until it has run
-		l.mu.Unlock()
-		<-ch
-		l.mu.Lock()
+		m = &member{}
+		l.members[key] = m
 	}
-	if !event {
+	switch {
+	case m.event != nil || m.inEvent:
+		m.held = append(m.held, t)
+		return false
+	case t.it.Event == nil:
 		m.running++
-		return m
+		return true
+	case m.running > 0:
+		m.event = &t
+		return false
 	}
-	m.event = make(chan struct{})
-	for m.running > 0 {
-		l.wake.Wait()
-	}
-	return m
+	m.inEvent = true
+	return true
 }
 
-// leaveLocked undoes enterLocked once the item has run. l.mu is held.
-func (l *Lane) leaveLocked(it *Item, m *member) {
-	if m == nil {
-		return
+// doneLocked records that t has run and returns what may run next on
+// this worker: an event that waited for t (ok), if any. l.mu is held.
+func (l *Lane) doneLocked(t taken) (next taken, ok bool) {
+	delete(l.running, t.seq)
+	if l.flushing.Load() > 0 {
+		l.progressLocked()
 	}
-	if it.Event != nil {
-		close(m.event)
-		m.event = nil
-	} else if m.running--; m.running == 0 && m.event != nil {
-		l.wake.Broadcast() // the event waiting for it
+	key := t.it.Conn
+	if t.it.Event != nil {
+		key = t.it.Member
 	}
-	if m.running == 0 && m.event == nil {
-		key := it.Conn
-		if it.Event != nil {
-			key = it.Member
+	m := l.members[key]
+	if key == nil || m == nil {
+		return taken{}, false
+	}
+	if t.it.Event != nil {
+		m.inEvent = false
+		if len(m.held) > 0 {
+			l.ready = append(l.ready, m.held...)
+			m.held = nil
+			l.wake.Broadcast()
 		}
+	} else if m.running--; m.running == 0 && m.event != nil {
+		next, ok = *m.event, true
+		m.event, m.inEvent = nil, true
+	}
+	if m.running == 0 && m.event == nil && !m.inEvent && len(m.held) == 0 {
 		delete(l.members, key)
 	}
+	return next, ok
 }

@@ -334,12 +334,14 @@ func TestLaneEventsKeepTheirPlace(t *testing.T) {
 	}
 }
 
-// An event waits only for its own connection's items: another executor's
-// messages go on meanwhile. A handler waiting for a later message of its
-// plugin (a long poll for work, the reason to run Receive concurrently)
-// returns when that message comes, event or not. A first version, in
-// which an event waited for every item before it and held back every item
-// after it, left such a lane stuck until the long poll's deadline.
+// An event waits only for its own connection's items, and holds no
+// worker while it waits: another executor's messages go on meanwhile. A
+// handler waiting for a later message of its plugin (a long poll for
+// work, the reason to run Receive concurrently) returns when that message
+// comes, event or not, with two workers. A first version, in which an
+// event waited for every item before it and held back every item after
+// it, left such a lane stuck until the long poll's deadline; a second, in
+// which the event's worker waited for the long poll, with two workers.
 func TestLaneEventsHoldOnlyTheirConnection(t *testing.T) {
 	t.Parallel()
 	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
@@ -347,7 +349,7 @@ func TestLaneEventsHoldOnlyTheirConnection(t *testing.T) {
 	work := make(chan struct{})
 	polling := make(chan struct{})
 	stuck := make(chan struct{})
-	l := startLane(t, 4, func(it rpc.Item) {
+	l := startLane(t, 2, func(it rpc.Item) {
 		switch {
 		case it.Event != nil:
 			it.Event()
