@@ -414,10 +414,11 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 	// Logged when it changes, not at every interval. (A partial gather's
 	// error, a plugin's collector reporting a series twice, say, used to
 	// be dropped: the series were just missing at the driver.)
-	if msg := fmt.Sprint(err); err != nil && msg != x.gatherErr {
+	msg := fmt.Sprint(err)
+	if err != nil && msg != x.gatherErr {
 		x.log.Warn("cannot gather executor metrics; shipping the rest", "err", err)
 	}
-	x.gatherErr = fmt.Sprint(err)
+	x.gatherErr = msg
 	if size := proto.Size(m); size > x.cfg.MaxMessageBytes {
 		x.log.Warn("executor metrics not shipped: over the message size limit", "bytes", size, "limit", x.cfg.MaxMessageBytes)
 		x.limitHits.WithLabelValues("message_size").Inc()

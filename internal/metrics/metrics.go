@@ -23,9 +23,9 @@ import (
 )
 
 // Encode gathers g into a wire.Metrics. It returns nil when there is
-// nothing to send. A gather error is returned with what was gathered
-// all the same (the families or series it does not cover), so that the
-// caller can ship that and say what was left out.
+// nothing to send. A gather error comes back with the families gathered
+// despite it, so that the caller can ship those and say what was left
+// out.
 func Encode(g prometheus.Gatherer) (*wire.Metrics, error) {
 	fams, gatherErr := g.Gather()
 	if len(fams) == 0 {
