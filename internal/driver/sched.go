@@ -193,7 +193,7 @@ func (s *scheduler) send(out []outFrame) {
 	for _, o := range out {
 		if a := o.task; a != nil {
 			a.sent, a.undelivered = true, failed[a]
-			if a.cancel {
+			if a.cancel && !a.undelivered { // nothing to cancel where it never went
 				cancels = append(cancels, cancelFrame(a))
 			}
 		}

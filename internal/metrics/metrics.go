@@ -301,9 +301,9 @@ func (r pluginRegisterer) Register(c prometheus.Collector) error {
 		if rc, ok := are.ExistingCollector.(*recoveringCollector); ok {
 			are.ExistingCollector = rc.Collector
 		}
-		if rc, ok := are.NewCollector.(*recoveringCollector); ok {
-			are.NewCollector = rc.Collector
-		}
+		// NewCollector is Prometheus's wrappingCollector around ours,
+		// never ours: hand back c itself.
+		are.NewCollector = c
 		return are
 	}
 	// A variable label of either name: "duplicate label names"; a
@@ -321,6 +321,11 @@ func (r pluginRegisterer) MustRegister(cs ...prometheus.Collector) {
 			panic(err)
 		}
 	}
+}
+
+// Unregister unregisters c, whose Describe runs as in Register.
+func (r pluginRegisterer) Unregister(c prometheus.Collector) bool {
+	return r.Registerer.Unregister(&recoveringCollector{Collector: c, plugin: r.plugin})
 }
 
 // recoveringCollector runs a plugin's collector, turning its panics into
@@ -347,6 +352,43 @@ func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
 	}()
 	for m := range inner {
 		ch <- recoveringMetric{Metric: m, plugin: c.plugin}
+	}
+}
+
+// Describe runs the plugin's Describe, turning a panic into an invalid
+// descriptor, which Register (and Unregister) report: the registry calls
+// Describe on a goroutine of its own too. A prometheus.CollectorFunc
+// describes itself by collecting (DescribeByCollect), on yet another
+// goroutine, out of reach here: it is described through the recovering
+// Collect instead.
+func (c *recoveringCollector) Describe(ch chan<- *prometheus.Desc) {
+	if _, ok := c.Collector.(prometheus.CollectorFunc); ok {
+		c.describeByCollect(ch)
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, p))
+		}
+	}()
+	c.Collector.Describe(ch)
+}
+
+// describeByCollect is prometheus.DescribeByCollect for c.Collector, with
+// its panic an invalid descriptor.
+func (c *recoveringCollector) describeByCollect(ch chan<- *prometheus.Desc) {
+	inner := make(chan prometheus.Metric)
+	var panicked any
+	go func() {
+		defer close(inner)
+		defer func() { panicked = recover() }()
+		c.Collector.Collect(inner)
+	}()
+	for m := range inner {
+		ch <- m.Desc()
+	}
+	if panicked != nil {
+		ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, panicked))
 	}
 }
 

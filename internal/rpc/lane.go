@@ -9,7 +9,9 @@ import (
 )
 
 // Item is one unit of work for a lane: a frame from a connection, or an
-// event function (membership changes) ordered with the frames.
+// event function (membership changes) ordered with the frames: in push
+// order on a lane of one worker, and on a lane of several, among the items
+// of its Member (an event without one runs as soon as a worker takes it).
 type Item struct {
 	Conn  *Conn
 	Frame *wire.Frame // nil once Predecode has decoded it: see Head
@@ -420,7 +422,10 @@ func (l *Lane) loop() {
 		switch {
 		case len(l.ready) > 0:
 			t = l.ready[0]
-			l.ready = l.ready[1:]
+			l.ready[0] = taken{} // the array outlives the slot: let go of its item
+			if l.ready = l.ready[1:]; len(l.ready) == 0 {
+				l.ready = nil
+			}
 		case l.head < len(l.q):
 			t.it = l.q[l.head]
 			l.takeLocked(1)
@@ -481,7 +486,8 @@ func (l *Lane) admitLocked(t taken) bool {
 		m.running++
 		return true
 	case m.running > 0:
-		m.event = &t
+		e := t // only here on the heap: &t would move every t there
+		m.event = &e
 		return false
 	}
 	m.inEvent = true
