@@ -676,3 +676,19 @@ func TestHelloClaimsAreCut(t *testing.T) {
 		})
 	}
 }
+
+// A driver without authentication must not tell the operator to give
+// executors a secret: an executor that has one refuses a driver that
+// cannot prove it, so following the hint makes every executor fail.
+func TestInsecureNoAuthStartHintAsksForNoSecret(t *testing.T) {
+	t.Setenv(ember.EnvSecret, "")
+	t.Setenv(ember.EnvSecretFile, "")
+	var buf logtest.Buffer
+	standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test",
+		Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, "driver listening for executors") && strings.Contains(line, "EMBER_SECRET") {
+			t.Errorf("the start hint of a driver without authentication asks for a secret: %s", line)
+		}
+	}
+}

@@ -329,3 +329,23 @@ func TestPluginCollectorPanicIsContained(t *testing.T) {
 		})
 	}
 }
+
+// Operators alert on increase(ember_auth_failures_total[5m]) > 0, as the
+// checklist asks, and on ember_limit_hits_total. A series that first
+// appears at 1 never shows an increase, so the first refused executor
+// goes unnoticed: the series of the known reasons, and of the driver's
+// limits, must be there, at 0, from the start.
+func TestAuthFailuresServedFromTheStart(t *testing.T) {
+	d := standalone(t, ember.Config{Secret: "right secret right secret", BuildID: "test", MetricsAddr: "127.0.0.1:0"})
+	fams := scrape(t, d.MetricsURL())
+	for _, reason := range []string{"wrong proof", "no proof"} {
+		if _, ok := value(fams, "ember_auth_failures_total", map[string]string{"reason": reason}); !ok {
+			t.Errorf("ember_auth_failures_total{reason=%q} is not served before the first failure", reason)
+		}
+	}
+	for _, limit := range []string{"message_size", "max_executors", "handshake_timeout"} {
+		if _, ok := value(fams, "ember_limit_hits_total", map[string]string{"executor": "driver", "limit": limit}); !ok {
+			t.Errorf("ember_limit_hits_total{executor=\"driver\",limit=%q} is not served before the first hit", limit)
+		}
+	}
+}

@@ -205,9 +205,15 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		// How to start an executor: this program, with the arguments it
 		// was given (the executor must build the same Config), which are
 		// not logged (one may be a secret), and the application secret.
+		secretHint := "the same EMBER_SECRET or EMBER_SECRET_FILE"
+		if secret == "" {
+			// An executor with a secret refuses a driver that cannot
+			// prove one.
+			secretHint = "none: authentication is off, and an executor given a secret refuses this driver"
+		}
 		log.Info("driver listening for executors", "addr", addr,
 			"start", EnvDriver+"="+addr+" "+shellQuote(os.Args[0])+" <this driver's arguments>",
-			"secret", "the same EMBER_SECRET or EMBER_SECRET_FILE")
+			"secret", secretHint)
 	}
 
 	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout,

@@ -1,6 +1,9 @@
 package ember
 
-import "testing"
+import (
+	"os"
+	"testing"
+)
 
 func TestShellQuote(t *testing.T) {
 	tests := []struct{ in, want string }{
@@ -16,5 +19,34 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(tt.in); got != tt.want {
 			t.Errorf("shellQuote(%q) = %s, want %s", tt.in, got, tt.want)
 		}
+	}
+}
+
+// The documented sources of the standalone secret must agree on what the
+// secret is: a file made by `openssl rand -hex 32 > secret` ends in a
+// newline that EMBER_SECRET_FILE trims, and the same bytes handed over as
+// EMBER_SECRET (a Kubernetes secretKeyRef of that file, an EnvironmentFile
+// line with trailing blanks) must give the same secret, or the driver
+// refuses the executor with "wrong proof".
+func TestSecretFromEnvTrimsLikeTheFile(t *testing.T) {
+	path := t.TempDir() + "/secret"
+	const s = "9d8d1967c2e66ac34d25d437afa0cd10d79bce7dcefaa0212864b7c31441ef2a"
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvSecret, "")
+	t.Setenv(EnvSecretFile, path)
+	fromFile, err := secretFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvSecretFile, "")
+	t.Setenv(EnvSecret, s+"\n")
+	fromEnv, err := secretFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromEnv != fromFile {
+		t.Errorf("EMBER_SECRET=%q gives %q, EMBER_SECRET_FILE with the same bytes gives %q", s+"\n", fromEnv, fromFile)
 	}
 }

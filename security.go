@@ -89,7 +89,9 @@ func driverSecret(cfg Config, standalone bool) (string, error) {
 
 // secretFromEnv reads EMBER_SECRET, else the file EMBER_SECRET_FILE.
 func secretFromEnv() (string, error) {
-	if s := os.Getenv(EnvSecret); s != "" {
+	// Trimmed as the file is: the same bytes must give the same secret
+	// whichever of the two carries them.
+	if s := strings.TrimSpace(os.Getenv(EnvSecret)); s != "" {
 		return s, nil
 	}
 	if path := os.Getenv(EnvSecretFile); path != "" {

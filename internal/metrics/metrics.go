@@ -192,6 +192,10 @@ func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 	return out, nil
 }
 
+// driverLimits are the limits the driver can hit (ember_limit_hits_total
+// with executor="driver").
+var driverLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow", "outstanding_asks", "handshake_timeout", "max_executors"}
+
 // NewLimitHits returns the counter of limits hit, labelled by limit and
 // executor ("driver" on the driver). Driver and executors create it with
 // the same name and help so that /metrics merges them into one family.
@@ -266,6 +270,14 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Help: "Executors refused because they could not prove the application secret, by reason.",
 		}, []string{"reason"}),
 		LimitHits: NewLimitHits(nil),
+	}
+	// Served at 0 from the start, so that an alert on their increase
+	// sees the first refusal or hit (a series born at 1 shows none).
+	for _, reason := range []string{"wrong proof", "no proof"} {
+		b.AuthFailures.WithLabelValues(reason)
+	}
+	for _, limit := range driverLimits {
+		b.LimitHits.WithLabelValues("driver", limit)
 	}
 	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.AuthFailures, b.LimitHits)
 	return b
