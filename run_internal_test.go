@@ -2,6 +2,7 @@ package ember
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -48,5 +49,30 @@ func TestSecretFromEnvTrimsLikeTheFile(t *testing.T) {
 	}
 	if fromEnv != fromFile {
 		t.Errorf("EMBER_SECRET=%q gives %q, EMBER_SECRET_FILE with the same bytes gives %q", s+"\n", fromEnv, fromFile)
+	}
+}
+
+// A client certificate without its key, or a key without its certificate,
+// says which is missing: it used to be "open : no such file or directory".
+func TestClientTLSHalfAKeyPair(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  TLSConfig
+		env  map[string]string
+	}{
+		{"certificate only", TLSConfig{ExecutorCertFile: "cert.pem"}, nil},
+		{"key only", TLSConfig{ExecutorKeyFile: "key.pem"}, nil},
+		{"certificate from the environment", TLSConfig{}, map[string]string{EnvTLSCertFile: "cert.pem"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range []string{EnvTLSCAFile, EnvTLSCertFile, EnvTLSKeyFile} {
+				t.Setenv(k, tt.env[k])
+			}
+			_, err := clientTLS(&tt.cfg, "127.0.0.1:7077")
+			if err == nil || !strings.Contains(err.Error(), "needs its key file") || !strings.Contains(err.Error(), EnvTLSKeyFile) {
+				t.Errorf("clientTLS: got %v, want an error saying the pair is incomplete", err)
+			}
+		})
 	}
 }

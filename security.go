@@ -165,6 +165,9 @@ func clientTLS(c *TLSConfig, driverAddr string) ([]grpc.DialOption, error) {
 		tc.RootCAs = pool
 	}
 	if eff.ExecutorCertFile != "" || eff.ExecutorKeyFile != "" {
+		if eff.ExecutorCertFile == "" || eff.ExecutorKeyFile == "" {
+			return nil, fmt.Errorf("TLS: executor client certificate: a certificate file (ExecutorCertFile or %s) needs its key file (ExecutorKeyFile or %s), and the other way round", EnvTLSCertFile, EnvTLSKeyFile)
+		}
 		cert, err := tls.LoadX509KeyPair(eff.ExecutorCertFile, eff.ExecutorKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("TLS: executor client certificate: %w", err)

@@ -541,7 +541,7 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn) (st
 		defer close(done)
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
 			if s == connectivity.TransientFailure {
-				x.log.Warn("cannot connect to the driver yet (not started yet, or something else at that address); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
+				x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				return
 			}
 			if !cc.WaitForStateChange(ctx, s) {
