@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -114,6 +115,9 @@ func serverTLS(c *TLSConfig) ([]grpc.ServerOption, error) {
 		return nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(c.DriverCertFile, c.DriverKeyFile)
+	if err == nil {
+		err = unexpired(cert, time.Now())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("TLS: driver certificate: %w", err)
 	}
@@ -169,12 +173,25 @@ func clientTLS(c *TLSConfig, driverAddr string) ([]grpc.DialOption, error) {
 			return nil, fmt.Errorf("TLS: executor client certificate: a certificate file (ExecutorCertFile or %s) needs its key file (ExecutorKeyFile or %s), and the other way round", EnvTLSCertFile, EnvTLSKeyFile)
 		}
 		cert, err := tls.LoadX509KeyPair(eff.ExecutorCertFile, eff.ExecutorKeyFile)
+		if err == nil {
+			err = unexpired(cert, time.Now())
+		}
 		if err != nil {
 			return nil, fmt.Errorf("TLS: executor client certificate: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}, nil
+}
+
+// unexpired fails for a certificate past its NotAfter at now: every
+// handshake with it would fail ("certificate has expired"), and the
+// process had better say so when it starts than leave its peers retrying.
+func unexpired(cert tls.Certificate, now time.Time) error {
+	if leaf := cert.Leaf; leaf != nil && now.After(leaf.NotAfter) {
+		return fmt.Errorf("expired on %s (subject %s)", leaf.NotAfter.UTC().Format(time.RFC3339), leaf.Subject)
+	}
+	return nil
 }
 
 func loadPool(path string) (*x509.CertPool, error) {

@@ -1,6 +1,7 @@
 package ember_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,8 +25,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// testPKI writes a CA, a driver certificate for 127.0.0.1 and an executor
-// client certificate, all made now, and returns the directory.
+// testPKI writes a CA, a driver certificate for 127.0.0.1, an executor
+// client certificate and an expired server certificate ("expired"), all
+// made now, and returns the directory.
 func testPKI(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -44,13 +47,13 @@ func testPKI(t *testing.T) string {
 	}
 	ca, _ := x509.ParseCertificate(caDER)
 	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER)
-	issue := func(name string, serial int64, usage x509.ExtKeyUsage) {
+	issue := func(name string, serial int64, usage x509.ExtKeyUsage, notAfter time.Time) {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: name},
 			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
+			NotAfter:     notAfter,
 			KeyUsage:     x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
@@ -63,8 +66,9 @@ func testPKI(t *testing.T) string {
 		writePEM(t, filepath.Join(dir, name+".pem"), "CERTIFICATE", der)
 		writePEM(t, filepath.Join(dir, name+"-key.pem"), "EC PRIVATE KEY", keyDER)
 	}
-	issue("driver", 2, x509.ExtKeyUsageServerAuth)
-	issue("executor", 3, x509.ExtKeyUsageClientAuth)
+	issue("driver", 2, x509.ExtKeyUsageServerAuth, time.Now().Add(time.Hour))
+	issue("executor", 3, x509.ExtKeyUsageClientAuth, time.Now().Add(time.Hour))
+	issue("expired", 4, x509.ExtKeyUsageServerAuth, time.Now().Add(-time.Minute))
 	return dir
 }
 
@@ -147,5 +151,21 @@ func TestTLSLocalCluster(t *testing.T) {
 	c := embertest.Start(t, cfg)
 	if got := len(c.Driver.Executors()); got != 1 {
 		t.Errorf("executors over TLS: got %d, want 1", got)
+	}
+}
+
+// A process given an expired certificate says so when it starts: every
+// handshake with it would fail, and the driver used to start and leave
+// its executors retrying for StartTimeout.
+func TestExpiredCertificateFailsAtStart(t *testing.T) {
+	dir := testPKI(t)
+	tlsCfg := &ember.TLSConfig{
+		CAFile:         filepath.Join(dir, "ca.pem"),
+		DriverCertFile: filepath.Join(dir, "expired.pem"), DriverKeyFile: filepath.Join(dir, "expired-key.pem"),
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", TLS: tlsCfg, Logger: quiet},
+		func(context.Context, *ember.Driver) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "TLS: driver certificate: expired on") {
+		t.Errorf("Run with an expired driver certificate: got %v, want it refused at start, saying so", err)
 	}
 }
