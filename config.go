@@ -52,8 +52,8 @@ type Config struct {
 	// serves none.
 	MetricsAddr string
 	// MinExecutors is how many executors Run waits for before calling fn
-	// in standalone mode (default 0: call fn at once). Local masters always
-	// wait for all N.
+	// in standalone mode (default 0: call fn at once; less than 0 fails
+	// Run). Local masters always wait for all N.
 	MinExecutors int
 	// Logger receives the runtime's logs; default slog.Default(). Plugins
 	// get it with "plugin" (and "executor") attributes.

@@ -793,6 +793,15 @@ func TestBadConfFailsRun(t *testing.T) {
 	}
 }
 
+// A negative MinExecutors is refused, not read as 0.
+func TestNegativeMinExecutorsFailsRun(t *testing.T) {
+	err := ember.Run(testCtx(t), ember.Config{Master: "standalone", InsecureNoAuth: true, MinExecutors: -1, Logger: quiet},
+		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), "MinExecutors=-1") {
+		t.Errorf("Run with MinExecutors -1: got %v, want InvalidArgument naming it", err)
+	}
+}
+
 // A key in Ember's namespace that Ember does not know (a typo, as
 // "ember.executor.slot") is ignored with a warning naming it; it used to
 // be ignored without a word. Known keys and others' are not mentioned.

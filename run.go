@@ -107,6 +107,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err := checkConf(cfg.Conf); err != nil {
 		return err
 	}
+	if cfg.MinExecutors < 0 {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.MinExecutors=%d: want 0 or more", cfg.MinExecutors)
+	}
 	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
 		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)
 	}
@@ -212,7 +215,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			secretHint = "none: authentication is off, and an executor given a secret refuses this driver"
 		}
 		log.Info("driver listening for executors", "addr", addr,
-			"start", EnvDriver+"="+addr+" "+shellQuote(os.Args[0])+" <this driver's arguments>",
+			"start", EnvDriver+"="+dialable(addr)+" "+shellQuote(os.Args[0])+" <this driver's arguments>",
 			"secret", secretHint)
 	}
 
@@ -480,4 +483,22 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// dialable is addr, a listening address, as an executor elsewhere would
+// dial it: a wildcard host (":7077", "0.0.0.0:7077", "[::]:7077") is
+// none to dial, so it becomes this host's name.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return addr
+	}
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		name = "<this host>"
+	}
+	return net.JoinHostPort(name, port)
 }

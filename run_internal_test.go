@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -74,5 +75,28 @@ func TestClientTLSHalfAKeyPair(t *testing.T) {
 				t.Errorf("clientTLS: got %v, want an error saying the pair is incomplete", err)
 			}
 		})
+	}
+}
+
+// The start hint's address is one an executor could dial: a wildcard
+// listening address gave "EMBER_DRIVER=[::]:7083".
+func TestDialable(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip(err)
+	}
+	tests := []struct{ in, want string }{
+		{"127.0.0.1:7077", "127.0.0.1:7077"},
+		{"10.0.0.5:7077", "10.0.0.5:7077"},
+		{"driver.example:7077", "driver.example:7077"},
+		{"[::1]:7077", "[::1]:7077"},
+		{"[::]:7083", net.JoinHostPort(host, "7083")},
+		{"0.0.0.0:7083", net.JoinHostPort(host, "7083")},
+		{":7083", net.JoinHostPort(host, "7083")},
+	}
+	for _, tt := range tests {
+		if got := dialable(tt.in); got != tt.want {
+			t.Errorf("dialable(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }
