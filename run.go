@@ -414,6 +414,7 @@ func newAppID() string {
 func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	cookie, managed := os.LookupEnv(launch.EnvCookie)
 	envSecret, envSecretErr := secretFromEnv()
+	secretFile := secretFileUsed()
 	// Children of this executor must not inherit executor mode or the
 	// secret.
 	for _, k := range []string{launch.EnvDriver, launch.EnvSecret, launch.EnvCookie, EnvSecretFile} {
@@ -446,6 +447,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		secret = cfg.Secret
 		if secret == "" {
 			secret = envSecret
+			warnLooseSecretFile(log, secretFile)
 		}
 		if secret == "" && envSecretErr != nil {
 			log.Error("executor: bad secret", "err", envSecretErr)

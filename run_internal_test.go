@@ -1,10 +1,16 @@
 package ember
 
 import (
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/emberhq/ember/internal/logtest"
 )
 
 func TestShellQuote(t *testing.T) {
@@ -98,5 +104,38 @@ func TestDialable(t *testing.T) {
 		if got := dialable(tt.in); got != tt.want {
 			t.Errorf("dialable(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// A secret file others can read is warned of (docs/security.md asks for
+// mode 0600); it used to be accepted without a word.
+func TestLooseSecretFileIsWarnedOf(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no Unix permission bits")
+	}
+	tests := []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o400, false}, {0o640, true}, {0o644, true}}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%#o", tt.mode), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "secret")
+			if err := os.WriteFile(path, []byte("0123456789abcdef0123456789abcdef\\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv(EnvSecret, "")
+			t.Setenv(EnvSecretFile, path)
+			var logs logtest.Buffer
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if _, err := driverSecret(cfg, true); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), "chmod 600"); got != tt.warn {
+				t.Errorf("secret file of mode %#o: warned %v, want %v (logs: %q)", tt.mode, got, tt.warn, logs.String())
+			}
+		})
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -73,6 +75,7 @@ func driverSecret(cfg Config, standalone bool) (string, error) {
 		if s, err = secretFromEnv(); err != nil {
 			return "", err
 		}
+		warnLooseSecretFile(cfg.Logger, secretFileUsed())
 	}
 	if s != "" {
 		if standalone && len(s) < minSecretLen {
@@ -86,6 +89,28 @@ func driverSecret(cfg Config, standalone bool) (string, error) {
 		return "", nil
 	}
 	return "", fmt.Errorf("standalone driver: no application secret: set Config.Secret, %s or %s (or Config.InsecureNoAuth to run without authentication)", EnvSecret, EnvSecretFile)
+}
+
+// secretFileUsed is the file secretFromEnv reads the secret from, if any.
+func secretFileUsed() string {
+	if strings.TrimSpace(os.Getenv(EnvSecret)) != "" {
+		return ""
+	}
+	return os.Getenv(EnvSecretFile)
+}
+
+// warnLooseSecretFile warns when the secret file path can be read by
+// others than its owner (docs/security.md asks for mode 0600). Unix
+// permission bits say nothing on Windows.
+func warnLooseSecretFile(log *slog.Logger, path string) {
+	if path == "" || runtime.GOOS == "windows" {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	log.Warn("the secret file can be read by others than its owner: chmod 600 it", "file", path, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()))
 }
 
 // secretFromEnv reads EMBER_SECRET, else the file EMBER_SECRET_FILE.
