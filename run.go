@@ -44,8 +44,9 @@ type Driver struct {
 	metricsURL string
 }
 
-// MetricsURL returns the URL of the driver's /metrics endpoint, or "" when
-// Config.MetricsAddr is "off".
+// MetricsURL returns the URL of the driver's /metrics endpoint, as this
+// host reaches it (over loopback when it listens on every address), or ""
+// when Config.MetricsAddr is "off".
 func (d *Driver) MetricsURL() string { return d.metricsURL }
 
 // AppID returns the application ID.
@@ -360,7 +361,7 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 		defer close(done)
 		_ = srv.Serve(lis)
 	}()
-	url = "http://" + lis.Addr().String() + "/metrics"
+	url = "http://" + local(lis.Addr().String()) + "/metrics"
 	log.Debug("serving metrics", "url", url)
 	return url, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -503,4 +504,20 @@ func dialable(addr string) string {
 		name = "<this host>"
 	}
 	return net.JoinHostPort(name, port)
+}
+
+// local is addr, a listening address, as this host dials it: a wildcard
+// host ("0.0.0.0", "[::]") is none to dial, so it becomes loopback.
+func local(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	switch ip := net.ParseIP(host); {
+	case ip == nil || !ip.IsUnspecified():
+		return addr
+	case ip.To4() != nil:
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return net.JoinHostPort("::1", port)
 }

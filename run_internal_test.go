@@ -107,6 +107,22 @@ func TestDialable(t *testing.T) {
 	}
 }
 
+// MetricsURL is one this host can open: a wildcard MetricsAddr gave
+// "http://[::]:9185/metrics".
+func TestLocal(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"127.0.0.1:9185", "127.0.0.1:9185"},
+		{"10.0.0.5:9185", "10.0.0.5:9185"},
+		{"0.0.0.0:9185", "127.0.0.1:9185"},
+		{"[::]:9185", "[::1]:9185"},
+	}
+	for _, tt := range tests {
+		if got := local(tt.in); got != tt.want {
+			t.Errorf("local(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 // A secret file others can read is warned of (docs/security.md asks for
 // mode 0600); it used to be accepted without a word.
 func TestLooseSecretFileIsWarnedOf(t *testing.T) {
