@@ -363,6 +363,9 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 	}()
 	url = "http://" + local(lis.Addr().String()) + "/metrics"
 	log.Debug("serving metrics", "url", url)
+	if !loopback(lis.Addr().String()) {
+		log.Warn("/metrics is served beyond this host, without authentication or TLS (docs/security.md: keep it on loopback, or behind an authenticating proxy)", "addr", lis.Addr().String())
+	}
 	return url, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -504,6 +507,14 @@ func dialable(addr string) string {
 		name = "<this host>"
 	}
 	return net.JoinHostPort(name, port)
+}
+
+// loopback reports whether addr, a listening address, takes connections
+// from this host only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	return err == nil && (host == "localhost" || (ip != nil && ip.IsLoopback()))
 }
 
 // local is addr, a listening address, as this host dials it: a wildcard

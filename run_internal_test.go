@@ -123,6 +123,22 @@ func TestLocal(t *testing.T) {
 	}
 }
 
+// /metrics beyond loopback is warned of: it has no authentication.
+func TestLoopback(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"127.0.0.1:9185", true}, {"[::1]:9185", true}, {"localhost:9185", true},
+		{"0.0.0.0:9185", false}, {"[::]:9185", false}, {"10.0.0.5:9185", false}, {"metrics.example:9185", false},
+	}
+	for _, tt := range tests {
+		if got := loopback(tt.in); got != tt.want {
+			t.Errorf("loopback(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
 // A secret file others can read is warned of (docs/security.md asks for
 // mode 0600); it used to be accepted without a word.
 func TestLooseSecretFileIsWarnedOf(t *testing.T) {
