@@ -692,3 +692,26 @@ func TestInsecureNoAuthStartHintAsksForNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// A standalone start-up that times out while executors were refused (a
+// wrong secret) says so: the error used to say only "0 ready", and the
+// refusals were in the log alone.
+func TestStartTimeoutCountsRefusedExecutors(t *testing.T) {
+	addr := freeAddr(t)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- ember.Run(testCtx(t), ember.Config{Master: "standalone", ListenAddr: addr, Secret: "right secret right secret",
+			BuildID: "test", MinExecutors: 1, StartTimeout: 3 * time.Second, Logger: quiet},
+			func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	}()
+	// Until the driver listens, the executor cannot reach it; then it is
+	// refused.
+	embertest.WaitFor(t, "an executor with the wrong secret refused", func() bool {
+		err := joinErr(t, addr, "wrong secret wrong secret")
+		return plugin.CodeOf(err) == plugin.CodeUnauthenticated
+	})
+	err := <-errc
+	if err == nil || !strings.Contains(err.Error(), "refused at the handshake meanwhile") {
+		t.Errorf("Run: got %v, want the start-up timeout to count the refused executor", err)
+	}
+}

@@ -100,7 +100,11 @@ type Driver struct {
 	// (at most maxFailuresKept), failuresSeen how many there were.
 	failures     []error
 	failuresSeen int
-	stopping     bool
+	// refusals counts the executors refused at the handshake that do not
+	// fail start-up (a wrong secret, too many executors), for
+	// WaitExecutors' timeout error.
+	refusals int
+	stopping bool
 	// departed are the timers that delete the final series of executors
 	// that left on their own (departedSeriesKept), by executor ID; Close
 	// stops them.
@@ -513,6 +517,9 @@ func (d *Driver) WaitStart(ctx context.Context, n int) error {
 }
 
 func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
+	d.mu.Lock()
+	refusedBefore := d.refusals
+	d.mu.Unlock()
 	for {
 		d.mu.Lock()
 		ready, _ := d.readyLocked()
@@ -530,12 +537,16 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
 		case <-ctx.Done():
 			d.mu.Lock()
 			ready, starting := d.readyLocked()
+			refused := d.refusals - refusedBefore
 			d.mu.Unlock()
-			if len(starting) == 0 {
-				return fmt.Errorf("waiting for %d executors (%d ready): %w", n, ready, ctx.Err())
+			state := fmt.Sprintf("%d ready", ready)
+			if len(starting) > 0 {
+				state += "; connected, still initialising their plugins: " + strings.Join(starting, ", ")
 			}
-			return fmt.Errorf("waiting for %d executors (%d ready; connected, still initialising their plugins: %s): %w",
-				n, ready, strings.Join(starting, ", "), ctx.Err())
+			if refused > 0 {
+				state += fmt.Sprintf("; %d refused at the handshake meanwhile, see the driver's log", refused)
+			}
+			return fmt.Errorf("waiting for %d executors (%s): %w", n, state, ctx.Err())
 		}
 	}
 }
@@ -651,6 +662,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		}
 		d.builtin.AuthFailures.WithLabelValues(reason).Inc()
 		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
+		d.mu.Lock()
+		d.refusals++
+		d.mu.Unlock()
 		err := refuse(plugin.CodeUnauthenticated, "authentication failed",
 			"authentication failed: the executor does not know the application secret (check EMBER_SECRET or EMBER_SECRET_FILE)")
 		d.hangUp(stream, peerAddr)
@@ -686,6 +700,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		return refuse(plugin.CodeUnavailable, "shutting down", "the driver is shutting down")
 	}
 	if n := len(d.execs); d.cfg.MaxExecutors > 0 && n >= d.cfg.MaxExecutors {
+		d.refusals++
 		d.mu.Unlock()
 		d.builtin.LimitHits.WithLabelValues("driver", "max_executors").Inc()
 		d.log.Warn("refused executor: too many executors", "peer", peerAddr, "max", d.cfg.MaxExecutors)
