@@ -94,9 +94,10 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	// StartTimeout bounds each step of start-up: the driver plugins'
-	// Init (one that has not returned by then is abandoned, still
-	// running), then local executors connecting and initialising, or
-	// standalone's MinExecutors arriving. Default 60s.
+	// Init (its ctx ends then; one that has not returned a second later
+	// is abandoned, still running, and fails Run), then local executors
+	// connecting and initialising, or standalone's MinExecutors arriving.
+	// Default 60s.
 	StartTimeout time.Duration
 	// ShutdownTimeout bounds each phase of shutdown. Default 30s.
 	//
@@ -243,10 +244,11 @@ var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // PluginNames returns the plugins cfg enables, in order: the registered
 // plugins named in ConfPluginsDefaults, then those named in ConfPlugins,
-// then cfg.Plugins. Names are trimmed, empty names dropped, and a name seen
-// before is dropped, keeping the first (the driver logs a plugin of
-// cfg.Plugins dropped so, at Warn). An unknown registered name or an
-// invalid plugin name is an error.
+// then cfg.Plugins. Names listed in Conf are trimmed and empty ones
+// dropped; a name seen before is dropped, keeping the first (the driver
+// logs a plugin of cfg.Plugins dropped so, at Warn). An unknown registered
+// name or an invalid plugin name (a Plugin.Name with spaces, say) is an
+// error.
 func PluginNames(cfg Config) ([]string, error) {
 	ps, _, err := resolvePlugins(cfg)
 	if err != nil {

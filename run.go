@@ -32,7 +32,9 @@ const (
 	// EnvDriver, when set to the driver's host:port, makes Run serve as an
 	// executor of that driver instead of running the driver.
 	EnvDriver = "EMBER_DRIVER"
-	// EnvSecret is the application secret a standalone executor presents.
+	// EnvSecret is the application secret of a standalone driver and its
+	// executors when Config.Secret is empty (surrounding whitespace
+	// trimmed); EMBER_SECRET_FILE is read when it is unset.
 	EnvSecret = "EMBER_SECRET"
 )
 

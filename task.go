@@ -23,10 +23,10 @@ const ConfExecutorSlots = "ember.executor.slots"
 
 // TaskContext describes the attempt a task function is running.
 type TaskContext struct {
-	JobID      string
-	Index      int // the input's index in the job
-	Attempt    int // 0 for the first attempt
-	ExecutorID string
+	JobID      string // the job (one Map call)
+	Index      int    // the input's index in the job
+	Attempt    int    // 0 for the first attempt
+	ExecutorID string // the executor running the attempt
 	// Logger carries the task's attributes.
 	Logger *slog.Logger
 }
@@ -124,7 +124,8 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // then fails with an error naming the task, index, attempts, executor and
 // cause, which wraps a *TaskError (get it with errors.As). Tasks of an
 // executor that dies are rescheduled. Ending ctx cancels the running
-// tasks' contexts and Map returns ctx's error. When the driver shuts down
+// tasks' contexts and Map returns an error matching ctx's (errors.Is).
+// When the driver shuts down
 // (the driver function returned), a running Map fails with
 // CodeUnavailable, wrapping plugin.ErrClosed, and a later one fails so at
 // once. Map may be called concurrently.
@@ -174,6 +175,8 @@ type TaskError struct {
 	Cause      error  // the last attempt's error, a *plugin.Error
 }
 
+// Error says which task and input failed, how many times, where it last
+// ran and why.
 func (e *TaskError) Error() string {
 	return fmt.Sprintf("task %q (input %d) failed %d times; last attempt on executor %s: %v", e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause)
 }

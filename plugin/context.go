@@ -153,9 +153,15 @@ type Resource struct {
 
 // ExecutorInfo describes an executor as the driver sees it.
 type ExecutorInfo struct {
-	ID        string
-	Host      string
-	PID       int
+	// ID is the executor's ID, given by the driver at the handshake ("1",
+	// "2", ...; never reused while the driver runs).
+	ID string
+	// Host and PID are what the executor says of itself, not verified:
+	// its host name (cut if longer than 255 bytes) and process ID.
+	Host string
+	PID  int
+	// Resources are what its discovery commands found, by name
+	// (ExecutorContext.Resources on the executor).
 	Resources map[string]Resource
 	// Added is when the executor became ready.
 	Added time.Time
@@ -163,11 +169,11 @@ type ExecutorInfo struct {
 
 // TaskInfo describes a task to TaskListener hooks.
 type TaskInfo struct {
-	JobID      string
-	TaskName   string
-	Index      int
-	Attempt    int
-	ExecutorID string
+	JobID      string // the job (one Map call) the task belongs to
+	TaskName   string // the task's registered name (ember.NewTask)
+	Index      int    // the input's index in the job
+	Attempt    int    // 0 for the first attempt
+	ExecutorID string // the executor running it
 }
 
 // Conf is a read-only view of string configuration. The zero value is

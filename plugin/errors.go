@@ -120,7 +120,8 @@ func (e *Error) Message() string {
 	return e.msg
 }
 
-// Error returns "<code>: <message>".
+// Error returns "<code>: <message>", or "<code>" alone when the message
+// is empty.
 func (e *Error) Error() string {
 	if e.Message() == "" {
 		return e.Code().String()
