@@ -352,18 +352,8 @@ type recoveringCollector struct {
 var panicDesc = prometheus.NewDesc("ember_plugin_collector_panic", "A plugin's collector panicked.", nil, nil)
 
 func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
-	inner := make(chan prometheus.Metric)
-	go func() {
-		defer close(inner)
-		defer func() {
-			if p := recover(); p != nil {
-				inner <- prometheus.NewInvalidMetric(panicDesc, fmt.Errorf("plugin %q: a metric collector panicked in Collect: %v", c.plugin, p))
-			}
-		}()
-		c.Collector.Collect(inner)
-	}()
-	for m := range inner {
-		ch <- recoveringMetric{Metric: m, plugin: c.plugin}
+	if p := c.collect(func(m prometheus.Metric) { ch <- recoveringMetric{Metric: m, plugin: c.plugin} }); p != nil {
+		ch <- prometheus.NewInvalidMetric(panicDesc, fmt.Errorf("plugin %q: a metric collector panicked in Collect: %v", c.plugin, p))
 	}
 }
 
@@ -371,37 +361,36 @@ func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
 // descriptor, which Register (and Unregister) report: the registry calls
 // Describe on a goroutine of its own too. A prometheus.CollectorFunc
 // describes itself by collecting (DescribeByCollect), on yet another
-// goroutine, out of reach here: it is described through the recovering
-// Collect instead.
+// goroutine, out of reach here: it is described through collect instead.
 func (c *recoveringCollector) Describe(ch chan<- *prometheus.Desc) {
+	var p any
 	if _, ok := c.Collector.(prometheus.CollectorFunc); ok {
-		c.describeByCollect(ch)
-		return
+		p = c.collect(func(m prometheus.Metric) { ch <- m.Desc() })
+	} else {
+		func() {
+			defer func() { p = recover() }()
+			c.Collector.Describe(ch)
+		}()
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, p))
-		}
-	}()
-	c.Collector.Describe(ch)
+	if p != nil {
+		ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, p))
+	}
 }
 
-// describeByCollect is prometheus.DescribeByCollect for c.Collector, with
-// its panic an invalid descriptor.
-func (c *recoveringCollector) describeByCollect(ch chan<- *prometheus.Desc) {
+// collect runs the plugin's Collect on a goroutine of its own, where its
+// panic can be recovered, hands each metric to fn, and returns the value
+// of the panic, if any.
+func (c *recoveringCollector) collect(fn func(prometheus.Metric)) (panicked any) {
 	inner := make(chan prometheus.Metric)
-	var panicked any
 	go func() {
 		defer close(inner)
 		defer func() { panicked = recover() }()
 		c.Collector.Collect(inner)
 	}()
 	for m := range inner {
-		ch <- m.Desc()
+		fn(m)
 	}
-	if panicked != nil {
-		ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, panicked))
-	}
+	return panicked
 }
 
 // recoveringMetric is a plugin's metric whose Write (a GaugeFunc's
