@@ -46,6 +46,15 @@ type Head struct {
 	TimeoutMicros int64
 }
 
+// member is the connection whose items it keeps its place among, in a
+// lane of several workers: its Member for an event, its Conn otherwise.
+func (it *Item) member() *Conn {
+	if it.Event != nil {
+		return it.Member
+	}
+	return it.Conn
+}
+
 // Header returns the item's Head: Frame's when the item still has it.
 func (it *Item) Header() Head {
 	if f := it.Frame; f != nil {
@@ -463,10 +472,7 @@ func (l *Lane) loop() {
 // another executor's message (a long poll) could then wait for ever. It
 // reports whether t may run now. l.mu is held.
 func (l *Lane) admitLocked(t taken) bool {
-	key := t.it.Conn
-	if t.it.Event != nil {
-		key = t.it.Member
-	}
+	key := t.it.member()
 	if key == nil {
 		return true
 	}
@@ -501,10 +507,7 @@ func (l *Lane) doneLocked(t taken) (next taken, ok bool) {
 	if l.flushing.Load() > 0 {
 		l.progressLocked()
 	}
-	key := t.it.Conn
-	if t.it.Event != nil {
-		key = t.it.Member
-	}
+	key := t.it.member()
 	m := l.members[key]
 	if key == nil || m == nil {
 		return taken{}, false
