@@ -77,6 +77,16 @@ func laneStress(t *testing.T, workers, nconns int, middle bool, closeEarly bool)
 	var pollConn = -1
 	var pollRelease chan struct{}
 	var pollsOver bool // under pollMu: the final message ran; polls return at once
+	// endPolls releases the poll waiting, if any, and any to come.
+	endPolls := func() {
+		pollMu.Lock()
+		if pollRelease != nil {
+			close(pollRelease)
+			pollRelease = nil
+		}
+		pollsOver = true
+		pollMu.Unlock()
+	}
 
 	check := func(it *stressItem) {
 		sc := conns[it.conn]
@@ -231,13 +241,7 @@ func laneStress(t *testing.T, workers, nconns int, middle bool, closeEarly bool)
 	if closeEarly {
 		time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
 		closing.Store(true)
-		pollMu.Lock() // no message may come to release a poll
-		if pollRelease != nil {
-			close(pollRelease)
-			pollRelease = nil
-		}
-		pollsOver = true
-		pollMu.Unlock()
+		endPolls() // no message may come to release a poll
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		if err := l.CloseWithin(ctx); err != nil {
 			fail("CloseWithin: %v", err)
@@ -249,15 +253,7 @@ func laneStress(t *testing.T, workers, nconns int, middle bool, closeEarly bool)
 		// Release a poll still waiting, with a last connection's message.
 		z := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
 		l.Push(rpc.Item{Member: z, Event: func() {}})
-		l.Push(rpc.Item{Conn: z, Event: func() {
-			pollMu.Lock()
-			if pollRelease != nil {
-				close(pollRelease)
-				pollRelease = nil
-			}
-			pollsOver = true
-			pollMu.Unlock()
-		}})
+		l.Push(rpc.Item{Conn: z, Event: endPolls})
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		if err := l.Flush(ctx); err != nil {
 			fail("final Flush: %v (Len %d)", err, l.Len())
