@@ -494,14 +494,11 @@ func shellQuote(s string) string {
 }
 
 // dialable is addr, a listening address, as an executor elsewhere would
-// dial it: a wildcard host (":7077", "0.0.0.0:7077", "[::]:7077") is
-// none to dial, so it becomes this host's name.
+// dial it: a wildcard host is none to dial, so it becomes this host's
+// name.
 func dialable(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+	port, _, ok := wildcard(addr)
+	if !ok {
 		return addr
 	}
 	name, err := os.Hostname()
@@ -511,26 +508,38 @@ func dialable(addr string) string {
 	return net.JoinHostPort(name, port)
 }
 
+// local is addr, a listening address, as this host dials it: a wildcard
+// host becomes loopback.
+func local(addr string) string {
+	port, v4, ok := wildcard(addr)
+	switch {
+	case !ok:
+		return addr
+	case v4:
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return net.JoinHostPort("::1", port)
+}
+
+// wildcard reports whether listening address addr has a wildcard host
+// (":7077", "0.0.0.0:7077", "[::]:7077"), with its port, and whether the
+// host is IPv4's (or none).
+func wildcard(addr string) (port string, v4, ok bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", false, false
+	}
+	if host == "" {
+		return port, true, true
+	}
+	ip := net.ParseIP(host)
+	return port, ip.To4() != nil, ip != nil && ip.IsUnspecified()
+}
+
 // loopback reports whether addr, a listening address, takes connections
 // from this host only.
 func loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	ip := net.ParseIP(host)
 	return err == nil && (host == "localhost" || (ip != nil && ip.IsLoopback()))
-}
-
-// local is addr, a listening address, as this host dials it: a wildcard
-// host ("0.0.0.0", "[::]") is none to dial, so it becomes loopback.
-func local(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	switch ip := net.ParseIP(host); {
-	case ip == nil || !ip.IsUnspecified():
-		return addr
-	case ip.To4() != nil:
-		return net.JoinHostPort("127.0.0.1", port)
-	}
-	return net.JoinHostPort("::1", port)
 }

@@ -84,57 +84,37 @@ func TestClientTLSHalfAKeyPair(t *testing.T) {
 	}
 }
 
-// The start hint's address is one an executor could dial: a wildcard
-// listening address gave "EMBER_DRIVER=[::]:7083".
-func TestDialable(t *testing.T) {
+// What the driver makes of a listening address: the start hint gives one
+// an executor could dial (a wildcard gave "EMBER_DRIVER=[::]:7083"),
+// MetricsURL one this host can open (it gave "http://[::]:9185/metrics"),
+// and /metrics beyond loopback is warned of (it has no authentication).
+func TestListeningAddresses(t *testing.T) {
 	host, err := os.Hostname()
 	if err != nil {
 		t.Skip(err)
 	}
-	tests := []struct{ in, want string }{
-		{"127.0.0.1:7077", "127.0.0.1:7077"},
-		{"10.0.0.5:7077", "10.0.0.5:7077"},
-		{"driver.example:7077", "driver.example:7077"},
-		{"[::1]:7077", "[::1]:7077"},
-		{"[::]:7083", net.JoinHostPort(host, "7083")},
-		{"0.0.0.0:7083", net.JoinHostPort(host, "7083")},
-		{":7083", net.JoinHostPort(host, "7083")},
-	}
-	for _, tt := range tests {
-		if got := dialable(tt.in); got != tt.want {
-			t.Errorf("dialable(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
-// MetricsURL is one this host can open: a wildcard MetricsAddr gave
-// "http://[::]:9185/metrics".
-func TestLocal(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"127.0.0.1:9185", "127.0.0.1:9185"},
-		{"10.0.0.5:9185", "10.0.0.5:9185"},
-		{"0.0.0.0:9185", "127.0.0.1:9185"},
-		{"[::]:9185", "[::1]:9185"},
-	}
-	for _, tt := range tests {
-		if got := local(tt.in); got != tt.want {
-			t.Errorf("local(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
-// /metrics beyond loopback is warned of: it has no authentication.
-func TestLoopback(t *testing.T) {
 	tests := []struct {
-		in   string
-		want bool
+		addr, dialable, local string
+		loopback              bool
 	}{
-		{"127.0.0.1:9185", true}, {"[::1]:9185", true}, {"localhost:9185", true},
-		{"0.0.0.0:9185", false}, {"[::]:9185", false}, {"10.0.0.5:9185", false}, {"metrics.example:9185", false},
+		{"127.0.0.1:7077", "127.0.0.1:7077", "127.0.0.1:7077", true},
+		{"[::1]:7077", "[::1]:7077", "[::1]:7077", true},
+		{"localhost:7077", "localhost:7077", "localhost:7077", true},
+		{"10.0.0.5:7077", "10.0.0.5:7077", "10.0.0.5:7077", false},
+		{"driver.example:7077", "driver.example:7077", "driver.example:7077", false},
+		{"0.0.0.0:7083", net.JoinHostPort(host, "7083"), "127.0.0.1:7083", false},
+		{"[::]:7083", net.JoinHostPort(host, "7083"), "[::1]:7083", false},
+		{":7083", net.JoinHostPort(host, "7083"), "127.0.0.1:7083", false},
 	}
 	for _, tt := range tests {
-		if got := loopback(tt.in); got != tt.want {
-			t.Errorf("loopback(%q) = %v, want %v", tt.in, got, tt.want)
+		if got := dialable(tt.addr); got != tt.dialable {
+			t.Errorf("dialable(%q) = %q, want %q", tt.addr, got, tt.dialable)
+		}
+		if got := local(tt.addr); got != tt.local {
+			t.Errorf("local(%q) = %q, want %q", tt.addr, got, tt.local)
+		}
+		if got := loopback(tt.addr); got != tt.loopback {
+			t.Errorf("loopback(%q) = %v, want %v", tt.addr, got, tt.loopback)
 		}
 	}
 }
