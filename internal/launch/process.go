@@ -112,7 +112,7 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			}
 			w.Close()
 			if err != nil {
-				err = &ExitError{ID: i, PID: cmd.Process.Pid, Err: err}
+				err = &ExitError{PID: cmd.Process.Pid, Err: err}
 			}
 			exited(i, err)
 		}()
@@ -124,13 +124,13 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 // cleanly: a status other than 0 (a panic, the race detector's 66), or a
 // signal.
 type ExitError struct {
-	ID, PID int
-	Err     error // exec.Cmd.Wait's
+	PID int
+	Err error // exec.Cmd.Wait's
 }
 
 // Error names the process by its pid, which the driver's logs give with
-// the executor ID: ID is the launch order, which the executor IDs (given
-// at the handshake) need not follow.
+// the executor ID (the launch order, which executor IDs need not follow,
+// would mislead).
 func (e *ExitError) Error() string {
 	return fmt.Sprintf("executor process (pid %d): %v", e.PID, e.Err)
 }
