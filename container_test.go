@@ -22,6 +22,7 @@ import (
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/plugin"
 	"go.uber.org/goleak"
@@ -226,9 +227,12 @@ func TestPluginLogsNameThePluginOnce(t *testing.T) {
 	}
 }
 
-// Driver.WaitExecutors returns once n executors are ready, fails as soon
-// as an executor is refused at the handshake after the call began, and
-// otherwise returns when ctx ends, with its error.
+// Driver.WaitExecutors returns once n executors are ready, and otherwise
+// when ctx ends, with its error. An executor of a standalone driver
+// refused for a handshake mismatch (a host still running the previous
+// build) fails neither the wait nor start-up: the driver goes on waiting
+// for others, and a wait that ends names the refusal. (A local master's
+// mismatch fails start-up: TestHandshakeMismatchNamesThePlugins.)
 func TestWaitExecutors(t *testing.T) {
 	t.Run("ready", func(t *testing.T) {
 		c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
@@ -241,49 +245,70 @@ func TestWaitExecutors(t *testing.T) {
 			t.Errorf("WaitExecutors(3) with 2 ready: got %v, want the ctx's deadline", err)
 		}
 	})
-	t.Run("refused executor", func(t *testing.T) {
-		const secret = "wait secret"
-		d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}})
-		waited := make(chan error, 1)
-		go func() { waited <- d.WaitExecutors(testCtx(t), 1) }()
-		// An executor without the plugin is refused. WaitExecutors counts
-		// the refusals from when it began, so one is sent until it has
-		// seen one.
-		for range 100 {
-			if err := joinErr(t, d.Addr(), secret); plugin.CodeOf(err) != plugin.CodeInvalidArgument {
-				t.Fatalf("executor without the plugin: got %v, want refused with InvalidArgument", err)
-			}
-			select {
-			case err := <-waited:
-				if err == nil || !strings.Contains(err.Error(), `missing on the executor: ["wanted"]`) {
-					t.Errorf("WaitExecutors after a refused executor: got %v, want the handshake mismatch", err)
-				}
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
+	const secret = "wait secret"
+	mismatched := func(t *testing.T, addr string) {
+		t.Helper()
+		if err := joinErr(t, addr, secret); plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), `missing on the executor: ["wanted"]`) {
+			t.Fatalf("executor without the plugin: got %v, want refused with InvalidArgument naming the plugin", err)
 		}
-		t.Fatal("WaitExecutors still waiting after 100 refused executors")
+	}
+	t.Run("refused executor", func(t *testing.T) {
+		d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}})
+		// A wait counts the refusals after it began, which the goroutine
+		// may not have by the time the executor is refused: it is tried
+		// again until it has.
+		embertest.WaitFor(t, "a wait ended by its ctx naming the refusal", func() bool {
+			ctx, cancel := context.WithCancel(testCtx(t))
+			defer cancel()
+			waited := make(chan error, 1)
+			go func() { waited <- d.WaitExecutors(ctx, 1) }()
+			mismatched(t, d.Addr()) // counted before the executor reads the refusal
+			cancel()
+			err := <-waited
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("WaitExecutors with a refused executor: got %v, want it to wait until its ctx ends", err)
+			}
+			return strings.Contains(err.Error(), "1 refused at the handshake meanwhile") &&
+				strings.Contains(err.Error(), `handshake mismatch: plugins differ: missing on the executor: ["wanted"]`)
+		})
 	})
-	// Refusing an executor during start-up fails it, and stops the
-	// driver: the executor is told why all the same.
 	t.Run("refused during start-up", func(t *testing.T) {
-		const secret = "wait secret"
 		addr := freeAddr(t)
+		ran := make(chan struct{})
 		runErr := make(chan error, 1)
 		go func() {
 			runErr <- ember.Run(testCtx(t), ember.Config{Master: "standalone", ListenAddr: addr, MinExecutors: 1,
 				Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}, Logger: quiet},
 				func(context.Context, *ember.Driver) error {
-					t.Error("driver function ran with a refused executor")
+					close(ran)
 					return nil
 				})
 		}()
 		// The executor's dial waits for the driver to listen.
-		if err := joinErr(t, addr, secret); plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), `missing on the executor: ["wanted"]`) {
-			t.Errorf("executor refused during start-up: got %v, want InvalidArgument naming the plugin", err)
+		mismatched(t, addr)
+		select {
+		case err := <-runErr:
+			t.Fatalf("Run ended after a refused executor: %v", err)
+		default:
 		}
-		if err := <-runErr; err == nil || !strings.Contains(err.Error(), "handshake mismatch") {
-			t.Errorf("Run: got %v, want the handshake mismatch", err)
+		// One with the plugin is welcome, and the application starts.
+		ctx, cancel := context.WithCancel(testCtx(t))
+		defer cancel()
+		execErr := make(chan error, 1)
+		go func() {
+			execErr <- executor.Run(ctx, executor.Config{DriverAddr: addr, Secret: secret, Logger: quiet, BuildID: "test",
+				Tasks: ember.Tasks(), Plugins: []plugin.Plugin{named("wanted")}})
+		}()
+		select {
+		case <-ran:
+		case err := <-runErr:
+			t.Fatalf("Run ended before its function ran: %v", err)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := <-execErr; err != nil {
+			t.Errorf("the executor released by the driver: got %v, want nil", err)
 		}
 	})
 }

@@ -711,7 +711,9 @@ func TestStartTimeoutCountsRefusedExecutors(t *testing.T) {
 		return plugin.CodeOf(err) == plugin.CodeUnauthenticated
 	})
 	err := <-errc
-	if err == nil || !strings.Contains(err.Error(), "refused at the handshake meanwhile") {
-		t.Errorf("Run: got %v, want the start-up timeout to count the refused executor", err)
+	for _, want := range []string{"refused at the handshake meanwhile", "the latest: executor at", "refused: authentication failed (wrong proof)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want the start-up timeout to count the refused executor and say %q", err, want)
+		}
 	}
 }

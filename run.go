@@ -61,11 +61,14 @@ func (d *Driver) Addr() string { return d.d.Addr() }
 func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
 
 // WaitExecutors waits until n executors are ready. It fails early if an
-// executor is refused for a handshake mismatch (build, plugins, message
-// types or tasks) or fails to initialise its plugins while it waits, and
-// when ctx ends. Executors refused for authentication or
-// Config.MaxExecutors are logged and counted, not reported here: anyone
-// can connect, and must not be able to fail the application.
+// executor fails to initialise its plugins while it waits, or, with a
+// local master, is refused for a handshake mismatch (build, plugins,
+// message types or tasks: a bug, since its executors run the driver's own
+// binary), and when ctx ends, saying how many executors were refused
+// meanwhile and why the latest was. Executors refused for authentication,
+// Config.MaxExecutors or, on a standalone driver, a mismatch are logged
+// and counted, not failed on: anyone can connect, and a host still
+// running the previous build must not be able to fail the application.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	return d.d.WaitExecutors(ctx, n)
 }

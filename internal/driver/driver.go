@@ -101,10 +101,12 @@ type Driver struct {
 	failures     []error
 	failuresSeen int
 	// refusals counts the executors refused at the handshake that do not
-	// fail start-up (a wrong secret, too many executors), for
+	// fail start-up (a wrong secret, too many executors, a mismatch on a
+	// standalone driver), and lastRefusal says why the latest was, for
 	// WaitExecutors' timeout error.
-	refusals int
-	stopping bool
+	refusals    int
+	lastRefusal error
+	stopping    bool
 	// departed are the timers that delete the final series of executors
 	// that left on their own (departedSeriesKept), by executor ID; Close
 	// stops them.
@@ -501,25 +503,23 @@ func compareIDs(a, b string) int {
 }
 
 // WaitExecutors waits until n executors are ready. It fails as soon as an
-// executor is refused at the handshake or fails to initialise after the
-// call began, and when ctx ends.
+// executor fails start-up (fails to initialise, or is refused for a
+// mismatch on a local master) after the call began, and when ctx ends;
+// that error counts the other refusals since the call began.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	d.mu.Lock()
-	since := d.failuresSeen
+	since, refusedBefore := d.failuresSeen, d.refusals
 	d.mu.Unlock()
-	return d.waitExecutors(ctx, n, since)
+	return d.waitExecutors(ctx, n, since, refusedBefore)
 }
 
-// WaitStart is WaitExecutors for start-up: it also fails for executors
-// refused or failed before the call.
+// WaitStart is WaitExecutors for start-up: it also counts the failures
+// and refusals before the call.
 func (d *Driver) WaitStart(ctx context.Context, n int) error {
-	return d.waitExecutors(ctx, n, 0)
+	return d.waitExecutors(ctx, n, 0, 0)
 }
 
-func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
-	d.mu.Lock()
-	refusedBefore := d.refusals
-	d.mu.Unlock()
+func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int) error {
 	for {
 		d.mu.Lock()
 		ready, _ := d.readyLocked()
@@ -537,14 +537,14 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since int) error {
 		case <-ctx.Done():
 			d.mu.Lock()
 			ready, starting := d.readyLocked()
-			refused := d.refusals - refusedBefore
+			refused, latest := d.refusals-refusedBefore, d.lastRefusal
 			d.mu.Unlock()
 			state := fmt.Sprintf("%d ready", ready)
 			if len(starting) > 0 {
 				state += "; connected, still initialising their plugins: " + strings.Join(starting, ", ")
 			}
 			if refused > 0 {
-				state += fmt.Sprintf("; %d refused at the handshake meanwhile, see the driver's log", refused)
+				state += fmt.Sprintf("; %d refused at the handshake meanwhile, see the driver's log; the latest: %v", refused, latest)
 			}
 			return fmt.Errorf("waiting for %d executors (%s): %w", n, state, ctx.Err())
 		}
@@ -602,6 +602,13 @@ func (d *Driver) fail(err error) {
 	d.failures = append(d.failures, err)
 	d.failuresSeen++
 	d.notifyLocked()
+}
+
+// refusedLocked counts an executor refused at the handshake without
+// failing start-up, why being the reason. d.mu is held.
+func (d *Driver) refusedLocked(why error) {
+	d.refusals++
+	d.lastRefusal = why
 }
 
 // maxFailuresKept bounds the executor failures a driver keeps for
@@ -663,7 +670,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		d.builtin.AuthFailures.WithLabelValues(reason).Inc()
 		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
 		d.mu.Lock()
-		d.refusals++
+		d.refusedLocked(fmt.Errorf("executor at %s (host %s, pid %d) refused: authentication failed (%s)", peerAddr, hello.Hostname, hello.Pid, reason))
 		d.mu.Unlock()
 		err := refuse(plugin.CodeUnauthenticated, "authentication failed",
 			"authentication failed: the executor does not know the application secret (check EMBER_SECRET or EMBER_SECRET_FILE)")
@@ -685,12 +692,25 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 			d.refused[int(hello.Pid)] = failure
 			d.mu.Unlock()
 		}
+		if !d.cfg.NoReplacements {
+			// A standalone driver's executors are started by others, some
+			// perhaps still from the previous build: one of them must not
+			// stop the application (nor a peer without the secret, under
+			// InsecureNoAuth). It is refused, logged and counted.
+			d.mu.Lock()
+			d.refusedLocked(failure)
+			d.mu.Unlock()
+		}
 		err := refuse(plugin.CodeInvalidArgument, "handshake mismatch", "handshake mismatch: "+msg)
 		// Failing start-up stops the server, which drops what it has not
 		// sent yet: the executor would see its stream cut instead of the
 		// reason. So it is failed once the executor has read the refusal.
 		d.hangUp(stream, peerAddr)
-		d.fail(failure)
+		if d.cfg.NoReplacements {
+			// A local master's executors are its own binary: a mismatch
+			// is a bug of the application, to fail start-up with.
+			d.fail(failure)
+		}
 		return err
 	}
 
@@ -700,7 +720,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		return refuse(plugin.CodeUnavailable, "shutting down", "the driver is shutting down")
 	}
 	if n := len(d.execs); d.cfg.MaxExecutors > 0 && n >= d.cfg.MaxExecutors {
-		d.refusals++
+		d.refusedLocked(fmt.Errorf("executor at %s (host %s, pid %d) refused: the driver already has %d executors (MaxExecutors)", peerAddr, hello.Hostname, hello.Pid, n))
 		d.mu.Unlock()
 		d.builtin.LimitHits.WithLabelValues("driver", "max_executors").Inc()
 		d.log.Warn("refused executor: too many executors", "peer", peerAddr, "max", d.cfg.MaxExecutors)
