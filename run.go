@@ -390,13 +390,13 @@ func connOptions(cfg Config) rpc.Options {
 }
 
 func executorConfig(cfg Config, plugins []plugin.Plugin, addr, secret string) (executor.Config, error) {
-	dial, err := clientTLS(cfg.TLS, addr)
+	creds, err := clientTLS(cfg.TLS, addr)
 	if err != nil {
 		return executor.Config{}, err
 	}
 	return executor.Config{
 		Secret:           secret,
-		DialOptions:      dial,
+		Creds:            creds,
 		DriverAddr:       addr,
 		Plugins:          plugins,
 		Logger:           cfg.Logger,

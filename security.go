@@ -161,9 +161,9 @@ func serverTLS(c *TLSConfig) ([]grpc.ServerOption, error) {
 	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
 }
 
-// clientTLS returns the gRPC dial option for an executor, from c and the
+// clientTLS returns the transport credentials of an executor, from c and the
 // EMBER_TLS_* overrides; nil when TLS is off.
-func clientTLS(c *TLSConfig, driverAddr string) ([]grpc.DialOption, error) {
+func clientTLS(c *TLSConfig, driverAddr string) (credentials.TransportCredentials, error) {
 	var eff TLSConfig
 	if c != nil {
 		eff = *c
@@ -206,7 +206,7 @@ func clientTLS(c *TLSConfig, driverAddr string) ([]grpc.DialOption, error) {
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
-	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}, nil
+	return credentials.NewTLS(tc), nil
 }
 
 // unexpired fails for a certificate past its NotAfter at now: every

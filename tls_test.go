@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -167,5 +170,51 @@ func TestExpiredCertificateFailsAtStart(t *testing.T) {
 		func(context.Context, *ember.Driver) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "TLS: driver certificate: expired on") {
 		t.Errorf("Run with an expired driver certificate: got %v, want it refused at start, saying so", err)
+	}
+}
+
+// An executor whose TLS handshake with the driver fails says why in its
+// first warning, while gRPC goes on retrying: it used to name TLS among
+// possible causes and give the error only when ConnectTimeout (a minute)
+// had run out.
+func TestTLSHandshakeFailureWarnedAtOnce(t *testing.T) {
+	dir := testPKI(t)
+	file := func(name string) string { return filepath.Join(dir, name) }
+	trusting := x509.NewCertPool()
+	pem, err := os.ReadFile(file("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusting.AppendCertsFromPEM(pem)
+	tests := []struct {
+		name      string
+		driverTLS *ember.TLSConfig
+		roots     *x509.CertPool
+		want      string
+	}{
+		{"plaintext driver", nil, trusting, "first record does not look like a TLS handshake"},
+		{"untrusted driver certificate", &ember.TLSConfig{DriverCertFile: file("driver.pem"), DriverKeyFile: file("driver-key.pem")},
+			x509.NewCertPool(), "certificate signed by unknown authority"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := standalone(t, ember.Config{Secret: "tls secret", BuildID: "test", TLS: tt.driverTLS})
+			var logs logtest.Buffer
+			ctx, cancel := context.WithCancel(testCtx(t))
+			done := make(chan error, 1)
+			go func() {
+				done <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Secret: "tls secret", BuildID: "test",
+					Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: time.Minute,
+					Creds: credentials.NewTLS(&tls.Config{RootCAs: tt.roots, ServerName: "127.0.0.1"})})
+			}()
+			embertest.WaitFor(t, "the warning", func() bool { return strings.Contains(logs.String(), "cannot connect to the driver yet") })
+			cancel()
+			if err := <-done; err == nil {
+				t.Error("executor joined a driver it cannot have a TLS handshake with")
+			}
+			if line := logs.String(); !strings.Contains(line, "the TLS handshake failed") || !strings.Contains(line, tt.want) {
+				t.Errorf("warning: got %q, want it to say the TLS handshake failed: %s", line, tt.want)
+			}
+		})
 	}
 }

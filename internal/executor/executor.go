@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emberhq/ember/internal/auth"
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 )
@@ -48,6 +51,8 @@ type Config struct {
 	// ShutdownTimeout is what the driver waits for this executor to stop;
 	// the whole stop fits in it (see Executor.shutdown).
 	ShutdownTimeout time.Duration
+	// Creds secure the connection to the driver (TLS); nil: plaintext.
+	Creds credentials.TransportCredentials
 	// DialOptions are added to the gRPC client's (tests use them).
 	DialOptions []grpc.DialOption
 	// OnWelcome, if set, is called with the executor ID once the driver has
@@ -131,8 +136,13 @@ func Run(ctx context.Context, cfg Config) error {
 	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelFunc{}}
 	x.hostname, _ = os.Hostname()
 
+	creds := cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	handshakes := &handshakeErrors{TransportCredentials: creds, last: new(atomic.Pointer[error])}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(handshakes),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes+rpc.BatchOverhead),
 			// Protobuf, with received frames taken from a pool.
@@ -155,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 	untie := context.AfterFunc(ctx, cancel)
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
-	unreachable := x.warnUnreachable(streamCtx, cc)
+	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
 	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
 	unreachable()
 	if err != nil {
@@ -532,15 +542,20 @@ func (x *Executor) drain(timeout time.Duration) {
 // warnUnreachable logs once, at Warn, if the connection to the driver
 // fails before it is first up: gRPC retries until ConnectTimeout (a
 // minute by default), so a wrong address or a driver not started would
-// otherwise be a silent wait. The returned func stops the watch and waits
-// for it to end.
-func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn) (stop func()) {
+// otherwise be a silent wait. It names the failed TLS handshake, if that
+// is what failed (handshakeErr). The returned func stops the watch and
+// waits for it to end.
+func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, handshakeErr func() error) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
 			if s == connectivity.TransientFailure {
+				if err := handshakeErr(); err != nil {
+					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
+					return
+				}
 				x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				return
 			}
@@ -778,4 +793,32 @@ func pluginNames(ps []plugin.Plugin) []string {
 		names[i] = p.Name()
 	}
 	return names
+}
+
+// handshakeErrors are transport credentials that keep the latest error of
+// their client handshake: gRPC retries a failed one without a word until
+// ConnectTimeout, and warnUnreachable names it meanwhile.
+type handshakeErrors struct {
+	credentials.TransportCredentials
+	last *atomic.Pointer[error] // shared with clones
+}
+
+func (h *handshakeErrors) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	if err != nil {
+		h.last.Store(&err)
+	}
+	return conn, info, err
+}
+
+func (h *handshakeErrors) Clone() credentials.TransportCredentials {
+	return &handshakeErrors{TransportCredentials: h.TransportCredentials.Clone(), last: h.last}
+}
+
+// err returns the latest handshake error, or nil.
+func (h *handshakeErrors) err() error {
+	if p := h.last.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
