@@ -1041,3 +1041,27 @@ func TestLocalStartFailureDoesNotWaitForUnconnectedExecutors(t *testing.T) {
 		t.Errorf("a start-up failure took %v to return (ShutdownTimeout 1m): %v", took, err)
 	}
 }
+
+// Each call of ExecutorContext.Resources gives its caller a copy: one
+// plugin's edit of its copy must not change what the executor's other
+// plugins, or the driver, see.
+func TestExecutorContextResourcesAreCopies(t *testing.T) {
+	var got []string
+	edit := fakePlugin{name: "edit", newExecutor: func() plugin.ExecutorPlugin {
+		return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+			pc.Resources()["gpu"].Addresses[0] = "changed"
+			got = pc.Resources()["gpu"].Addresses
+			return nil
+		}}
+	}}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{edit}, Conf: map[string]string{
+		ember.ConfResourceDiscoveryScript("gpu"): `echo {"name":"gpu","addresses":["0","1"]}`,
+	}})
+	want := []string{"0", "1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ExecutorContext.Resources after a plugin edited its copy: got %v, want %v", got, want)
+	}
+	if d := c.Driver.Executors()[0].Resources["gpu"].Addresses; !slices.Equal(d, want) {
+		t.Errorf("driver's ExecutorInfo.Resources after an executor plugin edited its copy: got %v, want %v", d, want)
+	}
+}

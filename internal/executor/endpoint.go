@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
+	"slices"
 	"sync/atomic"
 
 	"github.com/emberhq/ember/internal/rpc"
@@ -57,7 +57,16 @@ func (e *endpoint) Logger() *slog.Logger           { return e.log }
 func (e *endpoint) Hostname() string               { return e.x.hostname }
 func (e *endpoint) ExecutorID() string             { return e.x.id }
 
-func (e *endpoint) Resources() map[string]plugin.Resource { return maps.Clone(e.x.resources) }
+// Resources returns a copy that shares nothing with the executor's own:
+// each caller may change its copy without changing what other plugins,
+// and the driver (READY is built from them after Init), see.
+func (e *endpoint) Resources() map[string]plugin.Resource {
+	res := make(map[string]plugin.Resource, len(e.x.resources))
+	for name, r := range e.x.resources {
+		res[name] = plugin.Resource{Name: r.Name, Addresses: slices.Clone(r.Addresses)}
+	}
+	return res
+}
 
 // encode encodes msg for this plugin, counting oversized messages.
 func (e *endpoint) encode(msg any) (*wire.Frame, error) {
