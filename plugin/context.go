@@ -141,7 +141,9 @@ func replyAs[R any](v any, err error) (R, error) {
 		p.Elem().Set(reflect.ValueOf(v))
 		return p.Interface().(R), nil
 	}
-	return zero, Errorf(CodeInvalidArgument, "reply is %T, want %T", v, zero)
+	// The wanted type from reflect, not %T of zero: for an interface R
+	// (Ask[fmt.Stringer]) that printed "<nil>".
+	return zero, Errorf(CodeInvalidArgument, "reply is %T, want %v", v, reflect.TypeFor[R]())
 }
 
 // Resource is a named executor resource and its addresses, as printed by a

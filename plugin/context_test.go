@@ -340,3 +340,35 @@ func TestSenderID(t *testing.T) {
 		t.Errorf("SenderID(WithSender 3) = %q, %v; want \"3\", true", id, ok)
 	}
 }
+
+type askerFunc func(ctx context.Context, msg any) (any, error)
+
+func (f askerFunc) Ask(ctx context.Context, msg any) (any, error) { return f(ctx, msg) }
+
+type wrongReply struct{ V int }
+
+// A reply of the wrong type names the type Ask wanted, also when that is
+// an interface type (whose zero value has no dynamic type to print).
+func TestAskWrongReplyNamesWantedType(t *testing.T) {
+	a := askerFunc(func(context.Context, any) (any, error) { return wrongReply{1}, nil })
+	tests := []struct {
+		name string
+		ask  func() error
+		want string
+	}{
+		{"struct", func() error { _, err := plugin.Ask[Chunk](context.Background(), a, Chunk{}); return err },
+			"invalid_argument: reply is plugin_test.wrongReply, want plugin_test.Chunk"},
+		{"interface", func() error { _, err := plugin.Ask[fmt.Stringer](context.Background(), a, Chunk{}); return err },
+			"invalid_argument: reply is plugin_test.wrongReply, want fmt.Stringer"},
+		{"pointer", func() error { _, err := plugin.Ask[*Chunk](context.Background(), a, Chunk{}); return err },
+			"invalid_argument: reply is plugin_test.wrongReply, want *plugin_test.Chunk"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.ask()
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("got %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
