@@ -5,13 +5,13 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/pluginname"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -240,8 +240,6 @@ func checkConf(m map[string]string) error {
 	return plugin.NewError(plugin.CodeInvalidArgument, strings.Join(msgs, "; "))
 }
 
-var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-
 // PluginNames returns the plugins cfg enables, in order: the registered
 // plugins named in ConfPluginsDefaults, then those named in ConfPlugins,
 // then cfg.Plugins. Names listed in Conf are trimmed and empty ones
@@ -287,8 +285,8 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 		if err != nil {
 			return err
 		}
-		if !pluginName.MatchString(name) {
-			return fmt.Errorf("plugin name %q: want lowercase letters, digits, '.', '_' or '-'", name)
+		if !pluginname.Valid(name) {
+			return fmt.Errorf("plugin name %q: want %s", name, pluginname.Rule)
 		}
 		if seen[name] {
 			if t, ok := registered[name]; explicit && (!ok || t != reflect.TypeOf(p)) {
@@ -366,7 +364,10 @@ func (cfg *Config) setDefaults() {
 }
 
 // String describes cfg with its secret and secret conf values redacted, so
-// that printing a Config never leaks them.
+// that printing a Config (or a pointer to one) never leaks them. fmt
+// cannot call String on a Config held in an unexported field of another
+// struct, and prints such a one field by field, Secret included: keep a
+// *Config there.
 func (cfg Config) String() string {
 	return fmt.Sprintf("ember.Config{AppName:%q Master:%q Plugins:%d Conf:%v ListenAddr:%q Secret:%s TLS:%v}",
 		cfg.AppName, cfg.Master, len(cfg.Plugins), plugin.NewConf(cfg.Conf), cfg.ListenAddr, redactedIfSet(cfg.Secret), cfg.TLS != nil)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/emberhq/ember/internal/pluginname"
 )
 
 var (
@@ -13,9 +15,10 @@ var (
 
 // Register makes p available by name, for applications that enable plugins
 // through configuration ("ember.plugins", Spark: spark.plugins). Call it
-// from an init function. It panics if p is nil, its name is empty or
-// already registered, as database/sql.Register does. It is safe for
-// concurrent use.
+// from an init function. It panics if p is nil, its name is empty, not
+// one ember.Run accepts (lowercase letters, digits, '.', '_' or '-',
+// starting with a letter or digit) or already registered, as
+// database/sql.Register does. It is safe for concurrent use.
 func Register(p Plugin) {
 	if p == nil {
 		panic("plugin.Register: nil plugin")
@@ -23,6 +26,9 @@ func Register(p Plugin) {
 	name := p.Name()
 	if name == "" {
 		panic("plugin.Register: empty plugin name")
+	}
+	if !pluginname.Valid(name) {
+		panic(fmt.Sprintf("plugin.Register: invalid plugin name %q: want %s", name, pluginname.Rule))
 	}
 	registryMu.Lock()
 	defer registryMu.Unlock()

@@ -58,6 +58,12 @@ func TestRegisterPanics(t *testing.T) {
 		{"empty name", &namedPlugin{name: ""}, "empty plugin name"},
 		{"duplicate", &namedPlugin{name: dupName}, twice},
 		{"same value again", dup, twice},
+		// Names ember.Run refuses: registered, they could never be
+		// enabled, and the mistake surfaced only when a program named
+		// the plugin in its configuration.
+		{"upper case", &namedPlugin{name: "Metrics"}, `invalid plugin name "Metrics"`},
+		{"space", &namedPlugin{name: "rpc demo"}, `invalid plugin name "rpc demo"`},
+		{"leading dot", &namedPlugin{name: ".x"}, `invalid plugin name ".x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
