@@ -54,7 +54,10 @@ func (d *Driver) MetricsURL() string { return d.metricsURL }
 // AppID returns the application ID.
 func (d *Driver) AppID() string { return d.d.AppID() }
 
-// Addr returns the address executors connect to.
+// Addr returns the address the driver listens on, as its listener reports
+// it. With a wildcard Config.ListenAddr (":7077") its host is a wildcard
+// too ("[::]:7077"), which executors on other hosts cannot dial: give them
+// an address of this host that they can reach.
 func (d *Driver) Addr() string { return d.d.Addr() }
 
 // Executors lists the ready executors ordered by ID.
