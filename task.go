@@ -27,7 +27,8 @@ type TaskContext struct {
 	Index      int    // the input's index in the job
 	Attempt    int    // 0 for the first attempt
 	ExecutorID string // the executor running the attempt
-	// Logger carries the task's attributes.
+	// Logger carries the attempt's attributes: executor, task, job, index
+	// and attempt.
 	Logger *slog.Logger
 }
 
@@ -112,7 +113,7 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 			Index:      t.Index,
 			Attempt:    t.Attempt,
 			ExecutorID: t.ExecutorID,
-			Logger:     log.With("task", t.TaskName, "job", t.JobID, "index", t.Index, "attempt", t.Attempt),
+			Logger:     log.With("executor", t.ExecutorID, "task", t.TaskName, "job", t.JobID, "index", t.Index, "attempt", t.Attempt),
 		}
 		return e.run(ctx, tc, in)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc"
@@ -43,7 +45,34 @@ var (
 		return 0, ctx.Err()
 	})
 	waitStarted, waitCanceled = make(chan string, 100), make(chan string, 100)
+	logs                      = ember.NewTask("test.logs", func(_ context.Context, tc ember.TaskContext, _ int) (int, error) {
+		tc.Logger.Info("task says hello")
+		return 0, nil
+	})
 )
+
+// TaskContext.Logger names the attempt, executor included: with local[N]
+// the executors share the application's logger, and task lines could not
+// be told apart.
+func TestTaskLoggerNamesTheAttempt(t *testing.T) {
+	var buf logtest.Buffer
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if _, err := ember.Map(testCtx(t), c.Driver, logs, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if !strings.Contains(line, "task says hello") {
+			continue
+		}
+		for _, want := range []string{"executor=1", "task=test.logs", "job=", "index=0", "attempt=0"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("task's log line %q: want %s", line, want)
+			}
+		}
+		return
+	}
+	t.Errorf("no line of the task's in the log:\n%s", buf.String())
+}
 
 func TestMapResultsInOrder(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
