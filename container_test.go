@@ -313,6 +313,23 @@ func TestWaitExecutors(t *testing.T) {
 	})
 }
 
+// A WaitExecutors that the driver's shutdown finds waiting, or that
+// begins after it, fails with ErrClosed, as a Map does: it used to wait
+// for its ctx, which a driver function's goroutine may never end.
+func TestWaitExecutorsEndsAtShutdown(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet})
+	waited := make(chan error, 1)
+	go func() { waited <- c.Driver.WaitExecutors(testCtx(t), 2) }()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range []error{<-waited, c.Driver.WaitExecutors(testCtx(t), 1)} {
+		if !errors.Is(err, plugin.ErrClosed) || plugin.CodeOf(err) != plugin.CodeUnavailable {
+			t.Errorf("WaitExecutors %d, at shutdown: got %v, want Unavailable wrapping ErrClosed", i, err)
+		}
+	}
+}
+
 // A plugin made of the embeddable bases alone: its executor side starts,
 // and its driver side answers an ask with CodeUnimplemented.
 func TestBasePlugins(t *testing.T) {

@@ -63,8 +63,10 @@ func (d *Driver) Addr() string { return d.d.Addr() }
 // Executors lists the ready executors ordered by ID.
 func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
 
-// WaitExecutors waits until n executors are ready. It fails early if an
-// executor fails to initialise its plugins while it waits, or, with a
+// WaitExecutors waits until n executors are ready. It fails with
+// CodeUnavailable, wrapping plugin.ErrClosed, once the driver is shutting
+// down (its function has returned), and early if an executor fails to
+// initialise its plugins while it waits, or, with a
 // local master, is refused for a handshake mismatch (build, plugins,
 // message types or tasks: a bug, since its executors run the driver's own
 // binary), and when ctx ends, saying how many executors were refused

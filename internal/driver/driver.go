@@ -504,8 +504,9 @@ func compareIDs(a, b string) int {
 
 // WaitExecutors waits until n executors are ready. It fails as soon as an
 // executor fails start-up (fails to initialise, or is refused for a
-// mismatch on a local master) after the call began, and when ctx ends;
-// that error counts the other refusals since the call began.
+// mismatch on a local master) after the call began, once the driver is
+// shutting down (plugin.ErrClosed), and when ctx ends; that error counts
+// the other refusals since the call began.
 func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 	d.mu.Lock()
 	since, refusedBefore := d.failuresSeen, d.refusals
@@ -524,10 +525,13 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int)
 		d.mu.Lock()
 		ready, _ := d.readyLocked()
 		failures := d.failuresSinceLocked(since)
-		changed := d.changed
+		changed, stopping := d.changed, d.stopping
 		d.mu.Unlock()
 		if failures != nil {
 			return failures
+		}
+		if stopping {
+			return fmt.Errorf("waiting for %d executors (%d ready): %w", n, ready, errShuttingDown)
 		}
 		if ready >= n {
 			return nil
@@ -1184,6 +1188,7 @@ func (d *Driver) Close() error {
 		return nil
 	}
 	d.stopping = true
+	d.notifyLocked() // a WaitExecutors in progress fails (errShuttingDown)
 	d.released = make(map[int]bool)
 	for _, t := range d.departed {
 		t.Stop()
