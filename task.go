@@ -120,8 +120,10 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 }
 
 // Map runs t on every input across the executors and returns the outputs
-// in input order. A failed attempt is retried, on another executor when
-// there is one, until one input has failed ConfMaxTaskFailures times; Map
+// in input order. A failed attempt (an error, a panic, or the task's
+// goroutine ended by runtime.Goexit) is retried, on another executor
+// when one has a free slot then, until one input has failed
+// ConfMaxTaskFailures times; Map
 // then fails with an error naming the task, index, attempts, executor and
 // cause, which wraps a *TaskError (get it with errors.As). Tasks of an
 // executor that dies are rescheduled. Ending ctx cancels the running

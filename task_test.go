@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -743,5 +744,45 @@ func TestKilledExecutorsStuckTaskDoesNotHoldClose(t *testing.T) {
 	// A bound far from either: 1s now, 15s before.
 	if took > shutdown/4 {
 		t.Errorf("Close took %v after executor 1 was killed (its task ignores its ctx), want about a twentieth of ShutdownTimeout (%v)", took, shutdown)
+	}
+}
+
+var goexits = ember.NewTask("test.goexits", func(_ context.Context, tc ember.TaskContext, n int) (int, error) {
+	if n == 1 && tc.Attempt == 0 {
+		runtime.Goexit() // what t.FailNow, t.Fatal or t.SkipNow call in a task run by local[N]
+	}
+	return 2 * n, nil
+})
+
+// A task that ends its goroutine with runtime.Goexit (t.Fatal in a test's
+// task, say) neither returns nor panics: its attempt fails like a panic,
+// with CodeInternal and OnTaskFailed, and is retried. Before, no result was
+// ever sent: the Map hung until its ctx ended, and the attempt held its
+// slot for the driver's life.
+func TestTaskCallingGoexitFails(t *testing.T) {
+	var hc hookCounter
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
+		Plugins: []plugin.Plugin{hookPlugin(&hc, false)},
+		Conf:    map[string]string{ember.ConfExecutorSlots: "1"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := ember.Map(ctx, c.Driver, goexits, []int{0, 1, 2})
+	if err != nil {
+		t.Fatalf("Map: got %v, want the attempt that called Goexit retried", err)
+	}
+	if want := []int{0, 2, 4}; !slices.Equal(got, want) {
+		t.Errorf("Map: got %v, want %v", got, want)
+	}
+	// The executor's one slot is free again: a second Map runs.
+	if _, err := ember.Map(ctx, c.Driver, goexits, []int{1}); err != nil {
+		t.Fatalf("a second Map: %v", err)
+	}
+	if err := c.Close(); err != nil { // delivers every hook event
+		t.Fatal(err)
+	}
+	// 6 attempts: 4 of the first Map (input 1's first one failed), 2 of
+	// the second (its first one failed).
+	if s, o, f := hc.start.Load(), hc.ok.Load(), hc.failed.Load(); s != 6 || o != 4 || f != 2 {
+		t.Errorf("hooks: got start=%d succeeded=%d failed=%d, want 6, 4, 2", s, o, f)
 	}
 }

@@ -38,21 +38,40 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 	x.mu.Unlock()
 	go func() {
 		defer x.running.Done() // once the result is queued: it precedes STOPPED
-		out, err := x.runTask(ctx, info, f.Payload)
-		x.mu.Lock()
-		delete(x.tasks, f.Call)
-		stopping := x.stopping
-		x.mu.Unlock()
-		cancel()
-		r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
-		if err != nil {
-			code, msg := rpc.ErrorParts(err)
-			r.Code, r.Error, r.ExecutorStopping = uint32(code), msg, stopping
-		} else {
-			r.Payload = out
-		}
-		_ = c.SendControl(r)
+		// Reported deferred: a task (or hook) calling runtime.Goexit (t.Fatal
+		// in a test's task) neither returns nor panics, and without a result
+		// its Map waited for ever, its slot taken for the driver's life.
+		var res taskOutcome
+		defer func() {
+			x.mu.Lock()
+			delete(x.tasks, f.Call)
+			stopping := x.stopping
+			x.mu.Unlock()
+			cancel()
+			r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
+			if res.err != nil {
+				code, msg := rpc.ErrorParts(res.err)
+				r.Code, r.Error, r.ExecutorStopping = uint32(code), msg, stopping
+			} else {
+				r.Payload = res.out
+			}
+			_ = c.SendControl(r)
+		}()
+		x.runTask(ctx, info, f.Payload, &res)
 	}()
+}
+
+// taskOutcome is what an attempt reports: its output, or its error.
+type taskOutcome struct {
+	out []byte
+	err error
+	set bool // false: the task's goroutine is ending without a return
+}
+
+// errGoexit is the error of an attempt whose task ended its goroutine with
+// runtime.Goexit: a failure, like a panic.
+func errGoexit(info plugin.TaskInfo) error {
+	return plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q exited its goroutine (runtime.Goexit: t.Fatal or t.FailNow in a task?) without returning", info.TaskName))
 }
 
 // runTask runs the task between the plugins' hooks (DESIGN semantics 10):
@@ -60,11 +79,28 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 // OnTaskFailed, all on this goroutine. An output over MaxMessageBytes is a
 // failure. A panicking hook is logged and does not affect the task; a
 // panicking task fails with CodeInternal.
-func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
+//
+// res holds the outcome, set before the closing hooks run, which are
+// deferred: a task or OnTaskStart hook calling runtime.Goexit fails the
+// attempt with errGoexit, and the closing hooks see that.
+func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte, res *taskOutcome) {
+	defer func() {
+		if !res.set {
+			res.err, res.set = errGoexit(info), true
+		}
+		err := res.err
+		for _, e := range x.listeners {
+			if err == nil {
+				e.hook("OnTaskSucceeded", func() { e.taskListener.OnTaskSucceeded(ctx, info) })
+			} else {
+				e.hook("OnTaskFailed", func() { e.taskListener.OnTaskFailed(ctx, info, err) })
+			}
+		}
+	}()
 	for _, e := range x.listeners {
 		e.hook("OnTaskStart", func() { e.taskListener.OnTaskStart(ctx, info) })
 	}
-	out, err = x.callTask(ctx, info, in)
+	out, err := x.callTask(ctx, info, in)
 	// An output too large to send fails the attempt, before the hooks
 	// (they used to run OnTaskSucceeded for it).
 	if err == nil && len(out) > x.cfg.MaxMessageBytes {
@@ -72,14 +108,7 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte)
 		out, err = nil, plugin.Errorf(plugin.CodeResourceExhausted, "task %q output is %d bytes, over the %d-byte limit: %w",
 			info.TaskName, len(out), x.cfg.MaxMessageBytes, plugin.ErrMessageTooLarge)
 	}
-	for _, e := range x.listeners {
-		if err == nil {
-			e.hook("OnTaskSucceeded", func() { e.taskListener.OnTaskSucceeded(ctx, info) })
-		} else {
-			e.hook("OnTaskFailed", func() { e.taskListener.OnTaskFailed(ctx, info, err) })
-		}
-	}
-	return out, err
+	res.out, res.err, res.set = out, err, true
 }
 
 func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
