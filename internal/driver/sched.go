@@ -135,14 +135,16 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 	if len(inputs) == 0 {
 		close(j.done)
 	}
-	for i := range inputs {
-		s.pending = append(s.pending, &attempt{job: j, index: i})
-	}
 	if len(s.execs) == 0 && s.noReplacements && len(inputs) > 0 {
+		// Before queueing its attempts: without executors nothing
+		// schedules again, and they would stay queued for ever.
 		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks"))
 		s.mu.Unlock()
 		s.send(sends)
 		return nil, j.err
+	}
+	for i := range inputs {
+		s.pending = append(s.pending, &attempt{job: j, index: i})
 	}
 	sends := s.scheduleLocked()
 	s.mu.Unlock()
@@ -391,6 +393,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 				out = append(out, s.failJobLocked(a.job, err)...)
 			}
 		}
+		clear(s.pending) // nothing schedules again: let their jobs' inputs go
 		s.pending, s.head = s.pending[:0], 0
 	}
 	s.mu.Unlock()

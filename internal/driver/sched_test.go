@@ -513,3 +513,27 @@ func waitQueued(t *testing.T, d *Driver) {
 		runtime.Gosched()
 	}
 }
+
+// A job that fails at once for want of executors on a local master, whose
+// lost executors are never replaced, leaves nothing queued: its attempts
+// used to stay in the pending queue for the driver's life (nothing
+// schedules again without executors), inputs and all, so a driver
+// function retrying its Map kept every attempt of every try.
+func TestJobWithoutExecutorsQueuesNothing(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, NoReplacements: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		_, err := d.RunJob(context.Background(), "t", make([][]byte, 10), nil)
+		if plugin.CodeOf(err) != plugin.CodeUnavailable {
+			t.Fatalf("RunJob without executors: got %v, want CodeUnavailable", err)
+		}
+	}
+	d.sched.mu.Lock()
+	queued := len(d.sched.pending) - d.sched.head
+	d.sched.mu.Unlock()
+	if queued != 0 {
+		t.Errorf("attempts queued after 100 jobs failed for want of executors: got %d, want 0", queued)
+	}
+}
