@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/pluginname"
 	"github.com/emberhq/ember/plugin"
@@ -210,6 +211,9 @@ func checkConf(m map[string]string) error {
 	}
 	atLeastOne(ConfMaxTaskFailures)
 	atLeastOne(ConfExecutorSlots)
+	if n, err := c.Int(ConfExecutorSlots, 0); err == nil && n > driver.MaxSlots {
+		errs = append(errs, fmt.Errorf("conf %s=%d: want at most %d", ConfExecutorSlots, n, driver.MaxSlots))
+	}
 	if d, err := c.Duration(ConfMetricsInterval, time.Second); err != nil {
 		errs = append(errs, err)
 	} else if d <= 0 {

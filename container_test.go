@@ -807,6 +807,9 @@ func TestBadConfFailsRun(t *testing.T) {
 		{"maxFailures not a number", map[string]string{ember.ConfMaxTaskFailures: "four"}, []string{`ember.task.maxFailures="four": not an integer`}},
 		{"maxFailures zero", map[string]string{ember.ConfMaxTaskFailures: "0"}, []string{"ember.task.maxFailures=0: want at least 1"}},
 		{"slots negative", map[string]string{ember.ConfExecutorSlots: "-2"}, []string{"ember.executor.slots=-2: want at least 1"}},
+		// More TASKs at once than a connection queues: the driver's first
+		// Map lost its executor ("the peer is not reading").
+		{"slots beyond a connection's queue", map[string]string{ember.ConfExecutorSlots: "200000"}, []string{"ember.executor.slots=200000: want at most 16384"}},
 		{"metrics interval without unit", map[string]string{ember.ConfMetricsInterval: "5"}, []string{`ember.metrics.interval="5": not a duration`}},
 		{"metrics interval zero", map[string]string{ember.ConfMetricsInterval: "0s"}, []string{"ember.metrics.interval=0s: want a positive duration"}},
 		{"progress switch", map[string]string{ember.ConfShowProgress: "off"}, []string{`ember.ui.showConsoleProgress="off": want true or false`}},

@@ -317,11 +317,18 @@ func (s *scheduler) leaving(e *execState) bool {
 	return e.leaving
 }
 
-// addExecutor makes a ready executor's slots available.
+// MaxSlots bounds the slots the scheduler uses of one executor. Each
+// running attempt may have a TASK and a TASK_CANCEL queued on the
+// executor's connection at once, control frames that never wait for room,
+// and a connection whose queue runs rpc.DefaultOverflowFrames past its
+// bound closes as if the executor had stopped reading: with more slots
+// than this, one Map's TASKs lost a healthy executor, and counted every
+// attempt on it as failed.
+const MaxSlots = rpc.DefaultOverflowFrames / 4
+
+// addExecutor makes a ready executor's slots available, up to MaxSlots.
 func (s *scheduler) addExecutor(e *execState, slots int) {
-	if slots < 1 {
-		slots = 1
-	}
+	slots = min(max(slots, 1), MaxSlots)
 	s.mu.Lock()
 	e.slots = slots
 	e.running = map[uint64]*attempt{}

@@ -537,3 +537,22 @@ func TestJobWithoutExecutorsQueuesNothing(t *testing.T) {
 		t.Errorf("attempts queued after 100 jobs failed for want of executors: got %d, want 0", queued)
 	}
 }
+
+// An executor's slots are used up to MaxSlots: a running attempt may have
+// a TASK and a TASK_CANCEL queued on its connection, control frames that do
+// not wait for room, and with 200000 slots one Map's TASKs overflowed the
+// queue, which closed the connection: a healthy executor lost, every
+// attempt on it counted as failed.
+func TestExecutorSlotsCapped(t *testing.T) {
+	for _, tt := range []struct{ slots, want int }{
+		{0, 1},
+		{8, 8},
+		{16384, 16384},  // MaxSlots
+		{200000, 16384}, // MaxSlots
+	} {
+		_, _, es := schedDriver(t, tt.slots)
+		if es.slots != tt.want {
+			t.Errorf("an executor reporting %d slots: got %d, want %d", tt.slots, es.slots, tt.want)
+		}
+	}
+}
