@@ -17,8 +17,8 @@ import (
 // fails (Spark: spark.task.maxFailures). Default 4.
 const ConfMaxTaskFailures = "ember.task.maxFailures"
 
-// ConfExecutorSlots is how many tasks each executor runs at once. Default:
-// the executor's CPU count.
+// ConfExecutorSlots is how many tasks each executor runs at once, at most
+// 16384 (Run refuses more). Default: the executor's CPU count.
 const ConfExecutorSlots = "ember.executor.slots"
 
 // TaskContext describes the attempt a task function is running.
