@@ -173,7 +173,7 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 type TaskError struct {
 	Task       string
 	Index      int    // the failing input's index
-	Attempts   int    // how many attempts failed
+	Attempts   int    // how many attempts failed (attempts cut short by a stopping executor do not count)
 	ExecutorID string // where the last attempt ran
 	Cause      error  // the last attempt's error, a *plugin.Error
 }

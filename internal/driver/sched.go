@@ -394,7 +394,11 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		if cause != nil {
 			what += ": " + cause.Error()
 		}
-		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, was lost%s)", e.info.ID, what)
+		how := "was lost"
+		if cause == nil {
+			how = "left" // it stopped on its own
+		}
+		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, %s%s)", e.info.ID, how, what)
 		for _, a := range s.pending[s.head:] {
 			if a != nil {
 				out = append(out, s.failJobLocked(a.job, err)...)

@@ -556,3 +556,34 @@ func TestExecutorSlotsCapped(t *testing.T) {
 		}
 	}
 }
+
+// When the last executor of a local master goes, a job waiting for it
+// fails saying how it went: lost (with the cause), or left on its own. It
+// said "was lost" either way.
+func TestNoExecutorsLeftSaysHowTheLastWent(t *testing.T) {
+	tests := []struct {
+		name  string
+		cause error
+		want  string
+	}{
+		{"lost", plugin.Errorf(plugin.CodeUnavailable, "peer silent for 10s"), "(the last one, 1, was lost while running task \"t\" input 0: unavailable: peer silent for 10s)"},
+		{"left", nil, "(the last one, 1, left while running task \"t\" input 0)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, NoReplacements: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream, es := schedExecutor(t, d, "1", 1)
+			job := make(chan error, 1)
+			go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
+			pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+			waitQueued(t, d)
+			d.sched.removeExecutor(es, tt.cause)
+			if err := waitJob(t, job); plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("job: got %v, want Unavailable saying %s", err, tt.want)
+			}
+		})
+	}
+}
