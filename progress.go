@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emberhq/ember/internal/driver"
@@ -15,60 +17,149 @@ import (
 // ConfShowProgress switches the console progress bar (Spark:
 // spark.ui.showConsoleProgress): "false" (or any value strconv.ParseBool
 // reads as false) turns it off. Default "true"; the bar is drawn only when
-// both stdout and stderr are terminals, on stderr.
+// both stdout and stderr are terminals, on stderr. Jobs running at once
+// share its line.
 const ConfShowProgress = "ember.ui.showConsoleProgress"
 
 // progressInterval is how often the bar is redrawn, and how long a job must
 // run before it appears (short jobs draw nothing).
 const progressInterval = 200 * time.Millisecond
 
-// showProgress draws a one-line progress bar for a running job when
-// enabled, and returns the function that stops and erases it.
+// progressWidth is the width of the bar of one job; jobs running at once
+// share it.
+const progressWidth = 40
+
+// showProgress adds a running job to the driver's progress bar when
+// enabled, and returns the function that takes it off.
 func (d *Driver) showProgress(task string, p *driver.Progress) (stop func()) {
 	if show, err := strconv.ParseBool(d.cfg.Conf[ConfShowProgress]); (err == nil && !show) || !isTerminal(os.Stdout) || !isTerminal(os.Stderr) {
 		return func() {}
 	}
-	return drawProgress(os.Stderr, task, p, progressInterval)
+	return d.progress.add(task, p)
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
-// drawProgress redraws the bar on w every interval until stop is called.
-func drawProgress(w io.Writer, task string, p *driver.Progress, interval time.Duration) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		drawn := false
-		for {
-			select {
-			case <-done:
-				if drawn {
-					fmt.Fprint(w, "\r\033[K")
-				}
-				return
-			case <-t.C:
-				n, running, total := p.Counts()
-				fmt.Fprint(w, "\r"+progressLine(task, n, running, total, 40))
+// progressBar draws the running jobs on one line of w, every interval, as
+// Spark's console progress bar does: each job once it has run for an
+// interval. The line is erased when the last job ends. It is safe for
+// concurrent use; the zero value draws on os.Stderr every
+// progressInterval.
+type progressBar struct {
+	w        io.Writer
+	interval time.Duration
+
+	mu   sync.Mutex
+	jobs []*barJob // in start order
+	// done ends the drawing goroutine, which closes finished; nil while
+	// no job runs.
+	done, finished chan struct{}
+}
+
+type barJob struct {
+	task  string
+	p     *driver.Progress
+	since time.Time
+}
+
+// add puts a job on the bar and returns the function that takes it off,
+// which returns once the line no longer shows it (erased, if it was the
+// last job).
+func (b *progressBar) add(task string, p *driver.Progress) (remove func()) {
+	j := &barJob{task: task, p: p, since: time.Now()}
+	b.mu.Lock()
+	b.jobs = append(b.jobs, j)
+	if b.done == nil {
+		if b.w == nil {
+			b.w = os.Stderr
+		}
+		if b.interval <= 0 {
+			b.interval = progressInterval
+		}
+		b.done, b.finished = make(chan struct{}), make(chan struct{})
+		go b.draw(b.done, b.finished)
+	}
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		b.jobs = slices.DeleteFunc(b.jobs, func(x *barJob) bool { return x == j })
+		var done, finished chan struct{}
+		if len(b.jobs) == 0 {
+			done, finished = b.done, b.finished
+			b.done, b.finished = nil, nil
+		}
+		b.mu.Unlock()
+		if done != nil {
+			close(done)
+			<-finished
+		}
+	}
+}
+
+// draw redraws the line every interval until done is closed, then erases
+// it.
+func (b *progressBar) draw(done, finished chan struct{}) {
+	defer close(finished)
+	t := time.NewTicker(b.interval)
+	defer t.Stop()
+	drawn := false
+	for {
+		select {
+		case <-done:
+			if drawn {
+				fmt.Fprint(b.w, "\r\033[K")
+			}
+			return
+		case now := <-t.C:
+			b.mu.Lock()
+			line := b.lineLocked(now)
+			b.mu.Unlock()
+			if line != "" || drawn {
+				fmt.Fprint(b.w, "\r"+line+"\033[K")
 				drawn = true
 			}
 		}
-	}()
-	return func() {
-		close(done)
-		<-finished
 	}
+}
+
+// lineLocked renders the jobs that have run for an interval by now: one
+// in full, several side by side in short. b.mu is held.
+func (b *progressBar) lineLocked(now time.Time) string {
+	var shown []*barJob
+	for _, j := range b.jobs {
+		if now.Sub(j.since) >= b.interval {
+			shown = append(shown, j)
+		}
+	}
+	if len(shown) == 1 {
+		n, running, total := shown[0].p.Counts()
+		return progressLine(shown[0].task, n, running, total, progressWidth)
+	}
+	parts := make([]string, len(shown))
+	for i, j := range shown {
+		n, running, total := j.p.Counts()
+		parts[i] = shortProgress(j.task, n, running, total, max(progressWidth/len(shown), 10))
+	}
+	return strings.Join(parts, " ")
 }
 
 // progressLine renders "[task: ====>    ] 120 done, 8 running, 1000 total".
 func progressLine(task string, done, running, total, width int) string {
+	return fmt.Sprintf("[%s: %-*s] %d done, %d running, %d total", task, width, bar(done, running, total, width), done, running, total)
+}
+
+// shortProgress renders "[task: ==>  120+8/1000]", Spark's form for
+// stages running at once.
+func shortProgress(task string, done, running, total, width int) string {
+	return fmt.Sprintf("[%s: %-*s %d+%d/%d]", task, width, bar(done, running, total, width), done, running, total)
+}
+
+// bar renders done as '=' and running as '>' in width characters.
+func bar(done, running, total, width int) string {
 	filled, active := 0, 0
 	if total > 0 {
 		filled = done * width / total
 		active = min((done+running)*width/total-filled, width-filled)
 	}
-	bar := strings.Repeat("=", filled) + strings.Repeat(">", max(active, 0))
-	return fmt.Sprintf("[%s: %-*s] %d done, %d running, %d total", task, width, bar, done, running, total)
+	return strings.Repeat("=", filled) + strings.Repeat(">", max(active, 0))
 }

@@ -26,18 +26,51 @@ func TestProgressLine(t *testing.T) {
 	}
 }
 
-func TestDrawProgressErasesItsLine(t *testing.T) {
+func TestShortProgress(t *testing.T) {
+	if got, want := shortProgress("sq", 5, 2, 10, 10), "[sq: =====>>    5+2/10]"; got != want {
+		t.Errorf("shortProgress:\n got %q\nwant %q", got, want)
+	}
+}
+
+// The bar draws each job once it has run for an interval, jobs running at
+// once side by side on its one line (two concurrent Maps used to redraw
+// one line each, over each other, and the first to end erased the
+// other's); the line is erased when the last job ends.
+func TestProgressBarSharesItsLine(t *testing.T) {
 	var w logtest.Buffer
-	stop := drawProgress(&w, "sq", driver.NewProgress(0), time.Millisecond)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(w.String(), "total") {
-		if time.Now().After(deadline) {
-			t.Fatal("no progress line drawn")
+	b := &progressBar{w: &w, interval: time.Millisecond}
+	// lastLine is what the terminal shows: the text after the last \r,
+	// up to the erase at its end.
+	lastLine := func() string {
+		s := w.String()
+		s = s[strings.LastIndex(s, "\r")+1:]
+		return strings.TrimSuffix(s, "\033[K")
+	}
+	waitLine := func(what string, ok func(line string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(lastLine()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %s: the line is %q", what, lastLine())
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
-	stop()
+	p1, p2 := driver.NewProgress(10), driver.NewProgress(20)
+	stop1 := b.add("one", p1)
+	waitLine("job one alone, in full", func(l string) bool { return l == progressLine("one", 0, 0, 10, progressWidth) })
+	stop2 := b.add("two", p2)
+	waitLine("both jobs, side by side", func(l string) bool {
+		return l == shortProgress("one", 0, 0, 10, 20)+" "+shortProgress("two", 0, 0, 20, 20)
+	})
+	stop1()
+	waitLine("job two alone, in full", func(l string) bool { return l == progressLine("two", 0, 0, 20, progressWidth) })
+	stop2()
 	if got := w.String(); !strings.HasSuffix(got, "\r\033[K") {
-		t.Errorf("after stop the output ends %q, want the line erased", got[max(0, len(got)-20):])
+		t.Errorf("after the last job ended the output ends %q, want the line erased", got[max(0, len(got)-20):])
 	}
+	// The bar starts again for the next job.
+	stop3 := b.add("three", p1)
+	waitLine("job three", func(l string) bool { return strings.HasPrefix(l, "[three: ") })
+	stop3()
 }

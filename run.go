@@ -44,6 +44,7 @@ type Driver struct {
 	d          *driver.Driver
 	cfg        Config
 	metricsURL string
+	progress   progressBar // the console progress bar of its jobs
 }
 
 // MetricsURL returns the URL of the driver's /metrics endpoint, as this
