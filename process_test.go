@@ -345,6 +345,30 @@ func TestUnconnectedExecutorDoesNotHoldRun(t *testing.T) {
 	}
 }
 
+// A start-up that times out kills the executor processes that never
+// connected, and says so in its error; it does not also log that they
+// ended, killed by a signal, as if they had crashed (an OOM kill, say):
+// the driver killed them itself. That log is for processes ending after
+// start-up.
+func TestStartUpTimeoutDoesNotLogItsOwnKillsAsExits(t *testing.T) {
+	if isChild() {
+		time.Sleep(time.Hour) // an executor that never connects
+	}
+	var logs logtest.Buffer
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), StartTimeout: 500 * time.Millisecond}
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+		t.Error("the driver function ran without executors")
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "not ready within") {
+		t.Errorf("Run: got %v, want the start-up timeout", err)
+	}
+	if strings.Contains(logs.String(), "executor process ended") {
+		t.Errorf("driver logs: got %q, want no executor process ended for the process it killed itself", logs.String())
+	}
+}
+
 // Executors die with their driver, and take the processes they started
 // with them: SIGKILL the driver process, and its executor processes and
 // theirs are gone soon after. (The executors' own children used to be

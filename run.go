@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emberhq/ember/internal/driver"
@@ -238,11 +239,15 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	defer abort(nil)
 	want := cfg.MinExecutors
 	var exits exitErrors
+	var started atomic.Bool // start-up succeeded
 	if l != nil {
 		want = master.N
 		exited := func(_ int, err error) {
 			exits.add(err)
-			if err != nil && startCtx.Err() != nil {
+			// Not during start-up, whose error says how an executor
+			// ended, nor once it has failed: the driver itself then
+			// kills the executors that were still starting.
+			if err != nil && started.Load() {
 				// After start-up: the driver has said which executor it
 				// lost (with its pid); this says how its process ended
 				// (a signal: the OOM killer, say).
@@ -269,6 +274,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		}
 		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, cfg, &exits))
 	}
+	started.Store(true)
 	cancelStart()
 
 	var fnErr error
