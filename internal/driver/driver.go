@@ -1097,7 +1097,11 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	case leaving:
 		d.log.Warn("executor lost as it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	case stopping:
-		d.log.Warn("executor lost during shutdown", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
+		// Its plugins' final sends and metrics, which shutdown exists to
+		// deliver, may be missing: not a warning. (Run does not fail for
+		// it: an executor that died just before Close is lost the same
+		// way, and the driver cannot tell which it was.)
+		d.log.Error("executor lost during shutdown: what its plugins send as they shut down may be missing", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	default:
 		d.log.Error("executor lost", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	}
