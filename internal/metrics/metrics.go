@@ -168,19 +168,30 @@ func (s *Store) Delete(id string) {
 
 // Gather implements prometheus.Gatherer: the families of every executor,
 // merged by name (metrics carry an executor label, so they never clash).
+// A family that disagrees on type or help with the one of the same name
+// from an executor earlier in ID order is left out, and the error says so,
+// as prometheus.Gatherers does for a family that disagrees with the
+// driver's: the /metrics handler logs it and serves the rest.
 func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	merged := map[string]*dto.MetricFamily{}
+	from := map[string]string{} // the executor whose type and help are served, by name
+	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(s.byID)) {
 		for _, f := range s.byID[id] {
 			m, ok := merged[f.GetName()]
-			if !ok {
+			switch {
+			case !ok:
 				m = &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type, Unit: f.Unit}
 				merged[f.GetName()] = m
-			}
-			if m.GetType() != f.GetType() {
-				continue // an executor disagrees on the type; keep the first
+				from[f.GetName()] = id
+			case m.GetType() != f.GetType():
+				errs = append(errs, fmt.Errorf("executor %s's metric family %s left out: it is a %v, executor %s's a %v", id, f.GetName(), f.GetType(), from[f.GetName()], m.GetType()))
+				continue
+			case m.GetHelp() != f.GetHelp():
+				errs = append(errs, fmt.Errorf("executor %s's metric family %s left out: its help is %q, executor %s's %q", id, f.GetName(), f.GetHelp(), from[f.GetName()], m.GetHelp()))
+				continue
 			}
 			m.Metric = append(m.Metric, f.Metric...)
 		}
@@ -189,7 +200,7 @@ func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 	for _, name := range slices.Sorted(maps.Keys(merged)) {
 		out = append(out, merged[name])
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // driverLimits are the limits the driver can hit (ember_limit_hits_total

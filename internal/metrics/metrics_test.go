@@ -145,6 +145,54 @@ func TestDecodeKeepsTheValidFamilies(t *testing.T) {
 	}
 }
 
+// Executors that disagree with each other on a family's type or help (two
+// builds of a plugin, say) cannot both be served under its one name: the
+// first executor's is, the other's is left out, and the error says so, for
+// the /metrics handler to log, as the README promises. The other's series
+// used to vanish without a word, and a differing help to be replaced
+// silently.
+func TestStoreReportsExecutorsThatDisagree(t *testing.T) {
+	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
+	family := func(typ *dto.MetricType, help string) []*dto.MetricFamily {
+		name, v := "jobs", 1.0
+		m := &dto.Metric{Counter: &dto.Counter{Value: &v}}
+		if *typ == gauge {
+			m = &dto.Metric{Gauge: &dto.Gauge{Value: &v}}
+		}
+		return []*dto.MetricFamily{{Name: &name, Help: &help, Type: typ, Metric: []*dto.Metric{m}}}
+	}
+	tests := []struct {
+		name    string
+		second  []*dto.MetricFamily
+		wantErr string // "" for none
+		want    int    // metrics served
+	}{
+		{"agree", family(&counter, "Jobs."), "", 2},
+		{"type", family(&gauge, "Jobs."), "executor 2's metric family jobs left out: it is a GAUGE, executor 1's a COUNTER", 1},
+		{"help", family(&counter, "Other."), `executor 2's metric family jobs left out: its help is "Other.", executor 1's "Jobs."`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s Store
+			first := family(&counter, "Jobs.")
+			SetLabel(first, "executor", "1")
+			SetLabel(tt.second, "executor", "2")
+			s.Set("1", first)
+			s.Set("2", tt.second)
+			fams, err := s.Gather()
+			if got := fmt.Sprint(err); tt.wantErr == "" && err != nil || tt.wantErr != "" && got != tt.wantErr {
+				t.Errorf("Gather error: got %v, want %q", err, tt.wantErr)
+			}
+			if len(fams) != 1 || len(fams[0].GetMetric()) != tt.want {
+				t.Fatalf("Gather: got %v, want one family of %d metrics", fams, tt.want)
+			}
+			if got := fams[0].GetType(); got != counter {
+				t.Errorf("served type: got %v, want %v (executor 1's)", got, counter)
+			}
+		})
+	}
+}
+
 // Two scrapes at once of a stored executor's metrics whose labels arrived
 // unsorted used to race: the prometheus library sorted the shared labels
 // in place. SetLabel leaves them sorted.
