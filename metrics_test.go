@@ -349,3 +349,96 @@ func TestAuthFailuresServedFromTheStart(t *testing.T) {
 		}
 	}
 }
+
+// absent reports whether fams has no metric named name whose labels
+// include want.
+func absent(fams map[string]*dto.MetricFamily, name string, want map[string]string) bool {
+	_, ok := value(fams, name, want)
+	return !ok
+}
+
+// A series an executor plugin stops reporting leaves the driver's
+// /metrics with the executor's next shipment, as the README's "the latest
+// set per executor" says. When it was the executor's last (a plugin
+// unregistering its only collector, or deleting a vector's last child),
+// the executor shipped nothing at all, and the driver served the last
+// values for the executor's life.
+func TestExecutorSeriesGoWhenTheLastIsRemoved(t *testing.T) {
+	tests := []struct {
+		name   string
+		remove func(pc plugin.ExecutorContext, g *prometheus.GaugeVec)
+	}{
+		{"unregistered", func(pc plugin.ExecutorContext, g *prometheus.GaugeVec) {
+			if !pc.Metrics().Unregister(g) {
+				t.Error("Unregister: got false, want true")
+			}
+		}},
+		{"last child deleted", func(_ plugin.ExecutorContext, g *prometheus.GaugeVec) { g.DeleteLabelValues("a") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ready := make(chan func(), 1)
+			p := fakePlugin{
+				name:      "jobs",
+				newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+				newExecutor: func() plugin.ExecutorPlugin {
+					return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+						g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jobs_running", Help: "Jobs running."}, []string{"job"})
+						g.WithLabelValues("a").Set(1)
+						ready <- func() { tt.remove(pc, g) }
+						return pc.Metrics().Register(g)
+					}}
+				},
+			}
+			c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet,
+				Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
+			want := map[string]string{"executor": "1", "plugin": "jobs", "job": "a"}
+			embertest.WaitFor(t, "jobs_running in /metrics", func() bool {
+				return !absent(scrape(t, c.Driver.MetricsURL()), "jobs_running", want)
+			})
+			(<-ready)()
+			embertest.WaitFor(t, "jobs_running to leave /metrics", func() bool {
+				return absent(scrape(t, c.Driver.MetricsURL()), "jobs_running", want)
+			})
+		})
+	}
+}
+
+// An executor whose metrics are over the message size is counted in
+// ember_limit_hits_total{limit="message_size"} on the executor, as
+// docs/security.md says, and the count reaches the driver's /metrics.
+// The executor used to ship nothing: the count, part of the set it could
+// not ship, never arrived, and the driver served the last set that fit,
+// its values frozen, as if current.
+func TestExecutorMetricsOverTheSizeLimit(t *testing.T) {
+	grow := make(chan *prometheus.CounterVec, 1)
+	p := fakePlugin{
+		name:      "wide",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wide_items_total", Help: "Items."}, []string{"key"})
+				v.WithLabelValues("first").Inc()
+				grow <- v
+				return pc.Metrics().Register(v)
+			}}
+		},
+	}
+	const maxMsg = 64 << 10
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, MaxMessageBytes: maxMsg,
+		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
+	first := map[string]string{"executor": "1", "plugin": "wide", "key": "first"}
+	embertest.WaitFor(t, "wide_items_total in /metrics", func() bool {
+		return !absent(scrape(t, c.Driver.MetricsURL()), "wide_items_total", first)
+	})
+	v := <-grow
+	for i := range maxMsg / 16 { // well over maxMsg encoded
+		v.WithLabelValues("key-" + strconv.Itoa(i)).Inc()
+	}
+	hit := map[string]string{"executor": "1", "limit": "message_size"}
+	embertest.WaitFor(t, "the executor's message_size hit in /metrics, and its frozen series gone", func() bool {
+		fams := scrape(t, c.Driver.MetricsURL())
+		n, _ := value(fams, "ember_limit_hits_total", hit)
+		return n >= 1 && absent(fams, "wide_items_total", first)
+	})
+}

@@ -98,7 +98,14 @@ type Executor struct {
 	// gatherErr is the last metrics gather error, as text ("<nil>" for
 	// none); only gatherMetrics uses it, from one goroutine at a time.
 	gatherErr string
-	dropped   *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
+	// shipped: the last metrics shipped held some families, which the
+	// driver serves until the executor ships others; only gatherMetrics
+	// uses it, as gatherErr.
+	shipped bool
+	// own gathers limitHits and dropped alone: what is shipped when
+	// the whole registry is over the message size.
+	own     *prometheus.Registry
+	dropped *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
 	// crashed: Config.Crash fired, and shutdown stands in for the end
@@ -197,10 +204,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
 	x.dropped = metrics.NewDropped(prometheus.Labels{"executor": x.id})
+	x.own = prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{x.limitHits, x.dropped} {
 		if err := cfg.Registry.Register(c); err != nil {
 			return fmt.Errorf("executor %s: %w", x.id, err)
 		}
+		x.own.MustRegister(c)
 	}
 	x.conn = rpc.New(stream, cancel, x, rpc.Options{
 		MaxMessageBytes:   cfg.MaxMessageBytes,
@@ -432,8 +441,19 @@ func (x *Executor) gatherMetrics() *wire.Metrics {
 	if size := proto.Size(m); size > x.cfg.MaxMessageBytes {
 		x.log.Warn("executor metrics not shipped: over the message size limit", "bytes", size, "limit", x.cfg.MaxMessageBytes)
 		x.limitHits.WithLabelValues("message_size").Inc()
-		return nil
+		// The executor's own counters go alone, this hit among them: the
+		// driver replaces the executor's series with them. Shipping
+		// nothing, the driver served the last set that fit, frozen, and
+		// the hit, counted in the set not shipped, never reached it.
+		m, _ = metrics.Encode(x.own)
 	}
+	if m == nil && x.shipped {
+		// Every series is gone (a plugin unregistered its collectors, or
+		// deleted its vectors' last children): an empty set replaces the
+		// last one at the driver, which served it for the executor's life.
+		m = &wire.Metrics{}
+	}
+	x.shipped = len(m.GetFamilies()) > 0
 	return m
 }
 
