@@ -6,4 +6,7 @@ import (
 	"github.com/emberhq/ember/embertest"
 )
 
-func TestMain(m *testing.M) { embertest.Main(m) }
+func TestMain(m *testing.M) {
+	watchParent() // in a child of startSelf: exit with the test process
+	embertest.Main(m)
+}

@@ -285,7 +285,12 @@ func TestPluginCollectorPanicIsContained(t *testing.T) {
 				newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
 				newExecutor: func() plugin.ExecutorPlugin {
 					type state struct{ depth float64 }
-					st := &state{depth: 3}
+					// Atomic: the periodic gather may run while Shutdown
+					// does (collectors must be safe for concurrent use), and
+					// a plain variable made that a data race, which fails
+					// the executor process (exit status 66) under -race.
+					var st atomic.Pointer[state]
+					st.Store(&state{depth: 3})
 					return &fakeExecutor{
 						InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
 							ok := prometheus.NewCounter(prometheus.CounterOpts{Name: "gauges_ok_total", Help: "ok"})
@@ -296,11 +301,11 @@ func TestPluginCollectorPanicIsContained(t *testing.T) {
 									if boom.Load() {
 										panic("collector boom")
 									}
-									return st.depth
+									return st.Load().depth
 								}))
 						},
 						// The mistake: Shutdown clears what the GaugeFunc reads.
-						ShutdownF: func(context.Context) error { st = nil; return nil },
+						ShutdownF: func(context.Context) error { st.Store(nil); return nil },
 					}
 				},
 			}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -65,20 +66,52 @@ func sharedDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// startSelf starts this test in a child process with env added.
+// startSelf starts this test in a child process with env added. The child
+// exits when this process does, however it ends (see watchParent): a test
+// binary that times out runs no cleanups, and a driver child waiting in
+// select {} for its kill, or a standalone executor connected to it, would
+// otherwise outlive it, holding go test's output open.
 func startSelf(t *testing.T, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], embertest.ExecutorArgs(t)...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), env...), parentPipeEnv+"=1")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
+	r, w, err := os.Pipe()
+	if err != nil {
 		t.Fatal(err)
 	}
+	cmd.Stdin = r
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		t.Fatal(err)
+	}
+	r.Close()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		w.Close()
 	})
 	return cmd
+}
+
+// parentPipeEnv marks a child started by startSelf: its stdin is a pipe
+// whose other end only the test process holds.
+const parentPipeEnv = "EMBER_TEST_PARENT_PIPE"
+
+// watchParent makes a child started by startSelf exit when its stdin
+// reaches EOF: the test process that started it has ended. It unsets
+// parentPipeEnv first, so that the child's own children (a local-cluster
+// driver's executors, whose stdin carries the secret) do not watch theirs.
+func watchParent() {
+	if os.Getenv(parentPipeEnv) == "" {
+		return
+	}
+	os.Unsetenv(parentPipeEnv)
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(3)
+	}()
 }
 
 func writeFile(dir, name, content string) error {
@@ -332,7 +365,12 @@ func TestExecutorStoppedBySIGTERMExitsCleanly(t *testing.T) {
 // then failed with "executors did not exit".
 func TestUnconnectedExecutorDoesNotHoldRun(t *testing.T) {
 	if isChild() {
-		time.Sleep(time.Hour) // an executor that never connects
+		// An executor that never connects. It ends when its driver does
+		// (its stdin, the driver's pipe, reaches EOF) if the driver never
+		// kills it: a test binary that timed out, say. It used to sleep an
+		// hour, outliving the test binary.
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(1)
 	}
 	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet,
 		StartTimeout: 500 * time.Millisecond, ShutdownTimeout: time.Minute}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +87,19 @@ func TestDiscoverFailures(t *testing.T) {
 func TestDiscoverDoesNotWaitForLeftovers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	cmd := script(t, "sleep 20 & exec sleep 60") // the leftover lives 20s
+	// The leftover lives 20s; it writes its pid so that the test can kill
+	// it, rather than leave it running after the test binary has ended.
+	pidFile := filepath.Join(t.TempDir(), "leftover")
+	cmd := script(t, `sleep 20 & echo $! > "`+pidFile+`"; exec sleep 60`)
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				if p, err := os.FindProcess(pid); err == nil {
+					_ = p.Kill()
+				}
+			}
+		}
+	})
 	start := time.Now()
 	if _, err := discover(ctx, "gpu", cmd); err == nil {
 		t.Fatal("got no error, want the command killed")
