@@ -711,6 +711,9 @@ func (x *Executor) init(ctx context.Context) error {
 // when its turn comes is still called.
 func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 	var errs []error
+	g := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
+	lateEnd := deadline.Add(g) // the end of the grace shared by plugins called after deadline
+	late := false
 	for i := last; i >= 0; i-- {
 		e := x.endpoints[i]
 		if !e.inited {
@@ -720,12 +723,19 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		// The plugin's ctx ends a little before deadline: the rest is
 		// its grace to return (a final Send made as its ctx ends goes
 		// before STOPPED) before it is abandoned.
-		// Never more than one grace past deadline: each one abandoned
+		// Never more than one grace past deadline (past the first call
+		// after it, when timers run late): each one abandoned
 		// would otherwise push STOPPED a grace later. Those whose turn
 		// comes after deadline share that one grace, so that one that
-		// returns at once is not abandoned before it could run.
-		g := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
-		grace := min(g, max(time.Until(deadline.Add(g)), 0))
+		// returns at once is not abandoned before it could run. It runs
+		// from when the first of them is called, not from deadline:
+		// timers late on a loaded machine (the stuck plugin's before it)
+		// would use it up, and abandon the next plugin before its
+		// goroutine had run.
+		if now := time.Now(); !late && now.After(deadline) {
+			late, lateEnd = true, now.Add(g)
+		}
+		grace := min(g, max(time.Until(lateEnd), 0))
 		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-grace))
 		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
