@@ -313,7 +313,9 @@ func TestConnAskDeadline(t *testing.T) {
 	h := newHolder()
 	p := newPair(t, newHandler(nil), newHandler(h.frame), rpc.Options{}, rpc.Options{})
 
-	const timeout = 50 * time.Millisecond
+	// Long enough that the ask is sent before its deadline on a loaded
+	// machine: one past it is not sent at all, and nothing is held.
+	const timeout = 500 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r, err := p.client.Ask(ctx, &wire.Frame{Type: "hold"})
