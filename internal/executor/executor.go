@@ -712,8 +712,10 @@ func (x *Executor) init(ctx context.Context) error {
 func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 	var errs []error
 	g := rpc.AbandonGrace(x.cfg.ShutdownTimeout)
-	lateEnd := deadline.Add(g) // the end of the grace shared by plugins called after deadline
-	late := false
+	// lateEnd ends the grace that plugins called after deadline share
+	// (below): one grace past deadline, and past it by as much as the
+	// machine's timers were late to abandon a plugin before them.
+	lateEnd := deadline.Add(g)
 	for i := last; i >= 0; i-- {
 		e := x.endpoints[i]
 		if !e.inited {
@@ -723,22 +725,29 @@ func (x *Executor) shutdownPlugins(last int, deadline time.Time) error {
 		// The plugin's ctx ends a little before deadline: the rest is
 		// its grace to return (a final Send made as its ctx ends goes
 		// before STOPPED) before it is abandoned.
-		// Never more than one grace past deadline (past the first call
-		// after it, when timers run late): each one abandoned
+		// Never more than one grace past deadline: each one abandoned
 		// would otherwise push STOPPED a grace later. Those whose turn
 		// comes after deadline share that one grace, so that one that
-		// returns at once is not abandoned before it could run. It runs
-		// from when the first of them is called, not from deadline:
-		// timers late on a loaded machine (the stuck plugin's before it)
-		// would use it up, and abandon the next plugin before its
-		// goroutine had run.
-		if now := time.Now(); !late && now.After(deadline) {
-			late, lateEnd = true, now.Add(g)
-		}
+		// returns at once is not abandoned before it could run.
 		grace := min(g, max(time.Until(lateEnd), 0))
-		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-grace))
+		end := deadline.Add(-grace)
+		// When it is abandoned: a grace after its ctx ends, or after
+		// its call, if that ended already.
+		due := end
+		if now := time.Now(); now.After(due) {
+			due = now
+		}
+		due = due.Add(grace)
+		ctx, cancel := context.WithDeadline(context.Background(), end)
 		err := rpc.CallWithin(ctx, grace, x.log, e.name, "Shutdown", e.ep.Shutdown)
 		cancel()
+		if late := time.Since(due); late > 0 && errors.Is(err, rpc.ErrAbandoned) {
+			// Abandoned later than its time (timers late on a loaded
+			// machine): that time is not the next plugins' to lose, or
+			// a prompt one after it would be abandoned before its
+			// goroutine had run.
+			lateEnd = lateEnd.Add(late)
+		}
 		// Returned, or abandoned after its grace (it had the grace to
 		// send its final values): what it sends from now on would follow
 		// STOPPED, so it fails.

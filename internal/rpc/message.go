@@ -123,9 +123,12 @@ func CallWithin(ctx context.Context, grace time.Duration, log *slog.Logger, plug
 	case err := <-done:
 		return err
 	case <-t.C:
-		return plugin.Errorf(plugin.CodeOf(ctx.Err()), "plugin %q: %s did not return in time; abandoned: %w", pluginName, method, ctx.Err())
+		return plugin.Errorf(plugin.CodeOf(ctx.Err()), "plugin %q: %s did not return in time; %w: %w", pluginName, method, ErrAbandoned, ctx.Err())
 	}
 }
+
+// ErrAbandoned is wrapped by CallWithin's error for a call it abandoned.
+var ErrAbandoned = errors.New("abandoned")
 
 // AbandonGrace is the part of a shutdown budget d that CallWithin's
 // callers keep back from a plugin's ctx, for the plugin to return once
