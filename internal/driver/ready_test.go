@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -410,5 +411,34 @@ func TestStoppedBeforeStopIsDropped(t *testing.T) {
 	flushLanes(t, d)
 	if got := m.reason("1"); !errors.Is(got, lost) {
 		t.Errorf("OnExecutorRemoved reason after an early STOPPED and a broken stream: got %v, want %v", got, lost)
+	}
+}
+
+// Close wakes a WaitExecutors in progress, which then fails with
+// ErrClosed, also when no executor is connected: no executor's leaving
+// then wakes it (TestWaitExecutorsEndsAtShutdown has one, whose release
+// did, so it passes without Close's own notify).
+func TestCloseEndsWaitWithoutExecutors(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- d.WaitExecutors(ctx, 1) }()
+	// Either order must end the wait; the one that needs Close's notify
+	// (the wait already blocked) is the likely one after a yield.
+	runtime.Gosched()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		if !errors.Is(err, plugin.ErrClosed) || plugin.CodeOf(err) != plugin.CodeUnavailable {
+			t.Errorf("WaitExecutors at Close: got %v, want Unavailable wrapping ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("WaitExecutors still waiting 30s after Close")
 	}
 }
