@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/driver"
 	"golang.org/x/term"
@@ -48,6 +49,10 @@ func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 type progressBar struct {
 	w        io.Writer
 	interval time.Duration
+	// cols is the terminal's width, which the line is cut to fit: a
+	// longer line wraps, and each redraw ("\r", erase to the end of the
+	// row) then leaves a row behind. 0: os.Stderr's width, or 80.
+	cols int
 
 	mu   sync.Mutex
 	jobs []*barJob // in start order
@@ -75,6 +80,12 @@ func (b *progressBar) add(task string, p *driver.Progress) (remove func()) {
 		}
 		if b.interval <= 0 {
 			b.interval = progressInterval
+		}
+		if b.cols <= 0 {
+			b.cols = 80
+			if w, _, err := term.GetSize(int(os.Stderr.Fd())); err == nil && w > 0 {
+				b.cols = w
+			}
 		}
 		b.done, b.finished = make(chan struct{}), make(chan struct{})
 		go b.draw(b.done, b.finished)
@@ -123,8 +134,23 @@ func (b *progressBar) draw(done, finished chan struct{}) {
 }
 
 // lineLocked renders the jobs that have run for an interval by now: one
-// in full, several side by side in short. b.mu is held.
+// in full, several side by side in short, cut to the terminal's width.
+// b.mu is held.
 func (b *progressBar) lineLocked(now time.Time) string {
+	return fitLine(b.jobsLocked(now), b.cols)
+}
+
+// fitLine cuts line to fewer than cols runes (the last column left free,
+// where some terminals wrap), ending it with "…" when cut.
+func fitLine(line string, cols int) string {
+	if cols < 2 || utf8.RuneCountInString(line) < cols {
+		return line
+	}
+	r := []rune(line)
+	return string(r[:cols-2]) + "…"
+}
+
+func (b *progressBar) jobsLocked(now time.Time) string {
 	var shown []*barJob
 	for _, j := range b.jobs {
 		if now.Sub(j.since) >= b.interval {

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/logtest"
@@ -38,7 +39,7 @@ func TestShortProgress(t *testing.T) {
 // other's); the line is erased when the last job ends.
 func TestProgressBarSharesItsLine(t *testing.T) {
 	var w logtest.Buffer
-	b := &progressBar{w: &w, interval: time.Millisecond}
+	b := &progressBar{w: &w, interval: time.Millisecond, cols: 200}
 	// lastLine is what the terminal shows: the text after the last \r,
 	// up to the erase at its end.
 	lastLine := func() string {
@@ -73,4 +74,26 @@ func TestProgressBarSharesItsLine(t *testing.T) {
 	stop3 := b.add("three", p1)
 	waitLine("job three", func(l string) bool { return strings.HasPrefix(l, "[three: ") })
 	stop3()
+}
+
+// The line fits the terminal: one longer wraps, and every redraw ("\r",
+// then erase to the end of the row) leaves a row behind, scrolling the
+// terminal five times a second. Four jobs with plain task names made a
+// line of about 150 columns.
+func TestProgressLineFitsTheTerminal(t *testing.T) {
+	b := &progressBar{interval: time.Millisecond, cols: 80}
+	for _, name := range []string{"wordcount.map", "wordcount.reduce", "pagerank.iterate", "pagerank.normalize"} {
+		b.jobs = append(b.jobs, &barJob{task: name, p: driver.NewProgress(10000)})
+	}
+	line := b.lineLocked(time.Now().Add(time.Hour))
+	if n := utf8.RuneCountInString(line); n >= b.cols {
+		t.Errorf("a line of 4 jobs is %d columns, want fewer than %d: %q", n, b.cols, line)
+	}
+	if !strings.HasPrefix(line, "[wordcount.map: ") {
+		t.Errorf("line %q: want it to begin with the first job", line)
+	}
+	short := progressLine("sq", 1, 2, 10, progressWidth)
+	if got := fitLine(short, 80); got != short {
+		t.Errorf("fitLine of a line that fits: got %q, want it unchanged", got)
+	}
 }
