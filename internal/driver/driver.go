@@ -472,7 +472,7 @@ func (d *Driver) Executors() []plugin.ExecutorInfo {
 			out = append(out, cloneInfo(es.info))
 		}
 	}
-	slices.SortFunc(out, func(a, b plugin.ExecutorInfo) int { return compareIDs(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b plugin.ExecutorInfo) int { return metrics.CompareIDs(a.ID, b.ID) })
 	return out
 }
 
@@ -485,21 +485,6 @@ func cloneInfo(info plugin.ExecutorInfo) plugin.ExecutorInfo {
 	}
 	info.Resources = res
 	return info
-}
-
-func compareIDs(a, b string) int {
-	x, errA := strconv.Atoi(a)
-	y, errB := strconv.Atoi(b)
-	if errA == nil && errB == nil {
-		return x - y
-	}
-	if a < b {
-		return -1
-	}
-	if a > b {
-		return 1
-	}
-	return 0
 }
 
 // WaitExecutors waits until n executors are ready. It fails as soon as an

@@ -7,10 +7,12 @@
 package metrics
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -178,7 +180,7 @@ func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 	merged := map[string]*dto.MetricFamily{}
 	from := map[string]string{} // the executor whose type and help are served, by name
 	var errs []error
-	for _, id := range slices.Sorted(maps.Keys(s.byID)) {
+	for _, id := range slices.SortedFunc(maps.Keys(s.byID), CompareIDs) {
 		for _, f := range s.byID[id] {
 			m, ok := merged[f.GetName()]
 			switch {
@@ -201,6 +203,22 @@ func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 		out = append(out, merged[name])
 	}
 	return out, errors.Join(errs...)
+}
+
+// CompareIDs orders executor IDs as the driver lists them: numbers by
+// value ("2" before "10"), others as text after them.
+func CompareIDs(a, b string) int {
+	x, errA := strconv.Atoi(a)
+	y, errB := strconv.Atoi(b)
+	switch {
+	case errA == nil && errB == nil:
+		return cmp.Compare(x, y)
+	case errA == nil:
+		return -1
+	case errB == nil:
+		return 1
+	}
+	return strings.Compare(a, b)
 }
 
 // driverLimits are the limits the driver can hit (ember_limit_hits_total

@@ -365,3 +365,27 @@ func TestPluginCollectorPanics(t *testing.T) {
 		t.Error("Unregister of the plugin's collector: got false")
 	}
 }
+
+// "First in ID order" is the driver's order, numeric: executor 2's type
+// is served, not executor 10's (which sorts first as text).
+func TestStoreServesTheFirstExecutorByNumber(t *testing.T) {
+	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
+	family := func(typ *dto.MetricType) []*dto.MetricFamily {
+		name, help, v := "jobs", "Jobs.", 1.0
+		m := &dto.Metric{Counter: &dto.Counter{Value: &v}}
+		if *typ == gauge {
+			m = &dto.Metric{Gauge: &dto.Gauge{Value: &v}}
+		}
+		return []*dto.MetricFamily{{Name: &name, Help: &help, Type: typ, Metric: []*dto.Metric{m}}}
+	}
+	var s Store
+	s.Set("2", family(&counter))
+	s.Set("10", family(&gauge))
+	fams, err := s.Gather()
+	if len(fams) != 1 || fams[0].GetType() != counter {
+		t.Fatalf("Gather: got %v, want executor 2's counter", fams)
+	}
+	if want := "executor 10's metric family jobs left out: it is a GAUGE, executor 2's a COUNTER"; fmt.Sprint(err) != want {
+		t.Errorf("Gather error: got %v, want %q", err, want)
+	}
+}
