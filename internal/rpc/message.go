@@ -88,15 +88,23 @@ func Result(f *wire.Frame) (any, error) {
 }
 
 // Call runs fn, turning a panic into a CodeInternal error that names the
-// plugin and method; the stack goes to log.
+// plugin and method; the stack goes to log. A runtime.Goexit in fn
+// cannot be stopped: it ends the calling goroutine, and what waits on
+// that goroutine waits on, so Call logs it, naming the plugin.
 func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, error)) (v T, err error) {
+	returned := false
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("plugin panicked", "plugin", pluginName, "method", method, "panic", r, "stack", string(debug.Stack()))
 			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("plugin %q: panic in %s: %v", pluginName, method, r))
+		} else if !returned {
+			log.Error("plugin called runtime.Goexit (t.Fatal or t.FailNow outside its test's goroutine?): the goroutine running it has ended, and what waits on it (its lane's next messages, an ask's reply) may wait for good",
+				"plugin", pluginName, "method", method, "stack", string(debug.Stack()))
 		}
 	}()
-	return fn()
+	v, err = fn()
+	returned = true
+	return v, err
 }
 
 // CallWithin runs fn like Call, with ctx, and waits for it until grace

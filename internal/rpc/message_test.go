@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -511,5 +512,33 @@ func TestDispatchSend(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("log %q, want it to contain %q", out, w)
 		}
+	}
+}
+
+// A plugin calling runtime.Goexit (t.Fatal outside its test's goroutine)
+// ends the goroutine that runs it, which nothing can stop; Call logs it,
+// naming the plugin and method, where it used to end without a word and
+// leave its lane, or an asker, waiting.
+func TestCallLogsGoexit(t *testing.T) {
+	var buf logtest.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = rpc.Call(log, "fatal", "Receive", func() (any, error) {
+			runtime.Goexit()
+			return nil, nil
+		})
+		t.Error("Call returned after a Goexit")
+	}()
+	<-done
+	for _, want := range []string{"plugin called runtime.Goexit", "plugin=fatal", "method=Receive"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log: got %q, want it to say %q", buf.String(), want)
+		}
+	}
+	var quiet logtest.Buffer
+	if _, err := rpc.Call(slog.New(slog.NewTextHandler(&quiet, nil)), "fine", "Receive", func() (any, error) { return nil, nil }); err != nil || quiet.String() != "" {
+		t.Errorf("Call of a plugin that returns: got %v and log %q, want nil and nothing logged", err, quiet.String())
 	}
 }
