@@ -578,7 +578,7 @@ func (d *Driver) executorMetrics(es *execState, m *wire.Metrics) {
 // Gatherer returns the driver's metrics and the latest of every
 // executor's, for a /metrics endpoint.
 func (d *Driver) Gatherer() prometheus.Gatherer {
-	return prometheus.Gatherers{d.cfg.Registry, &d.execStats}
+	return metrics.Unambiguous(prometheus.Gatherers{d.cfg.Registry, &d.execStats})
 }
 
 // fail records an executor that could not join, for WaitExecutors.

@@ -48,25 +48,63 @@ func Encode(g prometheus.Gatherer) (*wire.Metrics, error) {
 // each has a name and a type, every metric has a value of that type, and
 // its labels have valid, distinct names, none of them one the exposition
 // format reserves for the type (le, quantile). The error lists the
-// families left out, if any; the others are returned all the same, so one
-// bad family costs only itself.
+// families left out, if any (the first maxListed, and how many more); the
+// others are returned all the same, so one bad family costs only itself.
+// Families past MaxEntries are left out undecoded.
 func Decode(m *wire.Metrics) ([]*dto.MetricFamily, error) {
-	out := make([]*dto.MetricFamily, 0, len(m.GetFamilies()))
+	var out []*dto.MetricFamily
 	var errs []error
+	unlisted := 0
+	leaveOut := func(i int, err error) {
+		if len(errs) < maxListed {
+			errs = append(errs, fmt.Errorf("metric family %d: %w", i, err))
+		} else {
+			unlisted++
+		}
+	}
+	left := MaxEntries
 	for i, b := range m.GetFamilies() {
+		n := 1 // the family itself
+		if err := wire.CountEntries(b, familyDescriptor, &n, left, errTooManyEntries); err != nil {
+			leaveOut(i, err)
+			continue
+		}
+		left -= n
 		f := &dto.MetricFamily{}
 		if err := proto.Unmarshal(b, f); err != nil {
-			errs = append(errs, fmt.Errorf("metric family %d: %w", i, err))
+			leaveOut(i, err)
 			continue
 		}
 		if err := validate(f); err != nil {
-			errs = append(errs, fmt.Errorf("metric family %d: %w", i, err))
+			leaveOut(i, err)
 			continue
 		}
 		out = append(out, f)
 	}
+	if unlisted > 0 {
+		errs = append(errs, fmt.Errorf("%d more metric families left out", unlisted))
+	}
 	return out, errors.Join(errs...)
 }
+
+// MaxEntries bounds what one shipment of an executor's metrics (with a
+// HEARTBEAT or STOPPED) makes the driver decode: its families, and their
+// metrics, label pairs, buckets, quantiles and other list elements at
+// every depth, all counted together. Each takes a hundred bytes or more
+// decoded for as little as two on the wire: a 4 MiB heartbeat of empty
+// families made Decode allocate 800 MiB and return a 90 MiB error (which
+// the driver logged), one of empty counters made the driver keep 250 MiB
+// until the next heartbeat. Far more than an executor's registry holds;
+// the families past it are left out, and the error says so.
+const MaxEntries = 1 << 17
+
+// maxListed bounds the families Decode's error names; the others are
+// counted.
+const maxListed = 8
+
+var familyDescriptor = (&dto.MetricFamily{}).ProtoReflect().Descriptor()
+
+var errTooManyEntries = fmt.Errorf("past the %d families, metrics, labels and other list elements one shipment of metrics may hold", MaxEntries)
 
 func validate(f *dto.MetricFamily) error {
 	if f.GetName() == "" || f.Type == nil {
@@ -90,16 +128,16 @@ func validate(f *dto.MetricFamily) error {
 		for _, l := range m.GetLabel() {
 			name := l.GetName()
 			switch {
-			case !model.UTF8Validation.IsValidLabelName(name) || strings.HasPrefix(name, "__"):
+			case !model.UTF8Validation.IsValidLabelName(name) || strings.HasPrefix(name, "__") || bareColon(name):
 				return fmt.Errorf("%s: invalid label name %q", f.GetName(), name)
 			case !utf8.ValidString(l.GetValue()):
 				return fmt.Errorf("%s: label %q has a value that is not UTF-8", f.GetName(), name)
 			case name == reserved:
 				return fmt.Errorf("%s: a %v series may not have its own %q label", f.GetName(), f.GetType(), name)
-			case seen[name]:
-				return fmt.Errorf("%s: label %q repeated", f.GetName(), name)
+			case seen[escaped(name)]:
+				return fmt.Errorf("%s: label %q repeated (as served to scrapers that take no UTF-8 names, %q)", f.GetName(), name, escaped(name))
 			}
-			seen[name] = true
+			seen[escaped(name)] = true
 		}
 		var ok bool
 		switch f.GetType() {
@@ -119,6 +157,53 @@ func validate(f *dto.MetricFamily) error {
 		}
 	}
 	return nil
+}
+
+// bareColon reports whether label name has a colon and is written
+// unquoted by the text exposition format all the same: the format's
+// writer (expfmt) quotes a label name only when it is not a valid legacy
+// metric name, and those may have colons where label names may not, so
+// that such a name (a:b) makes the whole exposition unparseable. Any
+// other character outside the legacy set gets the name quoted, colon or
+// not.
+func bareColon(name string) bool {
+	return strings.Contains(name, ":") && model.LegacyValidation.IsValidMetricName(name)
+}
+
+// escaped is name as the text format writes it for a scraper that takes
+// no UTF-8 names (the default escaping, model.NameEscapingScheme): a b and
+// a_b are both a_b there.
+func escaped(name string) string { return model.EscapeName(name, model.UnderscoreEscaping) }
+
+// Unambiguous returns g less each family whose name, escaped for scrapers
+// that take no UTF-8 names, is another family's: served, the two would be
+// one family with two TYPE lines, and the whole exposition would not
+// parse. Of such families, one whose name needs no escaping is kept (the
+// driver's own, ember_limit_hits_total, before an executor's
+// "ember limit hits total"), else the first by name; the others are left
+// out, and the error says so.
+func Unambiguous(g prometheus.Gatherer) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		fams, err := g.Gather()
+		kept := make(map[string]string, len(fams)) // by escaped name
+		for _, f := range fams {
+			if escaped(f.GetName()) == f.GetName() {
+				kept[f.GetName()] = f.GetName()
+			}
+		}
+		errs := []error{err}
+		out := make([]*dto.MetricFamily, 0, len(fams))
+		for _, f := range fams {
+			e := escaped(f.GetName())
+			if k, ok := kept[e]; ok && k != f.GetName() {
+				errs = append(errs, fmt.Errorf("metric family %q left out: scrapers that take no UTF-8 names would read it as %q, the name of another", f.GetName(), e))
+				continue
+			}
+			kept[e] = f.GetName()
+			out = append(out, f)
+		}
+		return out, errors.Join(errs...)
+	})
 }
 
 // SetLabel sets label name to value on every metric in fams, replacing

@@ -262,7 +262,7 @@ func (fb *FirstBatch) unmarshal(data []byte) error {
 		return nil
 	}
 	entries := 0
-	if err := countEntries(data, (&Batch{}).ProtoReflect().Descriptor(), &entries); err != nil {
+	if err := CountEntries(data, (&Batch{}).ProtoReflect().Descriptor(), &entries, MaxFirstEntries, errTooManyEntries); err != nil {
 		return err
 	}
 	var b Batch
@@ -282,11 +282,15 @@ const MaxFirstEntries = 1 << 16
 
 var errTooManyEntries = fmt.Errorf("a first message of more than %d list elements and map entries", MaxFirstEntries)
 
-// countEntries adds to *n the list elements and map entries of the message
-// of descriptor md encoded in b, at every depth, without decoding it. It
-// stops with an error past MaxFirstEntries, and at input it cannot parse.
-// A packed list counts as one: its elements cost about their size.
-func countEntries(b []byte, md protoreflect.MessageDescriptor, n *int) error {
+// CountEntries adds to *n the list elements and map entries of the message
+// of descriptor md encoded in b, at every depth, without decoding it: what
+// decoding it would cost, bar the bytes. It stops with tooMany once *n is
+// over limit, and at input it cannot parse. A packed list counts as one:
+// its elements cost about their size.
+func CountEntries(b []byte, md protoreflect.MessageDescriptor, n *int, limit int, tooMany error) error {
+	if *n > limit {
+		return tooMany
+	}
 	fields := md.Fields()
 	for len(b) > 0 {
 		num, typ, m := protowire.ConsumeTag(b)
@@ -305,13 +309,13 @@ func countEntries(b []byte, md protoreflect.MessageDescriptor, n *int) error {
 			continue // an unknown field, kept as its bytes
 		}
 		if fd.IsList() || fd.IsMap() {
-			if *n++; *n > MaxFirstEntries {
-				return errTooManyEntries
+			if *n++; *n > limit {
+				return tooMany
 			}
 		}
 		if fd.Message() != nil && typ == protowire.BytesType {
 			sub, _ := protowire.ConsumeBytes(v) // checked by ConsumeFieldValue
-			if err := countEntries(sub, fd.Message(), n); err != nil {
+			if err := CountEntries(sub, fd.Message(), n, limit, tooMany); err != nil {
 				return err
 			}
 		}
