@@ -20,3 +20,10 @@ func Split(q []*wire.Frame, limit int) (head, rest []*wire.Frame) {
 	head, rest, _ = split(q, limit)
 	return head, rest
 }
+
+// Credit returns each plugin's send credit on c and its window.
+func Credit(c *Conn) (credit, windows []int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int64(nil), c.credit...), append([]int64(nil), c.windows...)
+}
