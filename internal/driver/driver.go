@@ -62,7 +62,9 @@ type Config struct {
 	// the driver's replies; more are answered CodeResourceExhausted.
 	MaxOutstandingAsks int
 	// NoReplacements says executors that leave are not replaced (local
-	// masters): jobs then fail when no executor is left.
+	// masters): jobs then fail when no executor is left. It also marks
+	// the executors as the driver's own binary: a handshake mismatch is
+	// then a failure of start-up, not a refusal to log and count.
 	NoReplacements bool
 	// LaneLimit is the number of messages queued or running at which a
 	// driver plugin's lane stops giving its senders' window back, until
