@@ -67,9 +67,9 @@ type barJob struct {
 	since time.Time
 }
 
-// add puts a job on the bar and returns the function that takes it off,
-// which returns once the line no longer shows it (erased, if it was the
-// last job).
+// add puts a job on the bar and returns the function that takes it off:
+// the next redraw leaves the job out, and when it was the last, the
+// function returns once the line is erased and the drawing stopped.
 func (b *progressBar) add(task string, p *driver.Progress) (remove func()) {
 	j := &barJob{task: task, p: p, since: time.Now()}
 	b.mu.Lock()
