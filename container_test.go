@@ -838,6 +838,29 @@ func TestBadConfFailsRun(t *testing.T) {
 	}
 }
 
+// A Config that Run cannot use fails with CodeInvalidArgument, like a
+// bad Conf value: the master and plugin names returned plain errors.
+func TestBadConfigFailsRun(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  ember.Config
+		want string
+	}{
+		{"master", ember.Config{Master: "local[0]"}, `master "local[0]": want local[N]`},
+		{"plugin name", ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{named("Bad Name")}}, `plugin name "Bad Name"`},
+		{"unknown registered plugin", ember.Config{Master: "local[1]", Conf: map[string]string{ember.ConfPlugins: "no-such-plugin"}}, "no-such-plugin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Logger = quiet
+			err := ember.Run(testCtx(t), tt.cfg, func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+			if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want CodeInvalidArgument saying %q", err, tt.want)
+			}
+		})
+	}
+}
+
 // A negative MinExecutors is refused, not read as 0.
 func TestNegativeMinExecutorsFailsRun(t *testing.T) {
 	err := ember.Run(testCtx(t), ember.Config{Master: "standalone", InsecureNoAuth: true, MinExecutors: -1, Logger: quiet},

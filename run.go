@@ -88,7 +88,9 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // returns (or ctx ends and fn returns), it shuts down: executors shut their
 // plugins down and flush their sends, then the driver plugins shut down,
 // in reverse order. Run returns a start-up failure, or fn's error joined
-// with every shutdown failure.
+// with every shutdown failure. A cfg it cannot use (the master, a plugin
+// name, a Conf value Ember reads) fails before anything starts, with
+// plugin.CodeInvalidArgument.
 //
 // In an executor process (EMBER_DRIVER is set) Run never returns and never
 // calls fn: it serves as an executor until the driver releases it, the
@@ -107,11 +109,14 @@ func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver
 func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver) error) (err error) {
 	master, err := launch.ParseMaster(cfg.Master)
 	if err != nil {
-		return err
+		return plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
 	}
 	cfg.setDefaults()
 	plugins, dropped, err := resolvePlugins(cfg)
 	if err != nil {
+		if plugin.CodeOf(err) == plugin.CodeUnknown { // a name refused, not a panicking Name
+			err = plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
+		}
 		return err
 	}
 	for _, p := range dropped {
