@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
@@ -446,4 +447,58 @@ func TestExecutorMetricsOverTheSizeLimit(t *testing.T) {
 		n, _ := value(fams, "ember_limit_hits_total", hit)
 		return n >= 1 && absent(fams, "wide_items_total", first)
 	})
+}
+
+// ember_messages_total counts the sends a driver plugin made, not those
+// it tried: a SendExecutor or Broadcast copy that fails (here: ctx ended
+// while the executor's send window was spent, its plugin stuck on the
+// first message) sent nothing. Both counted every attempt.
+func TestFailedPushesAreNotCounted(t *testing.T) {
+	release := make(chan struct{})
+	var pc atomic.Pointer[plugin.DriverContext]
+	p := fakePlugin{
+		name: "stuck",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: func(_ context.Context, c plugin.DriverContext) (map[string]string, error) {
+				pc.Store(&c)
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{ReceiveF: func(ctx context.Context, _ any) (any, error) {
+				select { // the first message holds the lane: no window comes back
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil, nil
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	defer close(release)
+	dc := *pc.Load()
+	big := text(strings.Repeat("x", 64<<10))
+	sent := 0
+	for i := 0; ; i++ {
+		if i > 1000 {
+			t.Fatal("1000 sends of 64 KiB, and the send window never ran out")
+		}
+		ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+		err := dc.SendExecutor(ctx, "1", big)
+		cancel()
+		if err != nil {
+			break // the window is spent
+		}
+		sent++
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	if err := dc.Broadcast(ctx, big); err == nil {
+		t.Fatal("Broadcast with the window spent and its ctx ended: got nil, want an error")
+	}
+	got, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_messages_total",
+		map[string]string{"plugin": "stuck", "direction": "to_executor", "kind": "send"})
+	if int(got) != sent {
+		t.Errorf("ember_messages_total of sends to executors: got %v, want %d (the sends that succeeded)", got, sent)
+	}
 }

@@ -69,7 +69,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 		wire.ReleaseFrame(f)
 		return nil, err
 	}
-	e.sent(f, true, 1)
+	e.counter(f.Type, "to_executor", true).Inc() // asked, whatever the answer
 	return c.AskMessage(ctx, f)
 }
 
@@ -84,8 +84,12 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 		return err
 	}
 	f.Kind = wire.Kind_KIND_SEND
-	e.sent(f, false, 1)
-	return c.Send(ctx, f)
+	sent := e.counter(f.Type, "to_executor", false) // f is the connection's once sent
+	if err := c.Send(ctx, f); err != nil {
+		return err
+	}
+	sent.Inc()
+	return nil
 }
 
 func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
@@ -108,7 +112,6 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		wire.ReleaseFrame(f)
 		return errNoReceiver(e.name)
 	}
-	e.sent(f, false, len(conns))
 	// Every executor that can take the message at once gets it first; only
 	// then does Broadcast wait for those whose window is spent (a plugin
 	// behind on its messages), so that one slow executor delays nobody
@@ -123,6 +126,7 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		return cf
 	}
 	defer wire.ReleaseFrame(f)
+	sent := e.counter(f.Type, "to_executor", false)
 	var wait []*rpc.Conn
 	for _, c := range conns {
 		cf := copyOf()
@@ -137,12 +141,18 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 			}
 		case !ok:
 			wait = append(wait, c)
+		default:
+			sent.Inc()
 		}
 	}
 	for _, c := range wait {
-		if err := c.Send(ctx, copyOf()); err != nil && first == nil {
-			first = err
+		if err := c.Send(ctx, copyOf()); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
 		}
+		sent.Inc()
 	}
 	return first
 }
@@ -223,11 +233,6 @@ func (e *endpoint) counter(typ, direction string, ask bool) prometheus.Counter {
 	e.counters.Store(k, kc)
 	e.lastCounter.Store(kc)
 	return kc.c
-}
-
-// sent counts a message a driver plugin sends to executors.
-func (e *endpoint) sent(f *wire.Frame, ask bool, n int) {
-	e.counter(f.Type, "to_executor", ask).Add(float64(n))
 }
 
 func senderContext(ctx context.Context, id string) context.Context {
