@@ -682,6 +682,46 @@ func TestCtxEndingDuringInitIsAStop(t *testing.T) {
 	}
 }
 
+// An executor stopped by its ctx while its plugins' Init runs (a SIGTERM
+// as a pod comes up) tells the driver it is leaving before its stream
+// ends: the driver logs that it left, not that it lost it (an Error, for
+// an ordinary stop).
+func TestStopDuringInitIsALeaveAtTheDriver(t *testing.T) {
+	initing := make(chan struct{})
+	p := fakePlugin{
+		name: "slow-init",
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+				close(initing)
+				<-ctx.Done()
+				return ctx.Err()
+			}}
+		},
+	}
+	var logs logtest.Buffer
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{p},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	execErr := make(chan error, 1)
+	go func() {
+		execErr <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Plugins: []plugin.Plugin{p},
+			Logger: quiet, BuildID: "test", Tasks: ember.Tasks(), ShutdownTimeout: 5 * time.Second})
+	}()
+	<-initing
+	cancel()
+	if err := <-execErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("executor stopped by its ctx during Init: got %v, want an error matching context.Canceled", err)
+	}
+	embertest.WaitFor(t, "the driver to log the executor's end", func() bool {
+		l := logs.String()
+		return strings.Contains(l, "executor left") || strings.Contains(l, "executor lost") || strings.Contains(l, "failed to initialise")
+	})
+	if l := logs.String(); !strings.Contains(l, "executor left: it stopped on its own") || strings.Contains(l, "executor lost") || strings.Contains(l, "failed to initialise") {
+		t.Errorf("driver log: got %q, want the executor to have left, not been lost or failed", l)
+	}
+}
+
 // A Shutdown abandoned for ignoring its ctx cannot send once it has been:
 // its message would follow STOPPED. Its Send fails saying the plugin has
 // shut down (it used to be accepted, and lost).

@@ -166,10 +166,27 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// The stream ends with ctx only until the executor is ready. After
 	// that, ctx ending is a stop of the executor's own (below), which
-	// still reports to the driver, so the stream outlives it.
+	// still reports to the driver, so the stream outlives it. Before,
+	// once the connection is up (its plugins' Init running), the driver
+	// is told first (LEAVING, flushed with the stream's half-close): a
+	// stop as the executor starts (a SIGTERM as a pod comes up) is then
+	// one at the driver too, not an executor lost.
 	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	untie := context.AfterFunc(ctx, cancel)
+	var starting atomic.Pointer[rpc.Conn] // the connection, until READY
+	untie := context.AfterFunc(ctx, func() {
+		if c := starting.Load(); c != nil {
+			_ = c.SendControl(leavingFrame(x.id))
+			c.CloseGracefully()
+			t := time.NewTimer(cfg.ShutdownTimeout / 10)
+			select {
+			case <-c.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		cancel()
+	})
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
 	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
@@ -260,6 +277,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	x.conn.Start()
+	starting.Store(x.conn)
 	defer func() {
 		hcancel() // handlers still running see their ctx end
 		x.conn.Close(nil)
@@ -287,8 +305,15 @@ func Run(ctx context.Context, cfg Config) error {
 		icancel()
 	}
 	if err != nil {
-		code, msg := rpc.ErrorParts(err)
-		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
+		if ctx.Err() != nil {
+			// Stopped by its ctx during Init (which failed of that,
+			// most likely): told to the driver as a stop, as the func
+			// untie stops tells it too, not as an Init failure.
+			_ = x.conn.SendControl(leavingFrame(x.id))
+		} else {
+			code, msg := rpc.ErrorParts(err)
+			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
+		}
 		x.drain(x.cfg.ShutdownTimeout)
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			// Stopped by its ctx during Init, which failed of that
@@ -357,8 +382,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// first (LEAVING), so that TASKs already on their way, which
 		// may arrive once the stream is closing and go unanswered, do
 		// not count either.
-		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_LEAVING,
-			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
+		_ = x.conn.SendControl(leavingFrame(x.id))
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, hcancel) // logged
 		// Its final metrics, after its plugins' Shutdown, as a released
 		// executor's go with STOPPED; no periodic heartbeat follows to
@@ -860,4 +884,10 @@ func (h *handshakeErrors) err() error {
 		return *p
 	}
 	return nil
+}
+
+// leavingFrame tells the driver that executor id is stopping on its own.
+func leavingFrame(id string) *wire.Frame {
+	return &wire.Frame{Kind: wire.Kind_KIND_LEAVING, Code: uint32(plugin.CodeUnavailable),
+		Error: fmt.Sprintf("executor %s is shutting down", id)}
 }
