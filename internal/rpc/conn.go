@@ -323,7 +323,10 @@ func (c *Conn) CloseGracefully() {
 	c.mu.Lock()
 	c.closing = true
 	c.wakeCreditLocked() // waiting Sends see closing
-	if c.waiters > 0 {   // and so do those waiting for room in the queue
+	// And so do those waiting for room in the queue. Once closed, space
+	// is closed already, and waiters woken by it may not have counted
+	// themselves out yet.
+	if c.waiters > 0 && !c.closed {
 		close(c.space)
 		c.space = make(chan struct{})
 	}
