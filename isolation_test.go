@@ -722,6 +722,49 @@ func TestStopDuringInitIsALeaveAtTheDriver(t *testing.T) {
 	}
 }
 
+// An executor stopped by its ctx during its plugins' Init sends one
+// LEAVING: both Run's goroutine (Init returned of its ctx) and the func
+// that ctx's end runs sent one, whichever came first.
+func TestStopDuringInitSendsOneLeaving(t *testing.T) {
+	var logs logtest.Buffer
+	p := fakePlugin{name: "slow-init"}
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{p},
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	const rounds = 100
+	for i := range rounds {
+		initing := make(chan struct{})
+		p := fakePlugin{
+			name: "slow-init",
+			newExecutor: func() plugin.ExecutorPlugin {
+				return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+					close(initing)
+					<-ctx.Done()
+					return ctx.Err()
+				}}
+			},
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		execErr := make(chan error, 1)
+		go func() {
+			execErr <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Plugins: []plugin.Plugin{p},
+				Logger: quiet, BuildID: "test", Tasks: ember.Tasks(), ShutdownTimeout: 5 * time.Second})
+		}()
+		<-initing
+		cancel()
+		if err := <-execErr; !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: got %v, want context.Canceled", i, err)
+		}
+		embertest.WaitFor(t, "the driver to log the executor's end", func() bool {
+			return strings.Count(logs.String(), "executor left") == i+1
+		})
+	}
+	n := strings.Count(logs.String(), "executor leaving: it is stopping on its own")
+	t.Logf("LEAVINGs: %d for %d rounds", n, rounds)
+	if n != rounds {
+		t.Errorf("LEAVINGs at the driver for %d executors stopped during Init: got %d, want one each", rounds, n)
+	}
+}
+
 // A Shutdown abandoned for ignoring its ctx cannot send once it has been:
 // its message would follow STOPPED. Its Send fails saying the plugin has
 // shut down (it used to be accepted, and lost).

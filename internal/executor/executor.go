@@ -174,9 +174,16 @@ func Run(ctx context.Context, cfg Config) error {
 	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var starting atomic.Pointer[rpc.Conn] // the connection, until READY
+	// leave sends LEAVING once: both the func below and Run's goroutine
+	// (Init returning of ctx's end) tell the driver, whichever is first;
+	// the other waits for that send before it closes the stream.
+	var leaveOnce sync.Once
+	leave := func(c *rpc.Conn) {
+		leaveOnce.Do(func() { _ = c.SendControl(leavingFrame(x.id)) })
+	}
 	untie := context.AfterFunc(ctx, func() {
 		if c := starting.Load(); c != nil {
-			_ = c.SendControl(leavingFrame(x.id))
+			leave(c)
 			c.CloseGracefully()
 			t := time.NewTimer(cfg.ShutdownTimeout / 10)
 			select {
@@ -308,8 +315,8 @@ func Run(ctx context.Context, cfg Config) error {
 		if ctx.Err() != nil {
 			// Stopped by its ctx during Init (which failed of that,
 			// most likely): told to the driver as a stop, as the func
-			// untie stops tells it too, not as an Init failure.
-			_ = x.conn.SendControl(leavingFrame(x.id))
+			// untie stops tells it too (once), not as an Init failure.
+			leave(x.conn)
 		} else {
 			code, msg := rpc.ErrorParts(err)
 			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
