@@ -483,18 +483,24 @@ func TestFailedPushesAreNotCounted(t *testing.T) {
 		if i > 1000 {
 			t.Fatal("1000 sends of 64 KiB, and the send window never ran out")
 		}
-		ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+		ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
 		err := dc.SendExecutor(ctx, "1", big)
 		cancel()
 		if err != nil {
-			break // the window is spent
+			break // the window is spent (or, on a loaded machine, the queue was full that long)
 		}
 		sent++
 	}
+	// Broadcast with its ctx ended: a copy that must wait fails. Until
+	// then (a send above may have failed for want of queue room alone),
+	// the copies that go are counted.
 	ctx, cancel := context.WithCancel(testCtx(t))
 	cancel()
-	if err := dc.Broadcast(ctx, big); err == nil {
-		t.Fatal("Broadcast with the window spent and its ctx ended: got nil, want an error")
+	for i := 0; dc.Broadcast(ctx, big) == nil; i++ {
+		if i > 1000 {
+			t.Fatal("1000 Broadcasts of 64 KiB, and the send window never ran out")
+		}
+		sent++
 	}
 	got, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_messages_total",
 		map[string]string{"plugin": "stuck", "direction": "to_executor", "kind": "send"})
