@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,19 @@ func TestCallWithinCanceled(t *testing.T) {
 	})
 	if plugin.CodeOf(err) != plugin.CodeCanceled || !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v, want Canceled", err)
+	}
+}
+
+// A plugin method calling runtime.Goexit (t.Fatal outside its test's
+// goroutine) fails at once, saying so: it used to be waited for until its
+// ctx ended and a grace had passed, then reported abandoned for not
+// returning in time.
+func TestCallWithinGoexit(t *testing.T) {
+	err := CallWithin(context.Background(), time.Hour, slog.New(slog.DiscardHandler), "fatal", "Shutdown", func(context.Context) error {
+		runtime.Goexit()
+		return nil
+	})
+	if plugin.CodeOf(err) != plugin.CodeInternal || !strings.Contains(err.Error(), `plugin "fatal": Shutdown called runtime.Goexit`) {
+		t.Errorf("got %v, want Internal saying the plugin called runtime.Goexit", err)
 	}
 }

@@ -117,8 +117,11 @@ func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, erro
 func CallWithin(ctx context.Context, grace time.Duration, log *slog.Logger, pluginName, method string, fn func(context.Context) error) error {
 	done := make(chan error, 1)
 	go func() {
-		_, err := Call(log, pluginName, method, func() (struct{}, error) { return struct{}{}, fn(ctx) })
-		done <- err
+		// Sent deferred: a plugin calling runtime.Goexit ends this
+		// goroutine without a return, and would read as abandoned.
+		var err error = plugin.Errorf(plugin.CodeInternal, "plugin %q: %s called runtime.Goexit", pluginName, method)
+		defer func() { done <- err }()
+		_, err = Call(log, pluginName, method, func() (struct{}, error) { return struct{}{}, fn(ctx) })
 	}()
 	select {
 	case err := <-done:
