@@ -682,11 +682,11 @@ func TestCtxEndingDuringInitIsAStop(t *testing.T) {
 	}
 }
 
-// An executor stopped by its ctx while its plugins' Init runs (a SIGTERM
-// as a pod comes up) tells the driver it is leaving before its stream
-// ends: the driver logs that it left, not that it lost it (an Error, for
-// an ordinary stop).
-func TestStopDuringInitIsALeaveAtTheDriver(t *testing.T) {
+// stopDuringInit runs an executor of a plugin named slow-init against
+// the driver at addr, ends its ctx while the plugin's Init waits on it,
+// and checks that Run reports a stop.
+func stopDuringInit(t *testing.T, addr string) {
+	t.Helper()
 	initing := make(chan struct{})
 	p := fakePlugin{
 		name: "slow-init",
@@ -698,21 +698,29 @@ func TestStopDuringInitIsALeaveAtTheDriver(t *testing.T) {
 			}}
 		},
 	}
-	var logs logtest.Buffer
-	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{p},
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	execErr := make(chan error, 1)
 	go func() {
-		execErr <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Plugins: []plugin.Plugin{p},
+		execErr <- executor.Run(ctx, executor.Config{DriverAddr: addr, Plugins: []plugin.Plugin{p},
 			Logger: quiet, BuildID: "test", Tasks: ember.Tasks(), ShutdownTimeout: 5 * time.Second})
 	}()
 	<-initing
 	cancel()
 	if err := <-execErr; !errors.Is(err, context.Canceled) {
-		t.Errorf("executor stopped by its ctx during Init: got %v, want an error matching context.Canceled", err)
+		t.Fatalf("executor stopped by its ctx during Init: got %v, want an error matching context.Canceled", err)
 	}
+}
+
+// An executor stopped by its ctx while its plugins' Init runs (a SIGTERM
+// as a pod comes up) tells the driver it is leaving before its stream
+// ends: the driver logs that it left, not that it lost it (an Error, for
+// an ordinary stop).
+func TestStopDuringInitIsALeaveAtTheDriver(t *testing.T) {
+	var logs logtest.Buffer
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{fakePlugin{name: "slow-init"}},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	stopDuringInit(t, d.Addr())
 	embertest.WaitFor(t, "the driver to log the executor's end", func() bool {
 		l := logs.String()
 		return strings.Contains(l, "executor left") || strings.Contains(l, "executor lost") || strings.Contains(l, "failed to initialise")
@@ -727,39 +735,16 @@ func TestStopDuringInitIsALeaveAtTheDriver(t *testing.T) {
 // that ctx's end runs sent one, whichever came first.
 func TestStopDuringInitSendsOneLeaving(t *testing.T) {
 	var logs logtest.Buffer
-	p := fakePlugin{name: "slow-init"}
-	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{p},
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", Plugins: []plugin.Plugin{fakePlugin{name: "slow-init"}},
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	const rounds = 100
 	for i := range rounds {
-		initing := make(chan struct{})
-		p := fakePlugin{
-			name: "slow-init",
-			newExecutor: func() plugin.ExecutorPlugin {
-				return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
-					close(initing)
-					<-ctx.Done()
-					return ctx.Err()
-				}}
-			},
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		execErr := make(chan error, 1)
-		go func() {
-			execErr <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Plugins: []plugin.Plugin{p},
-				Logger: quiet, BuildID: "test", Tasks: ember.Tasks(), ShutdownTimeout: 5 * time.Second})
-		}()
-		<-initing
-		cancel()
-		if err := <-execErr; !errors.Is(err, context.Canceled) {
-			t.Fatalf("round %d: got %v, want context.Canceled", i, err)
-		}
+		stopDuringInit(t, d.Addr())
 		embertest.WaitFor(t, "the driver to log the executor's end", func() bool {
 			return strings.Count(logs.String(), "executor left") == i+1
 		})
 	}
 	n := strings.Count(logs.String(), "executor leaving: it is stopping on its own")
-	t.Logf("LEAVINGs: %d for %d rounds", n, rounds)
 	if n != rounds {
 		t.Errorf("LEAVINGs at the driver for %d executors stopped during Init: got %d, want one each", rounds, n)
 	}
