@@ -127,6 +127,7 @@ func validate(f *dto.MetricFamily) error {
 		clear(seen)
 		for _, l := range m.GetLabel() {
 			name := l.GetName()
+			esc := escaped(name)
 			switch {
 			case !model.UTF8Validation.IsValidLabelName(name) || strings.HasPrefix(name, "__") || bareColon(name):
 				return fmt.Errorf("%s: invalid label name %q", f.GetName(), name)
@@ -134,10 +135,10 @@ func validate(f *dto.MetricFamily) error {
 				return fmt.Errorf("%s: label %q has a value that is not UTF-8", f.GetName(), name)
 			case name == reserved:
 				return fmt.Errorf("%s: a %v series may not have its own %q label", f.GetName(), f.GetType(), name)
-			case seen[escaped(name)]:
-				return fmt.Errorf("%s: label %q repeated (as served to scrapers that take no UTF-8 names, %q)", f.GetName(), name, escaped(name))
+			case seen[esc]:
+				return fmt.Errorf("%s: label %q repeated (as served to scrapers that take no UTF-8 names, %q)", f.GetName(), name, esc)
 			}
-			seen[escaped(name)] = true
+			seen[esc] = true
 		}
 		var ok bool
 		switch f.GetType() {
