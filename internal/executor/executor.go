@@ -173,24 +173,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// one at the driver too, not an executor lost.
 	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	var starting atomic.Pointer[rpc.Conn] // the connection, until READY
+	var connected atomic.Bool // x.conn is set and started
 	// leave sends LEAVING once: both the func below and Run's goroutine
 	// (Init returning of ctx's end) tell the driver, whichever is first;
 	// the other waits for that send before it closes the stream.
 	var leaveOnce sync.Once
-	leave := func(c *rpc.Conn) {
-		leaveOnce.Do(func() { _ = c.SendControl(leavingFrame(x.id)) })
+	leave := func() {
+		leaveOnce.Do(func() { _ = x.conn.SendControl(leavingFrame(x.id)) })
 	}
 	untie := context.AfterFunc(ctx, func() {
-		if c := starting.Load(); c != nil {
-			leave(c)
-			c.CloseGracefully()
-			t := time.NewTimer(cfg.ShutdownTimeout / 10)
-			select {
-			case <-c.Done():
-			case <-t.C:
-			}
-			t.Stop()
+		if connected.Load() {
+			leave()
+			x.drain(cfg.ShutdownTimeout / 10)
 		}
 		cancel()
 	})
@@ -284,7 +278,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	x.conn.Start()
-	starting.Store(x.conn)
+	connected.Store(true)
 	defer func() {
 		hcancel() // handlers still running see their ctx end
 		x.conn.Close(nil)
@@ -316,7 +310,7 @@ func Run(ctx context.Context, cfg Config) error {
 			// Stopped by its ctx during Init (which failed of that,
 			// most likely): told to the driver as a stop, as the func
 			// untie stops tells it too (once), not as an Init failure.
-			leave(x.conn)
+			leave()
 		} else {
 			code, msg := rpc.ErrorParts(err)
 			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
