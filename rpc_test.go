@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -276,65 +275,6 @@ func TestDriverToExecutors(t *testing.T) {
 			t.Errorf("%s after Close: got %v, want Unavailable wrapping ErrClosed", call, err)
 		}
 	}
-}
-
-// A driver plugin whose Receive has proved quick answers an executor's
-// lone asks on that executor's connection reader, sparing two goroutine
-// hand-offs (internal/rpc's Lane.EnableInline); a Receive running there
-// that asks the same executor back still gets its answer, reading being
-// handed to a new reader.
-func TestDriverAnswersQuickAsksOnTheReader(t *testing.T) {
-	var dc plugin.DriverContext
-	var onReader, askBack atomic.Bool
-	var pcs contexts
-	p := fakePlugin{
-		name: "inline",
-		newDriver: func() plugin.DriverPlugin {
-			return &fakeDriver{InitF: keepDriverContext(&dc), ReceiveF: func(ctx context.Context, msg any) (any, error) {
-				// The reader's goroutine, not the plugin's lane worker.
-				if !strings.Contains(string(debug.Stack()), "(*Conn).readLoop") {
-					return msg, nil
-				}
-				onReader.Store(true)
-				if askBack.Load() {
-					return plugin.AskExecutor[number](ctx, dc, "1", msg)
-				}
-				return msg, nil
-			}}
-		},
-		newExecutor: func() plugin.ExecutorPlugin {
-			return &receivingExecutor{
-				fakeExecutor: fakeExecutor{InitF: pcs.init},
-				ReceiveF:     func(_ context.Context, msg any) (any, error) { return msg.(number) * 10, nil },
-			}
-		},
-	}
-	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
-	ctx := testCtx(t)
-	pc := pcs.get("1")
-	// askUntil asks one at a time until an ask is answered want(n) times n.
-	askUntil := func(what string, want number) {
-		t.Helper()
-		for n := number(1); ; n++ {
-			got, err := plugin.Ask[number](ctx, pc, n)
-			if err != nil {
-				t.Fatalf("%s: ask %d: %v", what, n, err)
-			}
-			if got != n && got != n*10 {
-				t.Fatalf("%s: ask %d: got %d, want %d or %d", what, n, got, n, n*10)
-			}
-			if got == n*want && onReader.Load() {
-				return
-			}
-			if n > 10_000 {
-				t.Fatalf("%s: no ask answered on the reader in %d", what, n)
-			}
-		}
-	}
-	askUntil("quick asks", 1)
-	onReader.Store(false)
-	askBack.Store(true)
-	askUntil("asks asking back", 10)
 }
 
 // ExecutorListener sees executors join and leave, with a reason for a

@@ -232,10 +232,6 @@ func New(cfg Config) (*Driver, error) {
 		if e.dp != nil {
 			e.listener, _ = e.dp.(plugin.ExecutorListener)
 			e.lane = rpc.NewLane(setups[i].workers, cfg.LaneLimit, e.run)
-			// A quick plugin answers a lone ask on the executor's reader
-			// (executor plugins are not inlined: their handlers commonly
-			// ask the driver, and wait on the reader they would hold).
-			e.lane.EnableInline()
 			lane := e.lane
 			cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name:        "ember_lane_queue_depth",

@@ -150,16 +150,6 @@ type Conn struct {
 	// the writer adds each batch before writing it.
 	written atomic.Int64
 
-	// rd is the running reader's state; only that reader uses it (a
-	// hand-over orders the old reader's last use before the new one's
-	// first). inline holds, in its low bits, inlineIdle, or inlineRunning
-	// while the reader runs a lane's item itself (see Deliver), or why
-	// reading passed to a new reader meanwhile (see handOver); the other
-	// bits count the inline runs, so that the heartbeat loop can tell a
-	// run that lasts from two in a row.
-	rd     *reader
-	inline atomic.Uint64
-
 	// Peer is free for the owner's use (executor record, endpoint list).
 	Peer any
 
@@ -279,105 +269,22 @@ func (c *Conn) MaxMessageBytes() int { return c.opts.MaxMessageBytes }
 // for a peer that has stopped reading.
 func (c *Conn) Start() {
 	if c.cancel != nil {
-		c.wg.Add(1)
+		c.wg.Add(2)
 		go func() {
 			defer c.wg.Done()
 			c.writeLoop()
 		}()
+		go func() {
+			defer c.wg.Done()
+			c.readLoop()
+		}()
 	} else {
 		go c.writeLoop()
+		go c.readLoop()
 	}
-	c.startReader()
 	if c.opts.HeartbeatInterval > 0 {
 		c.wg.Add(1)
 		go c.heartbeatLoop()
-	}
-}
-
-// startReader runs a reader goroutine: Start's, or a new one taking over
-// from a reader held up by a handler it runs inline (see handOver).
-func (c *Conn) startReader() {
-	if c.cancel == nil {
-		go c.readLoop()
-		return
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.readLoop()
-	}()
-}
-
-// reader is what one reader goroutine keeps across its calls to the
-// owner's HandleFrame.
-type reader struct {
-	// last: the frame being handled is the last of its batch, so that
-	// running it on the reader holds up no frame already read.
-	last bool
-	// retired: reading passed to a new reader while this one ran a
-	// handler inline; it stops once the handler returns.
-	retired bool
-}
-
-// The states of an inline run, in Conn.inline's low bits; the others
-// count the runs. A run hands reading over when it waits on its Conn
-// (inlineHandedOver) or lasts a heartbeat interval (inlineStuck).
-const (
-	inlineIdle = iota
-	inlineRunning
-	inlineHandedOver
-	inlineStuck
-	inlineState = 3
-	inlineRun   = 4
-)
-
-// mayInline reports whether the reader may run a lane's item now: it is
-// the caller (Deliver, from HandleFrame), the frame is the last of its
-// batch, and no inline run is under way.
-func (c *Conn) mayInline() bool {
-	return c.rd != nil && c.rd.last && c.inline.Load()&inlineState == inlineIdle
-}
-
-// runInline runs it, which l has been claimed for (Lane.startInline), on
-// the reader, which is in the owner's HandleFrame. While it runs, the
-// heartbeat loop hands reading over to a new reader if the run lasts a
-// whole heartbeat interval, and so do this Conn's asks and waits for room
-// (handOver): the handler may be waiting for a frame only a reader can
-// take. A handler that ends its goroutine (runtime.Goexit) hands reading
-// over too. A reader that has handed over stops once the handler returns.
-func (c *Conn) runInline(l *Lane, it Item) {
-	rd := c.rd
-	run := c.inline.Load()&^inlineState + inlineRun | inlineRunning
-	c.inline.Store(run)
-	start := time.Now()
-	returned := false
-	defer func() {
-		if !returned {
-			c.handOver(inlineStuck)
-		}
-		state := inlineIdle
-		if !c.inline.CompareAndSwap(run, run&^inlineState) {
-			state = int(c.inline.Load() & inlineState)
-			rd.retired = true
-			c.inline.Store(run &^ inlineState)
-		}
-		l.endInline(time.Since(start), state == inlineStuck)
-	}()
-	it.Inline = true
-	l.run(it)
-	returned = true
-}
-
-// handOver starts a new reader if the current one is running a handler
-// inline (runInline), and records why in the run's state: inlineStuck
-// when the run has lasted a heartbeat interval (or ended its goroutine),
-// inlineHandedOver when something is about to wait on this Conn (an ask,
-// a Send waiting for room or credit), likely that handler, waiting for
-// what the reader would read.
-func (c *Conn) handOver(why uint64) {
-	run := c.inline.Load()
-	if run&inlineState == inlineRunning && c.inline.CompareAndSwap(run, run&^inlineState|why) {
-		c.startReader()
 	}
 }
 
@@ -565,7 +472,6 @@ func (c *Conn) overflowLocked() error {
 func (c *Conn) waitLocked(ctx context.Context, ch <-chan struct{}, waiters *int) error {
 	*waiters++
 	c.mu.Unlock()
-	c.handOver(inlineHandedOver)
 	select {
 	case <-ch:
 		c.mu.Lock()
@@ -1052,9 +958,6 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 		c.forget(id)
 		return reply{}, err
 	}
-	// A handler run inline on the reader cannot wait for the reader to
-	// read its reply.
-	c.handOver(inlineHandedOver)
 	if w != nil {
 		// Its watcher answers for ctx.
 		return c.answered(ctx, id, ch, <-ch)
@@ -1115,18 +1018,6 @@ func (c *Conn) Reply(f *wire.Frame) error {
 	// each reply itself would defeat batching (measured: ask throughput
 	// fell by a third).
 	return c.SendControl(f)
-}
-
-// replyInline is Reply for an ASK run inline (see runInline): on the
-// reader, which had nothing more to read, the reply is written at once
-// when nothing is queued or being written, sparing the writer's wake-up.
-// Should the write block (the peer not reading), only this Conn waits: the
-// heartbeat loop hands reading over, and the close that follows a silence
-// ends the write.
-func (c *Conn) replyInline(f *wire.Frame) error {
-	f.Kind = wire.Kind_KIND_REPLY
-	c.mu.Lock()
-	return c.enqueueLocked(context.Background(), f, true, true)
 }
 
 func (c *Conn) writeLoop() {
@@ -1279,8 +1170,6 @@ func split(q []*wire.Frame, limit int) (head, rest []*wire.Frame, size int) {
 }
 
 func (c *Conn) readLoop() {
-	rd := &reader{}
-	c.rd = rd
 	var claimed []pending // the asks that a run of REPLYs answer
 	b := &wire.Batch{}    // reused: its frames are handed on before the next read
 	for {
@@ -1337,14 +1226,7 @@ func (c *Conn) readLoop() {
 				// The owner's handler may take a while; never while
 				// holding the writer.
 				c.endDelivering()
-				rd.last = i == len(b.Frames)-1
 				c.h.HandleFrame(c, f)
-				rd.last = false
-				if rd.retired {
-					// A new reader has taken over; the frame was the
-					// batch's last.
-					return
-				}
 			}
 		}
 		c.endDelivering()
@@ -1419,19 +1301,11 @@ func (c *Conn) heartbeatLoop() {
 	// path); the last time it was seen raised, at tick resolution, is when
 	// the peer was last heard.
 	lastHeard := time.Now()
-	var inline uint64 // the inline run seen at the last tick
 	for {
 		select {
 		case <-c.done:
 			return
 		case now := <-t.C:
-			// An inline run seen at two ticks in a row holds the reader
-			// up: hand reading over.
-			if run := c.inline.Load(); run&inlineState == inlineRunning && run == inline {
-				c.handOver(inlineStuck)
-			} else {
-				inline = run
-			}
 			if c.received.Swap(false) || c.handling.Load() {
 				lastHeard = now
 			}

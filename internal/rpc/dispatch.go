@@ -47,16 +47,6 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	if stamp.Enabled && ask {
 		stamp.Mark(stamp.AskDispatched, h.Call)
 	}
-	returned := false
-	if ask {
-		// A handler that ends its goroutine (runtime.Goexit) never
-		// returns; its asker is told, rather than left waiting.
-		defer func() {
-			if !returned {
-				_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, nil, plugin.Errorf(plugin.CodeInternal, "plugin %q: Receive called runtime.Goexit", pluginName), max))
-			}
-		}()
-	}
 	hctx := ctx
 	if ask {
 		hctx = askCtx
@@ -72,7 +62,6 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		start = time.Now()
 	}
 	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
-	returned = true
 	var elapsed time.Duration
 	if timed {
 		elapsed = time.Since(start)
@@ -82,11 +71,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		if stamp.Enabled {
 			stamp.Mark(stamp.ReplyQueued, h.Call)
 		}
-		if f := ReplyFrame(h.Call, h.Plugin, reply, err, max); it.Inline {
-			_ = it.Conn.replyInline(f)
-		} else {
-			_ = it.Conn.Reply(f)
-		}
+		_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, reply, err, max))
 	case err != nil && !errors.Is(err, context.Canceled):
 		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
 	case reply != nil:
@@ -112,13 +97,6 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 		it.Credit = SendCost(f)
 	}
 	Predecode(&it)
-	// A lone ASK (nothing read after it) to an idle lane runs here, on
-	// the reader: see Lane.EnableInline.
-	if f.Kind == wire.Kind_KIND_ASK && it.Frame == nil && l.inline.Load() && c.mayInline() && l.startInline(&it) {
-		wire.ReleaseFrame(f)
-		c.runInline(l, it)
-		return true
-	}
 	ok, filled := l.push(it)
 	if filled && full != nil {
 		full()

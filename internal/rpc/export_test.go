@@ -27,7 +27,3 @@ func Credit(c *Conn) (credit, windows []int64) {
 	defer c.mu.Unlock()
 	return append([]int64(nil), c.credit...), append([]int64(nil), c.windows...)
 }
-
-// InlineLearn is how many quick ASKs in a row a lane's worker must run
-// before the lane runs one inline.
-const InlineLearn = inlineLearn

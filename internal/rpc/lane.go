@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 )
@@ -30,11 +29,6 @@ type Item struct {
 	Head    Head
 	Msg     any
 	Err     error
-
-	// Inline says the item runs on its connection's reader, not on a
-	// worker (see Deliver): an ASK's reply is then written by the reader
-	// too.
-	Inline bool
 
 	// Credit is what a SEND counts against its sender's window (see
 	// Conn.Consumed); the lane gives it back once the item has run. Zero
@@ -120,15 +114,6 @@ type Lane struct {
 	full   atomic.Bool
 	owed   map[creditKey]int64
 	closed bool
-	// Inline runs (see EnableInline). inline: Deliver may run an ASK on its
-	// connection's reader while the lane is idle. Until then learn counts
-	// the ASKs the worker must still see return within inlineMax (a slower
-	// one starts the count again; 0: not learning). inlining: an item runs
-	// inline now, and the worker waits for it. learn is the worker's, and
-	// endInline's (under mu) while the worker waits.
-	inline   atomic.Bool
-	learn    int
-	inlining bool
 	// In a lane of several workers (see admitLocked): members are the
 	// connections with items running, held or an event waiting or
 	// running; ready are held items free to run, taken before the queue.
@@ -185,90 +170,6 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 		go l.loop()
 	}
 	return l
-}
-
-// EnableInline lets Deliver run a lone ASK on its connection's reader,
-// instead of handing it to this lane's worker, while the lane is idle and
-// its handler has proved quick: once inlineLearn ASKs in a row have
-// returned within inlineMax on the worker. That spares the hand-off of
-// the ask to the worker and of its reply to the connection's writer, a
-// goroutine wake-up each. An inline run that takes longer sends the lane
-// back to learning; one that holds the reader up for good (see
-// Conn.handOver) ends inlining on the lane. Only a lane of one worker
-// inlines. Call EnableInline before the first push.
-func (l *Lane) EnableInline() {
-	if l.serial {
-		l.learn = inlineLearn
-	}
-}
-
-// inlineMax is the longest an ASK may take to run (its handler, and
-// its reply queued or written) to be run inline: one that takes longer
-// holds up its connection's other frames, and gains little from a
-// hand-off spared; inlineLearn is how many in a row must return within it
-// first.
-const (
-	inlineMax   = 500 * time.Microsecond
-	inlineLearn = 64
-)
-
-// learned records, on the worker, that an ASK's handler took d (see
-// EnableInline). l.learn > 0.
-func (l *Lane) learned(d time.Duration) {
-	if d > inlineMax {
-		l.learn = inlineLearn
-		return
-	}
-	if l.learn--; l.learn == 0 {
-		l.inline.Store(true)
-	}
-}
-
-// startInline claims the lane for it to run on the calling reader: it
-// reports true when the lane inlines, is open and idle (nothing queued or
-// running), and it's connection has not ended. The caller runs it and
-// then calls endInline; meanwhile the lane counts it as running, queued
-// items wait for it, and Close waits for it as for a worker.
-func (l *Lane) startInline(it *Item) bool {
-	if !l.inline.Load() {
-		return false
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || l.inlining || l.head != len(l.q) || l.active.Load() != 0 || it.Conn.ended.Load() {
-		return false
-	}
-	l.inlining = true
-	l.pushed++
-	l.taken++
-	l.active.Store(1)
-	l.wg.Add(1) // the worker, running until closed, keeps the count above zero
-	return true
-}
-
-// endInline records that the item startInline claimed the lane for has
-// returned, after elapsed, and wakes the worker for what was queued
-// meanwhile. stuck says it held the reader up for a heartbeat interval:
-// the lane inlines no more. One that took longer than inlineMax sends the
-// lane back to learning.
-func (l *Lane) endInline(elapsed time.Duration, stuck bool) {
-	l.active.Add(-1)
-	l.finished.Add(1)
-	l.mu.Lock()
-	l.inlining = false
-	switch {
-	case stuck:
-		l.inline.Store(false)
-	case elapsed > inlineMax:
-		l.inline.Store(false)
-		l.learn = inlineLearn
-	}
-	if l.flushing.Load() > 0 {
-		l.progressLocked()
-	}
-	l.mu.Unlock()
-	l.wake.Signal() // the worker waits for inlining to end, with or without items
-	l.wg.Done()
 }
 
 // Push queues it. It reports false if the lane is closed.
@@ -464,13 +365,7 @@ func (l *Lane) serialLoop() {
 
 		for i := range batch {
 			c, p, credit := creditOf(&batch[i])
-			if l.learn > 0 && batch[i].Header().Kind == wire.Kind_KIND_ASK {
-				start := time.Now()
-				l.run(batch[i])
-				l.learned(time.Since(start))
-			} else {
-				l.run(batch[i])
-			}
+			l.run(batch[i])
 			batch[i] = Item{}
 			l.active.Add(-1)
 			l.finished.Add(1)
@@ -489,9 +384,7 @@ func (l *Lane) serialLoop() {
 // false (unlocked) when the lane is closed and empty.
 func (l *Lane) awaitItem() bool {
 	l.mu.Lock()
-	// An item running inline (startInline) runs before those queued after
-	// it, and alone.
-	for l.inlining || (l.head == len(l.q) && !l.closed) {
+	for l.head == len(l.q) && !l.closed {
 		l.wake.Wait()
 	}
 	if l.head == len(l.q) {
