@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -62,6 +63,8 @@ func TestAskErrors(t *testing.T) {
 			return nil, errors.New("no file \"\xff\xfe.log\"")
 		case text("panic"):
 			panic("handler bug")
+		case text("goexit"): // a test's t.Fatal in a plugin
+			runtime.Goexit()
 		case text("slow"):
 			_, ok := ctx.Deadline()
 			sawDeadline.Do(func() { hadDeadline <- ok })
@@ -90,6 +93,7 @@ func TestAskErrors(t *testing.T) {
 		{name: "plain error is unknown with its message", msg: text("plain"), code: plugin.CodeUnknown, contains: "plain failure", remote: true},
 		{name: "error that is not UTF-8 arrives byte for byte", msg: text("not-utf8"), code: plugin.CodeUnknown, contains: "no file \"\xff\xfe.log\"", remote: true},
 		{name: "panic is internal", msg: text("panic"), code: plugin.CodeInternal, contains: "handler bug", remote: true},
+		{name: "runtime.Goexit is internal", msg: text("goexit"), code: plugin.CodeInternal, contains: "Goexit", remote: true},
 		{name: "deadline", ctx: shortCtx(t, 100*time.Millisecond), msg: text("slow"), code: plugin.CodeDeadlineExceeded, is: context.DeadlineExceeded, either: true},
 		{name: "unregistered type fails at the call", msg: unregistered{}, code: plugin.CodeInvalidArgument, is: plugin.ErrUnregisteredMessage, contains: "unregistered"},
 		{name: "nil message", msg: nil, code: plugin.CodeInvalidArgument, contains: "nil message"},

@@ -171,10 +171,11 @@ func (e *endpoint) run(it rpc.Item) {
 	e.counter(h.Type, "to_driver", ask).Inc()
 	// Handler time is sampled: one message in handlerSampling.
 	timed := e.dispatched.Add(1)%handlerSampling == 1
-	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
 	if ask {
-		es.asks.Add(-1)
+		// Deferred: a Receive calling runtime.Goexit does not return.
+		defer es.asks.Add(-1)
 	}
+	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
 	switch {
 	case o.Undecodable && !ask:
 		e.d.builtin.Dropped.WithLabelValues("driver", e.name, "undecodable").Inc()

@@ -47,6 +47,16 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	if stamp.Enabled && ask {
 		stamp.Mark(stamp.AskDispatched, h.Call)
 	}
+	returned := false
+	if ask {
+		// A handler that ends its goroutine (runtime.Goexit) never
+		// returns; its asker is told, rather than left waiting.
+		defer func() {
+			if !returned {
+				_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, nil, plugin.Errorf(plugin.CodeInternal, "plugin %q: Receive called runtime.Goexit", pluginName), max))
+			}
+		}()
+	}
 	hctx := ctx
 	if ask {
 		hctx = askCtx
@@ -62,6 +72,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		start = time.Now()
 	}
 	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
+	returned = true
 	var elapsed time.Duration
 	if timed {
 		elapsed = time.Since(start)

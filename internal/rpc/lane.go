@@ -163,11 +163,11 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 	l.serial = workers == 1
 	l.wg.Add(workers)
 	if l.serial {
-		go l.serialLoop()
+		go l.serialLoop(nil)
 		return l
 	}
 	for range workers {
-		go l.loop()
+		go l.loop(taken{}, false)
 	}
 	return l
 }
@@ -346,37 +346,60 @@ func (l *Lane) CloseWithin(ctx context.Context) error {
 // serialBatch bounds the items the single worker takes at once.
 const serialBatch = 256
 
-// serialLoop is the one worker of a serial lane. It takes every queued item
-// (up to serialBatch) under one lock and runs them in order: one lock round
-// per batch instead of per item, where the reader pushing and the worker
-// taking would otherwise contend on every message.
-func (l *Lane) serialLoop() {
-	defer l.wg.Done()
-	var batch []Item
+// serialLoop is the one worker of a serial lane. It takes every queued
+// item (up to serialBatch) under one lock and runs them in order: one lock
+// round per batch instead of per item, where the reader pushing and the
+// worker taking would otherwise contend on every message. It starts with
+// batch: what is left of the one a worker before it was running (see
+// below).
+func (l *Lane) serialLoop(batch []Item) {
+	next := 0 // batch[next:] has yet to run
+	returned := false
+	defer func() {
+		if returned {
+			l.wg.Done()
+			return
+		}
+		// An item's run ended this goroutine (runtime.Goexit, which
+		// rpc.Call logs): a new worker runs the rest of the batch, and
+		// the lane goes on.
+		go l.serialLoop(batch[next:])
+	}()
 	for {
+		for next < len(batch) {
+			it := &batch[next]
+			next++
+			l.runSerial(it)
+		}
 		if !l.awaitItem() {
+			returned = true
 			return
 		}
 		n := min(len(l.q)-l.head, serialBatch)
 		batch = append(batch[:0], l.q[l.head:l.head+n]...)
+		next = 0
 		l.active.Store(int64(n))
 		l.takeLocked(n)
 		l.mu.Unlock()
-
-		for i := range batch {
-			c, p, credit := creditOf(&batch[i])
-			l.run(batch[i])
-			batch[i] = Item{}
-			l.active.Add(-1)
-			l.finished.Add(1)
-			l.finish(c, p, credit)
-			if l.flushing.Load() > 0 {
-				l.mu.Lock()
-				l.progressLocked()
-				l.mu.Unlock()
-			}
-		}
 	}
+}
+
+// runSerial runs it, an item of the serial worker's batch, and counts it
+// finished, even if its run ends the goroutine.
+func (l *Lane) runSerial(it *Item) {
+	c, p, credit := creditOf(it)
+	defer func() {
+		*it = Item{}
+		l.active.Add(-1)
+		l.finished.Add(1)
+		l.finish(c, p, credit)
+		if l.flushing.Load() > 0 {
+			l.mu.Lock()
+			l.progressLocked()
+			l.mu.Unlock()
+		}
+	}()
+	l.run(*it)
 }
 
 // awaitItem locks l.mu and waits until an item is queued or the lane is
@@ -420,36 +443,60 @@ func (l *Lane) compactLocked() {
 	}
 }
 
-func (l *Lane) loop() {
-	defer l.wg.Done()
+func (l *Lane) loop(t taken, ok bool) {
+	// t is run first when ok: an event due to run on the worker this one
+	// replaces (see below).
+	var (
+		c       *Conn
+		p       uint32
+		credit  int64
+		running bool // t is running
+	)
+	defer func() {
+		if !running {
+			l.wg.Done()
+			return
+		}
+		// t's run ended this goroutine (runtime.Goexit, which rpc.Call
+		// logs): it has run, and a new worker goes on.
+		l.mu.Lock()
+		next, ok := l.doneLocked(t)
+		l.mu.Unlock()
+		l.finish(c, p, credit)
+		go l.loop(next, ok)
+	}()
 	l.mu.Lock()
 	for {
-		for l.head == len(l.q) && len(l.ready) == 0 && !l.closed {
-			l.wake.Wait()
-		}
-		var t taken
-		switch {
-		case len(l.ready) > 0:
-			t = l.ready[0]
-			l.ready[0] = taken{} // the array outlives the slot: let go of its item
-			if l.ready = l.ready[1:]; len(l.ready) == 0 {
-				l.ready = nil
+		if !ok {
+			for l.head == len(l.q) && len(l.ready) == 0 && !l.closed {
+				l.wake.Wait()
 			}
-		case l.head < len(l.q):
-			t.it = l.q[l.head]
-			l.takeLocked(1)
-			t.seq = l.taken
-			l.running[t.seq] = struct{}{}
-		default: // closed and empty
-			l.mu.Unlock()
-			return
+			switch {
+			case len(l.ready) > 0:
+				t = l.ready[0]
+				l.ready[0] = taken{} // the array outlives the slot: let go of its item
+				if l.ready = l.ready[1:]; len(l.ready) == 0 {
+					l.ready = nil
+				}
+			case l.head < len(l.q):
+				t = taken{it: l.q[l.head]}
+				l.takeLocked(1)
+				t.seq = l.taken
+				l.running[t.seq] = struct{}{}
+			default: // closed and empty
+				l.mu.Unlock()
+				return
+			}
+			ok = l.admitLocked(t)
 		}
 		// Run it, then whatever its end lets run at once on this worker
 		// (an event that waited for it).
-		for ok := l.admitLocked(t); ok; {
+		for ok {
 			l.mu.Unlock()
-			c, p, credit := creditOf(&t.it)
+			c, p, credit = creditOf(&t.it)
+			running = true
 			l.run(t.it)
+			running = false
 			l.mu.Lock()
 			var next taken
 			next, ok = l.doneLocked(t)

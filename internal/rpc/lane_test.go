@@ -3,6 +3,9 @@ package rpc_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -376,5 +379,59 @@ func TestLaneEventsHoldOnlyTheirConnection(t *testing.T) {
 	case <-stuck:
 		t.Error("the long poll never saw the work sent after an event about another connection")
 	default:
+	}
+}
+
+// An item whose run ends its goroutine (runtime.Goexit: a test's t.Fatal
+// in a plugin) does not stop its lane: the items after it run, in order
+// on a lane of one worker, and Flush returns once they have.
+func TestLaneSurvivesGoexit(t *testing.T) {
+	t.Parallel()
+	for _, workers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			t.Parallel()
+			l := startLane(t, workers, runEvent)
+			gate := make(chan struct{})
+			ran := make(chan int, 8)
+			item := func(n int) rpc.Item {
+				return rpc.Item{Event: func() {
+					switch n {
+					case 0:
+						<-gate // the rest queue up behind it, in one batch
+					case 1, 3:
+						runtime.Goexit()
+					}
+					ran <- n
+				}}
+			}
+			for n := range 5 {
+				if !l.Push(item(n)) {
+					t.Fatalf("Push(%d) = false, want true", n)
+				}
+			}
+			close(gate)
+			ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+			defer cancel()
+			if err := l.Flush(ctx); err != nil {
+				t.Fatalf("Flush: %v, want nil", err)
+			}
+			var got []int
+			for range 3 {
+				got = append(got, recv(t, ran, "an item after the Goexit"))
+			}
+			if workers > 1 {
+				slices.Sort(got)
+			}
+			if want := []int{0, 2, 4}; !slices.Equal(got, want) {
+				t.Errorf("ran %v, want %v", got, want)
+			}
+			// And it goes on taking items.
+			if !l.Push(item(5)) {
+				t.Fatal("Push(5) = false, want true")
+			}
+			if n := recv(t, ran, "an item pushed later"); n != 5 {
+				t.Errorf("ran %d, want 5", n)
+			}
+		})
 	}
 }

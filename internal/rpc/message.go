@@ -89,8 +89,9 @@ func Result(f *wire.Frame) (any, error) {
 
 // Call runs fn, turning a panic into a CodeInternal error that names the
 // plugin and method; the stack goes to log. A runtime.Goexit in fn
-// cannot be stopped: it ends the calling goroutine, and what waits on
-// that goroutine waits on, so Call logs it, naming the plugin.
+// cannot be stopped: it ends the calling goroutine, whose own defers must
+// finish its work (a lane replaces its worker, Dispatch answers the ask),
+// so Call logs it, naming the plugin.
 func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, error)) (v T, err error) {
 	returned := false
 	defer func() {
@@ -98,7 +99,7 @@ func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, erro
 			log.Error("plugin panicked", "plugin", pluginName, "method", method, "panic", r, "stack", string(debug.Stack()))
 			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("plugin %q: panic in %s: %v", pluginName, method, r))
 		} else if !returned {
-			log.Error("plugin called runtime.Goexit (t.Fatal or t.FailNow outside its test's goroutine?): the goroutine running it has ended, and what waits on it (its lane's next messages, an ask's reply) may wait for good",
+			log.Error("plugin called runtime.Goexit (t.Fatal or t.FailNow outside its test's goroutine?): the goroutine running it has ended",
 				"plugin", pluginName, "method", method, "stack", string(debug.Stack()))
 		}
 	}()
