@@ -38,8 +38,19 @@ import (
 	"go.uber.org/goleak"
 )
 
-// DefaultTimeout bounds every wait in this package.
+// DefaultTimeout bounds every wait in this package, but Start's for a
+// cfg.StartTimeout set so long that Run's own start-up could outlast it
+// (see startWait).
 const DefaultTimeout = 60 * time.Second
+
+// startWait is how long Start waits for the cluster to start: DefaultTimeout,
+// or, for a StartTimeout set long, the two steps it bounds (the driver
+// plugins' Init, then the executors' start) and a margin, so that a test
+// giving a slow machine more time gets it, and Run reports its own
+// failures.
+func startWait(cfg ember.Config) time.Duration {
+	return max(DefaultTimeout, 2*cfg.StartTimeout+10*time.Second)
+}
 
 // Main runs the tests and then checks that no goroutine leaked. In an
 // executor process started by a test (local-cluster), the test that called
@@ -145,11 +156,11 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 	case c.Driver = <-started:
 	case <-c.done:
 		return nil, c.err
-	case <-time.After(DefaultTimeout):
+	case <-time.After(startWait(cfg)):
 		// Let the application end when start-up does complete, rather
 		// than hold its driver function (and everything else) for ever.
 		close(c.release)
-		return nil, fmt.Errorf("cluster not started within %v", DefaultTimeout)
+		return nil, fmt.Errorf("cluster not started within %v", startWait(cfg))
 	}
 	t.Cleanup(func() {
 		err := c.shutdown()
