@@ -133,6 +133,50 @@ func TestMapRetriesThenFails(t *testing.T) {
 	}
 }
 
+// The driver logs a job's failed attempts, up to ten of them, and then
+// says the rest are only counted: they used to be counted alone, in
+// ember_tasks_total, where a user following the log saw nothing.
+func TestFailedAttemptsAreLogged(t *testing.T) {
+	var buf logtest.Buffer
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	ctx := testCtx(t)
+	if _, err := ember.Map(ctx, c.Driver, flaky, []int{0, 2}); err != nil { // job 1: two failures
+		t.Fatal(err)
+	}
+	many := make([]int, 15) // job 2: fifteen failures, one per input
+	for i := range many {
+		many[i] = 1
+	}
+	if _, err := ember.Map(ctx, c.Driver, flaky, many); err != nil {
+		t.Fatal(err)
+	}
+	var job1, job2, further []string
+	for _, line := range strings.Split(buf.String(), "\n") {
+		switch {
+		case strings.Contains(line, "further failed attempts"):
+			further = append(further, line)
+		case !strings.Contains(line, "task attempt failed"):
+		case strings.Contains(line, "job=1 "):
+			job1 = append(job1, line)
+		case strings.Contains(line, "job=2 "):
+			job2 = append(job2, line)
+		}
+	}
+	if len(job1) != 2 {
+		t.Fatalf("job 1: %d lines of failed attempts, want 2:\n%s", len(job1), strings.Join(job1, "\n"))
+	}
+	for i, line := range job1 {
+		for _, want := range []string{"level=WARN", "task=test.flaky", "index=1", fmt.Sprintf("failures=%d", i+1), "maxFailures=4", "retry=true", "executor=", "attempt " + fmt.Sprint(i) + " of input 2 fails"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("job 1, line %d %q: want %s", i, line, want)
+			}
+		}
+	}
+	if len(job2) != 10 || len(further) != 1 || !strings.Contains(further[0], "job=2") {
+		t.Errorf("job 2: %d lines of failed attempts and %d saying the rest are not logged, want 10 and 1 (for job 2):\n%s", len(job2), len(further), strings.Join(further, "\n"))
+	}
+}
+
 func TestMapCancel(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "2"}})
 	ctx, cancel := context.WithCancel(testCtx(t))

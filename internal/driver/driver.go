@@ -202,6 +202,7 @@ func New(cfg Config) (*Driver, error) {
 	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
 	d.sched.builtin = d.builtin
+	d.sched.log = d.log
 	// Every plugin is asked first, so that one that panics leaves no lane
 	// of another running.
 	setups := make([]pluginSetup, len(cfg.Plugins))

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -54,6 +55,7 @@ type job struct {
 	inputs   [][]byte
 	results  [][]byte
 	failures []int
+	logged   int // failed attempts logged (see maxFailuresLogged)
 	left     int
 	progress *Progress
 	err      error
@@ -82,6 +84,7 @@ type attempt struct {
 type scheduler struct {
 	maxFailures int
 	builtin     *metrics.Builtin
+	log         *slog.Logger
 	// noReplacements: executors that leave are never replaced (local
 	// masters), so jobs fail when the last one goes instead of waiting.
 	noReplacements bool
@@ -424,6 +427,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	j := a.job
 	j.progress.running.Add(-1)
 	var out []outFrame
+	var logFailure func() // after the lock
 	// Cut short by its executor stopping on its own, which said so first
 	// (LEAVING: it gets nothing more). Not the task's failure: it runs
 	// elsewhere. (One told to stop by STOP was, by Close, after its job
@@ -454,16 +458,36 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	default:
 		j.failures[a.index]++
 		cause := rpc.WireError(f.Code, f.Error)
-		if j.failures[a.index] >= s.maxFailures {
-			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause})
-		} else {
+		retry := j.failures[a.index] < s.maxFailures
+		if retry {
 			s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		} else {
+			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause})
+		}
+		if j.logged < maxFailuresLogged {
+			j.logged++
+			failures, last := j.failures[a.index], j.logged == maxFailuresLogged
+			logFailure = func() {
+				s.log.Warn("task attempt failed", "job", j.id, "task", j.task, "index", a.index,
+					"failures", failures, "maxFailures", s.maxFailures, "retry", retry, "executor", e.info.ID, "err", cause)
+				if last {
+					s.log.Warn("further failed attempts of this job are not logged; ember_tasks_total{state=\"failed\"} counts them", "job", j.id, "task", j.task)
+				}
+			}
 		}
 	}
 	out = append(out, s.scheduleLocked()...)
 	s.mu.Unlock()
+	if logFailure != nil {
+		logFailure()
+	}
 	s.send(out)
 }
+
+// maxFailuresLogged bounds the failed attempts of one job that are logged,
+// one line each: a job whose every task fails would otherwise log
+// maxFailures lines per input.
+const maxFailuresLogged = 10
 
 // failJobLocked ends j with err and cancels its running attempts. They
 // keep their slots until their executors report them ended (result) or are
