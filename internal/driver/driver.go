@@ -66,6 +66,9 @@ type Config struct {
 	// the executors as the driver's own binary: a handshake mismatch is
 	// then a failure of start-up, not a refusal to log and count.
 	NoReplacements bool
+	// NoExecutorsWarning is how often a job waiting with no executor
+	// connected (standalone) says so in the log (default 15s).
+	NoExecutorsWarning time.Duration
 	// LaneLimit is the number of messages queued or running at which a
 	// driver plugin's lane stops giving its senders' window back, until
 	// half as many are (backpressure to those senders alone). Default
@@ -173,6 +176,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.MaxTaskFailures <= 0 {
 		cfg.MaxTaskFailures = 4
+	}
+	if cfg.NoExecutorsWarning <= 0 {
+		cfg.NoExecutorsWarning = 15 * time.Second
 	}
 	if cfg.MaxOutstandingAsks <= 0 {
 		cfg.MaxOutstandingAsks = DefaultMaxOutstandingAsks

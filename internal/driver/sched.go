@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
@@ -150,17 +151,41 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		s.pending = append(s.pending, &attempt{job: j, index: i})
 	}
 	sends := s.scheduleLocked()
+	waiting := len(s.execs) == 0 && len(inputs) > 0
 	s.mu.Unlock()
 	s.send(sends)
 
-	select {
-	case <-j.done:
-	case <-ctx.Done():
-		s.mu.Lock()
-		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeOf(ctx.Err()), "job %s: %w", j.id, ctx.Err()))
-		s.mu.Unlock()
-		s.send(sends)
-		<-j.done
+	// A job without executors (standalone, none connected yet) says so
+	// from time to time, rather than wait in silence.
+	var warn <-chan time.Time
+	if waiting {
+		t := time.NewTicker(d.cfg.NoExecutorsWarning)
+		defer t.Stop()
+		warn = t.C
+	}
+	start := time.Now()
+	for ended := false; !ended; {
+		select {
+		case <-j.done:
+			ended = true
+		case <-ctx.Done():
+			s.mu.Lock()
+			sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeOf(ctx.Err()), "job %s: %w", j.id, ctx.Err()))
+			s.mu.Unlock()
+			s.send(sends)
+			<-j.done
+			ended = true
+		case <-warn:
+			s.mu.Lock()
+			none := len(s.execs) == 0
+			s.mu.Unlock()
+			if !none {
+				warn = nil // it has executors now: the stop at return is enough
+				continue
+			}
+			d.log.Warn("job waiting for executors: none is connected (start some with the command logged at start-up, or give Map a ctx with a deadline)",
+				"job", j.id, "task", task, "waited", time.Since(start).Round(time.Second), "driver", d.Addr())
+		}
 	}
 	if j.err != nil {
 		return nil, j.err

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -585,5 +586,39 @@ func TestNoExecutorsLeftSaysHowTheLastWent(t *testing.T) {
 				t.Errorf("job: got %v, want Unavailable saying %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// A job that no executor can run yet (standalone, none connected) says so
+// in the log every NoExecutorsWarning until one joins; it used to wait in
+// silence.
+func TestJobWithoutExecutorsWarns(t *testing.T) {
+	var buf logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Tasks: []string{"t"}, NoExecutorsWarning: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", [][]byte{nil}, nil); job <- err }()
+	const warning = "job waiting for executors: none is connected"
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(buf.String(), warning) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no two warnings after 10s; the log:\n%s", buf.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, warning) && !(strings.Contains(line, "level=WARN") && strings.Contains(line, "job=1") && strings.Contains(line, "task=t")) {
+			t.Errorf("warning %q: want level WARN, job 1 and task t", line)
+		}
+	}
+	stream, _ := schedExecutor(t, d, "1", 1)
+	pollSent(t, stream, wire.Kind_KIND_TASK, 1) // the job runs once one joins
+	cancel()
+	if err := waitJob(t, job); plugin.CodeOf(err) != plugin.CodeCanceled {
+		t.Errorf("RunJob after cancel: got %v, want Canceled", err)
 	}
 }
