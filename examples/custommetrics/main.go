@@ -237,6 +237,9 @@ func scrape(ctx context.Context, client *http.Client, url string) (map[string]fl
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Once a signal has started the shutdown, a second one ends the
+	// program at once (the default action), should the shutdown take long.
+	context.AfterFunc(ctx, stop)
 	err := ember.Run(ctx, ember.Config{
 		AppName: "custommetrics",
 		Master:  "local-cluster[2]",

@@ -428,6 +428,9 @@ func call(ctx context.Context, client *http.Client, method, u string, out any) e
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Once a signal has started the shutdown, a second one ends the
+	// program at once (the default action), should the shutdown take long.
+	context.AfterFunc(ctx, stop)
 	dc := newDynamicConfig()
 	err := ember.Run(ctx, ember.Config{
 		AppName: "dynamicconfig",

@@ -209,6 +209,9 @@ func estimate(ctx context.Context, d *ember.Driver) error {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Once a signal has started the shutdown, a second one ends the
+	// program at once (the default action), should the shutdown take long.
+	context.AfterFunc(ctx, stop)
 	err := ember.Run(ctx, ember.Config{
 		AppName: "pi",
 		Master:  "local-cluster[2]",
