@@ -791,6 +791,35 @@ func TestKilledExecutorsStuckTaskDoesNotHoldClose(t *testing.T) {
 	}
 }
 
+// An executor waiting at shutdown for a task that ignores its ctx says so
+// after a second, with how many tasks and how long until they are
+// abandoned: the shutdown used to wait in silence (up to three quarters of
+// ShutdownTimeout), looking hung.
+func TestShutdownWaitingForATaskSaysSo(t *testing.T) {
+	release := make(chan struct{})
+	stuckRelease.Store(&release)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	var buf logtest.Buffer
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: slog.New(slog.NewTextHandler(&buf, nil)), ShutdownTimeout: time.Minute})
+	go func() { _, _ = ember.Map(context.Background(), c.Driver, stuck, []int{1}) }()
+	<-stuckStarted
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	const notice = "waiting for tasks to return at shutdown"
+	embertest.WaitFor(t, "the executor's notice", func() bool { return strings.Contains(buf.String(), notice) })
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, notice) && !(strings.Contains(line, "level=WARN") && strings.Contains(line, "tasks=1") && strings.Contains(line, "deadline=")) {
+			t.Errorf("notice %q: want level WARN, tasks=1 and the time to the deadline", line)
+		}
+	}
+	unblock()
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
 var goexits = ember.NewTask("test.goexits", func(_ context.Context, tc ember.TaskContext, n int) (int, error) {
 	if n == 1 && tc.Attempt == 0 {
 		runtime.Goexit() // what t.FailNow, t.Fatal or t.SkipNow call in a task run by local[N]

@@ -549,7 +549,9 @@ func (x *Executor) closeLanes(deadline time.Time) {
 // waitTasks waits until deadline at most for the running tasks, whose
 // ctx has ended, to return and report: their hooks then run before the
 // plugins shut down, and their results reach the driver before STOPPED.
-// Tasks still running then (ignoring their ctx) are abandoned and logged.
+// A wait past taskWaitNotice is logged, once: shutdown would otherwise
+// seem to hang. Tasks still running at deadline (ignoring their ctx) are
+// abandoned and logged.
 func (x *Executor) waitTasks(deadline time.Time) {
 	done := make(chan struct{})
 	go func() {
@@ -558,19 +560,35 @@ func (x *Executor) waitTasks(deadline time.Time) {
 	}()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		// The deadline may have passed already (a Receive took the
-		// time): the tasks may all have returned meanwhile.
+	notice := time.NewTimer(taskWaitNotice)
+	defer notice.Stop()
+	running := func() int {
 		x.mu.Lock()
-		n := len(x.tasks)
-		x.mu.Unlock()
-		if n > 0 {
-			x.log.Error("tasks did not return at shutdown, though their ctx ended; abandoned", "tasks", n)
+		defer x.mu.Unlock()
+		return len(x.tasks)
+	}
+	for {
+		select {
+		case <-done:
+			return
+		case <-notice.C:
+			if n := running(); n > 0 && time.Until(deadline) > 0 {
+				x.log.Warn("waiting for tasks to return at shutdown: their ctx has ended, and they are abandoned (still running) at the deadline",
+					"tasks", n, "deadline", time.Until(deadline).Round(time.Second))
+			}
+		case <-t.C:
+			// The deadline may have passed already (a Receive took the
+			// time): the tasks may all have returned meanwhile.
+			if n := running(); n > 0 {
+				x.log.Error("tasks did not return at shutdown, though their ctx ended; abandoned", "tasks", n)
+			}
+			return
 		}
 	}
 }
+
+// taskWaitNotice is how long waitTasks waits before saying so.
+const taskWaitNotice = time.Second
 
 // drain flushes queued frames and closes the stream, waiting for up to
 // timeout.
