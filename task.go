@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 
 	"github.com/emberhq/ember/internal/codec"
@@ -56,10 +57,16 @@ var tasks struct {
 // NewTask registers fn under name and returns the task to pass to Map. It
 // panics if name is empty or taken: call it at package level. In and Out
 // travel like messages (CBOR for plain values, protobuf for proto.Message
-// pointers) but need no RegisterMessage.
+// pointers) but need no RegisterMessage; like RegisterMessage, NewTask
+// panics if either is a struct whose fields are all unexported.
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
 	if name == "" || fn == nil {
 		panic("ember.NewTask: empty name or nil function")
+	}
+	for _, t := range []reflect.Type{reflect.TypeFor[In](), reflect.TypeFor[Out]()} {
+		if err := codec.CheckFields(t); err != nil {
+			panic(fmt.Sprintf("ember.NewTask %q: %v", name, err))
+		}
 	}
 	e := &taskEntry{name: name, run: func(ctx context.Context, tc TaskContext, data []byte) ([]byte, error) {
 		var in In

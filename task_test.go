@@ -75,6 +75,33 @@ func TestTaskLoggerNamesTheAttempt(t *testing.T) {
 	t.Errorf("no line of the task's in the log:\n%s", buf.String())
 }
 
+// NewTask refuses an input or output type that would travel as its zero
+// value: a struct whose fields are all unexported. Its tasks used to
+// return zero values with no error anywhere.
+func TestNewTaskRefusesUnexportedFields(t *testing.T) {
+	type point struct{ x, y int }
+	for _, tt := range []struct {
+		name string
+		new  func()
+	}{
+		{"input", func() {
+			ember.NewTask("test.hidden-in", func(context.Context, ember.TaskContext, point) (int, error) { return 0, nil })
+		}},
+		{"output", func() {
+			ember.NewTask("test.hidden-out", func(context.Context, ember.TaskContext, int) (*point, error) { return nil, nil })
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			defer func() {
+				if r := fmt.Sprint(recover()); !strings.Contains(r, "point has no exported fields") {
+					t.Errorf("NewTask panicked with %q, want it to say point has no exported fields", r)
+				}
+			}()
+			tt.new()
+		})
+	}
+}
+
 func TestMapResultsInOrder(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
 	inputs := make([]int, 1000)

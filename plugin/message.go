@@ -27,8 +27,10 @@ import (
 // where the receiver needs them. A map with keys other than strings (a
 // map[int]string, say) in such a field cannot arrive as map[string]any:
 // the receiver cannot decode the message and drops it (an Ask fails with
-// CodeInvalidArgument), so put such maps in fields of their own type. RegisterMessage panics if T or its name is
-// already registered to something else. It is safe for concurrent use.
+// CodeInvalidArgument), so put such maps in fields of their own type.
+// RegisterMessage panics if T or its name is already registered to
+// something else, or if T is a struct whose fields are all unexported
+// (it would arrive as its zero value). It is safe for concurrent use.
 func RegisterMessage[T any]() {
 	t := reflect.TypeFor[T]()
 	RegisterMessageName[T](codec.NameOf(t))

@@ -13,6 +13,7 @@
 package codec
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"reflect"
@@ -115,6 +116,9 @@ func Register(t reflect.Type, name string) error {
 	if !isProto && reflect.PointerTo(t).Implements(protoMessage) {
 		return fmt.Errorf("%v: register the pointer type of a proto message (*%v)", t, t)
 	}
+	if err := CheckFields(t); err != nil {
+		return err
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	old := cur.Load()
@@ -144,6 +148,39 @@ func Register(t reflect.Type, name string) error {
 	slices.Sort(next.names)
 	cur.Store(next)
 	return nil
+}
+
+var (
+	cborMarshaler   = reflect.TypeFor[cbor.Marshaler]()
+	binaryMarshaler = reflect.TypeFor[encoding.BinaryMarshaler]()
+)
+
+// CheckFields reports an error for a struct type (or pointer to one) that
+// would travel as an empty map: it has fields, none of them exported or
+// embedded, and it encodes itself in no other way (cbor.Marshaler,
+// encoding.BinaryMarshaler, proto.Message). CBOR, like encoding/json,
+// skips unexported fields, so such a value would arrive as its zero value
+// with no error on either side. An empty struct is fine: it carries
+// nothing by design.
+func CheckFields(t reflect.Type) error {
+	st := t
+	if st.Kind() == reflect.Pointer {
+		st = st.Elem()
+	}
+	if st.Kind() != reflect.Struct || st.NumField() == 0 {
+		return nil
+	}
+	for _, m := range []reflect.Type{protoMessage, cborMarshaler, binaryMarshaler} {
+		if st.Implements(m) || reflect.PointerTo(st).Implements(m) {
+			return nil
+		}
+	}
+	for i := range st.NumField() {
+		if f := st.Field(i); f.IsExported() || f.Anonymous {
+			return nil
+		}
+	}
+	return fmt.Errorf("%v has no exported fields: it would arrive as its zero value (CBOR encodes exported fields only; export them, or implement cbor.Marshaler)", t)
 }
 
 // Names returns the registered wire names, sorted.

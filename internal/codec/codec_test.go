@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/wire"
@@ -318,6 +319,7 @@ func TestRegister(t *testing.T) {
 		{"type under a second name", reflect.TypeFor[regA](), "codec_test.reg.a2", []string{"regA", `already registered as "codec_test.reg.a"`}},
 		{"name taken by another type", reflect.TypeFor[regB](), "codec_test.reg.a", []string{`"codec_test.reg.a"`, "already used by", "regA"}},
 		{"name taken by a proto", reflect.TypeFor[regB](), helloName, []string{"already used by", "wire.Hello"}},
+		{"no exported fields", reflect.TypeFor[hidden](), "codec_test.reg.hidden", []string{"hidden has no exported fields"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -559,5 +561,50 @@ func TestMarshalUnmarshalPanics(t *testing.T) {
 	var v rtClumsy
 	if err := codec.Unmarshal(mustCBOR(1), &v); !errors.Is(err, codec.ErrDecode) || !strings.Contains(err.Error(), "clumsy decoder") {
 		t.Errorf("Unmarshal into a type whose decoder panics: got %v, want ErrDecode with the panic", err)
+	}
+}
+
+type (
+	hidden       struct{ x, y int }
+	hiddenInner  struct{ X int }
+	hiddenEmbeds struct{ hiddenInner }
+	hiddenMixed  struct {
+		x int
+		Y int
+	}
+	hiddenCBOR struct{ x int }
+	hiddenBin  struct{ x int }
+)
+
+func (hiddenCBOR) MarshalCBOR() ([]byte, error)   { return nil, nil }
+func (*hiddenBin) MarshalBinary() ([]byte, error) { return nil, nil }
+
+// CheckFields refuses a struct that would travel as an empty map, its
+// fields all unexported, and nothing else.
+func TestCheckFields(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		typ     reflect.Type
+		wantErr bool
+	}{
+		{reflect.TypeFor[hidden](), true},
+		{reflect.TypeFor[*hidden](), true},
+		{reflect.TypeFor[struct{}](), false},
+		{reflect.TypeFor[rtPoint](), false},
+		{reflect.TypeFor[hiddenMixed](), false},
+		{reflect.TypeFor[hiddenEmbeds](), false}, // its embedded struct's fields are promoted
+		{reflect.TypeFor[hiddenCBOR](), false},   // encodes itself
+		{reflect.TypeFor[hiddenBin](), false},    // encodes itself (pointer receiver)
+		{reflect.TypeFor[time.Time](), false},    // all unexported, but a BinaryMarshaler
+		{reflect.TypeFor[*wire.Hello](), false},  // protobuf
+		{reflect.TypeFor[int](), false},
+		{reflect.TypeFor[map[string]int](), false},
+		{reflect.TypeFor[any](), false},
+	}
+	for _, tt := range tests {
+		err := codec.CheckFields(tt.typ)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("CheckFields(%v) = %v, want an error: %v", tt.typ, err, tt.wantErr)
+		}
 	}
 }
