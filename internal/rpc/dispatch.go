@@ -82,7 +82,12 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		if stamp.Enabled {
 			stamp.Mark(stamp.ReplyQueued, h.Call)
 		}
-		_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, reply, err, max))
+		f := ReplyFrame(h.Call, h.Plugin, reply, err, max)
+		if err == nil && reply != nil && f.Code != 0 {
+			// The asker gets the error; the bug is this side's.
+			log.Warn("Receive's reply could not be sent; the asker gets the error instead", "plugin", pluginName, "type", h.Type, "err", f.Error)
+		}
+		_ = it.Conn.Reply(f)
 	case err != nil && !errors.Is(err, context.Canceled):
 		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
 	case reply != nil:

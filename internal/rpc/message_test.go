@@ -375,6 +375,7 @@ func TestDispatchAsk(t *testing.T) {
 		want     any
 		wantCode plugin.Code
 		wantText string
+		wantLog  string // on the answering side
 	}{
 		{"reply", func(ctx context.Context, msg any) (any, error) {
 			m := msg.(rpcMsg)
@@ -382,23 +383,26 @@ func TestDispatchAsk(t *testing.T) {
 				return nil, errors.New("handler ctx has no deadline")
 			}
 			return rpcMsg{N: m.N * 2}, nil
-		}, rpcMsg{N: 42}, plugin.CodeOK, ""},
+		}, rpcMsg{N: 42}, plugin.CodeOK, "", ""},
 		{"error", func(context.Context, any) (any, error) {
 			return nil, plugin.NewError(plugin.CodeNotFound, "nothing here")
-		}, nil, plugin.CodeNotFound, "nothing here"},
+		}, nil, plugin.CodeNotFound, "nothing here", ""},
 		{"panic", func(context.Context, any) (any, error) {
 			panic("handler exploded")
-		}, nil, plugin.CodeInternal, `plugin "disp": panic in Receive: handler exploded`},
+		}, nil, plugin.CodeInternal, `plugin "disp": panic in Receive: handler exploded`, "plugin panicked"},
 		{"unencodable reply", func(context.Context, any) (any, error) {
 			return rpcNeverKnown{}, nil
-		}, nil, plugin.CodeInvalidArgument, "encode reply"},
+		}, nil, plugin.CodeInvalidArgument, "encode reply", "Receive's reply could not be sent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c, s := dispatchConn(t)
-			log, _ := testLogger()
+			log, buf := testLogger()
 			rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, true, tt.receive)
+			if got := buf.String(); (tt.wantLog == "") != (got == "") || !strings.Contains(got, tt.wantLog) {
+				t.Errorf("the answering side logged %q, want a line containing %q", got, tt.wantLog)
+			}
 			v, err := replyTo(t, s, 9)
 			if tt.wantCode == plugin.CodeOK {
 				if err != nil || !reflect.DeepEqual(v, tt.want) {
