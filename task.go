@@ -148,10 +148,10 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 	for i, in := range inputs {
 		b, err := codec.Marshal(in)
 		if err != nil {
-			return nil, fmt.Errorf("ember.Map %q: encode input %d: %w", t.name, i, err)
+			return nil, fmt.Errorf("ember.Map %q: encode inputs[%d]: %w", t.name, i, err)
 		}
 		if len(b) > limit {
-			return nil, fmt.Errorf("ember.Map %q: input %d: %w", t.name, i,
+			return nil, fmt.Errorf("ember.Map %q: inputs[%d]: %w", t.name, i,
 				plugin.Errorf(plugin.CodeResourceExhausted, "%d bytes, over the %d-byte limit: %w", len(b), limit, plugin.ErrMessageTooLarge))
 		}
 		payloads[i] = b
@@ -188,7 +188,7 @@ type TaskError struct {
 // Error says which task and input failed, how many times, where it last
 // ran and why.
 func (e *TaskError) Error() string {
-	return fmt.Sprintf("task %q (input %d) failed %d times; last attempt on executor %s: %v", e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause)
+	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", e.Task, e.Attempts, e.Index, e.ExecutorID, e.Cause)
 }
 
 // Unwrap returns the last attempt's error.

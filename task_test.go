@@ -405,8 +405,8 @@ func TestTaskSizeLimit(t *testing.T) {
 		t.Errorf("a small job after the oversized one: %v", err)
 	}
 	_, err = ember.Map(ctx, c.Driver, bigInput, []string{strings.Repeat("x", 100<<10)})
-	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), "input 0") {
-		t.Errorf("oversized input: got %v, want ResourceExhausted naming input 0", err)
+	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), "inputs[0]") {
+		t.Errorf("oversized input: got %v, want ResourceExhausted naming inputs[0]", err)
 	}
 	// An error's text is cut to fit on the wire: a task failing with a
 	// long one is a failed task, not a lost executor.
@@ -464,7 +464,7 @@ func TestMapFailsWhenNoExecutorIsLeft(t *testing.T) {
 	// The error names what the executor was running: the task may be
 	// what killed it.
 	if err := <-errc; plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "no executors left") ||
-		!strings.Contains(err.Error(), `while running task "test.wait" input 0`) {
+		!strings.Contains(err.Error(), `while running task "test.wait" on inputs[0]`) {
 		t.Errorf("Map after the last executor died: got %v, want CodeUnavailable naming the task it ran", err)
 	}
 	<-waitCanceled // the dead executor's task saw its ctx end

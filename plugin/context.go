@@ -67,7 +67,9 @@ type ExecutorContext interface {
 	// (backpressure: the driver plugin is behind on this executor's
 	// messages, a send window of them sent and not yet run, see the ember
 	// package's Config.SendWindow and [SendWindowed]; or the connection's
-	// queue is full).
+	// queue is full). A ctx that has already ended does not fail a Send
+	// that need not wait, unlike Ask: a TaskListener reporting a cancelled
+	// task can still send with the task's ctx.
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 }

@@ -28,7 +28,7 @@ type TaskFailure struct {
 }
 
 func (e *TaskFailure) Error() string {
-	return fmt.Sprintf("task %q index %d failed %d times; last attempt on executor %s: %v", e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause)
+	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", e.Task, e.Attempts, e.Index, e.ExecutorID, e.Cause)
 }
 
 func (e *TaskFailure) Unwrap() error { return e.Cause }
@@ -387,7 +387,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 	// fails first do not depend on map order.
 	for _, run := range slices.Sorted(maps.Keys(e.running)) {
 		a := e.running[run]
-		running = append(running, fmt.Sprintf("task %q input %d", a.job.task, a.index))
+		running = append(running, fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index))
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()

@@ -567,8 +567,8 @@ func TestNoExecutorsLeftSaysHowTheLastWent(t *testing.T) {
 		cause error
 		want  string
 	}{
-		{"lost", plugin.Errorf(plugin.CodeUnavailable, "peer silent for 10s"), "(the last one, 1, was lost while running task \"t\" input 0: unavailable: peer silent for 10s)"},
-		{"left", nil, "(the last one, 1, left while running task \"t\" input 0)"},
+		{"lost", plugin.Errorf(plugin.CodeUnavailable, "peer silent for 10s"), "(the last one, 1, was lost while running task \"t\" on inputs[0]: unavailable: peer silent for 10s)"},
+		{"left", nil, "(the last one, 1, left while running task \"t\" on inputs[0])"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
