@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -506,5 +507,46 @@ func TestFailedPushesAreNotCounted(t *testing.T) {
 		map[string]string{"plugin": "stuck", "direction": "to_executor", "kind": "send"})
 	if int(got) != sent {
 		t.Errorf("ember_messages_total of sends to executors: got %v, want %d (the sends that succeeded)", got, sent)
+	}
+}
+
+// Every ask a driver plugin answers with an error counts in
+// ember_message_errors_total, however the error came about: returned, a
+// panic, or a runtime.Goexit (a test's t.Fatal in the plugin), which
+// Dispatch answers from a deferred call. The lane is serial: once a later
+// ask has its answer, the earlier ones have been counted.
+func TestAskErrorsAreCounted(t *testing.T) {
+	pc, c := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		switch msg {
+		case text("fail"):
+			return nil, plugin.NewError(plugin.CodeInternal, "failed")
+		case text("panic"):
+			panic("handler bug")
+		case text("goexit"):
+			runtime.Goexit()
+		}
+		return text("fine"), nil
+	}, ember.Config{})
+	ctx := testCtx(t)
+	tests := []struct {
+		msg  text
+		want float64 // internal errors counted, this one included
+	}{
+		{msg: "fail", want: 1},
+		{msg: "panic", want: 2},
+		{msg: "goexit", want: 3},
+	}
+	for _, tt := range tests {
+		if _, err := pc.Ask(ctx, tt.msg); plugin.CodeOf(err) != plugin.CodeInternal {
+			t.Fatalf("Ask(%q): got %v, want an internal error", tt.msg, err)
+		}
+		if _, err := pc.Ask(ctx, text("ok")); err != nil {
+			t.Fatalf("Ask(ok) after %q: %v", tt.msg, err)
+		}
+		got, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_message_errors_total",
+			map[string]string{"plugin": "asker", "code": plugin.CodeInternal.String()})
+		if got != tt.want {
+			t.Errorf("after Ask(%q): ember_message_errors_total{code=internal} got %v, want %v", tt.msg, got, tt.want)
+		}
 	}
 }

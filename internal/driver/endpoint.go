@@ -171,11 +171,19 @@ func (e *endpoint) run(it rpc.Item) {
 	e.counter(h.Type, "to_driver", ask).Inc()
 	// Handler time is sampled: one message in handlerSampling.
 	timed := e.dispatched.Add(1)%handlerSampling == 1
+	returned := false
 	if ask {
 		// Deferred: a Receive calling runtime.Goexit does not return.
-		defer es.asks.Add(-1)
+		defer func() {
+			es.asks.Add(-1)
+			if !returned {
+				// Dispatch answered the ask with an Internal error.
+				e.d.builtin.MessageErrors.WithLabelValues(e.name, plugin.CodeInternal.String()).Inc()
+			}
+		}()
 	}
 	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
+	returned = true
 	switch {
 	case o.Undecodable && !ask:
 		e.d.builtin.Dropped.WithLabelValues("driver", e.name, "undecodable").Inc()
