@@ -360,6 +360,9 @@ func (l *Lane) serialLoop(batch []Item) {
 			l.wg.Done()
 			return
 		}
+		if r := recover(); r != nil {
+			panic(r) // not a Goexit: the process ends, and nothing more runs
+		}
 		// An item's run ended this goroutine (runtime.Goexit, which
 		// rpc.Call logs): a new worker runs the rest of the batch, and
 		// the lane goes on.
@@ -456,6 +459,9 @@ func (l *Lane) loop(t taken, ok bool) {
 		if !running {
 			l.wg.Done()
 			return
+		}
+		if r := recover(); r != nil {
+			panic(r) // not a Goexit: the process ends, and nothing more runs
 		}
 		// t's run ended this goroutine (runtime.Goexit, which rpc.Call
 		// logs): it has run, and a new worker goes on.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -431,6 +433,63 @@ func TestLaneSurvivesGoexit(t *testing.T) {
 			}
 			if n := recv(t, ran, "an item pushed later"); n != 5 {
 				t.Errorf("ran %d, want 5", n)
+			}
+		})
+	}
+}
+
+// waitingPanic is a panic value whose Error, which the runtime calls to
+// print it once the panicking goroutine's deferred calls have run, just
+// before it ends the process, gives an item pushed after the panicking
+// one a while to start, and says whether it did.
+type waitingPanic struct{ started <-chan struct{} }
+
+func (p waitingPanic) Error() string {
+	select {
+	case <-p.started:
+		return "an item after the panicking one started"
+	case <-time.After(500 * time.Millisecond):
+		return "no item after the panicking one started"
+	}
+}
+
+// A panic that escapes a lane's run (a bug in the run func itself: a
+// plugin's is recovered by rpc.Call) ends the process, and no item that
+// must come after the panicking one starts meanwhile, as it would on a
+// worker replacing one ended by runtime.Goexit. Run in a child process,
+// since the panic ends it.
+func TestLanePanicStartsNoWorker(t *testing.T) {
+	t.Parallel()
+	for _, workers := range []int{1, 3} {
+		name := fmt.Sprintf("workers=%d", workers)
+		if os.Getenv("EMBER_TEST_LANE_PANIC") == name {
+			x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+			started := make(chan struct{})
+			l := rpc.NewLane(workers, 0, func(it rpc.Item) {
+				if it.Event == nil {
+					panic(waitingPanic{started})
+				}
+				it.Event()
+			})
+			// The event comes after the message on both lane kinds.
+			l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 1}})
+			l.Push(rpc.Item{Member: x, Event: func() { close(started) }})
+			err := l.Flush(testContext(t)) // the panic ends the process first
+			t.Fatalf("Flush returned %v after a panic in run, want the process ended", err)
+		}
+	}
+	for _, workers := range []int{1, 3} {
+		name := fmt.Sprintf("workers=%d", workers)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestLanePanicStartsNoWorker$")
+			cmd.Env = append(os.Environ(), "EMBER_TEST_LANE_PANIC="+name)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("child process: got no error, want it ended by the panic\n%s", out)
+			}
+			if want := "no item after the panicking one started"; !strings.Contains(string(out), want) {
+				t.Errorf("child process output: got\n%s\nwant it to say %q", out, want)
 			}
 		})
 	}
