@@ -66,7 +66,7 @@ type Config struct {
 	// the executors as the driver's own binary: a handshake mismatch is
 	// then a failure of start-up, not a refusal to log and count.
 	NoReplacements bool
-	// NoExecutorsWarning is how often a job waiting with no executor
+	// NoExecutorsWarning is how often a job left with no executor
 	// connected (standalone) says so in the log (default 15s).
 	NoExecutorsWarning time.Duration
 	// LaneLimit is the number of messages queued or running at which a

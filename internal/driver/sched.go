@@ -151,14 +151,13 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		s.pending = append(s.pending, &attempt{job: j, index: i})
 	}
 	sends := s.scheduleLocked()
-	waiting := len(s.execs) == 0 && len(inputs) > 0
 	s.mu.Unlock()
 	s.send(sends)
 
-	// A job without executors (standalone, none connected yet) says so
-	// from time to time, rather than wait in silence.
+	// A job left without executors (standalone: none connected yet, or
+	// all gone) says so from time to time, rather than wait in silence.
 	var warn <-chan time.Time
-	if waiting {
+	if !s.noReplacements && len(inputs) > 0 {
 		t := time.NewTicker(d.cfg.NoExecutorsWarning)
 		defer t.Stop()
 		warn = t.C
@@ -180,7 +179,6 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 			none := len(s.execs) == 0
 			s.mu.Unlock()
 			if !none {
-				warn = nil // it has executors now: the stop at return is enough
 				continue
 			}
 			d.log.Warn("job waiting for executors: none is connected (start some with the command logged at start-up, or give Map a ctx with a deadline)",
