@@ -52,9 +52,10 @@ type DriverPlugin interface {
 	// the return values are dropped (a non-nil reply or error is logged).
 	// A panic is recovered and becomes a CodeInternal error, and so does
 	// a runtime.Goexit (t.Fatal in a test's plugin); either way the
-	// plugin goes on receiving. ctx carries the sender's ID ([SenderID]). For an Ask it ends at the
-	// asker's deadline and when the asking executor is lost or has
-	// stopped; an asker canceling its ctx is not told to this side (only
+	// plugin goes on receiving. ctx carries the sender's ID ([SenderID]).
+	// For an Ask it ends at the asker's deadline and when the asking
+	// executor is lost or has stopped; an asker canceling its ctx is not
+	// told to this side (only
 	// the deadline travels with the ask), so give asks a deadline to bound
 	// the work they start.
 	Receive(ctx context.Context, msg any) (reply any, err error)
