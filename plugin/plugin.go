@@ -55,9 +55,8 @@ type DriverPlugin interface {
 	// plugin goes on receiving. ctx carries the sender's ID ([SenderID]).
 	// For an Ask it ends at the asker's deadline and when the asking
 	// executor is lost or has stopped; an asker canceling its ctx is not
-	// told to this side (only
-	// the deadline travels with the ask), so give asks a deadline to bound
-	// the work they start.
+	// told to this side (only the deadline travels with the ask), so give
+	// asks a deadline to bound the work they start.
 	Receive(ctx context.Context, msg any) (reply any, err error)
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// shutdown deadline.
