@@ -31,6 +31,23 @@ type TaskContext struct {
 	// Logger carries the attempt's attributes: executor, task, job, index
 	// and attempt.
 	Logger *slog.Logger
+
+	plugins func(name string) plugin.ExecutorPlugin
+}
+
+// Plugin returns the executor plugin called name on the executor running
+// the task (the value its ExecutorPlugin method returned, whose Init has
+// run), and whether there is one: a task reaches its plugin's state, or
+// the plugin.ExecutorContext the plugin kept from Init (to Send progress
+// to its driver side, say), without a package-level variable keyed by
+// executor. It reports false for a plugin that is not enabled or has no
+// executor side.
+func (tc TaskContext) Plugin(name string) (plugin.ExecutorPlugin, bool) {
+	if tc.plugins == nil {
+		return nil, false
+	}
+	p := tc.plugins(name)
+	return p, p != nil
 }
 
 // Task is a Go function registered to run on executors. Declare tasks as
@@ -107,8 +124,8 @@ func taskNames() []string {
 }
 
 // runTask runs a registered task on an executor.
-func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in []byte) ([]byte, error) {
-	return func(ctx context.Context, t plugin.TaskInfo, in []byte) ([]byte, error) {
+func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins func(string) plugin.ExecutorPlugin) ([]byte, error) {
+	return func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins func(string) plugin.ExecutorPlugin) ([]byte, error) {
 		tasks.mu.RLock()
 		e := tasks.byName[t.TaskName]
 		tasks.mu.RUnlock()
@@ -121,6 +138,7 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 			Attempt:    t.Attempt,
 			ExecutorID: t.ExecutorID,
 			Logger:     log.With("executor", t.ExecutorID, "task", t.TaskName, "job", t.JobID, "index", t.Index, "attempt", t.Attempt),
+			plugins:    plugins,
 		}
 		return e.run(ctx, tc, in)
 	}

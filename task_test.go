@@ -886,3 +886,47 @@ func TestTaskCallingGoexitFails(t *testing.T) {
 		t.Errorf("hooks: got start=%d succeeded=%d failed=%d, want 6, 4, 2", s, o, f)
 	}
 }
+
+// tallyPlugin's executor side is what its tasks find through
+// TaskContext.Plugin.
+type tallyPlugin struct{}
+
+func (tallyPlugin) Name() string                          { return "tally" }
+func (tallyPlugin) DriverPlugin() plugin.DriverPlugin     { return nil }
+func (tallyPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return &tallyExecutor{} }
+
+type tallyExecutor struct {
+	plugin.BaseExecutorPlugin
+	id string // set by Init, before any task runs
+}
+
+func (p *tallyExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	p.id = pc.ExecutorID()
+	return nil
+}
+
+var tallies = ember.NewTask("test.tallies", func(_ context.Context, tc ember.TaskContext, _ int) (string, error) {
+	if p, ok := tc.Plugin("absent"); ok || p != nil {
+		return "", plugin.Errorf(plugin.CodeInvalidArgument, "Plugin(absent) = %v, %v; want nil, false", p, ok)
+	}
+	p, ok := tc.Plugin("tally")
+	if !ok {
+		return "", plugin.NewError(plugin.CodeInvalidArgument, "Plugin(tally) not found")
+	}
+	if id := p.(*tallyExecutor).id; id != tc.ExecutorID {
+		return "", plugin.Errorf(plugin.CodeInvalidArgument, "executor %s's task found executor %s's plugin", tc.ExecutorID, id)
+	}
+	return tc.ExecutorID, nil
+})
+
+// A task finds its executor's instance of a plugin with
+// TaskContext.Plugin: with local[N], where the executors share one
+// process, each its own.
+func TestTaskFindsItsExecutorsPlugin(t *testing.T) {
+	other := fakePlugin{name: "other", newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} }}
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Plugins: []plugin.Plugin{other, tallyPlugin{}},
+		Conf: map[string]string{ember.ConfMaxTaskFailures: "1"}})
+	if _, err := ember.Map(testCtx(t), c.Driver, tallies, make([]int, 200)); err != nil {
+		t.Fatal(err)
+	}
+}

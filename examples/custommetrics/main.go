@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,10 +46,14 @@ type Partition struct{ Lo, Hi int }
 // countEvens counts the even numbers of a partition into the counter of
 // the executor it runs on, and returns how many it counted.
 var countEvens = ember.NewTask("count-evens", func(_ context.Context, tc ember.TaskContext, p Partition) (int, error) {
-	c, err := counterOf(tc.ExecutorID)
-	if err != nil {
-		return 0, err
+	// The task finds its executor's instance of the plugin, whose Init
+	// has run: with local[N], where the executors share one process, each
+	// has its own.
+	ep, ok := tc.Plugin(pluginName)
+	if !ok {
+		return 0, plugin.Errorf(plugin.CodeUnavailable, "plugin %s is not running on executor %s", pluginName, tc.ExecutorID)
 	}
+	c := ep.(*executorPlugin).counter
 	n := 0
 	for i := p.Lo; i < p.Hi; i++ {
 		if i%2 == 0 {
@@ -63,43 +66,6 @@ var countEvens = ember.NewTask("count-evens", func(_ context.Context, tc ember.T
 	return n, nil
 })
 
-// counters hands each executor plugin's counter to the tasks. A task is a
-// package-level function, not a method of the plugin, so it cannot be given
-// the counter directly; but it runs in the executor's process, so it can
-// find it in a package-level variable. The executor plugin's Init stores
-// it before the executor takes any task, and tasks run on goroutines of
-// their own, hence the mutex. The key is the executor ID: with
-// local-cluster each executor is a process of its own and the map holds one
-// entry, but with local[N] the N executors share one process, and so this
-// variable.
-var counters struct {
-	mu         sync.Mutex // protects byExecutor
-	byExecutor map[string]prometheus.Counter
-}
-
-func setCounter(executorID string, c prometheus.Counter) {
-	counters.mu.Lock()
-	defer counters.mu.Unlock()
-	if counters.byExecutor == nil {
-		counters.byExecutor = make(map[string]prometheus.Counter)
-	}
-	if c == nil {
-		delete(counters.byExecutor, executorID)
-		return
-	}
-	counters.byExecutor[executorID] = c
-}
-
-func counterOf(executorID string) (prometheus.Counter, error) {
-	counters.mu.Lock()
-	defer counters.mu.Unlock()
-	c, ok := counters.byExecutor[executorID]
-	if !ok {
-		return nil, plugin.Errorf(plugin.CodeUnavailable, "plugin %s is not running on executor %s", pluginName, executorID)
-	}
-	return c, nil
-}
-
 // evenCounter has an executor side only.
 type evenCounter struct{}
 
@@ -109,11 +75,11 @@ func (evenCounter) ExecutorPlugin() plugin.ExecutorPlugin { return &executorPlug
 
 type executorPlugin struct {
 	plugin.BaseExecutorPlugin
-	id string
+	counter prometheus.Counter // set by Init, before the executor takes any task
 }
 
 // Init registers the counter with the plugin's registerer, which adds the
-// "plugin" and "executor" labels, and hands it to the tasks.
+// "plugin" and "executor" labels; the tasks find it in the plugin.
 func (p *executorPlugin) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
 	c := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: metricName,
@@ -122,15 +88,7 @@ func (p *executorPlugin) Init(_ context.Context, pc plugin.ExecutorContext, _ ma
 	if err := pc.Metrics().Register(c); err != nil {
 		return err
 	}
-	p.id = pc.ExecutorID()
-	setCounter(p.id, c)
-	return nil
-}
-
-// Shutdown takes the counter back. Its last value still reaches the
-// driver: executors ship their metrics once more when they stop.
-func (p *executorPlugin) Shutdown(context.Context) error {
-	setCounter(p.id, nil)
+	p.counter = c
 	return nil
 }
 

@@ -64,10 +64,11 @@ type Config struct {
 	// plugins shut down, their sends failing.
 	Crash <-chan struct{}
 	// Tasks are the registered task names in registration order, and
-	// RunTask runs one by name. Slots is how many run at once (default:
-	// the number of CPUs).
+	// RunTask runs one by name; plugins returns this executor's instance
+	// of a plugin by name (nil: none, or no executor side). Slots is how
+	// many run at once (default: the number of CPUs).
 	Tasks   []string
-	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte) ([]byte, error)
+	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte, plugins func(name string) plugin.ExecutorPlugin) ([]byte, error)
 	Slots   int
 	// Secret is the application secret; empty: this executor cannot
 	// authenticate, and only a driver without authentication accepts it.

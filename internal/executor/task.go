@@ -121,7 +121,19 @@ func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte
 	if x.cfg.RunTask == nil {
 		return nil, plugin.NewError(plugin.CodeUnimplemented, "this executor runs no tasks")
 	}
-	return x.cfg.RunTask(ctx, info, in)
+	return x.cfg.RunTask(ctx, info, in, x.plugin)
+}
+
+// plugin returns this executor's instance of the plugin called name, for
+// its tasks (ember.TaskContext.Plugin); nil if there is none, or it has no
+// executor side. Tasks run once the plugins' Init have returned.
+func (x *Executor) plugin(name string) plugin.ExecutorPlugin {
+	for _, e := range x.endpoints {
+		if e.name == name {
+			return e.ep
+		}
+	}
+	return nil
 }
 
 // hook runs one task hook, logging a panic instead of propagating it.
