@@ -420,7 +420,7 @@ func TestRunGivesUpOnAnExecutorIgnoringItsCtx(t *testing.T) {
 		// It also says which executor start-up waited for, and why.
 		for _, want := range []string{
 			"executors did not exit within 200ms: canceled, and abandoned, still running 200ms later",
-			"executors not ready within 200ms (Config.StartTimeout); waiting for 1 executors (0 ready; connected, still initialising their plugins: 1 (host ",
+			"executors not ready within 200ms (Config.StartTimeout); waiting for executors (1 wanted, 0 ready; connected, still initialising their plugins: 1 (host ",
 		} {
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("Run: got %v, want an error containing %q", err, want)

@@ -402,8 +402,8 @@ func TestStartUpTimeoutDoesNotLogItsOwnKillsAsExits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not ready within") {
 		t.Errorf("Run: got %v, want the start-up timeout", err)
 	}
-	if strings.Contains(logs.String(), "executor process ended") {
-		t.Errorf("driver logs: got %q, want no executor process ended for the process it killed itself", logs.String())
+	if strings.Contains(logs.String(), `msg="executor ended"`) {
+		t.Errorf("driver logs: got %q, want no \"executor ended\" for the process it killed itself", logs.String())
 	}
 }
 
@@ -669,7 +669,7 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	// The driver logs how the process ended, and who it was.
 	embertest.WaitFor(t, "the logs of the killed executor's loss, with its pid, and of its exit", func() bool {
 		s := logs.String()
-		return strings.Contains(s, "executor process ended") && strings.Contains(s, "executor process (pid ") && strings.Contains(s, "signal: killed") &&
+		return strings.Contains(s, `msg="executor ended"`) && strings.Contains(s, "executor process (pid ") && strings.Contains(s, "signal: killed") &&
 			strings.Contains(s, "executor lost") && strings.Contains(s, "pid=")
 	})
 }

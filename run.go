@@ -256,7 +256,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				// After start-up: the driver has said which executor it
 				// lost (with its pid); this says how its process ended
 				// (a signal: the OOM killer, say).
-				log.Warn("executor process ended", "err", err)
+				log.Warn("executor ended", "err", err)
 			}
 			if xe, ok := errors.AsType[*launch.ExitError](err); ok {
 				if refusal := d.Refusal(xe.PID); refusal != nil {

@@ -525,7 +525,7 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int)
 			return failures
 		}
 		if stopping {
-			return fmt.Errorf("waiting for %d executors (%d ready): %w", n, ready, errShuttingDown)
+			return fmt.Errorf("waiting for executors (%d wanted, %d ready): %w", n, ready, errShuttingDown)
 		}
 		if ready >= n {
 			return nil
@@ -537,14 +537,14 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int)
 			ready, starting := d.readyLocked()
 			refused, latest := d.refusals-refusedBefore, d.lastRefusal
 			d.mu.Unlock()
-			state := fmt.Sprintf("%d ready", ready)
+			state := fmt.Sprintf("%d wanted, %d ready", n, ready)
 			if len(starting) > 0 {
 				state += "; connected, still initialising their plugins: " + strings.Join(starting, ", ")
 			}
 			if refused > 0 {
 				state += fmt.Sprintf("; %d refused at the handshake meanwhile, see the driver's log; the latest: %v", refused, latest)
 			}
-			return fmt.Errorf("waiting for %d executors (%s): %w", n, state, ctx.Err())
+			return fmt.Errorf("waiting for executors (%s): %w", state, ctx.Err())
 		}
 	}
 }
