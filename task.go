@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
@@ -32,7 +33,7 @@ type TaskContext struct {
 	// and attempt.
 	Logger *slog.Logger
 
-	plugins func(name string) plugin.ExecutorPlugin
+	plugins executor.Plugins // an interface, not a func: TaskContext stays comparable
 }
 
 // Plugin returns the executor plugin called name on the executor running
@@ -41,12 +42,14 @@ type TaskContext struct {
 // the plugin.ExecutorContext the plugin kept from Init (to Send progress
 // to its driver side, say), without a package-level variable keyed by
 // executor. It reports false for a plugin that is not enabled or has no
-// executor side.
+// executor side, and in a TaskContext not made by the executor (a unit
+// test's). A task that outlives its executor's shutdown (one ignoring its
+// ctx, abandoned) may find the plugin shut down.
 func (tc TaskContext) Plugin(name string) (plugin.ExecutorPlugin, bool) {
 	if tc.plugins == nil {
 		return nil, false
 	}
-	p := tc.plugins(name)
+	p := tc.plugins.Plugin(name)
 	return p, p != nil
 }
 
@@ -124,8 +127,8 @@ func taskNames() []string {
 }
 
 // runTask runs a registered task on an executor.
-func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins func(string) plugin.ExecutorPlugin) ([]byte, error) {
-	return func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins func(string) plugin.ExecutorPlugin) ([]byte, error) {
+func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins executor.Plugins) ([]byte, error) {
+	return func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins executor.Plugins) ([]byte, error) {
 		tasks.mu.RLock()
 		e := tasks.byName[t.TaskName]
 		tasks.mu.RUnlock()

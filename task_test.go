@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -918,6 +919,17 @@ var tallies = ember.NewTask("test.tallies", func(_ context.Context, tc ember.Tas
 	}
 	return tc.ExecutorID, nil
 })
+
+// TaskContext stays comparable, as it was before it carried the
+// executor's plugins (Plugin): == and map keys must keep compiling.
+func TestTaskContextIsComparable(t *testing.T) {
+	if !reflect.TypeFor[ember.TaskContext]().Comparable() {
+		t.Error("ember.TaskContext is not comparable")
+	}
+	if p, ok := (ember.TaskContext{}).Plugin("tally"); ok || p != nil {
+		t.Errorf("Plugin on a zero TaskContext = %v, %v; want nil, false", p, ok)
+	}
+}
 
 // A task finds its executor's instance of a plugin with
 // TaskContext.Plugin: with local[N], where the executors share one

@@ -68,7 +68,7 @@ type Config struct {
 	// of a plugin by name (nil: none, or no executor side). Slots is how
 	// many run at once (default: the number of CPUs).
 	Tasks   []string
-	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte, plugins func(name string) plugin.ExecutorPlugin) ([]byte, error)
+	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte, plugins Plugins) ([]byte, error)
 	Slots   int
 	// Secret is the application secret; empty: this executor cannot
 	// authenticate, and only a driver without authentication accepts it.

@@ -121,13 +121,20 @@ func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte
 	if x.cfg.RunTask == nil {
 		return nil, plugin.NewError(plugin.CodeUnimplemented, "this executor runs no tasks")
 	}
-	return x.cfg.RunTask(ctx, info, in, x.plugin)
+	return x.cfg.RunTask(ctx, info, in, x)
 }
 
-// plugin returns this executor's instance of the plugin called name, for
+// Plugins finds an executor's plugins by name, for its tasks. An
+// interface, not a func, so that ember.TaskContext, which keeps it, stays
+// comparable.
+type Plugins interface {
+	Plugin(name string) plugin.ExecutorPlugin
+}
+
+// Plugin returns this executor's instance of the plugin called name, for
 // its tasks (ember.TaskContext.Plugin); nil if there is none, or it has no
 // executor side. Tasks run once the plugins' Init have returned.
-func (x *Executor) plugin(name string) plugin.ExecutorPlugin {
+func (x *Executor) Plugin(name string) plugin.ExecutorPlugin {
 	for _, e := range x.endpoints {
 		if e.name == name {
 			return e.ep
