@@ -524,6 +524,8 @@ func TestAskErrorsAreCounted(t *testing.T) {
 			panic("handler bug")
 		case text("goexit"):
 			runtime.Goexit()
+		case text("unencodable"):
+			return unregistered{X: 1}, nil // the asker gets InvalidArgument
 		}
 		return text("fine"), nil
 	}, ember.Config{})
@@ -548,5 +550,17 @@ func TestAskErrorsAreCounted(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("after Ask(%q): ember_message_errors_total{code=internal} got %v, want %v", tt.msg, got, tt.want)
 		}
+	}
+	// A reply that cannot be encoded is answered with an error too.
+	if _, err := pc.Ask(ctx, text("unencodable")); plugin.CodeOf(err) != plugin.CodeInvalidArgument {
+		t.Fatalf("Ask(unencodable): got %v, want InvalidArgument", err)
+	}
+	if _, err := pc.Ask(ctx, text("ok")); err != nil {
+		t.Fatalf("Ask(ok) after unencodable: %v", err)
+	}
+	got, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_message_errors_total",
+		map[string]string{"plugin": "asker", "code": plugin.CodeInvalidArgument.String()})
+	if got != 1 {
+		t.Errorf("after an unencodable reply: ember_message_errors_total{code=invalid_argument} got %v, want 1", got)
 	}
 }

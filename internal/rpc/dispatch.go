@@ -16,7 +16,7 @@ import (
 // Outcome is what became of one dispatched message.
 type Outcome struct {
 	Undecodable bool          // the message could not be decoded
-	Err         error         // the handler's (or decoding's) error
+	Err         error         // the handler's (or decoding's) error; for an ASK, the error answered
 	Elapsed     time.Duration // time in the handler, when Dispatch was asked to time it
 	Timed       bool          // Elapsed was measured
 }
@@ -86,6 +86,9 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		if err == nil && reply != nil && f.Code != 0 {
 			// The asker gets the error; the bug is this side's.
 			log.Warn("Receive's reply could not be sent; the asker gets the error instead", "plugin", pluginName, "type", h.Type, "err", f.Error)
+			// The ask was answered with an error: the outcome says so
+			// (the driver counts it in ember_message_errors_total).
+			err = plugin.NewError(plugin.Code(f.Code), f.Error)
 		}
 		_ = it.Conn.Reply(f)
 	case err != nil && !errors.Is(err, context.Canceled):
