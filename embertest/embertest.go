@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"strings"
@@ -49,7 +50,11 @@ const DefaultTimeout = 60 * time.Second
 // giving a slow machine more time gets it, and Run reports its own
 // failures.
 func startWait(cfg ember.Config) time.Duration {
-	return max(DefaultTimeout, 2*cfg.StartTimeout+10*time.Second)
+	const margin = 10 * time.Second
+	if cfg.StartTimeout > (math.MaxInt64-margin)/2 {
+		return math.MaxInt64 // "no limit" set as the largest Duration: 2*StartTimeout would overflow
+	}
+	return max(DefaultTimeout, 2*cfg.StartTimeout+margin)
 }
 
 // Main runs the tests and then checks that no goroutine leaked. In an

@@ -1,6 +1,7 @@
 package embertest
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ func TestStartWait(t *testing.T) {
 		{0, DefaultTimeout}, // Run's default
 		{10 * time.Second, DefaultTimeout},
 		{2 * time.Minute, 4*time.Minute + 10*time.Second},
+		{math.MaxInt64, math.MaxInt64}, // no limit: it used to overflow to DefaultTimeout
 	}
 	for _, tt := range tests {
 		if got := startWait(ember.Config{StartTimeout: tt.start}); got != tt.want {
