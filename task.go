@@ -9,8 +9,8 @@ import (
 	"sync"
 
 	"github.com/emberhq/ember/internal/codec"
-	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/driver"
+	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 )
