@@ -16,6 +16,7 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"math/big"
 	"reflect"
 	"slices"
 	"sync"
@@ -153,21 +154,24 @@ func Register(t reflect.Type, name string) error {
 var (
 	cborMarshaler   = reflect.TypeFor[cbor.Marshaler]()
 	binaryMarshaler = reflect.TypeFor[encoding.BinaryMarshaler]()
+	bigInt          = reflect.TypeFor[big.Int]()
 )
 
 // CheckFields reports an error for a struct type (or pointer to one) that
-// would travel as an empty map: it has fields, none of them exported or
-// embedded, and it encodes itself in no other way (cbor.Marshaler,
-// encoding.BinaryMarshaler, proto.Message). CBOR, like encoding/json,
-// skips unexported fields, so such a value would arrive as its zero value
-// with no error on either side. An empty struct is fine: it carries
-// nothing by design.
+// would travel as an empty map though it holds data: none of its fields is
+// exported or embedded, one at least is neither blank (_) nor of zero size,
+// and it encodes itself in no other way (cbor.Marshaler,
+// encoding.BinaryMarshaler, proto.Message, or big.Int, which CBOR encodes
+// as a bignum; CBOR ignores encoding.TextMarshaler and json.Marshaler).
+// CBOR, like encoding/json, skips unexported fields, so such a value would
+// arrive as its zero value with no error on either side. It errs on the
+// side of letting a type through: embedded fields are not looked into.
 func CheckFields(t reflect.Type) error {
 	st := t
-	if st.Kind() == reflect.Pointer {
+	for st.Kind() == reflect.Pointer {
 		st = st.Elem()
 	}
-	if st.Kind() != reflect.Struct || st.NumField() == 0 {
+	if st.Kind() != reflect.Struct || st == bigInt {
 		return nil
 	}
 	for _, m := range []reflect.Type{protoMessage, cborMarshaler, binaryMarshaler} {
@@ -175,12 +179,19 @@ func CheckFields(t reflect.Type) error {
 			return nil
 		}
 	}
+	holds := false // a field that carries data and is dropped
 	for i := range st.NumField() {
-		if f := st.Field(i); f.IsExported() || f.Anonymous {
+		switch f := st.Field(i); {
+		case f.IsExported() || f.Anonymous:
 			return nil
+		case f.Name != "_" && f.Type.Size() > 0:
+			holds = true
 		}
 	}
-	return fmt.Errorf("%v has no exported fields: it would arrive as its zero value (CBOR encodes exported fields only; export them, or implement cbor.Marshaler)", t)
+	if !holds {
+		return nil // carries nothing by design (struct{}, noCopy markers)
+	}
+	return fmt.Errorf("%v has no exported fields: it would arrive as its zero value (CBOR encodes exported fields only, and ignores encoding.TextMarshaler and json.Marshaler; export them, or implement cbor.Marshaler or encoding.BinaryMarshaler)", t)
 }
 
 // Names returns the registered wire names, sorted.

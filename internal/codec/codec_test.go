@@ -3,6 +3,7 @@ package codec_test
 import (
 	"errors"
 	"fmt"
+	"math/big"
 	"reflect"
 	"slices"
 	"strings"
@@ -574,6 +575,12 @@ type (
 	}
 	hiddenCBOR struct{ x int }
 	hiddenBin  struct{ x int }
+	// Carry nothing by design.
+	blankOnly   struct{ _ [0]func() }
+	noCompare   struct{ noCmp [0]func() }
+	toArrayOnly struct {
+		_ struct{} `cbor:",toarray"`
+	}
 )
 
 func (hiddenCBOR) MarshalCBOR() ([]byte, error)   { return nil, nil }
@@ -592,7 +599,7 @@ func TestCheckFields(t *testing.T) {
 		{reflect.TypeFor[struct{}](), false},
 		{reflect.TypeFor[rtPoint](), false},
 		{reflect.TypeFor[hiddenMixed](), false},
-		{reflect.TypeFor[hiddenEmbeds](), false}, // its embedded struct's fields are promoted
+		{reflect.TypeFor[hiddenEmbeds](), false}, // embedded: let through, not looked into
 		{reflect.TypeFor[hiddenCBOR](), false},   // encodes itself
 		{reflect.TypeFor[hiddenBin](), false},    // encodes itself (pointer receiver)
 		{reflect.TypeFor[time.Time](), false},    // all unexported, but a BinaryMarshaler
@@ -600,11 +607,27 @@ func TestCheckFields(t *testing.T) {
 		{reflect.TypeFor[int](), false},
 		{reflect.TypeFor[map[string]int](), false},
 		{reflect.TypeFor[any](), false},
+		{reflect.TypeFor[**hidden](), true},
+		{reflect.TypeFor[big.Int](), false}, // CBOR encodes it as a bignum
+		{reflect.TypeFor[*big.Int](), false},
+		{reflect.TypeFor[big.Float](), true}, // MarshalText only, which CBOR ignores
+		{reflect.TypeFor[blankOnly](), false},
+		{reflect.TypeFor[noCompare](), false},
+		{reflect.TypeFor[toArrayOnly](), false},
 	}
 	for _, tt := range tests {
 		err := codec.CheckFields(tt.typ)
 		if (err != nil) != tt.wantErr {
 			t.Errorf("CheckFields(%v) = %v, want an error: %v", tt.typ, err, tt.wantErr)
 		}
+	}
+	// What CheckFields lets through does travel: a big.Int among them.
+	b, err := codec.Marshal(big.NewInt(-1 << 62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got big.Int
+	if err := codec.Unmarshal(b, &got); err != nil || got.Int64() != -1<<62 {
+		t.Errorf("big.Int round trip: got %v, %v; want %d", &got, err, int64(-1<<62))
 	}
 }
