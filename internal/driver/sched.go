@@ -412,10 +412,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		what := ""
 		if len(running) > 0 {
 			// The task may be what killed it.
-			what = " while running " + strings.Join(running[:min(len(running), 3)], ", ")
-			if len(running) > 3 {
-				what += fmt.Sprintf(" and %d more", len(running)-3)
-			}
+			what = " while running " + listRunning(running)
 		}
 		if cause != nil {
 			what += ": " + cause.Error()
@@ -434,7 +431,21 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		s.pending, s.head = s.pending[:0], 0
 	}
 	s.mu.Unlock()
+	if cause != nil && !e.leaving && len(running) > 0 {
+		// Failed attempts, as those that return an error are (result).
+		s.log.Warn("task attempts lost with their executor", "executor", e.info.ID, "attempts", listRunning(running), "err", cause)
+	}
 	s.send(out)
+}
+
+// listRunning names up to three of the attempts an executor was running,
+// and how many more there were.
+func listRunning(running []string) string {
+	s := strings.Join(running[:min(len(running), 3)], ", ")
+	if len(running) > 3 {
+		s += fmt.Sprintf(" and %d more", len(running)-3)
+	}
+	return s
 }
 
 // result handles a TASK_RESULT frame.

@@ -393,7 +393,8 @@ func TestAttemptEndsAndFailureCounts(t *testing.T) {
 // been lost maxFailures times, with an error that says the executor was
 // lost and why.
 func TestLostAttemptsFailTheJob(t *testing.T) {
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, MaxTaskFailures: 2})
+	var logs logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Tasks: []string{"t"}, MaxTaskFailures: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,6 +413,15 @@ func TestLostAttemptsFailTheJob(t *testing.T) {
 	if !errors.As(err, &tf) || tf.Attempts != 2 || tf.ExecutorID != "2" || plugin.CodeOf(err) != plugin.CodeUnavailable ||
 		!strings.Contains(err.Error(), "executor 2 was lost while running it: peer silent for 10s") {
 		t.Errorf("job: got %v, want an Unavailable TaskFailure after 2 attempts, saying executor 2 was lost and why", err)
+	}
+	// Each lost attempt is logged, as a failed one is.
+	for _, want := range []string{
+		`msg="task attempts lost with their executor" executor=1 attempts="task \"t\" on inputs[0]" err=EOF`,
+		`msg="task attempts lost with their executor" executor=2`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("driver log: want a line containing %s; got\n%s", want, logs.String())
+		}
 	}
 }
 
