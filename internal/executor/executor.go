@@ -575,7 +575,7 @@ func (x *Executor) waitTasks(deadline time.Time) {
 		case <-notice.C:
 			if n := running(); n > 0 && time.Until(deadline) > 0 {
 				x.log.Warn("waiting for tasks to return at shutdown: their ctx has ended, and they are abandoned (still running) at the deadline",
-					"tasks", n, "deadline", time.Until(deadline).Round(time.Second))
+					"tasks", n, "deadline", time.Until(deadline).Round(100*time.Millisecond))
 			}
 		case <-t.C:
 			// The deadline may have passed already (a Receive took the
