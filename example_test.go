@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/emberhq/ember"
@@ -166,4 +167,59 @@ func Example_broadcast() {
 	}
 	// Output:
 	// executor 1 applied debug
+}
+
+// words is a plugin with an executor side only: a tally of the words its
+// executor's tasks have seen.
+type words struct{}
+
+func (words) Name() string                          { return "words" }
+func (words) DriverPlugin() plugin.DriverPlugin     { return nil }
+func (words) ExecutorPlugin() plugin.ExecutorPlugin { return &wordsExecutor{} }
+
+type wordsExecutor struct {
+	plugin.BaseExecutorPlugin
+	mu   sync.Mutex // tasks run concurrently
+	seen int
+}
+
+func (w *wordsExecutor) Shutdown(context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fmt.Println("the executor's words plugin saw", w.seen, "words")
+	return nil
+}
+
+// countWords finds its executor's instance of the words plugin and adds
+// to its tally.
+var countWords = ember.NewTask("example.countWords", func(_ context.Context, tc ember.TaskContext, line string) (int, error) {
+	n := len(strings.Fields(line))
+	if p, ok := tc.Plugin("words"); ok {
+		w := p.(*wordsExecutor)
+		w.mu.Lock()
+		w.seen += n
+		w.mu.Unlock()
+	}
+	return n, nil
+})
+
+// A task reaches its executor's instance of a plugin through its
+// TaskContext, to update the plugin's state or use the context the plugin
+// kept from Init.
+func ExampleTaskContext_Plugin() {
+	err := ember.Run(context.Background(), ember.Config{
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{words{}},
+		Logger:  slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		counts, err := ember.Map(ctx, d, countWords, []string{"to be or not to be", "that is the question"})
+		fmt.Println(counts, err)
+		return err
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// [6 4] <nil>
+	// the executor's words plugin saw 10 words
 }
