@@ -137,7 +137,22 @@ func (b *progressBar) draw(done, finished chan struct{}) {
 // in full, several side by side in short, cut to the terminal's width.
 // b.mu is held.
 func (b *progressBar) lineLocked(now time.Time) string {
-	return fitLine(b.jobsLocked(now), b.cols)
+	var shown []*barJob
+	for _, j := range b.jobs {
+		if now.Sub(j.since) >= b.interval {
+			shown = append(shown, j)
+		}
+	}
+	if len(shown) == 1 {
+		n, running, total := shown[0].p.Counts()
+		return fitLine(progressLine(shown[0].task, n, running, total, progressWidth), b.cols)
+	}
+	parts := make([]string, len(shown))
+	for i, j := range shown {
+		n, running, total := j.p.Counts()
+		parts[i] = shortProgress(j.task, n, running, total, max(progressWidth/len(shown), 10))
+	}
+	return fitLine(strings.Join(parts, " "), b.cols)
 }
 
 // fitLine cuts line to fewer than cols runes (the last column left free,
@@ -148,25 +163,6 @@ func fitLine(line string, cols int) string {
 	}
 	r := []rune(line)
 	return string(r[:cols-2]) + "…"
-}
-
-func (b *progressBar) jobsLocked(now time.Time) string {
-	var shown []*barJob
-	for _, j := range b.jobs {
-		if now.Sub(j.since) >= b.interval {
-			shown = append(shown, j)
-		}
-	}
-	if len(shown) == 1 {
-		n, running, total := shown[0].p.Counts()
-		return progressLine(shown[0].task, n, running, total, progressWidth)
-	}
-	parts := make([]string, len(shown))
-	for i, j := range shown {
-		n, running, total := j.p.Counts()
-		parts[i] = shortProgress(j.task, n, running, total, max(progressWidth/len(shown), 10))
-	}
-	return strings.Join(parts, " ")
 }
 
 // progressLine renders "[task: ====>    ] 120 done, 8 running, 1000 total".
