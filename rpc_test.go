@@ -135,6 +135,81 @@ func TestAskErrors(t *testing.T) {
 	}
 }
 
+// An asker that gives up ends the handler's ctx on the other side, both
+// ways: cancelling ctx cancels it (with the cause plugin.ErrAskCanceled),
+// as a gRPC client's cancel reaches its server's handler. A long poll, a
+// handler that waits for work, stops waiting, rather than take work for
+// an asker that is gone and hold up its plugin's lane. An ask ended by its
+// deadline ends the handler's ctx at that deadline, not with the cause.
+func TestGivingUpEndsTheHandlersCtx(t *testing.T) {
+	type end struct{ err, cause error }
+	entered := make(chan struct{}, 1)
+	ended := make(chan end, 1)
+	receive := func(ctx context.Context, msg any) (any, error) {
+		if msg != text("wait") {
+			return msg, nil
+		}
+		entered <- struct{}{}
+		<-ctx.Done()
+		ended <- end{ctx.Err(), context.Cause(ctx)}
+		return nil, ctx.Err()
+	}
+	p, dc, ec := receivingPlugin("longpoll", receive)
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+
+	asks := map[string]func(context.Context, any) (any, error){
+		"executor asks the driver": func(ctx context.Context, msg any) (any, error) { return (*ec).Ask(ctx, msg) },
+		"driver asks the executor": func(ctx context.Context, msg any) (any, error) { return (*dc).AskExecutor(ctx, "1", msg) },
+	}
+	for name, ask := range asks {
+		for _, tt := range []struct {
+			how       string
+			ctx       func() (context.Context, context.CancelFunc)
+			code      plugin.Code
+			err, ends error
+			cause     error // what the handler's ctx's cause is, besides ends
+		}{
+			{"canceled", func() (context.Context, context.CancelFunc) { return context.WithCancel(testCtx(t)) },
+				plugin.CodeCanceled, context.Canceled, context.Canceled, plugin.ErrAskCanceled},
+			{"past its deadline", func() (context.Context, context.CancelFunc) {
+				ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+				t.Cleanup(cancel)
+				return ctx, func() {}
+			}, plugin.CodeDeadlineExceeded, context.DeadlineExceeded, context.DeadlineExceeded, context.DeadlineExceeded},
+		} {
+			t.Run(name+", "+tt.how, func(t *testing.T) {
+				ctx, cancel := tt.ctx()
+				errc := make(chan error, 1)
+				go func() {
+					_, err := ask(ctx, text("wait"))
+					errc <- err
+				}()
+				select {
+				case <-entered:
+				case err := <-errc:
+					t.Fatalf("Ask returned %v before its handler started", err)
+				}
+				cancel()
+				if err := <-errc; plugin.CodeOf(err) != tt.code || !errors.Is(err, tt.err) {
+					t.Errorf("Ask: got %v, want code %v matching %v", err, tt.code, tt.err)
+				}
+				select {
+				case e := <-ended:
+					if !errors.Is(e.err, tt.ends) || !errors.Is(e.cause, tt.cause) {
+						t.Errorf("the handler's ctx ended with %v (cause %v), want %v (cause %v)", e.err, e.cause, tt.ends, tt.cause)
+					}
+				case <-time.After(embertest.DefaultTimeout):
+					t.Fatal("the handler's ctx did not end once its asker had given up")
+				}
+				// The plugin's lane is free again.
+				if got, err := ask(testCtx(t), text("next")); err != nil || got != text("next") {
+					t.Errorf("Ask after: got %v, %v; want next, nil", got, err)
+				}
+			})
+		}
+	}
+}
+
 func shortCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

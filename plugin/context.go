@@ -48,9 +48,9 @@ type ExecutorContext interface {
 	Resources() map[string]Resource
 	// Ask sends msg to the driver plugin of the same name and waits for its
 	// reply. The deadline comes from ctx and bounds the driver's handler
-	// too; when ctx ends first, the error matches ctx.Err()
-	// (context.DeadlineExceeded or context.Canceled; a cancel is not
-	// passed on to the driver, whose handler runs on). A
+	// too; when ctx ends first, Ask returns at once with an error matching
+	// ctx.Err() (context.DeadlineExceeded or context.Canceled), and a
+	// cancel is passed on: the handler's ctx ends too. A
 	// Receive error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
 	// that is how to keep several asks in flight: concurrent asks share

@@ -195,6 +195,11 @@ var (
 	ErrMessageTooLarge = errors.New("ember: message too large")
 	// ErrNoSuchExecutor: no live executor has the given ID (CodeNotFound).
 	ErrNoSuchExecutor = errors.New("ember: no such executor")
+	// ErrAskCanceled is not returned by the API: it is the cause
+	// (context.Cause) of a Receive ctx that ended because the asker's ctx
+	// ended first (canceled, rather than past the deadline the handler's
+	// ctx has too). That ctx's Err is context.Canceled.
+	ErrAskCanceled = errors.New("ember: the asker canceled the ask")
 )
 
 func init() {

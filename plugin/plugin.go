@@ -53,10 +53,12 @@ type DriverPlugin interface {
 	// A panic is recovered and becomes a CodeInternal error, and so does
 	// a runtime.Goexit (t.Fatal in a test's plugin); either way the
 	// plugin goes on receiving. ctx carries the sender's ID ([SenderID]).
-	// For an Ask it ends at the asker's deadline and when the asking
-	// executor is lost or has stopped; an asker canceling its ctx is not
-	// told to this side (only the deadline travels with the ask), so give
-	// asks a deadline to bound the work they start.
+	// For an Ask it ends at the asker's deadline, when the asker cancels
+	// its ctx (context.Canceled, with the cause [ErrAskCanceled]), and
+	// when the asking executor is lost or has stopped: a handler that
+	// waits (a long poll for work, say) should wait on ctx, and take
+	// nothing for an asker that has gone. A reply made after the asker
+	// gave up is dropped.
 	Receive(ctx context.Context, msg any) (reply any, err error)
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// shutdown deadline.
@@ -99,7 +101,7 @@ type ExecutorPlugin interface {
 // Calls are one at a time, in the order the driver sent them. Without it,
 // an AskExecutor fails with CodeUnimplemented. Receive's ctx is as for
 // DriverPlugin.Receive: for an AskExecutor it ends at the asker's
-// deadline, not when the asker cancels its ctx.
+// deadline and when the asker cancels its ctx.
 type ExecutorReceiver interface {
 	Receive(ctx context.Context, msg any) (reply any, err error)
 }

@@ -195,6 +195,12 @@ type Conn struct {
 	// recv is the flow control of the SENDs this end receives, by plugin
 	// (see Consumed); not under mu.
 	recv []window
+
+	// cancels holds the handler's ctx of each cancelable ASK from the
+	// peer taken and not yet answered, by call ID, for ASK_CANCEL to find
+	// (see cancelCtx).
+	cmu     sync.Mutex
+	cancels map[uint64]*cancelCtx
 }
 
 // New returns a Conn over s. cancel, if not nil, is called when the Conn
@@ -916,6 +922,10 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	f.Kind = wire.Kind_KIND_ASK
 	ch := chanPool.Get().(chan reply)
 	done := ctx.Done()
+	// A ctx that can end makes the ask cancelable (see cancelCtx). f
+	// belongs to the writer once queued: keep what giving up needs.
+	f.Cancelable = done != nil
+	p, deadline := f.Plugin, f.TimeoutMicros > 0
 	c.mu.Lock()
 	if c.calls == nil {
 		err := c.closedError()
@@ -960,25 +970,43 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	}
 	if w != nil {
 		// Its watcher answers for ctx.
-		return c.answered(ctx, id, ch, <-ch)
+		r, err := c.answered(ctx, id, ch, <-ch)
+		if r.canceled {
+			c.gaveUp(err, id, p, deadline)
+		}
+		return r, err
 	}
 	select {
 	case r := <-ch:
 		return c.answered(ctx, id, ch, r)
 	case <-done:
-		if !c.forget(id) {
+		err := ctx.Err()
+		err = plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
+		if c.forget(id) {
+			c.gaveUp(err, id, p, deadline)
+		} else {
 			// The reply (or the close) won the race; drain it so the
 			// channel can be reused.
 			<-ch
 			chanPool.Put(ch)
 		}
-		err := ctx.Err()
-		return reply{}, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
+		return reply{}, err
 	}
 }
 
+// gaveUp tells the peer that ask id, to plugin p, has ended with err, its
+// ctx's, unless the ask's deadline (which the handler's ctx has too)
+// ended it.
+func (c *Conn) gaveUp(err error, id uint64, p uint32, deadline bool) {
+	if deadline && errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	c.cancelAsk(id, p)
+}
+
 // answered is what ask id returns once r has arrived on its channel ch,
-// which it gives back to the pool.
+// which it gives back to the pool. A reply{canceled: true} is returned
+// with its error.
 func (c *Conn) answered(ctx context.Context, id uint64, ch chan reply, r reply) (reply, error) {
 	if stamp.Enabled {
 		stamp.Mark(stamp.ReplyDelivered, id)
@@ -990,7 +1018,7 @@ func (c *Conn) answered(ctx context.Context, id uint64, ch chan reply, r reply) 
 		if err == nil { // a Context whose Done closed before its Err was set
 			err = context.Canceled
 		}
-		return reply{}, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
+		return reply{canceled: true}, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
 	case r.f == nil && !r.decoded:
 		c.mu.Lock()
 		err := c.closedError()
@@ -1214,6 +1242,9 @@ func (c *Conn) readLoop() {
 				}
 			case wire.Kind_KIND_CREDIT:
 				c.takeCredit(f)
+				wire.ReleaseFrame(f)
+			case wire.Kind_KIND_ASK_CANCEL:
+				c.peerCanceled(f.Call)
 				wire.ReleaseFrame(f)
 			case wire.Kind_KIND_SEND:
 				if !c.admit(f) {

@@ -25,12 +25,16 @@ type Outcome struct {
 // the reply (or error), for a SEND it logs what the sender cannot be told.
 // A SEND's handler runs under ctx, so it is delivered even after its
 // sender has gone; an ASK's under askCtx, which should end with the
-// asker's connection, bounded by the asker's deadline when it sent one.
+// asker's connection, bounded by the asker's deadline when it sent one,
+// and ended by the asker's cancel when it may send one.
 //
 // timed says whether to measure the handler's time (callers sample:
 // reading the clock twice per message is a visible share of the path).
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	h := it.Header()
+	if it.cancel != nil {
+		defer it.Conn.untrackCancel(h.Call, it.cancel)
+	}
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
 		msg, err = Decode(it.Frame)
@@ -65,6 +69,11 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 			dctx := withDeadline(askCtx, time.Now().Add(time.Duration(h.TimeoutMicros)*time.Microsecond))
 			defer dctx.end()
 			hctx = dctx
+		}
+		if cc := it.cancel; cc != nil {
+			// The asker's cancel, on top (see cancelCtx).
+			cc.start(hctx)
+			hctx = cc
 		}
 	}
 	var start time.Time
@@ -112,13 +121,22 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 // true.
 func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	it := Item{Conn: c, Frame: f}
-	if f.Kind == wire.Kind_KIND_SEND {
+	switch {
+	case f.Kind == wire.Kind_KIND_SEND:
 		it.Credit = SendCost(f)
+	case f.Kind == wire.Kind_KIND_ASK && f.Cancelable:
+		// Before the push: once pushed, the item may run and be
+		// answered before this goroutine goes on.
+		it.cancel = c.trackCancel(f.Call)
 	}
+	id := f.Call
 	Predecode(&it)
 	ok, filled := l.push(it)
 	if filled && full != nil {
 		full()
+	}
+	if !ok && it.cancel != nil {
+		c.untrackCancel(id, it.cancel)
 	}
 	if ok && it.Frame == nil {
 		wire.ReleaseFrame(f)

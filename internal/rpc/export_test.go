@@ -27,3 +27,11 @@ func Credit(c *Conn) (credit, windows []int64) {
 	defer c.mu.Unlock()
 	return append([]int64(nil), c.credit...), append([]int64(nil), c.windows...)
 }
+
+// Cancelables returns how many cancelable asks from the peer c holds the
+// handler's ctx of (see cancelCtx).
+func Cancelables(c *Conn) int {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	return len(c.cancels)
+}

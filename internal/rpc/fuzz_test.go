@@ -82,9 +82,10 @@ func (h *fuzzHandler) HandleClose(*rpc.Conn, error) { h.closes.Add(1) }
 // starts: type indexes resolved against the handshake's table, replies
 // matched to asks and decoded on the reader, CREDIT taken into the send
 // windows, SENDs counted against the receive windows, ASKs and SENDs
-// dispatched through a lane. It must never panic, the Conn must close
-// once, every ask must return, and no plugin's credit may exceed its
-// window.
+// dispatched through a lane, ASK_CANCELs. It must never panic, the Conn
+// must close once, every ask must return, no plugin's credit may exceed
+// its window, and nothing may be kept for a cancelable ask once the lane
+// has run it.
 func FuzzConnRead(f *testing.F) {
 	names := codec.Names()
 	id := func(name string) uint32 {
@@ -129,6 +130,14 @@ func FuzzConnRead(f *testing.F) {
 			{Kind: wire.Kind_KIND_SEND, Plugin: 0, Payload: make([]byte, 600)},
 			{Kind: wire.Kind_KIND_STOP},
 		}},
+		{Frames: []*wire.Frame{
+			{Kind: wire.Kind_KIND_ASK, Call: 4, Plugin: 0, TypeId: id(rpcMsgName), Payload: msg, Cancelable: true},
+			{Kind: wire.Kind_KIND_ASK_CANCEL, Call: 4},
+			{Kind: wire.Kind_KIND_ASK, Call: 4, Plugin: 1, Cancelable: true},
+			{Kind: wire.Kind_KIND_ASK, Call: 5, Plugin: 9, Cancelable: true},
+			{Kind: wire.Kind_KIND_SEND, Plugin: 0, Cancelable: true},
+			{Kind: wire.Kind_KIND_ASK_CANCEL, Call: 6},
+		}},
 	} {
 		data, err := b.MarshalVT()
 		if err != nil {
@@ -165,6 +174,9 @@ func FuzzConnRead(f *testing.F) {
 		h.lane.Close()
 		if n := h.closes.Load(); n != 1 {
 			t.Fatalf("HandleClose called %d times, want 1", n)
+		}
+		if n := rpc.Cancelables(c); n != 0 {
+			t.Fatalf("%d handler ctxs of cancelable asks kept after the lane closed, want 0", n)
 		}
 		credit, windows := rpc.Credit(c)
 		for p := range credit {

@@ -34,6 +34,10 @@ type Item struct {
 	// Conn.Consumed); the lane gives it back once the item has run. Zero
 	// for anything else.
 	Credit int64
+
+	// cancel is a cancelable ASK's handler ctx, registered with Conn
+	// (see Deliver and cancelCtx); nil for anything else.
+	cancel *cancelCtx
 }
 
 // Head is what dispatching a message needs of its frame besides the

@@ -72,6 +72,10 @@ const (
 	// goes. No STOPPED follows (it was not released): it flushes the results
 	// it cut short and what its plugins sent, then closes its stream.
 	Kind_KIND_LEAVING Kind = 15
+	// Both directions: the asker gave up on the ASK with call ID call (its
+	// ctx was canceled); the handler's ctx is canceled, if it still runs.
+	// Sent only for an ASK marked cancelable. Since protocol version 6.
+	Kind_KIND_ASK_CANCEL Kind = 16
 )
 
 // Enum value maps for Kind.
@@ -93,6 +97,7 @@ var (
 		13: "KIND_CHALLENGE",
 		14: "KIND_CREDIT",
 		15: "KIND_LEAVING",
+		16: "KIND_ASK_CANCEL",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -111,6 +116,7 @@ var (
 		"KIND_CHALLENGE":   13,
 		"KIND_CREDIT":      14,
 		"KIND_LEAVING":     15,
+		"KIND_ASK_CANCEL":  16,
 	}
 )
 
@@ -218,8 +224,12 @@ type Frame struct {
 	// another executor without counting a failure, and gives this one no
 	// more attempts.
 	ExecutorStopping bool `protobuf:"varint,17,opt,name=executor_stopping,json=executorStopping,proto3" json:"executor_stopping,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// ASK: the asker may cancel it (its ctx can end), so the answering side
+	// keeps the handler's ctx where an ASK_CANCEL can find it. Since
+	// protocol version 6.
+	Cancelable    bool `protobuf:"varint,18,opt,name=cancelable,proto3" json:"cancelable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Frame) Reset() {
@@ -367,6 +377,13 @@ func (x *Frame) GetCredit() uint64 {
 func (x *Frame) GetExecutorStopping() bool {
 	if x != nil {
 		return x.ExecutorStopping
+	}
+	return false
+}
+
+func (x *Frame) GetCancelable() bool {
+	if x != nil {
+		return x.Cancelable
 	}
 	return false
 }
@@ -981,7 +998,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xd6\x04\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xf6\x04\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -1000,7 +1017,10 @@ const file_frames_proto_rawDesc = "" +
 	"\tchallenge\x18\x0e \x01(\v2\x18.ember.wire.v1.ChallengeR\tchallenge\x12\x17\n" +
 	"\atype_id\x18\x0f \x01(\rR\x06typeId\x12\x16\n" +
 	"\x06credit\x18\x10 \x01(\x04R\x06credit\x12+\n" +
-	"\x11executor_stopping\x18\x11 \x01(\bR\x10executorStopping\"a\n" +
+	"\x11executor_stopping\x18\x11 \x01(\bR\x10executorStopping\x12\x1e\n" +
+	"\n" +
+	"cancelable\x18\x12 \x01(\bR\n" +
+	"cancelable\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1057,7 +1077,7 @@ const file_frames_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\taddresses\x18\x02 \x03(\tR\taddresses*\xa2\x02\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses*\xb7\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1078,7 +1098,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x10KIND_TASK_CANCEL\x10\f\x12\x12\n" +
 	"\x0eKIND_CHALLENGE\x10\r\x12\x0f\n" +
 	"\vKIND_CREDIT\x10\x0e\x12\x10\n" +
-	"\fKIND_LEAVING\x10\x0f2B\n" +
+	"\fKIND_LEAVING\x10\x0f\x12\x13\n" +
+	"\x0fKIND_ASK_CANCEL\x10\x102B\n" +
 	"\x05Ember\x129\n" +
 	"\aConnect\x12\x14.ember.wire.v1.Batch\x1a\x14.ember.wire.v1.Batch(\x010\x01B(Z&github.com/emberhq/ember/internal/wireb\x06proto3"
 

@@ -1,0 +1,192 @@
+package rpc
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// An asker whose ctx ends stops waiting at once (Conn.ask). If that ctx
+// could end (its Done channel is not nil), the ASK went out marked
+// cancelable, and the asker now queues an ASK_CANCEL with the same call
+// ID. The answering side keeps a cancelCtx per cancelable ASK it has
+// taken and not yet answered, by call ID (Conn.cancels); an ASK_CANCEL
+// that finds one cancels it, so the handler's ctx ends with
+// context.Canceled and the cause plugin.ErrAskCanceled. One that finds
+// none (the reply was already on its way) is ignored.
+//
+// The ASK_CANCEL is not sent when the ask ended at the deadline it
+// carried: the handler's ctx has that deadline too.
+
+// cancelCtx is the ctx of a handler answering a cancelable ask: its
+// parent, also ended by the asker's cancel and by the handler's return
+// (both cancel), as context.WithCancelCause(parent) would be. Like
+// deadlineCtx, it makes the real context.WithCancelCause only once
+// something waits on it (Done), so that a handler that returns without
+// waiting, as most do, costs one small allocation and no registration
+// with its parent.
+//
+// It is made on the connection's reader, before the handler's parent is
+// known (the lane gives it: start), so that an ASK_CANCEL read before the
+// handler runs is not lost: the handler then starts canceled.
+//
+// All methods are safe for concurrent use.
+type cancelCtx struct {
+	mu     sync.Mutex
+	parent context.Context // set by start, under mu, before the handler sees c
+	cause  error           // why c was canceled (canceledFirst); set once, under mu
+	armed  atomic.Pointer[armedCancel]
+	state  atomic.Uint32 // a cancelState; set once, under mu, while not armed
+}
+
+type armedCancel struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// cancelState is how a cancelCtx ended while not armed: what a
+// context.WithCancelCause would then say.
+type cancelState = uint32
+
+const (
+	cancelLive    cancelState = iota
+	canceledFirst             // canceled, with cause, while the parent was live
+	parentFirst               // canceled after the parent had ended: the parent's error and cause
+)
+
+// start gives c its parent; Dispatch calls it before the handler runs.
+func (c *cancelCtx) start(parent context.Context) {
+	c.mu.Lock()
+	c.parent = parent
+	c.mu.Unlock()
+}
+
+// Deadline reports the parent's deadline.
+func (c *cancelCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+// Done arms the ctx (see cancelCtx) and returns its channel.
+func (c *cancelCtx) Done() <-chan struct{} { return c.arm().Done() }
+
+// Err reports the parent's error while c has not been canceled, without
+// arming it.
+func (c *cancelCtx) Err() error {
+	if a := c.armed.Load(); a != nil {
+		return a.ctx.Err()
+	}
+	if c.state.Load() == cancelLive {
+		return c.parent.Err()
+	}
+	return c.arm().Err()
+}
+
+// Value defers to the parent while c is live and not armed, and to the
+// armed ctx otherwise (context.Cause finds the cause there).
+func (c *cancelCtx) Value(key any) any {
+	if a := c.armed.Load(); a != nil {
+		return a.ctx.Value(key)
+	}
+	if c.state.Load() == cancelLive {
+		return c.parent.Value(key)
+	}
+	return c.arm().Value(key)
+}
+
+// arm returns the real ctx behind c, making it on first use.
+func (c *cancelCtx) arm() context.Context {
+	if a := c.armed.Load(); a != nil {
+		return a.ctx
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.armed.Load(); a != nil {
+		return a.ctx
+	}
+	var a armedCancel
+	switch c.state.Load() {
+	case cancelLive, parentFirst: // parentFirst: born canceled, with the parent's cause
+		a.ctx, a.cancel = context.WithCancelCause(c.parent)
+	case canceledFirst:
+		a.ctx, a.cancel = context.WithCancelCause(context.WithoutCancel(c.parent))
+		a.cancel(c.cause)
+	}
+	c.armed.Store(&a)
+	return a.ctx
+}
+
+// cancel ends c with cause (nil: context.Canceled). Only the first end
+// counts: the parent's, or c's own first cancel.
+func (c *cancelCtx) cancel(cause error) {
+	c.mu.Lock()
+	a := c.armed.Load()
+	if a == nil && c.state.Load() == cancelLive {
+		if c.parent != nil && c.parent.Err() != nil {
+			c.state.Store(parentFirst)
+		} else {
+			if cause == nil {
+				cause = context.Canceled
+			}
+			c.cause = cause
+			c.state.Store(canceledFirst)
+		}
+	}
+	c.mu.Unlock()
+	if a != nil {
+		a.cancel(cause)
+	}
+}
+
+// String describes c as context.WithCancel's contexts describe themselves.
+func (c *cancelCtx) String() string { return "rpc.cancelCtx" }
+
+// trackCancel registers a cancelable ASK with call ID id, taken by the reader,
+// and returns its handler's ctx, which Dispatch starts and then finishes.
+func (c *Conn) trackCancel(id uint64) *cancelCtx {
+	hc := &cancelCtx{}
+	c.cmu.Lock()
+	if c.cancels == nil {
+		c.cancels = make(map[uint64]*cancelCtx)
+	}
+	c.cancels[id] = hc
+	c.cmu.Unlock()
+	return hc
+}
+
+// untrackCancel forgets the ASK with call ID id, answered (or refused), and
+// ends its handler's ctx as a CancelFunc would.
+func (c *Conn) untrackCancel(id uint64, hc *cancelCtx) {
+	c.cmu.Lock()
+	if c.cancels[id] == hc {
+		delete(c.cancels, id)
+	}
+	c.cmu.Unlock()
+	hc.cancel(nil)
+}
+
+// peerCanceled is the reader's handling of an ASK_CANCEL for call ID id.
+func (c *Conn) peerCanceled(id uint64) {
+	c.cmu.Lock()
+	hc := c.cancels[id]
+	c.cmu.Unlock()
+	if hc != nil {
+		hc.cancel(plugin.ErrAskCanceled)
+	}
+}
+
+// cancelAsk tells the peer that the asker of the cancelable ASK with call
+// ID id, to plugin p, has given up, when the send queue has room: it is a
+// hint (the reply is dropped here either way), and never worth waiting
+// for, nor failing the connection over.
+func (c *Conn) cancelAsk(id uint64, p uint32) {
+	c.mu.Lock()
+	if c.closing || len(c.out) >= c.opts.QueueFrames {
+		c.mu.Unlock()
+		return
+	}
+	f := wire.NewFrame()
+	f.Kind, f.Call, f.Plugin = wire.Kind_KIND_ASK_CANCEL, id, p
+	c.pushLocked(f, false)
+}

@@ -1,0 +1,132 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/plugin"
+)
+
+// cancelPair is a cancelCtx and the context.WithCancelCause it stands
+// for, each under a parent of its own (with a deadline, which both must
+// report), given the same events.
+type cancelPair struct {
+	lazy                  *cancelCtx
+	ref                   context.Context
+	refCancel             context.CancelCauseFunc
+	lazyParent, refParent context.CancelCauseFunc
+}
+
+// The events a cancelable handler's ctx can see, applied to both of a
+// pair: waited on, canceled by the asker, ended by the handler's return,
+// and its parent (the connection's ctx) ending.
+var cancelEvents = map[string]func(p *cancelPair){
+	"arm":    func(p *cancelPair) { p.lazy.Done(); p.ref.Done() },
+	"asker":  func(p *cancelPair) { p.lazy.cancel(plugin.ErrAskCanceled); p.refCancel(plugin.ErrAskCanceled) },
+	"end":    func(p *cancelPair) { p.lazy.cancel(nil); p.refCancel(nil) },
+	"parent": func(p *cancelPair) { p.lazyParent(errParent); p.refParent(errParent) },
+}
+
+func TestCancelCtxActsAsWithCancelCause(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// early: the asker's cancel was read before the handler started
+		// (before start gave the ctx its parent).
+		early  bool
+		events []string
+	}{
+		{"live", false, nil},
+		{"live, armed", false, []string{"arm"}},
+		{"canceled by the asker", false, []string{"asker"}},
+		{"armed, canceled by the asker", false, []string{"arm", "asker"}},
+		{"canceled by the asker before the handler started", true, nil},
+		{"canceled by the asker before the handler started, armed", true, []string{"arm"}},
+		{"canceled by the asker, then ended", false, []string{"asker", "end"}},
+		{"ended", false, []string{"end"}},
+		{"armed, ended", false, []string{"arm", "end"}},
+		{"ended, then canceled by the asker", false, []string{"end", "asker"}},
+		{"parent ended", false, []string{"parent"}},
+		{"armed, parent ended", false, []string{"arm", "parent"}},
+		{"parent ended, then canceled by the asker", false, []string{"parent", "asker"}},
+		{"canceled by the asker, then parent ended", false, []string{"asker", "parent"}},
+		{"armed, canceled by the asker, parent ended", false, []string{"arm", "asker", "parent"}},
+		{"armed, parent ended, canceled by the asker", false, []string{"arm", "parent", "asker"}},
+		{"parent ended, then ended", false, []string{"parent", "end"}},
+		{"ended, then parent ended", false, []string{"end", "parent"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			deadline := time.Now().Add(time.Hour)
+			parent := func() (context.Context, context.CancelCauseFunc) {
+				ctx := context.WithValue(context.Background(), deadlineKey{}, "value")
+				ctx, stop := context.WithDeadline(ctx, deadline)
+				t.Cleanup(stop)
+				ctx, cancel := context.WithCancelCause(ctx)
+				t.Cleanup(func() { cancel(nil) })
+				return ctx, cancel
+			}
+			p := &cancelPair{lazy: &cancelCtx{}}
+			lp, lc := parent()
+			rp, rc := parent()
+			p.lazyParent, p.refParent = lc, rc
+			p.ref, p.refCancel = context.WithCancelCause(rp)
+			t.Cleanup(func() { p.refCancel(nil) })
+			if tt.early {
+				p.lazy.cancel(plugin.ErrAskCanceled)
+				p.refCancel(plugin.ErrAskCanceled)
+			}
+			p.lazy.start(lp)
+			t.Cleanup(func() { p.lazy.cancel(nil) })
+			for _, e := range tt.events {
+				cancelEvents[e](p)
+			}
+			p.lazy.Err()
+			context.Cause(p.lazy)
+			p.lazy.Value(deadlineKey{})
+			p.lazy.Deadline()
+			armed := p.lazy.armed.Load() != nil
+
+			if got, want := observe(p.lazy), observe(p.ref); got != want {
+				t.Errorf("after %v:\n got %v\nwant %v", tt.events, got, want)
+			}
+			// A live ctx is read without arming it.
+			if wantArmed := len(tt.events) > 0 && tt.events[0] == "arm"; p.ref.Err() == nil && armed != wantArmed {
+				t.Errorf("after %v and reads of a live ctx: armed %v, want %v", tt.events, armed, wantArmed)
+			}
+		})
+	}
+}
+
+// A handler's goroutines may wait on its ctx, derive from it and read it
+// while the asker cancels: every one of them sees the asker's cause.
+func TestCancelCtxConcurrentUse(t *testing.T) {
+	t.Parallel()
+	for range 50 {
+		c := &cancelCtx{}
+		c.start(t.Context())
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				var ctx context.Context = c
+				if i%2 == 0 {
+					child, cancel := context.WithCancel(c)
+					defer cancel()
+					ctx = child
+				}
+				_ = ctx.Err()
+				<-ctx.Done()
+				if err := context.Cause(ctx); !errors.Is(err, plugin.ErrAskCanceled) {
+					t.Errorf("goroutine %d: Cause() = %v after the asker canceled, want ErrAskCanceled", i, err)
+				}
+			})
+		}
+		c.cancel(plugin.ErrAskCanceled)
+		c.cancel(nil) // the handler's return, after: changes nothing
+		wg.Wait()
+	}
+}
