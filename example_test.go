@@ -2,10 +2,12 @@ package ember_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/plugin"
@@ -222,4 +224,79 @@ func ExampleTaskContext_Plugin() {
 	// Output:
 	// [6 4] <nil>
 	// the executor's words plugin saw 10 words
+}
+
+type (
+	NextJob struct{}
+	Job     struct{ ID int }
+)
+
+func init() {
+	plugin.RegisterMessage[NextJob]()
+	plugin.RegisterMessage[Job]()
+}
+
+// jobs is a plugin whose driver side hands out jobs to executors that
+// ask for one, and whose executor side asks for one.
+type jobs struct {
+	work   chan Job   // jobs to hand out; none in the example
+	gaveUp chan error // why a wait for a job ended
+}
+
+func (*jobs) Name() string                            { return "jobs" }
+func (q *jobs) DriverPlugin() plugin.DriverPlugin     { return &jobsDriver{q: q} }
+func (q *jobs) ExecutorPlugin() plugin.ExecutorPlugin { return &jobsExecutor{} }
+
+type jobsDriver struct {
+	plugin.BaseDriverPlugin
+	q *jobs
+}
+
+// Receive answers NextJob once there is a job: a long poll. It waits on
+// ctx, which ends if the asker gives up, so that no job goes to an asker
+// that has gone.
+func (d *jobsDriver) Receive(ctx context.Context, msg any) (any, error) {
+	select {
+	case j := <-d.q.work:
+		return j, nil
+	case <-ctx.Done():
+		d.q.gaveUp <- context.Cause(ctx)
+		return nil, ctx.Err()
+	}
+}
+
+// MaxConcurrentReceives makes jobsDriver a plugin.ConcurrentReceiver:
+// executors wait for jobs side by side, not one behind the other.
+func (*jobsDriver) MaxConcurrentReceives() int { return 16 }
+
+type jobsExecutor struct{ plugin.BaseExecutorPlugin }
+
+func (*jobsExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := time.AfterFunc(100*time.Millisecond, cancel) // anything that ends the wait
+	defer stop.Stop()
+	_, err := plugin.Ask[Job](ctx, pc, NextJob{})
+	fmt.Println("executor: no job, canceled:", errors.Is(err, context.Canceled))
+	return nil
+}
+
+// An asker that gives up cancels its ask on the other side too: the
+// handler's ctx ends, with the cause plugin.ErrAskCanceled, as a gRPC
+// client's cancel reaches its server's handler.
+func Example_longPoll() {
+	q := &jobs{work: make(chan Job), gaveUp: make(chan error, 1)}
+	err := ember.Run(context.Background(), ember.Config{
+		Master:  "local[1]",
+		Plugins: []plugin.Plugin{q},
+		Logger:  slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		fmt.Println("driver: stopped waiting:", <-q.gaveUp)
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// executor: no job, canceled: true
+	// driver: stopped waiting: ember: the asker canceled the ask
 }

@@ -130,3 +130,57 @@ func TestCancelCtxConcurrentUse(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// cancelTable finds every ctx it holds by its ID, whether in its ring or
+// spilled (an ID whose slot an older ask holds, or an ID the peer used
+// twice), and holds nothing once each is removed, in any order.
+func TestCancelTable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		ids    []uint64
+		remove []int // indexes into ids, in removal order
+	}{
+		{"one after another", []uint64{1, 2, 3}, []int{0, 1, 2}},
+		{"same slot, older removed first", []uint64{1, 1 + cancelSlots, 1 + 2*cancelSlots}, []int{0, 1, 2}},
+		{"same slot, newer removed first", []uint64{1, 1 + cancelSlots, 1 + 2*cancelSlots}, []int{2, 1, 0}},
+		{"an ID used twice", []uint64{5, 5}, []int{1, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tab cancelTable
+			if got := tab.find(1); got != nil {
+				t.Fatalf("find in an empty table: got %v, want nil", got)
+			}
+			ctxs := make([]*cancelCtx, len(tt.ids))
+			for i, id := range tt.ids {
+				ctxs[i] = &cancelCtx{id: id}
+				tab.add(ctxs[i])
+			}
+			if got, want := tab.len(), len(tt.ids); got != want {
+				t.Errorf("len after adding: got %d, want %d", got, want)
+			}
+			for i, hc := range ctxs {
+				if got := tab.find(hc.id); got == nil || got.id != hc.id {
+					t.Errorf("find(%d) (ctx %d): got %v, want a ctx with that ID", hc.id, i, got)
+				}
+			}
+			removed := map[int]bool{}
+			for _, i := range tt.remove {
+				tab.remove(ctxs[i])
+				removed[i] = true
+				for j, hc := range ctxs {
+					if !removed[j] && tab.find(hc.id) == nil {
+						t.Errorf("after removing ctx %d: find(%d) (ctx %d, not removed) = nil", i, hc.id, j)
+					}
+				}
+			}
+			if n := tab.len(); n != 0 {
+				t.Errorf("len after removing every ctx: got %d, want 0", n)
+			}
+			if got := tab.find(tt.ids[0]); got != nil {
+				t.Errorf("find after removing every ctx: got %v, want nil", got)
+			}
+		})
+	}
+}

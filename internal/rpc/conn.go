@@ -197,10 +197,9 @@ type Conn struct {
 	recv []window
 
 	// cancels holds the handler's ctx of each cancelable ASK from the
-	// peer taken and not yet answered, by call ID, for ASK_CANCEL to find
-	// (see cancelCtx).
-	cmu     sync.Mutex
-	cancels map[uint64]*cancelCtx
+	// peer taken and not yet answered, for ASK_CANCEL to find (see
+	// cancelCtx).
+	cancels cancelTable
 }
 
 // New returns a Conn over s. cancel, if not nil, is called when the Conn

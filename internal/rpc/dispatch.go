@@ -33,7 +33,7 @@ type Outcome struct {
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	h := it.Header()
 	if it.cancel != nil {
-		defer it.Conn.untrackCancel(h.Call, it.cancel)
+		defer it.Conn.untrackCancel(it.cancel)
 	}
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
@@ -129,14 +129,13 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 		// answered before this goroutine goes on.
 		it.cancel = c.trackCancel(f.Call)
 	}
-	id := f.Call
 	Predecode(&it)
 	ok, filled := l.push(it)
 	if filled && full != nil {
 		full()
 	}
 	if !ok && it.cancel != nil {
-		c.untrackCancel(id, it.cancel)
+		c.untrackCancel(it.cancel)
 	}
 	if ok && it.Frame == nil {
 		wire.ReleaseFrame(f)

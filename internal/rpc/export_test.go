@@ -30,8 +30,4 @@ func Credit(c *Conn) (credit, windows []int64) {
 
 // Cancelables returns how many cancelable asks from the peer c holds the
 // handler's ctx of (see cancelCtx).
-func Cancelables(c *Conn) int {
-	c.cmu.Lock()
-	defer c.cmu.Unlock()
-	return len(c.cancels)
-}
+func Cancelables(c *Conn) int { return c.cancels.len() }
