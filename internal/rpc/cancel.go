@@ -237,12 +237,16 @@ func (c *Conn) peerCanceled(id uint64) {
 }
 
 // cancelAsk tells the peer that the asker of the cancelable ASK with call
-// ID id, to plugin p, has given up, when the send queue has room: it is a
-// hint (the reply is dropped here either way), and never worth waiting
-// for, nor failing the connection over.
+// ID id, to plugin p, has given up. It is a hint (the reply is dropped
+// here either way), never worth waiting for, nor failing the connection
+// over; but a full send queue is no reason to drop it: the ASK it cancels
+// may well be in that queue, still to be written, and its handler would
+// then run uncanceled. Like a control frame it may take the room past
+// QueueFrames (OverflowFrames); unlike one, it is dropped rather than
+// close the Conn once that room is spent too (the peer is not reading).
 func (c *Conn) cancelAsk(id uint64, p uint32) {
 	c.mu.Lock()
-	if c.closing || len(c.out) >= c.opts.QueueFrames {
+	if c.closing || len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
 		c.mu.Unlock()
 		return
 	}

@@ -242,3 +242,43 @@ func clone(frames []*wire.Frame) []*wire.Frame {
 	}
 	return out
 }
+
+// An asker that gives up while the send queue is full still cancels its
+// ask: that ASK is most likely in the full queue itself, to be written
+// and handled later, and its handler would otherwise run uncanceled (a
+// long poll with no deadline, for ever). Like a control frame, the
+// ASK_CANCEL takes the room past the queue's bound.
+func TestAskCancelPastAFullQueue(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	s := newFakeStream()
+	s.gate = gate
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 2})
+	ctx := testContext(t)
+	// The writer holds this one in stream.Send until the gate opens.
+	if err := c.Send(ctx, sendFrame("first")); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, s.entered, "the writer in Send")
+	askCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Ask(askCtx, &wire.Frame{Plugin: 0})
+		errc <- err
+	}()
+	poll(t, "the ASK queued", func() bool { return rpc.QueuedFrames(c) == 1 })
+	// The queue is full: the ASK and this SEND.
+	if err := c.Send(ctx, sendFrame("second")); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), plugin.CodeCanceled)
+	close(gate)
+	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+	if n := s.count(wire.Kind_KIND_ASK_CANCEL); n != 1 {
+		t.Errorf("%d ASK_CANCELs written for the ask given up while the queue was full, want 1", n)
+	}
+}

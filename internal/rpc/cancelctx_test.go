@@ -3,10 +3,12 @@ package rpc
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -182,5 +184,41 @@ func TestCancelTable(t *testing.T) {
 				t.Errorf("find after removing every ctx: got %v, want nil", got)
 			}
 		})
+	}
+}
+
+type allocsHandler struct{}
+
+func (allocsHandler) HandleFrame(*Conn, *wire.Frame) {}
+func (allocsHandler) HandleClose(*Conn, error)       {}
+
+// A cancelable ask costs its cancelCtx and nothing more when its handler
+// never looks at its ctx, with a deadline or without: ending the
+// cancelCtx must not arm the deadlineCtx under it.
+func TestCancelableAskAllocs(t *testing.T) {
+	c := New(nil, nil, allocsHandler{}, Options{})
+	c.Close(nil) // the replies fail at once, allocating nothing
+	log := slog.New(slog.DiscardHandler)
+	ctx := context.Background()
+	receive := func(context.Context, any) (any, error) { return nil, nil }
+	allocs := func(cancelable bool, timeout int64) float64 {
+		return testing.AllocsPerRun(200, func() {
+			it := Item{Conn: c, Decoded: true, Head: Head{Kind: wire.Kind_KIND_ASK, Call: 1, TimeoutMicros: timeout}}
+			if cancelable {
+				it.cancel = c.trackCancel(1)
+			}
+			Dispatch(ctx, ctx, log, "p", it, 1<<20, false, receive)
+		})
+	}
+	for _, timeout := range []int64{0, 1e9} {
+		plain, cancelable := allocs(false, timeout), allocs(true, timeout)
+		// One more: the cancelCtx. And one of slack either way: the
+		// reply's frame comes from wire's pool, or not.
+		if cancelable > plain+2 {
+			t.Errorf("timeout %dµs: a cancelable ask makes %v allocations, want one more than a plain one's %v", timeout, cancelable, plain)
+		}
+	}
+	if n := c.cancels.len(); n != 0 {
+		t.Errorf("%d ctxs left in the table", n)
 	}
 }

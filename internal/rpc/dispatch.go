@@ -73,6 +73,12 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		if cc := it.cancel; cc != nil {
 			// The asker's cancel, on top (see cancelCtx).
 			cc.start(hctx)
+			// Ended before its parent (deferred after dctx.end, so run
+			// before it), as a CancelFunc deferred after the parent's
+			// would be. Ended after, it would ask an ended deadlineCtx
+			// for its Err, which arms it: four allocations more on every
+			// ask with a deadline. untrackCancel then finds it ended.
+			defer cc.cancel(nil)
 			hctx = cc
 		}
 	}

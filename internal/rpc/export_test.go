@@ -31,3 +31,10 @@ func Credit(c *Conn) (credit, windows []int64) {
 // Cancelables returns how many cancelable asks from the peer c holds the
 // handler's ctx of (see cancelCtx).
 func Cancelables(c *Conn) int { return c.cancels.len() }
+
+// QueuedFrames returns how many frames wait in c's send queue.
+func QueuedFrames(c *Conn) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out)
+}
