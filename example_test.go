@@ -298,5 +298,5 @@ func Example_longPoll() {
 	}
 	// Output:
 	// executor: no job, canceled: true
-	// driver: stopped waiting: ember: the asker canceled the ask
+	// driver: stopped waiting: ember: the asker canceled the ask: context canceled
 }

@@ -198,8 +198,10 @@ var (
 	// ErrAskCanceled is not returned by the API: it is the cause
 	// (context.Cause) of a Receive ctx that ended because the asker's ctx
 	// ended first (canceled, rather than past the deadline the handler's
-	// ctx has too). That ctx's Err is context.Canceled.
-	ErrAskCanceled = errors.New("ember: the asker canceled the ask")
+	// ctx has too). That ctx's Err is context.Canceled, which
+	// ErrAskCanceled wraps, so that a handler returning the cause answers
+	// with CodeCanceled.
+	ErrAskCanceled = fmt.Errorf("ember: the asker canceled the ask: %w", context.Canceled)
 )
 
 func init() {

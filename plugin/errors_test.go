@@ -245,6 +245,7 @@ func TestCodeOf(t *testing.T) {
 		{"wrapped deadline", fmt.Errorf("ask: %w", context.DeadlineExceeded), plugin.CodeDeadlineExceeded},
 		{"canceled", context.Canceled, plugin.CodeCanceled},
 		{"ctx.Err after cancel", ctx.Err(), plugin.CodeCanceled},
+		{"the asker's cancel, a handler's ctx's cause", plugin.ErrAskCanceled, plugin.CodeCanceled},
 		{"plain", errors.New("boom"), plugin.CodeUnknown},
 		{"sentinel", plugin.ErrClosed, plugin.CodeUnknown},
 		{"joined", errors.Join(errors.New("a"), plugin.NewError(plugin.CodeInternal, "b")), plugin.CodeInternal},

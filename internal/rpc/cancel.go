@@ -72,14 +72,13 @@ func (c *cancelCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
 // Done arms the ctx (see cancelCtx) and returns its channel.
 func (c *cancelCtx) Done() <-chan struct{} { return c.arm().Done() }
 
-// Err reports the parent's error while c has not been canceled, without
-// arming it.
+// Err reports nil while c and its parent are live, without arming c.
 func (c *cancelCtx) Err() error {
 	if a := c.armed.Load(); a != nil {
 		return a.ctx.Err()
 	}
-	if c.state.Load() == cancelLive {
-		return c.parent.Err()
+	if c.liveUnarmed() {
+		return nil
 	}
 	return c.arm().Err()
 }
@@ -90,10 +89,19 @@ func (c *cancelCtx) Value(key any) any {
 	if a := c.armed.Load(); a != nil {
 		return a.ctx.Value(key)
 	}
-	if c.state.Load() == cancelLive {
+	if c.liveUnarmed() {
 		return c.parent.Value(key)
 	}
 	return c.arm().Value(key)
+}
+
+// liveUnarmed reports whether c, not yet armed, is live: not canceled,
+// its parent not done. Once ended, c is armed to answer, so that its
+// error and cause, decided under its lock, never change between reads
+// (the parent ending as the asker cancels cannot show the parent's
+// cause first and the asker's after).
+func (c *cancelCtx) liveUnarmed() bool {
+	return c.state.Load() == cancelLive && c.parent.Err() == nil
 }
 
 // arm returns the real ctx behind c, making it on first use.

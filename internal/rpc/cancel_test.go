@@ -282,3 +282,32 @@ func TestAskCancelPastAFullQueue(t *testing.T) {
 		t.Errorf("%d ASK_CANCELs written for the ask given up while the queue was full, want 1", n)
 	}
 }
+
+// An ASK's deadline runs from when the reader took it, not from when its
+// lane got to it: an ask that waited behind another for longer than its
+// asker allowed starts with its ctx past the deadline. It used to start
+// with the whole timeout again, working on for an asker long gone.
+func TestAskDeadlineRunsFromReceipt(t *testing.T) {
+	t.Parallel()
+	s := newFakeStream()
+	release := make(chan struct{})
+	_, entered, done, caughtUp := laneConn(t, s, release)
+	const timeout = 100 * time.Millisecond
+	s.in <- &wire.Batch{Frames: []*wire.Frame{
+		{Kind: wire.Kind_KIND_ASK, Call: 1},
+		{Kind: wire.Kind_KIND_ASK, Call: 2, TimeoutMicros: timeout.Microseconds()},
+	}}
+	recv(t, entered, "first handler started")
+	caughtUp()
+	waited := time.NewTimer(2 * timeout)
+	defer waited.Stop()
+	<-waited.C // the second ask's deadline passes while it waits on the lane
+	close(release)
+	if e := recv(t, done, "first handler returned"); e.call != 1 || e.err != nil {
+		t.Fatalf("first handler: got %+v, want call 1 released by the test", e)
+	}
+	e := recv(t, done, "second handler returned")
+	if e.call != 2 || !errors.Is(e.err, context.DeadlineExceeded) {
+		t.Errorf("second handler: got call %d ending with %v, want call 2 past its deadline (DeadlineExceeded) when it started", e.call, e.err)
+	}
+}

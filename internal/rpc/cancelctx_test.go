@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -220,5 +221,37 @@ func TestCancelableAskAllocs(t *testing.T) {
 	}
 	if n := c.cancels.len(); n != 0 {
 		t.Errorf("%d ctxs left in the table", n)
+	}
+}
+
+func TestAskDeadline(t *testing.T) {
+	t.Parallel()
+	const maxMicros = math.MaxInt64 / int64(time.Microsecond)
+	tests := []struct {
+		name          string
+		received      time.Duration
+		timeoutMicros int64
+		want          time.Time // zero: no deadline
+	}{
+		{"none", time.Second, 0, time.Time{}},
+		{"negative", time.Second, -5, time.Time{}},
+		{"from when it was received", time.Second, 1500, epoch.Add(time.Second + 1500*time.Microsecond)},
+		{"the largest a Duration holds", 1, maxMicros, epoch.Add(1 + time.Duration(maxMicros)*time.Microsecond)},
+		{"too large for a Duration", 1, maxMicros + 1, time.Time{}},
+		{"too large once added to when it was received", time.Hour, maxMicros, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := askDeadline(tt.received, tt.timeoutMicros)
+			if ok != !tt.want.IsZero() || !got.Equal(tt.want) {
+				t.Errorf("askDeadline(%v, %d) = %v, %v; want %v", tt.received, tt.timeoutMicros, got, ok, tt.want)
+			}
+		})
+	}
+	// Not received through Deliver: the deadline runs from now.
+	before := time.Now()
+	got, ok := askDeadline(0, 1000)
+	if !ok || got.Before(before.Add(time.Millisecond)) || got.After(time.Now().Add(time.Millisecond)) {
+		t.Errorf("askDeadline(0, 1000) = %v, %v; want about now + 1ms", got, ok)
 	}
 }

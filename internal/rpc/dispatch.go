@@ -64,9 +64,8 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	hctx := ctx
 	if ask {
 		hctx = askCtx
-		// A peer's larger value would overflow time.Duration: no deadline.
-		if h.TimeoutMicros > 0 && h.TimeoutMicros <= math.MaxInt64/int64(time.Microsecond) {
-			dctx := withDeadline(askCtx, time.Now().Add(time.Duration(h.TimeoutMicros)*time.Microsecond))
+		if d, ok := askDeadline(it.received, h.TimeoutMicros); ok {
+			dctx := withDeadline(askCtx, d)
 			defer dctx.end()
 			hctx = dctx
 		}
@@ -114,6 +113,31 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
 }
 
+// epoch is the origin of sinceEpoch's clock.
+var epoch = time.Now()
+
+// sinceEpoch reads the monotonic clock, as a duration since epoch, at
+// least 1.
+func sinceEpoch() time.Duration { return max(time.Since(epoch), 1) }
+
+// askDeadline is the deadline of an ASK that arrived with timeoutMicros
+// left, at received (sinceEpoch; 0: now). A timeout of 0 or less means
+// none, and so does one too large for a time.Duration from received (a
+// peer's value): ok is false.
+func askDeadline(received time.Duration, timeoutMicros int64) (d time.Time, ok bool) {
+	if timeoutMicros <= 0 || timeoutMicros > math.MaxInt64/int64(time.Microsecond) {
+		return time.Time{}, false
+	}
+	if received == 0 {
+		received = sinceEpoch()
+	}
+	timeout := time.Duration(timeoutMicros) * time.Microsecond
+	if timeout > math.MaxInt64-received {
+		return time.Time{}, false
+	}
+	return epoch.Add(received + timeout), true
+}
+
 // Deliver queues a received ASK or SEND on its plugin's lane, predecoding
 // the message on the calling reader. It never waits: a SEND carries its
 // cost against its sender's window (Item.Credit), which the lane gives
@@ -130,10 +154,15 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	switch {
 	case f.Kind == wire.Kind_KIND_SEND:
 		it.Credit = SendCost(f)
-	case f.Kind == wire.Kind_KIND_ASK && f.Cancelable:
-		// Before the push: once pushed, the item may run and be
-		// answered before this goroutine goes on.
-		it.cancel = c.trackCancel(f.Call)
+	case f.Kind == wire.Kind_KIND_ASK:
+		if f.TimeoutMicros > 0 {
+			it.received = sinceEpoch()
+		}
+		if f.Cancelable {
+			// Before the push: once pushed, the item may run and be
+			// answered before this goroutine goes on.
+			it.cancel = c.trackCancel(f.Call)
+		}
 	}
 	Predecode(&it)
 	ok, filled := l.push(it)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 )
@@ -38,6 +39,11 @@ type Item struct {
 	// cancel is a cancelable ASK's handler ctx, registered with Conn
 	// (see Deliver and cancelCtx); nil for anything else.
 	cancel *cancelCtx
+	// received is when the reader took an ASK that carries a deadline,
+	// on the monotonic clock (sinceEpoch): the deadline runs from then,
+	// not from when the lane gets to it. 0: not set (Dispatch reads the
+	// clock itself).
+	received time.Duration
 }
 
 // Head is what dispatching a message needs of its frame besides the
