@@ -191,6 +191,9 @@ func (t *cancelTable) remove(hc *cancelCtx) {
 		*s = nil
 	} else if t.spill[hc.id] == hc {
 		delete(t.spill, hc.id)
+		if len(t.spill) == 0 {
+			t.spill = nil // a map keeps its size: let a burst's go
+		}
 	}
 }
 
