@@ -132,7 +132,7 @@ func (c *cancelCtx) cancel(cause error) {
 	c.mu.Lock()
 	a := c.armed.Load()
 	if a == nil && c.state.Load() == cancelLive {
-		if c.parent != nil && c.parent.Err() != nil {
+		if c.parentEnded() {
 			c.state.Store(parentFirst)
 		} else {
 			if cause == nil {
@@ -145,6 +145,20 @@ func (c *cancelCtx) cancel(cause error) {
 	c.mu.Unlock()
 	if a != nil {
 		a.cancel(cause)
+	}
+}
+
+// parentEnded reports whether c's parent (if started) has ended, without
+// arming a deadlineCtx parent: that would cost its real ctx on every ask
+// whose deadline passed before its handler returned without waiting.
+func (c *cancelCtx) parentEnded() bool {
+	switch p := c.parent.(type) {
+	case nil:
+		return false
+	case *deadlineCtx:
+		return p.isDone()
+	default:
+		return p.Err() != nil
 	}
 }
 
@@ -166,6 +180,7 @@ type cancelTable struct {
 	mu    sync.Mutex
 	ring  *[cancelSlots]*cancelCtx // made on first use
 	spill map[uint64]*cancelCtx
+	peak  int // the most entries spill has held since it was made
 }
 
 func (t *cancelTable) add(hc *cancelCtx) {
@@ -182,6 +197,7 @@ func (t *cancelTable) add(hc *cancelCtx) {
 		t.spill = make(map[uint64]*cancelCtx)
 	}
 	t.spill[hc.id] = hc
+	t.peak = max(t.peak, len(t.spill))
 }
 
 func (t *cancelTable) remove(hc *cancelCtx) {
@@ -191,8 +207,10 @@ func (t *cancelTable) remove(hc *cancelCtx) {
 		*s = nil
 	} else if t.spill[hc.id] == hc {
 		delete(t.spill, hc.id)
-		if len(t.spill) == 0 {
-			t.spill = nil // a map keeps its size: let a burst's go
+		if len(t.spill) == 0 && t.peak > cancelSlots {
+			// A map keeps its size: let a burst's go, but not every
+			// few entries' (long polls holding slots spill often).
+			t.spill, t.peak = nil, 0
 		}
 	}
 }

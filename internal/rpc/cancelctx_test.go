@@ -194,29 +194,37 @@ func (allocsHandler) HandleFrame(*Conn, *wire.Frame) {}
 func (allocsHandler) HandleClose(*Conn, error)       {}
 
 // A cancelable ask costs its cancelCtx and nothing more when its handler
-// never looks at its ctx, with a deadline or without: ending the
-// cancelCtx must not arm the deadlineCtx under it.
+// never looks at its ctx, with a deadline or without, and with one that
+// passed while the ask waited on its lane (it runs from when the reader
+// took it): ending the cancelCtx must not arm the deadlineCtx under it.
 func TestCancelableAskAllocs(t *testing.T) {
 	c := New(nil, nil, allocsHandler{}, Options{})
 	c.Close(nil) // the replies fail at once, allocating nothing
 	log := slog.New(slog.DiscardHandler)
 	ctx := context.Background()
 	receive := func(context.Context, any) (any, error) { return nil, nil }
-	allocs := func(cancelable bool, timeout int64) float64 {
+	allocs := func(cancelable bool, timeout int64, received time.Duration) float64 {
 		return testing.AllocsPerRun(200, func() {
-			it := Item{Conn: c, Decoded: true, Head: Head{Kind: wire.Kind_KIND_ASK, Call: 1, TimeoutMicros: timeout}}
+			it := Item{Conn: c, Decoded: true, Head: Head{Kind: wire.Kind_KIND_ASK, Call: 1, TimeoutMicros: timeout}, received: received}
 			if cancelable {
 				it.cancel = c.trackCancel(1)
 			}
 			Dispatch(ctx, ctx, log, "p", it, 1<<20, false, receive)
 		})
 	}
-	for _, timeout := range []int64{0, 1e9} {
-		plain, cancelable := allocs(false, timeout), allocs(true, timeout)
+	for _, tt := range []struct {
+		timeout  int64
+		received time.Duration // 0: now
+	}{
+		{0, 0},
+		{1e9, 0},
+		{1, 1}, // received as the process started: long past its deadline
+	} {
+		plain, cancelable := allocs(false, tt.timeout, tt.received), allocs(true, tt.timeout, tt.received)
 		// One more: the cancelCtx. And one of slack either way: the
 		// reply's frame comes from wire's pool, or not.
 		if cancelable > plain+2 {
-			t.Errorf("timeout %dµs: a cancelable ask makes %v allocations, want one more than a plain one's %v", timeout, cancelable, plain)
+			t.Errorf("timeout %dµs, received at %v: a cancelable ask makes %v allocations, want one more than a plain one's %v", tt.timeout, tt.received, cancelable, plain)
 		}
 	}
 	if n := c.cancels.len(); n != 0 {
@@ -227,31 +235,32 @@ func TestCancelableAskAllocs(t *testing.T) {
 func TestAskDeadline(t *testing.T) {
 	t.Parallel()
 	const maxMicros = math.MaxInt64 / int64(time.Microsecond)
+	now := time.Now()
 	tests := []struct {
 		name          string
-		received      time.Duration
+		waited        time.Duration
 		timeoutMicros int64
 		want          time.Time // zero: no deadline
 	}{
-		{"none", time.Second, 0, time.Time{}},
-		{"negative", time.Second, -5, time.Time{}},
-		{"from when it was received", time.Second, 1500, epoch.Add(time.Second + 1500*time.Microsecond)},
-		{"the largest a Duration holds", 1, maxMicros, epoch.Add(1 + time.Duration(maxMicros)*time.Microsecond)},
-		{"too large for a Duration", 1, maxMicros + 1, time.Time{}},
-		{"too large once added to when it was received", time.Hour, maxMicros, time.Time{}},
+		{"none", 0, 0, time.Time{}},
+		{"negative", 0, -5, time.Time{}},
+		{"too large for a Duration", 0, maxMicros + 1, time.Time{}},
+		{"not waited", 0, 1500, now.Add(1500 * time.Microsecond)},
+		{"waited: less left", time.Millisecond, 1500, now.Add(500 * time.Microsecond)},
+		{"waited past it", time.Second, 1500, now.Add(1500*time.Microsecond - time.Second)},
+		{"the largest a Duration holds", time.Hour, maxMicros, now.Add(time.Duration(maxMicros)*time.Microsecond - time.Hour)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := askDeadline(tt.received, tt.timeoutMicros)
+			got, ok := askDeadline(now, tt.waited, tt.timeoutMicros)
 			if ok != !tt.want.IsZero() || !got.Equal(tt.want) {
-				t.Errorf("askDeadline(%v, %d) = %v, %v; want %v", tt.received, tt.timeoutMicros, got, ok, tt.want)
+				t.Errorf("askDeadline(now, %v, %d) = %v, %v; want %v", tt.waited, tt.timeoutMicros, got, ok, tt.want)
+			}
+			// From now on the wall clock too, not only the monotonic one
+			// (which Equal compares): see askDeadline.
+			if ok && !got.Round(0).Equal(tt.want.Round(0)) {
+				t.Errorf("askDeadline(now, %v, %d) on the wall clock = %v, want %v", tt.waited, tt.timeoutMicros, got.Round(0), tt.want.Round(0))
 			}
 		})
-	}
-	// Not received through Deliver: the deadline runs from now.
-	before := time.Now()
-	got, ok := askDeadline(0, 1000)
-	if !ok || got.Before(before.Add(time.Millisecond)) || got.After(time.Now().Add(time.Millisecond)) {
-		t.Errorf("askDeadline(0, 1000) = %v, %v; want about now + 1ms", got, ok)
 	}
 }

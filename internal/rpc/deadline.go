@@ -109,6 +109,17 @@ func (c *deadlineCtx) liveUnarmed() bool {
 	return c.ended.Load() == live && (c.parentFirst || time.Now().Before(c.deadline)) && c.parent.Err() == nil
 }
 
+// isDone reports whether c has ended, as Err() != nil would, but without
+// arming c: for a cancelCtx above it, ending as its handler returns,
+// which only needs to know whether c ended first (an ask whose deadline
+// passed while it waited on its lane would otherwise arm c at its end).
+func (c *deadlineCtx) isDone() bool {
+	if a := c.armed.Load(); a != nil {
+		return a.ctx.Err() != nil
+	}
+	return !c.liveUnarmed()
+}
+
 // arm returns the real ctx behind c, making it on first use.
 func (c *deadlineCtx) arm() context.Context {
 	if a := c.armed.Load(); a != nil {

@@ -64,7 +64,11 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	hctx := ctx
 	if ask {
 		hctx = askCtx
-		if d, ok := askDeadline(it.received, h.TimeoutMicros); ok {
+		var waited time.Duration
+		if it.received != 0 {
+			waited = sinceEpoch() - it.received
+		}
+		if d, ok := askDeadline(time.Now(), waited, h.TimeoutMicros); ok {
 			dctx := withDeadline(askCtx, d)
 			defer dctx.end()
 			hctx = dctx
@@ -121,21 +125,21 @@ var epoch = time.Now()
 func sinceEpoch() time.Duration { return max(time.Since(epoch), 1) }
 
 // askDeadline is the deadline of an ASK that arrived with timeoutMicros
-// left, at received (sinceEpoch; 0: now). A timeout of 0 or less means
-// none, and so does one too large for a time.Duration from received (a
-// peer's value): ok is false.
-func askDeadline(received time.Duration, timeoutMicros int64) (d time.Time, ok bool) {
+// left and has waited for its handler since (on the monotonic clock):
+// now, plus that timeout, less the wait. It is taken from now rather than
+// from when the ask arrived (epoch plus received), whose wall reading
+// would be epoch's moved by the monotonic clock: off by however far the
+// wall clock has been stepped since the process started (NTP, a leap
+// second, a suspend), wherever the handler's ctx.Deadline() is read on
+// the wall clock (formatted, sent to another process, after Round(0) or
+// UTC()). A timeout of 0 or less means none, and so does one too large
+// for a time.Duration (a peer's value): ok is false.
+func askDeadline(now time.Time, waited time.Duration, timeoutMicros int64) (d time.Time, ok bool) {
 	if timeoutMicros <= 0 || timeoutMicros > math.MaxInt64/int64(time.Microsecond) {
 		return time.Time{}, false
 	}
-	if received == 0 {
-		received = sinceEpoch()
-	}
-	timeout := time.Duration(timeoutMicros) * time.Microsecond
-	if timeout > math.MaxInt64-received {
-		return time.Time{}, false
-	}
-	return epoch.Add(received + timeout), true
+	// Cannot overflow: both are at least 0.
+	return now.Add(time.Duration(timeoutMicros)*time.Microsecond - max(waited, 0)), true
 }
 
 // Deliver queues a received ASK or SEND on its plugin's lane, predecoding
