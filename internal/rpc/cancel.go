@@ -38,10 +38,12 @@ import (
 type cancelCtx struct {
 	id     uint64 // the ask's call ID
 	mu     sync.Mutex
-	parent context.Context // set by start, under mu, before the handler sees c
-	cause  error           // why c was canceled (canceledFirst); set once, under mu
+	parent context.Context // set once by start, before started; read only after
 	armed  atomic.Pointer[armedCancel]
 	state  atomic.Uint32 // a cancelState; set once, under mu, while not armed
+	// started is set once parent is: the reader's cancel may come
+	// before, and must not read parent then.
+	started atomic.Bool
 }
 
 type armedCancel struct {
@@ -54,16 +56,19 @@ type armedCancel struct {
 type cancelState = uint32
 
 const (
-	cancelLive    cancelState = iota
-	canceledFirst             // canceled, with cause, while the parent was live
-	parentFirst               // canceled after the parent had ended: the parent's error and cause
+	cancelLive  cancelState = iota
+	askerFirst              // canceled by the asker (plugin.ErrAskCanceled) while the parent was live
+	endedFirst              // ended by the handler's return (context.Canceled) while the parent was live
+	parentFirst             // ended after the parent had: the parent's error and cause
 )
 
-// start gives c its parent; Dispatch calls it before the handler runs.
+// start gives c its parent; Dispatch calls it, on the lane, before the
+// handler runs. The lane's own later calls (cancel, as the handler
+// returns) follow it on the same goroutine; the reader's cancel sees it
+// through started.
 func (c *cancelCtx) start(parent context.Context) {
-	c.mu.Lock()
 	c.parent = parent
-	c.mu.Unlock()
+	c.started.Store(true)
 }
 
 // Deadline reports the parent's deadline.
@@ -118,40 +123,51 @@ func (c *cancelCtx) arm() context.Context {
 	switch c.state.Load() {
 	case cancelLive, parentFirst: // parentFirst: born canceled, with the parent's cause
 		a.ctx, a.cancel = context.WithCancelCause(c.parent)
-	case canceledFirst:
+	case askerFirst:
 		a.ctx, a.cancel = context.WithCancelCause(context.WithoutCancel(c.parent))
-		a.cancel(c.cause)
+		a.cancel(plugin.ErrAskCanceled)
+	case endedFirst:
+		a.ctx, a.cancel = context.WithCancelCause(context.WithoutCancel(c.parent))
+		a.cancel(nil)
 	}
 	c.armed.Store(&a)
 	return a.ctx
 }
 
-// cancel ends c with cause (nil: context.Canceled). Only the first end
-// counts: the parent's, or c's own first cancel.
-func (c *cancelCtx) cancel(cause error) {
+// cancel ends c: by the asker (asker, with the cause
+// plugin.ErrAskCanceled) or by the handler's return (context.Canceled).
+// Only the first end counts: the parent's, or c's own first cancel.
+func (c *cancelCtx) cancel(asker bool) {
 	c.mu.Lock()
 	a := c.armed.Load()
 	if a == nil && c.state.Load() == cancelLive {
-		if c.parentEnded() {
+		switch {
+		case c.parentEnded():
 			c.state.Store(parentFirst)
-		} else {
-			if cause == nil {
-				cause = context.Canceled
-			}
-			c.cause = cause
-			c.state.Store(canceledFirst)
+		case asker:
+			c.state.Store(askerFirst)
+		default:
+			c.state.Store(endedFirst)
 		}
 	}
 	c.mu.Unlock()
 	if a != nil {
+		var cause error // context.Canceled
+		if asker {
+			cause = plugin.ErrAskCanceled
+		}
 		a.cancel(cause)
 	}
 }
 
-// parentEnded reports whether c's parent (if started) has ended, without
-// arming a deadlineCtx parent: that would cost its real ctx on every ask
-// whose deadline passed before its handler returned without waiting.
+// parentEnded reports whether c's parent (once started) has ended,
+// without arming a deadlineCtx parent: that would cost its real ctx on
+// every ask whose deadline passed before its handler returned without
+// waiting.
 func (c *cancelCtx) parentEnded() bool {
+	if !c.started.Load() {
+		return false
+	}
 	switch p := c.parent.(type) {
 	case nil:
 		return false
@@ -173,26 +189,39 @@ const cancelSlots = 256
 // cancelTable holds the handler's ctx of each cancelable ASK a Conn has
 // taken from its peer and not yet answered, by call ID: in the ring slot
 // of the ID or, when an older ask still holds that slot (or the peer
-// reused an ID), in a map. A map alone was about 3% of the CPU per ask
-// under load (BenchmarkAskPipelined's profile): two map operations per
-// ask, where the ring costs an index.
+// reused an ID), in a map. The reader adds and the lane removes, on
+// different CPUs as often as not: a slot costs each one atomic
+// operation, where a map under a lock cost about 3% of the CPU per ask
+// under load (BenchmarkAskPipelined's profile) and a lock alone two
+// atomic operations a side.
 type cancelTable struct {
-	mu    sync.Mutex
-	ring  *[cancelSlots]*cancelCtx // made on first use
+	ring atomic.Pointer[[cancelSlots]atomic.Pointer[cancelCtx]] // made on first use
+
+	mu    sync.Mutex // protects the following fields, and the ring's making
 	spill map[uint64]*cancelCtx
 	peak  int // the most entries spill has held since it was made
 }
 
-func (t *cancelTable) add(hc *cancelCtx) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ring == nil {
-		t.ring = new([cancelSlots]*cancelCtx)
+// slot returns the ring slot of id, making the ring on first use.
+func (t *cancelTable) slot(id uint64) *atomic.Pointer[cancelCtx] {
+	r := t.ring.Load()
+	if r == nil {
+		t.mu.Lock()
+		if r = t.ring.Load(); r == nil {
+			r = new([cancelSlots]atomic.Pointer[cancelCtx])
+			t.ring.Store(r)
+		}
+		t.mu.Unlock()
 	}
-	if s := &t.ring[hc.id%cancelSlots]; *s == nil {
-		*s = hc
+	return &r[id%cancelSlots]
+}
+
+func (t *cancelTable) add(hc *cancelCtx) {
+	if t.slot(hc.id).CompareAndSwap(nil, hc) {
 		return
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.spill == nil {
 		t.spill = make(map[uint64]*cancelCtx)
 	}
@@ -201,11 +230,12 @@ func (t *cancelTable) add(hc *cancelCtx) {
 }
 
 func (t *cancelTable) remove(hc *cancelCtx) {
+	if t.slot(hc.id).CompareAndSwap(hc, nil) {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s := &t.ring[hc.id%cancelSlots]; *s == hc {
-		*s = nil
-	} else if t.spill[hc.id] == hc {
+	if t.spill[hc.id] == hc {
 		delete(t.spill, hc.id)
 		if len(t.spill) == 0 && t.peak > cancelSlots {
 			// A map keeps its size: let a burst's go, but not every
@@ -216,52 +246,45 @@ func (t *cancelTable) remove(hc *cancelCtx) {
 }
 
 func (t *cancelTable) find(id uint64) *cancelCtx {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ring == nil {
-		return nil
-	}
-	if hc := t.ring[id%cancelSlots]; hc != nil && hc.id == id {
+	if hc := t.slot(id).Load(); hc != nil && hc.id == id {
 		return hc
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	return t.spill[id]
 }
 
 // len reports how many ctxs t holds.
 func (t *cancelTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(t.spill)
-	if t.ring != nil {
-		for _, hc := range t.ring {
-			if hc != nil {
+	n := 0
+	if r := t.ring.Load(); r != nil {
+		for i := range r {
+			if r[i].Load() != nil {
 				n++
 			}
 		}
 	}
-	return n
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return n + len(t.spill)
 }
 
 // trackCancel registers a cancelable ASK with call ID id, taken by the
-// reader, and returns its handler's ctx, which Dispatch starts and then
-// finishes (untrackCancel).
+// reader, and returns its handler's ctx, which Dispatch starts and ends;
+// untrackCancel forgets it then.
 func (c *Conn) trackCancel(id uint64) *cancelCtx {
 	hc := &cancelCtx{id: id}
 	c.cancels.add(hc)
 	return hc
 }
 
-// untrackCancel forgets the ASK of hc, answered (or refused), and ends hc
-// as a CancelFunc would.
-func (c *Conn) untrackCancel(hc *cancelCtx) {
-	c.cancels.remove(hc)
-	hc.cancel(nil)
-}
+// untrackCancel forgets the ASK of hc, answered (or refused).
+func (c *Conn) untrackCancel(hc *cancelCtx) { c.cancels.remove(hc) }
 
 // peerCanceled is the reader's handling of an ASK_CANCEL for call ID id.
 func (c *Conn) peerCanceled(id uint64) {
 	if hc := c.cancels.find(id); hc != nil {
-		hc.cancel(plugin.ErrAskCanceled)
+		hc.cancel(true)
 	}
 }
 

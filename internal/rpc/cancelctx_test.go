@@ -28,8 +28,8 @@ type cancelPair struct {
 // and its parent (the connection's ctx) ending.
 var cancelEvents = map[string]func(p *cancelPair){
 	"arm":    func(p *cancelPair) { p.lazy.Done(); p.ref.Done() },
-	"asker":  func(p *cancelPair) { p.lazy.cancel(plugin.ErrAskCanceled); p.refCancel(plugin.ErrAskCanceled) },
-	"end":    func(p *cancelPair) { p.lazy.cancel(nil); p.refCancel(nil) },
+	"asker":  func(p *cancelPair) { p.lazy.cancel(true); p.refCancel(plugin.ErrAskCanceled) },
+	"end":    func(p *cancelPair) { p.lazy.cancel(false); p.refCancel(nil) },
 	"parent": func(p *cancelPair) { p.lazyParent(errParent); p.refParent(errParent) },
 }
 
@@ -80,11 +80,11 @@ func TestCancelCtxActsAsWithCancelCause(t *testing.T) {
 			p.ref, p.refCancel = context.WithCancelCause(rp)
 			t.Cleanup(func() { p.refCancel(nil) })
 			if tt.early {
-				p.lazy.cancel(plugin.ErrAskCanceled)
+				p.lazy.cancel(true)
 				p.refCancel(plugin.ErrAskCanceled)
 			}
 			p.lazy.start(lp)
-			t.Cleanup(func() { p.lazy.cancel(nil) })
+			t.Cleanup(func() { p.lazy.cancel(false) })
 			for _, e := range tt.events {
 				cancelEvents[e](p)
 			}
@@ -128,8 +128,8 @@ func TestCancelCtxConcurrentUse(t *testing.T) {
 				}
 			})
 		}
-		c.cancel(plugin.ErrAskCanceled)
-		c.cancel(nil) // the handler's return, after: changes nothing
+		c.cancel(true)
+		c.cancel(false) // the handler's return, after: changes nothing
 		wg.Wait()
 	}
 }

@@ -64,14 +64,17 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	hctx := ctx
 	if ask {
 		hctx = askCtx
-		var waited time.Duration
-		if it.received != 0 {
-			waited = sinceEpoch() - it.received
-		}
-		if d, ok := askDeadline(time.Now(), waited, h.TimeoutMicros); ok {
-			dctx := withDeadline(askCtx, d)
-			defer dctx.end()
-			hctx = dctx
+		if h.TimeoutMicros > 0 {
+			now := time.Now()
+			var waited time.Duration
+			if it.received != 0 {
+				waited = now.Sub(epoch) - it.received
+			}
+			if d, ok := askDeadline(now, waited, h.TimeoutMicros); ok {
+				dctx := withDeadline(askCtx, d)
+				defer dctx.end()
+				hctx = dctx
+			}
 		}
 		if cc := it.cancel; cc != nil {
 			// The asker's cancel, on top (see cancelCtx).
@@ -81,7 +84,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 			// would be. Ended after, it would ask an ended deadlineCtx
 			// for its Err, which arms it: four allocations more on every
 			// ask with a deadline. untrackCancel then finds it ended.
-			defer cc.cancel(nil)
+			defer cc.cancel(false)
 			hctx = cc
 		}
 	}
