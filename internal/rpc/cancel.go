@@ -14,13 +14,14 @@ import (
 // could end (its Done channel is not nil), the ASK went out marked
 // cancelable, and the asker now queues an ASK_CANCEL with the same call
 // ID. The answering side keeps a cancelCtx per cancelable ASK it has
-// taken and not yet answered, by call ID (Conn.cancels, a cancelTable); an ASK_CANCEL
-// that finds one cancels it, so the handler's ctx ends with
-// context.Canceled and the cause plugin.ErrAskCanceled. One that finds
-// none (the reply was already on its way) is ignored.
+// taken and not yet answered, by call ID (Conn.cancels, a cancelTable);
+// an ASK_CANCEL that finds one cancels it, so the handler's ctx ends
+// with context.Canceled and the cause plugin.ErrAskCanceled. One that
+// finds none (the reply was already on its way) is ignored.
 //
 // The ASK_CANCEL is not sent when the ask ended at the deadline it
-// carried: the handler's ctx has that deadline too.
+// carried: the handler's ctx has that deadline too, counted from when
+// the answering side's reader took the ask (askDeadline).
 
 // cancelCtx is the ctx of a handler answering a cancelable ask: its
 // parent, also ended by the asker's cancel and by the handler's return

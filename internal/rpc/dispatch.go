@@ -82,8 +82,8 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 			// Ended before its parent (deferred after dctx.end, so run
 			// before it), as a CancelFunc deferred after the parent's
 			// would be. Ended after, it would ask an ended deadlineCtx
-			// for its Err, which arms it: four allocations more on every
-			// ask with a deadline. untrackCancel then finds it ended.
+			// for its Err, which arms it: five allocations more on every
+			// ask with a deadline.
 			defer cc.cancel(false)
 			hctx = cc
 		}
