@@ -735,3 +735,52 @@ func standaloneWithOneExecutor(t *testing.T, cfg ember.Config) (*ember.Driver, *
 	}
 	return d, cmd
 }
+
+// An executor process whose ask gives up cancels the driver's handler
+// across the process boundary: each executor's Init asks, then cancels.
+// With one lane, the second ask's cancel arrives while the first holds
+// the lane, so its handler starts with its ctx canceled already.
+func TestAskCancelAcrossProcesses(t *testing.T) {
+	causes := make(chan error, 2)
+	p := fakePlugin{
+		name: "longpoll",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{ReceiveF: func(ctx context.Context, _ any) (any, error) {
+				<-ctx.Done()
+				causes <- context.Cause(ctx)
+				return nil, ctx.Err()
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				ctx, cancel := context.WithCancel(ctx)
+				stop := time.AfterFunc(100*time.Millisecond, cancel)
+				defer stop.Stop()
+				if _, err := pc.Ask(ctx, text("wait")); !errors.Is(err, context.Canceled) {
+					return fmt.Errorf("Ask: got %v, want an error matching context.Canceled", err)
+				}
+				return nil
+			}}
+		},
+	}
+	cfg := ember.Config{Master: "local-cluster[2]", Plugins: []plugin.Plugin{p}, ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	err := ember.Run(testCtx(t), cfg, func(ctx context.Context, _ *ember.Driver) error {
+		for i := range 2 {
+			select {
+			case cause := <-causes:
+				if !errors.Is(cause, plugin.ErrAskCanceled) {
+					t.Errorf("handler %d: its ctx ended with the cause %v, want ErrAskCanceled", i, cause)
+				}
+			case <-ctx.Done():
+				return fmt.Errorf("handler %d: its ctx did not end once its asker had given up", i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
