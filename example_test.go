@@ -253,8 +253,10 @@ type jobsDriver struct {
 }
 
 // Receive answers NextJob once there is a job: a long poll. It waits on
-// ctx, which ends if the asker gives up, so that no job goes to an asker
-// that has gone.
+// ctx, which ends if the asker gives up, so that it stops taking jobs for
+// an asker that has gone. (A job taken as the asker gives up is lost with
+// its dropped reply: a real queue keeps what it handed out until the
+// result comes, see DriverPlugin.Receive.)
 func (d *jobsDriver) Receive(ctx context.Context, msg any) (any, error) {
 	select {
 	case j := <-d.q.work:

@@ -2,6 +2,8 @@ package ember_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -562,5 +564,46 @@ func TestAskErrorsAreCounted(t *testing.T) {
 		map[string]string{"plugin": "asker", "code": plugin.CodeInvalidArgument.String()})
 	if got != 1 {
 		t.Errorf("after an unencodable reply: ember_message_errors_total{code=invalid_argument} got %v, want 1", got)
+	}
+}
+
+// A long poll whose asker gives up answers with its ctx's end, which
+// nobody hears: not an error of the plugin's, and not counted in
+// ember_message_errors_total (every executor that stops would otherwise
+// add one for each of its waiting workers). An error the handler makes of
+// its own, with its asker still there, is counted, whatever its code.
+func TestGoneAskersAreNotErrors(t *testing.T) {
+	pc, c := askCluster(t, func(ctx context.Context, msg any) (any, error) {
+		switch msg {
+		case text("own"):
+			return nil, fmt.Errorf("a call of its own: %w", context.DeadlineExceeded)
+		case text("ok"):
+			return msg, nil
+		}
+		<-ctx.Done()
+		return nil, context.Cause(ctx)
+	}, ember.Config{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, err := pc.Ask(ctx, text("wait")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Ask: got %v, want Canceled", err)
+	}
+	ctx, cancel = context.WithTimeout(testCtx(t), 50*time.Millisecond)
+	defer cancel()
+	if _, err := pc.Ask(ctx, text("wait")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Ask: got %v, want DeadlineExceeded", err)
+	}
+	if _, err := pc.Ask(testCtx(t), text("own")); plugin.CodeOf(err) != plugin.CodeDeadlineExceeded {
+		t.Fatalf("Ask(own): got %v, want DeadlineExceeded", err)
+	}
+	// The lane counts an ask after answering it, before it runs the next.
+	if _, err := pc.Ask(testCtx(t), text("ok")); err != nil {
+		t.Fatalf("Ask(ok): %v", err)
+	}
+	m := scrape(t, c.Driver.MetricsURL())
+	for code, want := range map[plugin.Code]float64{plugin.CodeCanceled: 0, plugin.CodeDeadlineExceeded: 1} {
+		if got, _ := value(m, "ember_message_errors_total", map[string]string{"plugin": "asker", "code": code.String()}); got != want {
+			t.Errorf("ember_message_errors_total{code=%v}: got %v, want %v", code, got, want)
+		}
 	}
 }

@@ -73,8 +73,11 @@ type Error struct {
 
 // NewError returns an error with the given code and message. A Receive
 // handler returns one to give the asker a specific code; any other error
-// reaches the asker with [CodeUnknown] and its message intact. CodeOK, or
-// a code outside the set, becomes CodeUnknown here, as it would on the
+// reaches the asker with the code [CodeOf] gives it and its message
+// intact: [CodeUnknown], or, for one wrapping context.Canceled or
+// context.DeadlineExceeded, CodeCanceled or CodeDeadlineExceeded (as in
+// gRPC; [IsRemote] tells it from the asker's own ctx ending). CodeOK, or a
+// code outside the set, becomes CodeUnknown here, as it would on the
 // wire.
 func NewError(code Code, msg string) *Error {
 	if code == CodeOK || !code.Valid() {
@@ -196,11 +199,12 @@ var (
 	// ErrNoSuchExecutor: no live executor has the given ID (CodeNotFound).
 	ErrNoSuchExecutor = errors.New("ember: no such executor")
 	// ErrAskCanceled is not returned by the API: it is the cause
-	// (context.Cause) of a Receive ctx that ended because the asker's ctx
-	// ended first (canceled, rather than past the deadline the handler's
-	// ctx has too). That ctx's Err is context.Canceled, which
-	// ErrAskCanceled wraps, so that a handler returning the cause answers
-	// with CodeCanceled.
+	// (context.Cause) of a Receive ctx that ended because the asker gave
+	// up first: its ctx was canceled, or its deadline passed before the
+	// handler's copy of it (which counts from when the ask arrived, so
+	// later by the ask's time on its way). That ctx's Err is
+	// context.Canceled, which ErrAskCanceled wraps, so that a handler
+	// returning the cause answers with CodeCanceled.
 	ErrAskCanceled = fmt.Errorf("ember: the asker canceled the ask: %w", context.Canceled)
 )
 

@@ -58,7 +58,19 @@ type DriverPlugin interface {
 	// when the asking executor is lost or has stopped: a handler that
 	// waits (a long poll for work, say) should wait on ctx, and take
 	// nothing for an asker that has gone. A reply made after the asker
-	// gave up is dropped.
+	// gave up is dropped, and so is one still on its way when it gives
+	// up: the handler is not told. Its ctx ends a moment after the
+	// asker's (the deadline counts from the ask's arrival; a cancel
+	// takes the way back), so a job taken meanwhile is lost with its
+	// reply. A queue that must lose nothing keeps what it handed out,
+	// by SenderID, until the result comes, and hands it out again when
+	// the executor has gone ([ExecutorListener]) or after a timeout.
+	//
+	// ctx is for Receive's own work: for an Ask it may end as Receive
+	// returns (it does when the asker's ctx could end or had a deadline,
+	// not when it was context.Background()), so a goroutine that
+	// outlives Receive should use context.WithoutCancel(ctx), which keeps
+	// SenderID, or a ctx of its own.
 	Receive(ctx context.Context, msg any) (reply any, err error)
 	// Shutdown releases the plugin's resources. Its ctx carries the
 	// shutdown deadline.
@@ -131,6 +143,14 @@ type ExecutorListener interface {
 // place among their executor's messages: OnExecutorAdded returns before
 // any of them starts, and OnExecutorRemoved starts once all have
 // returned. Other executors' messages run meanwhile.
+//
+// Messages beyond that many wait on the lane, in the order they came, for
+// a call to return. A Receive that long-polls holds its goroutine while
+// it waits: with more asks waiting at once than MaxConcurrentReceives
+// (every worker of every executor, in a work queue), the sends behind
+// them, results included, wait until a poll ends, which may be never. Size
+// it above the asks that may wait at once, or give the messages that must
+// not wait a plugin of their own (each plugin has its own lane).
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
 }

@@ -190,7 +190,10 @@ func (e *endpoint) run(it rpc.Item) {
 	case o.Timed:
 		e.handlerSeconds.Observe(o.Elapsed.Seconds())
 	}
-	if o.Err != nil && ask {
+	// A long poll whose asker gave up, answering with its ctx's end, is
+	// no error of the plugin's: nobody is answered (every executor that
+	// stops cancels its workers' waiting asks).
+	if o.Err != nil && ask && !o.Gone {
 		code, _ := rpc.ErrorParts(o.Err)
 		e.d.builtin.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
 	}

@@ -19,9 +19,13 @@ import (
 // with context.Canceled and the cause plugin.ErrAskCanceled. One that
 // finds none (the reply was already on its way) is ignored.
 //
-// The ASK_CANCEL is not sent when the ask ended at the deadline it
-// carried: the handler's ctx has that deadline too, counted from when
-// the answering side's reader took the ask (askDeadline).
+// The ASK_CANCEL is sent when the ask ended at the deadline it carried
+// too. The handler's ctx has that deadline, but counted from when the
+// answering side's reader took the ask (askDeadline): later than the
+// asker's by the ask's time on its way, which a stalled writer or a
+// partition can make longer than the whole timeout. The ASK_CANCEL,
+// written after its ASK, ends the handler of an asker long gone as soon
+// as the ask arrives, rather than a full timeout later.
 
 // cancelCtx is the ctx of a handler answering a cancelable ask: its
 // parent, also ended by the asker's cancel and by the handler's return

@@ -14,9 +14,10 @@ import (
 )
 
 // An asker that gives up because its ctx ended sends ASK_CANCEL with the
-// ask's call ID and plugin, unless the deadline the ask carried ended it
-// (the handler's ctx has that deadline); only an ask whose ctx can end is
-// marked cancelable.
+// ask's call ID and plugin, also when the deadline the ask carried ended
+// it (the handler's copy of it counts from the ask's arrival, which a
+// stall can put long after the asker gave up); only an ask whose ctx can
+// end is marked cancelable.
 func TestGivingUpSendsAskCancel(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -36,7 +37,7 @@ func TestGivingUpSendsAskCancel(t *testing.T) {
 			ctx, cancel := context.WithTimeout(testContext(t), 100*time.Millisecond)
 			t.Cleanup(cancel)
 			return ctx, func() {} // the deadline ends it
-		}, 1, plugin.CodeDeadlineExceeded, false},
+		}, 1, plugin.CodeDeadlineExceeded, true},
 		{"canceled, three asks sharing the ctx", func(t *testing.T) (context.Context, context.CancelFunc) {
 			return context.WithCancel(testContext(t))
 		}, 3, plugin.CodeCanceled, true},

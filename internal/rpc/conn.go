@@ -924,7 +924,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	// A ctx that can end makes the ask cancelable (see cancelCtx). f
 	// belongs to the writer once queued: keep what giving up needs.
 	f.Cancelable = done != nil
-	p, deadline := f.Plugin, f.TimeoutMicros > 0
+	p := f.Plugin
 	c.mu.Lock()
 	if c.calls == nil {
 		err := c.closedError()
@@ -971,7 +971,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 		// Its watcher answers for ctx.
 		r, err := c.answered(ctx, id, ch, <-ch)
 		if r.canceled {
-			c.gaveUp(err, id, p, deadline)
+			c.cancelAsk(id, p)
 		}
 		return r, err
 	}
@@ -982,7 +982,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 		err := ctx.Err()
 		err = plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
 		if c.forget(id) {
-			c.gaveUp(err, id, p, deadline)
+			c.cancelAsk(id, p)
 		} else {
 			// The reply (or the close) won the race; drain it so the
 			// channel can be reused.
@@ -991,16 +991,6 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 		}
 		return reply{}, err
 	}
-}
-
-// gaveUp tells the peer that ask id, to plugin p, has ended with err, its
-// ctx's, unless the ask's deadline (which the handler's ctx has too)
-// ended it.
-func (c *Conn) gaveUp(err error, id uint64, p uint32, deadline bool) {
-	if deadline && errors.Is(err, context.DeadlineExceeded) {
-		return
-	}
-	c.cancelAsk(id, p)
 }
 
 // answered is what ask id returns once r has arrived on its channel ch,

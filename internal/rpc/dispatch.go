@@ -19,6 +19,10 @@ type Outcome struct {
 	Err         error         // the handler's (or decoding's) error; for an ASK, the error answered
 	Elapsed     time.Duration // time in the handler, when Dispatch was asked to time it
 	Timed       bool          // Elapsed was measured
+	// Gone: an ASK answered with its handler's ctx's own end (Canceled or
+	// DeadlineExceeded) once that ctx had ended: the asker had given up,
+	// or its connection ended, and nobody hears the answer.
+	Gone bool
 }
 
 // Dispatch delivers a lane item's message to receive: for an ASK it sends
@@ -94,6 +98,10 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	}
 	reply, err := Call(log, pluginName, "Receive", func() (any, error) { return receive(hctx, msg) })
 	returned = true
+	// Read before the deferred ends below; only for an error, so that an
+	// answer costs no clock read.
+	gone := ask && err != nil && hctx.Err() != nil &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 	var elapsed time.Duration
 	if timed {
 		elapsed = time.Since(start)
@@ -117,7 +125,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	case reply != nil:
 		log.Warn("Receive returned a reply to a sent message; it is dropped", "plugin", pluginName, "type", h.Type)
 	}
-	return Outcome{Err: err, Elapsed: elapsed, Timed: timed}
+	return Outcome{Err: err, Elapsed: elapsed, Timed: timed, Gone: gone}
 }
 
 // epoch is the origin of sinceEpoch's clock.
