@@ -73,8 +73,9 @@ const (
 	// it cut short and what its plugins sent, then closes its stream.
 	Kind_KIND_LEAVING Kind = 15
 	// Both directions: the asker gave up on the ASK with call ID call (its
-	// ctx was canceled); the handler's ctx is canceled, if it still runs.
-	// Sent only for an ASK marked cancelable. Since protocol version 6.
+	// ctx ended: canceled, or past its deadline); the handler's ctx is
+	// canceled, if it still runs. Sent only for an ASK marked cancelable.
+	// Since protocol version 6.
 	Kind_KIND_ASK_CANCEL Kind = 16
 )
 
