@@ -76,6 +76,11 @@ func (q *queue) add(jobs []Job) {
 	defer q.mu.Unlock()
 	q.pending = append(q.pending, jobs...)
 	q.want += len(jobs)
+	q.wakeLocked()
+}
+
+// wakeLocked wakes the polls waiting for jobs; q.mu is held.
+func (q *queue) wakeLocked() {
 	close(q.more)
 	q.more = make(chan struct{})
 }
@@ -154,8 +159,7 @@ func (q *queue) OnExecutorRemoved(_ context.Context, e plugin.ExecutorInfo, _ er
 		}
 	}
 	if requeued {
-		close(q.more)
-		q.more = make(chan struct{})
+		q.wakeLocked()
 	}
 }
 

@@ -174,8 +174,6 @@ func (c *cancelCtx) parentEnded() bool {
 		return false
 	}
 	switch p := c.parent.(type) {
-	case nil:
-		return false
 	case *deadlineCtx:
 		return p.isDone()
 	default:
@@ -257,21 +255,6 @@ func (t *cancelTable) find(id uint64) *cancelCtx {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.spill[id]
-}
-
-// len reports how many ctxs t holds.
-func (t *cancelTable) len() int {
-	n := 0
-	if r := t.ring.Load(); r != nil {
-		for i := range r {
-			if r[i].Load() != nil {
-				n++
-			}
-		}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return n + len(t.spill)
 }
 
 // trackCancel registers a cancelable ASK with call ID id, taken by the

@@ -38,3 +38,18 @@ func QueuedFrames(c *Conn) int {
 	defer c.mu.Unlock()
 	return len(c.out)
 }
+
+// len reports how many ctxs t holds.
+func (t *cancelTable) len() int {
+	n := 0
+	if r := t.ring.Load(); r != nil {
+		for i := range r {
+			if r[i].Load() != nil {
+				n++
+			}
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return n + len(t.spill)
+}
