@@ -180,7 +180,7 @@ func BenchmarkAsk(b *testing.B) {
 	}
 	b.Run("ember", func(b *testing.B) { askPing(b, (*testing.B).Context, 0) })
 	// An ask with a deadline: it travels with the ask, and bounds the
-	// answering handler's ctx (rpc.deadlineCtx, which arms no timer
+	// answering handler's ctx (rpc.handlerCtx, which arms no timer
 	// unless the handler waits on it).
 	b.Run("ember-deadline", func(b *testing.B) {
 		askPing(b, func(b *testing.B) context.Context {

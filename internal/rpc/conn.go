@@ -198,7 +198,7 @@ type Conn struct {
 
 	// cancels holds the handler's ctx of each cancelable ASK from the
 	// peer taken and not yet answered, for ASK_CANCEL to find (see
-	// cancelCtx).
+	// handlerCtx).
 	cancels cancelTable
 }
 
@@ -921,7 +921,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	f.Kind = wire.Kind_KIND_ASK
 	ch := chanPool.Get().(chan reply)
 	done := ctx.Done()
-	// A ctx that can end makes the ask cancelable (see cancelCtx). f
+	// A ctx that can end makes the ask cancelable (see handlerCtx). f
 	// belongs to the writer once queued: keep what giving up needs.
 	f.Cancelable = done != nil
 	p := f.Plugin

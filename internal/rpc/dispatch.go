@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
 
 	"github.com/emberhq/ember/internal/stamp"
@@ -36,8 +35,13 @@ type Outcome struct {
 // reading the clock twice per message is a visible share of the path).
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	h := it.Header()
-	if it.cancel != nil {
-		defer it.Conn.untrackCancel(it.cancel)
+	hc := it.handler
+	if hc == nil && h.Kind == wire.Kind_KIND_ASK {
+		// An item not from Deliver (tests).
+		hc = newHandlerCtx(h.Call, time.Now(), h.TimeoutMicros, false)
+	}
+	if hc != nil && hc.cancelable {
+		defer it.Conn.untrackCancel(hc)
 	}
 	msg, err := it.Msg, it.Err
 	if !it.Decoded {
@@ -68,28 +72,10 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	hctx := ctx
 	if ask {
 		hctx = askCtx
-		if h.TimeoutMicros > 0 {
-			now := time.Now()
-			var waited time.Duration
-			if it.received != 0 {
-				waited = now.Sub(epoch) - it.received
-			}
-			if d, ok := askDeadline(now, waited, h.TimeoutMicros); ok {
-				dctx := withDeadline(askCtx, d)
-				defer dctx.end()
-				hctx = dctx
-			}
-		}
-		if cc := it.cancel; cc != nil {
-			// The asker's cancel, on top (see cancelCtx).
-			cc.start(hctx)
-			// Ended before its parent (deferred after dctx.end, so run
-			// before it), as a CancelFunc deferred after the parent's
-			// would be. Ended after, it would ask an ended deadlineCtx
-			// for its Err, which arms it: five allocations more on every
-			// ask with a deadline.
-			defer cc.cancel(false)
-			hctx = cc
+		if hc != nil {
+			hc.start(askCtx)
+			defer hc.cancel(false)
+			hctx = hc
 		}
 	}
 	var start time.Time
@@ -128,31 +114,6 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed, Gone: gone}
 }
 
-// epoch is the origin of sinceEpoch's clock.
-var epoch = time.Now()
-
-// sinceEpoch reads the monotonic clock, as a duration since epoch, at
-// least 1.
-func sinceEpoch() time.Duration { return max(time.Since(epoch), 1) }
-
-// askDeadline is the deadline of an ASK that arrived with timeoutMicros
-// left and has waited for its handler since (on the monotonic clock):
-// now, plus that timeout, less the wait. It is taken from now rather than
-// from when the ask arrived (epoch plus received), whose wall reading
-// would be epoch's moved by the monotonic clock: off by however far the
-// wall clock has been stepped since the process started (NTP, a leap
-// second, a suspend), wherever the handler's ctx.Deadline() is read on
-// the wall clock (formatted, sent to another process, after Round(0) or
-// UTC()). A timeout of 0 or less means none, and so does one too large
-// for a time.Duration (a peer's value): ok is false.
-func askDeadline(now time.Time, waited time.Duration, timeoutMicros int64) (d time.Time, ok bool) {
-	if timeoutMicros <= 0 || timeoutMicros > math.MaxInt64/int64(time.Microsecond) {
-		return time.Time{}, false
-	}
-	// Cannot overflow: both are at least 0.
-	return now.Add(time.Duration(timeoutMicros)*time.Microsecond - max(waited, 0)), true
-}
-
 // Deliver queues a received ASK or SEND on its plugin's lane, predecoding
 // the message on the calling reader. It never waits: a SEND carries its
 // cost against its sender's window (Item.Credit), which the lane gives
@@ -169,14 +130,12 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	switch {
 	case f.Kind == wire.Kind_KIND_SEND:
 		it.Credit = SendCost(f)
-	case f.Kind == wire.Kind_KIND_ASK:
-		if f.TimeoutMicros > 0 {
-			it.received = sinceEpoch()
-		}
+	case f.Kind == wire.Kind_KIND_ASK && (f.TimeoutMicros > 0 || f.Cancelable):
+		it.handler = newHandlerCtx(f.Call, time.Now(), f.TimeoutMicros, f.Cancelable)
 		if f.Cancelable {
 			// Before the push: once pushed, the item may run and be
 			// answered before this goroutine goes on.
-			it.cancel = c.trackCancel(f.Call)
+			c.cancels.add(it.handler)
 		}
 	}
 	Predecode(&it)
@@ -184,8 +143,8 @@ func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	if filled && full != nil {
 		full()
 	}
-	if !ok && it.cancel != nil {
-		c.untrackCancel(it.cancel)
+	if !ok && it.handler != nil && it.handler.cancelable {
+		c.untrackCancel(it.handler)
 	}
 	if ok && it.Frame == nil {
 		wire.ReleaseFrame(f)

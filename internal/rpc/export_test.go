@@ -29,7 +29,7 @@ func Credit(c *Conn) (credit, windows []int64) {
 }
 
 // Cancelables returns how many cancelable asks from the peer c holds the
-// handler's ctx of (see cancelCtx).
+// handler's ctx of (see handlerCtx).
 func Cancelables(c *Conn) int { return c.cancels.len() }
 
 // QueuedFrames returns how many frames wait in c's send queue.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 )
@@ -36,14 +35,10 @@ type Item struct {
 	// for anything else.
 	Credit int64
 
-	// cancel is a cancelable ASK's handler ctx, registered with Conn
-	// (see Deliver and cancelCtx); nil for anything else.
-	cancel *cancelCtx
-	// received is when the reader took an ASK that carries a deadline,
-	// on the monotonic clock (sinceEpoch): the deadline runs from then,
-	// not from when the lane gets to it. 0: not set (Dispatch reads the
-	// clock itself).
-	received time.Duration
+	// handler is an ASK's handler ctx, made as the reader took the ASK
+	// when it carries a deadline or is cancelable (see Deliver and
+	// handlerCtx); nil for anything else.
+	handler *handlerCtx
 }
 
 // Head is what dispatching a message needs of its frame besides the
