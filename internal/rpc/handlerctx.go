@@ -108,8 +108,9 @@ func askDeadline(now time.Time, timeoutMicros int64) (d time.Time, ok bool) {
 // returns) follow it on the same goroutine; the reader's cancel sees it
 // through started.
 func (c *handlerCtx) start(parent context.Context) {
-	if cur, ok := parent.Deadline(); ok && !c.deadline.IsZero() && cur.Before(c.deadline) {
-		c.parentFirst = true
+	if !c.deadline.IsZero() {
+		cur, ok := parent.Deadline()
+		c.parentFirst = ok && cur.Before(c.deadline)
 	}
 	c.parent = parent
 	c.started.Store(true)

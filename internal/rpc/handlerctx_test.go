@@ -32,6 +32,7 @@ type ctxPair struct {
 	refStop               context.CancelFunc
 	lazyParent, refParent context.CancelCauseFunc
 	expires               time.Time // when the sooner of the two deadlines passes, if any
+	parentExpires         bool      // that is the parent's
 }
 
 // newCtxPair returns a pair for an ask with deadline (zero: none) under a
@@ -53,7 +54,7 @@ func newCtxPair(t *testing.T, deadline, parentDeadline time.Time, early bool) *c
 	}
 	p := &ctxPair{lazy: &handlerCtx{deadline: deadline, cancelable: true}, expires: deadline}
 	if !parentDeadline.IsZero() && (deadline.IsZero() || parentDeadline.Before(deadline)) {
-		p.expires = parentDeadline
+		p.expires, p.parentExpires = parentDeadline, true
 	}
 	lp, lc := parent()
 	rp, rc := parent()
@@ -103,7 +104,7 @@ var ctxEvents = map[string]func(t *testing.T, p *ctxPair){
 		if p.lazy.armed.Load() != nil {
 			<-p.lazy.Done()
 		}
-		if p.lazy.parentFirst { // the parent's own timer ends it
+		if p.parentExpires { // the parent's own timer ends it
 			<-p.lazy.parent.Done()
 		}
 	},
@@ -381,7 +382,6 @@ func TestHandlerCtxAllocs(t *testing.T) {
 			Dispatch(ctx, ctx, log, "p", it, 1<<20, false, receive)
 		})
 	}
-	plain := allocs(false, 0, time.Now())
 	for _, tt := range []struct {
 		name       string
 		cancelable bool
@@ -394,9 +394,18 @@ func TestHandlerCtxAllocs(t *testing.T) {
 		{"deadline passed on the lane", false, 1, time.Now().Add(-time.Hour)},
 		{"deadline passed on the lane, cancelable", true, 1, time.Now().Add(-time.Hour)},
 	} {
-		// One more than a plain ask's: the handlerCtx. And half of one
-		// of slack: the reply's frame comes from wire's pool, or not.
-		if got := allocs(tt.cancelable, tt.timeout, tt.received); got > plain+1.5 {
+		// One more than a plain ask's: the handlerCtx. The count is the
+		// process's, and the reply's frame comes from wire's pool, which
+		// frames that other tests' connections give back may fill: so
+		// the two are measured side by side, up to three times.
+		var got, plain float64
+		for range 3 {
+			plain = allocs(false, 0, time.Now())
+			if got = allocs(tt.cancelable, tt.timeout, tt.received); got == plain+1 {
+				break
+			}
+		}
+		if got != plain+1 {
 			t.Errorf("%s: an ask makes %v allocations, want one more than a plain one's %v", tt.name, got, plain)
 		}
 	}
