@@ -540,10 +540,12 @@ func TestExecutorCallsAfterShutdownFail(t *testing.T) {
 // with "1 messages not delivered".
 func TestLongPollAskEndsAtStopped(t *testing.T) {
 	polling := make(chan struct{}, 1)
+	cause := make(chan error, 1)
 	p, _, ec := receivingPlugin("poll", func(ctx context.Context, msg any) (any, error) {
 		if msg == text("poll") {
 			polling <- struct{}{}
 			<-ctx.Done()
+			cause <- context.Cause(ctx)
 			return nil, ctx.Err()
 		}
 		return nil, nil
@@ -563,6 +565,12 @@ func TestLongPollAskEndsAtStopped(t *testing.T) {
 	}
 	if err := <-asked; plugin.CodeOf(err) != plugin.CodeCanceled && plugin.CodeOf(err) != plugin.CodeUnavailable {
 		t.Errorf("the long poll: got %v, want it ended (Canceled, or Unavailable)", err)
+	}
+	// The handler's ctx says why it ended: the executor stopped (or, if
+	// the connection ended first, that it did).
+	if err := <-cause; !errors.Is(err, context.Canceled) ||
+		!strings.Contains(err.Error(), "executor 1 has stopped") && !strings.Contains(err.Error(), "the connection ended") {
+		t.Errorf("the handler's ctx's cause: got %v, want Canceled, saying executor 1 has stopped", err)
 	}
 }
 

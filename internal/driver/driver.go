@@ -132,7 +132,7 @@ type execState struct {
 	// endAsks ends askCtx when STOPPED arrives: the executor's plugins
 	// have shut down, and nobody waits for a reply any more. A Receive
 	// long-polling on its ctx would otherwise hold the driver's shutdown.
-	endAsks context.CancelFunc
+	endAsks context.CancelCauseFunc
 	log     *slog.Logger // the driver's, with the executor's ID
 	info    plugin.ExecutorInfo
 	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
@@ -779,7 +779,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	c := rpc.New(stream, nil, d, d.cfg.Conn)
 	c.SetTypes(types) // equal to the executor's, as checkHello verified
 	c.Peer = es
-	askCtx, endAsks := context.WithCancel(c.Context())
+	askCtx, endAsks := context.WithCancelCause(c.Context())
 	es.askCtx, es.endAsks = senderContext(askCtx, id), endAsks
 	es.conn = c
 	d.mu.Unlock()
@@ -879,7 +879,7 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			}
 			close(es.stopped)
 			if es.endAsks != nil {
-				es.endAsks()
+				es.endAsks(fmt.Errorf("executor %s has stopped; nobody waits for the reply: %w", es.info.ID, context.Canceled))
 			}
 		}
 	default:

@@ -47,7 +47,7 @@ func FuzzHandleFrames(f *testing.F) {
 			return
 		}
 		es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
-		es.askCtx, es.endAsks = context.WithCancel(context.Background())
+		es.askCtx, es.endAsks = context.WithCancelCause(context.Background())
 		c := rpc.New(nil, nil, d, rpc.Options{Plugins: d.names})
 		c.Peer, es.conn = es, c
 		d.mu.Lock()

@@ -133,7 +133,7 @@ type Conn struct {
 	wake     chan struct{} // capacity 1: frames are queued
 	done     chan struct{} // closed by close
 	ctx      context.Context
-	ctxStop  context.CancelFunc
+	ctxStop  context.CancelCauseFunc
 	wg       sync.WaitGroup
 	received atomic.Bool  // a batch arrived since the heartbeat loop last looked
 	lastSend atomic.Int64 // unix nanos of the last batch written
@@ -241,7 +241,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		}
 		c.credit[i] = c.windows[i]
 	}
-	c.ctx, c.ctxStop = context.WithCancel(context.Background())
+	c.ctx, c.ctxStop = context.WithCancelCause(context.Background())
 	c.lastSend.Store(time.Now().UnixNano())
 	return c
 }
@@ -293,8 +293,19 @@ func (c *Conn) Start() {
 	}
 }
 
-// Context is canceled when the connection ends.
+// Context is canceled when the connection ends; its cause (context.Cause)
+// then says why, and wraps both context.Canceled and the connection's
+// error (Err).
 func (c *Conn) Context() context.Context { return c.ctx }
+
+// endedError is the cause of a Conn's Context once it has ended with err:
+// what a handler running under it, or a ctx derived from it, finds with
+// context.Cause. It is context.Canceled for errors.Is, so that code that
+// checks for a plain cancel goes on working, and err too.
+type endedError struct{ err error }
+
+func (e endedError) Error() string   { return "the connection ended: " + describe(e.err) }
+func (e endedError) Unwrap() []error { return []error{context.Canceled, e.err} }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -363,7 +374,7 @@ func (c *Conn) close(err error) {
 	close(c.space)
 	close(c.creditReady) // waiting Sends see closing
 	c.mu.Unlock()
-	c.ctxStop()
+	c.ctxStop(endedError{err})
 	if c.cancel != nil {
 		c.cancel()
 	}

@@ -872,6 +872,12 @@ func TestConnClose(t *testing.T) {
 	if n, err := h.CloseResult(); n != 1 || err != reason {
 		t.Errorf("HandleClose called %d times with %v, want once with %v", n, err, reason)
 	}
+	// The Context says why, for the handlers running under it: a cancel
+	// still, and the reason.
+	cause := context.Cause(c.Context())
+	if !errors.Is(cause, context.Canceled) || !errors.Is(cause, reason) || cause.Error() != "the connection ended: bad secret" {
+		t.Errorf("the Context's cause: got %v, want Canceled and %v, saying the connection ended", cause, reason)
+	}
 	select {
 	case <-s.done:
 	default:
