@@ -243,6 +243,9 @@ func TestShutdownWithReceiveStillRunning(t *testing.T) {
 					return nil, nil
 				}
 				<-ctx.Done()
+				if cause := context.Cause(ctx); tt.side == "executor" && (!errors.Is(cause, context.Canceled) || cause.Error() != "executor 1 is shutting down: context canceled") {
+					t.Errorf("the handler's ctx's cause: got %v, want Canceled, saying executor 1 is shutting down", cause)
+				}
 				sawCtxEnd <- struct{}{}
 				return nil, ctx.Err()
 			}

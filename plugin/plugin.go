@@ -114,7 +114,9 @@ type ExecutorPlugin interface {
 // Calls are one at a time, in the order the driver sent them. Without it,
 // an AskExecutor fails with CodeUnimplemented. Receive's ctx is as for
 // DriverPlugin.Receive: for an AskExecutor it ends at the asker's
-// deadline and when the asker cancels its ctx.
+// deadline and when the asker cancels its ctx. For any message it ends
+// when the executor shuts down (context.Canceled, with a cause saying
+// so, for context.Cause).
 type ExecutorReceiver interface {
 	Receive(ctx context.Context, msg any) (reply any, err error)
 }

@@ -216,8 +216,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.OnWelcome != nil {
 		cfg.OnWelcome(x.id)
 	}
-	// Handlers and tasks run under x.ctx, which ends when Run returns.
-	hctx, hcancel := context.WithCancel(context.Background())
+	// Handlers and tasks run under x.ctx, which ends when the executor
+	// shuts down, or when Run returns; its cause says so.
+	hctx, endHandlers := context.WithCancelCause(context.Background())
+	hcancel := func() {
+		endHandlers(fmt.Errorf("executor %s is shutting down: %w", x.id, context.Canceled))
+	}
 	defer hcancel()
 	x.ctx = hctx
 
