@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -17,13 +18,14 @@ import (
 // plugin.ErrAskCanceled. One that finds none (the reply was already on
 // its way) is ignored.
 //
-// The ASK_CANCEL is sent when the ask ended at the deadline it carried
-// too. The handler's ctx has that deadline, but counted from when the
-// answering side's reader took the ask (askDeadline): later than the
-// asker's by the ask's time on its way, which a stalled writer or a
-// partition can make longer than the whole timeout. The ASK_CANCEL,
-// written after its ASK, ends the handler of an asker long gone as soon
-// as the ask arrives, rather than a full timeout later.
+// An ASK still in the asker's send queue is withdrawn instead
+// (cancelAsk). The ASK_CANCEL is sent when the ask ended at the deadline
+// it carried too. The handler's ctx has that deadline, but counted from
+// when the answering side's reader took the ask (askDeadline): later
+// than the asker's by the ask's time on its way, which a stalled writer
+// or a partition can make longer than the whole timeout. The
+// ASK_CANCEL, written after its ASK, ends the handler of an asker long
+// gone as soon as the ask arrives, rather than a full timeout later.
 
 // cancelSlots is the size of cancelTable's ring. The asker numbers its
 // asks one after the other, so the asks in progress at once mostly fall
@@ -109,20 +111,42 @@ func (c *Conn) peerCanceled(id uint64) {
 }
 
 // cancelAsk tells the peer that the asker of the cancelable ASK with call
-// ID id, to plugin p, has given up. It is a hint (the reply is dropped
-// here either way), never worth waiting for, nor failing the connection
-// over; but a full send queue is no reason to drop it: the ASK it cancels
-// may well be in that queue, still to be written, and its handler would
-// then run uncanceled. Like a control frame it may take the room past
-// QueueFrames (OverflowFrames); unlike one, it is dropped rather than
-// close the Conn once that room is spent too (the peer is not reading).
+// ID id, to plugin p, has given up. An ASK still in the send queue is
+// withdrawn instead: neither it nor an ASK_CANCEL is written, and its
+// place goes to whoever waits for one. Otherwise an ASK_CANCEL follows it.
+// That is a hint (the reply is dropped here either way), never worth
+// waiting for, nor failing the connection over; but a full send queue is
+// no reason to drop it: the ASK it cancels may be in the write under way,
+// and its handler would then run uncanceled. Like a control frame it may
+// take the room past QueueFrames (OverflowFrames); unlike one, it is
+// dropped rather than close the Conn once that room is spent too (the
+// peer is not reading).
 func (c *Conn) cancelAsk(id uint64, p uint32) {
 	c.mu.Lock()
-	if c.closing || len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
+	if c.closing || c.withdrawLocked(id) || len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
 		c.mu.Unlock()
 		return
 	}
 	f := wire.NewFrame()
 	f.Kind, f.Call, f.Plugin = wire.Kind_KIND_ASK_CANCEL, id, p
 	c.pushLocked(f, false)
+}
+
+// withdrawLocked removes the ASK with call ID id from the send queue and
+// reports whether it was there. c.mu is held. The queue is searched from
+// its head, where the asks that give up first (the oldest, at their
+// deadline) mostly are.
+func (c *Conn) withdrawLocked(id uint64) bool {
+	i := slices.IndexFunc(c.out, func(f *wire.Frame) bool { return f.Call == id && f.Kind == wire.Kind_KIND_ASK })
+	if i < 0 {
+		return false
+	}
+	f := c.out[i]
+	c.out = slices.Delete(c.out, i, i+1)
+	wire.ReleaseFrame(f)
+	if c.waiters > 0 {
+		close(c.space)
+		c.space = make(chan struct{})
+	}
+	return true
 }

@@ -244,17 +244,16 @@ func clone(frames []*wire.Frame) []*wire.Frame {
 	return out
 }
 
-// An asker that gives up while the send queue is full still cancels its
-// ask: that ASK is most likely in the full queue itself, to be written
-// and handled later, and its handler would otherwise run uncanceled (a
-// long poll with no deadline, for ever). Like a control frame, the
-// ASK_CANCEL takes the room past the queue's bound.
-func TestAskCancelPastAFullQueue(t *testing.T) {
+// An asker that gives up while its ASK waits in the send queue withdraws
+// it: neither the ASK nor an ASK_CANCEL is written, and the place it took
+// goes to a sender waiting for room.
+func TestQueuedAskIsWithdrawn(t *testing.T) {
 	t.Parallel()
 	gate := make(chan struct{})
 	s := newFakeStream()
 	s.gate = gate
-	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 2})
+	waiting := make(chan string, 8)
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { waiting <- l }})
 	ctx := testContext(t)
 	// The writer holds this one in stream.Send until the gate opens.
 	if err := c.Send(ctx, sendFrame("first")); err != nil {
@@ -268,9 +267,64 @@ func TestAskCancelPastAFullQueue(t *testing.T) {
 		errc <- err
 	}()
 	poll(t, "the ASK queued", func() bool { return rpc.QueuedFrames(c) == 1 })
-	// The queue is full: the ASK and this SEND.
-	if err := c.Send(ctx, sendFrame("second")); err != nil {
+	// The queue is full: this SEND waits for room.
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(ctx, sendFrame("second")) }()
+	if l := recv(t, waiting, "the SEND waiting for room"); l != "send_queue" {
+		t.Fatalf("limit hit: got %q, want send_queue", l)
+	}
+	cancel()
+	wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), plugin.CodeCanceled)
+	if err := recv(t, sent, "the waiting Send's return, once the ASK left the queue"); err != nil {
 		t.Fatal(err)
+	}
+	if n := rpc.QueuedFrames(c); n != 1 {
+		t.Errorf("%d frames queued, want 1: the second SEND, in the withdrawn ASK's place", n)
+	}
+	close(gate)
+	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+	if n, m := s.count(wire.Kind_KIND_ASK), s.count(wire.Kind_KIND_ASK_CANCEL); n != 0 || m != 0 {
+		t.Errorf("%d ASKs and %d ASK_CANCELs written for an ask withdrawn from the queue, want none", n, m)
+	}
+	if n := s.count(wire.Kind_KIND_SEND); n != 2 {
+		t.Errorf("%d SENDs written, want 2", n)
+	}
+}
+
+// An asker that gives up while the send queue is full, its ASK written
+// already, still cancels it: the ASK_CANCEL takes the room past the
+// queue's bound, as a control frame does, where the asks still queued
+// are withdrawn (above). A handler whose cancel was dropped would run
+// uncanceled (a long poll with no deadline, for ever).
+func TestAskCancelPastAFullQueue(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	s := newFakeStream()
+	s.gate = gate
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 2})
+	ctx := testContext(t)
+	askCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		// A lone ask: its caller writes it, once the gate lets it.
+		_, err := c.Ask(askCtx, &wire.Frame{Plugin: 0})
+		errc <- err
+	}()
+	recv(t, s.entered, "the asker in Send")
+	gate <- struct{}{}
+	poll(t, "the ASK written", func() bool { return s.count(wire.Kind_KIND_ASK) == 1 })
+	// The writer holds the first of these in stream.Send until the gate
+	// opens; the other two fill the queue.
+	for _, m := range []string{"first", "second", "third"} {
+		if err := c.Send(ctx, sendFrame(m)); err != nil {
+			t.Fatal(err)
+		}
+		if m == "first" {
+			recv(t, s.entered, "the writer in Send")
+		}
 	}
 	cancel()
 	wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), plugin.CodeCanceled)
