@@ -920,7 +920,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	// sender's window, an ASK by MaxOutstandingAsks. A message that finds
 	// the lane closed arrived after the plugin's last delivery (shutdown):
 	// an asker is told, a send is counted as dropped.
-	if rpc.Deliver(e.lane, c, f, func() {
+	if rpc.Deliver(es.askCtx, e.lane, c, f, func() {
 		d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
 	}) {
 		return

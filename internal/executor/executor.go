@@ -826,7 +826,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			name, reason = e.name, "no_receiver"
 		}
 		if problem == "" {
-			if rpc.Deliver(e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
+			if rpc.Deliver(x.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
 				return
 			}
 			code, problem, name, reason = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name), e.name, "shut_down"

@@ -149,7 +149,7 @@ func laneConn(t *testing.T, s *fakeStream, release <-chan struct{}) (c *rpc.Conn
 	h := newHandler(func(c *rpc.Conn, f *wire.Frame) {
 		switch f.Kind {
 		case wire.Kind_KIND_ASK:
-			if !rpc.Deliver(lane, c, f, nil) {
+			if !rpc.Deliver(t.Context(), lane, c, f, nil) {
 				t.Errorf("Deliver of ASK %d: lane closed", f.Call)
 			}
 		case wire.Kind_KIND_SEND:

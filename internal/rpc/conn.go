@@ -294,18 +294,19 @@ func (c *Conn) Start() {
 }
 
 // Context is canceled when the connection ends; its cause (context.Cause)
-// then says why, and wraps both context.Canceled and the connection's
-// error (Err).
+// then says why, in its text, and wraps context.Canceled.
 func (c *Conn) Context() context.Context { return c.ctx }
 
 // endedError is the cause of a Conn's Context once it has ended with err:
 // what a handler running under it, or a ctx derived from it, finds with
-// context.Cause. It is context.Canceled for errors.Is, so that code that
-// checks for a plain cancel goes on working, and err too.
+// context.Cause. It says why, but wraps context.Canceled alone, not err:
+// a handler returning it answers with CodeCanceled, as for the other
+// causes of its ctx's end (plugin.ErrAskCanceled), and not with err's code
+// (a peer's deadline, say, which this side's handler did not pass).
 type endedError struct{ err error }
 
-func (e endedError) Error() string   { return "the connection ended: " + describe(e.err) }
-func (e endedError) Unwrap() []error { return []error{context.Canceled, e.err} }
+func (e endedError) Error() string { return "the connection ended: " + describe(e.err) }
+func (e endedError) Unwrap() error { return context.Canceled }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }

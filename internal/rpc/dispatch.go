@@ -29,16 +29,17 @@ type Outcome struct {
 // A SEND's handler runs under ctx, so it is delivered even after its
 // sender has gone; an ASK's under askCtx, which should end with the
 // asker's connection, bounded by the asker's deadline when it sent one,
-// and ended by the asker's cancel when it may send one.
+// and ended by the asker's cancel when it may send one: the item's
+// handler ctx, made under askCtx by Deliver, does both.
 //
 // timed says whether to measure the handler's time (callers sample:
 // reading the clock twice per message is a visible share of the path).
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	h := it.Header()
 	hc := it.handler
-	if hc == nil && h.Kind == wire.Kind_KIND_ASK {
+	if hc == nil && h.Kind == wire.Kind_KIND_ASK && h.TimeoutMicros > 0 {
 		// An item not from Deliver (tests).
-		hc = newHandlerCtx(h.Call, time.Now(), h.TimeoutMicros, false)
+		hc = newHandlerCtx(askCtx, h.Call, askDeadline(time.Now(), h.TimeoutMicros), false)
 	}
 	if hc != nil && hc.cancelable {
 		defer it.Conn.untrackCancel(hc)
@@ -73,7 +74,6 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	if ask {
 		hctx = askCtx
 		if hc != nil {
-			hc.start(askCtx)
 			defer hc.cancel(false)
 			hctx = hc
 		}
@@ -119,19 +119,25 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 // cost against its sender's window (Item.Credit), which the lane gives
 // back once the message has run, or keeps while the lane is full; full is
 // called when this message filled the lane. It reports false if the lane
-// is closed, or c has ended (Conn.Ended).
+// is closed, or c has ended (Conn.Ended). The handler's ctx of an ASK
+// with a deadline or a cancel is made here, under askCtx, which must be
+// the one Dispatch is given.
 //
 // A predecoded frame is released here, on the reader that took it from
 // wire's pool (the pool works best given back where it was taken), once
 // the lane has the item; the caller must not use f after Deliver reports
 // true.
-func Deliver(l *Lane, c *Conn, f *wire.Frame, full func()) bool {
+func Deliver(askCtx context.Context, l *Lane, c *Conn, f *wire.Frame, full func()) bool {
 	it := Item{Conn: c, Frame: f}
 	switch {
 	case f.Kind == wire.Kind_KIND_SEND:
 		it.Credit = SendCost(f)
 	case f.Kind == wire.Kind_KIND_ASK && (f.TimeoutMicros > 0 || f.Cancelable):
-		it.handler = newHandlerCtx(f.Call, time.Now(), f.TimeoutMicros, f.Cancelable)
+		var d time.Time
+		if f.TimeoutMicros > 0 {
+			d = askDeadline(time.Now(), f.TimeoutMicros)
+		}
+		it.handler = newHandlerCtx(askCtx, f.Call, d, f.Cancelable)
 		if f.Cancelable {
 			// Before the push: once pushed, the item may run and be
 			// answered before this goroutine goes on.

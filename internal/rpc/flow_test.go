@@ -321,7 +321,7 @@ func TestLaneKeepsCreditsWhileFull(t *testing.T) {
 	var fills atomic.Int32
 	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
 	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
-		if !rpc.Deliver(lane, c, f, func() { fills.Add(1) }) {
+		if !rpc.Deliver(context.Background(), lane, c, f, func() { fills.Add(1) }) {
 			t.Errorf("Deliver: lane closed")
 		}
 	})

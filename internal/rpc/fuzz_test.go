@@ -65,7 +65,7 @@ func (h *fuzzHandler) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			}
 			return
 		}
-		if !rpc.Deliver(h.lane, c, f, nil) && !rpc.Refuse(c, f, plugin.CodeUnavailable, "shut down") {
+		if !rpc.Deliver(context.Background(), h.lane, c, f, nil) && !rpc.Refuse(c, f, plugin.CodeUnavailable, "shut down") {
 			wire.ReleaseFrame(f)
 		}
 	default:

@@ -30,10 +30,9 @@ import (
 // arms the real contexts, to which every method then defers. A handler
 // that never waits costs this one allocation.
 //
-// It is made on the connection's reader as the ASK arrives (Deliver),
-// before the parent is known (the lane gives it: start): the deadline
-// counts from the ask's arrival, and an ASK_CANCEL read before the
-// handler runs is not lost, the handler then starts canceled.
+// It is made on the connection's reader as the ASK arrives (Deliver): the
+// deadline counts from the ask's arrival, and an ASK_CANCEL read before
+// the handler runs is not lost, the handler then starts canceled.
 //
 // One difference: a context.WithDeadline whose parent ended before the
 // ask's deadline reports the parent's error for good. A handlerCtx not
@@ -43,22 +42,22 @@ import (
 //
 // All methods are safe for concurrent use.
 type handlerCtx struct {
-	id       uint64    // the ask's call ID
-	deadline time.Time // the ask's; zero if it carried none. Set once, before the reader shares c
+	// These are set by newHandlerCtx and never change.
+	id       uint64
+	parent   context.Context
+	deadline time.Time // the ask's; zero if it carried none
 	// cancelable: the asker may cancel the ask; c is in Conn.cancels
-	// until the ask is answered. Set once, before the reader shares c.
+	// until the ask is answered.
 	cancelable bool
 	// parentFirst: the parent's own deadline comes before the ask's, so
 	// c is the parent cut short only by its cancels, as
 	// context.WithDeadline then is (WithCancel(parent)): the parent's
 	// timer, and its cause, decide when and why c ends.
 	parentFirst bool
-	parent      context.Context // set once by start, with parentFirst, before started; read only after
 
-	mu      sync.Mutex
-	armed   atomic.Pointer[armedHandler] // set once, under mu
-	state   atomic.Uint32                // a handlerState; set once, under mu, while not armed
-	started atomic.Bool                  // parent is set: the reader's cancel may come before
+	mu    sync.Mutex
+	armed atomic.Pointer[armedHandler] // set once, under mu
+	state atomic.Uint32                // a handlerState; set once, under mu, while not armed
 }
 
 type armedHandler struct {
@@ -79,41 +78,32 @@ const (
 	endedParent                // the parent had ended (the deadline not passed) when it ended: the parent's error and cause
 )
 
-// newHandlerCtx returns the ctx of the handler of the ASK with call ID id
-// that arrived at now with timeoutMicros left (0 or less: no deadline),
-// marked cancelable or not; nil if it has neither a deadline nor a cancel,
-// the handler then taking its parent as it is.
-func newHandlerCtx(id uint64, now time.Time, timeoutMicros int64, cancelable bool) *handlerCtx {
-	d, ok := askDeadline(now, timeoutMicros)
-	if !ok && !cancelable {
+// newHandlerCtx returns the ctx, under parent, of the handler of the ASK
+// with call ID id, with deadline (zero: none), marked cancelable or not;
+// nil if it has neither a deadline nor a cancel, the handler then taking
+// parent as it is.
+func newHandlerCtx(parent context.Context, id uint64, deadline time.Time, cancelable bool) *handlerCtx {
+	if deadline.IsZero() && !cancelable {
 		return nil
 	}
-	return &handlerCtx{id: id, deadline: d, cancelable: cancelable}
+	c := &handlerCtx{id: id, parent: parent, deadline: deadline, cancelable: cancelable}
+	if !deadline.IsZero() {
+		cur, ok := parent.Deadline()
+		c.parentFirst = ok && cur.Before(deadline)
+	}
+	return c
 }
 
 // askDeadline is the deadline of an ASK that arrived at now with
 // timeoutMicros left. Taken from a time.Now, it is right on the wall clock
 // too, which ctx.Deadline() is read on wherever it is formatted or sent to
 // another process. A timeout of 0 or less means none, and so does one too
-// large for a time.Duration (a peer's value): ok is false.
-func askDeadline(now time.Time, timeoutMicros int64) (d time.Time, ok bool) {
+// large for a time.Duration (a peer's value): the zero time.
+func askDeadline(now time.Time, timeoutMicros int64) time.Time {
 	if timeoutMicros <= 0 || timeoutMicros > math.MaxInt64/int64(time.Microsecond) {
-		return time.Time{}, false
+		return time.Time{}
 	}
-	return now.Add(time.Duration(timeoutMicros) * time.Microsecond), true
-}
-
-// start gives c its parent; Dispatch calls it, on the lane, before the
-// handler runs. The lane's own later calls (cancel, as the handler
-// returns) follow it on the same goroutine; the reader's cancel sees it
-// through started.
-func (c *handlerCtx) start(parent context.Context) {
-	if !c.deadline.IsZero() {
-		cur, ok := parent.Deadline()
-		c.parentFirst = ok && cur.Before(c.deadline)
-	}
-	c.parent = parent
-	c.started.Store(true)
+	return now.Add(time.Duration(timeoutMicros) * time.Microsecond)
 }
 
 // Deadline reports the ask's deadline, or the parent's if sooner or if
@@ -161,10 +151,9 @@ func (c *handlerCtx) liveUnarmed() bool {
 }
 
 // pastDeadline reports whether the ask's own deadline has passed, when it
-// is the one that counts (the parent's comes later, or c has not started
-// and the parent is not known yet).
+// is the one that counts (the parent's comes later).
 func (c *handlerCtx) pastDeadline() bool {
-	if c.deadline.IsZero() || c.started.Load() && c.parentFirst {
+	if c.deadline.IsZero() || c.parentFirst {
 		return false
 	}
 	return !time.Now().Before(c.deadline)
@@ -213,7 +202,7 @@ func (c *handlerCtx) arm() context.Context {
 }
 
 // cancel ends c: by the asker (asker: the reader's ASK_CANCEL, which may
-// come before start) or by the handler's return, which Dispatch makes
+// come before the handler starts) or by the handler's return, which Dispatch makes
 // sure of, as a CancelFunc must be called. Only the first end counts:
 // the deadline's, the parent's, or c's own first cancel. A ctx never
 // armed costs a lock, a look at the parent and, with a deadline, a clock
@@ -225,7 +214,7 @@ func (c *handlerCtx) cancel(asker bool) {
 		switch {
 		case c.pastDeadline():
 			c.state.Store(endedDeadline)
-		case c.started.Load() && c.parent.Err() != nil:
+		case c.parent.Err() != nil:
 			c.state.Store(endedParent)
 		case asker:
 			c.state.Store(endedAsker)

@@ -37,8 +37,7 @@ type ctxPair struct {
 
 // newCtxPair returns a pair for an ask with deadline (zero: none) under a
 // parent with parentDeadline (zero: none). early: the asker's cancel was
-// read before the handler started (before start gave the ctx its
-// parent).
+// read before the handler started.
 func newCtxPair(t *testing.T, deadline, parentDeadline time.Time, early bool) *ctxPair {
 	t.Helper()
 	parent := func() (context.Context, context.CancelCauseFunc) {
@@ -52,13 +51,14 @@ func newCtxPair(t *testing.T, deadline, parentDeadline time.Time, early bool) *c
 		t.Cleanup(func() { cancel(nil) })
 		return ctx, cancel
 	}
-	p := &ctxPair{lazy: &handlerCtx{deadline: deadline, cancelable: true}, expires: deadline}
+	p := &ctxPair{expires: deadline}
 	if !parentDeadline.IsZero() && (deadline.IsZero() || parentDeadline.Before(deadline)) {
 		p.expires, p.parentExpires = parentDeadline, true
 	}
 	lp, lc := parent()
 	rp, rc := parent()
 	p.lazyParent, p.refParent = lc, rc
+	p.lazy = newHandlerCtx(lp, 1, deadline, true)
 	p.ref, p.refStop = rp, func() {}
 	if !deadline.IsZero() {
 		p.ref, p.refStop = context.WithDeadline(rp, deadline)
@@ -69,7 +69,6 @@ func newCtxPair(t *testing.T, deadline, parentDeadline time.Time, early bool) *c
 		p.lazy.cancel(true)
 		p.refCancel(plugin.ErrAskCanceled)
 	}
-	p.lazy.start(lp)
 	t.Cleanup(func() { p.lazy.cancel(false) })
 	return p
 }
@@ -108,6 +107,9 @@ var ctxEvents = map[string]func(t *testing.T, p *ctxPair){
 			<-p.lazy.parent.Done()
 		}
 	},
+	// The ask's own deadline passes too, after the parent's (parentFirst):
+	// the parent's end, and its cause, still decide.
+	"pass": func(t *testing.T, p *ctxPair) { waitPast(t, p.lazy.deadline) },
 }
 
 // state is what a ctx says of itself.
@@ -216,6 +218,8 @@ func TestHandlerCtxActsAsTheContextsItStandsFor(t *testing.T) {
 		{"parent's deadline sooner, ended, passed", time.Hour, soon, false, []string{"end", "expire"}, false},
 		{"parent's deadline sooner, parent ended, passed", time.Hour, soon, false, []string{"parent", "expire"}, false},
 		{"parent's deadline sooner, passed, canceled by the asker", time.Hour, soon, false, []string{"expire", "asker"}, false},
+		{"parent's deadline sooner, both passed, ended", soon + soon/2, soon, false, []string{"expire", "pass", "end"}, false},
+		{"parent's deadline sooner, both passed, canceled by the asker", soon + soon/2, soon, false, []string{"expire", "pass", "asker"}, false},
 		{"parent's deadline later", time.Minute, time.Hour, false, []string{"arm"}, false},
 	}
 	for _, tt := range tests {
@@ -267,8 +271,7 @@ func TestHandlerCtxConcurrentUse(t *testing.T) {
 			want = plugin.ErrAskCanceled
 		}
 		for range 50 {
-			c := &handlerCtx{deadline: time.Now().Add(time.Hour), cancelable: true}
-			c.start(t.Context())
+			c := newHandlerCtx(t.Context(), 1, time.Now().Add(time.Hour), true)
 			fired := make(chan struct{})
 			stop := context.AfterFunc(c, func() { close(fired) })
 			var wg sync.WaitGroup
@@ -300,6 +303,88 @@ func TestHandlerCtxConcurrentUse(t *testing.T) {
 				t.Error("AfterFunc's stop reported it had not run")
 			}
 		}
+	}
+}
+
+// The reader's cancel (an ASK_CANCEL read as the lane starts the
+// handler) races the handler's first reads, its wait and its parent's
+// end: what the handler reads, once ended, never changes.
+func TestHandlerCtxAskerCancelRacesTheHandler(t *testing.T) {
+	t.Parallel()
+	for i := range 500 {
+		parent, end := context.WithCancelCause(context.Background())
+		var d time.Time
+		if i%2 == 0 {
+			d = time.Now().Add(time.Duration(i%5) * time.Microsecond)
+		}
+		c := newHandlerCtx(parent, 1, d, true)
+		var wg sync.WaitGroup
+		wg.Go(func() { c.cancel(true) })
+		if i%3 == 0 {
+			wg.Go(func() { end(errParent) })
+		}
+		wg.Go(func() { <-c.Done() })
+		var first, firstCause error
+		for range 3 {
+			if err := c.Err(); err != nil {
+				if cause := context.Cause(c); first == nil {
+					first, firstCause = err, cause
+				} else if err != first || cause != firstCause {
+					t.Fatalf("the ctx said %v (cause %v), then %v (cause %v)", first, firstCause, err, cause)
+				}
+			}
+		}
+		c.cancel(false)
+		wg.Wait()
+		if err, cause := c.Err(), context.Cause(c); err == nil || first != nil && (err != first || cause != firstCause) {
+			t.Fatalf("once its handler returned, the ctx says %v (cause %v); it said %v (cause %v)", err, cause, first, firstCause)
+		}
+		end(nil)
+	}
+}
+
+// Dispatch ends the handler's ctx as its handler returns, as a deferred
+// CancelFunc would: a goroutine the handler left waiting on it sees it
+// end, and the connection's ask ctx keeps no child of it.
+func TestDispatchEndsTheHandlersCtx(t *testing.T) {
+	t.Parallel()
+	c := New(nil, nil, allocsHandler{}, Options{})
+	c.Close(nil) // the replies fail at once
+	log := slog.New(slog.DiscardHandler)
+	for _, tt := range []struct {
+		name       string
+		cancelable bool
+		timeout    int64
+	}{
+		{"cancelable", true, 0},
+		{"deadline", false, 3600e6},
+		{"deadline, cancelable", true, 3600e6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &registry{done: make(chan struct{}), live: map[int]func(){}}
+			it := Item{Conn: c, Decoded: true, Head: Head{Kind: wire.Kind_KIND_ASK, Call: 1, TimeoutMicros: tt.timeout}}
+			it.handler = newHandlerCtx(r, 1, askDeadline(time.Now(), tt.timeout), tt.cancelable)
+			if tt.cancelable {
+				c.cancels.add(it.handler)
+			}
+			var hctx context.Context
+			Dispatch(context.Background(), r, log, "p", it, 1<<20, false, func(ctx context.Context, _ any) (any, error) {
+				hctx = ctx
+				ctx.Done() // as a handler waiting on it would
+				return nil, nil
+			})
+			select {
+			case <-hctx.Done():
+			default:
+				t.Fatal("the handler's ctx is live once its handler returned")
+			}
+			if err := hctx.Err(); err != context.Canceled {
+				t.Errorf("the handler's ctx once its handler returned: Err() = %v, want %v", err, context.Canceled)
+			}
+			if n := r.children(); n != 0 {
+				t.Errorf("%d children still registered with the ask ctx once the handler returned, want 0", n)
+			}
+		})
 	}
 }
 
@@ -375,7 +460,7 @@ func TestHandlerCtxAllocs(t *testing.T) {
 	allocs := func(cancelable bool, timeout int64, received time.Time) float64 {
 		return testing.AllocsPerRun(200, func() {
 			it := Item{Conn: c, Decoded: true, Head: Head{Kind: wire.Kind_KIND_ASK, Call: 1, TimeoutMicros: timeout}}
-			it.handler = newHandlerCtx(1, received, timeout, cancelable)
+			it.handler = newHandlerCtx(ctx, 1, askDeadline(received, timeout), cancelable)
 			if cancelable {
 				c.cancels.add(it.handler)
 			}
@@ -431,14 +516,14 @@ func TestAskDeadline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := askDeadline(now, tt.timeoutMicros)
-			if ok != !tt.want.IsZero() || !got.Equal(tt.want) {
-				t.Errorf("askDeadline(now, %d) = %v, %v; want %v", tt.timeoutMicros, got, ok, tt.want)
+			got := askDeadline(now, tt.timeoutMicros)
+			if !got.Equal(tt.want) {
+				t.Errorf("askDeadline(now, %d) = %v; want %v", tt.timeoutMicros, got, tt.want)
 			}
 			// On the wall clock too, not only the monotonic one (which
 			// Equal compares): ctx.Deadline() is read on the wall clock
 			// wherever it is formatted or sent on.
-			if ok && !got.Round(0).Equal(tt.want.Round(0)) {
+			if !got.Round(0).Equal(tt.want.Round(0)) {
 				t.Errorf("askDeadline(now, %d) on the wall clock = %v, want %v", tt.timeoutMicros, got.Round(0), tt.want.Round(0))
 			}
 		})
@@ -496,11 +581,11 @@ func TestHandlerCtxLetsGoOfItsParent(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &registry{done: make(chan struct{}), live: map[int]func(){}}
-			c := &handlerCtx{cancelable: true}
+			var d time.Time
 			if tt.deadline != 0 {
-				c.deadline = time.Now().Add(tt.deadline)
+				d = time.Now().Add(tt.deadline)
 			}
-			c.start(r)
+			c := newHandlerCtx(r, 1, d, true)
 			c.Done() // as a handler waiting on it would: arms it
 			if r.children() == 0 {
 				t.Fatal("an armed ctx registered nothing with its parent; the test cannot tell")

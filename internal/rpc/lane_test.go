@@ -262,7 +262,7 @@ func TestDeliverPredecodes(t *testing.T) {
 	c := rpc.New(newFakeStream(), nil, newHandler(nil), rpc.Options{})
 
 	small := askFrame(t, 7, rpcMsg{N: 3, Text: "s"})
-	if !rpc.Deliver(l, c, small, nil) {
+	if !rpc.Deliver(context.Background(), l, c, small, nil) {
 		t.Fatal("Deliver(small) = false, want true")
 	}
 	it := recv(t, got, "small item")
@@ -278,7 +278,7 @@ func TestDeliverPredecodes(t *testing.T) {
 	}
 
 	big := askFrame(t, 8, rpcBig{Data: strings.Repeat("b", 100<<10)})
-	if !rpc.Deliver(l, c, big, nil) {
+	if !rpc.Deliver(context.Background(), l, c, big, nil) {
 		t.Fatal("Deliver(big) = false, want true")
 	}
 	it = recv(t, got, "big item")
