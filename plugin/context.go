@@ -50,7 +50,8 @@ type ExecutorContext interface {
 	// reply. The deadline comes from ctx and bounds the driver's handler
 	// too; when ctx ends first, Ask returns at once with an error matching
 	// ctx.Err() (context.DeadlineExceeded or context.Canceled), and a
-	// cancel is passed on: the handler's ctx ends too. A
+	// cancel is passed on: the handler's ctx ends too (an ask still
+	// queued behind others on this side is not sent at all). A
 	// Receive error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
 	// that is how to keep several asks in flight: concurrent asks share
