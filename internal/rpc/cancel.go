@@ -111,9 +111,10 @@ func (c *Conn) peerCanceled(id uint64) {
 }
 
 // cancelAsk tells the peer that the asker of the cancelable ASK with call
-// ID id, to plugin p, has given up. An ASK still in the send queue is
-// withdrawn instead: neither it nor an ASK_CANCEL is written, and its
-// place goes to whoever waits for one. Otherwise an ASK_CANCEL follows it.
+// ID id, to plugin p, has given up. An ASK still near the head of the
+// send queue (withdrawLocked) is withdrawn instead: neither it nor an
+// ASK_CANCEL is written, and its place goes to whoever waits for one.
+// Otherwise an ASK_CANCEL follows it.
 // That is a hint (the reply is dropped here either way), never worth
 // waiting for, nor failing the connection over; but a full send queue is
 // no reason to drop it: the ASK it cancels may be in the write under way,
@@ -132,17 +133,29 @@ func (c *Conn) cancelAsk(id uint64, p uint32) {
 	c.pushLocked(f, false)
 }
 
+// withdrawScan bounds how far from the head of the send queue
+// withdrawLocked looks for an ASK: each give-up costs that much at most
+// under c.mu, where searching the whole queue made many asks giving up
+// at once (one shared ctx, their watcher waking them in no order)
+// quadratic in the queue's length. An ASK further back is canceled with
+// an ASK_CANCEL instead.
+const withdrawScan = 256
+
 // withdrawLocked removes the ASK with call ID id from the send queue and
-// reports whether it was there. c.mu is held. The queue is searched from
-// its head, where the asks that give up first (the oldest, at their
-// deadline) mostly are.
+// reports whether it was there. c.mu is held. Only the queue's first
+// withdrawScan frames are searched, where the asks that give up first
+// (the oldest, at their deadline) mostly are; the frames before it move
+// up one place, so that a withdrawal costs no more than the search.
 func (c *Conn) withdrawLocked(id uint64) bool {
-	i := slices.IndexFunc(c.out, func(f *wire.Frame) bool { return f.Call == id && f.Kind == wire.Kind_KIND_ASK })
+	n := min(len(c.out), withdrawScan)
+	i := slices.IndexFunc(c.out[:n], func(f *wire.Frame) bool { return f.Call == id && f.Kind == wire.Kind_KIND_ASK })
 	if i < 0 {
 		return false
 	}
 	f := c.out[i]
-	c.out = slices.Delete(c.out, i, i+1)
+	copy(c.out[1:i+1], c.out[:i])
+	c.out[0] = nil
+	c.out = c.out[1:]
 	wire.ReleaseFrame(f)
 	if c.waiters > 0 {
 		close(c.space)

@@ -294,6 +294,45 @@ func TestQueuedAskIsWithdrawn(t *testing.T) {
 	}
 }
 
+// An ask that gives up deeper in the send queue than withdrawLocked
+// looks is not withdrawn: its ASK is written, and its ASK_CANCEL after it.
+func TestDeepQueuedAskIsCanceled(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	s := newFakeStream()
+	s.gate = gate
+	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1024})
+	ctx := testContext(t)
+	// The writer holds this one in stream.Send until the gate opens.
+	if err := c.Send(ctx, sendFrame("first")); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, s.entered, "the writer in Send")
+	const ahead = 300 // more than withdrawLocked searches
+	for range ahead {
+		if err := c.Send(ctx, sendFrame("ahead")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	askCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Ask(askCtx, &wire.Frame{Plugin: 0})
+		errc <- err
+	}()
+	poll(t, "the ASK queued", func() bool { return rpc.QueuedFrames(c) == ahead+1 })
+	cancel()
+	wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), plugin.CodeCanceled)
+	close(gate)
+	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+	if n, m := s.count(wire.Kind_KIND_ASK), s.count(wire.Kind_KIND_ASK_CANCEL); n != 1 || m != 1 {
+		t.Errorf("%d ASKs and %d ASK_CANCELs written for an ask given up %d frames deep, want one of each", n, m, ahead+1)
+	}
+}
+
 // An asker that gives up while the send queue is full, its ASK written
 // already, still cancels it: the ASK_CANCEL takes the room past the
 // queue's bound, as a control frame does, where the asks still queued
