@@ -61,10 +61,7 @@ func TestGivingUpSendsAskCancel(t *testing.T) {
 				wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), tt.wantCode)
 			}
 			// Anything queued before this heartbeat is written before it.
-			if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
-				t.Fatal(err)
-			}
-			poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+			waitWritten(t, c, s)
 
 			asked := map[uint64]bool{}
 			canceled := map[uint64]bool{}
@@ -249,23 +246,13 @@ func clone(frames []*wire.Frame) []*wire.Frame {
 // goes to a sender waiting for room.
 func TestQueuedAskIsWithdrawn(t *testing.T) {
 	t.Parallel()
-	gate := make(chan struct{})
-	s := newFakeStream()
-	s.gate = gate
+	s, gate := newGatedStream()
 	waiting := make(chan string, 8)
 	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1, OnLimit: func(l string) { waiting <- l }})
 	ctx := testContext(t)
-	// The writer holds this one in stream.Send until the gate opens.
-	if err := c.Send(ctx, sendFrame("first")); err != nil {
-		t.Fatal(err)
-	}
-	recv(t, s.entered, "the writer in Send")
+	holdWriter(t, c, s)
 	askCtx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Ask(askCtx, &wire.Frame{Plugin: 0})
-		errc <- err
-	}()
+	errc := askAsync(askCtx, c)
 	poll(t, "the ASK queued", func() bool { return rpc.QueuedFrames(c) == 1 })
 	// The queue is full: this SEND waits for room.
 	sent := make(chan error, 1)
@@ -282,10 +269,7 @@ func TestQueuedAskIsWithdrawn(t *testing.T) {
 		t.Errorf("%d frames queued, want 1: the second SEND, in the withdrawn ASK's place", n)
 	}
 	close(gate)
-	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+	waitWritten(t, c, s)
 	if n, m := s.count(wire.Kind_KIND_ASK), s.count(wire.Kind_KIND_ASK_CANCEL); n != 0 || m != 0 {
 		t.Errorf("%d ASKs and %d ASK_CANCELs written for an ask withdrawn from the queue, want none", n, m)
 	}
@@ -298,16 +282,10 @@ func TestQueuedAskIsWithdrawn(t *testing.T) {
 // looks is not withdrawn: its ASK is written, and its ASK_CANCEL after it.
 func TestDeepQueuedAskIsCanceled(t *testing.T) {
 	t.Parallel()
-	gate := make(chan struct{})
-	s := newFakeStream()
-	s.gate = gate
+	s, gate := newGatedStream()
 	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 1024})
 	ctx := testContext(t)
-	// The writer holds this one in stream.Send until the gate opens.
-	if err := c.Send(ctx, sendFrame("first")); err != nil {
-		t.Fatal(err)
-	}
-	recv(t, s.entered, "the writer in Send")
+	holdWriter(t, c, s)
 	const ahead = 300 // more than withdrawLocked searches
 	for range ahead {
 		if err := c.Send(ctx, sendFrame("ahead")); err != nil {
@@ -315,19 +293,12 @@ func TestDeepQueuedAskIsCanceled(t *testing.T) {
 		}
 	}
 	askCtx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Ask(askCtx, &wire.Frame{Plugin: 0})
-		errc <- err
-	}()
+	errc := askAsync(askCtx, c)
 	poll(t, "the ASK queued", func() bool { return rpc.QueuedFrames(c) == ahead+1 })
 	cancel()
 	wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), plugin.CodeCanceled)
 	close(gate)
-	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+	waitWritten(t, c, s)
 	if n, m := s.count(wire.Kind_KIND_ASK), s.count(wire.Kind_KIND_ASK_CANCEL); n != 1 || m != 1 {
 		t.Errorf("%d ASKs and %d ASK_CANCELs written for an ask given up %d frames deep, want one of each", n, m, ahead+1)
 	}
@@ -340,18 +311,12 @@ func TestDeepQueuedAskIsCanceled(t *testing.T) {
 // uncanceled (a long poll with no deadline, for ever).
 func TestAskCancelPastAFullQueue(t *testing.T) {
 	t.Parallel()
-	gate := make(chan struct{})
-	s := newFakeStream()
-	s.gate = gate
+	s, gate := newGatedStream()
 	c := startFake(t, s, newHandler(nil), rpc.Options{QueueFrames: 2})
 	ctx := testContext(t)
 	askCtx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		// A lone ask: its caller writes it, once the gate lets it.
-		_, err := c.Ask(askCtx, &wire.Frame{Plugin: 0})
-		errc <- err
-	}()
+	// A lone ask: its caller writes it, once the gate lets it.
+	errc := askAsync(askCtx, c)
 	recv(t, s.entered, "the asker in Send")
 	gate <- struct{}{}
 	poll(t, "the ASK written", func() bool { return s.count(wire.Kind_KIND_ASK) == 1 })
@@ -368,10 +333,7 @@ func TestAskCancelPastAFullQueue(t *testing.T) {
 	cancel()
 	wantCode(t, "Ask that gave up", recv(t, errc, "Ask's return"), plugin.CodeCanceled)
 	close(gate)
-	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
+	waitWritten(t, c, s)
 	if n := s.count(wire.Kind_KIND_ASK_CANCEL); n != 1 {
 		t.Errorf("%d ASK_CANCELs written for the ask given up while the queue was full, want 1", n)
 	}
@@ -404,4 +366,43 @@ func TestAskDeadlineRunsFromReceipt(t *testing.T) {
 	if e.call != 2 || !errors.Is(e.err, context.DeadlineExceeded) {
 		t.Errorf("second handler: got call %d ending with %v, want call 2 past its deadline (DeadlineExceeded) when it started", e.call, e.err)
 	}
+}
+
+// newGatedStream returns a fakeStream whose Send waits for a token from
+// gate (or its close).
+func newGatedStream() (*fakeStream, chan struct{}) {
+	s := newFakeStream()
+	s.gate = make(chan struct{})
+	return s, s.gate
+}
+
+// holdWriter queues a SEND that c's writer then holds in s's Send, until
+// the gate lets it, and returns once it is there.
+func holdWriter(t *testing.T, c *rpc.Conn, s *fakeStream) {
+	t.Helper()
+	if err := c.Send(testContext(t), sendFrame("first")); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, s.entered, "the writer in Send")
+}
+
+// askAsync asks on c under ctx, and reports the Ask's error on the
+// channel it returns.
+func askAsync(ctx context.Context, c *rpc.Conn) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Ask(ctx, &wire.Frame{Plugin: 0})
+		errc <- err
+	}()
+	return errc
+}
+
+// waitWritten returns once everything c had queued has been written to
+// s: a heartbeat queued after it has.
+func waitWritten(t *testing.T, c *rpc.Conn, s *fakeStream) {
+	t.Helper()
+	if err := c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "heartbeat written", func() bool { return s.count(wire.Kind_KIND_HEARTBEAT) > 0 })
 }
