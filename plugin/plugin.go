@@ -56,7 +56,7 @@ type DriverPlugin interface {
 	// For an Ask it ends at the asker's deadline, when the asker cancels
 	// its ctx (context.Canceled, with the cause [ErrAskCanceled]), and
 	// when the asking executor is lost or has stopped (context.Canceled,
-	// with a cause saying which, for context.Cause): a handler that
+	// with a cause saying why, for context.Cause): a handler that
 	// waits (a long poll for work, say) should wait on ctx, and take
 	// nothing for an asker that has gone. A reply made after the asker
 	// gave up is dropped, and so is one still on its way when it gives
