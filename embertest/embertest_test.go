@@ -24,12 +24,16 @@ func init() { plugin.RegisterMessage[note]() }
 
 // recorder is a plugin whose driver side records what it receives and
 // answers asks with what it got, and whose executor sides hand their
-// contexts to the test.
+// contexts to the test. An executor side sent a note waits on its
+// handler's ctx and records why it ended.
 type recorder struct {
 	mu      sync.Mutex
 	got     []note
 	removed []error
 	pcs     map[string]plugin.ExecutorContext
+	dc      plugin.DriverContext
+	waiting int     // executor handlers that have started waiting on their ctx
+	ended   []error // context.Cause of their ctxs, once ended
 }
 
 func (r *recorder) Name() string                          { return "recorder" }
@@ -56,7 +60,10 @@ func (r *recorder) pc(id string) plugin.ExecutorContext {
 
 type recorderDriver recorder
 
-func (d *recorderDriver) Init(context.Context, plugin.DriverContext) (map[string]string, error) {
+func (d *recorderDriver) Init(_ context.Context, dc plugin.DriverContext) (map[string]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dc = dc
 	return nil, nil
 }
 func (d *recorderDriver) Shutdown(context.Context) error { return nil }
@@ -85,6 +92,22 @@ func (e *recorderExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ 
 	return nil
 }
 func (e *recorderExecutor) Shutdown(context.Context) error { return nil }
+func (e *recorderExecutor) Receive(ctx context.Context, _ any) (any, error) {
+	e.r.mu.Lock()
+	e.r.waiting++
+	e.r.mu.Unlock()
+	<-ctx.Done()
+	e.r.mu.Lock()
+	defer e.r.mu.Unlock()
+	e.r.ended = append(e.r.ended, context.Cause(ctx))
+	return nil, nil
+}
+
+func (r *recorder) endedHandlers() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ended)
+}
 
 func start(t *testing.T, cfg ember.Config) (*embertest.Cluster, *recorder) {
 	t.Helper()
@@ -154,11 +177,23 @@ func TestHealedPartitionLosesNothing(t *testing.T) {
 }
 
 // A partition longer than the heartbeat timeout loses the executor: the
-// driver removes it, and the executor's calls fail with Unavailable.
+// driver removes it, the executor's calls fail with Unavailable, and its
+// handlers' ctx ends saying it lost its driver.
 func TestPartitionLosesTheExecutor(t *testing.T) {
 	// A timeout short for the test's sake, not so short that a loaded
 	// machine loses executor 2 as well.
 	c, r := start(t, ember.Config{Master: "local[2]", HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: time.Second})
+	r.mu.Lock()
+	dc := r.dc
+	r.mu.Unlock()
+	if err := dc.SendExecutor(context.Background(), "1", note("wait")); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "executor 1's handler to wait on its ctx", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.waiting == 1
+	})
 	if err := c.Partition("1"); err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +213,10 @@ func TestPartitionLosesTheExecutor(t *testing.T) {
 	}
 	if err := c.Heal("1"); err == nil {
 		t.Error("Heal of the lost executor: got nil, want an error saying it is not ready")
+	}
+	embertest.WaitFor(t, "executor 1's handler to see its ctx end", func() bool { return len(r.endedHandlers()) > 0 })
+	if cause := r.endedHandlers()[0]; !errors.Is(cause, context.Canceled) || cause.Error() != "executor 1 lost its driver: context canceled" {
+		t.Errorf("the handler's ctx's cause: got %v, want Canceled, saying executor 1 lost its driver", cause)
 	}
 }
 

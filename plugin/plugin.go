@@ -115,8 +115,9 @@ type ExecutorPlugin interface {
 // an AskExecutor fails with CodeUnimplemented. Receive's ctx is as for
 // DriverPlugin.Receive: for an AskExecutor it ends at the asker's
 // deadline and when the asker cancels its ctx. For any message it ends
-// when the executor shuts down (context.Canceled, with a cause saying
-// so, for context.Cause).
+// when the executor stops: context.Canceled, with a cause (for
+// context.Cause) saying why: it is shutting down, is stopping on its own,
+// or lost its driver.
 type ExecutorReceiver interface {
 	Receive(ctx context.Context, msg any) (reply any, err error)
 }

@@ -217,12 +217,12 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.OnWelcome(x.id)
 	}
 	// Handlers and tasks run under x.ctx, which ends when the executor
-	// shuts down, or when Run returns; its cause says so.
-	hctx, endHandlers := context.WithCancelCause(context.Background())
-	hcancel := func() {
-		endHandlers(fmt.Errorf("executor %s is shutting down: %w", x.id, context.Canceled))
+	// shuts down, or when Run returns; its cause says why (endHandlers).
+	hctx, cancelHandlers := context.WithCancelCause(context.Background())
+	endHandlers := func(why string) context.CancelFunc {
+		return func() { cancelHandlers(fmt.Errorf("executor %s %s: %w", x.id, why, context.Canceled)) }
 	}
-	defer hcancel()
+	defer endHandlers("has stopped")()
 	x.ctx = hctx
 
 	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
@@ -285,7 +285,7 @@ func Run(ctx context.Context, cfg Config) error {
 	x.conn.Start()
 	connected.Store(true)
 	defer func() {
-		hcancel() // handlers still running see their ctx end
+		endHandlers("has stopped")() // handlers still running see their ctx end
 		x.conn.Close(nil)
 		x.conn.Wait()
 		x.closeLanes(time.Now().Add(x.cfg.ShutdownTimeout))
@@ -366,14 +366,18 @@ func Run(ctx context.Context, cfg Config) error {
 		// tasks are stopped here, off the stream (what they send
 		// fails), lest their goroutines outlive it.
 		x.crashed = true
-		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, endHandlers("crashed (fault injection)")) // logged
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
 		// ctx may have ended as the executor became ready, before its
 		// stream was untied from it (the driver never saw READY): a
 		// stop, not a lost driver.
 		stopped := ctx.Err()
-		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, hcancel) // logged
+		why := "lost its driver"
+		if stopped != nil {
+			why = "is stopping"
+		}
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, endHandlers(why)) // logged
 		if stopped != nil {
 			return fmt.Errorf("executor %s: stopped as it became ready: %w", x.id, stopped)
 		}
@@ -389,7 +393,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// may arrive once the stream is closing and go unanswered, do
 		// not count either.
 		_ = x.conn.SendControl(leavingFrame(x.id))
-		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, hcancel) // logged
+		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, endHandlers("is stopping")) // logged
 		// Its final metrics, after its plugins' Shutdown, as a released
 		// executor's go with STOPPED; no periodic heartbeat follows to
 		// replace them.
@@ -404,7 +408,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// everything they sent, then STOPPED. The driver waits ShutdownTimeout
 	// for STOPPED: the stop takes nine tenths of it at most, leaving the
 	// rest for STOPPED to travel.
-	err = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, hcancel)
+	err = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, endHandlers("is shutting down"))
 	// STOPPED carries the final metrics and the plugins' shutdown
 	// errors, for Run's. No heartbeat follows it: one gathered earlier
 	// but queued after would replace the final values at the driver.
