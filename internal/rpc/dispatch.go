@@ -37,10 +37,6 @@ type Outcome struct {
 func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, it Item, max int, timed bool, receive func(context.Context, any) (any, error)) Outcome {
 	h := it.Header()
 	hc := it.handler
-	if hc == nil && h.Kind == wire.Kind_KIND_ASK && h.TimeoutMicros > 0 {
-		// An item not from Deliver (tests).
-		hc = newHandlerCtx(askCtx, h.Call, askDeadline(time.Now(), h.TimeoutMicros), false)
-	}
 	if hc != nil && hc.cancelable {
 		defer it.Conn.untrackCancel(hc)
 	}
@@ -128,22 +124,9 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 // the lane has the item; the caller must not use f after Deliver reports
 // true.
 func Deliver(askCtx context.Context, l *Lane, c *Conn, f *wire.Frame, full func()) bool {
-	it := Item{Conn: c, Frame: f}
-	switch {
-	case f.Kind == wire.Kind_KIND_SEND:
-		it.Credit = SendCost(f)
-	case f.Kind == wire.Kind_KIND_ASK && (f.TimeoutMicros > 0 || f.Cancelable):
-		var d time.Time
-		if f.TimeoutMicros > 0 {
-			d = askDeadline(time.Now(), f.TimeoutMicros)
-		}
-		it.handler = newHandlerCtx(askCtx, f.Call, d, f.Cancelable)
-		if f.Cancelable {
-			// Before the push: once pushed, the item may run and be
-			// answered before this goroutine goes on.
-			c.cancels.add(it.handler)
-		}
-	}
+	// Before the push: once pushed, the item may run and be answered
+	// before this goroutine goes on.
+	it := newItem(askCtx, c, f)
 	Predecode(&it)
 	ok, filled := l.push(it)
 	if filled && full != nil {
@@ -156,6 +139,27 @@ func Deliver(askCtx context.Context, l *Lane, c *Conn, f *wire.Frame, full func(
 		wire.ReleaseFrame(f)
 	}
 	return ok
+}
+
+// newItem returns the lane item of f, taken by c's reader: a SEND with
+// its cost, an ASK with its handler's ctx under askCtx when it carries a
+// deadline or is cancelable, registered with c in the second case.
+func newItem(askCtx context.Context, c *Conn, f *wire.Frame) Item {
+	it := Item{Conn: c, Frame: f}
+	switch {
+	case f.Kind == wire.Kind_KIND_SEND:
+		it.Credit = SendCost(f)
+	case f.Kind == wire.Kind_KIND_ASK && (f.TimeoutMicros > 0 || f.Cancelable):
+		var d time.Time
+		if f.TimeoutMicros > 0 {
+			d = askDeadline(time.Now(), f.TimeoutMicros)
+		}
+		it.handler = newHandlerCtx(askCtx, f.Call, d, f.Cancelable)
+		if f.Cancelable {
+			c.cancels.add(it.handler)
+		}
+	}
+	return it
 }
 
 // NoDriverSide is the code and text of the refusal of a message to a

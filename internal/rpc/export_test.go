@@ -1,6 +1,10 @@
 package rpc
 
-import "github.com/emberhq/ember/internal/wire"
+import (
+	"context"
+
+	"github.com/emberhq/ember/internal/wire"
+)
 
 // DirectBatch returns the batch c writes lone asks in from their callers'
 // goroutines (Conn.ask), so that a test's stream can tell those writes
@@ -53,3 +57,8 @@ func (t *cancelTable) len() int {
 	defer t.mu.Unlock()
 	return n + len(t.spill)
 }
+
+// NewItem returns the lane item Deliver would queue for f, taken by c's
+// reader, with its handler's ctx under askCtx: for tests that dispatch
+// an item themselves.
+func NewItem(askCtx context.Context, c *Conn, f *wire.Frame) Item { return newItem(askCtx, c, f) }

@@ -399,7 +399,7 @@ func TestDispatchAsk(t *testing.T) {
 			t.Parallel()
 			c, s := dispatchConn(t)
 			log, buf := testLogger()
-			rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 9, rpcMsg{N: 21})}, 1024, true, tt.receive)
+			rpc.Dispatch(context.Background(), context.Background(), log, "disp", rpc.NewItem(context.Background(), c, askFrame(t, 9, rpcMsg{N: 21})), 1024, true, tt.receive)
 			if got := buf.String(); (tt.wantLog == "") != (got == "") || !strings.Contains(got, tt.wantLog) {
 				t.Errorf("the answering side logged %q, want a line containing %q", got, tt.wantLog)
 			}
@@ -428,7 +428,7 @@ func TestDispatchContexts(t *testing.T) {
 	cancelAsk() // the asker's connection is gone
 	var askErr, sendErr error
 	var deadline time.Time
-	rpc.Dispatch(context.Background(), askCtx, log, "disp", rpc.Item{Conn: c, Frame: askFrame(t, 5, rpcMsg{N: 1})}, 1024, false,
+	rpc.Dispatch(context.Background(), askCtx, log, "disp", rpc.NewItem(askCtx, c, askFrame(t, 5, rpcMsg{N: 1})), 1024, false,
 		func(ctx context.Context, _ any) (any, error) {
 			askErr = ctx.Err()
 			deadline, _ = ctx.Deadline()
