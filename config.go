@@ -176,7 +176,7 @@ func ConfResourceDiscoveryScript(name string) string { return executor.ResourceK
 // knownConf are the configuration keys with a meaning to Ember, for
 // unknownConf.
 var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, ConfMaxTaskFailures,
-	ConfExecutorSlots, ConfShowProgress, ConfResourceDiscoveryScript("<name>")}
+	ConfExecutorSlots, ConfExecutorMaxRetries, ConfShowProgress, ConfResourceDiscoveryScript("<name>")}
 
 // unknownConf returns, sorted, the keys of m in Ember's namespace
 // ("ember.") that mean nothing to Ember: a misspelt key is otherwise
@@ -199,18 +199,19 @@ func unknownConf(m map[string]string) []string {
 func checkConf(m map[string]string) error {
 	c := plugin.NewConf(m)
 	var errs []error
-	atLeastOne := func(key string) {
+	atLeast := func(key string, least int) {
 		if _, set := c.Lookup(key); !set {
 			return
 		}
 		if n, err := c.Int(key, 0); err != nil {
 			errs = append(errs, err)
-		} else if n < 1 {
-			errs = append(errs, fmt.Errorf("conf %s=%d: want at least 1", key, n))
+		} else if n < least {
+			errs = append(errs, fmt.Errorf("conf %s=%d: want at least %d", key, n, least))
 		}
 	}
-	atLeastOne(ConfMaxTaskFailures)
-	atLeastOne(ConfExecutorSlots)
+	atLeast(ConfMaxTaskFailures, 1)
+	atLeast(ConfExecutorSlots, 1)
+	atLeast(ConfExecutorMaxRetries, 0)
 	if n, err := c.Int(ConfExecutorSlots, 0); err == nil && n > driver.MaxSlots {
 		errs = append(errs, fmt.Errorf("conf %s=%d: want at most %d", ConfExecutorSlots, n, driver.MaxSlots))
 	}

@@ -807,6 +807,8 @@ func TestBadConfFailsRun(t *testing.T) {
 		{"maxFailures not a number", map[string]string{ember.ConfMaxTaskFailures: "four"}, []string{`ember.task.maxFailures="four": not an integer`}},
 		{"maxFailures zero", map[string]string{ember.ConfMaxTaskFailures: "0"}, []string{"ember.task.maxFailures=0: want at least 1"}},
 		{"slots negative", map[string]string{ember.ConfExecutorSlots: "-2"}, []string{"ember.executor.slots=-2: want at least 1"}},
+		{"executor retries negative", map[string]string{ember.ConfExecutorMaxRetries: "-1"}, []string{"ember.executor.maxRetries=-1: want at least 0"}},
+		{"executor retries not a number", map[string]string{ember.ConfExecutorMaxRetries: "ten"}, []string{`ember.executor.maxRetries="ten": not an integer`}},
 		// More TASKs at once than a connection queues: the driver's first
 		// Map lost its executor ("the peer is not reading").
 		{"slots beyond a connection's queue", map[string]string{ember.ConfExecutorSlots: "200000"}, []string{"ember.executor.slots=200000: want at most 16384"}},

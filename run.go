@@ -133,6 +133,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	}
 	log := cfg.Logger
 	maxFailures, _ := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4) // checked
+	maxRetries, _ := plugin.NewConf(cfg.Conf).Int(ConfExecutorMaxRetries, defaultMaxRetries)
+	replaces := master.Kind == "local-cluster" && maxRetries > 0
 	secret, err := driverSecret(cfg, master.Kind == "standalone")
 	if err != nil {
 		return err
@@ -160,7 +162,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		HandshakeTimeout:   cfg.HandshakeTimeout,
 		ServerOptions:      tlsOpts,
 		LaneLimit:          cfg.LaneQueue,
-		NoReplacements:     master.Kind != "standalone",
+		Local:              master.Kind != "standalone",
+		NoReplacements:     master.Kind != "standalone" && !replaces,
 	})
 	if err != nil {
 		return err
@@ -196,7 +199,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		hooks := hook.LocalHooksFrom(ctx)
 		base, err := executorConfig(cfg, plugins, addr, secret) // TLS files read once
 		if err != nil {
-			return errors.Join(err, shutdown(d, nil, cfg, nil))
+			return errors.Join(err, shutdown(d, nil, nil, cfg, nil))
 		}
 		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string, welcomed func()) error {
 			ecfg := base
@@ -245,10 +248,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	want := cfg.MinExecutors
 	var exits exitErrors
 	var started atomic.Bool // start-up succeeded
+	var rep *replacer       // replaces lost executors (local-cluster)
 	if l != nil {
 		want = master.N
-		exited := func(_ int, err error) {
+		exited := func(pid int, err error) {
 			exits.add(err)
+			rep.lost(pid, err)
 			// Not during start-up, whose error says how an executor
 			// ended, nor once it has failed: the driver itself then
 			// kills the executors that were still starting.
@@ -269,24 +274,35 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			}
 			abort(fmt.Errorf("an executor ended during start-up: %w", err))
 		}
+		if replaces {
+			rep = &replacer{
+				start:   func() error { return l.Start(ctx, 1, addr, exited) },
+				readied: d.BecameReady,
+				giveUp:  d.EndReplacements,
+				max:     maxRetries,
+				log:     log,
+				after:   func(wait time.Duration, f func()) { time.AfterFunc(wait, f) },
+			}
+		}
 		if err := l.Start(ctx, master.N, addr, exited); err != nil {
-			return errors.Join(err, shutdown(d, l, cfg, &exits))
+			return errors.Join(err, shutdown(d, l, rep, cfg, &exits))
 		}
 	}
 	if err := d.WaitStart(startCtx, want); err != nil {
 		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
 			err = fmt.Errorf("%w; %v", cause, err) // the cause, and what the wait saw
 		}
-		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, cfg, &exits))
+		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, rep, cfg, &exits))
 	}
 	started.Store(true)
 	cancelStart()
+	rep.run()
 
 	var fnErr error
 	if fn != nil {
 		fnErr = fn(ctx, &Driver{d: d, cfg: cfg, metricsURL: metricsURL})
 	}
-	return errors.Join(fnErr, shutdown(d, l, cfg, &exits))
+	return errors.Join(fnErr, shutdown(d, l, rep, cfg, &exits))
 }
 
 // shutdown releases the executors, shuts the driver down and waits for
@@ -294,7 +310,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 // when told to and then exited other than cleanly (a panic on its way
 // out, the race detector's status 66) is reported; exits is where the
 // launcher's reports went.
-func shutdown(d *driver.Driver, l launch.Launcher, cfg Config, exits *exitErrors) error {
+func shutdown(d *driver.Driver, l launch.Launcher, rep *replacer, cfg Config, exits *exitErrors) error {
+	rep.close() // before the executors are released: their exits are not losses
 	err := d.Close()
 	if k, ok := l.(unreleasedKiller); ok {
 		k.KillUnreleased(d.Released)

@@ -61,10 +61,16 @@ type Config struct {
 	// MaxOutstandingAsks bounds the asks one executor may have waiting for
 	// the driver's replies; more are answered CodeResourceExhausted.
 	MaxOutstandingAsks int
-	// NoReplacements says executors that leave are not replaced (local
-	// masters): jobs then fail when no executor is left. It also marks
-	// the executors as the driver's own binary: a handshake mismatch is
-	// then a failure of start-up, not a refusal to log and count.
+	// Local says the executors are the driver's own binary, started by a
+	// local master: a handshake mismatch is then a failure of start-up,
+	// not a refusal to log and count, and the driver remembers by PID
+	// which executors were refused (Refusal) and which became ready
+	// (BecameReady), for the launcher's reports of their exits.
+	Local bool
+	// NoReplacements says executors that leave are not replaced (local[N],
+	// or a local-cluster that does not replace them): jobs then fail when
+	// no executor is left, instead of waiting for one to join.
+	// EndReplacements says so later.
 	NoReplacements bool
 	// NoExecutorsWarning is how often a job left with no executor
 	// connected (standalone) says so in the log (default 15s).
@@ -122,6 +128,9 @@ type Driver struct {
 	// refused holds why executors of a local master were refused for a
 	// handshake mismatch, by the PID they claimed (see Refusal).
 	refused map[int]error
+	// readied holds the PIDs of a local master's executors that became
+	// ready (see BecameReady).
+	readied map[int]bool
 	lis     net.Listener
 	conns   *conns // lis, keeping its connections (see hangUp)
 }
@@ -449,6 +458,15 @@ func (d *Driver) Refusal(pid int) error {
 	return d.refused[pid]
 }
 
+// BecameReady reports whether an executor of process pid became ready
+// (its plugins initialised) on a local master (Config.Local): a launcher
+// that replaces lost executors counts those that failed before that.
+func (d *Driver) BecameReady(pid int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.readied[pid]
+}
+
 // Released reports whether an executor of process pid stopped cleanly
 // when Close told it to: its exit, if not clean, is then its own failure,
 // not the end of a lost executor. Meaningful once Close has returned.
@@ -680,7 +698,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
-		if d.cfg.NoReplacements {
+		if d.cfg.Local {
 			// Local masters only, whose launcher asks (Refusal): a
 			// standalone driver would keep an entry per stranger.
 			d.mu.Lock()
@@ -690,7 +708,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 			d.refused[int(hello.Pid)] = failure
 			d.mu.Unlock()
 		}
-		if !d.cfg.NoReplacements {
+		if !d.cfg.Local {
 			// A standalone driver's executors are started by others, some
 			// perhaps still from the previous build: one of them must not
 			// stop the application (nor a peer without the secret, under
@@ -704,7 +722,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		// sent yet: the executor would see its stream cut instead of the
 		// reason. So it is failed once the executor has read the refusal.
 		d.hangUp(stream, peerAddr)
-		if d.cfg.NoReplacements {
+		if d.cfg.Local {
 			// A local master's executors are its own binary: a mismatch
 			// is a bug of the application, to fail start-up with.
 			d.fail(failure)
@@ -991,6 +1009,12 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		}
 	}
 	es.ready = true
+	if d.cfg.Local {
+		if d.readied == nil {
+			d.readied = map[int]bool{}
+		}
+		d.readied[es.info.PID] = true
+	}
 	info := cloneInfo(es.info)
 	d.notifyLocked()
 	// Counted and announced under the lock HandleClose reads ready with,

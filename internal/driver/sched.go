@@ -86,18 +86,19 @@ type scheduler struct {
 	maxFailures int
 	builtin     *metrics.Builtin
 	log         *slog.Logger
-	// noReplacements: executors that leave are never replaced (local
-	// masters), so jobs fail when the last one goes instead of waiting.
-	noReplacements bool
 
-	mu      sync.Mutex // protects the following fields
-	closed  error      // set by close: jobs fail with it
-	pending []*attempt
-	head    int
-	runs    map[uint64]*attempt
-	nextRun uint64
-	nextJob int
-	execs   []*execState // ready executors, in arrival order
+	mu sync.Mutex // protects the following fields
+	// noReplacements: executors that leave are not replaced (local
+	// masters, from the start or once EndReplacements is called), so jobs
+	// fail when the last one goes instead of waiting.
+	noReplacements bool
+	closed         error // set by close: jobs fail with it
+	pending        []*attempt
+	head           int
+	runs           map[uint64]*attempt
+	nextRun        uint64
+	nextJob        int
+	execs          []*execState // ready executors, in arrival order
 }
 
 // RunJob runs task on every input and returns the outputs in input order.
@@ -151,13 +152,15 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		s.pending = append(s.pending, &attempt{job: j, index: i})
 	}
 	sends := s.scheduleLocked()
+	waits := !s.noReplacements
 	s.mu.Unlock()
 	s.send(sends)
 
 	// A job left without executors (standalone: none connected yet, or
-	// all gone) says so from time to time, rather than wait in silence.
+	// all gone; local-cluster: a replacement starting) says so from time
+	// to time, rather than wait in silence.
 	var warn <-chan time.Time
-	if !s.noReplacements && len(inputs) > 0 {
+	if waits && len(inputs) > 0 {
 		t := time.NewTicker(d.cfg.NoExecutorsWarning)
 		defer t.Stop()
 		warn = t.C
@@ -181,6 +184,11 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 			if !none {
 				continue
 			}
+			if d.cfg.Local {
+				d.log.Warn("job waiting for executors: none is ready (replacements of the lost ones are starting; give Map a ctx with a deadline to bound the wait)",
+					"job", j.id, "task", task, "waited", time.Since(start).Round(time.Second))
+				continue
+			}
 			d.log.Warn("job waiting for executors: none is connected (start some with the command logged at start-up, or give Map a ctx with a deadline)",
 				"job", j.id, "task", task, "waited", time.Since(start).Round(time.Second), "driver", d.Addr())
 		}
@@ -189,6 +197,37 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		return nil, j.err
 	}
 	return j.results, nil
+}
+
+// EndReplacements says that executors which leave will no longer be
+// replaced (a local-cluster that gave up replacing them, why saying
+// why): from now on jobs fail when no executor is left, and those
+// waiting for one with none left fail at once.
+func (d *Driver) EndReplacements(why string) {
+	s := &d.sched
+	s.mu.Lock()
+	s.noReplacements = true
+	var out []outFrame
+	if len(s.execs) == 0 {
+		out = s.failPendingLocked(plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks, and lost executors are no longer replaced: %s", why))
+	}
+	s.mu.Unlock()
+	s.send(out)
+}
+
+// failPendingLocked fails the jobs of the queued attempts with err, for
+// want of executors, and empties the queue: nothing schedules again, so
+// their inputs are let go. s.mu must be held.
+func (s *scheduler) failPendingLocked(err error) []outFrame {
+	var out []outFrame
+	for _, a := range s.pending[s.head:] {
+		if a != nil {
+			out = append(out, s.failJobLocked(a.job, err)...)
+		}
+	}
+	clear(s.pending)
+	s.pending, s.head = s.pending[:0], 0
+	return out
 }
 
 type outFrame struct {
@@ -422,13 +461,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 			how = "left" // it stopped on its own
 		}
 		err := plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks (the last one, %s, %s%s)", e.info.ID, how, what)
-		for _, a := range s.pending[s.head:] {
-			if a != nil {
-				out = append(out, s.failJobLocked(a.job, err)...)
-			}
-		}
-		clear(s.pending) // nothing schedules again: let their jobs' inputs go
-		s.pending, s.head = s.pending[:0], 0
+		out = append(out, s.failPendingLocked(err)...)
 	}
 	s.mu.Unlock()
 	if cause != nil && !e.leaving && len(running) > 0 {

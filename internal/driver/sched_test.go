@@ -632,3 +632,42 @@ func TestJobWithoutExecutorsWarns(t *testing.T) {
 		t.Errorf("RunJob after cancel: got %v, want Canceled", err)
 	}
 }
+
+// On a local master that replaces lost executors, a job whose last
+// executor is lost waits for the replacement, saying so in the log; when
+// replacements end (EndReplacements), it fails at once, saying why, and so
+// does a job started after.
+func TestJobWaitsForAReplacementUntilReplacementsEnd(t *testing.T) {
+	var buf logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Tasks: []string{"t"}, Local: true, NoExecutorsWarning: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, es := schedExecutor(t, d, "1", 1)
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
+	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	waitQueued(t, d)
+	d.sched.removeExecutor(es, plugin.Errorf(plugin.CodeUnavailable, "signal: killed"))
+	const warning = "job waiting for executors: none is ready (replacements of the lost ones are starting"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(buf.String(), warning); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning after 10s; the log:\n%s", buf.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-job:
+		t.Fatalf("the job ended while a replacement could come: %v", err)
+	default:
+	}
+	d.EndReplacements("the last 10 replacements ended before they were ready")
+	if err := waitJob(t, job); plugin.CodeOf(err) != plugin.CodeUnavailable ||
+		!strings.Contains(err.Error(), "lost executors are no longer replaced: the last 10 replacements ended before they were ready") {
+		t.Errorf("job after replacements ended: got %v, want Unavailable saying why", err)
+	}
+	_, err = d.RunJob(context.Background(), "t", [][]byte{nil}, nil)
+	if plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("job started after: got %v, want Unavailable", err)
+	}
+}

@@ -15,7 +15,10 @@ import (
 type Launcher interface {
 	// Start starts n executors that connect to driverAddr. It returns once
 	// they are started, not connected. exited is called (from any
-	// goroutine) when an executor ends; err is nil for a clean exit.
+	// goroutine) when an executor ends, id naming it as the launcher does
+	// (Processes: its process ID); err is nil for a clean exit. A driver
+	// that replaces lost executors calls Start again, with n = 1, until
+	// it calls Wait; Processes allows it, Local does not.
 	Start(ctx context.Context, n int, driverAddr string, exited func(id int, err error)) error
 	// Wait waits for every executor to end. When ctx ends first, it kills
 	// those still running (or, where it cannot, gives up on them after a

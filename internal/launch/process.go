@@ -48,7 +48,8 @@ type Processes struct {
 	finished map[*exec.Cmd]bool // waited for: its PID may be reused
 }
 
-// Start implements Launcher.
+// Start implements Launcher: exited is given each executor's process ID.
+// It may be called again, to start more executors, until Wait is called.
 func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited func(int, error)) error {
 	path := p.Path
 	if path == "" {
@@ -114,7 +115,7 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			if err != nil {
 				err = &ExitError{PID: cmd.Process.Pid, Err: err}
 			}
-			exited(i, err)
+			exited(cmd.Process.Pid, err)
 		}()
 	}
 	return nil

@@ -1,0 +1,155 @@
+package ember
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// ConfExecutorMaxRetries is how many replacements of lost local-cluster
+// executors may fail in a row (end before their plugins are initialised)
+// before Ember stops replacing lost executors (Spark:
+// spark.deploy.maxExecutorRetries). A replacement that becomes ready
+// resets the count. Default 10; 0 turns replacement off.
+const ConfExecutorMaxRetries = "ember.executor.maxRetries"
+
+// defaultMaxRetries is ConfExecutorMaxRetries' default.
+const defaultMaxRetries = 10
+
+// replaceBackoff is how long a replacement waits after k replacements in
+// a row failed: nothing for the first (the executor it replaces had been
+// ready), then 100ms doubling to at most 5s, so that a replacement that
+// cannot start does not spin.
+func replaceBackoff(k int) time.Duration {
+	if k == 0 {
+		return 0
+	}
+	return min(100*time.Millisecond<<min(k-1, 6), 5*time.Second)
+}
+
+// A replacer starts a new executor for each one a local-cluster loses
+// while the application runs, as Spark's standalone master does. Each
+// replacement is a new process with a new executor ID. A replacement that
+// ends before it is ready counts as a failure; once max (at least 1) have
+// failed in a row, it stops replacing and says so (giveUp). Safe for
+// concurrent use.
+type replacer struct {
+	start   func() error       // starts one executor
+	readied func(pid int) bool // whether the executor of process pid became ready
+	giveUp  func(why string)   // told once, when it stops replacing
+	max     int                // failures in a row before it stops
+	log     *slog.Logger
+	after   func(time.Duration, func()) // runs a func later: time.AfterFunc
+
+	// mu protects the following fields and serialises calls of start, so
+	// that none is made once close has returned. The driver never calls
+	// into the replacer, so readied may be called with mu held.
+	mu      sync.Mutex
+	running bool // start-up has succeeded
+	closed  bool // the application is shutting down
+	gaveUp  bool
+	inRow   int   // replacements in a row that failed
+	early   []int // PIDs lost after start-up succeeded, before run
+}
+
+// lost reports that the executor of process pid ended, err saying how
+// (nil: cleanly; an executor is lost unless the driver released it). A nil r does nothing.
+func (r *replacer) lost(pid int, err error) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.closed || r.gaveUp:
+	case !r.running:
+		// During start-up, whose failure the launcher's report ends;
+		// or just after it, before run: replaced then.
+		r.early = append(r.early, pid)
+	default:
+		r.replaceLocked(pid, err)
+	}
+}
+
+// run starts replacing: start-up has succeeded. Executors lost in the
+// meantime are replaced now. A nil r does nothing.
+func (r *replacer) run() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.running = true
+	for _, pid := range r.early {
+		r.replaceLocked(pid, nil)
+	}
+	r.early = nil
+}
+
+// close stops replacing: once it returns, no replacement is starting or
+// will start. A nil r does nothing.
+func (r *replacer) close() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+}
+
+// replaceLocked replaces the executor of process pid, which ended with
+// err. r.mu is held.
+func (r *replacer) replaceLocked(pid int, err error) {
+	if r.gaveUp {
+		return
+	}
+	if r.readied(pid) {
+		r.inRow = 0
+	} else {
+		r.inRow++ // a replacement that failed
+	}
+	r.retryLocked(err, "pid", pid)
+}
+
+// retryLocked starts a replacement, after the backoff that the failures
+// in a row call for, or gives up if there have been too many. r.mu is
+// held.
+func (r *replacer) retryLocked(last error, attrs ...any) {
+	if r.inRow >= r.max {
+		r.gaveUp = true
+		why := fmt.Sprintf("the last %d replacements ended before they were ready (%s=%d)", r.inRow, ConfExecutorMaxRetries, r.max)
+		if last != nil {
+			why += "; the last: " + last.Error()
+		}
+		r.log.Error("lost executors are no longer replaced", "why", why)
+		r.giveUp(why)
+		return
+	}
+	d := replaceBackoff(r.inRow)
+	r.log.Info("replacing a lost executor", append(attrs, "after", d, "failed_in_a_row", r.inRow)...)
+	if d == 0 {
+		r.startLocked()
+		return
+	}
+	r.after(d, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !r.closed && !r.gaveUp {
+			r.startLocked()
+		}
+	})
+}
+
+// startLocked starts a replacement; one that cannot start counts as a
+// failed replacement. r.mu is held.
+func (r *replacer) startLocked() {
+	if err := r.start(); err != nil {
+		r.log.Warn("could not start a replacement executor", "err", err)
+		r.inRow++
+		r.retryLocked(err)
+	}
+}

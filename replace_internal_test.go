@@ -1,0 +1,210 @@
+package ember
+
+import (
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeLauncher stands behind a replacer under test: it records the
+// replacements started, the delays asked for and the give-up, and says
+// which PIDs became ready. Timers fire only when the test fires them.
+type fakeLauncher struct {
+	mu       sync.Mutex
+	starts   int
+	startErr error
+	readyPID map[int]bool
+	delays   []time.Duration
+	timers   []func()
+	whys     []string
+}
+
+func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
+	t.Helper()
+	f := &fakeLauncher{readyPID: map[int]bool{}}
+	r := &replacer{
+		start: func() error {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.starts++
+			return f.startErr
+		},
+		readied: func(pid int) bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.readyPID[pid]
+		},
+		giveUp: func(why string) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.whys = append(f.whys, why)
+		},
+		max: max,
+		log: slog.New(slog.DiscardHandler),
+		after: func(d time.Duration, fn func()) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.delays = append(f.delays, d)
+			f.timers = append(f.timers, fn)
+		},
+	}
+	return r, f
+}
+
+// fire runs the timers set so far, as if their delays had passed.
+func (f *fakeLauncher) fire() {
+	f.mu.Lock()
+	timers := f.timers
+	f.timers = nil
+	f.mu.Unlock()
+	for _, fn := range timers {
+		fn()
+	}
+}
+
+func (f *fakeLauncher) check(t *testing.T, starts int, delays []time.Duration, gaveUp bool) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.starts != starts {
+		t.Errorf("replacements started: got %d, want %d", f.starts, starts)
+	}
+	if !slices.Equal(f.delays, delays) {
+		t.Errorf("delays: got %v, want %v", f.delays, delays)
+	}
+	if got := len(f.whys) > 0; got != gaveUp {
+		t.Errorf("gave up: got %v (%q), want %v", got, f.whys, gaveUp)
+	}
+	if len(f.whys) > 1 {
+		t.Errorf("gave up %d times, want once", len(f.whys))
+	}
+}
+
+// Each executor lost after it was ready is replaced at once, however many
+// are lost: the count of failures in a row stays at zero.
+func TestReplacerReplacesReadyExecutorsAtOnce(t *testing.T) {
+	r, f := newReplacer(t, 2)
+	f.readyPID[10], f.readyPID[11], f.readyPID[12] = true, true, true
+	r.run()
+	for pid := range 3 {
+		r.lost(10+pid, errors.New("signal: killed"))
+	}
+	f.check(t, 3, nil, false)
+}
+
+// Replacements that end before they are ready count in a row, each
+// waiting longer than the last; max of them in a row and it gives up,
+// once, saying why, and starts no more.
+func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
+	r, f := newReplacer(t, 3)
+	f.readyPID[10] = true
+	r.run()
+	r.lost(10, nil) // the original: replaced at once
+	r.lost(20, errors.New("exit status 1"))
+	f.fire()
+	r.lost(21, errors.New("exit status 1"))
+	f.fire()
+	r.lost(22, errors.New("exit status 1")) // the third in a row
+	f.fire()
+	f.check(t, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, true)
+	if why := f.whys[0]; !strings.Contains(why, "the last 3 replacements ended before they were ready (ember.executor.maxRetries=3)") ||
+		!strings.Contains(why, "exit status 1") {
+		t.Errorf("why: got %q, want the count, the key and the last error", why)
+	}
+	f.readyPID[30] = true
+	r.lost(30, nil) // after giving up: not replaced
+	f.check(t, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, true)
+}
+
+// A replacement that becomes ready resets the count: failures separated by
+// a success are not in a row.
+func TestReplacerResetsOnAReadyReplacement(t *testing.T) {
+	r, f := newReplacer(t, 2)
+	r.run()
+	r.lost(20, nil) // failed
+	f.fire()
+	f.readyPID[21] = true
+	r.lost(21, nil) // was ready: at once
+	r.lost(22, nil) // failed: the first in a row again
+	f.fire()
+	f.check(t, 3, []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}, false)
+}
+
+// A replacement that cannot start counts as failed, and is retried after
+// the backoff, up to the limit.
+func TestReplacerRetriesAStartThatFails(t *testing.T) {
+	r, f := newReplacer(t, 2)
+	f.readyPID[10] = true
+	f.startErr = errors.New("fork/exec /app: no such file or directory")
+	r.run()
+	r.lost(10, nil)
+	f.fire()
+	f.check(t, 2, []time.Duration{100 * time.Millisecond}, true)
+	if why := f.whys[0]; !strings.Contains(why, "no such file or directory") {
+		t.Errorf("why: got %q, want the start's error", why)
+	}
+}
+
+// Executors lost before start-up succeeded are replaced by run: just
+// after start-up, nothing else would; during it, Run fails anyway.
+func TestReplacerReplacesEarlyLossesOnRun(t *testing.T) {
+	r, f := newReplacer(t, 2)
+	f.readyPID[10] = true
+	r.lost(10, nil)
+	f.check(t, 0, nil, false)
+	r.run()
+	f.check(t, 1, nil, false)
+}
+
+// Once closed (the application shutting down, releasing its executors),
+// nothing is replaced: not the executors that exit, nor one whose backoff
+// ends after the close.
+func TestReplacerStartsNothingOnceClosed(t *testing.T) {
+	r, f := newReplacer(t, 5)
+	r.run()
+	r.lost(20, nil) // failed: waits out its backoff
+	r.close()
+	f.fire()
+	f.readyPID[10] = true
+	r.lost(10, nil)
+	f.check(t, 0, []time.Duration{100 * time.Millisecond}, false)
+
+	r, f = newReplacer(t, 5)
+	r.close()
+	r.run()
+	f.readyPID[10] = true
+	r.lost(10, nil)
+	f.check(t, 0, nil, false)
+}
+
+func TestReplaceBackoff(t *testing.T) {
+	tests := []struct {
+		k    int
+		want time.Duration
+	}{
+		{0, 0},
+		{1, 100 * time.Millisecond},
+		{2, 200 * time.Millisecond},
+		{6, 3200 * time.Millisecond},
+		{7, 5 * time.Second},
+		{1000, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := replaceBackoff(tt.k); got != tt.want {
+			t.Errorf("replaceBackoff(%d) = %v, want %v", tt.k, got, tt.want)
+		}
+	}
+}
+
+// A nil replacer (no replacement: local[N], standalone, or turned off)
+// does nothing.
+func TestNilReplacer(t *testing.T) {
+	var r *replacer
+	r.lost(1, nil)
+	r.run()
+	r.close()
+}

@@ -1,0 +1,167 @@
+package ember_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/internal/logtest"
+	"github.com/emberhq/ember/plugin"
+)
+
+// outlivesItsExecutor's first attempt says where it runs, in a file under
+// dir, and waits to be killed with its executor; later attempts return the
+// ID of the executor that ran them.
+var outlivesItsExecutor = ember.NewTask("test.outlives-its-executor", func(ctx context.Context, tc ember.TaskContext, dir string) (string, error) {
+	if tc.Attempt == 0 {
+		if err := writeFile(dir, "first-attempt", tc.ExecutorID); err != nil {
+			return "", err
+		}
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	return tc.ExecutorID, nil
+})
+
+// membership is a driver plugin that records the executors added and
+// removed.
+type membership struct {
+	mu             sync.Mutex
+	added, removed []string
+}
+
+func (m *membership) plugin(executor func() plugin.ExecutorPlugin) plugin.Plugin {
+	return fakePlugin{
+		name: "membership",
+		newDriver: func() plugin.DriverPlugin {
+			return &listeningDriver{
+				AddedF: func(_ context.Context, e plugin.ExecutorInfo) {
+					m.mu.Lock()
+					defer m.mu.Unlock()
+					m.added = append(m.added, e.ID)
+				},
+				RemovedF: func(_ context.Context, e plugin.ExecutorInfo, _ error) {
+					m.mu.Lock()
+					defer m.mu.Unlock()
+					m.removed = append(m.removed, e.ID)
+				},
+			}
+		},
+		newExecutor: executor,
+	}
+}
+
+func (m *membership) counts() (added, removed int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.added), len(m.removed)
+}
+
+// A local-cluster replaces an executor process that dies (killed here, as
+// the OOM killer would): a new process joins with a new ID, the lost
+// executor's task runs again on it, and the job succeeds. Before, the
+// cluster ran on one executor short for the rest of its life, and a job
+// that lost its last executor failed.
+func TestLocalClusterReplacesALostExecutor(t *testing.T) {
+	dir := sharedDir(t)
+	var m membership
+	var logs logtest.Buffer
+	cfg := ember.Config{
+		Master:       "local-cluster[1]",
+		Plugins:      []plugin.Plugin{m.plugin(func() plugin.ExecutorPlugin { return &fakeExecutor{} })},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+	}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	type result struct {
+		out []string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := ember.Map(testCtx(t), c.Driver, outlivesItsExecutor, []string{dir})
+		done <- result{out, err}
+	}()
+	lost := waitFile(t, dir, "first-attempt")
+	if err := c.Kill(lost); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Map across the loss of its only executor: %v", r.err)
+	}
+	if r.out[0] == lost || r.out[0] == "" {
+		t.Errorf("the second attempt ran on executor %q, want the replacement of %q", r.out[0], lost)
+	}
+	execs := c.Driver.Executors()
+	if len(execs) != 1 || execs[0].ID != r.out[0] {
+		t.Errorf("executors after the replacement: got %v, want just %s", execs, r.out[0])
+	}
+	embertest.WaitFor(t, "OnExecutorAdded twice and OnExecutorRemoved once", func() bool {
+		added, removed := m.counts()
+		return added == 2 && removed == 1
+	})
+	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor"`) {
+		t.Errorf("the driver did not log the replacement; the log:\n%s", s)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if added, _ := m.counts(); added != 2 {
+		t.Errorf("executors added by the end: got %d, want 2 (none replaced at shutdown)", added)
+	}
+}
+
+// Replacements that fail before they are ready (here every executor's
+// Init fails once a file exists: a broken deployment) are given up after
+// ember.executor.maxRetries in a row. A job waiting for an executor then
+// fails saying why, instead of waiting for ever, and the driver logs it.
+func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
+	dir := sharedDir(t)
+	var m membership
+	var logs logtest.Buffer
+	cfg := ember.Config{
+		Master: "local-cluster[1]",
+		Plugins: []plugin.Plugin{m.plugin(func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				if _, err := os.Stat(filepath.Join(pc.Conf().Get(dirConf), "broken")); err == nil {
+					return errors.New("the deployment is broken")
+				}
+				return nil
+			}}
+		})},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Conf:         map[string]string{dirConf: dir, ember.ConfExecutorMaxRetries: "2"},
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+	}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	if err := writeFile(dir, "broken", "yes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill(c.Driver.Executors()[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
+	if plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "lost executors are no longer replaced: the last 2 replacements ended before they were ready") {
+		t.Errorf("Map once replacements failed: got %v, want Unavailable saying they were given up", err)
+	}
+	if s := logs.String(); !strings.Contains(s, `msg="lost executors are no longer replaced"`) {
+		t.Errorf("the driver did not log giving up; the log:\n%s", s)
+	}
+	if added, _ := m.counts(); added != 1 {
+		t.Errorf("executors added: got %d, want 1 (no replacement became ready)", added)
+	}
+}
