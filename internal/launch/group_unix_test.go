@@ -7,6 +7,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,6 +91,45 @@ func TestExitedExecutorLeavesNoOrphans(t *testing.T) {
 			t.Fatalf("the exited executor's child (pid %d) outlived it", child)
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+}
+
+// Start may be called again to start more executors (a local-cluster
+// replacing lost ones): exited names each by its process ID, and an
+// executor that has ended is no longer kept, so KillUnreleased, asked
+// about every live one, is not asked about it.
+func TestStartAgainReportsPIDs(t *testing.T) {
+	p := &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; read eof`}}
+	type exit struct {
+		pid int
+		err error
+	}
+	exited := make(chan exit, 2)
+	report := func(pid int, err error) { exited <- exit{pid, err} }
+	for range 2 {
+		if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.mu.Lock()
+	first, second := p.cmds[0].Process.Pid, p.cmds[1].Process.Pid
+	p.mu.Unlock()
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-exited; e.pid != first || e.err == nil {
+		t.Fatalf("exited: got pid %d, err %v; want %d, killed", e.pid, e.err, first)
+	}
+	var asked []int
+	p.KillUnreleased(func(pid int) bool { asked = append(asked, pid); return false })
+	if !slices.Equal(asked, []int{second}) {
+		t.Errorf("KillUnreleased asked about %v, want only the live executor %d", asked, second)
+	}
+	if e := <-exited; e.pid != second {
+		t.Errorf("exited: got pid %d, want %d", e.pid, second)
 	}
 	if err := p.Wait(context.Background()); err != nil {
 		t.Errorf("Wait: %v", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -42,10 +43,12 @@ type Processes struct {
 	// child's stdin: the private channel from the driver to its executors.
 	Secret string
 
-	wg       sync.WaitGroup
-	mu       sync.Mutex // protects the following fields
-	cmds     []*exec.Cmd
-	finished map[*exec.Cmd]bool // waited for: its PID may be reused
+	wg sync.WaitGroup
+	mu sync.Mutex // protects the following field
+	// cmds are the executors still running: one that has ended is
+	// dropped (its PID may be reused), so a local-cluster that replaces
+	// executors for long keeps only the live ones.
+	cmds []*exec.Cmd
 }
 
 // Start implements Launcher: exited is given each executor's process ID.
@@ -103,10 +106,7 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			// executor killed outright (the OOM killer).
 			p.mu.Lock()
 			killExitedGroup(cmd.Process.Pid)
-			if p.finished == nil {
-				p.finished = map[*exec.Cmd]bool{}
-			}
-			p.finished[cmd] = true
+			p.cmds = slices.DeleteFunc(p.cmds, func(c *exec.Cmd) bool { return c == cmd })
 			p.mu.Unlock()
 			if unreaped {
 				err = cmd.Wait()
@@ -155,7 +155,7 @@ func (p *Processes) KillUnreleased(released func(pid int) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.cmds {
-		if !p.finished[c] && !released(c.Process.Pid) {
+		if !released(c.Process.Pid) {
 			killGroup(c.Process)
 		}
 	}
