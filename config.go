@@ -26,7 +26,8 @@ type Config struct {
 	//   - "local[N]": N executors inside the driver process, talking to it
 	//     over the real transport (loopback gRPC);
 	//   - "local-cluster[N]": N child processes of this program's binary
-	//     (the default, as "local-cluster[2]");
+	//     (the default, as "local-cluster[2]"); one that ends unreleased
+	//     is replaced by a new process (see [ConfExecutorMaxRetries]);
 	//   - "standalone": the driver listens on ListenAddr and executors are
 	//     started by anyone as EMBER_DRIVER=host:port ./app.
 	Master string

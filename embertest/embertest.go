@@ -209,7 +209,9 @@ func (c *Cluster) shutdown() error {
 // driver, as a crash would. Since a crash would also end its plugins'
 // goroutines, and this executor shares the test's process, its plugins'
 // Shutdown then runs (whatever they send fails: the stream is gone), so
-// that goroutines they started in Init do not outlive it.
+// that goroutines they started in Init do not outlive it. A local-cluster
+// replaces a killed executor process with a new one (a new executor ID);
+// an in-process executor is not replaced.
 func (c *Cluster) Kill(executorID string) error {
 	c.mu.Lock()
 	kill := c.kills[executorID]

@@ -108,7 +108,8 @@ type scheduler struct {
 // executor after executor), unless the executor was released or said it
 // was stopping on its own (removeExecutor, result). Ending ctx cancels the
 // running attempts. Without executors, the job waits for some to join
-// (standalone) or fails with CodeUnavailable when none can (local masters).
+// (standalone, or a local-cluster replacing lost executors) or fails with
+// CodeUnavailable when none can (NoReplacements, EndReplacements).
 // Once the driver is closing, jobs fail with CodeUnavailable.
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
 	if progress == nil {
