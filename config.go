@@ -26,7 +26,7 @@ type Config struct {
 	//   - "local[N]": N executors inside the driver process, talking to it
 	//     over the real transport (loopback gRPC);
 	//   - "local-cluster[N]": N child processes of this program's binary
-	//     (the default, as "local-cluster[2]"); one that ends unreleased
+	//     (the default, as "local-cluster[2]"); one that fails unreleased
 	//     is replaced by a new process (see [ConfExecutorMaxRetries]);
 	//   - "standalone": the driver listens on ListenAddr and executors are
 	//     started by anyone as EMBER_DRIVER=host:port ./app.

@@ -29,7 +29,8 @@ func replaceBackoff(k int) time.Duration {
 }
 
 // A replacer starts a new executor for each one a local-cluster loses
-// while the application runs, as Spark's standalone master does. Each
+// while the application runs (crashed or killed), as Spark's standalone
+// master does. Each
 // replacement is a new process with a new executor ID. A replacement that
 // ends before it is ready counts as a failure; once max (at least 1) have
 // failed in a row, it stops replacing and says so (giveUp). Safe for
@@ -53,8 +54,11 @@ type replacer struct {
 	early   []int // PIDs lost after start-up succeeded, before run
 }
 
-// lost reports that the executor of process pid ended, err saying how
-// (nil: cleanly; an executor is lost unless the driver released it). A nil r does nothing.
+// lost reports that the executor of process pid ended, err saying how.
+// One that ended cleanly (err nil) and was not released stopped on its
+// own, its Run ctx ended: a SIGTERM sent to every process of a service
+// that is stopping, say. It is not replaced, or the replacer would fight
+// the stop. A nil r does nothing.
 func (r *replacer) lost(pid int, err error) {
 	if r == nil {
 		return
@@ -63,6 +67,8 @@ func (r *replacer) lost(pid int, err error) {
 	defer r.mu.Unlock()
 	switch {
 	case r.closed || r.gaveUp:
+	case err == nil:
+		r.log.Info("executor process stopped on its own: not replaced", "pid", pid)
 	case !r.running:
 		// During start-up, whose failure the launcher's report ends;
 		// or just after it, before run: replaced then.

@@ -55,6 +55,9 @@ func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 	return r, f
 }
 
+// errKilled is how the launcher reports an executor process killed.
+var errKilled = errors.New("signal: killed")
+
 // fire runs the timers set so far, as if their delays had passed.
 func (f *fakeLauncher) fire() {
 	f.mu.Lock()
@@ -91,7 +94,7 @@ func TestReplacerReplacesReadyExecutorsAtOnce(t *testing.T) {
 	f.readyPID[10], f.readyPID[11], f.readyPID[12] = true, true, true
 	r.run()
 	for pid := range 3 {
-		r.lost(10+pid, errors.New("signal: killed"))
+		r.lost(10+pid, errKilled)
 	}
 	f.check(t, 3, nil, false)
 }
@@ -103,7 +106,7 @@ func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
 	r, f := newReplacer(t, 3)
 	f.readyPID[10] = true
 	r.run()
-	r.lost(10, nil) // the original: replaced at once
+	r.lost(10, errKilled) // the original: replaced at once
 	r.lost(20, errors.New("exit status 1"))
 	f.fire()
 	r.lost(21, errors.New("exit status 1"))
@@ -116,7 +119,7 @@ func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
 		t.Errorf("why: got %q, want the count, the key and the last error", why)
 	}
 	f.readyPID[30] = true
-	r.lost(30, nil) // after giving up: not replaced
+	r.lost(30, errKilled) // after giving up: not replaced
 	f.check(t, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, true)
 }
 
@@ -125,11 +128,11 @@ func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
 func TestReplacerResetsOnAReadyReplacement(t *testing.T) {
 	r, f := newReplacer(t, 2)
 	r.run()
-	r.lost(20, nil) // failed
+	r.lost(20, errKilled) // failed
 	f.fire()
 	f.readyPID[21] = true
-	r.lost(21, nil) // was ready: at once
-	r.lost(22, nil) // failed: the first in a row again
+	r.lost(21, errKilled) // was ready: at once
+	r.lost(22, errKilled) // failed: the first in a row again
 	f.fire()
 	f.check(t, 3, []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}, false)
 }
@@ -141,7 +144,7 @@ func TestReplacerRetriesAStartThatFails(t *testing.T) {
 	f.readyPID[10] = true
 	f.startErr = errors.New("fork/exec /app: no such file or directory")
 	r.run()
-	r.lost(10, nil)
+	r.lost(10, errKilled)
 	f.fire()
 	f.check(t, 2, []time.Duration{100 * time.Millisecond}, true)
 	if why := f.whys[0]; !strings.Contains(why, "no such file or directory") {
@@ -154,7 +157,7 @@ func TestReplacerRetriesAStartThatFails(t *testing.T) {
 func TestReplacerReplacesEarlyLossesOnRun(t *testing.T) {
 	r, f := newReplacer(t, 2)
 	f.readyPID[10] = true
-	r.lost(10, nil)
+	r.lost(10, errKilled)
 	f.check(t, 0, nil, false)
 	r.run()
 	f.check(t, 1, nil, false)
@@ -166,18 +169,18 @@ func TestReplacerReplacesEarlyLossesOnRun(t *testing.T) {
 func TestReplacerStartsNothingOnceClosed(t *testing.T) {
 	r, f := newReplacer(t, 5)
 	r.run()
-	r.lost(20, nil) // failed: waits out its backoff
+	r.lost(20, errKilled) // failed: waits out its backoff
 	r.close()
 	f.fire()
 	f.readyPID[10] = true
-	r.lost(10, nil)
+	r.lost(10, errKilled)
 	f.check(t, 0, []time.Duration{100 * time.Millisecond}, false)
 
 	r, f = newReplacer(t, 5)
 	r.close()
 	r.run()
 	f.readyPID[10] = true
-	r.lost(10, nil)
+	r.lost(10, errKilled)
 	f.check(t, 0, nil, false)
 }
 
@@ -200,11 +203,23 @@ func TestReplaceBackoff(t *testing.T) {
 	}
 }
 
+// An executor process that exits cleanly without being released stopped
+// on its own (its Run ctx ended: a SIGTERM to every process of a service
+// being stopped): it is not replaced, nor does it count as a failure.
+func TestReplacerLeavesExecutorsThatStoppedOnTheirOwn(t *testing.T) {
+	r, f := newReplacer(t, 1)
+	f.readyPID[10] = true
+	r.run()
+	r.lost(10, nil)
+	r.lost(20, nil) // never ready: still not a failure
+	f.check(t, 0, nil, false)
+}
+
 // A nil replacer (no replacement: local[N], standalone, or turned off)
 // does nothing.
 func TestNilReplacer(t *testing.T) {
 	var r *replacer
-	r.lost(1, nil)
+	r.lost(1, errKilled)
 	r.run()
 	r.close()
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/emberhq/ember"
@@ -163,5 +165,46 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 	}
 	if added, _ := m.counts(); added != 1 {
 		t.Errorf("executors added: got %d, want 1 (no replacement became ready)", added)
+	}
+}
+
+// A local-cluster executor process that stops on its own (a SIGTERM that
+// its program turns into the end of Run's ctx, as when a service manager
+// stops every process of the service) exits cleanly and is not replaced:
+// replacing it would fight the stop.
+func TestLocalClusterLeavesAnExecutorThatStoppedOnItsOwn(t *testing.T) {
+	var m membership
+	var logs logtest.Buffer
+	cfg := ember.Config{
+		Master:       "local-cluster[1]",
+		Plugins:      []plugin.Plugin{m.plugin(func() plugin.ExecutorPlugin { return &fakeExecutor{} })},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+	}
+	if isChild() { // an executor: Run ends the process
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		_ = ember.Run(ctx, cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	e := c.Driver.Executors()[0]
+	p, err := os.FindProcess(e.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "the driver's log that the executor stopped on its own and is not replaced", func() bool {
+		return strings.Contains(logs.String(), `msg="executor process stopped on its own: not replaced"`)
+	})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if added, removed := m.counts(); added != 1 || removed != 1 {
+		t.Errorf("executors added and removed: got %d and %d, want 1 and 1", added, removed)
+	}
+	if s := logs.String(); strings.Contains(s, "replacing a lost executor") {
+		t.Errorf("the driver replaced an executor that stopped on its own; the log:\n%s", s)
 	}
 }
