@@ -38,6 +38,7 @@ func replaceBackoff(k int) time.Duration {
 type replacer struct {
 	start   func() error       // starts one executor
 	readied func(pid int) bool // whether the executor of process pid became ready
+	readies func() int         // how many executors have become ready so far
 	giveUp  func(why string)   // told once, when it stops replacing
 	max     int                // failures in a row before it stops
 	log     *slog.Logger
@@ -48,9 +49,11 @@ type replacer struct {
 	// into the replacer, so readied may be called with mu held.
 	mu      sync.Mutex
 	running bool // start-up has succeeded
+	kept    int  // executors it keeps: N when made, less those that stopped on their own
 	closed  bool // the application is shutting down
 	gaveUp  bool
 	inRow   int   // replacements in a row that failed
+	seen    int   // readies when inRow last grew
 	early   []int // PIDs lost after start-up succeeded, before run
 }
 
@@ -58,7 +61,9 @@ type replacer struct {
 // One that ended cleanly (err nil) and was not released stopped on its
 // own, its Run ctx ended: a SIGTERM sent to every process of a service
 // that is stopping, say. It is not replaced, or the replacer would fight
-// the stop. A nil r does nothing.
+// the stop. Once every executor has, it stops replacing and says so
+// (giveUp): a job with no executor left then fails, as none will come,
+// instead of waiting for ever. A nil r does nothing.
 func (r *replacer) lost(pid int, err error) {
 	if r == nil {
 		return
@@ -69,6 +74,10 @@ func (r *replacer) lost(pid int, err error) {
 	case r.closed || r.gaveUp:
 	case err == nil:
 		r.log.Info("executor process stopped on its own: not replaced", "pid", pid)
+		if r.kept--; r.kept == 0 {
+			r.gaveUp = true
+			r.giveUp("every executor stopped on its own")
+		}
 	case !r.running:
 		// During start-up, whose failure the launcher's report ends;
 		// or just after it, before run: replaced then.
@@ -116,9 +125,19 @@ func (r *replacer) replaceLocked(pid int, err error) {
 	if r.readied(pid) {
 		r.inRow = 0
 	} else {
-		r.inRow++ // a replacement that failed
+		r.failedLocked()
 	}
 	r.retryLocked(err, "pid", pid)
+}
+
+// failedLocked counts a replacement that failed: one more in a row,
+// unless an executor (another replacement, say, still up) has become
+// ready since the last failure, which ends the row. r.mu is held.
+func (r *replacer) failedLocked() {
+	if n := r.readies(); n != r.seen {
+		r.seen, r.inRow = n, 0
+	}
+	r.inRow++
 }
 
 // retryLocked starts a replacement, after the backoff that the failures
@@ -155,7 +174,7 @@ func (r *replacer) retryLocked(last error, attrs ...any) {
 func (r *replacer) startLocked() {
 	if err := r.start(); err != nil {
 		r.log.Warn("could not start a replacement executor", "err", err)
-		r.inRow++
+		r.failedLocked()
 		r.retryLocked(err)
 	}
 }

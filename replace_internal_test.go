@@ -12,7 +12,7 @@ import (
 
 // fakeLauncher stands behind a replacer under test: it records the
 // replacements started, the delays asked for and the give-up, and says
-// which PIDs became ready. Timers fire only when the test fires them.
+// which PIDs became ready (and so how many). Timers fire only when the test fires them.
 type fakeLauncher struct {
 	mu       sync.Mutex
 	starts   int
@@ -38,13 +38,19 @@ func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 			defer f.mu.Unlock()
 			return f.readyPID[pid]
 		},
+		readies: func() int {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return len(f.readyPID)
+		},
 		giveUp: func(why string) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.whys = append(f.whys, why)
 		},
-		max: max,
-		log: slog.New(slog.DiscardHandler),
+		max:  max,
+		kept: 3,
+		log:  slog.New(slog.DiscardHandler),
 		after: func(d time.Duration, fn func()) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
@@ -215,6 +221,24 @@ func TestReplacerLeavesExecutorsThatStoppedOnTheirOwn(t *testing.T) {
 	f.check(t, 0, nil, false)
 }
 
+// Once every executor it keeps has stopped on its own, none will come: it
+// gives up, so that a job with no executor left fails instead of waiting
+// for ever. Until then, a lost one is still replaced.
+func TestReplacerGivesUpOnceEveryExecutorStoppedOnItsOwn(t *testing.T) {
+	r, f := newReplacer(t, 5) // keeps 3
+	f.readyPID[10], f.readyPID[11], f.readyPID[12] = true, true, true
+	r.run()
+	r.lost(10, nil)
+	r.lost(11, errKilled) // replaced
+	r.lost(12, nil)
+	f.check(t, 1, nil, false)
+	r.lost(20, nil) // 11's replacement: the last
+	f.check(t, 1, nil, true)
+	if len(f.whys) == 1 && !strings.Contains(f.whys[0], "every executor stopped on its own") {
+		t.Errorf("why: got %q, want that every executor stopped on its own", f.whys[0])
+	}
+}
+
 // A nil replacer (no replacement: local[N], standalone, or turned off)
 // does nothing.
 func TestNilReplacer(t *testing.T) {
@@ -222,4 +246,21 @@ func TestNilReplacer(t *testing.T) {
 	r.lost(1, errKilled)
 	r.run()
 	r.close()
+}
+
+// A replacement that becomes ready resets the count, even while it stays
+// up: failures of other replacements before and after it are not in a
+// row (Spark resets when an executor reaches RUNNING).
+func TestReplacerResetsWhenAReplacementBecomesReady(t *testing.T) {
+	r, f := newReplacer(t, 3)
+	f.readyPID[10], f.readyPID[11] = true, true
+	r.run()
+	r.lost(10, errKilled) // two lost at once: two replacements, 20 and 21
+	r.lost(11, errKilled)
+	r.lost(20, errors.New("exit status 1")) // failed: 1
+	r.lost(21, errors.New("exit status 1")) // failed: 2
+	f.fire()                                // 22 and 23
+	f.readyPID[22] = true                   // 22 becomes ready, and stays
+	r.lost(23, errors.New("exit status 1")) // failed: the first since 22
+	f.check(t, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond}, false)
 }

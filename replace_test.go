@@ -198,6 +198,11 @@ func TestLocalClusterLeavesAnExecutorThatStoppedOnItsOwn(t *testing.T) {
 	embertest.WaitFor(t, "the driver's log that the executor stopped on its own and is not replaced", func() bool {
 		return strings.Contains(logs.String(), `msg="executor process stopped on its own: not replaced"`)
 	})
+	// No executor is left, and none will come: a job fails, as on a
+	// local[N], instead of waiting for a replacement.
+	if _, err := ember.Map(testCtx(t), c.Driver, double, []int{1}); plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("Map once the only executor stopped on its own: got %v, want Unavailable", err)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

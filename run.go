@@ -278,9 +278,11 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			rep = &replacer{
 				start:   func() error { return l.Start(ctx, 1, addr, exited) },
 				readied: d.BecameReady,
+				readies: d.Readies,
 				giveUp:  d.EndReplacements,
 				max:     maxRetries,
 				log:     log,
+				kept:    master.N,
 				after:   func(wait time.Duration, f func()) { time.AfterFunc(wait, f) },
 			}
 		}
@@ -312,6 +314,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 // launcher's reports went.
 func shutdown(d *driver.Driver, l launch.Launcher, rep *replacer, cfg Config, exits *exitErrors) error {
 	rep.close() // before the executors are released: their exits are not losses
+	exits.releasing()
 	err := d.Close()
 	if k, ok := l.(unreleasedKiller); ok {
 		k.KillUnreleased(d.Released)
@@ -335,19 +338,37 @@ type unreleasedKiller interface {
 	KillUnreleased(released func(pid int) bool)
 }
 
-// exitErrors gathers a launcher's reports of executors that ended. Safe
-// for concurrent use.
+// exitErrors gathers a launcher's reports of executors that ended once
+// shutdown is about to release them (releasing): only those can be of
+// released executors (afterRelease). Earlier ones are not kept: a
+// local-cluster that replaces executors for long would keep them all, and
+// a released replacement could get the PID of one. Safe for concurrent
+// use; a nil e keeps nothing.
 type exitErrors struct {
 	mu   sync.Mutex
+	keep bool // set by releasing
 	errs []error
 }
 
 func (e *exitErrors) add(err error) {
-	if err == nil {
+	if e == nil || err == nil {
 		return
 	}
 	e.mu.Lock()
-	e.errs = append(e.errs, err)
+	if e.keep {
+		e.errs = append(e.errs, err)
+	}
+	e.mu.Unlock()
+}
+
+// releasing says the executors are about to be released: exits are kept
+// from now on.
+func (e *exitErrors) releasing() {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	e.keep = true
 	e.mu.Unlock()
 }
 

@@ -151,3 +151,21 @@ func TestLooseSecretFileIsWarnedOf(t *testing.T) {
 		})
 	}
 }
+
+// Run keeps the executors' exits only from shutdown on, when they may be
+// of released executors: those before were lost, and a local-cluster
+// replacing executors for long would keep them all (and a released
+// replacement could get the PID of one, and be blamed for its end).
+func TestExitErrorsKeptOnlyFromShutdown(t *testing.T) {
+	var e exitErrors
+	e.add(fmt.Errorf("executor process (pid 10): signal: killed"))
+	e.releasing()
+	e.add(fmt.Errorf("executor process (pid 11): exit status 66"))
+	e.add(nil)
+	if len(e.errs) != 1 || !strings.Contains(e.errs[0].Error(), "pid 11") {
+		t.Errorf("exits kept: got %v, want only pid 11's, reported after releasing", e.errs)
+	}
+	var none *exitErrors
+	none.releasing()
+	none.add(fmt.Errorf("exit status 1"))
+}

@@ -129,8 +129,10 @@ type Driver struct {
 	// handshake mismatch, by the PID they claimed (see Refusal).
 	refused map[int]error
 	// readied holds the PIDs of a local master's executors that became
-	// ready (see BecameReady).
+	// ready (see BecameReady); readies counts the executors that became
+	// ready (see Readies).
 	readied map[int]bool
+	readies int
 	lis     net.Listener
 	conns   *conns // lis, keeping its connections (see hangUp)
 }
@@ -460,11 +462,15 @@ func (d *Driver) Refusal(pid int) error {
 
 // BecameReady reports whether an executor of process pid became ready
 // (its plugins initialised) on a local master (Config.Local): a launcher
-// that replaces lost executors counts those that failed before that.
+// that replaces lost executors counts those that failed before that. It
+// is asked once, when the process has ended, and forgets pid: a later
+// process may get it.
 func (d *Driver) BecameReady(pid int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.readied[pid]
+	ready := d.readied[pid]
+	delete(d.readied, pid)
+	return ready
 }
 
 // Released reports whether an executor of process pid stopped cleanly
@@ -474,6 +480,15 @@ func (d *Driver) Released(pid int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.released[pid]
+}
+
+// Readies returns how many executors have become ready (their plugins
+// initialised) since the driver started: a launcher that replaces lost
+// executors resets its count of failures in a row when one does.
+func (d *Driver) Readies() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.readies
 }
 
 // Addr is the address executors connect to, once Serve has been called.
@@ -1009,6 +1024,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		}
 	}
 	es.ready = true
+	d.readies++
 	if d.cfg.Local {
 		if d.readied == nil {
 			d.readied = map[int]bool{}

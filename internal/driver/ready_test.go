@@ -300,6 +300,25 @@ func TestRepeatedFailedReadyIsRecordedOnce(t *testing.T) {
 	}
 }
 
+// Readies counts the executors that became ready, not one whose READY
+// failed: a local-cluster's replacer ends a row of failed replacements
+// when one becomes ready, even one that stays up.
+func TestReadiesCountsReadyExecutors(t *testing.T) {
+	d, es, ready := readyDriver(t)
+	failed := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "2"}, stopped: make(chan struct{})}
+	d.mu.Lock()
+	d.execs[failed.info.ID] = failed
+	d.mu.Unlock()
+	d.ready(failed, &wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(plugin.CodeInternal), Error: "init failed"})
+	if got := d.Readies(); got != 0 {
+		t.Errorf("Readies after a failed READY: got %d, want 0", got)
+	}
+	d.ready(es, ready)
+	if got := d.Readies(); got != 1 {
+		t.Errorf("Readies after a READY: got %d, want 1", got)
+	}
+}
+
 // A failed READY ends the executor's start; a READY after it must not
 // make it ready (and schedule tasks on it) after all.
 func TestReadyAfterFailedReadyIsDropped(t *testing.T) {
@@ -440,5 +459,27 @@ func TestCloseEndsWaitWithoutExecutors(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("WaitExecutors still waiting 30s after Close")
+	}
+}
+
+// A local master's driver says once whether the executor of a process
+// became ready, then forgets the PID, which a replacement may get: the
+// map does not grow with replacements, and a replacement that fails is
+// not taken for the ready executor whose PID it got.
+func TestBecameReadyForgetsThePID(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1", PID: 42}, stopped: make(chan struct{})}
+	d.mu.Lock()
+	d.execs[es.info.ID] = es
+	d.mu.Unlock()
+	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
+	if got := d.BecameReady(42); !got {
+		t.Errorf("BecameReady(42) after its READY: got %v, want true", got)
+	}
+	if got := d.BecameReady(42); got {
+		t.Errorf("BecameReady(42) asked again: got %v, want false (forgotten)", got)
 	}
 }
