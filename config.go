@@ -212,7 +212,7 @@ func checkConf(m map[string]string) error {
 	}
 	atLeast(ConfMaxTaskFailures, 1)
 	atLeast(ConfExecutorSlots, 1)
-	atLeast(ConfExecutorMaxRetries, 0)
+	atLeast(ConfExecutorMaxRetries, -1)
 	if n, err := c.Int(ConfExecutorSlots, 0); err == nil && n > driver.MaxSlots {
 		errs = append(errs, fmt.Errorf("conf %s=%d: want at most %d", ConfExecutorSlots, n, driver.MaxSlots))
 	}

@@ -807,7 +807,7 @@ func TestBadConfFailsRun(t *testing.T) {
 		{"maxFailures not a number", map[string]string{ember.ConfMaxTaskFailures: "four"}, []string{`ember.task.maxFailures="four": not an integer`}},
 		{"maxFailures zero", map[string]string{ember.ConfMaxTaskFailures: "0"}, []string{"ember.task.maxFailures=0: want at least 1"}},
 		{"slots negative", map[string]string{ember.ConfExecutorSlots: "-2"}, []string{"ember.executor.slots=-2: want at least 1"}},
-		{"executor retries negative", map[string]string{ember.ConfExecutorMaxRetries: "-1"}, []string{"ember.executor.maxRetries=-1: want at least 0"}},
+		{"executor retries below -1", map[string]string{ember.ConfExecutorMaxRetries: "-2"}, []string{"ember.executor.maxRetries=-2: want at least -1"}},
 		{"executor retries not a number", map[string]string{ember.ConfExecutorMaxRetries: "ten"}, []string{`ember.executor.maxRetries="ten": not an integer`}},
 		// More TASKs at once than a connection queues: the driver's first
 		// Map lost its executor ("the peer is not reading").

@@ -13,7 +13,8 @@
 //   - local[N]: N executors inside the driver's process. They still talk to
 //     it over loopback gRPC, so messages are always encoded.
 //   - local-cluster[N]: N child processes of the program's own binary. They
-//     exit when the driver dies, however it dies.
+//     exit when the driver dies, however it dies; one that crashes first is
+//     replaced by a new process (ConfExecutorMaxRetries).
 //   - standalone: the driver listens on Config.ListenAddr; executors are
 //     started by anyone, on any host, as EMBER_DRIVER=host:port ./app.
 //

@@ -11,7 +11,8 @@ import (
 // executors may fail in a row (end before their plugins are initialised)
 // before Ember stops replacing lost executors (Spark:
 // spark.deploy.maxExecutorRetries). A replacement that becomes ready
-// resets the count. Default 10; 0 turns replacement off.
+// resets the count. Default 10; 0 turns replacement off; -1 never stops
+// replacing (each failed replacement then waits at most 5s).
 const ConfExecutorMaxRetries = "ember.executor.maxRetries"
 
 // defaultMaxRetries is ConfExecutorMaxRetries' default.
@@ -32,15 +33,16 @@ func replaceBackoff(k int) time.Duration {
 // while the application runs (crashed or killed), as Spark's standalone
 // master does. Each
 // replacement is a new process with a new executor ID. A replacement that
-// ends before it is ready counts as a failure; once max (at least 1) have
-// failed in a row, it stops replacing and says so (giveUp). Safe for
+// ends before it is ready counts as a failure; once max (at least 1, or
+// -1 for no limit) have failed in a row, it stops replacing and says so
+// (giveUp). Safe for
 // concurrent use.
 type replacer struct {
 	start   func() error       // starts one executor
 	readied func(pid int) bool // whether the executor of process pid became ready
 	readies func() int         // how many executors have become ready so far
 	giveUp  func(why string)   // told once, when it stops replacing
-	max     int                // failures in a row before it stops
+	max     int                // failures in a row before it stops; -1: no limit
 	log     *slog.Logger
 	after   func(time.Duration, func()) // runs a func later: time.AfterFunc
 
@@ -144,7 +146,7 @@ func (r *replacer) failedLocked() {
 // in a row call for, or gives up if there have been too many. r.mu is
 // held.
 func (r *replacer) retryLocked(last error, attrs ...any) {
-	if r.inRow >= r.max {
+	if r.max >= 0 && r.inRow >= r.max {
 		r.gaveUp = true
 		why := fmt.Sprintf("the last %d replacements ended before they were ready (%s=%d)", r.inRow, ConfExecutorMaxRetries, r.max)
 		if last != nil {

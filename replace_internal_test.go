@@ -264,3 +264,20 @@ func TestReplacerResetsWhenAReplacementBecomesReady(t *testing.T) {
 	r.lost(23, errors.New("exit status 1")) // failed: the first since 22
 	f.check(t, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond}, false)
 }
+
+// With no limit (-1), failures in a row never make it give up; the wait
+// between them stops growing at 5s.
+func TestReplacerWithoutALimit(t *testing.T) {
+	r, f := newReplacer(t, -1)
+	r.run()
+	var want []time.Duration
+	for i := range 12 {
+		r.lost(20+i, errKilled) // never ready
+		f.fire()
+		want = append(want, replaceBackoff(i+1))
+	}
+	f.check(t, 12, want, false)
+	if got := want[len(want)-1]; got != 5*time.Second {
+		t.Errorf("the last wait: got %v, want 5s", got)
+	}
+}

@@ -134,7 +134,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	log := cfg.Logger
 	maxFailures, _ := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4) // checked
 	maxRetries, _ := plugin.NewConf(cfg.Conf).Int(ConfExecutorMaxRetries, defaultMaxRetries)
-	replaces := master.Kind == "local-cluster" && maxRetries > 0
+	replaces := master.Kind == "local-cluster" && maxRetries != 0
 	secret, err := driverSecret(cfg, master.Kind == "standalone")
 	if err != nil {
 		return err

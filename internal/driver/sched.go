@@ -92,7 +92,8 @@ type scheduler struct {
 	// masters, from the start or once EndReplacements is called), so jobs
 	// fail when the last one goes instead of waiting.
 	noReplacements bool
-	closed         error // set by close: jobs fail with it
+	endedWhy       string // why EndReplacements ended them, if it did
+	closed         error  // set by close: jobs fail with it
 	pending        []*attempt
 	head           int
 	runs           map[uint64]*attempt
@@ -144,7 +145,11 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 	if len(s.execs) == 0 && s.noReplacements && len(inputs) > 0 {
 		// Before queueing its attempts: without executors nothing
 		// schedules again, and they would stay queued for ever.
-		sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks"))
+		err := plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks")
+		if s.endedWhy != "" {
+			err = plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks, and lost executors are no longer replaced: %s", s.endedWhy)
+		}
+		sends := s.failJobLocked(j, err)
 		s.mu.Unlock()
 		s.send(sends)
 		return nil, j.err
@@ -207,7 +212,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 func (d *Driver) EndReplacements(why string) {
 	s := &d.sched
 	s.mu.Lock()
-	s.noReplacements = true
+	s.noReplacements, s.endedWhy = true, why
 	var out []outFrame
 	if len(s.execs) == 0 {
 		out = s.failPendingLocked(plugin.Errorf(plugin.CodeUnavailable, "no executors left to run tasks, and lost executors are no longer replaced: %s", why))

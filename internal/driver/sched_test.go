@@ -667,7 +667,7 @@ func TestJobWaitsForAReplacementUntilReplacementsEnd(t *testing.T) {
 		t.Errorf("job after replacements ended: got %v, want Unavailable saying why", err)
 	}
 	_, err = d.RunJob(context.Background(), "t", [][]byte{nil}, nil)
-	if plugin.CodeOf(err) != plugin.CodeUnavailable {
-		t.Errorf("job started after: got %v, want Unavailable", err)
+	if plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "lost executors are no longer replaced: the last 10") {
+		t.Errorf("job started after: got %v, want Unavailable saying why", err)
 	}
 }
