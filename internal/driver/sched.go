@@ -335,14 +335,7 @@ func (s *scheduler) close(err error) []outFrame {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = err
-	var out []outFrame
-	for _, a := range s.pending[s.head:] {
-		if a != nil {
-			out = append(out, s.failJobLocked(a.job, err)...)
-		}
-	}
-	clear(s.pending)
-	s.pending, s.head = s.pending[:0], 0
+	out := s.failPendingLocked(err)
 	for _, a := range s.runs {
 		out = append(out, s.failJobLocked(a.job, err)...)
 	}

@@ -568,6 +568,19 @@ func TestExecutorSlotsCapped(t *testing.T) {
 	}
 }
 
+// jobOnOneExecutor connects executor "1" with one slot to d and starts a
+// job of task "t" with one input, which it is running once this returns;
+// job reports how RunJob returned.
+func jobOnOneExecutor(t *testing.T, d *Driver) (es *execState, job <-chan error) {
+	t.Helper()
+	stream, es := schedExecutor(t, d, "1", 1)
+	ended := make(chan error, 1)
+	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); ended <- err }()
+	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	waitQueued(t, d)
+	return es, ended
+}
+
 // When the last executor of a local master goes, a job waiting for it
 // fails saying how it went: lost (with the cause), or left on its own. It
 // said "was lost" either way.
@@ -586,11 +599,7 @@ func TestNoExecutorsLeftSaysHowTheLastWent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stream, es := schedExecutor(t, d, "1", 1)
-			job := make(chan error, 1)
-			go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
-			pollSent(t, stream, wire.Kind_KIND_TASK, 1)
-			waitQueued(t, d)
+			es, job := jobOnOneExecutor(t, d)
 			d.sched.removeExecutor(es, tt.cause)
 			if err := waitJob(t, job); plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("job: got %v, want Unavailable saying %s", err, tt.want)
@@ -643,11 +652,7 @@ func TestJobWaitsForAReplacementUntilReplacementsEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, es := schedExecutor(t, d, "1", 1)
-	job := make(chan error, 1)
-	go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, nil); job <- err }()
-	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
-	waitQueued(t, d)
+	es, job := jobOnOneExecutor(t, d)
 	d.sched.removeExecutor(es, plugin.Errorf(plugin.CodeUnavailable, "signal: killed"))
 	const warning = "job waiting for executors: none is ready (replacements of the lost ones are starting"
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(buf.String(), warning); {
