@@ -39,8 +39,12 @@ type membership struct {
 	added, removed []string
 }
 
-func (m *membership) plugin(executor func() plugin.ExecutorPlugin) plugin.Plugin {
-	return fakePlugin{
+// localCluster returns the configuration of a local-cluster[1] whose one
+// plugin records membership in m on the driver and runs init (if not nil)
+// as its executor side's Init, logging to logs.
+func (m *membership) localCluster(t *testing.T, logs *logtest.Buffer, init func(context.Context, plugin.ExecutorContext, map[string]string) error) ember.Config {
+	t.Helper()
+	p := fakePlugin{
 		name: "membership",
 		newDriver: func() plugin.DriverPlugin {
 			return &listeningDriver{
@@ -56,7 +60,13 @@ func (m *membership) plugin(executor func() plugin.ExecutorPlugin) plugin.Plugin
 				},
 			}
 		},
-		newExecutor: executor,
+		newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{InitF: init} },
+	}
+	return ember.Config{
+		Master:       "local-cluster[1]",
+		Plugins:      []plugin.Plugin{p},
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Logger:       slog.New(slog.NewTextHandler(logs, nil)),
 	}
 }
 
@@ -75,12 +85,7 @@ func TestLocalClusterReplacesALostExecutor(t *testing.T) {
 	dir := sharedDir(t)
 	var m membership
 	var logs logtest.Buffer
-	cfg := ember.Config{
-		Master:       "local-cluster[1]",
-		Plugins:      []plugin.Plugin{m.plugin(func() plugin.ExecutorPlugin { return &fakeExecutor{} })},
-		ExecutorArgs: embertest.ExecutorArgs(t),
-		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
-	}
+	cfg := m.localCluster(t, &logs, nil)
 	if isChild() {
 		runChild(cfg, nil)
 	}
@@ -132,20 +137,13 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 	dir := sharedDir(t)
 	var m membership
 	var logs logtest.Buffer
-	cfg := ember.Config{
-		Master: "local-cluster[1]",
-		Plugins: []plugin.Plugin{m.plugin(func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				if _, err := os.Stat(filepath.Join(pc.Conf().Get(dirConf), "broken")); err == nil {
-					return errors.New("the deployment is broken")
-				}
-				return nil
-			}}
-		})},
-		ExecutorArgs: embertest.ExecutorArgs(t),
-		Conf:         map[string]string{dirConf: dir, ember.ConfExecutorMaxRetries: "2"},
-		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
-	}
+	cfg := m.localCluster(t, &logs, func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+		if _, err := os.Stat(filepath.Join(pc.Conf().Get(dirConf), "broken")); err == nil {
+			return errors.New("the deployment is broken")
+		}
+		return nil
+	})
+	cfg.Conf = map[string]string{dirConf: dir, ember.ConfExecutorMaxRetries: "2"}
 	if isChild() {
 		runChild(cfg, nil)
 	}
@@ -175,12 +173,7 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 func TestLocalClusterLeavesAnExecutorThatStoppedOnItsOwn(t *testing.T) {
 	var m membership
 	var logs logtest.Buffer
-	cfg := ember.Config{
-		Master:       "local-cluster[1]",
-		Plugins:      []plugin.Plugin{m.plugin(func() plugin.ExecutorPlugin { return &fakeExecutor{} })},
-		ExecutorArgs: embertest.ExecutorArgs(t),
-		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
-	}
+	cfg := m.localCluster(t, &logs, nil)
 	if isChild() { // an executor: Run ends the process
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
