@@ -8,14 +8,23 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/emberhq/ember/internal/launch"
 )
 
 // executableID identifies this program's binary: the Go build ID from its
-// ELF note when there is one, else a SHA-256 of the file. Computed once.
+// ELF note when there is one, else a SHA-256 of the file. Computed once,
+// from the binary the process runs (launch.SelfExe) where the system
+// names it: the file it was started from may have been rebuilt or deleted
+// since, and a replacement executor started later must still match its
+// driver.
 var executableID = sync.OnceValue(func() string {
-	path, err := os.Executable()
-	if err != nil {
-		return "unknown"
+	path := launch.SelfExe()
+	if path == "" {
+		var err error
+		if path, err = os.Executable(); err != nil {
+			return "unknown"
+		}
 	}
 	if id := goBuildID(path); id != "" {
 		return id

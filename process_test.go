@@ -73,7 +73,13 @@ func sharedDir(t *testing.T) string {
 // otherwise outlive it, holding go test's output open.
 func startSelf(t *testing.T, env ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], embertest.ExecutorArgs(t)...)
+	return startBinary(t, os.Args[0], env...)
+}
+
+// startBinary is startSelf with the test binary at path (a copy).
+func startBinary(t *testing.T, path string, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(path, embertest.ExecutorArgs(t)...)
 	cmd.Env = append(append(os.Environ(), env...), parentPipeEnv+"=1")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	r, w, err := os.Pipe()

@@ -3,14 +3,18 @@ package ember_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
@@ -205,4 +209,69 @@ func TestLocalClusterLeavesAnExecutorThatStoppedOnItsOwn(t *testing.T) {
 	if s := logs.String(); strings.Contains(s, "replacing a lost executor") {
 		t.Errorf("the driver replaced an executor that stopped on its own; the log:\n%s", s)
 	}
+}
+
+// A replacement runs the driver's own binary even once the file it was
+// started from is gone (deleted here; a redeploy that rebuilds it in place
+// is the same): on Linux it is started from /proc/self/exe. Before, it was
+// started from the path, and failed to start, or ran the new build, which
+// the handshake refused, until the driver gave up replacing.
+func TestReplacementRunsTheDriversBinaryWhenItsFileIsGone(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the running binary is reached through /proc/self/exe on Linux only")
+	}
+	dir := os.Getenv(dirEnv)
+	cfg := ember.Config{
+		Master:       "local-cluster[1]",
+		ExecutorArgs: embertest.ExecutorArgs(t),
+		Logger:       quiet,
+	}
+	if isChild() {
+		runChild(cfg, func(ctx context.Context, d *ember.Driver) error {
+			first := d.Executors()[0].PID
+			if err := writeFile(dir, "pid", strconv.Itoa(first)); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, embertest.DefaultTimeout)
+			defer cancel()
+			for {
+				if e := d.Executors(); len(e) == 1 && e[0].PID != first {
+					return writeFile(dir, "replaced", strconv.Itoa(e[0].PID))
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("no replacement ready: %w", ctx.Err())
+				case <-time.After(time.Millisecond):
+				}
+			}
+		})
+	}
+	dir = t.TempDir()
+	bin := filepath.Join(t.TempDir(), "app.test")
+	if err := copyFile(os.Args[0], bin); err != nil {
+		t.Fatal(err)
+	}
+	driver := startBinary(t, bin, roleEnv+"=driver", dirEnv+"="+dir)
+	pid, err := strconv.Atoi(waitFile(t, dir, "pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dir, "replaced")
+	if err := driver.Wait(); err != nil {
+		t.Errorf("driver: got %v, want exit status 0", err)
+	}
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
 }

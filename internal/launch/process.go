@@ -2,6 +2,7 @@ package launch
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -34,7 +35,7 @@ const (
 // processes it started. When a child exits, however it ended, Processes
 // kills what is left of its group.
 type Processes struct {
-	Path   string   // binary; os.Executable() when empty
+	Path   string   // binary; when empty, this process's own (see Start)
 	Args   []string // arguments after the program name
 	Env    []string // extra KEY=value entries
 	Stdout io.Writer
@@ -53,13 +54,20 @@ type Processes struct {
 
 // Start implements Launcher: exited is given each executor's process ID.
 // It may be called again, to start more executors, until Wait is called.
+// Without Path, it runs the very binary this process runs (on Linux,
+// /proc/self/exe), even if the file it was started from has since been
+// replaced or deleted, with os.Executable() as the child's os.Args[0].
 func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited func(int, error)) error {
-	path := p.Path
+	path, name := p.Path, p.Path
 	if path == "" {
 		var err error
-		if path, err = os.Executable(); err != nil {
+		if name, err = os.Executable(); err != nil {
 			return fmt.Errorf("local-cluster: cannot find this program's binary: %w", err)
 		}
+		// The running binary itself where the system names it: a binary
+		// rebuilt or deleted since the driver started (a redeploy) must
+		// not become a replacement executor that the handshake refuses.
+		path = cmp.Or(SelfExe(), name)
 	}
 	env := cleanEnv(os.Environ())
 	env = append(env, p.Env...)
@@ -70,6 +78,7 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			return err
 		}
 		cmd := exec.Command(path, p.Args...)
+		cmd.Args[0] = name // its os.Args[0]: the program's path, not /proc/self/exe
 		cmd.Env = env
 		cmd.Stdin = r
 		cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
