@@ -31,12 +31,10 @@ func replaceBackoff(k int) time.Duration {
 
 // A replacer starts a new executor for each one a local-cluster loses
 // while the application runs (crashed or killed), as Spark's standalone
-// master does. Each
-// replacement is a new process with a new executor ID. A replacement that
-// ends before it is ready counts as a failure; once max (at least 1, or
-// -1 for no limit) have failed in a row, it stops replacing and says so
-// (giveUp). Safe for
-// concurrent use.
+// master does. Each replacement is a new process with a new executor ID.
+// A replacement that ends before it is ready counts as a failure; once max
+// (at least 1, or -1 for no limit) have failed in a row, it stops
+// replacing and says so (giveUp). Safe for concurrent use.
 type replacer struct {
 	start   func() error       // starts one executor
 	readied func(pid int) bool // whether the executor of process pid became ready
