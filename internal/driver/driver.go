@@ -453,11 +453,16 @@ func (d *Driver) drop(peerAddr string) {
 // handshake mismatch, or nil. It is known as soon as the refusal is sent:
 // a refused local executor may exit, and its exit be reported, before
 // the driver fails start-up with the reason (WaitStart), and the reason
-// must win over "exit status 1".
+// must win over "exit status 1". It is asked once, when the process has
+// ended, and forgets pid: a local-cluster whose replacements are refused
+// (-1 retries) would otherwise keep an entry for each, and a later
+// process may get the PID.
 func (d *Driver) Refusal(pid int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.refused[pid]
+	err := d.refused[pid]
+	delete(d.refused, pid)
+	return err
 }
 
 // BecameReady reports whether an executor of process pid became ready

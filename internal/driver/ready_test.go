@@ -483,3 +483,30 @@ func TestBecameReadyForgetsThePID(t *testing.T) {
 		t.Errorf("BecameReady(42) asked again: got %v, want false (forgotten)", got)
 	}
 }
+
+// Refusal says once why the executor of a process was refused, then
+// forgets the PID, as BecameReady does: a local-cluster whose
+// replacements are refused for a handshake mismatch, again and again with
+// maxRetries -1, kept an entry for each for the driver's life.
+func TestRefusalForgetsThePID(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("handshake mismatch")
+	d.mu.Lock()
+	d.refused = map[int]error{42: refused} // what Connect records
+	d.mu.Unlock()
+	if got := d.Refusal(42); got != refused {
+		t.Errorf("Refusal(42): got %v, want %v", got, refused)
+	}
+	if got := d.Refusal(42); got != nil {
+		t.Errorf("Refusal(42) asked again: got %v, want nil (forgotten)", got)
+	}
+	d.mu.Lock()
+	n := len(d.refused)
+	d.mu.Unlock()
+	if n != 0 {
+		t.Errorf("refusals kept once asked: got %d, want 0", n)
+	}
+}

@@ -2,7 +2,6 @@ package launch
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -54,9 +53,9 @@ type Processes struct {
 
 // Start implements Launcher: exited is given each executor's process ID.
 // It may be called again, to start more executors, until Wait is called.
-// Without Path, it runs the very binary this process runs (on Linux,
-// /proc/self/exe), even if the file it was started from has since been
-// replaced or deleted, with os.Executable() as the child's os.Args[0].
+// Without Path, it runs the very binary this process runs, even if the
+// file it was started from has since been replaced or deleted (on Linux:
+// see execPath), with os.Executable() as the child's os.Args[0].
 func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited func(int, error)) error {
 	path, name := p.Path, p.Path
 	if path == "" {
@@ -64,10 +63,7 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 		if name, err = os.Executable(); err != nil {
 			return fmt.Errorf("local-cluster: cannot find this program's binary: %w", err)
 		}
-		// The running binary itself where the system names it: a binary
-		// rebuilt or deleted since the driver started (a redeploy) must
-		// not become a replacement executor that the handshake refuses.
-		path = cmp.Or(SelfExe(), name)
+		path = execPath(name)
 	}
 	env := cleanEnv(os.Environ())
 	env = append(env, p.Env...)
@@ -128,6 +124,29 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 		}()
 	}
 	return nil
+}
+
+// execPath is the path to start this process's own binary by, name being
+// the file it was started from (os.Executable): name while that file is
+// still the running binary, so that the child is named after the program
+// (its comm: what ps, top, pgrep, killall and the OOM killer's log show);
+// else SelfExe, which is the running binary whatever has become of the
+// file: a binary rebuilt or deleted since the driver started (a redeploy)
+// must not become a replacement executor that the handshake refuses. (A
+// child started from /proc/self/exe is named "exe".) A file replaced
+// between the check and the start makes an executor that the handshake
+// refuses; a replacement started after that runs SelfExe.
+func execPath(name string) string {
+	self := SelfExe()
+	if self == "" {
+		return name
+	}
+	if a, err := os.Stat(name); err == nil {
+		if b, err := os.Stat(self); err == nil && os.SameFile(a, b) {
+			return name
+		}
+	}
+	return self
 }
 
 // ExitError is how an executor process Processes started ended other than
