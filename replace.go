@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -39,6 +40,7 @@ type replacer struct {
 	start   func() error       // starts one executor
 	readied func(pid int) bool // whether the executor of process pid became ready
 	readies func() int         // how many executors have become ready so far
+	left    func(pid int) bool // whether the executor of process pid said it was stopping on its own
 	giveUp  func(why string)   // told once, when it stops replacing
 	max     int                // failures in a row before it stops; -1: no limit
 	log     *slog.Logger
@@ -58,21 +60,24 @@ type replacer struct {
 }
 
 // lost reports that the executor of process pid ended, err saying how.
-// One that ended cleanly (err nil) and was not released stopped on its
-// own, its Run ctx ended: a SIGTERM sent to every process of a service
-// that is stopping, say. It is not replaced, or the replacer would fight
-// the stop. Once every executor has, it stops replacing and says so
-// (giveUp): a job with no executor left then fails, as none will come,
-// instead of waiting for ever. A nil r does nothing.
+// One that ended cleanly (err nil) after saying it was stopping on its
+// own (left) had its Run ctx end: a SIGTERM sent to every process of a
+// service that is stopping, say. It is not replaced, or the replacer
+// would fight the stop. Once every executor has, it stops replacing and
+// says so (giveUp): a job with no executor left then fails, as none will
+// come, instead of waiting for ever. One that ended cleanly without
+// saying so crashed all the same (a task that called os.Exit(0)), and is
+// replaced. A nil r does nothing.
 func (r *replacer) lost(pid int, err error) {
 	if r == nil {
 		return
 	}
+	left := r.left(pid) // asked whatever follows: the driver forgets pid once asked
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case r.closed || r.gaveUp:
-	case err == nil:
+	case err == nil && left:
 		r.log.Info("executor process stopped on its own: not replaced", "pid", pid)
 		if r.kept--; r.kept == 0 {
 			r.gaveUp = true
@@ -83,6 +88,9 @@ func (r *replacer) lost(pid int, err error) {
 		// or just after it, before run: replaced then.
 		r.early = append(r.early, pid)
 	default:
+		if err == nil {
+			err = errors.New("exit status 0, without stopping first (os.Exit(0) in a task or plugin?)")
+		}
 		r.replaceLocked(pid, err)
 	}
 }

@@ -18,6 +18,7 @@ type fakeLauncher struct {
 	starts   int
 	startErr error
 	readyPID map[int]bool
+	leftPID  map[int]bool // said they were stopping on their own
 	delays   []time.Duration
 	timers   []func()
 	whys     []string
@@ -25,7 +26,7 @@ type fakeLauncher struct {
 
 func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 	t.Helper()
-	f := &fakeLauncher{readyPID: map[int]bool{}}
+	f := &fakeLauncher{readyPID: map[int]bool{}, leftPID: map[int]bool{}}
 	r := &replacer{
 		start: func() error {
 			f.mu.Lock()
@@ -42,6 +43,11 @@ func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			return len(f.readyPID)
+		},
+		left: func(pid int) bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.leftPID[pid]
 		},
 		giveUp: func(why string) {
 			f.mu.Lock()
@@ -215,10 +221,27 @@ func TestReplaceBackoff(t *testing.T) {
 func TestReplacerLeavesExecutorsThatStoppedOnTheirOwn(t *testing.T) {
 	r, f := newReplacer(t, 1)
 	f.readyPID[10] = true
+	f.leftPID[10], f.leftPID[20] = true, true
 	r.run()
 	r.lost(10, nil)
 	r.lost(20, nil) // never ready: still not a failure
 	f.check(t, 0, nil, false)
+}
+
+// An executor process that exits cleanly without having said it was
+// stopping on its own (LEAVING) crashed all the same (a task that called
+// os.Exit(0)): it is replaced, and counts as any lost executor does.
+func TestReplacerReplacesACleanExitWithoutLeaving(t *testing.T) {
+	r, f := newReplacer(t, 1)
+	f.readyPID[10] = true
+	r.run()
+	r.lost(10, nil) // was ready: replaced at once
+	f.check(t, 1, nil, false)
+	r.lost(20, nil) // its replacement, never ready: the one failure allowed
+	f.check(t, 1, nil, true)
+	if why := f.whys[0]; !strings.Contains(why, "exit status 0, without stopping first") {
+		t.Errorf("why: got %q, want it to say the process exited 0 without stopping first", why)
+	}
 }
 
 // Once every executor it keeps has stopped on its own, none will come: it
@@ -227,6 +250,7 @@ func TestReplacerLeavesExecutorsThatStoppedOnTheirOwn(t *testing.T) {
 func TestReplacerGivesUpOnceEveryExecutorStoppedOnItsOwn(t *testing.T) {
 	r, f := newReplacer(t, 5) // keeps 3
 	f.readyPID[10], f.readyPID[11], f.readyPID[12] = true, true, true
+	f.leftPID[10], f.leftPID[12], f.leftPID[20] = true, true, true
 	r.run()
 	r.lost(10, nil)
 	r.lost(11, errKilled) // replaced

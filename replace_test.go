@@ -36,6 +36,16 @@ var outlivesItsExecutor = ember.NewTask("test.outlives-its-executor", func(ctx c
 	return tc.ExecutorID, nil
 })
 
+// exitsCleanlyOnce's first attempt ends its executor's process with status
+// 0, as a library calling os.Exit(0) would; later attempts return the ID
+// of the executor that ran them.
+var exitsCleanlyOnce = ember.NewTask("test.exits-cleanly-once", func(ctx context.Context, tc ember.TaskContext, _ int) (string, error) {
+	if tc.Attempt == 0 {
+		os.Exit(0)
+	}
+	return tc.ExecutorID, nil
+})
+
 // membership is a driver plugin that records the executors added and
 // removed.
 type membership struct {
@@ -274,4 +284,29 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, b, 0o755)
+}
+
+// An executor process that exits with status 0 without having said it was
+// stopping (a task that called os.Exit(0)) crashed all the same: it is
+// replaced, and the task runs again on the replacement. Taken for a stop
+// on its own, it left the cluster one executor short for good.
+func TestLocalClusterReplacesAnExecutorThatExitedCleanlyWithoutStopping(t *testing.T) {
+	var m membership
+	var logs logtest.Buffer
+	cfg := m.localCluster(t, &logs, nil)
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	first := c.Driver.Executors()[0].ID
+	out, err := ember.Map(testCtx(t), c.Driver, exitsCleanlyOnce, []int{1})
+	if err != nil {
+		t.Fatalf("Map across an executor's os.Exit(0): %v", err)
+	}
+	if out[0] == first {
+		t.Errorf("the second attempt ran on executor %s, want its replacement", out[0])
+	}
+	if s := logs.String(); strings.Contains(s, "stopped on its own") || !strings.Contains(s, `msg="replacing a lost executor"`) {
+		t.Errorf("want the executor replaced, not taken for one that stopped on its own; the log:\n%s", s)
+	}
 }

@@ -279,6 +279,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				start:   func() error { return l.Start(ctx, 1, addr, exited) },
 				readied: d.BecameReady,
 				readies: d.Readies,
+				left:    d.Leaving,
 				giveUp:  d.EndReplacements,
 				max:     maxRetries,
 				log:     log,

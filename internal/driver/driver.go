@@ -132,9 +132,12 @@ type Driver struct {
 	// ready (see BecameReady); readies counts the executors that became
 	// ready (see Readies).
 	readied map[int]bool
-	readies int
-	lis     net.Listener
-	conns   *conns // lis, keeping its connections (see hangUp)
+	// leftPIDs holds the PIDs of a local master's executors that said
+	// they were stopping on their own (see Leaving).
+	leftPIDs map[int]bool
+	readies  int
+	lis      net.Listener
+	conns    *conns // lis, keeping its connections (see hangUp)
 }
 
 type execState struct {
@@ -476,6 +479,21 @@ func (d *Driver) BecameReady(pid int) bool {
 	ready := d.readied[pid]
 	delete(d.readied, pid)
 	return ready
+}
+
+// Leaving reports whether the executor of process pid said it was
+// stopping on its own (LEAVING) on a local master (Config.Local): its
+// clean exit is then a stop, where a clean exit without it is a crash (a
+// task that called os.Exit(0)). An executor sends LEAVING before it ends
+// its stream, and the driver handles it before it lets the stream end,
+// so it is known by the time the process has exited. Like BecameReady, it
+// is asked once, when the process has ended, and forgets pid.
+func (d *Driver) Leaving(pid int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	left := d.leftPIDs[pid]
+	delete(d.leftPIDs, pid)
+	return left
 }
 
 // Released reports whether an executor of process pid stopped cleanly
@@ -892,6 +910,14 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		d.sched.result(es, f)
 	case wire.Kind_KIND_LEAVING:
 		d.sched.leave(es)
+		if d.cfg.Local {
+			d.mu.Lock()
+			if d.leftPIDs == nil {
+				d.leftPIDs = map[int]bool{}
+			}
+			d.leftPIDs[es.info.PID] = true
+			d.mu.Unlock()
+		}
 		d.log.Debug("executor leaving: it is stopping on its own", "executor", es.info.ID, "err", rpc.WireError(f.Code, f.Error))
 	case wire.Kind_KIND_HEARTBEAT:
 		d.executorMetrics(es, f.Metrics)

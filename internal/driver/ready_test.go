@@ -510,3 +510,38 @@ func TestRefusalForgetsThePID(t *testing.T) {
 		t.Errorf("refusals kept once asked: got %d, want 0", n)
 	}
 }
+
+// A local master's driver remembers which executor processes said they
+// were stopping on their own (LEAVING), says so once, then forgets the PID:
+// a clean exit is a stop only with it, and a crash (os.Exit(0)) without.
+func TestLeavingIsRememberedByPID(t *testing.T) {
+	tests := []struct {
+		name  string
+		local bool
+		want  bool
+	}{
+		{"local master", true, true},
+		{"standalone: not kept", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: tt.local})
+			if err != nil {
+				t.Fatal(err)
+			}
+			es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1", PID: 42}, stopped: make(chan struct{})}
+			c := rpc.New(nil, nil, d, rpc.Options{})
+			c.Peer, es.conn = es, c
+			if d.Leaving(42) {
+				t.Error("Leaving(42) before its LEAVING: got true, want false")
+			}
+			d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_LEAVING})
+			if got := d.Leaving(42); got != tt.want {
+				t.Errorf("Leaving(42) after its LEAVING: got %v, want %v", got, tt.want)
+			}
+			if d.Leaving(42) {
+				t.Error("Leaving(42) asked again: got true, want false (forgotten)")
+			}
+		})
+	}
+}
