@@ -64,8 +64,9 @@ type Config struct {
 	// Local says the executors are the driver's own binary, started by a
 	// local master: a handshake mismatch is then a failure of start-up,
 	// not a refusal to log and count, and the driver remembers by PID
-	// which executors were refused (Refusal) and which became ready
-	// (BecameReady), for the launcher's reports of their exits.
+	// which executors were refused (Refusal), became ready (BecameReady)
+	// or said they were stopping on their own (Leaving), for the
+	// launcher's reports of their exits.
 	Local bool
 	// NoReplacements says executors that leave are not replaced (local[N],
 	// or a local-cluster that does not replace them): jobs then fail when
@@ -73,7 +74,8 @@ type Config struct {
 	// EndReplacements says so later.
 	NoReplacements bool
 	// NoExecutorsWarning is how often a job left with no executor
-	// connected (standalone) says so in the log (default 15s).
+	// (standalone, or a local-cluster replacing its executors) says so in
+	// the log (default 15s).
 	NoExecutorsWarning time.Duration
 	// LaneLimit is the number of messages queued or running at which a
 	// driver plugin's lane stops giving its senders' window back, until
@@ -132,10 +134,10 @@ type Driver struct {
 	// ready (see BecameReady); readies counts the executors that became
 	// ready (see Readies).
 	readied map[int]bool
+	readies int
 	// leftPIDs holds the PIDs of a local master's executors that said
 	// they were stopping on their own (see Leaving).
 	leftPIDs map[int]bool
-	readies  int
 	lis      net.Listener
 	conns    *conns // lis, keeping its connections (see hangUp)
 }
