@@ -145,6 +145,7 @@ func testPluginMetrics(t *testing.T, master string) {
 		{"executor_metric", map[string]string{"plugin": "metered", "executor": "1"}, 81},
 		{"executor_metric", map[string]string{"plugin": "metered", "executor": "2"}, 82},
 		{"ember_executors_alive", nil, 2},
+		{"ember_executors_lost_total", nil, 0}, // served from the start, for an alert on its increase
 		{"ember_messages_total", map[string]string{"plugin": "metered", "type": "github.com/emberhq/ember_test.text", "direction": "to_driver", "kind": "send"}, 2},
 		{"ember_messages_total", map[string]string{"plugin": "metered", "direction": "to_driver", "kind": "ask"}, 2},
 		{"ember_handler_seconds", map[string]string{"plugin": "metered"}, 1}, // 4 messages, sampled 1 in 8: the first

@@ -135,6 +135,9 @@ func TestLocalClusterReplacesALostExecutor(t *testing.T) {
 	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor"`) {
 		t.Errorf("the driver did not log the replacement; the log:\n%s", s)
 	}
+	if lost, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_executors_lost_total", nil); lost != 1 {
+		t.Errorf("ember_executors_lost_total: got %v, want 1", lost)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +208,9 @@ func TestLocalClusterLeavesAnExecutorThatStoppedOnItsOwn(t *testing.T) {
 	embertest.WaitFor(t, "the driver's log that the executor stopped on its own and is not replaced", func() bool {
 		return strings.Contains(logs.String(), `msg="executor process stopped on its own: not replaced"`)
 	})
+	if lost, ok := value(scrape(t, c.Driver.MetricsURL()), "ember_executors_lost_total", nil); !ok || lost != 0 {
+		t.Errorf("ember_executors_lost_total after a stop on its own: got %v (present %v), want 0", lost, ok)
+	}
 	// No executor is left, and none will come: a job fails, as on a
 	// local[N], instead of waiting for a replacement.
 	if _, err := ember.Map(testCtx(t), c.Driver, double, []int{1}); plugin.CodeOf(err) != plugin.CodeUnavailable {

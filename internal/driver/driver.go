@@ -1127,6 +1127,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		// A lost executor's series go; a released one's final values
 		// (shipped with STOPPED) stay readable until the driver ends.
 		d.execStats.Delete(es.info.ID)
+		if !initFailed { // that one failed to join, and is logged as such
+			d.builtin.ExecutorsLost.Inc()
+		}
 	case left && !stopping:
 		// One that left shipped its final values as it stopped: they
 		// stay long enough for any scrape to read them, then go, or a

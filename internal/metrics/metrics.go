@@ -351,6 +351,7 @@ type Builtin struct {
 	HandlerSeconds *prometheus.HistogramVec // plugin
 	Tasks          *prometheus.CounterVec   // task, state
 	ExecutorsAlive prometheus.Gauge
+	ExecutorsLost  prometheus.Counter
 	AuthFailures   *prometheus.CounterVec // reason
 	LimitHits      *prometheus.CounterVec // executor ("driver"), limit
 }
@@ -380,6 +381,10 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_executors_alive",
 			Help: "Executors connected and ready.",
 		}),
+		ExecutorsLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ember_executors_lost_total",
+			Help: "Executors lost: their connection ended without the driver releasing them or their stopping on their own (a crash, a kill, silence).",
+		}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_auth_failures_total",
 			Help: "Executors refused because they could not prove the application secret, by reason.",
@@ -394,7 +399,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	for _, limit := range driverLimits {
 		b.LimitHits.WithLabelValues("driver", limit)
 	}
-	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.AuthFailures, b.LimitHits)
+	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.LimitHits)
 	return b
 }
 
