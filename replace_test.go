@@ -172,8 +172,9 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
-	if plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "lost executors are no longer replaced: the last 2 replacements ended before they were ready") {
-		t.Errorf("Map once replacements failed: got %v, want Unavailable saying they were given up", err)
+	if plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "lost executors are no longer replaced: the last 2 replacements ended before they were ready") ||
+		!strings.Contains(err.Error(), "the deployment is broken") {
+		t.Errorf("Map once replacements failed: got %v, want Unavailable saying they were given up, and the last one's Init error", err)
 	}
 	if s := logs.String(); !strings.Contains(s, `msg="lost executors are no longer replaced"`) {
 		t.Errorf("the driver did not log giving up; the log:\n%s", s)

@@ -253,7 +253,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		want = master.N
 		exited := func(pid int, err error) {
 			exits.add(err)
-			rep.lost(pid, err)
+			// Asked whatever follows: the driver forgets pid once asked.
+			if why := d.InitFailure(pid); why != nil && err != nil {
+				rep.lost(pid, why) // says more than "exit status 1"
+			} else {
+				rep.lost(pid, err)
+			}
 			// Not during start-up, whose error says how an executor
 			// ended, nor once it has failed: the driver itself then
 			// kills the executors that were still starting.

@@ -64,9 +64,9 @@ type Config struct {
 	// Local says the executors are the driver's own binary, started by a
 	// local master: a handshake mismatch is then a failure of start-up,
 	// not a refusal to log and count, and the driver remembers by PID
-	// which executors were refused (Refusal), became ready (BecameReady)
-	// or said they were stopping on their own (Leaving), for the
-	// launcher's reports of their exits.
+	// which executors were refused (Refusal), failed to initialise
+	// (InitFailure), became ready (BecameReady) or said they were stopping
+	// on their own (Leaving), for the launcher's reports of their exits.
 	Local bool
 	// NoReplacements says executors that leave are not replaced (local[N],
 	// or a local-cluster that does not replace them): jobs then fail when
@@ -138,8 +138,11 @@ type Driver struct {
 	// leftPIDs holds the PIDs of a local master's executors that said
 	// they were stopping on their own (see Leaving).
 	leftPIDs map[int]bool
-	lis      net.Listener
-	conns    *conns // lis, keeping its connections (see hangUp)
+	// initFailures holds why a local master's executors failed to
+	// initialise, by PID (see InitFailure).
+	initFailures map[int]error
+	lis          net.Listener
+	conns        *conns // lis, keeping its connections (see hangUp)
 }
 
 type execState struct {
@@ -481,6 +484,19 @@ func (d *Driver) BecameReady(pid int) bool {
 	ready := d.readied[pid]
 	delete(d.readied, pid)
 	return ready
+}
+
+// InitFailure returns why the executor of process pid failed to
+// initialise its plugins on a local master (Config.Local), or nil: what a
+// launcher that gives up replacing executors whose Init keeps failing
+// should say, rather than "exit status 1". Like BecameReady, it is asked
+// once, when the process has ended, and forgets pid.
+func (d *Driver) InitFailure(pid int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.initFailures[pid]
+	delete(d.initFailures, pid)
+	return err
 }
 
 // Leaving reports whether the executor of process pid said it was
@@ -1026,6 +1042,14 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		text := rpc.PeerErrorText(f.Error) // kept for the driver's life
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", text)
+		if d.cfg.Local {
+			d.mu.Lock()
+			if d.initFailures == nil {
+				d.initFailures = map[int]error{}
+			}
+			d.initFailures[es.info.PID] = err
+			d.mu.Unlock()
+		}
 		d.fail(err)
 		return
 	}
