@@ -37,48 +37,53 @@ func replaceBackoff(k int) time.Duration {
 // (at least 1, or -1 for no limit) have failed in a row, it stops
 // replacing and says so (giveUp). Safe for concurrent use.
 type replacer struct {
-	start   func() error       // starts one executor
-	readied func(pid int) bool // whether the executor of process pid became ready
-	readies func() int         // how many executors have become ready so far
-	left    func(pid int) bool // whether the executor of process pid said it was stopping on its own
-	giveUp  func(why string)   // told once, when it stops replacing
-	max     int                // failures in a row before it stops; -1: no limit
+	start   func() error     // starts one executor
+	readies func() int       // how many executors have become ready so far
+	giveUp  func(why string) // told once, when it stops replacing
+	max     int              // failures in a row before it stops; -1: no limit
 	log     *slog.Logger
 	after   func(time.Duration, func()) // runs a func later: time.AfterFunc
 
 	// mu protects the following fields and serialises calls of start, so
 	// that none is made once close has returned. The driver never calls
-	// into the replacer, so readied may be called with mu held.
+	// into the replacer, so readies may be called with mu held.
 	mu      sync.Mutex
 	running bool // start-up has succeeded
 	kept    int  // executors it keeps: N when made, less those that stopped on their own
 	closed  bool // the application is shutting down
 	gaveUp  bool
-	inRow   int   // replacements in a row that failed
-	seen    int   // readies when inRow last grew
-	early   []int // PIDs lost after start-up succeeded, before run
+	inRow   int    // replacements in a row that failed
+	seen    int    // readies when inRow last grew
+	early   []loss // lost after start-up succeeded, before run
 }
 
-// lost reports that the executor of process pid ended, err saying how.
-// One that ended cleanly (err nil) after saying it was stopping on its
-// own (left) had its Run ctx end: a SIGTERM sent to every process of a
-// service that is stopping, say. It is not replaced, or the replacer
-// would fight the stop. Once every executor has, it stops replacing and
-// says so (giveUp): a job with no executor left then fails, as none will
-// come, instead of waiting for ever. One that ended cleanly without
-// saying so crashed all the same (a task that called os.Exit(0)), and is
-// replaced. A nil r does nothing.
-func (r *replacer) lost(pid int, err error) {
+// A loss is an executor process's end, as the launcher and the driver
+// report it.
+type loss struct {
+	pid   int
+	err   error // how it ended (nil: cleanly), or why its plugins failed
+	ready bool  // its plugins had initialised
+	left  bool  // it had said it was stopping on its own (LEAVING)
+}
+
+// lost reports an executor process's end. One that ended cleanly after
+// saying it was stopping on its own (left) had its Run ctx end: a SIGTERM
+// sent to every process of a service that is stopping, say. It is not
+// replaced, or the replacer would fight the stop. Once every executor has,
+// it stops replacing and says so (giveUp): a job with no executor left
+// then fails, as none will come, instead of waiting for ever. One that
+// ended cleanly without saying so crashed all the same (a task that called
+// os.Exit(0)), and is replaced. A nil r does nothing.
+func (r *replacer) lost(l loss) {
 	if r == nil {
 		return
 	}
-	left := r.left(pid) // asked whatever follows: the driver forgets pid once asked
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case r.closed || r.gaveUp:
-	case err == nil && left:
-		r.log.Info("executor process stopped on its own: not replaced", "pid", pid)
+	case l.err == nil && l.left:
+		r.log.Info("executor process stopped on its own: not replaced", "pid", l.pid)
 		if r.kept--; r.kept == 0 {
 			r.gaveUp = true
 			r.giveUp("every executor stopped on its own")
@@ -86,12 +91,9 @@ func (r *replacer) lost(pid int, err error) {
 	case !r.running:
 		// During start-up, whose failure the launcher's report ends;
 		// or just after it, before run: replaced then.
-		r.early = append(r.early, pid)
+		r.early = append(r.early, l)
 	default:
-		if err == nil {
-			err = errors.New("exit status 0, without stopping first (os.Exit(0) in a task or plugin?)")
-		}
-		r.replaceLocked(pid, err)
+		r.replaceLocked(l)
 	}
 }
 
@@ -107,8 +109,8 @@ func (r *replacer) run() {
 		return
 	}
 	r.running = true
-	for _, pid := range r.early {
-		r.replaceLocked(pid, nil)
+	for _, l := range r.early {
+		r.replaceLocked(l)
 	}
 	r.early = nil
 }
@@ -124,18 +126,21 @@ func (r *replacer) close() {
 	r.mu.Unlock()
 }
 
-// replaceLocked replaces the executor of process pid, which ended with
-// err. r.mu is held.
-func (r *replacer) replaceLocked(pid int, err error) {
+// replaceLocked replaces the executor whose end l reports. r.mu is held.
+func (r *replacer) replaceLocked(l loss) {
 	if r.gaveUp {
 		return
 	}
-	if r.readied(pid) {
+	if l.ready {
 		r.inRow = 0
 	} else {
 		r.failedLocked()
 	}
-	r.retryLocked(err, "pid", pid)
+	err := l.err
+	if err == nil {
+		err = errors.New("exit status 0, without stopping first (os.Exit(0) in a task or plugin?)")
+	}
+	r.retryLocked(err, "pid", l.pid)
 }
 
 // failedLocked counts a replacement that failed: one more in a row,

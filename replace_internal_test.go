@@ -34,20 +34,10 @@ func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 			f.starts++
 			return f.startErr
 		},
-		readied: func(pid int) bool {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			return f.readyPID[pid]
-		},
 		readies: func() int {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			return len(f.readyPID)
-		},
-		left: func(pid int) bool {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			return f.leftPID[pid]
 		},
 		giveUp: func(why string) {
 			f.mu.Lock()
@@ -69,6 +59,15 @@ func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 
 // errKilled is how the launcher reports an executor process killed.
 var errKilled = errors.New("signal: killed")
+
+// lose reports to r the end of process pid, ready and left as f says of
+// it, as the driver would.
+func (f *fakeLauncher) lose(r *replacer, pid int, err error) {
+	f.mu.Lock()
+	l := loss{pid: pid, err: err, ready: f.readyPID[pid], left: f.leftPID[pid]}
+	f.mu.Unlock()
+	r.lost(l)
+}
 
 // fire runs the timers set so far, as if their delays had passed.
 func (f *fakeLauncher) fire() {
@@ -106,7 +105,7 @@ func TestReplacerReplacesReadyExecutorsAtOnce(t *testing.T) {
 	f.readyPID[10], f.readyPID[11], f.readyPID[12] = true, true, true
 	r.run()
 	for pid := range 3 {
-		r.lost(10+pid, errKilled)
+		f.lose(r, 10+pid, errKilled)
 	}
 	f.check(t, 3, nil, false)
 }
@@ -118,12 +117,12 @@ func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
 	r, f := newReplacer(t, 3)
 	f.readyPID[10] = true
 	r.run()
-	r.lost(10, errKilled) // the original: replaced at once
-	r.lost(20, errors.New("exit status 1"))
+	f.lose(r, 10, errKilled) // the original: replaced at once
+	f.lose(r, 20, errors.New("exit status 1"))
 	f.fire()
-	r.lost(21, errors.New("exit status 1"))
+	f.lose(r, 21, errors.New("exit status 1"))
 	f.fire()
-	r.lost(22, errors.New("exit status 1")) // the third in a row
+	f.lose(r, 22, errors.New("exit status 1")) // the third in a row
 	f.fire()
 	f.check(t, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, true)
 	if why := f.whys[0]; !strings.Contains(why, "the last 3 replacements ended before they were ready (ember.executor.maxRetries=3)") ||
@@ -131,7 +130,7 @@ func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
 		t.Errorf("why: got %q, want the count, the key and the last error", why)
 	}
 	f.readyPID[30] = true
-	r.lost(30, errKilled) // after giving up: not replaced
+	f.lose(r, 30, errKilled) // after giving up: not replaced
 	f.check(t, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, true)
 }
 
@@ -140,11 +139,11 @@ func TestReplacerGivesUpAfterFailuresInARow(t *testing.T) {
 func TestReplacerResetsOnAReadyReplacement(t *testing.T) {
 	r, f := newReplacer(t, 2)
 	r.run()
-	r.lost(20, errKilled) // failed
+	f.lose(r, 20, errKilled) // failed
 	f.fire()
 	f.readyPID[21] = true
-	r.lost(21, errKilled) // was ready: at once
-	r.lost(22, errKilled) // failed: the first in a row again
+	f.lose(r, 21, errKilled) // was ready: at once
+	f.lose(r, 22, errKilled) // failed: the first in a row again
 	f.fire()
 	f.check(t, 3, []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}, false)
 }
@@ -156,7 +155,7 @@ func TestReplacerRetriesAStartThatFails(t *testing.T) {
 	f.readyPID[10] = true
 	f.startErr = errors.New("fork/exec /app: no such file or directory")
 	r.run()
-	r.lost(10, errKilled)
+	f.lose(r, 10, errKilled)
 	f.fire()
 	f.check(t, 2, []time.Duration{100 * time.Millisecond}, true)
 	if why := f.whys[0]; !strings.Contains(why, "no such file or directory") {
@@ -169,7 +168,7 @@ func TestReplacerRetriesAStartThatFails(t *testing.T) {
 func TestReplacerReplacesEarlyLossesOnRun(t *testing.T) {
 	r, f := newReplacer(t, 2)
 	f.readyPID[10] = true
-	r.lost(10, errKilled)
+	f.lose(r, 10, errKilled)
 	f.check(t, 0, nil, false)
 	r.run()
 	f.check(t, 1, nil, false)
@@ -181,18 +180,18 @@ func TestReplacerReplacesEarlyLossesOnRun(t *testing.T) {
 func TestReplacerStartsNothingOnceClosed(t *testing.T) {
 	r, f := newReplacer(t, 5)
 	r.run()
-	r.lost(20, errKilled) // failed: waits out its backoff
+	f.lose(r, 20, errKilled) // failed: waits out its backoff
 	r.close()
 	f.fire()
 	f.readyPID[10] = true
-	r.lost(10, errKilled)
+	f.lose(r, 10, errKilled)
 	f.check(t, 0, []time.Duration{100 * time.Millisecond}, false)
 
 	r, f = newReplacer(t, 5)
 	r.close()
 	r.run()
 	f.readyPID[10] = true
-	r.lost(10, errKilled)
+	f.lose(r, 10, errKilled)
 	f.check(t, 0, nil, false)
 }
 
@@ -223,8 +222,8 @@ func TestReplacerLeavesExecutorsThatStoppedOnTheirOwn(t *testing.T) {
 	f.readyPID[10] = true
 	f.leftPID[10], f.leftPID[20] = true, true
 	r.run()
-	r.lost(10, nil)
-	r.lost(20, nil) // never ready: still not a failure
+	f.lose(r, 10, nil)
+	f.lose(r, 20, nil) // never ready: still not a failure
 	f.check(t, 0, nil, false)
 }
 
@@ -235,9 +234,9 @@ func TestReplacerReplacesACleanExitWithoutLeaving(t *testing.T) {
 	r, f := newReplacer(t, 1)
 	f.readyPID[10] = true
 	r.run()
-	r.lost(10, nil) // was ready: replaced at once
+	f.lose(r, 10, nil) // was ready: replaced at once
 	f.check(t, 1, nil, false)
-	r.lost(20, nil) // its replacement, never ready: the one failure allowed
+	f.lose(r, 20, nil) // its replacement, never ready: the one failure allowed
 	f.check(t, 1, nil, true)
 	if why := f.whys[0]; !strings.Contains(why, "exit status 0, without stopping first") {
 		t.Errorf("why: got %q, want it to say the process exited 0 without stopping first", why)
@@ -252,11 +251,11 @@ func TestReplacerGivesUpOnceEveryExecutorStoppedOnItsOwn(t *testing.T) {
 	f.readyPID[10], f.readyPID[11], f.readyPID[12] = true, true, true
 	f.leftPID[10], f.leftPID[12], f.leftPID[20] = true, true, true
 	r.run()
-	r.lost(10, nil)
-	r.lost(11, errKilled) // replaced
-	r.lost(12, nil)
+	f.lose(r, 10, nil)
+	f.lose(r, 11, errKilled) // replaced
+	f.lose(r, 12, nil)
 	f.check(t, 1, nil, false)
-	r.lost(20, nil) // 11's replacement: the last
+	f.lose(r, 20, nil) // 11's replacement: the last
 	f.check(t, 1, nil, true)
 	if len(f.whys) == 1 && !strings.Contains(f.whys[0], "every executor stopped on its own") {
 		t.Errorf("why: got %q, want that every executor stopped on its own", f.whys[0])
@@ -267,7 +266,7 @@ func TestReplacerGivesUpOnceEveryExecutorStoppedOnItsOwn(t *testing.T) {
 // does nothing.
 func TestNilReplacer(t *testing.T) {
 	var r *replacer
-	r.lost(1, errKilled)
+	r.lost(loss{pid: 1, err: errKilled})
 	r.run()
 	r.close()
 }
@@ -279,13 +278,13 @@ func TestReplacerResetsWhenAReplacementBecomesReady(t *testing.T) {
 	r, f := newReplacer(t, 3)
 	f.readyPID[10], f.readyPID[11] = true, true
 	r.run()
-	r.lost(10, errKilled) // two lost at once: two replacements, 20 and 21
-	r.lost(11, errKilled)
-	r.lost(20, errors.New("exit status 1")) // failed: 1
-	r.lost(21, errors.New("exit status 1")) // failed: 2
+	f.lose(r, 10, errKilled) // two lost at once: two replacements, 20 and 21
+	f.lose(r, 11, errKilled)
+	f.lose(r, 20, errors.New("exit status 1")) // failed: 1
+	f.lose(r, 21, errors.New("exit status 1")) // failed: 2
 	f.fire()                                // 22 and 23
 	f.readyPID[22] = true                   // 22 becomes ready, and stays
-	r.lost(23, errors.New("exit status 1")) // failed: the first since 22
+	f.lose(r, 23, errors.New("exit status 1")) // failed: the first since 22
 	f.check(t, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond}, false)
 }
 
@@ -296,7 +295,7 @@ func TestReplacerWithoutALimit(t *testing.T) {
 	r.run()
 	var want []time.Duration
 	for i := range 12 {
-		r.lost(20+i, errKilled) // never ready
+		f.lose(r, 20+i, errKilled) // never ready
 		f.fire()
 		want = append(want, replaceBackoff(i+1))
 	}

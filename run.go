@@ -253,12 +253,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		want = master.N
 		exited := func(pid int, err error) {
 			exits.add(err)
-			// Asked whatever follows: the driver forgets pid once asked.
-			if why := d.InitFailure(pid); why != nil && err != nil {
-				rep.lost(pid, why) // says more than "exit status 1"
-			} else {
-				rep.lost(pid, err)
+			p := d.Ended(pid) // asked whatever follows: the driver forgets pid
+			why := err
+			if p.InitFailure != nil && err != nil {
+				why = p.InitFailure // says more than "exit status 1"
 			}
+			rep.lost(loss{pid: pid, err: why, ready: p.Ready, left: p.Leaving})
 			// Not during start-up, whose error says how an executor
 			// ended, nor once it has failed: the driver itself then
 			// kills the executors that were still starting.
@@ -268,11 +268,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				// (a signal: the OOM killer, say).
 				log.Warn("executor ended", "err", err)
 			}
-			if xe, ok := errors.AsType[*launch.ExitError](err); ok {
-				if refusal := d.Refusal(xe.PID); refusal != nil {
-					abort(refusal) // why it exited, which its status does not say
-					return
-				}
+			if p.Refused != nil {
+				abort(p.Refused) // why it exited, which its status does not say
+				return
 			}
 			if err == nil {
 				err = errors.New("exited")
@@ -282,9 +280,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		if replaces {
 			rep = &replacer{
 				start:   func() error { return l.Start(ctx, 1, addr, exited) },
-				readied: d.BecameReady,
 				readies: d.Readies,
-				left:    d.Leaving,
 				giveUp:  d.EndReplacements,
 				max:     maxRetries,
 				log:     log,

@@ -63,10 +63,9 @@ type Config struct {
 	MaxOutstandingAsks int
 	// Local says the executors are the driver's own binary, started by a
 	// local master: a handshake mismatch is then a failure of start-up,
-	// not a refusal to log and count, and the driver remembers by PID
-	// which executors were refused (Refusal), failed to initialise
-	// (InitFailure), became ready (BecameReady) or said they were stopping
-	// on their own (Leaving), for the launcher's reports of their exits.
+	// not a refusal to log and count, and the driver keeps what it learns
+	// of each executor process by PID (Ended), for the launcher's reports
+	// of their ends.
 	Local bool
 	// NoReplacements says executors that leave are not replaced (local[N],
 	// or a local-cluster that does not replace them): jobs then fail when
@@ -127,22 +126,12 @@ type Driver struct {
 	// released holds the PIDs of the executors that stopped when Close
 	// told them to (their STOPPED arrived); made by Close.
 	released map[int]bool
-	// refused holds why executors of a local master were refused for a
-	// handshake mismatch, by the PID they claimed (see Refusal).
-	refused map[int]error
-	// readied holds the PIDs of a local master's executors that became
-	// ready (see BecameReady); readies counts the executors that became
-	// ready (see Readies).
-	readied map[int]bool
-	readies int
-	// leftPIDs holds the PIDs of a local master's executors that said
-	// they were stopping on their own (see Leaving).
-	leftPIDs map[int]bool
-	// initFailures holds why a local master's executors failed to
-	// initialise, by PID (see InitFailure).
-	initFailures map[int]error
-	lis          net.Listener
-	conns        *conns // lis, keeping its connections (see hangUp)
+	// procs holds what the driver learns of a local master's executor
+	// processes, by PID, until their end is reported (see Ended).
+	procs   map[int]*Process
+	readies int // executors that became ready (see Readies)
+	lis     net.Listener
+	conns   *conns // lis, keeping its connections (see hangUp)
 }
 
 type execState struct {
@@ -457,61 +446,60 @@ func (d *Driver) drop(peerAddr string) {
 	c.drop(peerAddr)
 }
 
-// Refusal returns why the executor of process pid was refused for a
-// handshake mismatch, or nil. It is known as soon as the refusal is sent:
-// a refused local executor may exit, and its exit be reported, before
-// the driver fails start-up with the reason (WaitStart), and the reason
-// must win over "exit status 1". It is asked once, when the process has
-// ended, and forgets pid: a local-cluster whose replacements are refused
-// (-1 retries) would otherwise keep an entry for each, and a later
-// process may get the PID.
-func (d *Driver) Refusal(pid int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.refused[pid]
-	delete(d.refused, pid)
-	return err
+// Process is what a local master's driver learnt of one executor
+// process, for the launcher's report of its end.
+type Process struct {
+	// Refused says why it was refused at the handshake for a mismatch.
+	// It is known as soon as the refusal is sent: a refused executor may
+	// exit, and its exit be reported, before the driver fails start-up
+	// with the reason (WaitStart), and the reason must win over "exit
+	// status 1".
+	Refused error
+	// InitFailure says why its plugins failed to initialise: more than
+	// its exit status says.
+	InitFailure error
+	// Ready: its plugins initialised. A replacement that ended before
+	// that failed.
+	Ready bool
+	// Leaving: it said it was stopping on its own (LEAVING), so its clean
+	// exit was a stop, where a clean exit without it is a crash (a task
+	// that called os.Exit(0)). An executor sends LEAVING before it ends its
+	// stream, and the driver handles it before it ends its side, so it is
+	// known by the time the process has exited.
+	Leaving bool
 }
 
-// BecameReady reports whether an executor of process pid became ready
-// (its plugins initialised) on a local master (Config.Local): a launcher
-// that replaces lost executors counts those that failed before that. It
-// is asked once, when the process has ended, and forgets pid: a later
-// process may get it.
-func (d *Driver) BecameReady(pid int) bool {
+// Ended returns what the driver learnt of the executor of process pid on
+// a local master (Config.Local), and forgets it: the launcher reports each
+// process's end once, a later process may get the PID, and a local-cluster
+// that replaces executors for days must not keep an entry for each.
+func (d *Driver) Ended(pid int) Process {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ready := d.readied[pid]
-	delete(d.readied, pid)
-	return ready
+	p := d.procs[pid]
+	delete(d.procs, pid)
+	if p == nil {
+		return Process{}
+	}
+	return *p
 }
 
-// InitFailure returns why the executor of process pid failed to
-// initialise its plugins on a local master (Config.Local), or nil: what a
-// launcher that gives up replacing executors whose Init keeps failing
-// should say, rather than "exit status 1". Like BecameReady, it is asked
-// once, when the process has ended, and forgets pid.
-func (d *Driver) InitFailure(pid int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.initFailures[pid]
-	delete(d.initFailures, pid)
-	return err
-}
-
-// Leaving reports whether the executor of process pid said it was
-// stopping on its own (LEAVING) on a local master (Config.Local): its
-// clean exit is then a stop, where a clean exit without it is a crash (a
-// task that called os.Exit(0)). An executor sends LEAVING before it ends
-// its stream, and the driver handles it before it lets the stream end,
-// so it is known by the time the process has exited. Like BecameReady, it
-// is asked once, when the process has ended, and forgets pid.
-func (d *Driver) Leaving(pid int) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	left := d.leftPIDs[pid]
-	delete(d.leftPIDs, pid)
-	return left
+// processLocked returns the record of the executor of process pid, made
+// on first use, on a local master; nil otherwise (a standalone driver
+// would keep an entry per stranger). d.mu is held.
+func (d *Driver) processLocked(pid int) *Process {
+	if !d.cfg.Local {
+		return nil
+	}
+	if d.procs == nil {
+		d.procs = map[int]*Process{}
+	}
+	p := d.procs[pid]
+	if p == nil {
+		p = new(Process)
+		d.procs[pid] = p
+	}
+	return p
 }
 
 // Released reports whether an executor of process pid stopped cleanly
@@ -754,16 +742,11 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
-		if d.cfg.Local {
-			// Local masters only, whose launcher asks (Refusal): a
-			// standalone driver would keep an entry per stranger.
-			d.mu.Lock()
-			if d.refused == nil {
-				d.refused = map[int]error{}
-			}
-			d.refused[int(hello.Pid)] = failure
-			d.mu.Unlock()
+		d.mu.Lock()
+		if p := d.processLocked(int(hello.Pid)); p != nil {
+			p.Refused = failure
 		}
+		d.mu.Unlock()
 		if !d.cfg.Local {
 			// A standalone driver's executors are started by others, some
 			// perhaps still from the previous build: one of them must not
@@ -928,14 +911,11 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		d.sched.result(es, f)
 	case wire.Kind_KIND_LEAVING:
 		d.sched.leave(es)
-		if d.cfg.Local {
-			d.mu.Lock()
-			if d.leftPIDs == nil {
-				d.leftPIDs = map[int]bool{}
-			}
-			d.leftPIDs[es.info.PID] = true
-			d.mu.Unlock()
+		d.mu.Lock()
+		if p := d.processLocked(es.info.PID); p != nil {
+			p.Leaving = true
 		}
+		d.mu.Unlock()
 		d.log.Debug("executor leaving: it is stopping on its own", "executor", es.info.ID, "err", rpc.WireError(f.Code, f.Error))
 	case wire.Kind_KIND_HEARTBEAT:
 		d.executorMetrics(es, f.Metrics)
@@ -1042,14 +1022,11 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		text := rpc.PeerErrorText(f.Error) // kept for the driver's life
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", text)
-		if d.cfg.Local {
-			d.mu.Lock()
-			if d.initFailures == nil {
-				d.initFailures = map[int]error{}
-			}
-			d.initFailures[es.info.PID] = err
-			d.mu.Unlock()
+		d.mu.Lock()
+		if p := d.processLocked(es.info.PID); p != nil {
+			p.InitFailure = err
 		}
+		d.mu.Unlock()
 		d.fail(err)
 		return
 	}
@@ -1082,11 +1059,8 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	}
 	es.ready = true
 	d.readies++
-	if d.cfg.Local {
-		if d.readied == nil {
-			d.readied = map[int]bool{}
-		}
-		d.readied[es.info.PID] = true
+	if p := d.processLocked(es.info.PID); p != nil {
+		p.Ready = true
 	}
 	info := cloneInfo(es.info)
 	d.notifyLocked()

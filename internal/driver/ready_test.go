@@ -462,66 +462,26 @@ func TestCloseEndsWaitWithoutExecutors(t *testing.T) {
 	}
 }
 
-// A local master's driver says once whether the executor of a process
-// became ready, then forgets the PID, which a replacement may get: the
-// map does not grow with replacements, and a replacement that fails is
-// not taken for the ready executor whose PID it got.
-func TestBecameReadyForgetsThePID(t *testing.T) {
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1", PID: 42}, stopped: make(chan struct{})}
-	d.mu.Lock()
-	d.execs[es.info.ID] = es
-	d.mu.Unlock()
-	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
-	if got := d.BecameReady(42); !got {
-		t.Errorf("BecameReady(42) after its READY: got %v, want true", got)
-	}
-	if got := d.BecameReady(42); got {
-		t.Errorf("BecameReady(42) asked again: got %v, want false (forgotten)", got)
-	}
-}
-
-// Refusal says once why the executor of a process was refused, then
-// forgets the PID, as BecameReady does: a local-cluster whose
-// replacements are refused for a handshake mismatch, again and again with
-// maxRetries -1, kept an entry for each for the driver's life.
-func TestRefusalForgetsThePID(t *testing.T) {
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := errors.New("handshake mismatch")
-	d.mu.Lock()
-	d.refused = map[int]error{42: refused} // what Connect records
-	d.mu.Unlock()
-	if got := d.Refusal(42); got != refused {
-		t.Errorf("Refusal(42): got %v, want %v", got, refused)
-	}
-	if got := d.Refusal(42); got != nil {
-		t.Errorf("Refusal(42) asked again: got %v, want nil (forgotten)", got)
-	}
-	d.mu.Lock()
-	n := len(d.refused)
-	d.mu.Unlock()
-	if n != 0 {
-		t.Errorf("refusals kept once asked: got %d, want 0", n)
-	}
-}
-
-// A local master's driver remembers which executor processes said they
-// were stopping on their own (LEAVING), says so once, then forgets the PID:
-// a clean exit is a stop only with it, and a crash (os.Exit(0)) without.
-func TestLeavingIsRememberedByPID(t *testing.T) {
+// A local master's driver keeps what it learns of each executor process
+// (ready, failed to initialise, leaving) and says it once, when the
+// launcher reports the process's end, then forgets the PID: a replacement
+// may get it, and a local-cluster replacing executors for days must not
+// keep an entry for each. A standalone driver keeps nothing.
+func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
+	initFailed := &wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(plugin.CodeInternal), Error: "broken"}
+	ready := &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}}
+	leaving := &wire.Frame{Kind: wire.Kind_KIND_LEAVING}
 	tests := []struct {
-		name  string
-		local bool
-		want  bool
+		name   string
+		local  bool
+		frames []*wire.Frame
+		want   Process
 	}{
-		{"local master", true, true},
-		{"standalone: not kept", false, false},
+		{"nothing yet", true, nil, Process{}},
+		{"ready", true, []*wire.Frame{ready}, Process{Ready: true}},
+		{"ready, then leaving", true, []*wire.Frame{ready, leaving}, Process{Ready: true, Leaving: true}},
+		{"failed to initialise", true, []*wire.Frame{initFailed}, Process{InitFailure: errors.New("executor 1 (host h, pid 42): broken")}},
+		{"standalone: not kept", false, []*wire.Frame{ready, leaving}, Process{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -529,18 +489,27 @@ func TestLeavingIsRememberedByPID(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1", PID: 42}, stopped: make(chan struct{})}
+			es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42}, stopped: make(chan struct{})}
 			c := rpc.New(nil, nil, d, rpc.Options{})
 			c.Peer, es.conn = es, c
-			if d.Leaving(42) {
-				t.Error("Leaving(42) before its LEAVING: got true, want false")
+			d.mu.Lock()
+			d.execs["1"] = es
+			d.mu.Unlock()
+			for _, f := range tt.frames {
+				d.HandleFrame(c, f)
 			}
-			d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_LEAVING})
-			if got := d.Leaving(42); got != tt.want {
-				t.Errorf("Leaving(42) after its LEAVING: got %v, want %v", got, tt.want)
+			got := d.Ended(42)
+			if got.Ready != tt.want.Ready || got.Leaving != tt.want.Leaving || fmt.Sprint(got.InitFailure) != fmt.Sprint(tt.want.InitFailure) || got.Refused != nil {
+				t.Errorf("Ended(42): got %+v, want %+v", got, tt.want)
 			}
-			if d.Leaving(42) {
-				t.Error("Leaving(42) asked again: got true, want false (forgotten)")
+			if again := d.Ended(42); again != (Process{}) {
+				t.Errorf("Ended(42) asked again: got %+v, want nothing (forgotten)", again)
+			}
+			d.mu.Lock()
+			n := len(d.procs)
+			d.mu.Unlock()
+			if n != 0 {
+				t.Errorf("processes kept once asked: got %d, want 0", n)
 			}
 		})
 	}
