@@ -282,8 +282,8 @@ func TestReplacerResetsWhenAReplacementBecomesReady(t *testing.T) {
 	f.lose(r, 11, errKilled)
 	f.lose(r, 20, errors.New("exit status 1")) // failed: 1
 	f.lose(r, 21, errors.New("exit status 1")) // failed: 2
-	f.fire()                                // 22 and 23
-	f.readyPID[22] = true                   // 22 becomes ready, and stays
+	f.fire()                                   // 22 and 23
+	f.readyPID[22] = true                      // 22 becomes ready, and stays
 	f.lose(r, 23, errors.New("exit status 1")) // failed: the first since 22
 	f.check(t, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond}, false)
 }
