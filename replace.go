@@ -61,9 +61,10 @@ type replacer struct {
 // report it.
 type loss struct {
 	pid   int
-	err   error // how it ended (nil: cleanly), or why its plugins failed
-	ready bool  // its plugins had initialised
-	left  bool  // it had said it was stopping on its own (LEAVING)
+	id    string // its executor ID, if it got one
+	err   error  // how it ended (nil: cleanly), or why its plugins failed
+	ready bool   // its plugins had initialised
+	left  bool   // it had said it was stopping on its own (LEAVING)
 }
 
 // lost reports an executor process's end. One that ended cleanly after
@@ -83,7 +84,7 @@ func (r *replacer) lost(l loss) {
 	switch {
 	case r.closed || r.gaveUp:
 	case l.err == nil && l.left:
-		r.log.Info("executor process stopped on its own: not replaced", "pid", l.pid)
+		r.log.Info("executor process stopped on its own: not replaced", "executor", l.id, "pid", l.pid)
 		if r.kept--; r.kept == 0 {
 			r.gaveUp = true
 			r.giveUp("every executor stopped on its own")
@@ -140,7 +141,7 @@ func (r *replacer) replaceLocked(l loss) {
 	if err == nil {
 		err = errors.New("exit status 0, without stopping first (os.Exit(0) in a task or plugin?)")
 	}
-	r.retryLocked(err, "pid", l.pid)
+	r.retryLocked(err, "executor", l.id, "pid", l.pid)
 }
 
 // failedLocked counts a replacement that failed: one more in a row,

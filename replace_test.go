@@ -134,7 +134,7 @@ func TestLocalClusterReplacesALostExecutor(t *testing.T) {
 	})
 	// At once, the lost executor having been ready: not a failed
 	// replacement, waited for.
-	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor"`) || !strings.Contains(s, "after=0s failed_in_a_row=0") {
+	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor" executor=`+lost+" pid=") || !strings.Contains(s, "after=0s failed_in_a_row=0") {
 		t.Errorf("the driver did not log the replacement, made at once; the log:\n%s", s)
 	}
 	if lost, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_executors_lost_total", nil); lost != 1 {

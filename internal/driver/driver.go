@@ -449,6 +449,8 @@ func (d *Driver) drop(peerAddr string) {
 // Process is what a local master's driver learnt of one executor
 // process, for the launcher's report of its end.
 type Process struct {
+	// ID is the executor ID it was given, if it got that far.
+	ID string
 	// Refused says why it was refused at the handshake for a mismatch.
 	// It is known as soon as the refusal is sent: a refused executor may
 	// exit, and its exit be reported, before the driver fails start-up
@@ -791,6 +793,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		stopped: make(chan struct{}),
 	}
 	d.execs[id] = es
+	if p := d.processLocked(es.info.PID); p != nil {
+		p.ID = id
+	}
 	d.mu.Unlock()
 	if hook := testHookConnect.Load(); hook != nil {
 		(*hook)("listed", es)

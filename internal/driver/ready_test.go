@@ -499,7 +499,7 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 				d.HandleFrame(c, f)
 			}
 			got := d.Ended(42)
-			if got.Ready != tt.want.Ready || got.Leaving != tt.want.Leaving || fmt.Sprint(got.InitFailure) != fmt.Sprint(tt.want.InitFailure) || got.Refused != nil {
+			if got.ID != tt.want.ID || got.Ready != tt.want.Ready || got.Leaving != tt.want.Leaving || fmt.Sprint(got.InitFailure) != fmt.Sprint(tt.want.InitFailure) || got.Refused != nil {
 				t.Errorf("Ended(42): got %+v, want %+v", got, tt.want)
 			}
 			if again := d.Ended(42); again != (Process{}) {
