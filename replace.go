@@ -13,16 +13,27 @@ import (
 // before Ember stops replacing lost executors (Spark:
 // spark.deploy.maxExecutorRetries). A replacement that becomes ready
 // resets the count. Default 10; 0 turns replacement off; -1 never stops
-// replacing (each failed replacement then waits at most 5s).
+// replacing (each failed replacement then waits at most 5s). An executor
+// that crashes within 10s of becoming ready is replaced after the same
+// backoff, without counting.
 const ConfExecutorMaxRetries = "ember.executor.maxRetries"
 
 // defaultMaxRetries is ConfExecutorMaxRetries' default.
 const defaultMaxRetries = 10
 
+// minUptime is how long an executor must have been ready for its crash
+// to be replaced at once. One that crashes sooner (a plugin that brings
+// every executor down shortly after Init, say) is replaced after a
+// backoff, as a replacement that failed before it was ready is, but does
+// not count toward giving up: it did become ready (Spark counts the same).
+const minUptime = 10 * time.Second
+
 // replaceBackoff is how long a replacement waits after k replacements in
-// a row failed: nothing for the first (the executor it replaces had been
-// ready), then 100ms doubling to at most 5s, so that a replacement that
-// cannot start does not spin.
+// a row failed, or k executors in a row crashed soon after they were ready
+// (minUptime): nothing for the first (the executor it replaces had been
+// up for long), then 100ms doubling to at most 5s, so that a replacement
+// that cannot start, or a plugin that crashes every executor, does not
+// spin.
 func replaceBackoff(k int) time.Duration {
 	if k == 0 {
 		return 0
@@ -53,6 +64,7 @@ type replacer struct {
 	closed  bool // the application is shutting down
 	gaveUp  bool
 	inRow   int    // replacements in a row that failed
+	soon    int    // executors in a row that crashed within minUptime of being ready
 	seen    int    // readies when inRow last grew
 	early   []loss // lost after start-up succeeded, before run
 }
@@ -61,10 +73,11 @@ type replacer struct {
 // report it.
 type loss struct {
 	pid   int
-	id    string // its executor ID, if it got one
-	err   error  // how it ended (nil: cleanly), or why its plugins failed
-	ready bool   // its plugins had initialised
-	left  bool   // it had said it was stopping on its own (LEAVING)
+	id    string        // its executor ID, if it got one
+	err   error         // how it ended (nil: cleanly), or why its plugins failed
+	ready bool          // its plugins had initialised
+	up    time.Duration // since they had, if they had
+	left  bool          // it had said it was stopping on its own (LEAVING)
 }
 
 // lost reports an executor process's end. One that ended cleanly after
@@ -132,10 +145,14 @@ func (r *replacer) replaceLocked(l loss) {
 	if r.gaveUp {
 		return
 	}
-	if l.ready {
-		r.inRow = 0
-	} else {
+	switch {
+	case !l.ready:
 		r.failedLocked()
+	case l.up < minUptime:
+		r.inRow = 0
+		r.soon++
+	default:
+		r.inRow, r.soon = 0, 0
 	}
 	err := l.err
 	if err == nil {
@@ -168,8 +185,12 @@ func (r *replacer) retryLocked(last error, attrs ...any) {
 		r.giveUp(why)
 		return
 	}
-	d := replaceBackoff(r.inRow)
-	r.log.Info("replacing a lost executor", append(attrs, "after", d, "failed_in_a_row", r.inRow)...)
+	d := replaceBackoff(max(r.inRow, r.soon))
+	attrs = append(attrs, "after", d, "failed_in_a_row", r.inRow)
+	if r.soon > 0 {
+		attrs = append(attrs, "crashed_soon_in_a_row", r.soon)
+	}
+	r.log.Info("replacing a lost executor", attrs...)
 	if d == 0 {
 		r.startLocked()
 		return

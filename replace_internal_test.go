@@ -18,7 +18,8 @@ type fakeLauncher struct {
 	starts   int
 	startErr error
 	readyPID map[int]bool
-	leftPID  map[int]bool // said they were stopping on their own
+	leftPID  map[int]bool          // said they were stopping on their own
+	upFor    map[int]time.Duration // how long a ready one was up: an hour if not set
 	delays   []time.Duration
 	timers   []func()
 	whys     []string
@@ -26,7 +27,7 @@ type fakeLauncher struct {
 
 func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 	t.Helper()
-	f := &fakeLauncher{readyPID: map[int]bool{}, leftPID: map[int]bool{}}
+	f := &fakeLauncher{readyPID: map[int]bool{}, leftPID: map[int]bool{}, upFor: map[int]time.Duration{}}
 	r := &replacer{
 		start: func() error {
 			f.mu.Lock()
@@ -60,11 +61,16 @@ func newReplacer(t *testing.T, max int) (*replacer, *fakeLauncher) {
 // errKilled is how the launcher reports an executor process killed.
 var errKilled = errors.New("signal: killed")
 
-// lose reports to r the end of process pid, ready and left as f says of
-// it, as the driver would.
+// lose reports to r the end of process pid, ready, up and left as f says
+// of it, as the driver would.
 func (f *fakeLauncher) lose(r *replacer, pid int, err error) {
 	f.mu.Lock()
 	l := loss{pid: pid, err: err, ready: f.readyPID[pid], left: f.leftPID[pid]}
+	if up, ok := f.upFor[pid]; ok {
+		l.up = up
+	} else if l.ready {
+		l.up = time.Hour
+	}
 	f.mu.Unlock()
 	r.lost(l)
 }
@@ -303,4 +309,30 @@ func TestReplacerWithoutALimit(t *testing.T) {
 	if got := want[len(want)-1]; got != 5*time.Second {
 		t.Errorf("the last wait: got %v, want 5s", got)
 	}
+}
+
+// An executor that crashes soon after it became ready (a plugin that
+// brings every executor down shortly after Init) is replaced after the
+// backoff a failed replacement gets, so that the cluster does not spin;
+// but it did become ready, so it does not count toward giving up, and
+// one that was up for long resets the backoff.
+func TestReplacerBacksOffExecutorsThatCrashSoon(t *testing.T) {
+	r, f := newReplacer(t, 2)
+	r.run()
+	var want []time.Duration
+	for i := range 4 {
+		pid := 20 + i
+		f.readyPID[pid], f.upFor[pid] = true, time.Second
+		f.lose(r, pid, errKilled)
+		f.fire()
+		want = append(want, replaceBackoff(i+1))
+	}
+	f.check(t, 4, want, false) // four in a row, past max 2: not given up
+	f.readyPID[30] = true      // up for an hour
+	f.lose(r, 30, errKilled)
+	f.check(t, 5, want, false) // at once
+	f.readyPID[31], f.upFor[31] = true, time.Second
+	f.lose(r, 31, errKilled)
+	f.fire()
+	f.check(t, 6, append(want, 100*time.Millisecond), false) // the backoff starts again
 }

@@ -132,10 +132,12 @@ func TestLocalClusterReplacesALostExecutor(t *testing.T) {
 		added, removed := m.counts()
 		return added == 2 && removed == 1
 	})
-	// At once, the lost executor having been ready: not a failed
-	// replacement, waited for.
-	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor" executor=`+lost+" pid=") || !strings.Contains(s, "after=0s failed_in_a_row=0") {
-		t.Errorf("the driver did not log the replacement, made at once; the log:\n%s", s)
+	// The lost executor had been ready: not a failed replacement. But it
+	// crashed soon after it became ready, so its replacement waits the
+	// first backoff.
+	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor" executor=`+lost+" pid=") ||
+		!strings.Contains(s, "after=100ms failed_in_a_row=0 crashed_soon_in_a_row=1") {
+		t.Errorf("the driver did not log the replacement of an executor that crashed soon; the log:\n%s", s)
 	}
 	if lost, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_executors_lost_total", nil); lost != 1 {
 		t.Errorf("ember_executors_lost_total: got %v, want 1", lost)

@@ -258,7 +258,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			if p.InitFailure != nil && err != nil {
 				why = p.InitFailure // says more than "exit status 1"
 			}
-			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready, left: p.Leaving})
+			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready, up: time.Since(p.ReadyAt), left: p.Leaving})
 			// Not during start-up, whose error says how an executor
 			// ended, nor once it has failed: the driver itself then
 			// kills the executors that were still starting.

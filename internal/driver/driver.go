@@ -460,9 +460,10 @@ type Process struct {
 	// InitFailure says why its plugins failed to initialise: more than
 	// its exit status says.
 	InitFailure error
-	// Ready: its plugins initialised. A replacement that ended before
-	// that failed.
-	Ready bool
+	// Ready: its plugins initialised, at ReadyAt. A replacement that
+	// ended before that failed.
+	Ready   bool
+	ReadyAt time.Time
 	// Leaving: it said it was stopping on its own (LEAVING), so its clean
 	// exit was a stop, where a clean exit without it is a crash (a task
 	// that called os.Exit(0)). An executor sends LEAVING before it ends its
@@ -1065,7 +1066,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	es.ready = true
 	d.readies++
 	if p := d.processLocked(es.info.PID); p != nil {
-		p.Ready = true
+		p.Ready, p.ReadyAt = true, es.info.Added
 	}
 	info := cloneInfo(es.info)
 	d.notifyLocked()
