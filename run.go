@@ -259,14 +259,16 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				why = p.InitFailure // says more than "exit status 1"
 			}
 			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready, up: time.Since(p.ReadyAt), left: p.Leaving})
-			// Not during start-up, whose error says how an executor
-			// ended, nor once it has failed: the driver itself then
-			// kills the executors that were still starting.
-			if err != nil && started.Load() {
-				// After start-up: the driver has said which executor it
-				// lost (with its pid); this says how its process ended
-				// (a signal: the OOM killer, say).
-				log.Warn("executor ended", "err", err)
+			if started.Load() {
+				// The driver has said which executor it lost (with its
+				// pid); this says how its process ended (a signal: the
+				// OOM killer, say). Not during start-up, whose error says
+				// how an executor ended, nor once it has failed: the
+				// driver itself then kills the executors still starting.
+				if err != nil {
+					log.Warn("executor ended", "err", err)
+				}
+				return
 			}
 			if p.Refused != nil {
 				abort(p.Refused) // why it exited, which its status does not say
