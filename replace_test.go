@@ -84,6 +84,17 @@ func (m *membership) localCluster(t *testing.T, logs *logtest.Buffer, init func(
 	}
 }
 
+// startLocalCluster starts m.localCluster with no executor Init, this
+// test's executor processes serving it (a child process never returns).
+func (m *membership) startLocalCluster(t *testing.T, logs *logtest.Buffer) *embertest.Cluster {
+	t.Helper()
+	cfg := m.localCluster(t, logs, nil)
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	return embertest.Start(t, cfg)
+}
+
 func (m *membership) counts() (added, removed int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -99,11 +110,7 @@ func TestLocalClusterReplacesALostExecutor(t *testing.T) {
 	dir := sharedDir(t)
 	var m membership
 	var logs logtest.Buffer
-	cfg := m.localCluster(t, &logs, nil)
-	if isChild() {
-		runChild(cfg, nil)
-	}
-	c := embertest.Start(t, cfg)
+	c := m.startLocalCluster(t, &logs)
 	type result struct {
 		out []string
 		err error
@@ -304,11 +311,7 @@ func copyFile(from, to string) error {
 func TestLocalClusterReplacesAnExecutorThatExitedCleanlyWithoutStopping(t *testing.T) {
 	var m membership
 	var logs logtest.Buffer
-	cfg := m.localCluster(t, &logs, nil)
-	if isChild() {
-		runChild(cfg, nil)
-	}
-	c := embertest.Start(t, cfg)
+	c := m.startLocalCluster(t, &logs)
 	first := c.Driver.Executors()[0].ID
 	out, err := ember.Map(testCtx(t), c.Driver, exitsCleanlyOnce, []int{1})
 	if err != nil {
