@@ -258,7 +258,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			if p.InitFailure != nil && err != nil {
 				why = p.InitFailure // says more than "exit status 1"
 			}
-			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready, up: time.Since(p.ReadyAt), left: p.Leaving})
+			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready(), up: time.Since(p.ReadyAt), left: p.Leaving})
 			if started.Load() {
 				// The driver has said which executor it lost (with its
 				// pid); this says how its process ended (a signal: the

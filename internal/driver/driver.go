@@ -460,9 +460,8 @@ type Process struct {
 	// InitFailure says why its plugins failed to initialise: more than
 	// its exit status says.
 	InitFailure error
-	// Ready: its plugins initialised, at ReadyAt. A replacement that
-	// ended before that failed.
-	Ready   bool
+	// ReadyAt is when its plugins initialised; zero if they did not (see
+	// Ready).
 	ReadyAt time.Time
 	// Leaving: it said it was stopping on its own (LEAVING), so its clean
 	// exit was a stop, where a clean exit without it is a crash (a task
@@ -471,6 +470,10 @@ type Process struct {
 	// known by the time the process has exited.
 	Leaving bool
 }
+
+// Ready reports whether its plugins initialised. A replacement that
+// ended before that failed.
+func (p Process) Ready() bool { return !p.ReadyAt.IsZero() }
 
 // Ended returns what the driver learnt of the executor of process pid on
 // a local master (Config.Local), and forgets it: the launcher reports each
@@ -1066,7 +1069,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	es.ready = true
 	d.readies++
 	if p := d.processLocked(es.info.PID); p != nil {
-		p.Ready, p.ReadyAt = true, es.info.Added
+		p.ReadyAt = es.info.Added
 	}
 	info := cloneInfo(es.info)
 	d.notifyLocked()

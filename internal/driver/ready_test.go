@@ -478,8 +478,8 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 		want   Process
 	}{
 		{"nothing yet", true, nil, Process{}},
-		{"ready", true, []*wire.Frame{ready}, Process{Ready: true}},
-		{"ready, then leaving", true, []*wire.Frame{ready, leaving}, Process{Ready: true, Leaving: true}},
+		{"ready", true, []*wire.Frame{ready}, Process{ReadyAt: time.Unix(1, 0)}},
+		{"ready, then leaving", true, []*wire.Frame{ready, leaving}, Process{ReadyAt: time.Unix(1, 0), Leaving: true}},
 		{"failed to initialise", true, []*wire.Frame{initFailed}, Process{InitFailure: errors.New("executor 1 (host h, pid 42): broken")}},
 		{"standalone: not kept", false, []*wire.Frame{ready, leaving}, Process{}},
 	}
@@ -499,7 +499,7 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 				d.HandleFrame(c, f)
 			}
 			got := d.Ended(42)
-			if got.ID != tt.want.ID || got.Ready != tt.want.Ready || got.Leaving != tt.want.Leaving || fmt.Sprint(got.InitFailure) != fmt.Sprint(tt.want.InitFailure) || got.Refused != nil {
+			if got.ID != tt.want.ID || got.Ready() != tt.want.Ready() || got.Leaving != tt.want.Leaving || fmt.Sprint(got.InitFailure) != fmt.Sprint(tt.want.InitFailure) || got.Refused != nil {
 				t.Errorf("Ended(42): got %+v, want %+v", got, tt.want)
 			}
 			if again := d.Ended(42); again != (Process{}) {
