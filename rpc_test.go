@@ -1326,3 +1326,67 @@ func TestPushToAnExecutorInItsInitSaysNotReady(t *testing.T) {
 		t.Errorf("SendExecutor to an executor in its Init: got %v, want ErrNoSuchExecutor saying it is not ready yet", pushErr)
 	}
 }
+
+// ackingExecutor acknowledges every message it receives with a Send of
+// its own, as examples/dynamicconfig's executor side does.
+type ackingExecutor struct {
+	plugin.BaseExecutorPlugin
+	pcs *contexts
+	pc  plugin.ExecutorContext
+	ran *atomic.Int64
+}
+
+func (e *ackingExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.pc = pc
+	e.pcs.put(pc)
+	return nil
+}
+
+func (e *ackingExecutor) Receive(ctx context.Context, _ any) (any, error) {
+	e.ran.Add(1)
+	return nil, e.pc.Send(ctx, text("ack"))
+}
+
+// A driver plugin whose Receive broadcasts for every report it takes in,
+// and an executor plugin whose Receive acknowledges every broadcast with a
+// Send, are each other's senders. With both sending far more than a small
+// window holds, neither waits for the other for ever (they did, within
+// about fifty messages: each lane waited in its Send for credit that only
+// the other lane, waiting too, would give back), and every message runs.
+func TestReceivesSendingToEachOtherDoNotDeadlock(t *testing.T) {
+	const reports = 2000 // from each executor; each message takes about 70 bytes of the 4,096-byte window
+	var dc plugin.DriverContext
+	var pcs contexts
+	var driverRan, executorsRan atomic.Int64
+	p := fakePlugin{
+		name: "cycle",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: keepDriverContext(&dc), ReceiveF: func(ctx context.Context, msg any) (any, error) {
+				driverRan.Add(1)
+				if msg == text("report") {
+					return nil, dc.Broadcast(ctx, text("push"))
+				}
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin { return &ackingExecutor{pcs: &pcs, ran: &executorsRan} },
+	}
+	embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Plugins: []plugin.Plugin{p}, SendWindow: 4096})
+	ctx := testCtx(t)
+	for _, id := range []string{"1", "2"} {
+		pc := pcs.get(id)
+		go func() {
+			for range reports {
+				if err := pc.Send(ctx, text("report")); err != nil {
+					t.Errorf("executor %s: report: %v", id, err)
+					return
+				}
+			}
+		}()
+	}
+	// Each report is broadcast to both executors, and each push acknowledged.
+	const pushes = 2 * 2 * reports
+	embertest.WaitFor(t, "every report, push and acknowledgement run", func() bool {
+		return driverRan.Load() == 2*reports+pushes && executorsRan.Load() == pushes
+	})
+}

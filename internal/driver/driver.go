@@ -260,6 +260,10 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d.cfg.Conn.Plugins = d.names           // SENDs to every plugin are flow-controlled
 	d.cfg.Conn.PluginSendWindows = windows // as announced in Welcome
+	d.cfg.Conn.Lanes = make([]*rpc.Lane, len(d.endpoints))
+	for i, e := range d.endpoints {
+		d.cfg.Conn.Lanes[i] = e.lane
+	}
 	d.srv = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
 		// Protobuf, with received frames taken from a pool.

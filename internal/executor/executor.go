@@ -234,17 +234,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		x.own.MustRegister(c)
 	}
-	x.conn = rpc.New(stream, cancel, x, rpc.Options{
-		MaxMessageBytes:   cfg.MaxMessageBytes,
-		QueueFrames:       cfg.SendQueue,
-		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
-		HeartbeatTimeout:  cfg.HeartbeatTimeout,
-		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
-		Plugins:           pluginNames(cfg.Plugins),
-		SendWindow:        sendWindow(welcome.SendWindow),
-		PluginSendWindows: pluginSendWindows(welcome.PluginSendWindows),
-	})
-	x.conn.SetTypes(types)
 	var setupErr error // the first plugin whose ExecutorPlugin panicked
 	for i, p := range cfg.Plugins {
 		e := &endpoint{
@@ -277,6 +266,22 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		x.endpoints = append(x.endpoints, e)
 	}
+	lanes := make([]*rpc.Lane, len(x.endpoints))
+	for i, e := range x.endpoints {
+		lanes[i] = e.lane
+	}
+	x.conn = rpc.New(stream, cancel, x, rpc.Options{
+		MaxMessageBytes:   cfg.MaxMessageBytes,
+		QueueFrames:       cfg.SendQueue,
+		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
+		HeartbeatTimeout:  cfg.HeartbeatTimeout,
+		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
+		Plugins:           pluginNames(cfg.Plugins),
+		SendWindow:        sendWindow(welcome.SendWindow),
+		PluginSendWindows: pluginSendWindows(welcome.PluginSendWindows),
+		Lanes:             lanes,
+	})
+	x.conn.SetTypes(types)
 	for _, i := range welcome.NoDriverSide {
 		if uint(i) < uint(len(x.endpoints)) { // unsigned: int(i) can be negative on 32-bit
 			x.endpoints[i].noDriverSide = true

@@ -82,6 +82,12 @@ type Options struct {
 	// SendWindow; more than MaxSendWindow counts as MaxSendWindow. Both ends
 	// must use the same values.
 	PluginSendWindows []int
+	// Lanes holds, indexed like Plugins, the lane where each plugin's
+	// SENDs from the peer run on this end (nil for a plugin without
+	// one). While a Send of plugin p waits for its window, Lanes[p]
+	// lends to this Conn (see Lane.Lend), so that two ends whose
+	// handlers send to each other cannot wait on each other's windows.
+	Lanes []*Lane
 }
 
 // Defaults.
@@ -637,7 +643,8 @@ func (c *Conn) compressCall(f *wire.Frame) error {
 // spent, until the receiver has delivered enough of what it was sent. A
 // plugin whose receiver falls behind thus holds up its own senders and
 // nobody else. A SEND may overdraw the window by one message, so that a
-// message larger than the window still goes.
+// message larger than the window still goes. While it waits, the plugin's
+// lane on this end lends to this Conn (see Options.Lanes).
 func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	if err := c.compressCall(f); err != nil {
 		return err
@@ -650,10 +657,19 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	c.mu.Lock()
 	waited := false
 	for c.credit[p] <= 0 && !c.closing && c.refuse == nil {
-		if c.opts.OnLimit != nil && !waited {
-			c.opts.OnLimit("send_window")
+		if !waited {
+			waited = true
+			if c.opts.OnLimit != nil {
+				c.opts.OnLimit("send_window")
+			}
+			if p < len(c.opts.Lanes) && c.opts.Lanes[p] != nil {
+				// Lend gives credit back, which takes c.mu.
+				c.mu.Unlock()
+				defer c.opts.Lanes[p].Lend(c)()
+				c.mu.Lock()
+				continue // look again: credit may have come meanwhile
+			}
 		}
-		waited = true
 		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
 			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.windows[p], err)
 		}

@@ -518,3 +518,116 @@ func TestSendLast(t *testing.T) {
 		t.Errorf("the server received %v, want %v", kinds, want)
 	}
 }
+
+// A lane lends to a connection while told to: the credits of that
+// connection's SENDs queued behind a handler that does not return go back
+// at once, and so do those of the SENDs that arrive meanwhile. Once lending
+// stops, the window binds again.
+func TestLaneLends(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	lane := rpc.NewLane(1, 0, func(rpc.Item) { <-gate })
+	t.Cleanup(lane.Close)
+	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if !rpc.Deliver(context.Background(), lane, c, f, nil) {
+			t.Errorf("Deliver: lane closed")
+		}
+	})
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+	send := func() error {
+		ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		return p.client.Send(ctx, windowFrame(0))
+	}
+
+	for i := range testSends {
+		if err := send(); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	blocked(t, p.client, 0) // the first runs and does not return; nine wait behind it
+
+	stop := lane.Lend(p.server)
+	for i := range 3 * testSends {
+		if err := send(); err != nil {
+			t.Fatalf("Send %d while the lane lends: %v, want every one to go", i, err)
+		}
+	}
+	stop()
+	// What was lent is the client's; once it is spent, Sends wait again.
+	for i := 0; ; i++ {
+		err := send()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Send after lending stopped: %v", err)
+		}
+		if i == testSends {
+			t.Fatalf("%d Sends went after lending stopped, want the window (%d) to bind", i+1, testSends)
+		}
+	}
+}
+
+// Two ends whose handlers each send to the other for every report they
+// take in (a driver plugin's Receive that broadcasts, an executor's that
+// acknowledges) cannot wait on each other's windows for ever: the lane of
+// the end whose sender waits lends to the other (Options.Lanes). Each end
+// sends fifty windows of reports, with lanes of one worker and of three.
+func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	for _, workers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d workers", workers), func(t *testing.T) {
+			t.Parallel()
+			const reports = 50 * testSends
+			ctx := testContext(t)
+			var ran [2]atomic.Int64 // SENDs run by the client's lane, and by the server's
+			newLane := func(side int) *rpc.Lane {
+				l := rpc.NewLane(workers, 0, func(it rpc.Item) {
+					ran[side].Add(1)
+					if it.Header().Type != "report" {
+						return
+					}
+					ack := windowFrame(0)
+					ack.Type = "ack"
+					if err := it.Conn.Send(ctx, ack); err != nil {
+						t.Errorf("ack: %v", err)
+					}
+				})
+				t.Cleanup(l.Close)
+				return l
+			}
+			lanes := []*rpc.Lane{newLane(0), newLane(1)}
+			handler := func(l *rpc.Lane) *handler {
+				return newHandler(func(c *rpc.Conn, f *wire.Frame) {
+					if f.Kind == wire.Kind_KIND_SEND {
+						rpc.Deliver(context.Background(), l, c, f, nil)
+					}
+				})
+			}
+			opts := func(l *rpc.Lane) rpc.Options {
+				return rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow, Lanes: []*rpc.Lane{l}}
+			}
+			p := newPair(t, handler(lanes[0]), handler(lanes[1]), opts(lanes[0]), opts(lanes[1]))
+			for _, c := range []*rpc.Conn{p.client, p.server} {
+				go func() {
+					for range reports {
+						f := windowFrame(0)
+						f.Type = "report"
+						if err := c.Send(ctx, f); err != nil {
+							t.Errorf("report: %v", err)
+							return
+						}
+					}
+				}()
+			}
+			poll(t, "every report and every ack run on both ends", func() bool {
+				return ran[0].Load() == 2*reports && ran[1].Load() == 2*reports
+			})
+		})
+	}
+}

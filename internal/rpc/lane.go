@@ -31,7 +31,8 @@ type Item struct {
 	Err     error
 
 	// Credit is what a SEND counts against its sender's window (see
-	// Conn.Consumed); the lane gives it back once the item has run. Zero
+	// Conn.Consumed); the lane gives it back once the item has run, or
+	// earlier while it lends to the item's connection (see Lend). Zero
 	// for anything else.
 	Credit int64
 
@@ -98,6 +99,10 @@ func Predecode(it *Item) {
 // limit of items (queued or running) it keeps those credits until it is
 // down to half the limit. Senders to a lane that falls behind thus wait
 // in Send, while the streams they share with other plugins keep flowing.
+// While a sender of the lane's own end waits for its window on a
+// connection, the lane gives that connection's credits back at once
+// instead (Lend): a lane whose handler waits on its peer must not be what
+// its peer waits for.
 type Lane struct {
 	run   func(Item)
 	limit int
@@ -105,20 +110,27 @@ type Lane struct {
 	mu       sync.Mutex // protects the following fields
 	q        []Item
 	head     int
-	pushed   uint64              // items ever pushed; item k has sequence k
-	taken    uint64              // items ever handed to a worker
-	running  map[uint64]struct{} // sequences of the items running now (several workers)
-	serial   bool                // one worker: it takes batches, items finish in order
-	active   atomic.Int64        // serial: items taken and not yet finished
-	finished atomic.Uint64       // serial: items finished
-	flushing atomic.Int32        // Flush calls waiting (written under mu; serial workers read it without)
-	progress chan struct{}       // closed and replaced when an item finishes and Flush waits
+	pushed   uint64            // items ever pushed; item k has sequence k
+	taken    uint64            // items ever handed to a worker
+	running  map[uint64]credit // several workers: the items taken and not yet finished, by sequence, with their credits
+	serial   bool              // one worker: it takes batches, items finish in order
+	active   atomic.Int64      // serial: items taken and not yet finished
+	finished atomic.Uint64     // serial: items finished
+	flushing atomic.Int32      // Flush calls waiting (written under mu; serial workers read it without)
+	progress chan struct{}     // closed and replaced when an item finishes and Flush waits
 	// full: the items queued or running reached the limit and have not
 	// yet drained to half of it; the credits of items run meanwhile wait
 	// in owed. Written under mu; workers may look without it.
 	full   atomic.Bool
 	owed   map[creditKey]int64
 	closed bool
+	// slots hold the credits of the serial worker's batch, slot i for
+	// its item i: its key is written under mu as the batch is taken, its
+	// credit taken with an atomic swap by the worker once the item has
+	// run, or by Lend (under mu) before.
+	slots []slot
+	// lending counts, per connection, the Lend calls not yet stopped.
+	lending map[*Conn]int
 	// In a lane of several workers (see admitLocked): members are the
 	// connections with items running, held or an event waiting or
 	// running; ready are held items free to run, taken before the queue.
@@ -148,6 +160,26 @@ type creditKey struct {
 	p uint32
 }
 
+// credit is an item's credit and the window it belongs to.
+type credit struct {
+	key creditKey
+	n   int64
+}
+
+// creditOf returns it's credit.
+func creditOf(it *Item) credit {
+	if it.Credit == 0 {
+		return credit{}
+	}
+	return credit{creditKey{it.Conn, it.Header().Plugin}, it.Credit}
+}
+
+// slot is one item's credit in the serial worker's batch.
+type slot struct {
+	key creditKey
+	n   atomic.Int64
+}
+
 // DefaultLaneLimit is the default number of items queued or running at
 // which a lane starts keeping its senders' credits.
 const DefaultLaneLimit = 1 << 16
@@ -163,12 +195,12 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 	if limit <= 0 {
 		limit = DefaultLaneLimit
 	}
-	l := &Lane{run: run, limit: limit, running: map[uint64]struct{}{}, progress: make(chan struct{})}
+	l := &Lane{run: run, limit: limit, running: map[uint64]credit{}, progress: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.serial = workers == 1
 	l.wg.Add(workers)
 	if l.serial {
-		go l.serialLoop(nil)
+		go l.serialLoop(nil, 0)
 		return l
 	}
 	for range workers {
@@ -196,6 +228,10 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 		l.mu.Unlock()
 		return false, false
 	}
+	var lent int64 // it's credit, given back at once (see Lend)
+	if it.Credit > 0 && len(l.lending) > 0 && l.lending[it.Conn] > 0 && !l.full.Load() {
+		lent, it.Credit = it.Credit, 0
+	}
 	l.pushed++
 	l.q = append(l.q, it)
 	if !l.full.Load() && l.lenLocked() >= l.limit {
@@ -204,36 +240,94 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	}
 	l.mu.Unlock()
 	l.wake.Signal()
+	if lent > 0 {
+		it.Conn.Consumed(it.Header().Plugin, lent)
+	}
 	return true, filled
 }
 
+// Lend makes the lane give back at once the credits of c's SENDs it
+// holds, queued or running, and of those that arrive from c until stop is
+// called (each Lend needs its own stop), instead of once they have run.
+// A Conn lends while one of its senders of the lane's plugin waits for its
+// window (see Options.Lanes). That sender may be the lane's own handler (a
+// Receive that sends to the side sending to it): the lane then runs
+// nothing until the peer grants credit, and the peer's lane may be waiting
+// on this end's window in the same way; without the loan each would wait
+// for the other for ever. A full lane lends nothing, so what it holds
+// stays bounded by its limit plus one window per connection.
+func (l *Lane) Lend(c *Conn) (stop func()) {
+	var lent map[creditKey]int64
+	add := func(k creditKey, n int64) {
+		if n > 0 {
+			if lent == nil {
+				lent = map[creditKey]int64{}
+			}
+			lent[k] += n
+		}
+	}
+	l.mu.Lock()
+	if l.lending == nil {
+		l.lending = map[*Conn]int{}
+	}
+	l.lending[c]++
+	if !l.full.Load() {
+		for i := l.head; i < len(l.q); i++ {
+			if it := &l.q[i]; it.Conn == c && it.Credit > 0 {
+				add(creditOf(it).key, it.Credit)
+				it.Credit = 0
+			}
+		}
+		for seq, cr := range l.running {
+			if cr.key.c == c && cr.n > 0 {
+				add(cr.key, cr.n)
+				l.running[seq] = credit{}
+			}
+		}
+		for i := range l.slots {
+			if s := &l.slots[i]; s.key.c == c {
+				add(s.key, s.n.Swap(0))
+			}
+		}
+	}
+	l.mu.Unlock()
+	grant(lent)
+	return func() {
+		l.mu.Lock()
+		if l.lending[c]--; l.lending[c] <= 0 {
+			delete(l.lending, c)
+		}
+		l.mu.Unlock()
+	}
+}
+
 // finish is called after an item has run (and no longer counts in Len),
-// with its connection, plugin and credit: it gives the credit back, or
-// while the lane is full keeps it, and hands back every credit kept once
-// the lane has drained to half its limit.
-func (l *Lane) finish(c *Conn, p uint32, credit int64) {
-	if l.full.Load() && l.keep(c, p, credit) {
+// with its credit (zero if it had none, or lent it): it gives the credit
+// back, or while the lane is full keeps it, and hands back every credit
+// kept once the lane has drained to half its limit.
+func (l *Lane) finish(cr credit) {
+	if l.full.Load() && l.keep(cr) {
 		return
 	}
-	if credit > 0 {
-		c.Consumed(p, credit)
+	if cr.n > 0 {
+		cr.key.c.Consumed(cr.key.p, cr.n)
 	}
 }
 
 // keep keeps an item's credit while the lane is full, and once the lane
 // has drained to half its limit hands back every credit kept. It reports
 // false, keeping nothing, if the lane is no longer full.
-func (l *Lane) keep(c *Conn, p uint32, credit int64) bool {
+func (l *Lane) keep(cr credit) bool {
 	l.mu.Lock()
 	if !l.full.Load() {
 		l.mu.Unlock()
 		return false
 	}
-	if credit > 0 {
+	if cr.n > 0 {
 		if l.owed == nil {
 			l.owed = map[creditKey]int64{}
 		}
-		l.owed[creditKey{c, p}] += credit
+		l.owed[cr.key] += cr.n
 	}
 	var owed map[creditKey]int64
 	if l.lenLocked() <= l.limit/2 {
@@ -244,15 +338,6 @@ func (l *Lane) keep(c *Conn, p uint32, credit int64) bool {
 	l.mu.Unlock()
 	grant(owed)
 	return true
-}
-
-// creditOf returns what finish needs of it; call it before running it,
-// which may release its frame.
-func creditOf(it *Item) (c *Conn, p uint32, credit int64) {
-	if it.Credit == 0 {
-		return nil, 0, 0
-	}
-	return it.Conn, it.Header().Plugin, it.Credit
 }
 
 // grant hands kept credits back to their connections.
@@ -356,8 +441,8 @@ const serialBatch = 256
 // round per batch instead of per item, where the reader pushing and the
 // worker taking would otherwise contend on every message. It starts with
 // batch: what is left of the one a worker before it was running (see
-// below).
-func (l *Lane) serialLoop(batch []Item) {
+// below), whose credits are in the slots from first on.
+func (l *Lane) serialLoop(batch []Item, first int) {
 	next := 0 // batch[next:] has yet to run
 	returned := false
 	defer func() {
@@ -371,13 +456,13 @@ func (l *Lane) serialLoop(batch []Item) {
 		// An item's run ended this goroutine (runtime.Goexit, which
 		// rpc.Call logs): a new worker runs the rest of the batch, and
 		// the lane goes on.
-		go l.serialLoop(batch[next:])
+		go l.serialLoop(batch[next:], first+next)
 	}()
 	for {
 		for next < len(batch) {
 			it := &batch[next]
 			next++
-			l.runSerial(it)
+			l.runSerial(it, &l.slots[first+next-1])
 		}
 		if !l.awaitItem() {
 			returned = true
@@ -385,22 +470,30 @@ func (l *Lane) serialLoop(batch []Item) {
 		}
 		n := min(len(l.q)-l.head, serialBatch)
 		batch = append(batch[:0], l.q[l.head:l.head+n]...)
-		next = 0
+		next, first = 0, 0
+		if cap(l.slots) < n {
+			l.slots = make([]slot, n, serialBatch)
+		}
+		l.slots = l.slots[:n]
+		for i := range batch {
+			cr := creditOf(&batch[i])
+			l.slots[i].key = cr.key
+			l.slots[i].n.Store(cr.n)
+		}
 		l.active.Store(int64(n))
 		l.takeLocked(n)
 		l.mu.Unlock()
 	}
 }
 
-// runSerial runs it, an item of the serial worker's batch, and counts it
-// finished, even if its run ends the goroutine.
-func (l *Lane) runSerial(it *Item) {
-	c, p, credit := creditOf(it)
+// runSerial runs it, an item of the serial worker's batch whose credit is
+// in s, and counts it finished, even if its run ends the goroutine.
+func (l *Lane) runSerial(it *Item, s *slot) {
 	defer func() {
 		*it = Item{}
 		l.active.Add(-1)
 		l.finished.Add(1)
-		l.finish(c, p, credit)
+		l.finish(credit{s.key, s.n.Swap(0)})
 		if l.flushing.Load() > 0 {
 			l.mu.Lock()
 			l.progressLocked()
@@ -454,12 +547,7 @@ func (l *Lane) compactLocked() {
 func (l *Lane) loop(t taken, ok bool) {
 	// t is run first when ok: an event due to run on the worker this one
 	// replaces (see below).
-	var (
-		c       *Conn
-		p       uint32
-		credit  int64
-		running bool // t is running
-	)
+	running := false // t is running
 	defer func() {
 		if !running {
 			l.wg.Done()
@@ -471,9 +559,9 @@ func (l *Lane) loop(t taken, ok bool) {
 		// t's run ended this goroutine (runtime.Goexit, which rpc.Call
 		// logs): it has run, and a new worker goes on.
 		l.mu.Lock()
-		next, ok := l.doneLocked(t)
+		next, ok, cr := l.doneLocked(t)
 		l.mu.Unlock()
-		l.finish(c, p, credit)
+		l.finish(cr)
 		go l.loop(next, ok)
 	}()
 	l.mu.Lock()
@@ -493,7 +581,8 @@ func (l *Lane) loop(t taken, ok bool) {
 				t = taken{it: l.q[l.head]}
 				l.takeLocked(1)
 				t.seq = l.taken
-				l.running[t.seq] = struct{}{}
+				l.running[t.seq] = creditOf(&t.it) // from now on its credit is kept here
+				t.it.Credit = 0
 			default: // closed and empty
 				l.mu.Unlock()
 				return
@@ -504,15 +593,17 @@ func (l *Lane) loop(t taken, ok bool) {
 		// (an event that waited for it).
 		for ok {
 			l.mu.Unlock()
-			c, p, credit = creditOf(&t.it)
 			running = true
 			l.run(t.it)
 			running = false
 			l.mu.Lock()
-			var next taken
-			next, ok = l.doneLocked(t)
+			var (
+				next taken
+				cr   credit
+			)
+			next, ok, cr = l.doneLocked(t)
 			l.mu.Unlock()
-			l.finish(c, p, credit)
+			l.finish(cr)
 			l.mu.Lock()
 			t = next
 		}
@@ -559,8 +650,10 @@ func (l *Lane) admitLocked(t taken) bool {
 }
 
 // doneLocked records that t has run and returns what may run next on
-// this worker: an event that waited for t (ok), if any. l.mu is held.
-func (l *Lane) doneLocked(t taken) (next taken, ok bool) {
+// this worker: an event that waited for t (ok), if any; and t's credit,
+// unless it was lent. l.mu is held.
+func (l *Lane) doneLocked(t taken) (next taken, ok bool, cr credit) {
+	cr = l.running[t.seq]
 	delete(l.running, t.seq)
 	if l.flushing.Load() > 0 {
 		l.progressLocked()
@@ -568,7 +661,7 @@ func (l *Lane) doneLocked(t taken) (next taken, ok bool) {
 	key := t.it.member()
 	m := l.members[key]
 	if key == nil || m == nil {
-		return taken{}, false
+		return taken{}, false, cr
 	}
 	if t.it.Event != nil {
 		m.inEvent = false
@@ -584,5 +677,5 @@ func (l *Lane) doneLocked(t taken) (next taken, ok bool) {
 	if m.running == 0 && m.event == nil && !m.inEvent && len(m.held) == 0 {
 		delete(l.members, key)
 	}
-	return next, ok
+	return next, ok, cr
 }
