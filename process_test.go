@@ -591,20 +591,25 @@ func TestAccidentalExecutorModeRefused(t *testing.T) {
 			return nil
 		})
 	}
-	cmd := exec.Command(os.Args[0], embertest.ExecutorArgs(t)...)
-	cmd.Env = append(os.Environ(), ember.EnvDriver+"=yes")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-		t.Fatalf("got %v, want exit status 2; output:\n%s", err, out)
-	}
-	for _, want := range []string{`EMBER_DRIVER="yes"`, "unset EMBER_DRIVER"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("output does not mention %q:\n%s", want, out)
+	// "yes": not an address at all; the others pass net.SplitHostPort
+	// but no dial can use them, and used to be retried for StartTimeout.
+	for _, value := range []string{"yes", "127.0.0.1:99999", "127.0.0.1:7077 "} {
+		cmd := exec.Command(os.Args[0], embertest.ExecutorArgs(t)...)
+		cmd.Env = append(os.Environ(), ember.EnvDriver+"="+value)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("%s=%q: got %v after %v, want exit status 2; output:\n%s", ember.EnvDriver, value, err, time.Since(start), out)
 		}
-	}
-	if strings.Contains(string(out), "driver function ran") {
-		t.Error("the driver function ran in a process with EMBER_DRIVER set")
+		for _, want := range []string{fmt.Sprintf("EMBER_DRIVER=%q", value), "unset EMBER_DRIVER"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("output does not mention %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(string(out), "driver function ran") {
+			t.Error("the driver function ran in a process with EMBER_DRIVER set")
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/executor"
@@ -488,11 +489,14 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	for _, k := range []string{launch.EnvDriver, launch.EnvSecret, launch.EnvCookie, EnvSecretFile} {
 		os.Unsetenv(k)
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil || (managed && cookie != launch.CookieValue) {
+	if problem := driverAddrProblem(addr); problem != "" || (managed && cookie != launch.CookieValue) {
+		if problem != "" {
+			problem = " (" + problem + ")"
+		}
 		fmt.Fprintf(os.Stderr, "ember: %s=%q is set, so this process would start as an Ember executor,\n"+
-			"but it does not look like one started by a driver (want %s=host:port).\n"+
+			"but it does not look like one started by a driver (want %s=host:port)%s.\n"+
 			"To run the driver, unset %s. To start an executor by hand, point %s at the driver's address.\n",
-			EnvDriver, addr, EnvDriver, EnvDriver, EnvDriver)
+			EnvDriver, addr, EnvDriver, problem, EnvDriver, EnvDriver)
 		return 2
 	}
 	cfg.setDefaults()
@@ -545,6 +549,33 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		log.Error("executor stopped", "err", err)
 		return 1
 	}
+}
+
+// driverAddrProblem says what makes addr, the value of EMBER_DRIVER,
+// unusable as the driver's host:port, or "" if it can be dialed. A port
+// that no dial can use (none, 0, out of range, an unknown service name)
+// or a blank (a stray space or newline from a script or an env file)
+// would otherwise pass net.SplitHostPort and leave the executor retrying
+// for StartTimeout, a minute by default, behind a warning that blames the
+// driver ("not started yet, something else at that address").
+func driverAddrProblem(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
+		return err.Error()
+	case strings.ContainsFunc(addr, unicode.IsSpace):
+		return "it contains blanks"
+	case port == "":
+		return "no port"
+	}
+	n, err := net.LookupPort("tcp", port)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("port %q: not a port number", port)
+	case n == 0:
+		return "port 0"
+	}
+	return ""
 }
 
 // shellQuote quotes s for a POSIX shell, if it needs it.

@@ -30,6 +30,22 @@ func TestShellQuote(t *testing.T) {
 	}
 }
 
+// EMBER_DRIVER values that no dial can use are refused at once (exit
+// status 2), instead of an executor retrying them for StartTimeout.
+func TestDriverAddrProblem(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:7077", "[::1]:7077", "localhost:7077", ":7077", "driver.example:http", "10.0.0.5:65535"} {
+		if p := driverAddrProblem(addr); p != "" {
+			t.Errorf("driverAddrProblem(%q) = %q, want none", addr, p)
+		}
+	}
+	for _, addr := range []string{"", "yes", "127.0.0.1", "http://127.0.0.1:7077", "127.0.0.1:", "127.0.0.1:0",
+		"127.0.0.1:99999", "127.0.0.1:-1", "127.0.0.1:notaport", "127.0.0.1:7077 ", "127.0.0.1:7077\n", " 127.0.0.1:7077"} {
+		if p := driverAddrProblem(addr); p == "" {
+			t.Errorf("driverAddrProblem(%q) found no problem", addr)
+		}
+	}
+}
+
 // The documented sources of the standalone secret must agree on what the
 // secret is: a file made by `openssl rand -hex 32 > secret` ends in a
 // newline that EMBER_SECRET_FILE trims, and the same bytes handed over as
