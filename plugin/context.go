@@ -59,7 +59,8 @@ type ExecutorContext interface {
 	// plugin's Shutdown has returned (or, ignoring its ctx, been
 	// abandoned), Ask and Send fail with
 	// CodeUnavailable wrapping ErrClosed: nothing sent then would reach the
-	// driver. For a plugin with no driver side, both fail at once with
+	// driver. So does an ask still waiting then, whether its connection
+	// closes first or the driver cancels its handler as the executor stops. For a plugin with no driver side, both fail at once with
 	// CodeNotFound.
 	Ask(ctx context.Context, msg any) (any, error)
 	// Send queues msg for the driver plugin of the same name and returns.

@@ -88,7 +88,17 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.x.conn.AskMessage(ctx, f)
+	v, err := e.x.conn.AskMessage(ctx, f)
+	// An ask still waiting when the plugin shut down: the driver ends
+	// its handler's ctx once this executor has stopped, and a handler
+	// that returns that ctx's error answers CodeCanceled, which the
+	// asker, whose own ctx has not ended, would take for its own cancel.
+	// It gets what an ask after Shutdown gets, as it does when the
+	// stream closes first.
+	if err != nil && e.shut.Load() && ctx.Err() == nil && plugin.CodeOf(err) == plugin.CodeCanceled && plugin.IsRemote(err) {
+		return nil, e.errShut()
+	}
+	return v, err
 }
 
 func (e *endpoint) Send(ctx context.Context, msg any) error {
