@@ -108,6 +108,12 @@ type DriverContext interface {
 	// With no ready executor (in the driver plugin's Init, before any has
 	// joined) it sends nothing and returns nil: to reach every executor
 	// from its start, send from ExecutorListener.OnExecutorAdded too.
+	// OnExecutorAdded runs on the plugin's lane, concurrently with other
+	// goroutines (the function given to ember.Run may start before it has
+	// returned for the executors it lists), so its send may land after a
+	// Broadcast made later: read the state and send it under the lock
+	// that guards its updates and their Broadcast, or version the state
+	// so that executors keep the newest, as examples/dynamicconfig does.
 	Broadcast(ctx context.Context, msg any) error
 }
 
