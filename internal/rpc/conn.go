@@ -655,23 +655,9 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	}
 	cost := SendCost(f)
 	c.mu.Lock()
-	waited := false
-	for c.credit[p] <= 0 && !c.closing && c.refuse == nil {
-		if !waited {
-			waited = true
-			if c.opts.OnLimit != nil {
-				c.opts.OnLimit("send_window")
-			}
-			if p < len(c.opts.Lanes) && c.opts.Lanes[p] != nil {
-				// Lend gives credit back, which takes c.mu.
-				c.mu.Unlock()
-				defer c.opts.Lanes[p].Lend(c)()
-				c.mu.Lock()
-				continue // look again: credit may have come meanwhile
-			}
-		}
-		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
-			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.windows[p], err)
+	if c.credit[p] <= 0 && !c.closing && c.refuse == nil {
+		if err := c.waitCreditLocked(ctx, p); err != nil {
+			return err
 		}
 	}
 	c.credit[p] -= cost
@@ -680,6 +666,28 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 		c.grantLocked(p, cost) // not sent after all
 		c.mu.Unlock()
 		return err
+	}
+	return nil
+}
+
+// waitCreditLocked waits while plugin p's window is spent (and the Conn
+// neither closes nor refuses), counting the wait as a limit hit; the
+// plugin's lane on this end lends to c meanwhile (see Options.Lanes).
+// c.mu is held, and still is on return, unless ctx ended: then it returns
+// the error Send gives, unlocked.
+func (c *Conn) waitCreditLocked(ctx context.Context, p int) error {
+	if c.opts.OnLimit != nil {
+		c.opts.OnLimit("send_window")
+	}
+	if p < len(c.opts.Lanes) && c.opts.Lanes[p] != nil {
+		c.mu.Unlock() // Lend gives credit back, which takes c.mu
+		defer c.opts.Lanes[p].Lend(c)()
+		c.mu.Lock()
+	}
+	for c.credit[p] <= 0 && !c.closing && c.refuse == nil {
+		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
+			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.windows[p], err)
+		}
 	}
 	return nil
 }
