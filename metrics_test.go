@@ -549,7 +549,7 @@ func TestAskErrorsAreCounted(t *testing.T) {
 			t.Fatalf("Ask(ok) after %q: %v", tt.msg, err)
 		}
 		got, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_message_errors_total",
-			map[string]string{"plugin": "asker", "code": plugin.CodeInternal.String()})
+			map[string]string{"plugin": "asker", "code": plugin.CodeInternal.String(), "kind": "ask"})
 		if got != tt.want {
 			t.Errorf("after Ask(%q): ember_message_errors_total{code=internal} got %v, want %v", tt.msg, got, tt.want)
 		}
@@ -562,9 +562,58 @@ func TestAskErrorsAreCounted(t *testing.T) {
 		t.Fatalf("Ask(ok) after unencodable: %v", err)
 	}
 	got, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_message_errors_total",
-		map[string]string{"plugin": "asker", "code": plugin.CodeInvalidArgument.String()})
+		map[string]string{"plugin": "asker", "code": plugin.CodeInvalidArgument.String(), "kind": "ask"})
 	if got != 1 {
 		t.Errorf("after an unencodable reply: ember_message_errors_total{code=invalid_argument} got %v, want 1", got)
+	}
+}
+
+// Sends whose Receive fails count in ember_message_errors_total too, under
+// kind "send", whether the handler returned an error, panicked or called
+// runtime.Goexit: the sender is not told, so the metric is how anyone
+// sees them. A Receive that ends with Canceled (the driver stopping) is
+// not counted. The lane is serial: once a later ask has its answer, the
+// sends before it have been counted.
+func TestSendErrorsAreCounted(t *testing.T) {
+	pc, c := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		switch msg {
+		case text("fail"):
+			return nil, plugin.NewError(plugin.CodeInternal, "failed")
+		case text("plain"):
+			return nil, errors.New("plain failure")
+		case text("panic"):
+			panic("handler bug")
+		case text("goexit"):
+			runtime.Goexit()
+		case text("canceled"):
+			return nil, context.Canceled
+		}
+		return text("fine"), nil
+	}, ember.Config{})
+	ctx := testCtx(t)
+	for _, msg := range []text{"fail", "plain", "panic", "goexit", "canceled", "ok"} {
+		if err := pc.Send(ctx, msg); err != nil {
+			t.Fatalf("Send(%q): %v", msg, err)
+		}
+	}
+	if _, err := pc.Ask(ctx, text("ok")); err != nil {
+		t.Fatalf("Ask(ok) after the sends: %v", err)
+	}
+	m := scrape(t, c.Driver.MetricsURL())
+	for _, tt := range []struct {
+		code plugin.Code
+		kind string
+		want float64
+	}{
+		{plugin.CodeInternal, "send", 3}, // fail, panic, goexit
+		{plugin.CodeUnknown, "send", 1},  // plain
+		{plugin.CodeCanceled, "send", 0},
+		{plugin.CodeInternal, "ask", 0},
+	} {
+		labels := map[string]string{"plugin": "asker", "code": tt.code.String(), "kind": tt.kind}
+		if got, _ := value(m, "ember_message_errors_total", labels); got != tt.want {
+			t.Errorf("ember_message_errors_total%v: got %v, want %v", labels, got, tt.want)
+		}
 	}
 }
 
@@ -603,7 +652,7 @@ func TestGoneAskersAreNotErrors(t *testing.T) {
 	}
 	m := scrape(t, c.Driver.MetricsURL())
 	for code, want := range map[plugin.Code]float64{plugin.CodeCanceled: 0, plugin.CodeDeadlineExceeded: 1} {
-		if got, _ := value(m, "ember_message_errors_total", map[string]string{"plugin": "asker", "code": code.String()}); got != want {
+		if got, _ := value(m, "ember_message_errors_total", map[string]string{"plugin": "asker", "code": code.String(), "kind": "ask"}); got != want {
 			t.Errorf("ember_message_errors_total{code=%v}: got %v, want %v", code, got, want)
 		}
 	}

@@ -172,16 +172,16 @@ func (e *endpoint) run(it rpc.Item) {
 	// Handler time is sampled: one message in handlerSampling.
 	timed := e.dispatched.Add(1)%handlerSampling == 1
 	returned := false
-	if ask {
-		// Deferred: a Receive calling runtime.Goexit does not return.
-		defer func() {
+	// Deferred: a Receive calling runtime.Goexit does not return (Dispatch
+	// answers such an ask with an Internal error).
+	defer func() {
+		if ask {
 			es.asks.Add(-1)
-			if !returned {
-				// Dispatch answered the ask with an Internal error.
-				e.d.builtin.MessageErrors.WithLabelValues(e.name, plugin.CodeInternal.String()).Inc()
-			}
-		}()
-	}
+		}
+		if !returned {
+			e.handlerError(plugin.CodeInternal, ask)
+		}
+	}()
 	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
 	returned = true
 	switch {
@@ -192,12 +192,25 @@ func (e *endpoint) run(it rpc.Item) {
 	}
 	// A long poll whose asker gave up, answering with its ctx's end, is
 	// no error of the plugin's: nobody is answered (every executor that
-	// stops cancels its workers' waiting asks).
-	if o.Err != nil && ask && !o.Gone {
+	// stops cancels its workers' waiting asks). Nor is a send's Receive
+	// ending with Canceled (the driver stopping), which Dispatch does not
+	// log either, or an undecodable send, counted as dropped.
+	switch {
+	case o.Err == nil || o.Undecodable && !ask:
+	case ask && !o.Gone, !ask && !errors.Is(o.Err, context.Canceled):
 		code, _ := rpc.ErrorParts(o.Err)
-		e.d.builtin.MessageErrors.WithLabelValues(e.name, code.String()).Inc()
+		e.handlerError(code, ask)
 	}
 	wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
+}
+
+// handlerError counts a message whose Receive failed with code.
+func (e *endpoint) handlerError(code plugin.Code, ask bool) {
+	kind := "send"
+	if ask {
+		kind = "ask"
+	}
+	e.d.builtin.MessageErrors.WithLabelValues(e.name, code.String(), kind).Inc()
 }
 
 // unregisteredType is the type label of messages whose type name is not

@@ -346,7 +346,7 @@ func NewDropped(constLabels prometheus.Labels) *prometheus.CounterVec {
 // Builtin are the runtime's own metrics on the driver.
 type Builtin struct {
 	Messages       *prometheus.CounterVec   // plugin, type, direction, kind
-	MessageErrors  *prometheus.CounterVec   // plugin, code
+	MessageErrors  *prometheus.CounterVec   // plugin, code, kind
 	Dropped        *prometheus.CounterVec   // executor ("driver"), plugin, reason
 	HandlerSeconds *prometheus.HistogramVec // plugin
 	Tasks          *prometheus.CounterVec   // task, state
@@ -365,8 +365,8 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 		}, []string{"plugin", "type", "direction", "kind"}),
 		MessageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_message_errors_total",
-			Help: "Asks answered with an error by a driver plugin, by plugin and error code.",
-		}, []string{"plugin", "code"}),
+			Help: "Messages a driver plugin's Receive failed: asks answered with an error, and sends whose Receive returned one or panicked, by plugin, error code and kind (ask, send).",
+		}, []string{"plugin", "code", "kind"}),
 		Dropped: NewDropped(nil),
 		HandlerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ember_handler_seconds",
