@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -656,4 +657,47 @@ func TestGoneAskersAreNotErrors(t *testing.T) {
 			t.Errorf("ember_message_errors_total{code=%v}: got %v, want %v", code, got, want)
 		}
 	}
+}
+
+// A metrics address already in use fails start-up before any driver
+// plugin's Init runs (it was found only after them), and says which.
+func TestMetricsAddrInUseFailsBeforeInit(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var inits atomic.Int32
+	p := fakePlugin{name: "counted", newDriver: func() plugin.DriverPlugin {
+		return &fakeDriver{InitF: func(context.Context, plugin.DriverContext) (map[string]string, error) {
+			inits.Add(1)
+			return nil, nil
+		}}
+	}}
+	err = ember.Run(testCtx(t), ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{p}, MetricsAddr: taken.Addr().String()},
+		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	if want := "metrics: listen on " + taken.Addr().String(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run with the metrics address in use: got %v, want an error saying %q", err, want)
+	}
+	if n := inits.Load(); n != 0 {
+		t.Errorf("driver plugin Init ran %d times, want none before the metrics address failed", n)
+	}
+}
+
+// A standalone driver's one Info line at start-up, which tells the
+// operator how to start executors, also says where /metrics is: on a
+// port the kernel chose, it could not be found otherwise.
+func TestStandaloneStartLineNamesTheMetricsURL(t *testing.T) {
+	var buf logtest.Buffer
+	d := standalone(t, ember.Config{Secret: "right secret right secret", BuildID: "test", MetricsAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	for line := range strings.SplitSeq(buf.String(), "\n") {
+		if strings.Contains(line, "driver listening for executors") {
+			if want := "metrics=" + d.MetricsURL(); !strings.Contains(line, want) {
+				t.Errorf("start line %q does not say %q", line, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no start line in the driver's log:\n%s", buf.String())
 }

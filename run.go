@@ -174,6 +174,15 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		d.Close() // its plugins' lanes are running
 		return fmt.Errorf("driver: listen on %s: %w", cfg.ListenAddr, err)
 	}
+	// Before the driver plugins' Init, so that a metrics address in use
+	// fails start-up before any plugin has done anything.
+	metricsURL, stopMetrics, err := serveMetrics(cfg.MetricsAddr, d.Gatherer(), log)
+	if err != nil {
+		lis.Close()
+		d.Close()
+		return err
+	}
+	defer stopMetrics()
 	// The driver plugins' Init counts towards start-up's time.
 	initCtx, cancelInit := context.WithTimeout(ctx, cfg.StartTimeout)
 	err = d.Init(initCtx)
@@ -183,13 +192,6 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		d.Close()
 		return err
 	}
-	metricsURL, stopMetrics, err := serveMetrics(cfg.MetricsAddr, d.Gatherer(), log)
-	if err != nil {
-		lis.Close()
-		d.Close()
-		return err
-	}
-	defer stopMetrics()
 	d.Serve(lis)
 	addr := lis.Addr().String()
 	log.Debug("driver started", "app", cfg.AppName, "app_id", appID, "master", master.String(), "addr", addr)
@@ -236,9 +238,13 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			// prove one.
 			secretHint = "none: authentication is off, and an executor given a secret refuses this driver"
 		}
-		log.Info("driver listening for executors", "addr", addr,
-			"start", EnvDriver+"="+dialable(addr)+" "+shellQuote(os.Args[0])+" <this driver's arguments>",
-			"secret", secretHint)
+		attrs := []any{"addr", addr,
+			"start", EnvDriver + "=" + dialable(addr) + " " + shellQuote(os.Args[0]) + " <this driver's arguments>",
+			"secret", secretHint}
+		if metricsURL != "" {
+			attrs = append(attrs, "metrics", metricsURL)
+		}
+		log.Info("driver listening for executors", attrs...)
 	}
 
 	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout,
