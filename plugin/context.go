@@ -284,8 +284,14 @@ func SenderID(ctx context.Context) (string, bool) {
 	return id, ok
 }
 
+// NewSenderContext returns a copy of ctx that carries executorID as its
+// sender, as the ctx the runtime passes to a driver plugin's Receive
+// does: for calling a Receive (or an ExecutorListener method) directly
+// in a unit test, where SenderID must find an executor.
+func NewSenderContext(ctx context.Context, executorID string) context.Context {
+	return context.WithValue(ctx, senderKey{}, executorID)
+}
+
 func init() {
-	hook.WithSender = func(ctx context.Context, id string) context.Context {
-		return context.WithValue(ctx, senderKey{}, id)
-	}
+	hook.WithSender = NewSenderContext
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -335,9 +334,9 @@ func TestSenderID(t *testing.T) {
 	if id, ok := plugin.SenderID(context.Background()); ok || id != "" {
 		t.Errorf("SenderID(Background) = %q, %v; want \"\", false", id, ok)
 	}
-	ctx := hook.WithSender(context.Background(), "3")
+	ctx := plugin.NewSenderContext(context.Background(), "3")
 	if id, ok := plugin.SenderID(ctx); !ok || id != "3" {
-		t.Errorf("SenderID(WithSender 3) = %q, %v; want \"3\", true", id, ok)
+		t.Errorf("SenderID(NewSenderContext 3) = %q, %v; want \"3\", true", id, ok)
 	}
 }
 

@@ -76,3 +76,33 @@ func ExampleSendWindowed() {
 	// Output:
 	// driver: 32 chunks, 32 MiB
 }
+
+// tally counts the chunks each executor has sent.
+type tally struct {
+	plugin.BaseDriverPlugin
+	byExecutor map[string]int
+}
+
+func (t *tally) Receive(ctx context.Context, msg any) (any, error) {
+	id, ok := plugin.SenderID(ctx)
+	if !ok {
+		return nil, plugin.Errorf(plugin.CodeInternal, "no sender")
+	}
+	t.byExecutor[id]++
+	return nil, nil
+}
+
+// A driver plugin's Receive can be unit-tested by calling it with a ctx
+// that names its sender, as the runtime's does.
+func ExampleNewSenderContext() {
+	t := &tally{byExecutor: map[string]int{}}
+	for _, id := range []string{"1", "2", "1"} {
+		ctx := plugin.NewSenderContext(context.Background(), id)
+		if _, err := t.Receive(ctx, Chunk{}); err != nil {
+			fmt.Println(err)
+		}
+	}
+	fmt.Println(t.byExecutor)
+	// Output:
+	// map[1:2 2:1]
+}
