@@ -49,7 +49,9 @@ type DriverPlugin interface {
 	Init(ctx context.Context, pc DriverContext) (extraConf map[string]string, err error)
 	// Receive handles a message from an executor plugin of the same name.
 	// For an Ask, the returned reply (or error) is the answer; for a Send,
-	// the return values are dropped (a non-nil reply or error is logged).
+	// the return values are dropped: an error is logged and counted in
+	// ember_message_errors_total (kind "send"), a non-nil reply logged
+	// once per message type, so one Receive may serve a type both ways.
 	// A panic is recovered and becomes a CodeInternal error, and so does
 	// a runtime.Goexit (t.Fatal in a test's plugin); either way the
 	// plugin goes on receiving. ctx carries the sender's ID ([SenderID]).
