@@ -72,10 +72,11 @@ type ExecutorContext interface {
 	// queue is full). A ctx that has already ended does not fail a Send
 	// that need not wait, unlike Ask: a TaskListener reporting a cancelled
 	// task can still send with the task's ctx. Sending from Receive to
-	// the side that sends to it is safe: while a Send of this plugin
-	// waits, this side's lane for the plugin stops holding back the other
-	// side's window (up to the ember package's Config.LaneQueue), so two
-	// Receives that send to each other never wait on each other for ever.
+	// the side that sends to it is safe under Receive's ctx (or one made
+	// from it): while such a Send waits, the plugin's lane on this side
+	// stops holding back the other side's window (up to the ember
+	// package's Config.LaneQueue), so two Receives that send to each other
+	// never wait on each other for ever.
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 }

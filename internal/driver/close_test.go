@@ -199,7 +199,7 @@ func TestClosedDriverIsNotKeptByDepartedTimers(t *testing.T) {
 		if err := d.Init(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
+		es := testExecState(d, plugin.ExecutorInfo{ID: "1"})
 		c := rpc.New(nil, nil, d, rpc.Options{})
 		c.Peer, es.conn = es, c
 		d.mu.Lock()

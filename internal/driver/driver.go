@@ -134,6 +134,20 @@ type Driver struct {
 	conns   *conns // lis, keeping its connections (see hangUp)
 }
 
+// markHandlers sets es.handlers from es.ctx and es.askCtx.
+func (d *Driver) markHandlers(es *execState) {
+	es.handlers = make([]handlerCtxs, len(d.endpoints))
+	for i, e := range d.endpoints {
+		if e.lane != nil {
+			es.handlers[i] = handlerCtxs{send: rpc.WithLane(es.ctx, e.lane), ask: rpc.WithLane(es.askCtx, e.lane)}
+		}
+	}
+}
+
+// handlerCtxs are the ctxs a plugin's handlers run under for one
+// executor's messages: for sends and for asks (see execState).
+type handlerCtxs struct{ send, ask context.Context }
+
 type execState struct {
 	ctx    context.Context // handler context for sends: the driver's, with the sender's ID
 	askCtx context.Context // for asks: the connection's (ends with it, or STOPPED), with the sender's ID
@@ -141,10 +155,14 @@ type execState struct {
 	// have shut down, and nobody waits for a reply any more. A Receive
 	// long-polling on its ctx would otherwise hold the driver's shutdown.
 	endAsks context.CancelCauseFunc
-	log     *slog.Logger // the driver's, with the executor's ID
-	info    plugin.ExecutorInfo
-	conn    *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
-	ready   bool
+	// handlers holds, by plugin index, ctx and askCtx marked as the
+	// plugin's lane's (rpc.WithLane): what its handlers run under. Set
+	// with askCtx.
+	handlers []handlerCtxs
+	log      *slog.Logger // the driver's, with the executor's ID
+	info     plugin.ExecutorInfo
+	conn     *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
+	ready    bool
 	// initFailed: its READY reported its plugins' Init failing (logged
 	// then); set under Driver.mu.
 	initFailed bool
@@ -260,10 +278,6 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d.cfg.Conn.Plugins = d.names           // SENDs to every plugin are flow-controlled
 	d.cfg.Conn.PluginSendWindows = windows // as announced in Welcome
-	d.cfg.Conn.Lanes = make([]*rpc.Lane, len(d.endpoints))
-	for i, e := range d.endpoints {
-		d.cfg.Conn.Lanes[i] = e.lane
-	}
 	d.srv = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
 		// Protobuf, with received frames taken from a pool.
@@ -851,6 +865,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	c.Peer = es
 	askCtx, endAsks := context.WithCancelCause(c.Context())
 	es.askCtx, es.endAsks = senderContext(askCtx, id), endAsks
+	d.markHandlers(es)
 	es.conn = c
 	d.mu.Unlock()
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
@@ -995,7 +1010,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	// sender's window, an ASK by MaxOutstandingAsks. A message that finds
 	// the lane closed arrived after the plugin's last delivery (shutdown):
 	// an asker is told, a send is counted as dropped.
-	if rpc.Deliver(es.askCtx, e.lane, c, f, func() {
+	if rpc.Deliver(es.handlers[f.Plugin].ask, e.lane, c, f, func() {
 		d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
 	}) {
 		return
@@ -1091,13 +1106,13 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 // that implements ExecutorListener, ordered with that plugin's messages;
 // a panic in the listener is recovered and logged.
 func (d *Driver) notifyListeners(es *execState, method string, call func(context.Context, plugin.ExecutorListener)) {
-	for _, e := range d.endpoints {
+	for i, e := range d.endpoints {
 		if e.listener == nil {
 			continue
 		}
 		e.lane.Push(rpc.Item{Member: es.conn, Event: func() {
 			_, _ = rpc.Call(d.log, e.name, method, func() (struct{}, error) {
-				call(es.ctx, e.listener)
+				call(es.handlers[i].send, e.listener)
 				return struct{}{}, nil
 			})
 		}})

@@ -182,7 +182,8 @@ func (e *endpoint) run(it rpc.Item) {
 			e.handlerError(plugin.CodeInternal, ask)
 		}
 	}()
-	o := rpc.Dispatch(es.ctx, es.askCtx, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
+	hc := es.handlers[e.idx]
+	o := rpc.Dispatch(hc.send, hc.ask, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
 	returned = true
 	switch {
 	case o.Undecodable && !ask:

@@ -46,8 +46,9 @@ func FuzzHandleFrames(f *testing.F) {
 		if wire.UnmarshalBatch(data, &b) != nil {
 			return
 		}
-		es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
+		es := testExecState(d, plugin.ExecutorInfo{ID: "1"})
 		es.askCtx, es.endAsks = context.WithCancelCause(context.Background())
+		d.markHandlers(es)
 		c := rpc.New(nil, nil, d, rpc.Options{Plugins: d.names})
 		c.Peer, es.conn = es, c
 		d.mu.Lock()

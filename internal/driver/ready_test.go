@@ -29,7 +29,7 @@ func readyDriver(t *testing.T) (*Driver, *execState, *wire.Frame) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
+	es := testExecState(d, plugin.ExecutorInfo{ID: "1"})
 	d.mu.Lock()
 	d.execs[es.info.ID] = es
 	d.mu.Unlock()
@@ -167,7 +167,7 @@ func memberDriver(t *testing.T, log *slog.Logger) (*Driver, *membership, *execSt
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1"}, stopped: make(chan struct{})}
+	es := testExecState(d, plugin.ExecutorInfo{ID: "1"})
 	c := rpc.New(nil, nil, d, rpc.Options{})
 	c.Peer = es
 	es.conn = c
@@ -175,6 +175,15 @@ func memberDriver(t *testing.T, log *slog.Logger) (*Driver, *membership, *execSt
 	d.execs["1"] = es
 	d.mu.Unlock()
 	return d, m, es, c
+}
+
+// testExecState returns the state of an executor described by info, as
+// the handshake would make it, but with no connection and ctxs of the
+// test's own.
+func testExecState(d *Driver, info plugin.ExecutorInfo) *execState {
+	es := &execState{ctx: context.Background(), askCtx: context.Background(), log: d.log, info: info, stopped: make(chan struct{})}
+	d.markHandlers(es)
+	return es
 }
 
 // flushLanes waits until d's lanes have run everything queued.
@@ -305,7 +314,7 @@ func TestRepeatedFailedReadyIsRecordedOnce(t *testing.T) {
 // when one becomes ready, even one that stays up.
 func TestReadiesCountsReadyExecutors(t *testing.T) {
 	d, es, ready := readyDriver(t)
-	failed := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "2"}, stopped: make(chan struct{})}
+	failed := testExecState(d, plugin.ExecutorInfo{ID: "2"})
 	d.mu.Lock()
 	d.execs[failed.info.ID] = failed
 	d.mu.Unlock()
@@ -489,7 +498,7 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42}, stopped: make(chan struct{})}
+			es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
 			c := rpc.New(nil, nil, d, rpc.Options{})
 			c.Peer, es.conn = es, c
 			d.mu.Lock()

@@ -86,7 +86,8 @@ func schedExecutor(t *testing.T, d *Driver, id string, slots int) (*taskStream, 
 	t.Helper()
 	stream := &taskStream{done: make(chan struct{})}
 	conn := rpc.New(stream, nil, d, rpc.Options{})
-	es := &execState{ctx: context.Background(), log: d.log, info: plugin.ExecutorInfo{ID: id}, conn: conn, stopped: make(chan struct{})}
+	es := testExecState(d, plugin.ExecutorInfo{ID: id})
+	es.conn = conn
 	conn.Peer = es
 	conn.Start()
 	t.Cleanup(func() {

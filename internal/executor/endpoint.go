@@ -22,10 +22,13 @@ type endpoint struct {
 	recv         plugin.ExecutorReceiver
 	taskListener plugin.TaskListener
 	lane         *rpc.Lane // nil without recv
-	log          *slog.Logger
-	metrics      prometheus.Registerer
-	extraConf    map[string]string
-	inited       bool
+	// ctx is what Receive runs under: the executor's handler ctx,
+	// marked as lane's (rpc.WithLane). Set with lane.
+	ctx       context.Context
+	log       *slog.Logger
+	metrics   prometheus.Registerer
+	extraConf map[string]string
+	inited    bool
 	// shut: the plugin's Shutdown has returned or been abandoned; its
 	// Ask and Send fail from then on, since what they queue could follow
 	// STOPPED, after which the driver takes nothing.
@@ -117,7 +120,7 @@ func (e *endpoint) Send(ctx context.Context, msg any) error {
 }
 
 func (e *endpoint) run(it rpc.Item) {
-	o := rpc.Dispatch(e.x.ctx, e.x.ctx, e.x.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
+	o := rpc.Dispatch(e.ctx, e.ctx, e.x.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
 	if o.Undecodable && it.Header().Kind == wire.Kind_KIND_SEND {
 		e.x.dropped.WithLabelValues(e.name, "undecodable").Inc()
 	}

@@ -259,16 +259,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
 			e.recv = r
 			e.lane = rpc.NewLane(1, cfg.LaneQueue, e.run)
+			e.ctx = rpc.WithLane(x.ctx, e.lane)
 		}
 		if tl, ok := e.ep.(plugin.TaskListener); ok {
 			e.taskListener = tl
 			x.listeners = append(x.listeners, e)
 		}
 		x.endpoints = append(x.endpoints, e)
-	}
-	lanes := make([]*rpc.Lane, len(x.endpoints))
-	for i, e := range x.endpoints {
-		lanes[i] = e.lane
 	}
 	x.conn = rpc.New(stream, cancel, x, rpc.Options{
 		MaxMessageBytes:   cfg.MaxMessageBytes,
@@ -279,7 +276,6 @@ func Run(ctx context.Context, cfg Config) error {
 		Plugins:           pluginNames(cfg.Plugins),
 		SendWindow:        sendWindow(welcome.SendWindow),
 		PluginSendWindows: pluginSendWindows(welcome.PluginSendWindows),
-		Lanes:             lanes,
 	})
 	x.conn.SetTypes(types)
 	for _, i := range welcome.NoDriverSide {
@@ -835,7 +831,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			name, reason = e.name, "no_receiver"
 		}
 		if problem == "" {
-			if rpc.Deliver(x.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
+			if rpc.Deliver(e.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
 				return
 			}
 			code, problem, name, reason = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name), e.name, "shut_down"

@@ -82,12 +82,6 @@ type Options struct {
 	// SendWindow; more than MaxSendWindow counts as MaxSendWindow. Both ends
 	// must use the same values.
 	PluginSendWindows []int
-	// Lanes holds, indexed like Plugins, the lane where each plugin's
-	// SENDs from the peer run on this end (nil for a plugin without
-	// one). While a Send of plugin p waits for its window, Lanes[p]
-	// lends to this Conn (see Lane.Lend), so that two ends whose
-	// handlers send to each other cannot wait on each other's windows.
-	Lanes []*Lane
 }
 
 // Defaults.
@@ -643,8 +637,9 @@ func (c *Conn) compressCall(f *wire.Frame) error {
 // spent, until the receiver has delivered enough of what it was sent. A
 // plugin whose receiver falls behind thus holds up its own senders and
 // nobody else. A SEND may overdraw the window by one message, so that a
-// message larger than the window still goes. While it waits, the plugin's
-// lane on this end lends to this Conn (see Options.Lanes).
+// message larger than the window still goes. A Send made by a lane's
+// handler, under the ctx it was given (see WithLane), has that lane lend
+// to this Conn while it waits.
 func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	if err := c.compressCall(f); err != nil {
 		return err
@@ -671,17 +666,17 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 }
 
 // waitCreditLocked waits while plugin p's window is spent (and the Conn
-// neither closes nor refuses), counting the wait as a limit hit; the
-// plugin's lane on this end lends to c meanwhile (see Options.Lanes).
+// neither closes nor refuses), counting the wait as a limit hit; the lane
+// whose handler ctx is (see WithLane) lends to c meanwhile.
 // c.mu is held, and still is on return, unless ctx ended: then it returns
 // the error Send gives, unlocked.
 func (c *Conn) waitCreditLocked(ctx context.Context, p int) error {
 	if c.opts.OnLimit != nil {
 		c.opts.OnLimit("send_window")
 	}
-	if p < len(c.opts.Lanes) && c.opts.Lanes[p] != nil {
+	if l := laneOf(ctx); l != nil {
 		c.mu.Unlock() // Lend gives credit back, which takes c.mu
-		defer c.opts.Lanes[p].Lend(c)()
+		defer l.Lend(c)()
 		c.mu.Lock()
 	}
 	for c.credit[p] <= 0 && !c.closing && c.refuse == nil {

@@ -575,9 +575,10 @@ func TestLaneLends(t *testing.T) {
 
 // Two ends whose handlers each send to the other for every report they
 // take in (a driver plugin's Receive that broadcasts, an executor's that
-// acknowledges) cannot wait on each other's windows for ever: the lane of
-// the end whose sender waits lends to the other (Options.Lanes). Each end
-// sends fifty windows of reports, with lanes of one worker and of three.
+// acknowledges) cannot wait on each other's windows for ever: the lane
+// whose handler waits lends to the other end (WithLane, Lane.Lend). Each
+// end sends fifty windows of reports, with lanes of one worker and of
+// three.
 func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	for _, workers := range []int{1, 3} {
@@ -587,14 +588,16 @@ func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
 			ctx := testContext(t)
 			var ran [2]atomic.Int64 // SENDs run by the client's lane, and by the server's
 			newLane := func(side int) *rpc.Lane {
-				l := rpc.NewLane(workers, 0, func(it rpc.Item) {
+				var l *rpc.Lane
+				l = rpc.NewLane(workers, 0, func(it rpc.Item) {
 					ran[side].Add(1)
 					if it.Header().Type != "report" {
 						return
 					}
 					ack := windowFrame(0)
 					ack.Type = "ack"
-					if err := it.Conn.Send(ctx, ack); err != nil {
+					// Under the lane's handler ctx, as plugins' handlers run.
+					if err := it.Conn.Send(rpc.WithLane(ctx, l), ack); err != nil {
 						t.Errorf("ack: %v", err)
 					}
 				})
@@ -609,10 +612,8 @@ func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
 					}
 				})
 			}
-			opts := func(l *rpc.Lane) rpc.Options {
-				return rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow, Lanes: []*rpc.Lane{l}}
-			}
-			p := newPair(t, handler(lanes[0]), handler(lanes[1]), opts(lanes[0]), opts(lanes[1]))
+			opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+			p := newPair(t, handler(lanes[0]), handler(lanes[1]), opts, opts)
 			for _, c := range []*rpc.Conn{p.client, p.server} {
 				go func() {
 					for range reports {
@@ -630,4 +631,61 @@ func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Only a lane's handler waiting in Send makes the lane lend: a Send under
+// another ctx (a plugin's own goroutine) waits without changing what the
+// lane holds back, so the window keeps bounding what the peer may send
+// it. Both ends' lanes are stuck here, so both windows are spent.
+func TestOnlyAHandlerWaitingLends(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	newLane := func() *rpc.Lane {
+		l := rpc.NewLane(1, 0, func(rpc.Item) { <-gate })
+		t.Cleanup(l.Close)
+		return l
+	}
+	clientLane, serverLane := newLane(), newLane()
+	t.Cleanup(func() { close(gate) }) // first: lets the workers finish
+	deliverTo := func(l *rpc.Lane) *handler {
+		return newHandler(func(c *rpc.Conn, f *wire.Frame) { rpc.Deliver(context.Background(), l, c, f, nil) })
+	}
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+	p := newPair(t, deliverTo(clientLane), deliverTo(serverLane), opts, opts)
+	ctx := testContext(t)
+	for _, c := range []*rpc.Conn{p.client, p.server} {
+		for i := range testSends {
+			if err := c.Send(ctx, windowFrame(0)); err != nil {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+		}
+	}
+	poll(t, "both lanes have every SEND", func() bool { return clientLane.Len() == testSends && serverLane.Len() == testSends })
+
+	// The client's own goroutine waits: its lane lends nothing, and the
+	// server's next Send to it still waits.
+	waitingSend := func(ctx context.Context) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			errc <- p.client.Send(ctx, windowFrame(0))
+		}()
+		return errc
+	}
+	errc := waitingSend(ctx)
+	blocked(t, p.server, 0)
+	if err := <-errc; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the client's Send with its window spent: %v, want it to wait", err)
+	}
+
+	// The client's lane's handler waits: the lane lends, and the server's
+	// Sends to it go.
+	errc = waitingSend(rpc.WithLane(ctx, clientLane))
+	poll(t, "the server's Send goes while the client's handler waits", func() bool {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		return p.server.Send(sctx, windowFrame(0)) == nil
+	})
+	<-errc
 }

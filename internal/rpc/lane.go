@@ -99,10 +99,10 @@ func Predecode(it *Item) {
 // limit of items (queued or running) it keeps those credits until it is
 // down to half the limit. Senders to a lane that falls behind thus wait
 // in Send, while the streams they share with other plugins keep flowing.
-// While a sender of the lane's own end waits for its window on a
-// connection, the lane gives that connection's credits back at once
-// instead (Lend): a lane whose handler waits on its peer must not be what
-// its peer waits for.
+// While one of its handlers waits in Send for its window on a connection,
+// the lane gives that connection's credits back at once instead (Lend): a
+// lane whose handler waits on its peer must not be what its peer waits
+// for.
 type Lane struct {
 	run   func(Item)
 	limit int
@@ -158,6 +158,21 @@ type member struct {
 type creditKey struct {
 	c *Conn
 	p uint32
+}
+
+type laneKey struct{}
+
+// WithLane returns ctx marked as the ctx of l's handlers: give it (or a
+// ctx made from it) to every handler l runs. A Send under it that waits
+// for its window has l lend to that connection meanwhile (see Lend).
+func WithLane(ctx context.Context, l *Lane) context.Context {
+	return context.WithValue(ctx, laneKey{}, l)
+}
+
+// laneOf returns the lane whose handler ctx ctx is, or nil.
+func laneOf(ctx context.Context) *Lane {
+	l, _ := ctx.Value(laneKey{}).(*Lane)
+	return l
 }
 
 // credit is an item's credit and the window it belongs to.
@@ -249,13 +264,13 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 // Lend makes the lane give back at once the credits of c's SENDs it
 // holds, queued or running, and of those that arrive from c until stop is
 // called (each Lend needs its own stop), instead of once they have run.
-// A Conn lends while one of its senders of the lane's plugin waits for its
-// window (see Options.Lanes). That sender may be the lane's own handler (a
-// Receive that sends to the side sending to it): the lane then runs
-// nothing until the peer grants credit, and the peer's lane may be waiting
-// on this end's window in the same way; without the loan each would wait
-// for the other for ever. A full lane lends nothing, so what it holds
-// stays bounded by its limit plus one window per connection.
+// Conn.Send lends while one of the lane's handlers waits in it for its
+// window on c (see WithLane): a Receive that sends to the side sending to
+// it holds up its lane until the peer grants credit, and the peer's lane
+// may be waiting on this end's window in the same way; without the loan
+// each would wait for the other for ever. A full lane lends nothing, so
+// what it holds stays bounded by its limit plus one window per
+// connection.
 func (l *Lane) Lend(c *Conn) (stop func()) {
 	var lent map[creditKey]int64
 	add := func(k creditKey, n int64) {
