@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/emberhq/ember/internal/stamp"
@@ -107,20 +106,14 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
 	case reply != nil:
 		// A Receive that serves one message type both ways replies to
-		// every send: said once, not for each message.
-		if _, said := repliedToSends.LoadOrStore(typeOf{pluginName, h.Type}, true); !said {
-			log.Warn("Receive returned a reply to a sent message; replies to sends are dropped (said once per plugin and message type)", "plugin", pluginName, "type", h.Type)
+		// every send: said once per lane (plugin) and type, not for
+		// each message.
+		if l := laneOf(ctx); l == nil || l.firstReplyToSend(h.Type) {
+			log.Warn("Receive returned a reply to a sent message; replies to sends are dropped (said once per message type)", "plugin", pluginName, "type", h.Type)
 		}
 	}
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed, Gone: gone}
 }
-
-// typeOf names a message type of a plugin.
-type typeOf struct{ plugin, typ string }
-
-// repliedToSends holds the typeOfs whose Receive has replied to a SEND,
-// which Dispatch logs once each, in the whole process.
-var repliedToSends sync.Map
 
 // Deliver queues a received ASK or SEND on its plugin's lane, predecoding
 // the message on the calling reader. It never waits: a SEND carries its

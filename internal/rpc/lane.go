@@ -131,6 +131,9 @@ type Lane struct {
 	slots []slot
 	// lending counts, per connection, the Lend calls not yet stopped.
 	lending map[*Conn]int
+	// repliedToSends holds the message types whose handler has replied
+	// to a SEND (see Dispatch, which says so once per type).
+	repliedToSends sync.Map
 	// In a lane of several workers (see admitLocked): members are the
 	// connections with items running, held or an event waiting or
 	// running; ready are held items free to run, taken before the queue.
@@ -173,6 +176,13 @@ func WithLane(ctx context.Context, l *Lane) context.Context {
 func laneOf(ctx context.Context) *Lane {
 	l, _ := ctx.Value(laneKey{}).(*Lane)
 	return l
+}
+
+// firstReplyToSend reports whether typ's handler replying to a SEND is
+// news: the first time for typ on this lane.
+func (l *Lane) firstReplyToSend(typ string) bool {
+	_, seen := l.repliedToSends.LoadOrStore(typ, true)
+	return !seen
 }
 
 // credit is an item's credit and the window it belongs to.
@@ -519,10 +529,14 @@ func (l *Lane) runSerial(it *Item, s *slot) {
 }
 
 // awaitItem locks l.mu and waits until an item is queued or the lane is
-// closed. It reports true with l.mu held when there is an item to take,
-// false (unlocked) when the lane is closed and empty.
+// closed; the serial worker calls it once its batch has run. It reports
+// true with l.mu held when there is an item to take, false (unlocked)
+// when the lane is closed and empty.
 func (l *Lane) awaitItem() bool {
 	l.mu.Lock()
+	// The batch has run: let go of its connections.
+	clear(l.slots)
+	l.slots = l.slots[:0]
 	for l.head == len(l.q) && !l.closed {
 		l.wake.Wait()
 	}

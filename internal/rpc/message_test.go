@@ -548,26 +548,33 @@ func TestCallLogsGoexit(t *testing.T) {
 }
 
 // A Receive that replies to sent messages (one serving a type both ways)
-// is told once per plugin and message type that the replies are dropped,
-// not once per message.
+// is told once per lane (a plugin, on one side) and message type that the
+// replies are dropped, not once per message.
 func TestDispatchReplyToSendLoggedOnce(t *testing.T) {
 	t.Parallel()
 	c, _ := dispatchConn(t)
 	log, buf := testLogger()
-	send := func(plugin string) {
+	newLane := func() *rpc.Lane {
+		l := rpc.NewLane(1, 0, func(rpc.Item) {})
+		t.Cleanup(l.Close)
+		return l
+	}
+	send := func(l *rpc.Lane) {
 		f := askFrame(t, 0, rpcMsg{N: 1})
 		f.Kind, f.TimeoutMicros = wire.Kind_KIND_SEND, 0
-		rpc.Dispatch(context.Background(), context.Background(), log, plugin, rpc.Item{Conn: c, Frame: f}, 1024, false,
+		ctx := rpc.WithLane(context.Background(), l)
+		rpc.Dispatch(ctx, ctx, log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, false,
 			func(context.Context, any) (any, error) { return rpcMsg{N: 2}, nil })
 	}
+	l := newLane()
 	for range 3 {
-		send("replies-to-sends")
+		send(l)
 	}
 	if n := strings.Count(buf.String(), "replies to sends are dropped"); n != 1 {
 		t.Errorf("three replies to sends logged %d times, want once:\n%s", n, buf.String())
 	}
-	send("replies-to-sends-too") // another plugin is told too
+	send(newLane()) // another plugin's lane says so too
 	if n := strings.Count(buf.String(), "replies to sends are dropped"); n != 2 {
-		t.Errorf("a second plugin's reply to a send: logged %d times in all, want twice:\n%s", n, buf.String())
+		t.Errorf("a second lane's reply to a send: logged %d times in all, want twice:\n%s", n, buf.String())
 	}
 }
