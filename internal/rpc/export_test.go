@@ -62,3 +62,12 @@ func (t *cancelTable) len() int {
 // reader, with its handler's ctx under askCtx: for tests that dispatch
 // an item themselves.
 func NewItem(askCtx context.Context, c *Conn, f *wire.Frame) Item { return newItem(askCtx, c, f) }
+
+// Outstanding returns the bytes of plugin p's SENDs that c has received
+// and not yet given back: neither granted in a CREDIT frame nor owed to
+// the next one. Once everything c received has run, it is zero unless a
+// credit was lost (above) or given back twice (below).
+func Outstanding(c *Conn, p uint32) int64 {
+	w := &c.recv[p]
+	return w.received.Load() - w.owed.Load()
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -688,4 +689,138 @@ func TestOnlyAHandlerWaitingLends(t *testing.T) {
 		return p.server.Send(sctx, windowFrame(0)) == nil
 	})
 	<-errc
+}
+
+// givenBackOnce closes lane, which c delivers its SENDs to, and waits
+// until every SEND c has received has had its credit given back, failing
+// if some was given back twice.
+func givenBackOnce(t *testing.T, lane *rpc.Lane, c *rpc.Conn, plugins int) {
+	t.Helper()
+	lane.Close() // every item has finished, and given back what it had
+	for p := range uint32(plugins) {
+		poll(t, fmt.Sprintf("every credit of plugin %d given back", p), func() bool {
+			n := rpc.Outstanding(c, p)
+			if n < 0 {
+				t.Fatalf("plugin %d: %d bytes of credit given back twice", p, -n)
+			}
+			return n == 0
+		})
+	}
+}
+
+// creditLane returns a pair whose server delivers SENDs to a lane whose handler acts on
+// their type: "gate" waits for gate, "exit" ends its goroutine
+// (runtime.Goexit), anything else returns at once. Every handler releases
+// its frame, as the driver's and executors' do with one not predecoded.
+func creditLane(t *testing.T, workers int, window int, entered chan<- struct{}, gate <-chan struct{}) (*rpc.Lane, *pair, *atomic.Int64) {
+	t.Helper()
+	lane := rpc.NewLane(workers, 0, func(it rpc.Item) {
+		typ := it.Header().Type
+		wire.ReleaseFrame(it.Frame)
+		switch typ {
+		case "gate":
+			entered <- struct{}{}
+			<-gate
+		case "exit":
+			runtime.Goexit()
+		}
+	})
+	t.Cleanup(lane.Close)
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: window, MaxMessageBytes: 1 << 20}
+	var delivered atomic.Int64
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind != wire.Kind_KIND_SEND {
+			return
+		}
+		if !rpc.Deliver(context.Background(), lane, c, f, nil) {
+			t.Errorf("Deliver: the lane is closed")
+			rpc.Refuse(c, f, plugin.CodeUnavailable, "the lane is closed")
+			return
+		}
+		delivered.Add(1)
+	})
+	return lane, newPair(t, newHandler(echo), server, opts, opts), &delivered
+}
+
+// sendTypes sends one small SEND of each type, alternating plugins.
+func sendTypes(t *testing.T, c *rpc.Conn, types ...string) {
+	t.Helper()
+	ctx := testContext(t)
+	for i, typ := range types {
+		f := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: uint32(i % 2), Type: typ, Payload: []byte("credit")}
+		if err := c.Send(ctx, f); err != nil {
+			t.Fatalf("Send %d (%s): %v", i, typ, err)
+		}
+	}
+}
+
+// Every SEND's credit goes back exactly once, whichever way it goes:
+// lent from the queue, from the serial worker's batch or from the items a
+// lane of several workers is running, or given back as it finishes,
+// including after handlers' Goexits (two in one batch: the worker taking
+// over runs the rest of the batch from its own offset into the slots).
+func TestLaneGivesEachCreditBackOnce(t *testing.T) {
+	t.Parallel()
+	t.Run("serial batch with Goexits", func(t *testing.T) {
+		t.Parallel()
+		entered, gate := make(chan struct{}), make(chan struct{})
+		lane, p, _ := creditLane(t, 1, 1<<20, entered, gate)
+		sendTypes(t, p.client, "gate")
+		<-entered
+		// One batch, taken once the gate opens.
+		sendTypes(t, p.client, "m", "exit", "m", "m", "exit", "m", "m", "exit", "m", "m")
+		poll(t, "the lane has every SEND", func() bool { return lane.Len() == 11 })
+		close(gate)
+		givenBackOnce(t, lane, p.server, 2)
+	})
+	t.Run("lent from the serial batch and the queue", func(t *testing.T) {
+		t.Parallel()
+		entered, gate := make(chan struct{}), make(chan struct{})
+		lane, p, _ := creditLane(t, 1, 1<<20, entered, gate)
+		sendTypes(t, p.client, "m", "m") // the worker has run a batch: its slots are reused
+		poll(t, "the first batch has run", func() bool { return lane.Len() == 0 })
+		sendTypes(t, p.client, "gate")
+		<-entered
+		sendTypes(t, p.client, "m", "exit", "m", "gate", "m", "m", "exit", "m")
+		poll(t, "the lane has every SEND", func() bool { return lane.Len() == 9 })
+		gate <- struct{}{}
+		<-entered                             // the second gate, in the middle of the batch
+		sendTypes(t, p.client, "m", "m", "m") // queued
+		poll(t, "the lane has every SEND", func() bool { return lane.Len() == 8 })
+		lane.Lend(p.server)()
+		close(gate)
+		givenBackOnce(t, lane, p.server, 2)
+	})
+	t.Run("lent from a lane of several workers", func(t *testing.T) {
+		t.Parallel()
+		entered, gate := make(chan struct{}), make(chan struct{})
+		lane, p, _ := creditLane(t, 3, 1<<20, entered, gate)
+		sendTypes(t, p.client, "gate", "gate", "gate")
+		for range 3 {
+			<-entered
+		}
+		sendTypes(t, p.client, "m", "exit", "m", "m")
+		poll(t, "the lane has every SEND", func() bool { return lane.Len() == 7 })
+		lane.Lend(p.server)()
+		close(gate)
+		givenBackOnce(t, lane, p.server, 2)
+	})
+	t.Run("lent as it arrives", func(t *testing.T) {
+		// Large SENDs are not predecoded: the handler releases their
+		// frames, so the push must not read them once they are queued
+		// (go test -race).
+		t.Parallel()
+		lane, p, delivered := creditLane(t, 1, 256<<10, nil, nil)
+		stop := lane.Lend(p.server)
+		ctx := testContext(t)
+		for i := range 300 {
+			f := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 1, Type: "m", Payload: make([]byte, 70<<10)}
+			if err := p.client.Send(ctx, f); err != nil {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+		}
+		stop()
+		poll(t, "every SEND delivered", func() bool { return delivered.Load() == 300 })
+		givenBackOnce(t, lane, p.server, 2)
+	})
 }

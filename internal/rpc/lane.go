@@ -253,9 +253,12 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 		l.mu.Unlock()
 		return false, false
 	}
-	var lent int64 // it's credit, given back at once (see Lend)
+	// it's credit, given back at once (see Lend). Its key is read here,
+	// under l.mu: once it is queued and l.mu released, a worker may run
+	// it and release its frame (one not predecoded), which Header reads.
+	var lent credit
 	if it.Credit > 0 && len(l.lending) > 0 && l.lending[it.Conn] > 0 && !l.full.Load() {
-		lent, it.Credit = it.Credit, 0
+		lent, it.Credit = creditOf(&it), 0
 	}
 	l.pushed++
 	l.q = append(l.q, it)
@@ -265,8 +268,8 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	}
 	l.mu.Unlock()
 	l.wake.Signal()
-	if lent > 0 {
-		it.Conn.Consumed(it.Header().Plugin, lent)
+	if lent.n > 0 {
+		lent.key.c.Consumed(lent.key.p, lent.n)
 	}
 	return true, filled
 }
