@@ -74,9 +74,8 @@ type ExecutorContext interface {
 	// task can still send with the task's ctx. Sending from Receive to
 	// the side that sends to it is safe under Receive's ctx (or one made
 	// from it): while such a Send waits, the plugin's lane on this side
-	// stops holding back the other side's window (up to the ember
-	// package's Config.LaneQueue), so two Receives that send to each other
-	// never wait on each other for ever.
+	// lends the other side window that only its Receives may spend, so two
+	// Receives that send to each other never wait on each other for ever.
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 }

@@ -183,6 +183,10 @@ type Conn struct {
 	credit        []int64
 	creditReady   chan struct{}
 	creditWaiters int
+	// reserved is, of each plugin's credit, what only the Sends of this
+	// end's handlers may spend: what the peer lent (see Conn.Lent), kept
+	// until the peer grants credit in the usual way again.
+	reserved []int64
 	// watchers cancel the asks sharing a ctx, by its Done channel;
 	// lastDone is the Done channel of the last ask registered.
 	watchers map[<-chan struct{}]*watcher
@@ -231,6 +235,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		// Every plugin starts with a full window each way.
 		windows:     make([]int64, len(opts.Plugins)),
 		credit:      make([]int64, len(opts.Plugins)),
+		reserved:    make([]int64, len(opts.Plugins)),
 		creditReady: make(chan struct{}),
 		recv:        make([]window, len(opts.Plugins)),
 	}
@@ -639,7 +644,8 @@ func (c *Conn) compressCall(f *wire.Frame) error {
 // nobody else. A SEND may overdraw the window by one message, so that a
 // message larger than the window still goes. A Send made by a lane's
 // handler, under the ctx it was given (see WithLane), has that lane lend
-// to this Conn while it waits.
+// to this Conn while it waits, and may spend what the peer lent; no other
+// Send may.
 func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	if err := c.compressCall(f); err != nil {
 		return err
@@ -650,13 +656,25 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	}
 	cost := SendCost(f)
 	c.mu.Lock()
-	if c.credit[p] <= 0 && !c.closing && c.refuse == nil {
-		if err := c.waitCreditLocked(ctx, p); err != nil {
+	var stop func()
+	if c.credit[p] <= c.reserved[p] && !c.closing && c.refuse == nil {
+		var err error
+		if stop, err = c.waitCreditLocked(ctx, p); err != nil {
 			return err
 		}
 	}
+	// Only a handler's Send gets past the wait with no more than what was
+	// lent: it spends that.
+	if c.credit[p] <= c.reserved[p] {
+		c.reserved[p] -= cost
+	}
 	c.credit[p] -= cost
-	if err := c.enqueueLocked(ctx, f, false, false); err != nil {
+	c.reserved[p] = max(0, min(c.reserved[p], c.credit[p]))
+	err := c.enqueueLocked(ctx, f, false, false)
+	if stop != nil {
+		stop() // without c.mu, which the lane's lock comes before (see Lane.Lend)
+	}
+	if err != nil {
 		c.mu.Lock()
 		c.grantLocked(p, cost) // not sent after all
 		c.mu.Unlock()
@@ -665,26 +683,42 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	return nil
 }
 
-// waitCreditLocked waits while plugin p's window is spent (and the Conn
-// neither closes nor refuses), counting the wait as a limit hit; the lane
-// whose handler ctx is (see WithLane) lends to c meanwhile.
-// c.mu is held, and still is on return, unless ctx ended: then it returns
-// the error Send gives, unlocked.
-func (c *Conn) waitCreditLocked(ctx context.Context, p int) error {
+// waitCreditLocked waits while plugin p's window has nothing the Send
+// under ctx may spend (and the Conn neither closes nor refuses), counting
+// the wait as a limit hit: a handler's Send (see WithLane) may spend all
+// the credit, any other only what the peer did not lend. The handler's
+// lane lends to c meanwhile, until the caller calls stop (nil when it did
+// not lend), without c.mu. c.mu is held, and still is on return, unless
+// ctx ended: then it returns the error Send gives, unlocked, and has
+// stopped lending.
+func (c *Conn) waitCreditLocked(ctx context.Context, p int) (stop func(), err error) {
+	l := laneOf(ctx)
+	spent := func() bool {
+		if l != nil {
+			return c.credit[p] <= 0
+		}
+		return c.credit[p] <= c.reserved[p]
+	}
+	if !spent() {
+		return nil, nil // a handler's Send, and what was lent is left
+	}
 	if c.opts.OnLimit != nil {
 		c.opts.OnLimit("send_window")
 	}
-	if l := laneOf(ctx); l != nil {
-		c.mu.Unlock() // Lend gives credit back, which takes c.mu
-		defer l.Lend(c)()
+	if l != nil {
+		c.mu.Unlock() // the lane's lock comes before c.mu (see Lane.Lend)
+		stop = l.Lend(c)
 		c.mu.Lock()
 	}
-	for c.credit[p] <= 0 && !c.closing && c.refuse == nil {
+	for spent() && !c.closing && c.refuse == nil {
 		if err := c.waitLocked(ctx, c.creditReady, &c.creditWaiters); err != nil {
-			return plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.windows[p], err)
+			if stop != nil {
+				stop()
+			}
+			return nil, plugin.Errorf(plugin.CodeOf(err), "plugin %q: waiting for the receiving side to take in the messages already sent (send window %d bytes): %w", c.opts.Plugins[p], c.windows[p], err)
 		}
 	}
-	return nil
+	return stop, nil
 }
 
 // flowControlled reports whether f counts against a window of this end's
@@ -718,7 +752,7 @@ func (c *Conn) TrySend(f *wire.Frame) (bool, error) {
 		c.mu.Unlock()
 		return false, err
 	}
-	if (credited && c.credit[p] <= 0) || len(c.out) >= c.opts.QueueFrames {
+	if (credited && c.credit[p] <= c.reserved[p]) || len(c.out) >= c.opts.QueueFrames {
 		c.mu.Unlock()
 		return false, nil
 	}
@@ -798,17 +832,59 @@ func (c *Conn) Consumed(p uint32, cost int64) {
 	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(n)})
 }
 
+// Lent reports that received SENDs for plugin p, of cost bytes in all,
+// are given back before they have run: this end's lane lends (see
+// Lane.Lend), and they must not be reported to Consumed as well. The
+// grant goes at once, marked lent: the peer keeps it for its handlers'
+// Sends (see Send) until EndLoan, so that it frees a handler of the
+// peer's waiting on this end, and not a flood from the peer's other
+// goroutines. Safe for concurrent use.
+func (c *Conn) Lent(p uint32, cost int64) {
+	if uint(p) >= uint(len(c.recv)) || cost <= 0 {
+		return
+	}
+	c.recv[p].received.Add(-cost)
+	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(cost), Lent: true})
+}
+
+// EndLoan tells the peer that this end's lane has stopped lending plugin
+// p's window (its handler no longer waits): what is left of the loan is
+// for any of the peer's Sends from now on. It goes as a lent CREDIT of
+// nothing, after every lent one.
+func (c *Conn) EndLoan(p uint32) {
+	if uint(p) >= uint(len(c.recv)) {
+		return
+	}
+	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Lent: true})
+}
+
 // takeCredit takes in a CREDIT frame from the peer.
 func (c *Conn) takeCredit(f *wire.Frame) {
-	if uint(f.Plugin) >= uint(len(c.credit)) || f.Credit == 0 {
+	if uint(f.Plugin) >= uint(len(c.credit)) {
 		return
 	}
 	p := int(f.Plugin)
+	if f.Credit == 0 {
+		if f.Lent { // the loan has ended (EndLoan)
+			c.mu.Lock()
+			c.reserved[p] = 0
+			c.wakeCreditLocked()
+			c.mu.Unlock()
+		}
+		return
+	}
 	// The most ever owed: a window overdrawn by one message of the largest
 	// size (see Send and admit). Capping lower loses credit for good.
 	n := int64(min(f.Credit, uint64(c.windows[p])+uint64(c.opts.MaxMessageBytes)+sendOverhead))
 	c.mu.Lock()
+	if f.Lent {
+		c.reserved[p] += n
+	} else {
+		// The peer's lane runs again: what it lent is anyone's.
+		c.reserved[p] = 0
+	}
 	c.grantLocked(p, n)
+	c.reserved[p] = max(0, min(c.reserved[p], c.credit[p]))
 	c.mu.Unlock()
 }
 

@@ -520,10 +520,20 @@ func TestSendLast(t *testing.T) {
 	}
 }
 
+// idleLane returns a lane that runs nothing: its handler ctx marks the
+// Sends of a test as a handler's.
+func idleLane(t *testing.T) *rpc.Lane {
+	t.Helper()
+	l := rpc.NewLane(1, 0, func(rpc.Item) {})
+	t.Cleanup(l.Close)
+	return l
+}
+
 // A lane lends to a connection while told to: the credits of that
 // connection's SENDs queued behind a handler that does not return go back
-// at once, and so do those of the SENDs that arrive meanwhile. Once lending
-// stops, the window binds again.
+// at once, and so do those of the SENDs that arrive meanwhile, but only
+// the peer's handlers may spend them: its other Sends go on waiting. Once
+// lending stops, the window binds the handlers again too.
 func TestLaneLends(t *testing.T) {
 	t.Parallel()
 	gate := make(chan struct{})
@@ -538,8 +548,9 @@ func TestLaneLends(t *testing.T) {
 	})
 	p := newPair(t, newHandler(echo), server, opts, opts)
 	ctx := testContext(t)
+	handlerCtx := rpc.WithLane(ctx, idleLane(t))
 	send := func() error {
-		ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		ctx, cancel := context.WithTimeout(handlerCtx, 50*time.Millisecond)
 		defer cancel()
 		return p.client.Send(ctx, windowFrame(0))
 	}
@@ -553,6 +564,7 @@ func TestLaneLends(t *testing.T) {
 	blocked(t, p.client, 0) // the first runs and does not return; nine wait behind it
 
 	stop := lane.Lend(p.server)
+	blocked(t, p.client, 0) // not a handler's Send: what is lent is not for it
 	for i := range 3 * testSends {
 		if err := send(); err != nil {
 			t.Fatalf("Send %d while the lane lends: %v, want every one to go", i, err)
@@ -667,27 +679,31 @@ func TestOnlyAHandlerWaitingLends(t *testing.T) {
 	// server's next Send to it still waits.
 	waitingSend := func(ctx context.Context) chan error {
 		errc := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-			defer cancel()
-			errc <- p.client.Send(ctx, windowFrame(0))
-		}()
+		go func() { errc <- p.client.Send(ctx, windowFrame(0)) }()
 		return errc
 	}
-	errc := waitingSend(ctx)
+	shortCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	errc := waitingSend(shortCtx)
 	blocked(t, p.server, 0)
 	if err := <-errc; !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("the client's Send with its window spent: %v, want it to wait", err)
 	}
 
 	// The client's lane's handler waits: the lane lends, and the server's
-	// Sends to it go.
-	errc = waitingSend(rpc.WithLane(ctx, clientLane))
-	poll(t, "the server's Send goes while the client's handler waits", func() bool {
-		sctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	// handlers' Sends to it go; its other Sends still wait. (The server's
+	// handler is another lane's: the server's own lane, lending back,
+	// would free the client's handler and end the loan.)
+	handlerCtx, endHandler := context.WithCancel(rpc.WithLane(ctx, clientLane))
+	errc = waitingSend(handlerCtx)
+	serverHandler := rpc.WithLane(ctx, idleLane(t))
+	poll(t, "the server's handler's Send goes while the client's handler waits", func() bool {
+		sctx, cancel := context.WithTimeout(serverHandler, 20*time.Millisecond)
 		defer cancel()
 		return p.server.Send(sctx, windowFrame(0)) == nil
 	})
+	blocked(t, p.server, 0)
+	endHandler()
 	<-errc
 }
 
@@ -812,7 +828,8 @@ func TestLaneGivesEachCreditBackOnce(t *testing.T) {
 		t.Parallel()
 		lane, p, delivered := creditLane(t, 1, 256<<10, nil, nil)
 		stop := lane.Lend(p.server)
-		ctx := testContext(t)
+		// What is lent is for the client's handlers' Sends.
+		ctx := rpc.WithLane(testContext(t), idleLane(t))
 		for i := range 300 {
 			f := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 1, Type: "m", Payload: make([]byte, 70<<10)}
 			if err := p.client.Send(ctx, f); err != nil {
@@ -823,4 +840,66 @@ func TestLaneGivesEachCreditBackOnce(t *testing.T) {
 		poll(t, "every SEND delivered", func() bool { return delivered.Load() == 300 })
 		givenBackOnce(t, lane, p.server, 2)
 	})
+}
+
+// The handlers' cycle cannot come back once the lanes fill: each end's
+// own goroutines flood the other with reports (not handlers: they spend
+// no lent credit), each report's handler answers with k acks, and the
+// lanes' limits are far below what is sent. A loan let the floods fill
+// the waiting lane to its limit, past which it lent nothing, and both
+// ends stopped for good; lent credit is now for handlers alone, and a
+// full lane lends too (found by review).
+func TestFullLanesDoNotDeadlockHandlers(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ limit, k int }{{8, 1}, {8, 4}, {64, 1}, {64, 4}} {
+		t.Run(fmt.Sprintf("limit %d, %d acks", tt.limit, tt.k), func(t *testing.T) {
+			t.Parallel()
+			const reports = 50 * testSends
+			ctx := testContext(t)
+			var ran [2]atomic.Int64
+			newLane := func(side int) *rpc.Lane {
+				var l *rpc.Lane
+				l = rpc.NewLane(1, tt.limit, func(it rpc.Item) {
+					ran[side].Add(1)
+					if it.Header().Type != "report" {
+						return
+					}
+					for range tt.k {
+						ack := windowFrame(0)
+						ack.Type = "ack"
+						if err := it.Conn.Send(rpc.WithLane(ctx, l), ack); err != nil {
+							t.Errorf("ack: %v", err)
+							return
+						}
+					}
+				})
+				t.Cleanup(l.Close)
+				return l
+			}
+			lanes := []*rpc.Lane{newLane(0), newLane(1)}
+			handler := func(l *rpc.Lane) *handler {
+				return newHandler(func(c *rpc.Conn, f *wire.Frame) {
+					if f.Kind == wire.Kind_KIND_SEND {
+						rpc.Deliver(context.Background(), l, c, f, nil)
+					}
+				})
+			}
+			opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+			p := newPair(t, handler(lanes[0]), handler(lanes[1]), opts, opts)
+			for _, c := range []*rpc.Conn{p.client, p.server} {
+				go func() {
+					for range reports {
+						f := windowFrame(0)
+						f.Type = "report"
+						if err := c.Send(ctx, f); err != nil {
+							t.Errorf("report: %v", err)
+							return
+						}
+					}
+				}()
+			}
+			want := int64(reports * (1 + tt.k))
+			poll(t, "every report and ack run on both ends", func() bool { return ran[0].Load() == want && ran[1].Load() == want })
+		})
+	}
 }

@@ -129,8 +129,10 @@ type Lane struct {
 	// credit taken with an atomic swap by the worker once the item has
 	// run, or by Lend (under mu) before.
 	slots []slot
-	// lending counts, per connection, the Lend calls not yet stopped.
+	// lending counts, per connection, the Lend calls not yet stopped;
+	// loans holds the windows lent to since each connection's first.
 	lending map[*Conn]int
+	loans   map[creditKey]struct{}
 	// repliedToSends holds the message types whose handler has replied
 	// to a SEND (see Dispatch, which says so once per type).
 	repliedToSends sync.Map
@@ -256,9 +258,9 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	// it's credit, given back at once (see Lend). Its key is read here,
 	// under l.mu: once it is queued and l.mu released, a worker may run
 	// it and release its frame (one not predecoded), which Header reads.
-	var lent credit
-	if it.Credit > 0 && len(l.lending) > 0 && l.lending[it.Conn] > 0 && !l.full.Load() {
-		lent, it.Credit = creditOf(&it), 0
+	if it.Credit > 0 && len(l.lending) > 0 && l.lending[it.Conn] > 0 {
+		l.lendLocked(creditOf(&it))
+		it.Credit = 0
 	}
 	l.pushed++
 	l.q = append(l.q, it)
@@ -268,22 +270,36 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	}
 	l.mu.Unlock()
 	l.wake.Signal()
-	if lent.n > 0 {
-		lent.key.c.Consumed(lent.key.p, lent.n)
-	}
 	return true, filled
 }
 
+// lendLocked gives cr back as lent credit (Conn.Lent). l.mu is held: the
+// lent CREDITs and the loan's end (Lend's stop) go in the order decided
+// under it, so that none follows the end. l.mu comes before Conn.mu.
+func (l *Lane) lendLocked(cr credit) {
+	if cr.n <= 0 {
+		return
+	}
+	if l.loans == nil {
+		l.loans = map[creditKey]struct{}{}
+	}
+	l.loans[cr.key] = struct{}{}
+	cr.key.c.Lent(cr.key.p, cr.n)
+}
+
 // Lend makes the lane give back at once the credits of c's SENDs it
-// holds, queued or running, and of those that arrive from c until stop is
-// called (each Lend needs its own stop), instead of once they have run.
-// Conn.Send lends while one of the lane's handlers waits in it for its
-// window on c (see WithLane): a Receive that sends to the side sending to
-// it holds up its lane until the peer grants credit, and the peer's lane
-// may be waiting on this end's window in the same way; without the loan
-// each would wait for the other for ever. A full lane lends nothing, so
-// what it holds stays bounded by its limit plus one window per
-// connection.
+// holds, queued, running or kept while full, and of those that arrive
+// from c until stop is called (each Lend needs its own stop), instead of
+// once they have run: as lent credit (Conn.Lent), which only the peer's
+// handlers may spend. Conn.Send lends while one of the lane's handlers
+// waits in it for its window on c (see WithLane): a Receive that sends to
+// the side sending to it holds up its lane until the peer grants credit,
+// and the peer's lane may be waiting on this end's window in the same
+// way; without the loan each would wait for the other for ever. What the
+// loan lets in is bounded by what the peer's handlers send for what they
+// take in from this end, which this end's own window bounds: the peer's
+// other goroutines still wait for credit this lane gives back as it runs
+// their messages, so a full lane lends too.
 func (l *Lane) Lend(c *Conn) (stop func()) {
 	var lent map[creditKey]int64
 	add := func(k creditKey, n int64) {
@@ -295,37 +311,50 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 		}
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.lending == nil {
 		l.lending = map[*Conn]int{}
 	}
 	l.lending[c]++
-	if !l.full.Load() {
-		for i := l.head; i < len(l.q); i++ {
-			if it := &l.q[i]; it.Conn == c && it.Credit > 0 {
-				add(creditOf(it).key, it.Credit)
-				it.Credit = 0
-			}
-		}
-		for seq, cr := range l.running {
-			if cr.key.c == c && cr.n > 0 {
-				add(cr.key, cr.n)
-				l.running[seq] = credit{}
-			}
-		}
-		for i := range l.slots {
-			if s := &l.slots[i]; s.key.c == c {
-				add(s.key, s.n.Swap(0))
-			}
+	for i := l.head; i < len(l.q); i++ {
+		if it := &l.q[i]; it.Conn == c && it.Credit > 0 {
+			add(creditOf(it).key, it.Credit)
+			it.Credit = 0
 		}
 	}
-	l.mu.Unlock()
-	grant(lent)
+	for seq, cr := range l.running {
+		if cr.key.c == c && cr.n > 0 {
+			add(cr.key, cr.n)
+			l.running[seq] = credit{}
+		}
+	}
+	for i := range l.slots {
+		if s := &l.slots[i]; s.key.c == c {
+			add(s.key, s.n.Swap(0))
+		}
+	}
+	for k, n := range l.owed { // kept while the lane is full
+		if k.c == c {
+			add(k, n)
+			delete(l.owed, k)
+		}
+	}
+	for k, n := range lent {
+		l.lendLocked(credit{k, n})
+	}
 	return func() {
 		l.mu.Lock()
-		if l.lending[c]--; l.lending[c] <= 0 {
-			delete(l.lending, c)
+		defer l.mu.Unlock()
+		if l.lending[c]--; l.lending[c] > 0 {
+			return
 		}
-		l.mu.Unlock()
+		delete(l.lending, c)
+		for k := range l.loans {
+			if k.c == c {
+				c.EndLoan(k.p)
+				delete(l.loans, k)
+			}
+		}
 	}
 }
 

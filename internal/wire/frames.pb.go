@@ -228,7 +228,14 @@ type Frame struct {
 	// ASK: the asker may cancel it (its ctx can end), so the answering side
 	// keeps the handler's ctx where an ASK_CANCEL can find it. Since
 	// protocol version 6.
-	Cancelable    bool `protobuf:"varint,18,opt,name=cancelable,proto3" json:"cancelable,omitempty"`
+	Cancelable bool `protobuf:"varint,18,opt,name=cancelable,proto3" json:"cancelable,omitempty"`
+	// CREDIT: the credit is lent. The receiver's handler (of plugin, on
+	// the side granting it) waits for its own window to the sender, and
+	// gives back early what it holds from the sender; lent credit may be
+	// spent only by SENDs the sender's handlers make, so that it frees the
+	// sender's handler waiting on the receiver, and not a flood from
+	// elsewhere. Since protocol version 7.
+	Lent          bool `protobuf:"varint,19,opt,name=lent,proto3" json:"lent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +392,13 @@ func (x *Frame) GetExecutorStopping() bool {
 func (x *Frame) GetCancelable() bool {
 	if x != nil {
 		return x.Cancelable
+	}
+	return false
+}
+
+func (x *Frame) GetLent() bool {
+	if x != nil {
+		return x.Lent
 	}
 	return false
 }
@@ -999,7 +1013,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xf6\x04\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\x8a\x05\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -1021,7 +1035,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x11executor_stopping\x18\x11 \x01(\bR\x10executorStopping\x12\x1e\n" +
 	"\n" +
 	"cancelable\x18\x12 \x01(\bR\n" +
-	"cancelable\"a\n" +
+	"cancelable\x12\x12\n" +
+	"\x04lent\x18\x13 \x01(\bR\x04lent\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

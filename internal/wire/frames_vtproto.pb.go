@@ -93,6 +93,18 @@ func (m *Frame) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Lent {
+		i--
+		if m.Lent {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0x98
+	}
 	if m.Cancelable {
 		i--
 		if m.Cancelable {
@@ -900,6 +912,9 @@ func (m *Frame) SizeVT() (n int) {
 		n += 3
 	}
 	if m.Cancelable {
+		n += 3
+	}
+	if m.Lent {
 		n += 3
 	}
 	n += len(m.unknownFields)
@@ -1749,6 +1764,26 @@ func (m *Frame) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.Cancelable = bool(v != 0)
+		case 19:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Lent", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Lent = bool(v != 0)
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

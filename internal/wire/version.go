@@ -8,8 +8,9 @@ import "google.golang.org/protobuf/proto"
 // the plugins' own send windows in Welcome; version 5, KIND_LEAVING and
 // the plugins with no side to take messages (Welcome.no_driver_side,
 // Ready.no_receiver); version 6, the asker's cancel of an ask
-// (KIND_ASK_CANCEL, Frame.cancelable).
-const ProtocolVersion = 6
+// (KIND_ASK_CANCEL, Frame.cancelable); version 7, lent credit
+// (Frame.lent).
+const ProtocolVersion = 7
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w
