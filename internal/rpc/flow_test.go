@@ -586,66 +586,6 @@ func TestLaneLends(t *testing.T) {
 	}
 }
 
-// Two ends whose handlers each send to the other for every report they
-// take in (a driver plugin's Receive that broadcasts, an executor's that
-// acknowledges) cannot wait on each other's windows for ever: the lane
-// whose handler waits lends to the other end (WithLane, Lane.Lend). Each
-// end sends fifty windows of reports, with lanes of one worker and of
-// three.
-func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
-	t.Parallel()
-	for _, workers := range []int{1, 3} {
-		t.Run(fmt.Sprintf("%d workers", workers), func(t *testing.T) {
-			t.Parallel()
-			const reports = 50 * testSends
-			ctx := testContext(t)
-			var ran [2]atomic.Int64 // SENDs run by the client's lane, and by the server's
-			newLane := func(side int) *rpc.Lane {
-				var l *rpc.Lane
-				l = rpc.NewLane(workers, 0, func(it rpc.Item) {
-					ran[side].Add(1)
-					if it.Header().Type != "report" {
-						return
-					}
-					ack := windowFrame(0)
-					ack.Type = "ack"
-					// Under the lane's handler ctx, as plugins' handlers run.
-					if err := it.Conn.Send(rpc.WithLane(ctx, l), ack); err != nil {
-						t.Errorf("ack: %v", err)
-					}
-				})
-				t.Cleanup(l.Close)
-				return l
-			}
-			lanes := []*rpc.Lane{newLane(0), newLane(1)}
-			handler := func(l *rpc.Lane) *handler {
-				return newHandler(func(c *rpc.Conn, f *wire.Frame) {
-					if f.Kind == wire.Kind_KIND_SEND {
-						rpc.Deliver(context.Background(), l, c, f, nil)
-					}
-				})
-			}
-			opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
-			p := newPair(t, handler(lanes[0]), handler(lanes[1]), opts, opts)
-			for _, c := range []*rpc.Conn{p.client, p.server} {
-				go func() {
-					for range reports {
-						f := windowFrame(0)
-						f.Type = "report"
-						if err := c.Send(ctx, f); err != nil {
-							t.Errorf("report: %v", err)
-							return
-						}
-					}
-				}()
-			}
-			poll(t, "every report and every ack run on both ends", func() bool {
-				return ran[0].Load() == 2*reports && ran[1].Load() == 2*reports
-			})
-		})
-	}
-}
-
 // Only a lane's handler waiting in Send makes the lane lend: a Send under
 // another ctx (a plugin's own goroutine) waits without changing what the
 // lane holds back, so the window keeps bounding what the peer may send
@@ -842,24 +782,29 @@ func TestLaneGivesEachCreditBackOnce(t *testing.T) {
 	})
 }
 
-// The handlers' cycle cannot come back once the lanes fill: each end's
-// own goroutines flood the other with reports (not handlers: they spend
-// no lent credit), each report's handler answers with k acks, and the
-// lanes' limits are far below what is sent. A loan let the floods fill
-// the waiting lane to its limit, past which it lent nothing, and both
-// ends stopped for good; lent credit is now for handlers alone, and a
+// Two ends whose handlers each send to the other for every report they
+// take in (a driver plugin's Receive that broadcasts, an executor's that
+// acknowledges with k acks) cannot wait on each other's windows for ever:
+// the lane whose handler waits lends to the other end (WithLane,
+// Lane.Lend). Each end's own goroutine sends fifty windows of reports,
+// with lanes of one worker and of three, and with lanes whose limits are
+// far below what is sent: there, a loan that the reports could spend let
+// them fill the waiting lane to its limit, past which it lent nothing, and
+// both ends stopped for good; lent credit is for handlers alone, and a
 // full lane lends too (found by review).
-func TestFullLanesDoNotDeadlockHandlers(t *testing.T) {
+func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct{ limit, k int }{{8, 1}, {8, 4}, {64, 1}, {64, 4}} {
-		t.Run(fmt.Sprintf("limit %d, %d acks", tt.limit, tt.k), func(t *testing.T) {
+	for _, tt := range []struct{ workers, limit, k int }{
+		{1, 0, 1}, {3, 0, 1}, {1, 8, 1}, {1, 8, 4}, {1, 64, 1}, {1, 64, 4},
+	} {
+		t.Run(fmt.Sprintf("%d workers, limit %d, %d acks", tt.workers, tt.limit, tt.k), func(t *testing.T) {
 			t.Parallel()
 			const reports = 50 * testSends
 			ctx := testContext(t)
-			var ran [2]atomic.Int64
+			var ran [2]atomic.Int64 // SENDs run by the client's lane, and by the server's
 			newLane := func(side int) *rpc.Lane {
 				var l *rpc.Lane
-				l = rpc.NewLane(1, tt.limit, func(it rpc.Item) {
+				l = rpc.NewLane(tt.workers, tt.limit, func(it rpc.Item) {
 					ran[side].Add(1)
 					if it.Header().Type != "report" {
 						return
@@ -867,6 +812,7 @@ func TestFullLanesDoNotDeadlockHandlers(t *testing.T) {
 					for range tt.k {
 						ack := windowFrame(0)
 						ack.Type = "ack"
+						// Under the lane's handler ctx, as plugins' handlers run.
 						if err := it.Conn.Send(rpc.WithLane(ctx, l), ack); err != nil {
 							t.Errorf("ack: %v", err)
 							return
@@ -899,7 +845,9 @@ func TestFullLanesDoNotDeadlockHandlers(t *testing.T) {
 				}()
 			}
 			want := int64(reports * (1 + tt.k))
-			poll(t, "every report and ack run on both ends", func() bool { return ran[0].Load() == want && ran[1].Load() == want })
+			poll(t, "every report and every ack run on both ends", func() bool {
+				return ran[0].Load() == want && ran[1].Load() == want
+			})
 		})
 	}
 }
