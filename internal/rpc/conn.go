@@ -475,6 +475,15 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 // has stopped reading, and its asks would otherwise grow the queue without
 // limit. c.mu is held; overflowLocked unlocks it.
 func (c *Conn) overflowLocked() error {
+	err := c.overflowingLocked()
+	c.close(err)
+	return err
+}
+
+// overflowingLocked is overflowLocked but for the close itself: it
+// refuses further frames, counts the limit hit and returns the error to
+// close the Conn with. c.mu is held; overflowingLocked unlocks it.
+func (c *Conn) overflowingLocked() error {
 	err := plugin.Errorf(plugin.CodeResourceExhausted,
 		"the peer is not reading: %d frames wait to be written (send queue %d + overflow %d)", len(c.out), c.opts.QueueFrames, c.opts.OverflowFrames)
 	// Refuse further frames at once, with this error: the limit is hit,
@@ -484,7 +493,6 @@ func (c *Conn) overflowLocked() error {
 	if c.opts.OnLimit != nil {
 		c.opts.OnLimit("queue_overflow")
 	}
-	c.close(err)
 	return err
 }
 
@@ -844,7 +852,22 @@ func (c *Conn) Lent(p uint32, cost int64) {
 		return
 	}
 	c.recv[p].received.Add(-cost)
-	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(cost), Lent: true})
+	c.sendUnderLaneLock(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(cost), Lent: true})
+}
+
+// sendUnderLaneLock is SendControl for a frame queued under a lane's lock
+// (Lent, EndLoan): should it overflow the queue, the Conn is closed on a
+// goroutine of its own, not on the caller's. Closing runs the owner's
+// HandleClose, which queues events on lanes (the driver's, under its own
+// lock, which it also pushes to lanes under): on the caller's goroutine
+// it would wait for the lane's lock the caller holds.
+func (c *Conn) sendUnderLaneLock(f *wire.Frame) {
+	c.mu.Lock()
+	if !c.closing && len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
+		go c.close(c.overflowingLocked()) // f is refused, as by enqueueLocked
+		return
+	}
+	_ = c.enqueueLocked(context.Background(), f, true, false)
 }
 
 // EndLoan tells the peer that this end's lane has stopped lending plugin
@@ -855,7 +878,7 @@ func (c *Conn) EndLoan(p uint32) {
 	if uint(p) >= uint(len(c.recv)) {
 		return
 	}
-	_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Lent: true})
+	c.sendUnderLaneLock(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Lent: true})
 }
 
 // takeCredit takes in a CREDIT frame from the peer.
