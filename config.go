@@ -75,8 +75,9 @@ type Config struct {
 	// nothing else on the senders' connections waits with it. The lane can
 	// hold up to LaneQueue plus one window per sending connection, and
 	// while its Receive waits to send to a connection, what that
-	// connection's Receives send back meanwhile (see docs/internals.md,
-	// "Loans"). Default 65536.
+	// connection's Receives send back meanwhile, at most four windows and
+	// one MaxMessageBytes more (see docs/internals.md, "Loans"). Default
+	// 65536.
 	LaneQueue int
 	// SendWindow is how many bytes of Send messages one plugin may have in
 	// flight on one connection, each way: sent, and not yet run by the

@@ -74,8 +74,9 @@ type ExecutorContext interface {
 	// task can still send with the task's ctx. Sending from Receive to
 	// the side that sends to it is safe under Receive's ctx (or one made
 	// from it): while such a Send waits, the plugin's lane on this side
-	// lends the other side window that only its Receives may spend, so two
-	// Receives that send to each other never wait on each other for ever.
+	// lends the other side window that only its handlers (under their
+	// ctx) may spend, so two Receives that send to each other never wait on
+	// each other for ever.
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 }

@@ -870,6 +870,20 @@ func (c *Conn) sendUnderLaneLock(f *wire.Frame) {
 	_ = c.enqueueLocked(context.Background(), f, true, false)
 }
 
+// LoanCap is the most a lane lends of plugin p's SENDs from c that have
+// not yet run: four windows and one message of the largest size. An honest
+// peer's handlers spend a loan on what they send for the messages they
+// take in from this end, and four windows let them send up to about
+// sixteen for each (a quarter window of them taken in frees this end's
+// handler); the cap bounds what a peer that spends it on anything can
+// make a lane hold.
+func (c *Conn) LoanCap(p uint32) int64 {
+	if uint(p) >= uint(len(c.windows)) {
+		return 0
+	}
+	return 4*c.windows[p] + int64(c.opts.MaxMessageBytes) + sendOverhead
+}
+
 // EndLoan tells the peer that this end's lane has stopped lending plugin
 // p's window (its handler no longer waits): what is left of the loan is
 // for any of the peer's Sends from now on. It goes as a lent CREDIT of

@@ -851,3 +851,43 @@ func TestHandlersSendingToEachOtherDoNotDeadlock(t *testing.T) {
 		})
 	}
 }
+
+// A peer that spends what it was lent on anything (or a handler's ctx
+// passed to a goroutine that floods) cannot make a lending lane hold more
+// than its window plus the loan cap (Conn.LoanCap) of its messages: past
+// that, what arrives keeps its credit until it has run, and the peer's
+// Sends wait. A full lane lent everything that arrived, without bound
+// (found by review).
+func TestLoansAreCapped(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	lane := rpc.NewLane(1, 4, func(rpc.Item) { <-gate })
+	t.Cleanup(lane.Close)
+	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow, MaxMessageBytes: 100}
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) { rpc.Deliver(context.Background(), lane, c, f, nil) })
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	stop := lane.Lend(p.server) // the lane's handler waits to send to the client, for ever
+	defer stop()
+	flood := rpc.WithLane(testContext(t), idleLane(t)) // may spend what is lent
+	sent := 0
+	for ; sent < 1000; sent++ {
+		ctx, cancel := context.WithTimeout(flood, 50*time.Millisecond)
+		err := p.client.Send(ctx, windowFrame(0))
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Send %d: %v", sent, err)
+		}
+	}
+	// The window (ten SENDs of 100 bytes) and the cap (4,164 bytes: 41
+	// more), give or take the one the window may be overdrawn by.
+	if want := testSends + int(p.server.LoanCap(0)/100) + 2; sent > want {
+		t.Errorf("a peer spending its loan on anything sent %d SENDs to a lane that does not run, want at most %d", sent, want)
+	}
+	if sent < testSends+int(p.server.LoanCap(0)/100)-1 {
+		t.Errorf("only %d SENDs went before the peer had to wait, want the window and the loan cap (%d bytes) spent", sent, p.server.LoanCap(0))
+	}
+}

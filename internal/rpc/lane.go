@@ -32,8 +32,9 @@ type Item struct {
 
 	// Credit is what a SEND counts against its sender's window (see
 	// Conn.Consumed); the lane gives it back once the item has run, or
-	// earlier while it lends to the item's connection (see Lend). Zero
-	// for anything else.
+	// earlier while it lends to the item's connection (see Lend), and
+	// then keeps it negated, to count it off the loan when the item has
+	// run. Zero for anything else.
 	Credit int64
 
 	// handler is an ASK's handler ctx, made as the reader took the ASK
@@ -130,9 +131,12 @@ type Lane struct {
 	// run, or by Lend (under mu) before.
 	slots []slot
 	// lending counts, per connection, the Lend calls not yet stopped;
-	// loans holds the windows lent to since each connection's first.
+	// loans holds the windows lent to since each connection's first;
+	// lentOut is, per connection, the bytes lent of items that have not
+	// yet run (bounded by Conn.LoanCap).
 	lending map[*Conn]int
 	loans   map[creditKey]struct{}
+	lentOut map[*Conn]int64
 	// repliedToSends holds the message types whose handler has replied
 	// to a SEND (see Dispatch, which says so once per type).
 	repliedToSends sync.Map
@@ -259,8 +263,7 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	// under l.mu: once it is queued and l.mu released, a worker may run
 	// it and release its frame (one not predecoded), which Header reads.
 	if it.Credit > 0 && len(l.lending) > 0 && l.lending[it.Conn] > 0 {
-		l.lendLocked(creditOf(&it))
-		it.Credit = 0
+		it.Credit = l.lendItemLocked(creditOf(&it))
 	}
 	l.pushed++
 	l.q = append(l.q, it)
@@ -271,6 +274,21 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	l.mu.Unlock()
 	l.wake.Signal()
 	return true, filled
+}
+
+// lendItemLocked lends cr, the credit of an item yet to run, if its
+// connection's loans leave room for it (Conn.LoanCap), and returns what
+// the item keeps: -cr.n when lent, cr.n when not. l.mu is held.
+func (l *Lane) lendItemLocked(cr credit) int64 {
+	if cr.n <= 0 || l.lentOut[cr.key.c]+cr.n > cr.key.c.LoanCap(cr.key.p) {
+		return cr.n
+	}
+	if l.lentOut == nil {
+		l.lentOut = map[*Conn]int64{}
+	}
+	l.lentOut[cr.key.c] += cr.n
+	l.lendLocked(cr)
+	return -cr.n
 }
 
 // lendLocked gives cr back as lent credit (Conn.Lent). l.mu is held: the
@@ -296,51 +314,49 @@ func (l *Lane) lendLocked(cr credit) {
 // the side sending to it holds up its lane until the peer grants credit,
 // and the peer's lane may be waiting on this end's window in the same
 // way; without the loan each would wait for the other for ever. What the
-// loan lets in is bounded by what the peer's handlers send for what they
-// take in from this end, which this end's own window bounds: the peer's
-// other goroutines still wait for credit this lane gives back as it runs
-// their messages, so a full lane lends too.
+// loan lets in is what the peer's handlers send for what they take in
+// from this end, which this end's own window bounds (the peer's other
+// goroutines still wait for credit this lane gives back as it runs their
+// messages), so a full lane lends too; but never more than Conn.LoanCap
+// of items yet to run per connection, against a peer that spends what it
+// was lent on anything.
 func (l *Lane) Lend(c *Conn) (stop func()) {
-	var lent map[creditKey]int64
-	add := func(k creditKey, n int64) {
-		if n > 0 {
-			if lent == nil {
-				lent = map[creditKey]int64{}
-			}
-			lent[k] += n
-		}
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.lending == nil {
 		l.lending = map[*Conn]int{}
 	}
 	l.lending[c]++
-	for i := l.head; i < len(l.q); i++ {
-		if it := &l.q[i]; it.Conn == c && it.Credit > 0 {
-			add(creditOf(it).key, it.Credit)
-			it.Credit = 0
+	// The items that have run first (kept while full: they hold nothing
+	// any more), then the oldest, which will run first.
+	for k, n := range l.owed {
+		if k.c == c {
+			delete(l.owed, k)
+			l.lendLocked(credit{k, n})
+		}
+	}
+	for i := range l.slots {
+		s := &l.slots[i]
+		if s.key.c != c {
+			continue
+		}
+		for v := s.n.Load(); v > 0 && l.lentOut[c]+v <= c.LoanCap(s.key.p); v = s.n.Load() {
+			if s.n.CompareAndSwap(v, -v) { // else the worker took it as it finished
+				l.lendItemLocked(credit{s.key, v})
+				break
+			}
 		}
 	}
 	for seq, cr := range l.running {
 		if cr.key.c == c && cr.n > 0 {
-			add(cr.key, cr.n)
-			l.running[seq] = credit{}
+			cr.n = l.lendItemLocked(cr)
+			l.running[seq] = cr
 		}
 	}
-	for i := range l.slots {
-		if s := &l.slots[i]; s.key.c == c {
-			add(s.key, s.n.Swap(0))
+	for i := l.head; i < len(l.q); i++ {
+		if it := &l.q[i]; it.Conn == c && it.Credit > 0 {
+			it.Credit = l.lendItemLocked(creditOf(it))
 		}
-	}
-	for k, n := range l.owed { // kept while the lane is full
-		if k.c == c {
-			add(k, n)
-			delete(l.owed, k)
-		}
-	}
-	for k, n := range lent {
-		l.lendLocked(credit{k, n})
 	}
 	return func() {
 		l.mu.Lock()
@@ -359,10 +375,19 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 }
 
 // finish is called after an item has run (and no longer counts in Len),
-// with its credit (zero if it had none, or lent it): it gives the credit
-// back, or while the lane is full keeps it, and hands back every credit
-// kept once the lane has drained to half its limit.
+// with its credit (zero if it had none; negated if lent, when it counts it
+// off its connection's loans): it gives the credit back, or while the lane
+// is full keeps it, and hands back every credit kept once the lane has
+// drained to half its limit.
 func (l *Lane) finish(cr credit) {
+	if cr.n < 0 {
+		l.mu.Lock()
+		if l.lentOut[cr.key.c] += cr.n; l.lentOut[cr.key.c] <= 0 {
+			delete(l.lentOut, cr.key.c)
+		}
+		l.mu.Unlock()
+		cr.n = 0
+	}
 	if l.full.Load() && l.keep(cr) {
 		return
 	}
