@@ -185,7 +185,8 @@ type Conn struct {
 	creditWaiters int
 	// reserved is, of each plugin's credit, what only the Sends of this
 	// end's handlers may spend: what the peer lent (see Conn.Lent), kept
-	// until the peer grants credit in the usual way again.
+	// until the loan ends (EndLoan) or the peer grants credit in the
+	// usual way again.
 	reserved []int64
 	// watchers cancel the asks sharing a ctx, by its Done channel;
 	// lastDone is the Done channel of the last ask registered.
