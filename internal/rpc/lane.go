@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -130,13 +131,9 @@ type Lane struct {
 	// credit taken with an atomic swap by the worker once the item has
 	// run, or by Lend (under mu) before.
 	slots []slot
-	// lending counts, per connection, the Lend calls not yet stopped;
-	// loans holds the windows lent to since each connection's first;
-	// lentOut is, per connection, the bytes lent of items that have not
-	// yet run (bounded by Conn.LoanCap).
-	lending map[*Conn]int
-	loans   map[creditKey]struct{}
-	lentOut map[*Conn]int64
+	// loans holds what the lane lends each connection, while it lends
+	// or items it lent have yet to run (see Lend).
+	loans map[*Conn]*loan
 	// repliedToSends holds the message types whose handler has replied
 	// to a SEND (see Dispatch, which says so once per type).
 	repliedToSends sync.Map
@@ -205,6 +202,13 @@ func creditOf(it *Item) credit {
 	return credit{creditKey{it.Conn, it.Header().Plugin}, it.Credit}
 }
 
+// loan is what a lane lends one connection.
+type loan struct {
+	lenders int      // Lend calls not yet stopped
+	windows []uint32 // the plugins whose windows were lent to since the first: each gets the end
+	out     int64    // bytes lent of items yet to run; at most Conn.LoanCap
+}
+
 // slot is one item's credit in the serial worker's batch.
 type slot struct {
 	key creditKey
@@ -262,8 +266,10 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	// it's credit, given back at once (see Lend). Its key is read here,
 	// under l.mu: once it is queued and l.mu released, a worker may run
 	// it and release its frame (one not predecoded), which Header reads.
-	if it.Credit > 0 && len(l.lending) > 0 && l.lending[it.Conn] > 0 {
-		it.Credit = l.lendItemLocked(creditOf(&it))
+	if it.Credit > 0 && len(l.loans) > 0 {
+		if ln := l.loans[it.Conn]; ln != nil && ln.lenders > 0 {
+			it.Credit = l.lendItemLocked(ln, creditOf(&it))
+		}
 	}
 	l.pushed++
 	l.q = append(l.q, it)
@@ -276,32 +282,26 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	return true, filled
 }
 
-// lendItemLocked lends cr, the credit of an item yet to run, if its
-// connection's loans leave room for it (Conn.LoanCap), and returns what
-// the item keeps: -cr.n when lent, cr.n when not. l.mu is held.
-func (l *Lane) lendItemLocked(cr credit) int64 {
-	if cr.n <= 0 || l.lentOut[cr.key.c]+cr.n > cr.key.c.LoanCap(cr.key.p) {
+// lendItemLocked lends cr, the credit of an item yet to run, under ln
+// if it leaves room for it (Conn.LoanCap), and returns what the item
+// keeps: -cr.n when lent, cr.n when not. l.mu is held.
+func (l *Lane) lendItemLocked(ln *loan, cr credit) int64 {
+	if cr.n <= 0 || ln.out+cr.n > cr.key.c.LoanCap(cr.key.p) {
 		return cr.n
 	}
-	if l.lentOut == nil {
-		l.lentOut = map[*Conn]int64{}
-	}
-	l.lentOut[cr.key.c] += cr.n
-	l.lendLocked(cr)
+	ln.out += cr.n
+	l.lendLocked(ln, cr)
 	return -cr.n
 }
 
-// lendLocked gives cr back as lent credit (Conn.Lent). l.mu is held: the
-// lent CREDITs and the loan's end (Lend's stop) go in the order decided
-// under it, so that none follows the end. l.mu comes before Conn.mu.
-func (l *Lane) lendLocked(cr credit) {
-	if cr.n <= 0 {
-		return
+// lendLocked gives cr back as lent credit (Conn.Lent) under ln. l.mu is
+// held: the lent CREDITs and the loan's end (Lend's stop) go in the order
+// decided under it, so that none follows the end. l.mu comes before
+// Conn.mu.
+func (l *Lane) lendLocked(ln *loan, cr credit) {
+	if !slices.Contains(ln.windows, cr.key.p) {
+		ln.windows = append(ln.windows, cr.key.p)
 	}
-	if l.loans == nil {
-		l.loans = map[creditKey]struct{}{}
-	}
-	l.loans[cr.key] = struct{}{}
 	cr.key.c.Lent(cr.key.p, cr.n)
 }
 
@@ -323,16 +323,21 @@ func (l *Lane) lendLocked(cr credit) {
 func (l *Lane) Lend(c *Conn) (stop func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lending == nil {
-		l.lending = map[*Conn]int{}
+	if l.loans == nil {
+		l.loans = map[*Conn]*loan{}
 	}
-	l.lending[c]++
+	ln := l.loans[c]
+	if ln == nil {
+		ln = &loan{}
+		l.loans[c] = ln
+	}
+	ln.lenders++
 	// The items that have run first (kept while full: they hold nothing
 	// any more), then the oldest, which will run first.
 	for k, n := range l.owed {
 		if k.c == c {
 			delete(l.owed, k)
-			l.lendLocked(credit{k, n})
+			l.lendLocked(ln, credit{k, n})
 		}
 	}
 	for i := range l.slots {
@@ -340,36 +345,36 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 		if s.key.c != c {
 			continue
 		}
-		for v := s.n.Load(); v > 0 && l.lentOut[c]+v <= c.LoanCap(s.key.p); v = s.n.Load() {
+		for v := s.n.Load(); v > 0 && ln.out+v <= c.LoanCap(s.key.p); v = s.n.Load() {
 			if s.n.CompareAndSwap(v, -v) { // else the worker took it as it finished
-				l.lendItemLocked(credit{s.key, v})
+				l.lendItemLocked(ln, credit{s.key, v})
 				break
 			}
 		}
 	}
 	for seq, cr := range l.running {
 		if cr.key.c == c && cr.n > 0 {
-			cr.n = l.lendItemLocked(cr)
+			cr.n = l.lendItemLocked(ln, cr)
 			l.running[seq] = cr
 		}
 	}
 	for i := l.head; i < len(l.q); i++ {
 		if it := &l.q[i]; it.Conn == c && it.Credit > 0 {
-			it.Credit = l.lendItemLocked(creditOf(it))
+			it.Credit = l.lendItemLocked(ln, creditOf(it))
 		}
 	}
 	return func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.lending[c]--; l.lending[c] > 0 {
+		if ln.lenders--; ln.lenders > 0 {
 			return
 		}
-		delete(l.lending, c)
-		for k := range l.loans {
-			if k.c == c {
-				c.EndLoan(k.p)
-				delete(l.loans, k)
-			}
+		for _, p := range ln.windows {
+			c.EndLoan(p)
+		}
+		ln.windows = nil
+		if ln.out <= 0 {
+			delete(l.loans, c)
 		}
 	}
 }
@@ -382,8 +387,9 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 func (l *Lane) finish(cr credit) {
 	if cr.n < 0 {
 		l.mu.Lock()
-		if l.lentOut[cr.key.c] += cr.n; l.lentOut[cr.key.c] <= 0 {
-			delete(l.lentOut, cr.key.c)
+		ln := l.loans[cr.key.c] // kept while ln.out > 0
+		if ln.out += cr.n; ln.out <= 0 && ln.lenders == 0 {
+			delete(l.loans, cr.key.c)
 		}
 		l.mu.Unlock()
 		cr.n = 0
@@ -737,7 +743,7 @@ func (l *Lane) admitLocked(t taken) bool {
 
 // doneLocked records that t has run and returns what may run next on
 // this worker: an event that waited for t (ok), if any; and t's credit,
-// unless it was lent. l.mu is held.
+// negated if it was lent. l.mu is held.
 func (l *Lane) doneLocked(t taken) (next taken, ok bool, cr credit) {
 	cr = l.running[t.seq]
 	delete(l.running, t.seq)
