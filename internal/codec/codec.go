@@ -255,7 +255,13 @@ func Decode(name string, payload []byte) (v any, err error) {
 	if name == "" {
 		return nil, nil
 	}
-	defer recoverDecode(&err, name)
+	// A closure, not recoverDecode(&err, name): name as an argument of
+	// type any would be boxed, an allocation on every message.
+	defer func() {
+		if r := recover(); r != nil {
+			err = decodePanicked(name, r)
+		}
+	}()
 	e, ok := cur.Load().byName[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (not registered in this process)", ErrUnknownName, name)
@@ -318,8 +324,14 @@ func Unmarshal(data []byte, ptr any) (err error) {
 // or its wire name) into an ErrDecode *err. Call it deferred.
 func recoverDecode(err *error, what any) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w %v: its decoding method panicked: %v", ErrDecode, what, r)
+		*err = decodePanicked(what, r)
 	}
+}
+
+// decodePanicked is the ErrDecode error for a panic r in the own decoding
+// method of what.
+func decodePanicked(what, r any) error {
+	return fmt.Errorf("%w %v: its decoding method panicked: %v", ErrDecode, what, r)
 }
 
 // recoverEncode turns a panic in v's own encoding method into *err. Call
