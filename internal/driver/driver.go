@@ -174,6 +174,13 @@ type execState struct {
 	// written before stopped is closed, read after.
 	stopErr error
 	lost    error // why it left without STOPPED; set under Driver.mu once it has left
+	// proc is what a local master's driver learns of its process (see
+	// Process), made as it is listed; nil on a standalone driver. Written
+	// under Driver.mu. Frames update this record, never one looked up by
+	// PID: once the launcher has reported the process's end (Ended), a
+	// frame handled late must not make a new one, which would be kept for
+	// ever, and handed to the next process given the PID.
+	proc *Process
 
 	asks atomic.Int64 // asks received and not yet answered
 
@@ -526,6 +533,15 @@ func (d *Driver) processLocked(pid int) *Process {
 	return p
 }
 
+// listProcessLocked makes the record of es's process, as es is listed,
+// on a local master. d.mu is held.
+func (d *Driver) listProcessLocked(es *execState) {
+	if p := d.processLocked(es.info.PID); p != nil {
+		p.ID = es.info.ID
+		es.proc = p
+	}
+}
+
 // Released reports whether an executor of process pid stopped cleanly
 // when Close told it to: its exit, if not clean, is then its own failure,
 // not the end of a lost executor. Meaningful once Close has returned.
@@ -815,9 +831,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		stopped: make(chan struct{}),
 	}
 	d.execs[id] = es
-	if p := d.processLocked(es.info.PID); p != nil {
-		p.ID = id
-	}
+	d.listProcessLocked(es)
 	d.mu.Unlock()
 	if hook := testHookConnect.Load(); hook != nil {
 		(*hook)("listed", es)
@@ -940,7 +954,7 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 	case wire.Kind_KIND_LEAVING:
 		d.sched.leave(es)
 		d.mu.Lock()
-		if p := d.processLocked(es.info.PID); p != nil {
+		if p := es.proc; p != nil {
 			p.Leaving = true
 		}
 		d.mu.Unlock()
@@ -1051,7 +1065,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", text)
 		d.mu.Lock()
-		if p := d.processLocked(es.info.PID); p != nil {
+		if p := es.proc; p != nil {
 			p.InitFailure = err
 		}
 		d.mu.Unlock()
@@ -1087,7 +1101,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	}
 	es.ready = true
 	d.readies++
-	if p := d.processLocked(es.info.PID); p != nil {
+	if p := es.proc; p != nil {
 		p.ReadyAt = es.info.Added
 	}
 	info := cloneInfo(es.info)

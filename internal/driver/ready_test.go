@@ -486,10 +486,10 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 		frames []*wire.Frame
 		want   Process
 	}{
-		{"nothing yet", true, nil, Process{}},
-		{"ready", true, []*wire.Frame{ready}, Process{ReadyAt: time.Unix(1, 0)}},
-		{"ready, then leaving", true, []*wire.Frame{ready, leaving}, Process{ReadyAt: time.Unix(1, 0), Leaving: true}},
-		{"failed to initialise", true, []*wire.Frame{initFailed}, Process{InitFailure: errors.New("executor 1 (host h, pid 42): broken")}},
+		{"nothing yet", true, nil, Process{ID: "1"}},
+		{"ready", true, []*wire.Frame{ready}, Process{ID: "1", ReadyAt: time.Unix(1, 0)}},
+		{"ready, then leaving", true, []*wire.Frame{ready, leaving}, Process{ID: "1", ReadyAt: time.Unix(1, 0), Leaving: true}},
+		{"failed to initialise", true, []*wire.Frame{initFailed}, Process{ID: "1", InitFailure: errors.New("executor 1 (host h, pid 42): broken")}},
 		{"standalone: not kept", false, []*wire.Frame{ready, leaving}, Process{}},
 	}
 	for _, tt := range tests {
@@ -503,6 +503,7 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 			c.Peer, es.conn = es, c
 			d.mu.Lock()
 			d.execs["1"] = es
+			d.listProcessLocked(es) // as Connect lists it
 			d.mu.Unlock()
 			for _, f := range tt.frames {
 				d.HandleFrame(c, f)

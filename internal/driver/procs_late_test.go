@@ -1,0 +1,104 @@
+package driver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/auth"
+	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/wire"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// A launcher may report a process's end (Ended) before the driver's
+// reader has handled the last frames that process wrote: a READY or a
+// LEAVING still in the socket when it crashed. Handled late, they must
+// not bring back the record of a PID already reported (it would be kept
+// for ever), nor hand it to the next process that gets the PID: a stale
+// Leaving made a replacement's crash with status 0 pass for a stop, and
+// a stale ReadyAt its failure to start for a crash after start-up.
+func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
+	const pid = 4242
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, Local: true, ShutdownTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Serve(lis)
+	t.Cleanup(func() { d.Close() })
+
+	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer cc.Close()
+	stream, err := wire.NewEmberClient(cc).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := stream.Recv()
+	if err != nil || len(b.Frames) != 1 || b.Frames[0].Challenge == nil {
+		t.Fatalf("CHALLENGE: got %v, %v", b, err)
+	}
+	nonce := auth.Nonce()
+	hello := &wire.Hello{
+		ProtocolVersion: wire.ProtocolVersion,
+		MessageTypes:    codec.Names(),
+		Pid:             pid,
+		AuthNonce:       nonce,
+		Auth:            auth.Prove(testSecret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
+	}
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := stream.Recv(); err != nil || b.Frames[0].Welcome == nil || b.Frames[0].Welcome.Code != 0 {
+		t.Fatalf("WELCOME: got %v, %v", b, err)
+	}
+
+	// The launcher reports the process's end first...
+	if got := d.Ended(pid); got.ID != "1" || got.Ready() || got.Leaving {
+		t.Fatalf("Ended(%d): got %+v, want executor 1, neither ready nor leaving", pid, got)
+	}
+	// ...then the driver's reader handles what it wrote last.
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{
+		{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}},
+		{Kind: wire.Kind_KIND_LEAVING},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.sched.mu.Lock()
+		leaving := len(d.sched.execs) == 1 && d.sched.execs[0].leaving
+		d.sched.mu.Unlock()
+		if leaving {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("READY and LEAVING not handled in time")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	d.mu.Lock()
+	n := len(d.procs)
+	d.mu.Unlock()
+	if n != 0 {
+		t.Errorf("records kept after the process's end was reported: got %d, want 0", n)
+	}
+	// A later process given the same PID, which ends before it connects.
+	if got := d.Ended(pid); got != (Process{}) {
+		t.Errorf("Ended(%d) for the next process with that PID: got ready %v, leaving %v, want nothing",
+			pid, got.Ready(), got.Leaving)
+	}
+}
