@@ -233,6 +233,34 @@ func TestMapCancel(t *testing.T) {
 }
 
 var (
+	ranAfterCancel   atomic.Int64
+	countsItsAttempt = ember.NewTask("test.counts-its-attempt", func(_ context.Context, _ ember.TaskContext, n int) (int, error) {
+		ranAfterCancel.Add(1) // a side effect before the task looks at its ctx
+		return n, nil
+	})
+)
+
+// A Map whose ctx has already ended runs nothing: it used to queue its
+// attempts and send a TASK to every free slot before it noticed, so that a
+// canceled load run still fired a wave of requests.
+func TestMapWithEndedCtxRunsNothing(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "4"}})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	_, err := ember.Map(ctx, c.Driver, countsItsAttempt, make([]int, 100))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Map: got %v, want context.Canceled", err)
+	}
+	// The attempts it would have started are one TASK frame away.
+	if _, err := ember.Map(testCtx(t), c.Driver, double, []int{1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ranAfterCancel.Load(); n != 0 {
+		t.Errorf("%d attempts ran for a Map whose ctx had ended before it was called", n)
+	}
+}
+
+var (
 	hang = ember.NewTask("test.hang-on-1", func(ctx context.Context, tc ember.TaskContext, n int) (int, error) {
 		if tc.ExecutorID == "1" {
 			hangStarted <- n

@@ -139,6 +139,13 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		progress: progress,
 		done:     make(chan struct{}),
 	}
+	if err := ctx.Err(); err != nil && len(inputs) > 0 {
+		// Before queueing its attempts: a TASK sent now would run the
+		// task, side effects and all, for a caller that has gone (it
+		// used to fill every free slot before the wait below saw ctx).
+		s.mu.Unlock()
+		return nil, plugin.Errorf(plugin.CodeOf(err), "job %s: %w", j.id, err)
+	}
 	if len(inputs) == 0 {
 		close(j.done)
 	}
