@@ -61,7 +61,10 @@ type Config struct {
 	// get it with "plugin" (and "executor") attributes.
 	Logger *slog.Logger
 	// MaxMessageBytes bounds one encoded message; default 4 MiB. Larger
-	// messages fail at the call with CodeResourceExhausted.
+	// messages fail at the call with CodeResourceExhausted. Every process
+	// of an application must set the same: the driver refuses an executor
+	// whose limit differs (a handshake mismatch naming both), since a
+	// message between the two limits would end their connection.
 	MaxMessageBytes int
 	// SendQueue bounds the messages waiting to be written per connection;
 	// Send waits (backpressure) while it is full. Default 65536.

@@ -227,6 +227,49 @@ func TestPluginLogsNameThePluginOnce(t *testing.T) {
 	}
 }
 
+// An executor whose MaxMessageBytes is not the driver's is refused at the
+// handshake, naming both limits: a message between the two would end
+// their connection (a task input over the executor's limit ended every
+// executor in turn, and the job waited for ever).
+func TestMessageLimitsMustAgree(t *testing.T) {
+	const secret = "limit secret"
+	tests := []struct {
+		name             string
+		driver, executor int
+		want             string
+	}{
+		{"executor's smaller", 8 << 20, 0, "message limit: driver 8388608 bytes, executor 4194304"},
+		{"executor's larger", 0, 8 << 20, "message limit: driver 4194304 bytes, executor 8388608"},
+		{"alike", 1 << 20, 1 << 20, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := standalone(t, ember.Config{Secret: secret, BuildID: "test", MaxMessageBytes: tt.driver})
+			ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+			defer cancel()
+			joined := make(chan struct{})
+			errc := make(chan error, 1)
+			go func() {
+				errc <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Secret: secret, Logger: quiet, BuildID: "test",
+					Tasks: ember.Tasks(), MaxMessageBytes: tt.executor, OnWelcome: func(string) { close(joined) }})
+			}()
+			var err error
+			select {
+			case err = <-errc:
+			case <-joined:
+				cancel() // it got in; leave
+				<-errc
+			}
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("executor with the driver's limit: got %v, want it welcomed", err)
+			case tt.want != "" && (plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("executor with another limit: got %v, want refused with InvalidArgument naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
 // Driver.WaitExecutors returns once n executors are ready, and otherwise
 // when ctx ends, with its error. An executor of a standalone driver
 // refused for a handshake mismatch (a host still running the previous

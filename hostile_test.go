@@ -193,6 +193,7 @@ func dialHostile(t *testing.T, addr, secret string, authenticate bool) *hostileC
 		Plugins:         []string{"honest"},
 		MessageTypes:    codec.Names(),
 		Tasks:           ember.Tasks(),
+		MaxMessageBytes: rpc.DefaultMaxMessageBytes,
 		AuthNonce:       nonce,
 		Auth:            auth.Prove(secret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
 	}

@@ -62,6 +62,7 @@ func handshake(t *testing.T, d *Driver) wire.Ember_ConnectClient {
 	hello := &wire.Hello{
 		ProtocolVersion: wire.ProtocolVersion,
 		MessageTypes:    codec.Names(),
+		MaxMessageBytes: rpc.DefaultMaxMessageBytes,
 		AuthNonce:       nonce,
 		Auth:            auth.Prove(testSecret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/metrics"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,7 +70,7 @@ func (s *fuzzServerStream) RecvMsg(m any) error {
 func FuzzConnect(f *testing.F) {
 	types := codec.Names()
 	hello := &wire.Hello{ProtocolVersion: wire.ProtocolVersion, BuildId: "fuzz", Plugins: []string{"members"},
-		MessageTypes: types, Tasks: []string{"t"}, Hostname: "h", Pid: 1}
+		MessageTypes: types, Tasks: []string{"t"}, Hostname: "h", Pid: 1, MaxMessageBytes: rpc.DefaultMaxMessageBytes}
 	fam, err := metrics.Encode(prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
 		name, help, typ, v := "ember_limit_hits_total", "Times a limit was hit.", dto.MetricType_COUNTER, 1.0
 		ln, lv := "limit", "send_queue"

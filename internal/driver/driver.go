@@ -778,7 +778,15 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		return err
 	}
 	types := codec.Names()
-	if msg := checkHello(hello, d.cfg.BuildID, d.names, types, d.cfg.Tasks); msg != "" {
+	want := &wire.Hello{
+		ProtocolVersion: wire.ProtocolVersion,
+		BuildId:         d.cfg.BuildID,
+		Plugins:         d.names,
+		MessageTypes:    types,
+		Tasks:           d.cfg.Tasks,
+		MaxMessageBytes: int64(d.maxMsg()),
+	}
+	if msg := checkHello(hello, want); msg != "" {
 		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)

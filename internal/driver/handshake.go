@@ -8,24 +8,33 @@ import (
 	"github.com/emberhq/ember/internal/wire"
 )
 
-// checkHello compares an executor's HELLO with what the driver runs and
-// returns a message naming every difference, or "" when they agree.
-func checkHello(h *wire.Hello, buildID string, plugins, types, tasks []string) string {
+// checkHello compares an executor's HELLO h with want, what the driver
+// runs (its protocol version, build ID, plugins, message types, tasks and
+// message limit), and returns a message naming every difference, or ""
+// when they agree.
+func checkHello(h, want *wire.Hello) string {
 	var problems []string
-	if h.ProtocolVersion != wire.ProtocolVersion {
-		problems = append(problems, fmt.Sprintf("protocol version: driver %d, executor %d", wire.ProtocolVersion, h.ProtocolVersion))
+	if h.ProtocolVersion != want.ProtocolVersion {
+		problems = append(problems, fmt.Sprintf("protocol version: driver %d, executor %d", want.ProtocolVersion, h.ProtocolVersion))
 	}
-	if h.BuildId != buildID {
-		problems = append(problems, fmt.Sprintf("build ID: driver %q, executor %q (executors must run the driver's binary, or both must set the same Config.BuildID)", buildID, h.BuildId))
+	if h.BuildId != want.BuildId {
+		problems = append(problems, fmt.Sprintf("build ID: driver %q, executor %q (executors must run the driver's binary, or both must set the same Config.BuildID)", want.BuildId, h.BuildId))
 	}
-	if d := listDiff("plugins", plugins, h.Plugins, true); d != "" {
+	if d := listDiff("plugins", want.Plugins, h.Plugins, true); d != "" {
 		problems = append(problems, d)
 	}
-	if d := listDiff("message types", types, h.MessageTypes, false); d != "" {
+	if d := listDiff("message types", want.MessageTypes, h.MessageTypes, false); d != "" {
 		problems = append(problems, d)
 	}
-	if d := listDiff("tasks", tasks, h.Tasks, true); d != "" {
+	if d := listDiff("tasks", want.Tasks, h.Tasks, true); d != "" {
 		problems = append(problems, d)
+	}
+	if h.MaxMessageBytes != want.MaxMessageBytes {
+		// Each end refuses to send more than its own limit and to receive
+		// more than its own: a message between the two would end the
+		// connection, and a task input or output would end every
+		// executor in turn.
+		problems = append(problems, fmt.Sprintf("message limit: driver %d bytes, executor %d (set the same Config.MaxMessageBytes in every process)", want.MaxMessageBytes, h.MaxMessageBytes))
 	}
 	return strings.Join(problems, "; ")
 }

@@ -14,6 +14,7 @@ func TestCheckHello(t *testing.T) {
 	driverPlugins := []string{"alpha", "beta", "gamma"}
 	driverTypes := []string{"m.A", "m.B"}
 	driverTasks := []string{"square", "sum"}
+	const driverMax = 4 << 20
 	// hello returns an executor HELLO that agrees with the driver, changed by edit.
 	hello := func(edit func(h *wire.Hello)) *wire.Hello {
 		h := &wire.Hello{
@@ -22,6 +23,7 @@ func TestCheckHello(t *testing.T) {
 			Plugins:         []string{"alpha", "beta", "gamma"},
 			MessageTypes:    []string{"m.A", "m.B"},
 			Tasks:           []string{"square", "sum"},
+			MaxMessageBytes: driverMax,
 		}
 		if edit != nil {
 			edit(h)
@@ -98,17 +100,28 @@ func TestCheckHello(t *testing.T) {
 			want:  []string{"tasks differ", "order differs"},
 		},
 		{
+			name:  "larger message limit",
+			hello: hello(func(h *wire.Hello) { h.MaxMessageBytes = 8 << 20 }),
+			want:  []string{"message limit: driver 4194304 bytes, executor 8388608", "Config.MaxMessageBytes"},
+		},
+		{
+			name:  "smaller message limit",
+			hello: hello(func(h *wire.Hello) { h.MaxMessageBytes = 1 << 20 }),
+			want:  []string{"message limit: driver 4194304 bytes, executor 1048576"},
+		},
+		{
 			name: "everything differs",
 			hello: &wire.Hello{ProtocolVersion: 0, BuildId: "", Plugins: []string{"gamma", "beta", "alpha"},
 				MessageTypes: []string{"m.Z"}, Tasks: nil},
 			want: []string{"protocol version", "build ID", "plugins differ: order differs",
-				"message types differ", `only on the executor: ["m.Z"]`, "tasks differ"},
+				"message types differ", `only on the executor: ["m.Z"]`, "tasks differ", "message limit"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := checkHello(tt.hello, build, driverPlugins, driverTypes, driverTasks)
+			got := checkHello(tt.hello, &wire.Hello{ProtocolVersion: wire.ProtocolVersion, BuildId: build,
+				Plugins: driverPlugins, MessageTypes: driverTypes, Tasks: driverTasks, MaxMessageBytes: driverMax})
 			if len(tt.want) == 0 {
 				if got != "" {
 					t.Errorf("checkHello = %q, want agreement (\"\")", got)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,6 +56,7 @@ func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
 		ProtocolVersion: wire.ProtocolVersion,
 		MessageTypes:    codec.Names(),
 		Pid:             pid,
+		MaxMessageBytes: rpc.DefaultMaxMessageBytes,
 		AuthNonce:       nonce,
 		Auth:            auth.Prove(testSecret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
 	}

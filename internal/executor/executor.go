@@ -677,6 +677,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		MessageTypes:    types,
 		Tasks:           x.cfg.Tasks,
 		AuthNonce:       nonce,
+		MaxMessageBytes: int64(x.cfg.MaxMessageBytes),
 	}
 	if x.cfg.Secret != "" {
 		hello.Auth = auth.Prove(x.cfg.Secret, auth.Executor, challenge.GetNonce(), nonce, nil)

@@ -537,9 +537,15 @@ type Hello struct {
 	Tasks []string `protobuf:"bytes,9,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// The executor's own fresh nonce, which the driver proves the secret
 	// against in Welcome.auth (mutual authentication).
-	AuthNonce     []byte `protobuf:"bytes,10,opt,name=auth_nonce,json=authNonce,proto3" json:"auth_nonce,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AuthNonce []byte `protobuf:"bytes,10,opt,name=auth_nonce,json=authNonce,proto3" json:"auth_nonce,omitempty"`
+	// The executor's MaxMessageBytes: the largest payload it sends, and
+	// (with a batch's overhead) the largest gRPC message it accepts. The
+	// driver refuses an executor whose limit is not its own, which would
+	// break the stream on the first message between the two limits. Since
+	// protocol version 8.
+	MaxMessageBytes int64 `protobuf:"varint,11,opt,name=max_message_bytes,json=maxMessageBytes,proto3" json:"max_message_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -640,6 +646,13 @@ func (x *Hello) GetAuthNonce() []byte {
 		return x.AuthNonce
 	}
 	return nil
+}
+
+func (x *Hello) GetMaxMessageBytes() int64 {
+	if x != nil {
+		return x.MaxMessageBytes
+	}
+	return 0
 }
 
 // Carried by READY: what the executor found while it initialised.
@@ -1043,7 +1056,7 @@ const file_frames_proto_rawDesc = "" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\"%\n" +
 	"\aMetrics\x12\x1a\n" +
-	"\bfamilies\x18\x01 \x03(\fR\bfamilies\"\xa4\x02\n" +
+	"\bfamilies\x18\x01 \x03(\fR\bfamilies\"\xd0\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\tR\abuildId\x12\x18\n" +
@@ -1057,7 +1070,8 @@ const file_frames_proto_rawDesc = "" +
 	"\x05tasks\x18\t \x03(\tR\x05tasks\x12\x1d\n" +
 	"\n" +
 	"auth_nonce\x18\n" +
-	" \x01(\fR\tauthNonce\"u\n" +
+	" \x01(\fR\tauthNonce\x12*\n" +
+	"\x11max_message_bytes\x18\v \x01(\x03R\x0fmaxMessageBytes\"u\n" +
 	"\x05Ready\x125\n" +
 	"\tresources\x18\x01 \x03(\v2\x17.ember.wire.v1.ResourceR\tresources\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1f\n" +

@@ -379,6 +379,11 @@ func (m *Hello) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.MaxMessageBytes != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.MaxMessageBytes))
+		i--
+		dAtA[i] = 0x58
+	}
 	if len(m.AuthNonce) > 0 {
 		i -= len(m.AuthNonce)
 		copy(dAtA[i:], m.AuthNonce)
@@ -1010,6 +1015,9 @@ func (m *Hello) SizeVT() (n int) {
 	l = len(m.AuthNonce)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.MaxMessageBytes != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.MaxMessageBytes))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2369,6 +2377,25 @@ func (m *Hello) UnmarshalVT(dAtA []byte) error {
 				m.AuthNonce = []byte{}
 			}
 			iNdEx = postIndex
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MaxMessageBytes", wireType)
+			}
+			m.MaxMessageBytes = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MaxMessageBytes |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
