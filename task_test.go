@@ -261,6 +261,32 @@ func TestMapWithEndedCtxRunsNothing(t *testing.T) {
 }
 
 var (
+	failAttempts atomic.Int64
+	targetDown   = ember.NewTask("test.target-down", func(context.Context, ember.TaskContext, int) (int, error) {
+		failAttempts.Add(1)
+		return 0, errors.New("target down")
+	})
+)
+
+// A failed attempt runs again ahead of the inputs not yet started, as in
+// Spark: a job whose every task fails ends after maxFailures attempts on
+// one slot. It used to run every input once, then again, and fail only on
+// the last round (a 2,000-input job ran 6,006 attempts).
+func TestRetriesGoFirst(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
+		Conf: map[string]string{ember.ConfExecutorSlots: "1", ember.ConfMaxTaskFailures: "3"}})
+	failAttempts.Store(0)
+	_, err := ember.Map(testCtx(t), c.Driver, targetDown, make([]int, 50))
+	var te *ember.TaskError
+	if !errors.As(err, &te) || te.Index != 0 || te.Attempts != 3 {
+		t.Fatalf("Map: got %v, want a TaskError for inputs[0] after 3 attempts", err)
+	}
+	if got := failAttempts.Load(); got != 3 {
+		t.Errorf("attempts run: got %d, want 3 (inputs[0]'s, retried before the others start)", got)
+	}
+}
+
+var (
 	hang = ember.NewTask("test.hang-on-1", func(ctx context.Context, tc ember.TaskContext, n int) (int, error) {
 		if tc.ExecutorID == "1" {
 			hangStarted <- n

@@ -133,7 +133,7 @@ func FuzzConnect(f *testing.F) {
 		job.Go(func() { _, _ = d.RunJob(context.Background(), "t", [][]byte{[]byte("in")}, nil) })
 		for { // the job waits for an executor
 			d.sched.mu.Lock()
-			queued := len(d.sched.pending) > 0
+			queued := len(d.sched.pending.queued()) > 0
 			d.sched.mu.Unlock()
 			if queued {
 				break

@@ -94,12 +94,16 @@ type scheduler struct {
 	noReplacements bool
 	endedWhy       string // why EndReplacements ended them, if it did
 	closed         error  // set by close: jobs fail with it
-	pending        []*attempt
-	head           int
-	runs           map[uint64]*attempt
-	nextRun        uint64
-	nextJob        int
-	execs          []*execState // ready executors, in arrival order
+	// Attempts waiting for a slot: those that ran and are to run again
+	// (failed, lost or cut short) go ahead of first attempts, so that a
+	// job whose every task fails ends after about maxFailures rounds, not
+	// after every input has run once (as Spark retries a failed task
+	// before the rest of its task set).
+	retries, pending queue
+	runs             map[uint64]*attempt
+	nextRun          uint64
+	nextJob          int
+	execs            []*execState // ready executors, in arrival order
 }
 
 // RunJob runs task on every input and returns the outputs in input order.
@@ -162,7 +166,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		return nil, j.err
 	}
 	for i := range inputs {
-		s.pending = append(s.pending, &attempt{job: j, index: i})
+		s.pending.push(&attempt{job: j, index: i})
 	}
 	sends := s.scheduleLocked()
 	waits := !s.noReplacements
@@ -233,14 +237,57 @@ func (d *Driver) EndReplacements(why string) {
 // their inputs are let go. s.mu must be held.
 func (s *scheduler) failPendingLocked(err error) []outFrame {
 	var out []outFrame
-	for _, a := range s.pending[s.head:] {
-		if a != nil {
+	for _, q := range []*queue{&s.retries, &s.pending} {
+		for _, a := range q.queued() {
 			out = append(out, s.failJobLocked(a.job, err)...)
 		}
+		q.empty()
 	}
-	clear(s.pending)
-	s.pending, s.head = s.pending[:0], 0
 	return out
+}
+
+// queue is a FIFO of attempts.
+type queue struct {
+	items []*attempt
+	head  int // items[:head] are taken, and nil
+}
+
+func (q *queue) push(a *attempt) { q.items = append(q.items, a) }
+
+// first returns the attempt next in line, or nil.
+func (q *queue) first() *attempt {
+	if q.head == len(q.items) {
+		return nil
+	}
+	return q.items[q.head]
+}
+
+// take removes the first attempt.
+func (q *queue) take() {
+	q.items[q.head] = nil
+	q.head++
+}
+
+// queued returns the attempts in line, first first.
+func (q *queue) queued() []*attempt { return q.items[q.head:] }
+
+func (q *queue) empty() {
+	clear(q.items)
+	q.items, q.head = q.items[:0], 0
+}
+
+// compact reuses the room of taken attempts once they are half the queue:
+// jobs that keep it from emptying would otherwise grow it by one entry per
+// attempt ever queued.
+func (q *queue) compact() {
+	switch {
+	case q.head == len(q.items):
+		q.items, q.head = q.items[:0], 0
+	case q.head > len(q.items)/2:
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
 }
 
 type outFrame struct {
@@ -286,23 +333,28 @@ func cancelFrame(a *attempt) outFrame {
 	return outFrame{conn: a.exec.conn, f: &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: a.run}}
 }
 
-// scheduleLocked assigns pending attempts to free slots and returns the
-// TASK frames to send.
+// scheduleLocked assigns queued attempts to free slots, retries first,
+// and returns the TASK frames to send.
 func (s *scheduler) scheduleLocked() []outFrame {
 	var out []outFrame
-	for s.head < len(s.pending) {
-		a := s.pending[s.head]
+	for {
+		q := &s.retries
+		a := q.first()
+		if a == nil {
+			q = &s.pending
+			if a = q.first(); a == nil {
+				break
+			}
+		}
 		if a.job.err != nil { // job already over
-			s.pending[s.head] = nil
-			s.head++
+			q.take()
 			continue
 		}
 		e := s.pickLocked(a.avoid)
 		if e == nil {
 			break
 		}
-		s.pending[s.head] = nil
-		s.head++
+		q.take()
 		s.nextRun++
 		a.run = s.nextRun
 		a.exec = e
@@ -322,16 +374,8 @@ func (s *scheduler) scheduleLocked() []outFrame {
 			},
 		}})
 	}
-	switch {
-	case s.head == len(s.pending):
-		s.pending, s.head = s.pending[:0], 0
-	case s.head > len(s.pending)/2:
-		// Jobs that keep the queue from emptying would otherwise grow it
-		// by one entry per attempt ever queued.
-		n := copy(s.pending, s.pending[s.head:])
-		clear(s.pending[n:])
-		s.pending, s.head = s.pending[:n], 0
-	}
+	s.retries.compact()
+	s.pending.compact()
 	return out
 }
 
@@ -449,7 +493,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 				continue
 			}
 		}
-		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		s.retries.push(&attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	}
 	e.running = nil
 	out = append(out, s.scheduleLocked()...)
@@ -520,7 +564,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	switch {
 	case j.err != nil:
 	case stopping:
-		s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		s.retries.push(&attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 	case f.Code == 0:
 		j.results[a.index] = f.Payload
 		j.progress.done.Add(1)
@@ -533,7 +577,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		cause := rpc.WireError(f.Code, f.Error)
 		retry := j.failures[a.index] < s.maxFailures
 		if retry {
-			s.pending = append(s.pending, &attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+			s.retries.push(&attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
 		} else {
 			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause})
 		}

@@ -161,7 +161,7 @@ func TestCanceledAttemptKeepsItsSlotUntilItEnds(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		d.sched.mu.Lock()
-		queued := len(d.sched.pending) - d.sched.head
+		queued := len(d.sched.pending.queued())
 		d.sched.mu.Unlock()
 		if queued == 1 {
 			break
@@ -203,7 +203,7 @@ func TestPendingQueueStaysSmall(t *testing.T) {
 	queued := func() (n, length int) {
 		d.sched.mu.Lock()
 		defer d.sched.mu.Unlock()
-		return len(d.sched.pending) - d.sched.head, len(d.sched.pending)
+		return len(d.sched.pending.queued()), len(d.sched.pending.items)
 	}
 	start()
 	start()
@@ -479,7 +479,7 @@ func TestAttemptRemovedBeforeItsTaskIsQueuedDoesNotCount(t *testing.T) {
 	s.mu.Lock()
 	j := &job{id: "1", task: "t", inputs: [][]byte{nil}, results: make([][]byte, 1), failures: make([]int, 1), left: 1,
 		progress: NewProgress(1), done: make(chan struct{})}
-	s.pending = append(s.pending, &attempt{job: j, index: 0})
+	s.pending.push(&attempt{job: j, index: 0})
 	out := s.scheduleLocked()
 	s.mu.Unlock()
 	// The connection closes; HandleClose removes the executor.
@@ -543,7 +543,7 @@ func TestJobWithoutExecutorsQueuesNothing(t *testing.T) {
 		}
 	}
 	d.sched.mu.Lock()
-	queued := len(d.sched.pending) - d.sched.head
+	queued := len(d.sched.pending.queued())
 	d.sched.mu.Unlock()
 	if queued != 0 {
 		t.Errorf("attempts queued after 100 jobs failed for want of executors: got %d, want 0", queued)
