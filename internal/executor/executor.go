@@ -113,10 +113,13 @@ type Executor struct {
 	// of the process (only Run's goroutine reads it).
 	crashed bool
 
-	mu       sync.Mutex // protects tasks and stopping
+	mu       sync.Mutex // protects tasks, stopping and panics
 	tasks    map[uint64]context.CancelFunc
 	stopping bool           // shutdown has begun: TASKs are refused
 	running  sync.WaitGroup // task goroutines
+	// panics counts the task panics logged, by job ID (see logTaskPanic);
+	// emptied when it holds maxPanicJobs jobs.
+	panics map[string]int
 }
 
 // Run connects to the driver and serves until the driver releases the

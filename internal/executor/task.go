@@ -114,7 +114,7 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte,
 func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			x.log.Error("task panicked", "task", info.TaskName, "index", info.Index, "attempt", info.Attempt, "panic", r, "stack", string(debug.Stack()))
+			x.logTaskPanic(info, r)
 			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q panicked: %v", info.TaskName, r))
 		}
 	}()
@@ -123,6 +123,35 @@ func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte
 	}
 	return x.cfg.RunTask(ctx, info, in, x)
 }
+
+// logTaskPanic logs a task's panic r, with its stack, for the first
+// maxPanicsLogged of its job on this executor: a job whose every task
+// panics would otherwise log maxFailures stacks per input. The driver's
+// ember_tasks_total{state="failed"} counts them all, and its Warn lines
+// give each one's cause. Call it from the deferred recover.
+func (x *Executor) logTaskPanic(info plugin.TaskInfo, r any) {
+	x.mu.Lock()
+	if x.panics == nil || len(x.panics) >= maxPanicJobs {
+		x.panics = map[string]int{} // bounded: old jobs are forgotten
+	}
+	x.panics[info.JobID]++
+	n := x.panics[info.JobID]
+	x.mu.Unlock()
+	if n > maxPanicsLogged {
+		return
+	}
+	x.log.Error("task panicked", "job", info.JobID, "task", info.TaskName, "index", info.Index, "attempt", info.Attempt, "panic", r, "stack", string(debug.Stack()))
+	if n == maxPanicsLogged {
+		x.log.Error("further panics of this job's tasks are not logged on this executor; the driver's ember_tasks_total{state=\"failed\"} counts them", "job", info.JobID, "task", info.TaskName)
+	}
+}
+
+// maxPanicsLogged bounds the task panics of one job logged by an executor;
+// maxPanicJobs bounds the jobs it counts them for.
+const (
+	maxPanicsLogged = 10
+	maxPanicJobs    = 64
+)
 
 // Plugins finds an executor's plugins by name, for its tasks. An
 // interface, not a func, so that ember.TaskContext, which keeps it, stays
