@@ -156,8 +156,9 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // then fails with an error naming the task, index, attempts, executor and
 // cause, which wraps a *TaskError (get it with errors.As). Tasks of an
 // executor that dies are rescheduled. Ending ctx cancels the running
-// tasks' contexts and Map returns an error matching ctx's (errors.Is); a
-// ctx that has already ended when Map is called runs no task.
+// tasks' contexts and Map returns an error matching ctx's (errors.Is),
+// and its cause (context.Cause) if it was given one; a ctx that has
+// already ended when Map is called runs no task.
 // When the driver shuts down
 // (the driver function returned), a running Map fails with
 // CodeUnavailable, wrapping plugin.ErrClosed, and a later one fails so at

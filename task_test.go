@@ -286,6 +286,48 @@ func TestRetriesGoFirst(t *testing.T) {
 	}
 }
 
+// Map's error keeps the cause its ctx was cancelled with.
+func TestMapKeepsTheCancelCause(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet})
+	stop := errors.New("load test over")
+	tests := []struct {
+		name   string
+		before bool // cancelled before Map is called
+	}{{"cancelled during Map", false}, {"cancelled before", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(testCtx(t))
+			defer cancel(nil)
+			if tt.before {
+				cancel(stop)
+			}
+			hung.Store(0)
+			mapped := make(chan error, 1)
+			go func() {
+				_, err := ember.Map(ctx, c.Driver, hangUntilCanceled, []int{1})
+				mapped <- err
+			}()
+			if !tt.before {
+				embertest.WaitFor(t, "the task running", func() bool { return hung.Load() > 0 })
+				cancel(stop)
+			}
+			err := <-mapped
+			if !errors.Is(err, context.Canceled) || !errors.Is(err, stop) || !strings.Contains(err.Error(), "load test over") {
+				t.Errorf("Map: got %v, want it to match context.Canceled and the cause", err)
+			}
+		})
+	}
+}
+
+var (
+	hung              atomic.Int64
+	hangUntilCanceled = ember.NewTask("test.hang-until-canceled", func(ctx context.Context, _ ember.TaskContext, n int) (int, error) {
+		hung.Add(1)
+		<-ctx.Done()
+		return n, ctx.Err()
+	})
+)
+
 var panicsFirstTime = ember.NewTask("test.panics-first-time", func(_ context.Context, tc ember.TaskContext, n int) (int, error) {
 	if tc.Attempt == 0 {
 		panic("first time")

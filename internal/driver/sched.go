@@ -143,12 +143,12 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		progress: progress,
 		done:     make(chan struct{}),
 	}
-	if err := ctx.Err(); err != nil && len(inputs) > 0 {
+	if ctx.Err() != nil && len(inputs) > 0 {
 		// Before queueing its attempts: a TASK sent now would run the
 		// task, side effects and all, for a caller that has gone (it
 		// used to fill every free slot before the wait below saw ctx).
 		s.mu.Unlock()
-		return nil, plugin.Errorf(plugin.CodeOf(err), "job %s: %w", j.id, err)
+		return nil, jobEnded(ctx, j)
 	}
 	if len(inputs) == 0 {
 		close(j.done)
@@ -189,7 +189,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 			ended = true
 		case <-ctx.Done():
 			s.mu.Lock()
-			sends := s.failJobLocked(j, plugin.Errorf(plugin.CodeOf(ctx.Err()), "job %s: %w", j.id, ctx.Err()))
+			sends := s.failJobLocked(j, jobEnded(ctx, j))
 			s.mu.Unlock()
 			s.send(sends)
 			<-j.done
@@ -214,6 +214,16 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		return nil, j.err
 	}
 	return j.results, nil
+}
+
+// jobEnded is the error of job j, whose ctx has ended: it matches
+// ctx.Err() and, when the ctx was given one, its cause (context.Cause).
+func jobEnded(ctx context.Context, j *job) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return plugin.Errorf(plugin.CodeOf(err), "job %s: %w: %w", j.id, err, cause)
+	}
+	return plugin.Errorf(plugin.CodeOf(err), "job %s: %w", j.id, err)
 }
 
 // EndReplacements says that executors which leave will no longer be
