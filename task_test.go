@@ -328,6 +328,44 @@ var (
 	})
 )
 
+var (
+	ignoring   atomic.Int64
+	released   atomic.Pointer[chan struct{}] // closed: ignoresCtx returns
+	ignoresCtx = ember.NewTask("test.ignores-its-ctx", func(_ context.Context, _ ember.TaskContext, n int) (int, error) {
+		ignoring.Add(1)
+		<-*released.Load()
+		return n, nil
+	})
+)
+
+// A job that waited in vain for a slot held by a task of an ended job
+// (told to stop, and not returning) says so when its ctx ends: it used to
+// end with a plain deadline_exceeded.
+func TestMapSaysWhenSlotsWereHeld(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "1"}})
+	release := make(chan struct{})
+	released.Store(&release)
+	ignoring.Store(0)
+	defer close(release) // before the cluster stops: the task returns
+	ctx, cancel := context.WithCancel(testCtx(t))
+	mapped := make(chan error, 1)
+	go func() {
+		_, err := ember.Map(ctx, c.Driver, ignoresCtx, []int{1})
+		mapped <- err
+	}()
+	embertest.WaitFor(t, "the task running", func() bool { return ignoring.Load() == 1 })
+	cancel()
+	if err := <-mapped; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Map: got %v, want context.Canceled", err)
+	}
+	ctx, cancel = context.WithTimeout(testCtx(t), 100*time.Millisecond)
+	defer cancel()
+	_, err := ember.Map(ctx, c.Driver, double, []int{1, 2})
+	if want := "2 of its tasks never got a slot: tasks of ended jobs, told to stop, had not returned and held 1 of the executors' slots"; !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
+		t.Errorf("second Map: got %v, want DeadlineExceeded saying %q", err, want)
+	}
+}
+
 var panicsFirstTime = ember.NewTask("test.panics-first-time", func(_ context.Context, tc ember.TaskContext, n int) (int, error) {
 	if tc.Attempt == 0 {
 		panic("first time")

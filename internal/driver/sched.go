@@ -148,7 +148,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		// task, side effects and all, for a caller that has gone (it
 		// used to fill every free slot before the wait below saw ctx).
 		s.mu.Unlock()
-		return nil, jobEnded(ctx, j)
+		return nil, jobEnded(ctx, j, "")
 	}
 	if len(inputs) == 0 {
 		close(j.done)
@@ -189,7 +189,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 			ended = true
 		case <-ctx.Done():
 			s.mu.Lock()
-			sends := s.failJobLocked(j, jobEnded(ctx, j))
+			sends := s.failJobLocked(j, jobEnded(ctx, j, s.heldNoteLocked(j)))
 			s.mu.Unlock()
 			s.send(sends)
 			<-j.done
@@ -218,12 +218,37 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 
 // jobEnded is the error of job j, whose ctx has ended: it matches
 // ctx.Err() and, when the ctx was given one, its cause (context.Cause).
-func jobEnded(ctx context.Context, j *job) error {
+// A note, if any, follows in parentheses.
+func jobEnded(ctx context.Context, j *job, note string) error {
 	err := ctx.Err()
-	if cause := context.Cause(ctx); cause != nil && cause != err {
-		return plugin.Errorf(plugin.CodeOf(err), "job %s: %w: %w", j.id, err, cause)
+	if note != "" {
+		note = " (" + note + ")"
 	}
-	return plugin.Errorf(plugin.CodeOf(err), "job %s: %w", j.id, err)
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return plugin.Errorf(plugin.CodeOf(err), "job %s: %w: %w%s", j.id, err, cause, note)
+	}
+	return plugin.Errorf(plugin.CodeOf(err), "job %s: %w%s", j.id, err, note)
+}
+
+// heldNoteLocked says why j's waiting attempts may not have run, when
+// slots are held by attempts of jobs that have ended: their tasks were
+// told to stop (their ctx ended) and have not returned, and a slot is
+// free only once its task returns. "" otherwise. s.mu is held.
+func (s *scheduler) heldNoteLocked(j *job) string {
+	waiting := j.left - int(j.progress.running.Load())
+	if j.err != nil || waiting <= 0 {
+		return ""
+	}
+	held := 0
+	for _, a := range s.runs {
+		if a.job.err != nil {
+			held++
+		}
+	}
+	if held == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d of its tasks never got a slot: tasks of ended jobs, told to stop, had not returned and held %d of the executors' slots (a task must return once its ctx ends)", waiting, held)
 }
 
 // EndReplacements says that executors which leave will no longer be
