@@ -156,7 +156,9 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 	if len(s.execs) == 0 && s.noReplacements && len(inputs) > 0 {
 		// Before queueing its attempts: without executors nothing
 		// schedules again, and they would stay queued for ever.
-		err := plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks")
+		// A local master that never replaced executors (local[N], or
+		// ember.executor.maxRetries 0) has no why of its own.
+		err := plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks: lost executors are not replaced (local[N], or local-cluster[N] with ember.executor.maxRetries=0)")
 		if s.endedWhy != "" {
 			err = plugin.Errorf(plugin.CodeUnavailable, "no executors to run tasks, and lost executors are no longer replaced: %s", s.endedWhy)
 		}

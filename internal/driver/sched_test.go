@@ -538,8 +538,9 @@ func TestJobWithoutExecutorsQueuesNothing(t *testing.T) {
 	}
 	for range 100 {
 		_, err := d.RunJob(context.Background(), "t", make([][]byte, 10), nil)
-		if plugin.CodeOf(err) != plugin.CodeUnavailable {
-			t.Fatalf("RunJob without executors: got %v, want CodeUnavailable", err)
+		// Saying why none will come.
+		if plugin.CodeOf(err) != plugin.CodeUnavailable || !strings.Contains(err.Error(), "lost executors are not replaced") {
+			t.Fatalf("RunJob without executors: got %v, want CodeUnavailable saying executors are not replaced", err)
 		}
 	}
 	d.sched.mu.Lock()
