@@ -113,7 +113,10 @@ type Cluster struct {
 // A nil cfg.ExecutorArgs becomes ExecutorArgs(t), so that a local-cluster
 // executor, the test binary re-executed, runs t alone. (With the binary's
 // own arguments, the first test in it to start a cluster would become the
-// executor, whichever test that is.)
+// executor, whichever test that is.) So a test starts one local-cluster:
+// in the executor process, the test's first ember.Run becomes the
+// executor, and a second cluster's executors would be the first's, refused
+// at the handshake if its plugins differ. Give each cluster a subtest.
 func Start(t testing.TB, cfg ember.Config) *Cluster {
 	t.Helper()
 	c, err := StartErr(t, cfg)
