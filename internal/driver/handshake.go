@@ -20,13 +20,15 @@ func checkHello(h, want *wire.Hello) string {
 	if h.BuildId != want.BuildId {
 		problems = append(problems, fmt.Sprintf("build ID: driver %q, executor %q (executors must run the driver's binary, or both must set the same Config.BuildID)", want.BuildId, h.BuildId))
 	}
-	if d := listDiff("plugins", want.Plugins, h.Plugins, true); d != "" {
+	if d := listDiff("plugins", want.Plugins, h.Plugins); d != "" {
 		problems = append(problems, d)
 	}
-	if d := listDiff("message types", want.MessageTypes, h.MessageTypes, false); d != "" {
+	// Sorted on both ends, and indexed by frames (Conn.SetTypes): the
+	// same names in the same order.
+	if d := listDiff("message types", want.MessageTypes, h.MessageTypes); d != "" {
 		problems = append(problems, d)
 	}
-	if d := listDiff("tasks", want.Tasks, h.Tasks, true); d != "" {
+	if d := listDiff("tasks", want.Tasks, h.Tasks); d != "" {
 		problems = append(problems, d)
 	}
 	if h.MaxMessageBytes != want.MaxMessageBytes {
@@ -39,9 +41,10 @@ func checkHello(h, want *wire.Hello) string {
 	return strings.Join(problems, "; ")
 }
 
-// listDiff describes how the executor's list differs from the driver's:
-// names missing on either side and, when ordered, a different order.
-func listDiff(what string, driver, executor []string, ordered bool) string {
+// listDiff describes how the executor's list differs from the driver's,
+// which it must equal: names missing on either side, or else a different
+// order (or a name twice).
+func listDiff(what string, driver, executor []string) string {
 	if slices.Equal(driver, executor) {
 		return ""
 	}
@@ -65,11 +68,8 @@ func listDiff(what string, driver, executor []string, ordered bool) string {
 	if len(extra) > 0 {
 		parts = append(parts, fmt.Sprintf("only on the executor: %s", quoteAll(extra)))
 	}
-	if len(parts) == 0 && ordered {
-		parts = append(parts, fmt.Sprintf("order differs: driver %s, executor %s", quoteAll(driver), quoteAll(executor)))
-	}
 	if len(parts) == 0 {
-		return ""
+		parts = append(parts, fmt.Sprintf("order differs: driver %s, executor %s", quoteAll(driver), quoteAll(executor)))
 	}
 	return what + " differ: " + strings.Join(parts, ", ")
 }
