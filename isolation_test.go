@@ -36,9 +36,9 @@ func TestPanicsInPluginCallbacks(t *testing.T) {
 		wantErr string // in Run's error; "" for none
 	}{
 		{"driver Init fails Run", driverInit, `driver plugin "panicky": init: internal: plugin "panicky": panic in Init: boom`},
-		{"executor Init ends the executor", executorInit, `plugin "panicky": init: internal: plugin "panicky": panic in Init: boom`},
+		{"executor Init ends the executor", executorInit, `internal: plugin "panicky": init: plugin "panicky": panic in Init: boom`},
 		{"driver Shutdown is reported", driverShutdown, `driver plugin "panicky": shutdown: internal: plugin "panicky": panic in Shutdown: boom`},
-		{"executor Shutdown is reported", executorShutdown, `executor 1: plugin "panicky": shutdown: internal: plugin "panicky": panic in Shutdown: boom`},
+		{"executor Shutdown is reported", executorShutdown, `internal: executor 1: plugin "panicky": shutdown: plugin "panicky": panic in Shutdown: boom`},
 		{"listener is logged", listener, ""},
 		{"executor Receive answers Internal", executorReceive, ""},
 	}
@@ -131,7 +131,7 @@ func TestPanicsBuildingPlugins(t *testing.T) {
 		{"DriverPlugin", `driver plugin "panicky": internal: plugin "panicky": panic in DriverPlugin: boom`},
 		{"MaxConcurrentReceives", `driver plugin "panicky": internal: plugin "panicky": panic in MaxConcurrentReceives: boom`},
 		{"SendWindow", `driver plugin "panicky": internal: plugin "panicky": panic in SendWindow: boom`},
-		{"ExecutorPlugin", `plugin "panicky": internal: plugin "panicky": panic in ExecutorPlugin: boom`},
+		{"ExecutorPlugin", `internal: plugin "panicky": plugin "panicky": panic in ExecutorPlugin: boom`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method, func(t *testing.T) {

@@ -76,7 +76,10 @@ type Error struct {
 // reaches the asker with the code [CodeOf] gives it and its message
 // intact: [CodeUnknown], or, for one wrapping context.Canceled or
 // context.DeadlineExceeded, CodeCanceled or CodeDeadlineExceeded (as in
-// gRPC; [IsRemote] tells it from the asker's own ctx ending). CodeOK, or a
+// gRPC; [IsRemote] tells it from the asker's own ctx ending). An error
+// wrapping an *Error keeps that code, and its text arrives with the code
+// named once, in front: fmt.Errorf("lookup: %w", NewError(CodeNotFound,
+// "no such key")) reads "not_found: lookup: no such key". CodeOK, or a
 // code outside the set, becomes CodeUnknown here, as it would on the
 // wire.
 func NewError(code Code, msg string) *Error {

@@ -1069,7 +1069,12 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		return
 	}
 	if f.Code != 0 {
-		text := rpc.PeerErrorText(f.Error) // kept for the driver's life
+		// Kept for the driver's life. The code is named unless it says
+		// nothing (a plain error's): the text no longer repeats it.
+		text := rpc.PeerErrorText(f.Error)
+		if code := plugin.Code(f.Code); code != plugin.CodeUnknown {
+			text = rpc.WireError(f.Code, f.Error).Error()
+		}
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
 		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", text)
 		d.mu.Lock()

@@ -489,7 +489,7 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 		{"nothing yet", true, nil, Process{ID: "1"}},
 		{"ready", true, []*wire.Frame{ready}, Process{ID: "1", ReadyAt: time.Unix(1, 0)}},
 		{"ready, then leaving", true, []*wire.Frame{ready, leaving}, Process{ID: "1", ReadyAt: time.Unix(1, 0), Leaving: true}},
-		{"failed to initialise", true, []*wire.Frame{initFailed}, Process{ID: "1", InitFailure: errors.New("executor 1 (host h, pid 42): broken")}},
+		{"failed to initialise", true, []*wire.Frame{initFailed}, Process{ID: "1", InitFailure: errors.New("executor 1 (host h, pid 42): internal: broken")}},
 		{"standalone: not kept", false, []*wire.Frame{ready, leaving}, Process{}},
 	}
 	for _, tt := range tests {

@@ -175,8 +175,9 @@ const MaxErrorBytes = 16 << 10
 
 // ErrorParts returns the code and message that represent err on the wire:
 // an *plugin.Error keeps its code and message, an error wrapping one keeps
-// the code and its full text, and anything else is CodeUnknown (or a
-// context code) with its text. The text is cut to MaxErrorBytes.
+// the code and its full text less the wrapped error's "<code>: " (the
+// receiver names the code in front), and anything else is CodeUnknown (or
+// a context code) with its text. The text is cut to MaxErrorBytes.
 func ErrorParts(err error) (plugin.Code, string) {
 	code, msg := errorParts(err)
 	return code, CutErrorText(msg)
@@ -204,6 +205,12 @@ func errorParts(err error) (plugin.Code, string) {
 		code, msg = e.Code(), e.Message()
 	case errors.As(err, &e):
 		code = e.Code()
+		// The receiver's *plugin.Error names the code in front of the
+		// text: the wrapped error's own "<code>: " goes, so that it is
+		// not named twice ("not_found: lookup: not_found: no such key").
+		if inner := e.Error(); e.Message() != "" {
+			msg = strings.Replace(msg, inner, e.Message(), 1)
+		}
 	}
 	if code == plugin.CodeOK || !code.Valid() { // a zero or forged *plugin.Error
 		code = plugin.CodeUnknown

@@ -160,14 +160,14 @@ func TestReplyFrameResult(t *testing.T) {
 			wantCode: plugin.CodeUnauthenticated, wantMsg: "who"},
 		{name: "plain error", err: errors.New("boom"), wantCode: plugin.CodeUnknown, wantMsg: "boom"},
 		{name: "wrapped plugin error keeps its code", err: fmt.Errorf("lookup: %w", plugin.NewError(plugin.CodeNotFound, "k")),
-			wantCode: plugin.CodeNotFound, wantText: "lookup: not_found: k"},
+			wantCode: plugin.CodeNotFound, wantText: "not_found: lookup: k"},
 		{name: "Errorf with a cause", err: plugin.Errorf(plugin.CodeResourceExhausted, "quota: %w", errors.New("full")),
 			wantCode: plugin.CodeResourceExhausted, wantMsg: "quota: full"},
 		{name: "deadline", err: context.DeadlineExceeded, wantCode: plugin.CodeDeadlineExceeded, wantMatch: context.DeadlineExceeded},
 		{name: "canceled", err: fmt.Errorf("handler: %w", context.Canceled), wantCode: plugin.CodeCanceled, wantMatch: context.Canceled},
 		{name: "undefined code", err: plugin.NewError(plugin.Code(7), "perm"), wantCode: plugin.CodeUnknown, wantMsg: "perm"},
-		{name: "unregistered reply", reply: rpcNeverKnown{}, wantCode: plugin.CodeInvalidArgument, wantText: "encode reply"},
-		{name: "oversized reply", reply: rpcBig{Data: strings.Repeat("x", 2*max)}, wantCode: plugin.CodeResourceExhausted, wantText: "encode reply"},
+		{name: "unregistered reply", reply: rpcNeverKnown{}, wantCode: plugin.CodeInvalidArgument, wantText: "invalid_argument: encode reply: ember: unregistered message type"},
+		{name: "oversized reply", reply: rpcBig{Data: strings.Repeat("x", 2*max)}, wantCode: plugin.CodeResourceExhausted, wantText: "resource_exhausted: encode reply: rpc_test.big is"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -231,7 +231,9 @@ func TestErrorParts(t *testing.T) {
 		wantMsg  string
 	}{
 		{"plugin error", plugin.NewError(plugin.CodeNotFound, "k"), plugin.CodeNotFound, "k"},
-		{"wrapped", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "k")), plugin.CodeNotFound, "a: not_found: k"},
+		{"wrapped", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "k")), plugin.CodeNotFound, "a: k"}, // the code once, in front
+		{"wrapped without a message", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "")), plugin.CodeNotFound, "a: not_found"},
+		{"wrapped twice over", fmt.Errorf("a: %w", plugin.Errorf(plugin.CodeNotFound, "b: %w", plugin.NewError(plugin.CodeInternal, "k"))), plugin.CodeNotFound, "a: b: internal: k"},
 		{"plain", errors.New("x"), plugin.CodeUnknown, "x"},
 		{"deadline", context.DeadlineExceeded, plugin.CodeDeadlineExceeded, "context deadline exceeded"},
 		{"at the bound", plugin.NewError(plugin.CodeInternal, strings.Repeat("x", rpc.MaxErrorBytes)), plugin.CodeInternal, strings.Repeat("x", rpc.MaxErrorBytes)},
