@@ -1390,3 +1390,33 @@ func TestReceivesSendingToEachOtherDoNotDeadlock(t *testing.T) {
 		return driverRan.Load() == 2*reports+pushes && executorsRan.Load() == pushes
 	})
 }
+
+// A Broadcast whose copy to one executor fails (an executor lost in the
+// middle of it) names that executor, so that its caller can tell one
+// executor gone, which OnExecutorRemoved reports, from a failure of its
+// own. It said "unavailable: stream receive: peer disconnected" alone.
+func TestBroadcastErrorNamesTheExecutor(t *testing.T) {
+	var dc plugin.DriverContext
+	p := fakePlugin{
+		name:      "named",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &receivingExecutor{ReceiveF: func(context.Context, any) (any, error) { return nil, nil }}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[3]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+	var err error
+	// The copy fails only in the moment between the kill closing the
+	// connection and the driver removing the executor: broadcast through it.
+	go c.Kill("2")
+	for err == nil && len(c.Driver.Executors()) == 3 {
+		err = dc.Broadcast(ctx, text("hi"))
+	}
+	if err == nil {
+		t.Skip("executor 2 was removed before any Broadcast reached its closed connection")
+	}
+	if !strings.Contains(err.Error(), "executor 2: ") || plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) {
+		t.Errorf("Broadcast after executor 2 was killed: got %v (code %v), want it to name executor 2, keep CodeUnavailable and match plugin.ErrClosed", err, plugin.CodeOf(err))
+	}
+}

@@ -104,7 +104,9 @@ type DriverContext interface {
 	// first; then Broadcast waits for those that cannot yet (their plugin
 	// is behind on its messages), so one slow executor delays nobody
 	// else's copy. It returns the first local failure, after trying every
-	// executor; CodeUnimplemented when no ready executor's side of the
+	// executor, naming the executor it failed for ("executor 2: ...": one
+	// lost meanwhile fails with CodeUnavailable, and OnExecutorRemoved
+	// follows); CodeUnimplemented when no ready executor's side of the
 	// plugin implements ExecutorReceiver (those that do not are skipped).
 	// With no ready executor (in the driver plugin's Init, before any has
 	// joined) it sends nothing and returns nil: to reach every executor

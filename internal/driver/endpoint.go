@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -137,7 +138,7 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		switch {
 		case err != nil:
 			if first == nil {
-				first = err
+				first = copyErr(c, err)
 			}
 		case !ok:
 			wait = append(wait, c)
@@ -148,13 +149,24 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	for _, c := range wait {
 		if err := c.Send(ctx, copyOf()); err != nil {
 			if first == nil {
-				first = err
+				first = copyErr(c, err)
 			}
 			continue
 		}
 		sent.Inc()
 	}
 	return first
+}
+
+// copyErr names the executor whose copy of a Broadcast failed, so that
+// its caller can tell one executor lost in the middle of it (which
+// OnExecutorRemoved then reports) from a failure of its own. The error
+// keeps its code and sentinels (errors.Is, plugin.CodeOf).
+func copyErr(c *rpc.Conn, err error) error {
+	if es, ok := c.Peer.(*execState); ok {
+		return fmt.Errorf("executor %s: %w", es.info.ID, err)
+	}
+	return err
 }
 
 func (d *Driver) maxMsg() int { return maxMsg(d.cfg.Conn) }
