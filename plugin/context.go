@@ -226,32 +226,38 @@ func (c Conf) Lookup(key string) (string, bool) {
 	return v, ok
 }
 
-// Int returns key as an int, def when it is not set, or an error naming the
-// key when it is not an integer.
+// Int returns key as an int, def when it is not set, or a
+// CodeInvalidArgument error naming the key when it is not an integer.
 func (c Conf) Int(key string, def int) (int, error) {
-	v, ok := c.values()[key]
-	if !ok {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("conf %s=%q: not an integer", key, printable(key, v))
-	}
-	return n, nil
+	return confValue(c, key, def, "an integer", strconv.Atoi)
 }
 
 // Duration returns key parsed by time.ParseDuration, def when it is not
-// set, or an error naming the key.
+// set, or a CodeInvalidArgument error naming the key.
 func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
+	return confValue(c, key, def, "a duration", time.ParseDuration)
+}
+
+// Bool returns key parsed by strconv.ParseBool ("true", "false", "1",
+// "0", "t", "f" and their capitalised forms), def when it is not set, or a
+// CodeInvalidArgument error naming the key.
+func (c Conf) Bool(key string, def bool) (bool, error) {
+	return confValue(c, key, def, "a boolean", strconv.ParseBool)
+}
+
+// confValue returns key parsed by parse, def when it is not set, or an
+// error saying the value is not what (a secret's value redacted).
+func confValue[T any](c Conf, key string, def T, what string, parse func(string) (T, error)) (T, error) {
 	v, ok := c.values()[key]
 	if !ok {
 		return def, nil
 	}
-	d, err := time.ParseDuration(v)
+	x, err := parse(v)
 	if err != nil {
-		return 0, fmt.Errorf("conf %s=%q: not a duration", key, printable(key, v))
+		var zero T
+		return zero, NewError(CodeInvalidArgument, fmt.Sprintf("conf %s=%q: not %s", key, printable(key, v), what))
 	}
-	return d, nil
+	return x, nil
 }
 
 // All yields the entries in key order.

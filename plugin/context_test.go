@@ -157,6 +157,42 @@ func TestConfZero(t *testing.T) {
 	}
 }
 
+func TestConfTypedValues(t *testing.T) {
+	t.Parallel()
+	c := plugin.NewConf(map[string]string{"n": "42", "d": "1.5s", "b": "TRUE", "f": "0", "bad": "x"})
+	tests := []struct {
+		name    string
+		get     func() (any, error)
+		want    any
+		wantErr string // substring; "" for none
+	}{
+		{"Int", func() (any, error) { return c.Int("n", 0) }, 42, ""},
+		{"Int default", func() (any, error) { return c.Int("none", 7) }, 7, ""},
+		{"Int bad", func() (any, error) { return c.Int("bad", 7) }, 0, `conf bad="x": not an integer`},
+		{"Duration", func() (any, error) { return c.Duration("d", 0) }, 1500 * time.Millisecond, ""},
+		{"Duration default", func() (any, error) { return c.Duration("none", time.Second) }, time.Second, ""},
+		{"Duration bad", func() (any, error) { return c.Duration("bad", time.Second) }, time.Duration(0), `conf bad="x": not a duration`},
+		{"Bool", func() (any, error) { return c.Bool("b", false) }, true, ""},
+		{"Bool 0", func() (any, error) { return c.Bool("f", true) }, false, ""},
+		{"Bool default", func() (any, error) { return c.Bool("none", true) }, true, ""},
+		{"Bool bad", func() (any, error) { return c.Bool("bad", true) }, false, `conf bad="x": not a boolean`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.get()
+			if got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("error %v, want none", err)
+			case tt.wantErr != "" && (plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("error %v, want InvalidArgument saying %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 func TestNewConfCopies(t *testing.T) {
 	t.Parallel()
 	m := map[string]string{"k": "v"}
