@@ -119,6 +119,32 @@ type sizedDriver struct {
 func (d *sizedDriver) MaxConcurrentReceives() int { return d.workers() }
 func (d *sizedDriver) SendWindow() int            { return d.window() }
 
+// A plugin whose DriverPlugin or ExecutorPlugin returns a nil pointer in a
+// non-nil interface (a plugin value's zero form, say) fails Run naming the
+// plugin, the method and the type: its Init used to run on nil and panic
+// ("invalid memory address").
+func TestNilPluginSides(t *testing.T) {
+	tests := []struct {
+		name    string
+		p       plugin.Plugin
+		wantErr string
+	}{
+		{"driver", fakePlugin{name: "nilly", newDriver: func() plugin.DriverPlugin { return (*fakeDriver)(nil) }},
+			`driver plugin "nilly": invalid_argument: plugin "nilly": DriverPlugin returned a nil *ember_test.fakeDriver in a non-nil interface`},
+		{"executor", fakePlugin{name: "nilly", newExecutor: func() plugin.ExecutorPlugin { return (*fakeExecutor)(nil) }},
+			`invalid_argument: plugin "nilly": plugin "nilly": ExecutorPlugin returned a nil *ember_test.fakeExecutor in a non-nil interface`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{tt.p}, Logger: quiet},
+				func(context.Context, *ember.Driver) error { return nil })
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 // A panic in the plugin code that builds a plugin (Plugin.DriverPlugin and
 // ExecutorPlugin, and the methods that size its lane and window) fails Run
 // with an error naming the plugin and method, and no plugin's Init runs on

@@ -17,9 +17,12 @@ type Plugin interface {
 	// Name identifies the plugin on both sides: lowercase, unique in the
 	// application, e.g. "rpc-demo" or "metrics.jvm".
 	Name() string
-	// DriverPlugin returns the driver component, or nil for none.
+	// DriverPlugin returns the driver component, or nil for none. A nil
+	// pointer in the interface is not none: Run fails, naming its type.
 	DriverPlugin() DriverPlugin
-	// ExecutorPlugin returns the executor component, or nil for none.
+	// ExecutorPlugin returns the executor component, or nil for none (a
+	// nil pointer in the interface fails the executor, as DriverPlugin's
+	// fails Run).
 	ExecutorPlugin() ExecutorPlugin
 }
 

@@ -325,6 +325,9 @@ func setUp(log *slog.Logger, p plugin.Plugin) (pluginSetup, error) {
 	if err := call("DriverPlugin", func() { s.dp = p.DriverPlugin() }); err != nil {
 		return s, err
 	}
+	if err := rpc.NilSide(name, "DriverPlugin", s.dp); err != nil {
+		return s, fmt.Errorf("driver plugin %q: %w", name, err)
+	}
 	if cr, ok := s.dp.(plugin.ConcurrentReceiver); ok {
 		if err := call("MaxConcurrentReceives", func() { s.workers = cr.MaxConcurrentReceives() }); err != nil {
 			return s, err

@@ -253,8 +253,12 @@ func Run(ctx context.Context, cfg Config) error {
 			e.extraConf = map[string]string{}
 		}
 		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
-			return p.ExecutorPlugin(), nil
+			ep := p.ExecutorPlugin()
+			return ep, rpc.NilSide(e.name, "ExecutorPlugin", ep)
 		})
+		if err != nil {
+			ep = nil // a nil side: none, once refused
+		}
 		if err != nil && setupErr == nil {
 			setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -85,6 +86,24 @@ func Result(f *wire.Frame) (any, error) {
 		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "reply: %v", err)
 	}
 	return v, nil
+}
+
+// NilSide reports a plugin side that is a nil pointer (or map, func,
+// chan or slice) in a non-nil interface, returned by method (DriverPlugin
+// or ExecutorPlugin): its methods would run on nil and, most likely,
+// panic, where a nil interface means the plugin has no such side. It
+// returns nil for anything else, nil itself included.
+func NilSide(pluginName, method string, v any) error {
+	if v == nil {
+		return nil
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Chan, reflect.Slice, reflect.UnsafePointer:
+		if rv.IsNil() {
+			return plugin.Errorf(plugin.CodeInvalidArgument, "plugin %q: %s returned a nil %T in a non-nil interface (return nil itself for a plugin without that side)", pluginName, method, v)
+		}
+	}
+	return nil
 }
 
 // Call runs fn, turning a panic into a CodeInternal error that names the
