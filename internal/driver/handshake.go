@@ -29,7 +29,7 @@ func checkHello(h, want *wire.Hello) string {
 		problems = append(problems, d)
 	}
 	if d := listDiff("tasks", want.Tasks, h.Tasks); d != "" {
-		problems = append(problems, d)
+		problems = append(problems, d+" (declare tasks with ember.NewTask in package-level vars: one made in a function, a test's say, is missing from processes that have not run it)")
 	}
 	if h.MaxMessageBytes != want.MaxMessageBytes {
 		// Each end refuses to send more than its own limit and to receive

@@ -101,7 +101,7 @@ func TestCheckHello(t *testing.T) {
 		{
 			name:  "task missing",
 			hello: hello(func(h *wire.Hello) { h.Tasks = []string{"square"} }),
-			want:  []string{"tasks differ", `missing on the executor: ["sum"]`},
+			want:  []string{"tasks differ", `missing on the executor: ["sum"]`, "package-level vars"},
 		},
 		{
 			name:  "tasks in another order",
