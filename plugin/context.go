@@ -103,12 +103,13 @@ type DriverContext interface {
 	// message is encoded once. Executors that can take it at once get it
 	// first; then Broadcast waits for those that cannot yet (their plugin
 	// is behind on its messages), so one slow executor delays nobody
-	// else's copy. It returns the first local failure, after trying every
-	// executor, naming the executor it failed for ("executor 2: ...": one
-	// lost meanwhile fails with CodeUnavailable, and OnExecutorRemoved
-	// follows); CodeUnimplemented when no ready executor's side of the
-	// plugin implements ExecutorReceiver (those that do not are skipped).
-	// With no ready executor (in the driver plugin's Init, before any has
+	// else's copy. An executor that leaves or is lost meanwhile is skipped
+	// (its OnExecutorRemoved follows). It returns the first local failure
+	// (ctx ending while it waits for an executor, the driver shutting
+	// down), after trying every executor, naming the executor it failed
+	// for ("executor 2: ..."); CodeUnimplemented when no ready executor's
+	// side of the plugin implements ExecutorReceiver (those that do not
+	// are skipped). With no ready executor (in the driver plugin's Init, before any has
 	// joined) it sends nothing and returns nil: to reach every executor
 	// from its start, send from ExecutorListener.OnExecutorAdded too.
 	// OnExecutorAdded runs on the plugin's lane, concurrently with other

@@ -138,7 +138,7 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 		switch {
 		case err != nil:
 			if first == nil {
-				first = copyErr(c, err)
+				first = e.d.copyErr(c, err)
 			}
 		case !ok:
 			wait = append(wait, c)
@@ -149,7 +149,7 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	for _, c := range wait {
 		if err := c.Send(ctx, copyOf()); err != nil {
 			if first == nil {
-				first = copyErr(c, err)
+				first = e.d.copyErr(c, err)
 			}
 			continue
 		}
@@ -158,15 +158,27 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 	return first
 }
 
-// copyErr names the executor whose copy of a Broadcast failed, so that
-// its caller can tell one executor lost in the middle of it (which
-// OnExecutorRemoved then reports) from a failure of its own. The error
-// keeps its code and sentinels (errors.Is, plugin.CodeOf).
-func copyErr(c *rpc.Conn, err error) error {
+// copyErr is the error of a Broadcast whose copy to c's executor failed
+// with err, naming the executor (its code and sentinels kept), or nil for
+// an executor whose connection ended while the driver runs: it has left
+// or was lost, its OnExecutorRemoved follows, and a copy for it is moot.
+// Reporting it read as the driver shutting down (CodeUnavailable,
+// ErrClosed), and a caller retrying delivered twice to every other.
+func (d *Driver) copyErr(c *rpc.Conn, err error) error {
+	if errors.Is(err, plugin.ErrClosed) && !d.isStopping() {
+		return nil
+	}
 	if es, ok := c.Peer.(*execState); ok {
 		return fmt.Errorf("executor %s: %w", es.info.ID, err)
 	}
 	return err
+}
+
+// isStopping reports whether Close has begun.
+func (d *Driver) isStopping() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stopping
 }
 
 func (d *Driver) maxMsg() int { return maxMsg(d.cfg.Conn) }
