@@ -227,6 +227,41 @@ func TestPluginLogsNameThePluginOnce(t *testing.T) {
 	}
 }
 
+// The driver says at Info why it shuts down: an operator's SIGTERM (the
+// ctx's end, with its cause) or the driver function returning.
+func TestDriverSaysWhyItShutsDown(t *testing.T) {
+	stop := errors.New("SIGTERM")
+	tests := []struct {
+		name string
+		end  bool // the ctx ends, with cause stop
+		want string
+	}{
+		{"ctx ended", true, `msg="driver shutting down: its ctx ended" cause=SIGTERM`},
+		{"function returned", false, `msg="driver shutting down: the driver function returned" err=<nil>`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			ctx, cancel := context.WithCancelCause(testCtx(t))
+			defer cancel(nil)
+			err := ember.Run(ctx, ember.Config{Master: "local[1]", Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+				func(ctx context.Context, _ *ember.Driver) error {
+					if tt.end {
+						cancel(stop)
+						<-ctx.Done()
+					}
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), tt.want) {
+				t.Errorf("logs do not say %q:\n%s", tt.want, logs.String())
+			}
+		})
+	}
+}
+
 // An executor whose MaxMessageBytes is not the driver's is refused at the
 // handshake, naming both limits: a message between the two would end
 // their connection (a task input over the executor's limit ended every
