@@ -24,10 +24,15 @@ import (
 
 const testSecret = "close-test-secret"
 
-// servedDriver starts a driver with the test secret on a loopback port.
-func servedDriver(t *testing.T) *Driver {
+// servedDriver starts a driver with the test secret on a loopback port,
+// its Config changed by edits.
+func servedDriver(t *testing.T, edits ...func(*Config)) *Driver {
 	t.Helper()
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, ShutdownTimeout: 200 * time.Millisecond})
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, ShutdownTimeout: 200 * time.Millisecond}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,9 +45,9 @@ func servedDriver(t *testing.T) *Driver {
 }
 
 // handshake connects to d as an executor with the test secret and returns
-// the stream once HELLO is sent; what the driver sends next is the test's
-// to read.
-func handshake(t *testing.T, d *Driver) wire.Ember_ConnectClient {
+// the stream once HELLO, changed by edits, is sent; what the driver sends
+// next is the test's to read.
+func handshake(t *testing.T, d *Driver, edits ...func(*wire.Hello)) wire.Ember_ConnectClient {
 	t.Helper()
 	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -65,6 +70,9 @@ func handshake(t *testing.T, d *Driver) wire.Ember_ConnectClient {
 		MaxMessageBytes: rpc.DefaultMaxMessageBytes,
 		AuthNonce:       nonce,
 		Auth:            auth.Prove(testSecret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
+	}
+	for _, edit := range edits {
+		edit(hello)
 	}
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
 		t.Fatal(err)

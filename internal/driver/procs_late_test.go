@@ -1,19 +1,10 @@
 package driver
 
 import (
-	"context"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"github.com/emberhq/ember/internal/auth"
-	"github.com/emberhq/ember/internal/codec"
-	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // A launcher may report a process's end (Ended) before the driver's
@@ -25,44 +16,9 @@ import (
 // a stale ReadyAt its failure to start for a crash after start-up.
 func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
 	const pid = 4242
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, Local: true, ShutdownTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Serve(lis)
+	d := servedDriver(t, func(cfg *Config) { cfg.Local = true })
 	t.Cleanup(func() { d.Close() })
-
-	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	defer cc.Close()
-	stream, err := wire.NewEmberClient(cc).Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := stream.Recv()
-	if err != nil || len(b.Frames) != 1 || b.Frames[0].Challenge == nil {
-		t.Fatalf("CHALLENGE: got %v, %v", b, err)
-	}
-	nonce := auth.Nonce()
-	hello := &wire.Hello{
-		ProtocolVersion: wire.ProtocolVersion,
-		MessageTypes:    codec.Names(),
-		Pid:             pid,
-		MaxMessageBytes: rpc.DefaultMaxMessageBytes,
-		AuthNonce:       nonce,
-		Auth:            auth.Prove(testSecret, auth.Executor, b.Frames[0].Challenge.Nonce, nonce, nil),
-	}
-	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
-		t.Fatal(err)
-	}
+	stream := handshake(t, d, func(h *wire.Hello) { h.Pid = pid })
 	if b, err := stream.Recv(); err != nil || b.Frames[0].Welcome == nil || b.Frames[0].Welcome.Code != 0 {
 		t.Fatalf("WELCOME: got %v, %v", b, err)
 	}
