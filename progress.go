@@ -150,7 +150,7 @@ func (b *progressBar) lineLocked(now time.Time) string {
 	parts := make([]string, len(shown))
 	for i, j := range shown {
 		n, running, total := j.p.Counts()
-		parts[i] = shortProgress(j.task, n, running, total, max(progressWidth/len(shown), 10))
+		parts[i] = shortProgress(jobLabel(j.task, j.p.Job()), n, running, total, max(progressWidth/len(shown), 10))
 	}
 	return fitLine(strings.Join(parts, " "), b.cols)
 }
@@ -170,10 +170,19 @@ func progressLine(task string, done, running, total, width int) string {
 	return fmt.Sprintf("[%s: %-*s] %d done, %d running, %d total", task, width, bar(done, running, total, width), done, running, total)
 }
 
-// shortProgress renders "[task: ==>  120+8/1000]", Spark's form for
-// stages running at once.
-func shortProgress(task string, done, running, total, width int) string {
-	return fmt.Sprintf("[%s: %-*s %d+%d/%d]", task, width, bar(done, running, total, width), done, running, total)
+// jobLabel names a job on a line of several: its task and, once it has
+// one, its ID, which tells two jobs of one task apart ("work #3").
+func jobLabel(task string, job int) string {
+	if job <= 0 {
+		return task
+	}
+	return task + " #" + strconv.Itoa(job)
+}
+
+// shortProgress renders "[task #3: ==>  120+8/1000]", Spark's form for
+// stages running at once (label is the task and its job).
+func shortProgress(label string, done, running, total, width int) string {
+	return fmt.Sprintf("[%s: %-*s %d+%d/%d]", label, width, bar(done, running, total, width), done, running, total)
 }
 
 // bar renders done as '=' and running as '>' in width characters.

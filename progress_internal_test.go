@@ -28,6 +28,14 @@ func TestProgressLine(t *testing.T) {
 }
 
 func TestShortProgress(t *testing.T) {
+	for _, tt := range []struct {
+		job  int
+		want string
+	}{{0, "sq"}, {3, "sq #3"}} {
+		if got := jobLabel("sq", tt.job); got != tt.want {
+			t.Errorf("jobLabel(sq, %d) = %q, want %q", tt.job, got, tt.want)
+		}
+	}
 	if got, want := shortProgress("sq", 5, 2, 10, 10), "[sq: =====>>    5+2/10]"; got != want {
 		t.Errorf("shortProgress:\n got %q\nwant %q", got, want)
 	}

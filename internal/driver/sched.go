@@ -38,11 +38,15 @@ func (e *TaskFailure) Unwrap() error { return e.Cause }
 type Progress struct {
 	total         int
 	done, running atomic.Int64
+	job           atomic.Int64 // the job's ID, once RunJob has given it one
 }
 
 // NewProgress returns the Progress of a job of total tasks. The total is
 // set here, before anyone can read it.
 func NewProgress(total int) *Progress { return &Progress{total: total} }
+
+// Job returns the ID of the job, or 0 before RunJob has given it one.
+func (p *Progress) Job() int { return int(p.job.Load()) }
 
 // Counts returns tasks done, running and in total.
 func (p *Progress) Counts() (done, running, total int) {
@@ -133,6 +137,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		return nil, err
 	}
 	s.nextJob++
+	progress.job.Store(int64(s.nextJob))
 	j := &job{
 		id:       strconv.Itoa(s.nextJob),
 		task:     task,

@@ -99,6 +99,28 @@ func schedExecutor(t *testing.T, d *Driver, id string, slots int) (*taskStream, 
 	return stream, es
 }
 
+// RunJob gives a job's Progress the job's ID, which the console's
+// progress bar shows beside the task's name.
+func TestProgressNamesItsJob(t *testing.T) {
+	d, stream, es := schedDriver(t, 1)
+	for want := 1; want <= 2; want++ {
+		p := NewProgress(1)
+		if got := p.Job(); got != 0 {
+			t.Fatalf("Job before RunJob: got %d, want 0", got)
+		}
+		errs := make(chan error, 1)
+		go func() { _, err := d.RunJob(context.Background(), "t", [][]byte{nil}, p); errs <- err }()
+		run := pollSent(t, stream, wire.Kind_KIND_TASK, want)[want-1]
+		if got := p.Job(); got != want {
+			t.Errorf("Job of job %d: got %d", want, got)
+		}
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A job's Progress can be read from another goroutine (the console
 // progress bar) from the moment it is made; RunJob used to set its total
 // meanwhile, a data race.
