@@ -298,6 +298,11 @@ func New(cfg Config) (*Driver, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 2 * cfg.HandshakeTimeout}),
 		// An executor needs one stream.
 		grpc.MaxConcurrentStreams(4),
+		// Executors send no metadata. gRPC's default (16 MiB of header
+		// fields per stream, HPACK-indexed at a byte each on the wire)
+		// let a peer without the secret make the driver hold hundreds of
+		// MiB per connection from a couple of MiB sent.
+		grpc.MaxHeaderListSize(rpc.MaxHeaderListSize),
 	}, cfg.ServerOptions...)...)
 	wire.RegisterEmberServer(d.srv, d)
 	return d, nil

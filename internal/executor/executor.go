@@ -161,6 +161,9 @@ func Run(ctx context.Context, cfg Config) error {
 		),
 		grpc.WithInitialWindowSize(rpc.StreamWindow),
 		grpc.WithInitialConnWindowSize(rpc.ConnWindow),
+		// The driver sends no metadata; an impostor's, before it has
+		// proved anything, is bounded (see rpc.MaxHeaderListSize).
+		grpc.WithMaxHeaderListSize(rpc.MaxHeaderListSize),
 	}, cfg.DialOptions...)
 	cc, err := grpc.NewClient(cfg.DriverAddr, opts...)
 	if err != nil {

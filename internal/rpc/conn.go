@@ -113,6 +113,15 @@ const (
 // giving it back yet, the window is never spent.
 const directMax = StreamWindow / 4
 
+// MaxHeaderListSize bounds the HTTP/2 header fields (as HTTP/2 counts
+// them: name, value and 32 bytes each) that the driver and executors take
+// on a stream, set on both transports. Ember sends none of its own beyond
+// gRPC's, whose largest is a refusal's status message in the trailers
+// (MaxErrorBytes of text, percent-encoded); gRPC's default of 16 MiB let a
+// peer that proved nothing make the driver decode and keep millions of
+// one-byte indexed fields.
+const MaxHeaderListSize = 64 << 10
+
 // BatchOverhead is the headroom added to MaxMessageBytes for the gRPC
 // receive limit, covering the frame and batch envelopes.
 const BatchOverhead = 64 << 10
