@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // conns is a listener that keeps the TCP connections it accepts by remote
@@ -17,15 +18,32 @@ import (
 // timeout, which a wrapper disables (measured: 30 to 50 MiB more for the
 // driver of 1,000 executors). So it cannot see them close; it forgets the
 // closed ones whenever it has doubled in size since it last looked.
+//
+// It also closes each connection that has not authenticated (see
+// authenticated) within its deadline of being accepted. gRPC's own bounds
+// do not end one whose peer keeps opening streams that never reach the
+// driver (an unregistered method, a malformed path, an unknown
+// compression): each resets its idle timer, so such a peer, proving
+// nothing, kept its connections for as long as it liked.
 type conns struct {
 	net.Listener
-	mu    sync.Mutex
-	byKey map[string]net.Conn
-	swept int // len(byKey) after the last sweep
+	deadline time.Duration // 0: none
+	mu       sync.Mutex
+	byKey    map[string]*entry
+	swept    int // len(byKey) after the last sweep
 }
 
-func newConns(lis net.Listener) *conns {
-	return &conns{Listener: lis, byKey: make(map[string]net.Conn)}
+// entry is one accepted connection, with the timer that closes it unless
+// it authenticates first (nil once it has, or with no deadline).
+type entry struct {
+	c     net.Conn
+	timer *time.Timer
+}
+
+// newConns keeps lis's connections, closing those that have not
+// authenticated within deadline of their accept (0: never).
+func newConns(lis net.Listener, deadline time.Duration) *conns {
+	return &conns{Listener: lis, deadline: deadline, byKey: make(map[string]*entry)}
 }
 
 // Accept implements net.Listener.
@@ -38,11 +56,19 @@ func (l *conns) Accept() (net.Conn, error) {
 	// open, where a Unix socket's clients all share one (empty) address,
 	// and dropping by it could close another peer's connection.
 	if _, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		tc := &entry{c: c}
+		if l.deadline > 0 {
+			tc.timer = time.AfterFunc(l.deadline, func() { _ = c.Close() })
+		}
 		l.mu.Lock()
-		l.byKey[c.RemoteAddr().String()] = c
+		if old := l.byKey[c.RemoteAddr().String()]; old != nil {
+			old.stop() // closed (its address is c's now): nothing to time out
+		}
+		l.byKey[c.RemoteAddr().String()] = tc
 		if n := len(l.byKey); n >= 64 && n >= 2*l.swept {
-			for k, c := range l.byKey {
-				if closed(c) {
+			for k, tc := range l.byKey {
+				if closed(tc.c) {
+					tc.stop()
 					delete(l.byKey, k)
 				}
 			}
@@ -51,6 +77,27 @@ func (l *conns) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 	}
 	return c, nil
+}
+
+// stop stops tc's timer, if it has one.
+func (tc *entry) stop() {
+	if tc.timer != nil {
+		tc.timer.Stop()
+	}
+}
+
+// authenticated exempts the connection from addr from the deadline: its
+// peer has proved the secret (or the driver requires none) and joined.
+func (l *conns) authenticated(addr string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tc := l.byKey[addr]; tc != nil {
+		tc.stop()
+		tc.timer = nil
+	}
 }
 
 // closed reports whether c has been closed.
@@ -69,10 +116,11 @@ func (l *conns) drop(addr string) {
 		return
 	}
 	l.mu.Lock()
-	c := l.byKey[addr]
+	tc := l.byKey[addr]
 	delete(l.byKey, addr)
 	l.mu.Unlock()
-	if c != nil {
-		_ = c.Close()
+	if tc != nil {
+		tc.stop()
+		_ = tc.c.Close()
 	}
 }

@@ -41,7 +41,7 @@ func TestConns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := newConns(lis)
+		l := newConns(lis, 0)
 		defer l.Close()
 		accept(t, l, "unix", 2)
 		if got := tracked(l); got != 0 {
@@ -54,7 +54,7 @@ func TestConns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := newConns(lis)
+		l := newConns(lis, 0)
 		defer l.Close()
 		cs := accept(t, l, "tcp", 2)
 		if _, ok := cs[0].(*net.TCPConn); !ok {

@@ -440,9 +440,11 @@ func invalidUTF8(m map[string]string) (string, bool) {
 	return bad, found
 }
 
-// Serve accepts executors on lis until Close. It returns at once.
+// Serve accepts executors on lis until Close. It returns at once. A
+// connection whose executor has not joined within PreAuthLimit of its
+// accept is closed.
 func (d *Driver) Serve(lis net.Listener) {
-	c := newConns(lis)
+	c := newConns(lis, PreAuthLimit(d.cfg.HandshakeTimeout))
 	d.mu.Lock()
 	d.lis, d.conns = lis, c
 	d.mu.Unlock()
@@ -469,6 +471,19 @@ func (d *Driver) hangUp(stream wire.Ember_ConnectServer, peerAddr string) {
 	}
 	t.Stop()
 	d.drop(peerAddr)
+}
+
+// PreAuthLimit is how long a connection may stay open without its executor
+// joining, for a handshake timeout of ht: the transport's handshake and
+// the HELLO each have ht, and a third is slack.
+func PreAuthLimit(ht time.Duration) time.Duration { return 3 * ht }
+
+// authenticated exempts peerAddr's connection from PreAuthLimit.
+func (d *Driver) authenticated(peerAddr string) {
+	d.mu.Lock()
+	c := d.conns
+	d.mu.Unlock()
+	c.authenticated(peerAddr)
 }
 
 // drop closes the connection from peerAddr, if Serve accepted it.
@@ -898,6 +913,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	d.markHandlers(es)
 	es.conn = c
 	d.mu.Unlock()
+	d.authenticated(peerAddr)
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
 	if hook := testHookConnect.Load(); hook != nil {
 		(*hook)("published", es)
