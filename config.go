@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -247,7 +248,14 @@ func checkConf(m map[string]string) error {
 	}
 	msgs := make([]string, len(errs))
 	for i, err := range errs {
-		msgs[i] = err.Error()
+		// Conf's own errors are *plugin.Errors: their text without the
+		// code, which the joined error names once, in front.
+		var e *plugin.Error
+		if errors.As(err, &e) && err == error(e) {
+			msgs[i] = e.Message()
+		} else {
+			msgs[i] = err.Error()
+		}
 	}
 	return plugin.NewError(plugin.CodeInvalidArgument, strings.Join(msgs, "; "))
 }

@@ -911,6 +911,10 @@ func TestBadConfFailsRun(t *testing.T) {
 					t.Errorf("got %v, want it to contain %q", err, c)
 				}
 			}
+			// The code once, in front: plugin.Conf's errors carry it too.
+			if n := strings.Count(err.Error(), plugin.CodeInvalidArgument.String()); n != 1 {
+				t.Errorf("got %v, want %q named once, in front", err, plugin.CodeInvalidArgument)
+			}
 			if n := inits.Load(); n != 0 {
 				t.Errorf("plugin Init ran %d times, want 0", n)
 			}

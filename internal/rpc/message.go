@@ -227,8 +227,12 @@ func errorParts(err error) (plugin.Code, string) {
 		// The receiver's *plugin.Error names the code in front of the
 		// text: the wrapped error's own "<code>: " goes, so that it is
 		// not named twice ("not_found: lookup: not_found: no such key").
+		// Its last occurrence: %w most often ends the text, and what
+		// comes before it (a quoted key, say) may read the same.
 		if inner := e.Error(); e.Message() != "" {
-			msg = strings.Replace(msg, inner, e.Message(), 1)
+			if i := strings.LastIndex(msg, inner); i >= 0 {
+				msg = msg[:i] + e.Message() + msg[i+len(inner):]
+			}
 		}
 	}
 	if code == plugin.CodeOK || !code.Valid() { // a zero or forged *plugin.Error

@@ -233,6 +233,7 @@ func TestErrorParts(t *testing.T) {
 		{"plugin error", plugin.NewError(plugin.CodeNotFound, "k"), plugin.CodeNotFound, "k"},
 		{"wrapped", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "k")), plugin.CodeNotFound, "a: k"}, // the code once, in front
 		{"wrapped without a message", fmt.Errorf("a: %w", plugin.NewError(plugin.CodeNotFound, "")), plugin.CodeNotFound, "a: not_found"},
+		{"wrapped, its text quoted before it", fmt.Errorf("key %q: %w", "not_found: k", plugin.NewError(plugin.CodeNotFound, "k")), plugin.CodeNotFound, `key "not_found: k": k`},
 		{"wrapped twice over", fmt.Errorf("a: %w", plugin.Errorf(plugin.CodeNotFound, "b: %w", plugin.NewError(plugin.CodeInternal, "k"))), plugin.CodeNotFound, "a: b: internal: k"},
 		{"plain", errors.New("x"), plugin.CodeUnknown, "x"},
 		{"deadline", context.DeadlineExceeded, plugin.CodeDeadlineExceeded, "context deadline exceeded"},
