@@ -130,9 +130,9 @@ func TestNilPluginSides(t *testing.T) {
 		wantErr string
 	}{
 		{"driver", fakePlugin{name: "nilly", newDriver: func() plugin.DriverPlugin { return (*fakeDriver)(nil) }},
-			`driver plugin "nilly": invalid_argument: plugin "nilly": DriverPlugin returned a nil *ember_test.fakeDriver in a non-nil interface`},
+			`driver plugin "nilly": invalid_argument: DriverPlugin returned a nil *ember_test.fakeDriver in a non-nil interface`},
 		{"executor", fakePlugin{name: "nilly", newExecutor: func() plugin.ExecutorPlugin { return (*fakeExecutor)(nil) }},
-			`invalid_argument: plugin "nilly": plugin "nilly": ExecutorPlugin returned a nil *ember_test.fakeExecutor in a non-nil interface`},
+			`invalid_argument: plugin "nilly": ExecutorPlugin returned a nil *ember_test.fakeExecutor in a non-nil interface`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -150,7 +150,8 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // Map runs t on every input across the executors and returns the outputs
 // in input order. A failed attempt (an error, a panic, or the task's
 // goroutine ended by runtime.Goexit) is retried, ahead of the inputs not
-// yet started and on another executor when one has a free slot then,
+// yet started (this Map's and any other's), on another executor when one
+// has a free slot then,
 // until one input has failed
 // ConfMaxTaskFailures times; Map
 // then fails with an error naming the task, index, attempts, executor and

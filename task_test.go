@@ -361,7 +361,7 @@ func TestMapSaysWhenSlotsWereHeld(t *testing.T) {
 	ctx, cancel = context.WithTimeout(testCtx(t), 100*time.Millisecond)
 	defer cancel()
 	_, err := ember.Map(ctx, c.Driver, double, []int{1, 2})
-	if want := "2 of its tasks never got a slot: tasks of ended jobs, told to stop, had not returned and held 1 of the executors' slots"; !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
+	if want := "2 of its tasks were waiting for a slot; tasks of ended jobs, told to stop, had not returned, holding 1 of the executors' slots (1 in all"; !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
 		t.Errorf("second Map: got %v, want DeadlineExceeded saying %q", err, want)
 	}
 }

@@ -107,7 +107,8 @@ type DriverContext interface {
 	// (its OnExecutorRemoved follows). It returns the first local failure
 	// (ctx ending while it waits for an executor, the driver shutting
 	// down), after trying every executor, naming the executor it failed
-	// for ("executor 2: ..."); CodeUnimplemented when no ready executor's
+	// for ("executor 2: ..."); once the driver is shutting down, it fails
+	// at once with ErrClosed; CodeUnimplemented when no ready executor's
 	// side of the plugin implements ExecutorReceiver (those that do not
 	// are skipped). With no ready executor (in the driver plugin's Init, before any has
 	// joined) it sends nothing and returns nil: to reach every executor

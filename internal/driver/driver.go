@@ -330,7 +330,7 @@ func setUp(log *slog.Logger, p plugin.Plugin) (pluginSetup, error) {
 	if err := call("DriverPlugin", func() { s.dp = p.DriverPlugin() }); err != nil {
 		return s, err
 	}
-	if err := rpc.NilSide(name, "DriverPlugin", s.dp); err != nil {
+	if err := rpc.NilSide("DriverPlugin", s.dp); err != nil {
 		return s, fmt.Errorf("driver plugin %q: %w", name, err)
 	}
 	if cr, ok := s.dp.(plugin.ConcurrentReceiver); ok {

@@ -246,7 +246,7 @@ func (s *scheduler) heldNoteLocked(j *job) string {
 	if j.err != nil || waiting <= 0 {
 		return ""
 	}
-	held := 0
+	held, slots := 0, 0
 	for _, a := range s.runs {
 		if a.job.err != nil {
 			held++
@@ -255,7 +255,10 @@ func (s *scheduler) heldNoteLocked(j *job) string {
 	if held == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%d of its tasks never got a slot: tasks of ended jobs, told to stop, had not returned and held %d of the executors' slots (a task must return once its ctx ends)", waiting, held)
+	for _, e := range s.execs {
+		slots += e.slots
+	}
+	return fmt.Sprintf("%d of its tasks were waiting for a slot; tasks of ended jobs, told to stop, had not returned, holding %d of the executors' slots (%d in all; a task must return once its ctx ends)", waiting, held, slots)
 }
 
 // EndReplacements says that executors which leave will no longer be

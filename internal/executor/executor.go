@@ -36,7 +36,8 @@ type Config struct {
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry
 	BuildID    string
-	// MaxMessageBytes bounds one payload; the driver's value should match.
+	// MaxMessageBytes bounds one payload. It must equal the driver's: the
+	// driver refuses an executor whose limit differs.
 	MaxMessageBytes int
 	// SendQueue bounds the frames waiting to be written (backpressure).
 	SendQueue int
@@ -257,7 +258,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
 			ep := p.ExecutorPlugin()
-			return ep, rpc.NilSide(e.name, "ExecutorPlugin", ep)
+			return ep, rpc.NilSide("ExecutorPlugin", ep)
 		})
 		if err != nil {
 			ep = nil // a nil side: none, once refused

@@ -127,8 +127,9 @@ func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte
 // logTaskPanic logs a task's panic r, with its stack, for the first
 // maxPanicsLogged of its job on this executor: a job whose every task
 // panics would otherwise log maxFailures stacks per input. The driver's
-// ember_tasks_total{state="failed"} counts them all, and its Warn lines
-// give each one's cause. Call it from the deferred recover.
+// ember_tasks_total{state="failed"} counts them all, and it logs the
+// cause of a job's first ten failed attempts. Call it from the deferred
+// recover.
 func (x *Executor) logTaskPanic(info plugin.TaskInfo, r any) {
 	x.mu.Lock()
 	if x.panics == nil || len(x.panics) >= maxPanicJobs {

@@ -93,14 +93,14 @@ func Result(f *wire.Frame) (any, error) {
 // or ExecutorPlugin): its methods would run on nil and, most likely,
 // panic, where a nil interface means the plugin has no such side. It
 // returns nil for anything else, nil itself included.
-func NilSide(pluginName, method string, v any) error {
+func NilSide(method string, v any) error {
 	if v == nil {
 		return nil
 	}
 	switch rv := reflect.ValueOf(v); rv.Kind() {
 	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Chan, reflect.Slice, reflect.UnsafePointer:
 		if rv.IsNil() {
-			return plugin.Errorf(plugin.CodeInvalidArgument, "plugin %q: %s returned a nil %T in a non-nil interface (return nil itself for a plugin without that side)", pluginName, method, v)
+			return plugin.Errorf(plugin.CodeInvalidArgument, "%s returned a nil %T in a non-nil interface (return nil itself for a plugin without that side)", method, v)
 		}
 	}
 	return nil
