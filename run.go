@@ -403,6 +403,16 @@ func (e *exitErrors) afterRelease(d *driver.Driver) error {
 	return errors.Join(errs...)
 }
 
+// metricsLimits bound what a client of /metrics holds: reading a request
+// (which has no body), writing a response (gathering takes at most half
+// of it), a kept-alive connection left idle (longer than scrapes are
+// apart), and scrapes at once. A connection that had scraped once used to
+// stay open for ever, so any local process could pile them up.
+var metricsLimits = struct {
+	read, write, idle time.Duration
+	inFlight          int
+}{10 * time.Second, time.Minute, 2 * time.Minute, 8}
+
 // serveMetrics serves g at http://addr/metrics until stop is called.
 func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url string, stop func(), err error) {
 	if addr == "off" {
@@ -417,6 +427,10 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 		// One inconsistent family (an executor disagreeing with the
 		// driver on a metric's type) must not hide all the others.
 		ErrorHandling: promhttp.ContinueOnError,
+		// Scrapes at once beyond these get 503: each gathers every
+		// executor's families.
+		MaxRequestsInFlight: metricsLimits.inFlight,
+		Timeout:             metricsLimits.write / 2,
 	})
 	// GET /metrics and nothing else: no HEAD, and no redirects of other
 	// paths to it, as a ServeMux would make.
@@ -431,7 +445,8 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 			metrics.ServeHTTP(w, r)
 		}
 	})
-	srv := &http.Server{Handler: only, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: only, ReadHeaderTimeout: metricsLimits.read, ReadTimeout: metricsLimits.read,
+		WriteTimeout: metricsLimits.write, IdleTimeout: metricsLimits.idle}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

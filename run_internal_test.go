@@ -1,16 +1,21 @@
 package ember
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember/internal/logtest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestShellQuote(t *testing.T) {
@@ -184,4 +189,42 @@ func TestExitErrorsKeptOnlyFromShutdown(t *testing.T) {
 	var none *exitErrors
 	none.releasing()
 	none.add(fmt.Errorf("exit status 1"))
+}
+
+// A client of /metrics that keeps its connection idle after a scrape is
+// cut off after metricsLimits.idle: such connections used to stay open
+// for ever, so any local process could pile them up.
+func TestMetricsIdleConnectionsEnd(t *testing.T) {
+	saved := metricsLimits
+	metricsLimits.idle = 100 * time.Millisecond
+	metricsLimits.read = time.Hour // a zero IdleTimeout falls back to it
+	t.Cleanup(func() { metricsLimits = saved })
+	url, stop, err := serveMetrics("127.0.0.1:0", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	c, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	// Idle now: the server closes the connection, long before the deadline.
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("reading the idle connection: got %v, want io.EOF (closed by the server)", err)
+	}
 }
