@@ -315,9 +315,10 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if fn != nil {
 		fnErr = fn(ctx, &Driver{d: d, cfg: cfg, metricsURL: metricsURL})
 	}
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		log.Info("driver shutting down: its ctx ended", "cause", context.Cause(ctx))
-	} else {
+	case fn != nil:
 		log.Info("driver shutting down: the driver function returned", "err", fnErr)
 	}
 	return errors.Join(fnErr, shutdown(d, l, rep, cfg, &exits))
