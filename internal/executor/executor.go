@@ -261,10 +261,10 @@ func Run(ctx context.Context, cfg Config) error {
 			return ep, rpc.NilSide("ExecutorPlugin", ep)
 		})
 		if err != nil {
-			ep = nil // a nil side: none, once refused
-		}
-		if err != nil && setupErr == nil {
-			setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
+			ep = nil // refused (a nil pointer) or panicked: no side at all
+			if setupErr == nil {
+				setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
+			}
 		}
 		e.ep = ep
 		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
