@@ -13,3 +13,5 @@ func UnmarshalBatchAliasing(data []byte, b *Batch, min int) error {
 	_, err := unmarshalBatch(data, b, min)
 	return err
 }
+
+var ListFields = listFields

@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/emberhq/ember/internal/wire"
@@ -62,7 +63,10 @@ func FuzzBatchUnmarshal(f *testing.F) {
 		var b wire.Batch
 		err := wire.UnmarshalBatch(data, &b)
 		if err != nil {
-			if wantErr == nil && len(want.Frames) <= wire.MaxBatchFrames {
+			// Its own bounds aside (frames, and list entries of frames
+			// with lists), it refuses what proto.Unmarshal refuses.
+			bounded := len(want.Frames) > wire.MaxBatchFrames || strings.Contains(err.Error(), "list elements and map entries")
+			if wantErr == nil && !bounded {
 				t.Fatalf("UnmarshalBatch(%q) error %v, proto.Unmarshal accepts it", data, err)
 			}
 			return

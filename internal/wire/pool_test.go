@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"bytes"
 	"fmt"
 	"runtime"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -318,6 +320,71 @@ func TestFirstBatchBoundsEntries(t *testing.T) {
 				t.Fatal(err)
 			case !tt.wantErr && !proto.Equal(fb.Frame, tt.frame):
 				t.Errorf("decoded %d bytes to another frame", len(data))
+			}
+		})
+	}
+}
+
+// listFields names the Frame fields whose messages hold lists or maps.
+func TestListFields(t *testing.T) {
+	fields := (*wire.Frame)(nil).ProtoReflect().Descriptor().Fields()
+	for i, name := range []protoreflect.Name{"hello", "welcome", "ready", "metrics"} {
+		if got, want := wire.ListFields[i], fields.ByName(name).Number(); got != want {
+			t.Errorf("listFields[%d] = %d, want %s's number, %d", i, got, name, want)
+		}
+	}
+}
+
+// After the handshake, a batch's frames that carry lists (a READY's
+// resources, a HELLO's names, a WELCOME's maps, heartbeat metrics) hold
+// at most MaxBatchEntries list elements and map entries together,
+// counted before they are decoded: a peer that had authenticated made its
+// batches of empty entries (two bytes each on the wire, a hundred or more
+// decoded) cost the driver about a hundred times their bytes. Frames
+// without them are not counted.
+func TestBatchEntriesBounded(t *testing.T) {
+	ready := func(resources int) []byte { // a READY frame of empty resources
+		f := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(wire.Kind_KIND_READY))
+		return protowire.AppendBytes(protowire.AppendTag(f, 11, protowire.BytesType), bytes.Repeat([]byte{0x0a, 0x00}, resources))
+	}
+	send := func() []byte {
+		f := &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 1, TypeId: 2, Payload: []byte("payload")}
+		b, err := proto.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	batch := func(frames ...[]byte) []byte {
+		var b []byte
+		for _, f := range frames {
+			b = protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), f)
+		}
+		return b
+	}
+	many := make([][]byte, wire.MaxBatchEntries+1)
+	for i := range many {
+		many[i] = send()
+	}
+	tests := []struct {
+		name    string
+		data    []byte
+		wantErr bool
+	}{
+		{"a READY at the bound", batch(ready(wire.MaxBatchEntries)), false},
+		{"a READY over it", batch(ready(wire.MaxBatchEntries + 1)), true},
+		{"two READYs over it together", batch(ready(wire.MaxBatchEntries/2+1), ready(wire.MaxBatchEntries/2)), true},
+		{"SENDs, not counted", batch(many[:wire.MaxBatchFrames]...), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b wire.Batch
+			err := wire.UnmarshalBatch(tt.data, &b)
+			if tt.wantErr != (err != nil) {
+				t.Fatalf("UnmarshalBatch: got %v, want an error: %v", err, tt.wantErr)
+			}
+			if tt.wantErr && !strings.Contains(err.Error(), "list elements and map entries") {
+				t.Errorf("UnmarshalBatch: got %v, want it to say the batch holds too many list elements and map entries", err)
 			}
 		})
 	}
