@@ -18,7 +18,7 @@ import (
 // that never reach the driver's handler (an unregistered method): each
 // reset gRPC's idle timer, so nothing closed the connection, and a slow
 // trickle of such peers could hold every file descriptor. The connection
-// is closed once it has gone PreAuthLimit without an executor joining on
+// is closed once it has gone 3 x HandshakeTimeout without an executor joining on
 // it, while an executor that joined keeps its own.
 func TestUnauthenticatedConnectionsEnd(t *testing.T) {
 	const ht = 300 * time.Millisecond

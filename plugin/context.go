@@ -105,14 +105,15 @@ type DriverContext interface {
 	// is behind on its messages), so one slow executor delays nobody
 	// else's copy. An executor that leaves or is lost meanwhile is skipped
 	// (its OnExecutorRemoved follows). It returns the first local failure
-	// (ctx ending while it waits for an executor, the driver shutting
-	// down), after trying every executor, naming the executor it failed
-	// for ("executor 2: ..."); once the driver is shutting down, it fails
-	// at once with ErrClosed; CodeUnimplemented when no ready executor's
-	// side of the plugin implements ExecutorReceiver (those that do not
-	// are skipped). With no ready executor (in the driver plugin's Init, before any has
-	// joined) it sends nothing and returns nil: to reach every executor
-	// from its start, send from ExecutorListener.OnExecutorAdded too.
+	// (its ctx ending while it waits for an executor, the driver shutting
+	// down) after trying every executor, naming the executor it failed
+	// for ("executor 2: ..."); ErrClosed at once once the driver is
+	// shutting down; CodeUnimplemented when no ready executor's side of
+	// the plugin implements ExecutorReceiver (those that do not are
+	// skipped). With no ready executor (in the driver plugin's Init,
+	// before any has joined) it sends nothing and returns nil: to reach
+	// every executor from its start, send from
+	// ExecutorListener.OnExecutorAdded too.
 	// OnExecutorAdded runs on the plugin's lane, concurrently with other
 	// goroutines (the function given to ember.Run may start before it has
 	// returned for the executors it lists), so its send may land after a

@@ -441,10 +441,10 @@ func invalidUTF8(m map[string]string) (string, bool) {
 }
 
 // Serve accepts executors on lis until Close. It returns at once. A
-// connection whose executor has not joined within PreAuthLimit of its
+// connection whose executor has not joined within preAuthLimit of its
 // accept is closed.
 func (d *Driver) Serve(lis net.Listener) {
-	c := newConns(lis, PreAuthLimit(d.cfg.HandshakeTimeout))
+	c := newConns(lis, preAuthLimit(d.cfg.HandshakeTimeout))
 	d.mu.Lock()
 	d.lis, d.conns = lis, c
 	d.mu.Unlock()
@@ -473,18 +473,10 @@ func (d *Driver) hangUp(stream wire.Ember_ConnectServer, peerAddr string) {
 	d.drop(peerAddr)
 }
 
-// PreAuthLimit is how long a connection may stay open without its executor
+// preAuthLimit is how long a connection may stay open without its executor
 // joining, for a handshake timeout of ht: the transport's handshake and
 // the HELLO each have ht, and a third is slack.
-func PreAuthLimit(ht time.Duration) time.Duration { return 3 * ht }
-
-// authenticated exempts peerAddr's connection from PreAuthLimit.
-func (d *Driver) authenticated(peerAddr string) {
-	d.mu.Lock()
-	c := d.conns
-	d.mu.Unlock()
-	c.authenticated(peerAddr)
-}
+func preAuthLimit(ht time.Duration) time.Duration { return 3 * ht }
 
 // drop closes the connection from peerAddr, if Serve accepted it.
 func (d *Driver) drop(peerAddr string) {
@@ -912,8 +904,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	es.askCtx, es.endAsks = senderContext(askCtx, id), endAsks
 	d.markHandlers(es)
 	es.conn = c
+	conns := d.conns
 	d.mu.Unlock()
-	d.authenticated(peerAddr)
+	conns.authenticated(peerAddr) // exempt from preAuthLimit
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
 	if hook := testHookConnect.Load(); hook != nil {
 		(*hook)("published", es)
@@ -1096,7 +1089,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		// Kept for the driver's life. The code is named unless it says
 		// nothing (a plain error's): the text no longer repeats it.
 		text := rpc.PeerErrorText(f.Error)
-		if code := plugin.Code(f.Code); code != plugin.CodeUnknown {
+		if plugin.Code(f.Code) != plugin.CodeUnknown {
 			text = rpc.WireError(f.Code, f.Error).Error()
 		}
 		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
