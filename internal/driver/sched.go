@@ -291,6 +291,12 @@ func (s *scheduler) failPendingLocked(err error) []outFrame {
 	return out
 }
 
+// retryLocked queues the attempt after a, which ran (or was to run) on e,
+// among the retries, avoiding e. s.mu is held.
+func (s *scheduler) retryLocked(a *attempt, e *execState) {
+	s.retries.push(&attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+}
+
 // queue is a FIFO of attempts.
 type queue struct {
 	items []*attempt
@@ -538,7 +544,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 				continue
 			}
 		}
-		s.retries.push(&attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		s.retryLocked(a, e)
 	}
 	e.running = nil
 	out = append(out, s.scheduleLocked()...)
@@ -609,7 +615,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	switch {
 	case j.err != nil:
 	case stopping:
-		s.retries.push(&attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+		s.retryLocked(a, e)
 	case f.Code == 0:
 		j.results[a.index] = f.Payload
 		j.progress.done.Add(1)
@@ -622,7 +628,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		cause := rpc.WireError(f.Code, f.Error)
 		retry := j.failures[a.index] < s.maxFailures
 		if retry {
-			s.retries.push(&attempt{job: j, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+			s.retryLocked(a, e)
 		} else {
 			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause})
 		}
