@@ -91,7 +91,8 @@ func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskConte
 	e := &taskEntry{name: name, run: func(ctx context.Context, tc TaskContext, data []byte) ([]byte, error) {
 		var in In
 		if err := codec.Unmarshal(data, &in); err != nil {
-			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "task %q: decode input: %v", name, err)
+			// Every attempt decodes the same bytes with the same types.
+			return nil, Permanent(plugin.Errorf(plugin.CodeInvalidArgument, "task %q: decode input: %v", name, err))
 		}
 		out, err := fn(ctx, tc, in)
 		if err != nil {
@@ -151,19 +152,17 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // in input order. A failed attempt (an error, a panic, or the task's
 // goroutine ended by runtime.Goexit) is retried, ahead of the inputs not
 // yet started (this Map's and any other's), on another executor when one
-// has a free slot then,
-// until one input has failed
-// ConfMaxTaskFailures times; Map
-// then fails with an error naming the task, index, attempts, executor and
-// cause, which wraps a *TaskError (get it with errors.As). Tasks of an
-// executor that dies are rescheduled. Ending ctx cancels the running
-// tasks' contexts and Map returns an error matching ctx's (errors.Is),
-// and its cause (context.Cause) if it was given one; a ctx that has
-// already ended when Map is called runs no task.
-// When the driver shuts down
-// (the driver function returned), a running Map fails with
-// CodeUnavailable, wrapping plugin.ErrClosed, and a later one fails so at
-// once. Map may be called concurrently.
+// has a free slot then, until one input has failed ConfMaxTaskFailures
+// times, or has failed with an error marked Permanent. Map then fails
+// with an error naming the task, index, attempts, executor and cause,
+// which wraps a *TaskError (get it with errors.As). Tasks of an executor
+// that dies are rescheduled. Ending ctx cancels the running tasks'
+// contexts and Map returns an error matching ctx's (errors.Is), and its
+// cause (context.Cause) if it was given one; a ctx that has already ended
+// when Map is called runs no task. When the driver shuts down (the driver
+// function returned), a running Map fails with CodeUnavailable, wrapping
+// plugin.ErrClosed, and a later one fails so at once. Map may be called
+// concurrently.
 func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Out, error) {
 	limit := d.cfg.MaxMessageBytes
 	if limit <= 0 {
@@ -188,7 +187,7 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 	if err != nil {
 		var tf *driver.TaskFailure
 		if errors.As(err, &tf) {
-			err = &TaskError{Task: tf.Task, Index: tf.Index, Attempts: tf.Attempts, ExecutorID: tf.ExecutorID, Cause: tf.Cause}
+			err = &TaskError{Task: tf.Task, Index: tf.Index, Attempts: tf.Attempts, ExecutorID: tf.ExecutorID, Cause: tf.Cause, Permanent: tf.Permanent}
 		}
 		return nil, fmt.Errorf("ember.Map: %w", err)
 	}
@@ -201,19 +200,39 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 	return outs, nil
 }
 
-// TaskError is the error of a Map whose task failed too many times.
+// TaskError is the error of a Map whose task failed too many times, or
+// failed permanently.
 type TaskError struct {
 	Task       string
 	Index      int    // the failing input's index
 	Attempts   int    // how many attempts failed (attempts cut short by a stopping executor do not count)
 	ExecutorID string // where the last attempt ran
 	Cause      error  // the last attempt's error, a *plugin.Error
+	// Permanent reports that the last attempt's error was marked with
+	// Permanent (or its input could not be decoded): the task was not
+	// retried.
+	Permanent bool
 }
 
 // Error says which task and input failed, how many times, where it last
-// ran and why.
+// ran and why, and whether it failed permanently.
 func (e *TaskError) Error() string {
-	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", e.Task, e.Attempts, e.Index, e.ExecutorID, e.Cause)
+	return driver.FailureText(e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause, e.Permanent)
+}
+
+// Permanent marks err, returned by a task function, as a failure that
+// another attempt would repeat (a compile error in a build farm, an input
+// the task refuses): Map fails after this attempt, without the retries
+// ConfMaxTaskFailures allows, and its *TaskError has Permanent set. The
+// error's text and code reach the driver as any task error's do, and
+// errors.Is and errors.As see through the mark, also when err is wrapped
+// further (fmt.Errorf with %w). A task whose input cannot be decoded
+// fails permanently too. Permanent(nil) returns nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &executor.PermanentError{Err: err}
 }
 
 // Unwrap returns the last attempt's error.

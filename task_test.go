@@ -1103,3 +1103,98 @@ func TestTaskFindsItsExecutorsPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+var (
+	permanentRuns atomic.Int64
+	failsForGood  = ember.NewTask("test.fails-for-good", func(_ context.Context, tc ember.TaskContext, mode int) (int, error) {
+		permanentRuns.Add(1)
+		switch {
+		case mode == 0:
+			return 0, ember.Permanent(plugin.NewError(plugin.CodeInvalidArgument, "syntax error"))
+		case mode == 1:
+			return 0, fmt.Errorf("compile: %w", ember.Permanent(errors.New("syntax error")))
+		case mode == 2 && tc.Attempt == 0:
+			return 0, errors.New("checkout failed")
+		case mode == 2:
+			return 0, ember.Permanent(errors.New("syntax error"))
+		}
+		return mode, ember.Permanent(nil) // nil: a success
+	})
+	undecodableInput = ember.NewTask("test.undecodable-input", func(context.Context, ember.TaskContext, refusesToDecode) (int, error) {
+		permanentRuns.Add(1)
+		return 0, nil
+	})
+)
+
+// refusesToDecode encodes, and no executor can decode it.
+type refusesToDecode struct{ int }
+
+func (refusesToDecode) MarshalBinary() ([]byte, error) { return []byte{1}, nil }
+func (*refusesToDecode) UnmarshalBinary([]byte) error  { return errors.New("refused") }
+
+// A task error marked Permanent fails its Map after that attempt, where
+// any other is retried up to maxFailures times: a build farm's compile
+// error is not compiled four times. The mark holds however deeply the
+// error is wrapped, and after ordinary failures of the same input; a task
+// whose input cannot be decoded fails for good too.
+func TestPermanentFailuresAreNotRetried(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+	tests := []struct {
+		name     string
+		run      func() error
+		runs     int64 // times the task function ran
+		attempts int   // TaskError.Attempts
+		code     plugin.Code
+		text     string
+	}{
+		{"marked", func() error { _, err := ember.Map(testCtx(t), c.Driver, failsForGood, []int{0}); return err },
+			1, 1, plugin.CodeInvalidArgument, "syntax error"},
+		{"marked and wrapped", func() error { _, err := ember.Map(testCtx(t), c.Driver, failsForGood, []int{1}); return err },
+			1, 1, plugin.CodeUnknown, "compile: syntax error"},
+		{"marked on the second attempt", func() error { _, err := ember.Map(testCtx(t), c.Driver, failsForGood, []int{2}); return err },
+			2, 2, plugin.CodeUnknown, "syntax error"},
+		{"undecodable input", func() error {
+			_, err := ember.Map(testCtx(t), c.Driver, undecodableInput, []refusesToDecode{{}})
+			return err
+		}, 0, 1, plugin.CodeInvalidArgument, "decode input"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			permanentRuns.Store(0)
+			err := tt.run()
+			var te *ember.TaskError
+			if !errors.As(err, &te) {
+				t.Fatalf("Map: got %v, want a *ember.TaskError", err)
+			}
+			if !te.Permanent || te.Attempts != tt.attempts || plugin.CodeOf(err) != tt.code || !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("Map: got %v (permanent %v, %d attempts), want a permanent failure after %d attempts, code %v, saying %q",
+					err, te.Permanent, te.Attempts, tt.attempts, tt.code, tt.text)
+			}
+			if !strings.Contains(err.Error(), "failed permanently") {
+				t.Errorf("Map: got %q, want it to say the task failed permanently", err)
+			}
+			if got := permanentRuns.Load(); got != tt.runs {
+				t.Errorf("task function ran %d times, want %d", got, tt.runs)
+			}
+		})
+	}
+	got, err := ember.Map(testCtx(t), c.Driver, failsForGood, []int{3, 4})
+	if err != nil || !slices.Equal(got, []int{3, 4}) {
+		t.Errorf("Map of tasks returning Permanent(nil): got %v, %v; want [3 4], nil", got, err)
+	}
+}
+
+func TestPermanentMark(t *testing.T) {
+	if err := ember.Permanent(nil); err != nil {
+		t.Errorf("Permanent(nil) = %v, want nil", err)
+	}
+	base := plugin.NewError(plugin.CodeNotFound, "no such target")
+	err := fmt.Errorf("build: %w", ember.Permanent(base))
+	var pe *plugin.Error
+	if !errors.Is(err, base) || !errors.As(err, &pe) || pe != base {
+		t.Errorf("errors.Is/As through the mark: got %v, want %v", err, base)
+	}
+	if got, want := err.Error(), "build: "+base.Error(); got != want {
+		t.Errorf("text: got %q, want %q", got, want)
+	}
+}

@@ -2,6 +2,8 @@
 // crashes in the middle of it, as a build farm's worker does when a compiler
 // segfaults or the OOM killer strikes. The cluster starts a new executor in
 // the lost one's place, the crashed build runs again, and the job succeeds.
+// Then it builds a target with a syntax error: that build fails for good
+// (ember.Permanent), and its job fails after one attempt, not four.
 //
 // A plugin, membership, watches the cluster from the driver: it is a
 // plugin.ExecutorListener, and counts the executors that joined, were lost
@@ -12,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -29,6 +32,8 @@ const (
 	builds    = 12
 	// crasher is the build whose first attempt kills its executor.
 	crasher = 5
+	// broken is a target whose sources do not compile.
+	broken = 99
 )
 
 // Result is what a build returns.
@@ -40,10 +45,15 @@ type Result struct {
 // build "builds" a target. The first attempt of build crasher ends its
 // executor's process at once, with status 3, as a crash would: no error
 // returned, no hook run, no word to the driver. The driver runs the
-// attempt again, preferably on another executor.
+// attempt again, preferably on another executor. Build broken fails with
+// an error marked permanent: compiling it again would fail the same way,
+// so the driver does not retry it.
 var build = ember.NewTask("build", func(ctx context.Context, tc ember.TaskContext, target int) (Result, error) {
-	if target == crasher && tc.Attempt == 0 {
+	switch {
+	case target == crasher && tc.Attempt == 0:
 		os.Exit(3)
+	case target == broken:
+		return Result{}, ember.Permanent(plugin.Errorf(plugin.CodeInvalidArgument, "target %d: syntax error at main.c:3", target))
 	}
 	return Result{Target: target, Attempt: tc.Attempt}, nil
 })
@@ -131,6 +141,14 @@ func farm(ctx context.Context, d *ember.Driver) error {
 			fmt.Printf("executor %s replaced the lost one\n", e.ID)
 		}
 	}
+
+	// A build that cannot succeed fails its job at once.
+	_, err = ember.Map(ctx, d, build, []int{broken})
+	var te *ember.TaskError
+	if !errors.As(err, &te) || !te.Permanent {
+		return fmt.Errorf("the broken build: got %v, want a permanent failure", err)
+	}
+	fmt.Printf("build %d failed for good after %d attempt: %v\n", broken, te.Attempts, te.Cause)
 	return nil
 }
 

@@ -18,17 +18,29 @@ import (
 	"github.com/emberhq/ember/plugin"
 )
 
-// TaskFailure is the error of a job whose task failed too often.
+// TaskFailure is the error of a job whose task failed too often, or
+// failed permanently.
 type TaskFailure struct {
 	Task       string
 	Index      int
 	Attempts   int
 	ExecutorID string // where the last attempt ran
 	Cause      error
+	Permanent  bool // the last attempt said another would fail the same way
 }
 
 func (e *TaskFailure) Error() string {
-	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", e.Task, e.Attempts, e.Index, e.ExecutorID, e.Cause)
+	return FailureText(e.Task, e.Index, e.Attempts, e.ExecutorID, e.Cause, e.Permanent)
+}
+
+// FailureText is the text of a job's failure: which task and input failed,
+// how many times, where it last ran and why, and whether its last failure
+// was permanent (so not retried).
+func FailureText(task string, index, attempts int, executorID string, cause error, permanent bool) string {
+	if permanent {
+		return fmt.Sprintf("task %q failed permanently on inputs[%d], not retried (failed attempts: %d); last attempt on executor %s: %v", task, index, attempts, executorID, cause)
+	}
+	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", task, attempts, index, executorID, cause)
 }
 
 func (e *TaskFailure) Unwrap() error { return e.Cause }
@@ -626,18 +638,18 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	default:
 		j.failures[a.index]++
 		cause := rpc.WireError(f.Code, f.Error)
-		retry := j.failures[a.index] < s.maxFailures
+		retry := !f.Permanent && j.failures[a.index] < s.maxFailures
 		if retry {
 			s.retryLocked(a, e)
 		} else {
-			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause})
+			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause, Permanent: f.Permanent})
 		}
 		if j.logged < maxFailuresLogged {
 			j.logged++
 			failures, last := j.failures[a.index], j.logged == maxFailuresLogged
 			logFailure = func() {
 				s.log.Warn("task attempt failed", "job", j.id, "task", j.task, "index", a.index,
-					"failures", failures, "maxFailures", s.maxFailures, "retry", retry, "executor", e.info.ID, "err", cause)
+					"failures", failures, "maxFailures", s.maxFailures, "retry", retry, "permanent", f.Permanent, "executor", e.info.ID, "err", cause)
 				if last {
 					s.log.Warn("further failed attempts of this job are not logged; ember_tasks_total{state=\"failed\"} counts them", "job", j.id, "task", j.task)
 				}

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 
@@ -52,6 +53,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 			if res.err != nil {
 				code, msg := rpc.ErrorParts(res.err)
 				r.Code, r.Error, r.ExecutorStopping = uint32(code), msg, stopping
+				r.Permanent = errors.As(res.err, new(*PermanentError))
 			} else {
 				r.Payload = res.out
 			}
@@ -60,6 +62,17 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		x.runTask(ctx, info, f.Payload, &res)
 	}()
 }
+
+// PermanentError marks a task's error as one that another attempt would
+// repeat: its TASK_RESULT says so (Frame.permanent), and the driver fails
+// the job without retrying the task. ember.Permanent makes one.
+type PermanentError struct{ Err error }
+
+// Error returns the marked error's text, unchanged.
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the marked error.
+func (e *PermanentError) Unwrap() error { return e.Err }
 
 // taskOutcome is what an attempt reports: its output, or its error.
 type taskOutcome struct {

@@ -235,7 +235,12 @@ type Frame struct {
 	// spent only by SENDs the sender's handlers make, so that it frees the
 	// sender's handler waiting on the receiver, and not a flood from
 	// elsewhere. Since protocol version 7.
-	Lent          bool `protobuf:"varint,19,opt,name=lent,proto3" json:"lent,omitempty"`
+	Lent bool `protobuf:"varint,19,opt,name=lent,proto3" json:"lent,omitempty"`
+	// TASK_RESULT with an error: another attempt would fail the same way
+	// (the task marked its error ember.Permanent, or its input could not be
+	// decoded). The driver fails the job without retrying the task. Since
+	// protocol version 9.
+	Permanent     bool `protobuf:"varint,20,opt,name=permanent,proto3" json:"permanent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -399,6 +404,13 @@ func (x *Frame) GetCancelable() bool {
 func (x *Frame) GetLent() bool {
 	if x != nil {
 		return x.Lent
+	}
+	return false
+}
+
+func (x *Frame) GetPermanent() bool {
+	if x != nil {
+		return x.Permanent
 	}
 	return false
 }
@@ -1026,7 +1038,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\x8a\x05\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xa8\x05\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -1049,7 +1061,8 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"cancelable\x18\x12 \x01(\bR\n" +
 	"cancelable\x12\x12\n" +
-	"\x04lent\x18\x13 \x01(\bR\x04lent\"a\n" +
+	"\x04lent\x18\x13 \x01(\bR\x04lent\x12\x1c\n" +
+	"\tpermanent\x18\x14 \x01(\bR\tpermanent\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

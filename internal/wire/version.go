@@ -9,8 +9,9 @@ import "google.golang.org/protobuf/proto"
 // the plugins with no side to take messages (Welcome.no_driver_side,
 // Ready.no_receiver); version 6, the asker's cancel of an ask
 // (KIND_ASK_CANCEL, Frame.cancelable); version 7, lent credit
-// (Frame.lent); version 8, the executor's message limit in Hello.
-const ProtocolVersion = 8
+// (Frame.lent); version 8, the executor's message limit in Hello; version
+// 9, a task's permanent failure (Frame.permanent).
+const ProtocolVersion = 9
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w
