@@ -48,7 +48,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		if h.Kind == wire.Kind_KIND_ASK {
 			_ = it.Conn.Reply(ReplyFrame(h.Call, h.Plugin, nil, err, max))
 		} else {
-			log.Warn("dropped undecodable message", "plugin", pluginName, "type", h.Type, "err", err)
+			warnSent(ctx, log, pluginName, "dropped undecodable message", "plugin", pluginName, "type", h.Type, "err", err)
 		}
 		return Outcome{Undecodable: true, Err: err}
 	}
@@ -103,7 +103,7 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 		}
 		_ = it.Conn.Reply(f)
 	case err != nil && !errors.Is(err, context.Canceled):
-		log.Warn("Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
+		warnSent(ctx, log, pluginName, "Receive failed for a sent message (the sender is not told)", "plugin", pluginName, "type", h.Type, "err", err)
 	case reply != nil:
 		// A Receive that serves one message type both ways replies to
 		// every send: said once per lane (plugin) and type, not for

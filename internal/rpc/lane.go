@@ -137,6 +137,9 @@ type Lane struct {
 	// repliedToSends holds the message types whose handler has replied
 	// to a SEND (see Dispatch, which says so once per type).
 	repliedToSends sync.Map
+	// sentWarnings bounds the warnings about sent messages the lane
+	// could not run (see Dispatch).
+	sentWarnings logBudget
 	// In a lane of several workers (see admitLocked): members are the
 	// connections with items running, held or an event waiting or
 	// running; ready are held items free to run, taken before the queue.

@@ -581,3 +581,37 @@ func TestDispatchReplyToSendLoggedOnce(t *testing.T) {
 		t.Errorf("a second lane's reply to a send: logged %d times in all, want twice:\n%s", n, buf.String())
 	}
 }
+
+// A Receive that fails every sent message is logged logBurst times per
+// minute and lane, not once per message: a plugin's default case
+// returning an error logged a line per message, at the rate messages
+// arrived. Another lane (another plugin) has a budget of its own.
+func TestDispatchSendFailuresLoggedWithinBudget(t *testing.T) {
+	t.Parallel()
+	c, _ := dispatchConn(t)
+	log, buf := testLogger()
+	send := func(l *rpc.Lane) {
+		f := askFrame(t, 0, rpcMsg{N: 1})
+		f.Kind, f.TimeoutMicros = wire.Kind_KIND_SEND, 0
+		ctx := rpc.WithLane(context.Background(), l)
+		rpc.Dispatch(ctx, ctx, log, "disp", rpc.Item{Conn: c, Frame: f}, 1024, false,
+			func(context.Context, any) (any, error) { return nil, errors.New("unexpected message") })
+	}
+	l := rpc.NewLane(1, 0, func(rpc.Item) {})
+	t.Cleanup(l.Close)
+	for range 100 {
+		send(l)
+	}
+	if n := strings.Count(buf.String(), "Receive failed for a sent message"); n != 10 {
+		t.Errorf("100 failed sends logged %d times, want 10:\n%s", n, buf.String())
+	}
+	if n := strings.Count(buf.String(), "are held back"); n != 1 {
+		t.Errorf("the notice that more are held back: logged %d times, want once:\n%s", n, buf.String())
+	}
+	other := rpc.NewLane(1, 0, func(rpc.Item) {})
+	t.Cleanup(other.Close)
+	send(other)
+	if n := strings.Count(buf.String(), "Receive failed for a sent message"); n != 11 {
+		t.Errorf("another lane's failed send: logged %d times in all, want 11", n)
+	}
+}
