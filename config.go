@@ -25,7 +25,7 @@ type Config struct {
 	AppName string
 	// Master says where executors come from:
 	//   - "local[N]": N executors inside the driver process, talking to it
-	//     over the real transport (loopback gRPC);
+	//     over the real transport (loopback gRPC); "local" is "local[1]";
 	//   - "local-cluster[N]": N child processes of this program's binary
 	//     (the default, as "local-cluster[2]"); one that fails unreleased
 	//     is replaced by a new process (see [ConfExecutorMaxRetries]);
@@ -99,7 +99,11 @@ type Config struct {
 	SendWindow int
 	// HeartbeatInterval is how often an idle connection proves it is alive
 	// (default 1s); a peer silent for HeartbeatTimeout (default ten
-	// intervals) is declared lost.
+	// intervals) is declared lost. An idle peer is heard from about once
+	// an interval, so HeartbeatTimeout must be longer than
+	// HeartbeatInterval (Run fails with CodeInvalidArgument otherwise),
+	// and should be several intervals: setting only HeartbeatTimeout below
+	// the default interval of 1s is refused.
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	// StartTimeout bounds each step of start-up: the driver plugins'
@@ -266,7 +270,8 @@ func checkConf(m map[string]string) error {
 // dropped; a name seen before is dropped, keeping the first (the driver
 // logs a plugin of cfg.Plugins dropped so, at Warn). An unknown registered
 // name or an invalid plugin name (a Plugin.Name with spaces, say) is an
-// error.
+// error with CodeInvalidArgument, as Run's is (a Name that panics gives
+// CodeInternal).
 func PluginNames(cfg Config) ([]string, error) {
 	ps, _, err := resolvePlugins(cfg)
 	if err != nil {
@@ -298,6 +303,11 @@ func nameOf(p plugin.Plugin) (name string, err error) {
 // quietly, and so is a registered plugin the configuration enables that
 // Config.Plugins lists too, one of the same type: the lists merge.)
 func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
+	defer func() {
+		if err != nil && plugin.CodeOf(err) == plugin.CodeUnknown { // a name refused, not a panicking Name
+			err = plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
+		}
+	}()
 	seen := map[string]bool{}
 	registered := map[string]reflect.Type{} // of the plugins enabled by name
 	add := func(p plugin.Plugin, explicit bool) error {

@@ -477,6 +477,10 @@ func TestPluginNames(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
 				}
+				// Run's code for the same cfg; PluginNames' was CodeUnknown.
+				if got := plugin.CodeOf(err); got != plugin.CodeInvalidArgument {
+					t.Errorf("got code %v, want %v", got, plugin.CodeInvalidArgument)
+				}
 				return
 			}
 			if err != nil || !slices.Equal(got, tt.want) {
@@ -951,6 +955,33 @@ func TestNegativeMinExecutorsFailsRun(t *testing.T) {
 		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
 	if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), "MinExecutors=-1") {
 		t.Errorf("Run with MinExecutors -1: got %v, want InvalidArgument naming it", err)
+	}
+}
+
+// A HeartbeatTimeout no longer than HeartbeatInterval is refused: an idle
+// peer is heard from once an interval, so every idle executor of a healthy
+// local[2] used to be declared lost within a few intervals, and Run
+// returned nil. Setting only the timeout, below the default 1s interval,
+// is the likely way to get there.
+func TestHeartbeatTimeoutNotAboveIntervalFailsRun(t *testing.T) {
+	tests := []struct {
+		name              string
+		interval, timeout time.Duration
+		want              string
+	}{
+		{"timeout below interval", 200 * time.Millisecond, 150 * time.Millisecond, "HeartbeatTimeout=150ms"},
+		{"timeout equal to interval", 200 * time.Millisecond, 200 * time.Millisecond, "HeartbeatTimeout=200ms"},
+		{"only timeout set, below the default interval", 0, 500 * time.Millisecond, "HeartbeatTimeout=500ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", HeartbeatInterval: tt.interval, HeartbeatTimeout: tt.timeout, Logger: quiet},
+				func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+			if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want CodeInvalidArgument saying %q", err, tt.want)
+			}
+		})
 	}
 }
 

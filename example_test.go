@@ -302,3 +302,39 @@ func Example_longPoll() {
 	// executor: no job, canceled: true
 	// driver: stopped waiting: ember: the asker canceled the ask: context canceled
 }
+
+// square is a task: declared at package level, so that the driver and
+// every executor register it in the same order.
+var square = ember.NewTask("example.square", func(_ context.Context, _ ember.TaskContext, n int) (int, error) {
+	if n < 0 {
+		return 0, plugin.Errorf(plugin.CodeInvalidArgument, "negative input %d", n)
+	}
+	return n * n, nil
+})
+
+// Map runs a task over its inputs on the executors and returns the outputs
+// in input order. An input that fails ConfMaxTaskFailures times fails the
+// Map with a *TaskError, which keeps the task's error code.
+func ExampleMap() {
+	err := ember.Run(context.Background(), ember.Config{
+		Master: "local[1]",
+		Conf:   map[string]string{ember.ConfMaxTaskFailures: "1"},
+		Logger: slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		squares, err := ember.Map(ctx, d, square, []int{1, 2, 3})
+		fmt.Println(squares, err)
+
+		_, err = ember.Map(ctx, d, square, []int{4, -5})
+		var te *ember.TaskError
+		if errors.As(err, &te) {
+			fmt.Printf("input %d failed %d time(s): %v (code %v)\n", te.Index, te.Attempts, te.Cause, plugin.CodeOf(err))
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// [1 4 9] <nil>
+	// input 1 failed 1 time(s): invalid_argument: negative input -5 (code invalid_argument)
+}

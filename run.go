@@ -63,7 +63,9 @@ func (d *Driver) AppID() string { return d.d.AppID() }
 // an address of this host that they can reach.
 func (d *Driver) Addr() string { return d.d.Addr() }
 
-// Executors lists the ready executors ordered by ID.
+// Executors lists the ready executors ordered by ID (nil when there is
+// none). Each call returns a new slice, Resources maps included, that the
+// caller owns and may change.
 func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
 
 // WaitExecutors waits until n executors are ready. It fails with
@@ -115,9 +117,6 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	cfg.setDefaults()
 	plugins, dropped, err := resolvePlugins(cfg)
 	if err != nil {
-		if plugin.CodeOf(err) == plugin.CodeUnknown { // a name refused, not a panicking Name
-			err = plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
-		}
 		return err
 	}
 	for _, p := range dropped {
@@ -128,6 +127,11 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	}
 	if cfg.MinExecutors < 0 {
 		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.MinExecutors=%d: want 0 or more", cfg.MinExecutors)
+	}
+	// An idle peer is heard from once an interval: a timeout no longer
+	// than that declares every idle executor lost, with no error from Run.
+	if cfg.HeartbeatTimeout <= cfg.HeartbeatInterval {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.HeartbeatTimeout=%v: want more than HeartbeatInterval (%v), several intervals", cfg.HeartbeatTimeout, cfg.HeartbeatInterval)
 	}
 	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
 		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)

@@ -30,7 +30,8 @@ type TaskContext struct {
 	Attempt    int    // 0 for the first attempt
 	ExecutorID string // the executor running the attempt
 	// Logger carries the attempt's attributes: executor, task, job, index
-	// and attempt.
+	// and attempt. It is nil in a TaskContext that a unit test makes
+	// itself: set one there.
 	Logger *slog.Logger
 
 	plugins executor.Plugins // an interface, not a func: TaskContext stays comparable
@@ -75,8 +76,10 @@ var tasks struct {
 }
 
 // NewTask registers fn under name and returns the task to pass to Map. It
-// panics if name is empty or taken: call it at package level. In and Out
-// travel like messages (CBOR for plain values, protobuf for proto.Message
+// panics if name is empty or taken, or fn is nil: call it at package
+// level. fn runs concurrently with the other tasks of its executor (up to
+// ConfExecutorSlots at once), so what it shares must be safe for
+// concurrent use. In and Out travel like messages (CBOR for plain values, protobuf for proto.Message
 // pointers) but need no RegisterMessage; like RegisterMessage, NewTask
 // panics if either is a struct whose fields are all unexported.
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
@@ -149,20 +152,30 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 }
 
 // Map runs t on every input across the executors and returns the outputs
-// in input order. A failed attempt (an error, a panic, or the task's
-// goroutine ended by runtime.Goexit) is retried, ahead of the inputs not
-// yet started (this Map's and any other's), on another executor when one
-// has a free slot then, until one input has failed ConfMaxTaskFailures
-// times, or has failed with an error marked Permanent. Map then fails
-// with an error naming the task, index, attempts, executor and cause,
-// which wraps a *TaskError (get it with errors.As). Tasks of an executor
-// that dies are rescheduled. Ending ctx cancels the running tasks'
-// contexts and Map returns an error matching ctx's (errors.Is), and its
-// cause (context.Cause) if it was given one; a ctx that has already ended
-// when Map is called runs no task. When the driver shuts down (the driver
-// function returned), a running Map fails with CodeUnavailable, wrapping
-// plugin.ErrClosed, and a later one fails so at once. Map may be called
-// concurrently.
+// in input order (an empty slice for no inputs). Before any task runs, Map
+// fails with CodeNotFound for a task registered after Run started (NewTask
+// not at package level), and with CodeResourceExhausted, wrapping
+// plugin.ErrMessageTooLarge, for an input whose encoding exceeds
+// Config.MaxMessageBytes.
+//
+// A failed attempt (an error, a panic, or the task's goroutine ended by
+// runtime.Goexit) is retried, ahead of the inputs not yet started (this
+// Map's and any other's), on another executor when one has a free slot
+// then, until one input has failed ConfMaxTaskFailures times, or has
+// failed with an error marked Permanent. Map then fails with an error
+// naming the task, index, attempts, executor and cause, which wraps a
+// *TaskError (get it with errors.As). The error carries the last
+// attempt's code (plugin.CodeOf), so a task that failed with its own
+// deadline matches context.DeadlineExceeded as Map's ended ctx does: tell
+// them apart with ctx.Err() or errors.As. Tasks of an executor that dies
+// are rescheduled.
+//
+// Ending ctx cancels the running tasks' contexts and Map returns an error
+// matching ctx's (errors.Is), and its cause (context.Cause) if it was given
+// one; a ctx that has already ended when Map is called runs no task. When
+// the driver shuts down (the driver function returned), a running Map
+// fails with CodeUnavailable, wrapping plugin.ErrClosed, and a later one
+// fails so at once. Map may be called concurrently.
 func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Out, error) {
 	limit := d.cfg.MaxMessageBytes
 	if limit <= 0 {

@@ -36,12 +36,14 @@ import (
 	"github.com/emberhq/ember/internal/fault"
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/launch"
+	"github.com/emberhq/ember/plugin"
 	"go.uber.org/goleak"
 )
 
-// DefaultTimeout bounds every wait in this package, but Start's for a
-// cfg.StartTimeout set so long that Run's own start-up could outlast it
-// (see startWait).
+// DefaultTimeout bounds every wait in this package (WaitFor, Close, and
+// the cleanup Start registers) but one: Start waits for start-up up to
+// twice cfg.StartTimeout plus 10s when that is longer, so that Run reports
+// its own start-up failures.
 const DefaultTimeout = 60 * time.Second
 
 // startWait is how long Start waits for the cluster to start: DefaultTimeout,
@@ -215,6 +217,10 @@ func (c *Cluster) shutdown() error {
 // that goroutines they started in Init do not outlive it. A local-cluster
 // replaces a killed executor process with a new one (a new executor ID);
 // an in-process executor is not replaced.
+//
+// Kill, Delay, Partition and Heal fail with plugin.CodeNotFound, wrapping
+// plugin.ErrNoSuchExecutor, for an ID that names no ready executor, as
+// DriverContext.AskExecutor does.
 func (c *Cluster) Kill(executorID string) error {
 	c.mu.Lock()
 	kill := c.kills[executorID]
@@ -232,7 +238,12 @@ func (c *Cluster) Kill(executorID string) error {
 			return p.Kill()
 		}
 	}
-	return errors.New("embertest: no such executor " + executorID)
+	return errNoSuchExecutor(executorID)
+}
+
+// errNoSuchExecutor is the error for an ID that names no ready executor.
+func errNoSuchExecutor(executorID string) error {
+	return plugin.Errorf(plugin.CodeNotFound, "embertest: executor %q: %w", executorID, plugin.ErrNoSuchExecutor)
 }
 
 // Delay makes everything between the driver and an in-process executor
@@ -240,7 +251,8 @@ func (c *Cluster) Kill(executorID string) error {
 // the executor sends it and d after it receives one, so a round trip
 // takes 2d more. Messages wait one after another, so throughput drops
 // too. Delay(id, 0) removes it. It fails for an executor process
-// (local-cluster), whose connection the test kit cannot reach.
+// (local-cluster), whose connection the test kit cannot reach, with
+// plugin.CodeUnimplemented.
 func (c *Cluster) Delay(executorID string, d time.Duration) error {
 	l, err := c.link(executorID)
 	if err == nil {
@@ -285,19 +297,23 @@ func (c *Cluster) link(executorID string) (*fault.Link, error) {
 	c.mu.Lock()
 	l := c.links[executorID]
 	c.mu.Unlock()
-	if l == nil {
-		return nil, fmt.Errorf("embertest: no in-process executor %s (network faults need Master local[N])", executorID)
-	}
+	ready := false
 	for _, e := range c.Driver.Executors() {
-		if e.ID == executorID {
-			return l, nil
-		}
+		ready = ready || e.ID == executorID
 	}
-	return nil, fmt.Errorf("embertest: executor %s is not ready (lost, or stopped)", executorID)
+	switch {
+	case !ready:
+		return nil, errNoSuchExecutor(executorID) // unknown, lost, or stopped
+	case l == nil:
+		return nil, plugin.Errorf(plugin.CodeUnimplemented, "embertest: executor %s is a process: network faults need Master local[N]", executorID)
+	}
+	return l, nil
 }
 
-// WaitFor polls cond until it holds or DefaultTimeout passes, then fails t
-// with what.
+// WaitFor polls cond, every few milliseconds, until it holds or
+// DefaultTimeout passes, then fails t with what (t.Fatalf: call it from
+// the goroutine running the test, as for t.FailNow). cond is called from
+// the calling goroutine only.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(DefaultTimeout)

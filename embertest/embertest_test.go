@@ -142,6 +142,24 @@ func TestDelay(t *testing.T) {
 	}
 }
 
+// An ID that names no ready executor fails each fault with CodeNotFound,
+// wrapping plugin.ErrNoSuchExecutor, as DriverContext.AskExecutor does;
+// the errors could not be told apart from any other.
+func TestFaultsOfUnknownExecutorAreNotFound(t *testing.T) {
+	c, _ := start(t, ember.Config{Master: "local[1]"})
+	faults := map[string]func() error{
+		"Kill":      func() error { return c.Kill("7") },
+		"Delay":     func() error { return c.Delay("7", time.Millisecond) },
+		"Partition": func() error { return c.Partition("7") },
+		"Heal":      func() error { return c.Heal("7") },
+	}
+	for name, fault := range faults {
+		if err := fault(); !errors.Is(err, plugin.ErrNoSuchExecutor) || plugin.CodeOf(err) != plugin.CodeNotFound {
+			t.Errorf("%s of executor 7: got %v, want CodeNotFound wrapping plugin.ErrNoSuchExecutor", name, err)
+		}
+	}
+}
+
 // A partition healed before the heartbeat timeout loses nothing: what the
 // executor sent meanwhile arrives afterwards, in order.
 func TestHealedPartitionLosesNothing(t *testing.T) {

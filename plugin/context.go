@@ -44,24 +44,25 @@ type ExecutorContext interface {
 	ExecutorID() string
 	// Resources are the resources discovered for this executor when it
 	// started, by name: one for each discovery command in the application's
-	// Conf (ember.ConfResourceDiscoveryScript).
+	// Conf (ember.ConfResourceDiscoveryScript). Each call returns a new
+	// map, never nil, that the caller owns and may change.
 	Resources() map[string]Resource
 	// Ask sends msg to the driver plugin of the same name and waits for its
 	// reply. The deadline comes from ctx and bounds the driver's handler
 	// too; when ctx ends first, Ask returns at once with an error matching
 	// ctx.Err() (context.DeadlineExceeded or context.Canceled), and a
 	// cancel is passed on: the handler's ctx ends too (an ask still
-	// queued behind others on this side is not sent at all). A
-	// Receive error arrives with its code and message; a lost driver gives
-	// CodeUnavailable. Ask is safe to call from many goroutines at once, and
-	// that is how to keep several asks in flight: concurrent asks share
-	// batches on the wire, while a lone ask is written at once. Once the
-	// plugin's Shutdown has returned (or, ignoring its ctx, been
-	// abandoned), Ask and Send fail with
-	// CodeUnavailable wrapping ErrClosed: nothing sent then would reach the
-	// driver. So does an ask still waiting then, whether its connection
-	// closes first or the driver cancels its handler as the executor stops. For a plugin with no driver side, both fail at once with
-	// CodeNotFound.
+	// queued behind others on this side is not sent at all). A Receive
+	// error arrives with its code and message; a lost driver gives
+	// CodeUnavailable. Ask is safe to call from many goroutines at once,
+	// and that is how to keep several asks in flight: concurrent asks
+	// share batches on the wire, while a lone ask is written at once.
+	// Once the plugin's Shutdown has returned (or, ignoring its ctx, been
+	// abandoned), Ask and Send fail with CodeUnavailable wrapping
+	// ErrClosed: nothing sent then would reach the driver. So does an ask
+	// still waiting then, whether its connection closes first or the
+	// driver cancels its handler as the executor stops. For a plugin with
+	// no driver side, both fail at once with CodeNotFound.
 	Ask(ctx context.Context, msg any) (any, error)
 	// Send queues msg for the driver plugin of the same name and returns.
 	// It reports only local failures: an unregistered or oversized message
@@ -85,7 +86,9 @@ type ExecutorContext interface {
 // be called from any goroutine.
 type DriverContext interface {
 	Context
-	// Executors lists the ready executors, ordered by ID.
+	// Executors lists the ready executors, ordered by ID (nil when there
+	// is none). Each call returns a new slice, Resources maps included,
+	// that the caller owns and may change.
 	Executors() []ExecutorInfo
 	// AskExecutor sends msg to this plugin on one executor, whose plugin
 	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
@@ -231,19 +234,21 @@ func (c Conf) Lookup(key string) (string, bool) {
 
 // Int returns key as an int, def when it is not set, or a
 // CodeInvalidArgument error naming the key when it is not an integer.
+// With an error the value is 0, not def: Int, Duration and Bool never
+// hide a value they cannot read behind the default.
 func (c Conf) Int(key string, def int) (int, error) {
 	return confValue(c, key, def, "an integer", strconv.Atoi)
 }
 
 // Duration returns key parsed by time.ParseDuration, def when it is not
-// set, or a CodeInvalidArgument error naming the key.
+// set, or 0 and a CodeInvalidArgument error naming the key.
 func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
 	return confValue(c, key, def, "a duration", time.ParseDuration)
 }
 
 // Bool returns key parsed by strconv.ParseBool ("true", "false", "1",
-// "0", "t", "f" and their capitalised forms), def when it is not set, or a
-// CodeInvalidArgument error naming the key.
+// "0", "t", "f" and their capitalised forms), def when it is not set, or
+// false and a CodeInvalidArgument error naming the key.
 func (c Conf) Bool(key string, def bool) (bool, error) {
 	return confValue(c, key, def, "a boolean", strconv.ParseBool)
 }
@@ -283,8 +288,14 @@ func printable(key, v string) string {
 	return v
 }
 
-// Map returns a copy of the entries.
-func (c Conf) Map() map[string]string { return maps.Clone(c.values()) }
+// Map returns a copy of the entries, never nil, that the caller owns: it
+// may add to it, as to a copy of the application's Conf to derive a
+// plugin's own.
+func (c Conf) Map() map[string]string {
+	m := make(map[string]string, len(c.values()))
+	maps.Copy(m, c.values())
+	return m
+}
 
 type senderKey struct{}
 

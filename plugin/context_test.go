@@ -155,6 +155,16 @@ func TestConfZero(t *testing.T) {
 	if got := c.Map(); len(got) != 0 {
 		t.Errorf("zero Conf Map() = %v, want empty", got)
 	}
+	// The Conf of an application whose Config.Conf is nil is NewConf(nil):
+	// a plugin that copied it to add a key of its own panicked on a nil
+	// map.
+	for _, c := range []plugin.Conf{{}, plugin.NewConf(nil)} {
+		m := c.Map()
+		if m == nil {
+			t.Fatalf("empty Conf Map() = nil, want an empty map the caller can add to")
+		}
+		m["k"] = "v"
+	}
 }
 
 func TestConfTypedValues(t *testing.T) {

@@ -118,7 +118,9 @@ func (e *Error) Code() Code {
 	return e.code
 }
 
-// Message returns the error's message without the code prefix.
+// Message returns the error's message without the code prefix. Like the
+// other methods, it accepts a nil *Error (one returned as a non-nil
+// error by mistake), whose message says so.
 func (e *Error) Message() string {
 	if e == nil {
 		return nilErrorMessage

@@ -2,8 +2,10 @@ package plugin_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/plugin"
@@ -105,4 +107,66 @@ func ExampleNewSenderContext() {
 	fmt.Println(t.byExecutor)
 	// Output:
 	// map[1:2 2:1]
+}
+
+// stubDriver is a stub Asker, for unit-testing code that asks.
+type stubDriver func(ctx context.Context, msg any) (any, error)
+
+func (f stubDriver) Ask(ctx context.Context, msg any) (any, error) { return f(ctx, msg) }
+
+// Ask returns the reply as the type the caller names; an ExecutorContext
+// is an Asker, and so is a stub in a unit test.
+func ExampleAsk() {
+	driver := stubDriver(func(_ context.Context, msg any) (any, error) {
+		return Chunk{Index: msg.(Chunk).Index + 1}, nil
+	})
+	next, err := plugin.Ask[Chunk](context.Background(), driver, Chunk{Index: 41})
+	fmt.Println(next.Index, err)
+
+	// A reply of another type is an error, not a panic.
+	_, err = plugin.Ask[string](context.Background(), driver, Chunk{})
+	fmt.Println(plugin.CodeOf(err))
+	// Output:
+	// 42 <nil>
+	// invalid_argument
+}
+
+// Errors keep their code through wrapping, and match the runtime's
+// sentinels and context errors with errors.Is.
+func ExampleCodeOf() {
+	notFound := fmt.Errorf("lookup: %w", plugin.NewError(plugin.CodeNotFound, "no such key"))
+	fmt.Println(plugin.CodeOf(notFound))
+
+	closed := plugin.Errorf(plugin.CodeUnavailable, "driver: %w", plugin.ErrClosed)
+	fmt.Println(plugin.CodeOf(closed), errors.Is(closed, plugin.ErrClosed))
+
+	// A deadline that expired on the other side matches
+	// context.DeadlineExceeded too.
+	late := plugin.NewError(plugin.CodeDeadlineExceeded, "too slow")
+	fmt.Println(errors.Is(late, context.DeadlineExceeded), plugin.IsRemote(late))
+
+	fmt.Println(plugin.CodeOf(context.Canceled), plugin.CodeOf(errors.New("plain")), plugin.CodeOf(nil))
+	// Output:
+	// not_found
+	// unavailable true
+	// true false
+	// canceled unknown ok
+}
+
+// Conf reads typed values with a default for keys that are not set, and
+// prints secret values redacted.
+func ExampleConf() {
+	c := plugin.NewConf(map[string]string{"batch.size": "64", "flush": "250ms", "db.password": "hunter2"})
+	size, err := c.Int("batch.size", 16)
+	fmt.Println(size, err)
+	retries, err := c.Int("retries", 3)
+	fmt.Println(retries, err)
+	flush, err := c.Duration("flush", time.Second)
+	fmt.Println(flush, err)
+	fmt.Println(c)
+	// Output:
+	// 64 <nil>
+	// 3 <nil>
+	// 250ms <nil>
+	// map[batch.size:64 db.password:[redacted] flush:250ms]
 }

@@ -29,15 +29,19 @@ import (
 // the receiver cannot decode the message and drops it (an Ask fails with
 // CodeInvalidArgument), so put such maps in fields of their own type.
 // RegisterMessage panics if T or its name is already registered to
-// something else, or if T is a struct whose fields are all unexported
-// (it would arrive as its zero value). It is safe for concurrent use.
+// something else, if T is an interface type or a proto message type that
+// is not a pointer (register *pb.Event, not pb.Event), or if T is a struct
+// whose fields are all unexported (it would arrive as its zero value).
+// Registering the same type under the same name again does nothing. It is
+// safe for concurrent use.
 func RegisterMessage[T any]() {
 	t := reflect.TypeFor[T]()
 	RegisterMessageName[T](codec.NameOf(t))
 }
 
 // RegisterMessageName is RegisterMessage with an explicit wire name, for
-// types that must keep their name when moved or renamed.
+// types that must keep their name when moved or renamed. It panics as
+// RegisterMessage does, and on an empty name.
 func RegisterMessageName[T any](name string) {
 	if err := codec.Register(reflect.TypeFor[T](), name); err != nil {
 		panic(fmt.Sprintf("plugin.RegisterMessage: %v", err))

@@ -180,8 +180,16 @@ type SendWindowed interface {
 
 // TaskListener is implemented by executor plugins that watch tasks (Spark
 // 3.1 onTaskStart, onTaskSucceeded, onTaskFailed). The hooks run on the
-// task's goroutine, around the task; a panic or error in a hook is logged
-// and never fails the task.
+// task's goroutine, with the task's ctx, around each attempt:
+//  1. OnTaskStart, for each listening plugin in plugin-list order;
+//  2. the task function;
+//  3. OnTaskSucceeded, or OnTaskFailed with the attempt's error, for each
+//     listening plugin in plugin-list order, even when an OnTaskStart
+//     panicked.
+//
+// An executor runs up to ember.ConfExecutorSlots tasks at once, so the
+// hooks are called concurrently and must be safe for concurrent use. A
+// panic in a hook is logged and never fails the task.
 type TaskListener interface {
 	OnTaskStart(ctx context.Context, t TaskInfo)
 	OnTaskSucceeded(ctx context.Context, t TaskInfo)

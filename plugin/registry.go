@@ -38,7 +38,9 @@ func Register(p Plugin) {
 	registry[name] = p
 }
 
-// Lookup returns the registered plugin called name.
+// Lookup returns the registered plugin called name, or, when there is
+// none, an error that names the registered ones (a forgotten import is the
+// usual cause). It is safe for concurrent use.
 func Lookup(name string) (Plugin, error) {
 	registryMu.RLock()
 	defer registryMu.RUnlock()
