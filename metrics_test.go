@@ -361,6 +361,32 @@ func TestAuthFailuresServedFromTheStart(t *testing.T) {
 	}
 }
 
+// The same holds for the limits an executor counts, shipped to the
+// driver: an executor's first send_window or lane_queue hit must show as
+// an increase, so its series are served at 0 from the executor's first
+// shipment. They used to be born at 1, with the first hit.
+func TestExecutorLimitHitsServedFromTheStart(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
+		Plugins: []plugin.Plugin{fakePlugin{name: "p", newDriver: func() plugin.DriverPlugin { return &fakeDriver{} }}},
+		Conf:    map[string]string{ember.ConfMetricsInterval: "20ms"}})
+	limits := []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow"}
+	embertest.WaitFor(t, "the executor's ember_limit_hits_total series in /metrics", func() bool {
+		fams := scrape(t, c.Driver.MetricsURL())
+		for _, limit := range limits {
+			if absent(fams, "ember_limit_hits_total", map[string]string{"executor": "1", "limit": limit}) {
+				return false
+			}
+		}
+		return true
+	})
+	fams := scrape(t, c.Driver.MetricsURL())
+	for _, limit := range limits {
+		if got, _ := value(fams, "ember_limit_hits_total", map[string]string{"executor": "1", "limit": limit}); got != 0 {
+			t.Errorf("ember_limit_hits_total{executor=\"1\",limit=%q}: got %v, want 0", limit, got)
+		}
+	}
+}
+
 // absent reports whether fams has no metric named name whose labels
 // include want.
 func absent(fams map[string]*dto.MetricFamily, name string, want map[string]string) bool {

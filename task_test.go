@@ -1049,6 +1049,38 @@ func TestTaskCallingGoexitFails(t *testing.T) {
 	}
 }
 
+// goexitHook's OnTaskStart ends the task's goroutine, as t.Fatal in a
+// test's plugin does.
+type goexitHook struct{ fakeExecutor }
+
+func (goexitHook) OnTaskStart(context.Context, plugin.TaskInfo)         { runtime.Goexit() }
+func (goexitHook) OnTaskSucceeded(context.Context, plugin.TaskInfo)     {}
+func (goexitHook) OnTaskFailed(context.Context, plugin.TaskInfo, error) {}
+
+// An OnTaskStart hook that calls runtime.Goexit ends the attempt before
+// its task runs. The attempt's error names the plugin and the hook: it
+// used to blame the task ("task exited its goroutine ... t.Fatal in a
+// task?"), whose code never ran, sending its author to the wrong place.
+func TestGoexitInStartHookNamesTheHook(t *testing.T) {
+	p := fakePlugin{name: "fatal-hook", newExecutor: func() plugin.ExecutorPlugin { return &goexitHook{} }}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
+		Plugins: []plugin.Plugin{p},
+		Conf:    map[string]string{ember.ConfMaxTaskFailures: "1"}})
+	_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
+	var te *ember.TaskError
+	if !errors.As(err, &te) {
+		t.Fatalf("Map: got %v, want a *TaskError", err)
+	}
+	if got, want := plugin.CodeOf(te.Cause), plugin.CodeInternal; got != want {
+		t.Errorf("cause code: got %v, want %v", got, want)
+	}
+	for _, want := range []string{`plugin "fatal-hook"`, "OnTaskStart"} {
+		if !strings.Contains(te.Cause.Error(), want) {
+			t.Errorf("cause: got %q, want it to name %s", te.Cause, want)
+		}
+	}
+}
+
 // tallyPlugin's executor side is what its tasks find through
 // TaskContext.Plugin.
 type tallyPlugin struct{}

@@ -189,7 +189,10 @@ type SendWindowed interface {
 //
 // An executor runs up to ember.ConfExecutorSlots tasks at once, so the
 // hooks are called concurrently and must be safe for concurrent use. A
-// panic in a hook is logged and never fails the task.
+// panic in a hook is logged and never fails the task. A hook that ends the
+// goroutine instead (runtime.Goexit: t.Fatal in a test's plugin) ends the
+// task's with it: in OnTaskStart, the task does not run and the attempt
+// fails with CodeInternal, naming the plugin and hook.
 type TaskListener interface {
 	OnTaskStart(ctx context.Context, t TaskInfo)
 	OnTaskSucceeded(ctx context.Context, t TaskInfo)

@@ -83,7 +83,13 @@ type taskOutcome struct {
 
 // errGoexit is the error of an attempt whose task ended its goroutine with
 // runtime.Goexit: a failure, like a panic.
-func errGoexit(info plugin.TaskInfo) error {
+//
+// hookPlugin names the plugin whose OnTaskStart hook called it, if one
+// did: the task then never ran, and the error must not blame it.
+func errGoexit(info plugin.TaskInfo, hookPlugin string) error {
+	if hookPlugin != "" {
+		return plugin.NewError(plugin.CodeInternal, fmt.Sprintf("plugin %q's OnTaskStart hook exited the goroutine of task %q (runtime.Goexit: t.Fatal or t.FailNow in a hook?) before the task ran", hookPlugin, info.TaskName))
+	}
 	return plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q exited its goroutine (runtime.Goexit: t.Fatal or t.FailNow in a task?) without returning", info.TaskName))
 }
 
@@ -97,9 +103,10 @@ func errGoexit(info plugin.TaskInfo) error {
 // deferred: a task or OnTaskStart hook calling runtime.Goexit fails the
 // attempt with errGoexit, and the closing hooks see that.
 func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte, res *taskOutcome) {
+	inHook := "" // the plugin whose OnTaskStart hook runs, for errGoexit
 	defer func() {
 		if !res.set {
-			res.err, res.set = errGoexit(info), true
+			res.err, res.set = errGoexit(info, inHook), true
 		}
 		err := res.err
 		for _, e := range x.listeners {
@@ -111,8 +118,10 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte,
 		}
 	}()
 	for _, e := range x.listeners {
+		inHook = e.name
 		e.hook("OnTaskStart", func() { e.taskListener.OnTaskStart(ctx, info) })
 	}
+	inHook = ""
 	out, err := x.callTask(ctx, info, in)
 	// An output too large to send fails the attempt, before the hooks
 	// (they used to run OnTaskSucceeded for it).

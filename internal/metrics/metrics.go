@@ -311,6 +311,10 @@ func CompareIDs(a, b string) int {
 // with executor="driver").
 var driverLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow", "outstanding_asks", "handshake_timeout", "max_executors"}
 
+// ExecutorLimits are the limits an executor can hit (its own
+// ember_limit_hits_total, shipped to the driver).
+var ExecutorLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow"}
+
 // NewLimitHits returns the counter of limits hit, labelled by limit and
 // executor ("driver" on the driver). Driver and executors create it with
 // the same name and help so that /metrics merges them into one family.
