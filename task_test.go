@@ -1230,3 +1230,22 @@ func TestPermanentMark(t *testing.T) {
 		t.Errorf("text: got %q, want %q", got, want)
 	}
 }
+
+// A task hook that panics does so for every task: its stacks are logged
+// within the plugin's budget (ten a minute per executor), not one per
+// task, and every task still runs.
+func TestTaskHookPanicsLoggedWithinBudget(t *testing.T) {
+	var hc hookCounter
+	var logs logtest.Buffer
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Plugins: []plugin.Plugin{hookPlugin(&hc, true)}})
+	if _, err := ember.Map(testCtx(t), c.Driver, double, make([]int, 30)); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "task hook panicked"); n != 10 {
+		t.Errorf("30 panicking OnTaskStart hooks logged %d times, want 10", n)
+	}
+	if n := strings.Count(logs.String(), "more panics of this plugin's task hooks are held back"); n != 1 {
+		t.Errorf("the notice that more are held back: logged %d times, want once", n)
+	}
+}

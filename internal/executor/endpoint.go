@@ -37,6 +37,8 @@ type endpoint struct {
 	// (WELCOME): Ask and Send fail at the call, rather than a Send being
 	// dropped there. Set before Init.
 	noDriverSide bool
+	// hookPanics bounds the panics of its task hooks logged (see hook).
+	hookPanics rpc.LogBudget
 }
 
 // errNoDriverSide is what Ask and Send of a plugin with no driver side

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -195,11 +196,24 @@ func (x *Executor) Plugin(name string) plugin.ExecutorPlugin {
 	return nil
 }
 
-// hook runs one task hook, logging a panic instead of propagating it.
+// hook runs one task hook, logging a panic instead of propagating it:
+// with its stack, within the plugin's budget (rpc.LogBudget), since a hook
+// that panics does so for every task.
 func (e *endpoint) hook(name string, fn func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			e.log.Error("task hook panicked; the task is not affected", "hook", name, "panic", r, "stack", string(debug.Stack()))
+			ok, held, last := e.hookPanics.Take(time.Now())
+			if !ok {
+				return
+			}
+			args := []any{"hook", name, "panic", r, "stack", string(debug.Stack())}
+			if held > 0 {
+				args = append(args, "held_back", held)
+			}
+			e.log.Error("task hook panicked; the task is not affected", args...)
+			if last {
+				e.log.Error("more panics of this plugin's task hooks are held back until a minute has passed; the next one says how many (held_back)", "per_minute", rpc.LogBurst)
+			}
 		}
 	}()
 	fn()

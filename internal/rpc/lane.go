@@ -139,7 +139,7 @@ type Lane struct {
 	repliedToSends sync.Map
 	// sentWarnings bounds the warnings about sent messages the lane
 	// could not run (see Dispatch).
-	sentWarnings logBudget
+	sentWarnings LogBudget
 	// In a lane of several workers (see admitLocked): members are the
 	// connections with items running, held or an event waiting or
 	// running; ready are held items free to run, taken before the queue.

@@ -7,41 +7,43 @@ import (
 	"time"
 )
 
-// logBudget bounds the warnings a lane logs about the sent messages it
-// could not run: those its plugin's Receive failed, and those it could not
-// decode. Their senders are not told, so each used to be a Warn line, and
-// a Receive that fails every message (a default case returning an error)
-// logged a line per message, at the rate they arrived. It allows
-// logBurst lines per logWindow; the first line of a later window says how
-// many were held back. Metrics, where the side keeps them, count every one.
-type logBudget struct {
+// LogBudget bounds how often one kind of line is logged when what it
+// reports can recur at the rate of messages or tasks: a lane's warnings
+// about the sent messages it could not run (those its plugin's Receive
+// failed, and those it could not decode; a Receive that fails every
+// message, a default case returning an error, logged a line per message),
+// or a plugin's task hook panicking on every task. It allows LogBurst
+// lines per LogWindow; the first line of a later window says how many
+// were held back. Metrics, where the side keeps them, count every one.
+// The zero value is ready; it is safe for concurrent use.
+type LogBudget struct {
 	mu    sync.Mutex // protects the following fields
 	start time.Time  // of the current window
 	lines int        // logged in the current window
 	held  int        // held back since the last line logged
 }
 
-// The budget of a lane's warnings about sent messages.
+// A LogBudget's allowance.
 const (
-	logBurst  = 10
-	logWindow = time.Minute
+	LogBurst  = 10
+	LogWindow = time.Minute
 )
 
-// take reports whether one more line may be logged at now, how many were
+// Take reports whether one more line may be logged at now, how many were
 // held back before it, and whether it is the window's last.
-func (b *logBudget) take(now time.Time) (ok bool, held int, last bool) {
+func (b *LogBudget) Take(now time.Time) (ok bool, held int, last bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.lines == 0 || now.Sub(b.start) >= logWindow {
+	if b.lines == 0 || now.Sub(b.start) >= LogWindow {
 		b.start, b.lines = now, 0
 	}
-	if b.lines >= logBurst {
+	if b.lines >= LogBurst {
 		b.held++
 		return false, 0, false
 	}
 	b.lines++
 	held, b.held = b.held, 0
-	return true, held, b.lines == logBurst
+	return true, held, b.lines == LogBurst
 }
 
 // warnSent logs msg, about a sent message of pluginName's, within the
@@ -52,7 +54,7 @@ func warnSent(ctx context.Context, log *slog.Logger, pluginName, msg string, arg
 		log.Warn(msg, args...)
 		return
 	}
-	ok, held, last := l.sentWarnings.take(time.Now())
+	ok, held, last := l.sentWarnings.Take(time.Now())
 	if !ok {
 		return
 	}
@@ -62,6 +64,6 @@ func warnSent(ctx context.Context, log *slog.Logger, pluginName, msg string, arg
 	log.Warn(msg, args...)
 	if last {
 		log.Warn("more warnings about sent messages this plugin could not run are held back until a minute has passed; the next one says how many (held_back)",
-			"plugin", pluginName, "per_minute", logBurst)
+			"plugin", pluginName, "per_minute", LogBurst)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// A lane logs logBurst warnings about sent messages per logWindow, the
+// A lane logs LogBurst warnings about sent messages per LogWindow, the
 // last saying that more are held back, and the first of the next window
 // says how many were.
 func TestLogBudget(t *testing.T) {
@@ -15,23 +15,23 @@ func TestLogBudget(t *testing.T) {
 		held int
 		last bool
 	}
-	var b logBudget
+	var b LogBudget
 	steps := []struct {
 		at   time.Duration
 		n    int // calls at at
 		want want
 	}{
-		{0, logBurst - 1, want{true, 0, false}},
+		{0, LogBurst - 1, want{true, 0, false}},
 		{time.Second, 1, want{true, 0, true}},
 		{2 * time.Second, 5, want{false, 0, false}},
-		{logWindow - time.Nanosecond, 1, want{false, 0, false}},
-		{logWindow, 1, want{true, 6, false}}, // a new window: six held back
-		{logWindow + time.Second, 1, want{true, 0, false}},
-		{3 * logWindow, 1, want{true, 0, false}},
+		{LogWindow - time.Nanosecond, 1, want{false, 0, false}},
+		{LogWindow, 1, want{true, 6, false}}, // a new window: six held back
+		{LogWindow + time.Second, 1, want{true, 0, false}},
+		{3 * LogWindow, 1, want{true, 0, false}},
 	}
 	for _, s := range steps {
 		for i := range s.n {
-			ok, held, last := b.take(t0.Add(s.at))
+			ok, held, last := b.Take(t0.Add(s.at))
 			if got := (want{ok, held, last}); got != s.want {
 				t.Fatalf("take at %v (call %d): got %+v, want %+v", s.at, i+1, got, s.want)
 			}

@@ -582,7 +582,7 @@ func TestDispatchReplyToSendLoggedOnce(t *testing.T) {
 	}
 }
 
-// A Receive that fails every sent message is logged logBurst times per
+// A Receive that fails every sent message is logged rpc.LogBurst times per
 // minute and lane, not once per message: a plugin's default case
 // returning an error logged a line per message, at the rate messages
 // arrived. Another lane (another plugin) has a budget of its own.
