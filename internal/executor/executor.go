@@ -327,7 +327,33 @@ func Run(ctx context.Context, cfg Config) error {
 		err = x.init(ictx)
 		icancel()
 	}
+	// Released by the driver (STOP) while its plugins' Init ran, which
+	// ended Init's ctx: a release, not an Init failure (the driver
+	// function returned as this executor joined). The plugins initialised
+	// have shut down (init); the executor answers STOP below, with
+	// STOPPED, as a released one does, and Run returns nil once the
+	// driver ends the stream. A failed READY instead made the driver log
+	// an executor that failed to initialise, and Run fail with Init's
+	// ctx error: its process exited 1, for a supervisor to restart.
+	released := false
+	if err != nil && ctx.Err() == nil {
+		select {
+		case <-x.stop:
+			x.log.Info("released by the driver during its plugins' Init", "err", err)
+			err, released = nil, true
+		default:
+		}
+	}
 	if err != nil {
+		select {
+		case <-x.conn.Done():
+			if ctx.Err() == nil {
+				// The driver went away during Init, which ended Init's
+				// ctx: a lost driver, as once ready, not an Init failure.
+				return fmt.Errorf("executor %s: %w during its plugins' Init: %v (%v)", x.id, ErrDriverLost, x.conn.Err(), err)
+			}
+		default:
+		}
 		if ctx.Err() != nil {
 			// Stopped by its ctx during Init (which failed of that,
 			// most likely): told to the driver as a stop, as the func
@@ -354,7 +380,9 @@ func Run(ctx context.Context, cfg Config) error {
 	// whose final sends reach the driver. Untied after READY, a ctx
 	// ending in between canceled the stream, and they were lost.
 	untie()
-	_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
+	if !released {
+		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
+	}
 	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
 	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
 		interval = time.Second
@@ -435,7 +463,11 @@ func Run(ctx context.Context, cfg Config) error {
 		code, msg := rpc.ErrorParts(err)
 		stopped.Code, stopped.Error = uint32(code), msg
 	}
-	_ = x.conn.SendControl(stopped)
+	// SendLast: a Send or Ask that checked before STOPPED was queued (one
+	// waiting for its plugin's window, say, or for room in the queue)
+	// fails rather than follow it, since the driver takes nothing after
+	// STOPPED. Task results and replies still go.
+	_ = x.conn.SendLast(stopped, plugin.Errorf(plugin.CodeUnavailable, "executor %s has stopped: its plugins have shut down: %w", x.id, plugin.ErrClosed))
 	// The driver closes the stream once it has everything: after every
 	// executor's STOPPED (or its wait for them, ShutdownTimeout) and after
 	// its lanes have run what they sent (ShutdownTimeout more). Waiting

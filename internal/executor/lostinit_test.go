@@ -1,0 +1,37 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/plugin"
+)
+
+// An executor whose driver goes away while its plugins' Init waits on its
+// ctx has lost its driver: Run's error wraps ErrDriverLost, as Run's doc
+// says, and as it does once the executor is ready. It used to be Init's
+// ctx error alone, read as a plugin that failed to initialise.
+func TestDriverLostDuringInit(t *testing.T) {
+	initing := make(chan struct{})
+	p := testPlugin{name: "p", ep: &funcExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+		close(initing)
+		<-ctx.Done()
+		return ctx.Err()
+	}}}
+	d := newFakeDriver(t, []string{"p"}, 0)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p},
+			Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
+	}()
+	<-initing
+	d.mu.Lock()
+	d.conn.Close(errors.New("driver gone"))
+	d.mu.Unlock()
+	if err := <-runErr; !errors.Is(err, ErrDriverLost) {
+		t.Errorf("Run: got %v, want an error wrapping ErrDriverLost", err)
+	}
+}

@@ -1,0 +1,98 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// A Send waiting for its plugin's window when the executor is released
+// cannot go once STOPPED has: the driver takes nothing after it. It
+// fails, Unavailable (ErrClosed), when the window opens after STOPPED.
+// It used to return nil, and its SEND followed STOPPED.
+func TestSendWaitingForItsWindowAtStopFails(t *testing.T) {
+	initialised := make(chan plugin.ExecutorContext, 1)
+	p := testPlugin{name: "p", ep: &funcExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+		initialised <- pc
+		return nil
+	}}}
+	d := newFakeDriver(t, []string{"p"}, 1) // a one-byte window: one SEND at a time
+	reg := prometheus.NewRegistry()
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p}, Registry: reg,
+			Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
+	}()
+	pc := <-initialised
+	d.waitFor(wire.Kind_KIND_READY, 0)
+	if err := pc.Send(context.Background(), note{"first"}); err != nil { // overdraws the window
+		t.Fatalf("first Send: %v", err)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- pc.Send(context.Background(), note{"second"}) }()
+	waitUntil(t, "the second Send to wait for its window", func() bool {
+		return limitHits(t, reg, "send_window") > 0
+	})
+
+	d.send(&wire.Frame{Kind: wire.Kind_KIND_STOP})
+	stopped := d.waitFor(wire.Kind_KIND_STOPPED, 0)
+	d.grant(0) // the window opens after STOPPED
+
+	err := <-sent
+	if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) {
+		t.Errorf("Send waiting at STOPPED: got %v, want Unavailable (ErrClosed)", err)
+	}
+	if err == nil {
+		d.waitFor(wire.Kind_KIND_SEND, stopped) // on its way: checked below
+	}
+	d.release()
+	if err := <-runErr; err != nil {
+		t.Errorf("Run: got %v, want nil (released)", err)
+	}
+	if i := slices.Index(d.kinds()[stopped+1:], wire.Kind_KIND_SEND); i >= 0 {
+		t.Errorf("frames from the executor: %v; a SEND follows STOPPED", d.kinds())
+	}
+}
+
+// limitHits returns the executor's ember_limit_hits_total for limit,
+// from reg.
+func limitHits(t *testing.T, reg *prometheus.Registry, limit string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Error(err)
+	}
+	var n float64
+	for _, f := range fams {
+		if f.GetName() != "ember_limit_hits_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "limit" && l.GetValue() == limit {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
+}
+
+// waitUntil polls cond until it holds, failing the test after 20s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 20s waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
