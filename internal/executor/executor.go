@@ -350,7 +350,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if ctx.Err() == nil {
 				// The driver went away during Init, which ended Init's
 				// ctx: a lost driver, as once ready, not an Init failure.
-				return fmt.Errorf("executor %s: %w during its plugins' Init: %v (%v)", x.id, ErrDriverLost, x.conn.Err(), err)
+				return fmt.Errorf("executor %s: %w during its plugins' Init: %w (%v)", x.id, ErrDriverLost, x.conn.Err(), err)
 			}
 		default:
 		}
@@ -426,7 +426,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if stopped != nil {
 			return fmt.Errorf("executor %s: stopped as it became ready: %w", x.id, stopped)
 		}
-		return fmt.Errorf("executor %s: %w: %v", x.id, ErrDriverLost, x.conn.Err())
+		return fmt.Errorf("executor %s: %w: %w", x.id, ErrDriverLost, x.conn.Err())
 	case <-ctx.Done():
 		// Stopping on its own (its process was told to, say). The
 		// results of the tasks it cuts short (ExecutorStopping: the

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -33,5 +34,25 @@ func TestDriverLostDuringInit(t *testing.T) {
 	d.mu.Unlock()
 	if err := <-runErr; !errors.Is(err, ErrDriverLost) {
 		t.Errorf("Run: got %v, want an error wrapping ErrDriverLost", err)
+	}
+}
+
+// A driver lost once the executor is ready: Run's error wraps
+// ErrDriverLost and keeps the connection's error, code included
+// (plugin.CodeOf gave Unknown: the connection's error was only text).
+func TestDriverLostAfterReady(t *testing.T) {
+	d := newFakeDriver(t, []string{"p"}, 0)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{testPlugin{name: "p", ep: &funcExecutor{}}},
+			Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
+	}()
+	d.waitFor(wire.Kind_KIND_READY, 0)
+	d.mu.Lock()
+	d.conn.Close(errors.New("driver gone"))
+	d.mu.Unlock()
+	err := <-runErr
+	if !errors.Is(err, ErrDriverLost) || plugin.CodeOf(err) != plugin.CodeUnavailable {
+		t.Errorf("Run: got %v (code %v), want an error wrapping ErrDriverLost, with code unavailable", err, plugin.CodeOf(err))
 	}
 }
