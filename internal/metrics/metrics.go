@@ -486,19 +486,54 @@ func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
 // Describe on a goroutine of its own too. A prometheus.CollectorFunc
 // describes itself by collecting (DescribeByCollect), on yet another
 // goroutine, out of reach here: it is described through collect instead.
+// A metric named in Ember's namespace (ember_) is refused the same way: on
+// an executor nothing else would stop it, and the driver would serve it in
+// Ember's own family, under its help text.
 func (c *recoveringCollector) Describe(ch chan<- *prometheus.Desc) {
 	var p any
 	if _, ok := c.Collector.(prometheus.CollectorFunc); ok {
-		p = c.collect(func(m prometheus.Metric) { ch <- m.Desc() })
+		p = c.collect(func(m prometheus.Metric) { ch <- c.checkName(m.Desc()) })
 	} else {
-		func() {
+		inner := make(chan *prometheus.Desc)
+		go func() {
+			defer close(inner)
 			defer func() { p = recover() }()
-			c.Collector.Describe(ch)
+			c.Collector.Describe(inner)
 		}()
+		for d := range inner {
+			ch <- c.checkName(d)
+		}
 	}
 	if p != nil {
 		ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, p))
 	}
+}
+
+// checkName returns d, or an invalid descriptor saying why if d's metric
+// is named in Ember's namespace.
+func (c *recoveringCollector) checkName(d *prometheus.Desc) *prometheus.Desc {
+	if name := descName(d); strings.HasPrefix(name, reservedPrefix) {
+		return prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: metric %s: the %s prefix is Ember's own (prefix yours with the plugin's name)", c.plugin, name, reservedPrefix))
+	}
+	return d
+}
+
+// reservedPrefix begins the names of Ember's own metrics.
+const reservedPrefix = "ember_"
+
+// descName returns the metric name d describes, read from its String
+// (Desc keeps it unexported); "" if that cannot be read.
+func descName(d *prometheus.Desc) string {
+	s, ok := strings.CutPrefix(d.String(), "Desc{fqName: ")
+	if !ok {
+		return ""
+	}
+	q, err := strconv.QuotedPrefix(s)
+	if err != nil {
+		return ""
+	}
+	name, _ := strconv.Unquote(q)
+	return name
 }
 
 // collect runs the plugin's Collect on a goroutine of its own, where its

@@ -329,6 +329,36 @@ func TestPluginRegistererConstLabel(t *testing.T) {
 	}
 }
 
+// A plugin's metric named in Ember's namespace is refused, however it is
+// described: on an executor nothing stopped it, and the driver served it
+// in Ember's own family (ember_tasks_total, under a plugin's help text).
+// Names that merely contain "ember" are the plugin's.
+func TestPluginRegistererRefusesEmberNames(t *testing.T) {
+	desc := prometheus.NewDesc("ember_tasks_total", "h", nil, nil)
+	tests := []struct {
+		name    string
+		c       prometheus.Collector
+		wantErr bool
+	}{
+		{"counter", prometheus.NewCounter(prometheus.CounterOpts{Name: "ember_tasks_total", Help: "h"}), true},
+		{"namespace option", prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ember", Name: "x_total", Help: "h"}), true},
+		{"collector func", prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, 1)
+		}), true},
+		{"custom collector", panicky{desc}, true},
+		{"the plugin's own", prometheus.NewCounter(prometheus.CounterOpts{Name: "crawl_ember_total", Help: "h"}), false},
+		{"embers", prometheus.NewCounter(prometheus.CounterOpts{Name: "embers_total", Help: "h"}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := PluginRegisterer(prometheus.NewRegistry(), "crawl", "3").Register(tt.c)
+			if tt.wantErr != (err != nil) || err != nil && !strings.Contains(err.Error(), "the ember_ prefix is Ember's own") {
+				t.Errorf("Register: got %v, want an error: %v (saying the ember_ prefix is Ember's own)", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 // panicky is a collector that sends one metric, then panics in Collect.
 type panicky struct{ desc *prometheus.Desc }
 
