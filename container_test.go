@@ -191,7 +191,9 @@ func TestContextAccessors(t *testing.T) {
 
 // What a plugin does wrong is logged with its name once: the executor's
 // logs used to carry plugin=NAME twice, from the plugin's own logger and
-// from the call that logged.
+// from the call that logged. The driver's line names the executor whose
+// message its plugin handled as the sender: executor=1 read as if the
+// executor had panicked.
 func TestPluginLogsNameThePluginOnce(t *testing.T) {
 	panicked := make(chan struct{}, 2)
 	p, dc, ec := receivingPlugin("clumsy", func(context.Context, any) (any, error) {
@@ -212,7 +214,7 @@ func TestPluginLogsNameThePluginOnce(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	lines := 0
+	lines, driverLines := 0, 0
 	for line := range strings.Lines(logs.String()) {
 		if !strings.Contains(line, "plugin panicked") {
 			continue
@@ -221,9 +223,15 @@ func TestPluginLogsNameThePluginOnce(t *testing.T) {
 		if n := strings.Count(line, " plugin=clumsy"); n != 1 {
 			t.Errorf("plugin=clumsy %d times in %q", n, line)
 		}
+		if strings.Contains(line, " sender=1") {
+			driverLines++
+			if strings.Contains(line, " executor=") {
+				t.Errorf("the driver's line names an executor, as if it had panicked: %q", line)
+			}
+		}
 	}
-	if lines != 2 {
-		t.Errorf("logged panics: got %d, want 2 (driver and executor):\n%s", lines, logs.String())
+	if lines != 2 || driverLines != 1 {
+		t.Errorf("logged panics: got %d, %d of them naming sender=1; want 2 (driver and executor), the driver's naming the sender:\n%s", lines, driverLines, logs.String())
 	}
 }
 

@@ -160,9 +160,13 @@ type execState struct {
 	// with askCtx.
 	handlers []handlerCtxs
 	log      *slog.Logger // the driver's, with the executor's ID
-	info     plugin.ExecutorInfo
-	conn     *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
-	ready    bool
+	// senderLog is the driver's, naming the executor as the sender of
+	// the message a driver plugin's Receive handles: its lines are about
+	// the driver's plugin (a panic in its Receive), not the executor.
+	senderLog *slog.Logger
+	info      plugin.ExecutorInfo
+	conn      *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
+	ready     bool
 	// initFailed: its READY reported its plugins' Init failing (logged
 	// then); set under Driver.mu.
 	initFailed bool
@@ -848,10 +852,11 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	d.nextID++
 	id := strconv.Itoa(d.nextID)
 	es := &execState{
-		ctx:     senderContext(d.ctx, id),
-		log:     d.log.With("executor", id),
-		info:    plugin.ExecutorInfo{ID: id, Host: hello.Hostname, PID: int(hello.Pid)},
-		stopped: make(chan struct{}),
+		ctx:       senderContext(d.ctx, id),
+		log:       d.log.With("executor", id),
+		senderLog: d.log.With("sender", id),
+		info:      plugin.ExecutorInfo{ID: id, Host: hello.Hostname, PID: int(hello.Pid)},
+		stopped:   make(chan struct{}),
 	}
 	d.execs[id] = es
 	d.listProcessLocked(es)

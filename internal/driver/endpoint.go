@@ -207,7 +207,7 @@ func (e *endpoint) run(it rpc.Item) {
 		}
 	}()
 	hc := es.handlers[e.idx]
-	o := rpc.Dispatch(hc.send, hc.ask, es.log, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
+	o := rpc.Dispatch(hc.send, hc.ask, es.senderLog, e.name, it, e.d.maxMsg(), timed, e.dp.Receive)
 	returned = true
 	switch {
 	case o.Undecodable && !ask:

@@ -181,7 +181,7 @@ func memberDriver(t *testing.T, log *slog.Logger) (*Driver, *membership, *execSt
 // the handshake would make it, but with no connection and ctxs of the
 // test's own.
 func testExecState(d *Driver, info plugin.ExecutorInfo) *execState {
-	es := &execState{ctx: context.Background(), askCtx: context.Background(), log: d.log, info: info, stopped: make(chan struct{})}
+	es := &execState{ctx: context.Background(), askCtx: context.Background(), log: d.log, senderLog: d.log, info: info, stopped: make(chan struct{})}
 	d.markHandlers(es)
 	return es
 }
