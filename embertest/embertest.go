@@ -26,9 +26,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/signal"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,6 +113,8 @@ type Cluster struct {
 // executors are ready and returns the cluster. It fails t if start-up
 // fails. Close shuts it down; so does a cleanup registered with t, which
 // fails t if the shutdown fails and the test did not call Close itself.
+// A local-cluster executor process stops on its own on SIGTERM or
+// os.Interrupt, as a program whose Run's ctx ends on them does.
 //
 // A nil cfg.ExecutorArgs becomes ExecutorArgs(t), so that a local-cluster
 // executor, the test binary re-executed, runs t alone. (With the binary's
@@ -153,6 +157,15 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 			c.mu.Unlock()
 		},
 	})
+	if _, ok := os.LookupEnv(ember.EnvDriver); ok {
+		// This process is a local-cluster executor, the test binary
+		// re-executed: like a program that follows the README, it stops
+		// on its own on SIGTERM (Run's ctx ends), so that a test can
+		// stop one the way an operator would. The process ends in Run,
+		// so the signals are never given back (stop is not called: it
+		// would end Run's ctx were this function to return early).
+		ctx, _ = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	}
 	started := make(chan *ember.Driver, 1)
 	go func() {
 		defer close(c.done)
