@@ -187,6 +187,9 @@ type SendWindowed interface {
 //     listening plugin in plugin-list order, even when an OnTaskStart
 //     panicked.
 //
+// The attempt's result goes to the driver once the closing hooks have
+// returned, so a slow hook delays its task's Map: keep hooks quick (a
+// Send to the driver only queues; an Ask waits for the reply).
 // An executor runs up to ember.ConfExecutorSlots tasks at once, so the
 // hooks are called concurrently and must be safe for concurrent use. A
 // panic in a hook is logged and never fails the task. A hook that ends the
