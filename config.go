@@ -98,12 +98,12 @@ type Config struct {
 	// executors take them from the driver when they connect.
 	SendWindow int
 	// HeartbeatInterval is how often an idle connection proves it is alive
-	// (default 1s); a peer silent for HeartbeatTimeout (default ten
-	// intervals) is declared lost. An idle peer is heard from about once
-	// an interval, so HeartbeatTimeout must be longer than
-	// HeartbeatInterval (Run fails with CodeInvalidArgument otherwise),
-	// and should be several intervals: setting only HeartbeatTimeout below
-	// the default interval of 1s is refused.
+	// (default 1s, at least 1ms); a peer silent for HeartbeatTimeout
+	// (default ten intervals) is declared lost. An idle peer is heard from
+	// about once an interval, so HeartbeatTimeout must be longer than
+	// HeartbeatInterval, and should be several intervals: setting only
+	// HeartbeatTimeout below the default interval of 1s is refused. Run
+	// fails with CodeInvalidArgument for values outside those bounds.
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	// StartTimeout bounds each step of start-up: the driver plugins'
@@ -391,6 +391,25 @@ func (cfg *Config) setDefaults() {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+}
+
+// checkHeartbeat refuses heartbeat settings, after setDefaults, that
+// lose every executor: an interval under a millisecond travels to
+// executors as 0 (WELCOME carries whole milliseconds), so they send no
+// heartbeats and the driver declares each lost within ten intervals; and
+// a timeout no longer than the interval declares an idle peer lost, since
+// an idle peer is heard from about once an interval. Both come of a
+// duration built without its unit (time.Duration(1000) is 1µs) or of
+// setting the timeout alone.
+func checkHeartbeat(cfg Config) error {
+	if cfg.HeartbeatInterval < time.Millisecond {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.HeartbeatInterval=%v: want at least 1ms (a duration without its unit?)", cfg.HeartbeatInterval)
+	}
+	if cfg.HeartbeatTimeout <= cfg.HeartbeatInterval {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.HeartbeatTimeout=%v: want more than Config.HeartbeatInterval (%v), several intervals, or 0 for ten",
+			cfg.HeartbeatTimeout, cfg.HeartbeatInterval)
+	}
+	return nil
 }
 
 // String describes cfg with its secret and secret conf values redacted, so

@@ -128,10 +128,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if cfg.MinExecutors < 0 {
 		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.MinExecutors=%d: want 0 or more", cfg.MinExecutors)
 	}
-	// An idle peer is heard from once an interval: a timeout no longer
-	// than that declares every idle executor lost, with no error from Run.
-	if cfg.HeartbeatTimeout <= cfg.HeartbeatInterval {
-		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.HeartbeatTimeout=%v: want more than HeartbeatInterval (%v), several intervals", cfg.HeartbeatTimeout, cfg.HeartbeatInterval)
+	if err := checkHeartbeat(cfg); err != nil {
+		return err
 	}
 	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
 		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)
