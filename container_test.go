@@ -1214,3 +1214,40 @@ func TestExecutorContextResourcesAreCopies(t *testing.T) {
 		t.Errorf("driver's ExecutorInfo.Resources after an executor plugin edited its copy: got %v, want %v", d, want)
 	}
 }
+
+// A standalone executor started before its driver warns that it cannot
+// connect yet, and says so once it has: the warning used to be its last
+// word while it went on working, and an operator reading its log took it
+// for one still waiting.
+func TestExecutorSaysItConnectedAfterWarning(t *testing.T) {
+	const secret = "connect late secret"
+	addr := freeAddr(t)
+	var logs logtest.Buffer
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	joined := make(chan struct{})
+	execErr := make(chan error, 1)
+	go func() {
+		execErr <- executor.Run(ctx, executor.Config{DriverAddr: addr, Secret: secret, BuildID: "test", Tasks: ember.Tasks(),
+			Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: time.Minute,
+			OnWelcome: func(string) { close(joined) }})
+	}()
+	embertest.WaitFor(t, "the warning", func() bool { return strings.Contains(logs.String(), "cannot connect to the driver yet") })
+	if strings.Contains(logs.String(), "connected to the driver") {
+		t.Fatalf("got %q before the driver started, want no word of a connection", logs.String())
+	}
+	standalone(t, ember.Config{ListenAddr: addr, Secret: secret, BuildID: "test"})
+	select {
+	case <-joined:
+	case err := <-execErr:
+		t.Fatalf("the executor ended before it joined: %v", err)
+	}
+	embertest.WaitFor(t, "the connection logged", func() bool { return strings.Contains(logs.String(), "connected to the driver") })
+	if got := logs.String(); !strings.Contains(got, "executor=1") || !strings.Contains(got, addr) {
+		t.Errorf("got %q, want the connection logged with the executor's ID and the driver's address", got)
+	}
+	cancel()
+	if err := <-execErr; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("executor: got %v, want it stopped by its ctx", err)
+	}
+}

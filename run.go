@@ -513,6 +513,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	cookie, managed := os.LookupEnv(launch.EnvCookie)
 	envSecret, envSecretErr := secretFromEnv()
 	secretFile := secretFileUsed()
+	shadowed, shadowFile := secretFileShadowed(), os.Getenv(EnvSecretFile)
 	// Children of this executor must not inherit executor mode or the
 	// secret.
 	for _, k := range []string{launch.EnvDriver, launch.EnvSecret, launch.EnvCookie, EnvSecretFile} {
@@ -549,6 +550,9 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		if secret == "" {
 			secret = envSecret
 			warnLooseSecretFile(log, secretFile)
+			if shadowed {
+				warnSecretFileShadowed(log, shadowFile)
+			}
 		}
 		if secret == "" && envSecretErr != nil {
 			log.Error("executor: bad secret", "err", envSecretErr)

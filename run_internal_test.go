@@ -80,6 +80,50 @@ func TestSecretFromEnvTrimsLikeTheFile(t *testing.T) {
 	}
 }
 
+// EMBER_SECRET and EMBER_SECRET_FILE both set: EMBER_SECRET wins, and
+// the process says so. A driver or executor given both, holding
+// different secrets, was refused ("check EMBER_SECRET or
+// EMBER_SECRET_FILE") without a word of which one it had used.
+func TestShadowedSecretFileIsWarnedOf(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("file secret 0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name          string
+		secret        string // Config.Secret
+		env, file     string
+		want, wantLog string // the secret; a part of the warning, or "" for none
+	}{
+		{"both", "", "env secret 0123456789abcdef", path, "env secret 0123456789abcdef", "ignoring the file"},
+		{"the file only", "", "", path, "file secret 0123456789abcdef", ""},
+		{"the variable only", "", "env secret 0123456789abcdef", "", "env secret 0123456789abcdef", ""},
+		{"a blank variable", "", "  ", path, "file secret 0123456789abcdef", ""},
+		{"Config.Secret over both", "config secret 0123456789abcdef", "env secret 0123456789abcdef", path, "config secret 0123456789abcdef", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(EnvSecret, tt.env)
+			t.Setenv(EnvSecretFile, tt.file)
+			var logs logtest.Buffer
+			got, err := driverSecret(Config{Secret: tt.secret, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got secret %q, want %q", got, tt.want)
+			}
+			warned := strings.Contains(logs.String(), "both EMBER_SECRET and EMBER_SECRET_FILE are set")
+			if tt.wantLog == "" && warned {
+				t.Errorf("got warning %q, want none", logs.String())
+			}
+			if tt.wantLog != "" && (!warned || !strings.Contains(logs.String(), tt.wantLog) || !strings.Contains(logs.String(), tt.file)) {
+				t.Errorf("got logs %q, want a warning that both are set, naming the file and saying %q", logs.String(), tt.wantLog)
+			}
+		})
+	}
+}
+
 // A client certificate without its key, or a key without its certificate,
 // says which is missing: it used to be "open : no such file or directory".
 func TestClientTLSHalfAKeyPair(t *testing.T) {

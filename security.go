@@ -76,6 +76,9 @@ func driverSecret(cfg Config, standalone bool) (string, error) {
 			return "", err
 		}
 		warnLooseSecretFile(cfg.Logger, secretFileUsed())
+		if secretFileShadowed() {
+			warnSecretFileShadowed(cfg.Logger, os.Getenv(EnvSecretFile))
+		}
 	}
 	if s != "" {
 		if standalone && len(s) < minSecretLen {
@@ -97,6 +100,21 @@ func secretFileUsed() string {
 		return ""
 	}
 	return os.Getenv(EnvSecretFile)
+}
+
+// secretFileShadowed reports whether EMBER_SECRET and EMBER_SECRET_FILE
+// are both set: EMBER_SECRET wins, and the file is not read.
+func secretFileShadowed() bool {
+	return strings.TrimSpace(os.Getenv(EnvSecret)) != "" && os.Getenv(EnvSecretFile) != ""
+}
+
+// warnSecretFileShadowed says that EMBER_SECRET_FILE is ignored for
+// EMBER_SECRET: a process given both, holding different secrets, was
+// refused ("check EMBER_SECRET or EMBER_SECRET_FILE") without a word of
+// which it had used.
+func warnSecretFileShadowed(log *slog.Logger, file string) {
+	log.Warn("both "+EnvSecret+" and "+EnvSecretFile+" are set: using "+EnvSecret+" and ignoring the file; unset one of them",
+		"file", file)
 }
 
 // warnLooseSecretFile warns when the secret file path can be read by

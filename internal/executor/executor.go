@@ -200,7 +200,7 @@ func Run(ctx context.Context, cfg Config) error {
 	types := codec.Names() // what the handshake announces, and the frames' type table
 	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
 	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
-	unreachable()
+	warned := unreachable()
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			// Stopped by its ctx while connecting: a stop, not a failure
@@ -213,6 +213,10 @@ func Run(ctx context.Context, cfg Config) error {
 	x.appID = welcome.AppId
 	x.conf = plugin.NewConf(welcome.Conf)
 	x.log = cfg.Logger.With("executor", x.id)
+	if warned {
+		// The warning was the last word: say that it no longer holds.
+		x.log.Info("connected to the driver", "driver", cfg.DriverAddr)
+	}
 	slots, err := x.conf.Int(ConfSlots, 0)
 	if err != nil {
 		return fmt.Errorf("executor %s: %w", x.id, err)
@@ -664,15 +668,17 @@ func (x *Executor) drain(timeout time.Duration) {
 // fails before it is first up: gRPC retries until ConnectTimeout (a
 // minute by default), so a wrong address or a driver not started would
 // otherwise be a silent wait. It names the failed TLS handshake, if that
-// is what failed (handshakeErr). The returned func stops the watch and
-// waits for it to end.
-func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, handshakeErr func() error) (stop func()) {
+// is what failed (handshakeErr). The returned func stops the watch,
+// waits for it to end, and reports whether it warned.
+func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, handshakeErr func() error) (stop func() (warned bool)) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	var warned bool // written before done is closed
 	go func() {
 		defer close(done)
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
 			if s == connectivity.TransientFailure {
+				warned = true
 				if err := handshakeErr(); err != nil {
 					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
 					return
@@ -685,9 +691,10 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 			}
 		}
 	}()
-	return func() {
+	return func() bool {
 		cancel()
 		<-done
+		return warned
 	}
 }
 
