@@ -4,9 +4,11 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -83,20 +85,23 @@ var ErrDriverLost = errors.New("lost the driver")
 
 // Executor is one running executor. Its methods are safe for concurrent use.
 type Executor struct {
-	cfg       Config
-	log       *slog.Logger
-	id        string
-	appID     string
-	conf      plugin.Conf
-	hostname  string
-	resources map[string]plugin.Resource
-	endpoints []*endpoint
-	conn      *rpc.Conn
-	ctx       context.Context // handler context
-	stop      chan struct{}   // closed when STOP arrives
-	stopOnce  sync.Once
-	listeners []*endpoint // plugins implementing TaskListener, in order
-	limitHits *prometheus.CounterVec
+	cfg      Config
+	log      *slog.Logger
+	id       string
+	appID    string
+	conf     plugin.Conf
+	hostname string
+	// handshakeErr is the latest failed transport handshake with the
+	// driver's address, or nil (handshakeErrors.err).
+	handshakeErr func() error
+	resources    map[string]plugin.Resource
+	endpoints    []*endpoint
+	conn         *rpc.Conn
+	ctx          context.Context // handler context
+	stop         chan struct{}   // closed when STOP arrives
+	stopOnce     sync.Once
+	listeners    []*endpoint // plugins implementing TaskListener, in order
+	limitHits    *prometheus.CounterVec
 	// gatherErr is the last metrics gather error, as text ("<nil>" for
 	// none); only gatherMetrics uses it, from one goroutine at a time.
 	gatherErr string
@@ -198,6 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
+	x.handshakeErr = handshakes.err
 	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
 	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
 	warned := unreachable()
@@ -679,7 +685,12 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
 			if s == connectivity.TransientFailure {
 				warned = true
-				if err := handshakeErr(); err != nil {
+				err := handshakeErr()
+				if errors.Is(err, ErrNotGRPC) {
+					x.log.Warn("cannot connect to the driver yet: "+err.Error()+"; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
+					return
+				}
+				if err != nil {
 					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
 					return
 				}
@@ -704,6 +715,9 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.
+			if herr := x.lastHandshakeErr(); errors.Is(herr, ErrNotGRPC) {
+				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, herr, err)
+			}
 			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 		}
 		return nil, nil, fmt.Errorf("executor: handshake with driver %s: %w", x.cfg.DriverAddr, err)
@@ -763,6 +777,15 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout)
 	}
 	return w, stream, nil
+}
+
+// lastHandshakeErr is the latest failed transport handshake with the
+// driver's address, or nil.
+func (x *Executor) lastHandshakeErr() error {
+	if x.handshakeErr == nil {
+		return nil
+	}
+	return x.handshakeErr()
 }
 
 // verifyWelcome reports whether w carries the driver's proof that it knows
@@ -955,8 +978,52 @@ func (h *handshakeErrors) ClientHandshake(ctx context.Context, authority string,
 	conn, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
 	if err != nil {
 		h.last.Store(&err)
+		return conn, info, err
 	}
-	return conn, info, err
+	plaintext := h.Info().SecurityProtocol == "insecure"
+	return &sniffConn{Conn: conn, last: h.last, plaintext: plaintext}, info, nil
+}
+
+// ErrNotGRPC is in the latest handshake error of an executor whose
+// EMBER_DRIVER names a server that does not speak HTTP/2 (the driver's
+// /metrics address, another web service, any other protocol): gRPC then
+// retries until ConnectTimeout, and says at the end only "frame too
+// large" or "error reading server preface".
+var ErrNotGRPC = errors.New("the server at that address does not speak gRPC")
+
+// errClosedAtOnce is ErrNotGRPC for a plaintext executor whose server
+// closes the connection before sending a byte, as a TLS server does: gRPC
+// says only "error reading server preface: EOF".
+var errClosedAtOnce = fmt.Errorf("%w: it closed the connection before sending anything (a driver with TLS, and this executor without? Set Config.TLS alike in every process, or EMBER_TLS_CA_FILE here)", ErrNotGRPC)
+
+// sniffConn looks at the first bytes the server sends: an HTTP/2 server
+// opens with a SETTINGS frame (type 4, the fourth byte); anything else,
+// or no byte at all over plaintext, is named in a handshake error.
+type sniffConn struct {
+	net.Conn
+	last      *atomic.Pointer[error]
+	plaintext bool
+	seen      atomic.Bool
+}
+
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n == 0 && errors.Is(err, io.EOF) && c.plaintext && !c.seen.Load() {
+		c.seen.Store(true)
+		e := errClosedAtOnce
+		c.last.Store(&e)
+	}
+	if n > 0 && !c.seen.Load() {
+		c.seen.Store(true)
+		// Judged on a first read of at least a frame header's first
+		// four bytes (nearly always): a shorter one is let pass.
+		if n >= 4 && p[3] != 4 {
+			e := fmt.Errorf("%w: it answered %q (is EMBER_DRIVER the driver's /metrics address, or another service's? Point it at the address the driver logs as listening for executors)",
+				ErrNotGRPC, bytes.ToValidUTF8(p[:min(n, 40)], nil))
+			c.last.Store(&e)
+		}
+	}
+	return n, err
 }
 
 func (h *handshakeErrors) Clone() credentials.TransportCredentials {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -78,6 +80,74 @@ func TestUnreachableDriverError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no handshake with driver "+addr) ||
 		!strings.Contains(err.Error(), "is it running, at that address?") || errors.Is(err, ErrDriverLost) {
 		t.Errorf("Run: got %v, want no handshake with %s, asking whether it runs there, and not ErrDriverLost", err, addr)
+	}
+}
+
+// An executor whose EMBER_DRIVER names a server that does not speak gRPC
+// says so in its first warning and in its error: one that answers in
+// HTTP/1 (the driver's /metrics address, say) is quoted, and one that
+// closes the connection at once (a TLS driver, to a plaintext executor)
+// is taken for a TLS driver. It used to warn only "not started yet,
+// something else at that address, or TLS not set up alike", and say a
+// minute later only gRPC's "http2: frame too large" or "error reading
+// server preface: EOF".
+func TestWrongServerIsNamed(t *testing.T) {
+	metrics := httptest.NewServer(http.NotFoundHandler())
+	defer metrics.Close()
+	tlsServer := httptest.NewTLSServer(http.NotFoundHandler())
+	defer tlsServer.Close()
+	tests := []struct {
+		name           string
+		addr           string
+		connectTimeout time.Duration
+		wantErr        bool     // Run's error, else the warning, says it
+		want           []string // what it says
+	}{
+		{"HTTP/1, the warning", metrics.Listener.Addr().String(), time.Hour, false, []string{"does not speak gRPC: it answered", "HTTP/1.1 ", "/metrics"}},
+		{"HTTP/1, the error", metrics.Listener.Addr().String(), 500 * time.Millisecond, true, []string{"does not speak gRPC: it answered", "HTTP/1.1 ", "/metrics"}},
+		{"TLS, the warning", tlsServer.Listener.Addr().String(), time.Hour, false, []string{"closed the connection before sending anything", "a driver with TLS"}},
+		{"TLS, the error", tlsServer.Listener.Addr().String(), 500 * time.Millisecond, true, []string{"closed the connection before sending anything", "a driver with TLS"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- Run(ctx, Config{DriverAddr: tt.addr, Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: tt.connectTimeout})
+			}()
+			if tt.wantErr {
+				err := <-done
+				if !errors.Is(err, ErrNotGRPC) || !strings.Contains(err.Error(), "no handshake with driver "+tt.addr) {
+					t.Fatalf("Run: got %v, want no handshake with %s, matching ErrNotGRPC", err, tt.addr)
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("Run: got %v, want it to say %q", err, w)
+					}
+				}
+				return
+			}
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(logs.String(), "cannot connect to the driver yet") {
+				select {
+				case err := <-done:
+					t.Fatalf("Run returned %v before warning; logs: %q", err, logs.String())
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no warning within 30s; logs: %q", logs.String())
+				}
+				runtime.Gosched()
+			}
+			for _, w := range tt.want {
+				if got := logs.String(); !strings.Contains(got, w) {
+					t.Errorf("warning: got %q, want it to say %q", got, w)
+				}
+			}
+		})
 	}
 }
 
