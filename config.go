@@ -168,10 +168,15 @@ const (
 	// ConfPlugins lists the application's plugins (Spark: spark.plugins).
 	ConfPlugins = "ember.plugins"
 	// ConfMetricsInterval is how often executors ship their metrics to the
-	// driver, as a Go duration ("500ms", "10s"). Default:
+	// driver, as a Go duration ("500ms", "10s"), at least 10ms. Default:
 	// Config.HeartbeatInterval.
 	ConfMetricsInterval = "ember.metrics.interval"
 )
+
+// minMetricsInterval bounds ConfMetricsInterval: each shipment gathers
+// and encodes every metric of the executor, and at 1ns an executor spun
+// on it (131% CPU).
+const minMetricsInterval = 10 * time.Millisecond
 
 // ConfResourceDiscoveryScript returns the configuration key,
 // "ember.executor.resource.<name>.discoveryScript", that names the
@@ -229,8 +234,8 @@ func checkConf(m map[string]string) error {
 	}
 	if d, err := c.Duration(ConfMetricsInterval, time.Second); err != nil {
 		errs = append(errs, err)
-	} else if d <= 0 {
-		errs = append(errs, fmt.Errorf("conf %s=%v: want a positive duration", ConfMetricsInterval, d))
+	} else if d < minMetricsInterval {
+		errs = append(errs, fmt.Errorf("conf %s=%v: want at least %v", ConfMetricsInterval, d, minMetricsInterval))
 	}
 	if v, set := c.Lookup(ConfShowProgress); set {
 		if _, err := strconv.ParseBool(v); err != nil {

@@ -903,7 +903,9 @@ func TestBadConfFailsRun(t *testing.T) {
 		// Map lost its executor ("the peer is not reading").
 		{"slots beyond a connection's queue", map[string]string{ember.ConfExecutorSlots: "200000"}, []string{"ember.executor.slots=200000: want at most 16384"}},
 		{"metrics interval without unit", map[string]string{ember.ConfMetricsInterval: "5"}, []string{`ember.metrics.interval="5": not a duration`}},
-		{"metrics interval zero", map[string]string{ember.ConfMetricsInterval: "0s"}, []string{"ember.metrics.interval=0s: want a positive duration"}},
+		{"metrics interval zero", map[string]string{ember.ConfMetricsInterval: "0s"}, []string{"ember.metrics.interval=0s: want at least 10ms"}},
+		// An executor spun shipping its metrics (131% CPU at 1ns).
+		{"metrics interval in nanoseconds", map[string]string{ember.ConfMetricsInterval: "1ns"}, []string{"ember.metrics.interval=1ns: want at least 10ms"}},
 		{"progress switch", map[string]string{ember.ConfShowProgress: "off"}, []string{`ember.ui.showConsoleProgress="off": want true or false`}},
 		{"discovery without a command", map[string]string{ember.ConfResourceDiscoveryScript("gpu"): "  "}, []string{"ember.executor.resource.gpu.discoveryScript: no discovery command"}},
 		{"discovery without a name", map[string]string{ember.ConfResourceDiscoveryScript(""): "/bin/true"}, []string{"ember.executor.resource..discoveryScript: no resource name"}},
