@@ -79,9 +79,10 @@ var tasks struct {
 // panics if name is empty or taken, or fn is nil: call it at package
 // level. fn runs concurrently with the other tasks of its executor (up to
 // ConfExecutorSlots at once), so what it shares must be safe for
-// concurrent use. In and Out travel like messages (CBOR for plain values, protobuf for proto.Message
-// pointers) but need no RegisterMessage; like RegisterMessage, NewTask
-// panics if either is a struct whose fields are all unexported.
+// concurrent use. In and Out travel like messages (CBOR for plain values,
+// protobuf for proto.Message pointers) but need no RegisterMessage; like
+// RegisterMessage, NewTask panics if either is a struct whose fields are
+// all unexported.
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
 	if name == "" || fn == nil {
 		panic("ember.NewTask: empty name or nil function")
