@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 )
 
@@ -47,6 +49,18 @@ func newFakeDriver(t *testing.T, plugins []string, sendWindow int) *fakeDriver {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return d
+}
+
+// run runs an executor of plugin p (and registry reg, if not nil)
+// against d, and returns the channel Run's error arrives on.
+func (d *fakeDriver) run(p plugin.Plugin, reg *prometheus.Registry) <-chan error {
+	cfg := Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second}
+	if reg != nil {
+		cfg.Registry = reg
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- Run(context.Background(), cfg) }()
+	return runErr
 }
 
 func (d *fakeDriver) Connect(stream wire.Ember_ConnectServer) error {

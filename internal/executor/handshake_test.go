@@ -54,18 +54,7 @@ func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
 		done <- Run(ctx, Config{DriverAddr: addr, Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: time.Hour})
 	}()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "cannot connect to the driver yet") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned %v before warning; logs: %q", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no warning within 30s of the first failed dial (ConnectTimeout is an hour); logs: %q", logs.String())
-		}
-		runtime.Gosched()
-	}
+	waitWarned(t, &logs, done)
 	if !strings.Contains(logs.String(), addr) {
 		t.Errorf("the warning does not name the address %s: %q", addr, logs.String())
 	}
@@ -130,18 +119,7 @@ func TestWrongServerIsNamed(t *testing.T) {
 				return
 			}
 			defer func() { cancel(); <-done }()
-			deadline := time.Now().Add(30 * time.Second)
-			for !strings.Contains(logs.String(), "cannot connect to the driver yet") {
-				select {
-				case err := <-done:
-					t.Fatalf("Run returned %v before warning; logs: %q", err, logs.String())
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no warning within 30s; logs: %q", logs.String())
-				}
-				runtime.Gosched()
-			}
+			waitWarned(t, &logs, done)
 			for _, w := range tt.want {
 				if got := logs.String(); !strings.Contains(got, w) {
 					t.Errorf("warning: got %q, want it to say %q", got, w)
@@ -235,5 +213,24 @@ func TestImpostorDriverCostsItsBytes(t *testing.T) {
 				t.Errorf("an impostor's %s of %d MiB made the executor allocate %d MiB", tt.name, size>>20, alloc>>20)
 			}
 		})
+	}
+}
+
+// waitWarned waits until logs say the executor cannot connect yet, failing
+// t if its Run (whose error arrives on done) returns first or no warning
+// comes within 30s of the first failed dial.
+func waitWarned(t *testing.T, logs *logtest.Buffer, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "cannot connect to the driver yet") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v before warning; logs: %q", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning within 30s; logs: %q", logs.String())
+		}
+		runtime.Gosched()
 	}
 }

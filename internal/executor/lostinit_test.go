@@ -3,9 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -23,11 +21,7 @@ func TestDriverLostDuringInit(t *testing.T) {
 		return ctx.Err()
 	}}}
 	d := newFakeDriver(t, []string{"p"}, 0)
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p},
-			Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
-	}()
+	runErr := d.run(p, nil)
 	<-initing
 	d.mu.Lock()
 	d.conn.Close(errors.New("driver gone"))
@@ -42,11 +36,7 @@ func TestDriverLostDuringInit(t *testing.T) {
 // (plugin.CodeOf gave Unknown: the connection's error was only text).
 func TestDriverLostAfterReady(t *testing.T) {
 	d := newFakeDriver(t, []string{"p"}, 0)
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{testPlugin{name: "p", ep: &funcExecutor{}}},
-			Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
-	}()
+	runErr := d.run(testPlugin{name: "p", ep: &funcExecutor{}}, nil)
 	d.waitFor(wire.Kind_KIND_READY, 0)
 	d.mu.Lock()
 	d.conn.Close(errors.New("driver gone"))

@@ -2,9 +2,7 @@ package executor
 
 import (
 	"context"
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -32,11 +30,7 @@ func TestStopDuringInitIsARelease(t *testing.T) {
 				return tt.init(ctx)
 			}}}
 			d := newFakeDriver(t, []string{"p"}, 0)
-			runErr := make(chan error, 1)
-			go func() {
-				runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p},
-					Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
-			}()
+			runErr := d.run(p, nil)
 			<-initing
 			d.send(&wire.Frame{Kind: wire.Kind_KIND_STOP})
 			select {

@@ -3,7 +3,6 @@ package executor
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -25,11 +24,7 @@ func TestSendWaitingForItsWindowAtStopFails(t *testing.T) {
 	}}}
 	d := newFakeDriver(t, []string{"p"}, 1) // a one-byte window: one SEND at a time
 	reg := prometheus.NewRegistry()
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- Run(context.Background(), Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p}, Registry: reg,
-			Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
-	}()
+	runErr := d.run(p, reg)
 	pc := <-initialised
 	d.waitFor(wire.Kind_KIND_READY, 0)
 	if err := pc.Send(context.Background(), note{"first"}); err != nil { // overdraws the window
