@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -1251,5 +1252,53 @@ func TestExecutorSaysItConnectedAfterWarning(t *testing.T) {
 	cancel()
 	if err := <-execErr; err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("executor: got %v, want it stopped by its ctx", err)
+	}
+}
+
+// keeper is a plugin that keeps the executor sides it makes, as a test of
+// in-process executors does, without a lock of its own: plugin.Plugin says
+// ExecutorPlugin is called one call at a time.
+type keeper struct {
+	sides         []*keeperSide // unguarded on purpose
+	inFlight, max atomic.Int32
+}
+
+type keeperSide struct{ plugin.BaseExecutorPlugin }
+
+func (*keeper) Name() string                      { return "keeper" }
+func (*keeper) DriverPlugin() plugin.DriverPlugin { return nil }
+func (k *keeper) ExecutorPlugin() plugin.ExecutorPlugin {
+	n := k.inFlight.Add(1)
+	defer k.inFlight.Add(-1)
+	for m := k.max.Load(); n > m && !k.max.CompareAndSwap(m, n); m = k.max.Load() {
+	}
+	s := &keeperSide{}
+	for range 100 { // a constructor's work: room for another to overlap
+		runtime.Gosched()
+	}
+	k.sides = append(k.sides, s)
+	return s
+}
+
+// The executors of local[N] share the process, and used to call
+// ExecutorPlugin from their own goroutines at once: a plugin keeping its
+// sides raced.
+func TestExecutorPluginCalledOneAtATime(t *testing.T) {
+	tests := []struct{ master string }{{"local[8]"}, {"local[2]"}}
+	for _, tt := range tests {
+		t.Run(tt.master, func(t *testing.T) {
+			k := &keeper{}
+			c := embertest.Start(t, ember.Config{Master: tt.master, Plugins: []plugin.Plugin{k}, Logger: quiet})
+			n := len(c.Driver.Executors())
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := k.max.Load(); got != 1 {
+				t.Errorf("ExecutorPlugin calls at once: got %d, want 1", got)
+			}
+			if got := len(k.sides); got != n {
+				t.Errorf("sides kept: got %d, want %d", got, n)
+			}
+		})
 	}
 }

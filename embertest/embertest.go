@@ -58,8 +58,12 @@ func startWait(cfg ember.Config) time.Duration {
 	if cfg.StartTimeout > (math.MaxInt64-margin)/2 {
 		return math.MaxInt64 // "no limit" set as the largest Duration: 2*StartTimeout would overflow
 	}
-	return max(DefaultTimeout, 2*cfg.StartTimeout+margin)
+	return max(startWaitMin, 2*cfg.StartTimeout+margin)
 }
+
+// startWaitMin is the least startWait gives: DefaultTimeout, lowered by a
+// test of what happens once it has passed.
+var startWaitMin = DefaultTimeout
 
 // Main runs the tests and then checks that no goroutine leaked. In an
 // executor process started by a test (local-cluster), the test that called
@@ -157,7 +161,8 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 			c.mu.Unlock()
 		},
 	})
-	if _, ok := os.LookupEnv(ember.EnvDriver); ok {
+	_, executor := os.LookupEnv(ember.EnvDriver)
+	if executor {
 		// This process is a local-cluster executor, the test binary
 		// re-executed: like a program that follows the README, it stops
 		// on its own on SIGTERM (Run's ctx ends), so that a test can
@@ -175,11 +180,19 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 			return nil
 		})
 	}()
+	// In an executor process Run serves as the executor and ends the
+	// process: its driver function never runs, so there is no start-up
+	// to wait for, and giving up on it would fail the test there, whose
+	// binary would then exit and take the executor down with it.
+	var timeout <-chan time.Time
+	if !executor {
+		timeout = time.After(startWait(cfg))
+	}
 	select {
 	case c.Driver = <-started:
 	case <-c.done:
 		return nil, c.err
-	case <-time.After(startWait(cfg)):
+	case <-timeout:
 		// Let the application end when start-up does complete, rather
 		// than hold its driver function (and everything else) for ever.
 		close(c.release)

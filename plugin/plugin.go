@@ -6,9 +6,10 @@ import "context"
 // (Spark: SparkPlugin). Both sides of an application must list the same
 // plugins in the same order; the executor handshake checks it.
 //
-// The methods are called while the runtime starts, from one goroutine:
-// DriverPlugin once on the driver, ExecutorPlugin once per executor (so N
-// times in the one process of local[N]), Name any number of times. They
+// The methods are called while the runtime starts: DriverPlugin once on
+// the driver, ExecutorPlugin once per executor (so N times in the one
+// process of local[N], one call at a time, though from the executors'
+// goroutines), Name any number of times, from any goroutine. They
 // should construct values and do nothing else. A panic in
 // any of them (or in the driver plugin's MaxConcurrentReceives or
 // SendWindow) fails that process's start-up with an error naming the

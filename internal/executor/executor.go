@@ -83,6 +83,11 @@ type Config struct {
 // without releasing the executor.
 var ErrDriverLost = errors.New("lost the driver")
 
+// constructMu makes the executors of one process (local[N]) call their
+// plugins' ExecutorPlugin one at a time, as plugin.Plugin promises: a
+// plugin that keeps the sides it makes (a test's, say) need not lock.
+var constructMu sync.Mutex
+
 // Executor is one running executor. Its methods are safe for concurrent use.
 type Executor struct {
 	cfg      Config
@@ -272,6 +277,8 @@ func Run(ctx context.Context, cfg Config) error {
 			e.extraConf = map[string]string{}
 		}
 		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
+			constructMu.Lock()
+			defer constructMu.Unlock()
 			ep := p.ExecutorPlugin()
 			return ep, rpc.NilSide("ExecutorPlugin", ep)
 		})
