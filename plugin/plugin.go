@@ -155,12 +155,16 @@ type ExecutorListener interface {
 // returned. Other executors' messages run meanwhile.
 //
 // Messages beyond that many wait on the lane, in the order they came, for
-// a call to return. A Receive that long-polls holds its goroutine while
-// it waits: with more asks waiting at once than MaxConcurrentReceives
-// (every worker of every executor, in a work queue), the sends behind
-// them, results included, wait until a poll ends, which may be never. Size
-// it above the asks that may wait at once, or give the messages that must
-// not wait a plugin of their own (each plugin has its own lane).
+// a call to return, and so do ExecutorListener's events, which take a
+// call of their own. A Receive that long-polls holds its goroutine while
+// it waits: with as many asks waiting at once as MaxConcurrentReceives,
+// or more (every worker of every executor, in a work queue), the sends
+// behind them, results included, wait until a poll ends, which may be
+// never; so does OnExecutorRemoved, even for an executor none of whose
+// messages are waiting, and a queue that puts a lost executor's jobs back
+// there never wakes the polls that wait for them. Size it above the asks
+// that may wait at once, or give the messages that must not wait a plugin
+// of their own (each plugin has its own lane).
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
 }
