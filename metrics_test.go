@@ -363,8 +363,9 @@ func TestAuthFailuresServedFromTheStart(t *testing.T) {
 
 // The same holds for the limits an executor counts, shipped to the
 // driver: an executor's first send_window or lane_queue hit must show as
-// an increase, so its series are served at 0 from the executor's first
-// shipment. They used to be born at 1, with the first hit.
+// an increase, so the driver serves its series at 0 from the moment it is
+// ready until it ships them. They used to be born at 1, with the first
+// hit.
 func TestExecutorLimitHitsServedFromTheStart(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
 		Plugins: []plugin.Plugin{fakePlugin{name: "p", newDriver: func() plugin.DriverPlugin { return &fakeDriver{} }}},

@@ -1135,6 +1135,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		}
 	}
 	es.ready = true
+	d.execStats.Join(es.info.ID) // its limit series, at 0 until it ships them
 	d.readies++
 	if p := es.proc; p != nil {
 		p.ReadyAt = es.info.Added

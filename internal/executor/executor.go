@@ -248,11 +248,6 @@ func Run(ctx context.Context, cfg Config) error {
 	x.ctx = hctx
 
 	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
-	// Shipped at 0 from the start, as the driver's are, so that an alert
-	// on their increase sees an executor's first hit.
-	for _, limit := range metrics.ExecutorLimits {
-		x.limitHits.WithLabelValues(limit)
-	}
 	x.dropped = metrics.NewDropped(prometheus.Labels{"executor": x.id})
 	x.own = prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{x.limitHits, x.dropped} {

@@ -232,9 +232,32 @@ func SetLabel(fams []*dto.MetricFamily, name, value string) {
 
 // Store keeps the latest metric families of each executor. It is a
 // prometheus.Gatherer. Safe for concurrent use.
+//
+// It serves each executor's ember_limit_hits_total series at 0 until the
+// executor ships one (see Join): a series born at 1 shows no increase, so
+// an alert on one would miss an executor's first hit. Made here, at
+// scrape time, they cost nothing per heartbeat: an executor shipping its
+// zeros made a thousand executors' heartbeats carry, and the driver
+// decode, five series each every second, for nothing.
 type Store struct {
-	mu   sync.Mutex // protects byID
-	byID map[string][]*dto.MetricFamily
+	mu     sync.Mutex // protects the following fields
+	byID   map[string][]*dto.MetricFamily
+	joined map[string]bool // executors whose limit series are served at 0 until shipped
+}
+
+// Join makes executor id known before it ships any metrics, and has its
+// limit series served at 0 until it ships them.
+func (s *Store) Join(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byID == nil {
+		s.byID = map[string][]*dto.MetricFamily{}
+		s.joined = map[string]bool{}
+	}
+	if _, ok := s.byID[id]; !ok {
+		s.byID[id] = nil
+	}
+	s.joined[id] = true
 }
 
 // Set replaces executor id's families.
@@ -243,6 +266,7 @@ func (s *Store) Set(id string, fams []*dto.MetricFamily) {
 	defer s.mu.Unlock()
 	if s.byID == nil {
 		s.byID = map[string][]*dto.MetricFamily{}
+		s.joined = map[string]bool{}
 	}
 	s.byID[id] = fams
 }
@@ -252,6 +276,7 @@ func (s *Store) Delete(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.byID, id)
+	delete(s.joined, id)
 }
 
 // Gather implements prometheus.Gatherer: the families of every executor,
@@ -283,6 +308,9 @@ func (s *Store) Gather() ([]*dto.MetricFamily, error) {
 			}
 			m.Metric = append(m.Metric, f.Metric...)
 		}
+		if s.joined[id] {
+			zeroLimits(merged, from, id, s.byID[id])
+		}
 	}
 	out := make([]*dto.MetricFamily, 0, len(merged))
 	for _, name := range slices.Sorted(maps.Keys(merged)) {
@@ -311,9 +339,52 @@ func CompareIDs(a, b string) int {
 // with executor="driver").
 var driverLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow", "outstanding_asks", "handshake_timeout", "max_executors"}
 
-// ExecutorLimits are the limits an executor can hit (its own
+// executorLimits are the limits an executor can hit (its own
 // ember_limit_hits_total, shipped to the driver).
-var ExecutorLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow"}
+var executorLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow"}
+
+// zeroLimits adds to merged a 0 for each of executor id's limits that its
+// families fams have no series of (see Store). from records the executor
+// whose type and help a family has, for Gather.
+func zeroLimits(merged map[string]*dto.MetricFamily, from map[string]string, id string, fams []*dto.MetricFamily) {
+	has := map[string]bool{}
+	for _, f := range fams {
+		if f.GetName() != limitHitsName {
+			continue
+		}
+		for _, m := range f.Metric {
+			for _, lp := range m.Label {
+				if lp.GetName() == "limit" {
+					has[lp.GetValue()] = true
+				}
+			}
+		}
+	}
+	m := merged[limitHitsName]
+	for _, limit := range executorLimits {
+		if has[limit] {
+			continue
+		}
+		if m == nil {
+			m = &dto.MetricFamily{Name: proto.String(limitHitsName), Help: proto.String(limitHitsHelp), Type: dto.MetricType_COUNTER.Enum()}
+			merged[limitHitsName] = m
+			from[limitHitsName] = id
+		}
+		if m.GetType() != dto.MetricType_COUNTER {
+			return // an executor's own family of that name, of another type: Gather reports it
+		}
+		m.Metric = append(m.Metric, &dto.Metric{
+			Label:   []*dto.LabelPair{{Name: proto.String("executor"), Value: proto.String(id)}, {Name: proto.String("limit"), Value: proto.String(limit)}},
+			Counter: &dto.Counter{Value: proto.Float64(0)},
+		})
+	}
+}
+
+// The family of limits hit, on the driver and on executors.
+const (
+	limitHitsName = "ember_limit_hits_total"
+	limitHitsHelp = "Times a limit was hit (message_size, outstanding_asks, send_queue, send_window, lane_queue, queue_overflow, handshake_timeout, max_executors), by executor."
+)
 
 // NewLimitHits returns the counter of limits hit, labelled by limit and
 // executor ("driver" on the driver). Driver and executors create it with
@@ -324,8 +395,8 @@ func NewLimitHits(constLabels prometheus.Labels) *prometheus.CounterVec {
 		labels = []string{"executor", "limit"}
 	}
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name:        "ember_limit_hits_total",
-		Help:        "Times a limit was hit (message_size, outstanding_asks, send_queue, send_window, lane_queue, queue_overflow, handshake_timeout, max_executors), by executor.",
+		Name:        limitHitsName,
+		Help:        limitHitsHelp,
 		ConstLabels: constLabels,
 	}, labels)
 }

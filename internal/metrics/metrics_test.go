@@ -419,3 +419,55 @@ func TestStoreServesTheFirstExecutorByNumber(t *testing.T) {
 		t.Errorf("Gather error: got %v, want %q", err, want)
 	}
 }
+
+// A joined executor's limit series are served at 0 until it ships them,
+// and the ones it ships are served as shipped: an alert on an increase
+// sees its first hit. The zeros are made at scrape time: an executor
+// shipping them made every heartbeat of a thousand executors carry them.
+func TestStoreServesJoinedExecutorsLimitsAtZero(t *testing.T) {
+	var s Store
+	s.Join("1")
+	s.Join("2")
+	hits := NewLimitHits(prometheus.Labels{"executor": "2"})
+	hits.WithLabelValues("send_window").Add(3)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(hits)
+	m, err := Encode(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams, err := Decode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Set("2", fams)
+	s.Set("3", nil) // shipped, never joined (a test's Store): no zeros
+	got := map[string]float64{}
+	gathered, err := s.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range gathered {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			got[f.GetName()+"/"+labels["executor"]+"/"+labels["limit"]] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{}
+	for _, id := range []string{"1", "2"} {
+		for _, limit := range executorLimits {
+			want["ember_limit_hits_total/"+id+"/"+limit] = 0
+		}
+	}
+	want["ember_limit_hits_total/2/send_window"] = 3
+	if !maps.Equal(got, want) {
+		t.Errorf("Gather: got %v, want %v", got, want)
+	}
+	s.Delete("1")
+	if gathered, _ := s.Gather(); len(gathered) != 1 || len(gathered[0].GetMetric()) != len(executorLimits) {
+		t.Errorf("Gather after executor 1 went: got %v, want executor 2's %d series only", gathered, len(executorLimits))
+	}
+}
