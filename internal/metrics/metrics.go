@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/wire"
@@ -540,6 +541,10 @@ func (r pluginRegisterer) Unregister(c prometheus.Collector) bool {
 type recoveringCollector struct {
 	prometheus.Collector
 	plugin string
+	// unchecked: Describe, at Register, described nothing (an unchecked
+	// collector, or a CollectorFunc with no series yet), so Collect
+	// checks the names of the metrics it collects.
+	unchecked atomic.Bool
 }
 
 // panicDesc describes the invalid metric that stands for a collector's
@@ -547,7 +552,16 @@ type recoveringCollector struct {
 var panicDesc = prometheus.NewDesc("ember_plugin_collector_panic", "A plugin's collector panicked.", nil, nil)
 
 func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
-	if p := c.collect(func(m prometheus.Metric) { ch <- recoveringMetric{Metric: m, plugin: c.plugin} }); p != nil {
+	unchecked := c.unchecked.Load()
+	if p := c.collect(func(m prometheus.Metric) {
+		if unchecked {
+			if err := c.reserved(m.Desc()); err != nil {
+				ch <- prometheus.NewInvalidMetric(m.Desc(), err)
+				return
+			}
+		}
+		ch <- recoveringMetric{Metric: m, plugin: c.plugin}
+	}); p != nil {
 		ch <- prometheus.NewInvalidMetric(panicDesc, fmt.Errorf("plugin %q: a metric collector panicked in Collect: %v", c.plugin, p))
 	}
 }
@@ -559,11 +573,13 @@ func (c *recoveringCollector) Collect(ch chan<- prometheus.Metric) {
 // goroutine, out of reach here: it is described through collect instead.
 // A metric named in Ember's namespace (ember_) is refused the same way: on
 // an executor nothing else would stop it, and the driver would serve it in
-// Ember's own family, under its help text.
+// Ember's own family, under its help text. A collector that describes
+// nothing has its metrics' names checked as they are collected instead.
 func (c *recoveringCollector) Describe(ch chan<- *prometheus.Desc) {
 	var p any
+	described := false
 	if _, ok := c.Collector.(prometheus.CollectorFunc); ok {
-		p = c.collect(func(m prometheus.Metric) { ch <- c.checkName(m.Desc()) })
+		p = c.collect(func(m prometheus.Metric) { described = true; ch <- c.checkName(m.Desc()) })
 	} else {
 		inner := make(chan *prometheus.Desc)
 		go func() {
@@ -572,9 +588,11 @@ func (c *recoveringCollector) Describe(ch chan<- *prometheus.Desc) {
 			c.Collector.Describe(inner)
 		}()
 		for d := range inner {
+			described = true
 			ch <- c.checkName(d)
 		}
 	}
+	c.unchecked.Store(!described)
 	if p != nil {
 		ch <- prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: a metric collector panicked in Describe: %v", c.plugin, p))
 	}
@@ -583,10 +601,19 @@ func (c *recoveringCollector) Describe(ch chan<- *prometheus.Desc) {
 // checkName returns d, or an invalid descriptor saying why if d's metric
 // is named in Ember's namespace.
 func (c *recoveringCollector) checkName(d *prometheus.Desc) *prometheus.Desc {
-	if name := descName(d); strings.HasPrefix(name, reservedPrefix) {
-		return prometheus.NewInvalidDesc(fmt.Errorf("plugin %q: metric %s: the %s prefix is Ember's own (prefix yours with the plugin's name)", c.plugin, name, reservedPrefix))
+	if err := c.reserved(d); err != nil {
+		return prometheus.NewInvalidDesc(err)
 	}
 	return d
+}
+
+// reserved returns an error saying why if d's metric is named in Ember's
+// namespace, or nil.
+func (c *recoveringCollector) reserved(d *prometheus.Desc) error {
+	if name := descName(d); strings.HasPrefix(name, reservedPrefix) {
+		return fmt.Errorf("plugin %q: metric %s: the %s prefix is Ember's own (prefix yours with the plugin's name)", c.plugin, name, reservedPrefix)
+	}
+	return nil
 }
 
 // reservedPrefix begins the names of Ember's own metrics.

@@ -471,3 +471,56 @@ func TestStoreServesJoinedExecutorsLimitsAtZero(t *testing.T) {
 		t.Errorf("Gather after executor 1 went: got %v, want executor 2's %d series only", gathered, len(executorLimits))
 	}
 }
+
+// unchecked is a collector that describes nothing (an "unchecked"
+// collector, which the registry takes without looking at its names) and
+// collects metrics of descs.
+type unchecked struct{ descs []*prometheus.Desc }
+
+func (unchecked) Describe(chan<- *prometheus.Desc) {}
+func (u unchecked) Collect(ch chan<- prometheus.Metric) {
+	for _, d := range u.descs {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, 1)
+	}
+}
+
+// A plugin's metric named in Ember's namespace is not served either when
+// its collector describes nothing at Register (an unchecked collector, or
+// a CollectorFunc with no series yet), which Register cannot refuse: the
+// gather leaves it out with an error naming the plugin, and keeps the
+// plugin's other series.
+func TestPluginUncheckedCollectorEmberNamesLeftOut(t *testing.T) {
+	own := prometheus.NewDesc("crawl_pages_total", "h", nil, nil)
+	reserved := prometheus.NewDesc("ember_tasks_total", "h", nil, nil)
+	var later []*prometheus.Desc // a CollectorFunc's series, none at Register
+	tests := []struct {
+		name string
+		c    prometheus.Collector
+		set  func() // before the gather
+	}{
+		{"unchecked collector", unchecked{[]*prometheus.Desc{own, reserved}}, func() {}},
+		{"collector func with no series at Register", prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+			unchecked{later}.Collect(ch)
+		}), func() { later = []*prometheus.Desc{own, reserved} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			if err := PluginRegisterer(reg, "crawl", "3").Register(tt.c); err != nil {
+				t.Fatalf("Register: got %v, want nil (nothing described)", err)
+			}
+			tt.set()
+			fams, err := reg.Gather()
+			var names []string
+			for _, f := range fams {
+				names = append(names, f.GetName())
+			}
+			if want := []string{"crawl_pages_total"}; !slices.Equal(names, want) {
+				t.Errorf("Gather: got families %v, want %v", names, want)
+			}
+			if err == nil || !strings.Contains(err.Error(), `plugin "crawl"`) || !strings.Contains(err.Error(), "the ember_ prefix is Ember's own") {
+				t.Errorf("Gather error: got %v, want one naming the plugin and saying the ember_ prefix is Ember's own", err)
+			}
+		})
+	}
+}
