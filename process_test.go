@@ -795,3 +795,28 @@ func TestAskCancelAcrossProcesses(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// A standalone executor whose Config leaves HeartbeatTimeout at zero waits
+// ten of the driver's heartbeat intervals (those WELCOME announces), as
+// docs/internals.md says, not ten of its own Config's: an executor built
+// with a shorter HeartbeatInterval than the driver's (or the default 1s
+// against a driver's 10s) declared its idle driver lost at the first
+// quiet interval, over and over, though the driver accepts its own
+// settings.
+func TestStandaloneExecutorHeartbeatTimeoutFollowsTheDriver(t *testing.T) {
+	cfg := ember.Config{Master: "standalone", Secret: "test secret", Logger: quiet,
+		HeartbeatInterval: 300 * time.Millisecond, HeartbeatTimeout: 3 * time.Second}
+	if isChild() {
+		// The executor's own Config: a ten times shorter interval, and
+		// so, by default, a timeout shorter than the driver's interval.
+		cfg.HeartbeatInterval, cfg.HeartbeatTimeout = 20*time.Millisecond, 0
+	}
+	d, _ := standaloneWithOneExecutor(t, cfg)
+	id := d.Executors()[0].ID
+	// Idle for five of the driver's intervals: the executor stays.
+	for end := time.Now().Add(15 * cfg.HeartbeatInterval); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if ex := d.Executors(); len(ex) != 1 || ex[0].ID != id {
+			t.Fatalf("executors: got %v, want executor %s still there (idle, not lost)", ex, id)
+		}
+	}
+}

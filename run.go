@@ -529,6 +529,11 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 			EnvDriver, addr, EnvDriver, problem, EnvDriver, EnvDriver)
 		return 2
 	}
+	// Left at zero, the heartbeat timeout is ten of the intervals the
+	// driver announces (executor.Config.HeartbeatTimeout), not ten of this
+	// Config's, which executors do not use: a standalone executor built
+	// with a shorter interval than the driver's lost its idle driver.
+	heartbeatTimeout := cfg.HeartbeatTimeout
 	cfg.setDefaults()
 	log := cfg.Logger
 	var secret string
@@ -569,6 +574,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		log.Error("executor: bad configuration", "err", err)
 		return 1
 	}
+	ecfg.HeartbeatTimeout = heartbeatTimeout
 	err = executor.Run(ctx, ecfg)
 	switch {
 	case err == nil:

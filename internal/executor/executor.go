@@ -47,7 +47,9 @@ type Config struct {
 	// the driver's window back (default rpc.DefaultLaneLimit).
 	LaneQueue int
 	// HeartbeatTimeout is how long the driver may stay silent before the
-	// executor declares it lost (default ten heartbeat intervals).
+	// executor declares it lost (default ten of the heartbeat intervals
+	// the driver announces; one no longer than an interval is taken as
+	// the default, with a warning).
 	HeartbeatTimeout time.Duration
 	// ConnectTimeout bounds reaching the driver and the handshake.
 	ConnectTimeout time.Duration
@@ -295,11 +297,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		x.endpoints = append(x.endpoints, e)
 	}
+	heartbeat := time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond
+	heartbeatTimeout := cfg.HeartbeatTimeout
+	if heartbeatTimeout > 0 && heartbeatTimeout <= heartbeat {
+		// The driver refuses such a timeout of its own (an idle peer is
+		// heard from about once an interval); this one would lose it.
+		x.log.Warn("Config.HeartbeatTimeout is no longer than the driver's heartbeat interval: using ten intervals", "timeout", heartbeatTimeout, "interval", heartbeat)
+		heartbeatTimeout = 0 // rpc.New: ten intervals
+	}
 	x.conn = rpc.New(stream, cancel, x, rpc.Options{
 		MaxMessageBytes:   cfg.MaxMessageBytes,
 		QueueFrames:       cfg.SendQueue,
-		HeartbeatInterval: time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond,
-		HeartbeatTimeout:  cfg.HeartbeatTimeout,
+		HeartbeatInterval: heartbeat,
+		HeartbeatTimeout:  heartbeatTimeout,
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 		Plugins:           pluginNames(cfg.Plugins),
 		SendWindow:        sendWindow(welcome.SendWindow),
