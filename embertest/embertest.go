@@ -54,16 +54,20 @@ const DefaultTimeout = 60 * time.Second
 // giving a slow machine more time gets it, and Run reports its own
 // failures.
 func startWait(cfg ember.Config) time.Duration {
-	const margin = 10 * time.Second
+	margin := startWaitMargin
 	if cfg.StartTimeout > (math.MaxInt64-margin)/2 {
 		return math.MaxInt64 // "no limit" set as the largest Duration: 2*StartTimeout would overflow
 	}
 	return max(startWaitMin, 2*cfg.StartTimeout+margin)
 }
 
-// startWaitMin is the least startWait gives: DefaultTimeout, lowered by a
-// test of what happens once it has passed.
-var startWaitMin = DefaultTimeout
+// startWaitMin is the least startWait gives, DefaultTimeout, and
+// startWaitMargin what it adds to twice a StartTimeout; a test of what
+// happens once the wait has passed lowers both.
+var (
+	startWaitMin    = DefaultTimeout
+	startWaitMargin = 10 * time.Second
+)
 
 // Main runs the tests and then checks that no goroutine leaked. In an
 // executor process started by a test (local-cluster), the test that called

@@ -14,8 +14,9 @@ import (
 // after startWait, and the test binary, exiting, took the executor down:
 // every test longer than DefaultTimeout lost its executors.
 func TestLocalClusterExecutorOutlivesStartWait(t *testing.T) {
-	startWaitMin = 500 * time.Millisecond // in the executor process too: it runs this test up to Start
-	t.Cleanup(func() { startWaitMin = DefaultTimeout })
+	// In the executor process too: it runs this test up to Start.
+	startWaitMin, startWaitMargin = 500*time.Millisecond, 500*time.Millisecond
+	t.Cleanup(func() { startWaitMin, startWaitMargin = DefaultTimeout, 10*time.Second })
 	c := Start(t, ember.Config{
 		Master: "local-cluster[1]",
 		Conf:   map[string]string{ember.ConfExecutorMaxRetries: "0"},

@@ -1029,10 +1029,16 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		c.seen.Store(true)
 		// Judged on a first read of at least a frame header's first
 		// four bytes (nearly always): a shorter one is let pass.
-		if n >= 4 && p[3] != 4 {
+		switch {
+		case n < 4:
+		case p[3] != 4:
 			e := fmt.Errorf("%w: it answered %q (is EMBER_DRIVER the driver's /metrics address, or another service's? Point it at the address the driver logs as listening for executors)",
 				ErrNotGRPC, bytes.ToValidUTF8(p[:min(n, 40)], nil))
 			c.last.Store(&e)
+		default:
+			// It speaks HTTP/2: what an earlier connection met no longer
+			// holds, and must not be blamed for a later failure.
+			c.last.Store(nil)
 		}
 	}
 	return n, err

@@ -119,7 +119,8 @@ func (d *fakeDriver) waitFor(kind wire.Kind, from int) int {
 	}
 }
 
-// stopped returns a channel closed once STOPPED has arrived.
+// stopped returns a channel closed once STOPPED has arrived, or after
+// 20s, failing the test.
 func (d *fakeDriver) stopped() <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
@@ -136,6 +137,7 @@ func (d *fakeDriver) stopped() <-chan struct{} {
 			d.mu.Unlock()
 			time.Sleep(time.Millisecond)
 		}
+		d.t.Errorf("no STOPPED from the executor within 20s")
 	}()
 	return ch
 }
