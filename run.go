@@ -206,6 +206,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		if err != nil {
 			return errors.Join(err, shutdown(d, nil, nil, cfg, nil))
 		}
+		base.Construct = new(sync.Mutex) // ExecutorPlugin, one call at a time
 		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string, welcomed func()) error {
 			ecfg := base
 			ecfg.OnWelcome = func(string) { welcomed() }

@@ -63,6 +63,12 @@ type Config struct {
 	// OnWelcome, if set, is called with the executor ID once the driver has
 	// accepted the handshake.
 	OnWelcome func(id string)
+	// Construct, if set, is held around each plugin's ExecutorPlugin call.
+	// The executors of one local[N] share one, so that they call it one
+	// at a time, as plugin.Plugin promises: a plugin that keeps the sides
+	// it makes (a test's, say) need not lock. One per launch, not per
+	// process, so that clusters do not wait on each other.
+	Construct *sync.Mutex
 	// Crash, when closed, makes the executor fail as if its process died
 	// (fault injection): the stream drops at once, with no word to the
 	// driver; then, since the process does not die, its tasks end and its
@@ -84,11 +90,6 @@ type Config struct {
 // ErrDriverLost is wrapped by Run's error when the driver went away
 // without releasing the executor.
 var ErrDriverLost = errors.New("lost the driver")
-
-// constructMu makes the executors of one process (local[N]) call their
-// plugins' ExecutorPlugin one at a time, as plugin.Plugin promises: a
-// plugin that keeps the sides it makes (a test's, say) need not lock.
-var constructMu sync.Mutex
 
 // Executor is one running executor. Its methods are safe for concurrent use.
 type Executor struct {
@@ -274,8 +275,10 @@ func Run(ctx context.Context, cfg Config) error {
 			e.extraConf = map[string]string{}
 		}
 		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
-			constructMu.Lock()
-			defer constructMu.Unlock()
+			if cfg.Construct != nil {
+				cfg.Construct.Lock()
+				defer cfg.Construct.Unlock()
+			}
 			ep := p.ExecutorPlugin()
 			return ep, rpc.NilSide("ExecutorPlugin", ep)
 		})
