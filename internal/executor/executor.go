@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emberhq/ember/internal/auth"
@@ -1023,10 +1024,8 @@ type sniffConn struct {
 
 func (c *sniffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n == 0 && errors.Is(err, io.EOF) && c.plaintext && !c.seen.Load() {
-		c.seen.Store(true)
-		e := errClosedAtOnce
-		c.last.Store(&e)
+	if n == 0 && err != nil {
+		c.closed(err)
 	}
 	if n > 0 && !c.seen.Load() {
 		c.seen.Store(true)
@@ -1045,6 +1044,29 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// Write writes p, noting a connection the server closed at once, as Read
+// does: the client's preface can meet it first.
+func (c *sniffConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.closed(err)
+	}
+	return n, err
+}
+
+// closed notes errClosedAtOnce if err says that the server closed a
+// plaintext connection (an orderly close or a reset: a TLS server does
+// either) before it sent a byte.
+func (c *sniffConn) closed(err error) {
+	if !c.plaintext || c.seen.Load() ||
+		!(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		return
+	}
+	c.seen.Store(true)
+	e := errClosedAtOnce
+	c.last.Store(&e)
 }
 
 func (h *handshakeErrors) Clone() credentials.TransportCredentials {

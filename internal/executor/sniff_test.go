@@ -50,3 +50,39 @@ func TestSniffConn(t *testing.T) {
 		})
 	}
 }
+
+// A server that resets the connection before sending a byte (a TLS server
+// reached without TLS does so as often as it closes it) is named as one
+// that closed it at once: only an orderly close was, and the warning then
+// fell back to the generic text, now and then.
+func TestSniffConnReset(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	dialed := make(chan struct{})
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		<-dialed
+		_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+		_ = c.Close()
+	}()
+	raw, err := net.Dial("tcp", lis.Addr().String())
+	close(dialed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var last atomic.Pointer[error]
+	c := &sniffConn{Conn: raw, last: &last, plaintext: true}
+	if _, err := c.Read(make([]byte, 64)); err == nil {
+		t.Fatal("Read: got nil, want the reset (or end) of the connection")
+	}
+	if p := last.Load(); p == nil || !errors.Is(*p, ErrNotGRPC) {
+		t.Errorf("after a reset: got %v, want ErrNotGRPC (closed before sending anything)", p)
+	}
+}
