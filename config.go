@@ -273,7 +273,9 @@ func checkConf(m map[string]string) error {
 // plugins named in ConfPluginsDefaults, then those named in ConfPlugins,
 // then cfg.Plugins. Names listed in Conf are trimmed and empty ones
 // dropped; a name seen before is dropped, keeping the first (the driver
-// logs a plugin of cfg.Plugins dropped so, at Warn). An unknown registered
+// logs a plugin of cfg.Plugins dropped so, at Warn, unless it is the very
+// value registered under that name: enabling a registered plugin both ways
+// loads it once). An unknown registered
 // name or an invalid plugin name (a Plugin.Name with spaces, say) is an
 // error with CodeInvalidArgument, as Run's is (a Name that panics gives
 // CodeInternal).
@@ -306,7 +308,10 @@ func nameOf(p plugin.Plugin) (name string, err error) {
 // log: two libraries that chose one name would otherwise lose one plugin
 // without a word. (A name listed twice in the configuration is dropped
 // quietly, and so is a registered plugin the configuration enables that
-// Config.Plugins lists too, one of the same type: the lists merge.)
+// Config.Plugins lists too, as the same value: the lists merge. Another
+// value of the registered plugin's type is dropped with a warning: it may
+// hold state, a driver side the program keeps to reach it from its
+// function, say, that would never be initialised.)
 func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 	defer func() {
 		if err != nil && plugin.CodeOf(err) == plugin.CodeUnknown { // a name refused, not a panicking Name
@@ -314,7 +319,7 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 		}
 	}()
 	seen := map[string]bool{}
-	registered := map[string]reflect.Type{} // of the plugins enabled by name
+	registered := map[string]plugin.Plugin{} // the plugins enabled by name
 	add := func(p plugin.Plugin, explicit bool) error {
 		name, err := nameOf(p)
 		if err != nil {
@@ -324,14 +329,14 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 			return fmt.Errorf("plugin name %q: want %s", name, pluginname.Rule)
 		}
 		if seen[name] {
-			if t, ok := registered[name]; explicit && (!ok || t != reflect.TypeOf(p)) {
+			if r, ok := registered[name]; explicit && (!ok || !samePlugin(r, p)) {
 				dropped = append(dropped, p)
 			}
 			return nil
 		}
 		seen[name] = true
 		if !explicit {
-			registered[name] = reflect.TypeOf(p)
+			registered[name] = p
 		}
 		plugins = append(plugins, p)
 		return nil
@@ -360,6 +365,19 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 		}
 	}
 	return plugins, dropped, nil
+}
+
+// samePlugin reports whether Config.Plugins' p is the registered plugin r:
+// the same value, or, for a type whose values cannot be compared (a struct
+// with a func field, say), a value of the same type.
+func samePlugin(r, p plugin.Plugin) bool {
+	if reflect.TypeOf(r) != reflect.TypeOf(p) {
+		return false
+	}
+	if !reflect.ValueOf(r).Comparable() || !reflect.ValueOf(p).Comparable() {
+		return true
+	}
+	return r == p
 }
 
 func (cfg *Config) setDefaults() {

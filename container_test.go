@@ -1112,6 +1112,52 @@ func TestMergedPluginIsNotLoggedDropped(t *testing.T) {
 	}
 }
 
+// heldPlugin is a registered plugin whose value holds its driver side, so
+// that a program can keep one to reach the driver side from its function
+// (as examples/dynamicconfig does with a plugin of its own).
+type heldPlugin struct{ d *fakeDriver }
+
+func (heldPlugin) Name() string                          { return "held" }
+func (p heldPlugin) DriverPlugin() plugin.DriverPlugin   { return p.d }
+func (heldPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return nil }
+
+var heldRegistered = func() heldPlugin {
+	p := heldPlugin{&fakeDriver{}}
+	plugin.Register(p)
+	return p
+}()
+
+// A registered plugin that the configuration enables, and that
+// Config.Plugins lists too as another value of its type, is the
+// registered one (the first); the program's value, whose driver side is
+// never initialised, is dropped with a warning, as any plugin of
+// Config.Plugins dropped for its name is. The very value registered merges
+// quietly (TestMergedPluginIsNotLoggedDropped).
+func TestMergedPluginOtherValueIsLoggedDropped(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		explicit heldPlugin
+		want     int // "plugin dropped" warnings
+	}{
+		{"the registered value", heldRegistered, 0},
+		{"another value", heldPlugin{&fakeDriver{}}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			cfg := ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{tt.explicit},
+				Conf:   map[string]string{ember.ConfPluginsDefaults: "held"},
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			got := logs.String()
+			if n := strings.Count(got, "plugin dropped"); n != tt.want || tt.want > 0 && !strings.Contains(got, "plugin=held") {
+				t.Errorf("driver logs: got %d warnings of plugin held dropped, want %d: %q", n, tt.want, got)
+			}
+		})
+	}
+}
+
 // A driver plugin's extraConf is what its Init returned, and Conf what
 // Run was given. A plugin that returns a map it keeps using (its live
 // settings, say, as a dynamic configuration plugin would), or a program

@@ -13,6 +13,11 @@ func TestIsSecretKey(t *testing.T) {
 	tests := map[string]bool{
 		"db.password": true, "api.token": true, "app.secret": true, "TLS.KEY": true, "password": true,
 		"cloud.credentials": true, "db.host": false, "tokenizer.mode": false, "secretary.name": false,
+		// Compound last segments: the last word counts.
+		"vault.apiToken": true, "vault.api_token": true, "vault.api-token": true, "aws.secret_access_key": true,
+		"spark.ssl.keyPassword": true, "vault.secretKey": true, "gh.APIToken": true, "DB_PASSWORD": true,
+		"s3.accessKey2": false, "db.monkey": false, "vault.token.file": false, "vault.tokenTTL": false,
+		"db.passwordless": false, "api.tokens": false, "": false, "_token": true,
 	}
 	for key, want := range tests {
 		if got := IsSecretKey(key); got != want {
