@@ -94,23 +94,20 @@ var ErrDriverLost = errors.New("lost the driver")
 
 // Executor is one running executor. Its methods are safe for concurrent use.
 type Executor struct {
-	cfg      Config
-	log      *slog.Logger
-	id       string
-	appID    string
-	conf     plugin.Conf
-	hostname string
-	// handshakeErr is the latest failed transport handshake with the
-	// driver's address, or nil (handshakeErrors.err).
-	handshakeErr func() error
-	resources    map[string]plugin.Resource
-	endpoints    []*endpoint
-	conn         *rpc.Conn
-	ctx          context.Context // handler context
-	stop         chan struct{}   // closed when STOP arrives
-	stopOnce     sync.Once
-	listeners    []*endpoint // plugins implementing TaskListener, in order
-	limitHits    *prometheus.CounterVec
+	cfg       Config
+	log       *slog.Logger
+	id        string
+	appID     string
+	conf      plugin.Conf
+	hostname  string
+	resources map[string]plugin.Resource
+	endpoints []*endpoint
+	conn      *rpc.Conn
+	ctx       context.Context // handler context
+	stop      chan struct{}   // closed when STOP arrives
+	stopOnce  sync.Once
+	listeners []*endpoint // plugins implementing TaskListener, in order
+	limitHits *prometheus.CounterVec
 	// gatherErr is the last metrics gather error, as text ("<nil>" for
 	// none); only gatherMetrics uses it, from one goroutine at a time.
 	gatherErr string
@@ -212,9 +209,8 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
-	x.handshakeErr = handshakes.err
 	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
-	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types)
+	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types, handshakes.err)
 	warned := unreachable()
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
@@ -725,13 +721,18 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 	}
 }
 
-func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+// handshake runs the executor's side of the handshake over a new stream,
+// within ConnectTimeout, and returns the driver's WELCOME and the stream.
+// handshakeErr gives the latest failed transport handshake, which names
+// the cause when no stream opens in time (a server that does not speak
+// gRPC, say).
+func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string, handshakeErr func() error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 	deadline := time.AfterFunc(x.cfg.ConnectTimeout, cancel)
 	defer deadline.Stop()
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.
-			if herr := x.lastHandshakeErr(); errors.Is(herr, ErrNotGRPC) {
+			if herr := handshakeErr(); errors.Is(herr, ErrNotGRPC) {
 				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, herr, err)
 			}
 			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
@@ -793,15 +794,6 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout)
 	}
 	return w, stream, nil
-}
-
-// lastHandshakeErr is the latest failed transport handshake with the
-// driver's address, or nil.
-func (x *Executor) lastHandshakeErr() error {
-	if x.handshakeErr == nil {
-		return nil
-	}
-	return x.handshakeErr()
 }
 
 // verifyWelcome reports whether w carries the driver's proof that it knows
