@@ -237,9 +237,9 @@ func SetLabel(fams []*dto.MetricFamily, name, value string) {
 // It serves each executor's ember_limit_hits_total series at 0 until the
 // executor ships one (see Join): a series born at 1 shows no increase, so
 // an alert on one would miss an executor's first hit. Made here, at
-// scrape time, they cost nothing per heartbeat: an executor shipping its
-// zeros made a thousand executors' heartbeats carry, and the driver
-// decode, five series each every second, for nothing.
+// scrape time, they cost nothing per heartbeat; shipped by the executors,
+// they cost the driver five series to decode per executor every second
+// (docs/performance.md, "Zeros are made at scrape time").
 type Store struct {
 	mu     sync.Mutex // protects the following fields
 	byID   map[string][]*dto.MetricFamily
