@@ -820,3 +820,4 @@ func TestStandaloneExecutorHeartbeatTimeoutFollowsTheDriver(t *testing.T) {
 		}
 	}
 }
+

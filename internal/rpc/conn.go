@@ -1474,16 +1474,14 @@ func (c *Conn) heartbeatLoop() {
 	// The reader only raises a flag per batch (no clock read on the hot
 	// path); the last time it was seen raised, at tick resolution, is when
 	// the peer was last heard.
-	lastHeard := time.Now()
+	hb := silence{interval: c.opts.HeartbeatInterval, lastTick: time.Now(), lastHeard: time.Now()}
 	for {
 		select {
 		case <-c.done:
 			return
 		case now := <-t.C:
-			if c.received.Swap(false) || c.handling.Load() {
-				lastHeard = now
-			}
-			if silent := now.Sub(lastHeard); silent > c.opts.HeartbeatTimeout {
+			heard := c.received.Swap(false) || c.handling.Load()
+			if silent := hb.tick(now, heard); silent > c.opts.HeartbeatTimeout {
 				c.close(plugin.Errorf(plugin.CodeUnavailable, "peer silent for %v (heartbeat timeout %v)", silent.Round(time.Millisecond), c.opts.HeartbeatTimeout))
 				return
 			}
@@ -1492,6 +1490,34 @@ func (c *Conn) heartbeatLoop() {
 			}
 		}
 	}
+}
+
+// silence measures how long the peer has not been heard from, in the time
+// this side ran: a process stopped for a while (SIGSTOP, a debugger, a VM
+// paused or migrated, a machine starved of CPU) holds its own stall
+// against nobody. Its first tick after the stall, which the ticker
+// delivers at once, found every peer silent for the whole stall, before
+// its reader could take in what they had sent meanwhile, and closed every
+// connection: a driver stopped for longer than the heartbeat timeout lost
+// all its executors, though each had gone on sending.
+type silence struct {
+	interval            time.Duration
+	lastTick, lastHeard time.Time
+}
+
+// tick records a tick at now, with heard telling whether the peer was
+// heard from since the last one, and returns how long it has been
+// silent. A tick more than two intervals after the last means this side
+// did not run meanwhile: the time it lost is not counted.
+func (s *silence) tick(now time.Time, heard bool) time.Duration {
+	if gap := now.Sub(s.lastTick); gap > 2*s.interval {
+		s.lastHeard = s.lastHeard.Add(gap - s.interval)
+	}
+	s.lastTick = now
+	if heard {
+		s.lastHeard = now
+	}
+	return now.Sub(s.lastHeard)
 }
 
 // ErrPeerClosed is in the error a Conn ends with when its peer ended the
