@@ -820,4 +820,3 @@ func TestStandaloneExecutorHeartbeatTimeoutFollowsTheDriver(t *testing.T) {
 		}
 	}
 }
-
