@@ -57,8 +57,9 @@
 // # Tasks and metrics
 //
 // [NewTask] registers a Go function to run on executors and [Map] runs it
-// over inputs, with retries, rescheduling when an executor dies, and task
-// hooks for executor plugins ([plugin.TaskListener]). Plugins register
+// over inputs, with retries (but for an error marked [Permanent]),
+// rescheduling when an executor dies, and task hooks for executor plugins
+// ([plugin.TaskListener]). Plugins register
 // Prometheus metrics with Context.Metrics; executors ship theirs to the
 // driver, which serves all of them at /metrics ([Driver.MetricsURL]).
 //
