@@ -224,7 +224,8 @@ type TaskError struct {
 	Cause      error  // the last attempt's error, a *plugin.Error
 	// Permanent reports that the last attempt's error was marked with
 	// Permanent (or its input could not be decoded): the task was not
-	// retried.
+	// retried after it. Earlier attempts that failed without the mark were,
+	// and count in Attempts.
 	Permanent bool
 }
 
@@ -238,15 +239,29 @@ func (e *TaskError) Error() string {
 // another attempt would repeat (a compile error in a build farm, an input
 // the task refuses): Map fails after this attempt, without the retries
 // ConfMaxTaskFailures allows, and its *TaskError has Permanent set. The
-// error's text and code reach the driver as any task error's do, and
-// errors.Is and errors.As see through the mark, also when err is wrapped
-// further (fmt.Errorf with %w). A task whose input cannot be decoded
-// fails permanently too. Permanent(nil) returns nil.
+// mark holds when the marked error is wrapped further (fmt.Errorf with
+// %w), and errors.Is and errors.As see through it on the executor (in a
+// plugin.TaskListener's OnTaskFailed, say). As with any task error, only
+// its text and code reach the driver: classify failures there by code
+// (plugin.Errorf), and ask IsPermanent. A task whose input cannot be
+// decoded fails permanently too; a panic, even with a marked error, is an
+// ordinary failure. Permanent(nil) returns nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
 	return &executor.PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err is marked with Permanent (a task's
+// error, as a plugin.TaskListener's OnTaskFailed receives it), or is the
+// error of a Map whose task failed permanently (it wraps a *TaskError with
+// Permanent set), however deeply either is wrapped.
+func IsPermanent(err error) bool {
+	if te := (*TaskError)(nil); errors.As(err, &te) && te.Permanent {
+		return true
+	}
+	return errors.As(err, new(*executor.PermanentError))
 }
 
 // Unwrap returns the last attempt's error.

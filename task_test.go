@@ -1202,8 +1202,8 @@ func TestPermanentFailuresAreNotRetried(t *testing.T) {
 				t.Errorf("Map: got %v (permanent %v, %d attempts), want a permanent failure after %d attempts, code %v, saying %q",
 					err, te.Permanent, te.Attempts, tt.attempts, tt.code, tt.text)
 			}
-			if !strings.Contains(err.Error(), "failed permanently") {
-				t.Errorf("Map: got %q, want it to say the task failed permanently", err)
+			if !strings.Contains(err.Error(), "failed permanently") || !ember.IsPermanent(err) {
+				t.Errorf("Map: got %q (IsPermanent %v), want it to say the task failed permanently, and IsPermanent true", err, ember.IsPermanent(err))
 			}
 			if got := permanentRuns.Load(); got != tt.runs {
 				t.Errorf("task function ran %d times, want %d", got, tt.runs)
@@ -1228,6 +1228,21 @@ func TestPermanentMark(t *testing.T) {
 	}
 	if got, want := err.Error(), "build: "+base.Error(); got != want {
 		t.Errorf("text: got %q, want %q", got, want)
+	}
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{err, true}, // what OnTaskFailed receives
+		{ember.Permanent(base), true},
+		{base, false},
+		{nil, false},
+		{fmt.Errorf("ember.Map: %w", &ember.TaskError{Permanent: true, Cause: base}), true},
+		{fmt.Errorf("ember.Map: %w", &ember.TaskError{Attempts: 4, Cause: base}), false},
+	} {
+		if got := ember.IsPermanent(tt.err); got != tt.want {
+			t.Errorf("IsPermanent(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
 

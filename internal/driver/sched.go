@@ -37,8 +37,12 @@ func (e *TaskFailure) Error() string {
 // how many times, where it last ran and why, and whether its last failure
 // was permanent (so not retried).
 func FailureText(task string, index, attempts int, executorID string, cause error, permanent bool) string {
-	if permanent {
-		return fmt.Sprintf("task %q failed permanently on inputs[%d], not retried (failed attempts: %d); last attempt on executor %s: %v", task, index, attempts, executorID, cause)
+	switch {
+	case permanent && attempts > 1:
+		// Earlier attempts failed without the mark, and were retried.
+		return fmt.Sprintf("task %q failed permanently on inputs[%d] after %d failed attempts, not retried further; last attempt on executor %s: %v", task, index, attempts, executorID, cause)
+	case permanent:
+		return fmt.Sprintf("task %q failed permanently on inputs[%d], not retried; on executor %s: %v", task, index, executorID, cause)
 	}
 	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", task, attempts, index, executorID, cause)
 }
