@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
-	"time"
 
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -202,18 +202,8 @@ func (x *Executor) Plugin(name string) plugin.ExecutorPlugin {
 func (e *endpoint) hook(name string, fn func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			ok, held, last := e.hookPanics.Take(time.Now())
-			if !ok {
-				return
-			}
-			args := []any{"hook", name, "panic", r, "stack", string(debug.Stack())}
-			if held > 0 {
-				args = append(args, "held_back", held)
-			}
-			e.log.Error("task hook panicked; the task is not affected", args...)
-			if last {
-				e.log.Error("more panics of this plugin's task hooks are held back until a minute has passed; the next one says how many (held_back)", "per_minute", rpc.LogBurst)
-			}
+			e.hookPanics.Log(e.log, slog.LevelError, "panics of this plugin's task hooks", "task hook panicked; the task is not affected",
+				func() []any { return []any{"hook", name, "panic", r, "stack", string(debug.Stack())} })
 		}
 	}()
 	fn()

@@ -1496,10 +1496,10 @@ func (c *Conn) heartbeatLoop() {
 // this side ran: a process stopped for a while (SIGSTOP, a debugger, a VM
 // paused or migrated, a machine starved of CPU) holds its own stall
 // against nobody. Its first tick after the stall, which the ticker
-// delivers at once, found every peer silent for the whole stall, before
-// its reader could take in what they had sent meanwhile, and closed every
-// connection: a driver stopped for longer than the heartbeat timeout lost
-// all its executors, though each had gone on sending.
+// delivers at once, could otherwise find the peer silent for the whole
+// stall if it ran before the reader had taken in what the peer sent
+// meanwhile, and close the connection. (An executor process stopped with
+// SIGSTOP did not show it: its reader ran first.)
 type silence struct {
 	interval            time.Duration
 	lastTick, lastHeard time.Time

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -46,6 +47,26 @@ func (b *LogBudget) Take(now time.Time) (ok bool, held int, last bool) {
 	return true, held, b.lines == LogBurst
 }
 
+// Log logs msg at level with the attributes args returns, if the budget
+// allows one more line now: with held_back=N after lines held back, and,
+// for the window's last line, a second line saying that more lines about
+// what are held back. args is called only for a line logged: a stack,
+// say, is not taken for one held back.
+func (b *LogBudget) Log(log *slog.Logger, level slog.Level, what, msg string, args func() []any) {
+	ok, held, last := b.Take(time.Now())
+	if !ok {
+		return
+	}
+	attrs := args()
+	if held > 0 {
+		attrs = append(attrs, "held_back", held)
+	}
+	log.Log(context.Background(), level, msg, attrs...)
+	if last {
+		log.Log(context.Background(), level, "more "+what+" are held back until a minute has passed; the next one says how many (held_back)", "per_minute", LogBurst)
+	}
+}
+
 // warnSent logs msg, about a sent message of pluginName's, within the
 // budget of the lane whose handler ctx ctx is (always, outside a lane).
 func warnSent(ctx context.Context, log *slog.Logger, pluginName, msg string, args ...any) {
@@ -54,16 +75,6 @@ func warnSent(ctx context.Context, log *slog.Logger, pluginName, msg string, arg
 		log.Warn(msg, args...)
 		return
 	}
-	ok, held, last := l.sentWarnings.Take(time.Now())
-	if !ok {
-		return
-	}
-	if held > 0 {
-		args = append(args, "held_back", held)
-	}
-	log.Warn(msg, args...)
-	if last {
-		log.Warn("more warnings about sent messages this plugin could not run are held back until a minute has passed; the next one says how many (held_back)",
-			"plugin", pluginName, "per_minute", LogBurst)
-	}
+	l.sentWarnings.Log(log, slog.LevelWarn, "warnings about sent messages that plugin "+strconv.Quote(pluginName)+" could not run", msg,
+		func() []any { return args })
 }
