@@ -342,28 +342,28 @@ var driverLimits = []string{"message_size", "send_queue", "send_window", "lane_q
 
 // executorLimits are the limits an executor can hit (its own
 // ember_limit_hits_total, shipped to the driver).
-var executorLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow"}
+var executorLimits = [...]string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow"}
 
 // zeroLimits adds to merged a 0 for each of executor id's limits that its
 // families fams have no series of (see Store). from records the executor
 // whose type and help a family has, for Gather.
 func zeroLimits(merged map[string]*dto.MetricFamily, from map[string]string, id string, fams []*dto.MetricFamily) {
-	has := map[string]bool{}
+	var has [len(executorLimits)]bool // no map per executor per scrape
 	for _, f := range fams {
 		if f.GetName() != limitHitsName {
 			continue
 		}
 		for _, m := range f.Metric {
 			for _, lp := range m.Label {
-				if lp.GetName() == "limit" {
-					has[lp.GetValue()] = true
+				if i := slices.Index(executorLimits[:], lp.GetValue()); lp.GetName() == "limit" && i >= 0 {
+					has[i] = true
 				}
 			}
 		}
 	}
 	m := merged[limitHitsName]
-	for _, limit := range executorLimits {
-		if has[limit] {
+	for i, limit := range executorLimits {
+		if has[i] {
 			continue
 		}
 		if m == nil {
