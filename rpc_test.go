@@ -101,30 +101,43 @@ func TestAskErrors(t *testing.T) {
 		{name: "undecodable message", msg: undecodable{X: 1}, code: plugin.CodeInvalidArgument, contains: "corrupt", remote: true},
 		{name: "oversized reply", msg: text("big-reply"), code: plugin.CodeResourceExhausted, contains: "limit", remote: true},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := ctx
-			if tt.ctx != nil {
-				c = tt.ctx
-			}
-			_, err := pc.Ask(c, tt.msg)
-			if got := plugin.CodeOf(err); got != tt.code {
-				t.Fatalf("code: got %v (%v), want %v", got, err, tt.code)
-			}
-			if tt.contains != "" && !strings.Contains(err.Error(), tt.contains) {
-				t.Errorf("error %q does not contain %q", err, tt.contains)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("errors.Is(%v, %v) = false", err, tt.is)
-			}
-			if got := plugin.IsRemote(err); got != tt.remote && !tt.either {
-				t.Errorf("IsRemote: got %v, want %v", got, tt.remote)
-			}
-			var e *plugin.Error
-			if !errors.As(err, &e) {
-				t.Errorf("errors.As(%T, *plugin.Error) = false", err)
-			}
-		})
+	// Go gives the same outcome on its Call.
+	forms := []struct {
+		name string
+		ask  func(ctx context.Context, msg any) error
+	}{
+		{"Ask", func(ctx context.Context, msg any) error { _, err := pc.Ask(ctx, msg); return err }},
+		{"Go", func(ctx context.Context, msg any) error { return (<-pc.Go(ctx, msg, nil).Done).Err }},
+	}
+	for _, form := range forms {
+		for _, tt := range tests {
+			t.Run(form.name+"/"+tt.name, func(t *testing.T) {
+				if tt.name == "deadline" && form.name == "Go" {
+					tt.ctx = shortCtx(t, 100*time.Millisecond) // the Ask's has passed
+				}
+				c := ctx
+				if tt.ctx != nil {
+					c = tt.ctx
+				}
+				err := form.ask(c, tt.msg)
+				if got := plugin.CodeOf(err); got != tt.code {
+					t.Fatalf("code: got %v (%v), want %v", got, err, tt.code)
+				}
+				if tt.contains != "" && !strings.Contains(err.Error(), tt.contains) {
+					t.Errorf("error %q does not contain %q", err, tt.contains)
+				}
+				if tt.is != nil && !errors.Is(err, tt.is) {
+					t.Errorf("errors.Is(%v, %v) = false", err, tt.is)
+				}
+				if got := plugin.IsRemote(err); got != tt.remote && !tt.either {
+					t.Errorf("IsRemote: got %v, want %v", got, tt.remote)
+				}
+				var e *plugin.Error
+				if !errors.As(err, &e) {
+					t.Errorf("errors.As(%T, *plugin.Error) = false", err)
+				}
+			})
+		}
 	}
 	if !<-hadDeadline {
 		t.Error("the handler's ctx had no deadline; the asker's should travel with the ask")
@@ -159,9 +172,16 @@ func TestGivingUpEndsTheHandlersCtx(t *testing.T) {
 	p, dc, ec := receivingPlugin("longpoll", receive)
 	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
 
+	outcome := func(c *plugin.Call) (any, error) { <-c.Done; return c.Reply, c.Err }
 	asks := map[string]func(context.Context, any) (any, error){
 		"executor asks the driver": func(ctx context.Context, msg any) (any, error) { return (*ec).Ask(ctx, msg) },
 		"driver asks the executor": func(ctx context.Context, msg any) (any, error) { return (*dc).AskExecutor(ctx, "1", msg) },
+		"executor's Go": func(ctx context.Context, msg any) (any, error) {
+			return outcome((*ec).Go(ctx, msg, make(chan *plugin.Call, 1)))
+		},
+		"driver's GoExecutor": func(ctx context.Context, msg any) (any, error) {
+			return outcome((*dc).GoExecutor(ctx, "1", msg, nil))
+		},
 	}
 	for name, ask := range asks {
 		for _, tt := range []struct {
@@ -382,6 +402,26 @@ func TestDriverToExecutors(t *testing.T) {
 		t.Errorf("AskExecutor(no receiver): got %v, want CodeUnimplemented naming the plugin", err)
 	}
 
+	// GoExecutor: the same, with the outcomes on one channel.
+	done := make(chan *plugin.Call, 4)
+	calls := map[*plugin.Call]string{
+		dc.GoExecutor(ctx, "1", number(5), done):        "50",
+		dc.GoExecutor(ctx, "2", number(6), done):        "60",
+		dc.GoExecutor(ctx, "9", number(1), done):        "not_found",
+		passiveDC.GoExecutor(ctx, "1", number(1), done): "unimplemented",
+	}
+	for range calls {
+		call := <-done
+		n, err := plugin.Reply[number](call)
+		got := fmt.Sprint(int(n))
+		if err != nil {
+			got = plugin.CodeOf(err).String()
+		}
+		if want := calls[call]; got != want {
+			t.Errorf("GoExecutor(%v): got %s (%v), want %s", call.Msg, got, err, want)
+		}
+	}
+
 	// Once the driver shuts down, calls to executors say so: they used to
 	// say there was no such executor, and Broadcast reached nobody, nil.
 	if err := c.Close(); err != nil {
@@ -389,6 +429,7 @@ func TestDriverToExecutors(t *testing.T) {
 	}
 	closed := map[string]error{
 		"AskExecutor":  func() error { _, err := dc.AskExecutor(ctx, "1", number(1)); return err }(),
+		"GoExecutor":   (<-dc.GoExecutor(ctx, "1", number(1), nil).Done).Err,
 		"SendExecutor": dc.SendExecutor(ctx, "1", text("late")),
 		"Broadcast":    dc.Broadcast(ctx, text("late")),
 	}
@@ -1470,5 +1511,61 @@ func TestBroadcastWithAStuckOrLostExecutor(t *testing.T) {
 	_ = c.Close()
 	if err := dc.Broadcast(testCtx(t), text("late")); !errors.Is(err, plugin.ErrClosed) {
 		t.Errorf("Broadcast after shutdown: got %v, want ErrClosed", err)
+	}
+}
+
+// Go keeps many asks in flight from one goroutine, their outcomes on one
+// channel, and its asks keep their place among the same goroutine's sends:
+// the driver plugin takes them in the order they were made.
+func TestGoKeepsManyAsksInFlight(t *testing.T) {
+	const n = 300
+	var mu sync.Mutex
+	var order []string
+	pc, _ := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		mu.Lock()
+		order = append(order, fmt.Sprint(msg))
+		mu.Unlock()
+		if m, ok := msg.(number); ok {
+			return number(int(m) * 10), nil
+		}
+		return nil, nil
+	}, ember.Config{})
+	ctx := testCtx(t)
+	done := make(chan *plugin.Call, n)
+	var want []string
+	for i := range n {
+		if i%3 == 0 {
+			if err := pc.Send(ctx, text(fmt.Sprint("send ", i))); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, fmt.Sprint("send ", i))
+		}
+		if c := pc.Go(ctx, number(i), done); c.Done != done || c.Msg != number(i) {
+			t.Fatalf("Go returned %+v, want a Call for number %d on the channel given", c, i)
+		}
+		want = append(want, fmt.Sprint(i))
+	}
+	seen := make(map[number]bool)
+	for range n {
+		c := <-done
+		got, err := plugin.Reply[number](c)
+		if err != nil || got != c.Msg.(number)*10 {
+			t.Errorf("Go(%v): got %v, %v; want %v", c.Msg, got, err, c.Msg.(number)*10)
+		}
+		seen[c.Msg.(number)] = true
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct asks answered, want %d", len(seen), n)
+	}
+	// The last send may still be on its way.
+	embertest.WaitFor(t, "every message taken", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == len(want) })
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, want) {
+		i := 0
+		for i < len(order) && order[i] == want[i] {
+			i++
+		}
+		t.Errorf("the driver took the messages in another order than they were made: first difference at %d: got %q, want %q", i, order[i], want[i])
 	}
 }

@@ -29,10 +29,16 @@ func (d *stopAskDriver) Receive(ctx context.Context, _ any) (any, error) {
 
 type stopAskExecutor struct {
 	plugin.BaseExecutorPlugin
-	res chan error
+	useGo bool // ask with Go rather than Ask
+	res   chan error
 }
 
 func (e *stopAskExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	if e.useGo {
+		c := pc.Go(context.Background(), stopAskPing{}, nil)
+		go func() { e.res <- (<-c.Done).Err }()
+		return nil
+	}
 	go func() {
 		_, err := pc.Ask(context.Background(), stopAskPing{})
 		e.res <- err
@@ -52,10 +58,11 @@ func (p stopAskPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return p.e }
 // An ask still waiting for the driver when its executor stops fails as an
 // ask after the plugin's Shutdown does (CodeUnavailable, ErrClosed), not
 // with a CodeCanceled that the asker, whose ctx never ended, would take for
-// its own cancel.
+// its own cancel. The same holds for an ask made with Go.
 func TestAskInFlightAtExecutorStop(t *testing.T) {
-	for range 5 {
-		p := stopAskPlugin{d: &stopAskDriver{entered: make(chan struct{}, 1)}, e: &stopAskExecutor{res: make(chan error, 1)}}
+	for i := range 10 {
+		useGo := i%2 == 1
+		p := stopAskPlugin{d: &stopAskDriver{entered: make(chan struct{}, 1)}, e: &stopAskExecutor{useGo: useGo, res: make(chan error, 1)}}
 		c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}})
 		<-p.d.entered
 		if err := c.Close(); err != nil {
@@ -64,7 +71,7 @@ func TestAskInFlightAtExecutorStop(t *testing.T) {
 		select {
 		case err := <-p.e.res:
 			if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) || errors.Is(err, context.Canceled) {
-				t.Fatalf("ask in flight at stop: %v (code %v), want CodeUnavailable wrapping ErrClosed", err, plugin.CodeOf(err))
+				t.Fatalf("ask in flight at stop (Go: %v): %v (code %v), want CodeUnavailable wrapping ErrClosed", useGo, err, plugin.CodeOf(err))
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("ask in flight at stop never returned")

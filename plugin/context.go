@@ -80,6 +80,15 @@ type ExecutorContext interface {
 	// each other for ever.
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
+	// Go starts an ask and returns without waiting for its reply: Ask,
+	// with the outcome delivered as a [Call] on done. It is how one
+	// goroutine keeps many asks in flight, as a load generator does,
+	// without a goroutine waiting on each (see [Call]). Everything Ask
+	// promises holds (ctx, cancel, errors, order), and any failure,
+	// local or remote, arrives on done as the Call's Err: Go itself never
+	// fails. Go waits only while the connection's queue is full, as Send
+	// does (and then fails the Call if ctx ends first).
+	Go(ctx context.Context, msg any, done chan *Call) *Call
 }
 
 // DriverContext is the driver side's view of the runtime. Its methods may
@@ -97,6 +106,9 @@ type DriverContext interface {
 	// is shutting down, AskExecutor, SendExecutor and Broadcast give
 	// CodeUnavailable ([ErrClosed]).
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
+	// GoExecutor is AskExecutor without the wait: the outcome arrives as
+	// a [Call] on done, as for ExecutorContext.Go.
+	GoExecutor(ctx context.Context, executorID string, msg any, done chan *Call) *Call
 	// SendExecutor queues msg for this plugin on one executor; see
 	// ExecutorContext.Send for what it reports. Like AskExecutor, it fails
 	// at once with CodeUnimplemented when the plugin's executor side does
@@ -125,6 +137,40 @@ type DriverContext interface {
 	// so that executors keep the newest, as examples/dynamicconfig does.
 	Broadcast(ctx context.Context, msg any) error
 }
+
+// Call is an ask started with ExecutorContext.Go or DriverContext.GoExecutor
+// and not waited for, as net/rpc's Call is. Its outcome is set, and the
+// Call sent on Done, once: when the reply arrives, the ask fails, or its
+// ctx ends (a cancel is passed on, as for Ask). Reply and Err are written
+// before the Call is sent, so reading them after receiving it is safe.
+//
+// Done is the channel given to Go (a new one with room for one Call when
+// that was nil). Many Calls may share one: give it room for the Calls
+// kept in flight, and one goroutine can start them and take their
+// outcomes as they come, in no particular order:
+//
+//	done := make(chan *plugin.Call, 64)
+//	for range 64 {
+//		pc.Go(ctx, Ping{}, done)
+//	}
+//	for c := range done {
+//		pong, err := plugin.Reply[Pong](c)
+//		// ... use pong, and start the next ask
+//	}
+//
+// The connection never waits for whoever reads Done: a Call that finds it
+// full is sent by a goroutine of its own, which waits for room. So nothing
+// is lost, but a Done that is never read holds those goroutines.
+type Call struct {
+	Msg   any        // the message asked
+	Reply any        // the reply's message, once done (nil if Err is set)
+	Err   error      // the ask's error, once done, as Ask would return it
+	Done  chan *Call // receives the Call once it is done
+}
+
+// Reply is the typed form of a done Call's outcome, as Ask is of
+// Asker.Ask: c.Err, or c.Reply as an R (see Ask for the conversions).
+func Reply[R any](c *Call) (R, error) { return replyAs[R](c.Reply, c.Err) }
 
 // Asker is anything with an untyped Ask, such as an ExecutorContext.
 type Asker interface {

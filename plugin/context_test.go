@@ -417,3 +417,32 @@ func TestAskWrongReplyNamesWantedType(t *testing.T) {
 		})
 	}
 }
+
+// Reply converts a done Call's outcome as Ask converts a reply.
+func TestReplyTyped(t *testing.T) {
+	t.Parallel()
+	boom := plugin.NewError(plugin.CodeNotFound, "no such key")
+	tests := []struct {
+		name string
+		call plugin.Call
+		want askReply
+		code plugin.Code
+	}{
+		{"right type", plugin.Call{Reply: askReply{N: 7}}, askReply{N: 7}, plugin.CodeOK},
+		{"nil reply", plugin.Call{}, askReply{}, plugin.CodeOK},
+		{"wrong type", plugin.Call{Reply: "a string"}, askReply{}, plugin.CodeInvalidArgument},
+		{"error", plugin.Call{Reply: askReply{N: 1}, Err: boom}, askReply{}, plugin.CodeNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := plugin.Reply[askReply](&tt.call)
+			if got != tt.want || plugin.CodeOf(err) != tt.code {
+				t.Errorf("Reply = %+v, %v; want %+v and code %v", got, err, tt.want, tt.code)
+			}
+		})
+	}
+	p, err := plugin.Reply[*askReply](&plugin.Call{Reply: askReply{N: 2}})
+	if err != nil || p == nil || *p != (askReply{N: 2}) {
+		t.Errorf("Reply[*T] of a T = %v, %v; want &{N:2}, nil", p, err)
+	}
+}

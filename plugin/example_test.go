@@ -131,6 +131,54 @@ func ExampleAsk() {
 	// invalid_argument
 }
 
+// stubExecutor is a stub ExecutorContext whose Go answers at once from a
+// goroutine, as the runtime answers from its connection.
+type stubExecutor struct {
+	plugin.ExecutorContext
+	answer func(msg any) (any, error)
+}
+
+func (s stubExecutor) Go(_ context.Context, msg any, done chan *plugin.Call) *plugin.Call {
+	c := &plugin.Call{Msg: msg, Done: done}
+	go func() {
+		c.Reply, c.Err = s.answer(msg)
+		c.Done <- c
+	}()
+	return c
+}
+
+// A load generator keeps a fixed number of asks in flight from one
+// goroutine: it starts that many with Go, then one more as each
+// completes.
+func ExampleCall() {
+	var pc plugin.ExecutorContext = stubExecutor{answer: func(msg any) (any, error) {
+		return Chunk{Index: msg.(Chunk).Index * 2}, nil
+	}}
+	ctx := context.Background()
+	const total, inFlight = 100, 8
+	done := make(chan *plugin.Call, inFlight) // room for every ask in flight
+	started, sum := 0, 0
+	for ; started < inFlight; started++ {
+		pc.Go(ctx, Chunk{Index: started}, done)
+	}
+	for range total {
+		c := <-done
+		reply, err := plugin.Reply[Chunk](c)
+		if err != nil {
+			fmt.Println(c.Msg, err)
+			continue
+		}
+		sum += reply.Index
+		if started < total {
+			pc.Go(ctx, Chunk{Index: started}, done)
+			started++
+		}
+	}
+	fmt.Println(sum) // 2 × (0 + 1 + ... + 99)
+	// Output:
+	// 9900
+}
+
 // Errors keep their code through wrapping, and match the runtime's
 // sentinels and context errors with errors.Is.
 func ExampleCodeOf() {

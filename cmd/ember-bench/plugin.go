@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -25,13 +26,16 @@ type (
 	BDone struct{} // an executor received every BNote
 
 	// RunAsks makes an executor ask Ping N times from Outstanding
-	// goroutines. Only with Latencies does it time each ask (the
-	// throughput baselines time nothing per message, so neither does
-	// the throughput scenario). With a Timeout, each ask gets a ctx of
-	// its own with that timeout, as callers' asks usually do, and the
-	// deadline travels with it; its making is timed too.
+	// goroutines, or with Go from one goroutine keeping Outstanding asks
+	// in flight (as the pipelined baseline's client does). Only with
+	// Latencies does it time each ask (the throughput baselines time
+	// nothing per message, so neither does the throughput scenario).
+	// With a Timeout, each ask gets a ctx of its own with that timeout,
+	// as callers' asks usually do, and the deadline travels with it; its
+	// making is timed too.
 	RunAsks struct {
 		N, Outstanding int
+		Go             bool
 		Latencies      bool
 		Timeout        time.Duration
 	}
@@ -259,6 +263,9 @@ func (e *executorSide) Receive(ctx context.Context, msg any) (any, error) {
 }
 
 func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error) {
+	if m.Go {
+		return e.goAsks(ctx, m)
+	}
 	var lat []time.Duration
 	if m.Latencies {
 		lat = make([]time.Duration, m.N)
@@ -315,6 +322,33 @@ func (e *executorSide) runAsks(ctx context.Context, m RunAsks) (AskStats, error)
 		st.P50, st.P99 = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)
 	}
 	return st, nil
+}
+
+// goAsks asks Ping m.N times with Go, keeping m.Outstanding asks in
+// flight from this one goroutine. It times nothing per ask.
+func (e *executorSide) goAsks(ctx context.Context, m RunAsks) (AskStats, error) {
+	if m.Latencies || m.Timeout > 0 {
+		return AskStats{}, errors.New("RunAsks: Go times no ask and sets no timeout")
+	}
+	s0 := switches()
+	start := time.Now()
+	done := make(chan *plugin.Call, m.Outstanding) // room for every ask in flight
+	ping := Ping{Body: body}
+	started := 0
+	for ; started < min(max(m.Outstanding, 1), m.N); started++ {
+		e.pc.Go(ctx, ping, done)
+	}
+	for range m.N {
+		c := <-done
+		if c.Err != nil {
+			return AskStats{}, c.Err // the rest fit in done: nothing waits on us
+		}
+		if started < m.N {
+			e.pc.Go(ctx, ping, done)
+			started++
+		}
+	}
+	return AskStats{Elapsed: time.Since(start), Switches: switches() - s0}, nil
 }
 
 // ping asks once per m.Every for m.Duration and sends the latencies.

@@ -161,32 +161,44 @@ func askLatency(ctx context.Context) ([]Result, error) {
 // row: long enough never to fire.
 const askTimeout = time.Minute
 
-// 2. Ask throughput: 8 executors x 64 outstanding asks.
+// 2. Ask throughput: 8 executors x 64 outstanding asks, kept in flight by
+// one goroutine with Go (as the pipelined baseline's client keeps its
+// requests), and by 64 goroutines each waiting in Ask.
 func askThroughput(ctx context.Context) ([]Result, error) {
 	const execs, outstanding = 8, 64
 	n := pick(20000, 1000)
-	var rate, base series
-	var cpu cpuSeries
+	var rate, goRate, base series
+	var cpu, goCPU cpuSeries
 	err := withApp(ctx, fmt.Sprintf("local-cluster[%d]", execs), func(ctx context.Context, d *ember.Driver, ds *driverSide) error {
 		srv, err := benchkit.StartGRPC()
 		if err != nil {
 			return err
 		}
 		defer srv.Stop()
-		for range *reps {
+		// run runs one of Ember's two forms and records its rate and CPU
+		// (the baseline's columns are added after both have run).
+		run := func(useGo bool) (float64, cpuUse, cpuUse, error) {
 			c0, err := clusterCPU(ctx, d, ds)
 			if err != nil {
-				return err
+				return 0, c0, c0, err
 			}
 			start := time.Now()
 			if err := onEach(d, func(id string) error {
-				_, err := plugin.AskExecutor[AskStats](ctx, ds.dc, id, RunAsks{N: n, Outstanding: outstanding})
+				_, err := plugin.AskExecutor[AskStats](ctx, ds.dc, id, RunAsks{N: n, Outstanding: outstanding, Go: useGo})
 				return err
 			}); err != nil {
+				return 0, c0, c0, err
+			}
+			r := float64(execs*n) / time.Since(start).Seconds()
+			c1, err := clusterCPU(ctx, d, ds)
+			return r, c0, c1, err
+		}
+		for range *reps {
+			gr, g0, g1, err := run(true)
+			if err != nil {
 				return err
 			}
-			rate.add(float64(execs*n) / time.Since(start).Seconds())
-			c1, err := clusterCPU(ctx, d, ds)
+			r, c0, c1, err := run(false)
 			if err != nil {
 				return err
 			}
@@ -194,14 +206,20 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 			if err != nil {
 				return err
 			}
+			goRate.add(gr)
+			rate.add(r)
 			base.add(float64(execs*n) / elapsed.Seconds())
+			goCPU.add(execs*n, g0, g1, server, rs)
 			cpu.add(execs*n, c0, c1, server, rs)
 		}
 		return nil
 	})
-	return append([]Result{
-		result("ask-throughput", "8 executors x 64 outstanding", "/s", rate).vs("grpc pipelined, 8 clients x 64", base, ">=", 1.0),
-	}, cpu.results("ask-throughput", "ask")...), err
+	out := []Result{
+		result("ask-throughput", "8 executors x 64 outstanding (Go)", "/s", goRate).vs("grpc pipelined, 8 clients x 64", base, ">=", 1.0),
+	}
+	out = append(out, goCPU.results("ask-throughput", "ask (Go)")...)
+	out = append(out, result("ask-throughput", "8 x 64 goroutines in Ask (no bar)", "/s", rate).vs("grpc pipelined, 8 clients x 64", base, "", 0))
+	return append(out, cpu.results("ask-throughput", "ask (64 goroutines)")...), err
 }
 
 // 3. Send throughput, counted at the driver plugin until all arrive.

@@ -94,16 +94,55 @@ func (e *endpoint) Ask(ctx context.Context, msg any) (any, error) {
 		return nil, err
 	}
 	v, err := e.x.conn.AskMessage(ctx, f)
-	// An ask still waiting when the plugin shut down: the driver ends
-	// its handler's ctx once this executor has stopped, and a handler
-	// that returns that ctx's error answers CodeCanceled, which the
-	// asker, whose own ctx has not ended, would take for its own cancel.
-	// It gets what an ask after Shutdown gets, as it does when the
-	// stream closes first.
+	return v, e.askError(ctx, err)
+}
+
+// askError is the error an ask under ctx returns for err. An ask still
+// waiting when the plugin shut down: the driver ends its handler's ctx
+// once this executor has stopped, and a handler that returns that ctx's
+// error answers CodeCanceled, which the asker, whose own ctx has not
+// ended, would take for its own cancel. It gets what an ask after
+// Shutdown gets, as it does when the stream closes first.
+func (e *endpoint) askError(ctx context.Context, err error) error {
 	if err != nil && e.shut.Load() && ctx.Err() == nil && plugin.CodeOf(err) == plugin.CodeCanceled && plugin.IsRemote(err) {
-		return nil, e.errShut()
+		return e.errShut()
 	}
-	return v, err
+	return err
+}
+
+func (e *endpoint) Go(ctx context.Context, msg any, done chan *plugin.Call) *plugin.Call {
+	g := &goCall{Call: plugin.Call{Msg: msg, Done: done}, e: e, ctx: ctx}
+	if g.Done == nil {
+		g.Done = make(chan *plugin.Call, 1)
+	}
+	var err error
+	switch {
+	case e.shut.Load():
+		err = e.errShut()
+	case e.noDriverSide:
+		err = e.errNoDriverSide()
+	}
+	var f *wire.Frame
+	if err == nil {
+		f, err = e.encode(msg)
+	}
+	if err != nil {
+		rpc.Finish(&g.Call, nil, err)
+		return &g.Call
+	}
+	e.x.conn.AskAsync(ctx, f, g)
+	return &g.Call
+}
+
+// goCall is an ask made with Go: its Call, and what completing it needs.
+type goCall struct {
+	plugin.Call
+	e   *endpoint
+	ctx context.Context
+}
+
+func (g *goCall) Complete(v any, err error) {
+	rpc.Finish(&g.Call, v, g.e.askError(g.ctx, err))
 }
 
 func (e *endpoint) Send(ctx context.Context, msg any) error {

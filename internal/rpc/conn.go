@@ -394,8 +394,8 @@ func (c *Conn) close(err error) {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	for _, p := range calls {
-		p.ch <- reply{} // the connection is gone; Ask reports it locally
+	for id, p := range calls {
+		c.put(id, p, reply{}) // the connection is gone; Ask reports it locally
 	}
 	// The owner learns of the close before Done fires, so whoever waits on
 	// Done sees its consequences (membership events already queued).
@@ -956,10 +956,22 @@ func (c *Conn) SendControl(f *wire.Frame) error {
 
 // pending is an ask waiting for its reply.
 type pending struct {
-	ch      chan reply
-	decode  bool     // the reader decodes the reply (AskMessage)
-	w       *watcher // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
-	written int64    // Conn.written when the ask was registered: all of it precedes the ask
+	ch      chan reply // nil for an async ask
+	async   *asyncCall // an ask made with AskAsync
+	decode  bool       // the reader decodes the reply (AskMessage)
+	w       *watcher   // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
+	written int64      // Conn.written when the ask was registered: all of it precedes the ask
+}
+
+// put hands r to the ask p: its waiting caller, or (async) its
+// completion. The ask, id, has been taken out of the call table, and c.mu
+// is not held.
+func (c *Conn) put(id uint64, p pending, r reply) {
+	if p.async != nil {
+		c.finishAsync(id, p.async, r)
+		return
+	}
+	p.ch <- r // buffered, and nobody else sends to it now
 }
 
 // reply is what the reader hands a waiting ask: the REPLY frame, or its
@@ -988,16 +1000,18 @@ type watcher struct {
 const maxWatchers = 16
 
 // watcherLocked returns the watcher for done, starting one when asks seem
-// to share it: the last ask registered had the same Done channel and
-// another ask is waiting. A lone asker, or asks under contexts of their
-// own, get nil and watch their ctx themselves. c.mu is held.
-func (c *Conn) watcherLocked(done <-chan struct{}) *watcher {
+// to share it (the last ask registered had the same Done channel and
+// another ask is waiting) or always (an async ask, which has no goroutine
+// of its own to watch ctx). A lone asker, or asks under contexts of their
+// own, get nil and watch their ctx themselves, and so do all asks once
+// maxWatchers are running. c.mu is held.
+func (c *Conn) watcherLocked(done <-chan struct{}, always bool) *watcher {
 	if w, ok := c.watchers[done]; ok {
 		return w
 	}
 	shared := done == c.lastDone && len(c.calls) > 0
 	c.lastDone = done
-	if !shared || len(c.watchers) >= maxWatchers {
+	if !(shared || always) || len(c.watchers) >= maxWatchers {
 		return nil
 	}
 	w := &watcher{done: done}
@@ -1024,13 +1038,26 @@ func (c *Conn) watch(w *watcher) {
 	if c.lastDone == w.done {
 		c.lastDone = nil
 	}
+	type taken struct {
+		id uint64
+		ac *asyncCall
+	}
+	var async []taken // completed once c.mu is released: that sends their cancels
 	for id, p := range c.calls {
-		if p.w == w {
-			delete(c.calls, id)
-			p.ch <- reply{canceled: true} // buffered, and nobody else sends to it now
+		if p.w != w {
+			continue
 		}
+		delete(c.calls, id)
+		if p.async != nil {
+			async = append(async, taken{id, p.async})
+			continue
+		}
+		p.ch <- reply{canceled: true} // buffered, and nobody else sends to it now
 	}
 	c.mu.Unlock()
+	for _, t := range async {
+		c.finishAsync(t.id, t.ac, reply{canceled: true})
+	}
 }
 
 var chanPool = sync.Pool{New: func() any { return make(chan reply, 1) }}
@@ -1062,8 +1089,50 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	if err := ctx.Err(); err != nil {
 		return reply{}, plugin.Errorf(plugin.CodeOf(err), "%w", err)
 	}
-	if err := c.compressCall(f); err != nil {
+	ch := chanPool.Get().(chan reply)
+	p := f.Plugin // f belongs to the writer once queued
+	id, w, err := c.start(ctx, f, pending{ch: ch, decode: decode}, false)
+	if err != nil {
+		if id != 0 {
+			c.forget(id)
+		}
 		return reply{}, err
+	}
+	if w != nil {
+		// Its watcher answers for ctx.
+		r, err := c.answered(ctx, id, ch, <-ch)
+		if r.canceled {
+			c.cancelAsk(id, p)
+		}
+		return r, err
+	}
+	select {
+	case r := <-ch:
+		return c.answered(ctx, id, ch, r)
+	case <-ctx.Done():
+		err := ctx.Err()
+		err = plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
+		if c.forget(id) {
+			c.cancelAsk(id, p)
+		} else {
+			// The reply (or the close) won the race; drain it so the
+			// channel can be reused.
+			<-ch
+			chanPool.Put(ch)
+		}
+		return reply{}, err
+	}
+}
+
+// start registers f as an ASK with p in the call table and queues it
+// (writing it at once when it is alone, see below). It returns the call's
+// ID (0 if it was never registered) and the watcher that answers for ctx,
+// if any: one is started for every async ask (when there is room for
+// it), and for asks that seem to share ctx. On an error after
+// registration the call is still in the table, for the caller to forget.
+func (c *Conn) start(ctx context.Context, f *wire.Frame, p pending, async bool) (uint64, *watcher, error) {
+	if err := c.compressCall(f); err != nil {
+		return 0, nil, err
 	}
 	if d, ok := ctx.Deadline(); ok {
 		us := time.Until(d).Microseconds()
@@ -1073,25 +1142,22 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 		f.TimeoutMicros = us
 	}
 	f.Kind = wire.Kind_KIND_ASK
-	ch := chanPool.Get().(chan reply)
 	done := ctx.Done()
-	// A ctx that can end makes the ask cancelable (see handlerCtx). f
-	// belongs to the writer once queued: keep what giving up needs.
+	// A ctx that can end makes the ask cancelable (see handlerCtx).
 	f.Cancelable = done != nil
-	p := f.Plugin
 	c.mu.Lock()
 	if c.calls == nil {
 		err := c.closedError()
 		c.mu.Unlock()
-		return reply{}, err
+		return 0, nil, err
 	}
-	var w *watcher
 	if done != nil {
-		w = c.watcherLocked(done)
+		p.w = c.watcherLocked(done, async)
 	}
 	c.nextCall++
 	id := c.nextCall
-	c.calls[id] = pending{ch, decode, w, c.written.Load()}
+	p.written = c.written.Load()
+	c.calls[id] = p
 	f.Call = id
 	if stamp.Enabled {
 		stamp.Mark(stamp.AskQueued, id)
@@ -1118,33 +1184,9 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	// Still under the lock that registered the call: one lock round per
 	// ask when the queue has room.
 	if err := c.enqueueLocked(ctx, f, false, lone); err != nil {
-		c.forget(id)
-		return reply{}, err
+		return id, nil, err
 	}
-	if w != nil {
-		// Its watcher answers for ctx.
-		r, err := c.answered(ctx, id, ch, <-ch)
-		if r.canceled {
-			c.cancelAsk(id, p)
-		}
-		return r, err
-	}
-	select {
-	case r := <-ch:
-		return c.answered(ctx, id, ch, r)
-	case <-done:
-		err := ctx.Err()
-		err = plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
-		if c.forget(id) {
-			c.cancelAsk(id, p)
-		} else {
-			// The reply (or the close) won the race; drain it so the
-			// channel can be reused.
-			<-ch
-			chanPool.Put(ch)
-		}
-		return reply{}, err
-	}
+	return id, p.w, nil
 }
 
 // answered is what ask id returns once r has arrived on its channel ch,
@@ -1375,7 +1417,7 @@ func (c *Conn) readLoop() {
 					claimed = c.claim(b.Frames[i:], claimed[:0])
 					run = len(claimed)
 				}
-				deliver(f, claimed[len(claimed)-run])
+				c.deliver(f, claimed[len(claimed)-run])
 				run--
 				replies++
 			case wire.Kind_KIND_HEARTBEAT:
@@ -1453,18 +1495,19 @@ func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 }
 
 // deliver hands f to the ask p that it answers (see claim).
-func deliver(f *wire.Frame, p pending) {
-	if p.ch == nil {
+func (c *Conn) deliver(f *wire.Frame, p pending) {
+	if p.ch == nil && p.async == nil {
 		// A reply for a call that gave up is dropped.
 		wire.ReleaseFrame(f)
 		return
 	}
+	id := f.Call // f is released once decoded
 	if p.decode && len(f.Payload) <= predecodeMax {
 		v, err := Result(f)
-		p.ch <- reply{v: v, err: err, decoded: true}
+		c.put(id, p, reply{v: v, err: err, decoded: true})
 		return
 	}
-	p.ch <- reply{f: f}
+	c.put(id, p, reply{f: f})
 }
 
 func (c *Conn) heartbeatLoop() {

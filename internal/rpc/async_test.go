@@ -1,0 +1,321 @@
+package rpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// outcome is what an async ask completed with.
+type outcome struct {
+	tag string
+	v   any
+	err error
+}
+
+// collector is an rpc.Async that sends each outcome to out, and fails the
+// test if an ask completes twice.
+type collector struct {
+	t    *testing.T
+	tag  string
+	out  chan<- outcome
+	done atomic.Bool
+}
+
+func (c *collector) Complete(v any, err error) {
+	if c.done.Swap(true) {
+		c.t.Errorf("ask %s completed twice (again with %v, %v)", c.tag, v, err)
+		return
+	}
+	c.out <- outcome{c.tag, v, err}
+}
+
+func asyncAsk(t *testing.T, ctx context.Context, c *rpc.Conn, tag string, msg any, out chan<- outcome) {
+	t.Helper()
+	f, err := rpc.Encode(0, msg, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AskAsync(ctx, f, &collector{t: t, tag: tag, out: out})
+}
+
+// AskAsync completes with what AskMessage returns: the reply's message,
+// decoded on the reader or (large) off it, or the reply's error.
+func TestAskAsyncOutcomes(t *testing.T) {
+	t.Parallel()
+	serverH := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind == wire.Kind_KIND_ASK && f.Type == "fail" {
+			_ = c.Reply(&wire.Frame{Call: f.Call, Code: uint32(plugin.CodeNotFound), Error: "no such thing"})
+			return
+		}
+		echo(c, f)
+	})
+	p := newPair(t, newHandler(nil), serverH, rpc.Options{}, rpc.Options{})
+	ctx := testContext(t)
+	big := rpcBig{Data: strings.Repeat("b", 100<<10)} // over predecodeMax
+	tests := []struct {
+		name     string
+		msg      any
+		typ      string
+		want     any
+		wantCode plugin.Code
+	}{
+		{name: "small", msg: rpcMsg{N: 3, Text: "hi"}, want: rpcMsg{N: 3, Text: "hi"}},
+		{name: "big", msg: big, want: big},
+		{name: "error reply", msg: rpcMsg{}, typ: "fail", wantCode: plugin.CodeNotFound},
+		{name: "undecodable reply", msg: rpcMsg{}, typ: "rpc_test.nobody", wantCode: plugin.CodeInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := rpc.Encode(0, tt.msg, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.typ != "" {
+				f.Type = tt.typ
+			}
+			out := make(chan outcome, 1)
+			p.client.AskAsync(ctx, f, &collector{t: t, tag: tt.name, out: out})
+			o := recv(t, out, "the ask's outcome")
+			if tt.wantCode != plugin.CodeOK {
+				wantCode(t, "AskAsync", o.err, tt.wantCode)
+				return
+			}
+			if o.err != nil {
+				t.Fatalf("AskAsync: %v", o.err)
+			}
+			if o.v != tt.want {
+				t.Errorf("got %.40v, want %.40v", o.v, tt.want)
+			}
+		})
+	}
+}
+
+// Many asks in flight from one goroutine, answered out of order, each
+// complete once with its own reply.
+func TestAskAsyncManyInFlight(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	var mu sync.Mutex
+	var held []*wire.Frame
+	serverH := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind != wire.Kind_KIND_ASK {
+			return
+		}
+		mu.Lock()
+		held = append(held, f)
+		batch := held
+		if len(held) == 50 {
+			held = nil
+		}
+		mu.Unlock()
+		if len(batch) < 50 {
+			return
+		}
+		for i := len(batch) - 1; i >= 0; i-- { // reverse order
+			echo(c, batch[i])
+		}
+	})
+	p := newPair(t, newHandler(nil), serverH, rpc.Options{}, rpc.Options{})
+	ctx := testContext(t)
+	out := make(chan outcome, n)
+	for i := range n {
+		tag := fmt.Sprint(i)
+		asyncAsk(t, ctx, p.client, tag, rpcMsg{N: i, Text: tag}, out)
+	}
+	seen := make(map[string]bool)
+	for range n {
+		o := recv(t, out, "an outcome")
+		if o.err != nil {
+			t.Fatalf("ask %s: %v", o.tag, o.err)
+		}
+		if m, ok := o.v.(rpcMsg); !ok || m.Text != o.tag {
+			t.Errorf("ask %s: got reply %v, want its own message back", o.tag, o.v)
+		}
+		seen[o.tag] = true
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct asks completed, want %d", len(seen), n)
+	}
+}
+
+// An async ask whose ctx ends completes with the ctx's error and is
+// canceled on the peer: withdrawn while still queued, or followed by an
+// ASK_CANCEL once written. Its ctx is watched by a watcher goroutine, or
+// by context.AfterFunc once maxWatchers (16) are running; both are
+// covered, with the ctx ended before the call too.
+func TestAskAsyncContextEnds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		others   int // asks held first, each under a ctx of its own that stays live
+		deadline bool
+		early    bool // ctx ended before the call
+	}{
+		{name: "watcher, canceled"},
+		{name: "watcher, deadline", deadline: true},
+		{name: "AfterFunc, canceled", others: 20},
+		{name: "AfterFunc, deadline", others: 20, deadline: true},
+		{name: "ended before the call", early: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newFakeStream()
+			c := startFake(t, s, newHandler(nil), rpc.Options{})
+			out := make(chan outcome, tt.others+1)
+			for i := range tt.others {
+				octx, cancel := context.WithCancel(context.Background())
+				t.Cleanup(cancel)
+				asyncAsk(t, octx, c, fmt.Sprint("other", i), rpcMsg{}, out)
+			}
+			poll(t, "the other asks written", func() bool { return s.count(wire.Kind_KIND_ASK) == tt.others })
+
+			ctx, cancel := context.WithCancel(context.Background())
+			want, wantErr := plugin.CodeCanceled, context.Canceled
+			if tt.deadline {
+				ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+				want, wantErr = plugin.CodeDeadlineExceeded, context.DeadlineExceeded
+			}
+			defer cancel()
+			if tt.early {
+				cancel()
+			}
+			asyncAsk(t, ctx, c, "this", rpcMsg{}, out)
+			if !tt.early {
+				poll(t, "the ask written", func() bool { return s.count(wire.Kind_KIND_ASK) == tt.others+1 })
+				if !tt.deadline {
+					cancel()
+				}
+			}
+			o := recv(t, out, "the ask's outcome")
+			if o.tag != "this" {
+				t.Fatalf("ask %s completed (%v), want only the one whose ctx ended", o.tag, o.err)
+			}
+			wantCode(t, "ask whose ctx ended", o.err, want)
+			if !errors.Is(o.err, wantErr) {
+				t.Errorf("error %v, want one matching %v", o.err, wantErr)
+			}
+			if tt.early {
+				if n := s.count(wire.Kind_KIND_ASK); n != tt.others {
+					t.Errorf("%d ASKs written, want %d: an ask whose ctx had ended is not sent", n, tt.others)
+				}
+				return
+			}
+			poll(t, "the ASK_CANCEL written", func() bool { return s.count(wire.Kind_KIND_ASK_CANCEL) == 1 })
+			// A late reply to it is dropped, not delivered again.
+			var call uint64
+			for _, f := range s.Sent() {
+				if f.Kind == wire.Kind_KIND_ASK_CANCEL {
+					call = f.Call
+				}
+			}
+			s.in <- &wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_REPLY, Call: call}}}
+			// The others are still waiting: the connection's close fails them.
+			c.Close(nil)
+			for range tt.others {
+				o := recv(t, out, "another ask's outcome")
+				wantCode(t, "ask "+o.tag+" at the close", o.err, plugin.CodeUnavailable)
+			}
+		})
+	}
+}
+
+// The connection's end fails every async ask in flight, locally, with
+// ErrClosed; and one made after it fails at once.
+func TestAskAsyncConnectionCloses(t *testing.T) {
+	t.Parallel()
+	h := newHolder()
+	p := newPair(t, newHandler(nil), newHandler(h.frame), rpc.Options{}, rpc.Options{})
+	const n = 10
+	out := make(chan outcome, n+1)
+	for i := range n {
+		f := &wire.Frame{Type: "hold"}
+		p.client.AskAsync(testContext(t), f, &collector{t: t, tag: fmt.Sprint(i), out: out})
+	}
+	for range n {
+		recv(t, h.held, "held ask")
+	}
+	p.client.Close(nil)
+	for range n {
+		o := recv(t, out, "pending ask after Close")
+		wantCode(t, "pending ask after Close", o.err, plugin.CodeUnavailable)
+		if !errors.Is(o.err, plugin.ErrClosed) || plugin.IsRemote(o.err) {
+			t.Errorf("ask %s: %v, want a local error wrapping plugin.ErrClosed", o.tag, o.err)
+		}
+	}
+	p.client.AskAsync(testContext(t), &wire.Frame{}, &collector{t: t, tag: "after", out: out})
+	o := recv(t, out, "ask after Close")
+	if !errors.Is(o.err, plugin.ErrClosed) {
+		t.Errorf("ask after Close: %v, want ErrClosed", o.err)
+	}
+}
+
+// Replies racing their asks' cancels: every ask completes exactly once
+// (collector fails the test otherwise), with its reply or its ctx's end.
+func TestAskAsyncRepliesRaceCancels(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, newHandler(nil), newHandler(echo), rpc.Options{}, rpc.Options{})
+	const n = 400
+	out := make(chan outcome, n)
+	parent := testContext(t)
+	for i := range n {
+		ctx, cancel := context.WithCancel(parent)
+		tag := fmt.Sprint(i)
+		asyncAsk(t, ctx, p.client, tag, rpcMsg{Text: tag}, out)
+		if i%2 == 0 {
+			cancel()
+		} else {
+			defer cancel()
+		}
+	}
+	for range n {
+		o := recv(t, out, "an outcome")
+		if o.err == nil {
+			if m, ok := o.v.(rpcMsg); !ok || m.Text != o.tag {
+				t.Errorf("ask %s: reply %v, want its own message", o.tag, o.v)
+			}
+		} else if plugin.CodeOf(o.err) != plugin.CodeCanceled {
+			t.Errorf("ask %s: %v, want its reply or Canceled", o.tag, o.err)
+		}
+	}
+}
+
+// Finish never blocks: a Call that finds its Done channel full is sent
+// later, by a goroutine of its own, and none is lost.
+func TestFinishNeverBlocks(t *testing.T) {
+	t.Parallel()
+	done := make(chan *plugin.Call, 1)
+	calls := []*plugin.Call{{Msg: 1, Done: done}, {Msg: 2, Done: done}, {Msg: 3, Done: done}}
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		rpc.Finish(calls[0], "one", nil)
+		rpc.Finish(calls[1], "ignored", errors.New("two failed"))
+		rpc.Finish(calls[2], "three", nil)
+	}()
+	recv(t, finished, "Finish to return with Done full")
+	got := map[any]*plugin.Call{}
+	for range calls {
+		c := recv(t, done, "a finished Call")
+		got[c.Msg] = c
+	}
+	if c := got[1]; c == nil || c.Reply != "one" || c.Err != nil {
+		t.Errorf("call 1: %+v, want Reply one", c)
+	}
+	if c := got[2]; c == nil || c.Reply != nil || c.Err == nil {
+		t.Errorf("call 2: %+v, want Err set and Reply nil", c)
+	}
+	if c := got[3]; c == nil || c.Reply != "three" {
+		t.Errorf("call 3: %+v, want Reply three", c)
+	}
+}
