@@ -225,7 +225,9 @@ const askOutstanding = 64
 //   - grpc-pipelined: a raw gRPC bidirectional stream, one goroutine
 //     sending (at most askOutstanding ahead) and one receiving;
 //   - ember: askOutstanding goroutines each calling ExecutorContext.Ask
-//     in a loop, on an in-process local[1] cluster.
+//     in a loop, on an in-process local[1] cluster;
+//   - ember-go: one goroutine keeping askOutstanding asks in flight with
+//     ExecutorContext.Go, on the same cluster.
 func BenchmarkAskPipelined(b *testing.B) {
 	var base benchBaseline
 	b.Run("grpc-pipelined", func(b *testing.B) {
@@ -288,6 +290,34 @@ func BenchmarkAskPipelined(b *testing.B) {
 		for range askOutstanding {
 			if err := <-errs; err != nil {
 				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		cpu.report(b)
+		base.reportRatio(b)
+	})
+
+	// One goroutine keeps the asks in flight with Go, as the pipelined
+	// baseline's client does.
+	b.Run("ember-go", func(b *testing.B) {
+		_, pc := startBenchCluster(b)
+		ctx := b.Context()
+		var msg any = benchPing{Body: benchBody}
+		done := make(chan *plugin.Call, askOutstanding)
+		b.ReportAllocs()
+		b.ResetTimer()
+		cpu := startCPU()
+		started := 0
+		for ; started < min(askOutstanding, b.N); started++ {
+			pc.Go(ctx, msg, done)
+		}
+		for range b.N {
+			if c := <-done; c.Err != nil {
+				b.Fatal(c.Err)
+			}
+			if started < b.N {
+				pc.Go(ctx, msg, done)
+				started++
 			}
 		}
 		b.StopTimer()

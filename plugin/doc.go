@@ -15,9 +15,11 @@
 //
 //	r, err := plugin.Ask[ConfigReply](ctx, pc, ConfigRequest{}) // request/reply
 //	err = pc.Send(ctx, Progress{Done: 10})                      // fire and forget
+//	pc.Go(ctx, ConfigRequest{}, done)                           // request; the reply later, on done
 //
 // and driver plugins to executors through [DriverContext] (AskExecutor,
-// SendExecutor, Broadcast). Message types must be registered in every
+// GoExecutor, SendExecutor, Broadcast). Go and GoExecutor keep many asks
+// in flight from one goroutine; see [Call]. Message types must be registered in every
 // process with [RegisterMessage], in an init function.
 //
 // Errors crossing the wire are [*Error] values with a [Code]; use
