@@ -81,10 +81,10 @@ type ExecutorContext interface {
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 	// Go starts an ask and returns without waiting for its reply: Ask,
-	// with the outcome delivered as a [Call] on done. It is how one
-	// goroutine keeps many asks in flight, as a load generator does,
-	// without a goroutine waiting on each (see [Call]). Everything Ask
-	// promises holds (ctx, cancel, errors, order), and any failure,
+	// with the outcome delivered as a [Call] on done, exactly once. It is
+	// how one goroutine keeps many asks in flight, as a load generator
+	// does, without a goroutine waiting on each (see [Call]). Everything
+	// Ask promises holds (ctx, cancel, errors, order), and any failure,
 	// local or remote, arrives on done as the Call's Err: Go itself never
 	// fails. Go waits only while the connection's queue is full, as Send
 	// does (and then fails the Call if ctx ends first).
@@ -139,28 +139,36 @@ type DriverContext interface {
 }
 
 // Call is an ask started with ExecutorContext.Go or DriverContext.GoExecutor
-// and not waited for, as net/rpc's Call is. Its outcome is set, and the
-// Call sent on Done, once: when the reply arrives, the ask fails, or its
-// ctx ends (a cancel is passed on, as for Ask). Reply and Err are written
-// before the Call is sent, so reading them after receiving it is safe.
+// and not waited for, as net/rpc's Call is. Go returns the Call and sends
+// that same Call on Done exactly once, whatever happens: when the reply
+// arrives, when the ask fails (locally, at once, or on the peer), or when
+// its ctx ends (the cancel is passed on, as for Ask). Reply and Err are
+// written before the Call is sent, so reading them after receiving it is
+// safe. Msg is the msg given to Go, as it was given, so a Call can be
+// matched to its request.
 //
 // Done is the channel given to Go (a new one with room for one Call when
 // that was nil). Many Calls may share one: give it room for the Calls
 // kept in flight, and one goroutine can start them and take their
-// outcomes as they come, in no particular order:
+// outcomes as they come, in no particular order, counting them, as
+// nothing closes Done:
 //
 //	done := make(chan *plugin.Call, 64)
 //	for range 64 {
 //		pc.Go(ctx, Ping{}, done)
 //	}
-//	for c := range done {
+//	for range 64 {
+//		c := <-done
 //		pong, err := plugin.Reply[Pong](c)
-//		// ... use pong, and start the next ask
+//		// ... use pong (or err); to keep going, start the next ask here
 //	}
 //
 // The connection never waits for whoever reads Done: a Call that finds it
 // full is sent by a goroutine of its own, which waits for room. So nothing
 // is lost, but a Done that is never read holds those goroutines.
+//
+// For a deadline per ask, give each its own ctx (context.WithTimeout) and
+// keep its cancel func by Call, to call when the Call comes back.
 type Call struct {
 	Msg   any        // the message asked
 	Reply any        // the reply's message, once done (nil if Err is set)
@@ -169,7 +177,8 @@ type Call struct {
 }
 
 // Reply is the typed form of a done Call's outcome, as Ask is of
-// Asker.Ask: c.Err, or c.Reply as an R (see Ask for the conversions).
+// Asker.Ask: c.Err, or c.Reply as an R (see Ask for the conversions: a
+// nil reply gives R's zero value and no error).
 func Reply[R any](c *Call) (R, error) { return replyAs[R](c.Reply, c.Err) }
 
 // Asker is anything with an untyped Ask, such as an ExecutorContext.

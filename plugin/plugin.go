@@ -123,7 +123,9 @@ type ExecutorPlugin interface {
 // deadline and when the asker cancels its ctx. For any message it ends
 // when the executor stops: context.Canceled, with a cause (for
 // context.Cause) saying why: it is shutting down, is stopping on its own,
-// or lost its driver.
+// or lost its driver. For a SendExecutor or Broadcast, an error Receive
+// returns is logged on the executor (at most ten lines a minute), and the
+// driver is not told: report what it must know with a Send.
 type ExecutorReceiver interface {
 	Receive(ctx context.Context, msg any) (reply any, err error)
 }
