@@ -36,8 +36,10 @@ type asyncCall struct {
 // An ask whose ctx ends while it waits for room completes with that
 // error. A lone ask is written by the caller, as with Ask.
 //
-// The asks share watchers with Ask (one goroutine per ctx Done channel,
-// see watcher); past maxWatchers a ctx is watched by context.AfterFunc.
+// Asks that share a ctx share a watcher with each other and with Ask (one
+// goroutine per ctx Done channel, see watcherLocked); an ask under a ctx
+// of its own, or past maxWatchers, has its ctx watched by
+// context.AfterFunc, released once the ask is done.
 func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 	if err := ctx.Err(); err != nil {
 		wire.ReleaseFrame(f)
@@ -45,7 +47,7 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 		return
 	}
 	ac := &asyncCall{a: a, ctx: ctx, plugin: f.Plugin}
-	id, w, err := c.start(ctx, f, pending{decode: true, async: ac}, true)
+	id, w, err := c.start(ctx, f, pending{decode: true, async: ac})
 	if err != nil {
 		if id == 0 || c.forget(id) {
 			a.Complete(nil, err)

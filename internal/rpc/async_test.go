@@ -150,21 +150,26 @@ func TestAskAsyncManyInFlight(t *testing.T) {
 
 // An async ask whose ctx ends completes with the ctx's error and is
 // canceled on the peer: withdrawn while still queued, or followed by an
-// ASK_CANCEL once written. Its ctx is watched by a watcher goroutine, or
-// by context.AfterFunc once maxWatchers (16) are running; both are
-// covered, with the ctx ended before the call too.
+// ASK_CANCEL once written. Its ctx is watched by context.AfterFunc, or by
+// a watcher goroutine when asks share it (as for Ask) and fewer than
+// maxWatchers (16) are running; each is covered, with the ctx ended
+// before the call too.
 func TestAskAsyncContextEnds(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		others   int // asks held first, each under a ctx of its own that stays live
+		others   int  // ctxs held first, each that stays live shared by two asks (the second gets a watcher)
+		shared   bool // another ask under the same ctx comes first
+		watchers int  // the watchers running once the ask is made
 		deadline bool
 		early    bool // ctx ended before the call
 	}{
-		{name: "watcher, canceled"},
-		{name: "watcher, deadline", deadline: true},
-		{name: "AfterFunc, canceled", others: 20},
-		{name: "AfterFunc, deadline", others: 20, deadline: true},
+		{name: "AfterFunc, canceled"},
+		{name: "AfterFunc, deadline", deadline: true},
+		{name: "watcher, canceled", shared: true, watchers: 1},
+		{name: "watcher, deadline", shared: true, watchers: 1, deadline: true},
+		{name: "watchers full, canceled", others: 16, shared: true, watchers: 16},
+		{name: "watchers full, deadline", others: 16, shared: true, watchers: 16, deadline: true},
 		{name: "ended before the call", early: true},
 	}
 	for _, tt := range tests {
@@ -172,13 +177,15 @@ func TestAskAsyncContextEnds(t *testing.T) {
 			t.Parallel()
 			s := newFakeStream()
 			c := startFake(t, s, newHandler(nil), rpc.Options{})
-			out := make(chan outcome, tt.others+1)
+			held := 2 * tt.others
+			out := make(chan outcome, held+2)
 			for i := range tt.others {
 				octx, cancel := context.WithCancel(context.Background())
 				t.Cleanup(cancel)
 				asyncAsk(t, octx, c, fmt.Sprint("other", i), rpcMsg{}, out)
+				asyncAsk(t, octx, c, fmt.Sprint("other", i, "'"), rpcMsg{}, out)
 			}
-			poll(t, "the other asks written", func() bool { return s.count(wire.Kind_KIND_ASK) == tt.others })
+			poll(t, "the other asks written", func() bool { return s.count(wire.Kind_KIND_ASK) == held })
 
 			ctx, cancel := context.WithCancel(context.Background())
 			want, wantErr := plugin.CodeCanceled, context.Canceled
@@ -190,43 +197,95 @@ func TestAskAsyncContextEnds(t *testing.T) {
 			if tt.early {
 				cancel()
 			}
+			mine := map[string]bool{"this": true}
+			if tt.shared {
+				mine["first"] = true
+				asyncAsk(t, ctx, c, "first", rpcMsg{}, out)
+			}
 			asyncAsk(t, ctx, c, "this", rpcMsg{}, out)
 			if !tt.early {
-				poll(t, "the ask written", func() bool { return s.count(wire.Kind_KIND_ASK) == tt.others+1 })
+				if got := rpc.Watchers(c); got != tt.watchers {
+					t.Errorf("%d watchers running, want %d", got, tt.watchers)
+				}
+				poll(t, "the asks written", func() bool { return s.count(wire.Kind_KIND_ASK) == held+len(mine) })
 				if !tt.deadline {
 					cancel()
 				}
 			}
-			o := recv(t, out, "the ask's outcome")
-			if o.tag != "this" {
-				t.Fatalf("ask %s completed (%v), want only the one whose ctx ended", o.tag, o.err)
-			}
-			wantCode(t, "ask whose ctx ended", o.err, want)
-			if !errors.Is(o.err, wantErr) {
-				t.Errorf("error %v, want one matching %v", o.err, wantErr)
+			for range mine {
+				o := recv(t, out, "the ask's outcome")
+				if !mine[o.tag] {
+					t.Fatalf("ask %s completed (%v), want only those whose ctx ended", o.tag, o.err)
+				}
+				wantCode(t, "ask whose ctx ended", o.err, want)
+				if !errors.Is(o.err, wantErr) {
+					t.Errorf("error %v, want one matching %v", o.err, wantErr)
+				}
 			}
 			if tt.early {
-				if n := s.count(wire.Kind_KIND_ASK); n != tt.others {
-					t.Errorf("%d ASKs written, want %d: an ask whose ctx had ended is not sent", n, tt.others)
+				if n := s.count(wire.Kind_KIND_ASK); n != held {
+					t.Errorf("%d ASKs written, want %d: an ask whose ctx had ended is not sent", n, held)
 				}
 				return
 			}
-			poll(t, "the ASK_CANCEL written", func() bool { return s.count(wire.Kind_KIND_ASK_CANCEL) == 1 })
-			// A late reply to it is dropped, not delivered again.
-			var call uint64
+			poll(t, "the ASK_CANCELs written", func() bool { return s.count(wire.Kind_KIND_ASK_CANCEL) == len(mine) })
+			// A late reply to one is dropped, not delivered again.
 			for _, f := range s.Sent() {
 				if f.Kind == wire.Kind_KIND_ASK_CANCEL {
-					call = f.Call
+					s.in <- &wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_REPLY, Call: f.Call}}}
 				}
 			}
-			s.in <- &wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_REPLY, Call: call}}}
 			// The others are still waiting: the connection's close fails them.
 			c.Close(nil)
-			for range tt.others {
+			for range held {
 				o := recv(t, out, "another ask's outcome")
 				wantCode(t, "ask "+o.tag+" at the close", o.err, plugin.CodeUnavailable)
 			}
 		})
+	}
+}
+
+// An async ask under a ctx of its own (a timeout per ask, say) leaves no
+// goroutine watching that ctx once answered, as Ask does not: an ask
+// whose ctx nobody shares is watched by context.AfterFunc, released with
+// the ask. A watcher started for every async ask lived on until its ctx
+// ended (the timeout, or never), and once maxWatchers had, asks sharing
+// a ctx found none.
+func TestAskAsyncAnsweredLeavesNoWatcher(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, newHandler(nil), newHandler(echo), rpc.Options{}, rpc.Options{})
+	const n = 20
+	forms := []struct {
+		name string
+		ask  func(ctx context.Context, i int, out chan outcome)
+	}{
+		{"Ask", func(ctx context.Context, i int, out chan outcome) {
+			f, err := rpc.Encode(0, rpcMsg{N: i}, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := p.client.AskMessage(ctx, f)
+			out <- outcome{fmt.Sprint(i), v, err}
+		}},
+		{"AskAsync", func(ctx context.Context, i int, out chan outcome) {
+			asyncAsk(t, ctx, p.client, fmt.Sprint(i), rpcMsg{N: i}, out)
+		}},
+	}
+	for _, form := range forms {
+		out := make(chan outcome, n)
+		for i := range n {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			t.Cleanup(cancel)
+			form.ask(ctx, i, out)
+		}
+		for range n {
+			if o := recv(t, out, "an outcome"); o.err != nil {
+				t.Fatalf("%s %s: %v", form.name, o.tag, o.err)
+			}
+		}
+		if got := rpc.Watchers(p.client); got != 0 {
+			t.Errorf("%s: %d goroutines still watch the ctxs of %d answered asks, want 0", form.name, got, n)
+		}
 	}
 }
 

@@ -457,6 +457,21 @@ func (c *Conn) enqueueLocked(ctx context.Context, f *wire.Frame, noWait, direct 
 			c.mu.Unlock()
 			return err
 		}
+		if waited && f.Kind == wire.Kind_KIND_ASK {
+			if _, ok := c.calls[f.Call]; !ok {
+				// Its ctx ended while it waited, and its watcher took it
+				// out of the call table and canceled it (an ASK_CANCEL,
+				// the ASK being nowhere in the queue): queued now, it
+				// would follow that cancel, which the peer ignores, and
+				// its handler would run uncanceled.
+				err := ctx.Err()
+				if err == nil { // a Context whose Done closed before its Err was set
+					err = context.Canceled
+				}
+				c.mu.Unlock()
+				return plugin.Errorf(plugin.CodeOf(err), "waiting for room in the send queue (%d frames): %w", c.opts.QueueFrames, err)
+			}
+		}
 		if noWait {
 			if len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
 				return c.overflowLocked()
@@ -1000,18 +1015,20 @@ type watcher struct {
 const maxWatchers = 16
 
 // watcherLocked returns the watcher for done, starting one when asks seem
-// to share it (the last ask registered had the same Done channel and
-// another ask is waiting) or always (an async ask, which has no goroutine
-// of its own to watch ctx). A lone asker, or asks under contexts of their
-// own, get nil and watch their ctx themselves, and so do all asks once
-// maxWatchers are running. c.mu is held.
-func (c *Conn) watcherLocked(done <-chan struct{}, always bool) *watcher {
+// to share it: the last ask registered had the same Done channel and
+// another ask is waiting. A lone asker, or asks under contexts of their
+// own, get nil and watch their ctx themselves (an async ask with
+// context.AfterFunc), and so do all asks once maxWatchers are running: a
+// watcher lives until its ctx ends, long after the asks it was started
+// for when that ctx is theirs alone (a timeout per ask, or a ctx never
+// canceled). c.mu is held.
+func (c *Conn) watcherLocked(done <-chan struct{}) *watcher {
 	if w, ok := c.watchers[done]; ok {
 		return w
 	}
 	shared := done == c.lastDone && len(c.calls) > 0
 	c.lastDone = done
-	if !(shared || always) || len(c.watchers) >= maxWatchers {
+	if !shared || len(c.watchers) >= maxWatchers {
 		return nil
 	}
 	w := &watcher{done: done}
@@ -1091,7 +1108,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	}
 	ch := chanPool.Get().(chan reply)
 	p := f.Plugin // f belongs to the writer once queued
-	id, w, err := c.start(ctx, f, pending{ch: ch, decode: decode}, false)
+	id, w, err := c.start(ctx, f, pending{ch: ch, decode: decode})
 	if err != nil {
 		if id != 0 {
 			c.forget(id)
@@ -1127,10 +1144,9 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 // start registers f as an ASK with p in the call table and queues it
 // (writing it at once when it is alone, see below). It returns the call's
 // ID (0 if it was never registered) and the watcher that answers for ctx,
-// if any: one is started for every async ask (when there is room for
-// it), and for asks that seem to share ctx. On an error after
-// registration the call is still in the table, for the caller to forget.
-func (c *Conn) start(ctx context.Context, f *wire.Frame, p pending, async bool) (uint64, *watcher, error) {
+// if any (see watcherLocked). On an error after registration the call is
+// still in the table, for the caller to forget.
+func (c *Conn) start(ctx context.Context, f *wire.Frame, p pending) (uint64, *watcher, error) {
 	if err := c.compressCall(f); err != nil {
 		return 0, nil, err
 	}
@@ -1152,7 +1168,7 @@ func (c *Conn) start(ctx context.Context, f *wire.Frame, p pending, async bool) 
 		return 0, nil, err
 	}
 	if done != nil {
-		p.w = c.watcherLocked(done, async)
+		p.w = c.watcherLocked(done)
 	}
 	c.nextCall++
 	id := c.nextCall

@@ -71,3 +71,10 @@ func Outstanding(c *Conn, p uint32) int64 {
 	w := &c.recv[p]
 	return w.received.Load() - w.owed.Load()
 }
+
+// Watchers returns how many watcher goroutines c runs (see watcher).
+func Watchers(c *Conn) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.watchers)
+}
