@@ -75,30 +75,34 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 }
 
 func (e *endpoint) GoExecutor(ctx context.Context, id string, msg any, done chan *plugin.Call) *plugin.Call {
-	g := &goCall{Msg: msg, Done: done}
+	g := &goCall{Call: plugin.Call{Msg: msg, Done: done}}
 	if g.Done == nil {
 		g.Done = make(chan *plugin.Call, 1)
 	}
 	f, err := e.encode(msg)
 	if err != nil {
-		rpc.Finish((*plugin.Call)(g), nil, err)
-		return (*plugin.Call)(g)
+		rpc.Finish(&g.Call, nil, err)
+		return &g.Call
 	}
 	c, err := e.d.conn(id, e.idx, e.name)
 	if err != nil {
 		wire.ReleaseFrame(f)
-		rpc.Finish((*plugin.Call)(g), nil, err)
-		return (*plugin.Call)(g)
+		rpc.Finish(&g.Call, nil, err)
+		return &g.Call
 	}
 	e.counter(f.Type, "to_executor", true).Inc() // asked, whatever the answer
 	c.AskAsync(ctx, f, g)
-	return (*plugin.Call)(g)
+	return &g.Call
 }
 
-// goCall is a Call made with GoExecutor, as the connection completes it.
-type goCall plugin.Call
+// goCall is an ask made with GoExecutor: its Call and the connection's
+// record of it, one allocation.
+type goCall struct {
+	plugin.Call
+	rpc.AsyncAsk
+}
 
-func (g *goCall) Complete(v any, err error) { rpc.Finish((*plugin.Call)(g), v, err) }
+func (g *goCall) Complete(v any, err error) { rpc.Finish(&g.Call, v, err) }
 
 func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 	f, err := e.encode(msg)

@@ -134,9 +134,11 @@ func (e *endpoint) Go(ctx context.Context, msg any, done chan *plugin.Call) *plu
 	return &g.Call
 }
 
-// goCall is an ask made with Go: its Call, and what completing it needs.
+// goCall is an ask made with Go: its Call, the connection's record of it,
+// and what completing it needs; one allocation.
 type goCall struct {
 	plugin.Call
+	rpc.AsyncAsk
 	e   *endpoint
 	ctx context.Context
 }

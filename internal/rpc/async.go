@@ -7,20 +7,22 @@ import (
 	"github.com/emberhq/ember/plugin"
 )
 
-// Async receives the outcome of an ask made with AskAsync.
+// Async receives the outcome of an ask made with AskAsync. Implement it
+// with a struct that embeds AsyncAsk, the connection's record of the ask,
+// so that an async ask costs its caller one allocation.
 type Async interface {
 	// Complete is called once, with the reply's message or the ask's
 	// error, as AskMessage would return them. It may run on the
 	// connection's reader, and must not block.
 	Complete(v any, err error)
+	record() *AsyncAsk // promoted from the embedded AsyncAsk
 }
 
-// asyncCall is the bookkeeping of an ask made with AskAsync: whoever
-// takes it out of the call table (the reader with its reply, a watcher or
-// its AfterFunc at its ctx's end, the connection's close, a failed
-// enqueue) completes it.
-type asyncCall struct {
-	a      Async
+// AsyncAsk is the connection's record of an ask made with AskAsync, to
+// embed in its Async. Whoever takes the ask out of the call table (the
+// reader with its reply, a watcher or its AfterFunc at its ctx's end, the
+// connection's close, a failed enqueue) completes it.
+type AsyncAsk struct {
 	ctx    context.Context
 	plugin uint32
 	// stop releases the context.AfterFunc that watches ctx when no
@@ -28,6 +30,8 @@ type asyncCall struct {
 	// is read safely by whoever takes it out.
 	stop func() bool
 }
+
+func (a *AsyncAsk) record() *AsyncAsk { return a }
 
 // AskAsync queues f as an ASK, as AskMessage does, and returns once it is
 // queued, waiting for room in a full queue as Send does; a.Complete is
@@ -46,8 +50,9 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 		a.Complete(nil, plugin.Errorf(plugin.CodeOf(err), "%w", err))
 		return
 	}
-	ac := &asyncCall{a: a, ctx: ctx, plugin: f.Plugin}
-	id, w, err := c.start(ctx, f, pending{decode: true, async: ac})
+	ac := a.record()
+	ac.ctx, ac.plugin = ctx, f.Plugin
+	id, w, err := c.start(ctx, f, pending{decode: true, async: a})
 	if err != nil {
 		if id == 0 || c.forget(id) {
 			a.Complete(nil, err)
@@ -59,7 +64,7 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 	}
 	stop := context.AfterFunc(ctx, func() {
 		if c.forget(id) {
-			c.finishAsync(id, ac, reply{canceled: true})
+			c.finishAsync(id, a, reply{canceled: true})
 		}
 	})
 	c.mu.Lock()
@@ -73,11 +78,12 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 	}
 }
 
-// finishAsync completes ac, ask id, with r, as answered does for Ask: a
+// finishAsync completes a, ask id, with r, as answered does for Ask: a
 // reply{canceled: true} with its ctx's error (and the cancel passed on),
 // the zero reply with the connection's end. A reply too large to decode
 // on the reader is decoded on a goroutine of its own.
-func (c *Conn) finishAsync(id uint64, ac *asyncCall, r reply) {
+func (c *Conn) finishAsync(id uint64, a Async, r reply) {
+	ac := a.record()
 	if ac.stop != nil {
 		ac.stop()
 	}
@@ -88,16 +94,16 @@ func (c *Conn) finishAsync(id uint64, ac *asyncCall, r reply) {
 			err = context.Canceled
 		}
 		c.cancelAsk(id, ac.plugin)
-		ac.a.Complete(nil, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err))
+		a.Complete(nil, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err))
 	case r.decoded:
-		ac.a.Complete(r.v, r.err)
+		a.Complete(r.v, r.err)
 	case r.f != nil:
-		go func() { ac.a.Complete(Result(r.f)) }()
+		go func() { a.Complete(Result(r.f)) }()
 	default:
 		c.mu.Lock()
 		err := c.closedError()
 		c.mu.Unlock()
-		ac.a.Complete(nil, err)
+		a.Complete(nil, err)
 	}
 }
 

@@ -25,6 +25,7 @@ type outcome struct {
 // collector is an rpc.Async that sends each outcome to out, and fails the
 // test if an ask completes twice.
 type collector struct {
+	rpc.AsyncAsk
 	t    *testing.T
 	tag  string
 	out  chan<- outcome

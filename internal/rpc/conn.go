@@ -972,7 +972,7 @@ func (c *Conn) SendControl(f *wire.Frame) error {
 // pending is an ask waiting for its reply.
 type pending struct {
 	ch      chan reply // nil for an async ask
-	async   *asyncCall // an ask made with AskAsync
+	async   Async      // an ask made with AskAsync
 	decode  bool       // the reader decodes the reply (AskMessage)
 	w       *watcher   // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
 	written int64      // Conn.written when the ask was registered: all of it precedes the ask
@@ -1057,7 +1057,7 @@ func (c *Conn) watch(w *watcher) {
 	}
 	type taken struct {
 		id uint64
-		ac *asyncCall
+		a  Async
 	}
 	var async []taken // completed once c.mu is released: that sends their cancels
 	for id, p := range c.calls {
@@ -1073,7 +1073,7 @@ func (c *Conn) watch(w *watcher) {
 	}
 	c.mu.Unlock()
 	for _, t := range async {
-		c.finishAsync(t.id, t.ac, reply{canceled: true})
+		c.finishAsync(t.id, t.a, reply{canceled: true})
 	}
 }
 
