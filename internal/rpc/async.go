@@ -31,6 +31,9 @@ type AsyncAsk struct {
 	stop func() bool
 }
 
+// record is how AskAsync reaches the embedded AsyncAsk of an Async.
+//
+//lint:ignore U1000 called through Async, implemented in other packages
 func (a *AsyncAsk) record() *AsyncAsk { return a }
 
 // AskAsync queues f as an ASK, as AskMessage does, and returns once it is
