@@ -19,7 +19,9 @@ import (
 
 // Config describes an application. The same Config must be built in every
 // process of the application (driver and executors run the same program),
-// so build it from constants, flags and environment, not from state.
+// so build it from constants, flags and environment, not from state. A
+// zero duration or limit means its default; a negative one fails Run with
+// CodeInvalidArgument.
 type Config struct {
 	// AppName names the application in logs.
 	AppName string
@@ -414,6 +416,44 @@ func (cfg *Config) setDefaults() {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+}
+
+// checkNegative refuses, before setDefaults, a negative duration or limit,
+// which setDefaults would otherwise take for unset and replace by its
+// default without a word: a computed timeout gone below zero, say, would
+// run with a minute's.
+func checkNegative(cfg Config) error {
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HeartbeatInterval", cfg.HeartbeatInterval},
+		{"HeartbeatTimeout", cfg.HeartbeatTimeout},
+		{"StartTimeout", cfg.StartTimeout},
+		{"ShutdownTimeout", cfg.ShutdownTimeout},
+		{"HandshakeTimeout", cfg.HandshakeTimeout},
+	}
+	for _, d := range durations {
+		if d.v < 0 {
+			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%v: want 0 (the default) or more", d.name, d.v)
+		}
+	}
+	limits := []struct {
+		name string
+		v    int
+	}{
+		{"MinExecutors", cfg.MinExecutors},
+		{"MaxExecutors", cfg.MaxExecutors},
+		{"MaxMessageBytes", cfg.MaxMessageBytes},
+		{"MaxOutstandingAsks", cfg.MaxOutstandingAsks},
+		{"SendWindow", cfg.SendWindow},
+	}
+	for _, l := range limits {
+		if l.v < 0 {
+			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%d: want 0 (the default) or more", l.name, l.v)
+		}
+	}
+	return nil
 }
 
 // checkHeartbeat refuses heartbeat settings, after setDefaults, that

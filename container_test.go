@@ -970,12 +970,35 @@ func TestBadConfigFailsRun(t *testing.T) {
 	}
 }
 
-// A negative MinExecutors is refused, not read as 0.
-func TestNegativeMinExecutorsFailsRun(t *testing.T) {
-	err := ember.Run(testCtx(t), ember.Config{Master: "standalone", InsecureNoAuth: true, MinExecutors: -1, Logger: quiet},
-		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
-	if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), "MinExecutors=-1") {
-		t.Errorf("Run with MinExecutors -1: got %v, want InvalidArgument naming it", err)
+// A negative duration or limit is refused, naming it, not read as unset
+// and replaced by its default (a computed StartTimeout gone below zero
+// ran with a minute's).
+func TestNegativeLimitsFailRun(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*ember.Config)
+		want string
+	}{
+		{"MinExecutors", func(c *ember.Config) { c.MinExecutors = -1 }, "MinExecutors=-1"},
+		{"MaxExecutors", func(c *ember.Config) { c.MaxExecutors = -2 }, "MaxExecutors=-2"},
+		{"MaxMessageBytes", func(c *ember.Config) { c.MaxMessageBytes = -1 }, "MaxMessageBytes=-1"},
+		{"MaxOutstandingAsks", func(c *ember.Config) { c.MaxOutstandingAsks = -1 }, "MaxOutstandingAsks=-1"},
+		{"SendWindow", func(c *ember.Config) { c.SendWindow = -1 }, "SendWindow=-1"},
+		{"HeartbeatInterval", func(c *ember.Config) { c.HeartbeatInterval = -time.Second }, "HeartbeatInterval=-1s"},
+		{"HeartbeatTimeout", func(c *ember.Config) { c.HeartbeatTimeout = -time.Second }, "HeartbeatTimeout=-1s"},
+		{"StartTimeout", func(c *ember.Config) { c.StartTimeout = -time.Millisecond }, "StartTimeout=-1ms"},
+		{"ShutdownTimeout", func(c *ember.Config) { c.ShutdownTimeout = -time.Second }, "ShutdownTimeout=-1s"},
+		{"HandshakeTimeout", func(c *ember.Config) { c.HandshakeTimeout = -time.Second }, "HandshakeTimeout=-1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ember.Config{Master: "standalone", InsecureNoAuth: true, Logger: quiet}
+			tt.set(&cfg)
+			err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+			if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Run with %s negative: got %v, want InvalidArgument saying %q", tt.name, err, tt.want)
+			}
+		})
 	}
 }
 

@@ -114,6 +114,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err != nil {
 		return plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
 	}
+	if err := checkNegative(cfg); err != nil {
+		return err
+	}
 	cfg.setDefaults()
 	plugins, dropped, err := resolvePlugins(cfg)
 	if err != nil {
@@ -124,9 +127,6 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	}
 	if err := checkConf(cfg.Conf); err != nil {
 		return err
-	}
-	if cfg.MinExecutors < 0 {
-		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.MinExecutors=%d: want 0 or more", cfg.MinExecutors)
 	}
 	if err := checkHeartbeat(cfg); err != nil {
 		return err
@@ -535,8 +535,13 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	// Config's, which executors do not use: a standalone executor built
 	// with a shorter interval than the driver's lost its idle driver.
 	heartbeatTimeout := cfg.HeartbeatTimeout
+	negative := checkNegative(cfg)
 	cfg.setDefaults()
 	log := cfg.Logger
+	if negative != nil {
+		log.Error("executor: invalid configuration", "err", negative)
+		return 1
+	}
 	var secret string
 	if managed {
 		// The driver writes the secret on our stdin, then keeps the pipe
