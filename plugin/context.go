@@ -104,7 +104,11 @@ type DriverContext interface {
 	// for the reply. Errors are as for ExecutorContext.Ask; an unknown
 	// executor gives CodeNotFound ([ErrNoSuchExecutor]). Once the driver
 	// is shutting down, AskExecutor, SendExecutor and Broadcast give
-	// CodeUnavailable ([ErrClosed]).
+	// CodeUnavailable ([ErrClosed]). So does an ask still waiting when
+	// its executor is lost, or stops (the driver shutting down, or the
+	// executor stopping on its own), though its handler returns the end
+	// of its ctx: CodeCanceled is only ever the asker's own cancel.
+	// A CodeUnavailable error names the executor ("executor 2: ...").
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as
 	// a [Call] on done, as for ExecutorContext.Go.

@@ -71,11 +71,47 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 		return nil, err
 	}
 	e.counter(f.Type, "to_executor", true).Inc() // asked, whatever the answer
-	return c.AskMessage(ctx, f)
+	v, err := c.AskMessage(ctx, f)
+	return v, e.d.askError(ctx, c, err)
+}
+
+// askError is the error an ask to c's executor under ctx returns for err.
+// An ask still waiting when the executor stops (the driver shutting down,
+// or the executor stopping on its own): the executor ends its handler's
+// ctx, and a handler that returns that ctx's error answers CodeCanceled,
+// which the asker, whose own ctx has not ended, would take for its own
+// cancel. It gets what an ask to an executor that has gone gets:
+// CodeUnavailable, ErrClosed, as an executor's ask still waiting when
+// its plugin shuts down does.
+//
+// A CodeUnavailable error names the executor, as a Broadcast's does:
+// asks to many executors may share one Call channel, and a Call does not
+// say which executor it asked ("stream receive: peer disconnected" alone
+// says nothing of whose).
+func (d *Driver) askError(ctx context.Context, c *rpc.Conn, err error) error {
+	if err == nil {
+		return nil
+	}
+	es, ok := c.Peer.(*execState)
+	if !ok {
+		return err
+	}
+	if ctx.Err() == nil && plugin.CodeOf(err) == plugin.CodeCanceled && plugin.IsRemote(err) {
+		switch {
+		case d.isStopping():
+			err = errShuttingDown
+		case d.sched.leaving(es):
+			err = plugin.Errorf(plugin.CodeUnavailable, "it is stopping on its own: %w", plugin.ErrClosed)
+		}
+	}
+	if plugin.CodeOf(err) == plugin.CodeUnavailable {
+		return fmt.Errorf("executor %s: %w", es.info.ID, err)
+	}
+	return err
 }
 
 func (e *endpoint) GoExecutor(ctx context.Context, id string, msg any, done chan *plugin.Call) *plugin.Call {
-	g := &goCall{Call: plugin.Call{Msg: msg, Done: done}}
+	g := &goCall{Call: plugin.Call{Msg: msg, Done: done}, ctx: ctx}
 	if g.Done == nil {
 		g.Done = make(chan *plugin.Call, 1)
 	}
@@ -91,18 +127,24 @@ func (e *endpoint) GoExecutor(ctx context.Context, id string, msg any, done chan
 		return &g.Call
 	}
 	e.counter(f.Type, "to_executor", true).Inc() // asked, whatever the answer
+	g.d, g.conn = e.d, c
 	c.AskAsync(ctx, f, g)
 	return &g.Call
 }
 
-// goCall is an ask made with GoExecutor: its Call and the connection's
-// record of it, one allocation.
+// goCall is an ask made with GoExecutor: its Call, the connection's
+// record of it, and what completing it needs; one allocation.
 type goCall struct {
 	plugin.Call
 	rpc.AsyncAsk
+	d    *Driver
+	conn *rpc.Conn
+	ctx  context.Context
 }
 
-func (g *goCall) Complete(v any, err error) { rpc.Finish(&g.Call, v, err) }
+func (g *goCall) Complete(v any, err error) {
+	rpc.Finish(&g.Call, v, g.d.askError(g.ctx, g.conn, err))
+}
 
 func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 	f, err := e.encode(msg)
