@@ -111,7 +111,10 @@ type DriverContext interface {
 	// A CodeUnavailable error names the executor ("executor 2: ...").
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as
-	// a [Call] on done, as for ExecutorContext.Go.
+	// a [Call] on done, as for ExecutorContext.Go. To fan a request out,
+	// call it for each of Executors() with one done channel; a Call does
+	// not record its executor (an Unavailable error names it), so keep
+	// the ID by Call where the answer alone does not say.
 	GoExecutor(ctx context.Context, executorID string, msg any, done chan *Call) *Call
 	// SendExecutor queues msg for this plugin on one executor; see
 	// ExecutorContext.Send for what it reports. Like AskExecutor, it fails
@@ -172,7 +175,10 @@ type DriverContext interface {
 // is lost, but a Done that is never read holds those goroutines.
 //
 // For a deadline per ask, give each its own ctx (context.WithTimeout) and
-// keep its cancel func by Call, to call when the Call comes back.
+// keep its cancel func by Call, to call when the Call comes back. Asks
+// that share one ctx, made with Go or Ask, are watched by one goroutine
+// per connection (at most sixteen), which lives until that ctx ends: a
+// test that counts goroutines sees it.
 type Call struct {
 	Msg   any        // the message asked
 	Reply any        // the reply's message, once done (nil if Err is set)
