@@ -423,34 +423,24 @@ func (cfg *Config) setDefaults() {
 // default without a word: a computed timeout gone below zero, say, would
 // run with a minute's.
 func checkNegative(cfg Config) error {
-	durations := []struct {
-		name string
-		v    time.Duration
+	for _, f := range []struct {
+		name     string
+		negative bool
+		v        any
 	}{
-		{"HeartbeatInterval", cfg.HeartbeatInterval},
-		{"HeartbeatTimeout", cfg.HeartbeatTimeout},
-		{"StartTimeout", cfg.StartTimeout},
-		{"ShutdownTimeout", cfg.ShutdownTimeout},
-		{"HandshakeTimeout", cfg.HandshakeTimeout},
-	}
-	for _, d := range durations {
-		if d.v < 0 {
-			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%v: want 0 (the default) or more", d.name, d.v)
-		}
-	}
-	limits := []struct {
-		name string
-		v    int
-	}{
-		{"MinExecutors", cfg.MinExecutors},
-		{"MaxExecutors", cfg.MaxExecutors},
-		{"MaxMessageBytes", cfg.MaxMessageBytes},
-		{"MaxOutstandingAsks", cfg.MaxOutstandingAsks},
-		{"SendWindow", cfg.SendWindow},
-	}
-	for _, l := range limits {
-		if l.v < 0 {
-			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%d: want 0 (the default) or more", l.name, l.v)
+		{"HeartbeatInterval", cfg.HeartbeatInterval < 0, cfg.HeartbeatInterval},
+		{"HeartbeatTimeout", cfg.HeartbeatTimeout < 0, cfg.HeartbeatTimeout},
+		{"StartTimeout", cfg.StartTimeout < 0, cfg.StartTimeout},
+		{"ShutdownTimeout", cfg.ShutdownTimeout < 0, cfg.ShutdownTimeout},
+		{"HandshakeTimeout", cfg.HandshakeTimeout < 0, cfg.HandshakeTimeout},
+		{"MinExecutors", cfg.MinExecutors < 0, cfg.MinExecutors},
+		{"MaxExecutors", cfg.MaxExecutors < 0, cfg.MaxExecutors},
+		{"MaxMessageBytes", cfg.MaxMessageBytes < 0, cfg.MaxMessageBytes},
+		{"MaxOutstandingAsks", cfg.MaxOutstandingAsks < 0, cfg.MaxOutstandingAsks},
+		{"SendWindow", cfg.SendWindow < 0, cfg.SendWindow},
+	} {
+		if f.negative {
+			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%v: want 0 (the default) or more", f.name, f.v)
 		}
 	}
 	return nil
