@@ -1,9 +1,11 @@
 // Command workqueue is a coordinator that hands jobs to workers on its
 // executors, as a crawler or a build farm does. Each worker long-polls the
 // driver for its next job (an Ask that the driver answers once it has
-// one), and sends the result back. The queue loses no job: it keeps each
-// job it hands out, by the executor that asked, until the result comes,
-// and hands it out again if that executor leaves first.
+// one), and sends the result back. The queue loses no job: it leases each
+// job it hands out to the executor that asked, for a limited time, and
+// hands the job out again if that executor leaves or the lease runs out
+// before the result comes. A job may so be done more than once: its first
+// result counts, and the others are ignored.
 //
 //	go run ./examples/workqueue
 package main
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"os"
 	"os/signal"
 	"sync"
@@ -25,9 +28,13 @@ import (
 
 // The messages. Every process registers them, in init.
 type (
+	// NextJob asks the driver for a job.
 	NextJob struct{}
-	Job     struct{ ID, N int }
-	Result  struct{ ID, Value int }
+	// Job is a job to do. Attempt counts the times it was handed out
+	// before this one: 0 the first time.
+	Job struct{ ID, N, Attempt int }
+	// Result is a job's outcome.
+	Result struct{ ID, Value int }
 )
 
 func init() {
@@ -36,8 +43,35 @@ func init() {
 	plugin.RegisterMessage[Result]()
 }
 
-// workersPerExecutor is how many jobs each executor runs at once.
-const workersPerExecutor = 4
+const (
+	// workersPerExecutor is how many jobs each executor runs at once.
+	workersPerExecutor = 4
+
+	// leaseTime is how long a worker may hold a job before the queue
+	// hands it out again. Choose it well above the longest a job may
+	// take, the way back of its result included: a lease that runs out
+	// under a job still running has the job done again, for nothing
+	// (and again each time the lease runs out, until a result comes).
+	// But not far above: it is how long a job waits when its worker is
+	// stuck, or never got it (its reply was dropped). These jobs take
+	// microseconds, so half a second has room to spare, even under the
+	// race detector, and keeps the run short; real jobs need seconds or
+	// minutes. Jobs whose time varies widely are better served by a
+	// short lease that their worker renews as it goes (a heartbeat) than
+	// by one long enough for the slowest.
+	leaseTime = 500 * time.Millisecond
+
+	// slowJob is a job whose first attempt overruns its lease, as a job
+	// on a stuck or overloaded worker does: the queue hands it out again,
+	// another worker does it, and the first worker's result, when it
+	// comes, is ignored. To show this in every run, and quickly, that
+	// attempt does not sleep for longer than the lease (a sleep would race
+	// the lease's timer, and slow the run): it goes on until its executor
+	// stops, which is once every job is done, so long after the lease ran
+	// out and the job was done elsewhere. Its worker then sends the
+	// result all the same.
+	slowJob = 7
+)
 
 // workqueue pairs the two sides under one name. The driver side is q,
 // which main also uses to add jobs and wait for their results.
@@ -47,30 +81,43 @@ func (workqueue) Name() string                          { return "workqueue" }
 func (w workqueue) DriverPlugin() plugin.DriverPlugin   { return w.q }
 func (workqueue) ExecutorPlugin() plugin.ExecutorPlugin { return &worker{} }
 
-// queue is the driver side: the jobs to hand out, those handed out and
-// not yet done, and the results.
+// queue is the driver side: the jobs to hand out, those leased and not
+// yet done, and the results.
 type queue struct {
 	plugin.BaseDriverPlugin
 
-	mu      sync.Mutex
-	pending []Job
-	taken   map[int]takenJob // by job ID
-	results map[int]int      // by job ID
-	more    chan struct{}    // closed and replaced when jobs are added
-	want    int              // results to wait for
-	done    chan struct{}    // closed once want results have come
+	mu       sync.Mutex     // guards the fields below
+	pending  []Job          // to hand out, in order
+	leased   map[int]*lease // handed out, no result yet; by job ID
+	results  map[int]int    // the first result of each job, by job ID
+	more     chan struct{}  // closed and replaced when jobs are queued
+	want     int            // results to wait for
+	done     chan struct{}  // closed once want results have come
+	reissued int            // jobs handed out again
+	ignored  int            // results that came for a job done already
 }
 
-type takenJob struct {
+// lease is a job handed out to a worker on executor. Its result is due
+// within leaseTime: timer fires then, and hands the job out again unless
+// the lease has ended first. A lease is known by its pointer, so that a
+// timer that fires just as its lease ends (its executor left, say)
+// cannot end the lease that replaced it.
+type lease struct {
 	job      Job
-	executor string
+	executor string // who asked for it: plugin.SenderID
+	timer    *time.Timer
 }
 
 func newQueue() *queue {
-	return &queue{taken: map[int]takenJob{}, results: map[int]int{}, more: make(chan struct{}), done: make(chan struct{})}
+	return &queue{
+		leased:  map[int]*lease{},
+		results: map[int]int{},
+		more:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
 }
 
-// add queues jobs; Wait returns once all of them are done.
+// add queues jobs; wait returns once all of them are done.
 func (q *queue) add(jobs []Job) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -79,12 +126,8 @@ func (q *queue) add(jobs []Job) {
 	q.wakeLocked()
 }
 
-// wakeLocked wakes the polls waiting for jobs; q.mu is held.
-func (q *queue) wakeLocked() {
-	close(q.more)
-	q.more = make(chan struct{})
-}
-
+// wait waits until every job added is done, or ctx ends, and returns
+// their results by job ID.
 func (q *queue) wait(ctx context.Context) (map[int]int, error) {
 	select {
 	case <-q.done:
@@ -93,7 +136,55 @@ func (q *queue) wait(ctx context.Context) (map[int]int, error) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.results, nil
+	return maps.Clone(q.results), nil
+}
+
+// wakeLocked wakes the polls waiting for jobs; q.mu is held.
+func (q *queue) wakeLocked() {
+	close(q.more)
+	q.more = make(chan struct{})
+}
+
+// takeLocked hands the next pending job to executor and leases it; ok is
+// false when no job is pending. q.mu is held.
+func (q *queue) takeLocked(executor string) (j Job, ok bool) {
+	for len(q.pending) > 0 {
+		j = q.pending[0]
+		q.pending = q.pending[1:]
+		if _, done := q.results[j.ID]; done {
+			continue // queued again, then a late result came for it
+		}
+		l := &lease{job: j, executor: executor}
+		l.timer = time.AfterFunc(leaseTime, func() { q.expire(l) })
+		q.leased[j.ID] = l
+		return j, true
+	}
+	return Job{}, false
+}
+
+// expire hands l's job out again: l ran out before the result came. It
+// does nothing if l has ended meanwhile (the result came, or its
+// executor left, as the timer fired).
+func (q *queue) expire(l *lease) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.leased[l.job.ID] != l {
+		return
+	}
+	log.Printf("workqueue: job %d: its lease on executor %s ran out; handing it out again", l.job.ID, l.executor)
+	q.requeueLocked(l)
+}
+
+// requeueLocked ends l and puts its job back in the queue, for its next
+// attempt; q.mu is held.
+func (q *queue) requeueLocked(l *lease) {
+	l.timer.Stop()
+	delete(q.leased, l.job.ID)
+	j := l.job
+	j.Attempt++
+	q.pending = append(q.pending, j)
+	q.reissued++
+	q.wakeLocked()
 }
 
 // Receive answers NextJob with a job, waiting for one if none is queued,
@@ -101,20 +192,17 @@ func (q *queue) wait(ctx context.Context) (map[int]int, error) {
 // (it is stopping), so no job is taken for a worker that has gone. It
 // records Results.
 func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
+	executor, _ := plugin.SenderID(ctx)
 	switch m := msg.(type) {
 	case NextJob:
 		for {
 			q.mu.Lock()
-			if len(q.pending) > 0 {
-				j := q.pending[0]
-				q.pending = q.pending[1:]
-				id, _ := plugin.SenderID(ctx)
-				q.taken[j.ID] = takenJob{j, id}
-				q.mu.Unlock()
-				return j, nil
-			}
+			j, ok := q.takeLocked(executor)
 			more := q.more
 			q.mu.Unlock()
+			if ok {
+				return j, nil
+			}
 			select {
 			case <-more:
 			case <-ctx.Done():
@@ -124,12 +212,24 @@ func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
 	case Result:
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		delete(q.taken, m.ID)
-		if _, dup := q.results[m.ID]; !dup {
-			q.results[m.ID] = m.Value
-			if len(q.results) == q.want {
-				close(q.done)
-			}
+		// The first result of a job wins, whoever sends it. It may come
+		// from a worker whose lease ran out: the job is done all the same
+		// (its result does not depend on who did it), and a worker it was
+		// handed to again, if any, works for nothing. A result that comes
+		// second (the late one, or the next worker's) is ignored, so the
+		// job counts once.
+		if _, done := q.results[m.ID]; done {
+			q.ignored++
+			log.Printf("workqueue: job %d: ignoring a result from executor %s: done already", m.ID, executor)
+			return nil, nil
+		}
+		if l := q.leased[m.ID]; l != nil {
+			l.timer.Stop()
+			delete(q.leased, m.ID)
+		}
+		q.results[m.ID] = m.Value
+		if len(q.results) == q.want {
+			close(q.done)
 		}
 		return nil, nil
 	}
@@ -142,25 +242,35 @@ func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
 func (*queue) MaxConcurrentReceives() int { return 256 }
 
 // OnExecutorAdded and OnExecutorRemoved make queue a
-// plugin.ExecutorListener: the jobs an executor took and did not finish
-// go back in the queue when it leaves. A job taken just as its worker gave
-// up is among them: the worker never got it.
+// plugin.ExecutorListener: the jobs leased to an executor that leaves go
+// back in the queue at once, without waiting for their leases to run
+// out. A job taken just as its worker gave up is among them: the worker
+// never got it.
 func (*queue) OnExecutorAdded(context.Context, plugin.ExecutorInfo) {}
 
 func (q *queue) OnExecutorRemoved(_ context.Context, e plugin.ExecutorInfo, _ error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	requeued := false
-	for id, t := range q.taken {
-		if t.executor == e.ID {
-			delete(q.taken, id)
-			q.pending = append(q.pending, t.job)
-			requeued = true
+	for _, l := range q.leased {
+		if l.executor == e.ID {
+			log.Printf("workqueue: job %d: executor %s left; handing it out again", l.job.ID, e.ID)
+			q.requeueLocked(l)
 		}
 	}
-	if requeued {
-		q.wakeLocked()
+}
+
+// Shutdown stops the lease timers, so that none fires once the plugin
+// has gone, and logs how often a job was handed out again. It runs once
+// every executor has gone and all they sent has been received, late
+// results included.
+func (q *queue) Shutdown(context.Context) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, l := range q.leased {
+		l.timer.Stop()
 	}
+	log.Printf("workqueue: jobs handed out again: %d; results ignored: %d", q.reissued, q.ignored)
+	return nil
 }
 
 // worker is the executor side: workersPerExecutor goroutines that ask for
@@ -181,7 +291,8 @@ func (w *worker) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string
 }
 
 // work runs jobs until ctx ends. Canceling ctx while it waits for a job
-// ends the driver's wait too.
+// ends the driver's wait too; a job it is running, it finishes, and sends
+// the result.
 func work(ctx context.Context, pc plugin.ExecutorContext) {
 	for ctx.Err() == nil {
 		j, err := plugin.Ask[Job](ctx, pc, NextJob{})
@@ -196,19 +307,32 @@ func work(ctx context.Context, pc plugin.ExecutorContext) {
 			}
 			continue
 		}
-		// The job: the sum of the squares up to N.
-		v := 0
-		for i := 1; i <= j.N; i++ {
-			v += i * i
-		}
+		v := run(ctx, j)
+		// A Send that need not wait does not fail for an ended ctx, so a
+		// worker that is stopping still delivers the result it holds: the
+		// driver receives what executors send as they shut down.
 		if err := pc.Send(ctx, Result{ID: j.ID, Value: v}); err != nil && ctx.Err() == nil {
 			log.Printf("worker: sending the result of job %d: %v", j.ID, err)
 		}
 	}
 }
 
+// run does a job: the sum of the squares up to N. Like much real work, it
+// does not stop halfway when ctx ends; it uses ctx only to make the first
+// attempt of slowJob overrun its lease.
+func run(ctx context.Context, j Job) int {
+	if j.ID == slowJob && j.Attempt == 0 {
+		<-ctx.Done() // see slowJob
+	}
+	v := 0
+	for i := 1; i <= j.N; i++ {
+		v += i * i
+	}
+	return v
+}
+
 // Shutdown stops the workers: those waiting for a job give up, and the
-// driver's waits for them end.
+// driver's waits for them end; those running one finish it first.
 func (w *worker) Shutdown(context.Context) error {
 	w.stop()
 	w.wg.Wait()
