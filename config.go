@@ -436,6 +436,8 @@ func checkNegative(cfg Config) error {
 		{"MinExecutors", cfg.MinExecutors < 0, cfg.MinExecutors},
 		{"MaxExecutors", cfg.MaxExecutors < 0, cfg.MaxExecutors},
 		{"MaxMessageBytes", cfg.MaxMessageBytes < 0, cfg.MaxMessageBytes},
+		{"SendQueue", cfg.SendQueue < 0, cfg.SendQueue},
+		{"LaneQueue", cfg.LaneQueue < 0, cfg.LaneQueue},
 		{"MaxOutstandingAsks", cfg.MaxOutstandingAsks < 0, cfg.MaxOutstandingAsks},
 		{"SendWindow", cfg.SendWindow < 0, cfg.SendWindow},
 	} {

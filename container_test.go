@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -984,11 +985,24 @@ func TestNegativeLimitsFailRun(t *testing.T) {
 		{"MaxMessageBytes", func(c *ember.Config) { c.MaxMessageBytes = -1 }, "MaxMessageBytes=-1"},
 		{"MaxOutstandingAsks", func(c *ember.Config) { c.MaxOutstandingAsks = -1 }, "MaxOutstandingAsks=-1"},
 		{"SendWindow", func(c *ember.Config) { c.SendWindow = -1 }, "SendWindow=-1"},
+		{"SendQueue", func(c *ember.Config) { c.SendQueue = -1 }, "SendQueue=-1"},
+		{"LaneQueue", func(c *ember.Config) { c.LaneQueue = -1 }, "LaneQueue=-1"},
 		{"HeartbeatInterval", func(c *ember.Config) { c.HeartbeatInterval = -time.Second }, "HeartbeatInterval=-1s"},
 		{"HeartbeatTimeout", func(c *ember.Config) { c.HeartbeatTimeout = -time.Second }, "HeartbeatTimeout=-1s"},
 		{"StartTimeout", func(c *ember.Config) { c.StartTimeout = -time.Millisecond }, "StartTimeout=-1ms"},
 		{"ShutdownTimeout", func(c *ember.Config) { c.ShutdownTimeout = -time.Second }, "ShutdownTimeout=-1s"},
 		{"HandshakeTimeout", func(c *ember.Config) { c.HandshakeTimeout = -time.Second }, "HandshakeTimeout=-1s"},
+	}
+	// Every integer or duration of Config is covered: one added later is
+	// refused when negative too (as the doc of Config says).
+	covered := make(map[string]bool)
+	for _, tt := range tests {
+		covered[tt.name] = true
+	}
+	for f := range reflect.TypeFor[ember.Config]().Fields() {
+		if k := f.Type.Kind(); (k == reflect.Int || k == reflect.Int64) && !covered[f.Name] {
+			t.Errorf("Config.%s (%v) is not in the table: want a negative one refused", f.Name, f.Type)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
@@ -436,6 +437,13 @@ func TestDriverToExecutors(t *testing.T) {
 	for call, err := range closed {
 		if plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) {
 			t.Errorf("%s after Close: got %v, want Unavailable wrapping ErrClosed", call, err)
+		}
+	}
+	// An Unavailable error from an ask names its executor (see
+	// DriverContext.AskExecutor): a Call does not say which it asked.
+	for _, call := range []string{"AskExecutor", "GoExecutor"} {
+		if err := closed[call]; err == nil || !strings.Contains(err.Error(), "executor 1") {
+			t.Errorf("%s after Close: got %v, want it to name executor 1", call, err)
 		}
 	}
 }
@@ -1567,5 +1575,52 @@ func TestGoKeepsManyAsksInFlight(t *testing.T) {
 			i++
 		}
 		t.Errorf("the driver took the messages in another order than they were made: first difference at %d: got %q, want %q", i, order[i], want[i])
+	}
+}
+
+// A done Call keeps nothing of its ask but what it shows (Msg, Reply,
+// Err, Done): not the ask's ctx, which a caller keeping Calls by request
+// (to match replies, or to call each one's cancel func) would otherwise
+// keep alive, with all its values, for as long as it keeps the Call.
+func TestGoCallDoesNotHoldItsCtx(t *testing.T) {
+	p, dc, ec := receivingPlugin("keeper", func(_ context.Context, msg any) (any, error) {
+		if msg == text("fail") {
+			return nil, plugin.NewError(plugin.CodeNotFound, "no such key")
+		}
+		return number(1), nil
+	})
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	type heavyCtx struct {
+		context.Context
+		ballast [1 << 16]byte
+	}
+	tests := []struct {
+		name string
+		msg  any
+		ask  func(ctx context.Context, msg any) *plugin.Call
+	}{
+		{"Go", number(1), func(ctx context.Context, msg any) *plugin.Call { return (*ec).Go(ctx, msg, nil) }},
+		{"Go, failed", text("fail"), func(ctx context.Context, msg any) *plugin.Call { return (*ec).Go(ctx, msg, nil) }},
+		{"GoExecutor", number(1), func(ctx context.Context, msg any) *plugin.Call { return (*dc).GoExecutor(ctx, "1", msg, nil) }},
+		{"GoExecutor, failed", text("fail"), func(ctx context.Context, msg any) *plugin.Call { return (*dc).GoExecutor(ctx, "1", msg, nil) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// ask makes the ask under a ctx of its own and returns the
+			// done Call and a weak pointer to that ctx: nothing else
+			// refers to the ctx.
+			ask := func() (*plugin.Call, weak.Pointer[heavyCtx]) {
+				ctx := &heavyCtx{Context: testCtx(t)}
+				call := tt.ask(ctx, tt.msg)
+				<-call.Done
+				return call, weak.Make(ctx)
+			}
+			call, ctx := ask()
+			runtime.GC()
+			if ctx.Value() != nil {
+				t.Errorf("a done Call (Err %v) keeps its ask's ctx alive, want it unreachable", call.Err)
+			}
+			runtime.KeepAlive(call)
+		})
 	}
 }

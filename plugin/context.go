@@ -33,11 +33,13 @@ type Context interface {
 	Hostname() string
 }
 
-// ExecutorContext is the executor side's view of the runtime.
+// ExecutorContext is the executor side's view of the runtime. Only the
+// runtime implements it, and it may gain methods: a fake for a unit test
+// embeds the interface and overrides what it needs.
 //
-// Ask and Send may be called from any goroutine, including from Init and
-// Shutdown. Messages from one executor plugin reach its driver plugin in
-// the order Send and Ask were called (from one goroutine).
+// Ask, Go and Send may be called from any goroutine, including from Init
+// and Shutdown. Messages from one executor plugin reach its driver plugin
+// in the order Send, Ask and Go were called (from one goroutine).
 type ExecutorContext interface {
 	Context
 	// ExecutorID identifies this executor ("1", "2", ...).
@@ -55,8 +57,9 @@ type ExecutorContext interface {
 	// queued behind others on this side is not sent at all). A Receive
 	// error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once,
-	// and that is how to keep several asks in flight: concurrent asks
-	// share batches on the wire, while a lone ask is written at once.
+	// which is one way to keep several asks in flight (Go, from one
+	// goroutine, is the other): concurrent asks share batches on the wire,
+	// while a lone ask is written at once.
 	// Once the plugin's Shutdown has returned (or, ignoring its ctx, been
 	// abandoned), Ask and Send fail with CodeUnavailable wrapping
 	// ErrClosed: nothing sent then would reach the driver. So does an ask
@@ -87,12 +90,17 @@ type ExecutorContext interface {
 	// Ask promises holds (ctx, cancel, errors, order), and any failure,
 	// local or remote, arrives on done as the Call's Err: Go itself never
 	// fails. Go waits only while the connection's queue is full, as Send
-	// does (and then fails the Call if ctx ends first).
+	// does (and then fails the Call if ctx ends first). The driver takes
+	// at most the ember package's Config.MaxOutstandingAsks asks (default
+	// 4096) from one executor at a time, all plugins together: an ask
+	// past that fails at once with CodeResourceExhausted, so keep fewer
+	// in flight.
 	Go(ctx context.Context, msg any, done chan *Call) *Call
 }
 
 // DriverContext is the driver side's view of the runtime. Its methods may
-// be called from any goroutine.
+// be called from any goroutine. Like ExecutorContext, only the runtime
+// implements it, and it may gain methods.
 type DriverContext interface {
 	Context
 	// Executors lists the ready executors, ordered by ID (nil when there
@@ -103,11 +111,12 @@ type DriverContext interface {
 	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
 	// for the reply. Errors are as for ExecutorContext.Ask; an unknown
 	// executor gives CodeNotFound ([ErrNoSuchExecutor]). Once the driver
-	// is shutting down, AskExecutor, SendExecutor and Broadcast give
-	// CodeUnavailable ([ErrClosed]). So does an ask still waiting when
-	// its executor is lost, or stops (the driver shutting down, or the
-	// executor stopping on its own), though its handler returns the end
-	// of its ctx: CodeCanceled is only ever the asker's own cancel.
+	// is shutting down, AskExecutor, GoExecutor, SendExecutor and
+	// Broadcast give CodeUnavailable ([ErrClosed]). So does an ask still
+	// waiting when its executor is lost, or stops (the driver shutting
+	// down, or the executor stopping on its own), though its handler
+	// returns the end of its ctx: CodeCanceled is only ever the asker's
+	// own cancel.
 	// A CodeUnavailable error names the executor ("executor 2: ...").
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as

@@ -193,14 +193,20 @@ func askThroughput(ctx context.Context) ([]Result, error) {
 			c1, err := clusterCPU(ctx, d, ds)
 			return r, c0, c1, err
 		}
-		for range *reps {
-			gr, g0, g1, err := run(true)
+		for rep := range *reps {
+			// The two forms take turns at going first, so that neither
+			// has the other's wake to run in every repetition.
+			first := rep%2 == 0
+			gr, g0, g1, err := run(first)
 			if err != nil {
 				return err
 			}
-			r, c0, c1, err := run(false)
+			r, c0, c1, err := run(!first)
 			if err != nil {
 				return err
+			}
+			if !first {
+				gr, g0, g1, r, c0, c1 = r, c0, c1, gr, g0, g1
 			}
 			rs, elapsed, server, err := runBaselines(ctx, execs, "grpc-pipelined", srv.Addr, n, outstanding)
 			if err != nil {

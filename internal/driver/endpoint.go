@@ -68,7 +68,7 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 	c, err := e.d.conn(id, e.idx, e.name)
 	if err != nil {
 		wire.ReleaseFrame(f)
-		return nil, err
+		return nil, executorError(id, err)
 	}
 	e.counter(f.Type, "to_executor", true).Inc() // asked, whatever the answer
 	v, err := c.AskMessage(ctx, f)
@@ -104,8 +104,14 @@ func (d *Driver) askError(ctx context.Context, c *rpc.Conn, err error) error {
 			err = plugin.Errorf(plugin.CodeUnavailable, "it is stopping on its own: %w", plugin.ErrClosed)
 		}
 	}
+	return executorError(es.info.ID, err)
+}
+
+// executorError is err, from an ask to executor id, naming it when it is
+// CodeUnavailable (see askError).
+func executorError(id string, err error) error {
 	if plugin.CodeOf(err) == plugin.CodeUnavailable {
-		return fmt.Errorf("executor %s: %w", es.info.ID, err)
+		return fmt.Errorf("executor %s: %w", id, err)
 	}
 	return err
 }
@@ -123,7 +129,7 @@ func (e *endpoint) GoExecutor(ctx context.Context, id string, msg any, done chan
 	c, err := e.d.conn(id, e.idx, e.name)
 	if err != nil {
 		wire.ReleaseFrame(f)
-		rpc.Finish(&g.Call, nil, err)
+		rpc.Finish(&g.Call, nil, executorError(id, err))
 		return &g.Call
 	}
 	e.counter(f.Type, "to_executor", true).Inc() // asked, whatever the answer
@@ -143,7 +149,11 @@ type goCall struct {
 }
 
 func (g *goCall) Complete(v any, err error) {
-	rpc.Finish(&g.Call, v, g.d.askError(g.ctx, g.conn, err))
+	err = g.d.askError(g.ctx, g.conn, err)
+	// The caller may keep the Call long after: not the ask's ctx, nor the
+	// connection of an executor that may be gone.
+	g.ctx, g.conn = nil, nil
+	rpc.Finish(&g.Call, v, err)
 }
 
 func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {

@@ -144,7 +144,9 @@ type goCall struct {
 }
 
 func (g *goCall) Complete(v any, err error) {
-	rpc.Finish(&g.Call, v, g.e.askError(g.ctx, err))
+	err = g.e.askError(g.ctx, err)
+	g.ctx = nil // the caller may keep the Call long after
+	rpc.Finish(&g.Call, v, err)
 }
 
 func (e *endpoint) Send(ctx context.Context, msg any) error {

@@ -58,6 +58,7 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 	id, w, err := c.start(ctx, f, pending{decode: true, async: a})
 	if err != nil {
 		if id == 0 || c.forget(id) {
+			ac.ctx = nil // see finishAsync
 			a.Complete(nil, err)
 		}
 		return
@@ -84,15 +85,18 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 // finishAsync completes a, ask id, with r, as answered does for Ask: a
 // reply{canceled: true} with its ctx's error (and the cancel passed on),
 // the zero reply with the connection's end. A reply too large to decode
-// on the reader is decoded on a goroutine of its own.
+// on the reader is decoded on a goroutine of its own. The record lets go
+// of the ask's ctx first: a caller may keep what embeds it long after.
 func (c *Conn) finishAsync(id uint64, a Async, r reply) {
 	ac := a.record()
 	if ac.stop != nil {
 		ac.stop()
 	}
+	ctx := ac.ctx
+	ac.ctx, ac.stop = nil, nil
 	switch {
 	case r.canceled:
-		err := ac.ctx.Err()
+		err := ctx.Err()
 		if err == nil { // a Context whose Done closed before its Err was set
 			err = context.Canceled
 		}

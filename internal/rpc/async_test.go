@@ -379,3 +379,86 @@ func TestFinishNeverBlocks(t *testing.T) {
 		t.Errorf("call 3: %+v, want Reply three", c)
 	}
 }
+
+// afterFuncCounter is a long-lived ctx that counts the context.AfterFunc
+// registrations on it still live: context.AfterFunc uses a ctx's own
+// AfterFunc method when it has one (and Value does not lead it to a
+// cancelCtx underneath).
+type afterFuncCounter struct {
+	context.Context
+	live atomic.Int64
+}
+
+func (c *afterFuncCounter) Value(any) any { return nil }
+
+func (c *afterFuncCounter) AfterFunc(f func()) func() bool {
+	c.live.Add(1)
+	stop := context.AfterFunc(c.Context, f)
+	var released atomic.Bool
+	return func() bool {
+		stopped := stop()
+		if !released.Swap(true) {
+			c.live.Add(-1)
+		}
+		return stopped
+	}
+}
+
+// An async ask that no watcher watches (asks one at a time under a
+// long-lived ctx, as a plugin's own ctx) registers a context.AfterFunc on
+// its ctx, and releases it however the ask ends: answered, with a large
+// reply decoded off the reader, or failed by the connection's close.
+// Left registered, each ask answered would stay in its ctx's list of
+// children until the ctx ends, which for a plugin's ctx is never.
+func TestAskAsyncReleasesItsAfterFunc(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		msg  any
+		hold bool // the peer answers none; the connection closes
+	}{
+		{name: "answered", msg: rpcMsg{N: 1}},
+		{name: "large reply", msg: rpcBig{Data: strings.Repeat("b", 100<<10)}},
+		{name: "connection closes", msg: rpcMsg{}, hold: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHolder()
+			p := newPair(t, newHandler(nil), newHandler(h.frame), rpc.Options{}, rpc.Options{})
+			parent, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ctx := &afterFuncCounter{Context: parent}
+			const n = 10
+			out := make(chan outcome, n)
+			for i := range n {
+				f, err := rpc.Encode(0, tt.msg, 1<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.hold {
+					f.Type = "hold"
+				}
+				tag := fmt.Sprint(i)
+				p.client.AskAsync(ctx, f, &collector{t: t, tag: tag, out: out})
+				if tt.hold {
+					recv(t, h.held, "the held ask")
+					continue
+				}
+				// One at a time: no other ask is in flight, so no watcher.
+				if o := recv(t, out, "the ask's outcome"); o.err != nil {
+					t.Fatalf("ask %s: %v", tag, o.err)
+				}
+			}
+			if tt.hold {
+				p.client.Close(nil)
+				for range n {
+					recv(t, out, "an outcome at the close")
+				}
+			}
+			if got := ctx.live.Load(); got != 0 {
+				t.Errorf("%d context.AfterFunc registrations left on the ctx of %d asks that are done, want 0", got, n)
+			}
+		})
+	}
+}
