@@ -49,58 +49,6 @@ func asyncAsk(t *testing.T, ctx context.Context, c *rpc.Conn, tag string, msg an
 	c.AskAsync(ctx, f, &collector{t: t, tag: tag, out: out})
 }
 
-// AskAsync completes with what AskMessage returns: the reply's message,
-// decoded on the reader or (large) off it, or the reply's error.
-func TestAskAsyncOutcomes(t *testing.T) {
-	t.Parallel()
-	serverH := newHandler(func(c *rpc.Conn, f *wire.Frame) {
-		if f.Kind == wire.Kind_KIND_ASK && f.Type == "fail" {
-			_ = c.Reply(&wire.Frame{Call: f.Call, Code: uint32(plugin.CodeNotFound), Error: "no such thing"})
-			return
-		}
-		echo(c, f)
-	})
-	p := newPair(t, newHandler(nil), serverH, rpc.Options{}, rpc.Options{})
-	ctx := testContext(t)
-	big := rpcBig{Data: strings.Repeat("b", 100<<10)} // over predecodeMax
-	tests := []struct {
-		name     string
-		msg      any
-		typ      string
-		want     any
-		wantCode plugin.Code
-	}{
-		{name: "small", msg: rpcMsg{N: 3, Text: "hi"}, want: rpcMsg{N: 3, Text: "hi"}},
-		{name: "big", msg: big, want: big},
-		{name: "error reply", msg: rpcMsg{}, typ: "fail", wantCode: plugin.CodeNotFound},
-		{name: "undecodable reply", msg: rpcMsg{}, typ: "rpc_test.nobody", wantCode: plugin.CodeInvalidArgument},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := rpc.Encode(0, tt.msg, 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.typ != "" {
-				f.Type = tt.typ
-			}
-			out := make(chan outcome, 1)
-			p.client.AskAsync(ctx, f, &collector{t: t, tag: tt.name, out: out})
-			o := recv(t, out, "the ask's outcome")
-			if tt.wantCode != plugin.CodeOK {
-				wantCode(t, "AskAsync", o.err, tt.wantCode)
-				return
-			}
-			if o.err != nil {
-				t.Fatalf("AskAsync: %v", o.err)
-			}
-			if o.v != tt.want {
-				t.Errorf("got %.40v, want %.40v", o.v, tt.want)
-			}
-		})
-	}
-}
-
 // Many asks in flight from one goroutine, answered out of order, each
 // complete once with its own reply.
 func TestAskAsyncManyInFlight(t *testing.T) {

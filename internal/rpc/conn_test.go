@@ -1112,27 +1112,42 @@ func TestConnAskMessage(t *testing.T) {
 		{name: "error reply", msg: rpcMsg{}, typ: "fail", wantCode: plugin.CodeNotFound},
 		{name: "undecodable reply", msg: rpcMsg{}, typ: "rpc_test.nobody", wantCode: plugin.CodeInvalidArgument},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := rpc.Encode(0, tt.msg, 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.typ != "" {
-				f.Type = tt.typ
-			}
-			got, err := p.client.AskMessage(ctx, f)
-			if tt.wantCode != plugin.CodeOK {
-				wantCode(t, "AskMessage", err, tt.wantCode)
-				return
-			}
-			if err != nil {
-				t.Fatalf("AskMessage: %v", err)
-			}
-			if got != tt.want {
-				t.Errorf("got %.40v, want %.40v", got, tt.want)
-			}
-		})
+	// AskAsync completes with what AskMessage returns.
+	forms := []struct {
+		name string
+		ask  func(f *wire.Frame) (any, error)
+	}{
+		{"AskMessage", func(f *wire.Frame) (any, error) { return p.client.AskMessage(ctx, f) }},
+		{"AskAsync", func(f *wire.Frame) (any, error) {
+			out := make(chan outcome, 1)
+			p.client.AskAsync(ctx, f, &collector{t: t, out: out})
+			o := recv(t, out, "the ask's outcome")
+			return o.v, o.err
+		}},
+	}
+	for _, form := range forms {
+		for _, tt := range tests {
+			t.Run(form.name+"/"+tt.name, func(t *testing.T) {
+				f, err := rpc.Encode(0, tt.msg, 1<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.typ != "" {
+					f.Type = tt.typ
+				}
+				got, err := form.ask(f)
+				if tt.wantCode != plugin.CodeOK {
+					wantCode(t, form.name, err, tt.wantCode)
+					return
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", form.name, err)
+				}
+				if got != tt.want {
+					t.Errorf("got %.40v, want %.40v", got, tt.want)
+				}
+			})
+		}
 	}
 }
 
