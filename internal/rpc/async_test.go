@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,27 +53,7 @@ func asyncAsk(t *testing.T, ctx context.Context, c *rpc.Conn, tag string, msg an
 func TestAskAsyncManyInFlight(t *testing.T) {
 	t.Parallel()
 	const n = 500
-	var mu sync.Mutex
-	var held []*wire.Frame
-	serverH := newHandler(func(c *rpc.Conn, f *wire.Frame) {
-		if f.Kind != wire.Kind_KIND_ASK {
-			return
-		}
-		mu.Lock()
-		held = append(held, f)
-		batch := held
-		if len(held) == 50 {
-			held = nil
-		}
-		mu.Unlock()
-		if len(batch) < 50 {
-			return
-		}
-		for i := len(batch) - 1; i >= 0; i-- { // reverse order
-			echo(c, batch[i])
-		}
-	})
-	p := newPair(t, newHandler(nil), serverH, rpc.Options{}, rpc.Options{})
+	p := newPair(t, newHandler(nil), reversing(50), rpc.Options{}, rpc.Options{})
 	ctx := testContext(t)
 	out := make(chan outcome, n)
 	for i := range n {

@@ -249,27 +249,7 @@ func TestConnConcurrentAsksRouted(t *testing.T) {
 	// The server holds asks until every caller has one outstanding, then
 	// answers them in reverse order, so that replies never arrive in the
 	// order the asks were sent.
-	var mu sync.Mutex
-	var held []*wire.Frame
-	serverH := newHandler(func(c *rpc.Conn, f *wire.Frame) {
-		if f.Kind != wire.Kind_KIND_ASK {
-			return
-		}
-		mu.Lock()
-		held = append(held, f)
-		batch := held
-		if len(held) == callers {
-			held = nil
-		}
-		mu.Unlock()
-		if len(batch) < callers {
-			return
-		}
-		for i := len(batch) - 1; i >= 0; i-- {
-			echo(c, batch[i])
-		}
-	})
-	p := newPair(t, newHandler(nil), serverH, rpc.Options{}, rpc.Options{})
+	p := newPair(t, newHandler(nil), reversing(callers), rpc.Options{}, rpc.Options{})
 	ctx := testContext(t)
 
 	var wg sync.WaitGroup
@@ -290,6 +270,32 @@ func TestConnConcurrentAsksRouted(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// reversing is a server handler that holds ASKs until it has n, then
+// echoes them in reverse order, so that replies never arrive in the order
+// the asks were sent.
+func reversing(n int) *handler {
+	var mu sync.Mutex
+	var held []*wire.Frame
+	return newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if f.Kind != wire.Kind_KIND_ASK {
+			return
+		}
+		mu.Lock()
+		held = append(held, f)
+		batch := held
+		if len(held) == n {
+			held = nil
+		}
+		mu.Unlock()
+		if len(batch) < n {
+			return
+		}
+		for i := len(batch) - 1; i >= 0; i-- {
+			echo(c, batch[i])
+		}
+	})
 }
 
 // holder is a server handler that keeps the ASKs of type "hold" without
