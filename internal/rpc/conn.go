@@ -1055,18 +1055,18 @@ func (c *Conn) watch(w *watcher) {
 	if c.lastDone == w.done {
 		c.lastDone = nil
 	}
-	type taken struct {
+	type asyncAsk struct {
 		id uint64
 		a  Async
 	}
-	var async []taken // completed once c.mu is released: that sends their cancels
+	var async []asyncAsk // completed once c.mu is released: that sends their cancels
 	for id, p := range c.calls {
 		if p.w != w {
 			continue
 		}
 		delete(c.calls, id)
 		if p.async != nil {
-			async = append(async, taken{id, p.async})
+			async = append(async, asyncAsk{id, p.async})
 			continue
 		}
 		p.ch <- reply{canceled: true} // buffered, and nobody else sends to it now
