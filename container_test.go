@@ -424,8 +424,8 @@ func TestBasePlugins(t *testing.T) {
 	var pcs contexts
 	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{basePlugin{&pcs}}, Logger: quiet})
 	_, err := pcs.get("1").Ask(testCtx(t), text("anyone?"))
-	if plugin.CodeOf(err) != plugin.CodeUnimplemented || !strings.Contains(err.Error(), "does not implement Receive") {
-		t.Errorf("Ask to a BaseDriverPlugin: got %v, want CodeUnimplemented saying Receive is not implemented", err)
+	if plugin.CodeOf(err) != plugin.CodeUnimplemented || !strings.Contains(err.Error(), "does not implement Receive (got a ember_test.text)") {
+		t.Errorf("Ask to a BaseDriverPlugin: got %v, want CodeUnimplemented saying Receive is not implemented, naming the message's type", err)
 	}
 }
 

@@ -318,6 +318,9 @@ func TestGoCallFanOut(t *testing.T) {
 			if c.Msg != (gtQuery{ID: i, Mode: mode}) {
 				t.Errorf("Call.Msg: got %+v, want the query given", c.Msg)
 			}
+			if c.Executor != id {
+				t.Errorf("Call.Executor: got %q, want %q, the ID given", c.Executor, id)
+			}
 			w := gtAnswer{Executor: id, ID: i}
 			if mode == "ask" {
 				w.ID = 2 * i
@@ -684,6 +687,9 @@ func TestGoCallExecutorGo(t *testing.T) {
 				if c.Msg != tt.msg {
 					t.Errorf("Call.Msg: got %#v, want %#v", c.Msg, tt.msg)
 				}
+				if c.Executor != "" {
+					t.Errorf("Call.Executor of an ask to the driver: got %q, want \"\"", c.Executor)
+				}
 				got := <-c.Done
 				if got != c {
 					t.Fatalf("Done delivered %p, want the Call Go returned %p", got, c)
@@ -759,6 +765,12 @@ func TestGoCallOrderAndCorners(t *testing.T) {
 	c = <-execOnlyDC.GoExecutor(ctx, "1", gtQuery{}, nil).Done
 	if plugin.CodeOf(c.Err) != plugin.CodeUnimplemented {
 		t.Errorf("GoExecutor on a plugin with no executor side: got %v, want CodeUnimplemented", c.Err)
+	}
+	// A Call that fails at once names its executor too.
+	for _, id := range []string{"1", "no-such"} {
+		if c := <-dc.GoExecutor(ctx, id, nil, nil).Done; c.Err == nil || c.Executor != id {
+			t.Errorf("GoExecutor(%q) of a nil message: got Executor %q, Err %v; want %q and an error", id, c.Executor, c.Err, id)
+		}
 	}
 	t.Logf("no driver side: %v; no executor side: %v", (<-pcs.get("1").Go(ctx, gtQuery{}, nil).Done).Err, c.Err)
 }

@@ -121,9 +121,8 @@ type DriverContext interface {
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as
 	// a [Call] on done, as for ExecutorContext.Go. To fan a request out,
-	// call it for each of Executors() with one done channel; a Call does
-	// not record its executor (an Unavailable error names it), so keep
-	// the ID by Call where the answer alone does not say.
+	// call it for each of Executors() with one done channel: each Call
+	// that comes back says which executor it asked (Call.Executor).
 	GoExecutor(ctx context.Context, executorID string, msg any, done chan *Call) *Call
 	// SendExecutor queues msg for this plugin on one executor; see
 	// ExecutorContext.Send for what it reports. Like AskExecutor, it fails
@@ -160,8 +159,8 @@ type DriverContext interface {
 // arrives, when the ask fails (locally, at once, or on the peer), or when
 // its ctx ends (the cancel is passed on, as for Ask). Reply and Err are
 // written before the Call is sent, so reading them after receiving it is
-// safe. Msg is the msg given to Go, as it was given, so a Call can be
-// matched to its request.
+// safe. Msg is the msg given to Go, as it was given, and Executor the ID
+// given to GoExecutor, so a Call can be matched to its request.
 //
 // Done is the channel given to Go (a new one with room for one Call when
 // that was nil). Many Calls may share one: give it room for the Calls
@@ -189,10 +188,11 @@ type DriverContext interface {
 // per connection (at most sixteen), which lives until that ctx ends: a
 // test that counts goroutines sees it.
 type Call struct {
-	Msg   any        // the message asked
-	Reply any        // the reply's message, once done (nil if Err is set)
-	Err   error      // the ask's error, once done, as Ask would return it
-	Done  chan *Call // receives the Call once it is done
+	Executor string     // the executor asked by GoExecutor; "" for Go, which asks the driver
+	Msg      any        // the message asked
+	Reply    any        // the reply's message, once done (nil if Err is set)
+	Err      error      // the ask's error, once done, as Ask would return it
+	Done     chan *Call // receives the Call once it is done
 }
 
 // Reply is the typed form of a done Call's outcome, as Ask is of

@@ -219,9 +219,10 @@ func (BaseDriverPlugin) Init(context.Context, DriverContext) (map[string]string,
 	return nil, nil
 }
 
-// Receive answers every message with a CodeUnimplemented error.
-func (BaseDriverPlugin) Receive(context.Context, any) (any, error) {
-	return nil, NewError(CodeUnimplemented, "driver plugin does not implement Receive")
+// Receive answers every message with a CodeUnimplemented error naming
+// the message's type.
+func (BaseDriverPlugin) Receive(_ context.Context, msg any) (any, error) {
+	return nil, Errorf(CodeUnimplemented, "driver plugin does not implement Receive (got a %T)", msg)
 }
 
 // Shutdown does nothing.

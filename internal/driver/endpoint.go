@@ -117,7 +117,7 @@ func executorError(id string, err error) error {
 }
 
 func (e *endpoint) GoExecutor(ctx context.Context, id string, msg any, done chan *plugin.Call) *plugin.Call {
-	g := &goCall{Call: plugin.Call{Msg: msg, Done: done}, ctx: ctx}
+	g := &goCall{Call: plugin.Call{Executor: id, Msg: msg, Done: done}, ctx: ctx}
 	if g.Done == nil {
 		g.Done = make(chan *plugin.Call, 1)
 	}
