@@ -173,11 +173,11 @@ func TestExpiredCertificateFailsAtStart(t *testing.T) {
 	}
 }
 
-// An executor whose TLS handshake with the driver fails says why in its
-// first warning, while gRPC goes on retrying: it used to name TLS among
-// possible causes and give the error only when ConnectTimeout (a minute)
-// had run out.
-func TestTLSHandshakeFailureWarnedAtOnce(t *testing.T) {
+// An executor whose TLS handshake with the driver fails in a way that
+// retrying cannot mend (it reads its TLS files once) fails at once, saying
+// why: it used to warn and retry until ConnectTimeout (a minute), then
+// ask whether the driver was running.
+func TestTLSMisconfiguredFailsAtOnce(t *testing.T) {
 	dir := testPKI(t)
 	file := func(name string) string { return filepath.Join(dir, name) }
 	trusting := x509.NewCertPool()
@@ -186,34 +186,39 @@ func TestTLSHandshakeFailureWarnedAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	trusting.AppendCertsFromPEM(pem)
+	driverCert := &ember.TLSConfig{DriverCertFile: file("driver.pem"), DriverKeyFile: file("driver-key.pem")}
 	tests := []struct {
-		name      string
-		driverTLS *ember.TLSConfig
-		roots     *x509.CertPool
-		want      string
+		name       string
+		driverTLS  *ember.TLSConfig
+		roots      *x509.CertPool
+		serverName string
+		want       string
 	}{
-		{"plaintext driver", nil, trusting, "first record does not look like a TLS handshake"},
-		{"untrusted driver certificate", &ember.TLSConfig{DriverCertFile: file("driver.pem"), DriverKeyFile: file("driver-key.pem")},
-			x509.NewCertPool(), "certificate signed by unknown authority"},
+		{"plaintext driver", nil, trusting, "127.0.0.1", "first record does not look like a TLS handshake"},
+		{"untrusted driver certificate", driverCert, x509.NewCertPool(), "127.0.0.1", "certificate signed by unknown authority"},
+		{"certificate for another name", driverCert, trusting, "driver.example", "wanted to match driver.example"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := standalone(t, ember.Config{Secret: "tls secret", BuildID: "test", TLS: tt.driverTLS})
 			var logs logtest.Buffer
-			ctx, cancel := context.WithCancel(testCtx(t))
 			done := make(chan error, 1)
 			go func() {
-				done <- executor.Run(ctx, executor.Config{DriverAddr: d.Addr(), Secret: "tls secret", BuildID: "test",
-					Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: time.Minute,
-					Creds: credentials.NewTLS(&tls.Config{RootCAs: tt.roots, ServerName: "127.0.0.1"})})
+				done <- executor.Run(testCtx(t), executor.Config{DriverAddr: d.Addr(), Secret: "tls secret", BuildID: "test",
+					Logger: slog.New(slog.NewTextHandler(&logs, nil)), ConnectTimeout: time.Hour,
+					Creds: credentials.NewTLS(&tls.Config{RootCAs: tt.roots, ServerName: tt.serverName})})
 			}()
-			embertest.WaitFor(t, "the warning", func() bool { return strings.Contains(logs.String(), "cannot connect to the driver yet") })
-			cancel()
-			if err := <-done; err == nil {
-				t.Error("executor joined a driver it cannot have a TLS handshake with")
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(embertest.DefaultTimeout):
+				t.Fatalf("executor still waiting for its handshake after %v; logs: %s", embertest.DefaultTimeout, logs.String())
 			}
-			if line := logs.String(); !strings.Contains(line, "the TLS handshake failed") || !strings.Contains(line, tt.want) {
-				t.Errorf("warning: got %q, want it to say the TLS handshake failed: %s", line, tt.want)
+			if err == nil || !strings.Contains(err.Error(), "the TLS handshake with driver") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("executor.Run: got %v, want it to fail saying the TLS handshake failed: %s", err, tt.want)
+			}
+			if strings.Contains(logs.String(), "retrying") {
+				t.Errorf("logs: got %q, want no word of retrying", logs.String())
 			}
 		})
 	}

@@ -6,6 +6,7 @@ package executor
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -163,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	handshakes := &handshakeErrors{TransportCredentials: creds, last: new(atomic.Pointer[error])}
+	handshakes := &handshakeErrors{TransportCredentials: creds, handshakeState: new(handshakeState)}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(handshakes),
 		grpc.WithDefaultCallOptions(
@@ -210,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
 	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
-	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types, handshakes.err)
+	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types, handshakes)
 	warned := unreachable()
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
@@ -696,17 +697,19 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 		defer close(done)
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
 			if s == connectivity.TransientFailure {
-				warned = true
 				err := handshakeErr()
-				if errors.Is(err, ErrNotGRPC) {
+				if tlsMisconfigured(err) {
+					return // the handshake fails with it, at once
+				}
+				warned = true
+				switch {
+				case errors.Is(err, ErrNotGRPC):
 					x.log.Warn("cannot connect to the driver yet: "+err.Error()+"; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
-					return
-				}
-				if err != nil {
+				case err != nil:
 					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
-					return
+				default:
+					x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				}
-				x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				return
 			}
 			if !cc.WaitForStateChange(ctx, s) {
@@ -723,13 +726,20 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 
 // handshake runs the executor's side of the handshake over a new stream,
 // within ConnectTimeout, and returns the driver's WELCOME and the stream.
-// handshakeErr gives the latest failed transport handshake, which names
-// the cause when no stream opens in time (a server that does not speak
-// gRPC, say).
-func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string, handshakeErr func() error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+// The latest failed transport handshake (handshakes) names the cause when
+// no stream opens: one that retrying cannot mend (a TLS certificate this
+// executor does not trust) at once, others (a server that does not speak
+// gRPC, say) when ConnectTimeout has passed.
+func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string, handshakes *handshakeErrors) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 	deadline := time.AfterFunc(x.cfg.ConnectTimeout, cancel)
 	defer deadline.Stop()
+	handshakes.giveUp.Store(&cancel)
+	defer handshakes.giveUp.Store(nil)
+	handshakeErr := handshakes.err
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+		if herr := handshakeErr(); tlsMisconfigured(herr) {
+			return nil, nil, fmt.Errorf("executor: the TLS handshake with driver %s failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?): %w", x.cfg.DriverAddr, herr)
+		}
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.
 			if herr := handshakeErr(); errors.Is(herr, ErrNotGRPC) {
@@ -976,20 +986,42 @@ func pluginNames(ps []plugin.Plugin) []string {
 
 // handshakeErrors are transport credentials that keep the latest error of
 // their client handshake: gRPC retries a failed one without a word until
-// ConnectTimeout, and warnUnreachable names it meanwhile.
+// ConnectTimeout, and warnUnreachable names it meanwhile. A TLS failure
+// that retrying cannot mend (tlsMisconfigured) ends the wait at once.
 type handshakeErrors struct {
 	credentials.TransportCredentials
-	last *atomic.Pointer[error] // shared with clones
+	*handshakeState // shared with clones
+}
+
+type handshakeState struct {
+	last atomic.Pointer[error]
+	// giveUp, set while the executor waits for its handshake, ends that
+	// wait.
+	giveUp atomic.Pointer[context.CancelFunc]
 }
 
 func (h *handshakeErrors) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
 	if err != nil {
 		h.last.Store(&err)
+		if stop := h.giveUp.Load(); stop != nil && tlsMisconfigured(err) {
+			(*stop)()
+		}
 		return conn, info, err
 	}
 	plaintext := h.Info().SecurityProtocol == "insecure"
-	return &sniffConn{Conn: conn, last: h.last, plaintext: plaintext}, info, nil
+	return &sniffConn{Conn: conn, last: &h.last, plaintext: plaintext}, info, nil
+}
+
+// tlsMisconfigured reports whether err, from a TLS client handshake, is
+// one that retrying cannot mend, since the executor reads its TLS files
+// once: the driver's certificate does not verify against this executor's
+// roots, or not for the driver's address, or the driver does not speak
+// TLS at all.
+func tlsMisconfigured(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var record tls.RecordHeaderError
+	return errors.As(err, &verify) || errors.As(err, &record)
 }
 
 // ErrNotGRPC is in the latest handshake error of an executor whose
@@ -1062,7 +1094,7 @@ func (c *sniffConn) closed(err error) {
 }
 
 func (h *handshakeErrors) Clone() credentials.TransportCredentials {
-	return &handshakeErrors{TransportCredentials: h.TransportCredentials.Clone(), last: h.last}
+	return &handshakeErrors{TransportCredentials: h.TransportCredentials.Clone(), handshakeState: h.handshakeState}
 }
 
 // err returns the latest handshake error, or nil.

@@ -81,7 +81,7 @@ func FuzzHandshake(f *testing.F) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		w, _, err := x.handshake(ctx, cancel, &fuzzDriver{msgs: [][]byte{challenge, welcome}}, []string{"t"}, func() error { return nil })
+		w, _, err := x.handshake(ctx, cancel, &fuzzDriver{msgs: [][]byte{challenge, welcome}}, []string{"t"}, &handshakeErrors{handshakeState: new(handshakeState)})
 		switch {
 		case err != nil:
 			return
