@@ -19,8 +19,9 @@
 //     started by anyone, on any host, as EMBER_DRIVER=host:port ./app.
 //
 // Each executor holds one gRPC stream to the driver. On connect it sends a
-// handshake (protocol version, build ID, plugin names, message types); a
-// mismatch refuses the executor with a message naming the differences.
+// handshake (protocol version, build ID, plugin names, message types,
+// task names, message limit); a mismatch refuses the executor with a
+// message naming the differences.
 //
 // # Plugins
 //
@@ -42,8 +43,9 @@
 //     plugins shut down in reverse order.
 //
 // Each driver plugin receives on its own lane: calls to its Receive are
-// one at a time, in the order each executor sent them, and a slow plugin
-// delays no other.
+// one at a time, in the order each executor sent them (unless it
+// implements [plugin.ConcurrentReceiver]), and a slow plugin delays no
+// other.
 //
 // # Messages and errors
 //

@@ -79,8 +79,10 @@ type ExecutorContext interface {
 	// the side that sends to it is safe under Receive's ctx (or one made
 	// from it): while such a Send waits, the plugin's lane on this side
 	// lends the other side window that only its handlers (under their
-	// ctx) may spend, so two Receives that send to each other never wait on
-	// each other for ever.
+	// ctx) may spend, so two Receives that send to each other do not wait
+	// on each other for ever, provided each sends at most about sixteen
+	// messages for each it takes in (the loan is capped: see
+	// docs/internals.md, "Loans").
 	// What Receive does with msg is not reported.
 	Send(ctx context.Context, msg any) error
 	// Go starts an ask and returns without waiting for its reply: Ask,
@@ -115,8 +117,8 @@ type DriverContext interface {
 	// Broadcast give CodeUnavailable ([ErrClosed]). So does an ask still
 	// waiting when its executor is lost, or stops (the driver shutting
 	// down, or the executor stopping on its own), though its handler
-	// returns the end of its ctx: CodeCanceled is only ever the asker's
-	// own cancel.
+	// returns the end of its ctx: CodeCanceled is the asker's own cancel,
+	// or an error with that code that the executor's Receive returned.
 	// A CodeUnavailable error names the executor ("executor 2: ...").
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as
