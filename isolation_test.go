@@ -848,3 +848,58 @@ func TestStuckLaneReportedOnce(t *testing.T) {
 		t.Errorf("Run: the stuck lane is reported %d times, want once:\n%v", n, err)
 	}
 }
+
+// Each plugin's Init ctx ends as its own Init returns, on both sides, as
+// their docs promise: the plugins used to share one, which ended only
+// after the last plugin's Init, so a goroutine started under the first
+// one's ctx ran on through the others' Inits.
+func TestInitCtxEndsAsItsInitReturns(t *testing.T) {
+	tests := []struct {
+		side string
+		pair func(first *context.Context, errAtSecond *error) (a, b fakePlugin)
+	}{
+		{"driver", func(first *context.Context, errAtSecond *error) (a, b fakePlugin) {
+			a = fakePlugin{name: "a", newDriver: func() plugin.DriverPlugin {
+				return &fakeDriver{InitF: func(ctx context.Context, _ plugin.DriverContext) (map[string]string, error) {
+					*first = ctx
+					return nil, nil
+				}}
+			}}
+			b = fakePlugin{name: "b", newDriver: func() plugin.DriverPlugin {
+				return &fakeDriver{InitF: func(ctx context.Context, _ plugin.DriverContext) (map[string]string, error) {
+					*errAtSecond = (*first).Err()
+					return nil, ctx.Err()
+				}}
+			}}
+			return a, b
+		}},
+		{"executor", func(first *context.Context, errAtSecond *error) (a, b fakePlugin) {
+			a = fakePlugin{name: "a", newExecutor: func() plugin.ExecutorPlugin {
+				return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+					*first = ctx
+					return nil
+				}}
+			}}
+			b = fakePlugin{name: "b", newExecutor: func() plugin.ExecutorPlugin {
+				return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+					*errAtSecond = (*first).Err()
+					return ctx.Err()
+				}}
+			}}
+			return a, b
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.side, func(t *testing.T) {
+			var (
+				first       context.Context
+				errAtSecond error
+			)
+			a, b := tt.pair(&first, &errAtSecond)
+			embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{a, b}, Logger: quiet})
+			if !errors.Is(errAtSecond, context.Canceled) {
+				t.Errorf("plugin a's Init ctx while plugin b's Init ran: got Err %v, want context.Canceled (a's Init had returned)", errAtSecond)
+			}
+		})
+	}
+}

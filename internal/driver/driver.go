@@ -372,12 +372,14 @@ func (d *Driver) Init(ctx context.Context) error {
 		if e.dp == nil {
 			continue
 		}
-		var extra map[string]string // read only once Init has returned
-		err := rpc.CallWithin(ctx, initGrace, d.log, e.name, "Init", func(ctx context.Context) error {
+		var extra map[string]string             // read only once Init has returned
+		ictx, cancel := context.WithCancel(ctx) // this Init's own: it ends as Init returns
+		err := rpc.CallWithin(ictx, initGrace, d.log, e.name, "Init", func(ctx context.Context) error {
 			var err error
 			extra, err = e.dp.Init(ctx, e)
 			return err
 		})
+		cancel()
 		if err != nil {
 			d.shutdownPlugins(i - 1)
 			return fmt.Errorf("driver plugin %q: init: %w", e.name, err)

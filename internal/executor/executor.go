@@ -844,9 +844,11 @@ func (x *Executor) init(ctx context.Context) error {
 		if e.ep == nil {
 			continue
 		}
+		ictx, cancel := context.WithCancel(ctx) // this Init's own: it ends as Init returns
 		_, err := rpc.Call(x.log, e.name, "Init", func() (struct{}, error) {
-			return struct{}{}, e.ep.Init(ctx, e, e.extraConf)
+			return struct{}{}, e.ep.Init(ictx, e, e.extraConf)
 		})
+		cancel()
 		if err != nil {
 			x.shutdownPlugins(i-1, time.Now().Add(x.cfg.ShutdownTimeout))
 			return fmt.Errorf("plugin %q: init: %w", e.name, err)
