@@ -737,12 +737,17 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	defer handshakes.giveUp.Store(nil)
 	handshakeErr := handshakes.err
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
-		if herr := handshakeErr(); tlsMisconfigured(herr) {
-			return nil, nil, fmt.Errorf("executor: the TLS handshake with driver %s failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?): %w", x.cfg.DriverAddr, herr)
+		herr := handshakeErr()
+		if tlsMisconfigured(herr) {
+			hint := "is TLS set up alike on both sides, with a certificate this executor trusts for that address?"
+			if certificateRefused(herr) {
+				hint = "the driver requires a client certificate for client authentication, issued by its CAFile: set Config.TLS's ExecutorCertFile and ExecutorKeyFile, or EMBER_TLS_CERT_FILE and EMBER_TLS_KEY_FILE"
+			}
+			return nil, nil, fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)
 		}
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.
-			if herr := handshakeErr(); errors.Is(herr, ErrNotGRPC) {
+			if herr != nil {
 				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, herr, err)
 			}
 			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
@@ -1005,25 +1010,50 @@ type handshakeState struct {
 func (h *handshakeErrors) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
 	if err != nil {
-		h.last.Store(&err)
-		if stop := h.giveUp.Load(); stop != nil && tlsMisconfigured(err) {
-			(*stop)()
-		}
+		h.failed(err)
 		return conn, info, err
 	}
 	plaintext := h.Info().SecurityProtocol == "insecure"
-	return &sniffConn{Conn: conn, last: &h.last, plaintext: plaintext}, info, nil
+	return &sniffConn{Conn: conn, s: h.handshakeState, plaintext: plaintext}, info, nil
 }
 
-// tlsMisconfigured reports whether err, from a TLS client handshake, is
-// one that retrying cannot mend, since the executor reads its TLS files
-// once: the driver's certificate does not verify against this executor's
-// roots, or not for the driver's address, or the driver does not speak
-// TLS at all.
+// failed records err as the latest handshake error, and ends the wait for
+// the handshake if retrying cannot mend it.
+func (s *handshakeState) failed(err error) {
+	s.last.Store(&err)
+	if stop := s.giveUp.Load(); stop != nil && tlsMisconfigured(err) {
+		(*stop)()
+	}
+}
+
+// tlsMisconfigured reports whether err, from a TLS handshake, is one that
+// retrying cannot mend, since the executor reads its TLS files once: the
+// driver's certificate does not verify against this executor's roots, or
+// not for the driver's address; the driver does not speak TLS at all; or
+// the driver refused this executor's client certificate, or its lack of
+// one (certificateRefused).
 func tlsMisconfigured(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var record tls.RecordHeaderError
-	return errors.As(err, &verify) || errors.As(err, &record)
+	return errors.As(err, &verify) || errors.As(err, &record) || certificateRefused(err)
+}
+
+// certificateRefused reports whether err is the driver's TLS alert
+// refusing this executor's client certificate (MutualTLS). With TLS 1.3
+// it comes after the client's handshake has succeeded, on the first read.
+// crypto/tls gives a peer's alert as a net.OpError of Op "remote error",
+// whose alert type it does not export.
+func certificateRefused(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	switch op.Err.Error() {
+	case "tls: bad certificate", "tls: certificate required", "tls: unknown certificate authority",
+		"tls: unsupported certificate", "tls: certificate expired", "tls: certificate revoked":
+		return true
+	}
+	return false
 }
 
 // ErrNotGRPC is in the latest handshake error of an executor whose
@@ -1038,14 +1068,24 @@ var ErrNotGRPC = errors.New("the server at that address does not speak gRPC")
 // says only "error reading server preface: EOF".
 var errClosedAtOnce = fmt.Errorf("%w: it closed the connection before sending anything (a driver with TLS, and this executor without? Set Config.TLS alike in every process, or EMBER_TLS_CA_FILE here)", ErrNotGRPC)
 
+// errClosedAfterTLS is the latest handshake error of an executor whose
+// driver closed the connection after a TLS handshake that succeeded, and
+// before it sent anything. A driver under MutualTLS does so when it
+// refuses the executor's client certificate: it says so in an alert
+// (certificateRefused), which the executor may not read before the write
+// that meets the closed connection ends it.
+var errClosedAfterTLS = errors.New("the driver closed the connection after the TLS handshake (does it require a client certificate, with MutualTLS, which this executor lacks or the driver does not accept?)")
+
 // sniffConn looks at the first bytes the server sends: an HTTP/2 server
 // opens with a SETTINGS frame (type 4, the fourth byte); anything else,
-// or no byte at all over plaintext, is named in a handshake error.
+// no byte at all over plaintext, or a TLS alert refusing this executor's
+// certificate, is named in a handshake error.
 type sniffConn struct {
 	net.Conn
-	last      *atomic.Pointer[error]
+	s         *handshakeState
 	plaintext bool
 	seen      atomic.Bool
+	mu        sync.Mutex // held by closed
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
@@ -1062,11 +1102,11 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		case p[3] != 4:
 			e := fmt.Errorf("%w: it answered %q (is EMBER_DRIVER the driver's /metrics address, or another service's? Point it at the address the driver logs as listening for executors)",
 				ErrNotGRPC, bytes.ToValidUTF8(p[:min(n, 40)], nil))
-			c.last.Store(&e)
+			c.s.last.Store(&e)
 		default:
 			// It speaks HTTP/2: what an earlier connection met no longer
 			// holds, and must not be blamed for a later failure.
-			c.last.Store(nil)
+			c.s.last.Store(nil)
 		}
 	}
 	return n, err
@@ -1082,17 +1122,30 @@ func (c *sniffConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// closed notes errClosedAtOnce if err says that the server closed a
-// plaintext connection (an orderly close or a reset: a TLS server does
-// either) before it sent a byte.
+// closed notes what err says of a connection on which the server sent
+// nothing yet: that it refused this executor's client certificate (a
+// handshake failure that ends the wait: see handshakeState.failed), or
+// that it closed the connection (an orderly close or a reset):
+// errClosedAtOnce over plaintext, errClosedAfterTLS over TLS.
 func (c *sniffConn) closed(err error) {
-	if !c.plaintext || c.seen.Load() ||
-		!(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+	// Read and Write may both fail, on different goroutines: the alert,
+	// which says more, must not be overwritten.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if certificateRefused(err) {
+		c.seen.Store(true)
+		c.s.failed(err)
+		return
+	}
+	if c.seen.Load() || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 		return
 	}
 	c.seen.Store(true)
 	e := errClosedAtOnce
-	c.last.Store(&e)
+	if !c.plaintext {
+		e = errClosedAfterTLS
+	}
+	c.s.last.Store(&e)
 }
 
 func (h *handshakeErrors) Clone() credentials.TransportCredentials {

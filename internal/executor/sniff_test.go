@@ -3,7 +3,6 @@ package executor
 import (
 	"errors"
 	"net"
-	"sync/atomic"
 	"testing"
 )
 
@@ -30,11 +29,12 @@ func TestSniffConn(t *testing.T) {
 			client, server := net.Pipe()
 			defer client.Close()
 			defer server.Close()
-			var last atomic.Pointer[error]
+			s := new(handshakeState)
+			last := &s.last
 			if tt.before != nil {
 				last.Store(&tt.before)
 			}
-			c := &sniffConn{Conn: client, last: &last, plaintext: true}
+			c := &sniffConn{Conn: client, s: s, plaintext: true}
 			go func() { _, _ = server.Write(tt.first) }()
 			buf := make([]byte, 64)
 			if _, err := c.Read(buf); err != nil {
@@ -77,8 +77,9 @@ func TestSniffConnReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	var last atomic.Pointer[error]
-	c := &sniffConn{Conn: raw, last: &last, plaintext: true}
+	s := new(handshakeState)
+	last := &s.last
+	c := &sniffConn{Conn: raw, s: s, plaintext: true}
 	if _, err := c.Read(make([]byte, 64)); err == nil {
 		t.Fatal("Read: got nil, want the reset (or end) of the connection")
 	}
