@@ -255,12 +255,18 @@ func (c *Cluster) Kill(executorID string) error {
 	c.mu.Lock()
 	kill := c.kills[executorID]
 	c.mu.Unlock()
-	if kill != nil {
-		kill()
-		return nil
-	}
 	for _, e := range c.Driver.Executors() {
-		if e.ID == executorID && e.PID != os.Getpid() {
+		if e.ID != executorID {
+			continue
+		}
+		// Ready, as link requires for the other faults: an in-process
+		// executor keeps its kill once it has gone (killed, or lost),
+		// and calling it again killed nothing and returned nil.
+		if kill != nil {
+			kill()
+			return nil
+		}
+		if e.PID != os.Getpid() {
 			p, err := os.FindProcess(e.PID)
 			if err != nil {
 				return err

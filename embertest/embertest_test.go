@@ -160,6 +160,38 @@ func TestFaultsOfUnknownExecutorAreNotFound(t *testing.T) {
 	}
 }
 
+// An executor that has gone names no ready executor either: a second Kill
+// of an in-process executor fails as a Kill of an unknown one does, where
+// it ran the kill again and returned nil, as if it had killed something.
+func TestFaultsOfAKilledExecutorAreNotFound(t *testing.T) {
+	c, _ := start(t, ember.Config{Master: "local[2]"})
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "the driver to remove executor 1", func() bool {
+		for _, e := range c.Driver.Executors() {
+			if e.ID == "1" {
+				return false
+			}
+		}
+		return true
+	})
+	faults := map[string]func() error{
+		"Kill":      func() error { return c.Kill("1") },
+		"Delay":     func() error { return c.Delay("1", time.Millisecond) },
+		"Partition": func() error { return c.Partition("1") },
+		"Heal":      func() error { return c.Heal("1") },
+	}
+	for name, fault := range faults {
+		if err := fault(); !errors.Is(err, plugin.ErrNoSuchExecutor) || plugin.CodeOf(err) != plugin.CodeNotFound {
+			t.Errorf("%s of executor 1, killed: got %v, want CodeNotFound wrapping plugin.ErrNoSuchExecutor", name, err)
+		}
+	}
+	if err := c.Kill("2"); err != nil {
+		t.Errorf("Kill of executor 2, still ready: %v", err)
+	}
+}
+
 // A partition healed before the heartbeat timeout loses nothing: what the
 // executor sent meanwhile arrives afterwards, in order.
 func TestHealedPartitionLosesNothing(t *testing.T) {
