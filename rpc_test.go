@@ -1340,6 +1340,80 @@ func TestConcurrentReceiverKeepsMembershipEventsInLine(t *testing.T) {
 	}
 }
 
+// A long poll from a goroutine an executor plugin's Init started (the
+// workqueue pattern) reaches a concurrent driver lane before the
+// executor's OnExecutorAdded. Waiting for what only that executor's later
+// message brings (here, its result), it used to hold the event, and so
+// that message, for ever (until the poll's deadline, when it has one).
+// The event now runs once the poll has started, and the result, still
+// after the event, ends the poll.
+func TestPollFromInitDoesNotHoldOnExecutorAdded(t *testing.T) {
+	polled := make(chan struct{})
+	addedStarted := make(chan struct{})
+	result := make(chan struct{})
+	var addedDone atomic.Bool
+	var resultBeforeAdded atomic.Bool
+	dp := &concurrentListener{n: 4}
+	dp.AddedF = func(context.Context, plugin.ExecutorInfo) {
+		close(addedStarted)
+		addedDone.Store(true)
+	}
+	dp.RemovedF = func(context.Context, plugin.ExecutorInfo, error) {}
+	dp.ReceiveF = func(ctx context.Context, msg any) (any, error) {
+		switch msg {
+		case text("poll"):
+			close(polled)
+			select {
+			case <-result:
+				return text("job"), nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case text("result"):
+			if !addedDone.Load() {
+				resultBeforeAdded.Store(true)
+			}
+			close(result)
+		}
+		return nil, nil
+	}
+	polls := make(chan error, 1)
+	p := fakePlugin{
+		name:      "queue",
+		newDriver: func() plugin.DriverPlugin { return dp },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &fakeExecutor{InitF: func(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+				go func() {
+					_, err := pc.Ask(context.Background(), text("poll"))
+					polls <- err
+				}()
+				go func() {
+					<-addedStarted // the executor is ready
+					_ = pc.Send(context.Background(), text("result"))
+				}()
+				select { // READY follows the poll
+				case <-polled:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	select {
+	case err := <-polls:
+		if err != nil {
+			t.Errorf("the poll: %v", err)
+		}
+	case <-time.After(embertest.DefaultTimeout):
+		t.Fatal("the poll never returned: OnExecutorAdded waited for it, and the result that ends it waited for OnExecutorAdded")
+	}
+	if resultBeforeAdded.Load() {
+		t.Error("the executor's result, sent once it was ready, ran before its OnExecutorAdded returned")
+	}
+}
+
 // A driver plugin answering an executor's Ask from that executor's Init,
 // and pushing to it at once (assigning it work), is told the executor does
 // not exist: "executor "1": ember: no such executor", while that executor

@@ -152,9 +152,12 @@ type ExecutorListener interface {
 // for concurrent use. MaxConcurrentReceives returns how many calls may run
 // at once (values below 2 keep the default of one); messages are then no
 // longer delivered strictly in order. ExecutorListener's events keep their
-// place among their executor's messages: OnExecutorAdded returns before
-// any of them starts, and OnExecutorRemoved starts once all have
-// returned. Other executors' messages run meanwhile.
+// place among their executor's messages: OnExecutorAdded starts once the
+// messages that executor sent before it was ready (from its plugins'
+// Init, or goroutines Init started) have started, and may run alongside
+// them (a long poll waiting for that executor's own results, say), and
+// returns before any later one starts; OnExecutorRemoved starts once all
+// have returned. Other executors' messages run meanwhile.
 //
 // Messages beyond that many wait on the lane, in the order they came, for
 // a call to return, and so do ExecutorListener's events, which take a

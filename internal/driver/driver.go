@@ -1162,7 +1162,12 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 		if e.listener == nil {
 			continue
 		}
-		e.lane.Push(rpc.Item{Member: es.conn, Event: func() {
+		// OnExecutorAdded need not wait for the executor's earlier
+		// messages to return: asks from goroutines its plugins' Init
+		// started, long polls say, may wait for what only its later
+		// messages (results) bring.
+		added := method == "OnExecutorAdded"
+		e.lane.Push(rpc.Item{Member: es.conn, AfterStart: added, Event: func() {
 			_, _ = rpc.Call(d.log, e.name, method, func() (struct{}, error) {
 				call(es.handlers[i].send, e.listener)
 				return struct{}{}, nil

@@ -22,6 +22,11 @@ type Item struct {
 	// connection's items taken before it and before those taken after
 	// it; other connections' items are not held up.
 	Member *Conn
+	// AfterStart makes an event, in a lane of several workers, wait for
+	// its Member's items taken before it to have started, not returned:
+	// it runs alongside those still running (a long poll, say). Those
+	// taken after it still wait for it to return.
+	AfterStart bool
 
 	// Decoded says Msg and Err hold the frame's message, decoded before
 	// the item was queued (see Predecode), and Head what the lane still
@@ -708,8 +713,9 @@ func (l *Lane) loop(t taken, ok bool) {
 // admitLocked keeps a membership event in its place among its executor's
 // items, in a lane of several workers, where only messages give up their
 // order: an event (OnExecutorAdded, OnExecutorRemoved) runs once the
-// messages of its connection taken before it have returned, and that
-// connection's items taken after it run once it has. Other connections'
+// messages of its connection taken before it have returned (started, for
+// an AfterStart event), and that connection's items taken after it run
+// once it has. Other connections'
 // items go on meanwhile, and no worker waits: an item that may not run
 // yet is held (the worker takes another), and runs when it may. A worker
 // waiting there would be one fewer for the others: a handler waiting for
@@ -735,7 +741,7 @@ func (l *Lane) admitLocked(t taken) bool {
 	case t.it.Event == nil:
 		m.running++
 		return true
-	case m.running > 0:
+	case m.running > 0 && !t.it.AfterStart:
 		e := t // only here on the heap: &t would move every t there
 		m.event = &e
 		return false

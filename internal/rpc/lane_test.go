@@ -384,6 +384,53 @@ func TestLaneEventsHoldOnlyTheirConnection(t *testing.T) {
 	}
 }
 
+// An AfterStart event (OnExecutorAdded) runs alongside its connection's
+// items taken before it, once they have started, and its connection's
+// later items still wait for it to return. A long poll from a goroutine
+// an executor plugin's Init started, waiting for what only that
+// executor's later message brings (a result that frees a job), used to
+// hold the event, and so that message, until the poll's deadline.
+func TestLaneAfterStartEventRunsAlongside(t *testing.T) {
+	t.Parallel()
+	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	result := make(chan struct{})
+	var eventDone atomic.Bool
+	errs := make(chan string, 4)
+	stuck := make(chan struct{})
+	l := startLane(t, 2, func(it rpc.Item) {
+		switch {
+		case it.Event != nil:
+			it.Event()
+		case it.Frame.Call == 1: // x's poll, sent before x was ready
+			select {
+			case <-result:
+			case <-time.After(defaultTestTimeout):
+				close(stuck)
+			}
+		default: // x's result, sent once ready
+			if !eventDone.Load() {
+				errs <- "an item of the event's connection queued after it started before it returned"
+			}
+			close(result)
+		}
+	})
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 1}})
+	l.Push(rpc.Item{Member: x, AfterStart: true, Event: func() { eventDone.Store(true) }})
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 2}})
+	if err := l.Flush(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stuck:
+		t.Error("the poll never saw the result sent after the event: the event waited for the poll to return")
+	default:
+	}
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
 // An item whose run ends its goroutine (runtime.Goexit: a test's t.Fatal
 // in a plugin) does not stop its lane: the items after it run, in order
 // on a lane of one worker, and Flush returns once they have.
