@@ -196,6 +196,11 @@ func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
 	switch m := msg.(type) {
 	case NextJob:
 		for {
+			// Checked first: when a job comes as the asker gives up,
+			// the select below may pick either.
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			q.mu.Lock()
 			j, ok := q.takeLocked(executor)
 			more := q.more
