@@ -35,7 +35,9 @@ type Config struct {
 	//     started by anyone as EMBER_DRIVER=host:port ./app.
 	Master string
 	// Plugins are enabled plugins, after those named in Conf; see
-	// [PluginNames] for how the final list is formed.
+	// [PluginNames] for how the final list is formed. Two plugins here
+	// with one name fail Run with CodeInvalidArgument (one value listed
+	// twice is one plugin, loaded once).
 	Plugins []plugin.Plugin
 	// Conf is free-form configuration, shipped to every executor and
 	// visible to plugins as Context.Conf. "ember.plugins.defaults" and
@@ -277,10 +279,14 @@ func checkConf(m map[string]string) error {
 // dropped; a name seen before is dropped, keeping the first (the driver
 // logs a plugin of cfg.Plugins dropped so, at Warn, unless it is the very
 // value registered under that name: enabling a registered plugin both ways
-// loads it once). An unknown registered
-// name or an invalid plugin name (a Plugin.Name with spaces, say) is an
-// error with CodeInvalidArgument, as Run's is (a Name that panics gives
-// CodeInternal).
+// loads it once). Two plugins of cfg.Plugins with one name are an error
+// with CodeInvalidArgument naming the name and both types, not a drop:
+// one of them would never run. The same value listed twice there is one
+// plugin, loaded once without a word; values of a type that cannot be
+// compared (a struct with a func field, say) are always two. An unknown
+// registered name or an invalid plugin name (a Plugin.Name with spaces,
+// say) is an error with CodeInvalidArgument, as Run's is (a Name that
+// panics gives CodeInternal).
 func PluginNames(cfg Config) ([]string, error) {
 	ps, _, err := resolvePlugins(cfg)
 	if err != nil {
@@ -306,14 +312,17 @@ func nameOf(p plugin.Plugin) (name string, err error) {
 }
 
 // resolvePlugins returns the plugins cfg enables (see PluginNames), and
-// those of cfg.Plugins dropped for a name seen before, for the driver to
-// log: two libraries that chose one name would otherwise lose one plugin
-// without a word. (A name listed twice in the configuration is dropped
-// quietly, and so is a registered plugin the configuration enables that
-// Config.Plugins lists too, as the same value: the lists merge. Another
-// value of the registered plugin's type is dropped with a warning: it may
-// hold state, a driver side the program keeps to reach it from its
-// function, say, that would never be initialised.)
+// those of cfg.Plugins dropped for the name of a registered plugin the
+// configuration enables, for the driver to log: two libraries that chose
+// one name would otherwise lose one plugin without a word. (A name listed
+// twice in the configuration is dropped quietly, and so is a registered
+// plugin the configuration enables that Config.Plugins lists too, as the
+// same value: the lists merge. Another value of the registered plugin's
+// type is dropped with a warning: it may hold state, a driver side the
+// program keeps to reach it from its function, say, that would never be
+// initialised.) Two plugins of cfg.Plugins itself with one name are
+// refused, not dropped: no lists merge there, and the program would lose
+// one of its own plugins; one value listed twice is kept once, quietly.
 func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 	defer func() {
 		if err != nil && plugin.CodeOf(err) == plugin.CodeUnknown { // a name refused, not a panicking Name
@@ -322,6 +331,7 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 	}()
 	seen := map[string]bool{}
 	registered := map[string]plugin.Plugin{} // the plugins enabled by name
+	listed := map[string]plugin.Plugin{}     // the first of cfg.Plugins with each name
 	add := func(p plugin.Plugin, explicit bool) error {
 		name, err := nameOf(p)
 		if err != nil {
@@ -329,6 +339,15 @@ func resolvePlugins(cfg Config) (plugins, dropped []plugin.Plugin, err error) {
 		}
 		if !pluginname.Valid(name) {
 			return fmt.Errorf("plugin name %q: want %s", name, pluginname.Rule)
+		}
+		if first, ok := listed[name]; explicit && ok {
+			if !identical(first, p) {
+				return fmt.Errorf("Config.Plugins holds two plugins named %q, of types %T and %T: plugin names must be unique (rename one, or list it once)", name, first, p)
+			}
+			return nil // listed twice: loaded once
+		}
+		if explicit {
+			listed[name] = p
 		}
 		if seen[name] {
 			if r, ok := registered[name]; explicit && (!ok || !samePlugin(r, p)) {
@@ -380,6 +399,16 @@ func samePlugin(r, p plugin.Plugin) bool {
 		return true
 	}
 	return r == p
+}
+
+// identical reports whether a and b are one value: of one comparable
+// type, and equal. Values of a type that cannot be compared are copies at
+// best, each with state of its own.
+func identical(a, b plugin.Plugin) bool {
+	if reflect.TypeOf(a) != reflect.TypeOf(b) || !reflect.ValueOf(a).Comparable() || !reflect.ValueOf(b).Comparable() {
+		return false
+	}
+	return a == b
 }
 
 func (cfg *Config) setDefaults() {

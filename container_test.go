@@ -500,17 +500,69 @@ func TestPluginNames(t *testing.T) {
 	}
 }
 
-// A plugin of Config.Plugins dropped for another's name is logged by the
-// driver: two libraries that chose one name lost one plugin without a word.
-func TestDroppedPluginIsLogged(t *testing.T) {
-	var logs logtest.Buffer
-	cfg := ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{named("twin"), named("twin")},
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	if err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil }); err != nil {
-		t.Fatal(err)
+// twinPlugin is a plugin named "twin" of a comparable type (a pointer),
+// so that listing one value twice can be told from listing two. It is
+// not zero-sized: pointers to two zero-sized values may be equal.
+type twinPlugin struct {
+	plugin.BaseExecutorPlugin
+	state int
+}
+
+func (*twinPlugin) Name() string                            { return "twin" }
+func (*twinPlugin) DriverPlugin() plugin.DriverPlugin       { return nil }
+func (p *twinPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return p }
+
+// Two plugins of Config.Plugins with one name fail Run, naming the name
+// and both types: the second used to be dropped with a warning, and Run
+// went on without it. One value listed twice is one plugin, loaded once
+// without a word (it used to be logged dropped).
+func TestTwoPluginsWithOneNameAreRefused(t *testing.T) {
+	one := &twinPlugin{state: 1}
+	tests := []struct {
+		name    string
+		plugins []plugin.Plugin
+		wantErr string // "": Run succeeds
+	}{
+		{"two types", []plugin.Plugin{named("twin"), &twinPlugin{}},
+			`Config.Plugins holds two plugins named "twin", of types ember_test.fakePlugin and *ember_test.twinPlugin`},
+		{"two values of one type", []plugin.Plugin{&twinPlugin{state: 1}, &twinPlugin{state: 2}},
+			`Config.Plugins holds two plugins named "twin", of types *ember_test.twinPlugin and *ember_test.twinPlugin`},
+		{"values that cannot be compared", []plugin.Plugin{named("twin"), named("twin")},
+			`Config.Plugins holds two plugins named "twin", of types ember_test.fakePlugin and ember_test.fakePlugin`},
+		{"one value twice", []plugin.Plugin{one, named("other"), one}, ""},
 	}
-	if got := logs.String(); strings.Count(got, "plugin dropped") != 1 || !strings.Contains(got, "plugin=twin") {
-		t.Errorf("driver logs: got %q, want one warning of plugin twin dropped", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var logs logtest.Buffer
+			cfg := ember.Config{Master: "local[1]", Plugins: tt.plugins, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			ran := false
+			err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { ran = true; return nil })
+			if tt.wantErr == "" {
+				if err != nil || !ran {
+					t.Fatalf("Run: got %v (function ran: %v), want nil, the function run", err, ran)
+				}
+				if got := logs.String(); strings.Contains(got, "plugin dropped") {
+					t.Errorf("driver logs: got %q, want no plugin dropped", got)
+				}
+				if names, err := ember.PluginNames(cfg); err != nil || !slices.Equal(names, []string{"twin", "other"}) {
+					t.Errorf("PluginNames: got %q, %v; want [twin other], nil", names, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Run: got %v, want an error containing %q", err, tt.wantErr)
+			}
+			if got := plugin.CodeOf(err); got != plugin.CodeInvalidArgument {
+				t.Errorf("Run: got code %v, want %v", got, plugin.CodeInvalidArgument)
+			}
+			if ran {
+				t.Error("Run called the function, want a refusal before anything starts")
+			}
+			if _, perr := ember.PluginNames(cfg); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("PluginNames: got %v, want Run's error %v", perr, err)
+			}
+		})
 	}
 }
 

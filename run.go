@@ -123,7 +123,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		return err
 	}
 	for _, p := range dropped {
-		cfg.Logger.Warn("plugin dropped: an earlier one has its name (plugin names must be unique; a registered plugin the conf enables merges only with its registered value)", "plugin", p.Name(), "type", fmt.Sprintf("%T", p))
+		cfg.Logger.Warn("plugin dropped: a registered plugin the conf enables has its name (plugin names must be unique; a registered plugin merges only with its registered value)", "plugin", p.Name(), "type", fmt.Sprintf("%T", p))
 	}
 	if err := checkConf(cfg.Conf); err != nil {
 		return err
