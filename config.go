@@ -13,6 +13,7 @@ import (
 
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/launch"
 	"github.com/emberhq/ember/internal/pluginname"
 	"github.com/emberhq/ember/plugin"
 )
@@ -149,7 +150,9 @@ type Config struct {
 	// (fine on loopback; use it across machines).
 	TLS *TLSConfig
 	// MaxExecutors bounds the executors connected at once; more are
-	// refused with CodeResourceExhausted. Default 10000.
+	// refused with CodeResourceExhausted. Default 10000. A local master
+	// that starts more (local[N] or local-cluster[N] with N over it)
+	// fails Run at once with CodeInvalidArgument.
 	MaxExecutors int
 	// MaxOutstandingAsks bounds the asks one executor may have waiting for
 	// the driver's replies; more fail at once with CodeResourceExhausted.
@@ -475,6 +478,18 @@ func checkNegative(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// checkMasterSize refuses, after setDefaults, a local master that starts
+// more executors than maxExecutors lets connect: the driver would refuse
+// the extra ones, and start-up fail only after starting them all
+// (local[100000] with a 5s ctx took about two minutes to return).
+func checkMasterSize(m launch.Master, maxExecutors int) error {
+	if m.Kind == "standalone" || m.N <= maxExecutors {
+		return nil
+	}
+	return plugin.Errorf(plugin.CodeInvalidArgument, "Config.Master %q starts %d executors, more than Config.MaxExecutors (%d) lets connect: raise MaxExecutors or start fewer",
+		m.String(), m.N, maxExecutors)
 }
 
 // checkHeartbeat refuses heartbeat settings, after setDefaults, that

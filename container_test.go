@@ -1023,6 +1023,47 @@ func TestBadConfigFailsRun(t *testing.T) {
 	}
 }
 
+// A local master that starts more executors than Config.MaxExecutors lets
+// connect fails Run at once, naming both numbers. Run used to start them
+// all and fail only once the driver had refused one, with an error about
+// the refusal (ResourceExhausted) rather than the Config; local[100000]
+// with a 5s ctx took about two minutes to return.
+func TestLocalMasterOverMaxExecutorsFailsRun(t *testing.T) {
+	tests := []struct {
+		master string
+		max    int
+		want   string // "": Run succeeds
+	}{
+		{"local[3]", 2, `Config.Master "local[3]" starts 3 executors, more than Config.MaxExecutors (2) lets connect`},
+		{"local-cluster[3]", 2, `Config.Master "local-cluster[3]" starts 3 executors, more than Config.MaxExecutors (2) lets connect`},
+		{"local[10001]", 0, `Config.Master "local[10001]" starts 10001 executors, more than Config.MaxExecutors (10000) lets connect`},
+		{"local[2]", 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.master, func(t *testing.T) {
+			t.Parallel()
+			// Short, so that a refusal that is not made up front fails
+			// the test in seconds, not minutes.
+			cfg := ember.Config{Master: tt.master, MaxExecutors: tt.max, StartTimeout: 5 * time.Second,
+				ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet}
+			ran := false
+			err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { ran = true; return nil })
+			if tt.want == "" {
+				if err != nil || !ran {
+					t.Fatalf("Run: got %v (function ran: %v), want nil, the function run", err, ran)
+				}
+				return
+			}
+			if plugin.CodeOf(err) != plugin.CodeInvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Run: got %v, want CodeInvalidArgument saying %q", err, tt.want)
+			}
+			if ran {
+				t.Error("Run called the function, want a refusal before anything starts")
+			}
+		})
+	}
+}
+
 // A negative duration or limit is refused, naming it, not read as unset
 // and replaced by its default (a computed StartTimeout gone below zero
 // ran with a minute's).

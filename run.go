@@ -118,6 +118,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		return err
 	}
 	cfg.setDefaults()
+	if err := checkMasterSize(master, cfg.MaxExecutors); err != nil {
+		return err
+	}
 	plugins, dropped, err := resolvePlugins(cfg)
 	if err != nil {
 		return err
