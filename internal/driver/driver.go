@@ -640,7 +640,7 @@ func (d *Driver) WaitStart(ctx context.Context, n int) error {
 func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int) error {
 	for {
 		d.mu.Lock()
-		ready, _ := d.readyLocked()
+		ready, _ := d.readyLocked(false)
 		failures := d.failuresSinceLocked(since)
 		changed, stopping := d.changed, d.stopping
 		d.mu.Unlock()
@@ -657,12 +657,12 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int)
 		case <-changed:
 		case <-ctx.Done():
 			d.mu.Lock()
-			ready, starting := d.readyLocked()
+			ready, starting := d.readyLocked(true)
 			refused, latest := d.refusals-refusedBefore, d.lastRefusal
 			d.mu.Unlock()
 			state := fmt.Sprintf("%d wanted, %d ready", n, ready)
 			if len(starting) > 0 {
-				state += "; connected, still initialising their plugins: " + strings.Join(starting, ", ")
+				state += "; connected, still initialising their plugins: " + describeStarting(starting)
 			}
 			if refused > 0 {
 				state += fmt.Sprintf("; %d refused at the handshake meanwhile, see the driver's log; the latest: %v", refused, latest)
@@ -672,19 +672,41 @@ func (d *Driver) waitExecutors(ctx context.Context, n, since, refusedBefore int)
 	}
 }
 
-// readyLocked counts the ready executors and describes, sorted, those
-// connected but not ready (in the handshake, or their plugins' Init
-// running). d.mu must be held.
-func (d *Driver) readyLocked() (ready int, starting []string) {
+// readyLocked counts the ready executors and, if listStarting, returns
+// those connected but not ready (in the handshake, or their plugins' Init
+// running), in no order. d.mu must be held.
+func (d *Driver) readyLocked(listStarting bool) (ready int, starting []plugin.ExecutorInfo) {
 	for _, es := range d.execs {
 		if es.ready {
 			ready++
-		} else {
-			starting = append(starting, fmt.Sprintf("%s (host %s, pid %d)", es.info.ID, es.info.Host, es.info.PID))
+		} else if listStarting {
+			starting = append(starting, es.info)
 		}
 	}
-	slices.Sort(starting)
 	return ready, starting
+}
+
+// maxStartingListed bounds the executors describeStarting names.
+const maxStartingListed = 10
+
+// describeStarting names the first maxStartingListed of the executors in
+// starting, in ID order (numbers by value, as Executors lists them), and
+// says how many more there are, for a start-up timeout's error: it listed
+// every one, sorted as text ("1, 10, 100, ..., 9"), however many there
+// were. It sorts starting in place.
+func describeStarting(starting []plugin.ExecutorInfo) string {
+	slices.SortFunc(starting, func(a, b plugin.ExecutorInfo) int { return metrics.CompareIDs(a.ID, b.ID) })
+	var b strings.Builder
+	for i, info := range starting[:min(len(starting), maxStartingListed)] {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (host %s, pid %d)", info.ID, info.Host, info.PID)
+	}
+	if more := len(starting) - maxStartingListed; more > 0 {
+		fmt.Fprintf(&b, ", and %d more", more)
+	}
+	return b.String()
 }
 
 // executorMetrics stores the metrics an executor shipped.
