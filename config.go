@@ -154,9 +154,12 @@ type Config struct {
 	// that starts more (local[N] or local-cluster[N] with N over it)
 	// fails Run at once with CodeInvalidArgument.
 	MaxExecutors int
-	// MaxOutstandingAsks bounds the asks one executor may have waiting for
-	// the driver's replies; more fail at once with CodeResourceExhausted.
-	// Default 4096.
+	// MaxOutstandingAsks bounds the asks one executor may have sent and
+	// the driver not yet answered: queued for a driver plugin's Receive or
+	// running in it. An ask its asker gave up on (its ctx ended) still
+	// counts until the handler running it returns, so handlers that ignore
+	// their ctx can fill it with asks nobody waits for. More fail at once
+	// with CodeResourceExhausted. Default 4096.
 	MaxOutstandingAsks int
 	// HandshakeTimeout bounds a new connection's TLS and Ember handshakes;
 	// a peer that takes longer is dropped. Default 10s.

@@ -50,6 +50,54 @@ func askCluster(t *testing.T, recv func(ctx context.Context, msg any) (any, erro
 	return pcs.get("1"), c
 }
 
+// Config.MaxOutstandingAsks counts the asks the driver has not answered,
+// including one whose asker gave up while its handler, ignoring its ctx,
+// still runs, and the refusal says so: it said "asks waiting for the
+// driver", and refused an executor that had none waiting. Once the
+// handler returns, asks are taken again.
+func TestMaxOutstandingAsksCountsAsksGivenUpOn(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	ec, _ := askCluster(t, func(_ context.Context, msg any) (any, error) {
+		if msg == text("hold") {
+			entered <- struct{}{}
+			<-release // its ctx is not watched: the asker gives up meanwhile
+		}
+		return msg, nil
+	}, ember.Config{MaxOutstandingAsks: 1})
+	t.Cleanup(releaseOnce) // before the cluster's, which waits for the handler
+	ctx := testCtx(t)
+
+	askCtx, cancel := context.WithCancel(ctx)
+	held := make(chan error, 1)
+	go func() {
+		_, err := ec.Ask(askCtx, text("hold"))
+		held <- err
+	}()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the driver's handler never got the ask")
+	}
+	cancel()
+	if err := <-held; plugin.CodeOf(err) != plugin.CodeCanceled {
+		t.Fatalf("the ask given up on: got %v, want CodeCanceled", err)
+	}
+
+	_, err := ec.Ask(ctx, text("next"))
+	const want = "executor 1 has 1 asks sent and not yet answered by the driver, the maximum (Config.MaxOutstandingAsks; an ask its asker gave up on counts until its handler returns); retry later"
+	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), want) {
+		t.Errorf("an ask while the one given up on is still handled: got %v, want CodeResourceExhausted saying %q", err, want)
+	}
+
+	releaseOnce()
+	embertest.WaitFor(t, "an ask taken once the handler has returned", func() bool {
+		reply, err := ec.Ask(ctx, text("next"))
+		return err == nil && reply == text("next")
+	})
+}
+
 // Semantics 7, 8 and 11: what the asker sees for each kind of failure.
 func TestAskErrors(t *testing.T) {
 	var sawDeadline sync.Once

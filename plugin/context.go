@@ -94,9 +94,10 @@ type ExecutorContext interface {
 	// fails. Go waits only while the connection's queue is full, as Send
 	// does (and then fails the Call if ctx ends first). The driver takes
 	// at most the ember package's Config.MaxOutstandingAsks asks (default
-	// 4096) from one executor at a time, all plugins together: an ask
-	// past that fails at once with CodeResourceExhausted, so keep fewer
-	// in flight.
+	// 4096) from one executor at a time, all plugins together, counting
+	// each until the driver has answered it (one given up on, until its
+	// handler returns): an ask past that fails at once with
+	// CodeResourceExhausted, so keep fewer in flight.
 	Go(ctx context.Context, msg any, done chan *Call) *Call
 }
 

@@ -58,8 +58,10 @@ type Config struct {
 	Secret string
 	// MaxExecutors bounds the executors connected at once (0: no bound).
 	MaxExecutors int
-	// MaxOutstandingAsks bounds the asks one executor may have waiting for
-	// the driver's replies; more are answered CodeResourceExhausted.
+	// MaxOutstandingAsks bounds the asks one executor may have sent and
+	// the driver not yet answered, counting asks their askers gave up on
+	// whose handlers have not returned; more are answered
+	// CodeResourceExhausted.
 	MaxOutstandingAsks int
 	// Local says the executors are the driver's own binary, started by a
 	// local master: a handshake mismatch is then a failure of start-up,
@@ -1070,7 +1072,8 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 			es.asks.Add(-1)
 			d.builtin.LimitHits.WithLabelValues("driver", "outstanding_asks").Inc()
 			rpc.Refuse(c, f, plugin.CodeResourceExhausted,
-				fmt.Sprintf("executor %s has %d asks waiting for the driver (the maximum); retry later", es.info.ID, d.cfg.MaxOutstandingAsks))
+				fmt.Sprintf("executor %s has %d asks sent and not yet answered by the driver, the maximum (Config.MaxOutstandingAsks; an ask its asker gave up on counts until its handler returns); retry later",
+					es.info.ID, d.cfg.MaxOutstandingAsks))
 			return
 		}
 	}
