@@ -26,6 +26,16 @@ type Context interface {
 	// Metrics is a registerer scoped to this plugin: metrics registered
 	// here carry "plugin" and "executor" labels (executor="driver" on the
 	// driver), so the plugin's own labels must be named otherwise.
+	//
+	// An executor's series reach the driver's /metrics with its heartbeats
+	// (every ember.metrics.interval) and leave it with the executor: at
+	// once when it is lost (a crash, a kill, silence), five minutes after
+	// it stopped on its own; a released one's stay until the driver ends.
+	// So a sum over executors of a counter goes down when an executor is
+	// lost, and what it counted since its last shipment never arrives.
+	// For a total that only grows, count on the driver: have the executor
+	// side Send its increments to the driver side, which adds them to a
+	// counter registered here.
 	Metrics() prometheus.Registerer
 	// Logger carries "plugin" and (on executors) "executor" attributes.
 	Logger() *slog.Logger
