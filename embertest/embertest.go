@@ -282,13 +282,19 @@ func errNoSuchExecutor(executorID string) error {
 	return plugin.Errorf(plugin.CodeNotFound, "embertest: executor %q: %w", executorID, plugin.ErrNoSuchExecutor)
 }
 
-// Delay makes everything between the driver and an in-process executor
-// (local[N]) slower: each gRPC message, a batch of frames, waits d before
-// the executor sends it and d after it receives one, so a round trip
-// takes 2d more. Messages wait one after another, so throughput drops
-// too. Delay(id, 0) removes it. It fails for an executor process
-// (local-cluster), whose connection the test kit cannot reach, with
-// plugin.CodeUnimplemented.
+// Delay adds latency d to everything between the driver and an
+// in-process executor (local[N]): each gRPC message, a batch of frames,
+// is passed on d after the executor sends it, and d after it reaches the
+// executor, so a round trip takes 2d more. Messages keep their order but
+// do not wait for one another, so a burst arrives about d later, not
+// spread out by d each: throughput is unchanged up to 1 MiB per d each
+// way. Each way, the delay holds at most 1 MiB of messages; past that,
+// the sender waits for room, as under gRPC's flow control (the
+// executor's send at once, the driver's once gRPC's own window is spent
+// too). A new d applies to the messages already held too: Delay(id, 0)
+// removes the latency and releases them at once, in order. It fails for
+// an executor process (local-cluster), whose connection the test kit
+// cannot reach, with plugin.CodeUnimplemented.
 func (c *Cluster) Delay(executorID string, d time.Duration) error {
 	l, err := c.link(executorID)
 	if err == nil {

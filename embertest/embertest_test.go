@@ -25,7 +25,8 @@ func init() { plugin.RegisterMessage[note]() }
 // recorder is a plugin whose driver side records what it receives and
 // answers asks with what it got, and whose executor sides hand their
 // contexts to the test. An executor side sent a note waits on its
-// handler's ctx and records why it ended.
+// handler's ctx and records why it ended, unless the note begins with
+// counted: then it counts it and returns.
 type recorder struct {
 	mu      sync.Mutex
 	got     []note
@@ -34,7 +35,11 @@ type recorder struct {
 	dc      plugin.DriverContext
 	waiting int     // executor handlers that have started waiting on their ctx
 	ended   []error // context.Cause of their ctxs, once ended
+	counted int     // counted notes the executor sides received
 }
+
+// counted begins the notes an executor side counts, instead of waiting.
+const counted = note("counted:")
 
 func (r *recorder) Name() string                          { return "recorder" }
 func (r *recorder) DriverPlugin() plugin.DriverPlugin     { return (*recorderDriver)(r) }
@@ -92,7 +97,13 @@ func (e *recorderExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ 
 	return nil
 }
 func (e *recorderExecutor) Shutdown(context.Context) error { return nil }
-func (e *recorderExecutor) Receive(ctx context.Context, _ any) (any, error) {
+func (e *recorderExecutor) Receive(ctx context.Context, msg any) (any, error) {
+	if strings.HasPrefix(string(msg.(note)), string(counted)) {
+		e.r.mu.Lock()
+		defer e.r.mu.Unlock()
+		e.r.counted++
+		return nil, nil
+	}
 	e.r.mu.Lock()
 	e.r.waiting++
 	e.r.mu.Unlock()
@@ -101,6 +112,12 @@ func (e *recorderExecutor) Receive(ctx context.Context, _ any) (any, error) {
 	defer e.r.mu.Unlock()
 	e.r.ended = append(e.r.ended, context.Cause(ctx))
 	return nil, nil
+}
+
+func (r *recorder) countedNotes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counted
 }
 
 func (r *recorder) endedHandlers() []error {
@@ -128,8 +145,9 @@ func TestDelay(t *testing.T) {
 	ctx := context.Background()
 	begin := time.Now()
 	got, err := plugin.Ask[note](ctx, r.pc("1"), note("slow"))
-	if took := time.Since(begin); err != nil || got != "slow" || took < 2*d {
-		t.Errorf("Ask with a %v delay: got %q, %v after %v; want the echo after at least %v", d, got, err, took, 2*d)
+	// The upper limit allows a loaded machine 900ms beyond the delay.
+	if took := time.Since(begin); err != nil || got != "slow" || took < 2*d || took > 20*d {
+		t.Errorf("Ask with a %v delay: got %q, %v after %v; want the echo after %v to %v", d, got, err, took, 2*d, 20*d)
 	}
 	if err := c.Delay("1", 0); err != nil {
 		t.Fatal(err)
@@ -139,6 +157,60 @@ func TestDelay(t *testing.T) {
 	}
 	if err := c.Delay("7", d); err == nil {
 		t.Error("Delay of an unknown executor: got nil, want an error")
+	}
+}
+
+// Delay is a latency, not a slow link: a burst of sends, each its own
+// gRPC message (MaxMessageBytes holds one per batch), arrives about d
+// after it was sent, either way. Each message waited its turn, d after
+// the previous one, so a burst of n took n*d (and round trips under load
+// grew from 13ms to 1.2s in a user's trial); the test allows a quarter
+// of that.
+func TestDelayDoesNotLimitThroughput(t *testing.T) {
+	const (
+		d = 20 * time.Millisecond
+		n = 200
+	)
+	big := note(strings.Repeat("x", 600)) // two do not fit in one batch
+	tests := []struct {
+		name    string
+		send    func(*recorder) error
+		arrived func(*recorder) int
+	}{
+		{
+			name:    "executor to driver",
+			send:    func(r *recorder) error { return r.pc("1").Send(context.Background(), big) },
+			arrived: func(r *recorder) int { return len(r.notes()) },
+		},
+		{
+			name: "driver to executor",
+			send: func(r *recorder) error {
+				r.mu.Lock()
+				dc := r.dc
+				r.mu.Unlock()
+				return dc.SendExecutor(context.Background(), "1", counted+big)
+			},
+			arrived: func(r *recorder) int { return r.countedNotes() },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, r := start(t, ember.Config{Master: "local[1]", MaxMessageBytes: 1 << 10})
+			if err := c.Delay("1", d); err != nil {
+				t.Fatal(err)
+			}
+			begin := time.Now()
+			for i := range n {
+				if err := tt.send(r); err != nil {
+					t.Fatalf("send %d: %v", i, err)
+				}
+			}
+			embertest.WaitFor(t, "the burst to arrive", func() bool { return tt.arrived(r) == n })
+			if took, limit := time.Since(begin), n*d/4; took < d || took > limit {
+				t.Errorf("%d sends with a %v delay arrived after %v, want %v to %v (one after another: %v)", n, d, took, d, limit, n*d)
+			}
+		})
 	}
 }
 
