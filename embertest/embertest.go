@@ -215,7 +215,11 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 }
 
 // Close shuts the application down as ember.Run does and returns Run's
-// error. It is idempotent.
+// error. It is idempotent. It first removes every Delay and Partition
+// (not a Kill), so that the shutdown's messages flow: a cluster closed
+// with an executor still partitioned shuts down as quickly as a healthy
+// one, where the driver waited for Config.HeartbeatTimeout to lose that
+// executor. The cleanup Start registers does the same.
 func (c *Cluster) Close() error {
 	c.mu.Lock()
 	c.closed = true
@@ -225,6 +229,9 @@ func (c *Cluster) Close() error {
 
 func (c *Cluster) shutdown() error {
 	c.mu.Lock()
+	for _, l := range c.links {
+		l.Clear()
+	}
 	select {
 	case <-c.release:
 	default:

@@ -214,6 +214,36 @@ func TestDelayDoesNotLimitThroughput(t *testing.T) {
 	}
 }
 
+// Close removes the faults a test left, so that the cluster shuts down
+// as quickly as a healthy one: with an executor still partitioned, it
+// waited for the heartbeat timeout to lose it (10s by default), and
+// with a long delay, for the delay of each message of the shutdown.
+func TestCloseRemovesFaults(t *testing.T) {
+	// Long, so that waiting for it cannot pass for a quick shutdown.
+	const heartbeatTimeout = 30 * time.Second
+	tests := []struct {
+		name  string
+		fault func(*embertest.Cluster) error
+	}{
+		{"partition", func(c *embertest.Cluster) error { return c.Partition("1") }},
+		{"delay", func(c *embertest.Cluster) error { return c.Delay("1", time.Hour) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, _ := start(t, ember.Config{Master: "local[2]", HeartbeatTimeout: heartbeatTimeout})
+			if err := tt.fault(c); err != nil {
+				t.Fatal(err)
+			}
+			begin := time.Now()
+			err := c.Close()
+			if took, limit := time.Since(begin), heartbeatTimeout/3; err != nil || took > limit {
+				t.Errorf("Close with a %s left: got %v after %v, want nil within %v", tt.name, err, took, limit)
+			}
+		})
+	}
+}
+
 // An ID that names no ready executor fails each fault with CodeNotFound,
 // wrapping plugin.ErrNoSuchExecutor, as DriverContext.AskExecutor does;
 // the errors could not be told apart from any other.

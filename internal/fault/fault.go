@@ -72,6 +72,15 @@ func (l *Link) Heal() {
 	l.mu.Unlock()
 }
 
+// Clear removes every fault, as Heal and SetDelay(0) do: what waited
+// flows at once, in order.
+func (l *Link) Clear() {
+	l.mu.Lock()
+	l.partitioned, l.delay = false, 0
+	l.notifyLocked()
+	l.mu.Unlock()
+}
+
 // notifyLocked wakes the messages waiting for the faults to change.
 // l.mu must be held.
 func (l *Link) notifyLocked() {

@@ -143,8 +143,8 @@ func TestDelayIsALatency(t *testing.T) {
 }
 
 // A new delay applies to the messages already waiting: SetDelay(0)
-// releases them at once, in order, so that ending a long delay does not
-// wait it out.
+// releases them at once, in order, so that ending a long delay (as
+// embertest's Close does) does not wait it out.
 func TestDelayZeroReleasesWaitingMessages(t *testing.T) {
 	link := new(fault.Link)
 	es, ds := connect(t, context.Background(), link)
