@@ -98,10 +98,13 @@ func (l *Link) faulty() bool {
 }
 
 // wait waits until a message that arrived at t may go on: the link not
-// partitioned and its delay since t spent; or ctx ended (the stream's:
-// its end releases what a partition holds, with the error gRPC gives for
-// it).
-func (l *Link) wait(ctx context.Context, t time.Time) error {
+// partitioned and its delay since t spent; or ctx ended; or, while the
+// link is partitioned, end ended (the stream's: its end releases what a
+// partition holds, with the error gRPC gives for it). A delay is waited
+// out past the stream's end: gRPC ends the stream's ctx as soon as its
+// end is read, ahead of the messages before it, which must still arrive.
+// end may be nil.
+func (l *Link) wait(ctx, end context.Context, t time.Time) error {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -116,7 +119,11 @@ func (l *Link) wait(ctx context.Context, t time.Time) error {
 		}
 		changed := l.changed
 		l.mu.Unlock()
-		var due <-chan time.Time
+		var ended <-chan struct{}
+		if partitioned && end != nil {
+			ended = end.Done()
+		}
+		var fire <-chan time.Time
 		if !partitioned {
 			left := time.Until(t.Add(delay))
 			if left <= 0 {
@@ -127,11 +134,13 @@ func (l *Link) wait(ctx context.Context, t time.Time) error {
 			} else {
 				timer.Reset(left)
 			}
-			due = timer.C
+			fire = timer.C
 		}
 		select {
-		case <-due:
+		case <-fire:
 		case <-changed:
+		case <-ended:
+			return status.FromContextError(end.Err()).Err()
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
@@ -153,7 +162,7 @@ func (l *Link) Interceptor() grpc.StreamClientInterceptor {
 		if err != nil {
 			return nil, err
 		}
-		st := &stream{ClientStream: s, link: l, codec: codec, out: newQueue(), in: newQueue()}
+		st := &stream{ClientStream: s, ctx: ctx, link: l, codec: codec, out: newQueue(), in: newQueue()}
 		go st.sendLoop()
 		return st, nil
 	}
@@ -236,7 +245,7 @@ func newQueue() *queue {
 func (q *queue) push(ctx context.Context, e entry) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.err == nil && q.bytes > 0 && q.bytes+e.size > maxQueued {
+	for q.err == nil && q.bytes > 0 && e.size > 0 && q.bytes+e.size > maxQueued {
 		room := q.room
 		q.mu.Unlock()
 		select {
@@ -303,6 +312,9 @@ func (q *queue) pop() {
 // decodes it once the link lets it go.
 type stream struct {
 	grpc.ClientStream
+	// ctx is the caller's, which the stream's own (Context) is derived
+	// from: gRPC ends the latter as the stream's end is read.
+	ctx   context.Context
 	link  *Link
 	codec encoding.CodecV2 // the stream's own, which rawCodec wraps
 	out   *queue           // sent
@@ -343,7 +355,7 @@ func (s *stream) sendLoop() {
 		if err != nil {
 			return
 		}
-		err = s.link.wait(ctx, e.at)
+		err = s.link.wait(ctx, nil, e.at)
 		if err == nil {
 			if e.msg == nil {
 				err = s.ClientStream.CloseSend()
@@ -369,7 +381,9 @@ func (s *stream) sendLoop() {
 // fault, with nothing queued and readLoop not running, it reads straight
 // from the stream (callers do not call RecvMsg concurrently).
 func (s *stream) RecvMsg(m any) error {
-	ctx := s.Context()
+	// What readLoop queued is passed on after the stream's end too, so
+	// waits end with the caller's ctx (or, under a partition, the stream's).
+	ctx, end := s.ctx, s.Context()
 	s.in.mu.Lock()
 	if err := s.in.err; err != nil {
 		s.in.mu.Unlock()
@@ -382,7 +396,7 @@ func (s *stream) RecvMsg(m any) error {
 			return err
 		}
 		// A fault set while it waited holds it from now on.
-		return s.link.wait(ctx, time.Now())
+		return s.link.wait(ctx, end, time.Now())
 	}
 	if n := len(s.in.q); faulty && !s.in.reading && (n == 0 || s.in.q[n-1].err == nil) {
 		s.in.reading = true
@@ -393,7 +407,7 @@ func (s *stream) RecvMsg(m any) error {
 	if err != nil {
 		return err
 	}
-	if err := s.link.wait(ctx, e.at); err != nil {
+	if err := s.link.wait(ctx, end, e.at); err != nil {
 		return err
 	}
 	s.in.pop()
