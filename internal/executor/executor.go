@@ -703,7 +703,8 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 				}
 				warned = true
 				switch {
-				case errors.Is(err, ErrNotGRPC):
+				case errors.Is(err, ErrNotGRPC), errors.Is(err, errClosedAfterTLS):
+					// Not a failed TLS handshake: it succeeded.
 					x.log.Warn("cannot connect to the driver yet: "+err.Error()+"; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				case err != nil:
 					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
