@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -1032,11 +1033,19 @@ func (s *handshakeState) failed(err error) {
 // driver's certificate does not verify against this executor's roots, or
 // not for the driver's address; the driver does not speak TLS at all; or
 // the driver refused this executor's client certificate, or its lack of
-// one (certificateRefused).
+// one (certificateRefused). A driver certificate not valid yet is not
+// one: waiting mends it, when this host's clock is a little behind the
+// issuer's.
 func tlsMisconfigured(err error) bool {
 	var verify *tls.CertificateVerificationError
+	if errors.As(err, &verify) {
+		var invalid x509.CertificateInvalidError
+		notYet := errors.As(err, &invalid) && invalid.Reason == x509.Expired &&
+			invalid.Cert != nil && time.Now().Before(invalid.Cert.NotBefore)
+		return !notYet
+	}
 	var record tls.RecordHeaderError
-	return errors.As(err, &verify) || errors.As(err, &record) || certificateRefused(err)
+	return errors.As(err, &record) || certificateRefused(err)
 }
 
 // certificateRefused reports whether err is the driver's TLS alert
