@@ -257,7 +257,9 @@ func (c *Cluster) shutdown() error {
 //
 // Kill, Delay, Partition and Heal fail with plugin.CodeNotFound, wrapping
 // plugin.ErrNoSuchExecutor, for an ID that names no ready executor, as
-// DriverContext.AskExecutor does.
+// DriverContext.AskExecutor does. An executor killed is ready until the
+// driver has seen it go (WaitFor its absence from Driver.Executors): a
+// second Kill before then kills nothing and returns nil.
 func (c *Cluster) Kill(executorID string) error {
 	c.mu.Lock()
 	kill := c.kills[executorID]

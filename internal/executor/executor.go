@@ -735,8 +735,27 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string, handshakes *handshakeErrors) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 	deadline := time.AfterFunc(x.cfg.ConnectTimeout, cancel)
 	defer deadline.Stop()
-	handshakes.giveUp.Store(&cancel)
-	defer handshakes.giveUp.Store(nil)
+	// A TLS failure that retrying cannot mend ends the wait; one on
+	// another connection attempt, seen as this one succeeds, must not
+	// end the stream after the handshake.
+	var (
+		giveUpMu sync.Mutex
+		finished bool
+	)
+	giveUp := context.CancelFunc(func() {
+		giveUpMu.Lock()
+		defer giveUpMu.Unlock()
+		if !finished {
+			cancel()
+		}
+	})
+	handshakes.giveUp.Store(&giveUp)
+	defer func() {
+		giveUpMu.Lock()
+		finished = true
+		giveUpMu.Unlock()
+		handshakes.giveUp.Store(nil)
+	}()
 	handshakeErr := handshakes.err
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 		herr := handshakeErr()
@@ -1084,7 +1103,7 @@ var errClosedAtOnce = fmt.Errorf("%w: it closed the connection before sending an
 // refuses the executor's client certificate: it says so in an alert
 // (certificateRefused), which the executor may not read before the write
 // that meets the closed connection ends it.
-var errClosedAfterTLS = errors.New("the driver closed the connection after the TLS handshake (does it require a client certificate, with MutualTLS, which this executor lacks or the driver does not accept?)")
+var errClosedAfterTLS = errors.New("the driver closed the connection after the TLS handshake (is it stopping, or does it require a client certificate, with MutualTLS, which this executor lacks or the driver does not accept?)")
 
 // sniffConn looks at the first bytes the server sends: an HTTP/2 server
 // opens with a SETTINGS frame (type 4, the fourth byte); anything else,
