@@ -342,10 +342,10 @@ func TestGoCallFanOut(t *testing.T) {
 	}
 }
 
-// 2. Executors lost with GoExecutor calls in flight (the first in its
-// Receive, the others queued behind it): each Call arrives once, failed
-// with CodeUnavailable, as AskExecutor's error in the same place; calls to
-// the others are answered.
+// 2. Executors lost with an AskExecutor in its Receive and GoExecutor
+// calls queued behind it: each Call arrives once, failed with
+// CodeUnavailable (ErrClosed, not ErrShuttingDown), as AskExecutor's error
+// in the same place; calls to the others are answered.
 func TestGoCallExecutorLostInFlight(t *testing.T) {
 	for _, how := range []string{"kill", "partition"} {
 		t.Run(how, func(t *testing.T) {
@@ -355,15 +355,18 @@ func TestGoCallExecutorLostInFlight(t *testing.T) {
 			dc := g.coord.dc
 			done := make(chan *plugin.Call, 32)
 			calls := newGTCalls()
-			for i := range 4 {
-				calls.add(t, dc.GoExecutor(ctx, "1", gtQuery{ID: i, Mode: "hang"}, done), done)
-			}
-			<-g.probe.entered
+			// The AskExecutor first, and in its handler before the kill:
+			// started after the GoExecutor calls, it could come after the
+			// kill and find no executor 1.
 			askErr := make(chan error, 1)
 			go func() {
 				_, err := dc.AskExecutor(ctx, "1", gtQuery{ID: 99, Mode: "hang"})
 				askErr <- err
 			}()
+			<-g.probe.entered
+			for i := range 4 {
+				calls.add(t, dc.GoExecutor(ctx, "1", gtQuery{ID: i, Mode: "hang"}, done), done)
+			}
 			for i := range 4 {
 				calls.add(t, dc.GoExecutor(ctx, "2", gtQuery{ID: 10 + i}, done), done)
 			}
@@ -387,8 +390,8 @@ func TestGoCallExecutorLostInFlight(t *testing.T) {
 					continue
 				}
 				lost = append(lost, call.Err)
-				if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || call.Reply != nil {
-					t.Errorf("Call to lost executor 1 for %+v: got %v (code %v), reply %v; want CodeUnavailable", q, call.Err, plugin.CodeOf(call.Err), call.Reply)
+				if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || call.Reply != nil || errors.Is(call.Err, plugin.ErrShuttingDown) {
+					t.Errorf("Call to lost executor 1 for %+v: got %v (code %v), reply %v; want CodeUnavailable, not ErrShuttingDown", q, call.Err, plugin.CodeOf(call.Err), call.Reply)
 				}
 				// One channel serves every executor, and a Call does not
 				// say which it asked: the error must.
@@ -398,8 +401,8 @@ func TestGoCallExecutorLostInFlight(t *testing.T) {
 			}
 			t.Logf("GoExecutor errors: %q", lost)
 			t.Logf("AskExecutor error: %q (code %v)", aerr, plugin.CodeOf(aerr))
-			if plugin.CodeOf(aerr) != plugin.CodeUnavailable {
-				t.Errorf("AskExecutor to lost executor 1: got %v, want CodeUnavailable", aerr)
+			if plugin.CodeOf(aerr) != plugin.CodeUnavailable || errors.Is(aerr, plugin.ErrShuttingDown) {
+				t.Errorf("AskExecutor to lost executor 1: got %v, want CodeUnavailable, not ErrShuttingDown", aerr)
 			}
 			for _, err := range lost {
 				if err.Error() != aerr.Error() {
@@ -541,12 +544,12 @@ func TestGoCallShutdownInFlight(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 	for _, call := range calls.collect(t, done, 6) {
-		if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || !errors.Is(call.Err, plugin.ErrClosed) || errors.Is(call.Err, context.Canceled) {
-			t.Errorf("Call for %+v in flight at shutdown: got %v (code %v), want CodeUnavailable wrapping ErrClosed", call.Msg, call.Err, plugin.CodeOf(call.Err))
+		if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || !errors.Is(call.Err, plugin.ErrClosed) || !errors.Is(call.Err, plugin.ErrShuttingDown) || errors.Is(call.Err, context.Canceled) {
+			t.Errorf("Call for %+v in flight at shutdown: got %v (code %v), want CodeUnavailable wrapping ErrShuttingDown and ErrClosed", call.Msg, call.Err, plugin.CodeOf(call.Err))
 		}
 	}
-	if err := <-askErr; plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) || errors.Is(err, context.Canceled) {
-		t.Errorf("AskExecutor in flight at shutdown: got %v (code %v), want CodeUnavailable wrapping ErrClosed", err, plugin.CodeOf(err))
+	if err := <-askErr; plugin.CodeOf(err) != plugin.CodeUnavailable || !errors.Is(err, plugin.ErrClosed) || !errors.Is(err, plugin.ErrShuttingDown) || errors.Is(err, context.Canceled) {
+		t.Errorf("AskExecutor in flight at shutdown: got %v (code %v), want CodeUnavailable wrapping ErrShuttingDown and ErrClosed", err, plugin.CodeOf(err))
 	}
 	calls.none(t, done)
 
@@ -569,8 +572,8 @@ func TestGoCallShutdownInFlight(t *testing.T) {
 	<-full // the stand-in
 	after.issued[&plugin.Call{}] = true
 	for _, call := range after.collect(t, full, 10) {
-		if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || !errors.Is(call.Err, plugin.ErrClosed) {
-			t.Errorf("GoExecutor after shutdown: got %v, want CodeUnavailable wrapping ErrClosed", call.Err)
+		if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || !errors.Is(call.Err, plugin.ErrClosed) || !errors.Is(call.Err, plugin.ErrShuttingDown) {
+			t.Errorf("GoExecutor after shutdown: got %v, want CodeUnavailable wrapping ErrShuttingDown and ErrClosed", call.Err)
 		}
 	}
 }
@@ -813,8 +816,8 @@ func TestGoCallLocalClusterExecutorGone(t *testing.T) {
 			}
 			aerr := <-askErr
 			t.Logf("AskExecutor: %v", aerr)
-			if plugin.CodeOf(aerr) != plugin.CodeUnavailable || !strings.Contains(aerr.Error(), "executor 1") {
-				t.Errorf("AskExecutor to executor 1 gone by %s: got %v, want CodeUnavailable naming executor 1", how, aerr)
+			if plugin.CodeOf(aerr) != plugin.CodeUnavailable || !strings.Contains(aerr.Error(), "executor 1") || errors.Is(aerr, plugin.ErrShuttingDown) {
+				t.Errorf("AskExecutor to executor 1 gone by %s: got %v, want CodeUnavailable naming executor 1, not ErrShuttingDown", how, aerr)
 			}
 			for _, call := range calls.collect(t, done, 10) {
 				q := call.Msg.(gtQuery)
@@ -824,8 +827,8 @@ func TestGoCallLocalClusterExecutorGone(t *testing.T) {
 					}
 					continue
 				}
-				if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || !strings.Contains(call.Err.Error(), "executor 1") {
-					t.Errorf("Call to executor 1 gone by %s, for %+v: got %v, want CodeUnavailable naming executor 1", how, q, call.Err)
+				if plugin.CodeOf(call.Err) != plugin.CodeUnavailable || !strings.Contains(call.Err.Error(), "executor 1") || errors.Is(call.Err, plugin.ErrShuttingDown) {
+					t.Errorf("Call to executor 1 gone by %s, for %+v: got %v, want CodeUnavailable naming executor 1, not ErrShuttingDown", how, q, call.Err)
 				}
 			}
 			calls.none(t, done)

@@ -125,11 +125,13 @@ type DriverContext interface {
 	// for the reply. Errors are as for ExecutorContext.Ask; an unknown
 	// executor gives CodeNotFound ([ErrNoSuchExecutor]). Once the driver
 	// is shutting down, AskExecutor, GoExecutor, SendExecutor and
-	// Broadcast give CodeUnavailable ([ErrClosed]). So does an ask still
-	// waiting when its executor is lost, or stops (the driver shutting
-	// down, or the executor stopping on its own), though its handler
-	// returns the end of its ctx: CodeCanceled is the asker's own cancel,
-	// or an error with that code that the executor's Receive returned.
+	// Broadcast give CodeUnavailable ([ErrShuttingDown], which matches
+	// [ErrClosed] too), and so does an ask still waiting then. An ask
+	// still waiting when its executor is lost, or stops on its own, gives
+	// CodeUnavailable ([ErrClosed] alone: ask another executor), though
+	// its handler returns the end of its ctx: CodeCanceled is the asker's
+	// own cancel, or an error with that code that the executor's Receive
+	// returned.
 	// A CodeUnavailable error names the executor ("executor 2: ...").
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as

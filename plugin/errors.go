@@ -203,6 +203,13 @@ var (
 	ErrMessageTooLarge = errors.New("ember: message too large")
 	// ErrNoSuchExecutor: no live executor has the given ID (CodeNotFound).
 	ErrNoSuchExecutor = errors.New("ember: no such executor")
+	// ErrShuttingDown: the driver is shutting down (CodeUnavailable). A
+	// driver plugin's calls to executors fail with it once shutdown has
+	// begun, and so do those in flight then; such an error matches
+	// ErrClosed too. An executor lost, or stopping on its own, gives
+	// ErrClosed without it: a coordinator that asks another executor
+	// after ErrClosed stops at ErrShuttingDown.
+	ErrShuttingDown = errors.New("ember: the driver is shutting down")
 	// ErrAskCanceled is not returned by the API: it is the cause
 	// (context.Cause) of a Receive ctx that ended because the asker gave
 	// up first: its ctx was canceled, or its deadline passed before the

@@ -1290,7 +1290,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 
 // errShuttingDown is what a driver plugin's calls to executors return once
 // Close has begun: the executors are stopping, or gone.
-var errShuttingDown = plugin.Errorf(plugin.CodeUnavailable, "the driver is shutting down: %w", plugin.ErrClosed)
+var errShuttingDown = plugin.Errorf(plugin.CodeUnavailable, "%w: %w", plugin.ErrShuttingDown, plugin.ErrClosed)
 
 // conn returns the connection of ready executor id, for a message to
 // the executor side of plugin idx, named name. It fails when that side
