@@ -2,15 +2,12 @@ package fault_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/emberhq/ember/internal/fault"
 	"github.com/emberhq/ember/internal/wire"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -36,30 +33,11 @@ func (s *ending) Connect(st driverStream) error {
 // "context canceled".
 func TestDelayKeepsMessagesBeforeTheStreamsEnd(t *testing.T) {
 	const n = 5
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(wire.Codec{}))
-	wire.RegisterEmberServer(srv, &ending{n: n})
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
 	link := new(fault.Link)
 	link.SetDelay(100 * time.Millisecond)
-	cc, err := grpc.NewClient(lis.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wire.Codec{})),
-		grpc.WithStreamInterceptor(link.Interceptor()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	es, err := wire.NewEmberClient(cc).Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	es := dial(t, ctx, link, &ending{n: n})
 	for i := range n {
 		b, err := es.Recv()
 		if err != nil {

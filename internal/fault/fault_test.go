@@ -45,13 +45,28 @@ func (s *server) Connect(st driverStream) error {
 // with the test.
 func connect(t *testing.T, ctx context.Context, link *fault.Link) (executorStream, driverStream) {
 	t.Helper()
+	s := &server{streams: make(chan driverStream, 1)}
+	es := dial(t, ctx, link, s)
+	select {
+	case ds := <-s.streams:
+		return es, ds
+	case <-time.After(defaultTestTimeout):
+		t.Fatalf("the server saw no stream within %v", defaultTestTimeout)
+		return nil, nil
+	}
+}
+
+// dial serves impl on 127.0.0.1 with Ember's codec, and opens a stream to
+// it through link's interceptor, as an in-process executor's. The stream
+// ends with ctx; everything ends with the test.
+func dial(t *testing.T, ctx context.Context, link *fault.Link, impl wire.EmberServer) executorStream {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.ForceServerCodecV2(wire.Codec{}))
-	s := &server{streams: make(chan driverStream, 1)}
-	wire.RegisterEmberServer(srv, s)
+	wire.RegisterEmberServer(srv, impl)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	cc, err := grpc.NewClient(lis.Addr().String(),
@@ -68,13 +83,7 @@ func connect(t *testing.T, ctx context.Context, link *fault.Link) (executorStrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case ds := <-s.streams:
-		return es, ds
-	case <-time.After(defaultTestTimeout):
-		t.Fatalf("the server saw no stream within %v", defaultTestTimeout)
-		return nil, nil
-	}
+	return es
 }
 
 // batch is a message of one frame that carries i and, if size > 0, a
