@@ -456,28 +456,14 @@ func (cfg *Config) setDefaults() {
 // checkNegative refuses, before setDefaults, a negative duration or limit,
 // which setDefaults would otherwise take for unset and replace by its
 // default without a word: a computed timeout gone below zero, say, would
-// run with a minute's.
+// run with a minute's. Every field of Config that is a number is one
+// (time.Duration or int), and none takes a negative value.
 func checkNegative(cfg Config) error {
-	for _, f := range []struct {
-		name     string
-		negative bool
-		v        any
-	}{
-		{"HeartbeatInterval", cfg.HeartbeatInterval < 0, cfg.HeartbeatInterval},
-		{"HeartbeatTimeout", cfg.HeartbeatTimeout < 0, cfg.HeartbeatTimeout},
-		{"StartTimeout", cfg.StartTimeout < 0, cfg.StartTimeout},
-		{"ShutdownTimeout", cfg.ShutdownTimeout < 0, cfg.ShutdownTimeout},
-		{"HandshakeTimeout", cfg.HandshakeTimeout < 0, cfg.HandshakeTimeout},
-		{"MinExecutors", cfg.MinExecutors < 0, cfg.MinExecutors},
-		{"MaxExecutors", cfg.MaxExecutors < 0, cfg.MaxExecutors},
-		{"MaxMessageBytes", cfg.MaxMessageBytes < 0, cfg.MaxMessageBytes},
-		{"SendQueue", cfg.SendQueue < 0, cfg.SendQueue},
-		{"LaneQueue", cfg.LaneQueue < 0, cfg.LaneQueue},
-		{"MaxOutstandingAsks", cfg.MaxOutstandingAsks < 0, cfg.MaxOutstandingAsks},
-		{"SendWindow", cfg.SendWindow < 0, cfg.SendWindow},
-	} {
-		if f.negative {
-			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%v: want 0 (the default) or more", f.name, f.v)
+	v := reflect.ValueOf(cfg)
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if (f.Kind() == reflect.Int || f.Kind() == reflect.Int64) && f.Int() < 0 {
+			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%v: want 0 (the default) or more", v.Type().Field(i).Name, f.Interface())
 		}
 	}
 	return nil

@@ -84,10 +84,9 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 // CodeUnavailable, ErrClosed, as an executor's ask still waiting when
 // its plugin shuts down does.
 //
-// A CodeUnavailable error names the executor, as a Broadcast's does:
-// asks to many executors may share one Call channel, and a Call does not
-// say which executor it asked ("stream receive: peer disconnected" alone
-// says nothing of whose).
+// A CodeUnavailable error names the executor, as a Broadcast's does: it
+// may be logged far from its call ("stream receive: peer disconnected"
+// alone says nothing of whose).
 func (d *Driver) askError(ctx context.Context, c *rpc.Conn, err error) error {
 	if err == nil {
 		return nil
