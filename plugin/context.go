@@ -64,7 +64,10 @@ type ExecutorContext interface {
 	// too; when ctx ends first, Ask returns at once with an error matching
 	// ctx.Err() (context.DeadlineExceeded or context.Canceled), and a
 	// cancel is passed on: the handler's ctx ends too (an ask still
-	// queued behind others on this side is not sent at all). A Receive
+	// queued behind others on this side is not sent at all). A reply
+	// that arrives after that is dropped, and reported to the plugin if
+	// it implements [DroppedReplyListener]; one that arrives as ctx ends
+	// is returned, with no error. A Receive
 	// error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once,
 	// which is one way to keep several asks in flight (Go, from one

@@ -9,7 +9,8 @@
 // [ExecutorReceiver] (the driver can push to executors), [ExecutorListener]
 // (the driver plugin sees executors come and go), [ConcurrentReceiver]
 // (Receive may run concurrently), [SendWindowed] (a send window of the
-// plugin's own) and [TaskListener].
+// plugin's own), [DroppedReplyListener] (told of replies that came after
+// their ask gave up) and [TaskListener].
 //
 // Executor plugins talk to their driver plugin through [ExecutorContext]:
 //

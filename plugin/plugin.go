@@ -38,7 +38,7 @@ type Plugin interface {
 //     it sent has been received.
 //
 // Optional capabilities: [ExecutorListener], [ConcurrentReceiver],
-// [SendWindowed].
+// [SendWindowed], [DroppedReplyListener].
 type DriverPlugin interface {
 	// Init prepares the driver side. The returned map is handed to every
 	// executor's ExecutorPlugin.Init for the plugin of the same name; its
@@ -66,12 +66,15 @@ type DriverPlugin interface {
 	// waits (a long poll for work, say) should wait on ctx, and take
 	// nothing for an asker that has gone. A reply made after the asker
 	// gave up is dropped, and so is one still on its way when it gives
-	// up: the handler is not told. Its ctx ends a moment after the
-	// asker's (the deadline counts from the ask's arrival; a cancel
-	// takes the way back), so a job taken meanwhile is lost with its
-	// reply. A queue that must lose nothing keeps what it handed out,
-	// by SenderID, until the result comes, and hands it out again when
-	// the executor has gone ([ExecutorListener]) or after a timeout.
+	// up: the handler is not told, but the asking executor plugin is, if
+	// it implements [DroppedReplyListener]. Its ctx ends a moment after
+	// the asker's (the deadline counts from the ask's arrival; a cancel
+	// takes the way back), so a job taken meanwhile goes with the
+	// dropped reply. A queue that must lose nothing keeps what it handed
+	// out, by SenderID, until the result comes, and hands it out again
+	// when the worker reports the reply dropped (a message of its own,
+	// sent from OnReplyDropped), when the executor has gone
+	// ([ExecutorListener]), or after a timeout.
 	//
 	// ctx is for Receive's own work: for an Ask it may end as Receive
 	// returns (it does when the asker's ctx could end or had a deadline,
@@ -97,7 +100,7 @@ type DriverPlugin interface {
 //     (see ember.Config.ShutdownTimeout): a Shutdown still running at it
 //     is abandoned, and those after it are called with their ctx ended.
 //
-// Optional capabilities: [ExecutorReceiver].
+// Optional capabilities: [ExecutorReceiver], [DroppedReplyListener].
 type ExecutorPlugin interface {
 	// Init prepares the executor side; extraConf is what the driver
 	// plugin's Init returned (never nil). An error ends this executor and
@@ -172,6 +175,32 @@ type ExecutorListener interface {
 // of their own (each plugin has its own lane).
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
+}
+
+// DroppedReplyListener is implemented by plugins, on either side, that must
+// know of every reply that reached them too late: a reply that came for an
+// ask of theirs (ExecutorContext's Ask or Go, DriverContext's AskExecutor
+// or GoExecutor) after that ask had given up, its ctx ended first, so that
+// nobody took it. The answering side cannot know, and a work queue whose
+// replies are jobs would otherwise lose the job until its lease runs out.
+//
+// OnReplyDropped is called with each such reply's message, not with an
+// error reply nor a nil one. On an executor it runs on the plugin's
+// dispatch lane, one call at a time with its Receive calls
+// ([ExecutorReceiver]), under a ctx that ends when the executor stops; on
+// the driver, on the plugin's lane as a message from that executor would,
+// ordered with that executor's messages and before its OnExecutorRemoved,
+// under a ctx that carries the executor's ID ([SenderID]). A panic is
+// recovered and logged.
+//
+// Together with [ExecutorListener] on the driver, it accounts for every
+// message a Receive returned that its asker did not take: a reply still
+// on its way when its connection ends is lost with it, and the driver
+// then calls OnExecutorRemoved. An ask whose reply arrives as its ctx
+// ends returns the reply (no error), so it is never both returned and
+// reported here.
+type DroppedReplyListener interface {
+	OnReplyDropped(ctx context.Context, reply any)
 }
 
 // SendWindowed is implemented by driver plugins whose messages need a send

@@ -277,6 +277,7 @@ func New(cfg Config) (*Driver, error) {
 		}
 		if e.dp != nil {
 			e.listener, _ = e.dp.(plugin.ExecutorListener)
+			e.dropped, _ = e.dp.(plugin.DroppedReplyListener)
 			e.lane = rpc.NewLane(setups[i].workers, cfg.LaneLimit, e.run)
 			lane := e.lane
 			cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -1003,6 +1004,18 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 	switch f.Kind {
 	case wire.Kind_KIND_ASK, wire.Kind_KIND_SEND:
 		d.route(c, es, f)
+	case wire.Kind_KIND_REPLY:
+		// A reply that came after its ask gave up (rpc.Handler): for the
+		// plugin that asked, if it listens, on its lane among the
+		// executor's messages (OnExecutorRemoved follows).
+		if uint(f.Plugin) < uint(len(d.endpoints)) {
+			if e := d.endpoints[f.Plugin]; e.dropped != nil && rpc.Deliver(es.handlers[f.Plugin].send, e.lane, c, f, func() {
+				d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
+			}) {
+				return
+			}
+		}
+		wire.ReleaseFrame(f)
 	case wire.Kind_KIND_READY:
 		d.ready(es, f)
 	case wire.Kind_KIND_TASK_RESULT:

@@ -24,6 +24,7 @@ type endpoint struct {
 	name      string
 	dp        plugin.DriverPlugin // nil: no driver side
 	listener  plugin.ExecutorListener
+	dropped   plugin.DroppedReplyListener
 	lane      *rpc.Lane // nil when dp is nil
 	log       *slog.Logger
 	metrics   prometheus.Registerer
@@ -272,6 +273,11 @@ func (e *endpoint) run(it rpc.Item) {
 	}
 	es := it.Conn.Peer.(*execState)
 	h := it.Header()
+	if h.Kind == wire.Kind_KIND_REPLY {
+		rpc.DispatchDropped(es.handlers[e.idx].send, es.senderLog, e.name, it, e.dropped.OnReplyDropped)
+		wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
+		return
+	}
 	ask := h.Kind == wire.Kind_KIND_ASK
 	e.counter(h.Type, "to_driver", ask).Inc()
 	// Handler time is sampled: one message in handlerSampling.

@@ -20,8 +20,9 @@ type endpoint struct {
 	name         string
 	ep           plugin.ExecutorPlugin // nil: no executor side
 	recv         plugin.ExecutorReceiver
+	dropped      plugin.DroppedReplyListener
 	taskListener plugin.TaskListener
-	lane         *rpc.Lane // nil without recv
+	lane         *rpc.Lane // nil without recv and dropped
 	// ctx is what Receive runs under: the executor's handler ctx,
 	// marked as lane's (rpc.WithLane). Set with lane.
 	ctx       context.Context
@@ -165,6 +166,11 @@ func (e *endpoint) Send(ctx context.Context, msg any) error {
 }
 
 func (e *endpoint) run(it rpc.Item) {
+	if it.Header().Kind == wire.Kind_KIND_REPLY {
+		rpc.DispatchDropped(e.ctx, e.x.log, e.name, it, e.dropped.OnReplyDropped)
+		wire.ReleaseFrame(it.Frame) // not predecoded: this was its last use
+		return
+	}
 	o := rpc.Dispatch(e.ctx, e.ctx, e.x.log, e.name, it, e.x.cfg.MaxMessageBytes, false, e.recv.Receive)
 	if o.Undecodable && it.Header().Kind == wire.Kind_KIND_SEND {
 		e.x.dropped.WithLabelValues(e.name, "undecodable").Inc()

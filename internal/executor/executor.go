@@ -288,8 +288,9 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		e.ep = ep
-		if r, ok := e.ep.(plugin.ExecutorReceiver); ok {
-			e.recv = r
+		e.recv, _ = e.ep.(plugin.ExecutorReceiver)
+		e.dropped, _ = e.ep.(plugin.DroppedReplyListener)
+		if e.recv != nil || e.dropped != nil {
 			e.lane = rpc.NewLane(1, cfg.LaneQueue, e.run)
 			e.ctx = rpc.WithLane(x.ctx, e.lane)
 		}
@@ -951,7 +952,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		switch {
 		case e == nil:
 			code, problem, reason = plugin.CodeNotFound, fmt.Sprintf("no plugin with index %d", f.Plugin), "no_such_plugin"
-		case e.lane == nil:
+		case e.recv == nil:
 			code, problem = rpc.NoReceiver(e.name)
 			name, reason = e.name, "no_receiver"
 		}
@@ -965,6 +966,15 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			x.log.Warn("dropped message from the driver", "reason", problem, "type", f.Type)
 			x.dropped.WithLabelValues(name, reason).Inc()
 		}
+	case wire.Kind_KIND_REPLY:
+		// A reply that came after its ask gave up (rpc.Handler): for the
+		// plugin that asked, if it listens and still runs.
+		if uint(f.Plugin) < uint(len(x.endpoints)) {
+			if e := x.endpoints[f.Plugin]; e.dropped != nil && rpc.Deliver(e.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
+				return
+			}
+		}
+		wire.ReleaseFrame(f)
 	case wire.Kind_KIND_TASK:
 		x.startTask(c, f)
 	case wire.Kind_KIND_TASK_CANCEL:

@@ -37,7 +37,11 @@ type Stream interface {
 // Handler receives the frames that are not replies to this side's asks.
 type Handler interface {
 	// HandleFrame is called on the reader goroutine, in stream order. It
-	// must not block for long: hand plugin work to a Lane.
+	// must not block for long: hand plugin work to a Lane. It also gets
+	// each REPLY with a message (not an error, nor a nil message) that
+	// came for one of this side's asks after that ask had given up (its
+	// ctx ended first), for the asking plugin to be told: the reply was
+	// dropped (see Conn.ask).
 	HandleFrame(c *Conn, f *wire.Frame)
 	// HandleClose is called once, after the connection has ended; err says
 	// why (ErrClosed wrapped in an *Error for a local, graceful close).
@@ -976,6 +980,9 @@ type pending struct {
 	decode  bool       // the reader decodes the reply (AskMessage)
 	w       *watcher   // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
 	written int64      // Conn.written when the ask was registered: all of it precedes the ask
+	// gaveUp marks, in claim's answer, the reply to an ask this side made
+	// and no longer waits for: the reply is dropped (the handler is told).
+	gaveUp bool
 }
 
 // put hands r to the ask p: its waiting caller, or (async) its
@@ -1127,17 +1134,19 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	case r := <-ch:
 		return c.answered(ctx, id, ch, r)
 	case <-ctx.Done():
-		err := ctx.Err()
-		err = plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
-		if c.forget(id) {
-			c.cancelAsk(id, p)
-		} else {
-			// The reply (or the close) won the race; drain it so the
-			// channel can be reused.
-			<-ch
+		if !c.forget(id) {
+			// The reply (or the close) won the race: the reader has
+			// taken the ask out of the table, and nobody else is told
+			// of a reply it hands over. It is returned, not dropped.
+			if r := <-ch; r.f != nil || r.decoded {
+				return c.answered(ctx, id, ch, r)
+			}
 			chanPool.Put(ch)
+		} else {
+			c.cancelAsk(id, p)
 		}
-		return reply{}, err
+		err := ctx.Err()
+		return reply{}, plugin.Errorf(plugin.CodeOf(err), "ask: %w", err)
 	}
 }
 
@@ -1488,8 +1497,9 @@ func (c *Conn) endDelivering() {
 }
 
 // claim takes the asks answered by the run of REPLYs that starts frames
-// out of the call table, in one lock round, and appends them to buf (the
-// zero pending for a reply whose ask gave up). Only a run is claimed: its
+// out of the call table, in one lock round, and appends them to buf (for
+// a reply whose ask gave up, a pending with only gaveUp set; the zero
+// pending for one that answers no ask this side made). Only a run is claimed: its
 // replies are delivered at once, while a frame after it goes to a handler
 // first, and an ask still in the table can give up meanwhile.
 func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
@@ -1503,6 +1513,8 @@ func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 			delete(c.calls, f.Call)
 			// The peer has read the ask, so all that preceded it.
 			c.read = max(c.read, p.written)
+		} else {
+			p.gaveUp = f.Call != 0 && f.Call <= c.nextCall
 		}
 		buf = append(buf, p)
 	}
@@ -1513,7 +1525,13 @@ func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 // deliver hands f to the ask p that it answers (see claim).
 func (c *Conn) deliver(f *wire.Frame, p pending) {
 	if p.ch == nil && p.async == nil {
-		// A reply for a call that gave up is dropped.
+		// A reply for a call that gave up is dropped, and its handler
+		// told when there is a message to tell of.
+		if p.gaveUp && f.Code == 0 && (f.TypeId != 0 || f.Type != "") {
+			c.endDelivering()
+			c.h.HandleFrame(c, f)
+			return
+		}
 		wire.ReleaseFrame(f)
 		return
 	}

@@ -115,8 +115,27 @@ func Dispatch(ctx, askCtx context.Context, log *slog.Logger, pluginName string, 
 	return Outcome{Err: err, Elapsed: elapsed, Timed: timed, Gone: gone}
 }
 
-// Deliver queues a received ASK or SEND on its plugin's lane, predecoding
-// the message on the calling reader. It never waits: a SEND carries its
+// DispatchDropped delivers a lane item's REPLY, one that came after its
+// ask gave up (see Handler), to dropped, with ctx; a panic in it is
+// recovered and logged. A reply that cannot be decoded is logged
+// instead (at most ten lines a minute per lane).
+func DispatchDropped(ctx context.Context, log *slog.Logger, pluginName string, it Item, dropped func(context.Context, any)) {
+	msg, err := it.Msg, it.Err
+	if !it.Decoded {
+		msg, err = Decode(it.Frame)
+	}
+	if err != nil {
+		warnSent(ctx, log, pluginName, "dropped undecodable reply that came after its ask gave up", "plugin", pluginName, "type", it.Header().Type, "err", err)
+		return
+	}
+	_, _ = Call(log, pluginName, "OnReplyDropped", func() (struct{}, error) {
+		dropped(ctx, msg)
+		return struct{}{}, nil
+	})
+}
+
+// Deliver queues a received ASK, SEND or REPLY (see DispatchDropped) on
+// its plugin's lane, predecoding the message on the calling reader. It never waits: a SEND carries its
 // cost against its sender's window (Item.Credit), which the lane gives
 // back once the message has run, or keeps while the lane is full; full is
 // called when this message filled the lane. It reports false if the lane
