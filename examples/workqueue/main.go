@@ -3,8 +3,9 @@
 // driver for its next job (an Ask that the driver answers once it has
 // one), and sends the result back. The queue loses no job: it leases each
 // job it hands out to the executor that asked, for a limited time, and
-// hands the job out again if that executor leaves or the lease runs out
-// before the result comes. A job may so be done more than once: its first
+// hands the job out again if the worker gives it back (its poll had given
+// up when the job came), if that executor leaves, or if the lease runs
+// out before the result comes. A job may so be done more than once: its first
 // result counts, and the others are ignored.
 //
 //	go run ./examples/workqueue
@@ -35,17 +36,30 @@ type (
 	Job struct{ ID, N, Attempt int }
 	// Result is a job's outcome.
 	Result struct{ ID, Value int }
+	// Returned gives back a job whose poll had given up when the job
+	// came: the worker never took it (Attempt tells that hand-out from a
+	// later one).
+	Returned struct{ ID, Attempt int }
 )
 
 func init() {
 	plugin.RegisterMessage[NextJob]()
 	plugin.RegisterMessage[Job]()
 	plugin.RegisterMessage[Result]()
+	plugin.RegisterMessage[Returned]()
 }
 
 const (
 	// workersPerExecutor is how many jobs each executor runs at once.
 	workersPerExecutor = 4
+
+	// pollTimeout bounds each poll for a job: a worker asks again after
+	// it. A poll that waits for ever holds its driver-side handler for
+	// ever, and a worker whose driver is cut off (no error yet, the
+	// connection half-open) waits as long. A poll that gives up as a job
+	// comes makes the job's reply come too late, and the worker gives
+	// the job back (OnReplyDropped).
+	pollTimeout = time.Second
 
 	// leaseTime is how long a worker may hold a job before the queue
 	// hands it out again. Choose it well above the longest a job may
@@ -53,7 +67,8 @@ const (
 	// under a job still running has the job done again, for nothing
 	// (and again each time the lease runs out, until a result comes).
 	// But not far above: it is how long a job waits when its worker is
-	// stuck, or never got it (its reply was dropped). These jobs take
+	// stuck, or never got it and could not say so (its executor was cut
+	// off as the reply came). These jobs take
 	// microseconds, so half a second has room to spare, even under the
 	// race detector, and keeps the run short; real jobs need seconds or
 	// minutes. Jobs whose time varies widely are better served by a
@@ -74,12 +89,16 @@ const (
 )
 
 // workqueue pairs the two sides under one name. The driver side is q,
-// which main also uses to add jobs and wait for their results.
-type workqueue struct{ q *queue }
+// which main also uses to add jobs and wait for their results; poll is
+// the workers' poll timeout (0: pollTimeout).
+type workqueue struct {
+	q    *queue
+	poll time.Duration
+}
 
-func (workqueue) Name() string                          { return "workqueue" }
-func (w workqueue) DriverPlugin() plugin.DriverPlugin   { return w.q }
-func (workqueue) ExecutorPlugin() plugin.ExecutorPlugin { return &worker{} }
+func (workqueue) Name() string                            { return "workqueue" }
+func (w workqueue) DriverPlugin() plugin.DriverPlugin     { return w.q }
+func (w workqueue) ExecutorPlugin() plugin.ExecutorPlugin { return &worker{poll: w.poll} }
 
 // queue is the driver side: the jobs to hand out, those leased and not
 // yet done, and the results.
@@ -94,6 +113,8 @@ type queue struct {
 	want     int            // results to wait for
 	done     chan struct{}  // closed once want results have come
 	reissued int            // jobs handed out again
+	returned int            // of those, jobs given back by their worker
+	expired  map[int]int    // of those, jobs whose lease ran out: times, by job ID
 	ignored  int            // results that came for a job done already
 }
 
@@ -112,6 +133,7 @@ func newQueue() *queue {
 	return &queue{
 		leased:  map[int]*lease{},
 		results: map[int]int{},
+		expired: map[int]int{},
 		more:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -172,6 +194,7 @@ func (q *queue) expire(l *lease) {
 		return
 	}
 	log.Printf("workqueue: job %d: its lease on executor %s ran out; handing it out again", l.job.ID, l.executor)
+	q.expired[l.job.ID]++
 	q.requeueLocked(l)
 }
 
@@ -189,8 +212,9 @@ func (q *queue) requeueLocked(l *lease) {
 
 // Receive answers NextJob with a job, waiting for one if none is queued,
 // for as long as the asker waits: its ctx ends when the worker gives up
-// (it is stopping), so no job is taken for a worker that has gone. It
-// records Results.
+// (its poll timed out, or it is stopping), so no job is taken for a
+// worker that has gone. It records Results, and hands out again the jobs
+// Returned.
 func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
 	executor, _ := plugin.SenderID(ctx)
 	switch m := msg.(type) {
@@ -214,6 +238,16 @@ func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
 				return nil, ctx.Err()
 			}
 		}
+	case Returned:
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		// Only the lease of that hand-out: the job may have been handed
+		// out again since (its lease ran out), or be done.
+		if l := q.leased[m.ID]; l != nil && l.executor == executor && l.job.Attempt == m.Attempt {
+			q.returned++
+			q.requeueLocked(l)
+		}
+		return nil, nil
 	case Result:
 		q.mu.Lock()
 		defer q.mu.Unlock()
@@ -274,7 +308,7 @@ func (q *queue) Shutdown(context.Context) error {
 	for _, l := range q.leased {
 		l.timer.Stop()
 	}
-	log.Printf("workqueue: jobs handed out again: %d; results ignored: %d", q.reissued, q.ignored)
+	log.Printf("workqueue: jobs handed out again: %d (given back by their worker: %d); results ignored: %d", q.reissued, q.returned, q.ignored)
 	return nil
 }
 
@@ -282,28 +316,53 @@ func (q *queue) Shutdown(context.Context) error {
 // jobs and send back their results until the plugin shuts down.
 type worker struct {
 	plugin.BaseExecutorPlugin
+	poll time.Duration // each poll's timeout; 0: pollTimeout
+	pc   plugin.ExecutorContext
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 }
 
 func (w *worker) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	if w.poll <= 0 {
+		w.poll = pollTimeout
+	}
+	w.pc = pc
 	ctx, stop := context.WithCancel(context.Background())
 	w.stop = stop
 	for range workersPerExecutor {
-		w.wg.Go(func() { work(ctx, pc) })
+		w.wg.Go(func() { w.work(ctx) })
 	}
 	return nil
+}
+
+// OnReplyDropped makes worker a plugin.DroppedReplyListener: a job that
+// came after its poll had timed out went to nobody, and goes back to the
+// queue at once, rather than when its lease runs out. (Once the plugin's
+// workers are stopping, the executor no longer calls it; the queue then
+// takes back that executor's jobs when it leaves.)
+func (w *worker) OnReplyDropped(ctx context.Context, reply any) {
+	j, ok := reply.(Job)
+	if !ok {
+		return
+	}
+	if err := w.pc.Send(ctx, Returned{ID: j.ID, Attempt: j.Attempt}); err != nil {
+		log.Printf("worker: giving back job %d: %v (its lease will run out)", j.ID, err)
+	}
 }
 
 // work runs jobs until ctx ends. Canceling ctx while it waits for a job
 // ends the driver's wait too; a job it is running, it finishes, and sends
 // the result.
-func work(ctx context.Context, pc plugin.ExecutorContext) {
+func (w *worker) work(ctx context.Context) {
 	for ctx.Err() == nil {
-		j, err := plugin.Ask[Job](ctx, pc, NextJob{})
+		pollCtx, cancel := context.WithTimeout(ctx, w.poll)
+		j, err := plugin.Ask[Job](pollCtx, w.pc, NextJob{})
+		cancel()
 		switch {
 		case ctx.Err() != nil || errors.Is(err, plugin.ErrClosed):
 			return // stopping, or the driver has gone
+		case errors.Is(err, context.DeadlineExceeded):
+			continue // no job in time: poll again
 		case err != nil:
 			log.Printf("worker: asking for a job: %v", err)
 			select { // then ask again
@@ -316,7 +375,7 @@ func work(ctx context.Context, pc plugin.ExecutorContext) {
 		// A Send that need not wait does not fail for an ended ctx, so a
 		// worker that is stopping still delivers the result it holds: the
 		// driver receives what executors send as they shut down.
-		if err := pc.Send(ctx, Result{ID: j.ID, Value: v}); err != nil && ctx.Err() == nil {
+		if err := w.pc.Send(ctx, Result{ID: j.ID, Value: v}); err != nil && ctx.Err() == nil {
 			log.Printf("worker: sending the result of job %d: %v", j.ID, err)
 		}
 	}
@@ -345,10 +404,11 @@ func (w *worker) Shutdown(context.Context) error {
 }
 
 var (
-	_ plugin.DriverPlugin       = (*queue)(nil)
-	_ plugin.ConcurrentReceiver = (*queue)(nil)
-	_ plugin.ExecutorListener   = (*queue)(nil)
-	_ plugin.ExecutorPlugin     = (*worker)(nil)
+	_ plugin.DriverPlugin         = (*queue)(nil)
+	_ plugin.ConcurrentReceiver   = (*queue)(nil)
+	_ plugin.ExecutorListener     = (*queue)(nil)
+	_ plugin.ExecutorPlugin       = (*worker)(nil)
+	_ plugin.DroppedReplyListener = (*worker)(nil)
 )
 
 func main() {
@@ -361,7 +421,7 @@ func main() {
 	err := ember.Run(ctx, ember.Config{
 		AppName: "workqueue",
 		Master:  "local-cluster[2]",
-		Plugins: []plugin.Plugin{workqueue{q}},
+		Plugins: []plugin.Plugin{workqueue{q: q}},
 	}, func(ctx context.Context, d *ember.Driver) error {
 		const jobs = 40
 		var js []Job
