@@ -148,3 +148,54 @@ func TestDroppedRepliesReachTheAsker(t *testing.T) {
 		})
 	}
 }
+
+// A reply that comes after its ask gave up, to a plugin that does not
+// listen for it, is counted in ember_messages_dropped_total (reason
+// late_reply) where it came: on the executor for its Ask, shipped to the
+// driver's /metrics under its ID, and on the driver for its AskExecutor.
+func TestLateRepliesNobodyTakesAreCounted(t *testing.T) {
+	tests := []struct {
+		name     string
+		ask      func(ctx context.Context, dc plugin.DriverContext, ec plugin.ExecutorContext) error
+		executor string // the executor label: where the reply was dropped
+	}{
+		{"Ask", func(ctx context.Context, _ plugin.DriverContext, ec plugin.ExecutorContext) error {
+			_, err := ec.Ask(ctx, text("late"))
+			return err
+		}, "1"},
+		{"AskExecutor", func(ctx context.Context, dc plugin.DriverContext, _ plugin.ExecutorContext) error {
+			_, err := dc.AskExecutor(ctx, "1", text("late"))
+			return err
+		}, "driver"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entered := make(chan struct{}, 1)
+			p, dc, ec := receivingPlugin("unheard", func(ctx context.Context, msg any) (any, error) {
+				entered <- struct{}{}
+				<-ctx.Done() // the asker has given up
+				return text("job 7"), nil
+			})
+			c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, MetricsAddr: "127.0.0.1:0",
+				Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
+			ctx := testCtx(t)
+			askCtx, cancel := context.WithCancel(ctx)
+			errc := make(chan error, 1)
+			go func() { errc <- tt.ask(askCtx, *dc, *ec) }()
+			select {
+			case <-entered:
+			case <-ctx.Done():
+				t.Fatal("the handler never got the ask")
+			}
+			cancel()
+			if err := <-errc; plugin.CodeOf(err) != plugin.CodeCanceled {
+				t.Fatalf("the ask given up on: got %v, want CodeCanceled", err)
+			}
+			embertest.WaitFor(t, "the late reply counted in /metrics", func() bool {
+				n, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_messages_dropped_total",
+					map[string]string{"executor": tt.executor, "plugin": "unheard", "reason": "late_reply"})
+				return n == 1
+			})
+		})
+	}
+}

@@ -196,7 +196,9 @@ type ConcurrentReceiver interface {
 // Together with [ExecutorListener] on the driver, it accounts for every
 // message a Receive returned that its asker did not take: a reply still
 // on its way when its connection ends is lost with it, and the driver
-// then calls OnExecutorRemoved. An ask whose reply arrives as its ctx
+// then calls OnExecutorRemoved; so is one that comes once the executor
+// has begun to stop (its plugins' lanes closed, before their Shutdown),
+// and the driver's OnExecutorRemoved follows too. An ask whose reply arrives as its ctx
 // ends returns the reply (no error), so it is never both returned and
 // reported here.
 type DroppedReplyListener interface {

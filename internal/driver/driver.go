@@ -1009,11 +1009,13 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		// plugin that asked, if it listens, on its lane among the
 		// executor's messages (OnExecutorRemoved follows).
 		if uint(f.Plugin) < uint(len(d.endpoints)) {
-			if e := d.endpoints[f.Plugin]; e.dropped != nil && rpc.Deliver(es.handlers[f.Plugin].send, e.lane, c, f, func() {
+			e := d.endpoints[f.Plugin]
+			if e.dropped != nil && rpc.Deliver(es.handlers[f.Plugin].send, e.lane, c, f, func() {
 				d.builtin.LimitHits.WithLabelValues("driver", "lane_queue").Inc()
 			}) {
 				return
 			}
+			d.builtin.Dropped.WithLabelValues("driver", e.name, "late_reply").Inc()
 		}
 		wire.ReleaseFrame(f)
 	case wire.Kind_KIND_READY:

@@ -970,9 +970,11 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		// A reply that came after its ask gave up (rpc.Handler): for the
 		// plugin that asked, if it listens and still runs.
 		if uint(f.Plugin) < uint(len(x.endpoints)) {
-			if e := x.endpoints[f.Plugin]; e.dropped != nil && rpc.Deliver(e.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
+			e := x.endpoints[f.Plugin]
+			if e.dropped != nil && rpc.Deliver(e.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
 				return
 			}
+			x.dropped.WithLabelValues(e.name, "late_reply").Inc()
 		}
 		wire.ReleaseFrame(f)
 	case wire.Kind_KIND_TASK:
