@@ -67,7 +67,7 @@ func (c *Conn) AskAsync(ctx context.Context, f *wire.Frame, a Async) {
 		return
 	}
 	stop := context.AfterFunc(ctx, func() {
-		if c.forget(id) {
+		if c.giveUp(id) {
 			c.finishAsync(id, a, reply{canceled: true})
 		}
 	})

@@ -111,9 +111,10 @@ func (c *Conn) peerCanceled(id uint64) {
 }
 
 // cancelAsk tells the peer that the asker of the cancelable ASK with call
-// ID id, to plugin p, has given up. An ASK still near the head of the
-// send queue (withdrawLocked) is withdrawn instead: neither it nor an
-// ASK_CANCEL is written, and its place goes to whoever waits for one.
+// ID id, to plugin p, has given up (giveUp). An ASK still near the head
+// of the send queue (withdrawLocked) is withdrawn instead: neither it nor
+// an ASK_CANCEL is written, its place goes to whoever waits for one, and
+// no reply will come for it (it leaves gaveUp).
 // Otherwise an ASK_CANCEL follows it.
 // That is a hint (the reply is dropped here either way), never worth
 // waiting for, nor failing the connection over; but a full send queue is
@@ -124,7 +125,12 @@ func (c *Conn) peerCanceled(id uint64) {
 // peer is not reading).
 func (c *Conn) cancelAsk(id uint64, p uint32) {
 	c.mu.Lock()
-	if c.closing || c.withdrawLocked(id) || len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
+	if c.withdrawLocked(id) {
+		delete(c.gaveUp, id)
+		c.mu.Unlock()
+		return
+	}
+	if c.closing || len(c.out) >= c.opts.QueueFrames+c.opts.OverflowFrames {
 		c.mu.Unlock()
 		return
 	}

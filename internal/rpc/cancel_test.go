@@ -268,6 +268,9 @@ func TestQueuedAskIsWithdrawn(t *testing.T) {
 	if n := rpc.QueuedFrames(c); n != 1 {
 		t.Errorf("%d frames queued, want 1: the second SEND, in the withdrawn ASK's place", n)
 	}
+	if n := rpc.GaveUp(c); n != 0 {
+		t.Errorf("%d asks given up on still expect a reply, want 0: none comes for an ask never written", n)
+	}
 	close(gate)
 	waitWritten(t, c, s)
 	if n, m := s.count(wire.Kind_KIND_ASK), s.count(wire.Kind_KIND_ASK_CANCEL); n != 0 || m != 0 {

@@ -171,12 +171,18 @@ type Conn struct {
 	types   []string
 	typeIDs map[string]uint32
 
-	mu       sync.Mutex // protects the following fields
-	out      []*wire.Frame
-	spare    []*wire.Frame
-	space    chan struct{} // closed when the writer takes the queue and senders wait
-	waiters  int           // senders waiting for room
-	calls    map[uint64]pending
+	mu      sync.Mutex // protects the following fields
+	out     []*wire.Frame
+	spare   []*wire.Frame
+	space   chan struct{} // closed when the writer takes the queue and senders wait
+	waiters int           // senders waiting for room
+	calls   map[uint64]pending
+	// gaveUp holds the call IDs of the asks sent and given up on (their
+	// ctx ended first) whose reply has not come: the reply, when it
+	// does, is handed to the handler as dropped (see claim), once. An
+	// ask is moved here from calls in one lock round, so that a reply
+	// is never found in neither.
+	gaveUp   map[uint64]struct{}
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
@@ -389,7 +395,7 @@ func (c *Conn) close(err error) {
 	}
 	c.err = err
 	calls := c.calls
-	c.calls = nil
+	c.calls, c.gaveUp = nil, nil
 	c.out = nil
 	close(c.space)
 	close(c.creditReady) // waiting Sends see closing
@@ -980,8 +986,9 @@ type pending struct {
 	decode  bool       // the reader decodes the reply (AskMessage)
 	w       *watcher   // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
 	written int64      // Conn.written when the ask was registered: all of it precedes the ask
-	// gaveUp marks, in claim's answer, the reply to an ask this side made
-	// and no longer waits for: the reply is dropped (the handler is told).
+	// gaveUp marks, in claim's answer, the reply to an ask this side sent
+	// and gave up on (Conn.gaveUp): the reply is dropped, and the handler
+	// told.
 	gaveUp bool
 }
 
@@ -1071,7 +1078,7 @@ func (c *Conn) watch(w *watcher) {
 		if p.w != w {
 			continue
 		}
-		delete(c.calls, id)
+		c.giveUpLocked(id)
 		if p.async != nil {
 			async = append(async, asyncAsk{id, p.async})
 			continue
@@ -1134,7 +1141,7 @@ func (c *Conn) ask(ctx context.Context, f *wire.Frame, decode bool) (reply, erro
 	case r := <-ch:
 		return c.answered(ctx, id, ch, r)
 	case <-ctx.Done():
-		if !c.forget(id) {
+		if !c.giveUp(id) {
 			// The reply (or the close) won the race: the reader has
 			// taken the ask out of the table, and nobody else is told
 			// of a reply it hands over. It is returned, not dropped.
@@ -1238,7 +1245,30 @@ func (c *Conn) answered(ctx context.Context, id uint64, ch chan reply, r reply) 
 	return r, nil
 }
 
-// forget removes call id and reports whether it was still waiting.
+// giveUp moves call id, whose ctx has ended, from the call table to
+// gaveUp (its cancel, cancelAsk, takes it out again if the ask was never
+// written), and reports whether it was still waiting.
+func (c *Conn) giveUp(id uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.giveUpLocked(id)
+}
+
+// giveUpLocked is giveUp with c.mu held.
+func (c *Conn) giveUpLocked(id uint64) bool {
+	if _, ok := c.calls[id]; !ok {
+		return false
+	}
+	delete(c.calls, id)
+	if c.gaveUp == nil {
+		c.gaveUp = make(map[uint64]struct{})
+	}
+	c.gaveUp[id] = struct{}{}
+	return true
+}
+
+// forget removes call id, which failed to be queued, and reports whether
+// it was still waiting.
 func (c *Conn) forget(id uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -1499,7 +1529,8 @@ func (c *Conn) endDelivering() {
 // claim takes the asks answered by the run of REPLYs that starts frames
 // out of the call table, in one lock round, and appends them to buf (for
 // a reply whose ask gave up, a pending with only gaveUp set; the zero
-// pending for one that answers no ask this side made). Only a run is claimed: its
+// pending for one that answers no ask waiting or given up: a second
+// reply, or one for an ask never made). Only a run is claimed: its
 // replies are delivered at once, while a frame after it goes to a handler
 // first, and an ask still in the table can give up meanwhile.
 func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
@@ -1513,8 +1544,8 @@ func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 			delete(c.calls, f.Call)
 			// The peer has read the ask, so all that preceded it.
 			c.read = max(c.read, p.written)
-		} else {
-			p.gaveUp = f.Call != 0 && f.Call <= c.nextCall
+		} else if _, p.gaveUp = c.gaveUp[f.Call]; p.gaveUp {
+			delete(c.gaveUp, f.Call)
 		}
 		buf = append(buf, p)
 	}

@@ -11,7 +11,9 @@ import (
 
 // A REPLY that comes after its ask gave up reaches the handler, for the
 // asking plugin to be told, when it carries a message: not an error, not a
-// nil message, and not one for an ask this side never made.
+// nil message, not one for an ask this side never made, and only once
+// (a peer cannot make this side's plugin hear of replies it never sent
+// for, nor fill its lane with copies).
 func TestReplyAfterGiveUpReachesHandler(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -19,22 +21,26 @@ func TestReplyAfterGiveUpReachesHandler(t *testing.T) {
 		async bool // the ask is made with AskAsync
 		reply func(call uint64) *wire.Frame
 		want  bool
+		twice bool // the reply comes twice: only the first is handed over
 	}{
 		{"a message", false, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 1, Type: "job", Payload: []byte("7")}
-		}, true},
+		}, true, false},
 		{"a message, to an async ask", true, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 1, Type: "job", Payload: []byte("7")}
-		}, true},
+		}, true, false},
 		{"an error", false, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 1, Code: 13, Error: "boom"}
-		}, false},
+		}, false, false},
 		{"a nil message", false, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 1}
-		}, false},
+		}, false, false},
 		{"for an ask never made", false, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call + 1000, Plugin: 1, Type: "job", Payload: []byte("7")}
-		}, false},
+		}, false, false},
+		{"twice", false, func(call uint64) *wire.Frame {
+			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 1, Type: "job", Payload: []byte("7")}
+		}, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,7 +64,13 @@ func TestReplyAfterGiveUpReachesHandler(t *testing.T) {
 				t.Fatal("ask whose ctx ended before its reply: nil error")
 			}
 			call := s.Sent()[0].Call
+			if n := rpc.GaveUp(c); n != 1 {
+				t.Errorf("%d asks given up on expect a reply, want 1", n)
+			}
 			s.in <- &wire.Batch{Frames: []*wire.Frame{tt.reply(call)}}
+			if tt.twice {
+				s.in <- &wire.Batch{Frames: []*wire.Frame{tt.reply(call)}}
+			}
 			// A heartbeat after it: once the handler has that, the reply
 			// has been handled too, in stream order.
 			s.in <- &wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_STOP}}}
@@ -68,6 +80,14 @@ func TestReplyAfterGiveUpReachesHandler(t *testing.T) {
 				if f.Kind == wire.Kind_KIND_REPLY {
 					got = append(got, f)
 				}
+			}
+			// Only a reply to the ask lets go of it.
+			wantLeft := 0
+			if tt.reply(call).Call != call {
+				wantLeft = 1
+			}
+			if n := rpc.GaveUp(c); n != wantLeft {
+				t.Errorf("after the reply, %d asks given up on expect one, want %d", n, wantLeft)
 			}
 			if !tt.want {
 				if len(got) != 0 {

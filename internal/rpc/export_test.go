@@ -78,3 +78,11 @@ func Watchers(c *Conn) int {
 	defer c.mu.Unlock()
 	return len(c.watchers)
 }
+
+// GaveUp returns how many asks c has given up on whose reply it still
+// expects (see Conn.gaveUp).
+func GaveUp(c *Conn) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.gaveUp)
+}
