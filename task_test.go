@@ -554,13 +554,18 @@ var longError = ember.NewTask("test.long-error", func(_ context.Context, _ ember
 })
 
 // Task inputs and outputs obey the message size limit with a clear error,
-// and the executors survive.
+// and the executors survive. An output too large fails its task at the
+// first attempt: another would make the same output (it was made
+// maxFailures times over).
 func TestTaskSizeLimit(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, MaxMessageBytes: 64 << 10})
 	ctx := testCtx(t)
 	_, err := ember.Map(ctx, c.Driver, bigOutput, []int{1 << 20})
 	if plugin.CodeOf(err) != plugin.CodeResourceExhausted || !strings.Contains(err.Error(), "over the 65536-byte limit") {
 		t.Errorf("oversized output: got %v, want ResourceExhausted naming the limit", err)
+	}
+	if te := (*ember.TaskError)(nil); !errors.As(err, &te) || !te.Permanent || te.Attempts != 1 {
+		t.Errorf("oversized output: got %v, want a permanent TaskError after 1 attempt", err)
 	}
 	_, err = ember.Map(ctx, c.Driver, double, make([]int, 1))
 	if err != nil {

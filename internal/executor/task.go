@@ -125,11 +125,14 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte,
 	inHook = ""
 	out, err := x.callTask(ctx, info, in)
 	// An output too large to send fails the attempt, before the hooks
-	// (they used to run OnTaskSucceeded for it).
+	// (they used to run OnTaskSucceeded for it), and for good: another
+	// attempt of the same input makes the same output (one was made
+	// maxFailures times over, then the job failed anyway).
 	if err == nil && len(out) > x.cfg.MaxMessageBytes {
 		x.limitHits.WithLabelValues("message_size").Inc()
-		out, err = nil, plugin.Errorf(plugin.CodeResourceExhausted, "task %q output is %d bytes, over the %d-byte limit: %w",
-			info.TaskName, len(out), x.cfg.MaxMessageBytes, plugin.ErrMessageTooLarge)
+		out, err = nil, &PermanentError{plugin.Errorf(plugin.CodeResourceExhausted,
+			"task %q output is %d bytes encoded, over the %d-byte limit (ember.Config.MaxMessageBytes; return less, or raise it): %w",
+			info.TaskName, len(out), x.cfg.MaxMessageBytes, plugin.ErrMessageTooLarge)}
 	}
 	res.out, res.err, res.set = out, err, true
 }
