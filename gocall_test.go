@@ -791,17 +791,19 @@ func TestGoCallLocalClusterExecutorGone(t *testing.T) {
 			dc := g.coord.dc
 			done := make(chan *plugin.Call, 1) // small on purpose
 			calls := newGTCalls()
-			for i := range 5 {
-				calls.add(t, dc.GoExecutor(ctx, "1", gtQuery{ID: i, Mode: "hang"}, done), done)
-			}
-			if e := <-g.probe.entered; e.Executor != "1" {
-				t.Fatalf("entered: got executor %s, want 1", e.Executor)
-			}
+			// The AskExecutor first, in its handler before the kill:
+			// started after, it could find the executor gone (NotFound).
 			askErr := make(chan error, 1)
 			go func() {
 				_, err := dc.AskExecutor(ctx, "1", gtQuery{ID: 99, Mode: "hang"})
 				askErr <- err
 			}()
+			if e := <-g.probe.entered; e != (gtEntered{Executor: "1", ID: 99}) {
+				t.Fatalf("entered: got %+v, want executor 1's AskExecutor, ID 99", e)
+			}
+			for i := range 5 {
+				calls.add(t, dc.GoExecutor(ctx, "1", gtQuery{ID: i, Mode: "hang"}, done), done)
+			}
 			for i := range 5 {
 				calls.add(t, dc.GoExecutor(ctx, "2", gtQuery{ID: 10 + i}, done), done)
 			}

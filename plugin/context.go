@@ -121,7 +121,9 @@ type DriverContext interface {
 	Context
 	// Executors lists the ready executors, ordered by ID (nil when there
 	// is none). Each call returns a new slice, Resources maps included,
-	// that the caller owns and may change.
+	// that the caller owns and may change. An executor stopping on its
+	// own (its process told to) is listed until it has gone, though calls
+	// to it fail from when it says so (see AskExecutor).
 	Executors() []ExecutorInfo
 	// AskExecutor sends msg to this plugin on one executor, whose plugin
 	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
@@ -134,7 +136,10 @@ type DriverContext interface {
 	// CodeUnavailable ([ErrClosed] alone: ask another executor), though
 	// its handler returns the end of its ctx: CodeCanceled is the asker's
 	// own cancel, or an error with that code that the executor's Receive
-	// returned.
+	// returned. AskExecutor, GoExecutor and SendExecutor give the same
+	// once the executor has said it is stopping on its own: its plugins
+	// are shutting down, and would drop what is sent (a send on its way
+	// as it says so is lost).
 	// A CodeUnavailable error names the executor ("executor 2: ...").
 	AskExecutor(ctx context.Context, executorID string, msg any) (any, error)
 	// GoExecutor is AskExecutor without the wait: the outcome arrives as
@@ -152,7 +157,8 @@ type DriverContext interface {
 	// first; then Broadcast waits for those that cannot yet (their plugin
 	// is behind on its messages), so one slow executor delays nobody
 	// else's copy. An executor that leaves or is lost meanwhile is skipped
-	// (its OnExecutorRemoved follows). It returns the first local failure
+	// (its OnExecutorRemoved follows), and so is one that has said it is
+	// stopping on its own. It returns the first local failure
 	// (its ctx ending while it waits for an executor, the driver shutting
 	// down) after trying every executor, naming the executor it failed
 	// for ("executor 2: ..."); ErrClosed at once once the driver is

@@ -175,7 +175,11 @@ type execState struct {
 	// noReceiver[i]: plugin i's executor side takes no messages here
 	// (READY said so). Set under Driver.mu with ready.
 	noReceiver []bool
-	stopped    chan struct{} // closed when STOPPED arrives
+	// stoppingOwn: it said it is stopping on its own (LEAVING), and its
+	// plugins take nothing more: calls to it fail, and Broadcast skips
+	// it. Set under Driver.mu.
+	stoppingOwn bool
+	stopped     chan struct{} // closed when STOPPED arrives
 	// stopErr is the executor plugins' shutdown errors STOPPED carried;
 	// written before stopped is closed, read after.
 	stopErr error
@@ -1025,6 +1029,7 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 	case wire.Kind_KIND_LEAVING:
 		d.sched.leave(es)
 		d.mu.Lock()
+		es.stoppingOwn = true
 		if p := es.proc; p != nil {
 			p.Leaving = true
 		}
@@ -1307,6 +1312,11 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 // Close has begun: the executors are stopping, or gone.
 var errShuttingDown = plugin.Errorf(plugin.CodeUnavailable, "%w: %w", plugin.ErrShuttingDown, plugin.ErrClosed)
 
+// errStoppingOwn is what a driver plugin's calls to an executor give once
+// it has said it is stopping on its own (LEAVING), and an ask to it still
+// waiting then: ask another.
+var errStoppingOwn = plugin.Errorf(plugin.CodeUnavailable, "it is stopping on its own: %w", plugin.ErrClosed)
+
 // conn returns the connection of ready executor id, for a message to
 // the executor side of plugin idx, named name. It fails when that side
 // takes no messages, as the executor would answer an ASK.
@@ -1327,6 +1337,10 @@ func (d *Driver) conn(id string, idx uint32, name string) (*rpc.Conn, error) {
 		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q is not ready yet (its plugins' Init has not returned; push to it from OnExecutorAdded or later): %w", id, plugin.ErrNoSuchExecutor)
 	case !ok:
 		return nil, plugin.Errorf(plugin.CodeNotFound, "executor %q: %w", id, plugin.ErrNoSuchExecutor)
+	case es.stoppingOwn:
+		// Its plugins are shutting down, and would drop a send (an ask
+		// they refuse). It is listed until it has gone.
+		return nil, errStoppingOwn
 	}
 	if es.takesNone(idx) {
 		return nil, errNoReceiver(name)
@@ -1356,7 +1370,7 @@ func (d *Driver) readyConns(idx uint32) (conns []*rpc.Conn, skipped int, err err
 	conns = make([]*rpc.Conn, 0, len(d.execs))
 	for _, es := range d.execs {
 		switch {
-		case !es.ready:
+		case !es.ready, es.stoppingOwn:
 		case es.takesNone(idx):
 			skipped++
 		default:

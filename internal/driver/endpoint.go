@@ -101,13 +101,13 @@ func (d *Driver) askError(ctx context.Context, c *rpc.Conn, err error) error {
 		case d.isStopping():
 			err = errShuttingDown
 		case d.sched.leaving(es):
-			err = plugin.Errorf(plugin.CodeUnavailable, "it is stopping on its own: %w", plugin.ErrClosed)
+			err = errStoppingOwn
 		}
 	}
 	return executorError(es.info.ID, err)
 }
 
-// executorError is err, from an ask to executor id, naming it when it is
+// executorError is err, from a call to executor id, naming it when it is
 // CodeUnavailable (see askError).
 func executorError(id string, err error) error {
 	if plugin.CodeOf(err) == plugin.CodeUnavailable {
@@ -164,12 +164,12 @@ func (e *endpoint) SendExecutor(ctx context.Context, id string, msg any) error {
 	c, err := e.d.conn(id, e.idx, e.name)
 	if err != nil {
 		wire.ReleaseFrame(f)
-		return err
+		return executorError(id, err)
 	}
 	f.Kind = wire.Kind_KIND_SEND
 	sent := e.counter(f.Type, "to_executor", false) // f is the connection's once sent
 	if err := c.Send(ctx, f); err != nil {
-		return err
+		return executorError(id, err)
 	}
 	sent.Inc()
 	return nil

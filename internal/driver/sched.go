@@ -43,6 +43,8 @@ func FailureText(task string, index, attempts int, executorID string, cause erro
 		return fmt.Sprintf("task %q failed permanently on inputs[%d] after %d failed attempts, not retried further; last attempt on executor %s: %v", task, index, attempts, executorID, cause)
 	case permanent:
 		return fmt.Sprintf("task %q failed permanently on inputs[%d], not retried; on executor %s: %v", task, index, executorID, cause)
+	case attempts == 1: // ember.task.maxFailures set to 1
+		return fmt.Sprintf("task %q failed on inputs[%d], its one attempt allowed (ember.task.maxFailures), on executor %s: %v", task, index, executorID, cause)
 	}
 	return fmt.Sprintf("task %q failed %d times on inputs[%d]; last attempt on executor %s: %v", task, attempts, index, executorID, cause)
 }
