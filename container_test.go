@@ -736,23 +736,39 @@ func TestLifecycleOrderAndExtraConf(t *testing.T) {
 }
 
 // Semantics 5: an executor init error ends that executor; Run reports the
-// executor ID, plugin name and error.
+// executor ID, plugin name and error, keeping the error's code (it was
+// only in the text, and plugin.CodeOf said Unknown).
 func TestExecutorInitFailure(t *testing.T) {
-	p := fakePlugin{
-		name:      "fragile",
-		newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
-		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
-				return errors.New("no disk")
-			}}
-		},
+	tests := []struct {
+		name     string
+		err      error
+		wantCode plugin.Code
+	}{
+		{"plain", errors.New("no disk"), plugin.CodeUnknown},
+		{"coded", plugin.Errorf(plugin.CodeInvalidArgument, "no disk"), plugin.CodeInvalidArgument},
 	}
-	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
-		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
-	for _, want := range []string{"executor 1", `"fragile"`, "no disk"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Run: got %v, want an error containing %q", err, want)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := fakePlugin{
+				name:      "fragile",
+				newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+				newExecutor: func() plugin.ExecutorPlugin {
+					return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+						return tt.err
+					}}
+				},
+			}
+			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
+				func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+			for _, want := range []string{"executor 1", `"fragile"`, "no disk"} {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Run: got %v, want an error containing %q", err, want)
+				}
+			}
+			if got := plugin.CodeOf(err); got != tt.wantCode {
+				t.Errorf("Run's error: got code %v, want %v (%v)", got, tt.wantCode, err)
+			}
+		})
 	}
 }
 

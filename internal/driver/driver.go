@@ -1138,14 +1138,15 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		return
 	}
 	if f.Code != 0 {
-		// Kept for the driver's life. The code is named unless it says
-		// nothing (a plain error's): the text no longer repeats it.
-		text := rpc.PeerErrorText(f.Error)
+		// Kept for the driver's life. The code is kept, and named unless
+		// it says nothing (a plain error's): the text no longer repeats
+		// it.
+		var cause error = errors.New(rpc.PeerErrorText(f.Error))
 		if plugin.Code(f.Code) != plugin.CodeUnknown {
-			text = rpc.WireError(f.Code, f.Error).Error()
+			cause = rpc.WireError(f.Code, f.Error)
 		}
-		err := fmt.Errorf("executor %s (host %s, pid %d): %s", es.info.ID, es.info.Host, es.info.PID, text)
-		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", text)
+		err := fmt.Errorf("executor %s (host %s, pid %d): %w", es.info.ID, es.info.Host, es.info.PID, cause)
+		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", cause)
 		d.mu.Lock()
 		if p := es.proc; p != nil {
 			p.InitFailure = err
