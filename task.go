@@ -173,7 +173,10 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 //
 // Ending ctx cancels the running tasks' contexts and Map returns an error
 // matching ctx's (errors.Is), and its cause (context.Cause) if it was given
-// one; a ctx that has already ended when Map is called runs no task. When
+// one; a ctx that has already ended when Map is called runs no task. A
+// task's ctx canceled because its job ended (ctx's end, another task's
+// failure, the driver's shutdown) has a cause that says so, with the
+// job's error: "the driver canceled this attempt: its job has ended: ...". When
 // the driver shuts down (the driver function returned), a running Map
 // fails with CodeUnavailable, wrapping plugin.ErrClosed, and a later one
 // fails so at once. Map may be called concurrently.

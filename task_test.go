@@ -1269,3 +1269,67 @@ func TestTaskHookPanicsLoggedWithinBudget(t *testing.T) {
 		t.Errorf("the notice that more are held back: logged %d times, want once", n)
 	}
 }
+
+// awaitsCancel's attempts say on taskStarted that they run, and on
+// taskCauses the cause of their ctx's end (in-process executors only).
+var (
+	taskStarted = make(chan struct{}, 16)
+	taskCauses  = make(chan error, 16)
+)
+
+// awaitsCancel waits for its ctx to end, and reports why; input 1 fails
+// for good instead, once input 0 runs.
+var awaitsCancel = ember.NewTask("test.awaits-cancel", func(ctx context.Context, _ ember.TaskContext, n int) (int, error) {
+	if n == 1 {
+		<-taskStarted
+		return 0, ember.Permanent(errors.New("compile error in pkg/x"))
+	}
+	taskStarted <- struct{}{}
+	<-ctx.Done()
+	taskCauses <- context.Cause(ctx)
+	return 0, ctx.Err()
+})
+
+// A task whose job ends while it runs sees why in its ctx's cause: the
+// Map's ctx canceled, with that ctx's own cause, or another task's
+// failure. It was a bare context.Canceled, and a task could not tell a
+// user's cancel from anything else.
+func TestTaskCtxCauseSaysWhyItsJobEnded(t *testing.T) {
+	tests := []struct {
+		name   string
+		inputs []int
+		cancel bool // the Map's ctx is canceled, with a cause
+		want   string
+	}{
+		{"Map canceled", []int{0}, true, "build t2 canceled by user"},
+		{"another task failed", []int{0, 1}, false, "compile error in pkg/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+			ctx, cancel := context.WithCancelCause(testCtx(t))
+			defer cancel(nil)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := ember.Map(ctx, c.Driver, awaitsCancel, tt.inputs)
+				errc <- err
+			}()
+			if tt.cancel {
+				<-taskStarted
+				cancel(errors.New("build t2 canceled by user"))
+			}
+			if err := <-errc; err == nil {
+				t.Fatal("Map: got nil error, want its job's end")
+			}
+			var cause error
+			select {
+			case cause = <-taskCauses:
+			case <-testCtx(t).Done():
+				t.Fatal("the running task never saw its ctx end")
+			}
+			if cause == nil || !strings.Contains(cause.Error(), "the driver canceled this attempt: its job has ended") || !strings.Contains(cause.Error(), tt.want) {
+				t.Errorf("the task's ctx cause: got %v, want one saying the driver canceled it, and %q", cause, tt.want)
+			}
+		})
+	}
+}

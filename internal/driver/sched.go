@@ -398,8 +398,13 @@ func (s *scheduler) send(out []outFrame) {
 	s.send(cancels)
 }
 
+// cancelFrame is the TASK_CANCEL of a, whose job has ended: it carries the
+// job's error (its code and text), which the task's ctx gets as its cause
+// (context.Cause), so that a task can tell why: its Map's ctx canceled
+// (with that ctx's own cause), another task failed, the driver stopping.
 func cancelFrame(a *attempt) outFrame {
-	return outFrame{conn: a.exec.conn, f: &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: a.run}}
+	code, msg := rpc.ErrorParts(a.job.err)
+	return outFrame{conn: a.exec.conn, f: &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: a.run, Code: uint32(code), Error: msg}}
 }
 
 // scheduleLocked assigns queued attempts to free slots, retries first,

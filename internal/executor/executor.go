@@ -128,7 +128,7 @@ type Executor struct {
 	crashed bool
 
 	mu       sync.Mutex // protects tasks, stopping and panics
-	tasks    map[uint64]context.CancelFunc
+	tasks    map[uint64]context.CancelCauseFunc
 	stopping bool           // shutdown has begun: TASKs are refused
 	running  sync.WaitGroup // task goroutines
 	// panics counts the task panics logged, by job ID (see logTaskPanic);
@@ -158,7 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Slots <= 0 {
 		cfg.Slots = runtime.NumCPU()
 	}
-	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelFunc{}}
+	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}}
 	x.hostname, _ = os.Hostname()
 
 	creds := cfg.Creds
@@ -984,7 +984,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 		cancel := x.tasks[f.Call]
 		x.mu.Unlock()
 		if cancel != nil {
-			cancel()
+			cancel(taskCanceled(f))
 		}
 	case wire.Kind_KIND_STOP:
 		x.stopOnce.Do(func() { close(x.stop) })

@@ -34,7 +34,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
 		return
 	}
-	ctx, cancel := context.WithCancel(x.ctx)
+	ctx, cancel := context.WithCancelCause(x.ctx)
 	x.tasks[f.Call] = cancel
 	x.running.Add(1)
 	x.mu.Unlock()
@@ -49,7 +49,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 			delete(x.tasks, f.Call)
 			stopping := x.stopping
 			x.mu.Unlock()
-			cancel()
+			cancel(nil)
 			r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
 			if res.err != nil {
 				code, msg := rpc.ErrorParts(res.err)
@@ -62,6 +62,16 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		}()
 		x.runTask(ctx, info, f.Payload, &res)
 	}()
+}
+
+// taskCanceled is the cause a TASK_CANCEL gives its attempt's ctx: the
+// driver ended the attempt because its job ended, with the job's error
+// (a driver that sent none: Canceled alone).
+func taskCanceled(f *wire.Frame) error {
+	if f.Code == 0 && f.Error == "" {
+		return plugin.Errorf(plugin.CodeCanceled, "the driver canceled this attempt: its job has ended")
+	}
+	return fmt.Errorf("the driver canceled this attempt: its job has ended: %w", rpc.WireError(f.Code, f.Error))
 }
 
 // PermanentError marks a task's error as one that another attempt would
