@@ -2,13 +2,32 @@ package ember_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/plugin"
 )
+
+// giveUpInHandler runs ask under a ctx of its own, waits until its handler
+// has it (entered), then cancels that ctx, and checks that ask returns
+// CodeCanceled.
+func giveUpInHandler(t *testing.T, ctx context.Context, entered <-chan struct{}, ask func(context.Context) error) {
+	t.Helper()
+	askCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- ask(askCtx) }()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the handler never got the ask")
+	}
+	cancel()
+	if err := <-errc; plugin.CodeOf(err) != plugin.CodeCanceled {
+		t.Fatalf("the ask given up on: got %v, want CodeCanceled", err)
+	}
+}
 
 // droppedReply is a reply a DroppedReplyListener was told of, with the
 // sender its ctx carried.
@@ -88,9 +107,8 @@ func TestDroppedRepliesReachTheAsker(t *testing.T) {
 			driverGot := make(chan droppedReply, 1)
 			execGot := make(chan droppedReply, 1)
 			var (
-				dc   plugin.DriverContext
-				pcs  contexts
-				once sync.Once
+				dc  plugin.DriverContext
+				pcs contexts
 			)
 			embertest.Start(t, ember.Config{
 				Master: "local[1]",
@@ -115,18 +133,7 @@ func TestDroppedRepliesReachTheAsker(t *testing.T) {
 				}},
 			})
 			ctx := testCtx(t)
-			askCtx, cancel := context.WithCancel(ctx)
-			errc := make(chan error, 1)
-			go func() { errc <- tt.ask(askCtx, dc, pcs.get("1")) }()
-			select {
-			case <-entered:
-			case <-ctx.Done():
-				t.Fatal("the handler never got the ask")
-			}
-			once.Do(cancel)
-			if err := <-errc; plugin.CodeOf(err) != plugin.CodeCanceled {
-				t.Fatalf("the ask given up on: got %v, want CodeCanceled", err)
-			}
+			giveUpInHandler(t, ctx, entered, func(ctx context.Context) error { return tt.ask(ctx, dc, pcs.get("1")) })
 
 			want, other := execGot, driverGot
 			if tt.onDriver {
@@ -179,18 +186,7 @@ func TestLateRepliesNobodyTakesAreCounted(t *testing.T) {
 			c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, MetricsAddr: "127.0.0.1:0",
 				Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
 			ctx := testCtx(t)
-			askCtx, cancel := context.WithCancel(ctx)
-			errc := make(chan error, 1)
-			go func() { errc <- tt.ask(askCtx, *dc, *ec) }()
-			select {
-			case <-entered:
-			case <-ctx.Done():
-				t.Fatal("the handler never got the ask")
-			}
-			cancel()
-			if err := <-errc; plugin.CodeOf(err) != plugin.CodeCanceled {
-				t.Fatalf("the ask given up on: got %v, want CodeCanceled", err)
-			}
+			giveUpInHandler(t, ctx, entered, func(ctx context.Context) error { return tt.ask(ctx, *dc, *ec) })
 			embertest.WaitFor(t, "the late reply counted in /metrics", func() bool {
 				n, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_messages_dropped_total",
 					map[string]string{"executor": tt.executor, "plugin": "unheard", "reason": "late_reply"})

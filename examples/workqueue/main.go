@@ -161,6 +161,15 @@ func (q *queue) wait(ctx context.Context) (map[int]int, error) {
 	return maps.Clone(q.results), nil
 }
 
+// sum adds up results.
+func sum(results map[int]int) int {
+	n := 0
+	for _, v := range results {
+		n += v
+	}
+	return n
+}
+
 // wakeLocked wakes the polls waiting for jobs; q.mu is held.
 func (q *queue) wakeLocked() {
 	close(q.more)
@@ -433,12 +442,8 @@ func main() {
 		if err != nil {
 			return err
 		}
-		sum := 0
-		for _, v := range results {
-			sum += v
-		}
 		fmt.Printf("%d jobs done\n", len(results))
-		fmt.Printf("the sum of their results is %d\n", sum)
+		fmt.Printf("the sum of their results is %d\n", sum(results))
 		return nil
 	})
 	if err != nil {

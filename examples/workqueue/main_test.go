@@ -42,12 +42,8 @@ func TestJobsWhosePollGaveUpAreGivenBack(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		sum := 0
-		for _, v := range results {
-			sum += v
-		}
-		if len(results) != jobs || sum != want {
-			t.Errorf("got %d results summing to %d, want %d summing to %d", len(results), sum, jobs, want)
+		if got := sum(results); len(results) != jobs || got != want {
+			t.Errorf("got %d results summing to %d, want %d summing to %d", len(results), got, jobs, want)
 		}
 		return nil
 	})
