@@ -1268,10 +1268,13 @@ func (c *Conn) giveUpLocked(id uint64) bool {
 }
 
 // forget removes call id, which failed to be queued, and reports whether
-// it was still waiting.
+// it was still waiting. Its ctx's watcher may have given it up first
+// (an ask waiting for room, see enqueueLocked): never written, it gets no
+// reply, so it leaves gaveUp too.
 func (c *Conn) forget(id uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.gaveUp, id)
 	if _, ok := c.calls[id]; !ok {
 		return false
 	}
