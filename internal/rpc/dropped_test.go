@@ -173,3 +173,49 @@ func TestReplyRacingGiveUpIsNeverLost(t *testing.T) {
 	}
 	t.Logf("%d of %d asks returned their reply; the rest were handed over as dropped", returned, asks)
 }
+
+// Asks that share a ctx are given up on by its watcher (Conn.watch), not
+// by their askers: a reply that comes after that is handed over too. No
+// other test made asks share a ctx, and a watcher that deleted the ask
+// from the call table, as it used to, went unnoticed.
+func TestReplyAfterWatcherGaveUpReachesHandler(t *testing.T) {
+	t.Parallel()
+	s := newFakeStream()
+	h := newHandler(nil)
+	c := startFake(t, s, h, rpc.Options{})
+	ctx, cancel := context.WithCancel(testContext(t))
+	first := askAsync(ctx, c)
+	poll(t, "the first ask written", func() bool { return s.count(wire.Kind_KIND_ASK) == 1 })
+	second := askAsync(ctx, c) // shares ctx with a waiting ask: a watcher answers for it
+	poll(t, "the second ask written", func() bool { return s.count(wire.Kind_KIND_ASK) == 2 })
+	if n := rpc.Watchers(c); n != 1 {
+		t.Fatalf("%d watchers, want 1: the second ask's", n)
+	}
+	cancel()
+	recv(t, first, "the first ask's end")
+	recv(t, second, "the second ask's end")
+	if n := rpc.GaveUp(c); n != 2 {
+		t.Errorf("%d asks given up on expect a reply, want 2", n)
+	}
+	var frames []*wire.Frame
+	for _, f := range s.Sent() {
+		if f.Kind == wire.Kind_KIND_ASK {
+			frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: f.Call, Plugin: 1, Type: "job", Payload: []byte(fmt.Sprint(f.Call))})
+		}
+	}
+	frames = append(frames, &wire.Frame{Kind: wire.Kind_KIND_STOP})
+	s.in <- &wire.Batch{Frames: frames}
+	poll(t, "the frame after the replies handled", func() bool {
+		fs := h.Frames()
+		return len(fs) > 0 && fs[len(fs)-1].Kind == wire.Kind_KIND_STOP
+	})
+	got := 0
+	for _, f := range h.Frames() {
+		if f.Kind == wire.Kind_KIND_REPLY {
+			got++
+		}
+	}
+	if got != 2 {
+		t.Errorf("handler got %d REPLYs, want 2: one for each ask given up on, the watcher's included", got)
+	}
+}
