@@ -32,13 +32,14 @@ type (
 	// NextJob asks the driver for a job.
 	NextJob struct{}
 	// Job is a job to do. Attempt counts the times it was handed out
-	// before this one: 0 the first time.
+	// before this one, to a worker that took it (one that gave it back
+	// never did): 0 the first time.
 	Job struct{ ID, N, Attempt int }
 	// Result is a job's outcome.
 	Result struct{ ID, Value int }
 	// Returned gives back a job whose poll had given up when the job
-	// came: the worker never took it (Attempt tells that hand-out from a
-	// later one).
+	// came: the worker never took it (Attempt tells that hand-out from
+	// one after its lease ran out).
 	Returned struct{ ID, Attempt int }
 )
 
@@ -204,16 +205,18 @@ func (q *queue) expire(l *lease) {
 	}
 	log.Printf("workqueue: job %d: its lease on executor %s ran out; handing it out again", l.job.ID, l.executor)
 	q.expired[l.job.ID]++
-	q.requeueLocked(l)
+	q.requeueLocked(l, true)
 }
 
 // requeueLocked ends l and puts its job back in the queue, for its next
-// attempt; q.mu is held.
-func (q *queue) requeueLocked(l *lease) {
+// attempt if its worker took it (taken: not given back); q.mu is held.
+func (q *queue) requeueLocked(l *lease, taken bool) {
 	l.timer.Stop()
 	delete(q.leased, l.job.ID)
 	j := l.job
-	j.Attempt++
+	if taken {
+		j.Attempt++
+	}
 	q.pending = append(q.pending, j)
 	q.reissued++
 	q.wakeLocked()
@@ -254,7 +257,7 @@ func (q *queue) Receive(ctx context.Context, msg any) (any, error) {
 		// out again since (its lease ran out), or be done.
 		if l := q.leased[m.ID]; l != nil && l.executor == executor && l.job.Attempt == m.Attempt {
 			q.returned++
-			q.requeueLocked(l)
+			q.requeueLocked(l, false)
 		}
 		return nil, nil
 	case Result:
@@ -302,7 +305,7 @@ func (q *queue) OnExecutorRemoved(_ context.Context, e plugin.ExecutorInfo, _ er
 	for _, l := range q.leased {
 		if l.executor == e.ID {
 			log.Printf("workqueue: job %d: executor %s left; handing it out again", l.job.ID, e.ID)
-			q.requeueLocked(l)
+			q.requeueLocked(l, true)
 		}
 	}
 }

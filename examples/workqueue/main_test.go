@@ -14,8 +14,9 @@ import (
 
 // With polls that time out every millisecond, many jobs come just after
 // their poll gave up. Each is given back by its worker (OnReplyDropped)
-// and handed out again at once: no job waits for its lease to run out
-// but slowJob's first attempt, which overruns it, and every job is done.
+// and handed out again at once, as the same attempt: no job waits for its
+// lease to run out but slowJob, whose first attempt taken overruns it,
+// and every job is done.
 // Before Ember told the worker of a reply that came too late, such jobs
 // each waited a whole lease.
 func TestJobsWhosePollGaveUpAreGivenBack(t *testing.T) {
@@ -53,6 +54,9 @@ func TestJobsWhosePollGaveUpAreGivenBack(t *testing.T) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t.Logf("leases run out, by job ID: %v", q.expired)
+	if n := q.expired[slowJob]; n != 1 {
+		t.Errorf("job %d's lease ran out %d times, want once: its first attempt taken overruns it", slowJob, n)
+	}
 	delete(q.expired, slowJob)
 	if len(q.expired) > 0 {
 		t.Errorf("leases ran out for jobs %v (times by job ID: %v), want none but job %d's: a job that came after its poll gave up should be given back at once",
