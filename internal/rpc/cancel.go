@@ -126,7 +126,7 @@ func (c *Conn) peerCanceled(id uint64) {
 func (c *Conn) cancelAsk(id uint64, p uint32) {
 	c.mu.Lock()
 	if c.withdrawLocked(id) {
-		delete(c.gaveUp, id)
+		c.ungiveLocked(id)
 		c.mu.Unlock()
 		return
 	}

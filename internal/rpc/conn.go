@@ -177,12 +177,14 @@ type Conn struct {
 	space   chan struct{} // closed when the writer takes the queue and senders wait
 	waiters int           // senders waiting for room
 	calls   map[uint64]pending
-	// gaveUp holds the call IDs of the asks sent and given up on (their
-	// ctx ended first) whose reply has not come: the reply, when it
-	// does, is handed to the handler as dropped (see claim), once. An
-	// ask is moved here from calls in one lock round, so that a reply
-	// is never found in neither.
-	gaveUp   map[uint64]struct{}
+	// gaveUp holds the asks sent and given up on (their ctx ended
+	// first) whose reply has not come, by call ID, with the plugin that
+	// asked: the reply, when it does, is handed to the handler as
+	// dropped (see claim), once, marked as that plugin's, whatever
+	// plugin the peer put in it. An ask is moved here from calls in one
+	// lock round, so that a reply is never found in neither. Nil when
+	// empty: a burst of give-ups does not keep its map's size.
+	gaveUp   map[uint64]uint32
 	nextCall uint64
 	closing  bool // no new frames; writer closes when the queue is empty
 	closed   bool
@@ -986,6 +988,7 @@ type pending struct {
 	decode  bool       // the reader decodes the reply (AskMessage)
 	w       *watcher   // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
 	written int64      // Conn.written when the ask was registered: all of it precedes the ask
+	plugin  uint32     // the plugin that asked
 	// gaveUp marks, in claim's answer, the reply to an ask this side sent
 	// and gave up on (Conn.gaveUp): the reply is dropped, and the handler
 	// told.
@@ -1188,7 +1191,7 @@ func (c *Conn) start(ctx context.Context, f *wire.Frame, p pending) (uint64, *wa
 	}
 	c.nextCall++
 	id := c.nextCall
-	p.written = c.written.Load()
+	p.written, p.plugin = c.written.Load(), f.Plugin
 	c.calls[id] = p
 	f.Call = id
 	if stamp.Enabled {
@@ -1256,15 +1259,25 @@ func (c *Conn) giveUp(id uint64) bool {
 
 // giveUpLocked is giveUp with c.mu held.
 func (c *Conn) giveUpLocked(id uint64) bool {
-	if _, ok := c.calls[id]; !ok {
+	p, ok := c.calls[id]
+	if !ok {
 		return false
 	}
 	delete(c.calls, id)
 	if c.gaveUp == nil {
-		c.gaveUp = make(map[uint64]struct{})
+		c.gaveUp = make(map[uint64]uint32)
 	}
-	c.gaveUp[id] = struct{}{}
+	c.gaveUp[id] = p.plugin
 	return true
+}
+
+// ungiveLocked forgets ask id in gaveUp: its reply has come, or none
+// will. c.mu is held.
+func (c *Conn) ungiveLocked(id uint64) {
+	delete(c.gaveUp, id)
+	if len(c.gaveUp) == 0 {
+		c.gaveUp = nil
+	}
 }
 
 // forget removes call id, which failed to be queued, and reports whether
@@ -1274,7 +1287,7 @@ func (c *Conn) giveUpLocked(id uint64) bool {
 func (c *Conn) forget(id uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.gaveUp, id)
+	c.ungiveLocked(id)
 	if _, ok := c.calls[id]; !ok {
 		return false
 	}
@@ -1547,8 +1560,10 @@ func (c *Conn) claim(frames []*wire.Frame, buf []pending) []pending {
 			delete(c.calls, f.Call)
 			// The peer has read the ask, so all that preceded it.
 			c.read = max(c.read, p.written)
-		} else if _, p.gaveUp = c.gaveUp[f.Call]; p.gaveUp {
-			delete(c.gaveUp, f.Call)
+		} else if pl, gaveUp := c.gaveUp[f.Call]; gaveUp {
+			c.ungiveLocked(f.Call)
+			p.gaveUp = true
+			f.Plugin = pl // the asker's, whatever the peer says
 		}
 		buf = append(buf, p)
 	}

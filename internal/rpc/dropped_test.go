@@ -11,9 +11,9 @@ import (
 
 // A REPLY that comes after its ask gave up reaches the handler, for the
 // asking plugin to be told, when it carries a message: not an error, not a
-// nil message, not one for an ask this side never made, and only once
-// (a peer cannot make this side's plugin hear of replies it never sent
-// for, nor fill its lane with copies).
+// nil message, not one for an ask this side never made, and only once,
+// as the asking plugin's (a peer cannot make this side's plugins hear of
+// replies they never asked for, nor fill a lane with copies).
 func TestReplyAfterGiveUpReachesHandler(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -38,6 +38,9 @@ func TestReplyAfterGiveUpReachesHandler(t *testing.T) {
 		{"for an ask never made", false, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call + 1000, Plugin: 1, Type: "job", Payload: []byte("7")}
 		}, false, false},
+		{"naming another plugin", false, func(call uint64) *wire.Frame {
+			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 2, Type: "job", Payload: []byte("7")}
+		}, true, false},
 		{"twice", false, func(call uint64) *wire.Frame {
 			return &wire.Frame{Kind: wire.Kind_KIND_REPLY, Call: call, Plugin: 1, Type: "job", Payload: []byte("7")}
 		}, true, true},
