@@ -65,9 +65,9 @@ type ExecutorContext interface {
 	// ctx.Err() (context.DeadlineExceeded or context.Canceled), and a
 	// cancel is passed on: the handler's ctx ends too (an ask still
 	// queued behind others on this side is not sent at all). A reply
-	// that arrives after that is dropped, and reported to the plugin if
-	// it implements [DroppedReplyListener]; one that arrives as ctx ends
-	// is returned, with no error. A Receive
+	// that arrives after that is dropped, and, if it carries a message,
+	// reported to the plugin if it implements [DroppedReplyListener]; one
+	// that arrives as ctx ends is returned, with no error. A Receive
 	// error arrives with its code and message; a lost driver gives
 	// CodeUnavailable. Ask is safe to call from many goroutines at once,
 	// which is one way to keep several asks in flight (Go, from one
@@ -127,8 +127,9 @@ type DriverContext interface {
 	Executors() []ExecutorInfo
 	// AskExecutor sends msg to this plugin on one executor, whose plugin
 	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
-	// for the reply. Errors are as for ExecutorContext.Ask; an unknown
-	// executor gives CodeNotFound ([ErrNoSuchExecutor]). Once the driver
+	// for the reply. Errors are as for ExecutorContext.Ask, and so is a
+	// reply that comes after ctx has ended ([DroppedReplyListener]); an
+	// unknown executor gives CodeNotFound ([ErrNoSuchExecutor]). Once the driver
 	// is shutting down, AskExecutor, GoExecutor, SendExecutor and
 	// Broadcast give CodeUnavailable ([ErrShuttingDown], which matches
 	// [ErrClosed] too), and so does an ask still waiting then. An ask

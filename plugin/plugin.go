@@ -188,10 +188,13 @@ type ConcurrentReceiver interface {
 // error reply nor a nil one. On an executor it runs on the plugin's
 // dispatch lane, one call at a time with its Receive calls
 // ([ExecutorReceiver]), under a ctx that ends when the executor stops; on
-// the driver, on the plugin's lane as a message from that executor would,
-// ordered with that executor's messages and before its OnExecutorRemoved,
-// under a ctx that carries the executor's ID ([SenderID]). A panic is
-// recovered and logged.
+// the driver, on the plugin's lane as a message from that executor would
+// (one call at a time with Receive, or alongside it for a
+// [ConcurrentReceiver]), before that executor's OnExecutorRemoved, under a
+// ctx that carries the executor's ID ([SenderID]). A panic is recovered
+// and logged. Replies nobody takes (the plugin does not listen, or its
+// lane has closed for shutdown) are counted in
+// ember_messages_dropped_total, reason late_reply.
 //
 // Together with [ExecutorListener] on the driver, it accounts for every
 // message a Receive returned that its asker did not take: a reply still

@@ -414,7 +414,7 @@ func NewDropped(constLabels prometheus.Labels) *prometheus.CounterVec {
 	}
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "ember_messages_dropped_total",
-		Help:        "Sent messages that could not be delivered, and replies that came after their ask gave up with no plugin.DroppedReplyListener to take them (reason late_reply), by plugin, reason and executor (where dropped: driver for the driver).",
+		Help:        "Sent messages that could not be delivered, and replies that came after their ask gave up with no plugin.DroppedReplyListener to take them, or its lane closed (reason late_reply), by plugin, reason and executor (where dropped: driver for the driver).",
 		ConstLabels: constLabels,
 	}, labels)
 }
