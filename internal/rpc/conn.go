@@ -985,10 +985,10 @@ func (c *Conn) SendControl(f *wire.Frame) error {
 type pending struct {
 	ch      chan reply // nil for an async ask
 	async   Async      // an ask made with AskAsync
-	decode  bool       // the reader decodes the reply (AskMessage)
 	w       *watcher   // cancels the ask when its ctx ends; nil: the asker watches its ctx itself
 	written int64      // Conn.written when the ask was registered: all of it precedes the ask
 	plugin  uint32     // the plugin that asked
+	decode  bool       // the reader decodes the reply (AskMessage)
 	// gaveUp marks, in claim's answer, the reply to an ask this side sent
 	// and gave up on (Conn.gaveUp): the reply is dropped, and the handler
 	// told.
