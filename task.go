@@ -165,7 +165,8 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // then, until one input has failed ConfMaxTaskFailures times, or has
 // failed with an error marked Permanent. Map then fails with an error
 // naming the task, index, attempts, executor and cause, which wraps a
-// *TaskError (get it with errors.As). The error carries the last
+// *TaskError (get it with errors.As), and cancels the other running
+// tasks (MapEach fails that input alone, and runs the others on). The error carries the last
 // attempt's code (plugin.CodeOf), so a task that failed with its own
 // deadline matches context.DeadlineExceeded as Map's ended ctx does: tell
 // them apart with ctx.Err() or errors.As. Tasks of an executor that dies
@@ -176,37 +177,21 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // one; a ctx that has already ended when Map is called runs no task. A
 // task's ctx canceled because its job ended (ctx's end, another task's
 // failure, the driver's shutdown) has a cause that says so, with the
-// job's error: "the driver canceled this attempt: its job has ended: ...". When
-// the driver shuts down (the driver function returned), a running Map
-// fails with CodeUnavailable, wrapping plugin.ErrClosed, and a later one
-// fails so at once. Map may be called concurrently.
+// job's error: "the driver canceled this attempt: its job has ended:
+// ...". When the driver shuts down (the driver function returned), a
+// running Map fails with CodeUnavailable, wrapping plugin.ErrClosed, and
+// a later one fails so at once. Map may be called concurrently.
 func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Out, error) {
-	limit := d.cfg.MaxMessageBytes
-	if limit <= 0 {
-		limit = rpc.DefaultMaxMessageBytes
-	}
-	payloads := make([][]byte, len(inputs))
-	for i, in := range inputs {
-		b, err := codec.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("ember.Map %q: encode inputs[%d]: %w", t.name, i, err)
-		}
-		if len(b) > limit {
-			return nil, fmt.Errorf("ember.Map %q: inputs[%d]: %w", t.name, i,
-				plugin.Errorf(plugin.CodeResourceExhausted, "%d bytes, over the %d-byte limit: %w", len(b), limit, plugin.ErrMessageTooLarge))
-		}
-		payloads[i] = b
+	payloads, err := encodeInputs(d, t, inputs, "ember.Map")
+	if err != nil {
+		return nil, err
 	}
 	progress := driver.NewProgress(len(payloads))
 	stop := d.showProgress(t.name, progress)
 	results, err := d.d.RunJob(ctx, t.name, payloads, progress)
 	stop()
 	if err != nil {
-		var tf *driver.TaskFailure
-		if errors.As(err, &tf) {
-			err = &TaskError{Task: tf.Task, Index: tf.Index, Attempts: tf.Attempts, ExecutorID: tf.ExecutorID, Cause: tf.Cause, Permanent: tf.Permanent}
-		}
-		return nil, fmt.Errorf("ember.Map: %w", err)
+		return nil, fmt.Errorf("ember.Map: %w", taskError(err))
 	}
 	outs := make([]Out, len(results))
 	for i, r := range results {
@@ -215,6 +200,84 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 		}
 	}
 	return outs, nil
+}
+
+// Result is one input's outcome in MapEach: its task's output, or the
+// error it failed with (a *TaskError) and the zero Out.
+type Result[Out any] struct {
+	Out Out
+	Err error
+}
+
+// MapEach is Map for inputs that stand alone, such as a test farm's
+// shards: a task that fails for good (ConfMaxTaskFailures attempts, or an
+// error marked Permanent, or an executor lost under it that many times)
+// fails its own input, and the others run on, where Map would cancel
+// them and fail. It returns one Result per input, in input order; an
+// input's Err wraps a *TaskError (errors.As), as Map's error would, or
+// says that its output could not be decoded.
+//
+// The error is the job's, as Map's, for what ends every input: ctx
+// ending (with its cause), the driver shutting down, no executors left,
+// and, before any task runs, an unregistered task or an input too large.
+// The results are then nil. A progress line counts failed inputs as
+// done.
+func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Result[Out], error) {
+	payloads, err := encodeInputs(d, t, inputs, "ember.MapEach")
+	if err != nil {
+		return nil, err
+	}
+	progress := driver.NewProgress(len(payloads))
+	stop := d.showProgress(t.name, progress)
+	results, errs, err := d.d.RunJobEach(ctx, t.name, payloads, progress)
+	stop()
+	if err != nil {
+		return nil, fmt.Errorf("ember.MapEach: %w", err)
+	}
+	outs := make([]Result[Out], len(results))
+	for i := range results {
+		switch {
+		case errs[i] != nil:
+			outs[i].Err = fmt.Errorf("ember.MapEach: %w", taskError(errs[i]))
+		default:
+			if err := codec.Unmarshal(results[i], &outs[i].Out); err != nil {
+				outs[i].Err = fmt.Errorf("ember.MapEach %q: decode output %d: %w", t.name, i, err)
+			}
+		}
+	}
+	return outs, nil
+}
+
+// encodeInputs encodes the inputs of a job of t, failing for one that
+// cannot be encoded or is over Config.MaxMessageBytes.
+func encodeInputs[In, Out any](d *Driver, t *Task[In, Out], inputs []In, caller string) ([][]byte, error) {
+	limit := d.cfg.MaxMessageBytes
+	if limit <= 0 {
+		limit = rpc.DefaultMaxMessageBytes
+	}
+	payloads := make([][]byte, len(inputs))
+	for i, in := range inputs {
+		b, err := codec.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: encode inputs[%d]: %w", caller, t.name, i, err)
+		}
+		if len(b) > limit {
+			return nil, fmt.Errorf("%s %q: inputs[%d]: %w", caller, t.name, i,
+				plugin.Errorf(plugin.CodeResourceExhausted, "%d bytes, over the %d-byte limit: %w", len(b), limit, plugin.ErrMessageTooLarge))
+		}
+		payloads[i] = b
+	}
+	return payloads, nil
+}
+
+// taskError is err from the scheduler with its *driver.TaskFailure, if
+// any, made a *TaskError.
+func taskError(err error) error {
+	var tf *driver.TaskFailure
+	if errors.As(err, &tf) {
+		return &TaskError{Task: tf.Task, Index: tf.Index, Attempts: tf.Attempts, ExecutorID: tf.ExecutorID, Cause: tf.Cause, Permanent: tf.Permanent}
+	}
+	return err
 }
 
 // TaskError is the error of a Map whose task failed too many times, or

@@ -1333,3 +1333,122 @@ func TestTaskCtxCauseSaysWhyItsJobEnded(t *testing.T) {
 		})
 	}
 }
+
+// shard is a test farm's shard: n%3 == 0 fails for good, n%3 == 1 fails
+// its first attempt and passes its second, the rest pass at once; n == 7
+// says on shard7 where it runs, and waits for its ctx to end (so that a
+// test can end its job, or kill its executor).
+var shard = ember.NewTask("test.shard", func(ctx context.Context, tc ember.TaskContext, n int) (string, error) {
+	switch {
+	case n == 7:
+		shard7 <- tc.ExecutorID
+		<-ctx.Done()
+		return "", ctx.Err()
+	case n%3 == 0:
+		return "", ember.Permanent(plugin.Errorf(plugin.CodeInvalidArgument, "shard %d: 2 tests failed", n))
+	case n%3 == 1 && tc.Attempt == 0:
+		return "", fmt.Errorf("shard %d: flaky runner", n)
+	}
+	return fmt.Sprintf("shard %d passed", n), nil
+})
+
+// shard7 gets the executor of each attempt of shard 7 (in-process
+// executors only).
+var shard7 = make(chan string, 16)
+
+// MapEach runs every input to its end: a task that fails for good fails
+// its own input (a *TaskError in its Result), a flaky one is retried as in
+// Map, and the others run on, where Map cancels them and fails. A test
+// farm gets every shard's pass or fail.
+func TestMapEachRunsEveryInput(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+	ctx := testCtx(t)
+	inputs := []int{1, 2, 3, 4, 5, 6, 8}
+	results, err := ember.MapEach(ctx, c.Driver, shard, inputs)
+	if err != nil {
+		t.Fatalf("MapEach: %v", err)
+	}
+	if len(results) != len(inputs) {
+		t.Fatalf("MapEach: got %d results, want %d", len(results), len(inputs))
+	}
+	for i, n := range inputs {
+		r := results[i]
+		if n%3 != 0 {
+			if want := fmt.Sprintf("shard %d passed", n); r.Err != nil || r.Out != want {
+				t.Errorf("inputs[%d] (%d): got %q, %v; want %q", i, n, r.Out, r.Err, want)
+			}
+			continue
+		}
+		var te *ember.TaskError
+		if !errors.As(r.Err, &te) || te.Index != i || !te.Permanent || te.Attempts != 1 ||
+			plugin.CodeOf(r.Err) != plugin.CodeInvalidArgument || !strings.Contains(r.Err.Error(), "2 tests failed") || r.Out != "" {
+			t.Errorf("inputs[%d] (%d): got %q, %v; want a permanent *TaskError for index %d after 1 attempt, InvalidArgument", i, n, r.Out, r.Err, i)
+		}
+	}
+	// Map, on the same inputs, fails at the first shard that fails.
+	if _, err := ember.Map(ctx, c.Driver, shard, inputs); !ember.IsPermanent(err) {
+		t.Errorf("Map on the same inputs: got %v, want a permanent failure", err)
+	}
+}
+
+// MapEach fails as a whole for what ends every input: its ctx ending,
+// with the ctx's cause, gives an error and no results. An input whose
+// executor is lost under it as often as ConfMaxTaskFailures allows fails
+// alone: the job returns its Result.
+func TestMapEachJobErrors(t *testing.T) {
+	t.Run("ctx ended", func(t *testing.T) {
+		c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+		ctx, cancel := context.WithCancelCause(testCtx(t))
+		defer cancel(nil)
+		go func() {
+			<-shard7
+			cancel(errors.New("build 12 canceled"))
+		}()
+		results, err := ember.MapEach(ctx, c.Driver, shard, []int{7, 2})
+		if results != nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "build 12 canceled") {
+			t.Errorf("MapEach whose ctx was canceled: got %v, %v; want no results and an error matching context.Canceled, with the cause", results, err)
+		}
+	})
+	t.Run("executor lost", func(t *testing.T) {
+		c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet, Conf: map[string]string{ember.ConfMaxTaskFailures: "1"}})
+		ctx := testCtx(t)
+		type outcome struct {
+			results []ember.Result[string]
+			err     error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			results, err := ember.MapEach(ctx, c.Driver, shard, []int{7})
+			done <- outcome{results, err}
+		}()
+		if err := c.Kill(<-shard7); err != nil {
+			t.Fatal(err)
+		}
+		o := <-done
+		if o.err != nil || len(o.results) != 1 {
+			t.Fatalf("MapEach with an executor lost: got %v, %v; want 1 result", o.results, o.err)
+		}
+		var te *ember.TaskError
+		if r := o.results[0]; !errors.As(r.Err, &te) || plugin.CodeOf(r.Err) != plugin.CodeUnavailable || !strings.Contains(r.Err.Error(), "was lost while running it") {
+			t.Errorf("inputs[0], on the executor lost: got %v, want a *TaskError, CodeUnavailable, saying it was lost", r.Err)
+		}
+	})
+}
+
+// MapEach with executors in processes of their own: each shard's outcome
+// comes back, the failed one's error with its code and text.
+func TestMapEachLocalCluster(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local-cluster[2]", Logger: quiet})
+	results, err := ember.MapEach(testCtx(t), c.Driver, shard, []int{1, 2, 3})
+	if err != nil || len(results) != 3 {
+		t.Fatalf("MapEach: got %v, %v; want 3 results", results, err)
+	}
+	for i, want := range []string{"shard 1 passed", "shard 2 passed"} {
+		if r := results[i]; r.Err != nil || r.Out != want {
+			t.Errorf("inputs[%d]: got %q, %v; want %q", i, r.Out, r.Err, want)
+		}
+	}
+	if r := results[2]; !ember.IsPermanent(r.Err) || plugin.CodeOf(r.Err) != plugin.CodeInvalidArgument || !strings.Contains(r.Err.Error(), "shard 3: 2 tests failed") {
+		t.Errorf("inputs[2]: got %v, want a permanent InvalidArgument failure saying 2 tests failed", r.Err)
+	}
+}

@@ -66,7 +66,8 @@ func NewProgress(total int) *Progress { return &Progress{total: total} }
 // Job returns the ID of the job, or 0 before RunJob has given it one.
 func (p *Progress) Job() int { return int(p.job.Load()) }
 
-// Counts returns tasks done, running and in total.
+// Counts returns tasks done (in a job of RunJobEach, inputs failed for
+// good included), running and in total.
 func (p *Progress) Counts() (done, running, total int) {
 	return int(p.done.Load()), int(p.running.Load()), p.total
 }
@@ -83,6 +84,10 @@ type job struct {
 	progress *Progress
 	err      error
 	done     chan struct{} // closed when finished (err set or all results in)
+	// each: a task that fails for good fails its own input (errs), and
+	// the others run on (RunJobEach); otherwise it fails the job.
+	each bool
+	errs []error
 }
 
 // attempt is one run of one task of a job.
@@ -139,20 +144,34 @@ type scheduler struct {
 // CodeUnavailable when none can (NoReplacements, EndReplacements).
 // Once the driver is closing, jobs fail with CodeUnavailable.
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
+	results, _, err := d.runJob(ctx, task, inputs, progress, false)
+	return results, err
+}
+
+// RunJobEach is RunJob for inputs that stand alone: a task that fails for
+// good (ConfMaxTaskFailures attempts, or one marked permanent) fails its
+// own input, with a *TaskFailure in errs at its index, and the others run
+// on. The error is the job's (its ctx ended, the driver shut down, no
+// executors left), as RunJob's; results and errs are then nil.
+func (d *Driver) RunJobEach(ctx context.Context, task string, inputs [][]byte, progress *Progress) (results [][]byte, errs []error, err error) {
+	return d.runJob(ctx, task, inputs, progress, true)
+}
+
+func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progress *Progress, each bool) ([][]byte, []error, error) {
 	if progress == nil {
 		progress = NewProgress(len(inputs))
 	}
 	if !slices.Contains(d.cfg.Tasks, task) {
 		// Executors have the tasks registered when they started, which
 		// the handshake checked against this list.
-		return nil, plugin.Errorf(plugin.CodeNotFound,
+		return nil, nil, plugin.Errorf(plugin.CodeNotFound,
 			"task %q was not registered when Run started (declare tasks with ember.NewTask in package-level vars, so that every process has them)", task)
 	}
 	s := &d.sched
 	s.mu.Lock()
 	if err := s.closed; err != nil {
 		s.mu.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
 	s.nextJob++
 	progress.job.Store(int64(s.nextJob))
@@ -165,13 +184,17 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		left:     len(inputs),
 		progress: progress,
 		done:     make(chan struct{}),
+		each:     each,
+	}
+	if each {
+		j.errs = make([]error, len(inputs))
 	}
 	if ctx.Err() != nil && len(inputs) > 0 {
 		// Before queueing its attempts: a TASK sent now would run the
 		// task, side effects and all, for a caller that has gone (it
 		// used to fill every free slot before the wait below saw ctx).
 		s.mu.Unlock()
-		return nil, jobEnded(ctx, j, "")
+		return nil, nil, jobEnded(ctx, j, "")
 	}
 	if len(inputs) == 0 {
 		close(j.done)
@@ -188,7 +211,7 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		sends := s.failJobLocked(j, err)
 		s.mu.Unlock()
 		s.send(sends)
-		return nil, j.err
+		return nil, nil, j.err
 	}
 	for i := range inputs {
 		s.pending.push(&attempt{job: j, index: i})
@@ -236,9 +259,9 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 		}
 	}
 	if j.err != nil {
-		return nil, j.err
+		return nil, nil, j.err
 	}
-	return j.results, nil
+	return j.results, j.errs, nil
 }
 
 // jobEnded is the error of job j, whose ctx has ended: it matches
@@ -563,7 +586,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 			j.failures[a.index]++
 			if j.failures[a.index] >= s.maxFailures {
 				lost := plugin.Errorf(plugin.CodeUnavailable, "executor %s was lost while running it: %v", e.info.ID, cause)
-				out = append(out, s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: lost})...)
+				out = append(out, s.taskFailedLocked(a, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: lost})...)
 				continue
 			}
 		}
@@ -653,7 +676,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		if retry {
 			s.retryLocked(a, e)
 		} else {
-			out = s.failJobLocked(j, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause, Permanent: f.Permanent})
+			out = s.taskFailedLocked(a, &TaskFailure{Task: j.task, Index: a.index, Attempts: j.failures[a.index], ExecutorID: e.info.ID, Cause: cause, Permanent: f.Permanent})
 		}
 		if j.logged < maxFailuresLogged {
 			j.logged++
@@ -679,6 +702,23 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 // one line each: a job whose every task fails would otherwise log
 // maxFailures lines per input.
 const maxFailuresLogged = 10
+
+// taskFailedLocked records that a's task has failed for good: its input's
+// error in a job of RunJobEach, whose other inputs run on; the job's
+// otherwise (failJobLocked). s.mu is held.
+func (s *scheduler) taskFailedLocked(a *attempt, failure *TaskFailure) []outFrame {
+	j := a.job
+	if !j.each {
+		return s.failJobLocked(j, failure)
+	}
+	j.errs[a.index] = failure
+	j.progress.done.Add(1)
+	j.left--
+	if j.left == 0 {
+		close(j.done)
+	}
+	return nil
+}
 
 // failJobLocked ends j with err and cancels its running attempts. They
 // keep their slots until their executors report them ended (result) or are
