@@ -338,3 +338,34 @@ func ExampleMap() {
 	// [1 4 9] <nil>
 	// input 1 failed 1 time(s): invalid_argument: negative input -5 (code invalid_argument)
 }
+
+// MapEach runs every input to its end: a task that fails for good fails
+// its own input, and the others run on. A test farm gets each shard's
+// outcome.
+func ExampleMapEach() {
+	err := ember.Run(context.Background(), ember.Config{
+		Master: "local[1]",
+		Conf:   map[string]string{ember.ConfMaxTaskFailures: "1"},
+		Logger: slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		results, err := ember.MapEach(ctx, d, square, []int{4, -5, 6})
+		if err != nil {
+			return err // the job as a whole: ctx ended, the driver stopping
+		}
+		for i, r := range results {
+			if r.Err != nil {
+				fmt.Printf("inputs[%d]: %v\n", i, plugin.CodeOf(r.Err))
+				continue
+			}
+			fmt.Printf("inputs[%d]: %d\n", i, r.Out)
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// inputs[0]: 16
+	// inputs[1]: invalid_argument
+	// inputs[2]: 36
+}
