@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
@@ -83,7 +84,11 @@ type job struct {
 	left     int
 	progress *Progress
 	err      error
-	done     chan struct{} // closed when finished (err set or all results in)
+	// cancelCode and cancelText are err as its TASK_CANCELs carry it
+	// (cancelFrame), computed once by failJobLocked.
+	cancelCode uint32
+	cancelText string
+	done       chan struct{} // closed when finished (err set or all results in)
 	// each: a task that fails for good fails its own input (errs), and
 	// the others run on (RunJobEach); otherwise it fails the job.
 	each bool
@@ -422,12 +427,32 @@ func (s *scheduler) send(out []outFrame) {
 }
 
 // cancelFrame is the TASK_CANCEL of a, whose job has ended: it carries the
-// job's error (its code and text), which the task's ctx gets as its cause
-// (context.Cause), so that a task can tell why: its Map's ctx canceled
-// (with that ctx's own cause), another task failed, the driver stopping.
+// job's error (its code and text, cut to maxCancelText), which the task's
+// ctx gets as its cause (context.Cause), so that a task can tell why: its
+// Map's ctx canceled (with that ctx's own cause), another task failed, the
+// driver stopping.
 func cancelFrame(a *attempt) outFrame {
-	code, msg := rpc.ErrorParts(a.job.err)
-	return outFrame{conn: a.exec.conn, f: &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: a.run, Code: uint32(code), Error: msg}}
+	j := a.job
+	return outFrame{conn: a.exec.conn, f: &wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: a.run, Code: j.cancelCode, Error: j.cancelText}}
+}
+
+// maxCancelText bounds the job's error text that each TASK_CANCEL carries:
+// a job ends with one TASK_CANCEL per running attempt (up to MaxSlots per
+// executor), and a task needs to know why, not the whole of a long error
+// (rpc.MaxErrorBytes, 16 KiB, made 256 MiB for one executor's slots).
+const maxCancelText = 1 << 10
+
+// cancelParts returns the code and text of err for TASK_CANCEL frames.
+func cancelParts(err error) (uint32, string) {
+	code, msg := rpc.ErrorParts(err)
+	if len(msg) > maxCancelText {
+		cut := maxCancelText
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = fmt.Sprintf("%s… (%d more bytes)", msg[:cut], len(msg)-cut)
+	}
+	return uint32(code), msg
 }
 
 // scheduleLocked assigns queued attempts to free slots, retries first,
@@ -730,6 +755,7 @@ func (s *scheduler) failJobLocked(j *job, err error) []outFrame {
 		return nil
 	}
 	j.err = err
+	j.cancelCode, j.cancelText = cancelParts(err)
 	var out []outFrame
 	for _, a := range s.runs {
 		switch {
