@@ -16,7 +16,8 @@ import (
 )
 
 // ConfMaxTaskFailures is how many times one task may fail before its job
-// fails (Spark: spark.task.maxFailures). Default 4.
+// fails (Spark: spark.task.maxFailures), or in MapEach its input. Default
+// 4.
 const ConfMaxTaskFailures = "ember.task.maxFailures"
 
 // ConfExecutorSlots is how many tasks each executor runs at once, at most
@@ -25,7 +26,7 @@ const ConfExecutorSlots = "ember.executor.slots"
 
 // TaskContext describes the attempt a task function is running.
 type TaskContext struct {
-	JobID      string // the job (one Map call)
+	JobID      string // the job (one Map or MapEach call)
 	Index      int    // the input's index in the job
 	Attempt    int    // 0 for the first attempt
 	ExecutorID string // the executor running the attempt
@@ -177,7 +178,8 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 // one; a ctx that has already ended when Map is called runs no task. A
 // task's ctx canceled because its job ended (ctx's end, another task's
 // failure, the driver's shutdown) has a cause that says so, with the
-// job's error: "the driver canceled this attempt: its job has ended:
+// job's error, its text cut to 1 KiB and sent to the executors running
+// the job's tasks: "the driver canceled this attempt: its job has ended:
 // ...". When the driver shuts down (the driver function returned), a
 // running Map fails with CodeUnavailable, wrapping plugin.ErrClosed, and
 // a later one fails so at once. Map may be called concurrently.
@@ -219,7 +221,8 @@ type Result[Out any] struct {
 //
 // The error is the job's, as Map's, for what ends every input: ctx
 // ending (with its cause), the driver shutting down, no executors left,
-// and, before any task runs, an unregistered task or an input too large.
+// and, before any task runs, an unregistered task or an input that cannot
+// be encoded or is too large.
 // The results are then nil. A progress line counts failed inputs as
 // done.
 func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Result[Out], error) {
@@ -236,13 +239,10 @@ func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inpu
 	}
 	outs := make([]Result[Out], len(results))
 	for i := range results {
-		switch {
-		case errs[i] != nil:
+		if errs[i] != nil {
 			outs[i].Err = fmt.Errorf("ember.MapEach: %w", taskError(errs[i]))
-		default:
-			if err := codec.Unmarshal(results[i], &outs[i].Out); err != nil {
-				outs[i].Err = fmt.Errorf("ember.MapEach %q: decode output %d: %w", t.name, i, err)
-			}
+		} else if err := codec.Unmarshal(results[i], &outs[i].Out); err != nil {
+			outs[i].Err = fmt.Errorf("ember.MapEach %q: decode output %d: %w", t.name, i, err)
 		}
 	}
 	return outs, nil
@@ -281,7 +281,7 @@ func taskError(err error) error {
 }
 
 // TaskError is the error of a Map whose task failed too many times, or
-// failed permanently.
+// failed permanently, and of such an input in MapEach.
 type TaskError struct {
 	Task       string
 	Index      int    // the failing input's index
@@ -303,8 +303,9 @@ func (e *TaskError) Error() string {
 
 // Permanent marks err, returned by a task function, as a failure that
 // another attempt would repeat (a compile error in a build farm, an input
-// the task refuses): Map fails after this attempt, without the retries
-// ConfMaxTaskFailures allows, and its *TaskError has Permanent set. The
+// the task refuses): Map fails after this attempt (MapEach fails that
+// input), without the retries ConfMaxTaskFailures allows, and its
+// *TaskError has Permanent set. The
 // mark holds when the marked error is wrapped further (fmt.Errorf with
 // %w), and errors.Is and errors.As see through it on the executor (in a
 // plugin.TaskListener's OnTaskFailed, say). As with any task error, only
@@ -321,8 +322,9 @@ func Permanent(err error) error {
 
 // IsPermanent reports whether err is marked with Permanent (a task's
 // error, as a plugin.TaskListener's OnTaskFailed receives it), or is the
-// error of a Map whose task failed permanently (it wraps a *TaskError with
-// Permanent set), however deeply either is wrapped.
+// error of a Map whose task failed permanently, or of such an input in
+// MapEach (it wraps a *TaskError with Permanent set), however deeply
+// either is wrapped.
 func IsPermanent(err error) bool {
 	if te := (*TaskError)(nil); errors.As(err, &te) && te.Permanent {
 		return true

@@ -32,8 +32,8 @@ type (
 	// NextJob asks the driver for a job.
 	NextJob struct{}
 	// Job is a job to do. Attempt counts the times it was handed out
-	// before this one, to a worker that took it (one that gave it back
-	// never did): 0 the first time.
+	// before this one, but for those its worker gave back (which no
+	// worker took): 0 the first time.
 	Job struct{ ID, N, Attempt int }
 	// Result is a job's outcome.
 	Result struct{ ID, Value int }

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
@@ -445,14 +444,7 @@ const maxCancelText = 1 << 10
 // cancelParts returns the code and text of err for TASK_CANCEL frames.
 func cancelParts(err error) (uint32, string) {
 	code, msg := rpc.ErrorParts(err)
-	if len(msg) > maxCancelText {
-		cut := maxCancelText
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = fmt.Sprintf("%s… (%d more bytes)", msg[:cut], len(msg)-cut)
-	}
-	return uint32(code), msg
+	return uint32(code), rpc.CutText(msg, maxCancelText)
 }
 
 // scheduleLocked assigns queued attempts to free slots, retries first,

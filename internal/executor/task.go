@@ -76,7 +76,8 @@ func taskCanceled(f *wire.Frame) error {
 
 // PermanentError marks a task's error as one that another attempt would
 // repeat: its TASK_RESULT says so (Frame.permanent), and the driver fails
-// the job without retrying the task. ember.Permanent makes one.
+// the job (or, in ember.MapEach, the input) without retrying the task.
+// ember.Permanent makes one.
 type PermanentError struct{ Err error }
 
 // Error returns the marked error's text, unchanged.

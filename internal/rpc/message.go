@@ -205,9 +205,13 @@ func ErrorParts(err error) (plugin.Code, string) {
 // CutErrorText cuts msg to MaxErrorBytes at a character boundary, saying
 // how much was left out: for error text sent, and for a peer's error text
 // kept (an honest peer sends no more).
-func CutErrorText(msg string) string {
-	if len(msg) > MaxErrorBytes {
-		cut := MaxErrorBytes
+func CutErrorText(msg string) string { return CutText(msg, MaxErrorBytes) }
+
+// CutText cuts msg to limit bytes at a character boundary, saying how
+// much was left out; msg within limit is returned as it is.
+func CutText(msg string, limit int) string {
+	if len(msg) > limit {
+		cut := limit
 		for cut > 0 && !utf8.RuneStart(msg[cut]) {
 			cut--
 		}
