@@ -68,22 +68,10 @@ func TestMaxOutstandingAsksCountsAsksGivenUpOn(t *testing.T) {
 	}, ember.Config{MaxOutstandingAsks: 1})
 	t.Cleanup(releaseOnce) // before the cluster's, which waits for the handler
 	ctx := testCtx(t)
-
-	askCtx, cancel := context.WithCancel(ctx)
-	held := make(chan error, 1)
-	go func() {
-		_, err := ec.Ask(askCtx, text("hold"))
-		held <- err
-	}()
-	select {
-	case <-entered:
-	case <-ctx.Done():
-		t.Fatal("the driver's handler never got the ask")
-	}
-	cancel()
-	if err := <-held; plugin.CodeOf(err) != plugin.CodeCanceled {
-		t.Fatalf("the ask given up on: got %v, want CodeCanceled", err)
-	}
+	giveUpInHandler(t, ctx, entered, func(ctx context.Context) error {
+		_, err := ec.Ask(ctx, text("hold"))
+		return err
+	})
 
 	_, err := ec.Ask(ctx, text("next"))
 	const want = "executor 1 has 1 asks sent and not yet answered by the driver, the maximum (Config.MaxOutstandingAsks; an ask its asker gave up on counts until its handler returns); retry later"

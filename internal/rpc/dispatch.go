@@ -137,9 +137,9 @@ func DispatchDropped(ctx context.Context, log *slog.Logger, pluginName string, i
 // Deliver queues a received ASK, SEND or REPLY (see DispatchDropped) on
 // its plugin's lane, predecoding the message on the calling reader. It
 // never waits: a SEND carries its cost against its sender's window
-// (Item.Credit), which the lane gives
-// back once the message has run, or keeps while the lane is full; full is
-// called when this message filled the lane. It reports false if the lane
+// (Item.Credit), which the lane gives back once the message has run, or
+// keeps while the lane is full; full is called when this message filled
+// the lane. It reports false if the lane
 // is closed, or c has ended (Conn.Ended). The handler's ctx of an ASK
 // with a deadline or a cancel is made here, under askCtx, which must be
 // the one Dispatch is given.
