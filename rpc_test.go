@@ -1331,11 +1331,22 @@ func (c *concurrentListener) MaxConcurrentReceives() int { return c.n }
 // like any other: a message from an executor runs while its
 // OnExecutorAdded is still running.
 func TestConcurrentReceiverKeepsMembershipEventsInLine(t *testing.T) {
-	var mu sync.Mutex
+	var mu sync.Mutex // guards added and received
 	added := map[string]bool{}
+	received := 0
 	var early atomic.Int64
+	var dc plugin.DriverContext
 	dp := &concurrentListener{n: 4}
-	dp.AddedF = func(_ context.Context, e plugin.ExecutorInfo) {
+	dp.InitF = keepDriverContext(&dc)
+	dp.AddedF = func(ctx context.Context, e plugin.ExecutorInfo) {
+		// The executor is ready: what it sends from now on waits for
+		// this call to return. (What it sends before it is ready, from
+		// a goroutine its Init started, may run before: it used to,
+		// now and then, in this test, which sent as soon as Init
+		// returned.)
+		if err := dc.SendExecutor(ctx, e.ID, text("go")); err != nil {
+			t.Errorf("SendExecutor: %v", err)
+		}
 		time.Sleep(20 * time.Millisecond) // a listener doing some work: opening a per-executor file, say
 		mu.Lock()
 		added[e.ID] = true
@@ -1348,6 +1359,7 @@ func TestConcurrentReceiverKeepsMembershipEventsInLine(t *testing.T) {
 		if !added[id] {
 			early.Add(1)
 		}
+		received++
 		mu.Unlock()
 		return nil, nil
 	}
@@ -1355,19 +1367,33 @@ func TestConcurrentReceiverKeepsMembershipEventsInLine(t *testing.T) {
 		name:      "conc",
 		newDriver: func() plugin.DriverPlugin { return dp },
 		newExecutor: func() plugin.ExecutorPlugin {
-			return &fakeExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-				go func() { // sends as soon as it is ready, from a goroutine of its own
-					for range 20 {
-						if pc.Send(context.Background(), text("x")) != nil {
-							return
+			var pc plugin.ExecutorContext
+			return &receivingExecutor{
+				fakeExecutor: fakeExecutor{InitF: func(_ context.Context, c plugin.ExecutorContext, _ map[string]string) error {
+					pc = c
+					return nil
+				}},
+				// Told to go by OnExecutorAdded, as it starts: it sends
+				// from a goroutine of its own while that call runs.
+				ReceiveF: func(context.Context, any) (any, error) {
+					go func() {
+						for range 20 {
+							if pc.Send(context.Background(), text("x")) != nil {
+								return
+							}
 						}
-					}
-				}()
-				return nil
-			}}
+					}()
+					return nil, nil
+				},
+			}
 		},
 	}
 	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	embertest.WaitFor(t, "20 messages received", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return received == 20
+	})
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
