@@ -808,7 +808,14 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		if status.Code(err) == codes.DeadlineExceeded {
 			d.builtin.LimitHits.WithLabelValues("driver", "handshake_timeout").Inc()
 		}
-		d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
+		if d.isStopping() {
+			// The shutdown ended it (the stream's ctx): no peer's fault,
+			// and nothing to do. A failed start logged one per executor
+			// still connecting.
+			d.log.Debug("executor handshake ended: the driver is shutting down", "peer", peerAddr, "err", err)
+		} else {
+			d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
+		}
 		d.drop(peerAddr) // it sent no HELLO: nothing to tell it
 		return err
 	}
