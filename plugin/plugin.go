@@ -100,7 +100,8 @@ type DriverPlugin interface {
 //     (see ember.Config.ShutdownTimeout): a Shutdown still running at it
 //     is abandoned, and those after it are called with their ctx ended.
 //
-// Optional capabilities: [ExecutorReceiver], [DroppedReplyListener].
+// Optional capabilities: [ExecutorReceiver], [ConcurrentReceiver],
+// [DroppedReplyListener].
 type ExecutorPlugin interface {
 	// Init prepares the executor side; extraConf is what the driver
 	// plugin's Init returned (never nil). An error ends this executor and
@@ -120,7 +121,8 @@ type ExecutorPlugin interface {
 
 // ExecutorReceiver is implemented by executor plugins that handle messages
 // pushed by their driver plugin with AskExecutor, SendExecutor or Broadcast.
-// Calls are one at a time, in the order the driver sent them. Without it,
+// Calls are one at a time, in the order the driver sent them (see
+// [ConcurrentReceiver] to opt out). Without it,
 // an AskExecutor fails with CodeUnimplemented. Receive's ctx is as for
 // DriverPlugin.Receive: for an AskExecutor it ends at the asker's
 // deadline and when the asker cancels its ctx. For any message it ends
@@ -152,9 +154,12 @@ type ExecutorListener interface {
 }
 
 // ConcurrentReceiver is implemented by driver plugins whose Receive is safe
-// for concurrent use. MaxConcurrentReceives returns how many calls may run
-// at once (values below 2 keep the default of one); messages are then no
-// longer delivered strictly in order. ExecutorListener's events keep their
+// for concurrent use, and by executor plugins whose ExecutorReceiver's is
+// (an agent running a pushed job in Receive, which must still take the
+// job's cancel). MaxConcurrentReceives returns how many calls may run at
+// once (values below 2 keep the default of one); messages are then no
+// longer delivered strictly in order. It is called once, as the side
+// starts. The rest of this comment is about driver plugins. ExecutorListener's events keep their
 // place among their executor's messages: OnExecutorAdded starts once the
 // messages that executor sent before it was ready (from its plugins'
 // Init, or goroutines Init started) have started, and may run alongside
@@ -187,7 +192,8 @@ type ConcurrentReceiver interface {
 // OnReplyDropped is called with each such reply's message, not with an
 // error reply nor a nil one. On an executor it runs on the plugin's
 // dispatch lane, one call at a time with its Receive calls
-// ([ExecutorReceiver]), under a ctx that ends when the executor stops; on
+// ([ExecutorReceiver]; alongside them for a [ConcurrentReceiver]), under a
+// ctx that ends when the executor stops; on
 // the driver, on the plugin's lane as a message from that executor would
 // (one call at a time with Receive, or alongside it for a
 // [ConcurrentReceiver]), before that executor's OnExecutorRemoved, under a

@@ -291,7 +291,17 @@ func Run(ctx context.Context, cfg Config) error {
 		e.recv, _ = e.ep.(plugin.ExecutorReceiver)
 		e.dropped, _ = e.ep.(plugin.DroppedReplyListener)
 		if e.recv != nil || e.dropped != nil {
-			e.lane = rpc.NewLane(1, cfg.LaneQueue, e.run)
+			workers := 1
+			if cr, ok := e.ep.(plugin.ConcurrentReceiver); ok {
+				_, err := rpc.Call(x.log, e.name, "MaxConcurrentReceives", func() (struct{}, error) {
+					workers = cr.MaxConcurrentReceives()
+					return struct{}{}, nil
+				})
+				if err != nil && setupErr == nil {
+					setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
+				}
+			}
+			e.lane = rpc.NewLane(workers, cfg.LaneQueue, e.run)
 			e.ctx = rpc.WithLane(x.ctx, e.lane)
 		}
 		if tl, ok := e.ep.(plugin.TaskListener); ok {

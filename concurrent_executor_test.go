@@ -1,0 +1,65 @@
+package ember_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/emberhq/ember"
+	"github.com/emberhq/ember/embertest"
+	"github.com/emberhq/ember/plugin"
+)
+
+// concurrentExecutor is an executor plugin whose Receive may run n calls
+// at once.
+type concurrentExecutor struct {
+	receivingExecutor
+	n int
+}
+
+func (c *concurrentExecutor) MaxConcurrentReceives() int { return c.n }
+
+// An executor plugin that implements ConcurrentReceiver takes the driver's
+// messages on that many goroutines: an agent running a pushed job in
+// Receive still takes that job's cancel. With one call at a time, the
+// cancel waited behind the job for ever.
+func TestConcurrentExecutorReceiver(t *testing.T) {
+	var dc plugin.DriverContext
+	canceled := make(chan struct{})
+	finished := make(chan string, 1)
+	p := fakePlugin{
+		name:      "agent",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &concurrentExecutor{n: 2, receivingExecutor: receivingExecutor{
+				ReceiveF: func(ctx context.Context, msg any) (any, error) {
+					switch msg {
+					case text("job"):
+						select {
+						case <-canceled:
+							finished <- "canceled"
+						case <-ctx.Done():
+						}
+					case text("cancel"):
+						close(canceled)
+					}
+					return nil, nil
+				},
+			}}
+		},
+	}
+	embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	ctx := testCtx(t)
+	for _, m := range []text{"job", "cancel"} {
+		if err := dc.SendExecutor(ctx, "1", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-finished:
+		if got != "canceled" {
+			t.Errorf("the job ended %q, want canceled", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the job never took its cancel: the executor's Receive ran one call at a time")
+	}
+}
