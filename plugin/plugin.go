@@ -11,9 +11,9 @@ import "context"
 // process of local[N], one call at a time, though from the executors'
 // goroutines), Name any number of times, from any goroutine. They
 // should construct values and do nothing else. A panic in
-// any of them (or in the driver plugin's MaxConcurrentReceives or
-// SendWindow) fails that process's start-up with an error naming the
-// plugin and method.
+// any of them (or in a plugin's MaxConcurrentReceives, or the driver
+// plugin's SendWindow) fails that process's start-up with an error naming
+// the plugin and method.
 type Plugin interface {
 	// Name identifies the plugin on both sides: lowercase, unique in the
 	// application, e.g. "rpc-demo" or "metrics.jvm".
@@ -157,8 +157,9 @@ type ExecutorListener interface {
 // for concurrent use, and by executor plugins whose ExecutorReceiver's is
 // (an agent running a pushed job in Receive, which must still take the
 // job's cancel). MaxConcurrentReceives returns how many calls may run at
-// once (values below 2 keep the default of one); messages are then no
-// longer delivered strictly in order. It is called once, as the side
+// once (values below 2 keep the default of one, and more than 65536 count
+// as 65536: each is a goroutine for the side's life); messages are then
+// no longer delivered strictly in order. It is called once, as the side
 // starts. The rest of this comment is about driver plugins. ExecutorListener's events keep their
 // place among their executor's messages: OnExecutorAdded starts once the
 // messages that executor sent before it was ready (from its plugins'

@@ -96,6 +96,15 @@ func Predecode(it *Item) {
 	}
 }
 
+// MaxLaneWorkers bounds a lane's workers, each a goroutine for the lane's
+// life (plugin.ConcurrentReceiver): a plugin asking for millions would
+// have its process start them all.
+const MaxLaneWorkers = 1 << 16
+
+// laneWorkers is the workers of a lane asked for n: at least one, at most
+// MaxLaneWorkers.
+func laneWorkers(n int) int { return min(max(n, 1), MaxLaneWorkers) }
+
 // Lane runs one plugin's work in order on its own goroutine(s), so that a
 // slow plugin delays nobody else. With one worker (the default) items run
 // one at a time in push order.
@@ -111,8 +120,9 @@ func Predecode(it *Item) {
 // lane whose handler waits on its peer must not be what its peer waits
 // for.
 type Lane struct {
-	run   func(Item)
-	limit int
+	run     func(Item)
+	limit   int
+	workers int // goroutines taking its items, at most MaxLaneWorkers
 
 	mu       sync.Mutex // protects the following fields
 	q        []Item
@@ -232,13 +242,11 @@ const DefaultLaneLimit = 1 << 16
 // items are queued or running until half as many are (limit <= 0:
 // DefaultLaneLimit).
 func NewLane(workers, limit int, run func(Item)) *Lane {
-	if workers < 1 {
-		workers = 1
-	}
+	workers = laneWorkers(workers)
 	if limit <= 0 {
 		limit = DefaultLaneLimit
 	}
-	l := &Lane{run: run, limit: limit, running: map[uint64]credit{}, progress: make(chan struct{})}
+	l := &Lane{run: run, limit: limit, workers: workers, running: map[uint64]credit{}, progress: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.serial = workers == 1
 	l.wg.Add(workers)

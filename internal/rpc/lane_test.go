@@ -541,3 +541,29 @@ func TestLanePanicStartsNoWorker(t *testing.T) {
 		})
 	}
 }
+
+// A lane's workers are at least one and at most MaxLaneWorkers, whatever
+// a plugin's MaxConcurrentReceives says: each is a goroutine for the
+// lane's life.
+func TestLaneWorkersBounded(t *testing.T) {
+	tests := []struct{ asked, want int }{
+		{-1, 1},
+		{0, 1},
+		{1, 1},
+		{4, 4},
+		{rpc.MaxLaneWorkers + 1, rpc.MaxLaneWorkers},
+	}
+	for _, tt := range tests {
+		if got := rpc.WorkersFor(tt.asked); got != tt.want {
+			t.Errorf("a lane asked for %d workers: got %d, want %d", tt.asked, got, tt.want)
+		}
+		if tt.asked > 64 {
+			continue // starting them all is not the point
+		}
+		l := rpc.NewLane(tt.asked, 0, func(rpc.Item) {})
+		if got := rpc.LaneWorkers(l); got != tt.want {
+			t.Errorf("NewLane(%d workers): got %d, want %d", tt.asked, got, tt.want)
+		}
+		l.Close()
+	}
+}
