@@ -2,6 +2,7 @@ package ember_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/emberhq/ember"
@@ -61,5 +62,30 @@ func TestConcurrentExecutorReceiver(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the job never took its cancel: the executor's Receive ran one call at a time")
+	}
+}
+
+// panickyConcurrentExecutor's MaxConcurrentReceives panics.
+type panickyConcurrentExecutor struct{ receivingExecutor }
+
+func (panickyConcurrentExecutor) MaxConcurrentReceives() int { panic("bad config") }
+
+// A panic in an executor plugin's MaxConcurrentReceives fails that
+// executor's start-up with an error naming the plugin and method, as one
+// in its driver plugin's does Run's.
+func TestExecutorMaxConcurrentReceivesPanics(t *testing.T) {
+	p := fakePlugin{
+		name:      "agent",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &panickyConcurrentExecutor{receivingExecutor{ReceiveF: func(context.Context, any) (any, error) { return nil, nil }}}
+		},
+	}
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet},
+		func(context.Context, *ember.Driver) error { t.Error("driver function ran"); return nil })
+	for _, want := range []string{`"agent"`, "panic in MaxConcurrentReceives", "bad config"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want an error containing %q", err, want)
+		}
 	}
 }
