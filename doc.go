@@ -45,7 +45,7 @@
 // Each driver plugin receives on its own lane: calls to its Receive are
 // one at a time, in the order each executor sent them (unless it
 // implements [plugin.ConcurrentReceiver]), and a slow plugin delays no
-// other.
+// other. So does each executor plugin that receives, on every executor.
 //
 // # Messages and errors
 //
