@@ -1289,15 +1289,26 @@ func TestDriverSendsRacingShutdownAreDeliveredOrFail(t *testing.T) {
 		c := embertest.Start(t, ember.Config{Master: "local[2]", Plugins: []plugin.Plugin{p}, Logger: quiet})
 		var sent, broadcast atomic.Int64
 		var wg sync.WaitGroup
+		lastErrs := make(chan error, 3)
 		for _, id := range []string{"1", "2"} {
 			wg.Go(func() {
-				for dc.SendExecutor(context.Background(), id, text("x")) == nil {
+				for {
+					err := dc.SendExecutor(context.Background(), id, text("x"))
+					if err != nil {
+						lastErrs <- fmt.Errorf("SendExecutor: %w", err)
+						return
+					}
 					sent.Add(1)
 				}
 			})
 		}
 		wg.Go(func() {
-			for dc.Broadcast(context.Background(), text("all")) == nil {
+			for {
+				err := dc.Broadcast(context.Background(), text("all"))
+				if err != nil {
+					lastErrs <- fmt.Errorf("Broadcast: %w", err)
+					return
+				}
 				broadcast.Add(1)
 			}
 		})
@@ -1306,6 +1317,15 @@ func TestDriverSendsRacingShutdownAreDeliveredOrFail(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Wait()
+		close(lastErrs)
+		// What ended them: the shutdown, as documented; Broadcast's
+		// names no executor, as if one were at fault.
+		for err := range lastErrs {
+			if !errors.Is(err, plugin.ErrShuttingDown) || plugin.CodeOf(err) != plugin.CodeUnavailable ||
+				strings.HasPrefix(err.Error(), "Broadcast: executor") {
+				t.Errorf("round %d: %v, want CodeUnavailable matching plugin.ErrShuttingDown (naming no executor, from Broadcast)", round, err)
+			}
+		}
 		if s, r := sent.Load(), gotSent.Load(); s != r {
 			t.Errorf("round %d: %d SendExecutor calls returned nil, the executors received %d", round, s, r)
 		}

@@ -159,10 +159,11 @@ type DriverContext interface {
 	// is behind on its messages), so one slow executor delays nobody
 	// else's copy. An executor that leaves or is lost meanwhile is skipped
 	// (its OnExecutorRemoved follows), and so is one that has said it is
-	// stopping on its own. It returns the first local failure
-	// (its ctx ending while it waits for an executor, the driver shutting
-	// down) after trying every executor, naming the executor it failed
-	// for ("executor 2: ..."); ErrClosed at once once the driver is
+	// stopping on its own. It returns the first local failure (its ctx
+	// ending while it waits for an executor, the driver shutting down)
+	// after trying every executor, naming the executor it failed for
+	// ("executor 2: ..."; not for the driver's shutdown, [ErrShuttingDown],
+	// no executor's doing); ErrClosed at once once the driver is
 	// shutting down; CodeUnimplemented when no ready executor's side of
 	// the plugin implements ExecutorReceiver (those that do not are
 	// skipped). With no ready executor (in the driver plugin's Init,

@@ -245,8 +245,12 @@ func (e *endpoint) Broadcast(ctx context.Context, msg any) error {
 // an executor whose connection ended while the driver runs: it has left
 // or was lost, its OnExecutorRemoved follows, and a copy for it is moot.
 // Reporting it read as the driver shutting down (CodeUnavailable,
-// ErrClosed), and a caller retrying delivered twice to every other.
+// ErrClosed), and a caller retrying delivered twice to every other. The
+// driver's shutdown is no executor's doing: its error names none.
 func (d *Driver) copyErr(c *rpc.Conn, err error) error {
+	if errors.Is(err, plugin.ErrShuttingDown) {
+		return err
+	}
 	if errors.Is(err, plugin.ErrClosed) && !d.isStopping() {
 		return nil
 	}
