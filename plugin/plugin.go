@@ -92,7 +92,8 @@ type DriverPlugin interface {
 // Lifecycle, in order:
 //  1. Init, once, in plugin-list order, before the executor takes work.
 //  2. Receive (if it implements [ExecutorReceiver]), for each message the
-//     driver plugin sends it, one at a time, in order.
+//     driver plugin sends it, one at a time, in order (unless it
+//     implements [ConcurrentReceiver]).
 //  3. Shutdown, once, in reverse plugin-list order, when the driver
 //     releases the executor, after the running tasks have ended (their
 //     hooks included) or, ignoring their ctx, been abandoned. Sends made
