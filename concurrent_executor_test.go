@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
@@ -87,5 +88,44 @@ func TestExecutorMaxConcurrentReceivesPanics(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Run: got %v, want an error containing %q", err, want)
 		}
+	}
+}
+
+// An executor's shutdown does not wait for a job running in a concurrent
+// Receive until its ctx ends: the lane's flush waits for what the driver
+// sent to have started, then the handlers' ctx ends, and the job returns.
+// It waited for the flush's deadline, half of ShutdownTimeout, and logged
+// the job as a message not handled in time.
+func TestConcurrentExecutorShutdownEndsRunningJob(t *testing.T) {
+	var dc plugin.DriverContext
+	started := make(chan struct{})
+	p := fakePlugin{
+		name:      "agent",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			return &concurrentExecutor{n: 4, receivingExecutor: receivingExecutor{
+				ReceiveF: func(ctx context.Context, msg any) (any, error) {
+					close(started)
+					<-ctx.Done() // a job, until canceled
+					return nil, nil
+				},
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: time.Hour})
+	ctx := testCtx(t)
+	if err := dc.SendExecutor(ctx, "1", text("job")); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the shutdown waited for the running job (its ShutdownTimeout is an hour)")
 	}
 }

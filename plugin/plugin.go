@@ -161,7 +161,10 @@ type ExecutorListener interface {
 // once (values below 2 keep the default of one, and more than 65536 count
 // as 65536: each is a goroutine for the side's life); messages are then
 // no longer delivered strictly in order. It is called once, as the side
-// starts. The rest of this comment is about driver plugins. ExecutorListener's events keep their
+// starts. An executor stopping waits for what the driver sent it to have
+// started, not returned, before its handlers' ctx ends: a job run in
+// Receive until canceled does not hold the stop. The rest of this comment
+// is about driver plugins. ExecutorListener's events keep their
 // place among their executor's messages: OnExecutorAdded starts once the
 // messages that executor sent before it was ready (from its plugins'
 // Init, or goroutines Init started) have started, and may run alongside

@@ -609,12 +609,15 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 }
 
 // flushLanes waits until deadline at most for the lanes to run what the
-// driver sent.
+// driver sent (on a lane of several workers, to start it).
 func (x *Executor) flushLanes(deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, e := range x.endpoints {
-		if e.lane != nil && e.lane.Flush(ctx) != nil {
+		// Started, on a lane of several workers: a Receive there may
+		// run until its ctx ends (a job, until canceled), which ends
+		// only after this.
+		if e.lane != nil && e.lane.FlushStarted(ctx) != nil {
 			e.log.Warn("messages from the driver not handled in time at shutdown; their handlers' ctx ends", "queued", e.lane.Len())
 		}
 	}

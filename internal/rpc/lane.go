@@ -465,14 +465,30 @@ func (l *Lane) lenLocked() int {
 
 // Flush waits until every item pushed before the call has finished, or ctx
 // ends. Items pushed later do not hold it up.
-func (l *Lane) Flush(ctx context.Context) error {
+func (l *Lane) Flush(ctx context.Context) error { return l.flush(ctx, l.doneThrough) }
+
+// FlushStarted is Flush that, on a lane of several workers, waits only
+// until every item pushed before the call has started: one that waits on
+// its ctx (a job run in Receive until canceled) would hold Flush until
+// its ctx ends, which the caller ends only after the flush. On a lane of
+// one worker it is Flush.
+func (l *Lane) FlushStarted(ctx context.Context) error {
+	if l.serial {
+		return l.Flush(ctx)
+	}
+	return l.flush(ctx, l.startedThrough)
+}
+
+// flush waits until through(the items pushed before the call) holds, or
+// ctx ends.
+func (l *Lane) flush(ctx context.Context, through func(n uint64) bool) error {
 	l.mu.Lock()
 	target := l.pushed
 	for {
 		// Announce the wait before checking, so that a serial worker that
 		// finishes an item after the check sees it and wakes us.
 		l.flushing.Add(1)
-		if l.doneThrough(target) {
+		if through(target) {
 			l.flushing.Add(-1)
 			l.mu.Unlock()
 			return nil
@@ -488,6 +504,31 @@ func (l *Lane) Flush(ctx context.Context) error {
 		l.mu.Lock()
 		l.flushing.Add(-1)
 	}
+}
+
+// startedThrough reports whether the items through the nth pushed have
+// all started, on a lane of several workers: taken, and none of them held
+// behind a membership event. l.mu is held.
+func (l *Lane) startedThrough(n uint64) bool {
+	if l.taken < n {
+		return false
+	}
+	for _, t := range l.ready {
+		if t.seq <= n {
+			return false
+		}
+	}
+	for _, m := range l.members {
+		if m.event != nil && m.event.seq <= n {
+			return false
+		}
+		for _, t := range m.held {
+			if t.seq <= n {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // doneThrough reports whether items 1..n have all finished. l.mu is held.
@@ -696,6 +737,9 @@ func (l *Lane) loop(t taken, ok bool) {
 				return
 			}
 			ok = l.admitLocked(t)
+			if l.flushing.Load() > 0 {
+				l.progressLocked() // for FlushStarted
+			}
 		}
 		// Run it, then whatever its end lets run at once on this worker
 		// (an event that waited for it).

@@ -567,3 +567,58 @@ func TestLaneWorkersBounded(t *testing.T) {
 		l.Close()
 	}
 }
+
+// FlushStarted, on a lane of several workers, waits until every item
+// pushed before the call has started, not finished: a handler that runs
+// until its ctx ends (which its owner ends after the flush) must not hold
+// the flush to its deadline. An item that cannot start yet, every worker
+// busy, holds it until one frees. On a lane of one worker it is Flush.
+func TestLaneFlushStarted(t *testing.T) {
+	t.Parallel()
+	l := startLane(t, 2, runEvent)
+	gates := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
+	var once [3]sync.Once
+	open := func(i int) { once[i].Do(func() { close(gates[i]) }) }
+	t.Cleanup(func() { // before the lane's Close, which waits for its items
+		for i := range gates {
+			open(i)
+		}
+	})
+	started := make(chan int, 3)
+	for i, gate := range gates {
+		l.Push(rpc.Item{Event: func() { started <- i; <-gate }})
+	}
+	recv(t, started, "an item started")
+	recv(t, started, "a second item started")
+	// Both workers are busy: the third item cannot start.
+	flushed := make(chan error, 1)
+	go func() { flushed <- l.FlushStarted(testContext(t)) }()
+	select {
+	case err := <-flushed:
+		t.Fatalf("FlushStarted returned %v with an item not started", err)
+	case <-started:
+		t.Fatal("a third item started with both workers busy")
+	default:
+	}
+	open(0) // frees a worker, which takes the third item
+	open(1)
+	recv(t, started, "the third item started")
+	// The third runs until its gate opens, after FlushStarted returns.
+	if err := recv(t, flushed, "FlushStarted's return once every item started"); err != nil {
+		t.Fatalf("FlushStarted: %v", err)
+	}
+	open(2)
+
+	// One worker: FlushStarted waits for items to finish, as Flush.
+	one := startLane(t, 1, runEvent)
+	gate := make(chan struct{})
+	oneStarted := make(chan struct{})
+	one.Push(rpc.Item{Event: func() { close(oneStarted); <-gate }})
+	recv(t, oneStarted, "the one worker's item")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := one.FlushStarted(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("FlushStarted on one worker with an item still running = %v, want context.DeadlineExceeded", err)
+	}
+	close(gate)
+}
