@@ -202,8 +202,9 @@ type ConcurrentReceiver interface {
 // the driver, on the plugin's lane as a message from that executor would
 // (one call at a time with Receive, or alongside it for a
 // [ConcurrentReceiver]), before that executor's OnExecutorRemoved, under a
-// ctx that carries the executor's ID ([SenderID]). A panic is recovered
-// and logged. Replies nobody takes (the plugin does not listen, or its
+// ctx that carries the executor's ID ([SenderID]). It runs on the lane's
+// goroutine, not the asker's, maybe while the ask that gave up is still
+// returning its error: what both touch needs a lock. A panic is recovered and logged. Replies nobody takes (the plugin does not listen, or its
 // lane has closed for shutdown) are counted in
 // ember_messages_dropped_total, reason late_reply.
 //
