@@ -88,9 +88,10 @@ type job struct {
 	cancelCode uint32
 	cancelText string
 	done       chan struct{} // closed when finished (err set or all results in)
-	// each: a task that fails for good fails its own input (errs), and
-	// the others run on (RunJobEach); otherwise it fails the job.
-	each bool
+	// errs, in a job of RunJobEach (non-nil there, even for no inputs),
+	// holds the error of each input whose task failed for good: it fails
+	// that input alone, and the others run on; in a job of RunJob it
+	// fails the job.
 	errs []error
 }
 
@@ -188,7 +189,6 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 		left:     len(inputs),
 		progress: progress,
 		done:     make(chan struct{}),
-		each:     each,
 	}
 	if each {
 		j.errs = make([]error, len(inputs))
@@ -725,7 +725,7 @@ const maxFailuresLogged = 10
 // otherwise (failJobLocked). s.mu is held.
 func (s *scheduler) taskFailedLocked(a *attempt, failure *TaskFailure) []outFrame {
 	j := a.job
-	if !j.each {
+	if j.errs == nil {
 		return s.failJobLocked(j, failure)
 	}
 	j.errs[a.index] = failure
