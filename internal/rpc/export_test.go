@@ -87,8 +87,5 @@ func GaveUp(c *Conn) int {
 	return len(c.gaveUp)
 }
 
-// LaneWorkers returns how many goroutines take l's items.
-func LaneWorkers(l *Lane) int { return l.workers }
-
 // WorkersFor is how many workers a lane asked for n gets.
 func WorkersFor(n int) int { return laneWorkers(n) }

@@ -120,9 +120,8 @@ func laneWorkers(n int) int { return min(max(n, 1), MaxLaneWorkers) }
 // lane whose handler waits on its peer must not be what its peer waits
 // for.
 type Lane struct {
-	run     func(Item)
-	limit   int
-	workers int // goroutines taking its items, at most MaxLaneWorkers
+	run   func(Item)
+	limit int
 
 	mu       sync.Mutex // protects the following fields
 	q        []Item
@@ -246,7 +245,7 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 	if limit <= 0 {
 		limit = DefaultLaneLimit
 	}
-	l := &Lane{run: run, limit: limit, workers: workers, running: map[uint64]credit{}, progress: make(chan struct{})}
+	l := &Lane{run: run, limit: limit, running: map[uint64]credit{}, progress: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.serial = workers == 1
 	l.wg.Add(workers)
