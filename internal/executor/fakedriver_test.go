@@ -100,6 +100,27 @@ func (d *fakeDriver) HandleClose(*rpc.Conn, error) {}
 
 // waitFor polls, until a deadline, for the first frame of kind after
 // index from, and returns its index.
+// closeConn closes the driver's end of the executor's connection with
+// err, once it has one: the executor may be in its plugins' Init, having
+// read WELCOME, before Connect has kept the connection it made.
+func (d *fakeDriver) closeConn(err error) {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		d.mu.Lock()
+		c := d.conn
+		d.mu.Unlock()
+		if c != nil {
+			c.Close(err)
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no connection from the executor within 20s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (d *fakeDriver) waitFor(kind wire.Kind, from int) int {
 	d.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)

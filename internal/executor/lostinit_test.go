@@ -23,9 +23,7 @@ func TestDriverLostDuringInit(t *testing.T) {
 	d := newFakeDriver(t, []string{"p"}, 0)
 	runErr := d.run(p, nil)
 	<-initing
-	d.mu.Lock()
-	d.conn.Close(errors.New("driver gone"))
-	d.mu.Unlock()
+	d.closeConn(errors.New("driver gone"))
 	if err := <-runErr; !errors.Is(err, ErrDriverLost) {
 		t.Errorf("Run: got %v, want an error wrapping ErrDriverLost", err)
 	}
@@ -38,9 +36,7 @@ func TestDriverLostAfterReady(t *testing.T) {
 	d := newFakeDriver(t, []string{"p"}, 0)
 	runErr := d.run(testPlugin{name: "p", ep: &funcExecutor{}}, nil)
 	d.waitFor(wire.Kind_KIND_READY, 0)
-	d.mu.Lock()
-	d.conn.Close(errors.New("driver gone"))
-	d.mu.Unlock()
+	d.closeConn(errors.New("driver gone"))
 	err := <-runErr
 	if !errors.Is(err, ErrDriverLost) || plugin.CodeOf(err) != plugin.CodeUnavailable {
 		t.Errorf("Run: got %v (code %v), want an error wrapping ErrDriverLost, with code unavailable", err, plugin.CodeOf(err))
