@@ -331,8 +331,7 @@ type pluginSetup struct {
 func setUp(log *slog.Logger, p plugin.Plugin) (pluginSetup, error) {
 	name := p.Name()
 	call := func(method string, fn func()) error {
-		_, err := rpc.Call(log, name, method, func() (struct{}, error) { fn(); return struct{}{}, nil })
-		if err != nil {
+		if err := rpc.CallFunc(log, name, method, fn); err != nil {
 			return fmt.Errorf("driver plugin %q: %w", name, err)
 		}
 		return nil
@@ -1221,10 +1220,7 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 		// messages (results) bring.
 		added := method == "OnExecutorAdded"
 		e.lane.Push(rpc.Item{Member: es.conn, AfterStart: added, Event: func() {
-			_, _ = rpc.Call(d.log, e.name, method, func() (struct{}, error) {
-				call(es.handlers[i].send, e.listener)
-				return struct{}{}, nil
-			})
+			_ = rpc.CallFunc(d.log, e.name, method, func() { call(es.handlers[i].send, e.listener) })
 		}})
 	}
 }

@@ -293,10 +293,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if e.recv != nil || e.dropped != nil {
 			workers := 1
 			if cr, ok := e.ep.(plugin.ConcurrentReceiver); ok {
-				_, err := rpc.Call(x.log, e.name, "MaxConcurrentReceives", func() (struct{}, error) {
-					workers = cr.MaxConcurrentReceives()
-					return struct{}{}, nil
-				})
+				err := rpc.CallFunc(x.log, e.name, "MaxConcurrentReceives", func() { workers = cr.MaxConcurrentReceives() })
 				if err != nil && setupErr == nil {
 					setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
 				}

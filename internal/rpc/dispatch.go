@@ -128,10 +128,7 @@ func DispatchDropped(ctx context.Context, log *slog.Logger, pluginName string, i
 		warnSent(ctx, log, pluginName, "dropped undecodable reply that came after its ask gave up", "plugin", pluginName, "type", it.Header().Type, "err", err)
 		return
 	}
-	_, _ = Call(log, pluginName, "OnReplyDropped", func() (struct{}, error) {
-		dropped(ctx, msg)
-		return struct{}{}, nil
-	})
+	_ = CallFunc(log, pluginName, "OnReplyDropped", func() { dropped(ctx, msg) })
 }
 
 // Deliver queues a received ASK, SEND or REPLY (see DispatchDropped) on

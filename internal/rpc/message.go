@@ -127,6 +127,16 @@ func Call[T any](log *slog.Logger, pluginName, method string, fn func() (T, erro
 	return v, err
 }
 
+// CallFunc is Call for a plugin method with no results: the error is a
+// panic's.
+func CallFunc(log *slog.Logger, pluginName, method string, fn func()) error {
+	_, err := Call(log, pluginName, method, func() (struct{}, error) {
+		fn()
+		return struct{}{}, nil
+	})
+	return err
+}
+
 // CallWithin runs fn like Call, with ctx, and waits for it until grace
 // after ctx ends: a plugin that ignores its ctx (a Shutdown stuck forever)
 // is then abandoned, still running, and the caller moves on with an error
