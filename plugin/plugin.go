@@ -159,8 +159,10 @@ type ExecutorListener interface {
 // (an agent running a pushed job in Receive, which must still take the
 // job's cancel). MaxConcurrentReceives returns how many calls may run at
 // once (values below 2 keep the default of one, and more than 65536 count
-// as 65536: each is a goroutine for the side's life); messages are then
-// no longer delivered strictly in order. It is called once, as the side
+// as 65536); messages are then no longer delivered strictly in order. The
+// goroutines start as messages need them, not all at once: a message that
+// comes while every one started is busy starts another, up to that many,
+// and each, once started, lasts as long as the side. It is called once, as the side
 // starts. An executor stopping waits for what the driver sent it to have
 // started, not returned, before its handlers' ctx ends: a job run in
 // Receive until canceled does not hold the stop. The rest of this comment

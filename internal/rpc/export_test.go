@@ -89,3 +89,11 @@ func GaveUp(c *Conn) int {
 
 // WorkersFor is how many workers a lane asked for n gets.
 func WorkersFor(n int) int { return laneWorkers(n) }
+
+// LaneWorkers returns the workers a lane of several has started, how many
+// of them wait for an item, and how many items are queued for them.
+func LaneWorkers(l *Lane) (workers, idle, queued int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.workers, l.idle, len(l.q) - l.head
+}

@@ -96,9 +96,10 @@ func Predecode(it *Item) {
 	}
 }
 
-// MaxLaneWorkers bounds a lane's workers, each a goroutine for the lane's
-// life (plugin.ConcurrentReceiver): a plugin asking for millions would
-// have its process start them all.
+// MaxLaneWorkers bounds a lane's workers (plugin.ConcurrentReceiver). A
+// lane starts them as its items need them, and each then lives as long as
+// the lane: a plugin asking for millions, and sent that many messages that
+// wait, would have its process start them all.
 const MaxLaneWorkers = 1 << 16
 
 // laneWorkers is the workers of a lane asked for n: at least one, at most
@@ -107,7 +108,10 @@ func laneWorkers(n int) int { return min(max(n, 1), MaxLaneWorkers) }
 
 // Lane runs one plugin's work in order on its own goroutine(s), so that a
 // slow plugin delays nobody else. With one worker (the default) items run
-// one at a time in push order.
+// one at a time in push order. A lane of several workers starts them as
+// they are needed: an item pushed while every worker started is busy
+// starts another, up to the lane's maximum, and a worker, once started,
+// waits for more work until the lane is closed.
 //
 // Push never blocks. Backpressure works through the senders' windows
 // instead (see Conn.Send): an item that carries Credit gives it back to
@@ -159,8 +163,12 @@ type Lane struct {
 	// running; ready are held items free to run, taken before the queue.
 	members map[*Conn]*member
 	ready   []taken
-	wake    *sync.Cond
-	wg      sync.WaitGroup
+	// In a lane of several workers: max is the most it may start, workers
+	// how many it has, idle those waiting for an item, and starting those
+	// started that have yet to look for one.
+	max, workers, idle, starting int
+	wake                         *sync.Cond
+	wg                           sync.WaitGroup
 }
 
 // taken is an item a worker has taken, with its sequence number.
@@ -236,10 +244,11 @@ type slot struct {
 // which a lane starts keeping its senders' credits.
 const DefaultLaneLimit = 1 << 16
 
-// NewLane starts a lane with workers goroutines (at least one) calling run
-// for every pushed item. It keeps its senders' credits from when limit
-// items are queued or running until half as many are (limit <= 0:
-// DefaultLaneLimit).
+// NewLane returns a lane of up to workers goroutines (at least one, at most
+// MaxLaneWorkers) calling run for every pushed item. One worker starts at
+// once; with more, they start as items need them. The lane keeps its
+// senders' credits from when limit items are queued or running until half
+// as many are (limit <= 0: DefaultLaneLimit).
 func NewLane(workers, limit int, run func(Item)) *Lane {
 	workers = laneWorkers(workers)
 	if limit <= 0 {
@@ -248,15 +257,26 @@ func NewLane(workers, limit int, run func(Item)) *Lane {
 	l := &Lane{run: run, limit: limit, running: map[uint64]credit{}, progress: make(chan struct{})}
 	l.wake = sync.NewCond(&l.mu)
 	l.serial = workers == 1
-	l.wg.Add(workers)
 	if l.serial {
+		l.wg.Add(1)
 		go l.serialLoop(nil, 0)
 		return l
 	}
-	for range workers {
+	l.max = workers
+	return l
+}
+
+// spawnLocked starts workers, up to the lane's maximum, until every item
+// free to run (queued, or held and now ready) has a worker that is idle or
+// starting to take it: a worker busy with a long item must not be what a
+// later item waits for while the lane may start another. l.mu is held.
+func (l *Lane) spawnLocked() {
+	for len(l.q)-l.head+len(l.ready) > l.idle+l.starting && l.workers < l.max {
+		l.workers++
+		l.starting++
+		l.wg.Add(1)
 		go l.loop(taken{}, false)
 	}
-	return l
 }
 
 // Push queues it. It reports false if the lane is closed.
@@ -288,6 +308,9 @@ func (l *Lane) push(it Item) (ok, filled bool) {
 	}
 	l.pushed++
 	l.q = append(l.q, it)
+	if !l.serial {
+		l.spawnLocked()
+	}
 	if !l.full.Load() && l.lenLocked() >= l.limit {
 		l.full.Store(true)
 		filled = true
@@ -692,9 +715,11 @@ func (l *Lane) compactLocked() {
 	}
 }
 
+// loop is a worker of a lane of several workers. It starts with t when ok:
+// an event due to run on the worker this one replaces (see below);
+// otherwise it was counted as starting (spawnLocked), and takes the next
+// item free to run.
 func (l *Lane) loop(t taken, ok bool) {
-	// t is run first when ok: an event due to run on the worker this one
-	// replaces (see below).
 	running := false // t is running
 	defer func() {
 		if !running {
@@ -708,15 +733,23 @@ func (l *Lane) loop(t taken, ok bool) {
 		// logs): it has run, and a new worker goes on.
 		l.mu.Lock()
 		next, ok, cr := l.doneLocked(t)
+		if !ok {
+			l.starting++
+		}
 		l.mu.Unlock()
 		l.finish(cr)
 		go l.loop(next, ok)
 	}()
 	l.mu.Lock()
+	if !ok {
+		l.starting--
+	}
 	for {
 		if !ok {
 			for l.head == len(l.q) && len(l.ready) == 0 && !l.closed {
+				l.idle++
 				l.wake.Wait()
+				l.idle--
 			}
 			switch {
 			case len(l.ready) > 0:
@@ -732,6 +765,7 @@ func (l *Lane) loop(t taken, ok bool) {
 				l.running[t.seq] = creditOf(&t.it) // from now on its credit is kept here
 				t.it.Credit = 0
 			default: // closed and empty
+				l.workers--
 				l.mu.Unlock()
 				return
 			}
@@ -820,6 +854,7 @@ func (l *Lane) doneLocked(t taken) (next taken, ok bool, cr credit) {
 		if len(m.held) > 0 {
 			l.ready = append(l.ready, m.held...)
 			m.held = nil
+			l.spawnLocked()
 			l.wake.Broadcast()
 		}
 	} else if m.running--; m.running == 0 && m.event != nil {

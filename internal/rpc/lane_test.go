@@ -543,8 +543,8 @@ func TestLanePanicStartsNoWorker(t *testing.T) {
 }
 
 // A lane's workers are at least one and at most MaxLaneWorkers, whatever
-// a plugin's MaxConcurrentReceives says: each is a goroutine for the
-// lane's life.
+// a plugin's MaxConcurrentReceives says: each, once started, is a
+// goroutine for the lane's life.
 func TestLaneWorkersBounded(t *testing.T) {
 	tests := []struct{ asked, want int }{
 		{-1, 1},
@@ -557,6 +557,134 @@ func TestLaneWorkersBounded(t *testing.T) {
 		if got := rpc.WorkersFor(tt.asked); got != tt.want {
 			t.Errorf("a lane asked for %d workers: got %d, want %d", tt.asked, got, tt.want)
 		}
+	}
+}
+
+// A lane of several workers starts them as its items need them, not all
+// at once: a plugin that may run thousands of Receives at once (long
+// polls) had that many goroutines from its start. Each item pushed while
+// every worker started is busy starts another, up to the lane's maximum;
+// workers left idle take the next items, and none is started for them.
+func TestLaneStartsWorkersAsNeeded(t *testing.T) {
+	t.Parallel()
+	const max = 3
+	var running atomic.Int32
+	gate := make(chan struct{})
+	l := startLane(t, max, func(rpc.Item) {
+		running.Add(1)
+		<-gate
+		running.Add(-1)
+	})
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}()
+	if w, _, _ := rpc.LaneWorkers(l); w != 0 {
+		t.Fatalf("a new lane of %d workers started %d, want 0", max, w)
+	}
+	for range 2 {
+		l.Push(rpc.Item{})
+	}
+	poll(t, "two items running", func() bool { return running.Load() == 2 })
+	if w, _, _ := rpc.LaneWorkers(l); w != 2 {
+		t.Errorf("two items running at once: got %d workers, want 2", w)
+	}
+	for range 3 {
+		l.Push(rpc.Item{})
+	}
+	poll(t, "the maximum running", func() bool { return running.Load() == max })
+	if w, _, _ := rpc.LaneWorkers(l); w != max {
+		t.Errorf("five items pushed to a lane of at most %d workers: got %d workers, want %d", max, w, max)
+	}
+	if got := l.Len(); got != 5 {
+		t.Errorf("Len = %d, want 5 (3 running, 2 queued)", got)
+	}
+	close(gate)
+	if err := l.Flush(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "every worker idle", func() bool { _, idle, _ := rpc.LaneWorkers(l); return idle == max })
+	gate = make(chan struct{})
+	for range max {
+		l.Push(rpc.Item{})
+	}
+	poll(t, "the maximum running again", func() bool { return running.Load() == max })
+	if w, _, _ := rpc.LaneWorkers(l); w != max {
+		t.Errorf("items for the idle workers: got %d workers, want %d (none started)", w, max)
+	}
+	close(gate)
+	if err := l.Flush(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Items held behind a membership event get workers of their own once it
+// has run, while the workers started are busy: two held items that wait
+// for each other (a handler waiting for another's message) must both run.
+func TestLaneStartsWorkersForHeldItems(t *testing.T) {
+	t.Parallel()
+	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	y := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	first, others := make(chan struct{}), make(chan struct{})
+	var pair sync.WaitGroup
+	pair.Add(2)
+	met := make(chan struct{})
+	go func() { pair.Wait(); close(met) }()
+	var running atomic.Int32
+	l := startLane(t, 8, func(it rpc.Item) {
+		if it.Event != nil {
+			it.Event()
+			return
+		}
+		running.Add(1)
+		defer running.Add(-1)
+		switch it.Frame.Call {
+		case 1: // x's first message, before the event
+			<-first
+		case 2: // x's two after it: each waits for the other
+			pair.Done()
+			<-met
+		default: // y's, keeping the workers started busy
+			<-others
+		}
+	})
+	released := false
+	defer func() {
+		close(others)
+		if !released {
+			close(first)
+		}
+	}()
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 1}})
+	l.Push(rpc.Item{Conn: y, Frame: &wire.Frame{Call: 3}})
+	poll(t, "two items running", func() bool { return running.Load() == 2 })
+	l.Push(rpc.Item{Member: x, Event: func() {}})
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 2}})
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 2}})
+	// The event and x's two messages are taken and held; the workers that
+	// took them wait. Keep them busy with y's messages.
+	var idle int
+	poll(t, "x's items held", func() bool {
+		_, i, queued := rpc.LaneWorkers(l)
+		idle = i
+		return queued == 0 && idle > 0
+	})
+	for range idle {
+		l.Push(rpc.Item{Conn: y, Frame: &wire.Frame{Call: 3}})
+	}
+	poll(t, "every worker busy", func() bool {
+		_, i, queued := rpc.LaneWorkers(l)
+		return i == 0 && queued == 0 && running.Load() == int32(2+idle)
+	})
+	released = true
+	close(first) // the event runs, then x's two messages
+	select {
+	case <-met:
+	case <-time.After(defaultTestTimeout):
+		t.Fatal("x's two messages held behind the event never ran at once: no worker was started for them")
 	}
 }
 
