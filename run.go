@@ -102,7 +102,13 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // not to an address). This
 // is the one place Ember ends a process, because returning would run the
 // driver's code on an executor.
+//
+// In either process, the tasks registered when Run is called are the
+// application's: from then on NewTask panics (see NewTask).
 func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver) error) error {
+	// The tasks are now those every process has on its way here: one
+	// registered later would be missing from the executors.
+	tasks.seal(sealedByRun)
 	if addr, ok := os.LookupEnv(EnvDriver); ok {
 		os.Exit(runExecutorProcess(ctx, cfg, addr))
 	}

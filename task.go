@@ -11,6 +11,7 @@ import (
 	"github.com/emberhq/ember/internal/codec"
 	"github.com/emberhq/ember/internal/driver"
 	"github.com/emberhq/ember/internal/executor"
+	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 )
@@ -70,20 +71,90 @@ type taskEntry struct {
 	run  func(ctx context.Context, tc TaskContext, in []byte) ([]byte, error)
 }
 
-var tasks struct {
+// taskRegistry holds the registered tasks. Once sealed, it refuses new
+// ones: an executor process (a local-cluster's, the program or test binary
+// re-executed, or a standalone one) registers only what its own start-up
+// registers before its Run, so a task added later in another process's
+// life would be missing there, and the handshake of every later Run would
+// fail.
+type taskRegistry struct {
 	mu     sync.RWMutex // protects the following fields
 	byName map[string]*taskEntry
 	names  []string
+	sealed string // why the registry takes no more tasks ("": it does)
 }
 
-// NewTask registers fn under name and returns the task to pass to Map. It
-// panics if name is empty or taken, or fn is nil: call it at package
-// level. fn runs concurrently with the other tasks of its executor (up to
-// ConfExecutorSlots at once), so what it shares must be safe for
-// concurrent use. In and Out travel like messages (CBOR for plain values,
-// protobuf for proto.Message pointers) but need no RegisterMessage; like
-// RegisterMessage, NewTask panics if either is a struct whose fields are
-// all unexported.
+var tasks = new(taskRegistry) // a pointer: a test swaps in a registry of its own
+
+// add registers e, or returns the text NewTask panics with: the name is
+// taken, or the registry is sealed.
+func (r *taskRegistry) add(e *taskEntry) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sealed != "" {
+		return fmt.Sprintf("ember.NewTask %q: called %s; register tasks at package level instead, "+
+			"var t = ember.NewTask(%q, ...), so that every process, executors included, has them before Run", e.name, r.sealed, e.name)
+	}
+	if _, dup := r.byName[e.name]; dup {
+		return fmt.Sprintf("ember.NewTask: task %q registered twice", e.name)
+	}
+	if r.byName == nil {
+		r.byName = map[string]*taskEntry{}
+	}
+	r.byName[e.name] = e
+	r.names = append(r.names, e.name)
+	return ""
+}
+
+// seal makes NewTask panic from now on, saying it was called when, unless
+// an earlier seal has said so already.
+func (r *taskRegistry) seal(when string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sealed == "" {
+		r.sealed = when
+	}
+}
+
+func (r *taskRegistry) lookup(name string) *taskEntry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byName[name]
+}
+
+func (r *taskRegistry) list() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]string(nil), r.names...)
+}
+
+// Said by NewTask once the registry is sealed: by Run, and by
+// embertest.Main before the tests start.
+const (
+	sealedByRun   = "after ember.Run was called in this process"
+	sealedByTests = "from a test, after embertest.Main started the tests " +
+		"(a local-cluster executor runs only its own test: a task registered in one test is missing from every other test's executors)"
+)
+
+func init() {
+	hook.SealTasks = func() { tasks.seal(sealedByTests) }
+}
+
+// NewTask registers fn under name and returns the task to pass to Map.
+// Call it at package level (var square = ember.NewTask("square", ...)),
+// or in an init function, so that every process registers the same tasks
+// before it calls Run: an executor process is the same program started
+// again, and has only the tasks registered on its way to Run. NewTask
+// panics once Run has been called in the process, and, in a test package
+// whose TestMain calls embertest.Main, once the tests have started (a
+// task made inside a test function would be missing from other tests'
+// local-cluster executors, and fail their handshake). It panics too if
+// name is empty or taken, or fn is nil. fn runs concurrently with the
+// other tasks of its executor (up to ConfExecutorSlots at once), so what
+// it shares must be safe for concurrent use. In and Out travel like
+// messages (CBOR for plain values, protobuf for proto.Message pointers)
+// but need no RegisterMessage; like RegisterMessage, NewTask panics if
+// either is a struct whose fields are all unexported.
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
 	if name == "" || fn == nil {
 		panic("ember.NewTask: empty name or nil function")
@@ -109,35 +180,23 @@ func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskConte
 		}
 		return b, nil
 	}}
-	tasks.mu.Lock()
-	defer tasks.mu.Unlock()
-	if tasks.byName == nil {
-		tasks.byName = map[string]*taskEntry{}
+	if msg := tasks.add(e); msg != "" {
+		panic(msg)
 	}
-	if _, dup := tasks.byName[name]; dup {
-		panic(fmt.Sprintf("ember.NewTask: task %q registered twice", name))
-	}
-	tasks.byName[name] = e
-	tasks.names = append(tasks.names, name)
 	return &Task[In, Out]{name: name}
 }
 
 // Tasks returns the names of the registered tasks, in registration order:
-// the list the executor handshake compares.
+// the list the executor handshake compares. It no longer changes once Run
+// has been called.
 func Tasks() []string { return taskNames() }
 
-func taskNames() []string {
-	tasks.mu.RLock()
-	defer tasks.mu.RUnlock()
-	return append([]string(nil), tasks.names...)
-}
+func taskNames() []string { return tasks.list() }
 
 // runTask runs a registered task on an executor.
 func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins executor.Plugins) ([]byte, error) {
 	return func(ctx context.Context, t plugin.TaskInfo, in []byte, plugins executor.Plugins) ([]byte, error) {
-		tasks.mu.RLock()
-		e := tasks.byName[t.TaskName]
-		tasks.mu.RUnlock()
+		e := tasks.lookup(t.TaskName)
 		if e == nil {
 			return nil, plugin.Errorf(plugin.CodeNotFound, "no task %q on this executor", t.TaskName)
 		}
@@ -155,8 +214,8 @@ func runTask(log *slog.Logger) func(ctx context.Context, t plugin.TaskInfo, in [
 
 // Map runs t on every input across the executors and returns the outputs
 // in input order (an empty slice for no inputs). Before any task runs, Map
-// fails with CodeNotFound for a task registered after Run started (NewTask
-// not at package level), and with CodeResourceExhausted, wrapping
+// fails with CodeNotFound for a Task not made by NewTask (a zero Task),
+// and with CodeResourceExhausted, wrapping
 // plugin.ErrMessageTooLarge, for an input whose encoding exceeds
 // Config.MaxMessageBytes.
 //

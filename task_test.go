@@ -103,6 +103,30 @@ func TestNewTaskRefusesUnexportedFields(t *testing.T) {
 	}
 }
 
+// NewTask in a test function panics there (TestMain is embertest.Main),
+// saying to register at package level. It used to register the task in
+// this process only: a later test's local-cluster executors, which run
+// only their own test, lacked it, and that test's start-up failed with a
+// handshake mismatch naming a task it had never heard of.
+func TestNewTaskInATestPanics(t *testing.T) {
+	before := ember.Tasks()
+	defer func() {
+		r := fmt.Sprint(recover())
+		for _, want := range []string{
+			`ember.NewTask "test.made-in-a-test": called from a test, after embertest.Main started the tests`,
+			`at package level instead, var t = ember.NewTask("test.made-in-a-test", ...),`,
+		} {
+			if !strings.Contains(r, want) {
+				t.Errorf("NewTask in a test: got panic %q, want it to contain %q", r, want)
+			}
+		}
+		if got := ember.Tasks(); !slices.Equal(got, before) {
+			t.Errorf("Tasks() after the panic = %q, want it unchanged, %q", got, before)
+		}
+	}()
+	ember.NewTask("test.made-in-a-test", func(_ context.Context, _ ember.TaskContext, n int) (int, error) { return n, nil })
+}
+
 func TestMapResultsInOrder(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
 	inputs := make([]int, 1000)

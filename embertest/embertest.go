@@ -17,7 +17,9 @@
 // of that stretch, or skip them in an executor process
 // (os.Getenv(ember.EnvDriver) != ""): a t.TempDir made before Start, for
 // one, is left behind by every executor. Executors get the driver's
-// Config.Conf, so pass them paths through it.
+// Config.Conf, so pass them paths through it. Declare tasks
+// (ember.NewTask) at package level, not in a test: Main makes NewTask
+// panic once the tests have started.
 package embertest
 
 import (
@@ -77,10 +79,19 @@ var (
 // Main also sets GORACE=atexit_sleep_ms=0 for child processes (unless
 // GORACE is set): a race-enabled executor otherwise sleeps a second at
 // exit, which every local-cluster shutdown would wait for.
+//
+// Main fixes the tasks before the tests start: ember.NewTask called from a
+// test panics there, saying to declare the task at package level. A task
+// made in a test function was registered in that test binary's process
+// only, where every later ember.Run included it, and the executors of a
+// later local-cluster test, which run only that test, did not have it:
+// that test's start-up failed with a handshake mismatch. Register tasks
+// in package-level vars (or in TestMain before calling Main).
 func Main(m *testing.M) {
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
+	hook.SealTasks()
 	goleak.VerifyTestMain(m)
 }
 

@@ -14,6 +14,9 @@ var (
 	WireError func(code uint32, msg string) error
 	// WithSender attaches the sending executor's ID to a handler ctx.
 	WithSender func(ctx context.Context, executorID string) context.Context
+	// SealTasks makes ember.NewTask panic from now on, saying that it was
+	// called from a test: embertest.Main calls it before the tests start.
+	SealTasks func()
 )
 
 // LocalHooks let the test kit reach executors that local[N] runs inside
