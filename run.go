@@ -167,6 +167,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		Conn:               connOptions(cfg),
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		Tasks:              taskNames(),
+		TaskSites:          tasks.sites(),
 		MaxTaskFailures:    maxFailures,
 		Secret:             secret,
 		MaxExecutors:       cfg.MaxExecutors,

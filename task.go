@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"sync"
 
 	"github.com/emberhq/ember/internal/codec"
@@ -69,6 +70,7 @@ func (t *Task[In, Out]) Name() string { return t.name }
 type taskEntry struct {
 	name string
 	run  func(ctx context.Context, tc TaskContext, in []byte) ([]byte, error)
+	site string // where NewTask was called: "file:line in function"
 }
 
 // taskRegistry holds the registered tasks. Once sealed, it refuses new
@@ -120,6 +122,17 @@ func (r *taskRegistry) lookup(name string) *taskEntry {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byName[name]
+}
+
+// sites maps each task's name to where it was registered.
+func (r *taskRegistry) sites() map[string]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m := make(map[string]string, len(r.byName))
+	for name, e := range r.byName {
+		m[name] = e.site
+	}
+	return m
 }
 
 func (r *taskRegistry) list() []string {
@@ -180,10 +193,27 @@ func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskConte
 		}
 		return b, nil
 	}}
+	e.site = callerSite(1)
 	if msg := tasks.add(e); msg != "" {
 		panic(msg)
 	}
 	return &Task[In, Out]{name: name}
+}
+
+// callerSite says where the caller of the function calling it is:
+// "file:line in function", the function as the runtime names it (a
+// package-level var's initialiser runs in "pkg.init", a test in
+// "pkg.TestName"); "" if the runtime cannot say.
+func callerSite(skip int) string {
+	pc, file, line, ok := runtime.Caller(skip + 1)
+	if !ok {
+		return ""
+	}
+	site := fmt.Sprintf("%s:%d", file, line)
+	if fn := runtime.FuncForPC(pc); fn != nil {
+		site += " in " + fn.Name()
+	}
+	return site
 }
 
 // Tasks returns the names of the registered tasks, in registration order:

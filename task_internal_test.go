@@ -3,6 +3,9 @@ package ember
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -106,4 +109,43 @@ func TestRunSealsTasks(t *testing.T) {
 		}
 	}()
 	NewTask("after-run", func(context.Context, TaskContext, int) (int, error) { return 0, nil })
+}
+
+// What neither seal catches: in a test package whose TestMain is not
+// embertest.Main, the first test to run a cluster makes a task in its
+// function. Its own executors run that test and have the task; a later
+// test's do not, and its start-up fails. The error names the task and the
+// test that made it, where it used to name the task alone. Here the
+// driver's registry gets the task as that first test's did, and the
+// executor, this test re-executed, has the package-level tasks.
+func TestHandshakeNamesWhereAMissingTaskWasMade(t *testing.T) {
+	cfg := Config{Master: "local-cluster[1]", Logger: slog.New(slog.DiscardHandler),
+		ExecutorArgs: []string{"-test.run=^TestHandshakeNamesWhereAMissingTaskWasMade$", "-test.count=1"}}
+	if os.Getenv(EnvDriver) != "" {
+		_ = Run(context.Background(), cfg, nil) // the executor: never returns
+	}
+	r := new(taskRegistry)
+	for _, name := range tasks.list() {
+		r.add(tasks.lookup(name))
+	}
+	withTasks(t, r)
+	_, file, line, _ := runtime.Caller(0)
+	NewTask("test.made-in-an-earlier-test", func(context.Context, TaskContext, int) (int, error) { return 0, nil })
+	err := Run(context.Background(), cfg, func(context.Context, *Driver) error { return nil })
+	want := fmt.Sprintf(`tasks differ: missing on the executor: ["test.made-in-an-earlier-test"] `+
+		`("test.made-in-an-earlier-test" registered at %s:%d in github.com/emberhq/ember.TestHandshakeNamesWhereAMissingTaskWasMade; `, file, line+1)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: got %v, want an error containing %q", err, want)
+	}
+}
+
+// A task declared in a package-level var is registered by its package's
+// init, which its site names.
+func TestTaskSiteOfAPackageLevelVar(t *testing.T) {
+	got := tasks.sites()["test.double"] // var double, in task_test.go
+	for _, want := range []string{"/task_test.go:", " in github.com/emberhq/ember_test.init"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("site of test.double: got %q, want it to contain %q", got, want)
+		}
+	}
 }

@@ -50,6 +50,10 @@ type Config struct {
 	// Tasks are the registered task names, in registration order; the
 	// handshake compares them.
 	Tasks []string
+	// TaskSites says where each task was registered ("file:line in
+	// function"), for a handshake mismatch to name a task the executor
+	// lacks by the code that made it. Optional.
+	TaskSites map[string]string
 	// MaxTaskFailures is how many times one task may fail before its job
 	// fails (default 4).
 	MaxTaskFailures int
@@ -842,7 +846,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		Tasks:           d.cfg.Tasks,
 		MaxMessageBytes: int64(d.maxMsg()),
 	}
-	if msg := checkHello(hello, want); msg != "" {
+	if msg := checkHello(hello, want, d.cfg.TaskSites); msg != "" {
 		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)

@@ -11,8 +11,9 @@ import (
 // checkHello compares an executor's HELLO h with want, what the driver
 // runs (its protocol version, build ID, plugins, message types, tasks and
 // message limit), and returns a message naming every difference, or ""
-// when they agree.
-func checkHello(h, want *wire.Hello) string {
+// when they agree. sites says where the driver's tasks were registered,
+// for those missing on the executor.
+func checkHello(h, want *wire.Hello, sites map[string]string) string {
 	var problems []string
 	if h.ProtocolVersion != want.ProtocolVersion {
 		problems = append(problems, fmt.Sprintf("protocol version: driver %d, executor %d", want.ProtocolVersion, h.ProtocolVersion))
@@ -29,7 +30,8 @@ func checkHello(h, want *wire.Hello) string {
 		problems = append(problems, d)
 	}
 	if d := listDiff("tasks", want.Tasks, h.Tasks); d != "" {
-		problems = append(problems, d+" (declare tasks with ember.NewTask in package-level vars: one made in a function, a test's say, is missing from processes that have not run it)")
+		problems = append(problems, d+" ("+taskSites(want.Tasks, h.Tasks, sites)+
+			"declare tasks with ember.NewTask in package-level vars: one made in a function, a test's say, is missing from processes that have not run it)")
 	}
 	if h.MaxMessageBytes != want.MaxMessageBytes {
 		// Each end refuses to send more than its own limit and to receive
@@ -39,6 +41,34 @@ func checkHello(h, want *wire.Hello) string {
 		problems = append(problems, fmt.Sprintf("message limit: driver %d bytes, executor %d (set the same Config.MaxMessageBytes in every process)", want.MaxMessageBytes, h.MaxMessageBytes))
 	}
 	return strings.Join(problems, "; ")
+}
+
+// maxTaskSites bounds the tasks whose registration site a mismatch names.
+const maxTaskSites = 3
+
+// taskSites names where the first few of the driver's tasks missing on the
+// executor were registered, as "\"t\" registered at file:line in function; ",
+// or returns "" when sites knows none of them. A task made in a test
+// function shows here by its test, which may not be the test whose
+// executors were refused.
+func taskSites(driver, executor []string, sites map[string]string) string {
+	if len(sites) == 0 {
+		return ""
+	}
+	onExecutor := set(executor)
+	var b strings.Builder
+	n := 0
+	for _, name := range driver {
+		if site := sites[name]; site != "" && !onExecutor[name] {
+			if n == maxTaskSites {
+				b.WriteString("…; ")
+				break
+			}
+			fmt.Fprintf(&b, "%q registered at %s; ", name, site)
+			n++
+		}
+	}
+	return b.String()
 }
 
 // listDiff describes how the executor's list differs from the driver's,

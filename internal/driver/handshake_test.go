@@ -130,7 +130,7 @@ func TestCheckHello(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := checkHello(tt.hello, &wire.Hello{ProtocolVersion: wire.ProtocolVersion, BuildId: build,
-				Plugins: driverPlugins, MessageTypes: driverTypes, Tasks: driverTasks, MaxMessageBytes: driverMax})
+				Plugins: driverPlugins, MessageTypes: driverTypes, Tasks: driverTasks, MaxMessageBytes: driverMax}, nil)
 			if len(tt.want) == 0 {
 				if got != "" {
 					t.Errorf("checkHello = %q, want agreement (\"\")", got)
@@ -173,6 +173,54 @@ func TestListDiff(t *testing.T) {
 			t.Parallel()
 			if got := listDiff("things", tt.driver, tt.executor); got != tt.want {
 				t.Errorf("listDiff(%q, %q) = %q, want %q", tt.driver, tt.executor, got, tt.want)
+			}
+		})
+	}
+}
+
+// A task the executor lacks is named with where the driver registered it,
+// so that a task made in a test function (which breaks the handshake of a
+// later test's local-cluster executors, not its own) leads to that test.
+func TestCheckHelloNamesTaskSites(t *testing.T) {
+	t.Parallel()
+	want := &wire.Hello{ProtocolVersion: wire.ProtocolVersion, Tasks: []string{"square", "late"}}
+	h := &wire.Hello{ProtocolVersion: wire.ProtocolVersion, Tasks: []string{"square"}}
+	sites := map[string]string{"square": "tasks.go:3 in app.init", "late": "a_test.go:12 in app.TestA"}
+	got := checkHello(h, want, sites)
+	const w = `tasks differ: missing on the executor: ["late"] ("late" registered at a_test.go:12 in app.TestA; declare tasks with ember.NewTask in package-level vars`
+	if !strings.Contains(got, w) {
+		t.Errorf("checkHello = %q, want it to contain %q", got, w)
+	}
+	if strings.Contains(got, "app.init") {
+		t.Errorf("checkHello = %q, want no site of a task the executor has", got)
+	}
+}
+
+func TestTaskSites(t *testing.T) {
+	t.Parallel()
+	sites := map[string]string{"a": "a.go:1 in p.init", "b": "b.go:2 in p.TestB", "c": "c.go:3 in p.TestC",
+		"d": "d.go:4 in p.TestD", "e": "e.go:5 in p.TestE"}
+	tests := []struct {
+		name             string
+		driver, executor []string
+		sites            map[string]string
+		want             string
+	}{
+		{"no sites", []string{"a", "b"}, []string{"a"}, nil, ""},
+		{"none missing", []string{"a", "b"}, []string{"b", "a"}, sites, ""},
+		{"only on the executor", []string{"a"}, []string{"a", "b"}, sites, ""},
+		{"one missing", []string{"a", "b"}, []string{"a"}, sites, `"b" registered at b.go:2 in p.TestB; `},
+		{"missing without a site", []string{"a", "x"}, []string{"a"}, sites, ""},
+		{"a few, in the driver's order", []string{"a", "c", "b"}, nil, sites,
+			`"a" registered at a.go:1 in p.init; "c" registered at c.go:3 in p.TestC; "b" registered at b.go:2 in p.TestB; `},
+		{"more than a few", []string{"a", "b", "c", "d", "e"}, nil, sites,
+			`"a" registered at a.go:1 in p.init; "b" registered at b.go:2 in p.TestB; "c" registered at c.go:3 in p.TestC; …; `},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := taskSites(tt.driver, tt.executor, tt.sites); got != tt.want {
+				t.Errorf("taskSites(%q, %q) = %q, want %q", tt.driver, tt.executor, got, tt.want)
 			}
 		})
 	}
