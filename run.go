@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,12 @@ const (
 	// executors when Config.Secret is empty (surrounding whitespace
 	// trimmed); EMBER_SECRET_FILE is read when it is unset.
 	EnvSecret = "EMBER_SECRET"
+	// EnvExecutorSlots, in an executor process, is how many tasks that
+	// executor runs at once (1 to 16384), whatever the driver's
+	// ConfExecutorSlots says: a machine of a farm that should take fewer
+	// (or more) than its CPUs. A local-cluster's executors inherit it from
+	// the driver's environment; local[N] ignores it.
+	EnvExecutorSlots = "EMBER_EXECUTOR_SLOTS"
 )
 
 // Driver is the running application as the driver function sees it. Its
@@ -519,6 +526,20 @@ func newAppID() string {
 	return "app-" + time.Now().UTC().Format("20060102150405") + "-" + hex.EncodeToString(b)
 }
 
+// ownSlots returns the task slots EMBER_EXECUTOR_SLOTS gives this
+// executor, 0 when it is unset.
+func ownSlots() (int, error) {
+	v, ok := os.LookupEnv(EnvExecutorSlots)
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 1 || n > driver.MaxSlots {
+		return 0, fmt.Errorf("%s=%q: want a whole number from 1 to %d", EnvExecutorSlots, v, driver.MaxSlots)
+	}
+	return n, nil
+}
+
 // runExecutorProcess serves as an executor and returns the exit status.
 func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	cookie, managed := os.LookupEnv(launch.EnvCookie)
@@ -591,6 +612,10 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		return 1
 	}
 	ecfg.HeartbeatTimeout = heartbeatTimeout
+	if ecfg.OwnSlots, err = ownSlots(); err != nil {
+		log.Error("executor: bad configuration", "err", err)
+		return 1
+	}
 	err = executor.Run(ctx, ecfg)
 	switch {
 	case err == nil:

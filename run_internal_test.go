@@ -272,3 +272,39 @@ func TestMetricsIdleConnectionsEnd(t *testing.T) {
 		t.Errorf("reading the idle connection: got %v, want io.EOF (closed by the server)", err)
 	}
 }
+
+// EMBER_EXECUTOR_SLOTS gives an executor process its own task slots, 1 to
+// MaxSlots; anything else is refused, saying what it wants.
+func TestOwnSlots(t *testing.T) {
+	const want = `EMBER_EXECUTOR_SLOTS=%q: want a whole number from 1 to 16384`
+	tests := []struct {
+		value   string // "unset": not set
+		want    int
+		wantErr bool
+	}{
+		{value: "unset", want: 0},
+		{value: "1", want: 1},
+		{value: " 8\n", want: 8},
+		{value: "16384", want: 16384},
+		{value: "", wantErr: true},
+		{value: "0", wantErr: true},
+		{value: "-2", wantErr: true},
+		{value: "16385", wantErr: true},
+		{value: "four", wantErr: true},
+	}
+	t.Setenv(EnvExecutorSlots, "") // restored at the end, whatever the loop does
+	for _, tt := range tests {
+		if tt.value == "unset" {
+			os.Unsetenv(EnvExecutorSlots)
+		} else {
+			t.Setenv(EnvExecutorSlots, tt.value)
+		}
+		got, err := ownSlots()
+		switch {
+		case tt.wantErr && (err == nil || err.Error() != fmt.Sprintf(want, tt.value)):
+			t.Errorf("%s=%q: got %d, %v; want the error %q", EnvExecutorSlots, tt.value, got, err, fmt.Sprintf(want, tt.value))
+		case !tt.wantErr && (err != nil || got != tt.want):
+			t.Errorf("%s=%q: got %d, %v; want %d", EnvExecutorSlots, tt.value, got, err, tt.want)
+		}
+	}
+}

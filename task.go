@@ -23,7 +23,10 @@ import (
 const ConfMaxTaskFailures = "ember.task.maxFailures"
 
 // ConfExecutorSlots is how many tasks each executor runs at once, at most
-// 16384 (Run refuses more). Default: the executor's CPU count.
+// 16384 (Run refuses more), except an executor whose process sets
+// EnvExecutorSlots. Default: the executor's GOMAXPROCS, the CPUs its
+// process may use (a container's CPU limit included). Driver.Executors
+// says what each runs.
 const ConfExecutorSlots = "ember.executor.slots"
 
 // TaskContext describes the attempt a task function is running.

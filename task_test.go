@@ -1476,3 +1476,42 @@ func TestMapEachLocalCluster(t *testing.T) {
 		t.Errorf("inputs[2]: got %v, want a permanent InvalidArgument failure saying 2 tests failed", r.Err)
 	}
 }
+
+// An executor process's EMBER_EXECUTOR_SLOTS is its own task slots, over
+// the driver's ember.executor.slots (a farm machine that should take
+// fewer builds than the rest), and Driver.Executors says what each runs.
+// An in-process executor (local[N]) has the driver's.
+func TestExecutorSlotsFromItsEnvironment(t *testing.T) {
+	t.Setenv(ember.EnvExecutorSlots, "3")
+	conf := map[string]string{ember.ConfExecutorSlots: "1"}
+	for _, tt := range []struct {
+		master string
+		want   int
+	}{
+		{"local-cluster[2]", 3},
+		{"local[1]", 1},
+	} {
+		c := embertest.Start(t, ember.Config{Master: tt.master, Logger: quiet, Conf: conf})
+		execs := c.Driver.Executors()
+		for _, e := range execs {
+			if e.Slots != tt.want {
+				t.Errorf("%s: executor %s has %d slots, want %d", tt.master, e.ID, e.Slots, tt.want)
+			}
+		}
+		if len(execs) == 0 {
+			t.Errorf("%s: no executors", tt.master)
+		}
+		c.Close()
+	}
+}
+
+// A bad EMBER_EXECUTOR_SLOTS ends the executor at its start (it logs
+// why: TestOwnSlots), and so the start-up.
+func TestExecutorSlotsFromItsEnvironmentRefused(t *testing.T) {
+	t.Setenv(ember.EnvExecutorSlots, "0")
+	err := ember.Run(testCtx(t), ember.Config{Master: "local-cluster[1]", Logger: quiet, ExecutorArgs: embertest.ExecutorArgs(t)},
+		func(context.Context, *ember.Driver) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "an executor ended during start-up") || !strings.Contains(err.Error(), "exit status 1") {
+		t.Errorf("Run: got %v, want an executor ended during start-up, exit status 1", err)
+	}
+}

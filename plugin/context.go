@@ -288,6 +288,9 @@ type ExecutorInfo struct {
 	// Resources are what its discovery commands found, by name
 	// (ExecutorContext.Resources on the executor).
 	Resources map[string]Resource
+	// Slots is how many tasks it runs at once: its EMBER_EXECUTOR_SLOTS,
+	// else the driver's ember.executor.slots, else its GOMAXPROCS.
+	Slots int
 	// Added is when the executor became ready.
 	Added time.Time
 }

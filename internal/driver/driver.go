@@ -1185,6 +1185,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		return
 	}
 	es.info.Resources = res
+	es.info.Slots = UsableSlots(int(f.GetReady().GetSlots()))
 	es.info.Added = time.Now()
 	es.noReceiver = make([]bool, len(d.endpoints))
 	for _, i := range f.GetReady().GetNoReceiver() {
@@ -1207,7 +1208,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		l.OnExecutorAdded(ctx, info)
 	})
 	d.mu.Unlock()
-	d.log.Debug("executor ready", "executor", info.ID)
+	d.log.Debug("executor ready", "executor", info.ID, "slots", info.Slots)
 }
 
 // notifyListeners queues a membership event on the lane of every plugin

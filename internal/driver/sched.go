@@ -555,9 +555,13 @@ func (s *scheduler) leaving(e *execState) bool {
 // attempt on it as failed.
 const MaxSlots = rpc.DefaultOverflowFrames / 4
 
+// UsableSlots is how many of the slots an executor reports the scheduler
+// uses: at least one, at most MaxSlots.
+func UsableSlots(reported int) int { return min(max(reported, 1), MaxSlots) }
+
 // addExecutor makes a ready executor's slots available, up to MaxSlots.
 func (s *scheduler) addExecutor(e *execState, slots int) {
-	slots = min(max(slots, 1), MaxSlots)
+	slots = UsableSlots(slots)
 	s.mu.Lock()
 	e.slots = slots
 	e.running = map[uint64]*attempt{}

@@ -80,10 +80,15 @@ type Config struct {
 	// Tasks are the registered task names in registration order, and
 	// RunTask runs one by name; plugins returns this executor's instance
 	// of a plugin by name (nil: none, or no executor side). Slots is how
-	// many run at once (default: the number of CPUs).
-	Tasks   []string
-	RunTask func(ctx context.Context, t plugin.TaskInfo, input []byte, plugins Plugins) ([]byte, error)
-	Slots   int
+	// many run at once: OwnSlots if set, else the driver's ConfSlots if
+	// set, else Slots (default: GOMAXPROCS, the CPUs the process may use,
+	// a container's CPU limit included). OwnSlots is this executor's own
+	// setting (its process's EMBER_EXECUTOR_SLOTS), which the driver's
+	// conf does not override.
+	Tasks    []string
+	RunTask  func(ctx context.Context, t plugin.TaskInfo, input []byte, plugins Plugins) ([]byte, error)
+	Slots    int
+	OwnSlots int
 	// Secret is the application secret; empty: this executor cannot
 	// authenticate, and only a driver without authentication accepts it.
 	// When set, the driver must prove it too.
@@ -156,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.MaxMessageBytes = rpc.DefaultMaxMessageBytes
 	}
 	if cfg.Slots <= 0 {
-		cfg.Slots = runtime.NumCPU()
+		cfg.Slots = runtime.GOMAXPROCS(0)
 	}
 	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}}
 	x.hostname, _ = os.Hostname()
@@ -234,7 +239,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("executor %s: %w", x.id, err)
 	}
-	if slots > 0 {
+	switch {
+	case x.cfg.OwnSlots > 0:
+		x.cfg.Slots = x.cfg.OwnSlots
+	case slots > 0:
 		x.cfg.Slots = slots
 	}
 	if cfg.OnWelcome != nil {
@@ -516,8 +524,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// ConfSlots is how many tasks each executor runs at once (default: its
-// CPU count).
+// ConfSlots is how many tasks each executor runs at once, unless the
+// executor has its own (Config.OwnSlots); default: its GOMAXPROCS.
 const ConfSlots = "ember.executor.slots"
 
 // ConfMetricsInterval is how often executors ship their metrics to the

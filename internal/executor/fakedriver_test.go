@@ -31,6 +31,7 @@ type fakeDriver struct {
 	plugins    []string
 	sendWindow int
 	addr       string
+	conf       map[string]string // the WELCOME's conf
 
 	mu     sync.Mutex
 	conn   *rpc.Conn
@@ -54,10 +55,17 @@ func newFakeDriver(t *testing.T, plugins []string, sendWindow int) *fakeDriver {
 // run runs an executor of plugin p (and registry reg, if not nil)
 // against d, and returns the channel Run's error arrives on.
 func (d *fakeDriver) run(p plugin.Plugin, reg *prometheus.Registry) <-chan error {
+	return d.runWith(p, func(cfg *Config) {
+		if reg != nil {
+			cfg.Registry = reg
+		}
+	})
+}
+
+// runWith is run with the executor's Config set by set.
+func (d *fakeDriver) runWith(p plugin.Plugin, set func(*Config)) <-chan error {
 	cfg := Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second}
-	if reg != nil {
-		cfg.Registry = reg
-	}
+	set(&cfg)
 	runErr := make(chan error, 1)
 	go func() { runErr <- Run(context.Background(), cfg) }()
 	return runErr
@@ -71,7 +79,7 @@ func (d *fakeDriver) Connect(stream wire.Ember_ConnectServer) error {
 	if err := stream.RecvMsg(hello); err != nil {
 		return err
 	}
-	welcome := &wire.Welcome{ExecutorId: "1", AppId: "app", SendWindow: uint64(d.sendWindow)}
+	welcome := &wire.Welcome{ExecutorId: "1", AppId: "app", SendWindow: uint64(d.sendWindow), Conf: d.conf}
 	for range d.plugins {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{})
 	}
@@ -93,7 +101,7 @@ func (d *fakeDriver) HandleFrame(_ *rpc.Conn, f *wire.Frame) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.frames = append(d.frames, &wire.Frame{Kind: f.Kind, Call: f.Call, Plugin: f.Plugin, Code: f.Code, Error: f.Error,
-		Payload: f.Payload, ExecutorStopping: f.ExecutorStopping, Permanent: f.Permanent})
+		Payload: f.Payload, ExecutorStopping: f.ExecutorStopping, Permanent: f.Permanent, Ready: f.Ready})
 }
 
 func (d *fakeDriver) HandleClose(*rpc.Conn, error) {}
