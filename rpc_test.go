@@ -1596,6 +1596,88 @@ func TestReceivesSendingToEachOtherDoNotDeadlock(t *testing.T) {
 	})
 }
 
+// floodReport, floodPush and floodAck are the messages of
+// TestReceivesSendingToEachOtherUnderAFlood, 4,000 bytes each.
+type (
+	floodReport struct{ Pad string }
+	floodPush   struct{ Pad string }
+	floodAck    struct{ Pad string }
+)
+
+func init() {
+	plugin.RegisterMessage[floodReport]()
+	plugin.RegisterMessage[floodPush]()
+	plugin.RegisterMessage[floodAck]()
+}
+
+// floodExecutor sends reports from a goroutine of its own, as fast as its
+// window lets it, until it shuts down, and acknowledges every push with a
+// Send under its Receive's ctx.
+type floodExecutor struct {
+	plugin.BaseExecutorPlugin
+	pc   plugin.ExecutorContext
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func (e *floodExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	e.pc = pc
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop, e.done = cancel, make(chan struct{})
+	go func() {
+		defer close(e.done)
+		report := floodReport{strings.Repeat("r", 4000)}
+		for ctx.Err() == nil {
+			_ = pc.Send(ctx, report)
+		}
+	}()
+	return nil
+}
+
+func (e *floodExecutor) Receive(ctx context.Context, _ any) (any, error) {
+	return nil, e.pc.Send(ctx, floodAck{strings.Repeat("a", 4000)})
+}
+
+func (e *floodExecutor) Shutdown(context.Context) error {
+	e.stop()
+	<-e.done
+	return nil
+}
+
+// TestReceivesSendingToEachOtherDoNotDeadlock's plugins, with the
+// executors' reports sent by a goroutine of their own as fast as their
+// windows let them, go on too. They stopped for good within a second,
+// with three executors or more (a user's trial; here, eight): what the driver's lane
+// lent while its Receive waited in Broadcast became anyone's once the
+// Broadcast went on, the reports spent it, and the lane, lending for
+// each report that came while its next Broadcast waited, reached its
+// loan cap with reports that could run only once that Broadcast returned.
+// Then it lent nothing more, and the executors' Receives, waiting to
+// acknowledge, held the pushes Broadcast waited on. Lent credit is now
+// the handlers' until what it was lent for has run.
+func TestReceivesSendingToEachOtherUnderAFlood(t *testing.T) {
+	const reports = 5000 // with eight executors and a 32 KiB window, it stopped at 2,700 to 3,100
+	var dc plugin.DriverContext
+	var handled atomic.Int64
+	p := fakePlugin{
+		name: "flood",
+		newDriver: func() plugin.DriverPlugin {
+			return &fakeDriver{InitF: keepDriverContext(&dc), ReceiveF: func(ctx context.Context, msg any) (any, error) {
+				if _, ok := msg.(floodReport); ok {
+					handled.Add(1)
+					return nil, dc.Broadcast(ctx, floodPush{strings.Repeat("p", 4000)})
+				}
+				return nil, nil
+			}}
+		},
+		newExecutor: func() plugin.ExecutorPlugin { return &floodExecutor{} },
+	}
+	embertest.Start(t, ember.Config{Master: "local[8]", Logger: quiet, Plugins: []plugin.Plugin{p}, SendWindow: 32 << 10})
+	embertest.WaitFor(t, fmt.Sprintf("%d reports handled, each pushed to every executor", reports), func() bool {
+		return handled.Load() >= reports
+	})
+}
+
 // A Broadcast waits for an executor whose plugin is behind (its window
 // spent) until its ctx ends, then fails naming that executor; an executor
 // lost while Broadcast waits for it is skipped, not a failure: its error

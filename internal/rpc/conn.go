@@ -206,8 +206,12 @@ type Conn struct {
 	creditWaiters int
 	// reserved is, of each plugin's credit, what only the Sends of this
 	// end's handlers may spend: what the peer lent (see Conn.Lent), kept
-	// until the loan ends (EndLoan) or the peer grants credit in the
-	// usual way again.
+	// until the peer releases it (Conn.Release), once the messages it was
+	// lent for have run there. Were it anyone's when the loan ended, this
+	// end's other goroutines (a flood of reports) would spend it, and
+	// fill the peer's lane with messages lent for until it could lend no
+	// more, while its handler waited on this end's handler, which waited
+	// for what the peer could no longer lend.
 	reserved []int64
 	// watchers cancel the asks sharing a ctx, by its Done channel;
 	// lastDone is the Done channel of the last ask registered.
@@ -881,7 +885,7 @@ func (c *Conn) Consumed(p uint32, cost int64) {
 // are given back before they have run: this end's lane lends (see
 // Lane.Lend), and they must not be reported to Consumed as well. The
 // grant goes at once, marked lent: the peer keeps it for its handlers'
-// Sends (see Send) until EndLoan, so that it frees a handler of the
+// Sends (see Send) until Release, so that it frees a handler of the
 // peer's waiting on this end, and not a flood from the peer's other
 // goroutines. Safe for concurrent use.
 func (c *Conn) Lent(p uint32, cost int64) {
@@ -892,8 +896,18 @@ func (c *Conn) Lent(p uint32, cost int64) {
 	c.sendUnderLaneLock(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(cost), Lent: true})
 }
 
+// Release reports that received SENDs for plugin p whose credit was lent
+// (Lent), cost bytes in all, have run: the peer may spend those bytes on
+// any Send from now on. Safe for concurrent use.
+func (c *Conn) Release(p uint32, cost int64) {
+	if uint(p) >= uint(len(c.recv)) || cost <= 0 {
+		return
+	}
+	c.sendUnderLaneLock(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Credit: uint64(cost), Lent: true, Released: true})
+}
+
 // sendUnderLaneLock is SendControl for a frame queued under a lane's lock
-// (Lent, EndLoan): should it overflow the queue, the Conn is closed on a
+// (Lent, Release): should it overflow the queue, the Conn is closed on a
 // goroutine of its own, not on the caller's. Closing runs the owner's
 // HandleClose, which queues events on lanes (the driver's, under its own
 // lock, which it also pushes to lanes under): on the caller's goroutine
@@ -921,17 +935,6 @@ func (c *Conn) LoanCap(p uint32) int64 {
 	return 4*c.windows[p] + int64(c.opts.MaxMessageBytes) + sendOverhead
 }
 
-// EndLoan tells the peer that this end's lane has stopped lending plugin
-// p's window (its handler no longer waits): what is left of the loan is
-// for any of the peer's Sends from now on. It goes as a lent CREDIT of
-// nothing, after every lent one.
-func (c *Conn) EndLoan(p uint32) {
-	if uint(p) >= uint(len(c.recv)) {
-		return
-	}
-	c.sendUnderLaneLock(&wire.Frame{Kind: wire.Kind_KIND_CREDIT, Plugin: p, Lent: true})
-}
-
 // takeCredit takes in a CREDIT frame from the peer.
 func (c *Conn) takeCredit(f *wire.Frame) {
 	if uint(f.Plugin) >= uint(len(c.credit)) {
@@ -939,25 +942,26 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 	}
 	p := int(f.Plugin)
 	if f.Credit == 0 {
-		if f.Lent { // the loan has ended (EndLoan)
-			c.mu.Lock()
-			c.reserved[p] = 0
-			c.wakeCreditLocked()
-			c.mu.Unlock()
-		}
 		return
 	}
 	// The most ever owed: a window overdrawn by one message of the largest
 	// size (see Send and admit). Capping lower loses credit for good.
 	n := int64(min(f.Credit, uint64(c.windows[p])+uint64(c.opts.MaxMessageBytes)+sendOverhead))
 	c.mu.Lock()
-	if f.Lent {
+	switch {
+	case f.Lent && f.Released:
+		// What was lent has run at the peer: anyone's now, unless this
+		// end's handlers have spent it.
+		c.reserved[p] -= min(n, c.reserved[p])
+		if c.credit[p] > c.reserved[p] {
+			c.wakeCreditLocked()
+		}
+	case f.Lent:
 		c.reserved[p] += n
-	} else {
-		// The peer's lane runs again: what it lent is anyone's.
-		c.reserved[p] = 0
+		c.grantLocked(p, n)
+	default:
+		c.grantLocked(p, n)
 	}
-	c.grantLocked(p, n)
 	c.reserved[p] = max(0, min(c.reserved[p], c.credit[p]))
 	c.mu.Unlock()
 }

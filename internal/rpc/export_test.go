@@ -97,3 +97,11 @@ func LaneWorkers(l *Lane) (workers, idle, queued int) {
 	defer l.mu.Unlock()
 	return l.workers, l.idle, len(l.q) - l.head
 }
+
+// Reserved returns, of each plugin's credit on c, what only c's handlers'
+// Sends may spend (lent by the peer, not yet released).
+func Reserved(c *Conn) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int64(nil), c.reserved...)
+}

@@ -356,6 +356,58 @@ func TestLaneKeepsCreditsWhileFull(t *testing.T) {
 	}
 }
 
+// A full lane lends what it keeps of messages that have run, and releases
+// it once it has drained to half its limit, with the rest of what it
+// kept: until then the lane is full, and a flood spending it would only
+// fill it further.
+func TestLentCreditOfAFullLaneReleasedOnceItDrains(t *testing.T) {
+	t.Parallel()
+	const limit = 4
+	gate := make(chan struct{})
+	var ran atomic.Int32
+	lane := rpc.NewLane(1, limit, func(rpc.Item) {
+		<-gate
+		ran.Add(1)
+	})
+	t.Cleanup(lane.Close)
+	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) { rpc.Deliver(context.Background(), lane, c, f, nil) })
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(0)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	for range 4 { // four run while the lane is full: their credit is kept
+		gate <- struct{}{}
+	}
+	poll(t, "four items run", func() bool { return ran.Load() == 4 })
+
+	lane.Lend(p.server)() // lends the kept credit and that of the six left
+	cost := rpc.SendCost(windowFrame(0))
+	poll(t, "the client has it all as lent", func() bool { return rpc.Reserved(p.client)[0] == testSends*cost })
+	for range 3 { // three left: still over half the limit
+		gate <- struct{}{}
+	}
+	poll(t, "seven items run", func() bool { return ran.Load() == 7 })
+	// A round trip from the server: the client has taken every CREDIT the
+	// server sent before it.
+	if _, err := p.server.Ask(ctx, &wire.Frame{Kind: wire.Kind_KIND_ASK, Plugin: 0, Type: "sync"}); err != nil {
+		t.Fatalf("Ask: %v", err)
+	}
+	if got, want := rpc.Reserved(p.client)[0], (testSends-3)*cost; got != want {
+		t.Errorf("with the lane still full: %d bytes lent not released, want %d (the three run released, the four kept not)", got, want)
+	}
+	gate <- struct{}{} // two left: drained to half its limit
+	poll(t, "the kept credit released", func() bool { return rpc.Reserved(p.client)[0] == 2*cost })
+	gate <- struct{}{}
+	gate <- struct{}{}
+	poll(t, "everything released", func() bool { return rpc.Reserved(p.client)[0] == 0 })
+}
+
 // Asks that share one ctx are canceled together when it ends, whether
 // they wait on it themselves or through the watcher the connection starts
 // for a shared ctx, and the connection goes on serving. (TestMain's leak
@@ -584,6 +636,60 @@ func TestLaneLends(t *testing.T) {
 			t.Fatalf("%d Sends went after lending stopped, want the window (%d) to bind", i+1, testSends)
 		}
 	}
+}
+
+// What a lane lends stays the peer's handlers' after the loan ends, until
+// the messages it was lent for have run: the peer's other goroutines (a
+// flood of reports) may not spend it meanwhile. When the loan's end made
+// it anyone's, a flood spent it, and the lending lane filled with messages
+// lent for until it could lend no more: two plugins whose Receives send
+// to each other, under a flood from elsewhere, stopped for good (a user's
+// trial; TestReceivesSendingToEachOtherUnderAFlood). Once those messages
+// have run, it is anyone's.
+func TestLentCreditReleasedOnceItsMessagesRun(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	lane := rpc.NewLane(1, 0, func(rpc.Item) { <-gate })
+	t.Cleanup(lane.Close)
+	opened := false
+	t.Cleanup(func() {
+		if !opened {
+			close(gate) // first: lets the worker finish
+		}
+	})
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if !rpc.Deliver(context.Background(), lane, c, f, nil) {
+			t.Errorf("Deliver: lane closed")
+		}
+	})
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(0)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	blocked(t, p.client, 0)
+
+	stop := lane.Lend(p.server)
+	handlerCtx := rpc.WithLane(ctx, idleLane(t))
+	poll(t, "a handler's Send goes on what is lent", func() bool {
+		sctx, cancel := context.WithTimeout(handlerCtx, 20*time.Millisecond)
+		defer cancel()
+		return p.client.Send(sctx, windowFrame(0)) == nil
+	})
+	stop()
+	blocked(t, p.client, 0) // the loan has ended, and what is left of it is still the handlers'
+
+	close(gate)
+	opened = true
+	poll(t, "any Send goes once the messages lent for have run", func() bool {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		return p.client.Send(sctx, windowFrame(0)) == nil
+	})
 }
 
 // Only a lane's handler waiting in Send makes the lane lend: a Send under

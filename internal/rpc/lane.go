@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -229,10 +228,16 @@ func creditOf(it *Item) credit {
 
 // loan is what a lane lends one connection.
 type loan struct {
-	lenders int      // Lend calls not yet stopped
-	windows []uint32 // the plugins whose windows were lent to since the first: each gets the end
-	out     int64    // bytes lent of items yet to run; at most Conn.LoanCap
+	lenders int   // Lend calls not yet stopped
+	out     int64 // bytes lent of items yet to run; at most Conn.LoanCap
+	// ran is what was lent of items that had run, their credits kept
+	// while the lane was full: released once it has drained (keep).
+	ran []credit
 }
+
+// done reports whether ln holds nothing more: nobody lends, and every
+// byte lent has been released.
+func (ln *loan) done() bool { return ln.lenders == 0 && ln.out <= 0 && len(ln.ran) == 0 }
 
 // slot is one item's credit in the serial worker's batch.
 type slot struct {
@@ -333,13 +338,9 @@ func (l *Lane) lendItemLocked(ln *loan, cr credit) int64 {
 }
 
 // lendLocked gives cr back as lent credit (Conn.Lent) under ln. l.mu is
-// held: the lent CREDITs and the loan's end (Lend's stop) go in the order
-// decided under it, so that none follows the end. l.mu comes before
-// Conn.mu.
+// held: a lent CREDIT goes before the release of the same bytes, which is
+// decided under it. l.mu comes before Conn.mu.
 func (l *Lane) lendLocked(ln *loan, cr credit) {
-	if !slices.Contains(ln.windows, cr.key.p) {
-		ln.windows = append(ln.windows, cr.key.p)
-	}
 	cr.key.c.Lent(cr.key.p, cr.n)
 }
 
@@ -376,6 +377,7 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 		if k.c == c {
 			delete(l.owed, k)
 			l.lendLocked(ln, credit{k, n})
+			ln.ran = append(ln.ran, credit{k, n})
 		}
 	}
 	for i := range l.slots {
@@ -404,14 +406,7 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 	return func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if ln.lenders--; ln.lenders > 0 {
-			return
-		}
-		for _, p := range ln.windows {
-			c.EndLoan(p)
-		}
-		ln.windows = nil
-		if ln.out <= 0 {
+		if ln.lenders--; ln.done() {
 			delete(l.loans, c)
 		}
 	}
@@ -426,7 +421,10 @@ func (l *Lane) finish(cr credit) {
 	if cr.n < 0 {
 		l.mu.Lock()
 		ln := l.loans[cr.key.c] // kept while ln.out > 0
-		if ln.out += cr.n; ln.out <= 0 && ln.lenders == 0 {
+		// The item has run: what was lent for it is the peer's for any
+		// Send from now on.
+		cr.key.c.Release(cr.key.p, -cr.n)
+		if ln.out += cr.n; ln.done() {
 			delete(l.loans, cr.key.c)
 		}
 		l.mu.Unlock()
@@ -460,10 +458,25 @@ func (l *Lane) keep(cr credit) bool {
 		owed = l.owed
 		l.owed = nil
 		l.full.Store(false)
+		l.releaseRanLocked()
 	}
 	l.mu.Unlock()
 	grant(owed)
 	return true
+}
+
+// releaseRanLocked releases what the lane lent of items that had run
+// while it was full, now that it no longer is (see loan.ran). l.mu is
+// held.
+func (l *Lane) releaseRanLocked() {
+	for c, ln := range l.loans {
+		for _, cr := range ln.ran {
+			cr.key.c.Release(cr.key.p, cr.n)
+		}
+		if ln.ran = nil; ln.done() {
+			delete(l.loans, c)
+		}
+	}
 }
 
 // grant hands kept credits back to their connections.
@@ -589,6 +602,7 @@ func (l *Lane) CloseWithin(ctx context.Context) error {
 		owed := l.owed
 		l.owed = nil
 		l.full.Store(false)
+		l.releaseRanLocked()
 		l.mu.Unlock()
 		grant(owed)
 	}()

@@ -234,13 +234,18 @@ type Frame struct {
 	// gives back early what it holds from the sender; lent credit may be
 	// spent only by SENDs the sender's handlers make, so that it frees the
 	// sender's handler waiting on the receiver, and not a flood from
-	// elsewhere. Since protocol version 7.
+	// elsewhere, until the receiver releases it (released). Since protocol
+	// version 7.
 	Lent bool `protobuf:"varint,19,opt,name=lent,proto3" json:"lent,omitempty"`
 	// TASK_RESULT with an error: another attempt would fail the same way
 	// (the task marked its error ember.Permanent, or its input could not be
 	// decoded). The driver fails the job without retrying the task. Since
 	// protocol version 9.
-	Permanent     bool `protobuf:"varint,20,opt,name=permanent,proto3" json:"permanent,omitempty"`
+	Permanent bool `protobuf:"varint,20,opt,name=permanent,proto3" json:"permanent,omitempty"`
+	// CREDIT, with lent: credit bytes of what was lent are the receiver's
+	// for any Send now (the items they were lent for have run), where lent
+	// credit is otherwise kept for its handlers. Since protocol version 10.
+	Released      bool `protobuf:"varint,21,opt,name=released,proto3" json:"released,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,6 +416,13 @@ func (x *Frame) GetLent() bool {
 func (x *Frame) GetPermanent() bool {
 	if x != nil {
 		return x.Permanent
+	}
+	return false
+}
+
+func (x *Frame) GetReleased() bool {
+	if x != nil {
+		return x.Released
 	}
 	return false
 }
@@ -1038,7 +1050,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xa8\x05\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xc4\x05\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -1062,7 +1074,8 @@ const file_frames_proto_rawDesc = "" +
 	"cancelable\x18\x12 \x01(\bR\n" +
 	"cancelable\x12\x12\n" +
 	"\x04lent\x18\x13 \x01(\bR\x04lent\x12\x1c\n" +
-	"\tpermanent\x18\x14 \x01(\bR\tpermanent\"a\n" +
+	"\tpermanent\x18\x14 \x01(\bR\tpermanent\x12\x1a\n" +
+	"\breleased\x18\x15 \x01(\bR\breleased\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

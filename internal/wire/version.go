@@ -10,8 +10,10 @@ import "google.golang.org/protobuf/proto"
 // Ready.no_receiver); version 6, the asker's cancel of an ask
 // (KIND_ASK_CANCEL, Frame.cancelable); version 7, lent credit
 // (Frame.lent); version 8, the executor's message limit in Hello; version
-// 9, a task's permanent failure (Frame.permanent).
-const ProtocolVersion = 9
+// 9, a task's permanent failure (Frame.permanent); version 10, lent credit
+// kept for the handlers until released (Frame.released), where it used to
+// become anyone's when the loan ended.
+const ProtocolVersion = 10
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w
