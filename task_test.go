@@ -461,6 +461,7 @@ type (
 	// driver (so it works across processes).
 	hookCounter struct {
 		start, ok, failed atomic.Int32
+		noStartTime       atomic.Int32 // closing hooks whose TaskInfo.Started was zero or ahead
 	}
 )
 
@@ -478,6 +479,8 @@ func hookPlugin(hc *hookCounter, panicky bool) plugin.Plugin {
 					hc.ok.Add(1)
 				case "failed":
 					hc.failed.Add(1)
+				case "no start time":
+					hc.noStartTime.Add(1)
 				}
 				return nil, nil
 			}}
@@ -507,9 +510,20 @@ func (h *hookListener) OnTaskStart(ctx context.Context, _ plugin.TaskInfo) {
 		panic("hook bug")
 	}
 }
-func (h *hookListener) OnTaskSucceeded(ctx context.Context, _ plugin.TaskInfo) { h.send(ctx, "ok") }
-func (h *hookListener) OnTaskFailed(ctx context.Context, _ plugin.TaskInfo, _ error) {
+func (h *hookListener) OnTaskSucceeded(ctx context.Context, t plugin.TaskInfo) {
+	h.checkStarted(ctx, t)
+	h.send(ctx, "ok")
+}
+func (h *hookListener) OnTaskFailed(ctx context.Context, t plugin.TaskInfo, _ error) {
+	h.checkStarted(ctx, t)
 	h.send(ctx, "failed")
+}
+
+// checkStarted tells the driver when t has no start time, or one ahead.
+func (h *hookListener) checkStarted(ctx context.Context, t plugin.TaskInfo) {
+	if t.Started.IsZero() || time.Since(t.Started) < 0 {
+		h.send(ctx, "no start time")
+	}
 }
 
 var _ plugin.TaskListener = (*hookListener)(nil)
@@ -560,6 +574,9 @@ func TestTaskHooks(t *testing.T) {
 			}
 			if s, o, f := hc.start.Load(), hc.ok.Load(), hc.failed.Load(); s != tt.start || o != tt.ok || f != tt.failures {
 				t.Errorf("hooks: got start=%d succeeded=%d failed=%d, want %d, %d, %d", s, o, f, tt.start, tt.ok, tt.failures)
+			}
+			if n := hc.noStartTime.Load(); n != 0 {
+				t.Errorf("%d closing hooks got a TaskInfo whose Started was zero or ahead of the clock, want none", n)
 			}
 		})
 	}
@@ -1090,23 +1107,46 @@ func (goexitHook) OnTaskFailed(context.Context, plugin.TaskInfo, error) {}
 // its task runs. The attempt's error names the plugin and the hook: it
 // used to blame the task ("task exited its goroutine ... t.Fatal in a
 // task?"), whose code never ran, sending its author to the wrong place.
+// The listeners before it see the attempt start and fail; those after it
+// see neither (they used to get OnTaskFailed alone).
 func TestGoexitInStartHookNamesTheHook(t *testing.T) {
-	p := fakePlugin{name: "fatal-hook", newExecutor: func() plugin.ExecutorPlugin { return &goexitHook{} }}
-	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
-		Plugins: []plugin.Plugin{p},
-		Conf:    map[string]string{ember.ConfMaxTaskFailures: "1"}})
-	_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
-	var te *ember.TaskError
-	if !errors.As(err, &te) {
-		t.Fatalf("Map: got %v, want a *TaskError", err)
-	}
-	if got, want := plugin.CodeOf(te.Cause), plugin.CodeInternal; got != want {
-		t.Errorf("cause code: got %v, want %v", got, want)
-	}
-	for _, want := range []string{`plugin "fatal-hook"`, "OnTaskStart"} {
-		if !strings.Contains(te.Cause.Error(), want) {
-			t.Errorf("cause: got %q, want it to name %s", te.Cause, want)
-		}
+	fatal := fakePlugin{name: "fatal-hook", newExecutor: func() plugin.ExecutorPlugin { return &goexitHook{} }}
+	for _, tt := range []struct {
+		name          string
+		listenerFirst bool
+		start, failed int32
+	}{
+		{"the listener after it", false, 0, 0},
+		{"the listener before it", true, 1, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var hc hookCounter
+			plugins := []plugin.Plugin{fatal, hookPlugin(&hc, false)}
+			if tt.listenerFirst {
+				plugins[0], plugins[1] = plugins[1], plugins[0]
+			}
+			c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: plugins,
+				Conf: map[string]string{ember.ConfMaxTaskFailures: "1"}})
+			_, err := ember.Map(testCtx(t), c.Driver, double, []int{1})
+			var te *ember.TaskError
+			if !errors.As(err, &te) {
+				t.Fatalf("Map: got %v, want a *TaskError", err)
+			}
+			if got, want := plugin.CodeOf(te.Cause), plugin.CodeInternal; got != want {
+				t.Errorf("cause code: got %v, want %v", got, want)
+			}
+			for _, want := range []string{`plugin "fatal-hook"`, "OnTaskStart"} {
+				if !strings.Contains(te.Cause.Error(), want) {
+					t.Errorf("cause: got %q, want it to name %s", te.Cause, want)
+				}
+			}
+			if err := c.Close(); err != nil { // delivers every hook event
+				t.Fatal(err)
+			}
+			if s, o, f := hc.start.Load(), hc.ok.Load(), hc.failed.Load(); s != tt.start || o != 0 || f != tt.failed {
+				t.Errorf("the listener's hooks: got start=%d succeeded=%d failed=%d, want %d, 0, %d", s, o, f, tt.start, tt.failed)
+			}
+		})
 	}
 }
 

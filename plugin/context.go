@@ -302,6 +302,10 @@ type TaskInfo struct {
 	Index      int    // the input's index in the job
 	Attempt    int    // 0 for the first attempt
 	ExecutorID string // the executor running it
+	// Started is when the attempt started on the executor, just before
+	// the OnTaskStart hooks: time.Since(t.Started) in OnTaskSucceeded or
+	// OnTaskFailed is its duration, hooks included.
+	Started time.Time
 }
 
 // Conf is a read-only view of string configuration. The zero value is

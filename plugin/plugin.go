@@ -242,8 +242,9 @@ type SendWindowed interface {
 //  1. OnTaskStart, for each listening plugin in plugin-list order;
 //  2. the task function;
 //  3. OnTaskSucceeded, or OnTaskFailed with the attempt's error, for each
-//     listening plugin in plugin-list order, even when an OnTaskStart
-//     panicked.
+//     listening plugin in plugin-list order whose OnTaskStart was called,
+//     even when it panicked: each listener sees an attempt start and end,
+//     or neither.
 //
 // The attempt's result goes to the driver once the closing hooks have
 // returned, so a slow hook delays its task's Map: keep hooks quick (a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"time"
 
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -114,14 +115,20 @@ func errGoexit(info plugin.TaskInfo, hookPlugin string) error {
 // res holds the outcome, set before the closing hooks run, which are
 // deferred: a task or OnTaskStart hook calling runtime.Goexit fails the
 // attempt with errGoexit, and the closing hooks see that.
+//
+// Only the listeners whose OnTaskStart was called get a closing hook: one
+// that ends the goroutine leaves those after it with neither (they used to
+// get OnTaskFailed for an attempt they had not seen start).
 func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte, res *taskOutcome) {
 	inHook := "" // the plugin whose OnTaskStart hook runs, for errGoexit
+	started := 0 // the listeners whose OnTaskStart has been called
+	info.Started = time.Now()
 	defer func() {
 		if !res.set {
 			res.err, res.set = errGoexit(info, inHook), true
 		}
 		err := res.err
-		for _, e := range x.listeners {
+		for _, e := range x.listeners[:started] {
 			if err == nil {
 				e.hook("OnTaskSucceeded", func() { e.taskListener.OnTaskSucceeded(ctx, info) })
 			} else {
@@ -129,8 +136,8 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte,
 			}
 		}
 	}()
-	for _, e := range x.listeners {
-		inHook = e.name
+	for i, e := range x.listeners {
+		inHook, started = e.name, i+1
 		e.hook("OnTaskStart", func() { e.taskListener.OnTaskStart(ctx, info) })
 	}
 	inHook = ""
