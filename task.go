@@ -314,9 +314,11 @@ type Result[Out any] struct {
 // The error is the job's, as Map's, for what ends every input: ctx
 // ending (with its cause), the driver shutting down, no executors left,
 // and, before any task runs, an unregistered task or an input that cannot
-// be encoded or is too large.
-// The results are then nil. A progress line counts failed inputs as
-// done.
+// be encoded or is too large. Once the job had started, the results are
+// still there, one per input: the inputs that had finished keep their
+// outcomes, and the others' Err wraps that error (a job ended at its
+// deadline keeps what it had done). Before, they are nil. A progress line
+// counts failed inputs as done.
 func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Result[Out], error) {
 	payloads, err := encodeInputs(d, t, inputs, "ember.MapEach")
 	if err != nil {
@@ -327,7 +329,10 @@ func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inpu
 	results, errs, err := d.d.RunJobEach(ctx, t.name, payloads, progress)
 	stop()
 	if err != nil {
-		return nil, fmt.Errorf("ember.MapEach: %w", err)
+		err = fmt.Errorf("ember.MapEach: %w", err)
+		if results == nil {
+			return nil, err
+		}
 	}
 	outs := make([]Result[Out], len(results))
 	for i := range results {
@@ -337,7 +342,7 @@ func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inpu
 			outs[i].Err = fmt.Errorf("ember.MapEach %q: decode output %d: %w", t.name, i, err)
 		}
 	}
-	return outs, nil
+	return outs, err
 }
 
 // encodeInputs encodes the inputs of a job of t, failing for one that

@@ -1460,17 +1460,29 @@ func TestMapEachRunsEveryInput(t *testing.T) {
 // executor is lost under it as often as ConfMaxTaskFailures allows fails
 // alone: the job returns its Result.
 func TestMapEachJobErrors(t *testing.T) {
+	// The inputs that had finished keep their outcomes: a job ended at its
+	// deadline used to return nothing of what it had done.
 	t.Run("ctx ended", func(t *testing.T) {
-		c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+		// One slot: shard 2 has run (its result is in) when shard 7 starts.
+		c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Conf: map[string]string{ember.ConfExecutorSlots: "1"}})
 		ctx, cancel := context.WithCancelCause(testCtx(t))
 		defer cancel(nil)
 		go func() {
 			<-shard7
 			cancel(errors.New("build 12 canceled"))
 		}()
-		results, err := ember.MapEach(ctx, c.Driver, shard, []int{7, 2})
-		if results != nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "build 12 canceled") {
-			t.Errorf("MapEach whose ctx was canceled: got %v, %v; want no results and an error matching context.Canceled, with the cause", results, err)
+		results, err := ember.MapEach(ctx, c.Driver, shard, []int{2, 7})
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "build 12 canceled") {
+			t.Errorf("MapEach whose ctx was canceled: got %v, want an error matching context.Canceled, with the cause", err)
+		}
+		if len(results) != 2 {
+			t.Fatalf("MapEach whose ctx was canceled: got %d results, want 2", len(results))
+		}
+		if r := results[0]; r.Err != nil || r.Out != "shard 2 passed" {
+			t.Errorf("inputs[0], finished before the cancel: got %q, %v; want %q", r.Out, r.Err, "shard 2 passed")
+		}
+		if r := results[1]; !errors.Is(r.Err, context.Canceled) || !strings.Contains(r.Err.Error(), "build 12 canceled") {
+			t.Errorf("inputs[1], running at the cancel: got %v, want the job's error", r.Err)
 		}
 	})
 	t.Run("executor lost", func(t *testing.T) {

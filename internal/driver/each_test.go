@@ -117,3 +117,45 @@ func waitEach(t *testing.T, out <-chan eachOutcome) eachOutcome {
 		return eachOutcome{}
 	}
 }
+
+// A job of RunJobEach ended by its ctx keeps the outcomes of the inputs
+// that had finished, an empty output included, and gives the others the
+// job's error; results that come after are not kept.
+func TestRunJobEachEndedKeepsWhatFinished(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, MaxTaskFailures: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, es := schedExecutor(t, d, "1", 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan eachOutcome, 1)
+	go func() {
+		r, errs, err := d.RunJobEach(ctx, "t", make([][]byte, 4), nil)
+		out <- eachOutcome{r, errs, err}
+	}()
+	pollSent(t, stream, wire.Kind_KIND_TASK, 4)
+	waitQueued(t, d)
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 0), Payload: []byte("ok")})
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 1)}) // an empty output
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 2), Code: uint32(plugin.CodeInvalidArgument), Error: "bad"})
+	late := runOf(t, d, es, 3)
+	cancel()
+	o := waitEach(t, out)
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: late, Payload: []byte("late")})
+	if !errors.Is(o.err, context.Canceled) || len(o.results) != 4 || len(o.errs) != 4 {
+		t.Fatalf("RunJobEach: got %+v, want 4 outcomes and context.Canceled", o)
+	}
+	if string(o.results[0]) != "ok" || o.errs[0] != nil {
+		t.Errorf("inputs[0]: got %q, %v; want ok", o.results[0], o.errs[0])
+	}
+	if len(o.results[1]) != 0 || o.errs[1] != nil {
+		t.Errorf("inputs[1]: got %q, %v; want its empty output", o.results[1], o.errs[1])
+	}
+	var tf *TaskFailure
+	if !errors.As(o.errs[2], &tf) || tf.Index != 2 {
+		t.Errorf("inputs[2]: got %v, want its TaskFailure", o.errs[2])
+	}
+	if o.errs[3] != o.err || o.results[3] != nil {
+		t.Errorf("inputs[3]: got %q, %v; want the job's error, %v", o.results[3], o.errs[3], o.err)
+	}
+}

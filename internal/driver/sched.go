@@ -91,8 +91,26 @@ type job struct {
 	// errs, in a job of RunJobEach (non-nil there, even for no inputs),
 	// holds the error of each input whose task failed for good: it fails
 	// that input alone, and the others run on; in a job of RunJob it
-	// fails the job.
-	errs []error
+	// fails the job. finished, there, marks the inputs whose task has
+	// succeeded or failed for good.
+	errs     []error
+	finished []bool
+}
+
+// ended returns what runJob returns for j, ended by err: a job of RunJob
+// returns err alone; one of RunJobEach keeps the outcomes of the inputs
+// that had finished, and gives the others err. j's results no longer
+// change: once j.err is set, results that come are not kept.
+func (j *job) ended(err error) ([][]byte, []error, error) {
+	if j.errs == nil {
+		return nil, nil, err
+	}
+	for i, done := range j.finished {
+		if !done {
+			j.errs[i] = err
+		}
+	}
+	return j.results, j.errs, err
 }
 
 // attempt is one run of one task of a job.
@@ -157,7 +175,10 @@ func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progr
 // good (ConfMaxTaskFailures attempts, or one marked permanent) fails its
 // own input, with a *TaskFailure in errs at its index, and the others run
 // on. The error is the job's (its ctx ended, the driver shut down, no
-// executors left), as RunJob's; results and errs are then nil.
+// executors left), as RunJob's; results and errs then keep the outcomes
+// of the inputs that had finished, and errs holds it for the others. They
+// are nil only when no job was made (an unregistered task, the driver
+// closed).
 func (d *Driver) RunJobEach(ctx context.Context, task string, inputs [][]byte, progress *Progress) (results [][]byte, errs []error, err error) {
 	return d.runJob(ctx, task, inputs, progress, true)
 }
@@ -191,14 +212,14 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 		done:     make(chan struct{}),
 	}
 	if each {
-		j.errs = make([]error, len(inputs))
+		j.errs, j.finished = make([]error, len(inputs)), make([]bool, len(inputs))
 	}
 	if ctx.Err() != nil && len(inputs) > 0 {
 		// Before queueing its attempts: a TASK sent now would run the
 		// task, side effects and all, for a caller that has gone (it
 		// used to fill every free slot before the wait below saw ctx).
 		s.mu.Unlock()
-		return nil, nil, jobEnded(ctx, j, "")
+		return j.ended(jobEnded(ctx, j, ""))
 	}
 	if len(inputs) == 0 {
 		close(j.done)
@@ -215,7 +236,7 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 		sends := s.failJobLocked(j, err)
 		s.mu.Unlock()
 		s.send(sends)
-		return nil, nil, j.err
+		return j.ended(j.err)
 	}
 	for i := range inputs {
 		s.pending.push(&attempt{job: j, index: i})
@@ -263,7 +284,7 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 		}
 	}
 	if j.err != nil {
-		return nil, nil, j.err
+		return j.ended(j.err)
 	}
 	return j.results, j.errs, nil
 }
@@ -685,6 +706,9 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		s.retryLocked(a, e)
 	case f.Code == 0:
 		j.results[a.index] = f.Payload
+		if j.finished != nil {
+			j.finished[a.index] = true
+		}
 		j.progress.done.Add(1)
 		j.left--
 		if j.left == 0 {
@@ -733,6 +757,7 @@ func (s *scheduler) taskFailedLocked(a *attempt, failure *TaskFailure) []outFram
 		return s.failJobLocked(j, failure)
 	}
 	j.errs[a.index] = failure
+	j.finished[a.index] = true
 	j.progress.done.Add(1)
 	j.left--
 	if j.left == 0 {
