@@ -287,7 +287,11 @@ func (p *driverPlugin) OnExecutorAdded(ctx context.Context, e plugin.ExecutorInf
 	slices.SortFunc(changes, func(a, b SetConfig) int { return cmp.Compare(a.Version, b.Version) })
 	for _, c := range changes {
 		if err := p.pc.SendExecutor(ctx, e.ID, c); err != nil {
-			p.pc.Logger().Warn("could not bring a new executor up to date", "executor", e.ID, "err", err)
+			// Gone, or the driver is shutting down (ErrShuttingDown
+			// matches ErrClosed): nothing to bring up to date.
+			if !errors.Is(err, plugin.ErrClosed) {
+				p.pc.Logger().Warn("could not bring a new executor up to date", "executor", e.ID, "err", err)
+			}
 			return
 		}
 	}
