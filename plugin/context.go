@@ -176,6 +176,8 @@ type DriverContext interface {
 	// Broadcast made later: read the state and send it under the lock
 	// that guards its updates and their Broadcast, or version the state
 	// so that executors keep the newest, as examples/dynamicconfig does.
+	// The executor is ready, and may be running tasks, before that send
+	// arrives: a task that must see the newest state asks for it.
 	Broadcast(ctx context.Context, msg any) error
 }
 
