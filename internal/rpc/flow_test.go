@@ -308,47 +308,71 @@ func TestRefusedSendsGiveTheWindowBack(t *testing.T) {
 // until it has drained to half the limit, so that senders wait while it
 // catches up; then it hands them back in one go. The limit is counted
 // once per filling.
-func TestLaneKeepsCreditsWhileFull(t *testing.T) {
-	t.Parallel()
-	const limit = 4
-	gate := make(chan struct{})
-	var ran atomic.Int32
-	lane := rpc.NewLane(1, limit, func(rpc.Item) {
-		<-gate
-		ran.Add(1)
+// gatedLane is a pair whose server delivers its SENDs to a lane of one
+// worker, of the given limit, whose items each wait for a step on gate (or
+// for open) and then count in ran. The test's cleanup opens the gate
+// first, letting the worker finish.
+type gatedLane struct {
+	*pair
+	lane *rpc.Lane
+	gate chan struct{}
+	open func() // closes gate, once
+	ran  atomic.Int32
+}
+
+// newGatedLane returns a gatedLane of plugins p0 and p1, whose lane calls
+// full (if not nil) each time it fills.
+func newGatedLane(t *testing.T, limit int, full func()) *gatedLane {
+	t.Helper()
+	g := &gatedLane{gate: make(chan struct{})}
+	g.open = sync.OnceFunc(func() { close(g.gate) })
+	g.lane = rpc.NewLane(1, limit, func(rpc.Item) {
+		<-g.gate
+		g.ran.Add(1)
 	})
-	t.Cleanup(lane.Close)
-	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
-	var fills atomic.Int32
-	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
+	t.Cleanup(g.lane.Close)
+	t.Cleanup(g.open)
 	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
-		if !rpc.Deliver(context.Background(), lane, c, f, func() { fills.Add(1) }) {
+		if !rpc.Deliver(context.Background(), g.lane, c, f, full) {
 			t.Errorf("Deliver: lane closed")
 		}
 	})
-	p := newPair(t, newHandler(echo), server, opts, opts)
-	ctx := testContext(t)
+	opts := rpc.Options{Plugins: []string{"p0", "p1"}, SendWindow: testWindow}
+	g.pair = newPair(t, newHandler(echo), server, opts, opts)
+	return g
+}
 
+// fill sends a window of plugin p's SENDs to g's lane, and waits until it
+// has them.
+func (g *gatedLane) fill(t *testing.T, p uint32) {
+	t.Helper()
 	for i := range testSends {
-		if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+		if err := g.client.Send(testContext(t), windowFrame(p)); err != nil {
 			t.Fatalf("Send %d: %v", i, err)
 		}
 	}
+	poll(t, "the lane has every SEND", func() bool { return g.lane.Len() == testSends })
+}
+
+func TestLaneKeepsCreditsWhileFull(t *testing.T) {
+	t.Parallel()
+	var fills atomic.Int32
+	g := newGatedLane(t, 4, func() { fills.Add(1) })
 	// Ten items queued or running: past the limit.
-	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
-	blocked(t, p.client, 1)
+	g.fill(t, 1)
+	blocked(t, g.client, 1)
 
 	// Seven run: three are left, still over half the limit, and the lane
 	// keeps their credit although it is more than a quarter window.
 	for range 7 {
-		gate <- struct{}{}
+		g.gate <- struct{}{}
 	}
-	poll(t, "seven items run", func() bool { return ran.Load() == 7 })
-	blocked(t, p.client, 1)
+	poll(t, "seven items run", func() bool { return g.ran.Load() == 7 })
+	blocked(t, g.client, 1)
 
 	// The eighth leaves two, half the limit: the kept credit goes back.
-	gate <- struct{}{}
-	if err := p.client.Send(ctx, windowFrame(1)); err != nil {
+	g.gate <- struct{}{}
+	if err := g.client.Send(testContext(t), windowFrame(1)); err != nil {
 		t.Errorf("Send once the lane drained to half its limit: %v, want nil", err)
 	}
 	if n := fills.Load(); n != 1 {
@@ -362,29 +386,13 @@ func TestLaneKeepsCreditsWhileFull(t *testing.T) {
 // fill it further.
 func TestLentCreditOfAFullLaneReleasedOnceItDrains(t *testing.T) {
 	t.Parallel()
-	const limit = 4
-	gate := make(chan struct{})
-	var ran atomic.Int32
-	lane := rpc.NewLane(1, limit, func(rpc.Item) {
-		<-gate
-		ran.Add(1)
-	})
-	t.Cleanup(lane.Close)
-	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
-	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
-	server := newHandler(func(c *rpc.Conn, f *wire.Frame) { rpc.Deliver(context.Background(), lane, c, f, nil) })
-	p := newPair(t, newHandler(echo), server, opts, opts)
-	ctx := testContext(t)
-	for i := range testSends {
-		if err := p.client.Send(ctx, windowFrame(0)); err != nil {
-			t.Fatalf("Send %d: %v", i, err)
-		}
-	}
-	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	g := newGatedLane(t, 4, nil)
+	p, lane, gate, ctx := g.pair, g.lane, g.gate, testContext(t)
+	g.fill(t, 0)
 	for range 4 { // four run while the lane is full: their credit is kept
 		gate <- struct{}{}
 	}
-	poll(t, "four items run", func() bool { return ran.Load() == 4 })
+	poll(t, "four items run", func() bool { return g.ran.Load() == 4 })
 
 	lane.Lend(p.server)() // lends the kept credit and that of the six left
 	cost := rpc.SendCost(windowFrame(0))
@@ -392,7 +400,7 @@ func TestLentCreditOfAFullLaneReleasedOnceItDrains(t *testing.T) {
 	for range 3 { // three left: still over half the limit
 		gate <- struct{}{}
 	}
-	poll(t, "seven items run", func() bool { return ran.Load() == 7 })
+	poll(t, "seven items run", func() bool { return g.ran.Load() == 7 })
 	// A round trip from the server: the client has taken every CREDIT the
 	// server sent before it.
 	if _, err := p.server.Ask(ctx, &wire.Frame{Kind: wire.Kind_KIND_ASK, Plugin: 0, Type: "sync"}); err != nil {
@@ -648,29 +656,9 @@ func TestLaneLends(t *testing.T) {
 // have run, it is anyone's.
 func TestLentCreditReleasedOnceItsMessagesRun(t *testing.T) {
 	t.Parallel()
-	gate := make(chan struct{})
-	lane := rpc.NewLane(1, 0, func(rpc.Item) { <-gate })
-	t.Cleanup(lane.Close)
-	opened := false
-	t.Cleanup(func() {
-		if !opened {
-			close(gate) // first: lets the worker finish
-		}
-	})
-	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
-		if !rpc.Deliver(context.Background(), lane, c, f, nil) {
-			t.Errorf("Deliver: lane closed")
-		}
-	})
-	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
-	p := newPair(t, newHandler(echo), server, opts, opts)
-	ctx := testContext(t)
-	for i := range testSends {
-		if err := p.client.Send(ctx, windowFrame(0)); err != nil {
-			t.Fatalf("Send %d: %v", i, err)
-		}
-	}
-	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	g := newGatedLane(t, 0, nil)
+	p, lane, ctx := g.pair, g.lane, testContext(t)
+	g.fill(t, 0)
 	blocked(t, p.client, 0)
 
 	stop := lane.Lend(p.server)
@@ -683,8 +671,7 @@ func TestLentCreditReleasedOnceItsMessagesRun(t *testing.T) {
 	stop()
 	blocked(t, p.client, 0) // the loan has ended, and what is left of it is still the handlers'
 
-	close(gate)
-	opened = true
+	g.open()
 	poll(t, "any Send goes once the messages lent for have run", func() bool {
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 		defer cancel()
