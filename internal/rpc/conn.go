@@ -213,6 +213,13 @@ type Conn struct {
 	// more, while its handler waited on this end's handler, which waited
 	// for what the peer could no longer lend.
 	reserved []int64
+	// drawn is, of each plugin's credit lent and not yet released, what
+	// has left reserved all the same: spent by this end's handlers, or
+	// overdrawn. A release covers that first, and frees reserved credit
+	// only for the rest, so that reserved plus drawn stays what the peer
+	// has lent and not released: a handler's spending of one loan must
+	// not free a later loan before its messages have run.
+	drawn []int64
 	// watchers cancel the asks sharing a ctx, by its Done channel;
 	// lastDone is the Done channel of the last ask registered.
 	watchers map[<-chan struct{}]*watcher
@@ -262,6 +269,7 @@ func New(s Stream, cancel context.CancelFunc, h Handler, opts Options) *Conn {
 		windows:     make([]int64, len(opts.Plugins)),
 		credit:      make([]int64, len(opts.Plugins)),
 		reserved:    make([]int64, len(opts.Plugins)),
+		drawn:       make([]int64, len(opts.Plugins)),
 		creditReady: make(chan struct{}),
 		recv:        make([]window, len(opts.Plugins)),
 	}
@@ -714,11 +722,14 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	}
 	// Only a handler's Send gets past the wait with no more than what was
 	// lent: it spends that.
+	r := c.reserved[p]
 	if c.credit[p] <= c.reserved[p] {
 		c.reserved[p] -= cost
 	}
 	c.credit[p] -= cost
 	c.reserved[p] = max(0, min(c.reserved[p], c.credit[p]))
+	drew := r - c.reserved[p] // of what was lent, not released
+	c.drawn[p] += drew
 	err := c.enqueueLocked(ctx, f, false, false)
 	if stop != nil {
 		stop() // without c.mu, which the lane's lock comes before (see Lane.Lend)
@@ -726,10 +737,25 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	if err != nil {
 		c.mu.Lock()
 		c.grantLocked(p, cost) // not sent after all
+		// And what it drew of the reserve is reserved again, unless a
+		// release has covered it meanwhile.
+		d := min(drew, c.drawn[p])
+		c.drawn[p] -= d
+		c.reserved[p] += d
+		c.clampReservedLocked(p)
 		c.mu.Unlock()
 		return err
 	}
 	return nil
+}
+
+// clampReservedLocked keeps plugin p's reserved credit within its credit
+// (and not below zero), counting what that takes off in drawn. c.mu is
+// held.
+func (c *Conn) clampReservedLocked(p int) {
+	r := max(0, min(c.reserved[p], c.credit[p]))
+	c.drawn[p] += c.reserved[p] - r
+	c.reserved[p] = r
 }
 
 // waitCreditLocked waits while plugin p's window has nothing the Send
@@ -950,9 +976,12 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 	c.mu.Lock()
 	switch {
 	case f.Lent && f.Released:
-		// What was lent has run at the peer: anyone's now, unless this
-		// end's handlers have spent it.
-		c.reserved[p] -= min(n, c.reserved[p])
+		// What was lent has run at the peer: anyone's now. What this
+		// end's handlers spent of the loans (drawn) is released first:
+		// the rest of the reserve may be lent for messages yet to run.
+		d := min(n, c.drawn[p])
+		c.drawn[p] -= d
+		c.reserved[p] -= min(n-d, c.reserved[p])
 		if c.credit[p] > c.reserved[p] {
 			c.wakeCreditLocked()
 		}
@@ -962,7 +991,7 @@ func (c *Conn) takeCredit(f *wire.Frame) {
 	default:
 		c.grantLocked(p, n)
 	}
-	c.reserved[p] = max(0, min(c.reserved[p], c.credit[p]))
+	c.clampReservedLocked(p)
 	c.mu.Unlock()
 }
 

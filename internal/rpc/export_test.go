@@ -105,3 +105,11 @@ func Reserved(c *Conn) []int64 {
 	defer c.mu.Unlock()
 	return append([]int64(nil), c.reserved...)
 }
+
+// Drawn returns, of each plugin's credit on c lent and not yet released,
+// what has left the reserve (spent by c's handlers, or overdrawn).
+func Drawn(c *Conn) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int64(nil), c.drawn...)
+}

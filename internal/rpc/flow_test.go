@@ -984,3 +984,63 @@ func TestLoansAreCapped(t *testing.T) {
 		t.Errorf("only %d SENDs went before the peer had to wait, want the window and the loan cap (%d bytes) spent", sent, p.server.LoanCap(0))
 	}
 }
+
+// A release covers first what this end's handlers spent of what was lent:
+// a handler that spent lent credit, and whose messages were lent for in
+// turn, must not find the release of the first loan's messages freeing the
+// credit lent for its own, which have yet to run. The release used to
+// take the reservation down by its whole size, whatever the handlers had
+// spent of it: the second loan became anyone's, and a flood could spend
+// it while the lane still held the messages it was lent for.
+func TestReleaseCoversWhatHandlersSpentFirst(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	lane := rpc.NewLane(1, 0, func(rpc.Item) { <-gate })
+	t.Cleanup(lane.Close)
+	t.Cleanup(func() { close(gate) }) // first: lets the worker finish
+	server := newHandler(func(c *rpc.Conn, f *wire.Frame) {
+		if !rpc.Deliver(context.Background(), lane, c, f, nil) {
+			t.Errorf("Deliver: lane closed")
+		}
+	})
+	opts := rpc.Options{Plugins: []string{"p0"}, SendWindow: testWindow}
+	p := newPair(t, newHandler(echo), server, opts, opts)
+	ctx := testContext(t)
+	for i := range testSends {
+		if err := p.client.Send(ctx, windowFrame(0)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	poll(t, "the lane has every SEND", func() bool { return lane.Len() == testSends })
+	cost := rpc.SendCost(windowFrame(0))
+
+	lane.Lend(p.server)() // the ten queued: lent
+	poll(t, "the client has the ten as lent", func() bool { return rpc.Reserved(p.client)[0] == testSends*cost })
+	handlerCtx := rpc.WithLane(ctx, idleLane(t))
+	for i := range 2 { // a handler spends two of it; nobody lends meanwhile
+		if err := p.client.Send(handlerCtx, windowFrame(0)); err != nil {
+			t.Fatalf("handler's Send %d: %v", i, err)
+		}
+	}
+	poll(t, "the lane has the handler's two", func() bool { return lane.Len() == testSends+2 })
+	lane.Lend(p.server)() // the handler's two: lent in turn
+	poll(t, "the client has twelve lent, two of them spent", func() bool { return rpc.Reserved(p.client)[0] == testSends*cost })
+
+	for range testSends { // the first ten run: released
+		gate <- struct{}{}
+	}
+	poll(t, "the first ten run", func() bool { return lane.Len() == 2 })
+	// A round trip from the server: the client has taken every CREDIT the
+	// server sent before it.
+	if _, err := p.server.Ask(ctx, &wire.Frame{Kind: wire.Kind_KIND_ASK, Plugin: 0, Type: "sync"}); err != nil {
+		t.Fatalf("Ask: %v", err)
+	}
+	if got, want := rpc.Reserved(p.client)[0], 2*cost; got != want {
+		t.Errorf("with the handler's two lent for and yet to run: %d bytes reserved for the handlers, want %d", got, want)
+	}
+	gate <- struct{}{}
+	gate <- struct{}{}
+	poll(t, "everything released", func() bool {
+		return rpc.Reserved(p.client)[0] == 0 && rpc.Drawn(p.client)[0] == 0
+	})
+}
