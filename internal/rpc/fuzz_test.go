@@ -84,7 +84,8 @@ func (h *fuzzHandler) HandleClose(*rpc.Conn, error) { h.closes.Add(1) }
 // windows, SENDs counted against the receive windows, ASKs and SENDs
 // dispatched through a lane, ASK_CANCELs. It must never panic, the Conn
 // must close once, every ask must return, no plugin's credit may exceed
-// its window, and nothing may be kept for a cancelable ask once the lane
+// its window, what is reserved of it for the handlers (lent CREDITs, and
+// released ones a peer may forge) must stay within it, and nothing may be kept for a cancelable ask once the lane
 // has run it.
 func FuzzConnRead(f *testing.F) {
 	names := codec.Names()
@@ -124,6 +125,13 @@ func FuzzConnRead(f *testing.F) {
 			{Kind: wire.Kind_KIND_CREDIT, Plugin: 1 << 31, Credit: 1},
 			{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: &wire.Metrics{}},
 			{Kind: wire.Kind_KIND_HEARTBEAT},
+		}},
+		{Frames: []*wire.Frame{
+			{Kind: wire.Kind_KIND_CREDIT, Plugin: 0, Credit: 300, Lent: true},
+			{Kind: wire.Kind_KIND_CREDIT, Plugin: 0, Credit: 1 << 40, Lent: true, Released: true},
+			{Kind: wire.Kind_KIND_CREDIT, Plugin: 1, Credit: 1 << 62, Lent: true},
+			{Kind: wire.Kind_KIND_CREDIT, Plugin: 1, Credit: 7, Released: true},
+			{Kind: wire.Kind_KIND_CREDIT, Plugin: 1, Lent: true, Released: true},
 		}},
 		{Frames: []*wire.Frame{
 			{Kind: wire.Kind_KIND_SEND, Plugin: 0, Payload: make([]byte, 600)},
@@ -179,9 +187,13 @@ func FuzzConnRead(f *testing.F) {
 			t.Fatalf("%d handler ctxs of cancelable asks kept after the lane closed, want 0", n)
 		}
 		credit, windows := rpc.Credit(c)
+		reserved, drawn := rpc.Reserved(c), rpc.Drawn(c)
 		for p := range credit {
 			if credit[p] > windows[p] {
 				t.Fatalf("plugin %d has %d bytes of credit, over its %d-byte window", p, credit[p], windows[p])
+			}
+			if reserved[p] < 0 || reserved[p] > max(credit[p], 0) || drawn[p] < 0 {
+				t.Fatalf("plugin %d: %d bytes reserved and %d drawn of %d bytes of credit", p, reserved[p], drawn[p], credit[p])
 			}
 		}
 	})
