@@ -314,11 +314,13 @@ type Result[Out any] struct {
 // The error is the job's, as Map's, for what ends every input: ctx
 // ending (with its cause), the driver shutting down, no executors left,
 // and, before any task runs, an unregistered task or an input that cannot
-// be encoded or is too large. Once the job had started, the results are
-// still there, one per input: the inputs that had finished keep their
+// be encoded or is too large. For the first three the results are still
+// there, one per input: the inputs that had finished keep their
 // outcomes, and the others' Err wraps that error (a job ended at its
-// deadline keeps what it had done). Before, they are nil. A progress line
-// counts failed inputs as done.
+// deadline keeps what it had done; one whose ctx had ended before the
+// call has every Err set). They are nil for an unregistered task, an
+// input that cannot be encoded or is too large, and a driver that had
+// already shut down. A progress line counts failed inputs as done.
 func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs []In) ([]Result[Out], error) {
 	payloads, err := encodeInputs(d, t, inputs, "ember.MapEach")
 	if err != nil {
