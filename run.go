@@ -147,6 +147,13 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err := checkHeartbeat(cfg); err != nil {
 		return err
 	}
+	if master.Kind == "local-cluster" {
+		// Its executors inherit it, and each would end saying so in its
+		// own log alone.
+		if _, err := ownSlots(); err != nil {
+			return fmt.Errorf("ember.Run: %w (local-cluster executors take it from this process's environment)", err)
+		}
+	}
 	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
 		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)
 	}
