@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -441,6 +442,65 @@ var metricsLimits = struct {
 	inFlight          int
 }{10 * time.Second, time.Minute, 2 * time.Minute, 8}
 
+// gatherWarnEvery is how often a gather error that comes again is logged
+// at Warn (see repeatLimiter).
+const gatherWarnEvery = 10 * time.Minute
+
+// repeatLimiter takes promhttp's ErrorLog lines. It logs a message at Warn
+// the first time, then again at most once every every, saying how many
+// times it came meanwhile; in between, at Debug. A family that cannot be
+// served (two executors disagreeing on its help) fails every scrape: a
+// scraper every 15 s made that 240 warnings an hour. It remembers at most
+// repeatsKept messages. Safe for concurrent use.
+type repeatLimiter struct {
+	log   *slog.Logger
+	every time.Duration
+	now   func() time.Time
+
+	mu   sync.Mutex
+	seen map[string]*repeats
+}
+
+// repeats is what a repeatLimiter remembers of one message.
+type repeats struct {
+	warned time.Time // when it was last logged at Warn
+	since  int       // times it came since
+}
+
+// repeatsKept bounds the messages a repeatLimiter remembers: past it, it
+// forgets them all (and warns of each again).
+const repeatsKept = 64
+
+func (r *repeatLimiter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	now := r.now()
+	r.mu.Lock()
+	if r.seen == nil || len(r.seen) >= repeatsKept && r.seen[msg] == nil {
+		r.seen = map[string]*repeats{}
+	}
+	rp := r.seen[msg]
+	if rp == nil {
+		rp = &repeats{}
+		r.seen[msg] = rp
+	}
+	warn, since := rp.warned.IsZero() || now.Sub(rp.warned) >= r.every, rp.since
+	if warn {
+		rp.warned, rp.since = now, 0
+	} else {
+		rp.since++
+	}
+	r.mu.Unlock()
+	switch {
+	case !warn:
+		r.log.Debug(msg)
+	case since > 0:
+		r.log.Warn(msg, "repeated", since) // since the last warning
+	default:
+		r.log.Warn(msg)
+	}
+	return len(p), nil
+}
+
 // serveMetrics serves g at http://addr/metrics until stop is called.
 func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url string, stop func(), err error) {
 	if addr == "off" {
@@ -451,7 +511,7 @@ func serveMetrics(addr string, g prometheus.Gatherer, log *slog.Logger) (url str
 		return "", nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
 	}
 	metrics := promhttp.HandlerFor(g, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog: stdlog.New(&repeatLimiter{log: log, every: gatherWarnEvery, now: time.Now}, "", 0),
 		// One inconsistent family (an executor disagreeing with the
 		// driver on a metric's type) must not hide all the others.
 		ErrorHandling: promhttp.ContinueOnError,

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,5 +308,44 @@ func TestOwnSlots(t *testing.T) {
 		case !tt.wantErr && (err != nil || got != tt.want):
 			t.Errorf("%s=%q: got %d, %v; want %d", EnvExecutorSlots, tt.value, got, err, tt.want)
 		}
+	}
+}
+
+// A gather error that comes on every scrape (a family two executors
+// disagree on) is logged at Warn the first time, then at Debug, and at
+// Warn again once gatherWarnEvery has passed, saying how many times it
+// came meanwhile: a scraper every 15 s made it 240 warnings an hour.
+// Another message is its own.
+func TestGatherErrorsWarnedOncePerPeriod(t *testing.T) {
+	var buf strings.Builder
+	now := time.Unix(0, 0)
+	r := &repeatLimiter{
+		log:   slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		every: time.Minute,
+		now:   func() time.Time { return now },
+	}
+	type line struct {
+		at  time.Duration // after the start
+		msg string
+	}
+	for _, l := range []line{{0, "boom"}, {time.Second, "boom"}, {2 * time.Second, "other"}, {30 * time.Second, "boom"}, {61 * time.Second, "boom"}, {62 * time.Second, "boom"}} {
+		now = time.Unix(0, 0).Add(l.at)
+		stdlog.New(r, "", 0).Println(l.msg) // as promhttp's ErrorLog does
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		_, l, _ = strings.Cut(l, "level=") // drop the time
+		got = append(got, l)
+	}
+	want := []string{
+		"WARN msg=boom",
+		"DEBUG msg=boom",
+		"WARN msg=other",
+		"DEBUG msg=boom",
+		"WARN msg=boom repeated=2",
+		"DEBUG msg=boom",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("logged:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
