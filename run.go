@@ -471,6 +471,7 @@ type repeats struct {
 // forgets them all (and warns of each again).
 const repeatsKept = 64
 
+// Write logs p, one ErrorLog line, as the type says. It never fails.
 func (r *repeatLimiter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
 	now := r.now()
