@@ -114,9 +114,9 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // In either process, the tasks registered when Run is called are the
 // application's: from then on NewTask panics (see NewTask).
 func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver) error) error {
-	// The tasks are now those every process has on its way here: one
-	// registered later would be missing from the executors.
-	tasks.seal(sealedByRun)
+	// The tasks and message types are now those every process has on its
+	// way here: one registered later would be missing from the executors.
+	sealRegistries(sealedByRun)
 	if addr, ok := os.LookupEnv(EnvDriver); ok {
 		os.Exit(runExecutorProcess(ctx, cfg, addr))
 	}

@@ -144,16 +144,23 @@ func (r *taskRegistry) list() []string {
 	return append([]string(nil), r.names...)
 }
 
-// Said by NewTask once the registry is sealed: by Run, and by
-// embertest.Main before the tests start.
+// Said by NewTask and RegisterMessage once their registries are sealed:
+// by Run, and by embertest.Main before the tests start.
 const (
 	sealedByRun   = "after ember.Run was called in this process"
 	sealedByTests = "from a test, after embertest.Main started the tests " +
-		"(a local-cluster executor runs only its own test: a task registered in one test is missing from every other test's executors)"
+		"(a local-cluster executor runs only its own test: what one test registers is missing from every other test's executors)"
 )
 
+// sealRegistries makes NewTask and RegisterMessage (of a new type) panic
+// from now on, saying they were called when.
+func sealRegistries(when string) {
+	tasks.seal(when)
+	codec.Seal(when)
+}
+
 func init() {
-	hook.SealTasks = func() { tasks.seal(sealedByTests) }
+	hook.SealRegistries = func() { sealRegistries(sealedByTests) }
 }
 
 // NewTask registers fn under name and returns the task to pass to Map.

@@ -127,6 +127,28 @@ func TestNewTaskInATestPanics(t *testing.T) {
 	ember.NewTask("test.made-in-a-test", func(_ context.Context, _ ember.TaskContext, n int) (int, error) { return n, nil })
 }
 
+// plugin.RegisterMessage of a new type in a test function panics there
+// (TestMain is embertest.Main), as NewTask does: the type would be missing
+// from every later local-cluster test's executors, whose handshake would
+// fail in a test that had done nothing wrong. A type registered in an
+// init function may be registered again.
+func TestRegisterMessageInATestPanics(t *testing.T) {
+	type madeInATest struct{ N int }
+	plugin.RegisterMessage[hookEvent]() // registered in init: a no-op
+	defer func() {
+		r := fmt.Sprint(recover())
+		for _, want := range []string{
+			"plugin.RegisterMessage: ember_test.madeInATest: registered from a test, after embertest.Main started the tests",
+			"register message types in an init function",
+		} {
+			if !strings.Contains(r, want) {
+				t.Errorf("RegisterMessage in a test: got panic %q, want it to contain %q", r, want)
+			}
+		}
+	}()
+	plugin.RegisterMessage[madeInATest]()
+}
+
 func TestMapResultsInOrder(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
 	inputs := make([]int, 1000)

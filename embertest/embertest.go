@@ -18,8 +18,9 @@
 // (os.Getenv(ember.EnvDriver) != ""): a t.TempDir made before Start, for
 // one, is left behind by every executor. Executors get the driver's
 // Config.Conf, so pass them paths through it. Declare tasks
-// (ember.NewTask) at package level, not in a test: Main makes NewTask
-// panic once the tests have started.
+// (ember.NewTask) at package level and register message types
+// (plugin.RegisterMessage) in init functions, not in a test: Main makes
+// both panic once the tests have started.
 package embertest
 
 import (
@@ -80,18 +81,20 @@ var (
 // GORACE is set): a race-enabled executor otherwise sleeps a second at
 // exit, which every local-cluster shutdown would wait for.
 //
-// Main fixes the tasks before the tests start: ember.NewTask called from a
-// test panics there, saying to declare the task at package level. A task
-// made in a test function was registered in that test binary's process
-// only, where every later ember.Run included it, and the executors of a
-// later local-cluster test, which run only that test, did not have it:
-// that test's start-up failed with a handshake mismatch. Register tasks
-// in package-level vars (or in TestMain before calling Main).
+// Main fixes the tasks and message types before the tests start:
+// ember.NewTask, or plugin.RegisterMessage of a new type, called from a
+// test panics there, saying where to register instead. A task made in a
+// test function was registered in that test binary's process only, where
+// every later ember.Run included it, and the executors of a later
+// local-cluster test, which run only that test, did not have it: that
+// test's start-up failed with a handshake mismatch; a message type, the
+// same. Register tasks in package-level vars and message types in init
+// functions (or in TestMain before calling Main).
 func Main(m *testing.M) {
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
-	hook.SealTasks()
+	hook.SealRegistries()
 	goleak.VerifyTestMain(m)
 }
 

@@ -13,10 +13,9 @@ import (
 // honouring `cbor` and `json` tags), and proto.Message types (register the
 // pointer, e.g. *pb.Event) as protobuf.
 // Register in an init function, in the package that declares the type, so
-// that driver and executors register the same set. Sending an unregistered
-// type fails at the call with ErrUnregisteredMessage, and so does sending
-// a type registered after the executor connected: the set is agreed in the
-// handshake, and the other side may not have it.
+// that driver and executors register the same set (they agree on it in
+// the handshake). Sending an unregistered type fails at the call with
+// ErrUnregisteredMessage.
 //
 // A pointer to a registered struct type may be sent; it arrives as the
 // value (Ask[*T] takes it and returns a pointer to it). A nil one, like a
@@ -32,8 +31,12 @@ import (
 // something else, if T is an interface type or a proto message type that
 // is not a pointer (register *pb.Event, not pb.Event), or if T is a struct
 // whose fields are all unexported (it would arrive as its zero value).
-// Registering the same type under the same name again does nothing. It is
-// safe for concurrent use.
+// It panics for a new type once ember.Run has been called in the process,
+// and, in a test package whose TestMain is embertest.Main, once the tests
+// have started: the type would be missing from the executors (of other
+// tests, for one registered in a test function), which agree on the set
+// in the handshake. Registering the same type under the same name again
+// does nothing. It is safe for concurrent use.
 func RegisterMessage[T any]() {
 	t := reflect.TypeFor[T]()
 	RegisterMessageName[T](codec.NameOf(t))

@@ -52,6 +52,9 @@ type snapshot struct {
 var (
 	mu  sync.Mutex // serialises writers
 	cur atomic.Pointer[snapshot]
+	// sealed says why Register takes no new types ("": it does); written
+	// under mu.
+	sealed string
 )
 
 func init() {
@@ -98,8 +101,21 @@ func NameOf(t reflect.Type) string {
 	return t.String()
 }
 
+// Seal makes Register refuse new types from now on, saying that it was
+// called when (an earlier Seal's words stay): a process registers the
+// types it will ever have before it runs, so that every process of an
+// application, executors included, agrees on them in the handshake.
+func Seal(when string) {
+	mu.Lock()
+	defer mu.Unlock()
+	if sealed == "" {
+		sealed = when
+	}
+}
+
 // Register adds t under name. Registering the same type under the same name
-// twice is a no-op; any other reuse of a type or a name is an error.
+// twice is a no-op; any other reuse of a type or a name is an error, and
+// so is a new type once the registry is sealed (Seal).
 func Register(t reflect.Type, name string) error {
 	if t == nil {
 		return errors.New("nil type")
@@ -131,6 +147,9 @@ func Register(t reflect.Type, name string) error {
 	}
 	if e, ok := old.byName[name]; ok {
 		return fmt.Errorf("message name %q: already used by %v", name, e.typ)
+	}
+	if sealed != "" {
+		return fmt.Errorf("%v: registered %s; register message types in an init function, so that every process, executors included, has them before ember.Run", t, sealed)
 	}
 	next := &snapshot{
 		byType: make(map[reflect.Type]*entry, len(old.byType)+1),

@@ -650,3 +650,33 @@ func TestDecodeAllocations(t *testing.T) {
 		t.Errorf("Decode(%q) made %v allocations, want %v", pointName, got, want)
 	}
 }
+
+type (
+	sealedBefore struct{ N int }
+	sealedAfter  struct{ N int }
+)
+
+// A sealed registry refuses new types, saying when it was sealed and
+// where to register them; a type registered before may be registered
+// again, as it may be anywhere (two init functions). Not parallel: it
+// seals the process's registry for its duration.
+func TestRegisterSealed(t *testing.T) {
+	before, after := reflect.TypeFor[sealedBefore](), reflect.TypeFor[sealedAfter]()
+	if err := codec.Register(before, "codec_test.sealedBefore"); err != nil {
+		t.Fatal(err)
+	}
+	codec.Seal("after the test sealed it")
+	t.Cleanup(codec.Unseal)
+	codec.Seal("twice") // the first seal's words stay
+	if err := codec.Register(before, "codec_test.sealedBefore"); err != nil {
+		t.Errorf("Register of a type registered before the seal: got %v, want nil", err)
+	}
+	err := codec.Register(after, "codec_test.sealedAfter")
+	want := "codec_test.sealedAfter: registered after the test sealed it; register message types in an init function"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Register of a new type once sealed: got %v, want an error containing %q", err, want)
+	}
+	if _, _, err := codec.Encode(sealedAfter{1}); err == nil {
+		t.Error("Encode of the type refused: got nil error, want it unregistered")
+	}
+}

@@ -14,9 +14,10 @@ var (
 	WireError func(code uint32, msg string) error
 	// WithSender attaches the sending executor's ID to a handler ctx.
 	WithSender func(ctx context.Context, executorID string) context.Context
-	// SealTasks makes ember.NewTask panic from now on, saying that it was
-	// called from a test: embertest.Main calls it before the tests start.
-	SealTasks func()
+	// SealRegistries makes ember.NewTask and plugin.RegisterMessage (of a
+	// new type) panic from now on, saying that they were called from a
+	// test: embertest.Main calls it before the tests start.
+	SealRegistries func()
 )
 
 // LocalHooks let the test kit reach executors that local[N] runs inside
