@@ -1247,7 +1247,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	// stream itself after its last frame, left cleanly: listeners get a
 	// nil reason, as for one released. Its stream breaking instead (its
 	// stop cut short, or the process killed) is a loss.
-	leaving := d.sched.leaving(es)
+	leaving := d.stoppingOwn(es)
 	left := reason != nil && leaving && errors.Is(reason, rpc.ErrPeerClosed)
 	if left {
 		reason = nil
@@ -1320,6 +1320,14 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 // errShuttingDown is what a driver plugin's calls to executors return once
 // Close has begun: the executors are stopping, or gone.
 var errShuttingDown = plugin.Errorf(plugin.CodeUnavailable, "%w: %w", plugin.ErrShuttingDown, plugin.ErrClosed)
+
+// stoppingOwn reports whether es has said it is stopping on its own
+// (LEAVING).
+func (d *Driver) stoppingOwn(es *execState) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return es.stoppingOwn
+}
 
 // errStoppingOwn is what a driver plugin's calls to an executor give once
 // it has said it is stopping on its own (LEAVING), and an ask to it still

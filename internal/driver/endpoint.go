@@ -100,7 +100,7 @@ func (d *Driver) askError(ctx context.Context, c *rpc.Conn, err error) error {
 		switch {
 		case d.isStopping():
 			err = errShuttingDown
-		case d.sched.leaving(es):
+		case d.stoppingOwn(es):
 			err = errStoppingOwn
 		}
 	}

@@ -560,13 +560,6 @@ func (s *scheduler) leave(e *execState) {
 	s.mu.Unlock()
 }
 
-// leaving reports whether e said it was stopping on its own.
-func (s *scheduler) leaving(e *execState) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return e.leaving
-}
-
 // MaxSlots bounds the slots the scheduler uses of one executor. Each
 // running attempt may have a TASK and a TASK_CANCEL queued on the
 // executor's connection at once, control frames that never wait for room,

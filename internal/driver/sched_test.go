@@ -272,11 +272,16 @@ func TestOnlyLeavingMarksAnExecutorLeaving(t *testing.T) {
 	waitQueued(t, d)
 	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
 		Code: uint32(plugin.CodeUnavailable), Error: "executor 1 is shutting down"})
-	if d.sched.leaving(es) {
+	leaving := func() bool {
+		d.sched.mu.Lock()
+		defer d.sched.mu.Unlock()
+		return es.leaving
+	}
+	if leaving() {
 		t.Error("after a result cut short by a stop: leaving, want not (no LEAVING came)")
 	}
 	d.sched.leave(es)
-	if !d.sched.leaving(es) {
+	if !leaving() {
 		t.Error("after LEAVING: not leaving, want leaving")
 	}
 }
