@@ -33,6 +33,21 @@ type eachOutcome struct {
 	err     error
 }
 
+// startEach starts a RunJobEach of n inputs of task "t" on d under ctx,
+// and waits until its n TASKs have gone to stream, the one executor
+// ready, and are queued there. Its outcome comes on the channel returned.
+func startEach(ctx context.Context, t *testing.T, d *Driver, stream *taskStream, n int, p *Progress) <-chan eachOutcome {
+	t.Helper()
+	out := make(chan eachOutcome, 1)
+	go func() {
+		r, errs, err := d.RunJobEach(ctx, "t", make([][]byte, n), p)
+		out <- eachOutcome{r, errs, err}
+	}()
+	pollSent(t, stream, wire.Kind_KIND_TASK, n)
+	waitQueued(t, d)
+	return out
+}
+
 // In a job of RunJobEach, inputs that fail for good, by their task's
 // error or by losing their executors, fail alone; the job ends once every
 // input has, with one result or error each; late results are ignored.
@@ -43,13 +58,7 @@ func TestRunJobEachFailsInputsAlone(t *testing.T) {
 	}
 	stream1, es1 := schedExecutor(t, d, "1", 3)
 	p := NewProgress(3)
-	out := make(chan eachOutcome, 1)
-	go func() {
-		r, errs, err := d.RunJobEach(context.Background(), "t", make([][]byte, 3), p)
-		out <- eachOutcome{r, errs, err}
-	}()
-	pollSent(t, stream1, wire.Kind_KIND_TASK, 3)
-	waitQueued(t, d)
+	out := startEach(context.Background(), t, d, stream1, 3, p)
 	d.sched.result(es1, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es1, 0), Code: uint32(plugin.CodeInvalidArgument), Error: "bad", Permanent: true})
 	d.sched.removeExecutor(es1, errors.New("EOF")) // inputs 1 and 2: 1 failure each
 	stream2, es2 := schedExecutor(t, d, "2", 3)
@@ -89,13 +98,7 @@ func TestRunJobEachWhoseEveryInputFails(t *testing.T) {
 	}
 	stream, es := schedExecutor(t, d, "1", 2)
 	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan eachOutcome, 1)
-	go func() {
-		r, errs, err := d.RunJobEach(ctx, "t", make([][]byte, 2), nil)
-		out <- eachOutcome{r, errs, err}
-	}()
-	pollSent(t, stream, wire.Kind_KIND_TASK, 2)
-	waitQueued(t, d)
+	out := startEach(ctx, t, d, stream, 2, nil)
 	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 0), Code: uint32(plugin.CodeInternal), Error: "boom"})
 	d.sched.removeExecutor(es, errors.New("EOF")) // the last: no executors left, and the job's last input fails
 	o := waitEach(t, out)
@@ -128,13 +131,7 @@ func TestRunJobEachEndedKeepsWhatFinished(t *testing.T) {
 	}
 	stream, es := schedExecutor(t, d, "1", 4)
 	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan eachOutcome, 1)
-	go func() {
-		r, errs, err := d.RunJobEach(ctx, "t", make([][]byte, 4), nil)
-		out <- eachOutcome{r, errs, err}
-	}()
-	pollSent(t, stream, wire.Kind_KIND_TASK, 4)
-	waitQueued(t, d)
+	out := startEach(ctx, t, d, stream, 4, nil)
 	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 0), Payload: []byte("ok")})
 	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 1)}) // an empty output
 	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: runOf(t, d, es, 2), Code: uint32(plugin.CodeInvalidArgument), Error: "bad"})
