@@ -111,8 +111,9 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // is the one place Ember ends a process, because returning would run the
 // driver's code on an executor.
 //
-// In either process, the tasks registered when Run is called are the
-// application's: from then on NewTask panics (see NewTask).
+// In either process, the tasks and message types registered when Run is
+// called are the application's: from then on NewTask, and RegisterMessage
+// of a new type, panic (see NewTask and plugin.RegisterMessage).
 func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver) error) error {
 	// The tasks and message types are now those every process has on its
 	// way here: one registered later would be missing from the executors.
