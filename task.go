@@ -296,6 +296,9 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 	}
 	outs := make([]Out, len(results))
 	for i, r := range results {
+		// Each encoded output is let go once decoded: a job's outputs
+		// were held twice, encoded and decoded, until Map returned.
+		results[i] = nil
 		if err := codec.Unmarshal(r, &outs[i]); err != nil {
 			return nil, fmt.Errorf("ember.Map %q: decode output %d: %w", t.name, i, err)
 		}
@@ -344,10 +347,11 @@ func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inpu
 		}
 	}
 	outs := make([]Result[Out], len(results))
-	for i := range results {
+	for i, r := range results {
+		results[i] = nil // let go once decoded, as in Map
 		if errs[i] != nil {
 			outs[i].Err = fmt.Errorf("ember.MapEach: %w", taskError(errs[i]))
-		} else if err := codec.Unmarshal(results[i], &outs[i].Out); err != nil {
+		} else if err := codec.Unmarshal(r, &outs[i].Out); err != nil {
 			outs[i].Err = fmt.Errorf("ember.MapEach %q: decode output %d: %w", t.name, i, err)
 		}
 	}

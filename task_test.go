@@ -20,6 +20,7 @@ import (
 	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
+	"github.com/fxamacker/cbor/v2"
 	"google.golang.org/grpc"
 )
 
@@ -1588,5 +1589,71 @@ func TestExecutorSlotsFromItsEnvironmentRefused(t *testing.T) {
 		func(context.Context, *ember.Driver) error { return nil })
 	if want := `EMBER_EXECUTOR_SLOTS="0": want a whole number from 1 to 16384 (local-cluster executors take it from this process's environment)`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Run: got %v, want an error containing %q", err, want)
+	}
+}
+
+// heapProbe is a task output that measures, as the last output of a job
+// of probeOutputs is decoded on the driver, the heap that the job's
+// outputs hold then (after a GC).
+type heapProbe []byte
+
+const (
+	probeOutputs = 16
+	probeBytes   = 2 << 20
+)
+
+var (
+	probeDecoded atomic.Int64
+	probeHeap    atomic.Uint64
+
+	makeProbe = ember.NewTask("test.heap-probe", func(_ context.Context, _ ember.TaskContext, _ int) (heapProbe, error) {
+		return make(heapProbe, probeBytes), nil
+	})
+)
+
+func (p *heapProbe) UnmarshalCBOR(data []byte) error {
+	var b []byte
+	if err := cbor.Unmarshal(data, &b); err != nil {
+		return err
+	}
+	*p = b
+	if probeDecoded.Add(1) == probeOutputs {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		probeHeap.Store(ms.HeapAlloc)
+	}
+	return nil
+}
+
+// Map and MapEach let go of each encoded output once they have decoded
+// it: they held every output twice, encoded and decoded, until they
+// returned, so a job whose outputs took 1.2 GiB made the driver's heap
+// 2.4 GiB.
+func TestMapDoesNotHoldOutputsTwice(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", MaxMessageBytes: 2*probeBytes + 1024})
+	total := uint64(probeOutputs * probeBytes)
+	for _, each := range []bool{false, true} {
+		probeDecoded.Store(0)
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		var err error
+		var keep any
+		if each {
+			keep, err = ember.MapEach(testCtx(t), c.Driver, makeProbe, make([]int, probeOutputs))
+		} else {
+			keep, err = ember.Map(testCtx(t), c.Driver, makeProbe, make([]int, probeOutputs))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		grew := probeHeap.Load() - min(before, probeHeap.Load())
+		if grew > total*3/2 {
+			t.Errorf("MapEach=%v: the heap grew by %d MiB while the last of %d MiB of outputs was decoded; want at most %d MiB (the outputs once)",
+				each, grew>>20, total>>20, total*3/2>>20)
+		}
+		runtime.KeepAlive(keep)
 	}
 }
