@@ -1657,3 +1657,38 @@ func TestMapDoesNotHoldOutputsTwice(t *testing.T) {
 		runtime.KeepAlive(keep)
 	}
 }
+
+const hugePanicBytes = 1 << 20
+
+var panicsHuge = ember.NewTask("test.panics-huge", func(_ context.Context, tc ember.TaskContext, _ int) (int, error) {
+	panic(strings.Repeat("p", hugePanicBytes))
+})
+
+// A task's panic value is logged cut, as its error's text is cut on the
+// wire (rpc.MaxErrorBytes): a panic with a value of 8 MiB wrote a log line
+// of 8 MiB on the executor for each attempt.
+func TestTaskPanicValueLoggedCut(t *testing.T) {
+	var logs logtest.Buffer
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Conf: map[string]string{ember.ConfMaxTaskFailures: "1"}})
+	_, err := ember.Map(testCtx(t), c.Driver, panicsHuge, []int{0})
+	if err == nil || !strings.Contains(err.Error(), "panicked: ppp") {
+		t.Fatalf("Map: got %v, want the task's panic", err)
+	}
+	found := false
+	for line := range strings.Lines(logs.String()) {
+		if !strings.Contains(line, `msg="task panicked"`) {
+			continue
+		}
+		found = true
+		if len(line) > hugePanicBytes/8 {
+			t.Errorf("the panic's log line is %d bytes, for a panic value of %d: want it cut", len(line), hugePanicBytes)
+		}
+		if !strings.Contains(line, "more bytes)") {
+			t.Errorf("the panic's log line does not say how much was cut: %.300s", line)
+		}
+	}
+	if !found {
+		t.Fatalf("no task panicked logged:\n%.2000s", logs.String())
+	}
+}

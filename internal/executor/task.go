@@ -158,8 +158,11 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte,
 func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			x.logTaskPanic(info, r)
-			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q panicked: %v", info.TaskName, r))
+			// Cut as the error's text is on the wire: a panic with a
+			// value of 8 MiB wrote log lines of 8 MiB, one per attempt.
+			text := rpc.CutErrorText(fmt.Sprint(r))
+			x.logTaskPanic(info, text)
+			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q panicked: %s", info.TaskName, text))
 		}
 	}()
 	if x.cfg.RunTask == nil {
@@ -168,13 +171,14 @@ func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte
 	return x.cfg.RunTask(ctx, info, in, x)
 }
 
-// logTaskPanic logs a task's panic r, with its stack, for the first
+// logTaskPanic logs a task's panic r (its value's text, cut to
+// rpc.MaxErrorBytes), with its stack, for the first
 // maxPanicsLogged of its job on this executor: a job whose every task
 // panics would otherwise log maxFailures stacks per input. The driver's
 // ember_tasks_total{state="failed"} counts them all, and it logs the
 // cause of a job's first ten failed attempts. Call it from the deferred
 // recover.
-func (x *Executor) logTaskPanic(info plugin.TaskInfo, r any) {
+func (x *Executor) logTaskPanic(info plugin.TaskInfo, r string) {
 	x.mu.Lock()
 	if x.panics == nil || len(x.panics) >= maxPanicJobs {
 		x.panics = map[string]int{} // bounded: old jobs are forgotten
