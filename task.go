@@ -163,6 +163,9 @@ func init() {
 	hook.SealRegistries = func() { sealRegistries(sealedByTests) }
 }
 
+// MaxTaskNameBytes bounds a task's name (NewTask panics for a longer one).
+const MaxTaskNameBytes = 1 << 10
+
 // NewTask registers fn under name and returns the task to pass to Map.
 // Call it at package level (var square = ember.NewTask("square", ...)),
 // or in an init function, so that every process registers the same tasks
@@ -172,7 +175,8 @@ func init() {
 // whose TestMain calls embertest.Main, once the tests have started (a
 // task made inside a test function would be missing from other tests'
 // local-cluster executors, and fail their handshake). It panics too if
-// name is empty or taken, or fn is nil. fn runs concurrently with the
+// name is empty, taken or longer than 1 KiB (every TASK frame carries it,
+// next to an input of up to Config.MaxMessageBytes), or fn is nil. fn runs concurrently with the
 // other tasks of its executor (up to ConfExecutorSlots at once), so what
 // it shares must be safe for concurrent use. In and Out travel like
 // messages (CBOR for plain values, protobuf for proto.Message pointers)
@@ -181,6 +185,14 @@ func init() {
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
 	if name == "" || fn == nil {
 		panic("ember.NewTask: empty name or nil function")
+	}
+	if len(name) > MaxTaskNameBytes {
+		// Every TASK frame carries the name beside its input, in the
+		// 64 KiB of headroom a peer accepts over MaxMessageBytes: an
+		// input at the limit with a 70 KiB name made a frame that ended
+		// the executor's connection, attempt after attempt, executor
+		// after executor, where Map should run it.
+		panic(fmt.Sprintf("ember.NewTask: a name of %d bytes, over the %d-byte limit", len(name), MaxTaskNameBytes))
 	}
 	for _, t := range []reflect.Type{reflect.TypeFor[In](), reflect.TypeFor[Out]()} {
 		if err := codec.CheckFields(t); err != nil {

@@ -1692,3 +1692,19 @@ func TestTaskPanicValueLoggedCut(t *testing.T) {
 		t.Fatalf("no task panicked logged:\n%.2000s", logs.String())
 	}
 }
+
+// NewTask refuses a name over MaxTaskNameBytes: every TASK frame carries
+// it next to its input, and a 70 KiB name with an input at
+// MaxMessageBytes made a frame past the 64 KiB of headroom executors
+// accept, which ended each executor's connection that the attempt went to
+// (the job failed with four executors lost, a local-cluster replacing
+// them one after another), where Map should have run it.
+func TestNewTaskRefusesLongName(t *testing.T) {
+	defer func() {
+		r := recover()
+		if msg := fmt.Sprint(r); !strings.Contains(msg, "over the 1024-byte limit") {
+			t.Errorf("NewTask with a name of 70 KiB: got panic %v, want one saying it is over the limit", r)
+		}
+	}()
+	ember.NewTask(strings.Repeat("n", 70<<10), func(context.Context, ember.TaskContext, int) (int, error) { return 0, nil })
+}
