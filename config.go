@@ -66,8 +66,9 @@ type Config struct {
 	// Logger receives the runtime's logs; default slog.Default(). Plugins
 	// get it with "plugin" (and "executor") attributes.
 	Logger *slog.Logger
-	// MaxMessageBytes bounds one encoded message; default 4 MiB. Larger
-	// messages fail at the call with CodeResourceExhausted. Every process
+	// MaxMessageBytes bounds one encoded message; default 4 MiB, at most
+	// MaxMessageLimit (1 GiB: more fails Run). Larger messages fail at the
+	// call with CodeResourceExhausted. Every process
 	// of an application must set the same: the driver refuses an executor
 	// whose limit differs (a handshake mismatch naming both), since a
 	// message between the two limits would end their connection.
@@ -465,6 +466,20 @@ func checkNegative(cfg Config) error {
 		if (f.Kind() == reflect.Int || f.Kind() == reflect.Int64) && f.Int() < 0 {
 			return plugin.Errorf(plugin.CodeInvalidArgument, "Config.%s=%v: want 0 (the default) or more", v.Type().Field(i).Name, f.Interface())
 		}
+	}
+	return nil
+}
+
+// MaxMessageLimit is the largest Config.MaxMessageBytes. gRPC frames a
+// message with a 32-bit length, and every message and task output is held
+// whole in memory, encoded and decoded, on both sides: past this, a
+// message fails in the transport, or in memory, not at the call.
+const MaxMessageLimit = 1 << 30
+
+// checkMessageLimit refuses a Config.MaxMessageBytes over MaxMessageLimit.
+func checkMessageLimit(cfg Config) error {
+	if cfg.MaxMessageBytes > MaxMessageLimit {
+		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.MaxMessageBytes=%d: want at most %d (1 GiB)", cfg.MaxMessageBytes, MaxMessageLimit)
 	}
 	return nil
 }

@@ -1027,6 +1027,9 @@ func TestBadConfigFailsRun(t *testing.T) {
 		{"heartbeat timeout alone, below the default interval", ember.Config{Master: "local[1]", HeartbeatTimeout: 500 * time.Millisecond}, "Config.HeartbeatTimeout=500ms: want more than Config.HeartbeatInterval (1s)"},
 		{"heartbeat timeout below the interval", ember.Config{Master: "local[1]", HeartbeatInterval: 200 * time.Millisecond, HeartbeatTimeout: 150 * time.Millisecond}, "Config.HeartbeatTimeout=150ms: want more than"},
 		{"heartbeat timeout equal to the interval", ember.Config{Master: "local[1]", HeartbeatInterval: 2 * time.Second, HeartbeatTimeout: 2 * time.Second}, "Config.HeartbeatTimeout=2s: want more than"},
+		// gRPC frames a message with a 32-bit length: 4 GiB was taken,
+		// and a message that size would have failed in the transport.
+		{"message limit over 1 GiB", ember.Config{Master: "local[1]", MaxMessageBytes: 4 << 30}, "Config.MaxMessageBytes=4294967296: want at most 1073741824 (1 GiB)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

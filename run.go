@@ -132,6 +132,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err := checkNegative(cfg); err != nil {
 		return err
 	}
+	if err := checkMessageLimit(cfg); err != nil {
+		return err
+	}
 	cfg.setDefaults()
 	if err := checkMasterSize(master, cfg.MaxExecutors); err != nil {
 		return err
@@ -636,6 +639,9 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	// with a shorter interval than the driver's lost its idle driver.
 	heartbeatTimeout := cfg.HeartbeatTimeout
 	negative := checkNegative(cfg)
+	if negative == nil {
+		negative = checkMessageLimit(cfg)
+	}
 	cfg.setDefaults()
 	log := cfg.Logger
 	if negative != nil {
