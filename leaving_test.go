@@ -72,14 +72,55 @@ func TestCallsToAnExecutorStoppingOnItsOwnFail(t *testing.T) {
 			t.Errorf("%s to an executor stopping on its own: got %v, want CodeUnavailable, ErrClosed (not ErrShuttingDown), saying executor 1 is stopping on its own", call.name, call.err)
 		}
 	}
-	listed := false
+	// Listed, and marked: a coordinator pushing work skips it (one that
+	// could not tell handed it jobs, and took them back, 46 times).
+	stopping := map[string]bool{}
 	for _, e := range dc.Executors() {
-		listed = listed || e.ID == "1"
+		stopping[e.ID] = e.Stopping
 	}
-	if !listed {
-		t.Errorf("executor 1 not listed while it stops: want it listed until it has gone")
+	if s, listed := stopping["1"]; !listed || !s {
+		t.Errorf("executor 1 while it stops: got listed %v, Stopping %v; want it listed until it has gone, with Stopping set", listed, s)
+	}
+	if s, listed := stopping["2"]; !listed || s {
+		t.Errorf("executor 2: got listed %v, Stopping %v; want it listed, not stopping", listed, s)
 	}
 	if err := dc.Broadcast(ctx, text("to all")); err != nil {
 		t.Errorf("Broadcast while executor 1 stops on its own: %v, want nil (it is skipped)", err)
+	}
+}
+
+// While the driver shuts down, Executors lists its executors until they
+// have gone, each with Stopping set: calls to them fail with
+// ErrShuttingDown.
+func TestExecutorsStoppingWhileTheDriverShutsDown(t *testing.T) {
+	var dc plugin.DriverContext
+	release := make(chan struct{})
+	p := fakePlugin{
+		name:      "agent",
+		newDriver: func() plugin.DriverPlugin { return &fakeDriver{InitF: keepDriverContext(&dc)} },
+		newExecutor: func() plugin.ExecutorPlugin {
+			// Holds the executor's stop until the test has looked.
+			return &fakeExecutor{ShutdownF: func(ctx context.Context) error {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			}}
+		},
+	}
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet})
+	if got := dc.Executors(); len(got) != 1 || got[0].Stopping {
+		t.Fatalf("before Close: got %+v, want one executor, not stopping", got)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	embertest.WaitFor(t, "the executor listed as stopping", func() bool {
+		got := dc.Executors()
+		return len(got) == 1 && got[0].Stopping
+	})
+	close(release)
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

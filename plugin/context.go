@@ -122,8 +122,9 @@ type DriverContext interface {
 	// Executors lists the ready executors, ordered by ID (nil when there
 	// is none). Each call returns a new slice, Resources maps included,
 	// that the caller owns and may change. An executor stopping on its
-	// own (its process told to) is listed until it has gone, though calls
-	// to it fail from when it says so (see AskExecutor).
+	// own (its process told to) is listed until it has gone, with
+	// Stopping set, though calls to it fail from when it says so (see
+	// AskExecutor).
 	Executors() []ExecutorInfo
 	// AskExecutor sends msg to this plugin on one executor, whose plugin
 	// must implement ExecutorReceiver (else CodeUnimplemented), and waits
@@ -295,6 +296,12 @@ type ExecutorInfo struct {
 	Slots int
 	// Added is when the executor became ready.
 	Added time.Time
+	// Stopping, in DriverContext.Executors, reports an executor that is
+	// stopping on its own (its process told to) or a driver shutting
+	// down: calls to it fail with ErrClosed, and it is listed until it
+	// has gone. A coordinator that pushes work skips it. It is false in
+	// the listener's calls.
+	Stopping bool
 }
 
 // TaskInfo describes a task to TaskListener hooks.

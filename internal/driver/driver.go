@@ -611,7 +611,9 @@ func (d *Driver) Executors() []plugin.ExecutorInfo {
 	var out []plugin.ExecutorInfo
 	for _, es := range d.execs {
 		if es.ready {
-			out = append(out, cloneInfo(es.info))
+			info := cloneInfo(es.info)
+			info.Stopping = es.stoppingOwn || d.stopping
+			out = append(out, info)
 		}
 	}
 	slices.SortFunc(out, func(a, b plugin.ExecutorInfo) int { return metrics.CompareIDs(a.ID, b.ID) })
