@@ -178,7 +178,10 @@ type DriverContext interface {
 	// that guards its updates and their Broadcast, or version the state
 	// so that executors keep the newest, as examples/dynamicconfig does.
 	// The executor is ready, and may be running tasks, before that send
-	// arrives: a task that must see the newest state asks for it.
+	// arrives. To start an executor with the newest state, have its
+	// plugin's Init ask for it: Init returns before the executor is
+	// ready, so before any task or message; OnExecutorAdded then sends
+	// only what changed while it joined (examples/dynamicconfig).
 	Broadcast(ctx context.Context, msg any) error
 }
 

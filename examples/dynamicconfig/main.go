@@ -53,11 +53,20 @@ type (
 		ExecutorID string
 		Version    int64
 	}
+	// GetChanges asks the driver plugin for the changes made since it
+	// started; an executor's Init asks it, so that it runs nothing with
+	// settings older than those.
+	GetChanges struct{}
+	// Changes answers GetChanges: every setting changed since the start,
+	// oldest version first.
+	Changes struct{ List []SetConfig }
 )
 
 func init() {
 	plugin.RegisterMessage[SetConfig]()
 	plugin.RegisterMessage[Ack]()
+	plugin.RegisterMessage[GetChanges]()
+	plugin.RegisterMessage[Changes]()
 }
 
 const (
@@ -252,10 +261,15 @@ func (p *driverPlugin) notifyLocked() {
 	p.changed = make(chan struct{})
 }
 
-// Receive records acknowledgements.
+// Receive answers an executor's GetChanges and records acknowledgements.
 func (p *driverPlugin) Receive(ctx context.Context, msg any) (any, error) {
-	m, ok := msg.(Ack)
-	if !ok {
+	var m Ack
+	switch msg := msg.(type) {
+	case GetChanges:
+		return Changes{List: p.changes()}, nil
+	case Ack:
+		m = msg
+	default:
 		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "unexpected message %T", msg)
 	}
 	// The runtime says who sent the message; trust it over the payload.
@@ -272,10 +286,9 @@ func (p *driverPlugin) Receive(ctx context.Context, msg any) (any, error) {
 	return nil, nil
 }
 
-// OnExecutorAdded brings an executor that joins after a change up to date:
-// its extraConf holds only the initial settings. (With local-cluster every
-// executor joins before the first change, so this sends nothing.)
-func (p *driverPlugin) OnExecutorAdded(ctx context.Context, e plugin.ExecutorInfo) {
+// changes returns the settings changed since the start, oldest version
+// first.
+func (p *driverPlugin) changes() []SetConfig {
 	p.mu.Lock()
 	var changes []SetConfig
 	for k, s := range p.settings {
@@ -285,7 +298,17 @@ func (p *driverPlugin) OnExecutorAdded(ctx context.Context, e plugin.ExecutorInf
 	}
 	p.mu.Unlock()
 	slices.SortFunc(changes, func(a, b SetConfig) int { return cmp.Compare(a.Version, b.Version) })
-	for _, c := range changes {
+	return changes
+}
+
+// OnExecutorAdded brings an executor up to date with the changes made
+// while it joined: after its Init asked for them (GetChanges), and before
+// it was ready for Broadcast. Its settings are at most that far behind
+// while these travel; the executor keeps the newest version of each, so
+// what it already holds is sent again harmlessly. (With local-cluster
+// every executor joins before the first change, so this sends nothing.)
+func (p *driverPlugin) OnExecutorAdded(ctx context.Context, e plugin.ExecutorInfo) {
+	for _, c := range p.changes() {
 		if err := p.pc.SendExecutor(ctx, e.ID, c); err != nil {
 			// Gone, or the driver is shutting down (ErrShuttingDown
 			// matches ErrClosed): nothing to bring up to date.
@@ -327,34 +350,51 @@ type executorPlugin struct {
 	settings map[string]setting
 }
 
-// Init takes the initial settings from extraConf.
-func (p *executorPlugin) Init(_ context.Context, pc plugin.ExecutorContext, extraConf map[string]string) error {
+// Init takes the initial settings from extraConf, which the driver plugin
+// returned from its own Init and never changes, then asks the driver
+// plugin for the changes made since. Init returns before the executor is
+// ready, so before it runs any task or takes any message: an executor that
+// joins after a change (one started by hand, or a replacement of one lost)
+// never works with settings older than those it got here.
+func (p *executorPlugin) Init(ctx context.Context, pc plugin.ExecutorContext, extraConf map[string]string) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.pc = pc
 	p.settings = make(map[string]setting)
 	for _, k := range slices.Sorted(maps.Keys(extraConf)) {
 		p.settings[k] = setting{Value: extraConf[k]}
 		fmt.Printf("executor %s started with %s=%s\n", pc.ExecutorID(), k, extraConf[k])
 	}
+	p.mu.Unlock()
+	changes, err := plugin.Ask[Changes](ctx, pc, GetChanges{})
+	if err != nil {
+		return fmt.Errorf("asking the driver for the settings changed since it started: %w", err)
+	}
+	for _, c := range changes.List {
+		p.apply(c)
+	}
 	return nil
 }
 
-// Receive applies a change unless it already holds a newer one, then
-// acknowledges it.
+// Receive applies a change, then acknowledges it.
 func (p *executorPlugin) Receive(ctx context.Context, msg any) (any, error) {
 	m, ok := msg.(SetConfig)
 	if !ok {
 		return nil, plugin.Errorf(plugin.CodeInvalidArgument, "unexpected message %T", msg)
 	}
+	pc := p.apply(m)
+	return nil, pc.Send(ctx, Ack{ExecutorID: pc.ExecutorID(), Version: m.Version})
+}
+
+// apply applies a change unless it already holds a newer one, and returns
+// the plugin's context.
+func (p *executorPlugin) apply(m SetConfig) plugin.ExecutorContext {
 	p.mu.Lock()
-	pc := p.pc
+	defer p.mu.Unlock()
 	if m.Version > p.settings[m.Key].Version {
 		p.settings[m.Key] = setting{Value: m.Value, Version: m.Version}
-		fmt.Printf("executor %s applied %s=%s (version %d)\n", pc.ExecutorID(), m.Key, m.Value, m.Version)
+		fmt.Printf("executor %s applied %s=%s (version %d)\n", p.pc.ExecutorID(), m.Key, m.Value, m.Version)
 	}
-	p.mu.Unlock()
-	return nil, pc.Send(ctx, Ack{ExecutorID: pc.ExecutorID(), Version: m.Version})
+	return p.pc
 }
 
 var (
