@@ -135,6 +135,35 @@ func TestExecutorAuthenticatesTheDriver(t *testing.T) {
 	}
 }
 
+// An executor that refuses its driver at the handshake (here: it has a
+// secret, and the driver runs without authentication) never joined: the
+// driver must not log it as an executor lost, nor count it in
+// ember_executors_lost_total, but say that the executor refused it, and
+// why that happens without authentication.
+func TestExecutorRefusingTheDriverIsNotLost(t *testing.T) {
+	var logs logtest.Buffer
+	d := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test", MetricsAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := joinErr(t, d.Addr(), "my secret"); plugin.CodeOf(err) != plugin.CodeUnauthenticated {
+		t.Fatalf("got %v, want CodeUnauthenticated", err)
+	}
+	const want = "refused this driver"
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), want) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := logs.String()
+	if !strings.Contains(out, want) || !strings.Contains(out, "InsecureNoAuth") {
+		t.Errorf("the driver's log does not say the executor refused it, nor why (InsecureNoAuth):\n%s", out)
+	}
+	if strings.Contains(out, "executor lost") {
+		t.Errorf("the driver logged an executor that refused it as lost:\n%s", out)
+	}
+	if v, _ := value(scrape(t, d.MetricsURL()), "ember_executors_lost_total", nil); v != 0 {
+		t.Errorf("ember_executors_lost_total = %v, want 0: the executor never joined", v)
+	}
+}
+
 func TestStandaloneRequiresASecret(t *testing.T) {
 	t.Setenv(ember.EnvSecret, "")
 	t.Setenv(ember.EnvSecretFile, "")

@@ -1259,6 +1259,11 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	es.lost = reason
 	wasReady := es.ready
 	initFailed := es.initFailed
+	// One that ended its stream itself before READY, without LEAVING,
+	// refused this driver at the handshake (the proof in WELCOME, which
+	// an executor with a secret checks): it never joined, and its log
+	// says why. Neither lost nor counted as such.
+	refusedDriver := reason != nil && !wasReady && !initFailed && !leaving && errors.Is(reason, rpc.ErrPeerClosed)
 	stopping := d.stopping
 	d.notifyLocked()
 	switch {
@@ -1266,7 +1271,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		// A lost executor's series go; a released one's final values
 		// (shipped with STOPPED) stay readable until the driver ends.
 		d.execStats.Delete(es.info.ID)
-		if !initFailed { // that one failed to join, and is logged as such
+		if !initFailed && !refusedDriver { // those failed to join, and are logged as such
 			d.builtin.ExecutorsLost.Inc()
 		}
 	case left && !stopping:
@@ -1301,6 +1306,12 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		d.log.Info("executor left: it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID)
 	case reason == nil:
 		d.log.Debug("executor released", "executor", es.info.ID)
+	case refusedDriver:
+		hint := "its log says why"
+		if d.cfg.Secret == "" {
+			hint = "this driver runs without authentication (Config.InsecureNoAuth), which an executor given a secret refuses: give the driver the executors' secret, or the executor none"
+		}
+		d.log.Warn("executor refused this driver at the handshake and left", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "hint", hint)
 	case initFailed: // already logged as such: its leaving is no news
 		d.log.Debug("executor gone after failing to initialise", "executor", es.info.ID, "err", reason)
 	case leaving:

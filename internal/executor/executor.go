@@ -842,6 +842,10 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return nil, nil, fmt.Errorf("executor: the driver refused this executor%s: %w", hint, rpc.WireError(w.Code, w.Error))
 	}
 	if x.cfg.Secret != "" && !x.verifyWelcome(w, nonce, challenge.GetNonce()) {
+		// End this side of the stream, rather than only dropping it, so
+		// that the driver reads its end (io.EOF) and can tell an executor
+		// that refused it from one lost.
+		_ = stream.CloseSend()
 		return nil, nil, fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
 			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
 	}
