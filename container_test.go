@@ -1497,3 +1497,32 @@ func TestExecutorPluginCalledOneAtATime(t *testing.T) {
 		})
 	}
 }
+
+// A driver whose ctx ends while it waits for its executors (a SIGTERM as
+// the service starts) returns an error that matches the ctx's, without
+// calling fn, so that main can tell a stop from a failure.
+func TestRunCtxEndingDuringStartUp(t *testing.T) {
+	for _, master := range []string{"standalone", "local[1]"} {
+		t.Run(master, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+			defer cancel()
+			cfg := ember.Config{Master: master, ListenAddr: "127.0.0.1:0", Secret: "start-up secret", MinExecutors: 1, Logger: quiet}
+			if master != "standalone" {
+				// Its executor takes longer to initialise than ctx lasts.
+				cfg.Plugins = []plugin.Plugin{fakePlugin{name: "slow", newExecutor: func() plugin.ExecutorPlugin {
+					return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+						<-ctx.Done()
+						return ctx.Err()
+					}}
+				}}}
+			}
+			err := ember.Run(ctx, cfg, func(context.Context, *ember.Driver) error {
+				t.Error("fn ran")
+				return nil
+			})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Run: got %v, want an error matching context.DeadlineExceeded", err)
+			}
+		})
+	}
+}

@@ -99,7 +99,9 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // returns (or ctx ends and fn returns), it shuts down: executors shut their
 // plugins down and flush their sends, then the driver plugins shut down,
 // in reverse order. Run returns a start-up failure, or fn's error joined
-// with every shutdown failure. A cfg it cannot use (the master, a plugin
+// with every shutdown failure. A ctx that ends during start-up is such a
+// failure, returned once what had started has shut down, and matches
+// ctx's error (errors.Is); fn is not called. A cfg it cannot use (the master, a plugin
 // name, a Conf value Ember reads) fails before anything starts, with
 // plugin.CodeInvalidArgument.
 //
