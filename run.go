@@ -689,6 +689,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		return 1
 	}
 	ecfg.HeartbeatTimeout = heartbeatTimeout
+	ecfg.Announce = !managed
 	if ecfg.OwnSlots, err = ownSlots(); err != nil {
 		log.Error("executor: bad configuration", "err", err)
 		return 1

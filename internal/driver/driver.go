@@ -1210,7 +1210,9 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		l.OnExecutorAdded(ctx, info)
 	})
 	d.mu.Unlock()
-	d.log.Debug("executor ready", "executor", info.ID, "slots", info.Slots)
+	// At Info, as its loss and its leaving are: an operator reads who
+	// joined, from where, and can match it with the executor's own log.
+	d.log.Info("executor ready", "executor", info.ID, "host", info.Host, "pid", info.PID, "slots", info.Slots)
 }
 
 // notifyListeners queues a membership event on the lane of every plugin

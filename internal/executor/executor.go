@@ -93,6 +93,12 @@ type Config struct {
 	// authenticate, and only a driver without authentication accepts it.
 	// When set, the driver must prove it too.
 	Secret string
+	// Announce logs, at Info, that the executor joined (with the ID the
+	// driver gave it) and that it was released: for one started by hand,
+	// whose own log is otherwise silent on success and cannot be matched
+	// with the driver's. A driver's own executors are announced by the
+	// driver.
+	Announce bool
 }
 
 // ErrDriverLost is wrapped by Run's error when the driver went away
@@ -422,6 +428,9 @@ func Run(ctx context.Context, cfg Config) error {
 	untie()
 	if !released {
 		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Ready: x.ready()})
+		if x.cfg.Announce {
+			x.log.Info("executor ready: joined the driver", "driver", cfg.DriverAddr, "app", x.appID, "slots", x.cfg.Slots)
+		}
 	}
 	interval, err := x.conf.Duration(ConfMetricsInterval, time.Duration(welcome.HeartbeatIntervalMs)*time.Millisecond)
 	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
@@ -520,6 +529,9 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-x.conn.Done():
 	case <-t.C:
 		return fmt.Errorf("executor %s: driver did not release the stream within %v", x.id, release)
+	}
+	if x.cfg.Announce {
+		x.log.Info("executor released by the driver")
 	}
 	return nil
 }

@@ -3,10 +3,13 @@ package executor
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,5 +92,33 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out after 20s waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// An executor started by hand (Announce) says at Info that it joined,
+// with the ID the driver gave it, and that it was released: its log was
+// silent on success and could not be matched with the driver's. One
+// the driver started says nothing of either: the driver does.
+func TestAnnounceJoinAndRelease(t *testing.T) {
+	for _, announce := range []bool{true, false} {
+		var logs logtest.Buffer
+		d := newFakeDriver(t, []string{"p"}, 0)
+		runErr := d.runWith(testPlugin{name: "p", ep: &funcExecutor{}}, func(c *Config) {
+			c.Announce = announce
+			c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		})
+		d.waitFor(wire.Kind_KIND_READY, 0)
+		d.send(&wire.Frame{Kind: wire.Kind_KIND_STOP})
+		d.waitFor(wire.Kind_KIND_STOPPED, 0)
+		d.release()
+		if err := <-runErr; err != nil {
+			t.Fatalf("Run: got %v, want nil (released)", err)
+		}
+		out := logs.String()
+		for _, want := range []string{`level=INFO msg="executor ready: joined the driver" executor=1 driver=` + d.addr, `level=INFO msg="executor released by the driver" executor=1`} {
+			if got := strings.Contains(out, want); got != announce {
+				t.Errorf("Announce %v: the log has %q: %v, want %v; the log:\n%s", announce, want, got, announce, out)
+			}
+		}
 	}
 }
