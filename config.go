@@ -51,7 +51,8 @@ type Config struct {
 	// ListenAddr is the driver's address. Default "127.0.0.1:0" (loopback,
 	// a free port); standalone executors on other hosts need the address
 	// of an interface they can reach, such as "10.0.0.5:7077" (":7077"
-	// listens on every interface, and the start hint cannot name one).
+	// listens on every interface, and the start-up line then names this
+	// host by its os.Hostname, which other hosts may not resolve).
 	ListenAddr string
 	// MetricsAddr is where the driver serves /metrics in the Prometheus
 	// exposition format: its own metrics, the built-in ones, and every
@@ -207,12 +208,13 @@ var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, 
 	ConfExecutorSlots, ConfExecutorMaxRetries, ConfShowProgress, ConfResourceDiscoveryScript("<name>")}
 
 // unknownConf returns, sorted, the keys of m in Ember's namespace
-// ("ember.") that mean nothing to Ember: a misspelt key is otherwise
-// ignored without a word.
+// ("ember.", in any case: keys are case-sensitive, so "Ember.Executor.Slots"
+// is not ember.executor.slots) that mean nothing to Ember: a misspelt key
+// is otherwise ignored without a word.
 func unknownConf(m map[string]string) []string {
 	var unknown []string
 	for k := range m {
-		if _, resource := executor.ResourceName(k); strings.HasPrefix(k, "ember.") && !resource && !slices.Contains(knownConf, k) {
+		if _, resource := executor.ResourceName(k); strings.HasPrefix(strings.ToLower(k), "ember.") && !resource && !slices.Contains(knownConf, k) {
 			unknown = append(unknown, k)
 		}
 	}

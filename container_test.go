@@ -1129,12 +1129,14 @@ func TestNegativeLimitsFailRun(t *testing.T) {
 }
 
 // A key in Ember's namespace that Ember does not know (a typo, as
-// "ember.executor.slot") is ignored with a warning naming it; it used to
-// be ignored without a word. Known keys and others' are not mentioned.
+// "ember.executor.slot", or a known key in the wrong case) is ignored with
+// a warning naming it; it used to be ignored without a word. Known keys
+// and others' are not mentioned.
 func TestUnknownEmberConfIsWarnedOf(t *testing.T) {
 	var logs logtest.Buffer
 	conf := map[string]string{
 		"ember.executor.slot":                  "2", // the typo
+		"Ember.Executor.MaxRetries":            "1", // keys are case-sensitive
 		ember.ConfExecutorSlots:                "2",
 		ember.ConfResourceDiscoveryScript("x"): "/bin/true",
 		"myapp.batch":                          "10",
@@ -1149,8 +1151,8 @@ func TestUnknownEmberConfIsWarnedOf(t *testing.T) {
 			warning = line
 		}
 	}
-	if !strings.Contains(warning, "ember.executor.slot]") || strings.Contains(warning, "myapp") || strings.Contains(warning, "keys=\"[ember.executor.slots") {
-		t.Errorf("warning: %q, want it to name ember.executor.slot only", warning)
+	if !strings.Contains(warning, `keys="[Ember.Executor.MaxRetries ember.executor.slot]"`) || strings.Contains(warning, "myapp") {
+		t.Errorf("warning: %q, want it to name Ember.Executor.MaxRetries and ember.executor.slot only", warning)
 	}
 }
 

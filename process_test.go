@@ -602,7 +602,7 @@ func TestAccidentalExecutorModeRefused(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Fatalf("%s=%q: got %v after %v, want exit status 2; output:\n%s", ember.EnvDriver, value, err, time.Since(start), out)
 		}
-		for _, want := range []string{fmt.Sprintf("EMBER_DRIVER=%q", value), "unset EMBER_DRIVER"} {
+		for _, want := range []string{fmt.Sprintf("EMBER_DRIVER=%q", value), "that is not a driver's address (want EMBER_DRIVER=host:port: ", "unset EMBER_DRIVER"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("output does not mention %q:\n%s", want, out)
 			}

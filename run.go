@@ -626,13 +626,16 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		os.Unsetenv(k)
 	}
 	if problem := driverAddrProblem(addr); problem != "" || (managed && cookie != launch.CookieValue) {
+		// A bad address is the likely mistake of one started by hand;
+		// a bad cookie, of an environment copied from a driver's child.
+		why := "it does not look like one started by a driver"
 		if problem != "" {
-			problem = " (" + problem + ")"
+			why = fmt.Sprintf("that is not a driver's address (want %s=host:port: %s)", EnvDriver, problem)
 		}
 		fmt.Fprintf(os.Stderr, "ember: %s=%q is set, so this process would start as an Ember executor,\n"+
-			"but it does not look like one started by a driver (want %s=host:port)%s.\n"+
+			"but %s.\n"+
 			"To run the driver, unset %s. To start an executor by hand, point %s at the driver's address.\n",
-			EnvDriver, addr, EnvDriver, problem, EnvDriver, EnvDriver)
+			EnvDriver, addr, why, EnvDriver, EnvDriver)
 		return 2
 	}
 	// Left at zero, the heartbeat timeout is ten of the intervals the

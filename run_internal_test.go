@@ -349,3 +349,19 @@ func TestGatherErrorsWarnedOncePerPeriod(t *testing.T) {
 		t.Errorf("logged:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// EMBER_SECRET set to blanks alone, with no file, says so: "no
+// application secret" sent an operator looking for a variable that was
+// there.
+func TestBlankSecretVariableSaysSo(t *testing.T) {
+	t.Setenv(EnvSecretFile, "")
+	t.Setenv(EnvSecret, "  \n")
+	_, err := secretFromEnv()
+	if err == nil || !strings.Contains(err.Error(), "EMBER_SECRET is set but blank") {
+		t.Errorf("got %v, want an error saying EMBER_SECRET is set but blank", err)
+	}
+	t.Setenv(EnvSecret, "")
+	if s, err := secretFromEnv(); s != "" || err != nil {
+		t.Errorf("EMBER_SECRET empty: got %q, %v; want no secret and no error (unset, in effect)", s, err)
+	}
+}

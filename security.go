@@ -135,10 +135,17 @@ func warnLooseSecretFile(log *slog.Logger, path string) {
 func secretFromEnv() (string, error) {
 	// Trimmed as the file is: the same bytes must give the same secret
 	// whichever of the two carries them.
-	if s := strings.TrimSpace(os.Getenv(EnvSecret)); s != "" {
+	raw, set := os.LookupEnv(EnvSecret)
+	if s := strings.TrimSpace(raw); s != "" {
 		return s, nil
 	}
-	if path := os.Getenv(EnvSecretFile); path != "" {
+	path := os.Getenv(EnvSecretFile)
+	if set && raw != "" && path == "" {
+		// Set, to blanks alone: "no application secret" would send the
+		// operator looking for a variable that is there.
+		return "", fmt.Errorf("%s is set but blank (%d characters of white space)", EnvSecret, len(raw))
+	}
+	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", EnvSecretFile, err)

@@ -362,7 +362,7 @@ func (c Conf) Int(key string, def int) (int, error) {
 // Duration returns key parsed by time.ParseDuration, def when it is not
 // set, or 0 and a CodeInvalidArgument error naming the key.
 func (c Conf) Duration(key string, def time.Duration) (time.Duration, error) {
-	return confValue(c, key, def, "a duration", time.ParseDuration)
+	return confValue(c, key, def, `a duration (with its unit: "1s", "500ms")`, time.ParseDuration)
 }
 
 // Bool returns key parsed by strconv.ParseBool ("true", "false", "1",
