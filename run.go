@@ -172,7 +172,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err != nil {
 		return err
 	}
-	tlsOpts, err := serverTLS(cfg.TLS)
+	tlsCreds, err := serverTLS(cfg.TLS)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		MaxExecutors:       cfg.MaxExecutors,
 		MaxOutstandingAsks: cfg.MaxOutstandingAsks,
 		HandshakeTimeout:   cfg.HandshakeTimeout,
-		ServerOptions:      tlsOpts,
+		TLS:                tlsCreds,
 		LaneLimit:          cfg.LaneQueue,
 		Local:              master.Kind != "standalone",
 		NoReplacements:     master.Kind != "standalone" && !replaces,

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -159,8 +158,8 @@ func secretFromEnv() (string, error) {
 	return "", nil
 }
 
-// serverTLS returns the gRPC server option for c, if any.
-func serverTLS(c *TLSConfig) ([]grpc.ServerOption, error) {
+// serverTLS returns the driver's TLS credentials for c, if any.
+func serverTLS(c *TLSConfig) (credentials.TransportCredentials, error) {
 	if c == nil {
 		return nil, nil
 	}
@@ -183,7 +182,7 @@ func serverTLS(c *TLSConfig) ([]grpc.ServerOption, error) {
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
+	return credentials.NewTLS(tc), nil
 }
 
 // clientTLS returns the transport credentials of an executor, from c and the

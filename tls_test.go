@@ -209,7 +209,9 @@ func TestTLSMisconfiguredFailsAtOnce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := standalone(t, ember.Config{Secret: "tls secret", BuildID: "test", TLS: tt.driverTLS})
+			var driverLogs logtest.Buffer
+			d := standalone(t, ember.Config{Secret: "tls secret", BuildID: "test", TLS: tt.driverTLS, MetricsAddr: "127.0.0.1:0",
+				Logger: slog.New(slog.NewTextHandler(&driverLogs, nil))})
 			tc := &tls.Config{RootCAs: tt.roots, ServerName: tt.serverName}
 			if tt.clientCert != "" {
 				cert, err := tls.LoadX509KeyPair(file(tt.clientCert+".pem"), file(tt.clientCert+"-key.pem"))
@@ -237,6 +239,69 @@ func TestTLSMisconfiguredFailsAtOnce(t *testing.T) {
 			if line := logs.String(); strings.Contains(line, "retrying") && (!tt.mayRetry || !strings.Contains(line, "client certificate")) {
 				t.Errorf("logs: got %q, want no word of retrying (or, where the alert can be missed, a warning naming the client certificate)", line)
 			}
+			if tt.driverTLS != nil {
+				// The driver's side: gRPC drops the connection before
+				// any of Ember's code sees it, which left no trace.
+				tlsRefusedOnTheDriver(t, d, &driverLogs)
+			}
 		})
+	}
+}
+
+// tlsRefusedOnTheDriver waits until d has counted a failed TLS handshake
+// in ember_auth_failures_total{reason="tls"} and has logged it.
+func tlsRefusedOnTheDriver(t *testing.T, d *ember.Driver, logs *logtest.Buffer) {
+	t.Helper()
+	embertest.WaitFor(t, `ember_auth_failures_total{reason="tls"} at 1 or more`, func() bool {
+		v, _ := value(scrape(t, d.MetricsURL()), "ember_auth_failures_total", map[string]string{"reason": "tls"})
+		return v >= 1
+	})
+	if !strings.Contains(logs.String(), `level=WARN msg="refused a connection: its TLS handshake failed`) {
+		t.Errorf("the driver's log does not say it refused a connection for its TLS handshake:\n%s", logs.String())
+	}
+}
+
+// A plaintext client at a TLS driver (an executor started without
+// EMBER_TLS_CA_FILE, say, which retries for StartTimeout) is counted and
+// logged by the driver; a connection closed before it sent anything (a
+// port probe, a load balancer's check) is not.
+func TestTLSDriverCountsPlaintextClients(t *testing.T) {
+	dir := testPKI(t)
+	var logs logtest.Buffer
+	d := standalone(t, ember.Config{Secret: "tls secret", BuildID: "test", MetricsAddr: "127.0.0.1:0",
+		TLS:    &ember.TLSConfig{DriverCertFile: filepath.Join(dir, "driver.pem"), DriverKeyFile: filepath.Join(dir, "driver-key.pem")},
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	tlsFailures := func() float64 {
+		v, ok := value(scrape(t, d.MetricsURL()), "ember_auth_failures_total", map[string]string{"reason": "tls"})
+		if !ok {
+			t.Fatal(`no ember_auth_failures_total{reason="tls"} series`)
+		}
+		return v
+	}
+	if v := tlsFailures(); v != 0 {
+		t.Fatalf(`ember_auth_failures_total{reason="tls"} at start: got %v, want 0`, v)
+	}
+	probe, err := net.Dial("tcp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	embertest.WaitFor(t, "the probe's connection logged at Debug", func() bool {
+		return strings.Contains(logs.String(), "connection closed before its TLS handshake completed")
+	})
+	if v := tlsFailures(); v != 0 {
+		t.Errorf(`ember_auth_failures_total{reason="tls"} after a probe: got %v, want 0`, v)
+	}
+	plain, err := net.Dial("tcp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := plain.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")); err != nil { // gRPC's first bytes
+		t.Fatal(err)
+	}
+	tlsRefusedOnTheDriver(t, d, &logs)
+	if !strings.Contains(logs.String(), "first record does not look like a TLS handshake") {
+		t.Errorf("the driver's warning does not say why the handshake failed:\n%s", logs.String())
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -87,8 +88,10 @@ type Config struct {
 	// half as many are (backpressure to those senders alone). Default
 	// rpc.DefaultLaneLimit.
 	LaneLimit int
-	// ServerOptions are added to the gRPC server's (TLS credentials).
-	ServerOptions []grpc.ServerOption
+	// TLS is the server's TLS credentials; nil: plaintext. Connections
+	// whose TLS handshake fails are counted (ember_auth_failures_total,
+	// reason "tls") and logged.
+	TLS credentials.TransportCredentials
 }
 
 // DefaultMaxOutstandingAsks is the default Config.MaxOutstandingAsks.
@@ -300,7 +303,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d.cfg.Conn.Plugins = d.names           // SENDs to every plugin are flow-controlled
 	d.cfg.Conn.PluginSendWindows = windows // as announced in Welcome
-	d.srv = grpc.NewServer(append([]grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsg(cfg.Conn) + rpc.BatchOverhead),
 		// Protobuf, with received frames taken from a pool.
 		grpc.ForceServerCodecV2(wire.Codec{}),
@@ -318,7 +321,11 @@ func New(cfg Config) (*Driver, error) {
 		// let a peer without the secret make the driver hold hundreds of
 		// MiB per connection from a couple of MiB sent.
 		grpc.MaxHeaderListSize(rpc.MaxHeaderListSize),
-	}, cfg.ServerOptions...)...)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(watchedCreds{TransportCredentials: cfg.TLS, failed: d.tlsRefused(new(rpc.LogBudget))}))
+	}
+	d.srv = grpc.NewServer(opts...)
 	wire.RegisterEmberServer(d.srv, d)
 	return d, nil
 }

@@ -463,13 +463,13 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 		}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ember_auth_failures_total",
-			Help: "Executors refused because they could not prove the application secret, by reason.",
+			Help: "Executors refused because they could not prove the application secret (reason wrong proof, no proof), and connections whose TLS handshake failed (reason tls).",
 		}, []string{"reason"}),
 		LimitHits: NewLimitHits(nil),
 	}
 	// Served at 0 from the start, so that an alert on their increase
 	// sees the first refusal or hit (a series born at 1 shows none).
-	for _, reason := range []string{"wrong proof", "no proof"} {
+	for _, reason := range []string{"wrong proof", "no proof", "tls"} {
 		b.AuthFailures.WithLabelValues(reason)
 	}
 	for _, limit := range driverLimits {
