@@ -747,3 +747,29 @@ func TestStartTimeoutCountsRefusedExecutors(t *testing.T) {
 		}
 	}
 }
+
+// executor.Run's error matches ErrMisconfigured when the executor and its
+// driver cannot work together as set up (the process then exits with
+// ember.ExitMisconfigured), and not when starting it again may help.
+func TestMisconfiguredExecutorErrors(t *testing.T) {
+	secured := standalone(t, ember.Config{Secret: "right secret", BuildID: "test"})
+	open := standalone(t, ember.Config{InsecureNoAuth: true, BuildID: "test"})
+	wanting := standalone(t, ember.Config{Secret: "right secret", BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}})
+	tests := []struct {
+		name, addr, secret string
+		want               bool
+	}{
+		{"wrong secret", secured.Addr(), "wrong secret", true},
+		{"a driver that does not prove the secret", open.Addr(), "my secret", true},
+		{"a handshake mismatch", wanting.Addr(), "right secret", true},
+		{"no driver at the address", freeAddr(t), "right secret", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := joinErr(t, tt.addr, tt.secret)
+			if err == nil || errors.Is(err, executor.ErrMisconfigured) != tt.want {
+				t.Errorf("got %v, matching ErrMisconfigured %v; want an error matching it %v", err, errors.Is(err, executor.ErrMisconfigured), tt.want)
+			}
+		})
+	}
+}

@@ -820,3 +820,30 @@ func TestStandaloneExecutorHeartbeatTimeoutFollowsTheDriver(t *testing.T) {
 		}
 	}
 }
+
+// An executor process that its driver refuses for its secret exits with
+// ExitMisconfigured (78), so that a service manager restarting executors
+// can be told not to restart it; one that loses its driver still exits 1
+// (TestDriverDiesWhileExecutorAsks). Both exited 1: under
+// Restart=always, a host with the wrong secret was refused every few
+// seconds for ever.
+func TestMisconfiguredExecutorProcessExits78(t *testing.T) {
+	if isChild() {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		_ = ember.Run(ctx, ember.Config{Master: "standalone", BuildID: "test", Logger: quiet}, nil) // exits
+	}
+	d := standalone(t, ember.Config{Secret: "the driver's secret 0123456789", BuildID: "test"})
+	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=another secret 0123456789")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != ember.ExitMisconfigured {
+			t.Errorf("executor exit: got %v, want exit status %d", err, ember.ExitMisconfigured)
+		}
+	case <-time.After(embertest.DefaultTimeout):
+		t.Fatal("the refused executor did not exit")
+	}
+}

@@ -109,7 +109,8 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // calls fn: it serves as an executor until the driver releases it, the
 // driver goes away or ctx ends, then exits the process (status 0 when
 // released or stopped by ctx, 1 on failure, 2 when EMBER_DRIVER is set but
-// not to an address). This
+// not to an address, ExitMisconfigured (78) when it and its driver cannot
+// work together as they are set up). This
 // is the one place Ember ends a process, because returning would run the
 // driver's code on an executor.
 //
@@ -614,6 +615,16 @@ func ownSlots() (int, error) {
 	return n, nil
 }
 
+// ExitMisconfigured is the exit status of an executor process whose
+// configuration, or its driver's refusal of it, starting it again does not
+// mend: a bad Config, secret or EMBER_EXECUTOR_SLOTS, a refused proof of
+// the secret, a build or plugins that differ from the driver's, a driver
+// that does not prove the secret, TLS set-ups that disagree. It is
+// sysexits.h's EX_CONFIG, so that a service manager that restarts
+// executors whenever they exit can be told not to for it (systemd's
+// RestartPreventExitStatus=78).
+const ExitMisconfigured = 78
+
 // runExecutorProcess serves as an executor and returns the exit status.
 func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	cookie, managed := os.LookupEnv(launch.EnvCookie)
@@ -651,7 +662,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	log := cfg.Logger
 	if negative != nil {
 		log.Error("executor: invalid configuration", "err", negative)
-		return 1
+		return ExitMisconfigured
 	}
 	var secret string
 	if managed {
@@ -678,24 +689,24 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		}
 		if secret == "" && envSecretErr != nil {
 			log.Error("executor: bad secret", "err", envSecretErr)
-			return 1
+			return ExitMisconfigured
 		}
 	}
 	plugins, _, err := resolvePlugins(cfg) // the driver logs what is dropped
 	if err != nil {
 		log.Error("executor: bad configuration", "err", err)
-		return 1
+		return ExitMisconfigured
 	}
 	ecfg, err := executorConfig(cfg, plugins, addr, secret)
 	if err != nil {
 		log.Error("executor: bad configuration", "err", err)
-		return 1
+		return ExitMisconfigured
 	}
 	ecfg.HeartbeatTimeout = heartbeatTimeout
 	ecfg.Announce = !managed
 	if ecfg.OwnSlots, err = ownSlots(); err != nil {
 		log.Error("executor: bad configuration", "err", err)
-		return 1
+		return ExitMisconfigured
 	}
 	err = executor.Run(ctx, ecfg)
 	switch {
@@ -706,6 +717,9 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		// ctx, say): not a failure for a supervisor to see.
 		log.Info("executor stopped: its ctx ended", "cause", context.Cause(ctx))
 		return 0
+	case errors.Is(err, executor.ErrMisconfigured):
+		log.Error("executor stopped: it and its driver are set up so that they cannot work together; starting it again will not help", "err", err)
+		return ExitMisconfigured
 	default:
 		log.Error("executor stopped", "err", err)
 		return 1

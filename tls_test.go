@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
@@ -235,6 +236,9 @@ func TestTLSMisconfiguredFailsAtOnce(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), "the TLS handshake with driver") || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("executor.Run: got %v, want it to fail saying the TLS handshake failed: %s", err, tt.want)
+			}
+			if !errors.Is(err, executor.ErrMisconfigured) { // the process exits with ember.ExitMisconfigured
+				t.Errorf("executor.Run: got %v, want an error matching executor.ErrMisconfigured", err)
 			}
 			if line := logs.String(); strings.Contains(line, "retrying") && (!tt.mayRetry || !strings.Contains(line, "client certificate")) {
 				t.Errorf("logs: got %q, want no word of retrying (or, where the alert can be missed, a warning naming the client certificate)", line)

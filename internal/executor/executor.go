@@ -105,6 +105,18 @@ type Config struct {
 // without releasing the executor.
 var ErrDriverLost = errors.New("lost the driver")
 
+// ErrMisconfigured is wrapped by Run's error when the executor and its
+// driver are set up so that they cannot work together, which starting the
+// executor again does not mend: the driver refused its proof of the
+// secret, or its build or plugins (a handshake mismatch); the driver did
+// not prove the secret; their TLS set-ups do not agree.
+var ErrMisconfigured = errors.New("misconfigured")
+
+// misconfigured is err, matching ErrMisconfigured too, with err's text.
+type misconfigured struct{ error }
+
+func (m misconfigured) Unwrap() []error { return []error{m.error, ErrMisconfigured} }
+
 // Executor is one running executor. Its methods are safe for concurrent use.
 type Executor struct {
 	cfg       Config
@@ -795,7 +807,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 			if certificateRefused(herr) {
 				hint = "the driver requires a client certificate for client authentication, issued by its CAFile: set Config.TLS's ExecutorCertFile and ExecutorKeyFile, or EMBER_TLS_CERT_FILE and EMBER_TLS_KEY_FILE"
 			}
-			return nil, nil, fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)
+			return nil, nil, misconfigured{fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)}
 		}
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.
@@ -851,15 +863,20 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		if challenge.AuthRequired && x.cfg.Secret == "" {
 			hint = " (the driver requires authentication and this executor has no secret: set EMBER_SECRET or EMBER_SECRET_FILE)"
 		}
-		return nil, nil, fmt.Errorf("executor: the driver refused this executor%s: %w", hint, rpc.WireError(w.Code, w.Error))
+		err := fmt.Errorf("executor: the driver refused this executor%s: %w", hint, rpc.WireError(w.Code, w.Error))
+		switch plugin.Code(w.Code) {
+		case plugin.CodeUnauthenticated, plugin.CodeInvalidArgument: // the secret; a handshake mismatch
+			err = misconfigured{err}
+		}
+		return nil, nil, err
 	}
 	if x.cfg.Secret != "" && !x.verifyWelcome(w, nonce, challenge.GetNonce()) {
 		// End this side of the stream, rather than only dropping it, so
 		// that the driver reads its end (io.EOF) and can tell an executor
 		// that refused it from one lost.
 		_ = stream.CloseSend()
-		return nil, nil, fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
-			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))
+		return nil, nil, misconfigured{fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
+			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))}
 	}
 	if !deadline.Stop() { // it fired just now: the stream's ctx is cancelled
 		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout)
