@@ -1417,6 +1417,12 @@ func TestTaskCtxCauseSaysWhyItsJobEnded(t *testing.T) {
 			if cause == nil || !strings.Contains(cause.Error(), "the driver canceled this attempt: its job has ended") || !strings.Contains(cause.Error(), tt.want) {
 				t.Errorf("the task's ctx cause: got %v, want one saying the driver canceled it, and %q", cause, tt.want)
 			}
+			// A cancel, whatever ended the job: what OnTaskFailed gets
+			// from a task returning its ctx's cause tells a kill from a
+			// failure (it had the job's code, here unknown).
+			if !errors.Is(cause, context.Canceled) || plugin.CodeOf(cause) != plugin.CodeCanceled {
+				t.Errorf("the task's ctx cause: got %v (code %v), want CodeCanceled, matching context.Canceled", cause, plugin.CodeOf(cause))
+			}
 		})
 	}
 }

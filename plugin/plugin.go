@@ -254,7 +254,11 @@ type SendWindowed interface {
 // panic in a hook is logged and never fails the task. A hook that ends the
 // goroutine instead (runtime.Goexit: t.Fatal in a test's plugin) ends the
 // task's with it: in OnTaskStart, the task does not run and the attempt
-// fails with CodeInternal, naming the plugin and hook.
+// fails with CodeInternal, naming the plugin and hook. An attempt the
+// driver canceled (its job ended) comes to OnTaskFailed with what the
+// task returned: its ctx's error or cause match context.Canceled (code
+// CodeCanceled, whatever ended the job), which tells a kill, Spark's
+// TaskKilled, from a failure; ctx.Err() says so too.
 type TaskListener interface {
 	OnTaskStart(ctx context.Context, t TaskInfo)
 	OnTaskSucceeded(ctx context.Context, t TaskInfo)

@@ -72,7 +72,11 @@ func taskCanceled(f *wire.Frame) error {
 	if f.Code == 0 && f.Error == "" {
 		return plugin.Errorf(plugin.CodeCanceled, "the driver canceled this attempt: its job has ended")
 	}
-	return fmt.Errorf("the driver canceled this attempt: its job has ended: %w", rpc.WireError(f.Code, f.Error))
+	// Canceled, whatever ended the job: a task that returns its ctx's
+	// cause, and the listeners that OnTaskFailed tells of it, can tell a
+	// cancel (Spark's TaskKilled) from a failure of its own. With the
+	// job's code, a kill counted as that failure.
+	return plugin.Errorf(plugin.CodeCanceled, "the driver canceled this attempt: its job has ended: %w", rpc.WireError(f.Code, f.Error))
 }
 
 // PermanentError marks a task's error as one that another attempt would
