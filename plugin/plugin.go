@@ -105,8 +105,17 @@ type DriverPlugin interface {
 // [DroppedReplyListener].
 type ExecutorPlugin interface {
 	// Init prepares the executor side; extraConf is what the driver
-	// plugin's Init returned (never nil). An error ends this executor and
-	// the driver reports it. pc stays valid until Shutdown returns. ctx
+	// plugin's Init returned (never nil). An error (or a panic) ends this
+	// executor, after the plugins already initialised on it shut down,
+	// and the driver reports it. While Run starts up, waiting for a local
+	// master's executors or a standalone driver's MinExecutors (or in
+	// WaitExecutors), that fails the start-up, and Run returns the error:
+	// unlike Spark, whose cluster managers start another executor, a
+	// plugin whose Init fails is taken for a broken build. An executor
+	// that joins later (one started by hand, a local-cluster replacement)
+	// is only dropped, and the application goes on; a local-cluster
+	// replaces it, up to ember.ConfExecutorMaxRetries times in a row.
+	// pc stays valid until Shutdown returns. ctx
 	// ends when the executor's Run ctx does, when the driver goes away or
 	// tells the executor to stop during Init (return when it ends), and
 	// once Init returns: it is for Init's own work, not for goroutines that
