@@ -847,3 +847,55 @@ func TestMisconfiguredExecutorProcessExits78(t *testing.T) {
 		t.Fatal("the refused executor did not exit")
 	}
 }
+
+// An executor frozen (SIGSTOP) past the driver's heartbeat timeout is
+// dropped by the driver; once it runs again it reads why, and says so as
+// it exits: it said "peer closed the stream", as if the driver had ended
+// it cleanly.
+func TestFrozenExecutorSaysWhyItWasDropped(t *testing.T) {
+	cfg := ember.Config{Master: "standalone", Secret: "test secret", BuildID: "test", Logger: quiet,
+		HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 500 * time.Millisecond}
+	if isChild() {
+		// Its own timeout far longer than the driver's, so that it hears
+		// the driver's reason before it could give up on its own.
+		cfg.HeartbeatTimeout = time.Hour
+		f, err := os.Create(filepath.Join(os.Getenv(dirEnv), "executor.log"))
+		if err != nil {
+			os.Exit(4)
+		}
+		cfg.Logger = slog.New(slog.NewTextHandler(f, nil))
+		_ = ember.Run(context.Background(), cfg, nil) // exits
+	}
+	dir := t.TempDir()
+	d := standalone(t, cfg)
+	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret", dirEnv+"="+dir)
+	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "the driver to drop the frozen executor", func() bool { return len(d.Executors()) == 0 })
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("executor exit: got %v, want exit status 1 (it lost its driver)", err)
+		}
+	case <-time.After(embertest.DefaultTimeout):
+		t.Fatal("the executor did not exit once it ran again")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "executor.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "the driver dropped this executor: peer silent for "
+	if !strings.Contains(string(b), want) {
+		t.Errorf("the executor's log does not say %q:\n%s", want, b)
+	}
+}

@@ -975,6 +975,17 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	c.Start()
 	<-c.Done()
 	c.Wait()
+	if err := c.Err(); rpc.EndedHere(err) {
+		// Ends the executor's stream with the reason rather than as if
+		// the driver had closed it: one that was frozen (SIGSTOP), and
+		// reads this once it runs again, said "peer closed the stream"
+		// where the driver had dropped it for its silence.
+		why := err.Error()
+		if e := (*plugin.Error)(nil); errors.As(err, &e) {
+			why = e.Message() // the code is the status's
+		}
+		return status.Error(codes.Unavailable, "the driver dropped this executor: "+why)
+	}
 	return nil
 }
 

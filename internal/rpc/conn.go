@@ -392,6 +392,16 @@ func (c *Conn) CloseGracefully() {
 
 var errGraceful = plugin.Errorf(plugin.CodeUnavailable, "connection closed: %w", plugin.ErrClosed)
 
+// EndedHere reports whether err, a Conn's Err, says that this side ended
+// the connection for a reason its peer has not heard (the peer silent past
+// the heartbeat timeout, not reading, overdrawing its window; a Close
+// with an error), as opposed to a graceful close or the peer ending its
+// end. A stream that broke counts too: the peer hears nothing more either
+// way.
+func EndedHere(err error) bool {
+	return err != nil && err != errGraceful && !errors.Is(err, ErrPeerClosed)
+}
+
 func (c *Conn) close(err error) {
 	c.mu.Lock()
 	if c.closed {

@@ -558,6 +558,13 @@ func TestConnServerCloseGracefullyDelivers(t *testing.T) {
 	if !errors.Is(err, plugin.ErrClosed) {
 		t.Errorf("client close reason %v, want it to wrap ErrClosed (peer closed the stream)", err)
 	}
+	// Neither end has a reason to tell the other (the driver ends an
+	// executor's stream with one when EndedHere).
+	for _, err := range []error{p.server.Err(), err} {
+		if rpc.EndedHere(err) {
+			t.Errorf("EndedHere(%q) = true after a graceful close, want false", err)
+		}
+	}
 }
 
 // ---- Fake stream: a writer that can be blocked ----
@@ -997,6 +1004,9 @@ func TestConnHeartbeatTimeout(t *testing.T) {
 			wantCode(t, "Err", err, plugin.CodeUnavailable)
 			if !strings.Contains(err.Error(), tt.wantText) || !strings.Contains(err.Error(), "silent") {
 				t.Errorf("Err = %q, want it to mention a silent peer and %q", err, tt.wantText)
+			}
+			if !rpc.EndedHere(err) {
+				t.Errorf("EndedHere(%q) = false, want true: this side ended it, and the peer should hear why", err)
 			}
 			waitClosed(t, h.closed, "HandleClose")
 			c.Wait()
