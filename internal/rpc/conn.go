@@ -150,7 +150,10 @@ type Conn struct {
 	wg       sync.WaitGroup
 	received atomic.Bool  // a batch arrived since the heartbeat loop last looked
 	lastSend atomic.Int64 // unix nanos of the last batch written
-	handling atomic.Bool  // the reader is inside HandleFrame
+	// sendEnded: a write found the client stream ended by the server; the
+	// reader closes the Conn with its status (see send).
+	sendEnded sync.Once
+	handling  atomic.Bool // the reader is inside HandleFrame
 	// delivering: the reader is handing a batch's replies to their askers;
 	// the writer leaves the queue alone until it is done (see readLoop).
 	delivering atomic.Bool
@@ -630,6 +633,17 @@ func (c *Conn) send(b *wire.Batch, frames []*wire.Frame, size int) bool {
 	clear(frames)
 	b.Frames = nil
 	if err != nil {
+		if errors.Is(err, io.EOF) && c.cancel != nil {
+			// A client stream that the server has ended: Send says only
+			// io.EOF, and the server's status, which may say why (the
+			// driver dropping this executor), is the reader's to read,
+			// and close the Conn with. A write after a freeze used to
+			// close it first, as "peer closed the stream".
+			c.sendEnded.Do(func() {
+				time.AfterFunc(closeSendWait, func() { c.close(streamError("send", err)) })
+			})
+			return false
+		}
 		c.close(streamError("send", err))
 		return false
 	}

@@ -1242,3 +1242,25 @@ func TestTypeOutsideTheHandshakeFailsAtTheCall(t *testing.T) {
 		t.Errorf("the reply went as type %q, index %d; want its name", f.Type, f.TypeId)
 	}
 }
+
+// A write that finds the client stream ended by the server (Send says
+// io.EOF) leaves the close to the reader, which reads the server's status
+// and why: an executor frozen past the driver's heartbeat timeout wrote a
+// heartbeat first when it ran again, and closed as "peer closed the
+// stream", not with the driver's reason.
+func TestConnSendEOFLeavesTheStatusToTheReader(t *testing.T) {
+	t.Parallel()
+	s := newFakeStream()
+	s.sendErr = io.EOF
+	c := startFake(t, s, newHandler(nil), rpc.Options{})
+	if err := c.Send(testContext(t), sendFrame("x")); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	<-s.entered // the write that finds the stream ended
+	s.recvErr = status.Error(codes.Unavailable, "the driver dropped this executor: peer silent for 11s")
+	close(s.in)
+	waitClosed(t, c.Done(), "conn after the server ended the stream")
+	if err := c.Err(); !strings.Contains(err.Error(), "the driver dropped this executor: peer silent for 11s") {
+		t.Errorf("Err = %q, want the server's status", err)
+	}
+}
