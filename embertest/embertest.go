@@ -379,13 +379,34 @@ func (c *Cluster) link(executorID string) (*fault.Link, error) {
 // DefaultTimeout passes, then fails t with what (t.Fatalf: call it from
 // the goroutine running the test, as for t.FailNow). cond is called from
 // the calling goroutine only.
+//
+// A test whose deadline (go test -timeout, see testing.T.Deadline) comes
+// sooner gives up a little before it, so that the test fails with what
+// rather than the test binary panicking with a goroutine dump.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(DefaultTimeout)
+	start := time.Now()
+	deadline := waitDeadline(t, start)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", DefaultTimeout, what)
+			t.Fatalf("timed out after %v waiting for %s", time.Since(start).Round(time.Millisecond), what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// waitDeadline is when a WaitFor started at now gives up: DefaultTimeout
+// later, or sooner, leaving the test a tenth of the time it has left (at
+// most 5s) to fail, clean up and report, when its deadline comes first.
+func waitDeadline(t testing.TB, now time.Time) time.Time {
+	deadline := now.Add(DefaultTimeout)
+	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if td, ok := dt.Deadline(); ok {
+			grace := max(min(td.Sub(now)/10, 5*time.Second), 0)
+			if giveUp := td.Add(-grace); giveUp.Before(deadline) {
+				deadline = giveUp
+			}
+		}
+	}
+	return deadline
 }

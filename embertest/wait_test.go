@@ -1,7 +1,10 @@
 package embertest
 
 import (
+	"fmt"
 	"math"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,5 +29,74 @@ func TestStartWait(t *testing.T) {
 		if got := startWait(ember.Config{StartTimeout: tt.start}); got != tt.want {
 			t.Errorf("startWait(StartTimeout %v) = %v, want %v", tt.start, got, tt.want)
 		}
+	}
+}
+
+// deadlineTB is a testing.TB with a deadline of its own.
+type deadlineTB struct {
+	testing.TB
+	deadline time.Time
+}
+
+func (d deadlineTB) Deadline() (time.Time, bool) { return d.deadline, !d.deadline.IsZero() }
+
+// WaitFor gives up before the test's deadline (go test -timeout), so that
+// the test fails with WaitFor's message: it used to wait DefaultTimeout
+// whatever the deadline, and a test binary run with a shorter -timeout
+// panicked with a goroutine dump instead, saying nothing of what it
+// waited for.
+func TestWaitForGivesUpBeforeTheTestsDeadline(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	tests := []struct {
+		deadline time.Time
+		want     time.Time
+	}{
+		{time.Time{}, now.Add(DefaultTimeout)},                                           // none
+		{now.Add(time.Hour), now.Add(DefaultTimeout)},                                    // far
+		{now.Add(10 * time.Second), now.Add(9 * time.Second)},                            // a tenth to spare
+		{now.Add(DefaultTimeout + 5*time.Second), now.Add(DefaultTimeout)},               // DefaultTimeout first
+		{now.Add(2 * DefaultTimeout), now.Add(DefaultTimeout)},                           // far
+		{now.Add(-time.Second), now.Add(-time.Second)},                                   // passed: give up at once
+		{now.Add(DefaultTimeout * 9 / 10), now.Add(DefaultTimeout*9/10 - 5*time.Second)}, // at most 5s to spare
+	}
+	for _, tt := range tests {
+		if got := waitDeadline(deadlineTB{t, tt.deadline}, now); !got.Equal(tt.want) {
+			t.Errorf("waitDeadline with test deadline %v from now: %v from now, want %v",
+				tt.deadline.Sub(now), got.Sub(now), tt.want.Sub(now))
+		}
+	}
+}
+
+// fatalTB records Fatalf and ends the goroutine, as testing.T's does.
+type fatalTB struct {
+	deadlineTB
+	msg chan string
+}
+
+func (f fatalTB) Helper() {}
+func (f fatalTB) Fatalf(format string, args ...any) {
+	f.msg <- fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestWaitForFailsWithItsMessageBeforeTheDeadline(t *testing.T) {
+	t.Parallel()
+	f := fatalTB{deadlineTB{t, time.Now().Add(300 * time.Millisecond)}, make(chan string, 1)}
+	start := time.Now()
+	// On a goroutine of its own, as f's Fatalf ends it (f is not t: vet's
+	// check of Fatalf off the test's goroutine does not apply).
+	waitFor := WaitFor
+	go waitFor(f, "the impossible", func() bool { return false })
+	select {
+	case msg := <-f.msg:
+		if !strings.Contains(msg, "waiting for the impossible") {
+			t.Errorf("WaitFor failed with %q, want it to name what it waited for", msg)
+		}
+		if el := time.Since(start); el > 300*time.Millisecond {
+			t.Errorf("WaitFor gave up after %v, past the test's deadline of 300ms", el)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitFor still waiting 5s after a test deadline of 300ms")
 	}
 }
