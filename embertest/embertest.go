@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"os/signal"
 	"regexp"
@@ -42,6 +43,8 @@ import (
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/launch"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 )
 
@@ -409,4 +412,64 @@ func waitDeadline(t testing.TB, now time.Time) time.Time {
 		}
 	}
 	return deadline
+}
+
+// Metric scrapes the driver's /metrics (Config.MetricsAddr must not be
+// "off") and returns the sum of the series of family name whose labels
+// include labels (every series of it, for none): a counter's or gauge's
+// value, a histogram's or summary's sample count. ok is false when no
+// series matches, which for a labelled counter can mean it has not
+// counted yet (see the README's Metrics section). Executors' series are
+// there as of their last shipment (ember.metrics.interval), so wait for a
+// value with WaitFor. Safe for concurrent use.
+func (c *Cluster) Metric(name string, labels map[string]string) (value float64, ok bool, err error) {
+	url := c.Driver.MetricsURL()
+	if url == "" {
+		return 0, false, errors.New(`embertest: Metric: the driver serves no /metrics (Config.MetricsAddr "off")`)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false, fmt.Errorf("embertest: Metric: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false, fmt.Errorf("embertest: Metric: GET %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, false, fmt.Errorf("embertest: Metric: parsing /metrics: %w", err)
+	}
+next:
+	for _, m := range fams[name].GetMetric() {
+		have := make(map[string]string, len(m.GetLabel()))
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if w, found := have[k]; !found || w != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			value += m.Counter.GetValue()
+		case m.Gauge != nil:
+			value += m.Gauge.GetValue()
+		case m.Untyped != nil:
+			value += m.Untyped.GetValue()
+		case m.Histogram != nil:
+			value += float64(m.Histogram.GetSampleCount())
+		case m.Summary != nil:
+			value += float64(m.Summary.GetSampleCount())
+		}
+		ok = true
+	}
+	return value, ok, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestMain(m *testing.M) { embertest.Main(m) }
@@ -526,5 +527,72 @@ func TestStartRefusesStandalone(t *testing.T) {
 	_, err := embertest.StartErr(t, ember.Config{Master: "standalone", Secret: "0123456789abcdef0123456789abcdef", Logger: slog.New(slog.DiscardHandler)})
 	if err == nil || !strings.Contains(err.Error(), `"standalone"`) {
 		t.Fatalf("StartErr with Master standalone: got %v, want an error naming the master", err)
+	}
+}
+
+// counting is a plugin whose executor side counts its Init in
+// embertest_inits_total.
+type counting struct{}
+
+func (counting) Name() string                          { return "counting" }
+func (counting) DriverPlugin() plugin.DriverPlugin     { return nil }
+func (counting) ExecutorPlugin() plugin.ExecutorPlugin { return &countingExecutor{} }
+
+type countingExecutor struct{ plugin.BaseExecutorPlugin }
+
+func (*countingExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	inits := prometheus.NewCounter(prometheus.CounterOpts{Name: "embertest_inits_total", Help: "Inits."})
+	inits.Inc()
+	return pc.Metrics().Register(inits)
+}
+
+// Metric reads a family's series from the driver's /metrics, summed over
+// those whose labels include the given ones: the built-in gauge of
+// executors alive, a counter served per executor and limit, a plugin's
+// counter summed over the executors, and nothing for a family or label
+// value that is not there. Users wrote a parser of the exposition format
+// each.
+func TestMetric(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: slog.New(slog.DiscardHandler), Plugins: []plugin.Plugin{counting{}},
+		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
+	embertest.WaitFor(t, "embertest_inits_total summed over both executors at 2", func() bool {
+		v, ok, err := c.Metric("embertest_inits_total", nil)
+		return err == nil && ok && v == 2
+	})
+	if v, ok, err := c.Metric("embertest_inits_total", map[string]string{"executor": "2", "plugin": "counting"}); err != nil || !ok || v != 1 {
+		t.Errorf("embertest_inits_total of executor 2: got %v, %v, %v; want 1, true, nil", v, ok, err)
+	}
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+		wantOK bool
+	}{
+		{"ember_executors_alive", nil, 2, true},
+		{"ember_auth_failures_total", map[string]string{"reason": "wrong proof"}, 0, true},
+		{"ember_limit_hits_total", map[string]string{"limit": "message_size"}, 0, true},
+		{"ember_limit_hits_total", map[string]string{"limit": "no such limit"}, 0, false},
+		{"no_such_family", nil, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok, err := c.Metric(tt.name, tt.labels)
+		if err != nil || got != tt.want || ok != tt.wantOK {
+			t.Errorf("Metric(%s, %v): got %v, %v, %v; want %v, %v, nil", tt.name, tt.labels, got, ok, err, tt.want, tt.wantOK)
+		}
+	}
+	// Summed: the driver's series and each executor's, once they have
+	// been shipped (served at 0 until then, so counted either way).
+	embertest.WaitFor(t, "three ember_limit_hits_total series of message_size", func() bool {
+		n := 0
+		for _, id := range []string{"driver", "1", "2"} {
+			if _, ok, _ := c.Metric("ember_limit_hits_total", map[string]string{"limit": "message_size", "executor": id}); ok {
+				n++
+			}
+		}
+		return n == 3
+	})
+	off := embertest.Start(t, ember.Config{Master: "local[1]", Logger: slog.New(slog.DiscardHandler), MetricsAddr: "off"})
+	if _, _, err := off.Metric("ember_executors_alive", nil); err == nil || !strings.Contains(err.Error(), `"off"`) {
+		t.Errorf("Metric with MetricsAddr off: got %v, want an error saying the driver serves none", err)
 	}
 }
