@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"os"
@@ -139,7 +140,9 @@ type Cluster struct {
 // fails. Close shuts it down; so does a cleanup registered with t, which
 // fails t if the shutdown fails and the test did not call Close itself.
 // A local-cluster executor process stops on its own on SIGTERM or
-// os.Interrupt, as a program whose Run's ctx ends on them does.
+// os.Interrupt, as a program whose Run's ctx ends on them does. A nil
+// cfg.Logger becomes slog.Default() with a "test" attribute, t's name, so
+// that the lines of parallel tests' clusters say whose they are.
 //
 // A nil cfg.ExecutorArgs becomes ExecutorArgs(t), so that a local-cluster
 // executor, the test binary re-executed, runs t alone. (With the binary's
@@ -173,6 +176,11 @@ func StartErr(t testing.TB, cfg ember.Config) (*Cluster, error) {
 	}
 	if cfg.ExecutorArgs == nil {
 		cfg.ExecutorArgs = ExecutorArgs(t)
+	}
+	if cfg.Logger == nil {
+		// Parallel tests' clusters log to the same place: each line says
+		// whose it is.
+		cfg.Logger = slog.Default().With("test", t.Name())
 	}
 	ctx := hook.WithLocalHooks(context.Background(), &hook.LocalHooks{
 		Started: func(id string, kill func(), link *fault.Link) {

@@ -596,3 +596,35 @@ func TestMetric(t *testing.T) {
 		t.Errorf("Metric with MetricsAddr off: got %v, want an error saying the driver serves none", err)
 	}
 }
+
+// A cluster started without a Logger logs through slog.Default with the
+// test's name: parallel tests' clusters logged to the same place, and
+// their lines could not be told apart.
+func TestStartNamesTheTestInItsLogs(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	c := embertest.Start(t, ember.Config{Master: "local[1]"})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "test=TestStartNamesTheTestInItsLogs") {
+		t.Errorf("the cluster's log lines do not name the test:\n%s", logs.String())
+	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
