@@ -267,8 +267,8 @@ func tlsRefusedOnTheDriver(t *testing.T, d *ember.Driver, logs *logtest.Buffer) 
 
 // A plaintext client at a TLS driver (an executor started without
 // EMBER_TLS_CA_FILE, say, which retries for StartTimeout) is counted and
-// logged by the driver; a connection closed before it sent anything (a
-// port probe, a load balancer's check) is not.
+// logged by the driver; a connection closed or reset before it sent
+// anything (a port probe, a load balancer's check) is not.
 func TestTLSDriverCountsPlaintextClients(t *testing.T) {
 	dir := testPKI(t)
 	var logs logtest.Buffer
@@ -295,6 +295,22 @@ func TestTLSDriverCountsPlaintextClients(t *testing.T) {
 	})
 	if v := tlsFailures(); v != 0 {
 		t.Errorf(`ember_auth_failures_total{reason="tls"} after a probe: got %v, want 0`, v)
+	}
+	// A probe that resets its connection (SO_LINGER 0: HAProxy's and
+	// many load balancers' TCP checks) is no TLS failure either.
+	reset, err := net.Dial("tcp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reset.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	reset.Close()
+	embertest.WaitFor(t, "the reset probe's connection logged at Debug, or counted", func() bool {
+		return strings.Count(logs.String(), "connection closed before its TLS handshake completed") >= 2 || tlsFailures() != 0
+	})
+	if v := tlsFailures(); v != 0 {
+		t.Errorf(`ember_auth_failures_total{reason="tls"} after a probe that reset its connection: got %v, want 0`, v)
 	}
 	plain, err := net.Dial("tcp", d.Addr())
 	if err != nil {

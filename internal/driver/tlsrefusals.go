@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"syscall"
 
 	"github.com/emberhq/ember/internal/rpc"
 	"google.golang.org/grpc/credentials"
@@ -17,9 +18,10 @@ import (
 // certificate, with one the driver does not trust, or speaking plaintext.
 // gRPC drops such a connection before any of the driver's code sees it,
 // so under mutual TLS a misconfigured or hostile client left no trace
-// (its own log said why, the driver's nothing). A connection closed
-// before it sent anything (a port probe, a load balancer's check) or
-// that timed out is logged at Debug, not counted.
+// (its own log said why, the driver's nothing). A connection closed or
+// reset before it sent anything (a port probe, a load balancer's check:
+// many close theirs with a reset) or that timed out is logged at Debug,
+// not counted.
 type watchedCreds struct {
 	credentials.TransportCredentials
 	failed func(addr net.Addr, err error)
@@ -44,7 +46,8 @@ func (c watchedCreds) Clone() credentials.TransportCredentials {
 func (d *Driver) tlsRefused(budget *rpc.LogBudget) func(net.Addr, error) {
 	return func(addr net.Addr, err error) {
 		var ne net.Error
-		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+			errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
 			errors.As(err, &ne) && ne.Timeout() {
 			d.log.Debug("connection closed before its TLS handshake completed", "peer", addr, "err", err)
 			return
