@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"github.com/emberhq/ember/embertest"
 	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/logtest"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"github.com/fxamacker/cbor/v2"
@@ -1680,6 +1683,13 @@ func TestTaskPanicValueLoggedCut(t *testing.T) {
 	_, err := ember.Map(testCtx(t), c.Driver, panicsHuge, []int{0})
 	if err == nil || !strings.Contains(err.Error(), "panicked: ppp") {
 		t.Fatalf("Map: got %v, want the task's panic", err)
+	}
+	// Cut once, saying how much of the panic's text was left out: cut
+	// again on the wire, it said 58 bytes where a MiB was.
+	if m := regexp.MustCompile(`… \((\d+) more bytes\)`).FindAllStringSubmatch(err.Error(), -1); len(m) != 1 {
+		t.Errorf("Map's error: got %d notes of bytes left out, want 1: %.100s…%s", len(m), err.Error(), err.Error()[max(len(err.Error())-100, 0):])
+	} else if n, _ := strconv.Atoi(m[0][1]); n < hugePanicBytes-rpc.MaxErrorBytes {
+		t.Errorf("Map's error says %d more bytes, want at least %d of the panic's %d left out", n, hugePanicBytes-rpc.MaxErrorBytes, hugePanicBytes)
 	}
 	found := false
 	for line := range strings.Lines(logs.String()) {

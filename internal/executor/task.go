@@ -162,10 +162,14 @@ func (x *Executor) runTask(ctx context.Context, info plugin.TaskInfo, in []byte,
 func (x *Executor) callTask(ctx context.Context, info plugin.TaskInfo, in []byte) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			// Cut as the error's text is on the wire: a panic with a
-			// value of 8 MiB wrote log lines of 8 MiB, one per attempt.
-			text := rpc.CutErrorText(fmt.Sprint(r))
-			x.logTaskPanic(info, text)
+			// Logged cut, as the error's text is on the wire: a panic
+			// with a value of 8 MiB wrote log lines of 8 MiB, one per
+			// attempt. The error is left whole for the wire to cut
+			// once: cut here too, it was cut again there (CutText's
+			// note takes it past the limit), and said some fifty bytes
+			// were left out where megabytes were.
+			text := fmt.Sprint(r)
+			x.logTaskPanic(info, rpc.CutErrorText(text))
 			err = plugin.NewError(plugin.CodeInternal, fmt.Sprintf("task %q panicked: %s", info.TaskName, text))
 		}
 	}()
