@@ -180,8 +180,9 @@ type DriverContext interface {
 	// The executor is ready, and may be running tasks, before that send
 	// arrives. To start an executor with the newest state, have its
 	// plugin's Init ask for it: Init returns before the executor is
-	// ready, so before any task or message; OnExecutorAdded then sends
-	// only what changed while it joined (examples/dynamicconfig).
+	// ready, so before any task or message; OnExecutorAdded's send then
+	// matters only for what changed while it joined (examples/dynamicconfig
+	// sends every change again there, and its executors keep the newest).
 	Broadcast(ctx context.Context, msg any) error
 }
 
