@@ -1264,3 +1264,30 @@ func TestConnSendEOFLeavesTheStatusToTheReader(t *testing.T) {
 		t.Errorf("Err = %q, want the server's status", err)
 	}
 }
+
+// A write that finds the client stream ended leaves the close to the
+// reader, but not for ever: a reader that does not end (inside a handler,
+// say) is cut short after closeSendWait, and the Conn closes as the peer's
+// end of the stream.
+func TestConnSendEOFClosesWithoutTheReader(t *testing.T) {
+	t.Parallel()
+	s := newFakeStream()
+	s.sendErr = io.EOF
+	c := startFake(t, s, newHandler(nil), rpc.Options{})
+	start := time.Now()
+	if err := c.Send(testContext(t), sendFrame("x")); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	<-s.entered
+	select {
+	case <-c.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the Conn is still open 30s after its write found the stream ended, its reader silent")
+	}
+	if err := c.Err(); !errors.Is(err, rpc.ErrPeerClosed) {
+		t.Errorf("Err = %v, want it to wrap ErrPeerClosed", err)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("closed after %v, want the reader given its time (closeSendWait)", waited)
+	}
+}
