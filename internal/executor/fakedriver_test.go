@@ -83,14 +83,17 @@ func (d *fakeDriver) Connect(stream wire.Ember_ConnectServer) error {
 	for range d.plugins {
 		welcome.ExtraConf = append(welcome.ExtraConf, &wire.ExtraConf{})
 	}
-	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: welcome}}}); err != nil {
-		return err
-	}
+	// Published before WELCOME, as the driver does: the executor's Init
+	// may run, and a test send to it, before this goroutine runs again.
+	// Frames sent meanwhile are queued, and written once it starts.
 	c := rpc.New(stream, nil, d, rpc.Options{Plugins: d.plugins, SendWindow: d.sendWindow})
 	c.SetTypes(codec.Names())
 	d.mu.Lock()
 	d.conn = c
 	d.mu.Unlock()
+	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_WELCOME, Welcome: welcome}}}); err != nil {
+		return err
+	}
 	c.Start()
 	<-c.Done()
 	c.Wait()
