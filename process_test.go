@@ -854,7 +854,7 @@ func TestMisconfiguredExecutorProcessExits78(t *testing.T) {
 // it cleanly.
 func TestFrozenExecutorSaysWhyItWasDropped(t *testing.T) {
 	cfg := ember.Config{Master: "standalone", Secret: "test secret", BuildID: "test", Logger: quiet,
-		HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 500 * time.Millisecond}
+		HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 2 * time.Second}
 	if isChild() {
 		// Its own timeout far longer than the driver's, so that it hears
 		// the driver's reason before it could give up on its own.

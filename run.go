@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	stdlog "log"
 	"log/slog"
 	"net"
@@ -72,8 +73,9 @@ func (d *Driver) AppID() string { return d.d.AppID() }
 func (d *Driver) Addr() string { return d.d.Addr() }
 
 // Executors lists the ready executors ordered by ID (nil when there is
-// none). Each call returns a new slice, Resources maps included, that the
-// caller owns and may change.
+// none), as plugin.DriverContext's Executors does: one stopping is listed,
+// with Stopping set, until it has gone. Each call returns a new slice,
+// Resources maps included, that the caller owns and may change.
 func (d *Driver) Executors() []plugin.ExecutorInfo { return d.d.Executors() }
 
 // WaitExecutors waits until n executors are ready. It fails with
@@ -617,18 +619,33 @@ func ownSlots() (int, error) {
 
 // ExitMisconfigured is the exit status of an executor process whose
 // configuration, or its driver's refusal of it, starting it again does not
-// mend: a bad Config, secret or EMBER_EXECUTOR_SLOTS, a refused proof of
-// the secret, a build or plugins that differ from the driver's, a driver
-// that does not prove the secret, TLS set-ups that disagree. It is
+// mend: a bad Config or EMBER_EXECUTOR_SLOTS, an empty secret file, a
+// refused proof of the secret, a build or plugins that differ from the
+// driver's, a driver that does not prove the secret, TLS set-ups that
+// disagree (a secret or TLS file that cannot be read exits 1: it may not
+// be there yet). It is
 // sysexits.h's EX_CONFIG, so that a service manager that restarts
 // executors whenever they exit can be told not to for it (systemd's
 // RestartPreventExitStatus=78).
 const ExitMisconfigured = 78
 
+// exitStatus is the exit status of an executor process that could not
+// start for err, a problem with its own configuration: ExitMisconfigured,
+// but 1 when a file could not be read (a secret or TLS file not there yet
+// at boot, a secrets volume not mounted yet), which starting again may
+// mend.
+func exitStatus(err error) int {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return 1
+	}
+	return ExitMisconfigured
+}
+
 // runExecutorProcess serves as an executor and returns the exit status.
 func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	cookie, managed := os.LookupEnv(launch.EnvCookie)
 	envSecret, envSecretErr := secretFromEnv()
+	blank := blankSecret() // read before the variables are unset below
 	secretFile := secretFileUsed()
 	shadowed, shadowFile := secretFileShadowed(), os.Getenv(EnvSecretFile)
 	// Children of this executor must not inherit executor mode or the
@@ -689,7 +706,10 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 		}
 		if secret == "" && envSecretErr != nil {
 			log.Error("executor: bad secret", "err", envSecretErr)
-			return ExitMisconfigured
+			return exitStatus(envSecretErr)
+		}
+		if secret == "" && blank != "" {
+			log.Warn("executor: no application secret" + blank + "; only a driver without authentication takes this executor")
 		}
 	}
 	plugins, _, err := resolvePlugins(cfg) // the driver logs what is dropped
@@ -700,7 +720,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	ecfg, err := executorConfig(cfg, plugins, addr, secret)
 	if err != nil {
 		log.Error("executor: bad configuration", "err", err)
-		return ExitMisconfigured
+		return exitStatus(err)
 	}
 	ecfg.HeartbeatTimeout = heartbeatTimeout
 	ecfg.Announce = !managed

@@ -2,6 +2,7 @@ package ember
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -350,18 +351,45 @@ func TestGatherErrorsWarnedOncePerPeriod(t *testing.T) {
 	}
 }
 
-// EMBER_SECRET set to blanks alone, with no file, says so: "no
-// application secret" sent an operator looking for a variable that was
-// there.
+// EMBER_SECRET set to blanks alone counts as no secret, as it did, but
+// the standalone driver's "no application secret" says it is blank: that
+// alone sent an operator looking for a variable that was there.
 func TestBlankSecretVariableSaysSo(t *testing.T) {
 	t.Setenv(EnvSecretFile, "")
 	t.Setenv(EnvSecret, "  \n")
-	_, err := secretFromEnv()
-	if err == nil || !strings.Contains(err.Error(), "EMBER_SECRET is set but blank") {
-		t.Errorf("got %v, want an error saying EMBER_SECRET is set but blank", err)
+	if s, err := secretFromEnv(); s != "" || err != nil {
+		t.Errorf("EMBER_SECRET blank: got %q, %v; want no secret and no error", s, err)
+	}
+	_, err := driverSecret(Config{Logger: slog.New(slog.DiscardHandler)}, true)
+	if err == nil || !strings.Contains(err.Error(), "no application secret (EMBER_SECRET is set, but to 3 characters of white space)") {
+		t.Errorf("driverSecret: got %v, want no application secret, saying EMBER_SECRET is blank", err)
+	}
+	if _, err := driverSecret(Config{Logger: slog.New(slog.DiscardHandler), InsecureNoAuth: true}, true); err != nil {
+		t.Errorf("driverSecret with InsecureNoAuth and a blank EMBER_SECRET: %v, want none (no secret, as before)", err)
 	}
 	t.Setenv(EnvSecret, "")
-	if s, err := secretFromEnv(); s != "" || err != nil {
-		t.Errorf("EMBER_SECRET empty: got %q, %v; want no secret and no error (unset, in effect)", s, err)
+	if _, err := driverSecret(Config{Logger: slog.New(slog.DiscardHandler)}, true); err == nil || strings.Contains(err.Error(), "white space") {
+		t.Errorf("driverSecret with EMBER_SECRET empty: got %v, want no application secret, without a word of white space", err)
+	}
+}
+
+// An executor that cannot start for its own configuration exits
+// ExitMisconfigured, but 1 for a file it cannot read (a secret or TLS file
+// not there yet at boot), which starting again may mend.
+func TestExitStatus(t *testing.T) {
+	_, missing := os.ReadFile(filepath.Join(t.TempDir(), "no-such-secret"))
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{errors.New("EMBER_EXECUTOR_SLOTS=\"x\": want a whole number"), ExitMisconfigured},
+		{fmt.Errorf("%s: %w", EnvSecretFile, missing), 1},
+		{fmt.Errorf("TLS: executor client certificate: %w", missing), 1},
+		{fmt.Errorf("%s: /run/secret is empty", EnvSecretFile), ExitMisconfigured},
+	}
+	for _, tt := range tests {
+		if got := exitStatus(tt.err); got != tt.want {
+			t.Errorf("exitStatus(%v) = %d, want %d", tt.err, got, tt.want)
+		}
 	}
 }

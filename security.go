@@ -90,7 +90,18 @@ func driverSecret(cfg Config, standalone bool) (string, error) {
 			"addr", cfg.ListenAddr)
 		return "", nil
 	}
-	return "", fmt.Errorf("standalone driver: no application secret: set Config.Secret, %s or %s (or Config.InsecureNoAuth to run without authentication)", EnvSecret, EnvSecretFile)
+	return "", fmt.Errorf("standalone driver: no application secret%s: set Config.Secret, %s or %s (or Config.InsecureNoAuth to run without authentication)", blankSecret(), EnvSecret, EnvSecretFile)
+}
+
+// blankSecret says, for an error or warning about a missing secret, that
+// EMBER_SECRET is set to blanks alone, which count as no secret: "no
+// application secret" alone sent an operator looking for a variable that
+// was there. It is "" otherwise.
+func blankSecret() string {
+	if v := os.Getenv(EnvSecret); v != "" && strings.TrimSpace(v) == "" {
+		return fmt.Sprintf(" (%s is set, but to %d characters of white space)", EnvSecret, len(v))
+	}
+	return ""
 }
 
 // secretFileUsed is the file secretFromEnv reads the secret from, if any.
@@ -134,17 +145,10 @@ func warnLooseSecretFile(log *slog.Logger, path string) {
 func secretFromEnv() (string, error) {
 	// Trimmed as the file is: the same bytes must give the same secret
 	// whichever of the two carries them.
-	raw, set := os.LookupEnv(EnvSecret)
-	if s := strings.TrimSpace(raw); s != "" {
+	if s := strings.TrimSpace(os.Getenv(EnvSecret)); s != "" {
 		return s, nil
 	}
-	path := os.Getenv(EnvSecretFile)
-	if set && raw != "" && path == "" {
-		// Set, to blanks alone: "no application secret" would send the
-		// operator looking for a variable that is there.
-		return "", fmt.Errorf("%s is set but blank (%d characters of white space)", EnvSecret, len(raw))
-	}
-	if path != "" {
+	if path := os.Getenv(EnvSecretFile); path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", EnvSecretFile, err)

@@ -175,13 +175,14 @@ const MaxTaskNameBytes = 1 << 10
 // whose TestMain calls embertest.Main, once the tests have started (a
 // task made inside a test function would be missing from other tests'
 // local-cluster executors, and fail their handshake). It panics too if
-// name is empty, taken or longer than 1 KiB (every TASK frame carries it,
-// next to an input of up to Config.MaxMessageBytes), or fn is nil. fn runs concurrently with the
-// other tasks of its executor (up to ConfExecutorSlots at once), so what
-// it shares must be safe for concurrent use. In and Out travel like
-// messages (CBOR for plain values, protobuf for proto.Message pointers)
-// but need no RegisterMessage; like RegisterMessage, NewTask panics if
-// either is a struct whose fields are all unexported.
+// name is empty, taken or longer than MaxTaskNameBytes (every TASK frame
+// carries it, next to an input of up to Config.MaxMessageBytes), or fn is
+// nil. fn runs concurrently with the other tasks of its executor (up to
+// ConfExecutorSlots at once), so what it shares must be safe for
+// concurrent use. In and Out travel like messages (CBOR for plain values,
+// protobuf for proto.Message pointers) but need no RegisterMessage; like
+// RegisterMessage, NewTask panics if either is a struct whose fields are
+// all unexported.
 func NewTask[In, Out any](name string, fn func(ctx context.Context, tc TaskContext, in In) (Out, error)) *Task[In, Out] {
 	if name == "" || fn == nil {
 		panic("ember.NewTask: empty name or nil function")

@@ -873,8 +873,26 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	if x.cfg.Secret != "" && !x.verifyWelcome(w, nonce, challenge.GetNonce()) {
 		// End this side of the stream, rather than only dropping it, so
 		// that the driver reads its end (io.EOF) and can tell an executor
-		// that refused it from one lost.
-		_ = stream.CloseSend()
+		// that refused it from one lost. The driver ends the stream once
+		// it has read that: waiting for it (a second at most) keeps the
+		// stream's cancel, as Run returns, from overtaking the end, which
+		// the driver, reading late on a busy machine, would take for a
+		// loss.
+		if stream.CloseSend() == nil {
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				var b wire.Batch
+				for stream.RecvMsg(&b) == nil {
+				}
+			}()
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ended:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		return nil, nil, misconfigured{fmt.Errorf("executor: the driver at %s did not prove it knows the application secret: %w",
 			x.cfg.DriverAddr, plugin.NewError(plugin.CodeUnauthenticated, "driver authentication failed"))}
 	}
