@@ -612,8 +612,9 @@ func (c *Conn) writeDirect(f *wire.Frame) {
 
 // send writes frames, of size bytes (frameSize), as batch b, then gives
 // them back to wire's pool and clears the slice. It reports whether the
-// write succeeded; a failed write closes the connection. The caller holds
-// the writing flag.
+// write succeeded; a failed write closes the connection, but for a client
+// write that found the stream ended by the server, which leaves that to
+// the reader (closeSendWait at most). The caller holds the writing flag.
 func (c *Conn) send(b *wire.Batch, frames []*wire.Frame, size int) bool {
 	for _, f := range frames {
 		c.compress(f)
