@@ -412,9 +412,10 @@ type TaskError struct {
 	ExecutorID string // where the last attempt ran
 	Cause      error  // the last attempt's error, a *plugin.Error
 	// Permanent reports that the last attempt's error was marked with
-	// Permanent (or its input could not be decoded): the task was not
-	// retried after it. Earlier attempts that failed without the mark were,
-	// and count in Attempts.
+	// Permanent (or its input could not be decoded, or its output was
+	// over Config.MaxMessageBytes): the task was not retried after it.
+	// Earlier attempts that failed without the mark were, and count in
+	// Attempts.
 	Permanent bool
 }
 
@@ -434,8 +435,9 @@ func (e *TaskError) Error() string {
 // plugin.TaskListener's OnTaskFailed, say). As with any task error, only
 // its text and code reach the driver: classify failures there by code
 // (plugin.Errorf), and ask IsPermanent. A task whose input cannot be
-// decoded fails permanently too; a panic, even with a marked error, is an
-// ordinary failure. Permanent(nil) returns nil.
+// decoded, or whose output is over Config.MaxMessageBytes, fails
+// permanently too; a panic, even with a marked error, is an ordinary
+// failure. Permanent(nil) returns nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
