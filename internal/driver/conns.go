@@ -124,3 +124,15 @@ func (l *conns) drop(addr string) {
 		_ = tc.c.Close()
 	}
 }
+
+// received returns the bytes the kernel has received on the connection
+// from addr, and whether it can tell (see bytesReceived).
+func (l *conns) received(addr string) (uint64, bool) {
+	l.mu.Lock()
+	tc := l.byKey[addr]
+	l.mu.Unlock()
+	if tc == nil {
+		return 0, false
+	}
+	return bytesReceived(tc.c)
+}

@@ -952,14 +952,21 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		d.mu.Unlock()
 		return refuse(plugin.CodeUnavailable, "shutting down", "the driver is shutting down")
 	}
-	c := rpc.New(stream, nil, d, d.cfg.Conn)
+	conns := d.conns
+	opts := d.cfg.Conn
+	if conns != nil && opts.Received == nil {
+		// Bytes arriving on the executor's TCP connection are a sign of
+		// life (a large message on a slow link), where the kernel counts
+		// them.
+		opts.Received = func() (uint64, bool) { return conns.received(peerAddr) }
+	}
+	c := rpc.New(stream, nil, d, opts)
 	c.SetTypes(types) // equal to the executor's, as checkHello verified
 	c.Peer = es
 	askCtx, endAsks := context.WithCancelCause(c.Context())
 	es.askCtx, es.endAsks = senderContext(askCtx, id), endAsks
 	d.markHandlers(es)
 	es.conn = c
-	conns := d.conns
 	d.mu.Unlock()
 	conns.authenticated(peerAddr) // exempt from preAuthLimit
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)

@@ -346,6 +346,7 @@ func Run(ctx context.Context, cfg Config) error {
 		QueueFrames:       cfg.SendQueue,
 		HeartbeatInterval: heartbeat,
 		HeartbeatTimeout:  heartbeatTimeout,
+		Received:          func() (uint64, bool) { return handshakes.received.Load(), true },
 		OnLimit:           func(limit string) { x.limitHits.WithLabelValues(limit).Inc() },
 		Plugins:           pluginNames(cfg.Plugins),
 		SendWindow:        sendWindow(welcome.SendWindow),
@@ -1107,6 +1108,10 @@ type handshakeState struct {
 	// giveUp, set while the executor waits for its handshake, ends that
 	// wait.
 	giveUp atomic.Pointer[context.CancelFunc]
+	// received counts the bytes read from the driver (after TLS), for
+	// the connection's heartbeat: bytes arriving are a sign of life
+	// (rpc.Options.Received).
+	received atomic.Uint64
 }
 
 func (h *handshakeErrors) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -1200,6 +1205,9 @@ type sniffConn struct {
 
 func (c *sniffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.s.received.Add(uint64(n))
+	}
 	if n == 0 && err != nil {
 		c.closed(err)
 	}

@@ -67,6 +67,13 @@ type Options struct {
 	// before the connection is declared lost. Zero interval: no heartbeats.
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
+	// Received, if set, reports how many bytes the transport has taken in
+	// from the peer so far, and whether it can tell. Bytes arriving count
+	// as a sign of life, as a whole batch does: a batch larger than what a
+	// slow link carries in a heartbeat timeout (a large message across
+	// machines) takes that long to arrive, and its peer, sending all
+	// along, is not silent. Called once per heartbeat interval.
+	Received func() (n uint64, ok bool)
 	// OnLimit, if set, is called when a limit is hit ("send_queue": a
 	// Send or Ask had to wait for room; "send_window": a Send had to wait
 	// for its plugin's window).
@@ -1659,12 +1666,23 @@ func (c *Conn) heartbeatLoop() {
 	// path); the last time it was seen raised, at tick resolution, is when
 	// the peer was last heard.
 	hb := silence{interval: c.opts.HeartbeatInterval, lastTick: time.Now(), lastHeard: time.Now()}
+	// The bytes the transport had taken in at the last tick (see
+	// Options.Received): more since then, a batch on its way, is the
+	// peer heard from too.
+	var bytesIn uint64
+	bytesKnown := false
 	for {
 		select {
 		case <-c.done:
 			return
 		case now := <-t.C:
 			heard := c.received.Swap(false) || c.handling.Load()
+			if c.opts.Received != nil {
+				if n, ok := c.opts.Received(); ok {
+					heard = heard || (bytesKnown && n != bytesIn)
+					bytesIn, bytesKnown = n, true
+				}
+			}
 			if silent := hb.tick(now, heard); silent > c.opts.HeartbeatTimeout {
 				c.close(plugin.Errorf(plugin.CodeUnavailable, "peer silent for %v (heartbeat timeout %v)", silent.Round(time.Millisecond), c.opts.HeartbeatTimeout))
 				return
