@@ -52,7 +52,8 @@ type Config struct {
 	// a free port); standalone executors on other hosts need the address
 	// of an interface they can reach, such as "10.0.0.5:7077" (":7077"
 	// listens on every interface, and the start-up line then names this
-	// host by its os.Hostname, which other hosts may not resolve).
+	// host by its os.Hostname, which other hosts may not resolve, or by
+	// its first interface address when the name resolves to loopback).
 	ListenAddr string
 	// MetricsAddr is where the driver serves /metrics in the Prometheus
 	// exposition format: its own metrics, the built-in ones, and every

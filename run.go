@@ -783,7 +783,10 @@ func shellQuote(s string) string {
 
 // dialable is addr, a listening address, as an executor elsewhere would
 // dial it: a wildcard host is none to dial, so it becomes this host's
-// name.
+// name, or, when the name resolves to loopback alone (an /etc/hosts line
+// such as "127.0.1.1 vm", which other hosts' own files may copy), the
+// first address of this host's interfaces that is not: an executor given
+// the name would have dialed its own host, and retried for StartTimeout.
 func dialable(addr string) string {
 	port, _, ok := wildcard(addr)
 	if !ok {
@@ -791,9 +794,54 @@ func dialable(addr string) string {
 	}
 	name, err := os.Hostname()
 	if err != nil || name == "" {
-		name = "<this host>"
+		return net.JoinHostPort("<this host>", port)
+	}
+	if ips, err := lookupHost(name); err == nil && allLoopback(ips) {
+		if ip := firstNonLoopback(); ip != "" {
+			return net.JoinHostPort(ip, port)
+		}
 	}
 	return net.JoinHostPort(name, port)
+}
+
+// lookupHost and interfaceAddrs are the resolver and the interface list
+// dialable uses (tests replace them).
+var (
+	lookupHost     = net.LookupHost
+	interfaceAddrs = net.InterfaceAddrs
+)
+
+// allLoopback reports whether ips, at least one, are all loopback.
+func allLoopback(ips []string) bool {
+	for _, s := range ips {
+		if ip := net.ParseIP(s); ip == nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	return len(ips) > 0
+}
+
+// firstNonLoopback returns the first global unicast address of this
+// host's interfaces, IPv4 first, or "".
+func firstNonLoopback() string {
+	addrs, err := interfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	var v6 string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP.String()
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	return v6
 }
 
 // local is addr, a listening address, as this host dials it: a wildcard

@@ -161,6 +161,10 @@ func TestListeningAddresses(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
+	// The host's name resolves to an address of its own; see
+	// TestDialableAvoidsALoopbackName for one that resolves to loopback.
+	lookupHost = func(string) ([]string, error) { return []string{"10.0.0.9"}, nil }
+	t.Cleanup(func() { lookupHost = net.LookupHost })
 	tests := []struct {
 		addr, dialable, local string
 		loopback              bool
@@ -390,6 +394,51 @@ func TestExitStatus(t *testing.T) {
 	for _, tt := range tests {
 		if got := exitStatus(tt.err); got != tt.want {
 			t.Errorf("exitStatus(%v) = %d, want %d", tt.err, got, tt.want)
+		}
+	}
+}
+
+// A wildcard listening address whose host name resolves to loopback alone
+// (an /etc/hosts line "127.0.1.1 vm") gives a start hint with an address
+// of this host's interfaces: executors elsewhere given the name dialed
+// their own host, and retried for a minute behind a warning blaming the
+// driver.
+func TestDialableAvoidsALoopbackName(t *testing.T) {
+	t.Cleanup(func() { lookupHost, interfaceAddrs = net.LookupHost, net.InterfaceAddrs })
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip(err)
+	}
+	ipnet := func(s string) net.Addr {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		return n
+	}
+	tests := []struct {
+		name     string
+		resolves []string
+		ifaces   []net.Addr
+		want     string
+	}{
+		{"a name of the host's own", []string{"10.0.0.9"}, []net.Addr{ipnet("10.77.0.1/24")}, net.JoinHostPort(host, "7078")},
+		{"loopback: the first IPv4", []string{"127.0.1.1"}, []net.Addr{ipnet("127.0.0.1/8"), ipnet("fd00::5/64"), ipnet("10.77.0.1/24")}, "10.77.0.1:7078"},
+		{"loopback, IPv6 alone", []string{"127.0.1.1", "::1"}, []net.Addr{ipnet("::1/128"), ipnet("fd00::5/64")}, "[fd00::5]:7078"},
+		{"loopback, no other address", []string{"127.0.0.1"}, []net.Addr{ipnet("127.0.0.1/8")}, net.JoinHostPort(host, "7078")},
+		{"unresolved", nil, []net.Addr{ipnet("10.77.0.1/24")}, net.JoinHostPort(host, "7078")},
+	}
+	for _, tt := range tests {
+		lookupHost = func(string) ([]string, error) {
+			if tt.resolves == nil {
+				return nil, errors.New("no such host")
+			}
+			return tt.resolves, nil
+		}
+		interfaceAddrs = func() ([]net.Addr, error) { return tt.ifaces, nil }
+		if got := dialable(":7078"); got != tt.want {
+			t.Errorf("%s: dialable(\":7078\") = %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }

@@ -174,6 +174,7 @@ type execState struct {
 	// the driver's plugin (a panic in its Receive), not the executor.
 	senderLog *slog.Logger
 	info      plugin.ExecutorInfo
+	peer      string    // the transport's address of the executor, where Host is what it claims
 	conn      *rpc.Conn // set under Driver.mu once WELCOME is written; nil while in the handshake
 	ready     bool
 	// initFailed: its READY reported its plugins' Init failing (logged
@@ -906,6 +907,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		log:       d.log.With("executor", id),
 		senderLog: d.log.With("sender", id),
 		info:      plugin.ExecutorInfo{ID: id, Host: hello.Hostname, PID: int(hello.Pid)},
+		peer:      peerAddr,
 		stopped:   make(chan struct{}),
 	}
 	d.execs[id] = es
@@ -1237,7 +1239,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	d.mu.Unlock()
 	// At Info, as its loss and its leaving are: an operator reads who
 	// joined, from where, and can match it with the executor's own log.
-	d.log.Info("executor ready", "executor", info.ID, "host", info.Host, "pid", info.PID, "slots", info.Slots)
+	d.log.Info("executor ready", "executor", info.ID, "peer", es.peer, "host", info.Host, "pid", info.PID, "slots", info.Slots)
 }
 
 // notifyListeners queues a membership event on the lane of every plugin
