@@ -333,14 +333,14 @@ func (l *Lane) lendItemLocked(ln *loan, cr credit) int64 {
 		return cr.n
 	}
 	ln.out += cr.n
-	l.lendLocked(ln, cr)
+	l.lendLocked(cr)
 	return -cr.n
 }
 
-// lendLocked gives cr back as lent credit (Conn.Lent) under ln. l.mu is
-// held: a lent CREDIT goes before the release of the same bytes, which is
-// decided under it. l.mu comes before Conn.mu.
-func (l *Lane) lendLocked(ln *loan, cr credit) {
+// lendLocked gives cr back as lent credit (Conn.Lent). l.mu is held: a
+// lent CREDIT goes before the release of the same bytes, which is decided
+// under it. l.mu comes before Conn.mu.
+func (l *Lane) lendLocked(cr credit) {
 	cr.key.c.Lent(cr.key.p, cr.n)
 }
 
@@ -376,7 +376,7 @@ func (l *Lane) Lend(c *Conn) (stop func()) {
 	for k, n := range l.owed {
 		if k.c == c {
 			delete(l.owed, k)
-			l.lendLocked(ln, credit{k, n})
+			l.lendLocked(credit{k, n})
 			ln.ran = append(ln.ran, credit{k, n})
 		}
 	}
