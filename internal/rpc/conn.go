@@ -755,13 +755,13 @@ func (c *Conn) Send(ctx context.Context, f *wire.Frame) error {
 	// Only a handler's Send gets past the wait with no more than what was
 	// lent: it spends that.
 	r := c.reserved[p]
-	if c.credit[p] <= c.reserved[p] {
+	if c.credit[p] <= r {
 		c.reserved[p] -= cost
+		c.drawn[p] += cost
 	}
 	c.credit[p] -= cost
-	c.reserved[p] = max(0, min(c.reserved[p], c.credit[p]))
-	drew := r - c.reserved[p] // of what was lent, not released
-	c.drawn[p] += drew
+	c.clampReservedLocked(p)
+	drew := r - c.reserved[p] // of what was lent, not released: now in drawn
 	err := c.enqueueLocked(ctx, f, false, false)
 	if stop != nil {
 		stop() // without c.mu, which the lane's lock comes before (see Lane.Lend)
