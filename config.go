@@ -479,8 +479,12 @@ func checkNegative(cfg Config) error {
 // message fails in the transport, or in memory, not at the call.
 const MaxMessageLimit = 1 << 30
 
-// checkMessageLimit refuses a Config.MaxMessageBytes over MaxMessageLimit.
-func checkMessageLimit(cfg Config) error {
+// checkLimits refuses, before setDefaults, a negative number
+// (checkNegative) or a Config.MaxMessageBytes over MaxMessageLimit.
+func checkLimits(cfg Config) error {
+	if err := checkNegative(cfg); err != nil {
+		return err
+	}
 	if cfg.MaxMessageBytes > MaxMessageLimit {
 		return plugin.Errorf(plugin.CodeInvalidArgument, "Config.MaxMessageBytes=%d: want at most %d (1 GiB)", cfg.MaxMessageBytes, MaxMessageLimit)
 	}

@@ -103,9 +103,9 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // in reverse order. Run returns a start-up failure, or fn's error joined
 // with every shutdown failure. A ctx that ends during start-up is such a
 // failure, returned once what had started has shut down, and matches
-// ctx's error (errors.Is); fn is not called. A cfg it cannot use (the master, a plugin
-// name, a Conf value Ember reads) fails before anything starts, with
-// plugin.CodeInvalidArgument.
+// ctx's error (errors.Is); fn is not called. A cfg it cannot use (the
+// master, a plugin name, a Conf value Ember reads) fails before anything
+// starts, with plugin.CodeInvalidArgument.
 //
 // In an executor process (EMBER_DRIVER is set) Run never returns and never
 // calls fn: it serves as an executor until the driver releases it, the
@@ -134,10 +134,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err != nil {
 		return plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
 	}
-	if err := checkNegative(cfg); err != nil {
-		return err
-	}
-	if err := checkMessageLimit(cfg); err != nil {
+	if err := checkLimits(cfg); err != nil {
 		return err
 	}
 	cfg.setDefaults()
@@ -623,10 +620,9 @@ func ownSlots() (int, error) {
 // refused proof of the secret, a build or plugins that differ from the
 // driver's, a driver that does not prove the secret, TLS set-ups that
 // disagree (a secret or TLS file that cannot be read exits 1: it may not
-// be there yet). It is
-// sysexits.h's EX_CONFIG, so that a service manager that restarts
-// executors whenever they exit can be told not to for it (systemd's
-// RestartPreventExitStatus=78).
+// be there yet). It is sysexits.h's EX_CONFIG, so that a service manager
+// that restarts executors whenever they exit can be told not to for it
+// (systemd's RestartPreventExitStatus=78).
 const ExitMisconfigured = 78
 
 // exitStatus is the exit status of an executor process that could not
@@ -671,15 +667,17 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	// Config's, which executors do not use: a standalone executor built
 	// with a shorter interval than the driver's lost its idle driver.
 	heartbeatTimeout := cfg.HeartbeatTimeout
-	negative := checkNegative(cfg)
-	if negative == nil {
-		negative = checkMessageLimit(cfg)
-	}
+	invalid := checkLimits(cfg)
 	cfg.setDefaults()
 	log := cfg.Logger
-	if negative != nil {
-		log.Error("executor: invalid configuration", "err", negative)
-		return ExitMisconfigured
+	// badConfig logs err, a problem with this executor's own
+	// configuration, and returns the status to exit with.
+	badConfig := func(what string, err error) int {
+		log.Error("executor: "+what, "err", err)
+		return exitStatus(err)
+	}
+	if invalid != nil {
+		return badConfig("invalid configuration", invalid)
 	}
 	var secret string
 	if managed {
@@ -705,8 +703,7 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 			}
 		}
 		if secret == "" && envSecretErr != nil {
-			log.Error("executor: bad secret", "err", envSecretErr)
-			return exitStatus(envSecretErr)
+			return badConfig("bad secret", envSecretErr)
 		}
 		if secret == "" && blank != "" {
 			log.Warn("executor: no application secret" + blank + "; only a driver without authentication takes this executor")
@@ -714,19 +711,16 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	}
 	plugins, _, err := resolvePlugins(cfg) // the driver logs what is dropped
 	if err != nil {
-		log.Error("executor: bad configuration", "err", err)
-		return ExitMisconfigured
+		return badConfig("bad configuration", err)
 	}
 	ecfg, err := executorConfig(cfg, plugins, addr, secret)
 	if err != nil {
-		log.Error("executor: bad configuration", "err", err)
-		return exitStatus(err)
+		return badConfig("bad configuration", err)
 	}
 	ecfg.HeartbeatTimeout = heartbeatTimeout
 	ecfg.Announce = !managed
 	if ecfg.OwnSlots, err = ownSlots(); err != nil {
-		log.Error("executor: bad configuration", "err", err)
-		return ExitMisconfigured
+		return badConfig("bad configuration", err)
 	}
 	err = executor.Run(ctx, ecfg)
 	switch {
