@@ -837,8 +837,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		if len(hello.Auth) == 0 {
 			reason = "no proof"
 		}
-		d.builtin.AuthFailures.WithLabelValues(reason).Inc()
 		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
+		d.builtin.AuthFailures.WithLabelValues(reason).Inc() // after the line, as for TLS
 		d.mu.Lock()
 		d.refusedLocked(fmt.Errorf("executor at %s (host %s, pid %d) refused: authentication failed (%s)", peerAddr, hello.Hostname, hello.Pid, reason))
 		d.mu.Unlock()

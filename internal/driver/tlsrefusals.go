@@ -52,9 +52,10 @@ func (d *Driver) tlsRefused(budget *rpc.LogBudget) func(net.Addr, error) {
 			d.log.Debug("connection closed before its TLS handshake completed", "peer", addr, "err", err)
 			return
 		}
-		d.builtin.AuthFailures.WithLabelValues("tls").Inc()
+		// Logged before counted: whoever reads the count finds the line.
 		budget.Log(d.log, slog.LevelWarn, "warnings of failed TLS handshakes",
 			"refused a connection: its TLS handshake failed (an executor without TLS, or without a certificate this driver trusts?)",
 			func() []any { return []any{"peer", addr, "err", err} })
+		d.builtin.AuthFailures.WithLabelValues("tls").Inc()
 	}
 }
