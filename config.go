@@ -184,6 +184,14 @@ const (
 	// driver, as a Go duration ("500ms", "10s"), at least 10ms. Default:
 	// Config.HeartbeatInterval.
 	ConfMetricsInterval = "ember.metrics.interval"
+	// ConfStallWarning is how long a plugin's dispatch lane, on the driver
+	// or an executor, may hold messages while none of its calls returns
+	// before that side logs a warning (once per stall, and a line when it
+	// moves again): a Go duration, "0" for never. A Receive that blocks (a
+	// long poll, a lock, a call ignoring its ctx) holds the messages behind
+	// it, or with plugin.ConcurrentReceiver, once every call it may run is
+	// blocked, all of them. Default 15s.
+	ConfStallWarning = "ember.lane.stallWarning"
 )
 
 // minMetricsInterval bounds ConfMetricsInterval: each shipment gathers
@@ -205,7 +213,7 @@ func ConfResourceDiscoveryScript(name string) string { return executor.ResourceK
 
 // knownConf are the configuration keys with a meaning to Ember, for
 // unknownConf.
-var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, ConfMaxTaskFailures,
+var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, ConfStallWarning, ConfMaxTaskFailures,
 	ConfExecutorSlots, ConfExecutorMaxRetries, ConfShowProgress, ConfResourceDiscoveryScript("<name>")}
 
 // unknownConf returns, sorted, the keys of m in Ember's namespace
@@ -250,6 +258,11 @@ func checkConf(m map[string]string) error {
 		errs = append(errs, err)
 	} else if d < minMetricsInterval {
 		errs = append(errs, fmt.Errorf("conf %s=%v: want at least %v", ConfMetricsInterval, d, minMetricsInterval))
+	}
+	if d, err := c.Duration(ConfStallWarning, 0); err != nil {
+		errs = append(errs, err)
+	} else if d < 0 {
+		errs = append(errs, fmt.Errorf("conf %s=%v: want 0 (never) or more", ConfStallWarning, d))
 	}
 	if v, set := c.Lookup(ConfShowProgress); set {
 		if _, err := strconv.ParseBool(v); err != nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/emberhq/ember/internal/executor"
 	"github.com/emberhq/ember/internal/launch"
+	"github.com/emberhq/ember/internal/rpc"
 )
 
 // The public names are spelled out for the docs; they must stay equal to
@@ -16,6 +17,7 @@ func TestPublicConstantsMatchTheMachinery(t *testing.T) {
 		{EnvSecretFile, "EMBER_SECRET_FILE"},
 		{ConfExecutorSlots, executor.ConfSlots},
 		{ConfMetricsInterval, executor.ConfMetricsInterval},
+		{ConfStallWarning, rpc.ConfStallWarning},
 		{ConfResourceDiscoveryScript("gpu"), "ember.executor.resource.gpu.discoveryScript"},
 	} {
 		if c.public != c.internal {

@@ -193,7 +193,9 @@ type ExecutorListener interface {
 // messages are waiting, and a queue that puts a lost executor's jobs back
 // there never wakes the polls that wait for them. Size it above the asks
 // that may wait at once, or give the messages that must not wait a plugin
-// of their own (each plugin has its own lane).
+// of their own (each plugin has its own lane). A side whose lane holds
+// messages while none of its calls returns for ember.lane.stallWarning
+// (15s by default) logs a warning.
 type ConcurrentReceiver interface {
 	MaxConcurrentReceives() int
 }

@@ -112,6 +112,10 @@ type Driver struct {
 	ctx       context.Context // handler context; canceled by Close
 	cancel    context.CancelFunc
 	srv       *grpc.Server
+	// watch starts the lanes' stall watch (rpc.WatchStalls) in Serve;
+	// watching is it, until ctx ends.
+	watch    sync.Once
+	watching sync.WaitGroup
 
 	mu      sync.Mutex // protects the following fields
 	execs   map[string]*execState
@@ -473,6 +477,19 @@ func (d *Driver) Serve(lis net.Listener) {
 	d.lis, d.conns = lis, c
 	d.mu.Unlock()
 	go func() { _ = d.srv.Serve(c) }()
+	d.watch.Do(func() {
+		var lanes []rpc.Watched
+		for _, e := range d.endpoints {
+			if e.lane != nil {
+				lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log})
+			}
+		}
+		after, err := plugin.NewConf(d.cfg.Conf).Duration(rpc.ConfStallWarning, rpc.DefaultStallWarning)
+		if err != nil { // ember.Run refuses such a value
+			after = rpc.DefaultStallWarning
+		}
+		d.watching.Go(func() { rpc.WatchStalls(d.ctx, after, lanes) })
+	})
 }
 
 // hangUp ends the connection of a peer that failed its handshake: once
@@ -1537,6 +1554,7 @@ func (d *Driver) Close() error {
 	// 4. Driver plugins.
 	errs = append(errs, d.shutdownPlugins(len(d.endpoints)-1)...)
 	d.cancel() // handlers still running see their ctx end
+	d.watching.Wait()
 	ctx, cancel = phase()
 	for _, e := range d.endpoints {
 		if e.lane != nil && e.lane.CloseWithin(ctx) != nil {

@@ -463,6 +463,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 	defer stopShipping()
+	defer x.watchStalls()()
 
 	select {
 	case <-x.stop:
@@ -1282,4 +1283,30 @@ func (h *handshakeErrors) err() error {
 func leavingFrame(id string) *wire.Frame {
 	return &wire.Frame{Kind: wire.Kind_KIND_LEAVING, Code: uint32(plugin.CodeUnavailable),
 		Error: fmt.Sprintf("executor %s is shutting down", id)}
+}
+
+// watchStalls starts watching the plugins' lanes for stalls
+// (rpc.WatchStalls, rpc.ConfStallWarning) and returns the function that
+// stops it and waits for it.
+func (x *Executor) watchStalls() (stop func()) {
+	var lanes []rpc.Watched
+	for _, e := range x.endpoints {
+		if e.lane != nil {
+			lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log})
+		}
+	}
+	after, err := x.conf.Duration(rpc.ConfStallWarning, rpc.DefaultStallWarning)
+	if err != nil { // the driver refuses such a value at start
+		after = rpc.DefaultStallWarning
+	}
+	ctx, cancel := context.WithCancel(x.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rpc.WatchStalls(ctx, after, lanes)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 )
@@ -112,4 +113,11 @@ func Drawn(c *Conn) []int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]int64(nil), c.drawn...)
+}
+
+// StallCheck returns a function that runs, on each call, one of
+// WatchStalls' checks of w at now: the watch with no ticker.
+func StallCheck(w Watched, after time.Duration) func(now time.Time) {
+	sw := &stallWatch{Watched: w}
+	return func(now time.Time) { sw.check(now, after) }
 }

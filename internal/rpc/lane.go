@@ -134,7 +134,7 @@ type Lane struct {
 	running  map[uint64]credit // several workers: the items taken and not yet finished, by sequence, with their credits
 	serial   bool              // one worker: it takes batches, items finish in order
 	active   atomic.Int64      // serial: items taken and not yet finished
-	finished atomic.Uint64     // serial: items finished
+	finished atomic.Uint64     // items finished (several workers: written under mu)
 	flushing atomic.Int32      // Flush calls waiting (written under mu; serial workers read it without)
 	progress chan struct{}     // closed and replaced when an item finishes and Flush waits
 	// full: the items queued or running reached the limit and have not
@@ -855,6 +855,7 @@ func (l *Lane) admitLocked(t taken) bool {
 func (l *Lane) doneLocked(t taken) (next taken, ok bool, cr credit) {
 	cr = l.running[t.seq]
 	delete(l.running, t.seq)
+	l.finished.Add(1)
 	if l.flushing.Load() > 0 {
 		l.progressLocked()
 	}
