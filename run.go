@@ -275,6 +275,15 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		attrs := []any{"addr", addr,
 			"start", EnvDriver + "=" + dialable(addr) + " " + shellQuote(os.Args[0]) + " <this driver's arguments>",
 			"secret", secretHint}
+		if cfg.TLS != nil {
+			// An executor built with another Config (or none of its
+			// files on its host) fails its TLS handshake, and retries.
+			tlsHint := "on: executors verify this driver's certificate against Config.TLS.CAFile or " + EnvTLSCAFile
+			if cfg.TLS.MutualTLS {
+				tlsHint += ", and present a client certificate issued by it (Config.TLS.ExecutorCertFile and ExecutorKeyFile, or " + EnvTLSCertFile + " and " + EnvTLSKeyFile + ")"
+			}
+			attrs = append(attrs, "tls", tlsHint)
+		}
 		if metricsURL != "" {
 			attrs = append(attrs, "metrics", metricsURL)
 		}

@@ -325,3 +325,45 @@ func TestTLSDriverCountsPlaintextClients(t *testing.T) {
 		t.Errorf("the driver's warning does not say why the handshake failed:\n%s", logs.String())
 	}
 }
+
+// The start-up line of a driver with TLS says what its executors need: an
+// executor built without it fails its handshake and retries, and the
+// line was silent on TLS.
+func TestTLSStartHint(t *testing.T) {
+	dir := testPKI(t)
+	serverTLS := &ember.TLSConfig{DriverCertFile: filepath.Join(dir, "driver.pem"), DriverKeyFile: filepath.Join(dir, "driver-key.pem")}
+	mutual := *serverTLS
+	mutual.CAFile, mutual.MutualTLS = filepath.Join(dir, "ca.pem"), true
+	tests := []struct {
+		name      string
+		tls       *ember.TLSConfig
+		want, not []string
+	}{
+		{"no TLS", nil, nil, []string{"tls="}},
+		{"TLS", serverTLS, []string{`tls="on: executors verify this driver's certificate against Config.TLS.CAFile or EMBER_TLS_CA_FILE"`}, []string{"EMBER_TLS_CERT_FILE"}},
+		{"mutual TLS", &mutual, []string{"EMBER_TLS_CA_FILE, and present a client certificate", "EMBER_TLS_CERT_FILE and EMBER_TLS_KEY_FILE"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			standalone(t, ember.Config{Secret: "tls secret", BuildID: "test", TLS: tt.tls,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			var line string
+			for l := range strings.Lines(logs.String()) {
+				if strings.Contains(l, "driver listening for executors") {
+					line = l
+				}
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("start-up line %q: want it to say %q", line, w)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(line, n) {
+					t.Errorf("start-up line %q: want no %q", line, n)
+				}
+			}
+		})
+	}
+}

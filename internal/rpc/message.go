@@ -218,7 +218,9 @@ func ErrorParts(err error) (plugin.Code, string) {
 func CutErrorText(msg string) string { return CutText(msg, MaxErrorBytes) }
 
 // CutText cuts msg to limit bytes at a character boundary, saying how
-// much was left out; msg within limit is returned as it is.
+// much was left out; msg within limit is returned as it is. The note
+// adds up to cutNote bytes: a receiver bounding text cut this way allows
+// for it (PeerErrorText), so that the text is not cut twice.
 func CutText(msg string, limit int) string {
 	if len(msg) > limit {
 		cut := limit
