@@ -190,7 +190,7 @@ const (
 	// moves again): a Go duration, "0" for never. A Receive that blocks (a
 	// long poll, a lock, a call ignoring its ctx) holds the messages behind
 	// it, or with plugin.ConcurrentReceiver, once every call it may run is
-	// blocked, all of them. Default 15s.
+	// blocked, all of them. ember_lane_stalled is 1 meanwhile. Default 15s.
 	ConfStallWarning = "ember.lane.stallWarning"
 )
 

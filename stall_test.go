@@ -14,13 +14,16 @@ import (
 
 // A Receive that blocks with messages waiting behind it holds them
 // without any other sign. Either side warns of it once the lane has held
-// them for ember.lane.stallWarning, and says when they move again.
+// them for ember.lane.stallWarning, and says when they move again; its
+// ember_lane_stalled is 1 meanwhile, 0 before and after.
 func TestStalledLaneIsWarnedOf(t *testing.T) {
 	tests := []struct {
 		name string
 		// send sends two messages to the plugin's side under test.
 		send func(ctx context.Context, dc plugin.DriverContext, ec plugin.ExecutorContext) error
 		want string // in the warning's line: who warns
+		// where is the executor label of the lane's ember_lane_stalled.
+		where string
 	}{
 		{"driver", func(ctx context.Context, _ plugin.DriverContext, ec plugin.ExecutorContext) error {
 			for range 2 {
@@ -29,7 +32,7 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 				}
 			}
 			return nil
-		}, "plugin=stalling"},
+		}, "plugin=stalling", "driver"},
 		{"executor", func(ctx context.Context, dc plugin.DriverContext, ec plugin.ExecutorContext) error {
 			for range 2 {
 				if err := dc.SendExecutor(ctx, ec.ExecutorID(), text("hold")); err != nil {
@@ -37,7 +40,7 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 				}
 			}
 			return nil
-		}, "executor=1 plugin=stalling"},
+		}, "executor=1 plugin=stalling", "1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,19 +55,29 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 			})
 			var logs logtest.Buffer
 			err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p},
-				Conf:   map[string]string{ember.ConfStallWarning: "50ms"},
+				Conf:   map[string]string{ember.ConfStallWarning: "50ms", ember.ConfMetricsInterval: "10ms"},
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))},
 				func(ctx context.Context, d *ember.Driver) error {
+					series := map[string]string{"executor": tt.where, "plugin": "stalling"}
+					stalled := func(want float64) func() bool {
+						return func() bool {
+							v, ok := value(scrape(t, d.MetricsURL()), "ember_lane_stalled", series)
+							return ok && v == want
+						}
+					}
+					embertest.WaitFor(t, "ember_lane_stalled at 0 before the stall", stalled(0))
 					if err := tt.send(ctx, *dc, *ec); err != nil {
 						return err
 					}
 					embertest.WaitFor(t, "a warning of the stalled lane", func() bool {
 						return strings.Contains(logs.String(), "lane is stalled")
 					})
+					embertest.WaitFor(t, "ember_lane_stalled at 1", stalled(1))
 					release.open()
 					embertest.WaitFor(t, "a line saying the lane moves again", func() bool {
 						return strings.Contains(logs.String(), "lane is moving again")
 					})
+					embertest.WaitFor(t, "ember_lane_stalled back at 0", stalled(0))
 					return nil
 				})
 			if err != nil {

@@ -302,6 +302,9 @@ func New(cfg Config) (*Driver, error) {
 				ConstLabels: prometheus.Labels{"plugin": e.name},
 			}, func() float64 { return float64(lane.Len()) }))
 		}
+		if e.lane != nil {
+			d.builtin.LaneStalled.WithLabelValues("driver", e.name) // served at 0 from the start
+		}
 		e.handlerSeconds = d.builtin.HandlerSeconds.WithLabelValues(e.name)
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
@@ -481,7 +484,8 @@ func (d *Driver) Serve(lis net.Listener) {
 		var lanes []rpc.Watched
 		for _, e := range d.endpoints {
 			if e.lane != nil {
-				lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log})
+				stalled := metrics.Flag(d.builtin.LaneStalled.WithLabelValues("driver", e.name))
+				lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log, Stalled: stalled})
 			}
 		}
 		after, err := plugin.NewConf(d.cfg.Conf).Duration(rpc.ConfStallWarning, rpc.DefaultStallWarning)

@@ -144,6 +144,8 @@ type Executor struct {
 	// the whole registry is over the message size.
 	own     *prometheus.Registry
 	dropped *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
+	// laneStalled is 1 for a plugin whose lane is stalled (watchStalls).
+	laneStalled *prometheus.GaugeVec
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
 	// crashed: Config.Crash fired, and shutdown stands in for the end
@@ -277,8 +279,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
 	x.dropped = metrics.NewDropped(prometheus.Labels{"executor": x.id})
+	x.laneStalled = metrics.NewLaneStalled(prometheus.Labels{"executor": x.id})
 	x.own = prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{x.limitHits, x.dropped} {
+	for _, c := range []prometheus.Collector{x.limitHits, x.dropped, x.laneStalled} {
 		if err := cfg.Registry.Register(c); err != nil {
 			return fmt.Errorf("executor %s: %w", x.id, err)
 		}
@@ -1292,7 +1295,8 @@ func (x *Executor) watchStalls() (stop func()) {
 	var lanes []rpc.Watched
 	for _, e := range x.endpoints {
 		if e.lane != nil {
-			lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log})
+			stalled := metrics.Flag(x.laneStalled.WithLabelValues(e.name)) // served at 0 from the start
+			lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log, Stalled: stalled})
 		}
 	}
 	after, err := x.conf.Duration(rpc.ConfStallWarning, rpc.DefaultStallWarning)

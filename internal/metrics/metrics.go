@@ -419,6 +419,32 @@ func NewDropped(constLabels prometheus.Labels) *prometheus.CounterVec {
 	}, labels)
 }
 
+// NewLaneStalled returns the gauge that is 1 while a plugin's dispatch
+// lane is stalled (see rpc.WatchStalls), labelled by plugin and executor
+// ("driver" on the driver), made on either side as NewDropped is.
+func NewLaneStalled(constLabels prometheus.Labels) *prometheus.GaugeVec {
+	labels := []string{"plugin"}
+	if constLabels == nil {
+		labels = []string{"executor", "plugin"}
+	}
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "ember_lane_stalled",
+		Help:        "1 while a plugin's dispatch lane is stalled: messages wait and none of its calls has returned for ember.lane.stallWarning; by plugin and executor (driver for the driver's lanes).",
+		ConstLabels: constLabels,
+	}, labels)
+}
+
+// Flag returns a function that sets g to 1 for true and 0 for false.
+func Flag(g prometheus.Gauge) func(bool) {
+	return func(on bool) {
+		if on {
+			g.Set(1)
+		} else {
+			g.Set(0)
+		}
+	}
+}
+
 // Builtin are the runtime's own metrics on the driver.
 type Builtin struct {
 	Messages       *prometheus.CounterVec   // plugin, type, direction, kind
@@ -430,6 +456,7 @@ type Builtin struct {
 	ExecutorsLost  prometheus.Counter
 	AuthFailures   *prometheus.CounterVec // reason
 	LimitHits      *prometheus.CounterVec // executor ("driver"), limit
+	LaneStalled    *prometheus.GaugeVec   // executor ("driver"), plugin
 }
 
 // NewBuiltin registers the built-in metrics on reg.
@@ -465,7 +492,8 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_auth_failures_total",
 			Help: "Executors refused because they could not prove the application secret (reason wrong proof, no proof), and connections whose TLS handshake failed (reason tls).",
 		}, []string{"reason"}),
-		LimitHits: NewLimitHits(nil),
+		LimitHits:   NewLimitHits(nil),
+		LaneStalled: NewLaneStalled(nil),
 	}
 	// Served at 0 from the start, so that an alert on their increase
 	// sees the first refusal or hit (a series born at 1 shows none).
@@ -475,7 +503,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	for _, limit := range driverLimits {
 		b.LimitHits.WithLabelValues("driver", limit)
 	}
-	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.LimitHits)
+	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.LimitHits, b.LaneStalled)
 	return b
 }
 

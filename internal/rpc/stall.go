@@ -60,6 +60,9 @@ func (l *Lane) Progress() Progress {
 type Watched struct {
 	Lane *Lane
 	Log  *slog.Logger
+	// Stalled, if set, is called with true as a stall is warned of, and
+	// with false as it ends (a gauge's Set, say).
+	Stalled func(bool)
 }
 
 // WatchStalls watches lanes until ctx ends, checking each every third of
@@ -111,12 +114,18 @@ func (w *stallWatch) check(now time.Time, after time.Duration) {
 			w.stalled = true
 			w.Log.Warn("this plugin's lane is stalled: messages wait behind calls that have not returned",
 				"for", roundStall(now.Sub(w.since)), "waiting", p.Waiting, "running", p.Running, "max", p.Max, "hint", stallHint(p))
+			if w.Stalled != nil {
+				w.Stalled(true)
+			}
 		}
 		return
 	}
 	if w.stalled {
 		w.Log.Info("this plugin's lane is moving again", "stalled_for", roundStall(now.Sub(w.since)),
 			"waiting", p.Waiting)
+		if w.Stalled != nil {
+			w.Stalled(false)
+		}
 	}
 	w.finished, w.stalled, w.since = p.Finished, false, time.Time{}
 	if p.Waiting > 0 {
