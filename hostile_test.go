@@ -773,3 +773,57 @@ func TestMisconfiguredExecutorErrors(t *testing.T) {
 		})
 	}
 }
+
+// The driver's warnings about frames an executor should not have sent are
+// logged within a budget per executor (rpc.LogBudget): an authenticated
+// executor repeats such a frame as often as it likes, up to 65,536 in one
+// batch, and each used to make a line (a batch of 30,000 unexpected
+// frames, 120 KB, logged 3 MB).
+func TestFrameWarningsBounded(t *testing.T) {
+	const secret, frames = "right secret", 2000
+	tests := []struct {
+		name, want string
+		frame      *wire.Frame
+	}{
+		{"unexpected kind", "dropped unexpected frame", &wire.Frame{Kind: wire.Kind_KIND_CHALLENGE}},
+		{"repeated READY", "dropped a repeated READY", &wire.Frame{Kind: wire.Kind_KIND_READY}},
+		{"STOPPED before STOP", "dropped a STOPPED before any STOP", &wire.Frame{Kind: wire.Kind_KIND_STOPPED}},
+		{"send to no plugin", "dropped message", &wire.Frame{Kind: wire.Kind_KIND_SEND, Plugin: 99}},
+		{"invalid metrics", "dropped invalid executor metrics", &wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT,
+			Metrics: &wire.Metrics{Families: [][]byte{{0xff}}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{fakePlugin{name: "honest"}},
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			h := dialHostile(t, d.Addr(), secret, true)
+			b := &wire.Batch{}
+			for range frames {
+				b.Frames = append(b.Frames, proto.Clone(tt.frame).(*wire.Frame))
+			}
+			// An ask for no plugin is refused as it is read: its reply
+			// says that every frame before it has been handled.
+			b.Frames = append(b.Frames, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 1, Plugin: 99})
+			if err := h.stream.Send(b); err != nil {
+				t.Fatal(err)
+			}
+			for replied := false; !replied; {
+				r, err := h.stream.Recv()
+				if err != nil {
+					t.Fatalf("waiting for the reply to the last frame: %v", err)
+				}
+				for _, f := range r.Frames {
+					replied = replied || (f.Kind == wire.Kind_KIND_REPLY && f.Call == 1)
+				}
+			}
+			got := strings.Count(logs.String(), tt.want)
+			if got == 0 || got > rpc.LogBurst {
+				t.Errorf("got %d lines %q for %d such frames, want 1 to %d", got, tt.want, frames, rpc.LogBurst)
+			}
+			if !strings.Contains(logs.String(), "are held back") {
+				t.Errorf("the log does not say that lines are held back:\n%.2000s", logs.String())
+			}
+		})
+	}
+}

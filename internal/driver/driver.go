@@ -206,6 +206,10 @@ type execState struct {
 
 	asks atomic.Int64 // asks received and not yet answered
 
+	// frameWarnings bounds the lines logged about frames it should not
+	// have sent (see warnFrame).
+	frameWarnings rpc.LogBudget
+
 	// Guarded by scheduler.mu.
 	slots   int
 	running map[uint64]*attempt
@@ -757,7 +761,7 @@ func (d *Driver) executorMetrics(es *execState, m *wire.Metrics) {
 	}
 	fams, err := metrics.Decode(m)
 	if err != nil { // the families that were valid are kept
-		d.log.Warn("dropped invalid executor metrics", "executor", es.info.ID, "err", err)
+		d.warnFrame(es, "dropped invalid executor metrics", "err", err)
 	}
 	// An executor speaks for itself only: its series carry its own ID.
 	metrics.SetLabel(fams, "executor", es.info.ID)
@@ -1106,13 +1110,13 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			// set. Taken before, it would make the executor's loss a
 			// release: its attempts not counted, its process deemed
 			// to have exited as told.
-			d.log.Warn("dropped a STOPPED before any STOP", "executor", es.info.ID)
+			d.warnFrame(es, "dropped a STOPPED before any STOP")
 			return
 		}
 		d.executorMetrics(es, f.Metrics)
 		select {
 		case <-es.stopped: // a second STOPPED (only this goroutine closes it)
-			d.log.Warn("dropped a repeated STOPPED", "executor", es.info.ID)
+			d.warnFrame(es, "dropped a repeated STOPPED")
 		default:
 			if f.Code != 0 {
 				es.stopErr = rpc.WireError(f.Code, f.Error)
@@ -1123,8 +1127,17 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			}
 		}
 	default:
-		d.log.Warn("dropped unexpected frame", "executor", es.info.ID, "kind", f.Kind)
+		d.warnFrame(es, "dropped unexpected frame", "kind", f.Kind)
 	}
+}
+
+// warnFrame logs msg, about a frame es should not have sent, within es's
+// budget: an executor repeats such a frame as often as it likes, up to
+// 65,536 in one batch, and each made a line (an authenticated executor's
+// batch of 30,000 unexpected frames, 120 KB, logged 3 MB).
+func (d *Driver) warnFrame(es *execState, msg string, args ...any) {
+	es.frameWarnings.Log(d.log, slog.LevelWarn, "warnings about the frames of executor "+es.info.ID, msg,
+		func() []any { return append([]any{"executor", es.info.ID}, args...) })
 }
 
 func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
@@ -1142,7 +1155,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 	}
 	if problem != "" {
 		if !rpc.Refuse(c, f, code, problem) {
-			d.log.Warn("dropped message", "executor", es.info.ID, "reason", problem, "type", f.Type)
+			d.warnFrame(es, "dropped message", "reason", problem, "type", f.Type)
 			d.builtin.Dropped.WithLabelValues("driver", "", "no_such_plugin").Inc()
 		}
 		return
@@ -1194,7 +1207,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 	}
 	d.mu.Unlock()
 	if again {
-		d.log.Warn("dropped a repeated READY", "executor", es.info.ID)
+		d.warnFrame(es, "dropped a repeated READY")
 		return
 	}
 	if f.Code != 0 {
