@@ -25,9 +25,11 @@ import (
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -825,5 +827,57 @@ func TestFrameWarningsBounded(t *testing.T) {
 				t.Errorf("the log does not say that lines are held back:\n%.2000s", logs.String())
 			}
 		})
+	}
+}
+
+// A connection holds one handshake at a time: while a stream waits for
+// its HELLO, gRPC lets the peer send up to the message limit on it, and a
+// peer without the secret held four such HELLOs in the driver's memory on
+// each connection, one per stream allowed (100 connections of four
+// streams of 4 MiB held 1.6 GiB for the handshake timeout). Another
+// stream is refused at once; the first one's handshake goes on.
+func TestOneHandshakePerConnection(t *testing.T) {
+	const secret = "right secret"
+	d := standalone(t, ember.Config{Secret: secret, BuildID: "test"})
+	cc, err := grpc.NewClient(d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := wire.NewEmberClient(cc)
+	first, err := client.Connect(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := first.Recv() // CHALLENGE: its handshake has begun
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := client.Connect(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a second stream in its handshake on the connection: got %v, want ResourceExhausted", err)
+	}
+	nonce := auth.Nonce()
+	hello := &wire.Hello{
+		ProtocolVersion: wire.ProtocolVersion,
+		BuildId:         "test",
+		MessageTypes:    codec.Names(),
+		Tasks:           ember.Tasks(),
+		MaxMessageBytes: rpc.DefaultMaxMessageBytes,
+		AuthNonce:       nonce,
+		Auth:            auth.Prove(secret, auth.Executor, b.Frames[0].GetChallenge().GetNonce(), nonce, nil),
+	}
+	if err := first.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: hello}}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := first.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := w.Frames[0].GetWelcome().GetCode(); c != 0 {
+		t.Errorf("the first stream's handshake: got code %d (%s), want it welcomed", c, w.Frames[0].GetWelcome().GetError())
 	}
 }

@@ -38,6 +38,9 @@ type conns struct {
 type entry struct {
 	c     net.Conn
 	timer *time.Timer
+	// handshaking: a stream on it is in its handshake (see
+	// beginHandshake). Guarded by conns.mu.
+	handshaking bool
 }
 
 // newConns keeps lis's connections, closing those that have not
@@ -98,6 +101,35 @@ func (l *conns) authenticated(addr string) {
 		tc.stop()
 		tc.timer = nil
 	}
+}
+
+// beginHandshake claims the handshake of the connection from addr for one
+// stream, and returns the func that releases it. It reports false when
+// another stream on that connection holds it: while a stream waits for
+// its HELLO, gRPC lets the peer send up to the whole message limit on it
+// (MaxMessageBytes + rpc.BatchOverhead), and a peer that has proved
+// nothing held four of them on each connection, one per stream allowed
+// (grpc.MaxConcurrentStreams). An executor opens one stream.
+// Connections Serve did not accept (none, or not TCP) are not limited.
+func (l *conns) beginHandshake(addr string) (end func(), ok bool) {
+	if l == nil {
+		return func() {}, true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tc := l.byKey[addr]
+	if tc == nil {
+		return func() {}, true
+	}
+	if tc.handshaking {
+		return nil, false
+	}
+	tc.handshaking = true
+	return func() {
+		l.mu.Lock()
+		tc.handshaking = false
+		l.mu.Unlock()
+	}, true
 }
 
 // closed reports whether c has been closed.

@@ -835,6 +835,17 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		}}}})
 		return status.Error(codes.Code(code), reason)
 	}
+	d.mu.Lock()
+	conns := d.conns
+	d.mu.Unlock()
+	endHandshake, ok := conns.beginHandshake(peerAddr)
+	if !ok {
+		// Neither logged nor answered: a peer that proves nothing would
+		// have a line for each stream it opens.
+		d.builtin.LimitHits.WithLabelValues("driver", "concurrent_handshakes").Inc()
+		return status.Error(codes.ResourceExhausted, "another stream on this connection is in its handshake")
+	}
+	defer endHandshake()
 	challenge := auth.Nonce()
 	if err := stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_CHALLENGE, Challenge: &wire.Challenge{
 		Nonce: challenge, AuthRequired: d.cfg.Secret != "",
@@ -979,7 +990,6 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		d.mu.Unlock()
 		return refuse(plugin.CodeUnavailable, "shutting down", "the driver is shutting down")
 	}
-	conns := d.conns
 	opts := d.cfg.Conn
 	if conns != nil && opts.Received == nil {
 		// Bytes arriving on the executor's TCP connection are a sign of

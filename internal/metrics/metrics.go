@@ -338,7 +338,7 @@ func CompareIDs(a, b string) int {
 
 // driverLimits are the limits the driver can hit (ember_limit_hits_total
 // with executor="driver").
-var driverLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow", "outstanding_asks", "handshake_timeout", "max_executors"}
+var driverLimits = []string{"message_size", "send_queue", "send_window", "lane_queue", "queue_overflow", "outstanding_asks", "handshake_timeout", "max_executors", "concurrent_handshakes"}
 
 // executorLimits are the limits an executor can hit (its own
 // ember_limit_hits_total, shipped to the driver).
@@ -384,7 +384,7 @@ func zeroLimits(merged map[string]*dto.MetricFamily, from map[string]string, id 
 // The family of limits hit, on the driver and on executors.
 const (
 	limitHitsName = "ember_limit_hits_total"
-	limitHitsHelp = "Times a limit was hit (message_size, outstanding_asks, send_queue, send_window, lane_queue, queue_overflow, handshake_timeout, max_executors), by executor."
+	limitHitsHelp = "Times a limit was hit (message_size, outstanding_asks, send_queue, send_window, lane_queue, queue_overflow, handshake_timeout, max_executors, concurrent_handshakes), by executor."
 )
 
 // NewLimitHits returns the counter of limits hit, labelled by limit and
