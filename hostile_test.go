@@ -881,3 +881,32 @@ func TestOneHandshakePerConnection(t *testing.T) {
 		t.Errorf("the first stream's handshake: got code %d (%s), want it welcomed", c, w.Frames[0].GetWelcome().GetError())
 	}
 }
+
+// Peers that fail the handshake before proving the secret are logged
+// within a budget, as failed TLS handshakes are: such a peer can open
+// connection after connection, and each used to make a WARN line.
+func TestPreAuthWarningsBounded(t *testing.T) {
+	const attempts = 3 * rpc.LogBurst
+	var logs logtest.Buffer
+	d := standalone(t, ember.Config{Secret: "right secret", BuildID: "test", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	for range attempts {
+		h := dialHostile(t, d.Addr(), "", false)
+		if _, err := h.stream.Recv(); err != nil { // CHALLENGE
+			t.Fatal(err)
+		}
+		if err := h.stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HELLO, Hello: &wire.Hello{ProtocolVersion: wire.ProtocolVersion}}}}); err != nil {
+			t.Fatal(err)
+		}
+		w, err := h.stream.Recv() // logged before the refusal is sent
+		if err != nil || w.Frames[0].GetWelcome().GetCode() != uint32(plugin.CodeUnauthenticated) {
+			t.Fatalf("got %v, %v; want an Unauthenticated WELCOME", w, err)
+		}
+		h.cc.Close()
+	}
+	if got := strings.Count(logs.String(), "refused executor: authentication failed"); got == 0 || got > rpc.LogBurst {
+		t.Errorf("got %d lines for %d refused peers, want 1 to %d", got, attempts, rpc.LogBurst)
+	}
+	if !strings.Contains(logs.String(), "are held back") {
+		t.Errorf("the log does not say that lines are held back:\n%.2000s", logs.String())
+	}
+}

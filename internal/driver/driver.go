@@ -145,6 +145,10 @@ type Driver struct {
 	readies int // executors that became ready (see Readies)
 	lis     net.Listener
 	conns   *conns // lis, keeping its connections (see hangUp)
+
+	// preAuthWarnings bounds the lines logged about peers that failed
+	// the handshake before proving the secret (see warnPreAuth).
+	preAuthWarnings rpc.LogBudget
 }
 
 // markHandlers sets es.handlers from es.ctx and es.askCtx.
@@ -863,7 +867,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 			// still connecting.
 			d.log.Debug("executor handshake ended: the driver is shutting down", "peer", peerAddr, "err", err)
 		} else {
-			d.log.Warn("executor handshake failed", "peer", peerAddr, "err", err)
+			d.warnPreAuth("executor handshake failed", "peer", peerAddr, "err", err)
 		}
 		d.drop(peerAddr) // it sent no HELLO: nothing to tell it
 		return err
@@ -873,7 +877,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		if len(hello.Auth) == 0 {
 			reason = "no proof"
 		}
-		d.log.Warn("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
+		d.warnPreAuth("refused executor: authentication failed", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "reason", reason)
 		d.builtin.AuthFailures.WithLabelValues(reason).Inc() // after the line, as for TLS
 		d.mu.Lock()
 		d.refusedLocked(fmt.Errorf("executor at %s (host %s, pid %d) refused: authentication failed (%s)", peerAddr, hello.Hostname, hello.Pid, reason))
@@ -1031,6 +1035,15 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 		return status.Error(codes.Unavailable, "the driver dropped this executor: "+why)
 	}
 	return nil
+}
+
+// warnPreAuth logs msg, about a peer that failed the handshake before it
+// proved the secret, within the driver's budget, as failed TLS handshakes
+// are: such a peer can open connection after connection, and each made a
+// line (ember_auth_failures_total and the handshake_timeout limit count
+// every one).
+func (d *Driver) warnPreAuth(msg string, args ...any) {
+	d.preAuthWarnings.Log(d.log, slog.LevelWarn, "warnings of failed handshakes", msg, func() []any { return args })
 }
 
 // testHookConnect, when set by a test, is called as a connecting executor
