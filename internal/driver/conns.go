@@ -104,7 +104,7 @@ func (l *conns) authenticated(addr string) {
 }
 
 // beginHandshake claims the handshake of the connection from addr for one
-// stream, and returns the func that releases it. It reports false when
+// stream, and returns the func that releases it (the first call only). It reports false when
 // another stream on that connection holds it: while a stream waits for
 // its HELLO, gRPC lets the peer send up to the whole message limit on it
 // (MaxMessageBytes + rpc.BatchOverhead), and a peer that has proved
@@ -125,10 +125,14 @@ func (l *conns) beginHandshake(addr string) (end func(), ok bool) {
 		return nil, false
 	}
 	tc.handshaking = true
+	ended := false
 	return func() {
 		l.mu.Lock()
-		tc.handshaking = false
-		l.mu.Unlock()
+		defer l.mu.Unlock()
+		if !ended { // once: a later stream's claim is not this one's
+			ended = true
+			tc.handshaking = false
+		}
 	}, true
 }
 

@@ -1010,6 +1010,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	es.conn = c
 	d.mu.Unlock()
 	conns.authenticated(peerAddr) // exempt from preAuthLimit
+	endHandshake()                // its handshake is over
 	d.log.Debug("executor connected", "executor", id, "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid)
 	if hook := testHookConnect.Load(); hook != nil {
 		(*hook)("published", es)
