@@ -157,6 +157,41 @@ func TestLocalClusterReplacesALostExecutor(t *testing.T) {
 	}
 }
 
+// A local-cluster executor process frozen (SIGSTOP, or a runtime stuck)
+// past the heartbeat timeout is lost, and killed, so that it is replaced:
+// the driver waited for the process to exit before replacing it, and a
+// frozen one never does, so the cluster ran one executor short for as
+// long as it stayed frozen.
+func TestLocalClusterReplacesAFrozenExecutor(t *testing.T) {
+	var m membership
+	var logs logtest.Buffer
+	cfg := m.localCluster(t, &logs, nil)
+	cfg.HeartbeatInterval, cfg.HeartbeatTimeout = 100*time.Millisecond, time.Second
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	frozen := c.Driver.Executors()[0]
+	if err := syscall.Kill(frozen.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Without the fix the process stays frozen: let it go at the end.
+	t.Cleanup(func() { _ = syscall.Kill(frozen.PID, syscall.SIGCONT) })
+	embertest.WaitFor(t, "a replacement of the frozen executor", func() bool {
+		execs := c.Driver.Executors()
+		return len(execs) == 1 && execs[0].ID != frozen.ID
+	})
+	embertest.WaitFor(t, "the frozen executor's process to end", func() bool {
+		return syscall.Kill(frozen.PID, 0) != nil
+	})
+	if lost, _ := value(scrape(t, c.Driver.MetricsURL()), "ember_executors_lost_total", nil); lost != 1 {
+		t.Errorf("ember_executors_lost_total: got %v, want 1", lost)
+	}
+	if s := logs.String(); !strings.Contains(s, `msg="replacing a lost executor" executor=`+frozen.ID+" pid=") {
+		t.Errorf("the driver did not log the replacement of executor %s; the log:\n%s", frozen.ID, s)
+	}
+}
+
 // Replacements that fail before they are ready (here every executor's
 // Init fails once a file exists: a broken deployment) are given up after
 // ember.executor.maxRetries in a row. A job waiting for an executor then

@@ -176,6 +176,19 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err != nil {
 		return err
 	}
+	var procs *launch.Processes // local-cluster's executor processes
+	var lost func(pid int)
+	if master.Kind == "local-cluster" {
+		procs = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr, Secret: secret}
+		if cfg.ExecutorArgs == nil {
+			procs.Args = os.Args[1:]
+		}
+		// An executor the driver lost (silent past the heartbeat
+		// timeout: a frozen process) is killed, so that it is replaced;
+		// it held its place until it exited, which a frozen process
+		// never does.
+		lost = procs.Kill
+	}
 	appID := newAppID()
 	d, err := driver.New(driver.Config{
 		AppID:              appID,
@@ -198,6 +211,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		LaneLimit:          cfg.LaneQueue,
 		Local:              master.Kind != "standalone",
 		NoReplacements:     master.Kind != "standalone" && !replaces,
+		Lost:               lost,
 	})
 	if err != nil {
 		return err
@@ -258,10 +272,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			return executor.Run(ctx, ecfg)
 		}}
 	case "local-cluster":
-		l = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr, Secret: secret}
-		if cfg.ExecutorArgs == nil {
-			l.(*launch.Processes).Args = os.Args[1:]
-		}
+		l = procs
 	case "standalone":
 		// How to start an executor: this program, with the arguments it
 		// was given (the executor must build the same Config), which are

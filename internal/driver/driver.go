@@ -79,6 +79,11 @@ type Config struct {
 	// no executor is left, instead of waiting for one to join.
 	// EndReplacements says so later.
 	NoReplacements bool
+	// Lost, if set, is called with the PID an executor reported when the
+	// driver loses it outside shutdown (not released, not stopping on its
+	// own): a local-cluster kills that process, if it is one of its own,
+	// so that one still running (frozen, say) is replaced.
+	Lost func(pid int)
 	// NoExecutorsWarning is how often a job left with no executor
 	// (standalone, or a local-cluster replacing its executors) says so in
 	// the log (default 15s).
@@ -1411,6 +1416,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		d.log.Error("executor lost during shutdown: what its plugins send as they shut down may be missing", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	default:
 		d.log.Error("executor lost", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
+		if d.cfg.Lost != nil {
+			d.cfg.Lost(es.info.PID)
+		}
 	}
 	if wasReady {
 		d.sched.removeExecutor(es, reason)

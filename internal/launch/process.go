@@ -189,6 +189,22 @@ func (p *Processes) KillUnreleased(released func(pid int) bool) {
 	}
 }
 
+// Kill kills, with its process group, the executor process pid if it is
+// one of those Processes started and it is still running: the driver
+// lost it (silent past the heartbeat timeout: frozen, say, or its
+// runtime stuck), and it would otherwise hold its place until it exits,
+// which a frozen process never does, instead of being replaced. Any
+// other pid is left alone.
+func (p *Processes) Kill(pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.cmds {
+		if c.Process.Pid == pid {
+			killGroup(c.Process)
+		}
+	}
+}
+
 // cleanEnv drops Ember's role variables so a child never inherits a stale
 // one.
 func cleanEnv(env []string) []string {
