@@ -117,7 +117,9 @@ type ExecutorPlugin interface {
 	// replaces it, up to ember.ConfExecutorMaxRetries times in a row.
 	// pc stays valid until Shutdown returns. ctx
 	// ends when the executor's Run ctx does, when the driver goes away or
-	// tells the executor to stop during Init (return when it ends), and
+	// tells the executor to stop during Init (return when it ends: an
+	// Init that has not returned a second later is abandoned, still
+	// running, and fails, so that the executor can go), and
 	// once Init returns: it is for Init's own work, not for goroutines that
 	// outlive it (stop those in Shutdown).
 	Init(ctx context.Context, pc ExecutorContext, extraConf map[string]string) error

@@ -929,6 +929,10 @@ func (x *Executor) ready() *wire.Ready {
 	return r
 }
 
+// initGrace is how long an executor plugin's Init may take to return
+// once its ctx has ended before it is abandoned, as a driver plugin's is.
+const initGrace = time.Second
+
 func (x *Executor) init(ctx context.Context) error {
 	res, err := discoverResources(ctx, x.conf)
 	if err != nil {
@@ -946,8 +950,12 @@ func (x *Executor) init(ctx context.Context) error {
 			continue
 		}
 		ictx, cancel := context.WithCancel(ctx) // this Init's own: it ends as Init returns
-		_, err := rpc.Call(x.log, e.name, "Init", func() (struct{}, error) {
-			return struct{}{}, e.ep.Init(ictx, e, e.extraConf)
+		// An Init that ignores its ctx is abandoned, still running, a
+		// grace after it ends (the driver gone, a release, Run's ctx):
+		// waited for, it kept alive an executor nobody waited for, its
+		// driver dead, for ever.
+		err := rpc.CallWithin(ictx, initGrace, x.log, e.name, "Init", func(ctx context.Context) error {
+			return e.ep.Init(ctx, e, e.extraConf)
 		})
 		cancel()
 		if err != nil {

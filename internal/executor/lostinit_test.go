@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -12,20 +13,40 @@ import (
 // An executor whose driver goes away while its plugins' Init waits on its
 // ctx has lost its driver: Run's error wraps ErrDriverLost, as Run's doc
 // says, and as it does once the executor is ready. It used to be Init's
-// ctx error alone, read as a plugin that failed to initialise.
+// ctx error alone, read as a plugin that failed to initialise. An Init
+// that ignores its ctx is abandoned a grace later, and Run returns all
+// the same: it used to wait for that Init for ever, and a standalone
+// executor outlived its driver, silent.
 func TestDriverLostDuringInit(t *testing.T) {
-	initing := make(chan struct{})
-	p := testPlugin{name: "p", ep: &funcExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
-		close(initing)
-		<-ctx.Done()
-		return ctx.Err()
-	}}}
-	d := newFakeDriver(t, []string{"p"}, 0)
-	runErr := d.run(p, nil)
-	<-initing
-	d.closeConn(errors.New("driver gone"))
-	if err := <-runErr; !errors.Is(err, ErrDriverLost) {
-		t.Errorf("Run: got %v, want an error wrapping ErrDriverLost", err)
+	unblock := make(chan struct{})
+	t.Cleanup(func() { close(unblock) })
+	tests := []struct {
+		name string
+		init func(ctx context.Context) error
+	}{
+		{"Init returns its ctx's error", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }},
+		{"Init ignores its ctx", func(context.Context) error { <-unblock; return nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			initing := make(chan struct{})
+			p := testPlugin{name: "p", ep: &funcExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+				close(initing)
+				return tt.init(ctx)
+			}}}
+			d := newFakeDriver(t, []string{"p"}, 0)
+			runErr := d.run(p, nil)
+			<-initing
+			d.closeConn(errors.New("driver gone"))
+			select {
+			case err := <-runErr:
+				if !errors.Is(err, ErrDriverLost) {
+					t.Errorf("Run: got %v, want an error wrapping ErrDriverLost", err)
+				}
+			case <-time.After(10 * initGrace):
+				t.Fatalf("Run did not return within %v of losing its driver during Init", 10*initGrace)
+			}
+		})
 	}
 }
 

@@ -14,13 +14,18 @@ import (
 // failed READY, which the driver logged as an executor that failed to
 // initialise, and Run failed with Init's ctx error: the process exited 1,
 // and a supervisor restarted it.
+// An Init that ignores its ctx is abandoned a grace after its ctx ends,
+// and the release goes on: it waited for that Init for ever.
 func TestStopDuringInitIsARelease(t *testing.T) {
+	unblock := make(chan struct{})
+	t.Cleanup(func() { close(unblock) })
 	tests := []struct {
 		name string
 		init func(ctx context.Context) error
 	}{
 		{"Init returns its ctx's error", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }},
 		{"Init returns nil", func(ctx context.Context) error { <-ctx.Done(); return nil }},
+		{"Init ignores its ctx", func(context.Context) error { <-unblock; return nil }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
