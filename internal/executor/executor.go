@@ -28,6 +28,7 @@ import (
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -99,6 +100,24 @@ type Config struct {
 	// with the driver's. A driver's own executors are announced by the
 	// driver.
 	Announce bool
+}
+
+// connectParams are how the executor retries a driver it cannot reach
+// yet: at most a second apart, so that one started before its driver
+// joins within about a second of the driver coming up. gRPC's default
+// backoff grows to two minutes: an executor started half a minute before
+// its driver joined it about fifteen seconds after the driver was up, and
+// one started a minute before gave up at ConnectTimeout without trying
+// again, the driver up for a quarter of a minute. The connect timeout is
+// gRPC's default.
+var connectParams = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  100 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   time.Second,
+	},
+	MinConnectTimeout: 20 * time.Second,
 }
 
 // ErrDriverLost is wrapped by Run's error when the driver went away
@@ -203,6 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// The driver sends no metadata; an impostor's, before it has
 		// proved anything, is bounded (see rpc.MaxHeaderListSize).
 		grpc.WithMaxHeaderListSize(rpc.MaxHeaderListSize),
+		grpc.WithConnectParams(connectParams),
 	}, cfg.DialOptions...)
 	cc, err := grpc.NewClient(cfg.DriverAddr, opts...)
 	if err != nil {
