@@ -507,6 +507,11 @@ func Run(ctx context.Context, cfg Config) error {
 		why := "lost its driver"
 		if stopped != nil {
 			why = "is stopping"
+		} else {
+			// Said now: the shutdown may take up to ShutdownTimeout
+			// (a Receive or task slow to return), and the executor
+			// was silent meanwhile.
+			x.log.Warn("lost the driver: stopping the plugins and tasks", "err", x.conn.Err(), "within", x.cfg.ShutdownTimeout)
 		}
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, endHandlers(why)) // logged
 		if stopped != nil {

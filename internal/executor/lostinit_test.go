@@ -3,9 +3,12 @@ package executor
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 )
@@ -61,5 +64,27 @@ func TestDriverLostAfterReady(t *testing.T) {
 	err := <-runErr
 	if !errors.Is(err, ErrDriverLost) || plugin.CodeOf(err) != plugin.CodeUnavailable {
 		t.Errorf("Run: got %v (code %v), want an error wrapping ErrDriverLost, with code unavailable", err, plugin.CodeOf(err))
+	}
+}
+
+// A driver lost once the executor is ready is said at once, before the
+// plugins and tasks are shut down: that may take up to ShutdownTimeout (a
+// Receive slow to return), and the executor said nothing meanwhile.
+func TestDriverLostIsSaidAtOnce(t *testing.T) {
+	var logs logtest.Buffer
+	said := make(chan bool, 1)
+	ep := &funcExecutor{ShutdownF: func(context.Context) error {
+		said <- strings.Contains(logs.String(), `level=WARN msg="lost the driver: stopping the plugins and tasks"`)
+		return nil
+	}}
+	d := newFakeDriver(t, []string{"p"}, 0)
+	runErr := d.runWith(testPlugin{name: "p", ep: ep}, func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	d.waitFor(wire.Kind_KIND_READY, 0)
+	d.closeConn(errors.New("driver gone"))
+	if err := <-runErr; !errors.Is(err, ErrDriverLost) {
+		t.Fatalf("Run: got %v, want an error wrapping ErrDriverLost", err)
+	}
+	if !<-said {
+		t.Errorf("the plugins shut down before the executor said it lost its driver; the log:\n%s", logs.String())
 	}
 }
