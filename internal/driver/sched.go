@@ -154,6 +154,10 @@ type scheduler struct {
 	nextRun          uint64
 	nextJob          int
 	execs            []*execState // ready executors, in arrival order
+	// noneSince is when the last ready executor left (zero before any
+	// did): a job's warning that it waits for executors counts from it,
+	// or from the job's start if that was later.
+	noneSince time.Time
 }
 
 // RunJob runs task on every input and returns the outputs in input order.
@@ -267,20 +271,21 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 			s.send(sends)
 			<-j.done
 			ended = true
-		case <-warn:
+		case now := <-warn:
 			s.mu.Lock()
 			none := len(s.execs) == 0
+			waited := waitedForExecutors(start, s.noneSince, now)
 			s.mu.Unlock()
 			if !none {
 				continue
 			}
 			if d.cfg.Local {
 				d.log.Warn("job waiting for executors: none is ready (replacements of the lost ones are starting; give Map a ctx with a deadline to bound the wait)",
-					"job", j.id, "task", task, "waited", time.Since(start).Round(time.Second))
+					"job", j.id, "task", task, "waited", waited)
 				continue
 			}
 			d.log.Warn("job waiting for executors: none is connected (start some with the command logged at start-up, or give Map a ctx with a deadline)",
-				"job", j.id, "task", task, "waited", time.Since(start).Round(time.Second), "driver", d.Addr())
+				"job", j.id, "task", task, "waited", waited, "driver", d.Addr())
 		}
 	}
 	if j.err != nil {
@@ -585,6 +590,18 @@ func (s *scheduler) addExecutor(e *execState, slots int) {
 	s.send(out)
 }
 
+// waitedForExecutors is how long, at now, a job started at start has
+// waited with no executor, the last having left at noneSince (zero if none
+// has): since the later of the two, to the second. The job's age alone
+// said a job that had run for minutes before its executors were lost had
+// waited minutes.
+func waitedForExecutors(start, noneSince, now time.Time) time.Duration {
+	if noneSince.After(start) {
+		start = noneSince
+	}
+	return now.Sub(start).Round(time.Second)
+}
+
 // removeExecutor reschedules the attempts running on an executor that
 // has gone: lost with cause, or released (cause nil). An attempt lost with
 // its executor counts as one of its task's failures, as in Spark: the task
@@ -597,6 +614,9 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 	for i, x := range s.execs {
 		if x == e {
 			s.execs = append(s.execs[:i], s.execs[i+1:]...)
+			if len(s.execs) == 0 {
+				s.noneSince = time.Now()
+			}
 			break
 		}
 	}

@@ -705,3 +705,43 @@ func TestJobWaitsForAReplacementUntilReplacementsEnd(t *testing.T) {
 		t.Errorf("job started after: got %v, want Unavailable saying why", err)
 	}
 }
+
+// A job's warning that it waits for executors counts from when the last
+// one left, not from the job's start: a job that had run for minutes
+// before its executors were lost said it had waited minutes.
+func TestWaitedForExecutors(t *testing.T) {
+	t0 := time.Unix(1e9, 0)
+	tests := []struct {
+		name             string
+		start, noneSince time.Time
+		now              time.Time
+		want             time.Duration
+	}{
+		{"none ever joined", t0, time.Time{}, t0.Add(15 * time.Second), 15 * time.Second},
+		{"the last left before the job started", t0, t0.Add(-time.Minute), t0.Add(15 * time.Second), 15 * time.Second},
+		{"the last left while the job ran", t0, t0.Add(5 * time.Minute), t0.Add(5*time.Minute + 2*time.Second), 2 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := waitedForExecutors(tt.start, tt.noneSince, tt.now); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	// The scheduler notes when its last executor leaves.
+	d, err := New(Config{Logger: slog.New(slog.DiscardHandler), Tasks: []string{"t"}, Local: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, job := jobOnOneExecutor(t, d)
+	before := time.Now()
+	d.sched.removeExecutor(es, plugin.Errorf(plugin.CodeUnavailable, "signal: killed"))
+	d.sched.mu.Lock()
+	noneSince := d.sched.noneSince
+	d.sched.mu.Unlock()
+	if noneSince.Before(before) {
+		t.Errorf("noneSince after the last executor left: got %v, want %v or later", noneSince, before)
+	}
+	d.EndReplacements("test over")
+	if err := waitJob(t, job); err == nil {
+		t.Error("RunJob with no executors left: got nil, want an error")
+	}
+}
