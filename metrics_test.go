@@ -728,3 +728,26 @@ func TestStandaloneStartLineNamesTheMetricsURL(t *testing.T) {
 	}
 	t.Errorf("no start line in the driver's log:\n%s", buf.String())
 }
+
+// An executor refused for a handshake mismatch (another build, a plugin
+// missing) is counted in ember_handshake_mismatches_total, served at 0
+// from the start: it was in the logs alone, where a wrong secret is
+// counted too.
+func TestHandshakeMismatchesCounted(t *testing.T) {
+	const secret = "mismatch secret"
+	d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{named("wanted")}})
+	mismatches := func() float64 {
+		v, ok := value(scrape(t, d.MetricsURL()), "ember_handshake_mismatches_total", nil)
+		if !ok {
+			t.Fatal("no ember_handshake_mismatches_total series")
+		}
+		return v
+	}
+	if got := mismatches(); got != 0 {
+		t.Fatalf("ember_handshake_mismatches_total at start: got %v, want 0", got)
+	}
+	if err := joinErr(t, d.Addr(), secret); plugin.CodeOf(err) != plugin.CodeInvalidArgument {
+		t.Fatalf("executor without the plugin: got %v, want refused with InvalidArgument", err)
+	}
+	embertest.WaitFor(t, "ember_handshake_mismatches_total at 1", func() bool { return mismatches() == 1 })
+}

@@ -904,6 +904,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	if msg := checkHello(hello, want, d.cfg.TaskSites); msg != "" {
 		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
 		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
+		d.builtin.Mismatches.Inc() // after the line, as for authentication
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
 		d.mu.Lock()
 		if p := d.processLocked(int(hello.Pid)); p != nil {

@@ -455,6 +455,7 @@ type Builtin struct {
 	ExecutorsAlive prometheus.Gauge
 	ExecutorsLost  prometheus.Counter
 	AuthFailures   *prometheus.CounterVec // reason
+	Mismatches     prometheus.Counter
 	LimitHits      *prometheus.CounterVec // executor ("driver"), limit
 	LaneStalled    *prometheus.GaugeVec   // executor ("driver"), plugin
 }
@@ -492,6 +493,10 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_auth_failures_total",
 			Help: "Executors refused because they could not prove the application secret (reason wrong proof, no proof), and connections whose TLS handshake failed (reason tls).",
 		}, []string{"reason"}),
+		Mismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ember_handshake_mismatches_total",
+			Help: "Executors refused at the handshake because they do not match the driver: another build, protocol, plugin list, message types, tasks or message limit.",
+		}),
 		LimitHits:   NewLimitHits(nil),
 		LaneStalled: NewLaneStalled(nil),
 	}
@@ -503,7 +508,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	for _, limit := range driverLimits {
 		b.LimitHits.WithLabelValues("driver", limit)
 	}
-	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.LimitHits, b.LaneStalled)
+	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.Mismatches, b.LimitHits, b.LaneStalled)
 	return b
 }
 
