@@ -910,3 +910,23 @@ func TestPreAuthWarningsBounded(t *testing.T) {
 		t.Errorf("the log does not say that lines are held back:\n%.2000s", logs.String())
 	}
 }
+
+// The claim on a connection's handshake ends once its executor has
+// joined: a later stream on that connection gets its CHALLENGE (it is
+// then authenticated or refused on its own), not ResourceExhausted.
+func TestHandshakeClaimEndsWithTheJoin(t *testing.T) {
+	const secret = "right secret"
+	d := standalone(t, ember.Config{Secret: secret, BuildID: "test", Plugins: []plugin.Plugin{fakePlugin{name: "honest"}}})
+	h := dialHostile(t, d.Addr(), secret, true) // joined
+	second, err := wire.NewEmberClient(h.cc).Connect(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := second.Recv()
+	if err != nil {
+		t.Fatalf("a second stream once the first has joined: got %v, want its CHALLENGE", err)
+	}
+	if b.Frames[0].GetChallenge() == nil {
+		t.Errorf("a second stream once the first has joined: got %v, want a CHALLENGE", b.Frames[0].Kind)
+	}
+}
