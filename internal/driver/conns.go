@@ -104,13 +104,15 @@ func (l *conns) authenticated(addr string) {
 }
 
 // beginHandshake claims the handshake of the connection from addr for one
-// stream, and returns the func that releases it (the first call only). It reports false when
-// another stream on that connection holds it: while a stream waits for
-// its HELLO, gRPC lets the peer send up to the whole message limit on it
-// (MaxMessageBytes + rpc.BatchOverhead), and a peer that has proved
-// nothing held four of them on each connection, one per stream allowed
-// (grpc.MaxConcurrentStreams). An executor opens one stream.
-// Connections Serve did not accept (none, or not TCP) are not limited.
+// stream, and returns the func that releases it (its first call only; the
+// driver calls it once the executor has joined, and as the stream ends).
+// It reports false when another stream on that connection holds it: while
+// a stream waits for its HELLO, gRPC lets the peer send up to the whole
+// message limit on it (MaxMessageBytes + rpc.BatchOverhead), and a peer
+// that has proved nothing held four of them on each connection, one per
+// stream allowed (grpc.MaxConcurrentStreams). An executor opens one
+// stream. Connections Serve did not accept (none, or not TCP) are not
+// limited.
 func (l *conns) beginHandshake(addr string) (end func(), ok bool) {
 	if l == nil {
 		return func() {}, true

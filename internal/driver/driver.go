@@ -314,8 +314,6 @@ func New(cfg Config) (*Driver, error) {
 				Help:        "Messages queued or running in a driver plugin's dispatch lane.",
 				ConstLabels: prometheus.Labels{"plugin": e.name},
 			}, func() float64 { return float64(lane.Len()) }))
-		}
-		if e.lane != nil {
 			d.builtin.LaneStalled.WithLabelValues("driver", e.name) // served at 0 from the start
 		}
 		e.handlerSeconds = d.builtin.HandlerSeconds.WithLabelValues(e.name)
