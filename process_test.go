@@ -899,3 +899,71 @@ func TestFrozenExecutorSaysWhyItWasDropped(t *testing.T) {
 		t.Errorf("the executor's log does not say %q:\n%s", want, b)
 	}
 }
+
+// secondRunLine is what a second ember.Run in an executor process logs.
+const secondRunLine = "ember.Run called again in an executor process"
+
+// Two local-cluster applications run at once in one process, as a service
+// running two might. Each executor process runs the program again, and its
+// first ember.Run becomes the executor; a second one there must neither run
+// a driver nor return. It used to find EMBER_DRIVER gone (the executor
+// unsets it) and start a driver of its own: the driver function ran in an
+// executor process, whose own executors did the same, one level further
+// for as long as the application ran.
+func TestSecondRunInExecutorProcessRunsNoDriver(t *testing.T) {
+	if !isChild() {
+		t.Setenv(dirEnv, t.TempDir()) // local-cluster executors inherit it
+	}
+	dir := os.Getenv(dirEnv)
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet, MetricsAddr: "off"}
+	if isChild() {
+		go runChild(cfg, nil) // the executor: it exits the process
+		embertest.WaitFor(t, "the first ember.Run to become the executor", func() bool {
+			return os.Getenv(ember.EnvDriver) == ""
+		})
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("LOG_%d", os.Getpid())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		second := cfg
+		second.Logger = slog.New(slog.NewTextHandler(f, nil))
+		runChild(second, func(context.Context, *ember.Driver) error {
+			return writeFile(dir, fmt.Sprintf("DRIVER_%d", os.Getpid()), "")
+		})
+	}
+	pids := make(chan int, 2)
+	release := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			errs <- ember.Run(testCtx(t), cfg, func(ctx context.Context, d *ember.Driver) error {
+				pids <- d.Executors()[0].PID
+				select {
+				case <-release:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
+		}()
+	}
+	for range 2 {
+		pid := <-pids
+		embertest.WaitFor(t, fmt.Sprintf("executor process %d to run a driver, or to say its second ember.Run waits", pid), func() bool {
+			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("DRIVER_%d", pid))); err == nil {
+				return true
+			}
+			b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("LOG_%d", pid)))
+			return strings.Contains(string(b), secondRunLine)
+		})
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("DRIVER_%d", pid))); err == nil {
+			t.Errorf("executor process %d ran a driver function: got a driver in an executor process, want its second ember.Run to wait", pid)
+		}
+	}
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("Run: got %v, want nil", err)
+		}
+	}
+}

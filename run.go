@@ -114,7 +114,12 @@ func (d *Driver) WaitExecutors(ctx context.Context, n int) error {
 // not to an address, ExitMisconfigured (78) when it and its driver cannot
 // work together as they are set up). This
 // is the one place Ember ends a process, because returning would run the
-// driver's code on an executor.
+// driver's code on an executor. An executor process serves one
+// application, its first Run's: another Run there (in a program that runs
+// two at once) says so at Info and waits for the process to exit. So a
+// program that runs several local-cluster applications at once gives them
+// the same cfg, or an executor of one may be built with another's cfg,
+// and refused at the handshake.
 //
 // In either process, the tasks and message types registered when Run is
 // called are the application's: from then on NewTask, and RegisterMessage
@@ -123,11 +128,26 @@ func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver
 	// The tasks and message types are now those every process has on its
 	// way here: one registered later would be missing from the executors.
 	sealRegistries(sealedByRun)
-	if addr, ok := os.LookupEnv(EnvDriver); ok {
+	if addr, ok := os.LookupEnv(EnvDriver); ok || executorProcess.Load() {
+		if !executorProcess.CompareAndSwap(false, true) {
+			// Another Run serves as this process's executor (and has
+			// unset EMBER_DRIVER): running a driver here would run fn in
+			// an executor process, and returning would run the caller's
+			// driver code. The executor's Run ends the process.
+			log := cfg.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Info("ember.Run called again in an executor process, which serves the application of its first Run only: this call waits for the process to exit", "app", cfg.AppName)
+			select {}
+		}
 		os.Exit(runExecutorProcess(ctx, cfg, addr))
 	}
 	return runDriver(ctx, cfg, fn)
 }
+
+// executorProcess is set by the Run that serves as this process's executor.
+var executorProcess atomic.Bool
 
 func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver) error) (err error) {
 	master, err := launch.ParseMaster(cfg.Master)
