@@ -967,3 +967,27 @@ func TestSecondRunInExecutorProcessRunsNoDriver(t *testing.T) {
 		}
 	}
 }
+
+// A local-cluster executor runs the program's main up to ember.Run, so a
+// main that blocks before Run (here reading stdin, as a service reading its
+// configuration there would; an executor's stdin is the driver's pipe,
+// which stays open) leaves the driver waiting for executors that never
+// connect. Its start-up error said "0 ready" alone, with nothing pointing
+// at what main does before Run.
+func TestStartUpTimeoutSaysNoExecutorConnected(t *testing.T) {
+	if os.Getenv(ember.EnvDriver) != "" {
+		_, _ = io.Copy(io.Discard, os.Stdin) // until the driver kills it
+		os.Exit(1)
+	}
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet,
+		MetricsAddr: "off", StartTimeout: time.Second}
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+		t.Error("driver function ran without executors")
+		return nil
+	})
+	for _, want := range []string{"Config.StartTimeout", "no executor process connected", "before ember.Run"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want an error containing %q", err, want)
+		}
+	}
+}

@@ -321,8 +321,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		log.Info("driver listening for executors", attrs...)
 	}
 
-	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout,
-		fmt.Errorf("executors not ready within %v (Config.StartTimeout)", cfg.StartTimeout))
+	timedOut := fmt.Errorf("executors not ready within %v (Config.StartTimeout)", cfg.StartTimeout)
+	startCtx, cancelStart := context.WithTimeoutCause(ctx, cfg.StartTimeout, timedOut)
 	defer cancelStart()
 	startCtx, abort := context.WithCancelCause(startCtx)
 	defer abort(nil)
@@ -378,6 +378,12 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	if err := d.WaitStart(startCtx, want); err != nil {
 		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
 			err = fmt.Errorf("%w; %v", cause, err) // the cause, and what the wait saw
+		}
+		if master.Kind == "local-cluster" && context.Cause(startCtx) == timedOut && d.Streams() == 0 {
+			// Its processes run main up to Run: a main that blocks
+			// before it (reading stdin, the driver's pipe, or serving)
+			// never gets there, and nothing else says so.
+			err = fmt.Errorf("%w; no executor process connected: each runs this program's main up to ember.Run, so does main block before ember.Run (reading stdin, which carries the secret, or serving)?", err)
 		}
 		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, rep, cfg, &exits))
 	}

@@ -148,6 +148,7 @@ type Driver struct {
 	// processes, by PID, until their end is reported (see Ended).
 	procs   map[int]*Process
 	readies int // executors that became ready (see Readies)
+	streams int // executor streams opened (see Streams)
 	lis     net.Listener
 	conns   *conns // lis, keeping its connections (see hangUp)
 
@@ -631,6 +632,15 @@ func (d *Driver) Readies() int {
 	return d.readies
 }
 
+// Streams returns how many executor streams have been opened to the
+// driver since it started, whatever became of them: none, on a local
+// master, means that no executor process got as far as connecting.
+func (d *Driver) Streams() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.streams
+}
+
 // Addr is the address executors connect to, once Serve has been called.
 func (d *Driver) Addr() string {
 	d.mu.Lock()
@@ -844,6 +854,7 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	d.mu.Lock()
 	conns := d.conns
+	d.streams++
 	d.mu.Unlock()
 	endHandshake, ok := conns.beginHandshake(peerAddr)
 	if !ok {
