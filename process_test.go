@@ -991,3 +991,52 @@ func TestStartUpTimeoutSaysNoExecutorConnected(t *testing.T) {
 		}
 	}
 }
+
+// slowLine is a slog handler that takes delay to write the line msg: an
+// executor's last words, after its stream has ended.
+type slowLine struct {
+	slog.Handler
+	msg   string
+	delay time.Duration
+}
+
+func (h slowLine) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		time.Sleep(h.delay)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// An executor process that stops on its own (a SIGTERM to every process of
+// the service, as systemd sends by default) and then shuts the driver down
+// exits by itself. The driver, once closed, killed it if it had not
+// exited yet, since it had not released it, and logged at Warn that it
+// "ended" by "signal: killed": at every such stop whose executor took a
+// moment to exit.
+func TestExecutorThatLeftIsNotKilledAtShutdown(t *testing.T) {
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), MetricsAddr: "off"}
+	if isChild() {
+		cfg.Logger = slog.New(slowLine{Handler: slog.NewTextHandler(io.Discard, nil), msg: "executor stopped: its ctx ended", delay: time.Second})
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		_ = ember.Run(ctx, cfg, nil) // exits, as the executor
+		os.Exit(1)
+	}
+	var logs logtest.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	err := ember.Run(testCtx(t), cfg, func(ctx context.Context, d *ember.Driver) error {
+		if err := syscall.Kill(d.Executors()[0].PID, syscall.SIGTERM); err != nil {
+			return err
+		}
+		embertest.WaitFor(t, "the executor to leave", func() bool {
+			return strings.Contains(logs.String(), "executor left: it stopped on its own")
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Run: got %v, want nil", err)
+	}
+	if strings.Contains(logs.String(), "executor ended") {
+		t.Errorf("driver logs: got %q, want no executor ended (it exits by itself once it has left)", logs.String())
+	}
+}

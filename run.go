@@ -414,7 +414,9 @@ func shutdown(d *driver.Driver, l launch.Launcher, rep *replacer, cfg Config, ex
 	exits.releasing()
 	err := d.Close()
 	if k, ok := l.(unreleasedKiller); ok {
-		k.KillUnreleased(d.Released)
+		// One that stopped on its own is exiting as it should: killed,
+		// it was logged as an executor that ended by a signal.
+		k.KillUnreleased(func(pid int) bool { return d.Released(pid) || d.Left(pid) })
 	}
 	if l != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

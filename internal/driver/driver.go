@@ -566,6 +566,9 @@ type Process struct {
 	// stream, and the driver handles it before it ends its side, so it is
 	// known by the time the process has exited.
 	Leaving bool
+	// Left: after LEAVING it ended its stream itself, its stop done, and
+	// its process exits on its own.
+	Left bool
 }
 
 // Ready reports whether its plugins initialised. A replacement that
@@ -621,6 +624,17 @@ func (d *Driver) Released(pid int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.released[pid]
+}
+
+// Left reports whether the executor of process pid, on a local master,
+// stopped on its own and ended its stream cleanly: its process exits by
+// itself, and need not be killed. Meaningful until its end is reported
+// (Ended).
+func (d *Driver) Left(pid int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.procs[pid]
+	return p != nil && p.Left
 }
 
 // Readies returns how many executors have become ready (their plugins
@@ -1359,6 +1373,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	d.mu.Lock()
 	delete(d.execs, es.info.ID)
 	es.lost = reason
+	if left && es.proc != nil {
+		es.proc.Left = true
+	}
 	wasReady := es.ready
 	initFailed := es.initFailed
 	// One that ended its stream itself before READY, without LEAVING,
