@@ -751,3 +751,54 @@ func TestHandshakeMismatchesCounted(t *testing.T) {
 	}
 	embertest.WaitFor(t, "ember_handshake_mismatches_total at 1", func() bool { return mismatches() == 1 })
 }
+
+// A service with a /metrics of its own serves Ember's there: the driver's
+// Gatherer, listed beside the service's registry, gathers Ember's series
+// (executors' included) with the service's, with MetricsAddr "off", and
+// still does once Run has returned.
+func TestDriverGathererBesideAServiceRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	requests := prometheus.NewCounter(prometheus.CounterOpts{Name: "svc_requests_total", Help: "The service's own."})
+	reg.MustRegister(requests)
+	requests.Add(3)
+	gathered := func(t *testing.T, g prometheus.Gatherer) map[string]*dto.MetricFamily {
+		t.Helper()
+		fams, err := g.Gather()
+		if err != nil {
+			t.Fatalf("Gather: %v", err)
+		}
+		byName := map[string]*dto.MetricFamily{}
+		for _, f := range fams {
+			byName[f.GetName()] = f
+		}
+		return byName
+	}
+	var g prometheus.Gatherer
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", MetricsAddr: "off", Logger: quiet,
+		Conf: map[string]string{ember.ConfMetricsInterval: "10ms"}},
+		func(ctx context.Context, d *ember.Driver) error {
+			g = prometheus.Gatherers{reg, d.Gatherer()}
+			embertest.WaitFor(t, "an executor's shipped series among the service's", func() bool {
+				_, ok := value(gathered(t, g), "ember_limit_hits_total", map[string]string{"executor": "1", "limit": "message_size"})
+				return ok
+			})
+			return nil
+		})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	fams := gathered(t, g) // after Run: the last values
+	for _, tt := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"svc_requests_total", nil, 3},
+		{"ember_executors_alive", nil, 0},
+		{"ember_limit_hits_total", map[string]string{"executor": "1", "limit": "message_size"}, 0},
+	} {
+		if got, ok := value(fams, tt.name, tt.labels); !ok || got != tt.want {
+			t.Errorf("%s%v after Run: got %v (present %v), want %v", tt.name, tt.labels, got, ok, tt.want)
+		}
+	}
+}

@@ -63,6 +63,14 @@ type Driver struct {
 // when Config.MetricsAddr is "off".
 func (d *Driver) MetricsURL() string { return d.metricsURL }
 
+// Gatherer returns what the driver's /metrics serves: Ember's own series,
+// the driver plugins', and the latest each executor shipped. A service
+// with a /metrics of its own serves them there by listing it beside its
+// registry (prometheus.Gatherers{reg, d.Gatherer()}), and may set
+// Config.MetricsAddr to "off". It is safe for concurrent use, and may be
+// gathered after Run has returned (the last values, executors' included).
+func (d *Driver) Gatherer() prometheus.Gatherer { return d.d.Gatherer() }
+
 // AppID returns the application ID.
 func (d *Driver) AppID() string { return d.d.AppID() }
 
