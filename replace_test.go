@@ -192,6 +192,31 @@ func TestLocalClusterReplacesAFrozenExecutor(t *testing.T) {
 	}
 }
 
+// An executor that freezes during start-up (here its plugin's Init stops
+// its own process) is lost and killed; start-up fails, and its error says
+// that the driver killed it. It said "signal: killed" alone, the OOM
+// killer's signature.
+func TestStartUpErrorSaysTheDriverKilledAFrozenExecutor(t *testing.T) {
+	p := fakePlugin{name: "freezes", newExecutor: func() plugin.ExecutorPlugin {
+		return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
+			return syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		}}
+	}}
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet, MetricsAddr: "off",
+		Plugins: []plugin.Plugin{p}, HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+		t.Error("the driver function ran, its executor frozen")
+		return nil
+	})
+	const want = "killed by the driver, which had lost it"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: got %v, want an error saying %q", err, want)
+	}
+}
+
 // Replacements that fail before they are ready (here every executor's
 // Init fails once a file exists: a broken deployment) are given up after
 // ember.executor.maxRetries in a row. A job waiting for an executor then

@@ -5,6 +5,7 @@ package launch
 import (
 	"bufio"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"slices"
@@ -130,6 +131,41 @@ func TestStartAgainReportsPIDs(t *testing.T) {
 	}
 	if e := <-exited; e.pid != second {
 		t.Errorf("exited: got pid %d, want %d", e.pid, second)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+}
+
+// Kill kills the executor the driver lost, and that one only, and its
+// exit says who killed it: "signal: killed" alone read as the OOM
+// killer's, in the start-up error of a local-cluster whose executor froze,
+// and in the driver's "executor ended" line.
+func TestKillSaysTheDriverKilledIt(t *testing.T) {
+	p := &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; read eof`}}
+	type exit struct {
+		pid int
+		err error
+	}
+	exited := make(chan exit, 2)
+	report := func(pid int, err error) { exited <- exit{pid, err} }
+	if err := p.Start(context.Background(), 2, "127.0.0.1:1", report); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	lost, other := p.cmds[0].Process.Pid, p.cmds[1].Process.Pid
+	p.mu.Unlock()
+	p.Kill(lost)
+	e := <-exited
+	const note = "killed by the driver, which had lost it"
+	var xe *ExitError
+	if e.pid != lost || !errors.As(e.err, &xe) || !xe.Lost || !strings.Contains(e.err.Error(), note) {
+		t.Errorf("exit of the executor Kill was given: got pid %d, err %v; want pid %d, an ExitError saying %q", e.pid, e.err, lost, note)
+	}
+	p.KillUnreleased(func(int) bool { return false })
+	e = <-exited
+	if e.pid != other || !errors.As(e.err, &xe) || xe.Lost || strings.Contains(e.err.Error(), note) {
+		t.Errorf("exit of an executor killed otherwise: got pid %d, err %v; want pid %d, an ExitError not saying %q", e.pid, e.err, other, note)
 	}
 	if err := p.Wait(context.Background()); err != nil {
 		t.Errorf("Wait: %v", err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,6 +50,9 @@ type Processes struct {
 	// dropped (its PID may be reused), so a local-cluster that replaces
 	// executors for long keeps only the live ones.
 	cmds []*exec.Cmd
+	// killed are the executors Kill killed that have yet to be
+	// reported ended: their ExitError says who killed them.
+	killed map[*exec.Cmd]bool
 }
 
 // Start implements Launcher: exited is given each executor's process ID.
@@ -112,13 +116,19 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			p.mu.Lock()
 			killExitedGroup(cmd.Process.Pid)
 			p.cmds = slices.DeleteFunc(p.cmds, func(c *exec.Cmd) bool { return c == cmd })
+			killed := p.killed[cmd]
+			delete(p.killed, cmd)
 			p.mu.Unlock()
 			if unreaped {
 				err = cmd.Wait()
 			}
 			w.Close()
 			if err != nil {
-				err = &ExitError{PID: cmd.Process.Pid, Err: err}
+				// Ended by a signal (ExitCode -1) after Kill: the kill was
+				// the driver's, not the OOM killer's, say.
+				var ee *exec.ExitError
+				lost := killed && errors.As(err, &ee) && ee.ExitCode() == -1
+				err = &ExitError{PID: cmd.Process.Pid, Err: err, Lost: lost}
 			}
 			exited(cmd.Process.Pid, err)
 		}()
@@ -155,12 +165,19 @@ func execPath(name string) string {
 type ExitError struct {
 	PID int
 	Err error // exec.Cmd.Wait's
+	// Lost: Kill killed it, the driver having lost it (silent past the
+	// heartbeat timeout), and it ended by that signal.
+	Lost bool
 }
 
 // Error names the process by its pid, which the driver's logs give with
 // the executor ID (the launch order, which executor IDs need not follow,
-// would mislead).
+// would mislead), and says when the driver killed it: "signal: killed"
+// alone reads as the OOM killer's.
 func (e *ExitError) Error() string {
+	if e.Lost {
+		return fmt.Sprintf("executor process (pid %d), killed by the driver, which had lost it: %v", e.PID, e.Err)
+	}
 	return fmt.Sprintf("executor process (pid %d): %v", e.PID, e.Err)
 }
 
@@ -194,12 +211,17 @@ func (p *Processes) KillUnreleased(released func(pid int) bool) {
 // lost it (silent past the heartbeat timeout: frozen, say, or its
 // runtime stuck), and it would otherwise hold its place until it exits,
 // which a frozen process never does, instead of being replaced. Any
-// other pid is left alone.
+// other pid is left alone. The process's ExitError then says that the
+// driver killed it (Lost).
 func (p *Processes) Kill(pid int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.cmds {
 		if c.Process.Pid == pid {
+			if p.killed == nil {
+				p.killed = map[*exec.Cmd]bool{}
+			}
+			p.killed[c] = true
 			killGroup(c.Process)
 		}
 	}
