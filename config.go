@@ -190,7 +190,8 @@ const (
 	// moves again): a Go duration, "0" for never. A Receive that blocks (a
 	// long poll, a lock, a call ignoring its ctx) holds the messages behind
 	// it, or with plugin.ConcurrentReceiver, once every call it may run is
-	// blocked, all of them. ember_lane_stalled is 1 meanwhile. Default 15s.
+	// blocked, all of them. ember_lane_stalled is 1 meanwhile. At least
+	// 10ms; default 15s.
 	ConfStallWarning = "ember.lane.stallWarning"
 )
 
@@ -198,6 +199,10 @@ const (
 // and encodes every metric of the executor, and at 1ns an executor spun
 // on it (131% CPU).
 const minMetricsInterval = 10 * time.Millisecond
+
+// minStallWarning bounds ConfStallWarning: each side looks at every
+// plugin's lane, under its lock, every third of it.
+const minStallWarning = 10 * time.Millisecond
 
 // ConfResourceDiscoveryScript returns the configuration key,
 // "ember.executor.resource.<name>.discoveryScript", that names the
@@ -261,8 +266,8 @@ func checkConf(m map[string]string) error {
 	}
 	if d, err := c.Duration(ConfStallWarning, 0); err != nil {
 		errs = append(errs, err)
-	} else if d < 0 {
-		errs = append(errs, fmt.Errorf("conf %s=%v: want 0 (never) or more", ConfStallWarning, d))
+	} else if d < 0 || d > 0 && d < minStallWarning {
+		errs = append(errs, fmt.Errorf("conf %s=%v: want 0 (never) or at least %v", ConfStallWarning, d, minStallWarning))
 	}
 	if v, set := c.Lookup(ConfShowProgress); set {
 		if _, err := strconv.ParseBool(v); err != nil {

@@ -239,7 +239,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		LaneLimit:          cfg.LaneQueue,
 		Local:              master.Kind != "standalone",
 		NoReplacements:     master.Kind != "standalone" && !replaces,
-		Lost:               lost,
+		OnLost:             lost,
 	})
 	if err != nil {
 		return err

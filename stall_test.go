@@ -98,7 +98,8 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 	}
 }
 
-// ember.lane.stallWarning is a duration, 0 (never) or more.
+// ember.lane.stallWarning is a duration, 0 (never) or at least 10ms (each
+// side looks at every lane every third of it).
 func TestStallWarningConf(t *testing.T) {
 	tests := []struct {
 		value, wantErr string
@@ -106,7 +107,9 @@ func TestStallWarningConf(t *testing.T) {
 		{"0", ""},
 		{"2m", ""},
 		{"soon", `conf ember.lane.stallWarning="soon": not a duration`},
-		{"-1s", "conf ember.lane.stallWarning=-1s: want 0 (never) or more"},
+		{"-1s", "conf ember.lane.stallWarning=-1s: want 0 (never) or at least 10ms"},
+		{"1ns", "conf ember.lane.stallWarning=1ns: want 0 (never) or at least 10ms"},
+		{"10ms", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {

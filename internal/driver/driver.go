@@ -79,11 +79,12 @@ type Config struct {
 	// no executor is left, instead of waiting for one to join.
 	// EndReplacements says so later.
 	NoReplacements bool
-	// Lost, if set, is called with the PID an executor reported when the
+	// OnLost, if set, is called with the PID an executor reported when the
 	// driver loses it outside shutdown (not released, not stopping on its
-	// own): a local-cluster kills that process, if it is one of its own,
-	// so that one still running (frozen, say) is replaced.
-	Lost func(pid int)
+	// own), on a local master, while that process's end has not been
+	// reported (Ended): a local-cluster kills that process, if it is one
+	// of its own, so that one still running (frozen, say) is replaced.
+	OnLost func(pid int)
 	// NoExecutorsWarning is how often a job left with no executor
 	// (standalone, or a local-cluster replacing its executors) says so in
 	// the log (default 15s).
@@ -1189,7 +1190,7 @@ func (d *Driver) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 // 65,536 in one batch, and each made a line (an authenticated executor's
 // batch of 30,000 unexpected frames, 120 KB, logged 3 MB).
 func (d *Driver) warnFrame(es *execState, msg string, args ...any) {
-	es.frameWarnings.Log(d.log, slog.LevelWarn, "warnings about the frames of executor "+es.info.ID, msg,
+	es.frameWarnings.Log(d.log, slog.LevelWarn, "warnings about this executor's frames", msg,
 		func() []any { return append([]any{"executor", es.info.ID}, args...) })
 }
 
@@ -1376,6 +1377,10 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	if left && es.proc != nil {
 		es.proc.Left = true
 	}
+	// Its process has not been reported ended (Ended forgets it), so its
+	// PID is not yet another's: a replacement given the same PID has a
+	// record of its own.
+	procRunning := es.proc != nil && d.procs[es.info.PID] == es.proc
 	wasReady := es.ready
 	initFailed := es.initFailed
 	// One that ended its stream itself before READY, without LEAVING,
@@ -1443,8 +1448,8 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		d.log.Error("executor lost during shutdown: what its plugins send as they shut down may be missing", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
 	default:
 		d.log.Error("executor lost", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
-		if d.cfg.Lost != nil {
-			d.cfg.Lost(es.info.PID)
+		if d.cfg.OnLost != nil && procRunning {
+			d.cfg.OnLost(es.info.PID)
 		}
 	}
 	if wasReady {

@@ -165,6 +165,9 @@ type Executor struct {
 	dropped *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
 	// laneStalled is 1 for a plugin whose lane is stalled (watchStalls).
 	laneStalled *prometheus.GaugeVec
+	// stopWatching stops the lanes' stall watch and waits for it (once
+	// the executor is ready; it may be called more than once).
+	stopWatching func()
 	// lanesClosed: closeLanes has run (only Run's goroutine reads it).
 	lanesClosed bool
 	// crashed: Config.Crash fired, and shutdown stands in for the end
@@ -486,7 +489,8 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 	defer stopShipping()
-	defer x.watchStalls()()
+	x.stopWatching = x.watchStalls()
+	defer x.stopWatching()
 
 	select {
 	case <-x.stop:
@@ -651,6 +655,11 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 		x.flushLanes(start.Add(budget / 2))
 	}
 	hcancel() // handlers and tasks still running see their ctx end
+	if x.stopWatching != nil {
+		// Before the final metrics (STOPPED) are gathered: a lane's
+		// stall ends with the executor.
+		x.stopWatching()
+	}
 	// Three quarters, written so that it cannot overflow.
 	end := start.Add(budget - budget/4)
 	if x.crashed {
@@ -1323,7 +1332,7 @@ func leavingFrame(id string) *wire.Frame {
 
 // watchStalls starts watching the plugins' lanes for stalls
 // (rpc.WatchStalls, rpc.ConfStallWarning) and returns the function that
-// stops it and waits for it.
+// stops it and waits for it, which may be called more than once.
 func (x *Executor) watchStalls() (stop func()) {
 	var lanes []rpc.Watched
 	for _, e := range x.endpoints {

@@ -71,7 +71,9 @@ type Watched struct {
 // finish again or none waits any more, a line saying so. A Receive that
 // blocks (a long poll, a lock, a call that ignores its ctx) holds the
 // messages behind it without any other sign: only the lane's depth, which
-// a busy lane shares. after <= 0 watches nothing.
+// a busy lane shares. As ctx ends, a lane still stalled has its Stalled
+// called with false: the side is going, and its gauge must not stay
+// raised. after <= 0 watches nothing.
 func WatchStalls(ctx context.Context, after time.Duration, lanes []Watched) {
 	if after <= 0 || len(lanes) == 0 {
 		return
@@ -85,6 +87,11 @@ func WatchStalls(ctx context.Context, after time.Duration, lanes []Watched) {
 	for {
 		select {
 		case <-ctx.Done():
+			for i := range watches {
+				if w := &watches[i]; w.stalled && w.Stalled != nil {
+					w.Stalled(false)
+				}
+			}
 			return
 		case now := <-t.C:
 			for i := range watches {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,8 +211,9 @@ func TestStallCheck(t *testing.T) {
 	}
 }
 
-// WatchStalls checks on its own until its ctx ends; with no stall warning
-// ("0") it watches nothing and returns at once.
+// WatchStalls checks on its own until its ctx ends, and lowers a stalled
+// lane's flag as it does; with no stall warning ("0") it watches nothing
+// and returns at once.
 func TestWatchStalls(t *testing.T) {
 	t.Parallel()
 	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
@@ -224,7 +226,14 @@ func TestWatchStalls(t *testing.T) {
 	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
 
 	var logs logtest.Buffer
-	lanes := []rpc.Watched{{Lane: l, Log: slog.New(slog.NewTextHandler(&logs, nil))}}
+	var stalled atomic.Int32 // 1 while Stalled last said so
+	lanes := []rpc.Watched{{Lane: l, Log: slog.New(slog.NewTextHandler(&logs, nil)), Stalled: func(on bool) {
+		if on {
+			stalled.Store(1)
+		} else {
+			stalled.Store(0)
+		}
+	}}}
 	watch := func(ctx context.Context, after time.Duration) <-chan struct{} {
 		done := make(chan struct{})
 		go func() {
@@ -238,6 +247,13 @@ func TestWatchStalls(t *testing.T) {
 	ctx, cancel := context.WithCancel(testContext(t))
 	done := watch(ctx, 20*time.Millisecond)
 	poll(t, "a warning of the stalled lane", func() bool { return strings.Contains(logs.String(), "lane is stalled") })
+	if got := stalled.Load(); got != 1 {
+		t.Errorf("Stalled once the stall was warned of: got %v, want true", got == 1)
+	}
 	cancel()
 	waitClosed(t, done, "WatchStalls once its ctx ended")
+	// The side is going: its gauge must not stay raised.
+	if got := stalled.Load(); got != 0 {
+		t.Errorf("Stalled once WatchStalls returned: got %v, want false", got == 1)
+	}
 }
