@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type (
@@ -368,4 +372,33 @@ func ExampleMapEach() {
 	// inputs[0]: 16
 	// inputs[1]: invalid_argument
 	// inputs[2]: 36
+}
+
+// A service with a /metrics of its own serves Ember's series there, from
+// the driver's Gatherer listed beside its registry, and turns Ember's own
+// endpoint off.
+func ExampleDriver_Gatherer() {
+	reg := prometheus.NewRegistry() // the service's
+	err := ember.Run(context.Background(), ember.Config{
+		Master:      "local[1]",
+		MetricsAddr: "off",
+		Logger:      slog.New(slog.DiscardHandler),
+	}, func(ctx context.Context, d *ember.Driver) error {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, d.Gatherer()}, promhttp.HandlerOpts{}))
+
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for line := range strings.Lines(rec.Body.String()) {
+			if strings.HasPrefix(line, "ember_executors_alive ") {
+				fmt.Print(line)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// ember_executors_alive 1
 }
