@@ -70,21 +70,28 @@ func TestParseMasterRejects(t *testing.T) {
 // Local.Wait cancels the executors still running when its ctx ends, and
 // gives up on those that ignore it after Grace, instead of waiting for
 // ever (a goroutine cannot be killed).
+//
+// The executor that stops when canceled gets a Grace far longer than it
+// needs: with 50ms, a loaded machine that kept its goroutine (or Wait's)
+// off the CPU that long after the cancel had Wait abandon it. The one
+// that ignores its ctx never returns in time, so a short Grace only ends
+// its case sooner.
 func TestLocalWaitGivesUp(t *testing.T) {
 	tests := []struct {
 		name       string
 		ignoresCtx bool
+		grace      time.Duration
 		want       string // in Wait's error
 	}{
-		{"executor that stops when canceled", false, "canceled"},
-		{"executor that ignores its ctx", true, "canceled, and abandoned, still running 50ms later"},
+		{"executor that stops when canceled", false, time.Minute, "canceled"},
+		{"executor that ignores its ctx", true, 50 * time.Millisecond, "canceled, and abandoned, still running 50ms later"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			release := make(chan struct{})
 			defer close(release)
 			started := make(chan struct{})
-			l := &Local{Grace: 50 * time.Millisecond, Run: func(ctx context.Context, _ int, _ string, _ func()) error {
+			l := &Local{Grace: tt.grace, Run: func(ctx context.Context, _ int, _ string, _ func()) error {
 				close(started)
 				if tt.ignoresCtx {
 					<-release
