@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/plugin"
@@ -243,13 +242,14 @@ func init() {
 // jobs is a plugin whose driver side hands out jobs to executors that
 // ask for one, and whose executor side asks for one.
 type jobs struct {
-	work   chan Job   // jobs to hand out; none in the example
-	gaveUp chan error // why a wait for a job ended
+	work    chan Job      // jobs to hand out; none in the example
+	waiting chan struct{} // a Receive has begun to wait: the executor's cue to give up
+	gaveUp  chan error    // why a wait for a job ended
 }
 
 func (*jobs) Name() string                            { return "jobs" }
 func (q *jobs) DriverPlugin() plugin.DriverPlugin     { return &jobsDriver{q: q} }
-func (q *jobs) ExecutorPlugin() plugin.ExecutorPlugin { return &jobsExecutor{} }
+func (q *jobs) ExecutorPlugin() plugin.ExecutorPlugin { return &jobsExecutor{q: q} }
 
 type jobsDriver struct {
 	plugin.BaseDriverPlugin
@@ -263,6 +263,10 @@ type jobsDriver struct {
 // result comes, see DriverPlugin.Receive.)
 func (d *jobsDriver) Receive(ctx context.Context, msg any) (any, error) {
 	select {
+	case d.q.waiting <- struct{}{}:
+	default:
+	}
+	select {
 	case j := <-d.q.work:
 		return j, nil
 	case <-ctx.Done():
@@ -275,12 +279,24 @@ func (d *jobsDriver) Receive(ctx context.Context, msg any) (any, error) {
 // executors wait for jobs side by side, not one behind the other.
 func (*jobsDriver) MaxConcurrentReceives() int { return 16 }
 
-type jobsExecutor struct{ plugin.BaseExecutorPlugin }
+type jobsExecutor struct {
+	plugin.BaseExecutorPlugin
+	q *jobs
+}
 
-func (*jobsExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+func (e *jobsExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
 	ctx, cancel := context.WithCancel(ctx)
-	stop := time.AfterFunc(100*time.Millisecond, cancel) // anything that ends the wait
-	defer stop.Stop()
+	defer cancel()
+	// Anything can end the wait: a deadline, the executor stopping. Here
+	// the executor gives up once the driver side waits (local[1] shares
+	// q), so that the ask has surely gone out: a timer could fire first.
+	go func() {
+		select {
+		case <-e.q.waiting:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	_, err := plugin.Ask[Job](ctx, pc, NextJob{})
 	fmt.Println("executor: no job, canceled:", errors.Is(err, context.Canceled))
 	return nil
@@ -290,7 +306,7 @@ func (*jobsExecutor) Init(ctx context.Context, pc plugin.ExecutorContext, _ map[
 // handler's ctx ends, with the cause plugin.ErrAskCanceled, as a gRPC
 // client's cancel reaches its server's handler.
 func Example_longPoll() {
-	q := &jobs{work: make(chan Job), gaveUp: make(chan error, 1)}
+	q := &jobs{work: make(chan Job), waiting: make(chan struct{}, 1), gaveUp: make(chan error, 1)}
 	err := ember.Run(context.Background(), ember.Config{
 		Master:  "local[1]",
 		Plugins: []plugin.Plugin{q},
