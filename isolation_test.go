@@ -797,6 +797,13 @@ func TestStopDuringInitSendsOneLeaving(t *testing.T) {
 // A Shutdown abandoned for ignoring its ctx cannot send once it has been:
 // its message would follow STOPPED. Its Send fails saying the plugin has
 // shut down (it used to be accepted, and lost).
+//
+// The abandoned Shutdown takes the executor's whole stop, nine tenths of
+// ShutdownTimeout, so that STOPPED has the last tenth to reach the driver
+// (after STOP has reached the executor): 2s leaves it 200ms. With 500ms,
+// the 50ms left was not enough on a loaded machine, and the driver
+// reported "executor 1 did not stop within 500ms" instead of the
+// abandoned Shutdown that STOPPED carries.
 func TestAbandonedShutdownCannotSend(t *testing.T) {
 	release := make(chan struct{})
 	sent := make(chan error, 1)
@@ -811,7 +818,7 @@ func TestAbandonedShutdownCannotSend(t *testing.T) {
 			},
 		}
 	}}
-	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 500 * time.Millisecond},
+	err := ember.Run(testCtx(t), ember.Config{Master: "local[1]", Plugins: []plugin.Plugin{p}, Logger: quiet, ShutdownTimeout: 2 * time.Second},
 		func(context.Context, *ember.Driver) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "did not return in time; abandoned") {
 		t.Errorf("Run: got %v, want the abandoned Shutdown", err)
