@@ -644,6 +644,12 @@ func TestRunGivesUpOnADriverInitIgnoringItsCtx(t *testing.T) {
 // its ctx ends never reaches past the deadline the plugins share: with a
 // full grace each, five stuck plugins made the driver report "executor 1
 // did not stop".
+//
+// ShutdownTimeout 4s: the plugins share nine tenths of it, and those
+// abandoned after that share one grace (a twentieth) more, so STOP's and
+// STOPPED's trips have what is left, a twentieth: 200ms. With 1s, the
+// 50ms left was not enough on a loaded machine ("executor 1 did not stop
+// within 1s"). A full grace each would still overrun 4s, by 600ms.
 func TestStuckShutdownsStillStopInTime(t *testing.T) {
 	unblock := make(chan struct{})
 	t.Cleanup(func() { close(unblock) })
@@ -653,7 +659,7 @@ func TestStuckShutdownsStillStopInTime(t *testing.T) {
 			return &fakeExecutor{ShutdownF: func(context.Context) error { <-unblock; return nil }}
 		}})
 	}
-	cfg := ember.Config{Master: "local[1]", Plugins: ps, Logger: quiet, ShutdownTimeout: time.Second}
+	cfg := ember.Config{Master: "local[1]", Plugins: ps, Logger: quiet, ShutdownTimeout: 4 * time.Second}
 	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil })
 	if err == nil || strings.Contains(err.Error(), "did not stop within") {
 		t.Errorf("Run: got %v, want the plugins' abandoned shutdowns only, STOPPED in time", err)
