@@ -887,9 +887,6 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	hello, err := d.recvHello(stream)
 	if err != nil {
-		if status.Code(err) == codes.DeadlineExceeded {
-			d.builtin.LimitHits.WithLabelValues("driver", "handshake_timeout").Inc()
-		}
 		if d.isStopping() {
 			// The shutdown ended it (the stream's ctx): no peer's fault,
 			// and nothing to do. A failed start logged one per executor
@@ -897,6 +894,9 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 			d.log.Debug("executor handshake ended: the driver is shutting down", "peer", peerAddr, "err", err)
 		} else {
 			d.warnPreAuth("executor handshake failed", "peer", peerAddr, "err", err)
+		}
+		if status.Code(err) == codes.DeadlineExceeded { // after the line, as for authentication
+			d.builtin.LimitHits.WithLabelValues("driver", "handshake_timeout").Inc()
 		}
 		d.drop(peerAddr) // it sent no HELLO: nothing to tell it
 		return err
@@ -965,8 +965,8 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	if n := len(d.execs); d.cfg.MaxExecutors > 0 && n >= d.cfg.MaxExecutors {
 		d.refusedLocked(fmt.Errorf("executor at %s (host %s, pid %d) refused: the driver already has %d executors (MaxExecutors)", peerAddr, hello.Hostname, hello.Pid, n))
 		d.mu.Unlock()
-		d.builtin.LimitHits.WithLabelValues("driver", "max_executors").Inc()
 		d.log.Warn("refused executor: too many executors", "peer", peerAddr, "max", d.cfg.MaxExecutors)
+		d.builtin.LimitHits.WithLabelValues("driver", "max_executors").Inc() // after the line
 		return refuse(plugin.CodeResourceExhausted, "too many executors",
 			fmt.Sprintf("the driver already has %d executors (the maximum)", n))
 	}
