@@ -15,15 +15,20 @@ import (
 // A Receive that blocks with messages waiting behind it holds them
 // without any other sign. Either side warns of it once the lane has held
 // them for ember.lane.stallWarning, and says when they move again; its
-// ember_lane_stalled is 1 meanwhile, 0 before and after.
+// ember_lane_stalled is 1 meanwhile, and before and after 0 (the driver's)
+// or absent (an executor's).
 func TestStalledLaneIsWarnedOf(t *testing.T) {
 	tests := []struct {
 		name string
 		// send sends two messages to the plugin's side under test.
 		send func(ctx context.Context, dc plugin.DriverContext, ec plugin.ExecutorContext) error
 		want string // in the warning's line: who warns
-		// where is the executor label of the lane's ember_lane_stalled.
-		where string
+		// where is the executor label of the lane's ember_lane_stalled;
+		// atZero, whether it is served at 0 when not stalled (the
+		// driver's), or absent (an executor's, which ships it only
+		// while stalled).
+		where  string
+		atZero bool
 	}{
 		{"driver", func(ctx context.Context, _ plugin.DriverContext, ec plugin.ExecutorContext) error {
 			for range 2 {
@@ -32,7 +37,7 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 				}
 			}
 			return nil
-		}, "plugin=stalling", "driver"},
+		}, "plugin=stalling", "driver", true},
 		{"executor", func(ctx context.Context, dc plugin.DriverContext, ec plugin.ExecutorContext) error {
 			for range 2 {
 				if err := dc.SendExecutor(ctx, ec.ExecutorID(), text("hold")); err != nil {
@@ -40,7 +45,7 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 				}
 			}
 			return nil
-		}, "executor=1 plugin=stalling", "1"},
+		}, "executor=1 plugin=stalling", "1", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +67,9 @@ func TestStalledLaneIsWarnedOf(t *testing.T) {
 					stalled := func(want float64) func() bool {
 						return func() bool {
 							v, ok := value(scrape(t, d.MetricsURL()), "ember_lane_stalled", series)
+							if want == 0 && !tt.atZero {
+								return !ok
+							}
 							return ok && v == want
 						}
 					}

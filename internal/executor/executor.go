@@ -163,7 +163,8 @@ type Executor struct {
 	// the whole registry is over the message size.
 	own     *prometheus.Registry
 	dropped *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
-	// laneStalled is 1 for a plugin whose lane is stalled (watchStalls).
+	// laneStalled has a series, at 1, for each plugin whose lane is
+	// stalled, and none for the others (watchStalls).
 	laneStalled *prometheus.GaugeVec
 	// stopWatching stops the lanes' stall watch and waits for it (once
 	// the executor is ready; it may be called more than once).
@@ -1337,7 +1338,18 @@ func (x *Executor) watchStalls() (stop func()) {
 	var lanes []rpc.Watched
 	for _, e := range x.endpoints {
 		if e.lane != nil {
-			stalled := metrics.Flag(x.laneStalled.WithLabelValues(e.name)) // served at 0 from the start
+			// A series only while stalled: every executor ships its
+			// metrics each interval, and a series per plugin per executor
+			// doubled the scale scenario's ask p99 (1,000 executors: 2.0
+			// to 3.2 ms without it, 5.0 to 6.9 ms with it).
+			name := e.name
+			stalled := func(on bool) {
+				if on {
+					x.laneStalled.WithLabelValues(name).Set(1)
+				} else {
+					x.laneStalled.DeleteLabelValues(name)
+				}
+			}
 			lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log, Stalled: stalled})
 		}
 	}
