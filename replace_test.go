@@ -198,8 +198,14 @@ func TestLocalClusterReplacesAFrozenExecutor(t *testing.T) {
 // killer's signature.
 func TestStartUpErrorSaysTheDriverKilledAFrozenExecutor(t *testing.T) {
 	p := fakePlugin{name: "freezes", newExecutor: func() plugin.ExecutorPlugin {
-		return &fakeExecutor{InitF: func(context.Context, plugin.ExecutorContext, map[string]string) error {
-			return syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		return &fakeExecutor{InitF: func(ctx context.Context, _ plugin.ExecutorContext, _ map[string]string) error {
+			if err := syscall.Kill(os.Getpid(), syscall.SIGSTOP); err != nil {
+				return err
+			}
+			// The process stops as each of its threads next enters the
+			// kernel: returning, Init let READY out first (1 run in 8).
+			<-ctx.Done()
+			return ctx.Err()
 		}}
 	}}
 	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet, MetricsAddr: "off",
