@@ -872,6 +872,11 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return fail(errors.New("the driver did not open the handshake with CHALLENGE (is this an Ember driver of the same version?)"))
 	}
 	challenge := first.Frame.Challenge
+	if n := len(challenge.GetNonce()); n != auth.NonceSize {
+		// The proof covers the driver's nonce: one of any other size is
+		// a peer choosing what this executor signs, never a driver's.
+		return fail(fmt.Errorf("the driver's CHALLENGE carries a nonce of %d bytes, not %d (is this an Ember driver of the same version?)", n, auth.NonceSize))
+	}
 	nonce := auth.Nonce()
 	hello := &wire.Hello{
 		ProtocolVersion: wire.ProtocolVersion,

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -232,5 +233,23 @@ func waitWarned(t *testing.T, logs *logtest.Buffer, done <-chan error) {
 			t.Fatalf("no warning within 30s; logs: %q", logs.String())
 		}
 		runtime.Gosched()
+	}
+}
+
+// An executor signs its driver's nonce with the secret only when it has
+// the size every driver draws: a peer choosing its length chose what the
+// executor signs.
+func TestChallengeNonceOfTheWrongSize(t *testing.T) {
+	for _, size := range []int{0, 16, 33, 1 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			b, err := (&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_CHALLENGE, Challenge: &wire.Challenge{Nonce: make([]byte, size), AuthRequired: true}}}}).MarshalVT()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Run(context.Background(), Config{DriverAddr: impostor(t, b), Secret: "s", Logger: slog.New(slog.DiscardHandler), ConnectTimeout: 10 * time.Second})
+			if want := fmt.Sprintf("a nonce of %d bytes, not 32", size); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Run: got %v, want an error saying %q", err, want)
+			}
+		})
 	}
 }
