@@ -176,7 +176,12 @@ func TestLocalClusterReplacesAFrozenExecutor(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Without the fix the process stays frozen: let it go at the end.
-	t.Cleanup(func() { _ = syscall.Kill(frozen.PID, syscall.SIGCONT) })
+	// Only then: once killed, its PID may be another process's.
+	t.Cleanup(func() {
+		if t.Failed() {
+			_ = syscall.Kill(frozen.PID, syscall.SIGCONT)
+		}
+	})
 	embertest.WaitFor(t, "a replacement of the frozen executor", func() bool {
 		execs := c.Driver.Executors()
 		return len(execs) == 1 && execs[0].ID != frozen.ID
