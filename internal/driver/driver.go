@@ -493,20 +493,22 @@ func (d *Driver) Serve(lis net.Listener) {
 	d.lis, d.conns = lis, c
 	d.mu.Unlock()
 	go func() { _ = d.srv.Serve(c) }()
-	d.watch.Do(func() {
-		var lanes []rpc.Watched
-		for _, e := range d.endpoints {
-			if e.lane != nil {
-				stalled := metrics.Flag(d.builtin.LaneStalled.WithLabelValues("driver", e.name))
-				lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log, Stalled: stalled})
-			}
+	d.watch.Do(d.watchStalls)
+}
+
+// watchStalls starts watching the driver plugins' lanes for stalls
+// (rpc.WatchStalls, rpc.ConfStallWarning) until d.ctx ends; Close waits
+// for it (watching).
+func (d *Driver) watchStalls() {
+	var lanes []rpc.Watched
+	for _, e := range d.endpoints {
+		if e.lane != nil {
+			stalled := metrics.Flag(d.builtin.LaneStalled.WithLabelValues("driver", e.name))
+			lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log, Stalled: stalled})
 		}
-		after, err := plugin.NewConf(d.cfg.Conf).Duration(rpc.ConfStallWarning, rpc.DefaultStallWarning)
-		if err != nil { // ember.Run refuses such a value
-			after = rpc.DefaultStallWarning
-		}
-		d.watching.Go(func() { rpc.WatchStalls(d.ctx, after, lanes) })
-	})
+	}
+	after := rpc.StallWarning(plugin.NewConf(d.cfg.Conf))
+	d.watching.Go(func() { rpc.WatchStalls(d.ctx, after, lanes) })
 }
 
 // hangUp ends the connection of a peer that failed its handshake: once

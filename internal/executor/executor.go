@@ -1358,10 +1358,7 @@ func (x *Executor) watchStalls() (stop func()) {
 			lanes = append(lanes, rpc.Watched{Lane: e.lane, Log: e.log, Stalled: stalled})
 		}
 	}
-	after, err := x.conf.Duration(rpc.ConfStallWarning, rpc.DefaultStallWarning)
-	if err != nil { // the driver refuses such a value at start
-		after = rpc.DefaultStallWarning
-	}
+	after := rpc.StallWarning(x.conf)
 	ctx, cancel := context.WithCancel(x.ctx)
 	done := make(chan struct{})
 	go func() {

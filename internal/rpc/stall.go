@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/emberhq/ember/plugin"
 )
 
 // ConfStallWarning is the configuration key of how long a plugin's lane
@@ -14,6 +16,16 @@ const ConfStallWarning = "ember.lane.stallWarning"
 
 // DefaultStallWarning is ConfStallWarning's default.
 const DefaultStallWarning = 15 * time.Second
+
+// StallWarning returns c's ConfStallWarning, or DefaultStallWarning when
+// it is unset or does not parse (ember.Run refuses such a value).
+func StallWarning(c plugin.Conf) time.Duration {
+	after, err := c.Duration(ConfStallWarning, DefaultStallWarning)
+	if err != nil {
+		return DefaultStallWarning
+	}
+	return after
+}
 
 // Progress is a snapshot of a lane's work.
 type Progress struct {
