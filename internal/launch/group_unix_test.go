@@ -98,18 +98,27 @@ func TestExitedExecutorLeavesNoOrphans(t *testing.T) {
 	}
 }
 
+// exit is an executor's end, as Start's exited reports it.
+type exit struct {
+	pid int
+	err error
+}
+
+// waitingShells returns Processes whose executors are shells that read
+// the secret and wait for stdin to close, and the exited func to give
+// Start, which reports up to n ends on the channel.
+func waitingShells(n int) (*Processes, chan exit, func(pid int, err error)) {
+	exited := make(chan exit, n)
+	return &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; read eof`}}, exited,
+		func(pid int, err error) { exited <- exit{pid, err} }
+}
+
 // Start may be called again to start more executors (a local-cluster
 // replacing lost ones): exited names each by its process ID, and an
 // executor that has ended is no longer kept, so KillUnreleased, asked
 // about every live one, is not asked about it.
 func TestStartAgainReportsPIDs(t *testing.T) {
-	p := &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; read eof`}}
-	type exit struct {
-		pid int
-		err error
-	}
-	exited := make(chan exit, 2)
-	report := func(pid int, err error) { exited <- exit{pid, err} }
+	p, exited, report := waitingShells(2)
 	for range 2 {
 		if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
 			t.Fatal(err)
@@ -142,13 +151,7 @@ func TestStartAgainReportsPIDs(t *testing.T) {
 // killer's, in the start-up error of a local-cluster whose executor froze,
 // and in the driver's "executor ended" line.
 func TestKillSaysTheDriverKilledIt(t *testing.T) {
-	p := &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; read eof`}}
-	type exit struct {
-		pid int
-		err error
-	}
-	exited := make(chan exit, 2)
-	report := func(pid int, err error) { exited <- exit{pid, err} }
+	p, exited, report := waitingShells(2)
 	if err := p.Start(context.Background(), 2, "127.0.0.1:1", report); err != nil {
 		t.Fatal(err)
 	}
