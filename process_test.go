@@ -557,16 +557,24 @@ func TestDriverDiesWhileExecutorAsks(t *testing.T) {
 	if !strings.HasPrefix(got, "unavailable") {
 		t.Errorf("executor's ask after the driver died: got %q, want unavailable", got)
 	}
+	wantExit(t, executor, 1, "after losing its driver")
+}
+
+// wantExit waits, up to embertest.DefaultTimeout, for cmd to exit, and
+// fails t unless it exited with status want, not 0; when says when it
+// should have.
+func wantExit(t *testing.T, cmd *exec.Cmd, want int, when string) {
+	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- executor.Wait() }()
+	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-			t.Errorf("executor exit: got %v, want exit status 1", err)
+		if !errors.As(err, &ee) || ee.ExitCode() != want {
+			t.Errorf("executor exit %s: got %v, want exit status %d", when, err, want)
 		}
 	case <-time.After(embertest.DefaultTimeout):
-		t.Fatal("executor did not exit after losing its driver")
+		t.Fatalf("the executor did not exit %s", when)
 	}
 }
 
@@ -835,17 +843,7 @@ func TestMisconfiguredExecutorProcessExits78(t *testing.T) {
 	}
 	d := standalone(t, ember.Config{Secret: "the driver's secret 0123456789", BuildID: "test"})
 	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=another secret 0123456789")
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != ember.ExitMisconfigured {
-			t.Errorf("executor exit: got %v, want exit status %d", err, ember.ExitMisconfigured)
-		}
-	case <-time.After(embertest.DefaultTimeout):
-		t.Fatal("the refused executor did not exit")
-	}
+	wantExit(t, cmd, ember.ExitMisconfigured, "once refused")
 }
 
 // An executor frozen (SIGSTOP) past the driver's heartbeat timeout is
@@ -879,17 +877,7 @@ func TestFrozenExecutorSaysWhyItWasDropped(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-			t.Errorf("executor exit: got %v, want exit status 1 (it lost its driver)", err)
-		}
-	case <-time.After(embertest.DefaultTimeout):
-		t.Fatal("the executor did not exit once it ran again")
-	}
+	wantExit(t, cmd, 1, "once it ran again (it lost its driver)")
 	b, err := os.ReadFile(filepath.Join(dir, "executor.log"))
 	if err != nil {
 		t.Fatal(err)
