@@ -198,6 +198,23 @@ type hostileClient struct {
 	cc     *grpc.ClientConn
 }
 
+// awaitReply reads h's stream until the REPLY to call comes, failing t,
+// with what it waited for, if the stream ends first.
+func (h *hostileClient) awaitReply(t *testing.T, call uint64, what string) {
+	t.Helper()
+	for {
+		b, err := h.stream.Recv()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		for _, f := range b.Frames {
+			if f.Kind == wire.Kind_KIND_REPLY && f.Call == call {
+				return
+			}
+		}
+	}
+}
+
 func dialHostile(t *testing.T, addr, secret string, authenticate bool) *hostileClient {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -432,15 +449,7 @@ func TestHostilePeers(t *testing.T) {
 		if err := h.stream.Send(&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_ASK, Call: 1, Type: name, Payload: ping}}}); err != nil {
 			t.Fatal(err)
 		}
-		for answered := false; !answered; {
-			b, err := h.stream.Recv()
-			if err != nil {
-				t.Fatalf("waiting for the reply after the repeated frames: %v", err)
-			}
-			for _, f := range b.Frames {
-				answered = answered || f.Kind == wire.Kind_KIND_REPLY && f.Call == 1
-			}
-		}
+		h.awaitReply(t, 1, "the reply after the repeated frames")
 		// Counted once: the gauge of executors alive agrees with the list
 		// (a second READY counted twice would keep it one above).
 		embertest.WaitFor(t, "ember_executors_alive to equal the executors ready", func() bool {
@@ -810,15 +819,7 @@ func TestFrameWarningsBounded(t *testing.T) {
 			if err := h.stream.Send(b); err != nil {
 				t.Fatal(err)
 			}
-			for replied := false; !replied; {
-				r, err := h.stream.Recv()
-				if err != nil {
-					t.Fatalf("waiting for the reply to the last frame: %v", err)
-				}
-				for _, f := range r.Frames {
-					replied = replied || (f.Kind == wire.Kind_KIND_REPLY && f.Call == 1)
-				}
-			}
+			h.awaitReply(t, 1, "the reply to the last frame")
 			got := strings.Count(logs.String(), tt.want)
 			if got == 0 || got > rpc.LogBurst {
 				t.Errorf("got %d lines %q for %d such frames, want 1 to %d", got, tt.want, frames, rpc.LogBurst)
