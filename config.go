@@ -218,7 +218,7 @@ func ConfResourceDiscoveryScript(name string) string { return executor.ResourceK
 
 // knownConf are the configuration keys with a meaning to Ember, for
 // unknownConf.
-var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, ConfStallWarning, ConfMaxTaskFailures,
+var knownConf = []string{ConfPluginsDefaults, ConfPlugins, ConfMetricsInterval, ConfStallWarning, ConfMaxTaskFailures, ConfTaskPrefetch,
 	ConfExecutorSlots, ConfExecutorMaxRetries, ConfShowProgress, ConfResourceDiscoveryScript("<name>")}
 
 // unknownConf returns, sorted, the keys of m in Ember's namespace
@@ -255,6 +255,7 @@ func checkConf(m map[string]string) error {
 	}
 	atLeast(ConfMaxTaskFailures, 1)
 	atLeast(ConfExecutorSlots, 1)
+	atLeast(ConfTaskPrefetch, 0)
 	atLeast(ConfExecutorMaxRetries, -1)
 	if n, err := c.Int(ConfExecutorSlots, 0); err == nil && n > driver.MaxSlots {
 		errs = append(errs, fmt.Errorf("conf %s=%d: want at most %d", ConfExecutorSlots, n, driver.MaxSlots))

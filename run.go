@@ -194,6 +194,13 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	}
 	log := cfg.Logger
 	maxFailures, _ := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4) // checked
+	prefetch, _ := plugin.NewConf(cfg.Conf).Int(ConfTaskPrefetch, -1)      // checked
+	switch prefetch {
+	case -1:
+		prefetch = 0 // the driver's default: as many as each executor's slots
+	case 0:
+		prefetch = -1 // none
+	}
 	maxRetries, _ := plugin.NewConf(cfg.Conf).Int(ConfExecutorMaxRetries, defaultMaxRetries)
 	replaces := master.Kind == "local-cluster" && maxRetries != 0
 	secret, err := driverSecret(cfg, master.Kind == "standalone")
@@ -231,6 +238,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		Tasks:              taskNames(),
 		TaskSites:          tasks.sites(),
 		MaxTaskFailures:    maxFailures,
+		TaskPrefetch:       prefetch,
 		Secret:             secret,
 		MaxExecutors:       cfg.MaxExecutors,
 		MaxOutstandingAsks: cfg.MaxOutstandingAsks,

@@ -29,6 +29,17 @@ const ConfMaxTaskFailures = "ember.task.maxFailures"
 // says what each runs.
 const ConfExecutorSlots = "ember.executor.slots"
 
+// ConfTaskPrefetch is how many tasks beyond its slots the driver may send
+// each executor ahead, to wait there for a slot, while every attempt of
+// the job has run in under 5ms (driver.ShortTask): the executor then
+// starts its next task as soon as a slot frees, instead of a round trip to
+// the driver later, which for short tasks doubles how many run per second.
+// A job of longer tasks gets none, so that no task waits behind a long
+// one while another executor has a free slot. Default: as many as the
+// executor's slots; 0: never. Tasks sent ahead count as running in
+// Progress and are cancelled with their job like running ones.
+const ConfTaskPrefetch = "ember.task.prefetch"
+
 // TaskContext describes the attempt a task function is running.
 type TaskContext struct {
 	JobID      string // the job (one Map or MapEach call)

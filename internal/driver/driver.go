@@ -58,6 +58,13 @@ type Config struct {
 	// MaxTaskFailures is how many times one task may fail before its job
 	// fails (default 4).
 	MaxTaskFailures int
+	// TaskPrefetch is the most attempts beyond its slots an executor may
+	// hold, waiting there for a slot, for a job whose attempts have all
+	// run shorter than ShortTask (see ShortTask for how many are sent):
+	// a slot that frees then starts the next attempt without waiting for
+	// the driver to hear of it. 0: 4 per slot; less than 0: none. At most
+	// MaxSlots in all per executor.
+	TaskPrefetch int
 	// Secret is the application secret executors must prove they know;
 	// empty: no authentication.
 	Secret string
@@ -222,9 +229,12 @@ type execState struct {
 	frameWarnings rpc.LogBudget
 
 	// Guarded by scheduler.mu.
-	slots   int
-	running map[uint64]*attempt
-	leaving bool // said it is stopping on its own (LEAVING): given no more attempts
+	slots int
+	// ahead is the most attempts beyond slots it may hold, for jobs of
+	// short tasks (see TaskPrefetch): they wait there for a slot.
+	ahead   int
+	running map[uint64]*attempt // sent to it: running, or waiting there for a slot
+	leaving bool                // said it is stopping on its own (LEAVING): given no more attempts
 }
 
 // New validates cfg and builds the driver's plugin endpoints. It does no
@@ -275,6 +285,7 @@ func New(cfg Config) (*Driver, error) {
 		}
 	}
 	d.sched.maxFailures = cfg.MaxTaskFailures
+	d.sched.prefetch = cfg.TaskPrefetch
 	d.sched.noReplacements = cfg.NoReplacements
 	d.sched.runs = make(map[uint64]*attempt)
 	d.sched.builtin = d.builtin

@@ -175,8 +175,16 @@ type Executor struct {
 	// of the process (only Run's goroutine reads it).
 	crashed bool
 
-	mu       sync.Mutex // protects tasks, stopping and panics
-	tasks    map[uint64]context.CancelCauseFunc
+	mu sync.Mutex // protects tasks, queued, queue, stopping and panics
+	// tasks holds the cancel of each attempt holding a slot (at most
+	// cfg.Slots), by run ID.
+	tasks map[uint64]context.CancelCauseFunc
+	// queued holds the TASKs that came with every slot taken, by run ID;
+	// queue orders them by arrival, with the run IDs of those canceled
+	// while they waited left in it (nextLocked skips them). Shutdown
+	// empties both.
+	queued   map[uint64]*wire.Frame
+	queue    []uint64
 	stopping bool           // shutdown has begun: TASKs are refused
 	running  sync.WaitGroup // task goroutines
 	// panics counts the task panics logged, by job ID (see logTaskPanic);
@@ -206,7 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Slots <= 0 {
 		cfg.Slots = runtime.GOMAXPROCS(0)
 	}
-	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}}
+	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}, queued: map[uint64]*wire.Frame{}}
 	x.hostname, _ = os.Hostname()
 
 	creds := cfg.Creds
@@ -651,7 +659,12 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	budget := deadline.Sub(start)
 	x.mu.Lock()
 	x.stopping = true
+	refused := x.takeQueuedLocked()
 	x.mu.Unlock()
+	for _, f := range refused {
+		// Never started: run elsewhere, not counted as the task's failure.
+		_ = x.conn.SendControl(x.refusedResult(f.Call))
+	}
 	if flush {
 		x.flushLanes(start.Add(budget / 2))
 	}
@@ -1102,12 +1115,7 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 	case wire.Kind_KIND_TASK:
 		x.startTask(c, f)
 	case wire.Kind_KIND_TASK_CANCEL:
-		x.mu.Lock()
-		cancel := x.tasks[f.Call]
-		x.mu.Unlock()
-		if cancel != nil {
-			cancel(taskCanceled(f))
-		}
+		x.cancelTask(c, f)
 	case wire.Kind_KIND_STOP:
 		x.stopOnce.Do(func() { close(x.stop) })
 	default:

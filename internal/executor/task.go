@@ -13,13 +13,88 @@ import (
 	"github.com/emberhq/ember/plugin"
 )
 
-// startTask runs a TASK frame's attempt on its own goroutine; the driver
-// bounds how many run at once by this executor's slots. Once shutdown has
-// begun, the attempt fails at once with CodeUnavailable. An attempt that
-// fails while the executor stops (refused, or cut short by its ctx ending)
-// is reported with ExecutorStopping, so that a driver that did not ask for
-// the stop runs it elsewhere without counting it as the task's failure.
+// startTask runs a TASK frame's attempt on its own goroutine, or, with
+// every slot taken, queues it until one frees: the driver may send TASKs
+// ahead of free slots (for jobs of short tasks), so that a slot that frees
+// starts the next attempt without a round trip to the driver. Once
+// shutdown has begun, the attempt fails at once with CodeUnavailable. An
+// attempt that fails while the executor stops (refused, or cut short by
+// its ctx ending) is reported with ExecutorStopping, so that a driver that
+// did not ask for the stop runs it elsewhere without counting it as the
+// task's failure.
 func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
+	x.mu.Lock()
+	if x.stopping {
+		x.mu.Unlock()
+		_ = c.SendControl(x.refusedResult(f.Call))
+		return
+	}
+	if len(x.tasks) >= x.cfg.Slots {
+		x.queued[f.Call] = f
+		x.queue = append(x.queue, f.Call)
+		x.mu.Unlock()
+		return
+	}
+	ctx := x.claimSlotLocked(f.Call)
+	x.mu.Unlock()
+	go x.runAttempt(c, f, ctx)
+}
+
+// refusedResult is the TASK_RESULT of attempt run, refused (or dropped
+// from the queue of those waiting for a slot) as the executor stops.
+func (x *Executor) refusedResult(run uint64) *wire.Frame {
+	return &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, ExecutorStopping: true,
+		Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)}
+}
+
+// claimSlotLocked gives attempt run a slot: a ctx that its TASK_CANCEL
+// and the executor's shutdown end, and a place in x.tasks and x.running.
+// x.mu is held.
+func (x *Executor) claimSlotLocked(run uint64) context.Context {
+	ctx, cancel := context.WithCancelCause(x.ctx)
+	x.tasks[run] = cancel
+	x.running.Add(1)
+	return ctx
+}
+
+// nextLocked takes the first TASK waiting for a slot, unless shutdown has
+// begun or every slot is taken, and claims the slot for it; nil if there
+// is none. x.mu is held.
+func (x *Executor) nextLocked() (*wire.Frame, context.Context) {
+	for !x.stopping && len(x.tasks) < x.cfg.Slots && len(x.queue) > 0 {
+		run := x.queue[0]
+		x.queue = x.queue[1:]
+		if len(x.queue) == 0 {
+			x.queue = nil // lets the array go
+		}
+		f, ok := x.queued[run]
+		if !ok {
+			continue // canceled while it waited
+		}
+		delete(x.queued, run)
+		return f, x.claimSlotLocked(run)
+	}
+	return nil, nil
+}
+
+// takeQueuedLocked empties the queue of TASKs waiting for a slot and
+// returns them, in arrival order. x.mu is held.
+func (x *Executor) takeQueuedLocked() []*wire.Frame {
+	var fs []*wire.Frame
+	for _, run := range x.queue {
+		if f, ok := x.queued[run]; ok {
+			fs = append(fs, f)
+		}
+	}
+	x.queue = nil
+	clear(x.queued)
+	return fs
+}
+
+// runAttempt runs f's attempt, whose slot is claimed, under ctx, and
+// reports it with how long it held the slot. It then starts the next
+// attempt waiting for the slot, if any.
+func (x *Executor) runAttempt(c *rpc.Conn, f *wire.Frame, ctx context.Context) {
 	t := f.GetTask()
 	info := plugin.TaskInfo{
 		JobID:      t.GetJobId(),
@@ -28,41 +103,52 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		Attempt:    int(t.GetAttempt()),
 		ExecutorID: x.id,
 	}
-	x.mu.Lock()
-	if x.stopping {
+	start := time.Now()
+	// Reported deferred: a task (or hook) calling runtime.Goexit (t.Fatal
+	// in a test's task) neither returns nor panics, and without a result
+	// its Map waited for ever, its slot taken for the driver's life.
+	var res taskOutcome
+	defer func() {
+		x.mu.Lock()
+		cancel := x.tasks[f.Call]
+		delete(x.tasks, f.Call)
+		stopping := x.stopping
+		next, nextCtx := x.nextLocked()
 		x.mu.Unlock()
-		_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call, ExecutorStopping: true,
-			Code: uint32(plugin.CodeUnavailable), Error: fmt.Sprintf("executor %s is shutting down", x.id)})
-		return
-	}
-	ctx, cancel := context.WithCancelCause(x.ctx)
-	x.tasks[f.Call] = cancel
-	x.running.Add(1)
-	x.mu.Unlock()
-	go func() {
-		defer x.running.Done() // once the result is queued: it precedes STOPPED
-		// Reported deferred: a task (or hook) calling runtime.Goexit (t.Fatal
-		// in a test's task) neither returns nor panics, and without a result
-		// its Map waited for ever, its slot taken for the driver's life.
-		var res taskOutcome
-		defer func() {
-			x.mu.Lock()
-			delete(x.tasks, f.Call)
-			stopping := x.stopping
-			x.mu.Unlock()
-			cancel(nil)
-			r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call}
-			if res.err != nil {
-				code, msg := rpc.ErrorParts(res.err)
-				r.Code, r.Error, r.ExecutorStopping = uint32(code), msg, stopping
-				r.Permanent = errors.As(res.err, new(*PermanentError))
-			} else {
-				r.Payload = res.out
-			}
-			_ = c.SendControl(r)
-		}()
-		x.runTask(ctx, info, f.Payload, &res)
+		cancel(nil)
+		r := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call, SlotMicros: uint64(time.Since(start).Microseconds())}
+		if res.err != nil {
+			code, msg := rpc.ErrorParts(res.err)
+			r.Code, r.Error, r.ExecutorStopping = uint32(code), msg, stopping
+			r.Permanent = errors.As(res.err, new(*PermanentError))
+		} else {
+			r.Payload = res.out
+		}
+		_ = c.SendControl(r)
+		if next != nil {
+			go x.runAttempt(c, next, nextCtx)
+		}
+		x.running.Done() // once the result is queued: it precedes STOPPED
 	}()
+	x.runTask(ctx, info, f.Payload, &res)
+}
+
+// cancelTask handles a TASK_CANCEL: a running attempt's ctx ends with the
+// job's error as its cause; one still waiting for a slot never starts, and
+// is reported canceled at once, with no hooks (none saw it start).
+func (x *Executor) cancelTask(c *rpc.Conn, f *wire.Frame) {
+	x.mu.Lock()
+	cancel := x.tasks[f.Call]
+	_, waiting := x.queued[f.Call]
+	delete(x.queued, f.Call) // its run ID leaves x.queue as nextLocked meets it
+	x.mu.Unlock()
+	switch {
+	case cancel != nil:
+		cancel(taskCanceled(f))
+	case waiting:
+		code, msg := rpc.ErrorParts(taskCanceled(f))
+		_ = c.SendControl(&wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: f.Call, Code: uint32(code), Error: msg})
+	}
 }
 
 // taskCanceled is the cause a TASK_CANCEL gives its attempt's ctx: the

@@ -245,7 +245,13 @@ type Frame struct {
 	// CREDIT, with lent: credit bytes of what was lent are the receiver's
 	// for any Send now (the items they were lent for have run), where lent
 	// credit is otherwise kept for its handlers. Since protocol version 10.
-	Released      bool `protobuf:"varint,21,opt,name=released,proto3" json:"released,omitempty"`
+	Released bool `protobuf:"varint,21,opt,name=released,proto3" json:"released,omitempty"`
+	// TASK_RESULT: how long the attempt held its executor slot (its hooks
+	// and the task), in microseconds; 0 for one that never started (its
+	// executor stopping, or its job ended while it waited for a slot). The
+	// driver queues tasks ahead on executors only for jobs whose attempts
+	// all ran short. Since protocol version 11.
+	SlotMicros    uint64 `protobuf:"varint,22,opt,name=slot_micros,json=slotMicros,proto3" json:"slot_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,6 +431,13 @@ func (x *Frame) GetReleased() bool {
 		return x.Released
 	}
 	return false
+}
+
+func (x *Frame) GetSlotMicros() uint64 {
+	if x != nil {
+		return x.SlotMicros
+	}
+	return 0
 }
 
 // What a TASK frame runs; the input is the frame's payload.
@@ -1050,7 +1063,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xc4\x05\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xe5\x05\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -1075,7 +1088,9 @@ const file_frames_proto_rawDesc = "" +
 	"cancelable\x12\x12\n" +
 	"\x04lent\x18\x13 \x01(\bR\x04lent\x12\x1c\n" +
 	"\tpermanent\x18\x14 \x01(\bR\tpermanent\x12\x1a\n" +
-	"\breleased\x18\x15 \x01(\bR\breleased\"a\n" +
+	"\breleased\x18\x15 \x01(\bR\breleased\x12\x1f\n" +
+	"\vslot_micros\x18\x16 \x01(\x04R\n" +
+	"slotMicros\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

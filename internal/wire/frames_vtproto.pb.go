@@ -93,6 +93,13 @@ func (m *Frame) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.SlotMicros != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SlotMicros))
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0xb0
+	}
 	if m.Released {
 		i--
 		if m.Released {
@@ -951,6 +958,9 @@ func (m *Frame) SizeVT() (n int) {
 	}
 	if m.Released {
 		n += 3
+	}
+	if m.SlotMicros != 0 {
+		n += 2 + protohelpers.SizeOfVarint(uint64(m.SlotMicros))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1862,6 +1872,25 @@ func (m *Frame) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.Released = bool(v != 0)
+		case 22:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SlotMicros", wireType)
+			}
+			m.SlotMicros = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SlotMicros |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

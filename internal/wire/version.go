@@ -12,8 +12,9 @@ import "google.golang.org/protobuf/proto"
 // (Frame.lent); version 8, the executor's message limit in Hello; version
 // 9, a task's permanent failure (Frame.permanent); version 10, lent credit
 // kept for the handlers until released (Frame.released), where it used to
-// become anyone's when the loan ended.
-const ProtocolVersion = 10
+// become anyone's when the loan ended; version 11, how long a task attempt
+// held its slot (Frame.slot_micros), and TASKs queued ahead of free slots.
+const ProtocolVersion = 11
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w
