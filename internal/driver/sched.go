@@ -95,10 +95,10 @@ type job struct {
 	// succeeded or failed for good.
 	errs     []error
 	finished []bool
-	// ranShort: an attempt has reported holding its slot for less than
-	// ShortTask, and ranLong: one has reported holding it longer;
-	// slotMean is the mean of those reports, weighted to the recent
-	// ones. See aheadPerSlot.
+	// ranShort: an attempt has succeeded holding its slot for less than
+	// ShortTask, and ranLong: one has held it longer (succeeding or not);
+	// slotMean is the mean time its successful attempts held their slot,
+	// weighted to the recent ones. See aheadPerSlot.
 	ranShort, ranLong bool
 	slotMean          time.Duration
 }
@@ -136,16 +136,21 @@ func (j *job) aheadPerSlot() int {
 	return int(min(max(ShortTask/max(j.slotMean, time.Microsecond), 1), maxAheadPerSlot))
 }
 
-// ran records how long one of j's attempts held its slot.
-func (j *job) ran(slot time.Duration) {
-	if slot >= ShortTask {
+// ran records how long one of j's attempts held its slot, and whether it
+// succeeded. A failure that was quick says nothing of the job's tasks:
+// one whose every attempt fails must not send attempts ahead, where they
+// would run before its retries had failed the job (maxFailures rounds on
+// one slot would have become rounds on each slot and those sent ahead).
+func (j *job) ran(slot time.Duration, ok bool) {
+	switch {
+	case slot >= ShortTask:
 		j.ranLong = true
+	case !ok:
+	case !j.ranShort:
+		j.ranShort, j.slotMean = true, slot
+	default:
+		j.slotMean += (slot - j.slotMean) / 8
 	}
-	if !j.ranShort {
-		j.ranShort, j.slotMean = slot < ShortTask, slot
-		return
-	}
-	j.slotMean += (slot - j.slotMean) / 8
 }
 
 // ended returns what runJob returns for j, ended by err: a job of RunJob
@@ -793,7 +798,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	case stopping:
 		s.retryLocked(a, e)
 	case f.Code == 0:
-		j.ran(time.Duration(f.SlotMicros) * time.Microsecond)
+		j.ran(time.Duration(f.SlotMicros)*time.Microsecond, true)
 		j.results[a.index] = f.Payload
 		if j.finished != nil {
 			j.finished[a.index] = true
@@ -804,7 +809,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 			close(j.done)
 		}
 	default:
-		j.ran(time.Duration(f.SlotMicros) * time.Microsecond)
+		j.ran(time.Duration(f.SlotMicros)*time.Microsecond, false)
 		j.failures[a.index]++
 		cause := rpc.WireError(f.Code, f.Error)
 		retry := !f.Permanent && j.failures[a.index] < s.maxFailures
