@@ -104,7 +104,7 @@ func (d *fakeDriver) HandleFrame(_ *rpc.Conn, f *wire.Frame) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.frames = append(d.frames, &wire.Frame{Kind: f.Kind, Call: f.Call, Plugin: f.Plugin, Code: f.Code, Error: f.Error,
-		Payload: f.Payload, ExecutorStopping: f.ExecutorStopping, Permanent: f.Permanent, Ready: f.Ready})
+		Payload: f.Payload, ExecutorStopping: f.ExecutorStopping, Permanent: f.Permanent, Ready: f.Ready, SlotMicros: f.SlotMicros})
 }
 
 func (d *fakeDriver) HandleClose(*rpc.Conn, error) {}
