@@ -1,0 +1,139 @@
+package driver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
+)
+
+// report is one attempt's result, as the scheduler's test feeds it.
+type report struct {
+	slot time.Duration
+	ok   bool
+}
+
+// A job's attempts go to an executor ahead of its free slots (to wait
+// there for one) once an attempt has succeeded in less than ShortTask, as
+// many as make about ShortTask of work per slot (at most maxAheadPerSlot),
+// up to Config.TaskPrefetch; never for a job of which an attempt ran
+// long, nor on quick failures alone (a job whose every task fails would
+// run its other inputs before its retries had failed it), nor for inputs
+// over maxAheadInput.
+func TestTasksSentAheadOfFreeSlots(t *testing.T) {
+	const slots = 2
+	short, long := report{100 * time.Microsecond, true}, report{10 * time.Millisecond, true}
+	tests := []struct {
+		name     string
+		prefetch int // Config.TaskPrefetch
+		input    int // bytes of each input
+		reports  []report
+		want     int // attempts sent to the executor and not reported
+	}{
+		{name: "before any report", want: slots},
+		{name: "short", reports: []report{short}, want: slots + maxAheadPerSlot*slots},
+		{name: "long", reports: []report{long}, want: slots},
+		{name: "a quick failure", reports: []report{{100 * time.Microsecond, false}}, want: slots},
+		{name: "a long failure after a short success", reports: []report{short, {10 * time.Millisecond, false}},
+			want: slots + maxAheadPerSlot*slots - 1}, // sends no more
+		{name: "short, then long", reports: []report{short, long}, want: slots + maxAheadPerSlot*slots - 1},
+		{name: "2ms tasks", reports: []report{{2 * time.Millisecond, true}}, want: slots + 2*slots},
+		{name: "TaskPrefetch 3", prefetch: 3, reports: []report{short}, want: slots + 3},
+		{name: "TaskPrefetch none", prefetch: -1, reports: []report{short}, want: slots},
+		{name: "inputs at the limit", input: maxAheadInput, reports: []report{short}, want: slots + maxAheadPerSlot*slots},
+		{name: "inputs over the limit", input: maxAheadInput + 1, reports: []report{short}, want: slots},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}, TaskPrefetch: tt.prefetch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, es := schedExecutor(t, d, "1", slots)
+			inputs := make([][]byte, 50)
+			for i := range inputs {
+				inputs[i] = make([]byte, tt.input)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			job := make(chan error, 1)
+			go func() { _, err := d.RunJob(ctx, "t", inputs, nil); job <- err }()
+			defer func() {
+				cancel()
+				<-job
+			}()
+			waitInFlight(t, d, es, slots)
+			for _, r := range tt.reports {
+				d.sched.mu.Lock()
+				run := slices.Min(slices.Collect(maps.Keys(es.running)))
+				d.sched.mu.Unlock()
+				f := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: uint64(r.slot.Microseconds())}
+				if !r.ok {
+					f.Code, f.Error = uint32(plugin.CodeUnknown), "failed"
+				}
+				d.sched.result(es, f)
+			}
+			if got := inFlight(d, es); got != tt.want {
+				t.Errorf("attempts sent to the executor and not reported: got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// inFlight returns how many attempts es holds: running, or waiting there
+// for a slot.
+func inFlight(d *Driver, es *execState) int {
+	d.sched.mu.Lock()
+	defer d.sched.mu.Unlock()
+	return len(es.running)
+}
+
+// waitInFlight polls until es holds n attempts.
+func waitInFlight(t *testing.T, d *Driver, es *execState, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for inFlight(d, es) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("attempts sent to the executor: got %d, want %d", inFlight(d, es), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// How many attempts go ahead per slot follows the mean time the job's
+// successful attempts held their slots, weighted to the recent ones.
+func TestAheadPerSlot(t *testing.T) {
+	tests := []struct {
+		name    string
+		reports []report
+		want    int
+	}{
+		{"none", nil, 0},
+		{"1µs", []report{{time.Microsecond, true}}, maxAheadPerSlot},
+		{"0µs", []report{{0, true}}, maxAheadPerSlot},
+		{"1ms", []report{{time.Millisecond, true}}, maxAheadPerSlot},
+		{"2ms", []report{{2 * time.Millisecond, true}}, 2},
+		{"4.9ms", []report{{4900 * time.Microsecond, true}}, 1},
+		{"5ms", []report{{ShortTask, true}}, 0},
+		{"quick failures", []report{{time.Microsecond, false}, {time.Microsecond, false}}, 0},
+		{"quick failures after a success", []report{{2 * time.Millisecond, true}, {time.Microsecond, false}}, 2},
+		{"a long failure", []report{{time.Microsecond, true}, {time.Second, false}}, 0},
+		{"slower by degrees", []report{{100 * time.Microsecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}, {4 * time.Millisecond, true}}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := &job{}
+			for _, r := range tt.reports {
+				j.ran(r.slot, r.ok)
+			}
+			if got := j.aheadPerSlot(); got != tt.want {
+				t.Errorf("got %d, want %d (mean %v)", got, tt.want, j.slotMean)
+			}
+		})
+	}
+}
