@@ -1724,3 +1724,44 @@ func TestNewTaskRefusesLongName(t *testing.T) {
 	}()
 	ember.NewTask(strings.Repeat("n", 70<<10), func(context.Context, ember.TaskContext, int) (int, error) { return 0, nil })
 }
+
+var (
+	cancelAt   atomic.Int64                            // the input whose task cancels its job
+	cancelJob  atomic.Pointer[context.CancelCauseFunc] // what it calls
+	cancelsJob = ember.NewTask("test.cancels-its-job", func(ctx context.Context, _ ember.TaskContext, n int) (int, error) {
+		if int64(n) == cancelAt.Load() {
+			// Holds the slot until the job's TASK_CANCELs come, so that
+			// those sent ahead are still waiting for it.
+			(*cancelJob.Load())(errors.New("enough"))
+			<-ctx.Done()
+			return 0, context.Cause(ctx)
+		}
+		return n, nil
+	})
+)
+
+// A job of short tasks sends attempts ahead of the executor's free slots.
+// When it ends, those still waiting there are canceled with it, and
+// reported without running: the next job has the executor's slots. Had
+// they stayed the driver's to wait for, the next job (not yet known to be
+// short) would have found no room, and waited for ever.
+func TestJobEndsWithAttemptsWaitingForASlot(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet,
+		Conf: map[string]string{ember.ConfExecutorSlots: "1"}})
+	ctx, cancel := context.WithCancelCause(testCtx(t))
+	defer cancel(nil)
+	cancelJob.Store(&cancel)
+	cancelAt.Store(500)
+	inputs := make([]int, 1000)
+	for i := range inputs {
+		inputs[i] = i
+	}
+	if _, err := ember.Map(ctx, c.Driver, cancelsJob, inputs); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Map: got %v, want context.Canceled", err)
+	}
+	cancelAt.Store(-1)
+	out, err := ember.Map(testCtx(t), c.Driver, cancelsJob, inputs[:10])
+	if err != nil || len(out) != 10 || out[9] != 9 {
+		t.Fatalf("the next Map: got %v, %v; want inputs[:10]", out, err)
+	}
+}
