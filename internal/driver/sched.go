@@ -67,7 +67,8 @@ func NewProgress(total int) *Progress { return &Progress{total: total} }
 func (p *Progress) Job() int { return int(p.job.Load()) }
 
 // Counts returns tasks done (in a job of RunJobEach, inputs failed for
-// good included), running and in total.
+// good included), running (sent to executors: running there, or waiting
+// for a slot) and in total.
 func (p *Progress) Counts() (done, running, total int) {
 	return int(p.done.Load()), int(p.running.Load()), p.total
 }
