@@ -29,15 +29,18 @@ const ConfMaxTaskFailures = "ember.task.maxFailures"
 // says what each runs.
 const ConfExecutorSlots = "ember.executor.slots"
 
-// ConfTaskPrefetch is how many tasks beyond its slots the driver may send
-// each executor ahead, to wait there for a slot, while every attempt of
-// the job has run in under 5ms (driver.ShortTask): the executor then
-// starts its next task as soon as a slot frees, instead of a round trip to
-// the driver later, which for short tasks doubles how many run per second.
-// A job of longer tasks gets none, so that no task waits behind a long
-// one while another executor has a free slot. Default: as many as the
-// executor's slots; 0: never. Tasks sent ahead count as running in
-// Progress and are cancelled with their job like running ones.
+// ConfTaskPrefetch is the most tasks beyond its slots the driver sends each
+// executor ahead, to wait there for a slot, for a job whose attempts have
+// all succeeded in under 5ms (driver.ShortTask): the executor then starts
+// its next task as soon as a slot frees, instead of a round trip to the
+// driver later, which for trivial tasks more than doubles how many run
+// per second. Within that bound it sends as many as make about 5ms of
+// work per slot, at most 4 per slot, and none with an input over 64 KiB.
+// A job stops sending any once one of its attempts has taken 5ms or more,
+// so that its tasks do not queue behind long ones while another executor
+// has a free slot (those already sent may wait behind that one). Default:
+// 4 per slot; 0: never. Tasks sent ahead count as running in Progress,
+// and are canceled with their job like running ones.
 const ConfTaskPrefetch = "ember.task.prefetch"
 
 // TaskContext describes the attempt a task function is running.

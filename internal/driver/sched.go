@@ -119,10 +119,10 @@ const (
 	// maxAheadPerSlot bounds the attempts sent ahead per slot of an
 	// executor, however short a job's tasks (see aheadPerSlot).
 	maxAheadPerSlot = 4
-	// maxAheadInput is the largest input sent ahead of a free slot: those
-	// waiting on an executor hold their inputs there, and the default
-	// bound (maxAheadPerSlot per slot) at Config.MaxMessageBytes was 16
-	// MiB per slot.
+	// maxAheadInput is the largest input sent ahead of a free slot: the
+	// attempts waiting on an executor hold their inputs there, and
+	// maxAheadPerSlot inputs of the default MaxMessageBytes (4 MiB) would
+	// be 16 MiB per slot.
 	maxAheadInput = 64 << 10
 )
 

@@ -37,7 +37,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 	}
 	ctx := x.claimSlotLocked(f.Call)
 	x.mu.Unlock()
-	go x.runAttempt(c, f, ctx)
+	go x.runAttempt(ctx, c, f)
 }
 
 // refusedResult is the TASK_RESULT of attempt run, refused (or dropped
@@ -91,10 +91,10 @@ func (x *Executor) takeQueuedLocked() []*wire.Frame {
 	return fs
 }
 
-// runAttempt runs f's attempt, whose slot is claimed, under ctx, and
-// reports it with how long it held the slot. It then starts the next
-// attempt waiting for the slot, if any.
-func (x *Executor) runAttempt(c *rpc.Conn, f *wire.Frame, ctx context.Context) {
+// runAttempt runs f's attempt, whose slot is claimed, under ctx (from
+// claimSlotLocked), and reports it on c with how long it held the slot.
+// It then starts the next attempt waiting for the slot, if any.
+func (x *Executor) runAttempt(ctx context.Context, c *rpc.Conn, f *wire.Frame) {
 	t := f.GetTask()
 	info := plugin.TaskInfo{
 		JobID:      t.GetJobId(),
@@ -126,7 +126,7 @@ func (x *Executor) runAttempt(c *rpc.Conn, f *wire.Frame, ctx context.Context) {
 		}
 		_ = c.SendControl(r)
 		if next != nil {
-			go x.runAttempt(c, next, nextCtx)
+			go x.runAttempt(nextCtx, c, next)
 		}
 		x.running.Done() // once the result is queued: it precedes STOPPED
 	}()
