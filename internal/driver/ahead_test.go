@@ -2,12 +2,15 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"maps"
 	"slices"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -136,4 +139,41 @@ func TestAheadPerSlot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ember_tasks_running counts the attempts sent to executors and not yet
+// ended: up as each TASK goes, down as its result comes or its executor
+// is lost. A task that never returns shows there, where
+// ember_tasks_total, counting ends, did not show it.
+func TestTasksRunningGauge(t *testing.T) {
+	d, _, es := schedDriver(t, 2)
+	running := func() float64 {
+		var m dto.Metric
+		if err := d.builtin.TasksRunning.WithLabelValues("t").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", make([][]byte, 3), nil); job <- err }()
+	waitInFlight(t, d, es, 2)
+	if got := running(); got != 2 {
+		t.Fatalf("with two attempts sent: got %v, want 2", got)
+	}
+	for want := 2.0; want >= 1; want-- { // the third input goes, then none
+		d.sched.mu.Lock()
+		run := slices.Min(slices.Collect(maps.Keys(es.running)))
+		d.sched.mu.Unlock()
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: uint64(time.Second.Microseconds())})
+		if got := running(); got != want {
+			t.Errorf("after a result: got %v, want %v", got, want)
+		}
+	}
+	d.sched.removeExecutor(es, errors.New("gone"))
+	if got := running(); got != 0 {
+		t.Errorf("after the executor was lost: got %v, want 0", got)
+	}
+	cancel()
+	<-job
 }

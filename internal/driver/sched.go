@@ -564,6 +564,7 @@ func (s *scheduler) scheduleLocked() []outFrame {
 		s.runs[a.run] = a
 		a.job.progress.running.Add(1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "started").Inc()
+		s.builtin.TasksRunning.WithLabelValues(a.job.task).Inc()
 		out = append(out, outFrame{task: a, conn: e.conn, f: &wire.Frame{
 			Kind:    wire.Kind_KIND_TASK,
 			Call:    a.run,
@@ -711,6 +712,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
+		s.builtin.TasksRunning.WithLabelValues(a.job.task).Dec()
 		j := a.job
 		if j.err != nil {
 			continue
@@ -794,6 +796,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		state = "failed"
 	}
 	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
+	s.builtin.TasksRunning.WithLabelValues(j.task).Dec()
 	switch {
 	case j.err != nil:
 	case stopping:

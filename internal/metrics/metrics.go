@@ -452,6 +452,7 @@ type Builtin struct {
 	Dropped        *prometheus.CounterVec   // executor ("driver"), plugin, reason
 	HandlerSeconds *prometheus.HistogramVec // plugin
 	Tasks          *prometheus.CounterVec   // task, state
+	TasksRunning   *prometheus.GaugeVec     // task
 	ExecutorsAlive prometheus.Gauge
 	ExecutorsLost  prometheus.Counter
 	AuthFailures   *prometheus.CounterVec // reason
@@ -481,6 +482,10 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 			Name: "ember_tasks_total",
 			Help: "Task attempts, by task and state (started, succeeded, failed, lost, canceled).",
 		}, []string{"task", "state"}),
+		TasksRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ember_tasks_running",
+			Help: "Task attempts sent to executors and not yet ended, by task: running there, or waiting there for a slot (short tasks are sent ahead), canceled attempts included until their tasks return.",
+		}, []string{"task"}),
 		ExecutorsAlive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ember_executors_alive",
 			Help: "Executors connected and ready.",
@@ -508,7 +513,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	for _, limit := range driverLimits {
 		b.LimitHits.WithLabelValues("driver", limit)
 	}
-	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.Mismatches, b.LimitHits, b.LaneStalled)
+	reg.MustRegister(b.Messages, b.MessageErrors, b.Dropped, b.HandlerSeconds, b.Tasks, b.TasksRunning, b.ExecutorsAlive, b.ExecutorsLost, b.AuthFailures, b.Mismatches, b.LimitHits, b.LaneStalled)
 	return b
 }
 
