@@ -160,10 +160,12 @@ func main() {
 		AppName: "buildfarm",
 		Master:  fmt.Sprintf("local-cluster[%d]", executors),
 		Plugins: []plugin.Plugin{membership{p: &driverPlugin{}}},
-		// One build at a time per executor, so that the crash takes only
-		// its own build down with it (and the output is the same on every
-		// run).
-		Conf: map[string]string{ember.ConfExecutorSlots: "1"},
+		// One build at a time per executor, and none sent ahead to wait
+		// for it (these builds are quick enough to be), so that the crash
+		// takes only its own build down with it: those waiting behind it
+		// would run again too, as their second attempt. The output is
+		// then the same on every run.
+		Conf: map[string]string{ember.ConfExecutorSlots: "1", ember.ConfTaskPrefetch: "0"},
 	}
 	if err := ember.Run(ctx, cfg, farm); err != nil {
 		log.Fatal(err)

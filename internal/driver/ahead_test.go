@@ -177,3 +177,59 @@ func TestTasksRunningGauge(t *testing.T) {
 	cancel()
 	<-job
 }
+
+// An executor lost with attempts sent ahead of its slots counts a failure
+// only for those that may have been running: the first of its slots in
+// run order. The others were waiting for a slot; they run again without
+// a failure counted, and only into a free slot, where a task that killed
+// the executor as it started would be counted at its next loss. Counted
+// all, the attempts queued behind a crashing build each lost an attempt,
+// and in a MapEach could fail for good with the crasher.
+func TestLostExecutorCountsOnlyWhatMayHaveRun(t *testing.T) {
+	d, _, es := schedDriver(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", make([][]byte, 20), nil); job <- err }()
+	waitInFlight(t, d, es, 1)
+	d.sched.mu.Lock()
+	first := slices.Min(slices.Collect(maps.Keys(es.running)))
+	d.sched.mu.Unlock()
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: first, SlotMicros: 100})
+	waitInFlight(t, d, es, 1+maxAheadPerSlot)
+	d.sched.mu.Lock()
+	runs := slices.Sorted(maps.Keys(es.running))
+	indexes := make([]int, len(runs))
+	for i, run := range runs {
+		indexes[i] = es.running[run].index
+	}
+	d.sched.mu.Unlock()
+	waitQueued(t, d) // every TASK queued on the connection: a.sent
+
+	d.sched.removeExecutor(es, errors.New("killed"))
+
+	d.sched.mu.Lock()
+	retries := slices.Clone(d.sched.retries.queued())
+	d.sched.mu.Unlock()
+	if len(retries) != len(runs) {
+		t.Fatalf("attempts to run again: got %d, want %d", len(retries), len(runs))
+	}
+	j := retries[0].job
+	for i, a := range retries {
+		wantFailures, wantNoAhead := 0, true
+		if i == 0 {
+			wantFailures, wantNoAhead = 1, false // the one in the executor's slot
+		}
+		if a.index != indexes[i] || j.failures[a.index] != wantFailures || a.noAhead != wantNoAhead {
+			t.Errorf("retry %d: got inputs[%d], %d failures, noAhead %v; want inputs[%d], %d, %v",
+				i, a.index, j.failures[a.index], a.noAhead, indexes[i], wantFailures, wantNoAhead)
+		}
+	}
+
+	// The next executor gets the counted one, which may go ahead of a
+	// free slot, and then none: the next in line goes only into one.
+	_, es2 := schedExecutor(t, d, "2", 1)
+	if got := inFlight(d, es2); got != 1 {
+		t.Errorf("attempts sent to the next executor: got %d, want 1", got)
+	}
+}

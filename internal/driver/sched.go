@@ -177,6 +177,10 @@ type attempt struct {
 	index   int
 	attempt int
 	avoid   string // executor of the previous failed attempt
+	// noAhead: sent only into a free slot, never ahead of one: the
+	// previous attempt was lost with its executor, not counted, behind
+	// attempts that may have been running (see removeExecutor).
+	noAhead bool
 	exec    *execState
 	// sent: its TASK is queued on the connection; cancel: its job ended
 	// before that, so whoever queues the TASK queues its TASK_CANCEL next.
@@ -421,9 +425,11 @@ func (s *scheduler) failPendingLocked(err error) []outFrame {
 }
 
 // retryLocked queues the attempt after a, which ran (or was to run) on e,
-// among the retries, avoiding e. s.mu is held.
-func (s *scheduler) retryLocked(a *attempt, e *execState) {
-	s.retries.push(&attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID})
+// among the retries, avoiding e, and returns it. s.mu is held.
+func (s *scheduler) retryLocked(a *attempt, e *execState) *attempt {
+	r := &attempt{job: a.job, index: a.index, attempt: a.attempt + 1, avoid: e.info.ID}
+	s.retries.push(r)
+	return r
 }
 
 // queue is a FIFO of attempts.
@@ -549,7 +555,7 @@ func (s *scheduler) scheduleLocked() []outFrame {
 			continue
 		}
 		perSlot := 0
-		if len(a.job.inputs[a.index]) <= maxAheadInput {
+		if !a.noAhead && len(a.job.inputs[a.index]) <= maxAheadInput {
 			perSlot = a.job.aheadPerSlot()
 		}
 		e := s.pickLocked(a.avoid, perSlot)
@@ -703,12 +709,27 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		}
 	}
 	var out []outFrame
-	var running []string // what it was running, for the error below
+	var running []string // what it may have been running, for the error below
+	delivered := 0       // attempts that reached it, so far in run order
 	// In run order, so that which attempts are requeued and which job
 	// fails first do not depend on map order.
 	for _, run := range slices.Sorted(maps.Keys(e.running)) {
 		a := e.running[run]
-		running = append(running, fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index))
+		// An attempt whose TASK could not be queued (the connection had
+		// closed) never ran. Nor did one whose TASK was not queued yet
+		// (!sent): the connection has ended, so it cannot be. Of the
+		// others, only the first e.slots in run order may have been
+		// running: the executor starts TASKs in the order they come, its
+		// slots at a time, and those sent ahead of free slots wait behind
+		// them (see mayHaveRun's use below).
+		reached := a.sent && !a.undelivered
+		mayHaveRun := reached && delivered < e.slots
+		if reached {
+			delivered++
+		}
+		if mayHaveRun {
+			running = append(running, fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index))
+		}
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
@@ -717,10 +738,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		if j.err != nil {
 			continue
 		}
-		// An attempt whose TASK could not be queued (the connection had
-		// closed) never ran: not counted. Nor one whose TASK was not
-		// queued yet (!sent): the connection has ended, so it cannot be.
-		if cause != nil && !e.leaving && a.sent && !a.undelivered {
+		if cause != nil && !e.leaving && mayHaveRun {
 			j.failures[a.index]++
 			if j.failures[a.index] >= s.maxFailures {
 				lost := plugin.Errorf(plugin.CodeUnavailable, "executor %s was lost while running it: %v", e.info.ID, cause)
@@ -728,7 +746,14 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 				continue
 			}
 		}
-		s.retryLocked(a, e)
+		// One that reached it behind those is not counted: it was
+		// waiting for a slot, unless an attempt ahead of it had ended
+		// with its result lost with the executor. Its next attempt goes
+		// only into a free slot (noAhead), where it is among the first
+		// e.slots: a task that kills its executor as it starts is counted
+		// at every second loss at least, and fails its job.
+		r := s.retryLocked(a, e)
+		r.noAhead = reached && !mayHaveRun
 	}
 	e.running = nil
 	out = append(out, s.scheduleLocked()...)
