@@ -234,7 +234,11 @@ type execState struct {
 	// short tasks (see TaskPrefetch): they wait there for a slot.
 	ahead   int
 	running map[uint64]*attempt // sent to it: running, or waiting there for a slot
-	leaving bool                // said it is stopping on its own (LEAVING): given no more attempts
+	// jobs counts the attempts in running by job: it takes attempts ahead
+	// of its slots only while every one of them is of a job of short
+	// tasks still running (see pickLocked).
+	jobs    map[*job]int
+	leaving bool // said it is stopping on its own (LEAVING): given no more attempts
 }
 
 // New validates cfg and builds the driver's plugin endpoints. It does no

@@ -567,6 +567,7 @@ func (s *scheduler) scheduleLocked() []outFrame {
 		a.run = s.nextRun
 		a.exec = e
 		e.running[a.run] = a
+		e.jobs[a.job]++
 		s.runs[a.run] = a
 		a.job.progress.running.Add(1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "started").Inc()
@@ -605,28 +606,54 @@ func (s *scheduler) close(err error) []outFrame {
 // pickLocked returns the executor with the most room, preferring one
 // other than avoid; nil when none has room. An executor's room is its free
 // slots, and the attempts it may hold waiting for one: perSlot per slot,
-// up to its ahead. Executors leaving get none.
+// up to its ahead, while all it holds are attempts of jobs of short tasks
+// (aheadOK). Executors leaving get none.
 func (s *scheduler) pickLocked(avoid string, perSlot int) *execState {
 	room := func(e *execState) int {
-		return e.slots + min(perSlot*e.slots, e.ahead) - len(e.running)
+		n := e.slots - len(e.running)
+		if perSlot > 0 && e.aheadOK() {
+			n += min(perSlot*e.slots, e.ahead)
+		}
+		return n
 	}
 	var best, fallback *execState
+	bestRoom := 0
 	for _, e := range s.execs {
-		if room(e) <= 0 || e.leaving {
+		if e.leaving {
+			continue
+		}
+		r := room(e)
+		if r <= 0 {
 			continue
 		}
 		if e.info.ID == avoid {
 			fallback = e
 			continue
 		}
-		if best == nil || room(e) > room(best) {
-			best = e
+		if best == nil || r > bestRoom {
+			best, bestRoom = e, r
 		}
 	}
 	if best == nil {
 		return fallback
 	}
 	return best
+}
+
+// aheadOK says whether e may take attempts ahead of its slots: every
+// attempt it holds is of a job that sends attempts ahead, and that has not
+// ended. An attempt of another job (one whose tasks run long, or not yet
+// known to run short), or of one that has ended (its task told to stop,
+// but a slot is free only once it returns), may hold its slot for
+// minutes: attempts queued behind it would wait for it, and hold their
+// job open, while another executor's slot stood free. s.mu is held.
+func (e *execState) aheadOK() bool {
+	for j := range e.jobs {
+		if j.err != nil || j.aheadPerSlot() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // leave handles e's LEAVING: it is stopping on its own, so it gets no
@@ -658,6 +685,7 @@ func (s *scheduler) addExecutor(e *execState, slots int) {
 	e.slots = slots
 	e.ahead = s.aheadFor(slots)
 	e.running = map[uint64]*attempt{}
+	e.jobs = map[*job]int{}
 	s.execs = append(s.execs, e)
 	out := s.scheduleLocked()
 	s.mu.Unlock()
@@ -755,7 +783,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		r := s.retryLocked(a, e)
 		r.noAhead = reached && !mayHaveRun
 	}
-	e.running = nil
+	e.running, e.jobs = nil, nil
 	out = append(out, s.scheduleLocked()...)
 	if len(s.execs) == 0 && s.noReplacements {
 		what := ""
@@ -802,6 +830,9 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	delete(s.runs, f.Call)
 	delete(e.running, f.Call)
 	j := a.job
+	if e.jobs[j]--; e.jobs[j] == 0 {
+		delete(e.jobs, j)
+	}
 	j.progress.running.Add(-1)
 	var out []outFrame
 	var logFailure func() // after the lock
