@@ -59,3 +59,35 @@ func TestNoneAheadBehindAnotherJobsAttempt(t *testing.T) {
 		d.sched.result(free, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: 100})
 	}
 }
+
+// An attempt sent ahead goes to an executor with a free slot first, not
+// to wait on the one with the most room: 4 slots' room ahead made the
+// 1-slot executor's free slot stand idle while 7 attempts queued on the
+// other.
+func TestAheadPrefersAFreeSlot(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tasks: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, big := schedExecutor(t, d, "big", 4)
+	_, small := schedExecutor(t, d, "small", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", make([][]byte, 12), nil); job <- err }()
+	defer func() {
+		cancel()
+		<-job
+	}()
+	waitInFlight(t, d, small, 1)
+	waitInFlight(t, d, big, 4)
+	d.sched.mu.Lock()
+	var run uint64
+	for r := range small.running {
+		run = r
+	}
+	d.sched.mu.Unlock()
+	d.sched.result(small, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: 100})
+	if got := inFlight(d, small); got < 1 {
+		t.Errorf("the 1-slot executor holds %d attempts, with its slot free; the 4-slot one holds %d", got, inFlight(d, big))
+	}
+}

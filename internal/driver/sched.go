@@ -604,25 +604,22 @@ func (s *scheduler) close(err error) []outFrame {
 }
 
 // pickLocked returns the executor with the most room, preferring one
-// other than avoid; nil when none has room. An executor's room is its free
-// slots, and the attempts it may hold waiting for one: perSlot per slot,
-// up to its ahead, while all it holds are attempts of jobs of short tasks
-// (aheadOK). Executors leaving get none.
+// other than avoid, and one with a free slot; nil when none has room. An
+// executor's room is its free slots, and the attempts it may hold waiting
+// for one: perSlot per slot, up to its ahead, while all it holds are
+// attempts of jobs of short tasks (aheadOK). Executors leaving get none.
 func (s *scheduler) pickLocked(avoid string, perSlot int) *execState {
-	room := func(e *execState) int {
-		n := e.slots - len(e.running)
-		if perSlot > 0 && e.aheadOK() {
-			n += min(perSlot*e.slots, e.ahead)
-		}
-		return n
-	}
 	var best, fallback *execState
-	bestRoom := 0
+	bestFree, bestRoom := false, 0
 	for _, e := range s.execs {
 		if e.leaving {
 			continue
 		}
-		r := room(e)
+		r := e.slots - len(e.running)
+		free := r > 0
+		if perSlot > 0 && e.aheadOK() {
+			r += min(perSlot*e.slots, e.ahead)
+		}
 		if r <= 0 {
 			continue
 		}
@@ -630,8 +627,10 @@ func (s *scheduler) pickLocked(avoid string, perSlot int) *execState {
 			fallback = e
 			continue
 		}
-		if best == nil || r > bestRoom {
-			best, bestRoom = e, r
+		// A free slot first: the attempt starts at once there, where
+		// one sent ahead waits while that slot stands idle.
+		if best == nil || free && !bestFree || free == bestFree && r > bestRoom {
+			best, bestFree, bestRoom = e, free, r
 		}
 	}
 	if best == nil {
