@@ -30,8 +30,9 @@ const ConfMaxTaskFailures = "ember.task.maxFailures"
 const ConfExecutorSlots = "ember.executor.slots"
 
 // ConfTaskPrefetch is the most tasks beyond its slots the driver sends each
-// executor ahead, to wait there for a slot, for a job whose attempts have
-// all succeeded in under 5ms (driver.ShortTask): the executor then starts
+// executor ahead, to wait there for a slot, for a job of which an attempt
+// has succeeded in under 5ms (driver.ShortTask) and none has taken longer,
+// succeeding or not: the executor then starts
 // its next task as soon as a slot frees, instead of a round trip to the
 // driver later, which for trivial tasks more than doubles how many run
 // per second. Within that bound it sends as many as make about 5ms of

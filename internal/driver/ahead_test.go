@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -231,5 +232,22 @@ func TestLostExecutorCountsOnlyWhatMayHaveRun(t *testing.T) {
 	_, es2 := schedExecutor(t, d, "2", 1)
 	if got := inFlight(d, es2); got != 1 {
 		t.Errorf("attempts sent to the next executor: got %d, want 1", got)
+	}
+}
+
+// A TASK_RESULT's slot time past what a Duration holds is the longest one,
+// not a negative that would make the task short.
+func TestSlotTime(t *testing.T) {
+	for _, tt := range []struct {
+		micros uint64
+		want   time.Duration
+	}{
+		{0, 0},
+		{5000, 5 * time.Millisecond},
+		{math.MaxUint64, time.Duration(math.MaxInt64/1000) * time.Microsecond},
+	} {
+		if got := slotTime(&wire.Frame{SlotMicros: tt.micros}); got != tt.want || got < 0 {
+			t.Errorf("slot_micros %d: got %v, want %v", tt.micros, got, tt.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,6 +153,13 @@ func (j *job) ran(slot time.Duration, ok bool) {
 	default:
 		j.slotMean += (slot - j.slotMean) / 8
 	}
+}
+
+// slotTime is how long f's attempt held its slot, as its TASK_RESULT says;
+// a value past what a Duration holds is the longest one (it wrapped to a
+// negative, a short task).
+func slotTime(f *wire.Frame) time.Duration {
+	return time.Duration(min(f.SlotMicros, uint64(math.MaxInt64/int64(time.Microsecond)))) * time.Microsecond
 }
 
 // ended returns what runJob returns for j, ended by err: a job of RunJob
@@ -745,10 +753,14 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		// An attempt whose TASK could not be queued (the connection had
 		// closed) never ran. Nor did one whose TASK was not queued yet
 		// (!sent): the connection has ended, so it cannot be. Of the
-		// others, only the first e.slots in run order may have been
-		// running: the executor starts TASKs in the order they come, its
-		// slots at a time, and those sent ahead of free slots wait behind
-		// them (see mayHaveRun's use below).
+		// others, only about the first e.slots in run order may have
+		// been running: the executor starts TASKs in the order they come,
+		// its slots at a time, and those sent ahead of free slots wait
+		// behind them. (The order they come is run order but where two
+		// goroutines queued TASKs for it at once: then one that waited
+		// may be counted in place of one that ran. An attempt sent into
+		// a free slot is always among the first e.slots, which is what
+		// noAhead below relies on.)
 		reached := a.sent && !a.undelivered
 		mayHaveRun := reached && delivered < e.slots
 		if reached {
@@ -857,7 +869,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	case stopping:
 		s.retryLocked(a, e)
 	case f.Code == 0:
-		j.ran(time.Duration(f.SlotMicros)*time.Microsecond, true)
+		j.ran(slotTime(f), true)
 		j.results[a.index] = f.Payload
 		if j.finished != nil {
 			j.finished[a.index] = true
@@ -868,7 +880,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 			close(j.done)
 		}
 	default:
-		j.ran(time.Duration(f.SlotMicros)*time.Microsecond, false)
+		j.ran(slotTime(f), false)
 		j.failures[a.index]++
 		cause := rpc.WireError(f.Code, f.Error)
 		retry := !f.Permanent && j.failures[a.index] < s.maxFailures
