@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -84,6 +86,7 @@ type job struct {
 	logged   int // failed attempts logged (see maxFailuresLogged)
 	left     int
 	progress *Progress
+	running  prometheus.Gauge // its task's ember_tasks_running, looked up once
 	err      error
 	// cancelCode and cancelText are err as its TASK_CANCELs carry it
 	// (cancelFrame), computed once by failJobLocked.
@@ -283,6 +286,7 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 		failures: make([]int, len(inputs)),
 		left:     len(inputs),
 		progress: progress,
+		running:  s.builtin.TasksRunning.WithLabelValues(task),
 		done:     make(chan struct{}),
 	}
 	if each {
@@ -579,7 +583,7 @@ func (s *scheduler) scheduleLocked() []outFrame {
 		s.runs[a.run] = a
 		a.job.progress.running.Add(1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "started").Inc()
-		s.builtin.TasksRunning.WithLabelValues(a.job.task).Inc()
+		a.job.running.Inc()
 		out = append(out, outFrame{task: a, conn: e.conn, f: &wire.Frame{
 			Kind:    wire.Kind_KIND_TASK,
 			Call:    a.run,
@@ -772,7 +776,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		delete(s.runs, run)
 		a.job.progress.running.Add(-1)
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
-		s.builtin.TasksRunning.WithLabelValues(a.job.task).Dec()
+		a.job.running.Dec()
 		j := a.job
 		if j.err != nil {
 			continue
@@ -863,7 +867,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		state = "failed"
 	}
 	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
-	s.builtin.TasksRunning.WithLabelValues(j.task).Dec()
+	j.running.Dec()
 	switch {
 	case j.err != nil:
 	case stopping:

@@ -505,7 +505,7 @@ func TestAttemptRemovedBeforeItsTaskIsQueuedDoesNotCount(t *testing.T) {
 	// RunJob's first half.
 	s.mu.Lock()
 	j := &job{id: "1", task: "t", inputs: [][]byte{nil}, results: make([][]byte, 1), failures: make([]int, 1), left: 1,
-		progress: NewProgress(1), done: make(chan struct{})}
+		progress: NewProgress(1), running: s.builtin.TasksRunning.WithLabelValues("t"), done: make(chan struct{})}
 	s.pending.push(&attempt{job: j, index: 0})
 	out := s.scheduleLocked()
 	s.mu.Unlock()
