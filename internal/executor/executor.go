@@ -151,7 +151,7 @@ type Executor struct {
 	stop      chan struct{}   // closed when STOP arrives
 	stopOnce  sync.Once
 	listeners []*endpoint // plugins implementing TaskListener, in order
-	limitHits *prometheus.CounterVec
+	limitHits metrics.Vec[prometheus.Counter]
 	// gatherErr is the last metrics gather error, as text ("<nil>" for
 	// none); only gatherMetrics uses it, from one goroutine at a time.
 	gatherErr string
@@ -162,10 +162,10 @@ type Executor struct {
 	// own gathers limitHits and dropped alone: what is shipped when
 	// the whole registry is over the message size.
 	own     *prometheus.Registry
-	dropped *prometheus.CounterVec // plugin, reason: sends from the driver not delivered
+	dropped metrics.Vec[prometheus.Counter] // plugin, reason: sends from the driver not delivered
 	// laneStalled has a series, at 1, for each plugin whose lane is
 	// stalled, and none for the others (watchStalls).
-	laneStalled *prometheus.GaugeVec
+	laneStalled metrics.Vec[prometheus.Gauge]
 	// stopWatching stops the lanes' stall watch and waits for it (once
 	// the executor is ready; it may be called more than once).
 	stopWatching func()
@@ -309,16 +309,19 @@ func Run(ctx context.Context, cfg Config) error {
 	defer endHandlers("has stopped")()
 	x.ctx = hctx
 
-	x.limitHits = metrics.NewLimitHits(prometheus.Labels{"executor": x.id})
-	x.dropped = metrics.NewDropped(prometheus.Labels{"executor": x.id})
-	x.laneStalled = metrics.NewLaneStalled(prometheus.Labels{"executor": x.id})
+	// The built-in vectors join the registry with their first series:
+	// until then, gathering an executor whose plugins register no metrics
+	// costs nothing (metrics.Deferred). x.own holds them from the start.
+	builtin := metrics.NewDeferred(cfg.Registry, func(err error) {
+		x.log.Error("cannot register the executor's built-in metrics: they are not shipped", "err", err)
+	})
+	own := prometheus.Labels{"executor": x.id}
+	limitHits, dropped, laneStalled := metrics.NewLimitHits(own), metrics.NewDropped(own), metrics.NewLaneStalled(own)
+	x.limitHits = metrics.Defer(builtin, limitHits)
+	x.dropped = metrics.Defer(builtin, dropped)
+	x.laneStalled = metrics.Defer(builtin, laneStalled)
 	x.own = prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{x.limitHits, x.dropped, x.laneStalled} {
-		if err := cfg.Registry.Register(c); err != nil {
-			return fmt.Errorf("executor %s: %w", x.id, err)
-		}
-		x.own.MustRegister(c)
-	}
+	x.own.MustRegister(limitHits, dropped, laneStalled)
 	var setupErr error // the first plugin whose ExecutorPlugin panicked
 	for i, p := range cfg.Plugins {
 		e := &endpoint{

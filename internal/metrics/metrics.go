@@ -434,6 +434,75 @@ func NewLaneStalled(constLabels prometheus.Labels) *prometheus.GaugeVec {
 	}, labels)
 }
 
+// Deferred holds collectors that are registered on a registry only when
+// the first series of one of them is made, all of them together. A
+// Prometheus registry holding no collector gathers for nothing, but one
+// holding any, even with no series, allocates about 32 KB a gather (two
+// channels of a thousand metrics). An executor gathers every metrics
+// interval, and its built-in vectors usually have no series: registered
+// up front, they made 1,000 executors sharing four processes allocate
+// 33 MB a second, and doubled the scale scenario's ask p99
+// (docs/performance.md, "An idle executor gathers for nothing").
+//
+// Defer the collectors first; then the Vecs are safe for concurrent use.
+type Deferred struct {
+	once  sync.Once
+	reg   prometheus.Registerer
+	cs    []prometheus.Collector
+	onErr func(error)
+}
+
+// NewDeferred returns a Deferred registering on reg. onErr is called
+// with each error the registration returns.
+func NewDeferred(reg prometheus.Registerer, onErr func(error)) *Deferred {
+	return &Deferred{reg: reg, onErr: onErr}
+}
+
+func (d *Deferred) register() {
+	d.once.Do(func() {
+		for _, c := range d.cs {
+			if err := d.reg.Register(c); err != nil {
+				d.onErr(err)
+			}
+		}
+	})
+}
+
+// labelled is a Prometheus metric vector with series of type T.
+type labelled[T any] interface {
+	prometheus.Collector
+	WithLabelValues(lvs ...string) T
+	DeleteLabelValues(lvs ...string) bool
+}
+
+// Vec is a metric vector whose registration d defers. Safe for concurrent
+// use, as its vector.
+type Vec[T any] struct {
+	d   *Deferred
+	vec labelled[T]
+}
+
+// Defer adds vec to d's collectors. Call it before any series is made:
+// the collectors registered are those added then.
+func Defer[T any](d *Deferred, vec labelled[T]) Vec[T] {
+	d.cs = append(d.cs, vec)
+	return Vec[T]{d: d, vec: vec}
+}
+
+// WithLabelValues returns the series of these label values, as the
+// vector's WithLabelValues, registering d's collectors first if it is the
+// first.
+func (v Vec[T]) WithLabelValues(lvs ...string) T {
+	v.d.register()
+	return v.vec.WithLabelValues(lvs...)
+}
+
+// DeleteLabelValues deletes the series of these label values, as the
+// vector's DeleteLabelValues. The collectors stay registered.
+func (v Vec[T]) DeleteLabelValues(lvs ...string) bool {
+	return v.vec.DeleteLabelValues(lvs...)
+}
+
 // Flag returns a function that sets g to 1 for true and 0 for false.
 func Flag(g prometheus.Gauge) func(bool) {
 	return func(on bool) {
