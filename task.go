@@ -40,8 +40,9 @@ const ConfExecutorSlots = "ember.executor.slots"
 // A job stops sending any once one of its attempts has taken 5ms or more,
 // so that its tasks do not queue behind long ones while another executor
 // has a free slot (those already sent may wait behind that one). Default:
-// 4 per slot; 0: never. Tasks sent ahead count as running in Progress,
-// and are canceled with their job like running ones.
+// 4 per slot; 0: never. Tasks sent ahead count as running (the progress
+// bar, ember_tasks_running) once a slot frees for them, and are canceled
+// with their job like running ones.
 const ConfTaskPrefetch = "ember.task.prefetch"
 
 // TaskContext describes the attempt a task function is running.

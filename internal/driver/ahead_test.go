@@ -142,41 +142,65 @@ func TestAheadPerSlot(t *testing.T) {
 	}
 }
 
-// ember_tasks_running counts the attempts sent to executors and not yet
-// ended: up as each TASK goes, down as its result comes or its executor
-// is lost. A task that never returns shows there, where
-// ember_tasks_total, counting ends, did not show it.
+// ember_tasks_running and the job's Progress count the attempts running
+// on executors: one sent into a free slot at once, one sent ahead of the
+// slots once an attempt ahead of it on its executor ends, and none after
+// the executor is lost. A task that never returns shows there, where
+// ember_tasks_total, counting ends, does not. (They counted the attempts
+// sent ahead as running too: "5 running" on an executor of one slot.)
 func TestTasksRunningGauge(t *testing.T) {
-	d, _, es := schedDriver(t, 2)
-	running := func() float64 {
+	d, _, es := schedDriver(t, 1)
+	progress := NewProgress(20)
+	counts := func() (gauge float64, running int) {
+		t.Helper()
 		var m dto.Metric
 		if err := d.builtin.TasksRunning.WithLabelValues("t").Write(&m); err != nil {
 			t.Fatal(err)
 		}
-		return m.GetGauge().GetValue()
+		_, running, _ = progress.Counts()
+		return m.GetGauge().GetValue(), running
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	job := make(chan error, 1)
-	go func() { _, err := d.RunJob(ctx, "t", make([][]byte, 3), nil); job <- err }()
-	waitInFlight(t, d, es, 2)
-	if got := running(); got != 2 {
-		t.Fatalf("with two attempts sent: got %v, want 2", got)
-	}
-	for want := 2.0; want >= 1; want-- { // the third input goes, then none
-		d.sched.mu.Lock()
-		run := slices.Min(slices.Collect(maps.Keys(es.running)))
-		d.sched.mu.Unlock()
-		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: uint64(time.Second.Microseconds())})
-		if got := running(); got != want {
-			t.Errorf("after a result: got %v, want %v", got, want)
+	check := func(when string, want int) {
+		t.Helper()
+		if gauge, running := counts(); gauge != float64(want) || running != want {
+			t.Errorf("%s: got ember_tasks_running %v and Progress running %d, want %d", when, gauge, running, want)
 		}
 	}
-	d.sched.removeExecutor(es, errors.New("gone"))
-	if got := running(); got != 0 {
-		t.Errorf("after the executor was lost: got %v, want 0", got)
+	runs := func() []uint64 {
+		d.sched.mu.Lock()
+		defer d.sched.mu.Unlock()
+		return slices.Sorted(maps.Keys(es.running))
 	}
+	result := func(run uint64) {
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: 100})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	job := make(chan error, 1)
+	go func() { _, err := d.RunJob(ctx, "t", make([][]byte, 20), progress); job <- err }()
+	waitInFlight(t, d, es, 1)
+	check("one attempt sent, into the free slot", 1)
+
+	result(runs()[0]) // short: the next are sent ahead
+	waitInFlight(t, d, es, 1+maxAheadPerSlot)
+	check("attempts sent ahead of the slot", 1)
+
+	// One waiting reports first (its cancel, say): the slot's attempt
+	// still runs, and none is counted in its place.
+	held := runs()
+	result(held[len(held)-1])
+	waitInFlight(t, d, es, 1+maxAheadPerSlot)
+	check("after a waiting attempt's result", 1)
+
+	result(runs()[0]) // the running one: the next takes its slot
+	waitInFlight(t, d, es, 1+maxAheadPerSlot)
+	check("after the running attempt's result", 1)
+
+	d.sched.removeExecutor(es, errors.New("gone"))
+	check("after the executor was lost", 0)
 	cancel()
 	<-job
+	check("after the job ended", 0)
 }
 
 // An executor lost with attempts sent ahead of its slots counts a failure

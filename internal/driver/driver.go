@@ -237,7 +237,13 @@ type execState struct {
 	// jobs counts the attempts in running by job: it takes attempts ahead
 	// of its slots only while every one of them is of a job of short
 	// tasks still running (see pickLocked).
-	jobs    map[*job]int
+	jobs map[*job]int
+	// waiting holds, in run order, the attempts in running sent beyond
+	// its slots: waiting there for one, as the driver reckons it (the
+	// executor starts them in the order they come as its slots free).
+	// They count as running in their job's Progress and the gauge once an
+	// attempt ahead of them ends (see countEndLocked).
+	waiting []*attempt
 	leaving bool // said it is stopping on its own (LEAVING): given no more attempts
 }
 

@@ -70,8 +70,9 @@ func NewProgress(total int) *Progress { return &Progress{total: total} }
 func (p *Progress) Job() int { return int(p.job.Load()) }
 
 // Counts returns tasks done (in a job of RunJobEach, inputs failed for
-// good included), running (sent to executors: running there, or waiting
-// for a slot) and in total.
+// good included), running (on executors, as the driver reckons it: an
+// attempt sent ahead of the slots counts once one ahead of it on its
+// executor has ended; see execState.waiting) and in total.
 func (p *Progress) Counts() (done, running, total int) {
 	return int(p.done.Load()), int(p.running.Load()), p.total
 }
@@ -201,6 +202,33 @@ type attempt struct {
 	// undelivered: the connection had closed when its TASK was queued, so
 	// it never ran, and its loss is not the task's.
 	undelivered bool
+	// waiting: sent beyond its executor's slots, and in its waiting list
+	// (see execState.waiting); not counted as running yet.
+	waiting bool
+}
+
+// countRunning adds delta to the running count of a's job: its Progress
+// and its task's ember_tasks_running.
+func (a *attempt) countRunning(delta int) {
+	a.job.progress.running.Add(int64(delta))
+	a.job.running.Add(float64(delta))
+}
+
+// countEndLocked takes a, ended on e (a result, or e lost), off the
+// running count: if it was running there, the attempt waiting longest on
+// e takes its slot, and counts as running from now. s.mu is held.
+func (e *execState) countEndLocked(a *attempt) {
+	if a.waiting {
+		e.waiting = slices.DeleteFunc(e.waiting, func(w *attempt) bool { return w == a })
+		return
+	}
+	a.countRunning(-1)
+	if len(e.waiting) > 0 {
+		next := e.waiting[0]
+		e.waiting = slices.Delete(e.waiting, 0, 1)
+		next.waiting = false
+		next.countRunning(1)
+	}
 }
 
 // scheduler assigns task attempts to executor slots.
@@ -581,9 +609,13 @@ func (s *scheduler) scheduleLocked() []outFrame {
 		e.running[a.run] = a
 		e.jobs[a.job]++
 		s.runs[a.run] = a
-		a.job.progress.running.Add(1)
+		if len(e.running) > e.slots {
+			a.waiting = true
+			e.waiting = append(e.waiting, a)
+		} else {
+			a.countRunning(1)
+		}
 		s.builtin.Tasks.WithLabelValues(a.job.task, "started").Inc()
-		a.job.running.Inc()
 		out = append(out, outFrame{task: a, conn: e.conn, f: &wire.Frame{
 			Kind:    wire.Kind_KIND_TASK,
 			Call:    a.run,
@@ -774,9 +806,10 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 			running = append(running, fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index))
 		}
 		delete(s.runs, run)
-		a.job.progress.running.Add(-1)
+		if !a.waiting {
+			a.countRunning(-1)
+		}
 		s.builtin.Tasks.WithLabelValues(a.job.task, "lost").Inc()
-		a.job.running.Dec()
 		j := a.job
 		if j.err != nil {
 			continue
@@ -798,7 +831,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		r := s.retryLocked(a, e)
 		r.noAhead = reached && !mayHaveRun
 	}
-	e.running, e.jobs = nil, nil
+	e.running, e.jobs, e.waiting = nil, nil, nil
 	out = append(out, s.scheduleLocked()...)
 	if len(s.execs) == 0 && s.noReplacements {
 		what := ""
@@ -848,7 +881,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	if e.jobs[j]--; e.jobs[j] == 0 {
 		delete(e.jobs, j)
 	}
-	j.progress.running.Add(-1)
+	e.countEndLocked(a)
 	var out []outFrame
 	var logFailure func() // after the lock
 	// Cut short by its executor stopping on its own, which said so first
@@ -867,7 +900,6 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 		state = "failed"
 	}
 	s.builtin.Tasks.WithLabelValues(j.task, state).Inc()
-	j.running.Dec()
 	switch {
 	case j.err != nil:
 	case stopping:

@@ -553,7 +553,7 @@ func NewBuiltin(reg prometheus.Registerer) *Builtin {
 		}, []string{"task", "state"}),
 		TasksRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ember_tasks_running",
-			Help: "Task attempts sent to executors and not yet ended, by task: running there, or waiting there for a slot (short tasks are sent ahead), canceled attempts included until their tasks return.",
+			Help: "Task attempts running on executors, by task, canceled attempts included until their tasks return; an attempt sent ahead of the slots (short tasks) counts once an attempt ahead of it on its executor has ended.",
 		}, []string{"task"}),
 		ExecutorsAlive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ember_executors_alive",
