@@ -159,8 +159,9 @@ type Executor struct {
 	// driver serves until the executor ships others; only gatherMetrics
 	// uses it, as gatherErr.
 	shipped bool
-	// own gathers limitHits and dropped alone: what is shipped when
-	// the whole registry is over the message size.
+	// own gathers the built-in vectors alone (limitHits, dropped and
+	// laneStalled): what is shipped when the whole registry is over the
+	// message size.
 	own     *prometheus.Registry
 	dropped metrics.Vec[prometheus.Counter] // plugin, reason: sends from the driver not delivered
 	// laneStalled has a series, at 1, for each plugin whose lane is
