@@ -227,6 +227,16 @@ func (p testPlugin) Name() string                          { return p.name }
 func (p testPlugin) DriverPlugin() plugin.DriverPlugin     { return nil }
 func (p testPlugin) ExecutorPlugin() plugin.ExecutorPlugin { return p.ep }
 
+// contextPlugin returns a plugin of the given name whose executor side
+// hands its ExecutorContext, at Init, to the channel returned.
+func contextPlugin(name string) (testPlugin, <-chan plugin.ExecutorContext) {
+	initialised := make(chan plugin.ExecutorContext, 1)
+	return testPlugin{name: name, ep: &funcExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+		initialised <- pc
+		return nil
+	}}}, initialised
+}
+
 type funcExecutor struct {
 	plugin.BaseExecutorPlugin
 	InitF     func(ctx context.Context, pc plugin.ExecutorContext, conf map[string]string) error

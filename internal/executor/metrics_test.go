@@ -18,11 +18,7 @@ import (
 // registered up front with no series, cost about 32 KB a gather. The first
 // series registers them, and it is gathered.
 func TestIdleExecutorRegistersNoMetrics(t *testing.T) {
-	initialised := make(chan plugin.ExecutorContext, 1)
-	p := testPlugin{name: "p", ep: &funcExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-		initialised <- pc
-		return nil
-	}}}
+	p, initialised := contextPlugin("p")
 	d := newFakeDriver(t, []string{"p"}, 0)
 	reg := prometheus.NewRegistry()
 	runErr := d.runWith(p, func(cfg *Config) {

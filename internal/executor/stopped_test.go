@@ -20,11 +20,7 @@ import (
 // fails, Unavailable (ErrClosed), when the window opens after STOPPED.
 // It used to return nil, and its SEND followed STOPPED.
 func TestSendWaitingForItsWindowAtStopFails(t *testing.T) {
-	initialised := make(chan plugin.ExecutorContext, 1)
-	p := testPlugin{name: "p", ep: &funcExecutor{InitF: func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-		initialised <- pc
-		return nil
-	}}}
+	p, initialised := contextPlugin("p")
 	d := newFakeDriver(t, []string{"p"}, 1) // a one-byte window: one SEND at a time
 	reg := prometheus.NewRegistry()
 	runErr := d.run(p, reg)
