@@ -781,7 +781,6 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 	}
 	var out []outFrame
 	var running []string // what it may have been running, for the error below
-	delivered := 0       // attempts that reached it, so far in run order
 	// In run order, so that which attempts are requeued and which job
 	// fails first do not depend on map order.
 	for _, run := range slices.Sorted(maps.Keys(e.running)) {
@@ -789,19 +788,16 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		// An attempt whose TASK could not be queued (the connection had
 		// closed) never ran. Nor did one whose TASK was not queued yet
 		// (!sent): the connection has ended, so it cannot be. Of the
-		// others, only about the first e.slots in run order may have
-		// been running: the executor starts TASKs in the order they come,
-		// its slots at a time, and those sent ahead of free slots wait
-		// behind them. (The order they come is run order but where two
-		// goroutines queued TASKs for it at once: then one that waited
-		// may be counted in place of one that ran. An attempt sent into
-		// a free slot is always among the first e.slots, which is what
+		// others, only those the driver counts as running (not waiting:
+		// see execState.waiting) may have been: the executor starts TASKs
+		// in the order they come, its slots at a time, and those sent
+		// ahead of free slots wait behind them. (The order they come is
+		// run order but where two goroutines queued TASKs for it at once:
+		// then one that waited may be counted in place of one that ran.
+		// An attempt sent into a free slot never waits, which is what
 		// noAhead below relies on.)
 		reached := a.sent && !a.undelivered
-		mayHaveRun := reached && delivered < e.slots
-		if reached {
-			delivered++
-		}
+		mayHaveRun := reached && !a.waiting
 		if mayHaveRun {
 			running = append(running, fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index))
 		}
@@ -825,9 +821,9 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		// One that reached it behind those is not counted: it was
 		// waiting for a slot, unless an attempt ahead of it had ended
 		// with its result lost with the executor. Its next attempt goes
-		// only into a free slot (noAhead), where it is among the first
-		// e.slots: a task that kills its executor as it starts is counted
-		// at every second loss at least, and fails its job.
+		// only into a free slot (noAhead), where it never waits: a task
+		// that kills its executor as it starts is counted at every second
+		// loss at least, and fails its job.
 		r := s.retryLocked(a, e)
 		r.noAhead = reached && !mayHaveRun
 	}
