@@ -197,7 +197,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	prefetch, _ := plugin.NewConf(cfg.Conf).Int(ConfTaskPrefetch, -1)      // checked
 	switch prefetch {
 	case -1:
-		prefetch = 0 // the driver's default: as many as each executor's slots
+		prefetch = 0 // the driver's default: 4 per slot
 	case 0:
 		prefetch = -1 // none
 	}
