@@ -73,10 +73,7 @@ func TestTasksSentAheadOfFreeSlots(t *testing.T) {
 			}()
 			waitInFlight(t, d, es, slots)
 			for _, r := range tt.reports {
-				d.sched.mu.Lock()
-				run := slices.Min(slices.Collect(maps.Keys(es.running)))
-				d.sched.mu.Unlock()
-				f := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: uint64(r.slot.Microseconds())}
+				f := &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: heldRuns(d, es)[0], SlotMicros: uint64(r.slot.Microseconds())}
 				if !r.ok {
 					f.Code, f.Error = uint32(plugin.CodeUnknown), "failed"
 				}
@@ -95,6 +92,13 @@ func inFlight(d *Driver, es *execState) int {
 	d.sched.mu.Lock()
 	defer d.sched.mu.Unlock()
 	return len(es.running)
+}
+
+// heldRuns returns the run IDs of the attempts es holds, in run order.
+func heldRuns(d *Driver, es *execState) []uint64 {
+	d.sched.mu.Lock()
+	defer d.sched.mu.Unlock()
+	return slices.Sorted(maps.Keys(es.running))
 }
 
 // waitInFlight polls until es holds n attempts.
@@ -166,11 +170,6 @@ func TestTasksRunningGauge(t *testing.T) {
 			t.Errorf("%s: got ember_tasks_running %v and Progress running %d, want %d", when, gauge, running, want)
 		}
 	}
-	runs := func() []uint64 {
-		d.sched.mu.Lock()
-		defer d.sched.mu.Unlock()
-		return slices.Sorted(maps.Keys(es.running))
-	}
 	result := func(run uint64) {
 		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, SlotMicros: 100})
 	}
@@ -181,18 +180,18 @@ func TestTasksRunningGauge(t *testing.T) {
 	waitInFlight(t, d, es, 1)
 	check("one attempt sent, into the free slot", 1)
 
-	result(runs()[0]) // short: the next are sent ahead
+	result(heldRuns(d, es)[0]) // short: the next are sent ahead
 	waitInFlight(t, d, es, 1+maxAheadPerSlot)
 	check("attempts sent ahead of the slot", 1)
 
 	// One waiting reports first (its cancel, say): the slot's attempt
 	// still runs, and none is counted in its place.
-	held := runs()
+	held := heldRuns(d, es)
 	result(held[len(held)-1])
 	waitInFlight(t, d, es, 1+maxAheadPerSlot)
 	check("after a waiting attempt's result", 1)
 
-	result(runs()[0]) // the running one: the next takes its slot
+	result(heldRuns(d, es)[0]) // the running one: the next takes its slot
 	waitInFlight(t, d, es, 1+maxAheadPerSlot)
 	check("after the running attempt's result", 1)
 
@@ -217,10 +216,7 @@ func TestLostExecutorCountsOnlyWhatMayHaveRun(t *testing.T) {
 	job := make(chan error, 1)
 	go func() { _, err := d.RunJob(ctx, "t", make([][]byte, 20), nil); job <- err }()
 	waitInFlight(t, d, es, 1)
-	d.sched.mu.Lock()
-	first := slices.Min(slices.Collect(maps.Keys(es.running)))
-	d.sched.mu.Unlock()
-	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: first, SlotMicros: 100})
+	d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: heldRuns(d, es)[0], SlotMicros: 100})
 	waitInFlight(t, d, es, 1+maxAheadPerSlot)
 	d.sched.mu.Lock()
 	runs := slices.Sorted(maps.Keys(es.running))
