@@ -176,16 +176,13 @@ type Executor struct {
 	// of the process (only Run's goroutine reads it).
 	crashed bool
 
-	mu sync.Mutex // protects tasks, queued, queue, stopping and panics
+	mu sync.Mutex // protects tasks, queue, stopping and panics
 	// tasks holds the cancel of each attempt holding a slot (at most
 	// cfg.Slots), by run ID.
 	tasks map[uint64]context.CancelCauseFunc
-	// queued holds the TASKs that came with every slot taken, by run ID;
-	// queue orders them by arrival, with the run IDs of those canceled
-	// while they waited left in it (nextLocked skips them). Shutdown
-	// empties both.
-	queued   map[uint64]*wire.Frame
-	queue    []uint64
+	// queue holds the TASKs that came with every slot taken until a slot
+	// frees for them; shutdown empties it.
+	queue    waitQueue
 	stopping bool           // shutdown has begun: TASKs are refused
 	running  sync.WaitGroup // task goroutines
 	// panics counts the task panics logged, by job ID (see logTaskPanic);
@@ -215,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Slots <= 0 {
 		cfg.Slots = runtime.GOMAXPROCS(0)
 	}
-	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}, queued: map[uint64]*wire.Frame{}}
+	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}}
 	x.hostname, _ = os.Hostname()
 
 	creds := cfg.Creds
@@ -663,7 +660,7 @@ func (x *Executor) shutdown(deadline time.Time, flush bool, hcancel context.Canc
 	budget := deadline.Sub(start)
 	x.mu.Lock()
 	x.stopping = true
-	refused := x.takeQueuedLocked()
+	refused := x.queue.takeAll()
 	x.mu.Unlock()
 	for _, f := range refused {
 		// Never started: run elsewhere, not counted as the task's failure.

@@ -30,8 +30,7 @@ func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 		return
 	}
 	if len(x.tasks) >= x.cfg.Slots {
-		x.queued[f.Call] = f
-		x.queue = append(x.queue, f.Call)
+		x.queue.push(f)
 		x.mu.Unlock()
 		return
 	}
@@ -61,34 +60,14 @@ func (x *Executor) claimSlotLocked(run uint64) context.Context {
 // begun or every slot is taken, and claims the slot for it; nil if there
 // is none. x.mu is held.
 func (x *Executor) nextLocked() (*wire.Frame, context.Context) {
-	for !x.stopping && len(x.tasks) < x.cfg.Slots && len(x.queue) > 0 {
-		run := x.queue[0]
-		x.queue = x.queue[1:]
-		if len(x.queue) == 0 {
-			x.queue = nil // lets the array go
-		}
-		f, ok := x.queued[run]
-		if !ok {
-			continue // canceled while it waited
-		}
-		delete(x.queued, run)
-		return f, x.claimSlotLocked(run)
+	if x.stopping || len(x.tasks) >= x.cfg.Slots {
+		return nil, nil
 	}
-	return nil, nil
-}
-
-// takeQueuedLocked empties the queue of TASKs waiting for a slot and
-// returns them, in arrival order. x.mu is held.
-func (x *Executor) takeQueuedLocked() []*wire.Frame {
-	var fs []*wire.Frame
-	for _, run := range x.queue {
-		if f, ok := x.queued[run]; ok {
-			fs = append(fs, f)
-		}
+	f := x.queue.pop()
+	if f == nil {
+		return nil, nil
 	}
-	x.queue = nil
-	clear(x.queued)
-	return fs
+	return f, x.claimSlotLocked(f.Call)
 }
 
 // runAttempt runs f's attempt, whose slot is claimed, under ctx (from
@@ -139,8 +118,7 @@ func (x *Executor) runAttempt(ctx context.Context, c *rpc.Conn, f *wire.Frame) {
 func (x *Executor) cancelTask(c *rpc.Conn, f *wire.Frame) {
 	x.mu.Lock()
 	cancel := x.tasks[f.Call]
-	_, waiting := x.queued[f.Call]
-	delete(x.queued, f.Call) // its run ID leaves x.queue as nextLocked meets it
+	waiting := x.queue.remove(f.Call)
 	x.mu.Unlock()
 	switch {
 	case cancel != nil:
