@@ -180,9 +180,9 @@ const (
 	ConfPluginsDefaults = "ember.plugins.defaults"
 	// ConfPlugins lists the application's plugins (Spark: spark.plugins).
 	ConfPlugins = "ember.plugins"
-	// ConfMetricsInterval is how often executors ship their metrics to the
-	// driver, as a Go duration ("500ms", "10s"), at least 10ms. Default:
-	// Config.HeartbeatInterval.
+	// ConfMetricsInterval is how often executors gather their metrics and
+	// ship them to the driver if they have changed, as a Go duration
+	// ("500ms", "10s"), at least 10ms. Default: Config.HeartbeatInterval.
 	ConfMetricsInterval = "ember.metrics.interval"
 	// ConfStallWarning is how long a plugin's dispatch lane, on the driver
 	// or an executor, may hold messages while none of its calls returns

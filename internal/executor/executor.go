@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -601,10 +602,14 @@ const ConfSlots = "ember.executor.slots"
 const ConfMetricsInterval = "ember.metrics.interval"
 
 // shipMetrics sends the executor's metrics to the driver every interval
-// until stop closes or the connection ends.
+// until stop closes or the connection ends. A set the same, byte for byte,
+// as the last one shipped is not sent again: the driver serves the last
+// set it has until another replaces it, so an idle executor costs the
+// driver no decoding (nor the link any bytes) until its series change.
 func (x *Executor) shipMetrics(interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last [][]byte // the families last shipped, encoded
 	for {
 		select {
 		case <-stop:
@@ -612,9 +617,12 @@ func (x *Executor) shipMetrics(interval time.Duration, stop <-chan struct{}) {
 		case <-x.conn.Done():
 			return
 		case <-t.C:
-			if m := x.gatherMetrics(); m != nil {
-				_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: m})
+			m := x.gatherMetrics()
+			if m == nil || last != nil && slices.EqualFunc(m.Families, last, bytes.Equal) {
+				continue
 			}
+			last = m.Families
+			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: m})
 		}
 	}
 }

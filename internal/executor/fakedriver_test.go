@@ -14,6 +14,7 @@ import (
 	"github.com/emberhq/ember/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // note is a message type the tests' plugins send.
@@ -104,13 +105,12 @@ func (d *fakeDriver) HandleFrame(_ *rpc.Conn, f *wire.Frame) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.frames = append(d.frames, &wire.Frame{Kind: f.Kind, Call: f.Call, Plugin: f.Plugin, Code: f.Code, Error: f.Error,
-		Payload: f.Payload, ExecutorStopping: f.ExecutorStopping, Permanent: f.Permanent, Ready: f.Ready, SlotMicros: f.SlotMicros})
+		Payload: f.Payload, ExecutorStopping: f.ExecutorStopping, Permanent: f.Permanent, Ready: f.Ready, SlotMicros: f.SlotMicros,
+		Metrics: proto.CloneOf(f.Metrics)})
 }
 
 func (d *fakeDriver) HandleClose(*rpc.Conn, error) {}
 
-// waitFor polls, until a deadline, for the first frame of kind after
-// index from, and returns its index.
 // closeConn closes the driver's end of the executor's connection with
 // err, once it has one: the executor may be in its plugins' Init, having
 // read WELCOME, before Connect has kept the connection it made.
@@ -132,6 +132,8 @@ func (d *fakeDriver) closeConn(err error) {
 	}
 }
 
+// waitFor polls, until a deadline, for the first frame of kind from
+// index from on, and returns its index.
 func (d *fakeDriver) waitFor(kind wire.Kind, from int) int {
 	d.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
