@@ -271,6 +271,11 @@ type scheduler struct {
 // (standalone, or a local-cluster replacing lost executors) or fails with
 // CodeUnavailable when none can (NoReplacements, EndReplacements).
 // Once the driver is closing, jobs fail with CodeUnavailable.
+//
+// RunJob lets go of each input, setting inputs[i] to nil, once its outcome
+// is final (its task has succeeded, or in RunJobEach failed for good): no
+// attempt of it runs again, and a job of large inputs held them all until
+// it ended, on top of the outputs coming in.
 func (d *Driver) RunJob(ctx context.Context, task string, inputs [][]byte, progress *Progress) ([][]byte, error) {
 	results, _, err := d.runJob(ctx, task, inputs, progress, false)
 	return results, err
@@ -903,6 +908,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 	case f.Code == 0:
 		j.ran(slotTime(f), true)
 		j.results[a.index] = f.Payload
+		j.inputs[a.index] = nil // no attempt of it runs again
 		if j.finished != nil {
 			j.finished[a.index] = true
 		}
@@ -956,6 +962,7 @@ func (s *scheduler) taskFailedLocked(a *attempt, failure *TaskFailure) []outFram
 	}
 	j.errs[a.index] = failure
 	j.finished[a.index] = true
+	j.inputs[a.index] = nil // no attempt of it runs again
 	j.progress.done.Add(1)
 	j.left--
 	if j.left == 0 {

@@ -745,3 +745,47 @@ func TestWaitedForExecutors(t *testing.T) {
 		t.Error("RunJob with no executors left: got nil, want an error")
 	}
 }
+
+// A job lets go of each input once its outcome is final: Map held every
+// encoded input until the job ended, so a job of 200 inputs of 4 MiB
+// kept 800 MiB alive on the driver next to the outputs coming in, though
+// no attempt of a finished input runs again.
+func TestFinishedInputsLetGo(t *testing.T) {
+	t.Run("RunJob", func(t *testing.T) {
+		d, stream, es := schedDriver(t, 1)
+		inputs := [][]byte{[]byte("a"), []byte("b")}
+		job := make(chan error, 1)
+		go func() { _, err := d.RunJob(context.Background(), "t", inputs, nil); job <- err }()
+		run := pollSent(t, stream, wire.Kind_KIND_TASK, 1)[0]
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+		// result ran here, under the scheduler's lock, and the job's
+		// goroutine reads inputs no more: no race reading them.
+		if inputs[0] != nil || string(inputs[1]) != "b" {
+			t.Errorf("inputs while the job runs, its first done: got %q, want [nil b]", inputs)
+		}
+		run = pollSent(t, stream, wire.Kind_KIND_TASK, 2)[1]
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+		if err := waitJob(t, job); err != nil {
+			t.Fatal(err)
+		}
+		if inputs[1] != nil {
+			t.Errorf("inputs[1] after the job: got %q, want nil", inputs[1])
+		}
+	})
+	t.Run("RunJobEach, failed for good", func(t *testing.T) {
+		d, stream, es := schedDriver(t, 1)
+		inputs := [][]byte{[]byte("a"), []byte("b")}
+		job := make(chan error, 1)
+		go func() { _, _, err := d.RunJobEach(context.Background(), "t", inputs, nil); job <- err }()
+		run := pollSent(t, stream, wire.Kind_KIND_TASK, 1)[0]
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Code: uint32(plugin.CodeInvalidArgument), Error: "bad", Permanent: true})
+		if inputs[0] != nil || string(inputs[1]) != "b" {
+			t.Errorf("inputs while the job runs, its first failed for good: got %q, want [nil b]", inputs)
+		}
+		run = pollSent(t, stream, wire.Kind_KIND_TASK, 2)[1]
+		d.sched.result(es, &wire.Frame{Kind: wire.Kind_KIND_TASK_RESULT, Call: run, Payload: []byte("ok")})
+		if err := waitJob(t, job); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
