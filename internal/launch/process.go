@@ -212,16 +212,28 @@ func (p *Processes) KillUnreleased(released func(pid int) bool) {
 // runtime stuck), and it would otherwise hold its place until it exits,
 // which a frozen process never does, instead of being replaced. Any
 // other pid is left alone. The process's ExitError then says that the
-// driver killed it (Lost).
+// driver killed it (Lost), unless it had begun to exit already.
 func (p *Processes) Kill(pid int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.killLocked(pid)
+}
+
+// killLocked is Kill with p.mu held.
+func (p *Processes) killLocked(pid int) {
 	for _, c := range p.cmds {
 		if c.Process.Pid == pid {
-			if p.killed == nil {
-				p.killed = map[*exec.Cmd]bool{}
+			// One already exiting, killed by someone else (the OOM
+			// killer, kill -9) or crashed, was lost for that: its
+			// connection ended as it exited, before its exit was
+			// reported. The driver's kill is not what ended it, and
+			// saying so hid the OOM killer's.
+			if !exiting(pid) {
+				if p.killed == nil {
+					p.killed = map[*exec.Cmd]bool{}
+				}
+				p.killed[c] = true
 			}
-			p.killed[c] = true
 			killGroup(c.Process)
 		}
 	}

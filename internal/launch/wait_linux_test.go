@@ -1,0 +1,69 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// An executor that was killed by someone else (the OOM killer, kill -9)
+// ends its connection as it exits, and the driver, losing it, calls Kill
+// before the process's exit is reported: its exit said "killed by the
+// driver, which had lost it", hiding the OOM killer's kill behind the
+// driver's.
+func TestKillOfAnExitingExecutorDoesNotClaimIt(t *testing.T) {
+	p, exited, report := waitingShells(1)
+	if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	pid := p.cmds[0].Process.Pid
+	// Held, p.mu keeps the exit from being reported (Start's goroutine
+	// takes it first), as when the driver loses the executor first.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		p.mu.Unlock()
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !gone(pid) {
+		if time.Now().After(deadline) {
+			p.mu.Unlock()
+			t.Fatalf("process %d has not exited 10s after SIGKILL", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.killLocked(pid) // the driver, having lost it
+	p.mu.Unlock()
+	e := <-exited
+	var xe *ExitError
+	if !errors.As(e.err, &xe) || xe.Lost || strings.Contains(e.err.Error(), "killed by the driver") {
+		t.Errorf("exit of an executor killed by someone else: got %v, want an ExitError not saying the driver killed it", e.err)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+}
+
+func TestExiting(t *testing.T) {
+	p, exited, report := waitingShells(1)
+	if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	pid := p.cmds[0].Process.Pid
+	p.mu.Unlock()
+	if exiting(pid) {
+		t.Errorf("exiting(%d) of a running process: got true", pid)
+	}
+	p.KillUnreleased(func(int) bool { return false })
+	<-exited
+	if err := p.Wait(context.Background()); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+	if !exiting(pid) {
+		t.Errorf("exiting(%d) of a reaped process: got false", pid)
+	}
+}
