@@ -199,7 +199,11 @@ var (
 	// RegisterMessage (CodeInvalidArgument).
 	ErrUnregisteredMessage = errors.New("ember: unregistered message type")
 	// ErrMessageTooLarge: the encoded message exceeds the size limit
-	// (CodeResourceExhausted).
+	// (CodeResourceExhausted). Like the other sentinels, it is matched
+	// where the limit was met: a message refused on the other side of the
+	// wire (a task's output over its executor's limit, in Map's error)
+	// arrives as CodeResourceExhausted, with this text at the end of its
+	// message; test for it with CodeOf, not errors.Is.
 	ErrMessageTooLarge = errors.New("ember: message too large")
 	// ErrNoSuchExecutor: no live executor has the given ID (CodeNotFound).
 	ErrNoSuchExecutor = errors.New("ember: no such executor")
