@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/emberhq/ember/internal/driver"
 	"golang.org/x/term"
 )
 
@@ -32,11 +31,11 @@ const progressWidth = 40
 
 // showProgress adds a running job to the driver's progress bar when
 // enabled, and returns the function that takes it off.
-func (d *Driver) showProgress(task string, p *driver.Progress) (stop func()) {
+func (d *Driver) showProgress(j *runningJob) (stop func()) {
 	if show, err := strconv.ParseBool(d.cfg.Conf[ConfShowProgress]); (err == nil && !show) || !isTerminal(os.Stdout) || !isTerminal(os.Stderr) {
 		return func() {}
 	}
-	return d.progress.add(task, p)
+	return d.progress.add(j)
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
@@ -55,23 +54,16 @@ type progressBar struct {
 	cols int
 
 	mu   sync.Mutex
-	jobs []*barJob // in start order
+	jobs []*runningJob // in start order
 	// done ends the drawing goroutine, which closes finished; nil while
 	// no job runs.
 	done, finished chan struct{}
 }
 
-type barJob struct {
-	task  string
-	p     *driver.Progress
-	since time.Time
-}
-
 // add puts a job on the bar and returns the function that takes it off:
 // the next redraw leaves the job out, and when it was the last, the
 // function returns once the line is erased and the drawing stopped.
-func (b *progressBar) add(task string, p *driver.Progress) (remove func()) {
-	j := &barJob{task: task, p: p, since: time.Now()}
+func (b *progressBar) add(j *runningJob) (remove func()) {
 	b.mu.Lock()
 	b.jobs = append(b.jobs, j)
 	if b.done == nil {
@@ -93,7 +85,7 @@ func (b *progressBar) add(task string, p *driver.Progress) (remove func()) {
 	b.mu.Unlock()
 	return func() {
 		b.mu.Lock()
-		b.jobs = slices.DeleteFunc(b.jobs, func(x *barJob) bool { return x == j })
+		b.jobs = slices.DeleteFunc(b.jobs, func(x *runningJob) bool { return x == j })
 		var done, finished chan struct{}
 		if len(b.jobs) == 0 {
 			done, finished = b.done, b.finished
@@ -137,7 +129,7 @@ func (b *progressBar) draw(done, finished chan struct{}) {
 // in full, several side by side in short, cut to the terminal's width.
 // b.mu is held.
 func (b *progressBar) lineLocked(now time.Time) string {
-	var shown []*barJob
+	var shown []*runningJob
 	for _, j := range b.jobs {
 		if now.Sub(j.since) >= b.interval {
 			shown = append(shown, j)

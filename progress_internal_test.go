@@ -66,9 +66,9 @@ func TestProgressBarSharesItsLine(t *testing.T) {
 		}
 	}
 	p1, p2 := driver.NewProgress(10), driver.NewProgress(20)
-	stop1 := b.add("one", p1)
+	stop1 := b.add(&runningJob{task: "one", p: p1, since: time.Now()})
 	waitLine("job one alone, in full", func(l string) bool { return l == progressLine("one", 0, 0, 10, progressWidth) })
-	stop2 := b.add("two", p2)
+	stop2 := b.add(&runningJob{task: "two", p: p2, since: time.Now()})
 	waitLine("both jobs, side by side", func(l string) bool {
 		return l == shortProgress("one", 0, 0, 10, 20)+" "+shortProgress("two", 0, 0, 20, 20)
 	})
@@ -79,7 +79,7 @@ func TestProgressBarSharesItsLine(t *testing.T) {
 		t.Errorf("after the last job ended the output ends %q, want the line erased", got[max(0, len(got)-20):])
 	}
 	// The bar starts again for the next job.
-	stop3 := b.add("three", p1)
+	stop3 := b.add(&runningJob{task: "three", p: p1, since: time.Now()})
 	waitLine("job three", func(l string) bool { return strings.HasPrefix(l, "[three: ") })
 	stop3()
 }
@@ -91,7 +91,7 @@ func TestProgressBarSharesItsLine(t *testing.T) {
 func TestProgressLineFitsTheTerminal(t *testing.T) {
 	b := &progressBar{interval: time.Millisecond, cols: 80}
 	for _, name := range []string{"wordcount.map", "wordcount.reduce", "pagerank.iterate", "pagerank.normalize"} {
-		b.jobs = append(b.jobs, &barJob{task: name, p: driver.NewProgress(10000)})
+		b.jobs = append(b.jobs, &runningJob{task: name, p: driver.NewProgress(10000)})
 	}
 	line := b.lineLocked(time.Now().Add(time.Hour))
 	if n := utf8.RuneCountInString(line); n >= b.cols {

@@ -56,6 +56,7 @@ type Driver struct {
 	cfg        Config
 	metricsURL string
 	progress   progressBar // the console progress bar of its jobs
+	jobs       jobList     // its running jobs, for Jobs
 }
 
 // MetricsURL returns the URL of the driver's /metrics endpoint, as this

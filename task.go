@@ -317,7 +317,7 @@ func Map[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inputs [
 		return nil, err
 	}
 	progress := driver.NewProgress(len(payloads))
-	stop := d.showProgress(t.name, progress)
+	stop := d.trackJob(t.name, progress)
 	results, err := d.d.RunJob(ctx, t.name, payloads, progress)
 	stop()
 	if err != nil {
@@ -366,7 +366,7 @@ func MapEach[In, Out any](ctx context.Context, d *Driver, t *Task[In, Out], inpu
 		return nil, err
 	}
 	progress := driver.NewProgress(len(payloads))
-	stop := d.showProgress(t.name, progress)
+	stop := d.trackJob(t.name, progress)
 	results, errs, err := d.d.RunJobEach(ctx, t.name, payloads, progress)
 	stop()
 	if err != nil {
