@@ -17,7 +17,7 @@ type JobStatus struct {
 	// and the driver's logs give it.
 	ID      string
 	Task    string    // the task's name
-	Started time.Time // when Map or MapEach was called
+	Started time.Time // when the job began, once Map or MapEach had encoded its inputs
 	Total   int       // the job's inputs
 	// Done counts the inputs whose outcome is final: their task has
 	// succeeded (or, in MapEach, failed for good).
@@ -30,7 +30,8 @@ type JobStatus struct {
 }
 
 // Jobs returns a snapshot of the jobs running now (the Map and MapEach
-// calls that have not returned), oldest first; nil when there is none.
+// calls that have encoded their inputs and not returned), oldest first;
+// nil when there is none.
 // It is for a status page, or a log line of a job's progress where the
 // console bar is not drawn (output not to a terminal, a scheduled job).
 // It is safe for concurrent use.
