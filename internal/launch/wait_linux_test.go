@@ -15,12 +15,8 @@ import (
 // driver, which had lost it", hiding the OOM killer's kill behind the
 // driver's.
 func TestKillOfAnExitingExecutorDoesNotClaimIt(t *testing.T) {
-	p, exited, report := waitingShells(1)
-	if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
-		t.Fatal(err)
-	}
+	p, exited, pid := startShell(t)
 	p.mu.Lock()
-	pid := p.cmds[0].Process.Pid
 	// Held, p.mu keeps the exit from being reported (Start's goroutine
 	// takes it first), as when the driver loses the executor first.
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -48,13 +44,7 @@ func TestKillOfAnExitingExecutorDoesNotClaimIt(t *testing.T) {
 }
 
 func TestExiting(t *testing.T) {
-	p, exited, report := waitingShells(1)
-	if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	pid := p.cmds[0].Process.Pid
-	p.mu.Unlock()
+	p, exited, pid := startShell(t)
 	if exiting(pid) {
 		t.Errorf("exiting(%d) of a running process: got true", pid)
 	}
@@ -66,4 +56,17 @@ func TestExiting(t *testing.T) {
 	if !exiting(pid) {
 		t.Errorf("exiting(%d) of a reaped process: got false", pid)
 	}
+}
+
+// startShell starts one waiting shell as an executor process and returns
+// its Processes, the channel its exit is reported on, and its pid.
+func startShell(t *testing.T) (*Processes, chan exit, int) {
+	t.Helper()
+	p, exited, report := waitingShells(1)
+	if err := p.Start(context.Background(), 1, "127.0.0.1:1", report); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p, exited, p.cmds[0].Process.Pid
 }
