@@ -665,19 +665,24 @@ func TestLaneStartsWorkersForHeldItems(t *testing.T) {
 	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 2}})
 	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{Call: 2}})
 	// The event and x's two messages are taken and held; the workers that
-	// took them wait. Keep them busy with y's messages.
-	var idle int
+	// took them wait. Keep them busy with y's messages, one for each idle
+	// worker: a worker may go idle after another has been counted (it
+	// was still taking its item), so count again until none is.
 	poll(t, "x's items held", func() bool {
-		_, i, queued := rpc.LaneWorkers(l)
-		idle = i
+		_, idle, queued := rpc.LaneWorkers(l)
 		return queued == 0 && idle > 0
 	})
-	for range idle {
-		l.Push(rpc.Item{Conn: y, Frame: &wire.Frame{Call: 3}})
-	}
+	var busy int32
 	poll(t, "every worker busy", func() bool {
-		_, i, queued := rpc.LaneWorkers(l)
-		return i == 0 && queued == 0 && running.Load() == int32(2+idle)
+		_, idle, queued := rpc.LaneWorkers(l)
+		if queued == 0 && idle > 0 {
+			for range idle {
+				l.Push(rpc.Item{Conn: y, Frame: &wire.Frame{Call: 3}})
+			}
+			busy += int32(idle)
+			return false
+		}
+		return idle == 0 && queued == 0 && running.Load() == 2+busy
 	})
 	released = true
 	close(first) // the event runs, then x's two messages
