@@ -69,7 +69,8 @@ type ExecutorContext interface {
 	// reported to the plugin if it implements [DroppedReplyListener]; one
 	// that arrives as ctx ends is returned, with no error. A Receive
 	// error arrives with its code and message; a lost driver gives
-	// CodeUnavailable. Ask is safe to call from many goroutines at once,
+	// CodeUnavailable wrapping ErrClosed, and so does an ask that reaches
+	// the driver after its plugin has shut down. Ask is safe to call from many goroutines at once,
 	// which is one way to keep several asks in flight (Go, from one
 	// goroutine, is the other): concurrent asks share batches on the wire,
 	// while a lone ask is written at once.
@@ -135,7 +136,8 @@ type DriverContext interface {
 	// Broadcast give CodeUnavailable ([ErrShuttingDown], which matches
 	// [ErrClosed] too), and so does an ask still waiting then. An ask
 	// still waiting when its executor is lost, or stops on its own, gives
-	// CodeUnavailable ([ErrClosed] alone: ask another executor), though
+	// CodeUnavailable ([ErrClosed] alone: ask another executor), as does
+	// one that reached the executor after its plugin shut down, though
 	// its handler returns the end of its ctx: CodeCanceled is the asker's
 	// own cancel, or an error with that code that the executor's Receive
 	// returned. AskExecutor, GoExecutor and SendExecutor give the same

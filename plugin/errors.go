@@ -137,7 +137,11 @@ func (e *Error) Error() string {
 	return e.Code().String() + ": " + e.Message()
 }
 
-// Unwrap returns the local cause, if any. Causes never cross the wire.
+// Unwrap returns the local cause, if any. Causes do not cross the wire,
+// but for one: an ask refused because the plugin it was for has shut
+// down on the other side (its executor stopping, or the driver plugin
+// after Shutdown) unwraps to [ErrClosed], as a call to a side that has
+// gone does.
 func (e *Error) Unwrap() error {
 	if e == nil {
 		return nil
@@ -225,11 +229,15 @@ var (
 )
 
 func init() {
-	hook.WireError = func(code uint32, msg string) error {
+	hook.WireError = func(code uint32, msg string, closed bool) error {
 		c := Code(code)
 		if c == CodeOK || !c.Valid() {
 			c = CodeUnknown
 		}
-		return &Error{code: c, msg: msg, remote: true}
+		e := &Error{code: c, msg: msg, remote: true}
+		if closed {
+			e.cause = ErrClosed
+		}
+		return e
 	}
 }

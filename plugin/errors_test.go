@@ -264,7 +264,7 @@ func TestCodeOf(t *testing.T) {
 
 func TestIsRemote(t *testing.T) {
 	t.Parallel()
-	remote := hook.WireError(uint32(plugin.CodeNotFound), "no such key")
+	remote := hook.WireError(uint32(plugin.CodeNotFound), "no such key", false)
 	tests := []struct {
 		name string
 		err  error
@@ -294,17 +294,20 @@ func TestWireError(t *testing.T) {
 	tests := []struct {
 		name     string
 		code     uint32
+		closed   bool // a refusal by a plugin that has shut down
 		wantCode plugin.Code
 	}{
-		{"valid code kept", uint32(plugin.CodeResourceExhausted), plugin.CodeResourceExhausted},
-		{"ok becomes unknown", 0, plugin.CodeUnknown},
-		{"undefined becomes unknown", 7, plugin.CodeUnknown},
-		{"out of range becomes unknown", 1000, plugin.CodeUnknown},
+		{"valid code kept", uint32(plugin.CodeResourceExhausted), false, plugin.CodeResourceExhausted},
+		{"ok becomes unknown", 0, false, plugin.CodeUnknown},
+		{"undefined becomes unknown", 7, false, plugin.CodeUnknown},
+		{"out of range becomes unknown", 1000, false, plugin.CodeUnknown},
+		{"unavailable, not closed", uint32(plugin.CodeUnavailable), false, plugin.CodeUnavailable},
+		{"closed", uint32(plugin.CodeUnavailable), true, plugin.CodeUnavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := hook.WireError(tt.code, "msg")
+			err := hook.WireError(tt.code, "msg", tt.closed)
 			var e *plugin.Error
 			if !errors.As(err, &e) {
 				t.Fatalf("WireError returned %T, want *plugin.Error", err)
@@ -315,9 +318,15 @@ func TestWireError(t *testing.T) {
 			if got := e.Message(); got != "msg" {
 				t.Errorf("Message() = %q, want %q", got, "msg")
 			}
+			if got := errors.Is(err, plugin.ErrClosed); got != tt.closed {
+				t.Errorf("errors.Is(%v, ErrClosed) = %v, want %v", err, got, tt.closed)
+			}
+			if !plugin.IsRemote(err) {
+				t.Errorf("IsRemote(%v) = false, want true", err)
+			}
 		})
 	}
-	if err := hook.WireError(uint32(plugin.CodeDeadlineExceeded), "late"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := hook.WireError(uint32(plugin.CodeDeadlineExceeded), "late", false); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("remote deadline_exceeded: errors.Is(context.DeadlineExceeded) = false, want true")
 	}
 }

@@ -1268,7 +1268,7 @@ func (d *Driver) route(c *rpc.Conn, es *execState, f *wire.Frame) {
 		wire.ReleaseFrame(f)
 		return
 	}
-	if !rpc.Refuse(c, f, plugin.CodeUnavailable, fmt.Sprintf("driver plugin %q has shut down", e.name)) {
+	if !rpc.RefuseClosed(c, f, fmt.Sprintf("driver plugin %q has shut down", e.name)) {
 		d.builtin.Dropped.WithLabelValues("driver", e.name, "shut_down").Inc()
 	}
 }

@@ -83,7 +83,9 @@ func (e *endpoint) AskExecutor(ctx context.Context, id string, msg any) (any, er
 // which the asker, whose own ctx has not ended, would take for its own
 // cancel. It gets what an ask to an executor that has gone gets:
 // CodeUnavailable, ErrClosed, as an executor's ask still waiting when
-// its plugin shuts down does.
+// its plugin shuts down does. So does an ask that reached the executor
+// after its plugin's lane closed, refused (rpc.RefuseClosed): it was
+// sent before the driver knew the executor was stopping.
 //
 // A CodeUnavailable error names the executor, as a Broadcast's does: it
 // may be logged far from its call ("stream receive: peer disconnected"
@@ -96,7 +98,7 @@ func (d *Driver) askError(ctx context.Context, c *rpc.Conn, err error) error {
 	if !ok {
 		return err
 	}
-	if ctx.Err() == nil && plugin.CodeOf(err) == plugin.CodeCanceled && plugin.IsRemote(err) {
+	if ctx.Err() == nil && plugin.IsRemote(err) && (plugin.CodeOf(err) == plugin.CodeCanceled || errors.Is(err, plugin.ErrClosed)) {
 		switch {
 		case d.isStopping():
 			err = errShuttingDown

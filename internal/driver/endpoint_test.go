@@ -1,6 +1,8 @@
 package driver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
+	"github.com/emberhq/ember/plugin"
 )
 
 // labelled is a message type registered in this test binary.
@@ -76,4 +80,72 @@ func madeUp(n int) []string {
 		s[i] = fmt.Sprintf("made.up/T%d", i)
 	}
 	return s
+}
+
+// The error of an ask to an executor tells a coordinator what to do next:
+// ErrClosed alone (ask another) for an executor stopping on its own,
+// ErrShuttingDown too (stop) for the driver's shutdown. An ask refused by
+// an executor plugin that has shut down (it crossed the executor's LEAVING
+// on the wire) gives the same as one whose handler returned its ctx's end
+// then; a Receive's own error keeps its code and text.
+func TestAskError(t *testing.T) {
+	refused := func() error {
+		_, err := rpc.Result(&wire.Frame{Code: uint32(plugin.CodeUnavailable), Error: `executor plugin "p" has shut down`, Closed: true})
+		return err
+	}
+	canceled := func() error {
+		_, err := rpc.Result(&wire.Frame{Code: uint32(plugin.CodeCanceled), Error: "context canceled"})
+		return err
+	}
+	own := func() error { // a Receive returning CodeUnavailable of its own
+		_, err := rpc.Result(&wire.Frame{Code: uint32(plugin.CodeUnavailable), Error: "backend down"})
+		return err
+	}
+	tests := []struct {
+		name             string
+		err              error
+		stoppingOwn      bool // the executor has sent LEAVING
+		driverStopping   bool
+		askerCanceled    bool
+		want             string
+		wantClosed       bool
+		wantShuttingDown bool
+	}{
+		{"refused, stopping on its own", refused(), true, false, false, "executor 1: unavailable: it is stopping on its own: ember: closed", true, false},
+		{"refused, driver shutting down", refused(), false, true, false, "executor 1: unavailable: ember: the driver is shutting down: ember: closed", true, true},
+		{"refused, otherwise", refused(), false, false, false, `executor 1: unavailable: executor plugin "p" has shut down`, true, false},
+		{"refused, the asker's ctx ended", refused(), true, false, true, `executor 1: unavailable: executor plugin "p" has shut down`, true, false},
+		{"handler canceled, stopping on its own", canceled(), true, false, false, "executor 1: unavailable: it is stopping on its own: ember: closed", true, false},
+		{"handler canceled, otherwise", canceled(), false, false, false, "canceled: context canceled", false, false},
+		{"Receive's own unavailable, stopping on its own", own(), true, false, false, "executor 1: unavailable: backend down", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, es, c := memberDriver(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			d.mu.Lock()
+			es.stoppingOwn, d.stopping = tt.stoppingOwn, tt.driverStopping
+			d.mu.Unlock()
+			t.Cleanup(func() { // before memberDriver's Close, which waits for the executor to go
+				d.mu.Lock()
+				d.stopping = false
+				d.mu.Unlock()
+				c.Close(nil)
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			if tt.askerCanceled {
+				cancel()
+			}
+			defer cancel()
+			err := d.askError(ctx, c, tt.err)
+			if err.Error() != tt.want {
+				t.Errorf("got %q, want %q", err, tt.want)
+			}
+			if got := errors.Is(err, plugin.ErrClosed); got != tt.wantClosed {
+				t.Errorf("errors.Is(%v, ErrClosed) = %v, want %v", err, got, tt.wantClosed)
+			}
+			if got := errors.Is(err, plugin.ErrShuttingDown); got != tt.wantShuttingDown {
+				t.Errorf("errors.Is(%v, ErrShuttingDown) = %v, want %v", err, got, tt.wantShuttingDown)
+			}
+		})
+	}
 }

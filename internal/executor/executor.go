@@ -1100,13 +1100,19 @@ func (x *Executor) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 			code, problem = rpc.NoReceiver(e.name)
 			name, reason = e.name, "no_receiver"
 		}
+		var refused bool
 		if problem == "" {
 			if rpc.Deliver(e.ctx, e.lane, c, f, func() { x.limitHits.WithLabelValues("lane_queue").Inc() }) {
 				return
 			}
-			code, problem, name, reason = plugin.CodeUnavailable, fmt.Sprintf("executor plugin %q has shut down", e.name), e.name, "shut_down"
+			// The driver's ask fails with ErrClosed, as one to an
+			// executor that has gone does.
+			problem, name, reason = fmt.Sprintf("executor plugin %q has shut down", e.name), e.name, "shut_down"
+			refused = rpc.RefuseClosed(c, f, problem)
+		} else {
+			refused = rpc.Refuse(c, f, code, problem)
 		}
-		if !rpc.Refuse(c, f, code, problem) {
+		if !refused {
 			x.log.Warn("dropped message from the driver", "reason", problem, "type", f.Type)
 			x.dropped.WithLabelValues(name, reason).Inc()
 		}

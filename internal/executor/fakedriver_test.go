@@ -65,10 +65,15 @@ func (d *fakeDriver) run(p plugin.Plugin, reg *prometheus.Registry) <-chan error
 
 // runWith is run with the executor's Config set by set.
 func (d *fakeDriver) runWith(p plugin.Plugin, set func(*Config)) <-chan error {
+	return d.runIn(context.Background(), p, set)
+}
+
+// runIn is runWith under ctx: ending it stops the executor on its own.
+func (d *fakeDriver) runIn(ctx context.Context, p plugin.Plugin, set func(*Config)) <-chan error {
 	cfg := Config{DriverAddr: d.addr, Plugins: []plugin.Plugin{p}, Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second}
 	set(&cfg)
 	runErr := make(chan error, 1)
-	go func() { runErr <- Run(context.Background(), cfg) }()
+	go func() { runErr <- Run(ctx, cfg) }()
 	return runErr
 }
 

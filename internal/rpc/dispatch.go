@@ -203,12 +203,26 @@ func NoReceiver(name string) (plugin.Code, string) {
 // reports true. A SEND it gives back to its sender's window and reports
 // false, leaving the caller to log and count the drop.
 func Refuse(c *Conn, f *wire.Frame, code plugin.Code, problem string) bool {
+	return refuse(c, f, &wire.Frame{Code: uint32(code), Error: problem})
+}
+
+// RefuseClosed is Refuse for a message to a plugin that has shut down on
+// this side (its lane is closed): the refusal is CodeUnavailable, and the
+// asker's error matches plugin.ErrClosed (wire.Frame.Closed), as a call
+// to a side that has gone does.
+func RefuseClosed(c *Conn, f *wire.Frame, problem string) bool {
+	return refuse(c, f, &wire.Frame{Code: uint32(plugin.CodeUnavailable), Error: problem, Closed: true})
+}
+
+// refuse is Refuse with the error reply r, whose call and plugin it sets.
+func refuse(c *Conn, f *wire.Frame, r *wire.Frame) bool {
 	if f.Kind != wire.Kind_KIND_ASK {
 		if f.Kind == wire.Kind_KIND_SEND {
 			c.Consumed(f.Plugin, SendCost(f))
 		}
 		return false
 	}
-	_ = c.Reply(&wire.Frame{Call: f.Call, Plugin: f.Plugin, Code: uint32(code), Error: problem})
+	r.Call, r.Plugin = f.Call, f.Plugin
+	_ = c.Reply(r)
 	return true
 }

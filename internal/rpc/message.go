@@ -58,7 +58,7 @@ func Decode(f *wire.Frame) (any, error) {
 
 // WireError rebuilds a *plugin.Error received from the peer, its text
 // bounded as PeerErrorText bounds it.
-func WireError(code uint32, msg string) error { return hook.WireError(code, PeerErrorText(msg)) }
+func WireError(code uint32, msg string) error { return hook.WireError(code, PeerErrorText(msg), false) }
 
 // PeerErrorText is error text received from the peer, cut (CutErrorText)
 // if it is longer than an honest peer sends: errors are kept (a job's, an
@@ -76,10 +76,12 @@ const cutNote = 64
 
 // Result turns a REPLY frame into the reply value or the remote error,
 // and releases the frame (wire.ReleaseFrame): f must not be used after.
+// The error of a refusal by a plugin that has shut down (RefuseClosed)
+// matches plugin.ErrClosed.
 func Result(f *wire.Frame) (any, error) {
 	defer wire.ReleaseFrame(f)
 	if f.Code != 0 {
-		return nil, WireError(f.Code, f.Error)
+		return nil, hook.WireError(f.Code, PeerErrorText(f.Error), f.Closed)
 	}
 	v, err := Decode(f)
 	if err != nil {

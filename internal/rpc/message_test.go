@@ -615,3 +615,48 @@ func TestDispatchSendFailuresLoggedWithinBudget(t *testing.T) {
 		t.Errorf("another lane's failed send: logged %d times in all, want 11", n)
 	}
 }
+
+// An ASK refused for its plugin having shut down on the answering side
+// fails at the asker with an error matching plugin.ErrClosed, as a call to
+// a side that has gone does, so that a coordinator asks another; any other
+// refusal keeps its code and message alone, whatever the code.
+func TestRefusalReachesTheAsker(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		refuse     func(c *rpc.Conn, f *wire.Frame) bool
+		wantCode   plugin.Code
+		wantText   string
+		wantClosed bool
+	}{
+		{"closed", func(c *rpc.Conn, f *wire.Frame) bool { return rpc.RefuseClosed(c, f, `plugin "p" has shut down`) },
+			plugin.CodeUnavailable, `unavailable: plugin "p" has shut down`, true},
+		{"unavailable, not closed", func(c *rpc.Conn, f *wire.Frame) bool { return rpc.Refuse(c, f, plugin.CodeUnavailable, "busy") },
+			plugin.CodeUnavailable, "unavailable: busy", false},
+		{"not found", func(c *rpc.Conn, f *wire.Frame) bool {
+			return rpc.Refuse(c, f, plugin.CodeNotFound, "no plugin with index 3")
+		},
+			plugin.CodeNotFound, "not_found: no plugin with index 3", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			refused := make(chan bool, 1)
+			p := newPair(t, newHandler(nil), newHandler(func(c *rpc.Conn, f *wire.Frame) { refused <- tt.refuse(c, f) }), rpc.Options{}, rpc.Options{})
+			err := askResult(testContext(t), p.client, &wire.Frame{Type: "x"})
+			if !recv(t, refused, "the refusal") {
+				t.Errorf("Refuse of an ASK reported false, want true (answered)")
+			}
+			wantCode(t, "refused ask", err, tt.wantCode)
+			if err.Error() != tt.wantText {
+				t.Errorf("got %q, want %q", err, tt.wantText)
+			}
+			if got := errors.Is(err, plugin.ErrClosed); got != tt.wantClosed {
+				t.Errorf("errors.Is(%v, ErrClosed) = %v, want %v", err, got, tt.wantClosed)
+			}
+			if !plugin.IsRemote(err) {
+				t.Errorf("IsRemote(%v) = false, want true", err)
+			}
+		})
+	}
+}

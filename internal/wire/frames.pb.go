@@ -251,7 +251,13 @@ type Frame struct {
 	// executor stopping, or its job ended while it waited for a slot). The
 	// driver queues tasks ahead on executors only for jobs whose attempts
 	// all ran short. Since protocol version 11.
-	SlotMicros    uint64 `protobuf:"varint,22,opt,name=slot_micros,json=slotMicros,proto3" json:"slot_micros,omitempty"`
+	SlotMicros uint64 `protobuf:"varint,22,opt,name=slot_micros,json=slotMicros,proto3" json:"slot_micros,omitempty"`
+	// REPLY with an error: the ASK was refused because the plugin it was
+	// for has shut down on the answering side (its lane is closed: the
+	// executor is stopping, or the driver plugin has shut down). The
+	// asker's error matches plugin.ErrClosed, as a call to a side that has
+	// gone does. Since protocol version 12.
+	Closed        bool `protobuf:"varint,23,opt,name=closed,proto3" json:"closed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +444,13 @@ func (x *Frame) GetSlotMicros() uint64 {
 		return x.SlotMicros
 	}
 	return 0
+}
+
+func (x *Frame) GetClosed() bool {
+	if x != nil {
+		return x.Closed
+	}
+	return false
 }
 
 // What a TASK frame runs; the input is the frame's payload.
@@ -1063,7 +1076,7 @@ const file_frames_proto_rawDesc = "" +
 	"\n" +
 	"\fframes.proto\x12\rember.wire.v1\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xe5\x05\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.ember.wire.v1.FrameR\x06frames\"\xfd\x05\n" +
 	"\x05Frame\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.ember.wire.v1.KindR\x04kind\x12\x12\n" +
 	"\x04call\x18\x02 \x01(\x04R\x04call\x12\x16\n" +
@@ -1090,7 +1103,8 @@ const file_frames_proto_rawDesc = "" +
 	"\tpermanent\x18\x14 \x01(\bR\tpermanent\x12\x1a\n" +
 	"\breleased\x18\x15 \x01(\bR\breleased\x12\x1f\n" +
 	"\vslot_micros\x18\x16 \x01(\x04R\n" +
-	"slotMicros\"a\n" +
+	"slotMicros\x12\x16\n" +
+	"\x06closed\x18\x17 \x01(\bR\x06closed\"a\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +

@@ -93,6 +93,18 @@ func (m *Frame) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Closed {
+		i--
+		if m.Closed {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0xb8
+	}
 	if m.SlotMicros != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SlotMicros))
 		i--
@@ -961,6 +973,9 @@ func (m *Frame) SizeVT() (n int) {
 	}
 	if m.SlotMicros != 0 {
 		n += 2 + protohelpers.SizeOfVarint(uint64(m.SlotMicros))
+	}
+	if m.Closed {
+		n += 3
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1891,6 +1906,26 @@ func (m *Frame) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 23:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Closed", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Closed = bool(v != 0)
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

@@ -13,8 +13,10 @@ import "google.golang.org/protobuf/proto"
 // 9, a task's permanent failure (Frame.permanent); version 10, lent credit
 // kept for the handlers until released (Frame.released), where it used to
 // become anyone's when the loan ended; version 11, how long a task attempt
-// held its slot (Frame.slot_micros), and TASKs queued ahead of free slots.
-const ProtocolVersion = 11
+// held its slot (Frame.slot_micros), and TASKs queued ahead of free slots;
+// version 12, an ASK refused by a plugin that has shut down
+// (Frame.closed).
+const ProtocolVersion = 12
 
 // WelcomeDigestInput is the encoding of w that the driver's proof binds:
 // deterministic protobuf of w with its Auth field cleared. It fails when w
