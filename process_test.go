@@ -413,6 +413,41 @@ func TestStartUpTimeoutDoesNotLogItsOwnKillsAsExits(t *testing.T) {
 	}
 }
 
+// Nor does shutdown: a replacement executor still starting when the
+// driver shuts down is killed by the driver, which logged it, at Warn, as
+// an executor that had ended by a signal ("executor process (pid N):
+// signal: killed", as the OOM killer's kill reads).
+func TestShutdownDoesNotLogItsOwnKillOfAReplacement(t *testing.T) {
+	const replaceDirEnv = "EMBER_TEST_REPLACE_DIR"
+	dir := os.Getenv(replaceDirEnv)
+	if isChild() {
+		// The first executor joins; its replacement never reaches Run.
+		f, err := os.OpenFile(filepath.Join(dir, "FIRST"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			_ = writeFile(dir, "REPLACEMENT", strconv.Itoa(os.Getpid()))
+			time.Sleep(time.Hour)
+		}
+		f.Close()
+	} else {
+		dir = t.TempDir()
+		t.Setenv(replaceDirEnv, dir)
+	}
+	var logs logtest.Buffer
+	c := embertest.Start(t, ember.Config{Master: "local-cluster[1]", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := c.Kill("1"); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitFile(t, dir, "REPLACEMENT")
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `msg="executor ended"`) && strings.Contains(line, "(pid "+pid+")") {
+			t.Errorf("driver logs: got %q, want no \"executor ended\" for the replacement it killed as it shut down", line)
+		}
+	}
+}
+
 // Executors die with their driver, and take the processes they started
 // with them: SIGKILL the driver process, and its executor processes and
 // theirs are gone soon after. (The executors' own children used to be

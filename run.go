@@ -363,7 +363,10 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				// OOM killer, say). Not during start-up, whose error says
 				// how an executor ended, nor once it has failed: the
 				// driver itself then kills the executors still starting.
-				if err != nil {
+				// Nor one the driver killed itself as it shut down,
+				// not having released it (a replacement still
+				// starting): nothing was lost there.
+				if xe, ok := errors.AsType[*launch.ExitError](err); err != nil && !(ok && xe.Unreleased) {
 					log.Warn("executor ended", "err", err)
 				}
 				return

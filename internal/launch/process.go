@@ -50,10 +50,19 @@ type Processes struct {
 	// dropped (its PID may be reused), so a local-cluster that replaces
 	// executors for long keeps only the live ones.
 	cmds []*exec.Cmd
-	// killed are the executors Kill killed that have yet to be
-	// reported ended: their ExitError says who killed them.
-	killed map[*exec.Cmd]bool
+	// killed are the executors Kill or KillUnreleased killed that have
+	// yet to be reported ended, and which killed them: their ExitError
+	// says so.
+	killed map[*exec.Cmd]kill
 }
+
+// kill says why the driver killed an executor process.
+type kill int
+
+const (
+	killLost       kill = iota + 1 // Kill: the driver lost it
+	killUnreleased                 // KillUnreleased: shutting down, the driver had not released it
+)
 
 // Start implements Launcher: exited is given each executor's process ID.
 // It may be called again, to start more executors, until Wait is called.
@@ -127,8 +136,10 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 				// Ended by a signal (ExitCode -1) after Kill: the kill was
 				// the driver's, not the OOM killer's, say.
 				var ee *exec.ExitError
-				lost := killed && errors.As(err, &ee) && ee.ExitCode() == -1
-				err = &ExitError{PID: cmd.Process.Pid, Err: err, Lost: lost}
+				bySignal := errors.As(err, &ee) && ee.ExitCode() == -1
+				err = &ExitError{PID: cmd.Process.Pid, Err: err,
+					Lost:       bySignal && killed == killLost,
+					Unreleased: bySignal && killed == killUnreleased}
 			}
 			exited(cmd.Process.Pid, err)
 		}()
@@ -168,6 +179,10 @@ type ExitError struct {
 	// Lost: Kill killed it, the driver having lost it (silent past the
 	// heartbeat timeout), and it ended by that signal.
 	Lost bool
+	// Unreleased: KillUnreleased killed it, the driver shutting down
+	// without having released it (a replacement not yet ready, say),
+	// and it ended by that signal.
+	Unreleased bool
 }
 
 // Error names the process by its pid, which the driver's logs give with
@@ -175,8 +190,11 @@ type ExitError struct {
 // would mislead), and says when the driver killed it: "signal: killed"
 // alone reads as the OOM killer's.
 func (e *ExitError) Error() string {
-	if e.Lost {
+	switch {
+	case e.Lost:
 		return fmt.Sprintf("executor process (pid %d), killed by the driver, which had lost it: %v", e.PID, e.Err)
+	case e.Unreleased:
+		return fmt.Sprintf("executor process (pid %d), killed by the driver as it shut down, not having released it: %v", e.PID, e.Err)
 	}
 	return fmt.Sprintf("executor process (pid %d): %v", e.PID, e.Err)
 }
@@ -186,7 +204,11 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // Wait implements Launcher.
 func (p *Processes) Wait(ctx context.Context) error {
 	return waitOrKill(ctx, &p.wg, func() {
-		p.KillUnreleased(func(int) bool { return false })
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.cmds {
+			killGroup(c.Process)
+		}
 	}, 0, "killed")
 }
 
@@ -195,13 +217,13 @@ func (p *Processes) Wait(ctx context.Context) error {
 // closed, an executor it did not release (one that never connected, was
 // lost, or did not stop in time) has nothing left to do, and Wait need not
 // wait the shutdown timeout for it. Released executors are left to exit
-// by themselves.
+// by themselves. The ExitError of one it kills says so (Unreleased).
 func (p *Processes) KillUnreleased(released func(pid int) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.cmds {
 		if !released(c.Process.Pid) {
-			killGroup(c.Process)
+			p.killLocked(c, killUnreleased)
 		}
 	}
 }
@@ -216,27 +238,26 @@ func (p *Processes) KillUnreleased(released func(pid int) bool) {
 func (p *Processes) Kill(pid int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.killLocked(pid)
-}
-
-// killLocked is Kill with p.mu held.
-func (p *Processes) killLocked(pid int) {
 	for _, c := range p.cmds {
 		if c.Process.Pid == pid {
-			// One already exiting, killed by someone else (the OOM
-			// killer, kill -9) or crashed, was lost for that: its
-			// connection ended as it exited, before its exit was
-			// reported. The driver's kill is not what ended it, and
-			// saying so hid the OOM killer's.
-			if !exiting(pid) {
-				if p.killed == nil {
-					p.killed = map[*exec.Cmd]bool{}
-				}
-				p.killed[c] = true
-			}
-			killGroup(c.Process)
+			p.killLocked(c, killLost)
 		}
 	}
+}
+
+// killLocked kills c with its process group, noting why. p.mu is held.
+func (p *Processes) killLocked(c *exec.Cmd, why kill) {
+	// One already exiting, killed by someone else (the OOM killer, kill
+	// -9) or crashed, was lost for that: its connection ended as it
+	// exited, before its exit was reported. The driver's kill is not
+	// what ended it, and saying so hid the OOM killer's.
+	if !exiting(c.Process.Pid) {
+		if p.killed == nil {
+			p.killed = map[*exec.Cmd]kill{}
+		}
+		p.killed[c] = why
+	}
+	killGroup(c.Process)
 }
 
 // cleanEnv drops Ember's role variables so a child never inherits a stale

@@ -31,12 +31,28 @@ func TestKillOfAnExitingExecutorDoesNotClaimIt(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	p.killLocked(pid) // the driver, having lost it
+	p.killLocked(p.cmds[0], killLost) // the driver, having lost it
 	p.mu.Unlock()
 	e := <-exited
 	var xe *ExitError
 	if !errors.As(e.err, &xe) || xe.Lost || strings.Contains(e.err.Error(), "killed by the driver") {
 		t.Errorf("exit of an executor killed by someone else: got %v, want an ExitError not saying the driver killed it", e.err)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+}
+
+// An executor process the driver kills as it shuts down, not having
+// released it, ends with an ExitError that says so (Unreleased), so that
+// the driver does not log it as an executor that ended by a signal.
+func TestKillUnreleasedSaysSo(t *testing.T) {
+	p, exited, _ := startShell(t)
+	p.KillUnreleased(func(int) bool { return false })
+	e := <-exited
+	xe, ok := errors.AsType[*ExitError](e.err)
+	if !ok || !xe.Unreleased || xe.Lost || !strings.Contains(e.err.Error(), "killed by the driver as it shut down") {
+		t.Errorf("exit of an executor KillUnreleased killed: got %v, want an ExitError with Unreleased set, saying so", e.err)
 	}
 	if err := p.Wait(context.Background()); err != nil {
 		t.Errorf("Wait: %v", err)
