@@ -413,6 +413,18 @@ func TestStartUpTimeoutDoesNotLogItsOwnKillsAsExits(t *testing.T) {
 	}
 }
 
+// A local[N] executor runs in the driver's process, and says so: its PID
+// is the driver's, which ExecutorInfo's doc warns of (a load generator
+// that SIGKILLed an executor by its PID under local[4] killed itself).
+func TestLocalExecutorsHaveTheDriversPID(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]"})
+	for _, e := range c.Driver.Executors() {
+		if e.PID != os.Getpid() {
+			t.Errorf("executor %s: got pid %d, want the driver's, %d", e.ID, e.PID, os.Getpid())
+		}
+	}
+}
+
 // Nor does shutdown: a replacement executor still starting when the
 // driver shuts down is killed by the driver, which logged it, at Warn, as
 // an executor that had ended by a signal ("executor process (pid N):

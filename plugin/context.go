@@ -291,7 +291,11 @@ type ExecutorInfo struct {
 	// "2", ...; never reused while the driver runs).
 	ID string
 	// Host and PID are what the executor says of itself, not verified:
-	// its host name (cut if longer than 255 bytes) and process ID.
+	// its host name (cut if longer than 255 bytes) and process ID. A
+	// local[N] executor runs inside the driver's process, so its PID is
+	// the driver's own: a signal sent to it (syscall.Kill(e.PID,
+	// syscall.SIGKILL) to kill one executor, say) reaches the driver and
+	// every executor (embertest's Cluster.Kill kills one alone).
 	Host string
 	PID  int
 	// Resources are what its discovery commands found, by name
