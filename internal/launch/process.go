@@ -245,8 +245,14 @@ func (p *Processes) Kill(pid int) {
 	}
 }
 
-// killLocked kills c with its process group, noting why. p.mu is held.
+// killLocked kills c with its process group, noting why, unless it was
+// killed before (the first kill is what ended it: one lost, then not
+// released at shutdown, was lost). p.mu is held.
 func (p *Processes) killLocked(c *exec.Cmd, why kill) {
+	if _, ok := p.killed[c]; ok {
+		killGroup(c.Process)
+		return
+	}
 	// One already exiting, killed by someone else (the OOM killer, kill
 	// -9) or crashed, was lost for that: its connection ended as it
 	// exited, before its exit was reported. The driver's kill is not

@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,17 +46,38 @@ func TestKillOfAnExitingExecutorDoesNotClaimIt(t *testing.T) {
 
 // An executor process the driver kills as it shuts down, not having
 // released it, ends with an ExitError that says so (Unreleased), so that
-// the driver does not log it as an executor that ended by a signal.
+// the driver does not log it as an executor that ended by a signal. One
+// it had killed before, having lost it, stays lost.
 func TestKillUnreleasedSaysSo(t *testing.T) {
-	p, exited, _ := startShell(t)
-	p.KillUnreleased(func(int) bool { return false })
-	e := <-exited
-	xe, ok := errors.AsType[*ExitError](e.err)
-	if !ok || !xe.Unreleased || xe.Lost || !strings.Contains(e.err.Error(), "killed by the driver as it shut down") {
-		t.Errorf("exit of an executor KillUnreleased killed: got %v, want an ExitError with Unreleased set, saying so", e.err)
+	tests := []struct {
+		name           string
+		lost           bool // the driver killed it before, having lost it
+		wantUnreleased bool
+		wantText       string
+	}{
+		{"not released", false, true, "killed by the driver as it shut down"},
+		{"lost, then not released", true, false, "killed by the driver, which had lost it"},
 	}
-	if err := p.Wait(context.Background()); err != nil {
-		t.Errorf("Wait: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, exited, _ := startShell(t)
+			if tt.lost {
+				// Noted as Kill notes it, without the signal: the process
+				// must not be exiting yet when KillUnreleased comes.
+				p.mu.Lock()
+				p.killed = map[*exec.Cmd]kill{p.cmds[0]: killLost}
+				p.mu.Unlock()
+			}
+			p.KillUnreleased(func(int) bool { return false })
+			e := <-exited
+			xe, ok := errors.AsType[*ExitError](e.err)
+			if !ok || xe.Unreleased != tt.wantUnreleased || xe.Lost == tt.wantUnreleased || !strings.Contains(e.err.Error(), tt.wantText) {
+				t.Errorf("exit of an executor KillUnreleased killed: got %v, want an ExitError saying %q", e.err, tt.wantText)
+			}
+			if err := p.Wait(context.Background()); err != nil {
+				t.Errorf("Wait: %v", err)
+			}
+		})
 	}
 }
 
