@@ -149,3 +149,30 @@ func TestAskError(t *testing.T) {
 		})
 	}
 }
+
+// An ASK that reaches a driver plugin after it has shut down (its lane
+// closed) is refused as closed: the executor's Ask fails with ErrClosed,
+// as one to a driver that has gone does.
+func TestAskToAShutDownDriverPluginIsRefusedClosed(t *testing.T) {
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Plugins: []plugin.Plugin{&membership{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stream, es := schedExecutor(t, d, "1", 1)
+	d.endpoints[0].lane.Close()
+	d.HandleFrame(es.conn, &wire.Frame{Kind: wire.Kind_KIND_ASK, Call: 7, Plugin: 0})
+	pollSent(t, stream, wire.Kind_KIND_REPLY, 1)
+	stream.mu.Lock()
+	defer stream.mu.Unlock()
+	for _, f := range stream.frames {
+		if f.Kind != wire.Kind_KIND_REPLY {
+			continue
+		}
+		if f.Call != 7 || plugin.Code(f.Code) != plugin.CodeUnavailable || !f.Closed || f.Error != `driver plugin "members" has shut down` {
+			t.Errorf("got REPLY call %d, %v %q, closed %v; want call 7, Unavailable, saying the plugin has shut down, closed", f.Call, plugin.Code(f.Code), f.Error, f.Closed)
+		}
+	}
+}

@@ -18,8 +18,8 @@ import (
 )
 
 // taskStream is an executor's end of a stream as the scheduler sees it:
-// it records the TASK and TASK_CANCEL frames written to it and never
-// delivers anything.
+// it records the frames written to it (their kind, call and error) and
+// never delivers anything.
 type taskStream struct {
 	mu     sync.Mutex
 	frames []*wire.Frame // copies
@@ -30,7 +30,7 @@ func (s *taskStream) Send(b *wire.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range b.Frames {
-		s.frames = append(s.frames, &wire.Frame{Kind: f.Kind, Call: f.Call})
+		s.frames = append(s.frames, &wire.Frame{Kind: f.Kind, Call: f.Call, Code: f.Code, Error: f.Error, Closed: f.Closed})
 	}
 	return nil
 }
