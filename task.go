@@ -31,11 +31,10 @@ const ConfExecutorSlots = "ember.executor.slots"
 
 // ConfTaskPrefetch is the most tasks beyond its slots the driver sends each
 // executor ahead, to wait there for a slot, for a job of which an attempt
-// has succeeded in under 5ms (driver.ShortTask) and none has taken longer,
-// succeeding or not: the executor then starts
-// its next task as soon as a slot frees, instead of a round trip to the
-// driver later, which for trivial tasks more than doubles how many run
-// per second. Within that bound it sends as many as make about 5ms of
+// has succeeded in under 5ms and none has taken longer, succeeding or
+// not: the executor then starts its next task as soon as a slot frees,
+// instead of a round trip to the driver later, which for trivial tasks
+// more than doubles how many run per second. Within that bound it sends as many as make about 5ms of
 // work per slot, at most 4 per slot, and none with an input over 64 KiB.
 // A job stops sending any once one of its attempts has taken 5ms or more,
 // so that its tasks do not queue behind long ones while another executor

@@ -102,7 +102,7 @@ type DriverPlugin interface {
 //     is abandoned, and those after it are called with their ctx ended.
 //
 // Optional capabilities: [ExecutorReceiver], [ConcurrentReceiver],
-// [DroppedReplyListener].
+// [DroppedReplyListener], [TaskListener].
 type ExecutorPlugin interface {
 	// Init prepares the executor side; extraConf is what the driver
 	// plugin's Init returned (never nil). An error (or a panic) ends this
