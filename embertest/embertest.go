@@ -51,29 +51,39 @@ import (
 
 // DefaultTimeout bounds every wait in this package (WaitFor, Close, and
 // the cleanup Start registers) but one: Start waits for start-up up to
-// twice cfg.StartTimeout plus 10s when that is longer, so that Run reports
-// its own start-up failures.
+// twice the StartTimeout Run uses (cfg.StartTimeout, or its default of
+// 60s) plus 10s when that is longer, so that Run reports its own start-up
+// failures.
 const DefaultTimeout = 60 * time.Second
 
 // startWait is how long Start waits for the cluster to start: DefaultTimeout,
-// or, for a StartTimeout set long, the two steps it bounds (the driver
-// plugins' Init, then the executors' start) and a margin, so that a test
-// giving a slow machine more time gets it, and Run reports its own
-// failures.
+// or, when Run's StartTimeout (cfg's, or its default) lets it take longer,
+// the two steps it bounds (the driver plugins' Init, then the executors'
+// start) and a margin, so that a test giving a slow machine more time gets
+// it, and Run reports its own failures.
 func startWait(cfg ember.Config) time.Duration {
 	margin := startWaitMargin
-	if cfg.StartTimeout > (math.MaxInt64-margin)/2 {
+	start := cfg.StartTimeout
+	if start == 0 {
+		// Run's default: each step may take a minute, and Run says why it
+		// gave up only after both.
+		start = defaultStartTimeout
+	}
+	if start > (math.MaxInt64-margin)/2 {
 		return math.MaxInt64 // "no limit" set as the largest Duration: 2*StartTimeout would overflow
 	}
-	return max(startWaitMin, 2*cfg.StartTimeout+margin)
+	return max(startWaitMin, 2*start+margin)
 }
 
-// startWaitMin is the least startWait gives, DefaultTimeout, and
-// startWaitMargin what it adds to twice a StartTimeout; a test of what
-// happens once the wait has passed lowers both.
+// startWaitMin is the least startWait gives, DefaultTimeout,
+// startWaitMargin what it adds to twice a StartTimeout, and
+// defaultStartTimeout ember.Config.StartTimeout's default, which Run uses
+// when cfg.StartTimeout is zero; a test of what happens once the wait has
+// passed lowers all three.
 var (
-	startWaitMin    = DefaultTimeout
-	startWaitMargin = 10 * time.Second
+	startWaitMin        = DefaultTimeout
+	startWaitMargin     = 10 * time.Second
+	defaultStartTimeout = time.Minute
 )
 
 // Main runs the tests and then checks that no goroutine leaked. In an

@@ -13,14 +13,19 @@ import (
 
 // Start waits DefaultTimeout, or longer for a StartTimeout that lets Run's
 // start-up (the driver plugins' Init, then the executors') take longer: it
-// used to give up after DefaultTimeout whatever Run allowed.
+// used to give up after DefaultTimeout whatever Run allowed. A zero
+// StartTimeout is Run's default of a minute, and waits as long as a
+// minute set: it used to wait DefaultTimeout, so that Start gave up,
+// saying only that the cluster had not started, as Run's executors' step
+// was still running, and Run's own error, which says why, was never seen.
 func TestStartWait(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		start time.Duration
 		want  time.Duration
 	}{
-		{0, DefaultTimeout}, // Run's default
+		{0, 2*time.Minute + 10*time.Second}, // Run's default, a minute
+		{time.Minute, 2*time.Minute + 10*time.Second},
 		{10 * time.Second, DefaultTimeout},
 		{2 * time.Minute, 4*time.Minute + 10*time.Second},
 		{math.MaxInt64, math.MaxInt64}, // no limit: it used to overflow to DefaultTimeout
