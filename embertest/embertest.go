@@ -311,14 +311,26 @@ func (c *Cluster) Kill(executorID string) error {
 			return nil
 		}
 		if e.PID != os.Getpid() {
-			p, err := os.FindProcess(e.PID)
-			if err != nil {
-				return err
-			}
-			return p.Kill()
+			return killProcess(e.PID)
 		}
 	}
 	return errNoSuchExecutor(executorID)
+}
+
+// killProcess sends SIGKILL to the executor process pid. One that has
+// already ended and been reaped (killed by an earlier Kill, and still
+// listed until the driver has seen its connection end, which may come
+// after the process's end) kills nothing and returns nil, as Kill says:
+// os.Process.Kill gave "os: process already finished".
+func killProcess(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	if err := p.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
 }
 
 // errNoSuchExecutor is the error for an ID that names no ready executor.
