@@ -64,7 +64,7 @@ const DefaultTimeout = 60 * time.Second
 func startWait(cfg ember.Config) time.Duration {
 	margin := startWaitMargin
 	start := cfg.StartTimeout
-	if start == 0 {
+	if start <= 0 {
 		// Run's default: each step may take a minute, and Run says why it
 		// gave up only after both.
 		start = defaultStartTimeout

@@ -24,7 +24,8 @@ func TestStartWait(t *testing.T) {
 		start time.Duration
 		want  time.Duration
 	}{
-		{0, 2*time.Minute + 10*time.Second}, // Run's default, a minute
+		{0, 2*time.Minute + 10*time.Second},            // Run's default, a minute
+		{-time.Second, 2*time.Minute + 10*time.Second}, // so is a negative one
 		{time.Minute, 2*time.Minute + 10*time.Second},
 		{10 * time.Second, DefaultTimeout},
 		{2 * time.Minute, 4*time.Minute + 10*time.Second},
