@@ -733,9 +733,9 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		t.Error("OnExecutorRemoved: got a nil reason for a killed executor")
 	}
 	// The driver logs how the process ended, and who it was.
-	embertest.WaitFor(t, "the logs of the killed executor's loss, with its pid, and of its exit", func() bool {
+	embertest.WaitFor(t, "the logs of the killed executor's loss, with its pid, and of its exit, with its ID", func() bool {
 		s := logs.String()
-		return strings.Contains(s, `msg="executor ended"`) && strings.Contains(s, "executor process (pid ") && strings.Contains(s, "signal: killed") &&
+		return strings.Contains(s, `msg="executor ended" executor=1 err="executor process (pid `) && strings.Contains(s, "signal: killed") &&
 			strings.Contains(s, "executor lost") && strings.Contains(s, "pid=")
 	})
 }

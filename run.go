@@ -360,14 +360,19 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			if started.Load() {
 				// The driver has said which executor it lost (with its
 				// pid); this says how its process ended (a signal: the
-				// OOM killer, say). Not during start-up, whose error says
+				// OOM killer, say), and which executor that was, if it
+				// said who it was. Not during start-up, whose error says
 				// how an executor ended, nor once it has failed: the
 				// driver itself then kills the executors still starting.
 				// Nor one the driver killed itself as it shut down,
 				// not having released it (a replacement still
 				// starting): nothing was lost there.
 				if xe, ok := errors.AsType[*launch.ExitError](err); err != nil && !(ok && xe.Unreleased) {
-					log.Warn("executor ended", "err", err)
+					if p.ID != "" {
+						log.Warn("executor ended", "executor", p.ID, "err", err)
+					} else {
+						log.Warn("executor ended", "err", err)
+					}
 				}
 				return
 			}
