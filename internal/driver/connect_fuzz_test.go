@@ -108,6 +108,7 @@ func FuzzConnect(f *testing.F) {
 			{Kind: wire.Kind_KIND_SEND, Plugin: 0, Type: "x", Payload: []byte{0xa0}},
 			{Kind: wire.Kind_KIND_CREDIT, Plugin: 0, Credit: 100},
 			{Kind: wire.Kind_KIND_REPLY, Call: 3},
+			{Kind: wire.Kind_KIND_REPLY, Call: 4, Code: 14, Error: "executor plugin \"members\" has shut down", Closed: true},
 		}},
 		{Frames: []*wire.Frame{
 			{Kind: wire.Kind_KIND_READY, Code: 13, Error: "init failed"},

@@ -23,6 +23,7 @@ func FuzzHandleFrames(f *testing.F) {
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_SEND, Type: "\xff", Payload: []byte{0xa0}}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_ASK, Call: 1, Plugin: 7, TypeId: 3}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_ASK, Call: 1, TimeoutMicros: -1}, {Kind: wire.Kind_KIND_REPLY, Call: 1}}},
+		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_REPLY, Call: 2, Code: 14, Error: "executor plugin \"members\" has shut down", Closed: true}, {Kind: wire.Kind_KIND_REPLY, Call: 3, Plugin: 0, Closed: true}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_READY, Code: 13, Error: "e"}, {Kind: wire.Kind_KIND_STOPPED}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_TASK_RESULT, Call: 9, ExecutorStopping: true}, {Kind: wire.Kind_KIND_LEAVING}}},
 		{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: &wire.Metrics{Families: [][]byte{{1}}}}, {Kind: wire.Kind_KIND_CREDIT, Plugin: 0, Credit: 1 << 62}}},

@@ -26,6 +26,12 @@ func seedBatches() []*wire.Batch {
 			{Kind: wire.Kind_KIND_REPLY, Call: 7, Plugin: 1, Type: "m.B", Payload: []byte(`{"OK":true}`)},
 			{Kind: wire.Kind_KIND_REPLY, Call: 8, Plugin: 1, Code: 5, Error: "no such key"},
 		}},
+		// A refusal by a plugin that has shut down (rpc.RefuseClosed), and
+		// closed on a reply that carries a value.
+		{Frames: []*wire.Frame{
+			{Kind: wire.Kind_KIND_REPLY, Call: 9, Plugin: 1, Code: 14, Error: "executor plugin \"p\" has shut down", Closed: true},
+			{Kind: wire.Kind_KIND_REPLY, Call: 10, Type: "m.B", Payload: []byte("{}"), Closed: true},
+		}},
 		{Frames: []*wire.Frame{
 			{Kind: wire.Kind_KIND_SEND, Plugin: 2, Type: "m.A", Payload: []byte("1")},
 			{Kind: wire.Kind_KIND_SEND, Plugin: 2, Type: "m.A", Payload: []byte("2")},
