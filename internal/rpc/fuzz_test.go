@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -75,6 +76,52 @@ func (h *fuzzHandler) HandleFrame(c *rpc.Conn, f *wire.Frame) {
 
 func (h *fuzzHandler) HandleClose(*rpc.Conn, error) { h.closes.Add(1) }
 
+// refusal is the code and closed flag of an error REPLY, as the asker's
+// error carries them.
+type refusal struct {
+	code   plugin.Code
+	closed bool
+}
+
+// checkAskErrors checks the errors asks returned while their Conn read
+// data: each is, or wraps, a *plugin.Error of a valid code other than OK
+// (as plugin.Error promises), and one received from the peer is that of
+// an error REPLY in data, matching plugin.ErrClosed if and only if that
+// REPLY was marked closed (RefuseClosed).
+func checkAskErrors(t *testing.T, data []byte, errs []error) {
+	t.Helper()
+	sent := map[refusal]bool{}
+	var b wire.Batch
+	if wire.UnmarshalBatch(data, &b) == nil {
+		for _, f := range b.Frames {
+			if f.Kind == wire.Kind_KIND_REPLY && f.Code != 0 {
+				code := plugin.Code(f.Code)
+				if !code.Valid() {
+					code = plugin.CodeUnknown
+				}
+				sent[refusal{code, f.Closed}] = true
+			}
+			wire.ReleaseFrame(f)
+		}
+	}
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		var e *plugin.Error
+		if !errors.As(err, &e) || e == nil || !e.Code().Valid() || e.Code() == plugin.CodeOK {
+			t.Fatalf("ask %d: error %v (%T) is not a *plugin.Error of a valid code other than OK", i, err, err)
+		}
+		if !plugin.IsRemote(err) {
+			continue
+		}
+		got := refusal{e.Code(), errors.Is(err, plugin.ErrClosed)}
+		if !sent[got] {
+			t.Fatalf("ask %d: remote error %v (code %v, matches ErrClosed: %t), the peer sent no such REPLY", i, err, got.code, got.closed)
+		}
+	}
+}
+
 // FuzzConnRead gives a Conn's reader one batch of arbitrary bytes from its
 // peer, decoded as gRPC decodes it (wire.Codec), while three asks of its
 // own wait for replies: what a buggy or compromised peer can send on
@@ -85,8 +132,10 @@ func (h *fuzzHandler) HandleClose(*rpc.Conn, error) { h.closes.Add(1) }
 // dispatched through a lane, ASK_CANCELs. It must never panic, the Conn
 // must close once, every ask must return, no plugin's credit may exceed
 // its window, what is reserved of it for the handlers (lent CREDITs, and
-// released ones a peer may forge) must stay within it, and nothing may be kept for a cancelable ask once the lane
-// has run it.
+// released ones a peer may forge) must stay within it, nothing may be
+// kept for a cancelable ask once the lane has run it, and an ask's error
+// must be a *plugin.Error, a refusal's code and closed flag its REPLY's
+// (checkAskErrors).
 func FuzzConnRead(f *testing.F) {
 	names := codec.Names()
 	id := func(name string) uint32 {
@@ -107,6 +156,11 @@ func FuzzConnRead(f *testing.F) {
 			{Kind: wire.Kind_KIND_REPLY, Call: 1, TypeId: id(rpcMsgName), Payload: msg},
 			{Kind: wire.Kind_KIND_REPLY, Call: 2, Type: rpcMsgName, Payload: []byte{0xff}},
 			{Kind: wire.Kind_KIND_REPLY, Call: 3, Code: 5, Error: "no"},
+		}},
+		{Frames: []*wire.Frame{ // refused by plugins that have shut down (RefuseClosed)
+			{Kind: wire.Kind_KIND_REPLY, Call: 1, Code: 14, Error: "executor plugin \"p0\" has shut down", Closed: true},
+			{Kind: wire.Kind_KIND_REPLY, Call: 2, TypeId: id(rpcMsgName), Payload: msg, Closed: true},
+			{Kind: wire.Kind_KIND_REPLY, Call: 3, Code: 99, Closed: true},
 		}},
 		{Frames: []*wire.Frame{
 			{Kind: wire.Kind_KIND_REPLY, Call: 2},
@@ -172,12 +226,14 @@ func FuzzConnRead(f *testing.F) {
 		})
 		c.Start()
 		var wg sync.WaitGroup
-		for range s.asks {
+		errs := make([]error, s.asks)
+		for i := range s.asks {
 			wg.Go(func() {
-				_, _ = c.AskMessage(context.Background(), &wire.Frame{Plugin: 0, Type: rpcMsgName, Payload: msg})
+				_, errs[i] = c.AskMessage(context.Background(), &wire.Frame{Plugin: 0, Type: rpcMsgName, Payload: msg})
 			})
 		}
 		wg.Wait() // answered, or failed as the peer ended the stream
+		checkAskErrors(t, data, errs)
 		c.Wait()
 		h.lane.Close()
 		if n := h.closes.Load(); n != 1 {
