@@ -235,7 +235,7 @@ func init() {
 			c = CodeUnknown
 		}
 		e := &Error{code: c, msg: msg, remote: true}
-		if closed {
+		if closed && c == CodeUnavailable { // ErrClosed's code: a peer's other claim is ignored
 			e.cause = ErrClosed
 		}
 		return e

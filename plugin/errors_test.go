@@ -292,17 +292,19 @@ func TestIsRemote(t *testing.T) {
 func TestWireError(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name     string
-		code     uint32
-		closed   bool // a refusal by a plugin that has shut down
-		wantCode plugin.Code
+		name       string
+		code       uint32
+		closed     bool // a refusal by a plugin that has shut down
+		wantCode   plugin.Code
+		wantClosed bool // matches ErrClosed
 	}{
-		{"valid code kept", uint32(plugin.CodeResourceExhausted), false, plugin.CodeResourceExhausted},
-		{"ok becomes unknown", 0, false, plugin.CodeUnknown},
-		{"undefined becomes unknown", 7, false, plugin.CodeUnknown},
-		{"out of range becomes unknown", 1000, false, plugin.CodeUnknown},
-		{"unavailable, not closed", uint32(plugin.CodeUnavailable), false, plugin.CodeUnavailable},
-		{"closed", uint32(plugin.CodeUnavailable), true, plugin.CodeUnavailable},
+		{"valid code kept", uint32(plugin.CodeResourceExhausted), false, plugin.CodeResourceExhausted, false},
+		{"ok becomes unknown", 0, false, plugin.CodeUnknown, false},
+		{"undefined becomes unknown", 7, false, plugin.CodeUnknown, false},
+		{"out of range becomes unknown", 1000, false, plugin.CodeUnknown, false},
+		{"unavailable, not closed", uint32(plugin.CodeUnavailable), false, plugin.CodeUnavailable, false},
+		{"closed", uint32(plugin.CodeUnavailable), true, plugin.CodeUnavailable, true},
+		{"closed with another code", uint32(plugin.CodeNotFound), true, plugin.CodeNotFound, false}, // not ErrClosed's code
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,8 +320,8 @@ func TestWireError(t *testing.T) {
 			if got := e.Message(); got != "msg" {
 				t.Errorf("Message() = %q, want %q", got, "msg")
 			}
-			if got := errors.Is(err, plugin.ErrClosed); got != tt.closed {
-				t.Errorf("errors.Is(%v, ErrClosed) = %v, want %v", err, got, tt.closed)
+			if got := errors.Is(err, plugin.ErrClosed); got != tt.wantClosed {
+				t.Errorf("errors.Is(%v, ErrClosed) = %v, want %v", err, got, tt.wantClosed)
 			}
 			if !plugin.IsRemote(err) {
 				t.Errorf("IsRemote(%v) = false, want true", err)

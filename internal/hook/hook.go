@@ -11,8 +11,8 @@ import (
 
 var (
 	// WireError builds a *plugin.Error received from the peer; closed
-	// makes it match plugin.ErrClosed (a refusal by a plugin that has shut
-	// down, wire.Frame.Closed).
+	// makes one of CodeUnavailable match plugin.ErrClosed (a refusal by a
+	// plugin that has shut down, wire.Frame.Closed).
 	WireError func(code uint32, msg string, closed bool) error
 	// WithSender attaches the sending executor's ID to a handler ctx.
 	WithSender func(ctx context.Context, executorID string) context.Context

@@ -87,7 +87,7 @@ type refusal struct {
 // data: each is, or wraps, a *plugin.Error of a valid code other than OK
 // (as plugin.Error promises), and one received from the peer is that of
 // an error REPLY in data, matching plugin.ErrClosed if and only if that
-// REPLY was marked closed (RefuseClosed).
+// REPLY was marked closed (RefuseClosed) with CodeUnavailable.
 func checkAskErrors(t *testing.T, data []byte, errs []error) {
 	t.Helper()
 	sent := map[refusal]bool{}
@@ -99,7 +99,8 @@ func checkAskErrors(t *testing.T, data []byte, errs []error) {
 				if !code.Valid() {
 					code = plugin.CodeUnknown
 				}
-				sent[refusal{code, f.Closed}] = true
+				// closed counts only on ErrClosed's code.
+				sent[refusal{code, f.Closed && code == plugin.CodeUnavailable}] = true
 			}
 			wire.ReleaseFrame(f)
 		}

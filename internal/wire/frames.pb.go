@@ -254,9 +254,10 @@ type Frame struct {
 	SlotMicros uint64 `protobuf:"varint,22,opt,name=slot_micros,json=slotMicros,proto3" json:"slot_micros,omitempty"`
 	// REPLY with an error: the ASK was refused because the plugin it was
 	// for has shut down on the answering side (its lane is closed: the
-	// executor is stopping, or the driver plugin has shut down). The
-	// asker's error matches plugin.ErrClosed, as a call to a side that has
-	// gone does. Since protocol version 12.
+	// executor is stopping, or the driver plugin has shut down), with
+	// code Unavailable. The asker's error matches plugin.ErrClosed, as a
+	// call to a side that has gone does; with another code, closed is
+	// ignored. Since protocol version 12.
 	Closed        bool `protobuf:"varint,23,opt,name=closed,proto3" json:"closed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
