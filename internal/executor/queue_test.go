@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -141,5 +142,96 @@ func TestTasksBeyondTheSlotsWaitForOne(t *testing.T) {
 	d.release()
 	if err := <-runErr; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// results counts the TASK_RESULTs received so far, by run ID.
+func (d *fakeDriver) results() map[uint64]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := map[uint64]int{}
+	for _, f := range d.frames {
+		if f.Kind == wire.Kind_KIND_TASK_RESULT {
+			n[f.Call]++
+		}
+	}
+	return n
+}
+
+// A TASK whose run ID is that of an attempt holding a slot, or waiting
+// for one, is dropped: the driver never reuses one, and the attempt
+// already here gets the one result. Taken, it replaced the first
+// attempt's cancel or queued TASK, and the second of the two attempts to
+// end called a nil cancel: the executor's process died (FuzzHandleFrames).
+func TestTaskReusingARunIDIsDropped(t *testing.T) {
+	tests := []struct {
+		name  string
+		slots int
+		// send sends the TASKs, releasing g's attempts and waiting for
+		// them as it goes; then the executor is released.
+		send        func(t *testing.T, d *fakeDriver, g *gatedTasks)
+		wantStarted []string
+		wantResults map[uint64]int
+	}{
+		{
+			name:  "of an attempt holding a slot",
+			slots: 2,
+			send: func(t *testing.T, d *fakeDriver, g *gatedTasks) {
+				t.Helper()
+				d.send(taskFrame(1, "a"))
+				g.waitStarted(t, "a")
+				d.send(taskFrame(1, "b")) // a free slot, and the run ID of "a"
+				d.send(&wire.Frame{Kind: wire.Kind_KIND_TASK_CANCEL, Call: 1})
+				if r := d.result(1); plugin.Code(r.Code) != plugin.CodeCanceled {
+					t.Errorf("run 1's result: got code %v, want CodeCanceled (its TASK_CANCEL reached \"a\")", plugin.Code(r.Code))
+				}
+			},
+			wantStarted: []string{"a"},
+			wantResults: map[uint64]int{1: 1},
+		},
+		{
+			name:  "of an attempt waiting for a slot",
+			slots: 1,
+			send: func(t *testing.T, d *fakeDriver, g *gatedTasks) {
+				t.Helper()
+				d.send(taskFrame(1, "a"))
+				d.send(taskFrame(2, "b"))
+				d.send(taskFrame(2, "c")) // waits behind "b", with its run ID
+				d.send(taskFrame(3, "d")) // handled after "c"
+				g.waitStarted(t, "a")
+				g.release("a")
+				g.waitStarted(t, "a", "b")
+				g.release("b")
+				g.waitStarted(t, "a", "b", "d")
+				g.release("d")
+				d.result(3)
+			},
+			wantStarted: []string{"a", "b", "d"},
+			wantResults: map[uint64]int{1: 1, 2: 1, 3: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &gatedTasks{}
+			d := newFakeDriver(t, []string{"p"}, 0)
+			runErr := d.runWith(testPlugin{name: "p", ep: &funcExecutor{}}, func(cfg *Config) {
+				cfg.Slots = tt.slots
+				cfg.RunTask = g.run
+			})
+			d.waitFor(wire.Kind_KIND_READY, 0)
+			tt.send(t, d, g)
+			d.send(&wire.Frame{Kind: wire.Kind_KIND_STOP})
+			<-d.stopped()
+			if got := g.startedSoFar(); !slices.Equal(got, tt.wantStarted) {
+				t.Errorf("attempts started: got %q, want %q", got, tt.wantStarted)
+			}
+			if got := d.results(); !maps.Equal(got, tt.wantResults) {
+				t.Errorf("TASK_RESULTs by run ID: got %v, want %v", got, tt.wantResults)
+			}
+			d.release()
+			if err := <-runErr; err != nil {
+				t.Errorf("Run: got %v, want nil (released)", err)
+			}
+		})
 	}
 }

@@ -22,8 +22,22 @@ import (
 // its ctx ending) is reported with ExecutorStopping, so that a driver that
 // did not ask for the stop runs it elsewhere without counting it as the
 // task's failure.
+//
+// A TASK whose run ID is that of an attempt holding a slot or waiting for
+// one is dropped, with a warning: the driver numbers its attempts one
+// after the other, and answering it would give that attempt a second
+// result. Taken, it replaced the first attempt's cancel (TASK_CANCEL no
+// longer reached it) or queued entry (that TASK never got a result), and
+// the second of the two attempts to end found no cancel to call, and the
+// executor's process died of a nil func call.
 func (x *Executor) startTask(c *rpc.Conn, f *wire.Frame) {
 	x.mu.Lock()
+	if _, running := x.tasks[f.Call]; running || x.queue.has(f.Call) {
+		x.mu.Unlock()
+		x.log.Warn("dropped a TASK whose run ID is that of an attempt already here (a driver reusing run IDs?)", "run", f.Call)
+		wire.ReleaseFrame(f)
+		return
+	}
 	if x.stopping {
 		x.mu.Unlock()
 		_ = c.SendControl(x.refusedResult(f.Call))

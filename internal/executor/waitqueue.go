@@ -22,6 +22,12 @@ func (q *waitQueue) push(f *wire.Frame) {
 	q.order = append(q.order, f.Call)
 }
 
+// has reports whether attempt run is waiting in the queue.
+func (q *waitQueue) has(run uint64) bool {
+	_, ok := q.byRun[run]
+	return ok
+}
+
 // remove takes attempt run out of the queue and reports whether it was
 // waiting there.
 func (q *waitQueue) remove(run uint64) bool {
