@@ -308,68 +308,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer endHandlers("has stopped")()
 	x.ctx = hctx
 
-	// The built-in vectors join the registry with their first series:
-	// until then, gathering an executor whose plugins register no metrics
-	// costs nothing (metrics.Deferred). x.own holds them from the start.
-	builtin := metrics.NewDeferred(cfg.Registry, func(err error) {
-		x.log.Error("cannot register the executor's built-in metrics: they are not shipped", "err", err)
-	})
-	own := prometheus.Labels{"executor": x.id}
-	limitHits, dropped, laneStalled := metrics.NewLimitHits(own), metrics.NewDropped(own), metrics.NewLaneStalled(own)
-	x.limitHits = metrics.Defer(builtin, limitHits)
-	x.dropped = metrics.Defer(builtin, dropped)
-	x.laneStalled = metrics.Defer(builtin, laneStalled)
-	x.own = prometheus.NewRegistry()
-	x.own.MustRegister(limitHits, dropped, laneStalled)
-	var setupErr error // the first plugin whose ExecutorPlugin panicked
-	for i, p := range cfg.Plugins {
-		e := &endpoint{
-			x:       x,
-			idx:     uint32(i),
-			name:    p.Name(),
-			log:     x.log.With("plugin", p.Name()),
-			metrics: metrics.PluginRegisterer(cfg.Registry, p.Name(), x.id),
-		}
-		if i < len(welcome.ExtraConf) && welcome.ExtraConf[i] != nil {
-			e.extraConf = welcome.ExtraConf[i].Values
-		}
-		if e.extraConf == nil {
-			e.extraConf = map[string]string{}
-		}
-		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
-			if cfg.Construct != nil {
-				cfg.Construct.Lock()
-				defer cfg.Construct.Unlock()
-			}
-			ep := p.ExecutorPlugin()
-			return ep, rpc.NilSide("ExecutorPlugin", ep)
-		})
-		if err != nil {
-			ep = nil // refused (a nil pointer) or panicked: no side at all
-			if setupErr == nil {
-				setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
-			}
-		}
-		e.ep = ep
-		e.recv, _ = e.ep.(plugin.ExecutorReceiver)
-		e.dropped, _ = e.ep.(plugin.DroppedReplyListener)
-		if e.recv != nil || e.dropped != nil {
-			workers := 1
-			if cr, ok := e.ep.(plugin.ConcurrentReceiver); ok {
-				err := rpc.CallFunc(x.log, e.name, "MaxConcurrentReceives", func() { workers = cr.MaxConcurrentReceives() })
-				if err != nil && setupErr == nil {
-					setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
-				}
-			}
-			e.lane = rpc.NewLane(workers, cfg.LaneQueue, e.run)
-			e.ctx = rpc.WithLane(x.ctx, e.lane)
-		}
-		if tl, ok := e.ep.(plugin.TaskListener); ok {
-			e.taskListener = tl
-			x.listeners = append(x.listeners, e)
-		}
-		x.endpoints = append(x.endpoints, e)
-	}
+	setupErr := x.setupPlugins(welcome)
 	heartbeat := time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond
 	heartbeatTimeout := cfg.HeartbeatTimeout
 	if heartbeatTimeout > 0 && heartbeatTimeout <= heartbeat {
@@ -989,6 +928,79 @@ func (x *Executor) ready() *wire.Ready {
 		}
 	}
 	return r
+}
+
+// setupPlugins makes the executor's built-in metrics and one endpoint per
+// plugin, with the extra conf welcome gives it, its plugin side and, for a
+// side that takes messages, its lane. It returns the first plugin side
+// that could not be made (ExecutorPlugin or MaxConcurrentReceives
+// panicked, or a nil pointer): that plugin gets no side, and the error
+// fails the executor as an Init error would. x.ctx must be set: the
+// lanes' ctx derive from it.
+func (x *Executor) setupPlugins(welcome *wire.Welcome) (setupErr error) {
+	cfg := x.cfg
+	// The built-in vectors join the registry with their first series:
+	// until then, gathering an executor whose plugins register no metrics
+	// costs nothing (metrics.Deferred). x.own holds them from the start.
+	builtin := metrics.NewDeferred(cfg.Registry, func(err error) {
+		x.log.Error("cannot register the executor's built-in metrics: they are not shipped", "err", err)
+	})
+	own := prometheus.Labels{"executor": x.id}
+	limitHits, dropped, laneStalled := metrics.NewLimitHits(own), metrics.NewDropped(own), metrics.NewLaneStalled(own)
+	x.limitHits = metrics.Defer(builtin, limitHits)
+	x.dropped = metrics.Defer(builtin, dropped)
+	x.laneStalled = metrics.Defer(builtin, laneStalled)
+	x.own = prometheus.NewRegistry()
+	x.own.MustRegister(limitHits, dropped, laneStalled)
+	for i, p := range cfg.Plugins {
+		e := &endpoint{
+			x:       x,
+			idx:     uint32(i),
+			name:    p.Name(),
+			log:     x.log.With("plugin", p.Name()),
+			metrics: metrics.PluginRegisterer(cfg.Registry, p.Name(), x.id),
+		}
+		if i < len(welcome.ExtraConf) && welcome.ExtraConf[i] != nil {
+			e.extraConf = welcome.ExtraConf[i].Values
+		}
+		if e.extraConf == nil {
+			e.extraConf = map[string]string{}
+		}
+		ep, err := rpc.Call(x.log, e.name, "ExecutorPlugin", func() (plugin.ExecutorPlugin, error) {
+			if cfg.Construct != nil {
+				cfg.Construct.Lock()
+				defer cfg.Construct.Unlock()
+			}
+			ep := p.ExecutorPlugin()
+			return ep, rpc.NilSide("ExecutorPlugin", ep)
+		})
+		if err != nil {
+			ep = nil // refused (a nil pointer) or panicked: no side at all
+			if setupErr == nil {
+				setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
+			}
+		}
+		e.ep = ep
+		e.recv, _ = e.ep.(plugin.ExecutorReceiver)
+		e.dropped, _ = e.ep.(plugin.DroppedReplyListener)
+		if e.recv != nil || e.dropped != nil {
+			workers := 1
+			if cr, ok := e.ep.(plugin.ConcurrentReceiver); ok {
+				err := rpc.CallFunc(x.log, e.name, "MaxConcurrentReceives", func() { workers = cr.MaxConcurrentReceives() })
+				if err != nil && setupErr == nil {
+					setupErr = fmt.Errorf("plugin %q: %w", e.name, err)
+				}
+			}
+			e.lane = rpc.NewLane(workers, cfg.LaneQueue, e.run)
+			e.ctx = rpc.WithLane(x.ctx, e.lane)
+		}
+		if tl, ok := e.ep.(plugin.TaskListener); ok {
+			e.taskListener = tl
+			x.listeners = append(x.listeners, e)
+		}
+		x.endpoints = append(x.endpoints, e)
+	}
+	return setupErr
 }
 
 // initGrace is how long an executor plugin's Init may take to return

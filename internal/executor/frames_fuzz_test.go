@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/internal/codec"
-	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
@@ -256,33 +255,8 @@ func newFuzzExecutor(t *testing.T, s *fuzzExecStream) (*Executor, func(why strin
 		return func() { cancelHandlers(fmt.Errorf("executor %s %s: %w", x.id, why, context.Canceled)) }
 	}
 	x.ctx = hctx
-	builtin := metrics.NewDeferred(cfg.Registry, func(err error) { t.Errorf("registering the built-in metrics: %v", err) })
-	own := prometheus.Labels{"executor": x.id}
-	limitHits, dropped, laneStalled := metrics.NewLimitHits(own), metrics.NewDropped(own), metrics.NewLaneStalled(own)
-	x.limitHits = metrics.Defer(builtin, limitHits)
-	x.dropped = metrics.Defer(builtin, dropped)
-	x.laneStalled = metrics.Defer(builtin, laneStalled)
-	x.own = prometheus.NewRegistry()
-	x.own.MustRegister(limitHits, dropped, laneStalled)
-	for i, p := range cfg.Plugins {
-		e := &endpoint{x: x, idx: uint32(i), name: p.Name(), log: x.log.With("plugin", p.Name()),
-			metrics: metrics.PluginRegisterer(cfg.Registry, p.Name(), x.id), extraConf: map[string]string{}}
-		e.ep = p.ExecutorPlugin()
-		e.recv, _ = e.ep.(plugin.ExecutorReceiver)
-		e.dropped, _ = e.ep.(plugin.DroppedReplyListener)
-		if e.recv != nil || e.dropped != nil {
-			workers := 1
-			if cr, ok := e.ep.(plugin.ConcurrentReceiver); ok {
-				workers = cr.MaxConcurrentReceives()
-			}
-			e.lane = rpc.NewLane(workers, cfg.LaneQueue, e.run)
-			e.ctx = rpc.WithLane(x.ctx, e.lane)
-		}
-		if tl, ok := e.ep.(plugin.TaskListener); ok {
-			e.taskListener = tl
-			x.listeners = append(x.listeners, e)
-		}
-		x.endpoints = append(x.endpoints, e)
+	if err := x.setupPlugins(&wire.Welcome{}); err != nil {
+		t.Fatalf("setting up the plugins: %v", err)
 	}
 	x.conn = rpc.New(s, s.end, x, rpc.Options{
 		MaxMessageBytes: cfg.MaxMessageBytes,
