@@ -78,7 +78,7 @@ func startWait(cfg ember.Config) time.Duration {
 // startWaitMin is the least startWait gives, DefaultTimeout,
 // startWaitMargin what it adds to twice a StartTimeout, and
 // defaultStartTimeout ember.Config.StartTimeout's default, which Run uses
-// when cfg.StartTimeout is zero; a test of what happens once the wait has
+// when cfg.StartTimeout is not positive; a test of what happens once the wait has
 // passed lowers all three.
 var (
 	startWaitMin        = DefaultTimeout

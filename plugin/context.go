@@ -70,10 +70,10 @@ type ExecutorContext interface {
 	// that arrives as ctx ends is returned, with no error. A Receive
 	// error arrives with its code and message; a lost driver gives
 	// CodeUnavailable wrapping ErrClosed, and so does an ask that reaches
-	// the driver after its plugin has shut down. Ask is safe to call from many goroutines at once,
-	// which is one way to keep several asks in flight (Go, from one
-	// goroutine, is the other): concurrent asks share batches on the wire,
-	// while a lone ask is written at once.
+	// the driver after its plugin has shut down. Ask is safe to call from
+	// many goroutines at once, which is one way to keep several asks in
+	// flight (Go, from one goroutine, is the other): concurrent asks share
+	// batches on the wire, while a lone ask is written at once.
 	// Once the plugin's Shutdown has returned (or, ignoring its ctx, been
 	// abandoned), Ask and Send fail with CodeUnavailable wrapping
 	// ErrClosed: nothing sent then would reach the driver. So does an ask
@@ -136,11 +136,12 @@ type DriverContext interface {
 	// Broadcast give CodeUnavailable ([ErrShuttingDown], which matches
 	// [ErrClosed] too), and so does an ask still waiting then. An ask
 	// still waiting when its executor is lost, or stops on its own, gives
-	// CodeUnavailable ([ErrClosed] alone: ask another executor), as does
-	// one that reached the executor after its plugin shut down, though
+	// CodeUnavailable ([ErrClosed] alone: ask another executor), though
 	// its handler returns the end of its ctx: CodeCanceled is the asker's
 	// own cancel, or an error with that code that the executor's Receive
-	// returned. AskExecutor, GoExecutor and SendExecutor give the same
+	// returned. So does an ask sent as the executor said it was stopping,
+	// which reached it after its plugin had shut down (refused there).
+	// AskExecutor, GoExecutor and SendExecutor give the same
 	// once the executor has said it is stopping on its own: its plugins
 	// are shutting down, and would drop what is sent (a send on its way
 	// as it says so is lost).
