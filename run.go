@@ -367,13 +367,15 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				// Nor one the driver killed itself as it shut down,
 				// not having released it (a replacement still
 				// starting): nothing was lost there.
-				if xe, ok := errors.AsType[*launch.ExitError](err); err != nil && !(ok && xe.Unreleased) {
-					if p.ID != "" {
-						log.Warn("executor ended", "executor", p.ID, "err", err)
-					} else {
-						log.Warn("executor ended", "err", err)
-					}
+				xe, ok := errors.AsType[*launch.ExitError](err)
+				if err == nil || ok && xe.Unreleased {
+					return
 				}
+				attrs := []any{"err", err}
+				if p.ID != "" {
+					attrs = append([]any{"executor", p.ID}, attrs...)
+				}
+				log.Warn("executor ended", attrs...)
 				return
 			}
 			if p.Refused != nil {

@@ -34,8 +34,9 @@ const ConfExecutorSlots = "ember.executor.slots"
 // has succeeded in under 5ms and none has taken longer, succeeding or
 // not: the executor then starts its next task as soon as a slot frees,
 // instead of a round trip to the driver later, which for trivial tasks
-// more than doubles how many run per second. Within that bound it sends as many as make about 5ms of
-// work per slot, at most 4 per slot, and none with an input over 64 KiB.
+// more than doubles how many run per second. Within that bound it sends
+// as many as make about 5ms of work per slot, at most 4 per slot, and
+// none with an input over 64 KiB.
 // A job stops sending any once one of its attempts has taken 5ms or more,
 // so that its tasks do not queue behind long ones while another executor
 // has a free slot (those already sent may wait behind that one). Default:

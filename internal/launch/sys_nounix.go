@@ -19,9 +19,5 @@ func killExitedGroup(int) {}
 // waitExited cannot wait without reaping here: it reports false at once.
 func waitExited(int) bool { return false }
 
-// exiting cannot tell here whether a process has begun to exit: it
-// reports false.
-func exiting(int) bool { return false }
-
 // KillOwnGroup does nothing off Unix: there is no process group.
 func KillOwnGroup() {}

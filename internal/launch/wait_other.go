@@ -5,7 +5,3 @@ package launch
 // waitExited cannot wait without reaping here: it reports false at once,
 // and the caller reaps first.
 func waitExited(int) bool { return false }
-
-// exiting cannot tell here whether a process has begun to exit: it
-// reports false.
-func exiting(int) bool { return false }
