@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Environment variables read by Run.
@@ -159,63 +160,15 @@ func Run(ctx context.Context, cfg Config, fn func(ctx context.Context, d *Driver
 var executorProcess atomic.Bool
 
 func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver) error) (err error) {
-	master, err := launch.ParseMaster(cfg.Master)
-	if err != nil {
-		return plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
-	}
-	if err := checkLimits(cfg); err != nil {
-		return err
-	}
-	cfg.setDefaults()
-	if err := checkMasterSize(master, cfg.MaxExecutors); err != nil {
-		return err
-	}
-	plugins, dropped, err := resolvePlugins(cfg)
+	s, err := checkDriverConfig(&cfg)
 	if err != nil {
 		return err
 	}
-	for _, p := range dropped {
-		cfg.Logger.Warn("plugin dropped: a registered plugin the conf enables has its name (plugin names must be unique; a registered plugin merges only with its registered value)", "plugin", p.Name(), "type", fmt.Sprintf("%T", p))
-	}
-	if err := checkConf(cfg.Conf); err != nil {
-		return err
-	}
-	if err := checkHeartbeat(cfg); err != nil {
-		return err
-	}
-	if master.Kind == "local-cluster" {
-		// Its executors inherit it, and each would end saying so in its
-		// own log alone.
-		if _, err := ownSlots(); err != nil {
-			return fmt.Errorf("ember.Run: %w (local-cluster executors take it from this process's environment)", err)
-		}
-	}
-	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
-		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)
-	}
-	log := cfg.Logger
-	maxFailures, _ := plugin.NewConf(cfg.Conf).Int(ConfMaxTaskFailures, 4) // checked
-	prefetch, _ := plugin.NewConf(cfg.Conf).Int(ConfTaskPrefetch, -1)      // checked
-	switch prefetch {
-	case -1:
-		prefetch = 0 // the driver's default: 4 per slot
-	case 0:
-		prefetch = -1 // none
-	}
-	maxRetries, _ := plugin.NewConf(cfg.Conf).Int(ConfExecutorMaxRetries, defaultMaxRetries)
-	replaces := master.Kind == "local-cluster" && maxRetries != 0
-	secret, err := driverSecret(cfg, master.Kind == "standalone")
-	if err != nil {
-		return err
-	}
-	tlsCreds, err := serverTLS(cfg.TLS)
-	if err != nil {
-		return err
-	}
+	log, master := cfg.Logger, s.master
 	var procs *launch.Processes // local-cluster's executor processes
 	var lost func(pid int)
 	if master.Kind == "local-cluster" {
-		procs = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr, Secret: secret}
+		procs = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr, Secret: s.secret}
 		if cfg.ExecutorArgs == nil {
 			procs.Args = os.Args[1:]
 		}
@@ -230,7 +183,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		AppID:              appID,
 		AppName:            cfg.AppName,
 		Conf:               cfg.Conf,
-		Plugins:            plugins,
+		Plugins:            s.plugins,
 		Logger:             log,
 		Registry:           prometheus.NewRegistry(),
 		BuildID:            cfg.BuildID,
@@ -238,16 +191,16 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		Tasks:              taskNames(),
 		TaskSites:          tasks.sites(),
-		MaxTaskFailures:    maxFailures,
-		TaskPrefetch:       prefetch,
-		Secret:             secret,
+		MaxTaskFailures:    s.maxFailures,
+		TaskPrefetch:       s.prefetch,
+		Secret:             s.secret,
 		MaxExecutors:       cfg.MaxExecutors,
 		MaxOutstandingAsks: cfg.MaxOutstandingAsks,
 		HandshakeTimeout:   cfg.HandshakeTimeout,
-		TLS:                tlsCreds,
+		TLS:                s.tls,
 		LaneLimit:          cfg.LaneQueue,
 		Local:              master.Kind != "standalone",
-		NoReplacements:     master.Kind != "standalone" && !replaces,
+		NoReplacements:     master.Kind != "standalone" && !s.replaces,
 		OnLost:             lost,
 	})
 	if err != nil {
@@ -283,59 +236,15 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	var l launch.Launcher
 	switch master.Kind {
 	case "local":
-		hooks := hook.LocalHooksFrom(ctx)
-		base, err := executorConfig(cfg, plugins, addr, secret) // TLS files read once
+		local, err := localExecutors(ctx, cfg, s.plugins, addr, s.secret)
 		if err != nil {
 			return errors.Join(err, shutdown(d, nil, nil, cfg, nil))
 		}
-		base.Construct = new(sync.Mutex) // ExecutorPlugin, one call at a time
-		l = &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string, welcomed func()) error {
-			ecfg := base
-			ecfg.OnWelcome = func(string) { welcomed() }
-			// Each executor has its own metrics, as a process would: in
-			// a shared registry, their series collided at the driver.
-			ecfg.Registry = prometheus.NewRegistry()
-			if hooks != nil && hooks.Started != nil {
-				crash := make(chan struct{})
-				var once sync.Once
-				ecfg.Crash = crash
-				link := new(fault.Link)
-				ecfg.DialOptions = append(slices.Clip(ecfg.DialOptions), grpc.WithStreamInterceptor(link.Interceptor()))
-				ecfg.OnWelcome = func(id string) {
-					welcomed()
-					hooks.Started(id, func() { once.Do(func() { close(crash) }) }, link)
-				}
-			}
-			return executor.Run(ctx, ecfg)
-		}}
+		l = local
 	case "local-cluster":
 		l = procs
 	case "standalone":
-		// How to start an executor: this program, with the arguments it
-		// was given (the executor must build the same Config), which are
-		// not logged (one may be a secret), and the application secret.
-		secretHint := "the same EMBER_SECRET or EMBER_SECRET_FILE"
-		if secret == "" {
-			// An executor with a secret refuses a driver that cannot
-			// prove one.
-			secretHint = "none: authentication is off, and an executor given a secret refuses this driver"
-		}
-		attrs := []any{"addr", addr,
-			"start", EnvDriver + "=" + dialable(addr) + " " + shellQuote(os.Args[0]) + " <this driver's arguments>",
-			"secret", secretHint}
-		if cfg.TLS != nil {
-			// An executor built with another Config (or none of its
-			// files on its host) fails its TLS handshake, and retries.
-			tlsHint := "on: executors verify this driver's certificate against Config.TLS.CAFile or " + EnvTLSCAFile
-			if cfg.TLS.MutualTLS {
-				tlsHint += ", and present a client certificate issued by it (Config.TLS.ExecutorCertFile and ExecutorKeyFile, or " + EnvTLSCertFile + " and " + EnvTLSKeyFile + ")"
-			}
-			attrs = append(attrs, "tls", tlsHint)
-		}
-		if metricsURL != "" {
-			attrs = append(attrs, "metrics", metricsURL)
-		}
-		log.Info("driver listening for executors", attrs...)
+		logListening(log, cfg, addr, s.secret, metricsURL)
 	}
 
 	timedOut := fmt.Errorf("executors not ready within %v (Config.StartTimeout)", cfg.StartTimeout)
@@ -357,42 +266,23 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 				why = p.InitFailure // says more than "exit status 1"
 			}
 			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready(), up: time.Since(p.ReadyAt), left: p.Leaving})
-			if started.Load() {
-				// The driver has said which executor it lost (with its
-				// pid); this says how its process ended (a signal: the
-				// OOM killer, say), and which executor that was, if it
-				// said who it was. Not during start-up, whose error says
-				// how an executor ended, nor once it has failed: the
-				// driver itself then kills the executors still starting.
-				// Nor one the driver killed itself as it shut down,
-				// not having released it (a replacement still
-				// starting): nothing was lost there.
-				xe, ok := errors.AsType[*launch.ExitError](err)
-				if err == nil || ok && xe.Unreleased {
-					return
-				}
-				attrs := []any{"err", err}
-				if p.ID != "" {
-					attrs = append([]any{"executor", p.ID}, attrs...)
-				}
-				log.Warn("executor ended", attrs...)
-				return
-			}
-			if p.Refused != nil {
+			switch {
+			case started.Load():
+				logEnded(log, p.ID, err)
+			case p.Refused != nil:
 				abort(p.Refused) // why it exited, which its status does not say
-				return
+			case err == nil:
+				abort(errors.New("an executor ended during start-up: exited"))
+			default:
+				abort(fmt.Errorf("an executor ended during start-up: %w", err))
 			}
-			if err == nil {
-				err = errors.New("exited")
-			}
-			abort(fmt.Errorf("an executor ended during start-up: %w", err))
 		}
-		if replaces {
+		if s.replaces {
 			rep = &replacer{
 				start:   func() error { return l.Start(ctx, 1, addr, exited) },
 				readies: d.Readies,
 				giveUp:  d.EndReplacements,
-				max:     maxRetries,
+				max:     s.maxRetries,
 				log:     log,
 				kept:    master.N,
 				after:   func(wait time.Duration, f func()) { time.AfterFunc(wait, f) },
@@ -403,16 +293,8 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		}
 	}
 	if err := d.WaitStart(startCtx, want); err != nil {
-		if cause := context.Cause(startCtx); cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
-			err = fmt.Errorf("%w; %v", cause, err) // the cause, and what the wait saw
-		}
-		if master.Kind == "local-cluster" && context.Cause(startCtx) == timedOut && d.Streams() == 0 {
-			// Its processes run main up to Run: a main that blocks
-			// before it (reading stdin, the driver's pipe, or serving)
-			// never gets there, and nothing else says so.
-			err = fmt.Errorf("%w; no executor process connected: each runs this program's main up to ember.Run, so does main block before ember.Run (reading stdin, which carries the secret, or serving)?", err)
-		}
-		return errors.Join(fmt.Errorf("start-up: %w", err), shutdown(d, l, rep, cfg, &exits))
+		err = startupError(err, startCtx, timedOut, master.Kind == "local-cluster" && d.Streams() == 0)
+		return errors.Join(err, shutdown(d, l, rep, cfg, &exits))
 	}
 	started.Store(true)
 	cancelStart()
@@ -429,6 +311,180 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		log.Info("driver shutting down: the driver function returned", "err", fnErr)
 	}
 	return errors.Join(fnErr, shutdown(d, l, rep, cfg, &exits))
+}
+
+// driverSettings are what runDriver takes from a checked Config.
+type driverSettings struct {
+	master      launch.Master
+	plugins     []plugin.Plugin // Config.Plugins and those the conf enables
+	maxFailures int             // ConfMaxTaskFailures
+	prefetch    int             // ConfTaskPrefetch, as driver.Config.TaskPrefetch takes it
+	maxRetries  int             // ConfExecutorMaxRetries
+	replaces    bool            // a local-cluster that replaces lost executors
+	secret      string          // the application secret; empty: no authentication
+	tls         credentials.TransportCredentials
+}
+
+// checkDriverConfig checks cfg and sets its defaults, before anything
+// starts: a value Run cannot use fails it, naming the field or key. What
+// is ignored (a plugin dropped, an unknown key in Ember's namespace) is
+// logged at Warn on cfg.Logger.
+func checkDriverConfig(cfg *Config) (driverSettings, error) {
+	var s driverSettings
+	master, err := launch.ParseMaster(cfg.Master)
+	if err != nil {
+		return s, plugin.Errorf(plugin.CodeInvalidArgument, "%w", err)
+	}
+	if err := checkLimits(*cfg); err != nil {
+		return s, err
+	}
+	cfg.setDefaults()
+	if err := checkMasterSize(master, cfg.MaxExecutors); err != nil {
+		return s, err
+	}
+	plugins, dropped, err := resolvePlugins(*cfg)
+	if err != nil {
+		return s, err
+	}
+	for _, p := range dropped {
+		cfg.Logger.Warn("plugin dropped: a registered plugin the conf enables has its name (plugin names must be unique; a registered plugin merges only with its registered value)", "plugin", p.Name(), "type", fmt.Sprintf("%T", p))
+	}
+	if err := checkConf(cfg.Conf); err != nil {
+		return s, err
+	}
+	if err := checkHeartbeat(*cfg); err != nil {
+		return s, err
+	}
+	if master.Kind == "local-cluster" {
+		// Its executors inherit it, and each would end saying so in its
+		// own log alone.
+		if _, err := ownSlots(); err != nil {
+			return s, fmt.Errorf("ember.Run: %w (local-cluster executors take it from this process's environment)", err)
+		}
+	}
+	if keys := unknownConf(cfg.Conf); len(keys) > 0 {
+		cfg.Logger.Warn("configuration keys in Ember's namespace that Ember does not know are ignored (a typo?)", "keys", keys, "known", knownConf)
+	}
+	conf := plugin.NewConf(cfg.Conf)
+	s.maxFailures, _ = conf.Int(ConfMaxTaskFailures, 4) // checked
+	s.prefetch, _ = conf.Int(ConfTaskPrefetch, -1)      // checked
+	switch s.prefetch {
+	case -1:
+		s.prefetch = 0 // the driver's default: 4 per slot
+	case 0:
+		s.prefetch = -1 // none
+	}
+	s.maxRetries, _ = conf.Int(ConfExecutorMaxRetries, defaultMaxRetries)
+	s.replaces = master.Kind == "local-cluster" && s.maxRetries != 0
+	if s.secret, err = driverSecret(*cfg, master.Kind == "standalone"); err != nil {
+		return s, err
+	}
+	if s.tls, err = serverTLS(cfg.TLS); err != nil {
+		return s, err
+	}
+	s.master, s.plugins = master, plugins
+	return s, nil
+}
+
+// localExecutors is the launcher of a local[N] master: executors in this
+// process, over loopback gRPC, each with its own metrics registry as a
+// process would have, and the fault hooks of embertest when ctx carries
+// them.
+func localExecutors(ctx context.Context, cfg Config, plugins []plugin.Plugin, addr, secret string) (*launch.Local, error) {
+	hooks := hook.LocalHooksFrom(ctx)
+	base, err := executorConfig(cfg, plugins, addr, secret) // TLS files read once
+	if err != nil {
+		return nil, err
+	}
+	base.Construct = new(sync.Mutex) // ExecutorPlugin, one call at a time
+	return &launch.Local{Grace: cfg.ShutdownTimeout, Run: func(ctx context.Context, id int, addr string, welcomed func()) error {
+		ecfg := base
+		ecfg.OnWelcome = func(string) { welcomed() }
+		// Each executor has its own metrics, as a process would: in
+		// a shared registry, their series collided at the driver.
+		ecfg.Registry = prometheus.NewRegistry()
+		if hooks != nil && hooks.Started != nil {
+			crash := make(chan struct{})
+			var once sync.Once
+			ecfg.Crash = crash
+			link := new(fault.Link)
+			ecfg.DialOptions = append(slices.Clip(ecfg.DialOptions), grpc.WithStreamInterceptor(link.Interceptor()))
+			ecfg.OnWelcome = func(id string) {
+				welcomed()
+				hooks.Started(id, func() { once.Do(func() { close(crash) }) }, link)
+			}
+		}
+		return executor.Run(ctx, ecfg)
+	}}, nil
+}
+
+// logListening logs a standalone driver's start-up line: where it
+// listens, and how to start an executor: this program, with the
+// arguments it was given (the executor must build the same Config),
+// which are not logged (one may be a secret), and the application
+// secret, TLS set-up and metrics address.
+func logListening(log *slog.Logger, cfg Config, addr, secret, metricsURL string) {
+	secretHint := "the same EMBER_SECRET or EMBER_SECRET_FILE"
+	if secret == "" {
+		// An executor with a secret refuses a driver that cannot
+		// prove one.
+		secretHint = "none: authentication is off, and an executor given a secret refuses this driver"
+	}
+	attrs := []any{"addr", addr,
+		"start", EnvDriver + "=" + dialable(addr) + " " + shellQuote(os.Args[0]) + " <this driver's arguments>",
+		"secret", secretHint}
+	if cfg.TLS != nil {
+		// An executor built with another Config (or none of its
+		// files on its host) fails its TLS handshake, and retries.
+		tlsHint := "on: executors verify this driver's certificate against Config.TLS.CAFile or " + EnvTLSCAFile
+		if cfg.TLS.MutualTLS {
+			tlsHint += ", and present a client certificate issued by it (Config.TLS.ExecutorCertFile and ExecutorKeyFile, or " + EnvTLSCertFile + " and " + EnvTLSKeyFile + ")"
+		}
+		attrs = append(attrs, "tls", tlsHint)
+	}
+	if metricsURL != "" {
+		attrs = append(attrs, "metrics", metricsURL)
+	}
+	log.Info("driver listening for executors", attrs...)
+}
+
+// logEnded logs how the process of a launched executor ended once
+// start-up has succeeded. The driver has said which executor it lost
+// (with its pid); this says how its process ended (a signal: the OOM
+// killer, say), and which executor that was, if it said who it was (id).
+// Not during start-up, whose error says how an executor ended, nor once
+// it has failed: the driver itself then kills the executors still
+// starting. Nor for one that exited cleanly, or that the driver killed
+// itself as it shut down, not having released it (a replacement still
+// starting): nothing was lost there.
+func logEnded(log *slog.Logger, id string, err error) {
+	xe, ok := errors.AsType[*launch.ExitError](err)
+	if err == nil || ok && xe.Unreleased {
+		return
+	}
+	attrs := []any{"err", err}
+	if id != "" {
+		attrs = append([]any{"executor", id}, attrs...)
+	}
+	log.Warn("executor ended", attrs...)
+}
+
+// startupError is the error of a start-up whose wait for its executors
+// (startCtx, whose cause is timedOut when it timed out) failed with err:
+// the cause, if err does not say it, and a hint when no local-cluster
+// executor process connected (noneConnected).
+func startupError(err error, startCtx context.Context, timedOut error, noneConnected bool) error {
+	cause := context.Cause(startCtx)
+	if cause != nil && !errors.Is(err, cause) && startCtx.Err() != nil {
+		err = fmt.Errorf("%w; %v", cause, err) // the cause, and what the wait saw
+	}
+	if noneConnected && cause == timedOut {
+		// Its processes run main up to Run: a main that blocks
+		// before it (reading stdin, the driver's pipe, or serving)
+		// never gets there, and nothing else says so.
+		err = fmt.Errorf("%w; no executor process connected: each runs this program's main up to ember.Run, so does main block before ember.Run (reading stdin, which carries the secret, or serving)?", err)
+	}
+	return fmt.Errorf("start-up: %w", err)
 }
 
 // shutdown releases the executors, shuts the driver down and waits for
