@@ -195,24 +195,7 @@ type Executor struct {
 // executor (nil), the connection is lost (an error wrapping ErrDriverLost),
 // a plugin fails to initialise, or ctx ends.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 30 * time.Second
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 30 * time.Second
-	}
-	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = rpc.DefaultMaxMessageBytes
-	}
-	if cfg.Slots <= 0 {
-		cfg.Slots = runtime.GOMAXPROCS(0)
-	}
+	cfg.setDefaults()
 	x := &Executor{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), tasks: map[uint64]context.CancelCauseFunc{}}
 	x.hostname, _ = os.Hostname()
 
@@ -221,21 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 		creds = insecure.NewCredentials()
 	}
 	handshakes := &handshakeErrors{TransportCredentials: creds, handshakeState: new(handshakeState)}
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(handshakes),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes+rpc.BatchOverhead),
-			// Protobuf, with received frames taken from a pool.
-			grpc.ForceCodecV2(wire.Codec{}),
-		),
-		grpc.WithInitialWindowSize(rpc.StreamWindow),
-		grpc.WithInitialConnWindowSize(rpc.ConnWindow),
-		// The driver sends no metadata; an impostor's, before it has
-		// proved anything, is bounded (see rpc.MaxHeaderListSize).
-		grpc.WithMaxHeaderListSize(rpc.MaxHeaderListSize),
-		grpc.WithConnectParams(connectParams),
-	}, cfg.DialOptions...)
-	cc, err := grpc.NewClient(cfg.DriverAddr, opts...)
+	cc, err := grpc.NewClient(cfg.DriverAddr, dialOptions(cfg, handshakes)...)
 	if err != nil {
 		return fmt.Errorf("driver address %q: %w", cfg.DriverAddr, err)
 	}
@@ -380,34 +349,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if err != nil {
-		select {
-		case <-x.conn.Done():
-			if ctx.Err() == nil {
-				// The driver went away during Init, which ended Init's
-				// ctx: a lost driver, as once ready, not an Init failure.
-				return fmt.Errorf("executor %s: %w during its plugins' Init: %w (%v)", x.id, ErrDriverLost, x.conn.Err(), err)
-			}
-		default:
-		}
-		if ctx.Err() != nil {
-			// Stopped by its ctx during Init (which failed of that,
-			// most likely): told to the driver as a stop, as the func
-			// untie stops tells it too (once), not as an Init failure.
-			leave()
-		} else {
-			code, msg := rpc.ErrorParts(err)
-			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
-		}
-		x.drain(x.cfg.ShutdownTimeout)
-		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-			// Stopped by its ctx during Init, which failed of that
-			// (its stream, still tied to ctx, was cut under an Ask):
-			// a stop, not a failure.
-			return fmt.Errorf("executor %s: stopped during its plugins' Init: %w (%v)", x.id, ctx.Err(), err)
-		}
-		// The READY above carries err as it is: the driver names the
-		// executor itself.
-		return fmt.Errorf("executor %s: %w", x.id, err)
+		return x.initFailed(ctx, err, leave)
 	}
 	// Untie the stream from ctx before READY, not after: once the
 	// driver may know the executor ready (a WaitExecutors returning,
@@ -425,19 +367,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil || interval <= 0 { // the driver refuses such a value at start; this guards a zero heartbeat interval
 		interval = time.Second
 	}
-	shipDone := make(chan struct{})
-	stopShip := make(chan struct{})
-	go func() {
-		defer close(shipDone)
-		x.shipMetrics(interval, stopShip)
-	}()
-	var stopShipOnce sync.Once
-	stopShipping := func() {
-		stopShipOnce.Do(func() {
-			close(stopShip)
-			<-shipDone
-		})
-	}
+	stopShipping := x.startShipping(interval)
 	defer stopShipping()
 	x.stopWatching = x.watchStalls()
 	defer x.stopWatching()
@@ -454,51 +384,161 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, endHandlers("crashed (fault injection)")) // logged
 		return fmt.Errorf("executor %s: crashed (fault injection)", x.id)
 	case <-x.conn.Done():
-		// ctx may have ended as the executor became ready, before its
-		// stream was untied from it (the driver never saw READY): a
-		// stop, not a lost driver.
-		stopped := ctx.Err()
-		why := "lost its driver"
-		if stopped != nil {
-			why = "is stopping"
-		} else {
-			// Said now: the shutdown may take up to ShutdownTimeout
-			// (a Receive or task slow to return), and the executor
-			// was silent meanwhile.
-			x.log.Warn("lost the driver: stopping the plugins and tasks", "err", x.conn.Err(), "within", x.cfg.ShutdownTimeout)
-		}
-		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, endHandlers(why)) // logged
-		if stopped != nil {
-			return fmt.Errorf("executor %s: stopped as it became ready: %w", x.id, stopped)
-		}
-		return fmt.Errorf("executor %s: %w: %w", x.id, ErrDriverLost, x.conn.Err())
+		return x.lostDriver(ctx, endHandlers)
 	case <-ctx.Done():
-		// Stopping on its own (its process was told to, say). The
-		// results of the tasks it cuts short (ExecutorStopping: the
-		// driver runs them elsewhere) and what the plugins send as they
-		// shut down are flushed to the driver before the stream closes;
-		// closing at once lost them, and the driver counted the
-		// attempts as lost with their executor. The driver is told
-		// first (LEAVING), so that TASKs already on their way, which
-		// may arrive once the stream is closing and go unanswered, do
-		// not count either.
-		_ = x.conn.SendControl(leavingFrame(x.id))
-		_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, endHandlers("is stopping")) // logged
-		// Its final metrics, after its plugins' Shutdown, as a released
-		// executor's go with STOPPED; no periodic heartbeat follows to
-		// replace them.
-		stopShipping()
-		if m := x.gatherMetrics(); m != nil {
-			_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: m})
-		}
-		x.drain(x.cfg.ShutdownTimeout / 10)
-		return ctx.Err()
+		return x.stopOwn(ctx, endHandlers, stopShipping)
 	}
-	// Released: deliver what the driver sent, then plugins down, then
-	// everything they sent, then STOPPED. The driver waits ShutdownTimeout
-	// for STOPPED: the stop takes nine tenths of it at most, leaving the
-	// rest for STOPPED to travel.
-	err = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, endHandlers("is shutting down"))
+	return x.stopReleased(endHandlers, stopShipping)
+}
+
+// setDefaults fills in cfg's zero fields.
+func (cfg *Config) setDefaults() {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = rpc.DefaultMaxMessageBytes
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = runtime.GOMAXPROCS(0)
+	}
+}
+
+// dialOptions are the options of the executor's connection to its
+// driver, over handshakes (cfg.Creds, watched), then cfg.DialOptions.
+func dialOptions(cfg Config, handshakes *handshakeErrors) []grpc.DialOption {
+	return append([]grpc.DialOption{
+		grpc.WithTransportCredentials(handshakes),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes+rpc.BatchOverhead),
+			// Protobuf, with received frames taken from a pool.
+			grpc.ForceCodecV2(wire.Codec{}),
+		),
+		grpc.WithInitialWindowSize(rpc.StreamWindow),
+		grpc.WithInitialConnWindowSize(rpc.ConnWindow),
+		// The driver sends no metadata; an impostor's, before it has
+		// proved anything, is bounded (see rpc.MaxHeaderListSize).
+		grpc.WithMaxHeaderListSize(rpc.MaxHeaderListSize),
+		grpc.WithConnectParams(connectParams),
+	}, cfg.DialOptions...)
+}
+
+// initFailed ends Run after its plugins' Init failed with err (or a
+// plugin could not be built): it tells the driver (a failed READY, or a
+// stop when ctx ended: leave), flushes the stream, and returns Run's
+// error.
+func (x *Executor) initFailed(ctx context.Context, err error, leave func()) error {
+	select {
+	case <-x.conn.Done():
+		if ctx.Err() == nil {
+			// The driver went away during Init, which ended Init's
+			// ctx: a lost driver, as once ready, not an Init failure.
+			return fmt.Errorf("executor %s: %w during its plugins' Init: %w (%v)", x.id, ErrDriverLost, x.conn.Err(), err)
+		}
+	default:
+	}
+	if ctx.Err() != nil {
+		// Stopped by its ctx during Init (which failed of that,
+		// most likely): told to the driver as a stop, as the func
+		// untie stops tells it too (once), not as an Init failure.
+		leave()
+	} else {
+		code, msg := rpc.ErrorParts(err)
+		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(code), Error: msg})
+	}
+	x.drain(x.cfg.ShutdownTimeout)
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		// Stopped by its ctx during Init, which failed of that
+		// (its stream, still tied to ctx, was cut under an Ask):
+		// a stop, not a failure.
+		return fmt.Errorf("executor %s: stopped during its plugins' Init: %w (%v)", x.id, ctx.Err(), err)
+	}
+	// The READY above carries err as it is: the driver names the
+	// executor itself.
+	return fmt.Errorf("executor %s: %w", x.id, err)
+}
+
+// startShipping ships the executor's metrics every interval
+// (shipMetrics) until the func it returns is called, which returns once
+// the shipping has stopped; later calls do nothing.
+func (x *Executor) startShipping(interval time.Duration) (stop func()) {
+	shipDone := make(chan struct{})
+	stopShip := make(chan struct{})
+	go func() {
+		defer close(shipDone)
+		x.shipMetrics(interval, stopShip)
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stopShip)
+			<-shipDone
+		})
+	}
+}
+
+// lostDriver ends a ready executor's Run whose connection ended: the
+// driver lost, or ctx ended as the executor became ready, before its
+// stream was untied from it (the driver never saw READY): a stop, not a
+// lost driver. endHandlers ends the handlers' ctx, giving why.
+func (x *Executor) lostDriver(ctx context.Context, endHandlers func(why string) context.CancelFunc) error {
+	stopped := ctx.Err()
+	why := "lost its driver"
+	if stopped != nil {
+		why = "is stopping"
+	} else {
+		// Said now: the shutdown may take up to ShutdownTimeout
+		// (a Receive or task slow to return), and the executor
+		// was silent meanwhile.
+		x.log.Warn("lost the driver: stopping the plugins and tasks", "err", x.conn.Err(), "within", x.cfg.ShutdownTimeout)
+	}
+	_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout), false, endHandlers(why)) // logged
+	if stopped != nil {
+		return fmt.Errorf("executor %s: stopped as it became ready: %w", x.id, stopped)
+	}
+	return fmt.Errorf("executor %s: %w: %w", x.id, ErrDriverLost, x.conn.Err())
+}
+
+// stopOwn ends a ready executor's Run whose ctx ended: it stops on its
+// own (its process was told to, say), and returns ctx's error. The
+// results of the tasks it cuts short (ExecutorStopping: the driver runs
+// them elsewhere) and what the plugins send as they shut down are
+// flushed to the driver before the stream closes; closing at once lost
+// them, and the driver counted the attempts as lost with their executor.
+// The driver is told first (LEAVING), so that TASKs already on their way,
+// which may arrive once the stream is closing and go unanswered, do not
+// count either.
+func (x *Executor) stopOwn(ctx context.Context, endHandlers func(why string) context.CancelFunc, stopShipping func()) error {
+	_ = x.conn.SendControl(leavingFrame(x.id))
+	_ = x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), false, endHandlers("is stopping")) // logged
+	// Its final metrics, after its plugins' Shutdown, as a released
+	// executor's go with STOPPED; no periodic heartbeat follows to
+	// replace them.
+	stopShipping()
+	if m := x.gatherMetrics(); m != nil {
+		_ = x.conn.SendControl(&wire.Frame{Kind: wire.Kind_KIND_HEARTBEAT, Metrics: m})
+	}
+	x.drain(x.cfg.ShutdownTimeout / 10)
+	return ctx.Err()
+}
+
+// stopReleased ends the Run of an executor the driver released (STOP):
+// it delivers what the driver sent, then shuts its plugins down, then
+// sends everything they sent, then STOPPED, and waits for the driver to
+// end the stream. The driver waits ShutdownTimeout for STOPPED: the stop
+// takes nine tenths of it at most, leaving the rest for STOPPED to
+// travel.
+func (x *Executor) stopReleased(endHandlers func(why string) context.CancelFunc, stopShipping func()) error {
+	err := x.shutdown(time.Now().Add(x.cfg.ShutdownTimeout-x.cfg.ShutdownTimeout/10), true, endHandlers("is shutting down"))
 	// STOPPED carries the final metrics and the plugins' shutdown
 	// errors, for Run's. No heartbeat follows it: one gathered earlier
 	// but queued after would replace the final values at the driver.
