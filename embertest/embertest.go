@@ -445,7 +445,8 @@ func waitDeadline(t testing.TB, now time.Time) time.Time {
 }
 
 // Metric scrapes the driver's /metrics (Config.MetricsAddr must not be
-// "off") and returns the sum of the series of family name whose labels
+// "off") and returns the sum of the series of family name (as registered,
+// dots and all: it asks for UTF-8 names) whose labels
 // include labels (every series of it, for none): a counter's or gauge's
 // value, a histogram's or summary's sample count. ok is false when no
 // series matches, which for a labelled counter can mean it has not
@@ -463,6 +464,9 @@ func (c *Cluster) Metric(name string, labels map[string]string) (value float64, 
 	if err != nil {
 		return 0, false, err
 	}
+	// Names as registered: without asking for UTF-8 names, a family
+	// named "metrics.jvm.heap_bytes" is served as "metrics_jvm_heap_bytes".
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain).WithEscapingScheme(model.NoEscaping)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, false, fmt.Errorf("embertest: Metric: %w", err)

@@ -628,3 +628,69 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// prefixed is a plugin named as the plugin docs name one ("metrics.jvm")
+// whose two sides register a gauge prefixed with that name, as the README
+// advises: the name has dots, which Prometheus 3 and client_golang take
+// as they are, and which the exposition escapes only for scrapers that do
+// not ask for UTF-8 names.
+type prefixed struct{}
+
+func (prefixed) Name() string                          { return "metrics.jvm" }
+func (prefixed) DriverPlugin() plugin.DriverPlugin     { return &prefixedDriver{} }
+func (prefixed) ExecutorPlugin() plugin.ExecutorPlugin { return &prefixedExecutor{} }
+
+type prefixedDriver struct{ plugin.BaseDriverPlugin }
+
+func (*prefixedDriver) Init(_ context.Context, dc plugin.DriverContext) (map[string]string, error) {
+	return nil, registerHeap(dc.Metrics(), 1)
+}
+
+type prefixedExecutor struct{ plugin.BaseExecutorPlugin }
+
+func (*prefixedExecutor) Init(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+	return registerHeap(pc.Metrics(), 10)
+}
+
+func registerHeap(reg prometheus.Registerer, v float64) error {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "metrics.jvm.heap_bytes", Help: "Heap in use."})
+	g.Set(v)
+	return reg.Register(g)
+}
+
+// Metric finds a family by the name it was registered under, dots
+// included: it read the page as served to scrapers that take no UTF-8
+// names, where "metrics.jvm.heap_bytes" is "metrics_jvm_heap_bytes", and
+// reported such a family missing.
+func TestMetricFindsUTF8Names(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: slog.New(slog.DiscardHandler), Plugins: []plugin.Plugin{prefixed{}},
+		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
+	embertest.WaitFor(t, "every executor's series shipped", func() bool {
+		n := 0
+		for _, id := range []string{"1", "2"} {
+			if v, ok, _ := c.Metric("metrics.jvm.heap_bytes", map[string]string{"executor": id}); ok && v == 10 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+		wantOK bool
+	}{
+		{"metrics.jvm.heap_bytes", nil, 21, true},
+		{"metrics.jvm.heap_bytes", map[string]string{"executor": "driver", "plugin": "metrics.jvm"}, 1, true},
+		{"metrics_jvm_heap_bytes", nil, 0, false}, // the escaped name is not the family's
+		{"ember_executors_alive", nil, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s%v", tt.name, tt.labels), func(t *testing.T) {
+			got, ok, err := c.Metric(tt.name, tt.labels)
+			if err != nil || got != tt.want || ok != tt.wantOK {
+				t.Errorf("Metric(%s, %v): got %v, %v, %v; want %v, %v, nil", tt.name, tt.labels, got, ok, err, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
