@@ -1226,9 +1226,9 @@ func TestMessagesToASideWithoutReceiveFailAtTheCall(t *testing.T) {
 	}{
 		{"executor Send, no driver side", func() error { return ec.Send(ctx, text("hi")) }, plugin.CodeNotFound, `plugin "executor-only" has no driver side`},
 		{"executor Ask, no driver side", func() error { _, err := ec.Ask(ctx, text("hi")); return err }, plugin.CodeNotFound, `plugin "executor-only" has no driver side`},
-		{"SendExecutor, no Receive", func() error { return dc.SendExecutor(ctx, "1", text("hi")) }, plugin.CodeUnimplemented, `executor plugin "driver-only" does not implement plugin.ExecutorReceiver`},
-		{"AskExecutor, no Receive", func() error { _, err := dc.AskExecutor(ctx, "1", text("hi")); return err }, plugin.CodeUnimplemented, `executor plugin "driver-only" does not implement plugin.ExecutorReceiver`},
-		{"Broadcast, no Receive", func() error { return dc.Broadcast(ctx, text("hi")) }, plugin.CodeUnimplemented, `executor plugin "driver-only" does not implement plugin.ExecutorReceiver`},
+		{"SendExecutor, no Receive", func() error { return dc.SendExecutor(ctx, "1", text("hi")) }, plugin.CodeUnimplemented, `plugin "driver-only" takes no messages on executors: it has no executor side, or its executor plugin does not implement plugin.ExecutorReceiver`},
+		{"AskExecutor, no Receive", func() error { _, err := dc.AskExecutor(ctx, "1", text("hi")); return err }, plugin.CodeUnimplemented, `plugin "driver-only" takes no messages on executors: it has no executor side, or its executor plugin does not implement plugin.ExecutorReceiver`},
+		{"Broadcast, no Receive", func() error { return dc.Broadcast(ctx, text("hi")) }, plugin.CodeUnimplemented, `plugin "driver-only" takes no messages on executors: it has no executor side, or its executor plugin does not implement plugin.ExecutorReceiver`},
 	}
 	for _, tt := range tests {
 		err := tt.call()

@@ -152,7 +152,12 @@ type ExecutorReceiver interface {
 // OnExecutorAdded precedes every message that executor sends once its
 // plugins are initialised (messages sent from an executor plugin's Init,
 // which may wait on an Ask's reply, come before it), and
-// OnExecutorRemoved follows its last message.
+// OnExecutorRemoved follows its last message. An executor that never
+// becomes ready (its plugins' Init fails, or it is lost or stops first)
+// gets neither, though its plugins may have sent messages from Init:
+// what a driver plugin keeps for such messages, by SenderID (a job handed
+// out to an Ask from Init, say), needs an expiry of its own, such as a
+// lease.
 type ExecutorListener interface {
 	// OnExecutorAdded is called when an executor has initialised its
 	// plugins and is ready.

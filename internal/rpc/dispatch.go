@@ -191,12 +191,13 @@ func NoDriverSide(name string) (plugin.Code, string) {
 	return plugin.CodeNotFound, fmt.Sprintf("plugin %q has no driver side", name)
 }
 
-// NoReceiver is the code and text of the refusal of a message to an
-// executor plugin that is not an ExecutorReceiver: what the executor
+// NoReceiver is the code and text of the refusal of a message to a
+// plugin with no executor side, or whose executor plugin is not an
+// ExecutorReceiver: what the executor
 // answers such an ASK, and what the driver's calls to it fail with at the
 // call.
 func NoReceiver(name string) (plugin.Code, string) {
-	return plugin.CodeUnimplemented, fmt.Sprintf("executor plugin %q does not implement plugin.ExecutorReceiver", name)
+	return plugin.CodeUnimplemented, fmt.Sprintf("plugin %q takes no messages on executors: it has no executor side, or its executor plugin does not implement plugin.ExecutorReceiver", name)
 }
 
 // Refuse answers an ASK that cannot be delivered with an error reply and
