@@ -669,7 +669,10 @@ func TestAccidentalExecutorModeRefused(t *testing.T) {
 }
 
 // An executor process killed while the driver asks it fails the ask with
-// CodeUnavailable at once, and the driver's listener hears of the crash.
+// CodeUnavailable at once, and the driver's listener hears of the crash,
+// with how the process ended ("signal: killed", as Spark's removal
+// reason carries the exit code): before, the reason said only that the
+// stream broke, and how the process ended came in a log line of its own.
 func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	dir := sharedDir(t)
 	var logs logtest.Buffer
@@ -729,15 +732,24 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("the ask took %v to fail after the kill", took)
 	}
-	if reason := <-removed; reason == nil {
-		t.Error("OnExecutorRemoved: got a nil reason for a killed executor")
+	reason := <-removed
+	if reason == nil || !strings.Contains(reason.Error(), "peer disconnected") || !strings.Contains(reason.Error(), "; executor process (pid ") ||
+		!strings.Contains(reason.Error(), "signal: killed") {
+		t.Errorf("OnExecutorRemoved: got reason %v, want the broken stream's and how the process ended (signal: killed)", reason)
 	}
-	// The driver logs how the process ended, and who it was.
-	embertest.WaitFor(t, "the logs of the killed executor's loss, with its pid, and of its exit, with its ID", func() bool {
+	if !errors.Is(reason, plugin.ErrClosed) || plugin.CodeOf(reason) != plugin.CodeUnavailable {
+		t.Errorf("OnExecutorRemoved: got reason %v (code %v), want one matching plugin.ErrClosed with CodeUnavailable", reason, plugin.CodeOf(reason))
+	}
+	// The driver logs the loss once, with the executor, its pid and how
+	// its process ended.
+	embertest.WaitFor(t, "the log of the killed executor's loss, with how its process ended", func() bool {
 		s := logs.String()
-		return strings.Contains(s, `msg="executor ended" executor=1 err="executor process (pid `) && strings.Contains(s, "signal: killed") &&
-			strings.Contains(s, "executor lost") && strings.Contains(s, "pid=")
+		return strings.Contains(s, `msg="executor lost" executor=1 `) && strings.Contains(s, "pid=") && strings.Contains(s, "signal: killed")
 	})
+	c.Close()
+	if s := logs.String(); strings.Contains(s, `msg="executor ended"`) {
+		t.Errorf("driver logs: got %q, want no \"executor ended\": the \"executor lost\" line said how it ended", s)
+	}
 }
 
 // An executor that stops on its own (SIGTERM turned into the end of Run's

@@ -260,15 +260,16 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		want = master.N
 		exited := func(pid int, err error) {
 			exits.add(err)
-			p := d.Ended(pid) // asked whatever follows: the driver forgets pid
+			p := d.Ended(pid, err) // asked whatever follows: the driver forgets pid
 			why := err
 			if p.InitFailure != nil && err != nil {
 				why = p.InitFailure // says more than "exit status 1"
 			}
 			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready(), up: time.Since(p.ReadyAt), left: p.Leaving})
 			switch {
-			case started.Load():
+			case started.Load() && !p.ExitTold:
 				logEnded(log, p.ID, err)
+			case started.Load(): // the driver's "executor lost" line said it
 			case p.Refused != nil:
 				abort(p.Refused) // why it exited, which its status does not say
 			case err == nil:

@@ -166,7 +166,11 @@ type ExecutorListener interface {
 	// nil for a clean shutdown: the driver released it, or it stopped on
 	// its own (its process told to, say) and ended its connection after
 	// sending everything. It is the error for an executor lost: killed,
-	// crashed, cut off, or whose own stop was cut short.
+	// crashed, cut off, or whose own stop was cut short. For a
+	// local-cluster executor whose process ended, it ends with how
+	// ("...; executor process (pid 4242): signal: killed", or "exit
+	// status 2" for a panic), once the driver has seen the process end,
+	// which it waits up to a second for.
 	OnExecutorRemoved(ctx context.Context, e ExecutorInfo, reason error)
 }
 

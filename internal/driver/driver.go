@@ -221,6 +221,9 @@ type execState struct {
 	// frame handled late must not make a new one, which would be kept for
 	// ever, and handed to the next process given the PID.
 	proc *Process
+	// exitChecked: its HandleClose has taken how its process ended into
+	// its reason, or decided not to (see withExit). Under d.mu.
+	exitChecked bool
 
 	asks atomic.Int64 // asks received and not yet answered
 
@@ -593,17 +596,30 @@ type Process struct {
 	// Left: after LEAVING it ended its stream itself, its stop done, and
 	// its process exits on its own.
 	Left bool
+	// ExitTold: the driver's report of its executor's loss (the reason
+	// OnExecutorRemoved gets, and the "executor lost" line) says how its
+	// process ended: the launcher need not say it again.
+	ExitTold bool
+
+	// ended is closed by Ended, which sets exit to how the process
+	// ended; awaited is set while the executor's HandleClose waits for
+	// that (see withExit). Under d.mu.
+	ended   chan struct{}
+	exit    error
+	awaited bool
 }
 
 // Ready reports whether its plugins initialised. A replacement that
 // ended before that failed.
 func (p Process) Ready() bool { return !p.ReadyAt.IsZero() }
 
-// Ended returns what the driver learnt of the executor of process pid on
-// a local master (Config.Local), and forgets it: the launcher reports each
-// process's end once, a later process may get the PID, and a local-cluster
-// that replaces executors for days must not keep an entry for each.
-func (d *Driver) Ended(pid int) Process {
+// Ended takes the launcher's report that process pid, of an executor on
+// a local master (Config.Local), has ended, with the error it ended with
+// (nil for a clean exit), and returns what the driver learnt of it, which
+// it then forgets: the launcher reports each process's end once, a later
+// process may get the PID, and a local-cluster that replaces executors
+// for days must not keep an entry for each.
+func (d *Driver) Ended(pid int, err error) Process {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := d.procs[pid]
@@ -611,6 +627,12 @@ func (d *Driver) Ended(pid int) Process {
 	if p == nil {
 		return Process{}
 	}
+	p.exit = err
+	// A ready executor whose HandleClose is yet to take its process's
+	// end into its reason, or is waiting for it, will (withExit).
+	es := d.execs[p.ID]
+	p.ExitTold = p.awaited || es != nil && es.proc == p && es.ready && !es.exitChecked
+	close(p.ended)
 	return *p
 }
 
@@ -626,7 +648,7 @@ func (d *Driver) processLocked(pid int) *Process {
 	}
 	p := d.procs[pid]
 	if p == nil {
-		p = new(Process)
+		p = &Process{ended: make(chan struct{})}
 		d.procs[pid] = p
 	}
 	return p
@@ -1376,6 +1398,61 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 // executor that stopped on its own, after it has gone.
 var departedSeriesKept = 5 * time.Minute
 
+// exitWait bounds how long the driver waits, once a ready executor's
+// stream has broken, for the launcher to report how its process ended
+// (see withExit). A process that died has closed its connection as it
+// exits, just before it can be reported: the wait is then short.
+var exitWait = time.Second
+
+// withExit returns the reason the connection of es ended with, a loss,
+// joined with how its process ended when es is a ready local-cluster
+// executor whose process the launcher has reported ended (Ended): "signal:
+// killed" says more than "peer disconnected" (Spark's executor-removed
+// reason carries the exit code too). Its process's end comes just after
+// its stream's, as its process exits: for a stream that broke (ErrClosed),
+// unless the driver is shutting down, withExit waits up to exitWait for
+// it. With another reason, one of the driver's own (a heartbeat timeout),
+// the process still runs, and the reason is returned as it is.
+func (d *Driver) withExit(es *execState, reason error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer func() { es.exitChecked = true }() // Ended leaves the exit to the launcher from now on
+	p := es.proc
+	if p == nil || !es.ready {
+		return reason
+	}
+	if !isDone(p.ended) && !d.stopping && errors.Is(reason, plugin.ErrClosed) {
+		p.awaited = true
+		d.mu.Unlock()
+		t := time.NewTimer(exitWait)
+		select {
+		case <-p.ended:
+		case <-t.C:
+		}
+		t.Stop()
+		d.mu.Lock()
+		p.awaited = false
+	}
+	if !isDone(p.ended) {
+		return reason
+	}
+	exit := p.exit
+	if exit == nil { // a clean exit, without LEAVING: a task's os.Exit(0), say
+		exit = fmt.Errorf("executor process (pid %d): exit status 0", es.info.PID)
+	}
+	return fmt.Errorf("%w; %w", reason, exit) // its code, CodeOf(reason)'s
+}
+
+// isDone reports whether c is closed.
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // HandleClose implements rpc.Handler: the executor has left.
 func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	es := c.Peer.(*execState)
@@ -1393,6 +1470,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	left := reason != nil && leaving && errors.Is(reason, rpc.ErrPeerClosed)
 	if left {
 		reason = nil
+	}
+	if reason != nil {
+		reason = d.withExit(es, reason)
 	}
 	d.mu.Lock()
 	delete(d.execs, es.info.ID)

@@ -24,7 +24,7 @@ func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
 	}
 
 	// The launcher reports the process's end first...
-	if got := d.Ended(pid); got.ID != "1" || got.Ready() || got.Leaving {
+	if got := d.Ended(pid, nil); got.ID != "1" || got.Ready() || got.Leaving {
 		t.Fatalf("Ended(%d): got %+v, want executor 1, neither ready nor leaving", pid, got)
 	}
 	// ...then the driver's reader handles what it wrote last.
@@ -55,7 +55,7 @@ func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
 		t.Errorf("records kept after the process's end was reported: got %d, want 0", n)
 	}
 	// A later process given the same PID, which ends before it connects.
-	if got := d.Ended(pid); got != (Process{}) {
+	if got := d.Ended(pid, nil); got != (Process{}) {
 		t.Errorf("Ended(%d) for the next process with that PID: got ready %v, leaving %v, want nothing",
 			pid, got.Ready(), got.Leaving)
 	}

@@ -508,11 +508,11 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 			for _, f := range tt.frames {
 				d.HandleFrame(c, f)
 			}
-			got := d.Ended(42)
+			got := d.Ended(42, nil)
 			if got.ID != tt.want.ID || got.Ready() != tt.want.Ready() || got.Leaving != tt.want.Leaving || fmt.Sprint(got.InitFailure) != fmt.Sprint(tt.want.InitFailure) || got.Refused != nil {
 				t.Errorf("Ended(42): got %+v, want %+v", got, tt.want)
 			}
-			if again := d.Ended(42); again != (Process{}) {
+			if again := d.Ended(42, nil); again != (Process{}) {
 				t.Errorf("Ended(42) asked again: got %+v, want nothing (forgotten)", again)
 			}
 			d.mu.Lock()

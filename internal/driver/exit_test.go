@@ -1,0 +1,141 @@
+package driver
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/plugin"
+)
+
+// The reason a ready local-cluster executor's loss is reported with
+// carries how its process ended, when the launcher reports that (Ended)
+// before, or while, the driver handles the broken stream, and Ended then
+// tells the launcher so (ExitTold), which does not log it again. The
+// driver waits for it only for a stream that broke (ErrClosed) while it
+// is not shutting down.
+func TestLossReasonCarriesTheProcessExit(t *testing.T) {
+	old := exitWait
+	t.Cleanup(func() { exitWait = old })
+	exitWait = 10 * time.Second // the rows that wait end by Ended
+	broken := plugin.Errorf(plugin.CodeUnavailable, "stream receive: peer disconnected: %w", plugin.ErrClosed)
+	silent := plugin.Errorf(plugin.CodeUnavailable, "peer silent for 10s (heartbeat timeout 10s)")
+	killed := errors.New("executor process (pid 42): signal: killed")
+	tests := []struct {
+		name     string
+		notReady bool
+		stopping bool
+		reason   error
+		exit     error
+		when     string // Ended: "before" the stream's end is handled, "during" the wait, "after" it
+		want     string // the reason's text after the stream's own
+		wantTold bool   // Ended's ExitTold
+	}{
+		{name: "killed, reported during the wait", reason: broken, exit: killed, when: "during", want: "; executor process (pid 42): signal: killed", wantTold: true},
+		{name: "killed, reported before", reason: broken, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
+		{name: "exited 0, reported during the wait", reason: broken, when: "during", want: "; executor process (pid 42): exit status 0", wantTold: true},
+		// Not waited for: the driver's own reason (its process then runs
+		// on), or the driver shutting down; taken when reported before.
+		{name: "the driver's own reason", reason: silent, exit: killed, when: "after"},
+		{name: "the driver's own reason, reported before", reason: silent, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
+		{name: "the driver shutting down", stopping: true, reason: broken, exit: killed, when: "after"},
+		{name: "the driver shutting down, reported before", stopping: true, reason: broken, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
+		// Not ready: its loss is not reported to listeners, and the
+		// launcher says how it ended, as before.
+		{name: "not ready", notReady: true, reason: broken, exit: killed, when: "after"},
+		{name: "not ready, reported before", notReady: true, reason: broken, exit: killed, when: "before"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
+			c := rpc.New(nil, nil, d, rpc.Options{})
+			c.Peer, es.conn = es, c
+			d.mu.Lock()
+			d.execs["1"] = es
+			d.listProcessLocked(es)
+			es.ready = !tt.notReady
+			d.stopping = tt.stopping
+			d.mu.Unlock()
+
+			var ended Process
+			if tt.when == "before" {
+				ended = d.Ended(42, tt.exit)
+			}
+			got := make(chan error, 1)
+			go func() { got <- d.withExit(es, tt.reason) }()
+			if tt.when == "during" {
+				waitAwaited(t, d, es)
+				ended = d.Ended(42, tt.exit)
+			}
+			reason := <-got
+			if tt.when == "after" {
+				ended = d.Ended(42, tt.exit)
+			}
+
+			if want := tt.reason.Error() + tt.want; reason.Error() != want {
+				t.Errorf("reason: got %q, want %q", reason, want)
+			}
+			if errors.Is(reason, plugin.ErrClosed) != errors.Is(tt.reason, plugin.ErrClosed) || plugin.CodeOf(reason) != plugin.CodeUnavailable {
+				t.Errorf("reason %v: got ErrClosed %v, code %v; want ErrClosed %v, CodeUnavailable", reason,
+					errors.Is(reason, plugin.ErrClosed), plugin.CodeOf(reason), errors.Is(tt.reason, plugin.ErrClosed))
+			}
+			if tt.exit != nil && tt.want != "" && !errors.Is(reason, tt.exit) {
+				t.Errorf("reason %v: does not wrap the exit %v", reason, tt.exit)
+			}
+			if ended.ExitTold != tt.wantTold {
+				t.Errorf("Ended: got ExitTold %v, want %v", ended.ExitTold, tt.wantTold)
+			}
+		})
+	}
+}
+
+// A broken stream whose process is not reported ended within exitWait
+// (it has not exited: a stream broken some other way) keeps its reason,
+// and the launcher's later report is not taken as told.
+func TestLossReasonWithoutTheExitInTime(t *testing.T) {
+	old := exitWait
+	t.Cleanup(func() { exitWait = old })
+	exitWait = time.Millisecond
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
+	d.mu.Lock()
+	d.execs["1"] = es
+	d.listProcessLocked(es)
+	es.ready = true
+	d.mu.Unlock()
+	broken := plugin.Errorf(plugin.CodeUnavailable, "stream receive: peer disconnected: %w", plugin.ErrClosed)
+	if got := d.withExit(es, broken); got != broken {
+		t.Errorf("reason: got %v, want %v as it was", got, broken)
+	}
+	if p := d.Ended(42, errors.New("signal: killed")); p.ExitTold {
+		t.Error("Ended after the wait gave up: got ExitTold, want the launcher to say how it ended")
+	}
+}
+
+// waitAwaited waits until es's HandleClose waits for its process's end.
+func waitAwaited(t *testing.T, d *Driver, es *execState) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.mu.Lock()
+		awaited := es.proc.awaited
+		d.mu.Unlock()
+		if awaited {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("withExit did not wait for the process's end")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
