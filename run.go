@@ -167,6 +167,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	log, master := cfg.Logger, s.master
 	var procs *launch.Processes // local-cluster's executor processes
 	var lost func(pid int)
+	var exiting func(pid int) bool
 	if master.Kind == "local-cluster" {
 		procs = &launch.Processes{Args: cfg.ExecutorArgs, Stdout: os.Stdout, Stderr: os.Stderr, Secret: s.secret}
 		if cfg.ExecutorArgs == nil {
@@ -177,6 +178,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		// it held its place until it exited, which a frozen process
 		// never does.
 		lost = procs.Kill
+		exiting = procs.Exiting
 	}
 	appID := newAppID()
 	d, err := driver.New(driver.Config{
@@ -202,6 +204,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 		Local:              master.Kind != "standalone",
 		NoReplacements:     master.Kind != "standalone" && !s.replaces,
 		OnLost:             lost,
+		Exiting:            exiting,
 	})
 	if err != nil {
 		return err

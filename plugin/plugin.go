@@ -169,8 +169,9 @@ type ExecutorListener interface {
 	// crashed, cut off, or whose own stop was cut short. For a
 	// local-cluster executor whose process ended, it ends with how
 	// ("...; executor process (pid 4242): signal: killed", or "exit
-	// status 2" for a panic), once the driver has seen the process end,
-	// which it waits up to a second for.
+	// status 2" for a panic), when the driver sees the process end (on
+	// Linux it waits for that, a process that dies having closed its
+	// connection just before).
 	OnExecutorRemoved(ctx context.Context, e ExecutorInfo, reason error)
 }
 

@@ -92,6 +92,11 @@ type Config struct {
 	// reported (Ended): a local-cluster kills that process, if it is one
 	// of its own, so that one still running (frozen, say) is replaced.
 	OnLost func(pid int)
+	// Exiting, if set, reports whether the executor process pid, on a
+	// local master, has begun to exit: the driver then waits, up to
+	// exitWait, for the launcher to report how it ended (Ended), to say so
+	// in the reason of its executor's loss (see withExit).
+	Exiting func(pid int) bool
 	// NoExecutorsWarning is how often a job left with no executor
 	// (standalone, or a local-cluster replacing its executors) says so in
 	// the log (default 15s).
@@ -1399,40 +1404,48 @@ func (d *Driver) notifyListeners(es *execState, method string, call func(context
 var departedSeriesKept = 5 * time.Minute
 
 // exitWait bounds how long the driver waits, once a ready executor's
-// stream has broken, for the launcher to report how its process ended
-// (see withExit). A process that died has closed its connection as it
-// exits, just before it can be reported: the wait is then short.
-var exitWait = time.Second
+// stream has broken as its process exits, for the launcher to report how
+// it ended (see withExit). A process closes its connection as it exits,
+// just before its end can be reported: the wait is short but for a
+// process slow to die, or a launcher held up.
+var exitWait = 5 * time.Second
 
 // withExit returns the reason the connection of es ended with, a loss,
 // joined with how its process ended when es is a ready local-cluster
 // executor whose process the launcher has reported ended (Ended): "signal:
 // killed" says more than "peer disconnected" (Spark's executor-removed
-// reason carries the exit code too). Its process's end comes just after
-// its stream's, as its process exits: for a stream that broke (ErrClosed),
+// reason carries the exit code too). A process that dies closes its
+// connection as it exits, just before its end can be reported: for a
+// stream that broke (ErrClosed) while its process exits (Config.Exiting),
 // unless the driver is shutting down, withExit waits up to exitWait for
-// it. With another reason, one of the driver's own (a heartbeat timeout),
-// the process still runs, and the reason is returned as it is.
+// the report. Otherwise the process may run on (a heartbeat timeout, the
+// driver's own reason, after which it kills it), and the reason is
+// returned as it is.
 func (d *Driver) withExit(es *execState, reason error) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer func() { es.exitChecked = true }() // Ended leaves the exit to the launcher from now on
 	p := es.proc
 	if p == nil || !es.ready {
+		es.exitChecked = true // Ended leaves the exit to the launcher from now on
+		d.mu.Unlock()
 		return reason
 	}
-	if !isDone(p.ended) && !d.stopping && errors.Is(reason, plugin.ErrClosed) {
-		p.awaited = true
-		d.mu.Unlock()
+	mayWait := !isDone(p.ended) && !d.stopping && errors.Is(reason, plugin.ErrClosed) && d.cfg.Exiting != nil
+	p.awaited = mayWait
+	d.mu.Unlock()
+	// Not under d.mu: the launcher takes its own lock, and holds it while
+	// it asks the driver which executors it released.
+	if mayWait && d.cfg.Exiting(es.info.PID) {
 		t := time.NewTimer(exitWait)
 		select {
 		case <-p.ended:
 		case <-t.C:
 		}
 		t.Stop()
-		d.mu.Lock()
-		p.awaited = false
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p.awaited = false
+	es.exitChecked = true
 	if !isDone(p.ended) {
 		return reason
 	}

@@ -15,12 +15,12 @@ import (
 // carries how its process ended, when the launcher reports that (Ended)
 // before, or while, the driver handles the broken stream, and Ended then
 // tells the launcher so (ExitTold), which does not log it again. The
-// driver waits for it only for a stream that broke (ErrClosed) while it
-// is not shutting down.
+// driver waits for it only for a stream that broke (ErrClosed) as its
+// process exits, while the driver is not shutting down.
 func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 	old := exitWait
 	t.Cleanup(func() { exitWait = old })
-	exitWait = 10 * time.Second // the rows that wait end by Ended
+	exitWait = time.Hour // a row that waits ends by Ended, or not at all
 	broken := plugin.Errorf(plugin.CodeUnavailable, "stream receive: peer disconnected: %w", plugin.ErrClosed)
 	silent := plugin.Errorf(plugin.CodeUnavailable, "peer silent for 10s (heartbeat timeout 10s)")
 	killed := errors.New("executor process (pid 42): signal: killed")
@@ -28,6 +28,7 @@ func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 		name     string
 		notReady bool
 		stopping bool
+		running  bool // its process has not begun to exit (Config.Exiting)
 		reason   error
 		exit     error
 		when     string // Ended: "before" the stream's end is handled, "during" the wait, "after" it
@@ -42,6 +43,7 @@ func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 		{name: "the driver's own reason", reason: silent, exit: killed, when: "after"},
 		{name: "the driver's own reason, reported before", reason: silent, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
 		{name: "the driver shutting down", stopping: true, reason: broken, exit: killed, when: "after"},
+		{name: "its process not exiting", running: true, reason: broken, exit: killed, when: "after"},
 		{name: "the driver shutting down, reported before", stopping: true, reason: broken, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
 		// Not ready: its loss is not reported to listeners, and the
 		// launcher says how it ended, as before.
@@ -50,7 +52,8 @@ func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
+			d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true,
+				Exiting: func(pid int) bool { return pid == 42 && !tt.running }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,14 +99,14 @@ func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 	}
 }
 
-// A broken stream whose process is not reported ended within exitWait
-// (it has not exited: a stream broken some other way) keeps its reason,
-// and the launcher's later report is not taken as told.
+// A broken stream whose process, though exiting, is not reported ended
+// within exitWait (a launcher held up) keeps its reason, and the
+// launcher's later report is not taken as told.
 func TestLossReasonWithoutTheExitInTime(t *testing.T) {
 	old := exitWait
 	t.Cleanup(func() { exitWait = old })
 	exitWait = time.Millisecond
-	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true})
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Local: true, Exiting: func(int) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -245,6 +245,26 @@ func (p *Processes) Kill(pid int) {
 	}
 }
 
+// Exiting reports whether the executor process pid, one Processes
+// started that has not yet been reported ended, has begun to exit (on
+// Linux; elsewhere it cannot tell, and reports false). Any other pid
+// reports false.
+func (p *Processes) Exiting(pid int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitingLocked(pid)
+}
+
+// exitingLocked is Exiting with p.mu held.
+func (p *Processes) exitingLocked(pid int) bool {
+	for _, c := range p.cmds {
+		if c.Process.Pid == pid {
+			return exiting(pid)
+		}
+	}
+	return false
+}
+
 // killLocked kills c with its process group, noting why, unless it was
 // killed before (the first kill is what ended it: one lost, then not
 // released at shutdown, was lost). p.mu is held.

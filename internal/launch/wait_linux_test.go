@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -93,6 +94,37 @@ func TestExiting(t *testing.T) {
 	}
 	if !exiting(pid) {
 		t.Errorf("exiting(%d) of a reaped process: got false", pid)
+	}
+}
+
+// Processes.Exiting tells an executor process of its own that has begun
+// to exit, not yet reported, from one running, or from any other process.
+func TestProcessesExiting(t *testing.T) {
+	p, exited, pid := startShell(t)
+	if p.Exiting(pid) {
+		t.Errorf("Exiting(%d) of a running executor: got true", pid)
+	}
+	if p.Exiting(os.Getpid()) {
+		t.Errorf("Exiting(%d) of a process not its own: got true", os.Getpid())
+	}
+	// Killed, and held unreported: its report waits for p.mu.
+	p.mu.Lock()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		p.mu.Unlock()
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !p.exitingLocked(pid) {
+		if time.Now().After(deadline) {
+			p.mu.Unlock()
+			t.Fatalf("Exiting(%d) of a killed executor not yet reported: still false", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.mu.Unlock()
+	<-exited
+	if p.Exiting(pid) {
+		t.Errorf("Exiting(%d) of an executor reported ended: got true, want false (its pid may be another's)", pid)
 	}
 }
 
