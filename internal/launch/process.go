@@ -54,6 +54,10 @@ type Processes struct {
 	// yet to be reported ended, and which killed them: their ExitError
 	// says so.
 	killed map[*exec.Cmd]kill
+	// reporting counts, by pid, the executors that have exited, dropped
+	// from cmds, whose end is being reported (exited has not returned):
+	// Exiting still says so of them.
+	reporting map[int]int
 }
 
 // kill says why the driver killed an executor process.
@@ -127,7 +131,18 @@ func (p *Processes) Start(ctx context.Context, n int, driverAddr string, exited 
 			p.cmds = slices.DeleteFunc(p.cmds, func(c *exec.Cmd) bool { return c == cmd })
 			killed := p.killed[cmd]
 			delete(p.killed, cmd)
+			if p.reporting == nil {
+				p.reporting = map[int]int{}
+			}
+			p.reporting[cmd.Process.Pid]++
 			p.mu.Unlock()
+			defer func() {
+				p.mu.Lock()
+				if p.reporting[cmd.Process.Pid]--; p.reporting[cmd.Process.Pid] == 0 {
+					delete(p.reporting, cmd.Process.Pid)
+				}
+				p.mu.Unlock()
+			}()
 			if unreaped {
 				err = cmd.Wait()
 			}
@@ -247,8 +262,10 @@ func (p *Processes) Kill(pid int) {
 
 // Exiting reports whether the executor process pid, one Processes
 // started that has not yet been reported ended, has begun to exit (on
-// Linux; elsewhere it cannot tell, and reports false). Any other pid
-// reports false.
+// Linux; elsewhere it cannot tell before the process has exited). One
+// that has exited counts until the report of its end (exited) has
+// returned: the driver, whose stream broke as it exited, waits for that
+// report only while Exiting says so. Any other pid reports false.
 func (p *Processes) Exiting(pid int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -257,6 +274,9 @@ func (p *Processes) Exiting(pid int) bool {
 
 // exitingLocked is Exiting with p.mu held.
 func (p *Processes) exitingLocked(pid int) bool {
+	if p.reporting[pid] > 0 {
+		return true
+	}
 	for _, c := range p.cmds {
 		if c.Process.Pid == pid {
 			return exiting(pid)

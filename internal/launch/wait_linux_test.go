@@ -123,8 +123,39 @@ func TestProcessesExiting(t *testing.T) {
 	}
 	p.mu.Unlock()
 	<-exited
+	if err := p.Wait(context.Background()); err != nil { // the report has returned
+		t.Fatal(err)
+	}
 	if p.Exiting(pid) {
 		t.Errorf("Exiting(%d) of an executor reported ended: got true, want false (its pid may be another's)", pid)
+	}
+}
+
+// Processes.Exiting still tells an executor process that has exited while
+// its end is being reported: the driver, whose stream broke as it
+// exited, asks then whether to wait for that report (Ended, called from
+// exited). Dropped from the running ones before the report, it was said
+// not to be exiting, and the loss's reason went without how it ended.
+func TestProcessesExitingWhileReported(t *testing.T) {
+	p := &Processes{Path: "/bin/sh", Args: []string{"-c", `read secret; read eof`}}
+	during := make(chan bool, 1)
+	if err := p.Start(context.Background(), 1, "127.0.0.1:1", func(pid int, _ error) { during <- p.Exiting(pid) }); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	pid := p.cmds[0].Process.Pid
+	p.mu.Unlock()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !<-during {
+		t.Errorf("Exiting(%d) while its end is reported: got false, want true", pid)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p.Exiting(pid) {
+		t.Errorf("Exiting(%d) once its end has been reported: got true, want false", pid)
 	}
 }
 
