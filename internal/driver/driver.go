@@ -601,9 +601,11 @@ type Process struct {
 	// Left: after LEAVING it ended its stream itself, its stop done, and
 	// its process exits on its own.
 	Left bool
-	// ExitTold: the driver's report of its executor's loss (the reason
-	// OnExecutorRemoved gets, and the "executor lost" line) says how its
-	// process ended: the launcher need not say it again.
+	// ExitTold: the driver says how its process ended, in its report of
+	// its executor's loss (the reason OnExecutorRemoved gets, and the
+	// "executor lost" line), or, should the executor's stream end cleanly
+	// after all (it left, or was released), in an "executor ended" line
+	// of its own: the launcher need not say it again.
 	ExitTold bool
 
 	// ended is closed by Ended, which sets exit to how the process
@@ -1493,6 +1495,14 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	if left && es.proc != nil {
 		es.proc.Left = true
 	}
+	// Ended, called first, told the launcher that the loss's reason would
+	// say how the process ended (ExitTold), but the stream ended cleanly
+	// after all (the executor left, or was released): no reason carries
+	// it, so it is logged below, as the launcher would have.
+	var untold error
+	if reason == nil && es.proc != nil && es.proc.ExitTold {
+		untold = es.proc.exit
+	}
 	// Its process has not been reported ended (Ended forgets it), so its
 	// PID is not yet another's: a replacement given the same PID has a
 	// record of its own.
@@ -1567,6 +1577,9 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		if d.cfg.OnLost != nil && procRunning {
 			d.cfg.OnLost(es.info.PID)
 		}
+	}
+	if untold != nil {
+		d.log.Warn("executor ended", "executor", es.info.ID, "err", untold)
 	}
 	if wasReady {
 		d.sched.removeExecutor(es, reason)

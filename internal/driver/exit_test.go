@@ -4,9 +4,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/plugin"
 )
@@ -140,5 +142,38 @@ func waitAwaited(t *testing.T, d *Driver, es *execState) {
 			t.Fatal("withExit did not wait for the process's end")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A ready executor that stopped on its own (LEAVING) and ended its
+// stream cleanly, whose process's end the launcher reported before the
+// driver handled that end (an exit status 66 from the race detector,
+// say): Ended told the launcher that the driver would say how it ended
+// (ExitTold), and no loss's reason carries it, so the driver says it.
+// It used to be logged nowhere.
+func TestExitToldOfAnExecutorThatLeftIsLogged(t *testing.T) {
+	var logs logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Local: true, Exiting: func(int) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
+	c := rpc.New(nil, nil, d, rpc.Options{})
+	c.Peer, es.conn = es, c
+	d.mu.Lock()
+	d.execs["1"] = es
+	d.listProcessLocked(es)
+	es.ready = true
+	es.stoppingOwn = true
+	d.mu.Unlock()
+
+	p := d.Ended(42, errors.New("executor process (pid 42): exit status 66"))
+	d.HandleClose(c, plugin.Errorf(plugin.CodeUnavailable, "%w", rpc.ErrPeerClosed))
+	s := logs.String()
+	if !strings.Contains(s, "executor left") {
+		t.Fatalf("logs: got %q, want the executor to have left", s)
+	}
+	if p.ExitTold && !strings.Contains(s, "exit status 66") {
+		t.Errorf("logs: got %q; Ended said ExitTold, so the launcher does not log the exit, and the driver does not either", s)
 	}
 }
