@@ -173,7 +173,10 @@ func TestExitToldOfAnExecutorThatLeftIsLogged(t *testing.T) {
 	if !strings.Contains(s, "executor left") {
 		t.Fatalf("logs: got %q, want the executor to have left", s)
 	}
-	if p.ExitTold && !strings.Contains(s, "exit status 66") {
-		t.Errorf("logs: got %q; Ended said ExitTold, so the launcher does not log the exit, and the driver does not either", s)
+	if !p.ExitTold {
+		t.Fatal("Ended: got ExitTold false for a ready executor still listed, want true")
+	}
+	if !strings.Contains(s, `msg="executor ended" executor=1 err="executor process (pid 42): exit status 66"`) {
+		t.Errorf("logs: got %q; Ended said ExitTold, so the launcher does not log the exit, and the driver must", s)
 	}
 }
