@@ -44,6 +44,7 @@ import (
 	"github.com/emberhq/ember/internal/hook"
 	"github.com/emberhq/ember/internal/launch"
 	"github.com/emberhq/ember/plugin"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
@@ -445,14 +446,16 @@ func waitDeadline(t testing.TB, now time.Time) time.Time {
 }
 
 // Metric scrapes the driver's /metrics (Config.MetricsAddr must not be
-// "off") and returns the sum of the series of family name (as registered,
-// dots and all: it asks for UTF-8 names) whose labels
+// "off") and returns the sum of the series of family name whose labels
 // include labels (every series of it, for none): a counter's or gauge's
 // value, a histogram's or summary's sample count. ok is false when no
 // series matches, which for a labelled counter can mean it has not
 // counted yet (see the README's Metrics section). Executors' series are
 // there as of their last shipment (ember.metrics.interval), so wait for a
-// value with WaitFor. Safe for concurrent use.
+// value with WaitFor. name is the family's name as registered, dots and
+// all ("metrics.jvm.heap_bytes"), or, for a family of no such name, as a
+// scraper that takes no UTF-8 names sees it, each dot an underscore
+// ("metrics_jvm_heap_bytes"). Safe for concurrent use.
 func (c *Cluster) Metric(name string, labels map[string]string) (value float64, ok bool, err error) {
 	url := c.Driver.MetricsURL()
 	if url == "" {
@@ -480,8 +483,18 @@ func (c *Cluster) Metric(name string, labels map[string]string) (value float64, 
 	if err != nil {
 		return 0, false, fmt.Errorf("embertest: Metric: parsing /metrics: %w", err)
 	}
+	var ms []*dto.Metric
+	if f, found := fams[name]; found {
+		ms = f.GetMetric()
+	} else {
+		for n, f := range fams {
+			if model.EscapeName(n, model.UnderscoreEscaping) == name {
+				ms = append(ms, f.GetMetric()...)
+			}
+		}
+	}
 next:
-	for _, m := range fams[name].GetMetric() {
+	for _, m := range ms {
 		have := make(map[string]string, len(m.GetLabel()))
 		for _, l := range m.GetLabel() {
 			have[l.GetName()] = l.GetValue()

@@ -661,7 +661,8 @@ func registerHeap(reg prometheus.Registerer, v float64) error {
 // Metric finds a family by the name it was registered under, dots
 // included: it read the page as served to scrapers that take no UTF-8
 // names, where "metrics.jvm.heap_bytes" is "metrics_jvm_heap_bytes", and
-// reported such a family missing.
+// reported such a family missing. The name such a scraper sees finds it
+// too, as it did before.
 func TestMetricFindsUTF8Names(t *testing.T) {
 	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: slog.New(slog.DiscardHandler), Plugins: []plugin.Plugin{prefixed{}},
 		Conf: map[string]string{ember.ConfMetricsInterval: "20ms"}})
@@ -682,7 +683,8 @@ func TestMetricFindsUTF8Names(t *testing.T) {
 	}{
 		{"metrics.jvm.heap_bytes", nil, 21, true},
 		{"metrics.jvm.heap_bytes", map[string]string{"executor": "driver", "plugin": "metrics.jvm"}, 1, true},
-		{"metrics_jvm_heap_bytes", nil, 0, false}, // the escaped name is not the family's
+		{"metrics_jvm_heap_bytes", nil, 21, true}, // as a scraper without UTF-8 names sees it
+		{"metrics_jvm_heap", nil, 0, false},
 		{"ember_executors_alive", nil, 2, true},
 	}
 	for _, tt := range tests {
