@@ -1418,11 +1418,12 @@ var exitWait = 5 * time.Second
 // killed" says more than "peer disconnected" (Spark's executor-removed
 // reason carries the exit code too). A process that dies closes its
 // connection as it exits, just before its end can be reported: for a
-// stream that broke (ErrClosed) while its process exits (Config.Exiting),
-// unless the driver is shutting down, withExit waits up to exitWait for
-// the report. Otherwise the process may run on (a heartbeat timeout, the
-// driver's own reason, after which it kills it), and the reason is
-// returned as it is.
+// connection lost while its process exits (Config.Exiting), however it
+// ended (the reader's "peer disconnected", or a writer's "transport is
+// closing"), unless the driver is shutting down, withExit waits up to
+// exitWait for the report. A process that runs on (lost to a heartbeat
+// timeout, after which the driver kills it) is not waited for, and the
+// reason is returned as it is.
 func (d *Driver) withExit(es *execState, reason error) error {
 	d.mu.Lock()
 	p := es.proc
@@ -1431,7 +1432,7 @@ func (d *Driver) withExit(es *execState, reason error) error {
 		d.mu.Unlock()
 		return reason
 	}
-	mayWait := !isDone(p.ended) && !d.stopping && errors.Is(reason, plugin.ErrClosed) && d.cfg.Exiting != nil
+	mayWait := !isDone(p.ended) && !d.stopping && d.cfg.Exiting != nil
 	p.awaited = mayWait
 	d.mu.Unlock()
 	// Not under d.mu: the launcher takes its own lock, and holds it while

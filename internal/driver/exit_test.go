@@ -17,8 +17,8 @@ import (
 // carries how its process ended, when the launcher reports that (Ended)
 // before, or while, the driver handles the broken stream, and Ended then
 // tells the launcher so (ExitTold), which does not log it again. The
-// driver waits for it only for a stream that broke (ErrClosed) as its
-// process exits, while the driver is not shutting down.
+// driver waits for it only while the process exits (Config.Exiting),
+// whatever the connection ended with, and not while it shuts down.
 func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 	old := exitWait
 	t.Cleanup(func() { exitWait = old })
@@ -40,9 +40,11 @@ func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 		{name: "killed, reported during the wait", reason: broken, exit: killed, when: "during", want: "; executor process (pid 42): signal: killed", wantTold: true},
 		{name: "killed, reported before", reason: broken, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
 		{name: "exited 0, reported during the wait", reason: broken, when: "during", want: "; executor process (pid 42): exit status 0", wantTold: true},
-		// Not waited for: the driver's own reason (its process then runs
-		// on), or the driver shutting down; taken when reported before.
-		{name: "the driver's own reason", reason: silent, exit: killed, when: "after"},
+		// Not waited for: a process that runs on (lost to a heartbeat
+		// timeout, the driver's own reason), or the driver shutting down;
+		// taken when reported before.
+		{name: "the driver's own reason", running: true, reason: silent, exit: killed, when: "after"},
+		{name: "the driver's own reason, its process exiting", reason: silent, exit: killed, when: "during", want: "; executor process (pid 42): signal: killed", wantTold: true},
 		{name: "the driver's own reason, reported before", reason: silent, exit: killed, when: "before", want: "; executor process (pid 42): signal: killed", wantTold: true},
 		{name: "the driver shutting down", stopping: true, reason: broken, exit: killed, when: "after"},
 		{name: "its process not exiting", running: true, reason: broken, exit: killed, when: "after"},
