@@ -710,6 +710,9 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		ExecutorArgs: embertest.ExecutorArgs(t),
 		Conf:         map[string]string{dirConf: dir},
 		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		// Longer than the ask's ctx: the ask fails of the broken
+		// connection, or of its deadline, never of the heartbeat.
+		HeartbeatTimeout: 10 * time.Minute,
 	}
 	if isChild() {
 		runChild(cfg, nil)
@@ -722,15 +725,12 @@ func TestExecutorProcessKilledDuringAsk(t *testing.T) {
 		askErr <- err
 	}()
 	waitFile(t, dir, "in-receive")
-	start := time.Now()
 	if err := c.Kill("1"); err != nil {
 		t.Fatal(err)
 	}
+	// CodeUnavailable, not its ctx's DeadlineExceeded: the kill failed it.
 	if err := <-askErr; plugin.CodeOf(err) != plugin.CodeUnavailable {
 		t.Errorf("ask: got %v, want CodeUnavailable", err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("the ask took %v to fail after the kill", took)
 	}
 	reason := <-removed
 	if reason == nil || !strings.Contains(reason.Error(), "peer disconnected") || !strings.Contains(reason.Error(), "; executor process (pid ") ||
