@@ -61,12 +61,8 @@ func TestLossReasonCarriesTheProcessExit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
-			c := rpc.New(nil, nil, d, rpc.Options{})
-			c.Peer, es.conn = es, c
+			es := listedExecutor(d)
 			d.mu.Lock()
-			d.execs["1"] = es
-			d.listProcessLocked(es)
 			es.ready = !tt.notReady
 			d.stopping = tt.stopping
 			d.mu.Unlock()
@@ -114,10 +110,8 @@ func TestLossReasonWithoutTheExitInTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
+	es := listedExecutor(d)
 	d.mu.Lock()
-	d.execs["1"] = es
-	d.listProcessLocked(es)
 	es.ready = true
 	d.mu.Unlock()
 	broken := plugin.Errorf(plugin.CodeUnavailable, "stream receive: peer disconnected: %w", plugin.ErrClosed)
@@ -159,18 +153,14 @@ func TestExitToldOfAnExecutorThatLeftIsLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
-	c := rpc.New(nil, nil, d, rpc.Options{})
-	c.Peer, es.conn = es, c
+	es := listedExecutor(d)
 	d.mu.Lock()
-	d.execs["1"] = es
-	d.listProcessLocked(es)
 	es.ready = true
 	es.stoppingOwn = true
 	d.mu.Unlock()
 
 	p := d.Ended(42, errors.New("executor process (pid 42): exit status 66"))
-	d.HandleClose(c, plugin.Errorf(plugin.CodeUnavailable, "%w", rpc.ErrPeerClosed))
+	d.HandleClose(es.conn, plugin.Errorf(plugin.CodeUnavailable, "%w", rpc.ErrPeerClosed))
 	s := logs.String()
 	if !strings.Contains(s, "executor left") {
 		t.Fatalf("logs: got %q, want the executor to have left", s)

@@ -186,6 +186,20 @@ func testExecState(d *Driver, info plugin.ExecutorInfo) *execState {
 	return es
 }
 
+// listedExecutor returns executor 1 (host h, process 42) of d on a
+// connection of its own, listed as Connect lists it: in d.execs, with its
+// process's record on a local master.
+func listedExecutor(d *Driver) *execState {
+	es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
+	c := rpc.New(nil, nil, d, rpc.Options{})
+	c.Peer, es.conn = es, c
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.execs["1"] = es
+	d.listProcessLocked(es)
+	return es
+}
+
 // flushLanes waits until d's lanes have run everything queued.
 func flushLanes(t *testing.T, d *Driver) {
 	t.Helper()
@@ -498,13 +512,8 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
-			c := rpc.New(nil, nil, d, rpc.Options{})
-			c.Peer, es.conn = es, c
-			d.mu.Lock()
-			d.execs["1"] = es
-			d.listProcessLocked(es) // as Connect lists it
-			d.mu.Unlock()
+			es := listedExecutor(d)
+			c := es.conn
 			for _, f := range tt.frames {
 				d.HandleFrame(c, f)
 			}
