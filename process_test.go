@@ -947,6 +947,45 @@ func TestFrozenExecutorSaysWhyItWasDropped(t *testing.T) {
 	}
 }
 
+// A standalone executor stopped by SIGTERM names itself in its last line,
+// as its "executor ready: joined the driver" line did: a fleet's executors
+// log to one place, and that line, the last of its process, said
+// "executor stopped: its ctx ended" without saying which executor had.
+func TestExecutorsLastLineNamesIt(t *testing.T) {
+	cfg := ember.Config{Master: "standalone", Secret: "test secret", BuildID: "test", Logger: quiet}
+	if isChild() {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		f, err := os.Create(filepath.Join(os.Getenv(dirEnv), "executor.log"))
+		if err != nil {
+			os.Exit(4)
+		}
+		cfg.Logger = slog.New(slog.NewTextHandler(f, nil))
+		_ = ember.Run(ctx, cfg, nil) // exits
+	}
+	dir := t.TempDir()
+	d := standalone(t, cfg)
+	cmd := startSelf(t, ember.EnvDriver+"="+d.Addr(), ember.EnvSecret+"=test secret", dirEnv+"="+dir)
+	if err := d.WaitExecutors(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	id := d.Executors()[0].ID
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("executor process stopped by SIGTERM: got %v, want exit status 0", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "executor.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `msg="executor stopped: its ctx ended" executor=` + id + " "
+	if !strings.Contains(string(b), want) {
+		t.Errorf("the executor's log does not say %q:\n%s", want, b)
+	}
+}
+
 // secondRunLine is what a second ember.Run in an executor process logs.
 const secondRunLine = "ember.Run called again in an executor process"
 

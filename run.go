@@ -857,7 +857,15 @@ func runExecutorProcess(ctx context.Context, cfg Config, addr string) int {
 	if ecfg.OwnSlots, err = ownSlots(); err != nil {
 		return badConfig("bad configuration", err)
 	}
+	// The ID the driver gave this executor, if it got one: its last line
+	// names it, as its "executor ready" line did, so that the lines of
+	// a fleet's executors can be told apart and matched to the driver's.
+	var id atomic.Pointer[string]
+	ecfg.OnWelcome = func(s string) { id.Store(&s) }
 	err = executor.Run(ctx, ecfg)
+	if s := id.Load(); s != nil {
+		log = log.With("executor", *s)
+	}
 	switch {
 	case err == nil:
 		return 0
