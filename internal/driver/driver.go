@@ -1325,7 +1325,7 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 			cause = rpc.WireError(f.Code, f.Error)
 		}
 		err := fmt.Errorf("executor %s (host %s, pid %d): %w", es.info.ID, es.info.Host, es.info.PID, cause)
-		d.log.Error("executor failed to initialise", "executor", es.info.ID, "err", cause)
+		d.log.Error("executor failed to initialise", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", cause)
 		d.mu.Lock()
 		if p := es.proc; p != nil {
 			p.InitFailure = err

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -482,6 +483,29 @@ func TestCloseEndsWaitWithoutExecutors(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("WaitExecutors still waiting 30s after Close")
+	}
+}
+
+// An executor whose plugins failed to initialise is logged with its host
+// and PID, as a lost one is: the Error line a crash-looping replacement
+// leaves named its ID alone, which the executor's own log does not know
+// until it has been welcomed, and a standalone fleet's hosts share.
+func TestInitFailureNamesHostAndPID(t *testing.T) {
+	var logs logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := testExecState(d, plugin.ExecutorInfo{ID: "1", Host: "h", PID: 42})
+	c := rpc.New(nil, nil, d, rpc.Options{})
+	c.Peer, es.conn = es, c
+	d.mu.Lock()
+	d.execs["1"] = es
+	d.mu.Unlock()
+	d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(plugin.CodeInternal), Error: "broken"})
+	const want = `level=ERROR msg="executor failed to initialise" executor=1 host=h pid=42 err=`
+	if s := logs.String(); !strings.Contains(s, want) {
+		t.Errorf("logs: got %q, want %q", s, want)
 	}
 }
 
