@@ -266,6 +266,43 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 	}
 }
 
+// Each replacement of a crash loop whose Init fails is logged once at
+// Error ("executor failed to initialise"), and its process's exit (status
+// 1, as every such executor's) at Debug alone: it used to add a Warn
+// "executor ended" for each, the same failure told twice.
+func TestFailedReplacementsExitIsNoWarning(t *testing.T) {
+	dir := sharedDir(t)
+	var m membership
+	var logs logtest.Buffer
+	cfg := m.localCluster(t, &logs, func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
+		if _, err := os.Stat(filepath.Join(pc.Conf().Get(dirConf), "broken")); err == nil {
+			return errors.New("the deployment is broken")
+		}
+		return nil
+	})
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Conf = map[string]string{dirConf: dir, ember.ConfExecutorMaxRetries: "2"}
+	if isChild() {
+		runChild(cfg, nil)
+	}
+	c := embertest.Start(t, cfg)
+	if err := writeFile(dir, "broken", "yes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill(c.Driver.Executors()[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	const ended = `msg="executor ended"`
+	embertest.WaitFor(t, "the exits of both failed replacements", func() bool { return strings.Count(logs.String(), ended) == 2 })
+	s := logs.String()
+	if n := strings.Count(s, `level=DEBUG `+ended); n != 2 {
+		t.Errorf("exits of the failed replacements at Debug: got %d, want 2; the log:\n%s", n, s)
+	}
+	if n := strings.Count(s, `level=ERROR msg="executor failed to initialise"`); n != 2 {
+		t.Errorf("failed replacements at Error: got %d, want 2; the log:\n%s", n, s)
+	}
+}
+
 // A local-cluster executor process that stops on its own (a SIGTERM that
 // its program turns into the end of Run's ctx, as when a service manager
 // stops every process of the service) exits cleanly and is not replaced:

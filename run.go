@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -271,7 +272,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			rep.lost(loss{pid: pid, id: p.ID, err: why, ready: p.Ready(), up: time.Since(p.ReadyAt), left: p.Leaving})
 			switch {
 			case started.Load() && !p.ExitTold:
-				logEnded(log, p.ID, err)
+				logEnded(log, p.ID, err, p.InitFailure != nil)
 			case started.Load(): // the driver's "executor lost" line said it
 			case p.Refused != nil:
 				abort(p.Refused) // why it exited, which its status does not say
@@ -460,8 +461,11 @@ func logListening(log *slog.Logger, cfg Config, addr, secret, metricsURL string)
 // it has failed: the driver itself then kills the executors still
 // starting. Nor for one that exited cleanly, or that the driver killed
 // itself as it shut down, not having released it (a replacement still
-// starting): nothing was lost there.
-func logEnded(log *slog.Logger, id string, err error) {
+// starting): nothing was lost there. One whose plugins failed to
+// initialise (initFailed), and which exited 1 as such an executor does, is
+// logged at Debug: the driver's "executor failed to initialise" Error has
+// said so, and a crash loop's every replacement logged a Warn besides.
+func logEnded(log *slog.Logger, id string, err error, initFailed bool) {
 	xe, ok := errors.AsType[*launch.ExitError](err)
 	if err == nil || ok && xe.Unreleased {
 		return
@@ -470,7 +474,11 @@ func logEnded(log *slog.Logger, id string, err error) {
 	if id != "" {
 		attrs = append([]any{"executor", id}, attrs...)
 	}
-	log.Warn("executor ended", attrs...)
+	level := slog.LevelWarn
+	if ee, isExit := errors.AsType[*exec.ExitError](err); initFailed && isExit && ee.ExitCode() == 1 {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, "executor ended", attrs...)
 }
 
 // startupError is the error of a start-up whose wait for its executors
