@@ -83,9 +83,11 @@ type Watched struct {
 // finish again or none waits any more, a line saying so. A Receive that
 // blocks (a long poll, a lock, a call that ignores its ctx) holds the
 // messages behind it without any other sign: only the lane's depth, which
-// a busy lane shares. As ctx ends, a lane still stalled has its Stalled
-// called with false: the side is going, and its gauge must not stay
-// raised. after <= 0 watches nothing.
+// a busy lane shares. As ctx ends, a lane warned of is checked once more,
+// so that a stall that ended since the last check (just before the side
+// stops) has its line too, and not a warning as its last word; one still
+// stalled has its Stalled called with false: the side is going, and its
+// gauge must not stay raised. after <= 0 watches nothing.
 func WatchStalls(ctx context.Context, after time.Duration, lanes []Watched) {
 	if after <= 0 || len(lanes) == 0 {
 		return
@@ -99,8 +101,13 @@ func WatchStalls(ctx context.Context, after time.Duration, lanes []Watched) {
 	for {
 		select {
 		case <-ctx.Done():
+			now := time.Now()
 			for i := range watches {
-				if w := &watches[i]; w.stalled && w.Stalled != nil {
+				w := &watches[i]
+				if w.stalled {
+					w.check(now, after) // says so if it moved
+				}
+				if w.stalled && w.Stalled != nil {
 					w.Stalled(false)
 				}
 			}

@@ -257,3 +257,39 @@ func TestWatchStalls(t *testing.T) {
 		t.Errorf("Stalled once WatchStalls returned: got %v, want false", got == 1)
 	}
 }
+
+// A stall that ends between two checks, just before the side stops (its
+// Receive returned, then the executor was released), is said to have
+// ended as WatchStalls' ctx ends: the warning used to be the lane's last
+// word, and read as a lane stalled until the end.
+func TestWatchStallsSaysAStallEndedAsItStops(t *testing.T) {
+	t.Parallel()
+	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	b := newBlocker()
+	l := rpc.NewLane(1, 0, b.run)
+	defer l.Close()
+	defer b.releaseAll()
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
+	b.wait(t, 1)
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
+
+	var logs logtest.Buffer
+	lanes := []rpc.Watched{{Lane: l, Log: slog.New(slog.NewTextHandler(&logs, nil))}}
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Checks a second apart: the stall ends, and the watch stops,
+		// between two of them.
+		rpc.WatchStalls(ctx, 3*time.Second, lanes)
+	}()
+	poll(t, "a warning of the stalled lane", func() bool { return strings.Contains(logs.String(), "lane is stalled") })
+	b.releaseAll()
+	poll(t, "the lane to run both items", func() bool { return l.Progress().Finished == 2 })
+	cancel()
+	waitClosed(t, done, "WatchStalls once its ctx ended")
+	if s := logs.String(); !strings.Contains(s, `msg="this plugin's lane is moving again"`) {
+		t.Errorf("logs once the stall ended and the watch stopped: got %q, want the stall's end", s)
+	}
+}
