@@ -158,7 +158,9 @@ func (r *replacer) replaceLocked(l loss) {
 	if err == nil {
 		err = errors.New("exit status 0, without stopping first (os.Exit(0) in a task or plugin?)")
 	}
-	r.retryLocked(err, "executor", l.id, "pid", l.pid)
+	// How it ended, in this line too: the driver's "executor lost" line,
+	// which says it as well, may come before or after this one.
+	r.retryLocked(err, "executor", l.id, "pid", l.pid, "err", err)
 }
 
 // failedLocked counts a replacement that failed: one more in a row,

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/internal/logtest"
 )
 
 // fakeLauncher stands behind a replacer under test: it records the
@@ -246,6 +248,27 @@ func TestReplacerReplacesACleanExitWithoutLeaving(t *testing.T) {
 	f.check(t, 1, nil, true)
 	if why := f.whys[0]; !strings.Contains(why, "exit status 0, without stopping first") {
 		t.Errorf("why: got %q, want it to say the process exited 0 without stopping first", why)
+	}
+}
+
+// The line that says a lost executor is being replaced says how it ended,
+// as the driver's "executor lost" line does: the two come in either
+// order, and this one named the executor and its pid alone.
+func TestReplacingLineSaysHowItEnded(t *testing.T) {
+	r, f := newReplacer(t, 3)
+	var logs logtest.Buffer
+	r.log = slog.New(slog.NewTextHandler(&logs, nil))
+	f.readyPID[10] = true
+	r.run()
+	f.lose(r, 10, errors.New("executor process (pid 10): signal: killed"))
+	f.lose(r, 20, nil)
+	for _, want := range []string{
+		`msg="replacing a lost executor" executor="" pid=10 err="executor process (pid 10): signal: killed" after=0s`,
+		`msg="replacing a lost executor" executor="" pid=20 err="exit status 0, without stopping first`,
+	} {
+		if s := logs.String(); !strings.Contains(s, want) {
+			t.Errorf("logs: got %q, want %q", s, want)
+		}
 	}
 }
 
