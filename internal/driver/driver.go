@@ -168,6 +168,12 @@ type Driver struct {
 	// preAuthWarnings bounds the lines logged about peers that failed
 	// the handshake before proving the secret (see warnPreAuth).
 	preAuthWarnings rpc.LogBudget
+	// mismatchErrors and initFailures bound the lines logged about
+	// executors refused for a handshake mismatch, and about those whose
+	// plugins failed to initialise: a fleet of hosts left on another
+	// build, or with a broken deployment, whose supervisor restarts
+	// each executor as it exits, repeats them as often as it restarts.
+	mismatchErrors, initFailures rpc.LogBudget
 }
 
 // markHandlers sets es.handlers from es.ctx and es.askCtx.
@@ -979,7 +985,10 @@ func (d *Driver) Connect(stream wire.Ember_ConnectServer) error {
 	}
 	if msg := checkHello(hello, want, d.cfg.TaskSites); msg != "" {
 		msg = rpc.CutErrorText(msg) // it quotes the peer's claims
-		d.log.Error("refused executor: handshake mismatch", "peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg)
+		d.mismatchErrors.Log(d.log, slog.LevelError, "errors of executors refused for a handshake mismatch", "refused executor: handshake mismatch",
+			func() []any {
+				return []any{"peer", peerAddr, "host", hello.Hostname, "pid", hello.Pid, "mismatch", msg}
+			})
 		d.builtin.Mismatches.Inc() // after the line, as for authentication
 		failure := fmt.Errorf("executor at %s (host %s, pid %d) refused: handshake mismatch: %s", peerAddr, hello.Hostname, hello.Pid, msg)
 		d.mu.Lock()
@@ -1325,7 +1334,10 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 			cause = rpc.WireError(f.Code, f.Error)
 		}
 		err := fmt.Errorf("executor %s (host %s, pid %d): %w", es.info.ID, es.info.Host, es.info.PID, cause)
-		d.log.Error("executor failed to initialise", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", cause)
+		d.initFailures.Log(d.log, slog.LevelError, "errors of executors whose plugins failed to initialise", "executor failed to initialise",
+			func() []any {
+				return []any{"executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", cause}
+			})
 		d.mu.Lock()
 		if p := es.proc; p != nil {
 			p.InitFailure = err

@@ -2,10 +2,15 @@ package driver
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/emberhq/ember/internal/logtest"
+	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestCheckHello(t *testing.T) {
@@ -223,5 +228,47 @@ func TestTaskSites(t *testing.T) {
 				t.Errorf("taskSites(%q, %q) = %q, want %q", tt.driver, tt.executor, got, tt.want)
 			}
 		})
+	}
+}
+
+// Executors refused for a handshake mismatch are logged within a budget:
+// a fleet of hosts left on another build, their supervisor restarting
+// each as it exits, logged an Error per attempt. The lines beyond the
+// budget are held back, and the next window's first says how many; the
+// metric counts every one.
+func TestMismatchErrorsAreBounded(t *testing.T) {
+	var logs logtest.Buffer
+	d := servedDriver(t, func(cfg *Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		cfg.BuildID = "build-1"
+	})
+	t.Cleanup(func() { d.Close() })
+	const n = rpc.LogBurst + 3
+	for range n {
+		stream := handshake(t, d, func(h *wire.Hello) { h.BuildId = "build-2" })
+		if b, err := stream.Recv(); err != nil || b.Frames[0].Welcome == nil || b.Frames[0].Welcome.Code == 0 {
+			t.Fatalf("WELCOME of an executor of another build: got %v, %v; want a refusal", b, err)
+		}
+	}
+	mismatches := func() float64 {
+		var m dto.Metric
+		if err := d.builtin.Mismatches.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for mismatches() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("ember_handshake_mismatches_total: got %v, want %d", mismatches(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s := logs.String()
+	if got := strings.Count(s, `msg="refused executor: handshake mismatch"`); got != rpc.LogBurst {
+		t.Errorf("mismatch lines: got %d, want %d (the budget); the log:\n%s", got, rpc.LogBurst, s)
+	}
+	if !strings.Contains(s, `msg="more errors of executors refused for a handshake mismatch are held back`) {
+		t.Errorf("the log does not say that more are held back:\n%s", s)
 	}
 }

@@ -557,3 +557,31 @@ func TestEndedSaysWhatTheDriverLearntOnce(t *testing.T) {
 		})
 	}
 }
+
+// Executors whose plugins failed to initialise are logged within a
+// budget: a standalone fleet with a broken deployment, its supervisor
+// restarting each executor as it exits, logged an Error per attempt.
+func TestInitFailuresAreBounded(t *testing.T) {
+	var logs logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = rpc.LogBurst + 3
+	for i := range n {
+		es := testExecState(d, plugin.ExecutorInfo{ID: fmt.Sprint(i + 1), Host: "h", PID: 42})
+		c := rpc.New(nil, nil, d, rpc.Options{})
+		c.Peer, es.conn = es, c
+		d.mu.Lock()
+		d.execs[es.info.ID] = es
+		d.mu.Unlock()
+		d.HandleFrame(c, &wire.Frame{Kind: wire.Kind_KIND_READY, Code: uint32(plugin.CodeInternal), Error: "broken"})
+	}
+	s := logs.String()
+	if got := strings.Count(s, `msg="executor failed to initialise"`); got != rpc.LogBurst {
+		t.Errorf("lines of executors that failed to initialise: got %d, want %d (the budget); the log:\n%s", got, rpc.LogBurst, s)
+	}
+	if !strings.Contains(s, `msg="more errors of executors whose plugins failed to initialise are held back`) {
+		t.Errorf("the log does not say that more are held back:\n%s", s)
+	}
+}
