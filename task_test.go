@@ -244,7 +244,7 @@ func TestFailedAttemptsAreLogged(t *testing.T) {
 		t.Fatalf("job 1: %d lines of failed attempts, want 2:\n%s", len(job1), strings.Join(job1, "\n"))
 	}
 	for i, line := range job1 {
-		for _, want := range []string{"level=WARN", "task=test.flaky", "index=1", fmt.Sprintf("failures=%d", i+1), "maxFailures=4", "retry=true", "executor=", "attempt " + fmt.Sprint(i) + " of input 2 fails"} {
+		for _, want := range []string{"level=WARN", "task=test.flaky", "index=1", fmt.Sprintf("failures=%d", i+1), "max_failures=4", "retry=true", "executor=", "attempt " + fmt.Sprint(i) + " of input 2 fails"} {
 			if !strings.Contains(line, want) {
 				t.Errorf("job 1, line %d %q: want %s", i, line, want)
 			}

@@ -932,7 +932,7 @@ func (s *scheduler) result(e *execState, f *wire.Frame) {
 			failures, last := j.failures[a.index], j.logged == maxFailuresLogged
 			logFailure = func() {
 				s.log.Warn("task attempt failed", "job", j.id, "task", j.task, "index", a.index,
-					"failures", failures, "maxFailures", s.maxFailures, "retry", retry, "permanent", f.Permanent, "executor", e.info.ID, "err", cause)
+					"failures", failures, "max_failures", s.maxFailures, "retry", retry, "permanent", f.Permanent, "executor", e.info.ID, "err", cause)
 				if last {
 					s.log.Warn("further failed attempts of this job are not logged; ember_tasks_total{state=\"failed\"} counts them", "job", j.id, "task", j.task)
 				}

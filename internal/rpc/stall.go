@@ -139,7 +139,7 @@ func (w *stallWatch) check(now time.Time, after time.Duration) {
 		if !w.stalled && now.Sub(w.since) >= after {
 			w.stalled = true
 			w.Log.Warn("this plugin's lane is stalled: messages wait behind calls that have not returned",
-				"for", roundStall(now.Sub(w.since)), "waiting", p.Waiting, "running", p.Running, "max", p.Max, "hint", stallHint(p))
+				"stalled_for", roundStall(now.Sub(w.since)), "waiting", p.Waiting, "running", p.Running, "max", p.Max, "hint", stallHint(p))
 			if w.Stalled != nil {
 				w.Stalled(true)
 			}

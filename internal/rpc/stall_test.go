@@ -151,7 +151,7 @@ func TestStallCheck(t *testing.T) {
 			{at: 3 * after, warns: 1}, // once per stall
 			{at: 4 * after, do: release, warns: 1, moving: 1},
 			{at: 6 * after, warns: 1, moving: 1},
-		}, "for=15s waiting=1 running=1 max=1 hint=\"a call that does not return"},
+		}, "stalled_for=15s waiting=1 running=1 max=1 hint=\"a call that does not return"},
 		{"every worker of several in a long poll, a message behind them", 2, func(t *testing.T, l *rpc.Lane, b *blocker) {
 			for range 3 {
 				l.Push(item)
