@@ -402,20 +402,27 @@ func TestExecutorStopFitsTheDriversWait(t *testing.T) {
 
 // An executor plugin's Shutdown error reaches Run's error, as the driver
 // plugins' do, on either kind of local master: it used to be logged on the
-// executor only.
+// executor only. The driver logs it too, as it logs a driver plugin's: it
+// used to leave no line of its own.
 func TestExecutorShutdownErrorReachesRun(t *testing.T) {
 	p := fakePlugin{name: "flusher", newExecutor: func() plugin.ExecutorPlugin {
 		return &fakeExecutor{ShutdownF: func(context.Context) error { return errors.New("flush to disk failed") }}
 	}}
 	for _, master := range []string{"local[1]", "local-cluster[1]"} {
 		t.Run(master, func(t *testing.T) {
-			cfg := ember.Config{Master: master, Plugins: []plugin.Plugin{p}, ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet}
+			var logs logtest.Buffer
+			cfg := ember.Config{Master: master, Plugins: []plugin.Plugin{p}, ExecutorArgs: embertest.ExecutorArgs(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 			if isChild() {
+				cfg.Logger = quiet
 				runChild(cfg, nil)
 			}
+			const want = `executor 1: plugin "flusher": shutdown: flush to disk failed`
 			err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error { return nil })
-			if want := `executor 1: plugin "flusher": shutdown: flush to disk failed`; err == nil || !strings.Contains(err.Error(), want) {
+			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("Run: got %v, want an error containing %q", err, want)
+			}
+			if line := `level=ERROR msg="executor stopped with its plugins' shutdown errors" executor=1 host=`; !strings.Contains(logs.String(), line) || !strings.Contains(logs.String(), `shutdown: flush to disk failed"`) {
+				t.Errorf("driver logs: got %q, want %q with the error", logs.String(), line)
 			}
 		})
 	}

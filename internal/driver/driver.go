@@ -1742,6 +1742,9 @@ func (d *Driver) Close() error {
 		select {
 		case <-es.stopped:
 			if es.stopErr != nil {
+				// Logged here too, as a driver plugin's is: the
+				// executor's own line is in its log, on its host.
+				d.log.Error("executor stopped with its plugins' shutdown errors", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", es.stopErr)
 				errs = append(errs, es.stopErr)
 			}
 			d.mu.Lock()
