@@ -1,8 +1,10 @@
 package ember
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -18,7 +20,11 @@ import (
 // spark.ui.showConsoleProgress): "false" (or any value strconv.ParseBool
 // reads as false) turns it off. Default "true"; the bar is drawn only when
 // both stdout and stderr are terminals, on stderr. Jobs running at once
-// share its line.
+// share its line. What is logged through Config.Logger (Ember's lines, and
+// plugins' through their context's Logger) erases the bar first, so that
+// it starts a line of its own; what else writes to the terminal (the
+// program's own log calls, a local-cluster's executor processes) may
+// still continue the bar's line.
 const ConfShowProgress = "ember.ui.showConsoleProgress"
 
 // progressInterval is how often the bar is redrawn, and how long a job must
@@ -32,10 +38,18 @@ const progressWidth = 40
 // showProgress adds a running job to the driver's progress bar when
 // enabled, and returns the function that takes it off.
 func (d *Driver) showProgress(j *runningJob) (stop func()) {
-	if show, err := strconv.ParseBool(d.cfg.Conf[ConfShowProgress]); (err == nil && !show) || !isTerminal(os.Stdout) || !isTerminal(os.Stderr) {
+	if d.progress == nil {
 		return func() {}
 	}
 	return d.progress.add(j)
+}
+
+// progressShown reports whether a driver with conf draws its progress bar:
+// unless ConfShowProgress turns it off, when both stdout and stderr are
+// terminals.
+func progressShown(conf map[string]string) bool {
+	show, err := strconv.ParseBool(conf[ConfShowProgress])
+	return (err != nil || show) && isTerminal(os.Stdout) && isTerminal(os.Stderr)
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
@@ -58,6 +72,9 @@ type progressBar struct {
 	// done ends the drawing goroutine, which closes finished; nil while
 	// no job runs.
 	done, finished chan struct{}
+	// drawn: the line shows the bar; a log line written now would
+	// continue it (see barHandler).
+	drawn bool
 }
 
 // add puts a job on the bar and returns the function that takes it off:
@@ -105,24 +122,59 @@ func (b *progressBar) draw(done, finished chan struct{}) {
 	defer close(finished)
 	t := time.NewTicker(b.interval)
 	defer t.Stop()
-	drawn := false
 	for {
 		select {
 		case <-done:
-			if drawn {
-				fmt.Fprint(b.w, "\r\033[K")
-			}
+			b.mu.Lock()
+			b.eraseLocked()
+			b.mu.Unlock()
 			return
 		case now := <-t.C:
 			b.mu.Lock()
-			line := b.lineLocked(now)
-			b.mu.Unlock()
-			if line != "" || drawn {
+			if line := b.lineLocked(now); line != "" || b.drawn {
 				fmt.Fprint(b.w, "\r"+line+"\033[K")
-				drawn = true
+				b.drawn = line != ""
 			}
+			b.mu.Unlock()
 		}
 	}
+}
+
+// eraseLocked erases the line if it shows the bar. b.mu is held.
+func (b *progressBar) eraseLocked() {
+	if b.drawn {
+		fmt.Fprint(b.w, "\r\033[K")
+		b.drawn = false
+	}
+}
+
+// barHandler is a slog.Handler that erases the progress bar before each
+// record its handler writes, so that a log line starts a line of its own
+// instead of continuing the bar's; the bar is drawn again at its next
+// tick. It covers what is logged through the driver's logger (Ember's
+// lines, and plugins' through their context's Logger); other writers to
+// the terminal (a program's own log package, local-cluster executor
+// processes) are not.
+type barHandler struct {
+	h   slog.Handler
+	bar *progressBar
+}
+
+func (h barHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.h.Enabled(ctx, l) }
+
+func (h barHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.bar.mu.Lock()
+	defer h.bar.mu.Unlock()
+	h.bar.eraseLocked()
+	return h.h.Handle(ctx, r)
+}
+
+func (h barHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return barHandler{h: h.h.WithAttrs(attrs), bar: h.bar}
+}
+
+func (h barHandler) WithGroup(name string) slog.Handler {
+	return barHandler{h: h.h.WithGroup(name), bar: h.bar}
 }
 
 // lineLocked renders the jobs that have run for an interval by now: one

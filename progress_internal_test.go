@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,41 @@ func TestProgressBarSharesItsLine(t *testing.T) {
 	stop3 := b.add(&runningJob{task: "three", p: p1, since: time.Now()})
 	waitLine("job three", func(l string) bool { return strings.HasPrefix(l, "[three: ") })
 	stop3()
+}
+
+// A line logged through the driver's logger while the bar is drawn starts
+// a line of its own: the bar is erased first, and drawn again at its next
+// tick. It used to continue the bar's line ("[job: ==>  ] 3 done, ...time=
+// ... level=WARN ...").
+func TestLogLinesDoNotContinueTheBar(t *testing.T) {
+	var w logtest.Buffer
+	b := &progressBar{w: &w, interval: time.Millisecond, cols: 200}
+	log := slog.New(barHandler{h: slog.NewTextHandler(&w, nil), bar: b}).With("executor", "1")
+	stop := b.add(&runningJob{task: "job", p: driver.NewProgress(10), since: time.Now()})
+	defer stop()
+	waitOutput := func(what string, ok func(string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(w.String()) {
+			if time.Now().After(deadline) {
+				s := w.String()
+				t.Fatalf("waiting for %s: the output ends %q", what, s[max(0, len(s)-300):])
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	bar := progressLine("job", 0, 0, 10, progressWidth) + "\033[K"
+	waitOutput("the bar", func(s string) bool { return strings.HasSuffix(s, bar) })
+	log.Warn("executor lost")
+	s := w.String()
+	i := strings.Index(s, "time=")
+	if i < 0 || !strings.HasSuffix(s[:i], bar+"\r\033[K") {
+		t.Errorf("the output up to the log line: got %q, want the bar erased (\\r, erase to the end) before it", s[max(0, i-300):max(i, 0)])
+	}
+	if !strings.Contains(s, `msg="executor lost" executor=1`+"\n") {
+		t.Errorf("the log line, with the logger's attributes: got %q", s)
+	}
+	waitOutput("the bar drawn again", func(s string) bool { return strings.Contains(s, "\n\r"+bar) })
 }
 
 // The line fits the terminal: one longer wraps, and every redraw ("\r",

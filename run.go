@@ -57,8 +57,8 @@ type Driver struct {
 	d          *driver.Driver
 	cfg        Config
 	metricsURL string
-	progress   progressBar // the console progress bar of its jobs
-	jobs       jobList     // its running jobs, for Jobs
+	progress   *progressBar // the console progress bar of its jobs; nil: none
+	jobs       jobList      // its running jobs, for Jobs
 }
 
 // MetricsURL returns the URL of the driver's /metrics endpoint, as this
@@ -164,6 +164,13 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 	s, err := checkDriverConfig(&cfg)
 	if err != nil {
 		return err
+	}
+	var bar *progressBar
+	if progressShown(cfg.Conf) {
+		// What the driver logs starts a line of its own, not the
+		// bar's.
+		bar = new(progressBar)
+		cfg.Logger = slog.New(barHandler{h: cfg.Logger.Handler(), bar: bar})
 	}
 	log, master := cfg.Logger, s.master
 	var procs *launch.Processes // local-cluster's executor processes
@@ -307,7 +314,7 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 
 	var fnErr error
 	if fn != nil {
-		fnErr = fn(ctx, &Driver{d: d, cfg: cfg, metricsURL: metricsURL})
+		fnErr = fn(ctx, &Driver{d: d, cfg: cfg, metricsURL: metricsURL, progress: bar})
 	}
 	switch {
 	case ctx.Err() != nil:
