@@ -232,6 +232,10 @@ func TestStartUpErrorSaysTheDriverKilledAFrozenExecutor(t *testing.T) {
 // Init fails once a file exists: a broken deployment) are given up after
 // ember.executor.maxRetries in a row. A job waiting for an executor then
 // fails saying why, instead of waiting for ever, and the driver logs it.
+// Each failed replacement is logged once at Error ("executor failed to
+// initialise"), and its process's exit (status 1, as every such
+// executor's) at Debug alone: it used to add a Warn "executor ended" for
+// each, the same failure told twice.
 func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 	dir := sharedDir(t)
 	var m membership
@@ -242,6 +246,7 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 		}
 		return nil
 	})
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Conf = map[string]string{dirConf: dir, ember.ConfExecutorMaxRetries: "2"}
 	if isChild() {
 		runChild(cfg, nil)
@@ -263,34 +268,6 @@ func TestLocalClusterStopsReplacingExecutorsThatFail(t *testing.T) {
 	}
 	if added, _ := m.counts(); added != 1 {
 		t.Errorf("executors added: got %d, want 1 (no replacement became ready)", added)
-	}
-}
-
-// Each replacement of a crash loop whose Init fails is logged once at
-// Error ("executor failed to initialise"), and its process's exit (status
-// 1, as every such executor's) at Debug alone: it used to add a Warn
-// "executor ended" for each, the same failure told twice.
-func TestFailedReplacementsExitIsNoWarning(t *testing.T) {
-	dir := sharedDir(t)
-	var m membership
-	var logs logtest.Buffer
-	cfg := m.localCluster(t, &logs, func(_ context.Context, pc plugin.ExecutorContext, _ map[string]string) error {
-		if _, err := os.Stat(filepath.Join(pc.Conf().Get(dirConf), "broken")); err == nil {
-			return errors.New("the deployment is broken")
-		}
-		return nil
-	})
-	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Conf = map[string]string{dirConf: dir, ember.ConfExecutorMaxRetries: "2"}
-	if isChild() {
-		runChild(cfg, nil)
-	}
-	c := embertest.Start(t, cfg)
-	if err := writeFile(dir, "broken", "yes"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Kill(c.Driver.Executors()[0].ID); err != nil {
-		t.Fatal(err)
 	}
 	const ended = `msg="executor ended"`
 	embertest.WaitFor(t, "the exits of both failed replacements", func() bool { return strings.Count(logs.String(), ended) == 2 })

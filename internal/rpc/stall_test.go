@@ -211,19 +211,27 @@ func TestStallCheck(t *testing.T) {
 	}
 }
 
+// stalledLane returns a lane of one worker whose item b holds, with a
+// second waiting behind it; the test's cleanup releases and closes it.
+func stalledLane(t *testing.T) (*rpc.Lane, *blocker) {
+	t.Helper()
+	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
+	b := newBlocker()
+	l := rpc.NewLane(1, 0, b.run)
+	t.Cleanup(l.Close)
+	t.Cleanup(b.releaseAll) // first: Close waits for the item it holds
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
+	b.wait(t, 1)
+	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
+	return l, b
+}
+
 // WatchStalls checks on its own until its ctx ends, and lowers a stalled
 // lane's flag as it does; with no stall warning ("0") it watches nothing
 // and returns at once.
 func TestWatchStalls(t *testing.T) {
 	t.Parallel()
-	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
-	b := newBlocker()
-	l := rpc.NewLane(1, 0, b.run)
-	defer l.Close()
-	defer b.releaseAll()
-	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
-	b.wait(t, 1)
-	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
+	l, _ := stalledLane(t)
 
 	var logs logtest.Buffer
 	var stalled atomic.Int32 // 1 while Stalled last said so
@@ -264,14 +272,7 @@ func TestWatchStalls(t *testing.T) {
 // word, and read as a lane stalled until the end.
 func TestWatchStallsSaysAStallEndedAsItStops(t *testing.T) {
 	t.Parallel()
-	x := rpc.New(nil, nil, newHandler(nil), rpc.Options{})
-	b := newBlocker()
-	l := rpc.NewLane(1, 0, b.run)
-	defer l.Close()
-	defer b.releaseAll()
-	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
-	b.wait(t, 1)
-	l.Push(rpc.Item{Conn: x, Frame: &wire.Frame{}})
+	l, b := stalledLane(t)
 
 	var logs logtest.Buffer
 	lanes := []rpc.Watched{{Lane: l, Log: slog.New(slog.NewTextHandler(&logs, nil))}}
