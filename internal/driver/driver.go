@@ -1365,6 +1365,19 @@ func (d *Driver) ready(es *execState, f *wire.Frame) {
 		d.sched.removeExecutor(es, reason)
 		return
 	}
+	if p := es.proc; p != nil && isDone(p.ended) {
+		// Its process was reported ended (Ended) before its READY was
+		// handled: it died just after sending it. It does not become
+		// ready: Ended, seeing it not ready, left the launcher to say
+		// how it ended (not ExitTold), and the reason of a ready
+		// executor's loss would say it again (withExit). Its stream's
+		// end, still to be handled, makes it a loss before READY.
+		reason := plugin.Errorf(plugin.CodeUnavailable, "executor %s (host %s, pid %d): %w: its process ended as it became ready: %w",
+			es.info.ID, es.info.Host, es.info.PID, plugin.ErrClosed, processExit(p, es.info.PID))
+		d.mu.Unlock()
+		d.sched.removeExecutor(es, reason)
+		return
+	}
 	es.info.Resources = res
 	es.info.Slots = UsableSlots(int(f.GetReady().GetSlots()))
 	es.info.Added = time.Now()
@@ -1464,11 +1477,16 @@ func (d *Driver) withExit(es *execState, reason error) error {
 	if !isDone(p.ended) {
 		return reason
 	}
-	exit := p.exit
-	if exit == nil { // a clean exit, without LEAVING: a task's os.Exit(0), say
-		exit = fmt.Errorf("executor process (pid %d): exit status 0", es.info.PID)
+	return fmt.Errorf("%w; %w", reason, processExit(p, es.info.PID)) // its code, CodeOf(reason)'s
+}
+
+// processExit is how process pid, whose end p records, ended, once
+// reported (Ended). d.mu is held.
+func processExit(p *Process, pid int) error {
+	if p.exit == nil { // a clean exit, without LEAVING: a task's os.Exit(0), say
+		return fmt.Errorf("executor process (pid %d): exit status 0", pid)
 	}
-	return fmt.Errorf("%w; %w", reason, exit) // its code, CodeOf(reason)'s
+	return p.exit
 }
 
 // isDone reports whether c is closed.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/rpc"
+	"github.com/emberhq/ember/internal/wire"
 	"github.com/emberhq/ember/plugin"
 )
 
@@ -170,5 +171,37 @@ func TestExitToldOfAnExecutorThatLeftIsLogged(t *testing.T) {
 	}
 	if !strings.Contains(s, `msg="executor ended" executor=1 err="executor process (pid 42): exit status 66"`) {
 		t.Errorf("logs: got %q; Ended said ExitTold, so the launcher does not log the exit, and the driver must", s)
+	}
+}
+
+// An executor whose process died just after sending READY, reported ended
+// (Ended) before the driver handled that READY: Ended, seeing it not
+// ready, told the launcher to say how it ended (not ExitTold), so it
+// must not become ready, whose loss's reason would say it again. It used
+// to: the exit was logged twice, in the launcher's "executor ended" and
+// in the "executor lost" of an executor ready after its process's end.
+func TestProcessEndedBeforeItsReadyIsNotMadeReady(t *testing.T) {
+	var logs logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Local: true, Exiting: func(int) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := listedExecutor(d)
+	if p := d.Ended(42, errors.New("executor process (pid 42): signal: killed")); p.ExitTold {
+		t.Fatal("Ended: got ExitTold for an executor not ready, want the launcher to say how it ended")
+	}
+	d.ready(es, &wire.Frame{Kind: wire.Kind_KIND_READY, Ready: &wire.Ready{Slots: 1}})
+	if got := d.Executors(); len(got) != 0 {
+		t.Errorf("Executors after a READY handled once its process had ended: got %v, want none", got)
+	}
+	d.HandleClose(es.conn, plugin.Errorf(plugin.CodeUnavailable, "stream receive: peer disconnected: %w", plugin.ErrClosed))
+	if s := logs.String(); strings.Contains(s, "signal: killed") || strings.Contains(s, "executor ready") {
+		t.Errorf("logs: got %q; the launcher says how the process ended (not ExitTold), so the driver must not, nor make it ready", s)
+	}
+	d.sched.mu.Lock()
+	n := len(d.sched.execs)
+	d.sched.mu.Unlock()
+	if n != 0 {
+		t.Errorf("scheduler: got %d executors, want none", n)
 	}
 }

@@ -36,9 +36,13 @@ func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		d.sched.mu.Lock()
-		leaving := len(d.sched.execs) == 1 && d.sched.execs[0].leaving
-		d.sched.mu.Unlock()
+		// READY, handled after its process's end, does not make it
+		// ready (TestProcessEndedBeforeItsReadyIsNotMadeReady): LEAVING
+		// handled marks it stopping on its own.
+		d.mu.Lock()
+		es := d.execs["1"]
+		leaving := es != nil && es.stoppingOwn
+		d.mu.Unlock()
 		if leaving {
 			break
 		}
