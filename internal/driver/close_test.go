@@ -44,6 +44,19 @@ func servedDriver(t *testing.T, edits ...func(*Config)) *Driver {
 	return d
 }
 
+// waitUntil polls cond until it holds, failing the test, which names
+// what it waited for, after 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: gave up after 10s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // handshake connects to d as an executor with the test secret and returns
 // the stream once HELLO, changed by edits, is sent; what the driver sends
 // next is the test's to read.

@@ -127,19 +127,11 @@ func TestLossReasonWithoutTheExitInTime(t *testing.T) {
 // waitAwaited waits until es's HandleClose waits for its process's end.
 func waitAwaited(t *testing.T, d *Driver, es *execState) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, "withExit to wait for the process's end", func() bool {
 		d.mu.Lock()
-		awaited := es.proc.awaited
-		d.mu.Unlock()
-		if awaited {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("withExit did not wait for the process's end")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer d.mu.Unlock()
+		return es.proc.awaited
+	})
 }
 
 // A ready executor that stopped on its own (LEAVING) and ended its

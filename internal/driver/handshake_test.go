@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/rpc"
@@ -257,13 +256,7 @@ func TestMismatchErrorsAreBounded(t *testing.T) {
 		}
 		return m.GetCounter().GetValue()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for mismatches() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("ember_handshake_mismatches_total: got %v, want %d", mismatches(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, fmt.Sprintf("ember_handshake_mismatches_total at %d", n), func() bool { return mismatches() == n })
 	s := logs.String()
 	if got := strings.Count(s, `msg="refused executor: handshake mismatch"`); got != rpc.LogBurst {
 		t.Errorf("mismatch lines: got %d, want %d (the budget); the log:\n%s", got, rpc.LogBurst, s)

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"testing"
-	"time"
 
 	"github.com/emberhq/ember/internal/wire"
 )
@@ -34,23 +33,15 @@ func TestFramesAfterEndedLeaveNoRecord(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// READY, handled after its process's end, does not make it
-		// ready (TestProcessEndedBeforeItsReadyIsNotMadeReady): LEAVING
-		// handled marks it stopping on its own.
+	// READY, handled after its process's end, does not make it ready
+	// (TestProcessEndedBeforeItsReadyIsNotMadeReady): LEAVING handled
+	// marks it stopping on its own.
+	waitUntil(t, "READY and LEAVING handled", func() bool {
 		d.mu.Lock()
+		defer d.mu.Unlock()
 		es := d.execs["1"]
-		leaving := es != nil && es.stoppingOwn
-		d.mu.Unlock()
-		if leaving {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("READY and LEAVING not handled in time")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return es != nil && es.stoppingOwn
+	})
 
 	d.mu.Lock()
 	n := len(d.procs)
