@@ -30,9 +30,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -794,7 +796,11 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 				case err != nil:
 					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
 				default:
-					x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
+					args := []any{"driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout}
+					if cause := connectError(ctx, cc); cause != nil {
+						args = append(args, "err", cause)
+					}
+					x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", args...)
 				}
 				return
 			}
@@ -808,6 +814,28 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 		<-done
 		return warned
 	}
+}
+
+// probeMethod is a method no driver serves, called by connectError.
+var probeMethod = "/" + wire.Ember_ServiceDesc.ServiceName + "/NoSuchMethod"
+
+// connectError returns gRPC's error of its latest failed attempt to
+// connect cc (a connection refused, a name that does not resolve, a dial
+// that timed out), or nil if it cannot tell within a second. The
+// connectivity state does not carry it, and a dialer of Ember's own would
+// turn off gRPC's proxy support (HTTPS_PROXY). While the connection is
+// failing, a call that does not wait for it to be ready fails at once
+// with that error, without leaving this process; the call names a method
+// no driver serves, so that one reached should the connection come up
+// meanwhile answers Unimplemented, running nothing of Ember's.
+func connectError(ctx context.Context, cc *grpc.ClientConn) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err := cc.Invoke(ctx, probeMethod, &wire.Batch{}, new(wire.Batch))
+	if status.Code(err) != codes.Unavailable {
+		return nil
+	}
+	return errors.New(status.Convert(err).Message())
 }
 
 // handshake runs the executor's side of the handshake over a new stream,

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,15 @@ func TestUnreachableDriverIsLoggedAtOnce(t *testing.T) {
 	waitWarned(t, &logs, done)
 	if !strings.Contains(logs.String(), addr) {
 		t.Errorf("the warning does not name the address %s: %q", addr, logs.String())
+	}
+	// It says why: the dial's own error, as this process meets it.
+	_, dialErr := net.Dial("tcp", addr)
+	var errno syscall.Errno
+	if !errors.As(dialErr, &errno) {
+		t.Fatalf("dialing %s: got %v, want a refused connection", addr, dialErr)
+	}
+	if !strings.Contains(logs.String(), errno.Error()) {
+		t.Errorf("the warning does not say why (%q): %q", errno.Error(), logs.String())
 	}
 }
 
