@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/emberhq/ember"
 	"github.com/emberhq/ember/internal/executor"
-	"golang.org/x/net/http2"
 )
 
 // A peer without the secret cannot keep a connection by opening streams
@@ -39,15 +37,13 @@ func TestUnauthenticatedConnectionsEnd(t *testing.T) {
 		t.Fatalf("executor: %v", err)
 	}
 
-	c, err := net.Dial("tcp", d.Addr())
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
+	cc, err := tr.NewClientConn(ctx, "http", d.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer cc.Close()
 	start := time.Now()
 	limit := 100 * ht // far past any bound the driver sets
 	streams := 0

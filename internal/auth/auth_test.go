@@ -1,6 +1,9 @@
 package auth
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+)
 
 func TestProveVerify(t *testing.T) {
 	nd, ne := Nonce(), Nonce()
@@ -26,7 +29,7 @@ func TestProveVerify(t *testing.T) {
 	if Verify(proof, "s3cret", Executor, nd, ne, []byte("tampered")) {
 		t.Error("a proof verified for other bound content")
 	}
-	if string(Nonce()) == string(Nonce()) {
-		t.Error("two nonces are equal")
+	if a, b := Nonce(), Nonce(); bytes.Equal(a, b) {
+		t.Errorf("two nonces are equal: %x", a)
 	}
 }
