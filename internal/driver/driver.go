@@ -1526,43 +1526,79 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	if left && es.proc != nil {
 		es.proc.Left = true
 	}
+	end := closing{
+		reason:  reason,
+		left:    left,
+		leaving: leaving,
+		// Its process has not been reported ended (Ended forgets it),
+		// so its PID is not yet another's: a replacement given the
+		// same PID has a record of its own.
+		procRunning: es.proc != nil && d.procs[es.info.PID] == es.proc,
+		initFailed:  es.initFailed,
+		// One that ended its stream itself before READY, without
+		// LEAVING, refused this driver at the handshake (the proof in
+		// WELCOME, which an executor with a secret checks): it never
+		// joined, and its log says why. Neither lost nor counted as
+		// such.
+		refusedDriver: reason != nil && !es.ready && !es.initFailed && !leaving && errors.Is(reason, rpc.ErrPeerClosed),
+		stopping:      d.stopping,
+	}
 	// Ended, called first, told the launcher that the loss's reason would
 	// say how the process ended (ExitTold), but the stream ended cleanly
 	// after all (the executor left, or was released): no reason carries
 	// it, so it is logged below, as the launcher would have.
-	var untold error
 	if reason == nil && es.proc != nil && es.proc.ExitTold {
-		untold = es.proc.exit
+		end.untold = es.proc.exit
 	}
-	// Its process has not been reported ended (Ended forgets it), so its
-	// PID is not yet another's: a replacement given the same PID has a
-	// record of its own.
-	procRunning := es.proc != nil && d.procs[es.info.PID] == es.proc
 	wasReady := es.ready
-	initFailed := es.initFailed
-	// One that ended its stream itself before READY, without LEAVING,
-	// refused this driver at the handshake (the proof in WELCOME, which
-	// an executor with a secret checks): it never joined, and its log
-	// says why. Neither lost nor counted as such.
-	refusedDriver := reason != nil && !wasReady && !initFailed && !leaving && errors.Is(reason, rpc.ErrPeerClosed)
-	stopping := d.stopping
 	d.notifyLocked()
+	d.closeSeriesLocked(es.info.ID, end)
+	if wasReady {
+		// After ready's OnExecutorAdded, which was queued under this lock.
+		d.builtin.ExecutorsAlive.Dec()
+		info := cloneInfo(es.info)
+		d.notifyListeners(es, "OnExecutorRemoved", func(ctx context.Context, l plugin.ExecutorListener) {
+			l.OnExecutorRemoved(ctx, info, reason)
+		})
+	}
+	d.mu.Unlock()
+	d.logClose(es.info, end)
+	if wasReady {
+		d.sched.removeExecutor(es, reason)
+	}
+}
+
+// closing is what HandleClose learnt of how an executor's stream ended.
+type closing struct {
+	reason        error // nil: released, or left cleanly
+	left          bool  // stopped on its own (LEAVING), then ended its stream
+	leaving       bool  // said it was stopping on its own
+	procRunning   bool  // its process has not been reported ended
+	initFailed    bool  // its plugins failed to initialise
+	refusedDriver bool  // it refused this driver at the handshake
+	stopping      bool  // the driver's Close had begun
+	untold        error // how its process ended, if no reason says it
+}
+
+// closeSeriesLocked counts executor id's loss, and drops its metrics
+// series: a lost one's at once, a departed one's after
+// departedSeriesKept. d.mu is held.
+func (d *Driver) closeSeriesLocked(id string, end closing) {
 	switch {
-	case reason != nil:
+	case end.reason != nil:
 		// A lost executor's series go; a released one's final values
 		// (shipped with STOPPED) stay readable until the driver ends.
-		d.execStats.Delete(es.info.ID)
-		if !initFailed && !refusedDriver { // those failed to join, and are logged as such
+		d.execStats.Delete(id)
+		if !end.initFailed && !end.refusedDriver { // those failed to join, and are logged as such
 			d.builtin.ExecutorsLost.Inc()
 		}
-	case left && !stopping:
+	case end.left && !end.stopping:
 		// One that left shipped its final values as it stopped: they
 		// stay long enough for any scrape to read them, then go, or a
 		// long-running driver with executors coming and going would
 		// keep them all. (Once Close has begun they stay until the
 		// driver ends, as a released one's do: Close stops the timers,
 		// which would otherwise keep the closed driver reachable.)
-		id := es.info.ID
 		if d.departed == nil {
 			d.departed = map[string]*time.Timer{}
 		}
@@ -1573,47 +1609,41 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 			d.execStats.Delete(id)
 		})
 	}
-	if wasReady {
-		// After ready's OnExecutorAdded, which was queued under this lock.
-		d.builtin.ExecutorsAlive.Dec()
-		info := cloneInfo(es.info)
-		d.notifyListeners(es, "OnExecutorRemoved", func(ctx context.Context, l plugin.ExecutorListener) {
-			l.OnExecutorRemoved(ctx, info, reason)
-		})
-	}
-	d.mu.Unlock()
+}
+
+// logClose logs how the executor info names ended, and has its process
+// killed if the driver lost it while it still runs (OnLost).
+func (d *Driver) logClose(info plugin.ExecutorInfo, end closing) {
+	reason := end.reason
 	switch {
-	case left:
-		d.log.Info("executor left: it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID)
+	case end.left:
+		d.log.Info("executor left: it stopped on its own", "executor", info.ID, "host", info.Host, "pid", info.PID)
 	case reason == nil:
-		d.log.Debug("executor released", "executor", es.info.ID)
-	case refusedDriver:
+		d.log.Debug("executor released", "executor", info.ID)
+	case end.refusedDriver:
 		hint := "its log says why"
 		if d.cfg.Secret == "" {
 			hint = "this driver runs without authentication (Config.InsecureNoAuth), which an executor given a secret refuses: give the driver the executors' secret, or the executor none"
 		}
-		d.log.Warn("executor refused this driver at the handshake and left", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "hint", hint)
-	case initFailed: // already logged as such: its leaving is no news
-		d.log.Debug("executor gone after failing to initialise", "executor", es.info.ID, "err", reason)
-	case leaving:
-		d.log.Warn("executor lost as it stopped on its own", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
-	case stopping:
+		d.log.Warn("executor refused this driver at the handshake and left", "executor", info.ID, "host", info.Host, "pid", info.PID, "hint", hint)
+	case end.initFailed: // already logged as such: its leaving is no news
+		d.log.Debug("executor gone after failing to initialise", "executor", info.ID, "err", reason)
+	case end.leaving:
+		d.log.Warn("executor lost as it stopped on its own", "executor", info.ID, "host", info.Host, "pid", info.PID, "err", reason)
+	case end.stopping:
 		// Its plugins' final sends and metrics, which shutdown exists to
 		// deliver, may be missing: not a warning. (Run does not fail for
 		// it: an executor that died just before Close is lost the same
 		// way, and the driver cannot tell which it was.)
-		d.log.Error("executor lost during shutdown: what its plugins send as they shut down may be missing", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
+		d.log.Error("executor lost during shutdown: what its plugins send as they shut down may be missing", "executor", info.ID, "host", info.Host, "pid", info.PID, "err", reason)
 	default:
-		d.log.Error("executor lost", "executor", es.info.ID, "host", es.info.Host, "pid", es.info.PID, "err", reason)
-		if d.cfg.OnLost != nil && procRunning {
-			d.cfg.OnLost(es.info.PID)
+		d.log.Error("executor lost", "executor", info.ID, "host", info.Host, "pid", info.PID, "err", reason)
+		if d.cfg.OnLost != nil && end.procRunning {
+			d.cfg.OnLost(info.PID)
 		}
 	}
-	if untold != nil {
-		d.log.Warn("executor ended", "executor", es.info.ID, "err", untold)
-	}
-	if wasReady {
-		d.sched.removeExecutor(es, reason)
+	if end.untold != nil {
+		d.log.Warn("executor ended", "executor", info.ID, "err", end.untold)
 	}
 }
 
