@@ -802,3 +802,24 @@ func TestDriverGathererBesideAServiceRegistry(t *testing.T) {
 		}
 	}
 }
+
+// ember_tasks_total has a series for every state from a task's first
+// job, at 0 until its first count: the README tells operators to alert on
+// the failed and lost states, and a series born at 1 shows no increase,
+// so the first attempt lost with its executor went unnoticed. The states
+// are a closed set and the tasks registered: the series are bounded.
+func TestTaskStatesServedFromTheFirstJob(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet})
+	if _, err := ember.Map(testCtx(t), c.Driver, double, []int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	fams := scrape(t, c.Driver.MetricsURL())
+	for state, want := range map[string]float64{"started": 2, "succeeded": 2, "failed": 0, "lost": 0, "canceled": 0} {
+		got, ok := value(fams, "ember_tasks_total", map[string]string{"task": "test.double", "state": state})
+		if !ok {
+			t.Errorf("ember_tasks_total{task=\"test.double\",state=%q} is not served after the task's first job", state)
+		} else if got != want {
+			t.Errorf("ember_tasks_total{task=\"test.double\",state=%q}: got %v, want %v", state, got, want)
+		}
+	}
+}

@@ -311,6 +311,13 @@ func (d *Driver) runJob(ctx context.Context, task string, inputs [][]byte, progr
 	}
 	s.nextJob++
 	progress.job.Store(int64(s.nextJob))
+	// Every state's series is served at 0 from the task's first job, so
+	// that an alert on increase() sees the first lost or failed attempt:
+	// a series born at 1 shows none. The states are a closed set and the
+	// tasks registered, so these series are bounded.
+	for _, state := range metrics.TaskStates {
+		s.builtin.Tasks.WithLabelValues(task, state)
+	}
 	j := &job{
 		id:       strconv.Itoa(s.nextJob),
 		task:     task,

@@ -530,6 +530,9 @@ type Builtin struct {
 	LaneStalled    *prometheus.GaugeVec   // executor ("driver"), plugin
 }
 
+// TaskStates are the values of ember_tasks_total's state label.
+var TaskStates = []string{"started", "succeeded", "failed", "lost", "canceled"}
+
 // NewBuiltin registers the built-in metrics on reg.
 func NewBuiltin(reg prometheus.Registerer) *Builtin {
 	b := &Builtin{
