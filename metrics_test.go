@@ -823,3 +823,28 @@ func TestTaskStatesServedFromTheFirstJob(t *testing.T) {
 		}
 	}
 }
+
+// ember_handler_seconds times a driver plugin's Receive: a plugin with an
+// executor side only has none, and no series, as it has no
+// ember_lane_queue_depth or ember_lane_stalled series. It used to be
+// served an empty histogram (custommetrics' even-counter, say), which
+// read as a plugin whose driver side was never called.
+func TestNoHandlerSeriesWithoutADriverSide(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[1]", Logger: quiet, Plugins: []plugin.Plugin{
+		fakePlugin{name: "executor-only", newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} }},
+		fakePlugin{name: "both", newDriver: func() plugin.DriverPlugin { return &fakeDriver{} }, newExecutor: func() plugin.ExecutorPlugin { return &fakeExecutor{} }},
+	}})
+	fams := scrape(t, c.Driver.MetricsURL())
+	for _, name := range []string{"ember_handler_seconds", "ember_lane_queue_depth", "ember_lane_stalled"} {
+		for _, m := range fams[name].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "plugin" && l.GetValue() == "executor-only" {
+					t.Errorf("%s has a series for a plugin with no driver side", name)
+				}
+			}
+		}
+	}
+	if fams["ember_handler_seconds"] == nil || len(fams["ember_handler_seconds"].GetMetric()) != 1 {
+		t.Errorf("ember_handler_seconds: got %v, want one series, the driver plugin's", fams["ember_handler_seconds"])
+	}
+}

@@ -352,8 +352,10 @@ func New(cfg Config) (*Driver, error) {
 				ConstLabels: prometheus.Labels{"plugin": e.name},
 			}, func() float64 { return float64(lane.Len()) }))
 			d.builtin.LaneStalled.WithLabelValues("driver", e.name) // served at 0 from the start
+			// Only a driver side has a Receive to time: a plugin with
+			// none has no handler series, as it has no lane's.
+			e.handlerSeconds = d.builtin.HandlerSeconds.WithLabelValues(e.name)
 		}
-		e.handlerSeconds = d.builtin.HandlerSeconds.WithLabelValues(e.name)
 		d.endpoints = append(d.endpoints, e)
 		d.names = append(d.names, e.name)
 	}
