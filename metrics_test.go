@@ -848,3 +848,35 @@ func TestNoHandlerSeriesWithoutADriverSide(t *testing.T) {
 		t.Errorf("ember_handler_seconds: got %v, want one series, the driver plugin's", fams["ember_handler_seconds"])
 	}
 }
+
+// ember_executor_info has a series, at 1, for each ready executor, naming
+// its ID, host and PID, and only while it is connected: an operator groups
+// other series by host with it, and counts executors up.
+func TestExecutorInfoSeries(t *testing.T) {
+	c := embertest.Start(t, ember.Config{Master: "local[2]", Logger: quiet})
+	execs := c.Driver.Executors()
+	if len(execs) != 2 {
+		t.Fatalf("executors: got %d, want 2", len(execs))
+	}
+	fams := scrape(t, c.Driver.MetricsURL())
+	if got := len(fams["ember_executor_info"].GetMetric()); got != 2 {
+		t.Fatalf("ember_executor_info series: got %d, want 2 (one per executor)", got)
+	}
+	for _, e := range execs {
+		want := map[string]string{"executor": e.ID, "host": e.Host, "pid": strconv.Itoa(e.PID)}
+		if v, ok := value(fams, "ember_executor_info", want); !ok || v != 1 {
+			t.Errorf("ember_executor_info%v: got %v (served: %v), want 1", want, v, ok)
+		}
+	}
+	gone := execs[0].ID
+	if err := c.Kill(gone); err != nil {
+		t.Fatal(err)
+	}
+	embertest.WaitFor(t, "the killed executor's series to go", func() bool {
+		_, ok := value(scrape(t, c.Driver.MetricsURL()), "ember_executor_info", map[string]string{"executor": gone})
+		return !ok
+	})
+	if _, ok := value(scrape(t, c.Driver.MetricsURL()), "ember_executor_info", map[string]string{"executor": execs[1].ID}); !ok {
+		t.Errorf("ember_executor_info{executor=%q} went with the other executor's", execs[1].ID)
+	}
+}

@@ -301,6 +301,7 @@ func New(cfg Config) (*Driver, error) {
 		changed:  make(chan struct{}),
 	}
 	d.builtin = metrics.NewBuiltin(cfg.Registry)
+	cfg.Registry.MustRegister(executorInfo{d})
 	onLimit := cfg.Conn.OnLimit
 	d.cfg.Conn.OnLimit = func(limit string) {
 		d.builtin.LimitHits.WithLabelValues("driver", limit).Inc()
