@@ -13,6 +13,7 @@ import (
 
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/codec"
+	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/metrics"
 	"github.com/emberhq/ember/internal/rpc"
 	"github.com/emberhq/ember/internal/wire"
@@ -251,5 +252,43 @@ func TestClosedDriverIsNotKeptByDepartedTimers(t *testing.T) {
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An executor that does not answer STOP within ShutdownTimeout (one whose
+// STOPPED is stuck behind a large send on a slow link, say) is named as
+// such when its connection ends, in the driver's line and in the reason
+// its attempts and OnExecutorRemoved get: the line used to say it was lost
+// with "connection closed", the driver's own graceful close of it after
+// the wait, which reads like a crash of the executor's.
+func TestExecutorNotStoppedInTimeIsNamedSo(t *testing.T) {
+	var logs logtest.Buffer
+	d := servedDriver(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	hangs := handshake(t, d)
+	if b, err := hangs.Recv(); err != nil || b.Frames[0].Welcome == nil {
+		t.Fatalf("WELCOME: got %v, %v", b, err)
+	}
+	go func() { // reads, and never answers STOP
+		for {
+			if _, err := hangs.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	err := d.Close()
+	if err == nil || !strings.Contains(err.Error(), "executor 1 did not stop within 200ms") {
+		t.Fatalf("Close: got %v, want executor 1 did not stop within 200ms", err)
+	}
+	waitUntil(t, "the executor's removal to be logged", func() bool {
+		return strings.Contains(logs.String(), "executor=1") && strings.Contains(logs.String(), "during shutdown")
+	})
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "during shutdown") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "did not stop within 200ms") || strings.Contains(line, "connection closed") {
+		t.Errorf("the driver's line for an executor that did not stop in time: got\n%s\nwant it to say that it did not stop within 200ms, not that its connection closed", line)
 	}
 }

@@ -220,7 +220,10 @@ type execState struct {
 	// plugins take nothing more: calls to it fail, and Broadcast skips
 	// it. Set under Driver.mu.
 	stoppingOwn bool
-	stopped     chan struct{} // closed when STOPPED arrives
+	// notStopped: Close's wait for its STOPPED ended without it (the
+	// "did not stop within" error Close returns). Set under Driver.mu.
+	notStopped error
+	stopped    chan struct{} // closed when STOPPED arrives
 	// stopErr is the executor plugins' shutdown errors STOPPED carried;
 	// written before stopped is closed, read after.
 	stopErr error
@@ -1520,6 +1523,16 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 	if left {
 		reason = nil
 	}
+	d.mu.Lock()
+	notStopped := es.notStopped
+	d.mu.Unlock()
+	if reason != nil && notStopped != nil && !rpc.EndedHere(reason) {
+		// Close gave up waiting for its STOPPED (on a slow link, behind
+		// a large send, say) and closed the stream, or the executor
+		// ended it after that: "connection closed" alone read as a
+		// crash of the executor's.
+		reason = plugin.Errorf(plugin.CodeUnavailable, "%v (ShutdownTimeout), and its connection was closed: %w", notStopped, plugin.ErrClosed)
+	}
 	if reason != nil {
 		reason = d.withExit(es, reason)
 	}
@@ -1545,6 +1558,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		// such.
 		refusedDriver: reason != nil && !es.ready && !es.initFailed && !leaving && errors.Is(reason, rpc.ErrPeerClosed),
 		stopping:      d.stopping,
+		notStopped:    notStopped != nil,
 	}
 	// Ended, called first, told the launcher that the loss's reason would
 	// say how the process ended (ExitTold), but the stream ended cleanly
@@ -1580,6 +1594,7 @@ type closing struct {
 	initFailed    bool  // its plugins failed to initialise
 	refusedDriver bool  // it refused this driver at the handshake
 	stopping      bool  // the driver's Close had begun
+	notStopped    bool  // Close's wait for its STOPPED ended without it
 	untold        error // how its process ended, if no reason says it
 }
 
@@ -1633,6 +1648,8 @@ func (d *Driver) logClose(info plugin.ExecutorInfo, end closing) {
 		d.log.Debug("executor gone after failing to initialise", "executor", info.ID, "err", reason)
 	case end.leaving:
 		d.log.Warn("executor lost as it stopped on its own", "executor", info.ID, "host", info.Host, "pid", info.PID, "err", reason)
+	case end.stopping && end.notStopped:
+		d.log.Error("executor did not stop within the shutdown timeout, and was closed during shutdown: what its plugins send as they shut down may be missing", "executor", info.ID, "host", info.Host, "pid", info.PID, "err", reason)
 	case end.stopping:
 		// Its plugins' final sends and metrics, which shutdown exists to
 		// deliver, may be missing: not a warning. (Run does not fail for
@@ -1803,7 +1820,11 @@ func (d *Driver) Close() error {
 			d.mu.Unlock()
 		default:
 			if ctx.Err() != nil && es.conn.Err() == nil {
-				errs = append(errs, fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout))
+				err := fmt.Errorf("executor %s did not stop within %v", es.info.ID, d.cfg.ShutdownTimeout)
+				errs = append(errs, err)
+				d.mu.Lock()
+				es.notStopped = err
+				d.mu.Unlock()
 			}
 		}
 	}
