@@ -165,7 +165,11 @@ type Config struct {
 	// with CodeResourceExhausted. Default 4096.
 	MaxOutstandingAsks int
 	// HandshakeTimeout bounds a new connection's TLS and Ember handshakes;
-	// a peer that takes longer is dropped. Default 10s.
+	// a peer that takes longer is dropped. On an executor it bounds each
+	// of the driver's answers in the handshake once a stream to it is
+	// open: a driver from which no byte comes for that long (the network
+	// dropping packets) ends Run with an error, rather than a silent wait
+	// until StartTimeout. Default 10s.
 	HandshakeTimeout time.Duration
 	// BuildID identifies the program; driver and executors must agree.
 	// Empty: derived from the executable, so only the same binary passes.

@@ -738,6 +738,7 @@ func executorConfig(cfg Config, plugins []plugin.Plugin, addr, secret string) (e
 		LaneQueue:        cfg.LaneQueue,
 		HeartbeatTimeout: cfg.HeartbeatTimeout,
 		ConnectTimeout:   cfg.StartTimeout,
+		HandshakeTimeout: cfg.HandshakeTimeout,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Tasks:            taskNames(),
 		RunTask:          runTask(cfg.Logger),

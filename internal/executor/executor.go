@@ -60,6 +60,18 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// ConnectTimeout bounds reaching the driver and the handshake.
 	ConnectTimeout time.Duration
+	// HandshakeTimeout bounds the wait for each of the driver's answers
+	// in the handshake, once a stream to it is open (its CHALLENGE, and
+	// its WELCOME after HELLO), while no byte comes from it (default
+	// 10s). A driver that does not answer (the network dropping packets,
+	// a partition) ends Run with an error, as the driver drops an
+	// executor that does not answer it: the executor used to wait,
+	// silent, for ConnectTimeout.
+	HandshakeTimeout time.Duration
+	// SlowConnect is how long a connection attempt may go unanswered
+	// before the executor warns that it cannot connect yet (default 5s):
+	// an attempt to a host that drops the packets lasts 20s.
+	SlowConnect time.Duration
 	// ShutdownTimeout is what the driver waits for this executor to stop;
 	// the whole stop fits in it (see Executor.shutdown).
 	ShutdownTimeout time.Duration
@@ -239,7 +251,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer untie()
 	types := codec.Names() // what the handshake announces, and the frames' type table
 	unreachable := x.warnUnreachable(streamCtx, cc, handshakes.err)
-	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), types, handshakes)
+	welcome, stream, err := x.handshake(streamCtx, cancel, wire.NewEmberClient(cc), cc.GetState, types, handshakes)
 	warned := unreachable()
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
@@ -400,6 +412,12 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.SlowConnect <= 0 {
+		cfg.SlowConnect = 5 * time.Second
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
@@ -771,11 +789,12 @@ func (x *Executor) drain(timeout time.Duration) {
 }
 
 // warnUnreachable logs once, at Warn, if the connection to the driver
-// fails before it is first up: gRPC retries until ConnectTimeout (a
-// minute by default), so a wrong address or a driver not started would
-// otherwise be a silent wait. It names the failed TLS handshake, if that
-// is what failed (handshakeErr). The returned func stops the watch,
-// waits for it to end, and reports whether it warned.
+// fails before it is first up, or an attempt goes unanswered for
+// SlowConnect: gRPC retries until ConnectTimeout (a minute by default),
+// so a wrong address, a driver not started or a host that drops the
+// packets would otherwise be a silent wait. It names the failed TLS
+// handshake, if that is what failed (handshakeErr). The returned func
+// stops the watch, waits for it to end, and reports whether it warned.
 func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, handshakeErr func() error) (stop func() (warned bool)) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -783,24 +802,24 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 	go func() {
 		defer close(done)
 		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
-			if s == connectivity.TransientFailure {
-				err := handshakeErr()
-				if tlsMisconfigured(err) {
-					return // the handshake fails with it, at once
+			switch s {
+			case connectivity.TransientFailure:
+				warned = x.warnFailed(ctx, cc, handshakeErr())
+				return
+			case connectivity.Connecting:
+				// An attempt nobody answers (a host down, packets
+				// dropped on the way) fails only at gRPC's connect
+				// timeout, 20s.
+				wait, stop := context.WithTimeout(ctx, x.cfg.SlowConnect)
+				changed := cc.WaitForStateChange(wait, s)
+				stop()
+				if changed {
+					continue
 				}
-				warned = true
-				switch {
-				case errors.Is(err, ErrNotGRPC), errors.Is(err, errClosedAfterTLS):
-					// Not a failed TLS handshake: it succeeded.
-					x.log.Warn("cannot connect to the driver yet: "+err.Error()+"; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
-				case err != nil:
-					x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", err, "until", x.cfg.ConnectTimeout)
-				default:
-					args := []any{"driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout}
-					if cause := connectError(ctx, cc); cause != nil {
-						args = append(args, "err", cause)
-					}
-					x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", args...)
+				if ctx.Err() == nil {
+					warned = true
+					x.log.Warn("cannot connect to the driver yet: no answer from its address within "+x.cfg.SlowConnect.String()+
+						" (is the host up, and reachable from this one, or does a firewall drop the packets?); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 				}
 				return
 			}
@@ -814,6 +833,79 @@ func (x *Executor) warnUnreachable(ctx context.Context, cc *grpc.ClientConn, han
 		<-done
 		return warned
 	}
+}
+
+// warnFailed logs, at Warn, that the connection to the driver failed
+// (cc in TransientFailure), with the latest failed transport handshake,
+// herr, or gRPC's error of the attempt. It reports whether it did: a TLS
+// failure that retrying cannot mend fails the handshake at once instead.
+func (x *Executor) warnFailed(ctx context.Context, cc *grpc.ClientConn, herr error) bool {
+	switch {
+	case tlsMisconfigured(herr):
+		return false
+	case errors.Is(herr, ErrNotGRPC), errors.Is(herr, errClosedAfterTLS):
+		// Not a failed TLS handshake: it succeeded.
+		x.log.Warn("cannot connect to the driver yet: "+herr.Error()+"; retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
+	case herr != nil:
+		x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", herr, "until", x.cfg.ConnectTimeout)
+	default:
+		args := []any{"driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout}
+		if cause := connectError(ctx, cc); cause != nil {
+			args = append(args, "err", cause)
+		}
+		x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", args...)
+	}
+	return true
+}
+
+// answerWait waits for an answer from the driver: it calls give up when
+// none has come within timeout, the wait running on while bytes arrive
+// (received changes): a large WELCOME on a slow link is an answer coming.
+type answerWait struct {
+	timeout  time.Duration
+	received func() uint64
+	giveUp   func()
+
+	mu    sync.Mutex // protects the following fields
+	t     *time.Timer
+	last  uint64 // received when the wait last began
+	ended bool   // stopped, or given up
+}
+
+func newAnswerWait(timeout time.Duration, received func() uint64, giveUp func()) *answerWait {
+	w := &answerWait{timeout: timeout, received: received, giveUp: giveUp, last: received()}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t = time.AfterFunc(timeout, w.expired)
+	return w
+}
+
+func (w *answerWait) expired() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
+	if n := w.received(); n != w.last {
+		w.last = n
+		w.t.Reset(w.timeout)
+		return
+	}
+	w.ended = true
+	w.giveUp()
+}
+
+// Stop ends the wait. It reports whether it did so before the wait gave
+// up.
+func (w *answerWait) Stop() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return false
+	}
+	w.ended = true
+	w.t.Stop()
+	return true
 }
 
 // probeMethod is a method no driver serves, called by connectError.
@@ -844,9 +936,20 @@ func connectError(ctx context.Context, cc *grpc.ClientConn) error {
 // no stream opens: one that retrying cannot mend (a TLS certificate this
 // executor does not trust) at once, others (a server that does not speak
 // gRPC, say) when ConnectTimeout has passed.
-func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, types []string, handshakes *handshakeErrors) (*wire.Welcome, wire.Ember_ConnectClient, error) {
+func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, client wire.EmberClient, state func() connectivity.State, types []string, handshakes *handshakeErrors) (*wire.Welcome, wire.Ember_ConnectClient, error) {
 	deadline := time.AfterFunc(x.cfg.ConnectTimeout, cancel)
 	defer deadline.Stop()
+	// Once a stream is open, each of the driver's answers comes within
+	// HandshakeTimeout, or the handshake ends: a driver that the network
+	// stopped reaching (a partition, packets dropped) would otherwise
+	// hold the executor, silent, until ConnectTimeout.
+	var unanswered atomic.Pointer[string] // the answer that did not come in time
+	await := func(answer string) *answerWait {
+		return newAnswerWait(x.cfg.HandshakeTimeout, handshakes.received.Load, func() {
+			unanswered.Store(&answer)
+			cancel()
+		})
+	}
 	// A TLS failure that retrying cannot mend ends the wait; one on
 	// another connection attempt, seen as this one succeeds, must not
 	// end the stream after the handshake.
@@ -878,10 +981,18 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 			}
 			return nil, nil, misconfigured{fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)}
 		}
+		if answer := unanswered.Load(); answer != nil {
+			return nil, nil, fmt.Errorf("executor: driver %s did not answer the handshake (no %s) within %v (HandshakeTimeout) on a stream it had opened: is the network between them dropping packets? %v",
+				x.cfg.DriverAddr, *answer, x.cfg.HandshakeTimeout, err)
+		}
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.
-			if herr != nil {
+			switch {
+			case herr != nil:
 				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, herr, err)
+			case state() == connectivity.Connecting:
+				// gRPC's error says only that the wait was canceled.
+				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: no answer from that address (is the host up, and reachable from this one, or does a firewall drop the packets?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 			}
 			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 		}
@@ -894,7 +1005,10 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	// CHALLENGE and WELCOME arrive before the driver has proved anything:
 	// read as FirstBatches, they cost about what the peer sends.
 	first := new(wire.FirstBatch)
-	if err := stream.RecvMsg(first); err != nil {
+	challengeDue := await("CHALLENGE")
+	err = stream.RecvMsg(first)
+	challengeDue.Stop()
+	if err != nil {
 		return fail(err)
 	}
 	if f := first.Frame; f == nil || f.Kind != wire.Kind_KIND_CHALLENGE || f.Challenge == nil {
@@ -925,7 +1039,12 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return fail(err)
 	}
 	b := new(wire.FirstBatch)
-	if err := stream.RecvMsg(b); err != nil {
+	welcomeDue := await("WELCOME")
+	err = stream.RecvMsg(b)
+	if !welcomeDue.Stop() && err == nil {
+		err = errors.New("the answer came as the wait ended")
+	}
+	if err != nil {
 		return fail(err)
 	}
 	if f := b.Frame; f == nil || f.Kind != wire.Kind_KIND_WELCOME || f.Welcome == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/wire"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 )
@@ -75,13 +76,13 @@ func FuzzHandshake(f *testing.F) {
 	f.Add([]byte(nil), []byte(nil), true)
 	log := slog.New(slog.DiscardHandler)
 	f.Fuzz(func(t *testing.T, challenge, welcome []byte, secret bool) {
-		x := &Executor{cfg: Config{DriverAddr: "fuzz", BuildID: "b", ConnectTimeout: time.Hour}, log: log}
+		x := &Executor{cfg: Config{DriverAddr: "fuzz", BuildID: "b", ConnectTimeout: time.Hour, HandshakeTimeout: time.Hour}, log: log}
 		if secret {
 			x.cfg.Secret = "s"
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		w, _, err := x.handshake(ctx, cancel, &fuzzDriver{msgs: [][]byte{challenge, welcome}}, []string{"t"}, &handshakeErrors{handshakeState: new(handshakeState)})
+		w, _, err := x.handshake(ctx, cancel, &fuzzDriver{msgs: [][]byte{challenge, welcome}}, func() connectivity.State { return connectivity.Ready }, []string{"t"}, &handshakeErrors{handshakeState: new(handshakeState)})
 		switch {
 		case err != nil:
 			return

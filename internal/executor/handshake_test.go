@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/internal/auth"
 	"github.com/emberhq/ember/internal/logtest"
 	"github.com/emberhq/ember/internal/wire"
 	"google.golang.org/grpc"
@@ -261,5 +262,96 @@ func TestChallengeNonceOfTheWrongSize(t *testing.T) {
 				t.Errorf("Run: got %v, want an error saying %q", err, want)
 			}
 		})
+	}
+}
+
+// A driver that stops answering in the handshake, once the stream is open
+// (a partition, packets dropped), ends Run within HandshakeTimeout, naming
+// the answer that did not come: the executor used to wait, silent, until
+// ConnectTimeout (a minute by default), while the driver had dropped it.
+func TestUnansweredHandshakeEndsRun(t *testing.T) {
+	challenge, err := (&wire.Batch{Frames: []*wire.Frame{{Kind: wire.Kind_KIND_CHALLENGE,
+		Challenge: &wire.Challenge{Nonce: make([]byte, auth.NonceSize)}}}}).MarshalVT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		msgs [][]byte // what the driver sends before it goes silent
+		want string
+	}{
+		{"no CHALLENGE", nil, "did not answer the handshake (no CHALLENGE) within 200ms (HandshakeTimeout)"},
+		{"no WELCOME", [][]byte{challenge}, "did not answer the handshake (no WELCOME) within 200ms (HandshakeTimeout)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := impostor(t, tt.msgs...)
+			err := Run(context.Background(), Config{DriverAddr: addr, Logger: slog.New(slog.DiscardHandler),
+				ConnectTimeout: time.Minute, HandshakeTimeout: 200 * time.Millisecond})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Run: got %v, want an error saying %q", err, tt.want)
+			}
+			if errors.Is(err, ErrMisconfigured) {
+				t.Errorf("Run: got %v, which matches ErrMisconfigured; want a failure that starting again may mend", err)
+			}
+		})
+	}
+}
+
+// silentAddr returns the address of a listener that accepts connections
+// and never writes to them, as a host that drops packets never answers:
+// gRPC waits for its HTTP/2 preface until its connect timeout, 20s.
+func silentAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { lis.Close(); <-done })
+	return lis.Addr().String()
+}
+
+// A connection attempt nobody answers lasts gRPC's connect timeout (20s):
+// the executor warns after SlowConnect, where it used to say nothing
+// until the attempt failed, or at all, when ConnectTimeout came first.
+func TestUnansweredConnectionIsLogged(t *testing.T) {
+	addr := silentAddr(t)
+	var logs logtest.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DriverAddr: addr, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+			ConnectTimeout: time.Hour, SlowConnect: 100 * time.Millisecond})
+	}()
+	defer func() { cancel(); <-done }()
+	waitWarned(t, &logs, done)
+	if want := "no answer from its address within 100ms"; !strings.Contains(logs.String(), want) {
+		t.Errorf("the warning: got %q, want it to say %q", logs.String(), want)
+	}
+}
+
+// An executor whose connection attempt was still unanswered when
+// ConnectTimeout ended says so: gRPC's error said only that the wait was
+// canceled.
+func TestUnansweredConnectionError(t *testing.T) {
+	addr := silentAddr(t)
+	err := Run(context.Background(), Config{DriverAddr: addr, Logger: slog.New(slog.DiscardHandler), ConnectTimeout: 300 * time.Millisecond})
+	if want := "no answer from that address"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: got %v, want an error saying %q", err, want)
 	}
 }
