@@ -858,9 +858,9 @@ func (x *Executor) warnFailed(ctx context.Context, cc *grpc.ClientConn, herr err
 	return true
 }
 
-// answerWait waits for an answer from the driver: it calls give up when
-// none has come within timeout, the wait running on while bytes arrive
-// (received changes): a large WELCOME on a slow link is an answer coming.
+// answerWait waits for an answer from the driver: it calls giveUp once
+// no byte has come from it for timeout (received has not changed): a
+// large WELCOME on a slow link is an answer coming.
 type answerWait struct {
 	timeout  time.Duration
 	received func() uint64
@@ -931,7 +931,9 @@ func connectError(ctx context.Context, cc *grpc.ClientConn) error {
 }
 
 // handshake runs the executor's side of the handshake over a new stream,
-// within ConnectTimeout, and returns the driver's WELCOME and the stream.
+// within ConnectTimeout, each of the driver's answers within
+// HandshakeTimeout of its last byte, and returns the driver's WELCOME and
+// the stream.
 // The latest failed transport handshake (handshakes) names the cause when
 // no stream opens: one that retrying cannot mend (a TLS certificate this
 // executor does not trust) at once, others (a server that does not speak
@@ -982,8 +984,9 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 			return nil, nil, misconfigured{fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)}
 		}
 		if answer := unanswered.Load(); answer != nil {
-			return nil, nil, fmt.Errorf("executor: driver %s did not answer the handshake (no %s) within %v (HandshakeTimeout) on a stream it had opened: is the network between them dropping packets? %v",
-				x.cfg.DriverAddr, *answer, x.cfg.HandshakeTimeout, err)
+			// err is the wait's own cancel: no news.
+			return nil, nil, fmt.Errorf("executor: driver %s did not answer the handshake: no %s, and no byte from it for %v (HandshakeTimeout; is the network between them dropping packets?)",
+				x.cfg.DriverAddr, *answer, x.cfg.HandshakeTimeout)
 		}
 		if !deadline.Stop() {
 			// Never reached, or never answered: not a driver lost.

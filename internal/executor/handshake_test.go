@@ -280,8 +280,8 @@ func TestUnansweredHandshakeEndsRun(t *testing.T) {
 		msgs [][]byte // what the driver sends before it goes silent
 		want string
 	}{
-		{"no CHALLENGE", nil, "did not answer the handshake (no CHALLENGE) within 200ms (HandshakeTimeout)"},
-		{"no WELCOME", [][]byte{challenge}, "did not answer the handshake (no WELCOME) within 200ms (HandshakeTimeout)"},
+		{"no CHALLENGE", nil, "did not answer the handshake: no CHALLENGE, and no byte from it for 200ms (HandshakeTimeout"},
+		{"no WELCOME", [][]byte{challenge}, "did not answer the handshake: no WELCOME, and no byte from it for 200ms (HandshakeTimeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
