@@ -75,7 +75,7 @@ func FuzzHandshake(f *testing.F) {
 	f.Add(enc(&wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{}}), []byte(nil), false)
 	f.Add([]byte(nil), []byte(nil), true)
 	log := slog.New(slog.DiscardHandler)
-	f.Fuzz(func(t *testing.T, challenge, welcome []byte, secret bool) {
+	handshake := func(challenge, welcome []byte, secret bool) (*wire.Welcome, error) {
 		x := &Executor{cfg: Config{DriverAddr: "fuzz", BuildID: "b", ConnectTimeout: time.Hour, HandshakeTimeout: time.Hour}, log: log}
 		if secret {
 			x.cfg.Secret = "s"
@@ -83,6 +83,15 @@ func FuzzHandshake(f *testing.F) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		w, _, err := x.handshake(ctx, cancel, &fuzzDriver{msgs: [][]byte{challenge, welcome}}, func() connectivity.State { return connectivity.Ready }, []string{"t"}, &handshakeErrors{handshakeState: new(handshakeState)})
+		return w, err
+	}
+	// A driver's own answers pass, without a secret: a target that
+	// refused everything would check nothing below.
+	if _, err := handshake(challenge, enc(&wire.Frame{Kind: wire.Kind_KIND_WELCOME, Welcome: &wire.Welcome{ExecutorId: "1"}}), false); err != nil {
+		f.Fatalf("the handshake refused a driver's CHALLENGE and WELCOME: %v", err)
+	}
+	f.Fuzz(func(t *testing.T, challenge, welcome []byte, secret bool) {
+		w, err := handshake(challenge, welcome, secret)
 		switch {
 		case err != nil:
 			return
