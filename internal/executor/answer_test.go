@@ -48,3 +48,36 @@ func TestAnswerWait(t *testing.T) {
 		t.Error("Stop before the timeout: got false, want true")
 	}
 }
+
+// The wait gives up a timeout after the last byte, looking often enough
+// to tell: it used to look once a timeout, and ran on a whole timeout
+// more for bytes that came just after it began (20s after the last byte,
+// with HandshakeTimeout 10s, in a multi-host trial).
+func TestAnswerWaitCountsFromTheLastByte(t *testing.T) {
+	const timeout = 10 * time.Second
+	var n atomic.Uint64
+	start := time.Now()
+	w := &answerWait{timeout: timeout, received: n.Load, heard: start}
+	at := func(d time.Duration) time.Duration {
+		t.Helper()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.lookLocked(start.Add(d))
+	}
+	n.Add(55) // the last byte, just after the wait began
+	tests := []struct {
+		look time.Duration // since the wait began
+		max  time.Duration // the next look at most this far off; 0: give up
+	}{
+		{time.Second, time.Second},                                      // the byte seen: a look a tenth of timeout on
+		{10 * time.Second, time.Second},                                 // a timeout since the start, not since the byte
+		{10*time.Second + 900*time.Millisecond, 100 * time.Millisecond}, // the rest of the timeout
+		{11 * time.Second, 0},                                           // a timeout since the byte: give up
+	}
+	for _, tt := range tests {
+		got := at(tt.look)
+		if tt.max == 0 && got != 0 || tt.max != 0 && (got <= 0 || got > tt.max) {
+			t.Errorf("a look %v after the start, the last byte seen at 1s: got the next look %v on, want %v at most (0: give up)", tt.look, got, tt.max)
+		}
+	}
+}

@@ -860,7 +860,11 @@ func (x *Executor) warnFailed(ctx context.Context, cc *grpc.ClientConn, herr err
 
 // answerWait waits for an answer from the driver: it calls giveUp once
 // no byte has come from it for timeout (received has not changed): a
-// large WELCOME on a slow link is an answer coming.
+// large WELCOME on a slow link is an answer coming. It looks at received
+// ten times a timeout, so it gives up at most a tenth of timeout late.
+// (Looking once a timeout, it ran on a whole timeout more for bytes that
+// came just after it began, gRPC's own frames read as the stream opened:
+// twice HandshakeTimeout after the last byte, a multi-host trial found.)
 type answerWait struct {
 	timeout  time.Duration
 	received func() uint64
@@ -868,15 +872,16 @@ type answerWait struct {
 
 	mu    sync.Mutex // protects the following fields
 	t     *time.Timer
-	last  uint64 // received when the wait last began
-	ended bool   // stopped, or given up
+	last  uint64    // received at the last look
+	heard time.Time // when received last changed, or the wait began
+	ended bool      // stopped, or given up
 }
 
 func newAnswerWait(timeout time.Duration, received func() uint64, giveUp func()) *answerWait {
-	w := &answerWait{timeout: timeout, received: received, giveUp: giveUp, last: received()}
+	w := &answerWait{timeout: timeout, received: received, giveUp: giveUp, last: received(), heard: time.Now()}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.t = time.AfterFunc(timeout, w.expired)
+	w.t = time.AfterFunc(w.lookLocked(w.heard), w.expired)
 	return w
 }
 
@@ -886,13 +891,26 @@ func (w *answerWait) expired() {
 	if w.ended {
 		return
 	}
-	if n := w.received(); n != w.last {
-		w.last = n
-		w.t.Reset(w.timeout)
+	if next := w.lookLocked(time.Now()); next > 0 {
+		w.t.Reset(next)
 		return
 	}
 	w.ended = true
 	w.giveUp()
+}
+
+// lookLocked notes whether bytes came since the last look, and returns
+// when to look next, or 0 once timeout has passed since the last byte (or
+// since the wait began). w.mu is held.
+func (w *answerWait) lookLocked(now time.Time) time.Duration {
+	if n := w.received(); n != w.last {
+		w.last, w.heard = n, now
+	}
+	left := w.timeout - now.Sub(w.heard)
+	if left <= 0 {
+		return 0
+	}
+	return min(left, max(w.timeout/10, time.Millisecond))
 }
 
 // Stop ends the wait. It reports whether it did so before the wait gave
