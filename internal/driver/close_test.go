@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -288,7 +289,30 @@ func TestExecutorNotStoppedInTimeIsNamedSo(t *testing.T) {
 			line = l
 		}
 	}
-	if !strings.Contains(line, "did not stop within 200ms") || strings.Contains(line, "connection closed") {
-		t.Errorf("the driver's line for an executor that did not stop in time: got\n%s\nwant it to say that it did not stop within 200ms, not that its connection closed", line)
+	if !strings.Contains(line, "did not stop within 200ms (ShutdownTimeout), and its connection was closed") {
+		t.Errorf("the driver's line for an executor that did not stop in time: got\n%s\nwant it to say that it did not stop within 200ms, and was closed", line)
+	}
+}
+
+// An executor whose release also timed out, its connection not ending
+// (its reads stuck behind a large send on a slow link, say), is closed
+// with the reason it did not stop, if it did not: the release's timeout
+// is a consequence. Close used to give "not released within" alone.
+func TestUnreleasedReason(t *testing.T) {
+	d := &Driver{cfg: Config{ShutdownTimeout: time.Second}}
+	tests := []struct {
+		name       string
+		notStopped error
+		want       string
+	}{
+		{"stopped", nil, "executor 3 not released within 1s"},
+		{"not stopped", errors.New("executor 3 did not stop within 1s"), "executor 3 did not stop within 1s (ShutdownTimeout), and its connection was closed"},
+	}
+	for _, tt := range tests {
+		es := &execState{info: plugin.ExecutorInfo{ID: "3"}, notStopped: tt.notStopped}
+		err := d.unreleasedReason(es)
+		if !strings.Contains(err.Error(), tt.want) || plugin.CodeOf(err) != plugin.CodeUnavailable {
+			t.Errorf("%s: got %v (code %v), want %q, unavailable", tt.name, err, plugin.CodeOf(err), tt.want)
+		}
 	}
 }

@@ -1531,7 +1531,7 @@ func (d *Driver) HandleClose(c *rpc.Conn, err error) {
 		// a large send, say) and closed the stream, or the executor
 		// ended it after that: "connection closed" alone read as a
 		// crash of the executor's.
-		reason = plugin.Errorf(plugin.CodeUnavailable, "%v (ShutdownTimeout), and its connection was closed: %w", notStopped, plugin.ErrClosed)
+		reason = notStoppedReason(notStopped)
 	}
 	if reason != nil {
 		reason = d.withExit(es, reason)
@@ -1665,6 +1665,26 @@ func (d *Driver) logClose(info plugin.ExecutorInfo, end closing) {
 	if end.untold != nil {
 		d.log.Warn("executor ended", "executor", info.ID, "err", end.untold)
 	}
+}
+
+// unreleasedReason is what Close closes the connection of executor es
+// with when its release did not end within ShutdownTimeout: that it did
+// not stop in time, if so (its STOPPED and the rest stuck behind large
+// sends on a slow link, say), which is the cause.
+func (d *Driver) unreleasedReason(es *execState) error {
+	d.mu.Lock()
+	notStopped := es.notStopped
+	d.mu.Unlock()
+	if notStopped != nil {
+		return notStoppedReason(notStopped)
+	}
+	return plugin.Errorf(plugin.CodeUnavailable, "executor %s not released within %v", es.info.ID, d.cfg.ShutdownTimeout)
+}
+
+// notStoppedReason is the reason an executor that did not stop within
+// ShutdownTimeout (notStopped, Close's error for it) was removed with.
+func notStoppedReason(notStopped error) error {
+	return plugin.Errorf(plugin.CodeUnavailable, "%v (ShutdownTimeout), and its connection was closed: %w", notStopped, plugin.ErrClosed)
 }
 
 // errShuttingDown is what a driver plugin's calls to executors return once
@@ -1840,7 +1860,7 @@ func (d *Driver) Close() error {
 		select {
 		case <-es.conn.Done():
 		case <-ctx.Done():
-			es.conn.Close(plugin.Errorf(plugin.CodeUnavailable, "executor %s not released within %v", es.info.ID, d.cfg.ShutdownTimeout))
+			es.conn.Close(d.unreleasedReason(es))
 		}
 	}
 	cancel()
