@@ -849,11 +849,12 @@ func (x *Executor) warnFailed(ctx context.Context, cc *grpc.ClientConn, herr err
 	case herr != nil:
 		x.log.Warn("cannot connect to the driver yet: the TLS handshake failed (is TLS set up alike on both sides, with a certificate this executor trusts for that address?); retrying", "driver", x.cfg.DriverAddr, "err", herr, "until", x.cfg.ConnectTimeout)
 	default:
-		args := []any{"driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout}
 		if cause := connectError(ctx, cc); cause != nil {
-			args = append(args, "err", cause)
+			// It says what happened: a hint would guess.
+			x.log.Warn("cannot connect to the driver yet; retrying", "driver", x.cfg.DriverAddr, "err", cause, "until", x.cfg.ConnectTimeout)
+			break
 		}
-		x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", args...)
+		x.log.Warn("cannot connect to the driver yet (not started yet, something else at that address, or TLS not set up alike on both sides); retrying", "driver", x.cfg.DriverAddr, "until", x.cfg.ConnectTimeout)
 	}
 	return true
 }
@@ -1015,7 +1016,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 				// gRPC's error says only that the wait was canceled.
 				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: no answer from that address (is the host up, and reachable from this one, or does a firewall drop the packets?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 			}
-			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
+			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address, and reachable from this host?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 		}
 		return nil, nil, fmt.Errorf("executor: handshake with driver %s: %w", x.cfg.DriverAddr, err)
 	}

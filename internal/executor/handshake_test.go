@@ -79,7 +79,7 @@ func TestUnreachableDriverError(t *testing.T) {
 	addr := deadAddr(t)
 	err := Run(context.Background(), Config{DriverAddr: addr, Logger: slog.New(slog.DiscardHandler), ConnectTimeout: 300 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "no handshake with driver "+addr) ||
-		!strings.Contains(err.Error(), "is it running, at that address?") || errors.Is(err, ErrDriverLost) {
+		!strings.Contains(err.Error(), "is it running, at that address, and reachable from this host?") || errors.Is(err, ErrDriverLost) {
 		t.Errorf("Run: got %v, want no handshake with %s, asking whether it runs there, and not ErrDriverLost", err, addr)
 	}
 }
