@@ -965,11 +965,16 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	// stopped reaching (a partition, packets dropped) would otherwise
 	// hold the executor, silent, until ConnectTimeout.
 	var unanswered atomic.Pointer[string] // the answer that did not come in time
-	await := func(answer string) *answerWait {
-		return newAnswerWait(x.cfg.HandshakeTimeout, handshakes.received.Load, func() {
+	recvAnswer := func(stream wire.Ember_ConnectClient, m any, answer string) error {
+		wait := newAnswerWait(x.cfg.HandshakeTimeout, handshakes.received.Load, func() {
 			unanswered.Store(&answer)
 			cancel()
 		})
+		err := stream.RecvMsg(m)
+		if !wait.Stop() && err == nil {
+			err = errors.New("the answer came as the wait for it ended") // and cancel ended the stream
+		}
+		return err
 	}
 	// A TLS failure that retrying cannot mend ends the wait; one on
 	// another connection attempt, seen as this one succeeds, must not
@@ -1027,10 +1032,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 	// CHALLENGE and WELCOME arrive before the driver has proved anything:
 	// read as FirstBatches, they cost about what the peer sends.
 	first := new(wire.FirstBatch)
-	challengeDue := await("CHALLENGE")
-	err = stream.RecvMsg(first)
-	challengeDue.Stop()
-	if err != nil {
+	if err := recvAnswer(stream, first, "CHALLENGE"); err != nil {
 		return fail(err)
 	}
 	if f := first.Frame; f == nil || f.Kind != wire.Kind_KIND_CHALLENGE || f.Challenge == nil {
@@ -1061,12 +1063,7 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return fail(err)
 	}
 	b := new(wire.FirstBatch)
-	welcomeDue := await("WELCOME")
-	err = stream.RecvMsg(b)
-	if !welcomeDue.Stop() && err == nil {
-		err = errors.New("the answer came as the wait ended")
-	}
-	if err != nil {
+	if err := recvAnswer(stream, b, "WELCOME"); err != nil {
 		return fail(err)
 	}
 	if f := b.Frame; f == nil || f.Kind != wire.Kind_KIND_WELCOME || f.Welcome == nil {
