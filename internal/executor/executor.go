@@ -997,33 +997,9 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		giveUpMu.Unlock()
 		handshakes.giveUp.Store(nil)
 	}()
-	handshakeErr := handshakes.err
 	fail := func(err error) (*wire.Welcome, wire.Ember_ConnectClient, error) {
-		herr := handshakeErr()
-		if tlsMisconfigured(herr) {
-			hint := "is TLS set up alike on both sides, with a certificate this executor trusts for that address?"
-			if certificateRefused(herr) {
-				hint = "the driver requires a client certificate for client authentication, issued by its CAFile: set Config.TLS's ExecutorCertFile and ExecutorKeyFile, or EMBER_TLS_CERT_FILE and EMBER_TLS_KEY_FILE"
-			}
-			return nil, nil, misconfigured{fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)}
-		}
-		if answer := unanswered.Load(); answer != nil {
-			// err is the wait's own cancel: no news.
-			return nil, nil, fmt.Errorf("executor: driver %s did not answer the handshake: no %s, and no byte from it for %v (HandshakeTimeout; is the network between them dropping packets?)",
-				x.cfg.DriverAddr, *answer, x.cfg.HandshakeTimeout)
-		}
-		if !deadline.Stop() {
-			// Never reached, or never answered: not a driver lost.
-			switch {
-			case herr != nil:
-				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, herr, err)
-			case state() == connectivity.Connecting:
-				// gRPC's error says only that the wait was canceled.
-				return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v: no answer from that address (is the host up, and reachable from this one, or does a firewall drop the packets?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
-			}
-			return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address, and reachable from this host?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
-		}
-		return nil, nil, fmt.Errorf("executor: handshake with driver %s: %w", x.cfg.DriverAddr, err)
+		timedOut := !deadline.Stop()
+		return nil, nil, x.handshakeError(err, handshakes.err(), unanswered.Load(), timedOut, state)
 	}
 	stream, err := client.Connect(ctx, grpc.WaitForReady(true))
 	if err != nil {
@@ -1112,6 +1088,35 @@ func (x *Executor) handshake(ctx context.Context, cancel context.CancelFunc, cli
 		return nil, nil, fmt.Errorf("executor: no handshake with driver %s within %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout)
 	}
 	return w, stream, nil
+}
+
+// handshakeError says why the handshake failed with err: herr is the
+// latest failed transport handshake, unanswered names the driver's answer
+// that did not come within HandshakeTimeout (nil: none), timedOut says
+// that ConnectTimeout had passed, and state gives the connection's.
+func (x *Executor) handshakeError(err, herr error, unanswered *string, timedOut bool, state func() connectivity.State) error {
+	switch {
+	case tlsMisconfigured(herr):
+		hint := "is TLS set up alike on both sides, with a certificate this executor trusts for that address?"
+		if certificateRefused(herr) {
+			hint = "the driver requires a client certificate for client authentication, issued by its CAFile: set Config.TLS's ExecutorCertFile and ExecutorKeyFile, or EMBER_TLS_CERT_FILE and EMBER_TLS_KEY_FILE"
+		}
+		return misconfigured{fmt.Errorf("executor: the TLS handshake with driver %s failed (%s): %w", x.cfg.DriverAddr, hint, herr)}
+	case unanswered != nil:
+		// err is the wait's own cancel: no news.
+		return fmt.Errorf("executor: driver %s did not answer the handshake: no %s, and no byte from it for %v (HandshakeTimeout; is the network between them dropping packets?)",
+			x.cfg.DriverAddr, *unanswered, x.cfg.HandshakeTimeout)
+	case !timedOut:
+		return fmt.Errorf("executor: handshake with driver %s: %w", x.cfg.DriverAddr, err)
+	// Never reached, or never answered, within ConnectTimeout: not a
+	// driver lost.
+	case herr != nil:
+		return fmt.Errorf("executor: no handshake with driver %s within %v: %w: %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, herr, err)
+	case state() == connectivity.Connecting:
+		// gRPC's error says only that the wait was canceled.
+		return fmt.Errorf("executor: no handshake with driver %s within %v: no answer from that address (is the host up, and reachable from this one, or does a firewall drop the packets?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
+	}
+	return fmt.Errorf("executor: no handshake with driver %s within %v (is it running, at that address, and reachable from this host?): %v", x.cfg.DriverAddr, x.cfg.ConnectTimeout, err)
 }
 
 // verifyWelcome reports whether w carries the driver's proof that it knows
