@@ -1078,6 +1078,71 @@ func TestStartUpTimeoutSaysNoExecutorConnected(t *testing.T) {
 	}
 }
 
+// A local-cluster executor runs the program's main up to ember.Run, so a
+// service whose main takes its fixed HTTP port (or a lock) before Run ends
+// every executor there, with its own status, and one whose arguments lead
+// main elsewhere (another subcommand) returns before Run. The start-up
+// error said "exit status 1" or "exited" alone, with nothing pointing at
+// what main does before Run.
+func TestExecutorEndedBeforeHandshakeSaysWhereToLook(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		want   string
+	}{
+		{"failed", 1, "exit status 1"},
+		{"returned", 0, "exited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if os.Getenv(ember.EnvDriver) != "" {
+				os.Exit(tc.status) // as main failing to listen, or returning, before Run
+			}
+			cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet,
+				MetricsAddr: "off", Conf: map[string]string{ember.ConfExecutorMaxRetries: "0"}}
+			err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+				t.Error("driver function ran without executors")
+				return nil
+			})
+			for _, want := range []string{"ended during start-up", tc.want, "before its handshake", "before ember.Run"} {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Run: got %v, want an error containing %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// An executor that reached ember.Run and failed there (its plugin's Init)
+// gets no such hint: its error says why.
+func TestExecutorInitFailureHasNoBeforeRunHint(t *testing.T) {
+	cfg := ember.Config{Master: "local-cluster[1]", ExecutorArgs: embertest.ExecutorArgs(t), Logger: quiet,
+		MetricsAddr: "off", Plugins: []plugin.Plugin{failingExecutorInit{}}}
+	err := ember.Run(testCtx(t), cfg, func(context.Context, *ember.Driver) error {
+		t.Error("driver function ran without executors")
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "no thanks") {
+		t.Fatalf("Run: got %v, want the executor plugin's Init error", err)
+	}
+	if strings.Contains(err.Error(), "before its handshake") {
+		t.Errorf("Run: got %v, want no hint about main before ember.Run", err)
+	}
+}
+
+type failingExecutorInit struct{}
+
+func (failingExecutorInit) Name() string                      { return "failing-init" }
+func (failingExecutorInit) DriverPlugin() plugin.DriverPlugin { return nil }
+func (failingExecutorInit) ExecutorPlugin() plugin.ExecutorPlugin {
+	return failingInitExecutor{}
+}
+
+type failingInitExecutor struct{ plugin.BaseExecutorPlugin }
+
+func (failingInitExecutor) Init(context.Context, plugin.ExecutorContext, map[string]string) error {
+	return errors.New("no thanks")
+}
+
 // slowLine is a slog handler that takes delay to write the line msg: an
 // executor's last words, after its stream has ended.
 type slowLine struct {

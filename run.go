@@ -284,9 +284,9 @@ func runDriver(ctx context.Context, cfg Config, fn func(context.Context, *Driver
 			case p.Refused != nil:
 				abort(p.Refused) // why it exited, which its status does not say
 			case err == nil:
-				abort(errors.New("an executor ended during start-up: exited"))
+				abort(errors.New("an executor ended during start-up: exited" + beforeHandshake(p)))
 			default:
-				abort(fmt.Errorf("an executor ended during start-up: %w", err))
+				abort(fmt.Errorf("an executor ended during start-up: %w%s", err, beforeHandshake(p)))
 			}
 		}
 		if s.replaces {
@@ -486,6 +486,25 @@ func logEnded(log *slog.Logger, id string, err error, initFailed bool) {
 		level = slog.LevelDebug
 	}
 	log.Log(context.Background(), level, "executor ended", attrs...)
+}
+
+// beforeHandshake is what the start-up error adds for a local-cluster
+// executor process that ended during start-up, p being what the driver
+// learnt of it: a hint when it ended before its handshake passed, which
+// most often means that it never reached ember.Run. Each executor runs
+// the program's main up to Run, and a main that takes something there a
+// second copy of the program cannot (the service's fixed port, a lock),
+// or that does not reach Run with the executor's arguments (another
+// subcommand), ends the executor with its own status, and nothing in the
+// driver's error said where to look.
+func beforeHandshake(p driver.Process) string {
+	if p.ID != "" || p.InitFailure != nil || p.Refused != nil {
+		return ""
+	}
+	return "; it ended before its handshake with the driver: an executor runs this program's main up to ember.Run " +
+		"(Config.ExecutorArgs, default this process's arguments), so did main fail or return before ember.Run " +
+		"(a fixed port to listen on or a lock that a second copy cannot take, arguments that do not lead to ember.Run)? " +
+		"The executor's own output, on this process's stderr, says why"
 }
 
 // startupError is the error of a start-up whose wait for its executors
