@@ -105,6 +105,15 @@ var (
 // test's start-up failed with a handshake mismatch; a message type, the
 // same. Register tasks in package-level vars and message types in init
 // functions (or in TestMain before calling Main).
+//
+// Main does not return: it exits the process with the tests' status
+// (failing it for a goroutine that a test left running, one of the
+// package's tests unrelated to Ember included), so a TestMain's teardown
+// after it never runs; clean up in t.Cleanup instead. What a TestMain
+// does before Main runs in every executor process too (each is the test
+// binary started again, running one test): skip such set-up there
+// (os.Getenv(ember.EnvDriver) != ""), as for a test's own code before
+// Start.
 func Main(m *testing.M) {
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
