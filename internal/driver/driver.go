@@ -416,6 +416,9 @@ func setUp(log *slog.Logger, p plugin.Plugin) (pluginSetup, error) {
 	if err := rpc.NilSide("DriverPlugin", s.dp); err != nil {
 		return s, fmt.Errorf("driver plugin %q: %w", name, err)
 	}
+	for _, why := range rpc.MissedOptional(s.dp, rpc.DriverOptional) {
+		log.Warn("driver plugin: a method meant for an optional interface is never called", "plugin", name, "why", why)
+	}
 	if cr, ok := s.dp.(plugin.ConcurrentReceiver); ok {
 		if err := call("MaxConcurrentReceives", func() { s.workers = cr.MaxConcurrentReceives() }); err != nil {
 			return s, err

@@ -1192,6 +1192,9 @@ func (x *Executor) setupPlugins(welcome *wire.Welcome) (setupErr error) {
 			}
 		}
 		e.ep = ep
+		for _, why := range rpc.MissedOptional(ep, rpc.ExecutorOptional) {
+			x.log.Warn("executor plugin: a method meant for an optional interface is never called", "plugin", e.name, "why", why)
+		}
 		e.recv, _ = e.ep.(plugin.ExecutorReceiver)
 		e.dropped, _ = e.ep.(plugin.DroppedReplyListener)
 		if e.recv != nil || e.dropped != nil {
