@@ -65,6 +65,9 @@ func (m membership) Name() string                          { return "membership"
 func (m membership) DriverPlugin() plugin.DriverPlugin     { return m.p }
 func (m membership) ExecutorPlugin() plugin.ExecutorPlugin { return nil }
 
+// driverPlugin is a plugin.ExecutorListener, checked at compile time.
+var _ plugin.ExecutorListener = (*driverPlugin)(nil)
+
 // driverPlugin counts membership events. They arrive on the plugin's lane,
 // one at a time, and Shutdown runs on the shutdown goroutine, so the counts
 // are guarded.

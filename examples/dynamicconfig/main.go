@@ -98,6 +98,9 @@ func (p dynamicConfig) Name() string                        { return pluginName 
 func (p dynamicConfig) DriverPlugin() plugin.DriverPlugin   { return p.driver }
 func (dynamicConfig) ExecutorPlugin() plugin.ExecutorPlugin { return &executorPlugin{} }
 
+// driverPlugin is a plugin.ExecutorListener, checked at compile time.
+var _ plugin.ExecutorListener = (*driverPlugin)(nil)
+
 // driverPlugin owns the settings and the HTTP endpoint.
 type driverPlugin struct {
 	plugin.BaseDriverPlugin

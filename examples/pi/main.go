@@ -117,6 +117,9 @@ type taskKey struct {
 	index, attempt int
 }
 
+// executorPlugin is a plugin.TaskListener, checked at compile time.
+var _ plugin.TaskListener = (*executorPlugin)(nil)
+
 // executorPlugin times the tasks of its executor. The hooks run on the
 // tasks' goroutines, several at once (one per slot), so its state is
 // guarded.

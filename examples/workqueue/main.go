@@ -101,6 +101,13 @@ func (workqueue) Name() string                            { return "workqueue" }
 func (w workqueue) DriverPlugin() plugin.DriverPlugin     { return w.q }
 func (w workqueue) ExecutorPlugin() plugin.ExecutorPlugin { return &worker{poll: w.poll} }
 
+// The optional interfaces queue implements, checked at compile time: a
+// method with another signature would compile, and never be called.
+var (
+	_ plugin.ConcurrentReceiver = (*queue)(nil)
+	_ plugin.ExecutorListener   = (*queue)(nil)
+)
+
 // queue is the driver side: the jobs to hand out, those leased and not
 // yet done, and the results.
 type queue struct {
