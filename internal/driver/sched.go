@@ -793,6 +793,7 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 	}
 	var out []outFrame
 	var running []string // what it may have been running, for the error below
+	var failed []string  // those of running whose jobs had not ended: failed attempts
 	// In run order, so that which attempts are requeued and which job
 	// fails first do not depend on map order.
 	for _, run := range slices.Sorted(maps.Keys(e.running)) {
@@ -811,7 +812,11 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		reached := a.sent && !a.undelivered
 		mayHaveRun := reached && !a.waiting
 		if mayHaveRun {
-			running = append(running, fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index))
+			what := fmt.Sprintf("task %q on inputs[%d]", a.job.task, a.index)
+			running = append(running, what)
+			if a.job.err == nil {
+				failed = append(failed, what)
+			}
 		}
 		delete(s.runs, run)
 		if !a.waiting {
@@ -858,9 +863,11 @@ func (s *scheduler) removeExecutor(e *execState, cause error) {
 		out = append(out, s.failPendingLocked(err)...)
 	}
 	s.mu.Unlock()
-	if cause != nil && !e.leaving && len(running) > 0 {
+	if cause != nil && !e.leaving && len(failed) > 0 {
 		// Failed attempts, as those that return an error are (result).
-		s.log.Warn("task attempts lost with their executor", "executor", e.info.ID, "attempts", listRunning(running), "err", cause)
+		// Not those of jobs that had ended (failed, canceled, or failed
+		// by the driver's shutdown): nobody waits for them.
+		s.log.Warn("task attempts lost with their executor", "executor", e.info.ID, "attempts", listRunning(failed), "err", cause)
 	}
 	s.send(out)
 }

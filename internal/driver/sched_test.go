@@ -453,6 +453,30 @@ func TestLostAttemptsFailTheJob(t *testing.T) {
 	}
 }
 
+// An attempt whose job had ended (its ctx canceled, or failed by the
+// driver's shutdown) is not logged as lost with its executor: nobody waits
+// for it, and the line read as work lost (a multi-host trial's shutdown).
+func TestLostAttemptsOfEndedJobsAreNotLogged(t *testing.T) {
+	var logs logtest.Buffer
+	d, err := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Tasks: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	job := make(chan error, 1)
+	stream, es := schedExecutor(t, d, "1", 1)
+	go func() { _, err := d.RunJob(ctx, "t", [][]byte{nil}, nil); job <- err }()
+	pollSent(t, stream, wire.Kind_KIND_TASK, 1)
+	cancel()
+	if err := waitJob(t, job); !errors.Is(err, context.Canceled) {
+		t.Fatalf("job: got %v, want context.Canceled", err)
+	}
+	d.sched.removeExecutor(es, errors.New("EOF"))
+	if strings.Contains(logs.String(), "task attempts lost") {
+		t.Errorf("driver log: got a line for the lost attempt of a job that had ended:\n%s", logs.String())
+	}
+}
+
 // waitJob returns the error of the RunJob reporting to job, failing the
 // test if it has not returned within 10 seconds.
 func waitJob(t *testing.T, job <-chan error) error {
