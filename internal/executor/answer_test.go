@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/internal/rpc"
 )
 
 // An answer wait gives up once no byte has come for its timeout, and not
@@ -52,12 +54,14 @@ func TestAnswerWait(t *testing.T) {
 // The wait gives up a timeout after the last byte, looking often enough
 // to tell: it used to look once a timeout, and ran on a whole timeout
 // more for bytes that came just after it began (20s after the last byte,
-// with HandshakeTimeout 10s, in a multi-host trial).
+// with HandshakeTimeout 10s, in a multi-host trial). It looks every tenth
+// of timeout, as its timer does; a look long after the last (this process
+// stalled) does not count the stall as the driver's silence.
 func TestAnswerWaitCountsFromTheLastByte(t *testing.T) {
 	const timeout = 10 * time.Second
 	var n atomic.Uint64
 	start := time.Now()
-	w := &answerWait{timeout: timeout, received: n.Load, heard: start}
+	w := &answerWait{timeout: timeout, received: n.Load, silence: rpc.NewSilence(timeout/10, start)}
 	at := func(d time.Duration) time.Duration {
 		t.Helper()
 		w.mu.Lock()
@@ -69,7 +73,15 @@ func TestAnswerWaitCountsFromTheLastByte(t *testing.T) {
 		look time.Duration // since the wait began
 		max  time.Duration // the next look at most this far off; 0: give up
 	}{
-		{time.Second, time.Second},                                      // the byte seen: a look a tenth of timeout on
+		{time.Second, time.Second}, // the byte seen: a look a tenth of timeout on
+		{2 * time.Second, time.Second},
+		{3 * time.Second, time.Second},
+		{4 * time.Second, time.Second},
+		{5 * time.Second, time.Second},
+		{6 * time.Second, time.Second},
+		{7 * time.Second, time.Second},
+		{8 * time.Second, time.Second},
+		{9 * time.Second, time.Second},
 		{10 * time.Second, time.Second},                                 // a timeout since the start, not since the byte
 		{10*time.Second + 900*time.Millisecond, 100 * time.Millisecond}, // the rest of the timeout
 		{11 * time.Second, 0},                                           // a timeout since the byte: give up
@@ -79,5 +91,16 @@ func TestAnswerWaitCountsFromTheLastByte(t *testing.T) {
 		if tt.max == 0 && got != 0 || tt.max != 0 && (got <= 0 || got > tt.max) {
 			t.Errorf("a look %v after the start, the last byte seen at 1s: got the next look %v on, want %v at most (0: give up)", tt.look, got, tt.max)
 		}
+	}
+
+	// This process stalled for a minute after a look 5s into the silence:
+	// the stall is not the driver's, and the wait goes on.
+	n.Add(1)
+	w = &answerWait{timeout: timeout, received: n.Load, last: n.Load(), silence: rpc.NewSilence(timeout/10, start)}
+	for look := time.Second; look <= 5*time.Second; look += time.Second {
+		at(look)
+	}
+	if got := at(65 * time.Second); got <= 0 {
+		t.Errorf("the first look after a stall of this process's own: got %v, want the wait to go on", got)
 	}
 }

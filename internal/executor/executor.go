@@ -861,28 +861,31 @@ func (x *Executor) warnFailed(ctx context.Context, cc *grpc.ClientConn, herr err
 
 // answerWait waits for an answer from the driver: it calls giveUp once
 // no byte has come from it for timeout (received has not changed): a
-// large WELCOME on a slow link is an answer coming. It looks at received
-// ten times a timeout, so it gives up at most a tenth of timeout late.
-// (Looking once a timeout, it ran on a whole timeout more for bytes that
-// came just after it began, gRPC's own frames read as the stream opened:
-// twice HandshakeTimeout after the last byte, a multi-host trial found.)
+// large WELCOME on a slow link is an answer coming. It measures that as
+// the connection's heartbeat does (rpc.Silence, looking ten times a
+// timeout): a stall of this process's own, starved of CPU say, is not
+// the driver's silence. (Looking once a timeout, it ran on a whole
+// timeout more for bytes that came just after it began, gRPC's own
+// frames read as the stream opened: twice HandshakeTimeout after the
+// last byte, a multi-host trial found.)
 type answerWait struct {
 	timeout  time.Duration
 	received func() uint64
 	giveUp   func()
 
-	mu    sync.Mutex // protects the following fields
-	t     *time.Timer
-	last  uint64    // received at the last look
-	heard time.Time // when received last changed, or the wait began
-	ended bool      // stopped, or given up
+	mu      sync.Mutex // protects the following fields
+	t       *time.Timer
+	last    uint64 // received at the last look
+	silence rpc.Silence
+	ended   bool // stopped, or given up
 }
 
 func newAnswerWait(timeout time.Duration, received func() uint64, giveUp func()) *answerWait {
-	w := &answerWait{timeout: timeout, received: received, giveUp: giveUp, last: received(), heard: time.Now()}
+	w := &answerWait{timeout: timeout, received: received, giveUp: giveUp, last: received(),
+		silence: rpc.NewSilence(max(timeout/10, time.Millisecond), time.Now())}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.t = time.AfterFunc(w.lookLocked(w.heard), w.expired)
+	w.t = time.AfterFunc(w.silence.Interval(), w.expired)
 	return w
 }
 
@@ -901,17 +904,16 @@ func (w *answerWait) expired() {
 }
 
 // lookLocked notes whether bytes came since the last look, and returns
-// when to look next, or 0 once timeout has passed since the last byte (or
-// since the wait began). w.mu is held.
+// when to look next, or 0 once the driver has been silent for timeout.
+// w.mu is held.
 func (w *answerWait) lookLocked(now time.Time) time.Duration {
-	if n := w.received(); n != w.last {
-		w.last, w.heard = n, now
-	}
-	left := w.timeout - now.Sub(w.heard)
-	if left <= 0 {
+	n := w.received()
+	silent := w.silence.Tick(now, n != w.last)
+	w.last = n
+	if silent >= w.timeout {
 		return 0
 	}
-	return min(left, max(w.timeout/10, time.Millisecond))
+	return min(w.timeout-silent, w.silence.Interval())
 }
 
 // Stop ends the wait. It reports whether it did so before the wait gave

@@ -1665,7 +1665,7 @@ func (c *Conn) heartbeatLoop() {
 	// The reader only raises a flag per batch (no clock read on the hot
 	// path); the last time it was seen raised, at tick resolution, is when
 	// the peer was last heard.
-	hb := silence{interval: c.opts.HeartbeatInterval, lastTick: time.Now(), lastHeard: time.Now()}
+	hb := NewSilence(c.opts.HeartbeatInterval, time.Now())
 	// The bytes the transport had taken in at the last tick (see
 	// Options.Received): more since then, a batch on its way, is the
 	// peer heard from too.
@@ -1683,7 +1683,7 @@ func (c *Conn) heartbeatLoop() {
 					bytesIn, bytesKnown = n, true
 				}
 			}
-			if silent := hb.tick(now, heard); silent > c.opts.HeartbeatTimeout {
+			if silent := hb.Tick(now, heard); silent > c.opts.HeartbeatTimeout {
 				c.close(plugin.Errorf(plugin.CodeUnavailable, "peer silent for %v (heartbeat timeout %v)", silent.Round(time.Millisecond), c.opts.HeartbeatTimeout))
 				return
 			}
@@ -1694,24 +1694,34 @@ func (c *Conn) heartbeatLoop() {
 	}
 }
 
-// silence measures how long the peer has not been heard from, in the time
+// Silence measures how long the peer has not been heard from, in the time
 // this side ran: a process stopped for a while (SIGSTOP, a debugger, a VM
 // paused or migrated, a machine starved of CPU) holds its own stall
 // against nobody. Its first tick after the stall, which the ticker
 // delivers at once, could otherwise find the peer silent for the whole
 // stall if it ran before the reader had taken in what the peer sent
 // meanwhile, and close the connection. (An executor process stopped with
-// SIGSTOP did not show it: its reader ran first.)
-type silence struct {
+// SIGSTOP did not show it: its reader ran first.) A Silence is not safe
+// for concurrent use.
+type Silence struct {
 	interval            time.Duration
 	lastTick, lastHeard time.Time
 }
 
-// tick records a tick at now, with heard telling whether the peer was
+// NewSilence returns a Silence ticked every interval, the peer last heard
+// from at now.
+func NewSilence(interval time.Duration, now time.Time) Silence {
+	return Silence{interval: interval, lastTick: now, lastHeard: now}
+}
+
+// Interval is the interval s is ticked at.
+func (s *Silence) Interval() time.Duration { return s.interval }
+
+// Tick records a tick at now, with heard telling whether the peer was
 // heard from since the last one, and returns how long it has been
 // silent. A tick more than two intervals after the last means this side
 // did not run meanwhile: the time it lost is not counted.
-func (s *silence) tick(now time.Time, heard bool) time.Duration {
+func (s *Silence) Tick(now time.Time, heard bool) time.Duration {
 	if gap := now.Sub(s.lastTick); gap > 2*s.interval {
 		s.lastHeard = s.lastHeard.Add(gap - s.interval)
 	}

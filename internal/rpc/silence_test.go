@@ -33,9 +33,9 @@ func TestSilenceDiscountsOwnStalls(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := silence{interval: interval, lastTick: t0, lastHeard: t0}
+			s := NewSilence(interval, t0)
 			for _, k := range tt.ticks {
-				if got := s.tick(t0.Add(k.at), k.heard); got != k.want {
+				if got := s.Tick(t0.Add(k.at), k.heard); got != k.want {
 					t.Fatalf("tick at %v (heard %v): got silence %v, want %v", k.at, k.heard, got, k.want)
 				}
 			}
